@@ -1,0 +1,113 @@
+/** The three outcomes of a check, as the seed spells them. */
+export type DecisionValue = 'allow' | 'deny' | 'require_approval';
+
+/** The kinds of action a session decides. Model calls are `cost` actions whose `source` names the model. */
+export type ActionType = 'tool' | 'http' | 'cost';
+
+export type Metadata = Readonly<Record<string, unknown>>;
+
+/** A tool call. */
+export interface ToolAction {
+  readonly type: 'tool';
+  readonly name: string;
+  /** USD, exact to the nano-dollar. */
+  readonly cost: number;
+  readonly metadata?: Metadata;
+}
+
+/** An outbound HTTP request. `domain` is the normalised host that was matched. */
+export interface HttpAction {
+  readonly type: 'http';
+  readonly url: string;
+  readonly domain: string;
+  readonly method?: string;
+  readonly cost: number;
+  readonly metadata?: Metadata;
+}
+
+/** Spending that is neither a tool nor a request, e.g. a model call (`source: 'model:openai/gpt-4o'`). */
+export interface CostAction {
+  readonly type: 'cost';
+  readonly source: string;
+  readonly cost: number;
+  readonly metadata?: Metadata;
+}
+
+export type Action = ToolAction | HttpAction | CostAction;
+
+/** Which part of the policy decided, as data. */
+export type RuleRef =
+  | { readonly section: 'tools'; readonly list: 'allow' | 'block'; readonly entry: string | null }
+  | { readonly section: 'network'; readonly list: 'allow' | 'block'; readonly entry: string | null }
+  | {
+      readonly section: 'budget';
+      readonly maxSpend: number;
+      readonly spent: number;
+      readonly reserved: number;
+      readonly requested: number;
+    }
+  | { readonly section: 'approval'; readonly index: number; readonly rule: ApprovalRuleSpec }
+  | { readonly section: 'pricing'; readonly model: string }
+  | { readonly section: 'input'; readonly check: 'tool_name' | 'url' | 'cost' | 'action' | 'usage' }
+  | {
+      readonly section: 'approver';
+      readonly outcome: 'rejected' | 'error' | 'timeout' | 'invalid';
+      /** The approval rule that asked for the approval. */
+      readonly index: number;
+      readonly rule: ApprovalRuleSpec;
+    }
+  | { readonly section: 'session'; readonly check: 'ended' | 'limit' }
+  | { readonly section: 'default' };
+
+/** An approval rule as written in the policy (snake_case, as in YAML). Every key present must match. */
+export interface ApprovalRuleSpec {
+  readonly tool?: string;
+  readonly domain?: string;
+  readonly action?: ActionType;
+  readonly cost_gt?: number;
+}
+
+/** Who approved an action and how. */
+export interface ApprovalRecord {
+  /** `caller`: the check was made with `approved: true`; `approver`: the session's approver said yes. */
+  readonly via: 'caller' | 'approver';
+  readonly by?: string;
+  readonly reason?: string;
+}
+
+/** What happened to a reserved amount after the decision. */
+export interface Settlement {
+  readonly status: 'pending' | 'committed' | 'released';
+  /** USD reserved at decision time. */
+  readonly estimated: number;
+  /** USD finally charged (0 when released; the estimate while pending). */
+  readonly actual: number;
+}
+
+interface DecisionBase {
+  readonly id: string;
+  readonly sessionId: string;
+  readonly reason: string;
+  readonly rule: RuleRef;
+  readonly action: Action;
+  /** True when the action went ahead on a human's (or the caller's) approval. */
+  readonly approved: boolean;
+  readonly approval?: ApprovalRecord;
+  /** Present on decisions that reserved money to settle later (model calls, guarded tools). */
+  readonly settlement?: Settlement;
+  /** ISO 8601. */
+  readonly timestamp: string;
+}
+
+export interface AllowDecision extends DecisionBase {
+  readonly decision: 'allow';
+}
+export interface DenyDecision extends DecisionBase {
+  readonly decision: 'deny';
+}
+export interface RequireApprovalDecision extends DecisionBase {
+  readonly decision: 'require_approval';
+}
+
+/** One decision of the audit trail, discriminated by `decision`. */
+export type Decision = AllowDecision | DenyDecision | RequireApprovalDecision;

@@ -1,0 +1,95 @@
+import type { Decision } from './decision.js';
+
+const MARKER = Symbol.for('agentpolicy.error');
+
+/** Every error code agentpolicy raises. */
+export type AgentPolicyErrorCode =
+  | 'POLICY_INVALID'
+  | 'POLICY_LOAD_FAILED'
+  | 'ACTION_DENIED'
+  | 'BUDGET_EXCEEDED'
+  | 'APPROVAL_REQUIRED'
+  | 'RESERVATION_SETTLED'
+  | 'INVALID_ARGUMENT';
+
+/**
+ * Base class of every error agentpolicy throws. Use {@link AgentPolicyError.isInstance} rather than `instanceof`
+ * when several copies of the package may be installed.
+ */
+export class AgentPolicyError extends Error {
+  readonly code: AgentPolicyErrorCode;
+  private readonly [MARKER] = true;
+
+  constructor(code: AgentPolicyErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'AgentPolicyError';
+    this.code = code;
+  }
+
+  /** True for any agentpolicy error, from this copy of the package or another. */
+  static isInstance(value: unknown): value is AgentPolicyError {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[MARKER] === true;
+  }
+}
+
+/** One problem found while validating a policy. `path` is dotted (`tools.allow[2]`), `''` for the top level. */
+export interface PolicyIssue {
+  readonly path: string;
+  readonly message: string;
+}
+
+/** A policy failed validation. `issues` lists every problem found, not only the first. */
+export class PolicyValidationError extends AgentPolicyError {
+  readonly issues: readonly PolicyIssue[];
+
+  constructor(issues: readonly PolicyIssue[], options?: { source?: string; cause?: unknown }) {
+    const where = options?.source ? ` in ${options.source}` : '';
+    const lines = issues.map((issue) => `  - ${issue.path || '(top level)'}: ${issue.message}`);
+    super(
+      'POLICY_INVALID',
+      `invalid policy${where} (${issues.length} issue${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`,
+      options,
+    );
+    this.name = 'PolicyValidationError';
+    this.issues = Object.freeze(issues.map((issue) => Object.freeze({ ...issue })));
+  }
+
+  static override isInstance(value: unknown): value is PolicyValidationError {
+    return AgentPolicyError.isInstance(value) && value.code === 'POLICY_INVALID';
+  }
+}
+
+/** An action was denied. Carries the whole decision. `code` is `BUDGET_EXCEEDED` when the budget denied it. */
+export class PolicyDeniedError extends AgentPolicyError {
+  readonly decision: Decision;
+
+  constructor(decision: Decision) {
+    super(decision.rule.section === 'budget' ? 'BUDGET_EXCEEDED' : 'ACTION_DENIED', `agentpolicy: ${decision.reason}`);
+    this.name = 'PolicyDeniedError';
+    this.decision = decision;
+  }
+
+  static override isInstance(value: unknown): value is PolicyDeniedError {
+    return AgentPolicyError.isInstance(value) && (value.code === 'ACTION_DENIED' || value.code === 'BUDGET_EXCEEDED');
+  }
+}
+
+/** An action needs a human's approval before it may run. Carries the `require_approval` decision. */
+export class ApprovalRequiredError extends AgentPolicyError {
+  readonly decision: Decision;
+
+  constructor(decision: Decision) {
+    super('APPROVAL_REQUIRED', `agentpolicy: ${decision.reason}`);
+    this.name = 'ApprovalRequiredError';
+    this.decision = decision;
+  }
+
+  static override isInstance(value: unknown): value is ApprovalRequiredError {
+    return AgentPolicyError.isInstance(value) && value.code === 'APPROVAL_REQUIRED';
+  }
+}
+
+/** Turns a non-allow decision into the error that matches it. */
+export function decisionError(decision: Decision): PolicyDeniedError | ApprovalRequiredError {
+  return decision.decision === 'require_approval' ? new ApprovalRequiredError(decision) : new PolicyDeniedError(decision);
+}

@@ -1,0 +1,99 @@
+const money = {
+  description: 'USD: a non-negative number, or a string such as "5", "5.00" or "$5.00" (at most 9 decimal places).',
+  anyOf: [
+    { type: 'number', minimum: 0 },
+    { type: 'string', pattern: '^\\$?(0|[1-9][0-9]*)(\\.[0-9]{1,9}0*)?$' },
+  ],
+} as const;
+
+const toolPattern = {
+  type: 'string',
+  description: 'A tool name, or a pattern where * stands for any run of characters.',
+  pattern: '^[^\\p{White_Space}\\p{Cc}\\p{Cf}\\p{Co}\\p{Cn}\\p{Cs}\\p{Zl}\\p{Zp}\\p{Default_Ignorable_Code_Point}]{1,256}$',
+  not: { pattern: '\\*\\*' },
+} as const;
+
+const domain = {
+  type: 'string',
+  description: 'A bare host: example.com, *.example.com, an IPv4 address or an IPv6 address (optionally in brackets).',
+  pattern: '^(?:(?:\\*\\.)?[^\\s/?#@:*\\[\\]]+|\\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\\]?)$',
+} as const;
+
+const list = (items: object, description: string) => ({ description, type: ['array', 'null'], items }) as const;
+
+/**
+ * JSON Schema (draft 2020-12) of the policy file format, for editors. It checks the shape; the validator also
+ * checks what a schema cannot express (a name both allowed and blocked, IDNA validity of domains).
+ */
+export const policyJsonSchema = {
+  $schema: 'https://json-schema.org/draft/2020-12/schema',
+  $id: 'https://agentpolicy.dev/schema/policy-v1.json',
+  title: 'agentpolicy policy',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    version: { const: 1, description: 'Format version.' },
+    budget: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      required: ['max_spend'],
+      properties: {
+        max_spend: { ...money, description: `Most a session may spend. ${money.description}` },
+        soft_limit: { type: 'number', exclusiveMinimum: 0, maximum: 1, description: 'Fraction of max_spend at which onSoftLimit fires once.' },
+      },
+    },
+    tools: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      properties: {
+        allow: list(toolPattern, 'Only these tools may run (exact names and * globs). Absent: every tool not blocked.'),
+        block: list(toolPattern, 'These tools never run (case-insensitive, Unicode look-alikes folded, * globs).'),
+      },
+    },
+    network: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      properties: {
+        allow: list(domain, 'Only these exact hosts (and *.domain subdomains) may be reached.'),
+        block: list(domain, 'These domains and all their subdomains are never reached.'),
+      },
+    },
+    approval: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      properties: {
+        require_for: {
+          type: ['array', 'null'],
+          description: 'Rules that escalate an action to a human. Every key in a rule must match; the first match is reported.',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            minProperties: 1,
+            properties: {
+              tool: toolPattern,
+              domain,
+              action: { enum: ['tool', 'http', 'cost'] },
+              cost_gt: { ...money, description: `Matches actions costing more than this. ${money.description}` },
+            },
+            not: { required: ['tool', 'domain'] },
+            allOf: [
+              { if: { required: ['tool', 'action'] }, then: { properties: { action: { const: 'tool' } } } },
+              { if: { required: ['domain', 'action'] }, then: { properties: { action: { const: 'http' } } } },
+            ],
+          },
+        },
+      },
+    },
+    pricing: {
+      type: ['object', 'null'],
+      description: 'Model → USD per million tokens; wins over the built-in price catalog.',
+      propertyNames: { pattern: '^\\S(?:.*\\S)?$' },
+      additionalProperties: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['input', 'output'],
+        properties: { input: money, output: money, cached_input: money },
+      },
+    },
+  },
+} as const;

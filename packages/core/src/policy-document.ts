@@ -1,0 +1,345 @@
+import type { ActionType } from './decision.js';
+import type { PolicyIssue } from './errors.js';
+import { normalizeDomainEntry } from './domain.js';
+import { describe, parseMoney } from './money.js';
+import { unknownKeyMessage } from './suggest.js';
+import { foldToolName, toolNameProblem } from './tool-matcher.js';
+
+/** The policy file format (YAML or a plain object), exactly as written. */
+export interface PolicyDocument {
+  /** Format version; only `1` exists. */
+  version?: 1;
+  budget?: {
+    /** USD per session: a number or a string such as `"$5.00"`. */
+    max_spend: number | string;
+    /** Fraction of `max_spend` (0 < x ≤ 1) at which `onSoftLimit` fires once. */
+    soft_limit?: number;
+  };
+  tools?: { allow?: string[]; block?: string[] };
+  network?: { allow?: string[]; block?: string[] };
+  approval?: {
+    require_for?: Array<{ tool?: string; domain?: string; action?: ActionType; cost_gt?: number | string }>;
+  };
+  /** Per-model price overrides in USD per million tokens; they win over the built-in catalog. */
+  pricing?: Record<string, { input: number | string; output: number | string; cached_input?: number | string }>;
+}
+
+/** A validated policy: every amount in nano-dollars, every list copied and frozen. */
+export interface NormalizedPolicy {
+  readonly budget: { readonly maxSpendNanos: number; readonly softLimit: number | null } | null;
+  readonly tools: { readonly allow: readonly string[] | null; readonly block: readonly string[] };
+  readonly network: { readonly allow: readonly string[] | null; readonly block: readonly string[] };
+  readonly approvalRules: readonly NormalizedApprovalRule[];
+  readonly pricing: ReadonlyMap<string, NormalizedPrice>;
+}
+
+export interface NormalizedApprovalRule {
+  readonly tool?: string;
+  readonly domain?: string;
+  readonly action?: ActionType;
+  readonly costGtNanos?: number;
+}
+
+/** Nano-dollars per million tokens. */
+export interface NormalizedPrice {
+  readonly input: number;
+  readonly output: number;
+  readonly cachedInput: number;
+}
+
+const TOP_KEYS = ['version', 'budget', 'tools', 'network', 'approval', 'pricing'] as const;
+const BUDGET_KEYS = ['max_spend', 'soft_limit'] as const;
+const LIST_KEYS = ['allow', 'block'] as const;
+const APPROVAL_KEYS = ['require_for'] as const;
+const RULE_KEYS = ['tool', 'domain', 'action', 'cost_gt'] as const;
+const PRICE_KEYS = ['input', 'output', 'cached_input'] as const;
+const ACTION_TYPES: readonly ActionType[] = ['tool', 'http', 'cost'];
+
+type Issues = PolicyIssue[];
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function join(path: string, key: string | number): string {
+  if (typeof key === 'number') return `${path}[${key}]`;
+  return path ? `${path}.${key}` : key;
+}
+
+/** Own keys only, so `__proto__` and `constructor` are ordinary (unknown) keys and can change nothing. */
+function checkKeys(value: Record<string, unknown>, known: readonly string[], path: string, issues: Issues): void {
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) issues.push({ path: join(path, key), message: unknownKeyMessage(key, known) });
+  }
+}
+
+function get(value: Record<string, unknown>, key: string): unknown {
+  return Object.hasOwn(value, key) ? value[key] : undefined;
+}
+
+function readMoney(value: unknown, path: string, issues: Issues): number | undefined {
+  const parsed = parseMoney(value);
+  if (parsed.ok) return parsed.nanos;
+  issues.push({ path, message: parsed.message });
+  return undefined;
+}
+
+function readToolList(value: unknown, path: string, issues: Issues): string[] | undefined {
+  if (!Array.isArray(value)) {
+    issues.push({ path, message: `must be a list of tool names, got ${describe(value)}` });
+    return undefined;
+  }
+  const out: string[] = [];
+  value.forEach((item, index) => {
+    const problem = toolNameProblem(item);
+    if (problem) {
+      issues.push({ path: join(path, index), message: problem.replace('tool name', 'tool name pattern') });
+      return;
+    }
+    const name = item as string;
+    if (/\*\*/.test(name)) issues.push({ path: join(path, index), message: `"**" is not a pattern; use a single "*": ${JSON.stringify(name)}` });
+    else out.push(name);
+  });
+  return out;
+}
+
+function readDomainList(value: unknown, path: string, issues: Issues): string[] | undefined {
+  if (!Array.isArray(value)) {
+    issues.push({ path, message: `must be a list of domains, got ${describe(value)}` });
+    return undefined;
+  }
+  const out: string[] = [];
+  value.forEach((item, index) => {
+    const normalized = normalizeDomainEntry(item);
+    if (!normalized.ok) issues.push({ path: join(path, index), message: normalized.message });
+    else out.push(item as string);
+  });
+  return out;
+}
+
+function readSection<T>(
+  document: Record<string, unknown>,
+  key: string,
+  issues: Issues,
+  read: (section: Record<string, unknown>, path: string) => T,
+): T | undefined {
+  const section = get(document, key);
+  if (section === undefined || section === null) return undefined;
+  if (!isPlainObject(section)) {
+    issues.push({ path: key, message: `must be a mapping, got ${describe(section)}` });
+    return undefined;
+  }
+  return read(section, key);
+}
+
+function readLists(
+  section: Record<string, unknown>,
+  path: string,
+  issues: Issues,
+  readList: (value: unknown, path: string, issues: Issues) => string[] | undefined,
+  fold: (entry: string) => string,
+  what: string,
+): { allow: string[] | null; block: string[] } {
+  checkKeys(section, LIST_KEYS, path, issues);
+  const allowRaw = get(section, 'allow');
+  const blockRaw = get(section, 'block');
+  const allow = allowRaw === undefined || allowRaw === null ? null : (readList(allowRaw, join(path, 'allow'), issues) ?? []);
+  const block = blockRaw === undefined || blockRaw === null ? [] : (readList(blockRaw, join(path, 'block'), issues) ?? []);
+  if (allow) {
+    const blocked = new Map(block.map((entry) => [fold(entry), entry]));
+    allow.forEach((entry, index) => {
+      const clash = blocked.get(fold(entry));
+      if (clash !== undefined) {
+        issues.push({
+          path: join(join(path, 'allow'), index),
+          message: `${what} ${JSON.stringify(entry)} is both allowed and blocked (${join(path, 'block')} has ${JSON.stringify(clash)})`,
+        });
+      }
+    });
+  }
+  return { allow, block };
+}
+
+function foldDomain(entry: string): string {
+  const normalized = normalizeDomainEntry(entry);
+  return normalized.ok ? (normalized.wildcard ? `*.${normalized.host}` : normalized.host) : entry;
+}
+
+/**
+ * Validates a policy document and returns its normalised form, or every issue found. Never throws.
+ */
+export function validatePolicyDocument(input: unknown): { ok: true; policy: NormalizedPolicy } | { ok: false; issues: PolicyIssue[] } {
+  const issues: Issues = [];
+  if (input === undefined || input === null) {
+    return { ok: false, issues: [{ path: '', message: 'the policy is empty; expected a mapping with budget, tools, network, approval or pricing' }] };
+  }
+  if (!isPlainObject(input)) {
+    return { ok: false, issues: [{ path: '', message: `the policy must be a mapping (an object), got ${describe(input)}` }] };
+  }
+  const document = input;
+  checkKeys(document, TOP_KEYS, '', issues);
+
+  const version = get(document, 'version');
+  if (version !== undefined && version !== 1) issues.push({ path: 'version', message: `must be 1, got ${describe(version)}` });
+
+  const budget = readSection(document, 'budget', issues, (section, path) => {
+    checkKeys(section, BUDGET_KEYS, path, issues);
+    const raw = get(section, 'max_spend');
+    let maxSpendNanos: number | undefined;
+    if (raw === undefined || raw === null) issues.push({ path: join(path, 'max_spend'), message: 'is required when a budget section is given' });
+    else maxSpendNanos = readMoney(raw, join(path, 'max_spend'), issues);
+    const soft = get(section, 'soft_limit');
+    let softLimit: number | null = null;
+    if (soft !== undefined && soft !== null) {
+      if (typeof soft !== 'number' || !Number.isFinite(soft) || soft <= 0 || soft > 1) {
+        issues.push({ path: join(path, 'soft_limit'), message: `must be a fraction of max_spend, greater than 0 and at most 1, got ${describe(soft)}` });
+      } else softLimit = soft;
+    }
+    return maxSpendNanos === undefined ? undefined : { maxSpendNanos, softLimit };
+  });
+
+  const tools = readSection(document, 'tools', issues, (section, path) =>
+    readLists(section, path, issues, readToolList, foldToolName, 'tool'),
+  ) ?? { allow: null, block: [] };
+
+  const network = readSection(document, 'network', issues, (section, path) =>
+    readLists(section, path, issues, readDomainList, foldDomain, 'domain'),
+  ) ?? { allow: null, block: [] };
+
+  const approvalRules = readSection(document, 'approval', issues, (section, path) => {
+    checkKeys(section, APPROVAL_KEYS, path, issues);
+    const list = get(section, 'require_for');
+    const rules: NormalizedApprovalRule[] = [];
+    if (list === undefined || list === null) return rules;
+    const listPath = join(path, 'require_for');
+    if (!Array.isArray(list)) {
+      issues.push({ path: listPath, message: `must be a list of rules, got ${describe(list)}` });
+      return rules;
+    }
+    list.forEach((item, index) => {
+      const rule = readApprovalRule(item, join(listPath, index), issues);
+      if (rule) rules.push(rule);
+    });
+    return rules;
+  }) ?? [];
+
+  const pricing = readSection(document, 'pricing', issues, (section, path) => {
+    const prices = new Map<string, NormalizedPrice>();
+    for (const model of Object.keys(section)) {
+      const modelPath = join(path, model);
+      const entry = section[model];
+      if (model.trim() === '' || model !== model.trim()) {
+        issues.push({ path: modelPath, message: 'model name must be non-empty without surrounding spaces' });
+        continue;
+      }
+      if (!isPlainObject(entry)) {
+        issues.push({ path: modelPath, message: `must be a mapping with input and output (USD per million tokens), got ${describe(entry)}` });
+        continue;
+      }
+      checkKeys(entry, PRICE_KEYS, modelPath, issues);
+      const read = (key: string, required: boolean): number | undefined => {
+        const value = get(entry, key);
+        if (value === undefined || value === null) {
+          if (required) issues.push({ path: join(modelPath, key), message: 'is required (USD per million tokens)' });
+          return undefined;
+        }
+        return readMoney(value, join(modelPath, key), issues);
+      };
+      const input = read('input', true);
+      const output = read('output', true);
+      const cachedInput = read('cached_input', false);
+      if (input !== undefined && output !== undefined) prices.set(model, { input, output, cachedInput: cachedInput ?? input });
+    }
+    return prices;
+  }) ?? new Map<string, NormalizedPrice>();
+
+  if (issues.length > 0) return { ok: false, issues };
+  return {
+    ok: true,
+    policy: Object.freeze({
+      budget: budget ? Object.freeze(budget) : null,
+      tools: Object.freeze({ allow: tools.allow ? Object.freeze(tools.allow) : null, block: Object.freeze(tools.block) }),
+      network: Object.freeze({ allow: network.allow ? Object.freeze(network.allow) : null, block: Object.freeze(network.block) }),
+      approvalRules: Object.freeze(approvalRules.map((rule) => Object.freeze(rule))),
+      pricing,
+    }),
+  };
+}
+
+function readApprovalRule(item: unknown, path: string, issues: Issues): NormalizedApprovalRule | undefined {
+  if (!isPlainObject(item)) {
+    issues.push({ path, message: `must be a rule mapping with tool, domain, action or cost_gt, got ${describe(item)}` });
+    return undefined;
+  }
+  checkKeys(item, RULE_KEYS, path, issues);
+  const before = issues.length;
+  const rule: { tool?: string; domain?: string; action?: ActionType; costGtNanos?: number } = {};
+  const tool = get(item, 'tool');
+  if (tool !== undefined) {
+    const problem = toolNameProblem(tool);
+    if (problem) issues.push({ path: join(path, 'tool'), message: problem.replace('tool name', 'tool name pattern') });
+    else rule.tool = tool as string;
+  }
+  const domain = get(item, 'domain');
+  if (domain !== undefined) {
+    const normalized = normalizeDomainEntry(domain);
+    if (!normalized.ok) issues.push({ path: join(path, 'domain'), message: normalized.message });
+    else rule.domain = domain as string;
+  }
+  const action = get(item, 'action');
+  if (action !== undefined) {
+    if (typeof action !== 'string' || !(ACTION_TYPES as readonly string[]).includes(action)) {
+      issues.push({ path: join(path, 'action'), message: `must be one of ${ACTION_TYPES.join(', ')}, got ${describe(action)}` });
+    } else rule.action = action as ActionType;
+  }
+  const costGt = get(item, 'cost_gt');
+  if (costGt !== undefined) {
+    const nanos = readMoney(costGt, join(path, 'cost_gt'), issues);
+    if (nanos !== undefined) rule.costGtNanos = nanos;
+  }
+  const present = RULE_KEYS.filter((key) => get(item, key) !== undefined);
+  if (present.length === 0 && Object.keys(item).length === 0) {
+    issues.push({ path, message: 'an approval rule needs at least one of tool, domain, action, cost_gt' });
+  }
+  if (issues.length === before) {
+    if (rule.tool !== undefined && rule.domain !== undefined) {
+      issues.push({ path, message: 'a rule with both tool and domain can never match (a tool call has no domain); write two rules' });
+    } else if (rule.tool !== undefined && rule.action !== undefined && rule.action !== 'tool') {
+      issues.push({ path: join(path, 'action'), message: `a rule with tool only matches tool actions, but action is ${rule.action}` });
+    } else if (rule.domain !== undefined && rule.action !== undefined && rule.action !== 'http') {
+      issues.push({ path: join(path, 'action'), message: `a rule with domain only matches http actions, but action is ${rule.action}` });
+    }
+  }
+  return issues.length === before ? rule : undefined;
+}
+
+/** The normalised policy back in the file format (amounts as numbers in USD), e.g. for `explain`. */
+export function toPolicyDocument(policy: NormalizedPolicy): PolicyDocument {
+  const usd = (nanos: number) => nanos / 1e9;
+  const document: PolicyDocument = { version: 1 };
+  if (policy.budget) {
+    document.budget = { max_spend: usd(policy.budget.maxSpendNanos) };
+    if (policy.budget.softLimit !== null) document.budget.soft_limit = policy.budget.softLimit;
+  }
+  document.tools = { ...(policy.tools.allow ? { allow: [...policy.tools.allow] } : {}), block: [...policy.tools.block] };
+  document.network = { ...(policy.network.allow ? { allow: [...policy.network.allow] } : {}), block: [...policy.network.block] };
+  document.approval = {
+    require_for: policy.approvalRules.map((rule) => ({
+      ...(rule.tool !== undefined ? { tool: rule.tool } : {}),
+      ...(rule.domain !== undefined ? { domain: rule.domain } : {}),
+      ...(rule.action !== undefined ? { action: rule.action } : {}),
+      ...(rule.costGtNanos !== undefined ? { cost_gt: usd(rule.costGtNanos) } : {}),
+    })),
+  };
+  if (policy.pricing.size > 0) {
+    document.pricing = Object.fromEntries(
+      [...policy.pricing].map(([model, price]) => [
+        model,
+        { input: usd(price.input), output: usd(price.output), cached_input: usd(price.cachedInput) },
+      ]),
+    );
+  }
+  return document;
+}

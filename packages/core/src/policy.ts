@@ -1,0 +1,396 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { ActionType, ApprovalRuleSpec, DecisionValue, RuleRef } from './decision.js';
+import { DomainMatcher } from './domain.js';
+import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
+import { formatUsd, nanosToUsd } from './money.js';
+import { parseYamlPolicy } from './load-yaml.js';
+import {
+  toPolicyDocument,
+  validatePolicyDocument,
+  type NormalizedPolicy,
+  type PolicyDocument,
+} from './policy-document.js';
+import { unknownKeyMessage } from './suggest.js';
+import { foldToolName, globMatch, ToolMatcher } from './tool-matcher.js';
+import { PolicySession, type SessionOptions, type SessionReport } from './session.js';
+
+/** Options of the programmatic constructor (camelCase mirror of the file format). */
+export interface AgentPolicyOptions {
+  /** USD per session: `5`, `"5.00"` or `"$5.00"`. */
+  budget?: number | string;
+  /** Fraction of the budget (0 < x ≤ 1) at which a session's `onSoftLimit` fires. */
+  softLimit?: number;
+  allowedTools?: readonly string[];
+  blockedTools?: readonly string[];
+  allowedDomains?: readonly string[];
+  blockedDomains?: readonly string[];
+  approvalRules?: readonly ApprovalRuleOption[];
+  /** Model → USD per million tokens. */
+  pricing?: Readonly<Record<string, { input: number | string; output: number | string; cachedInput?: number | string }>>;
+}
+
+/** An approval rule in the constructor's form. Every key present must match. */
+export interface ApprovalRuleOption {
+  tool?: string;
+  domain?: string;
+  action?: ActionType;
+  costGt?: number | string;
+}
+
+const OPTION_KEYS = [
+  'budget',
+  'softLimit',
+  'allowedTools',
+  'blockedTools',
+  'allowedDomains',
+  'blockedDomains',
+  'approvalRules',
+  'pricing',
+] as const;
+
+// Issue paths of the file format, renamed for constructor callers.
+const OPTION_PATHS: ReadonlyArray<[string, string]> = [
+  ['budget.max_spend', 'budget'],
+  ['budget.soft_limit', 'softLimit'],
+  ['tools.allow', 'allowedTools'],
+  ['tools.block', 'blockedTools'],
+  ['network.allow', 'allowedDomains'],
+  ['network.block', 'blockedDomains'],
+  ['approval.require_for', 'approvalRules'],
+];
+
+/** A prepared action: inputs already read and checked once. */
+export type PreparedAction =
+  | { type: 'tool'; name: string; folded: string; costNanos: number }
+  | { type: 'http'; host: string; isIp: boolean; costNanos: number }
+  | { type: 'cost'; source: string; costNanos: number };
+
+/** The outcome of evaluating a prepared action against the policy and a view of the budget. */
+export interface Verdict {
+  decision: DecisionValue;
+  reason: string;
+  rule: RuleRef;
+  approvedRule: boolean;
+}
+
+interface CompiledRule {
+  readonly index: number;
+  readonly spec: ApprovalRuleSpec;
+  readonly tool: string | undefined;
+  readonly domain: DomainMatcher | undefined;
+  readonly action: ActionType | undefined;
+  readonly costGtNanos: number | undefined;
+}
+
+const ALLOW_DEFAULT: RuleRef = Object.freeze({ section: 'default' });
+
+/**
+ * An immutable, validated policy. Build it from a YAML file, a plain object in the same format, or constructor
+ * options; all three give the same policy. Then open sessions with {@link AgentPolicy.session}.
+ *
+ * @example
+ * ```ts
+ * const policy = AgentPolicy.fromYaml('policy.yaml');
+ * const session = policy.session();
+ * const decision = await session.checkTool('send_email', { cost: 0.01 });
+ * ```
+ */
+export class AgentPolicy {
+  /** The validated policy in its normalised form. */
+  readonly normalized: NormalizedPolicy;
+  /** SHA-256 of the normalised policy, recorded in every report. */
+  readonly hash: string;
+  private readonly blockedTools: ToolMatcher;
+  private readonly allowedTools: ToolMatcher | null;
+  private readonly blockedDomains: DomainMatcher;
+  private readonly allowedDomains: DomainMatcher | null;
+  private readonly rules: readonly CompiledRule[];
+
+  constructor(options: AgentPolicyOptions = {}) {
+    const { document, issues } = optionsToDocument(options);
+    const result = validatePolicyDocument(document);
+    const all = [...issues, ...(result.ok ? [] : result.issues.map(renameOptionPath))];
+    if (all.length > 0 || !result.ok) throw new PolicyValidationError(all);
+    const normalized = result.policy;
+    this.normalized = normalized;
+    this.hash = createHash('sha256').update(canonicalJson(toPolicyDocument(normalized))).digest('hex');
+    this.blockedTools = new ToolMatcher(normalized.tools.block, true);
+    this.allowedTools = normalized.tools.allow ? new ToolMatcher(normalized.tools.allow, false) : null;
+    this.blockedDomains = new DomainMatcher(normalized.network.block, 'subtree');
+    this.allowedDomains = normalized.network.allow ? new DomainMatcher(normalized.network.allow, 'exact') : null;
+    this.rules = normalized.approvalRules.map((rule, index) => {
+      const spec: ApprovalRuleSpec = Object.freeze({
+        ...(rule.tool !== undefined ? { tool: rule.tool } : {}),
+        ...(rule.domain !== undefined ? { domain: rule.domain } : {}),
+        ...(rule.action !== undefined ? { action: rule.action } : {}),
+        ...(rule.costGtNanos !== undefined ? { cost_gt: nanosToUsd(rule.costGtNanos) } : {}),
+      });
+      return {
+        index,
+        spec,
+        tool: rule.tool !== undefined ? foldToolName(rule.tool) : undefined,
+        domain: rule.domain !== undefined ? new DomainMatcher([rule.domain], 'subtree') : undefined,
+        action: rule.action,
+        costGtNanos: rule.costGtNanos,
+      };
+    });
+    Object.freeze(this);
+  }
+
+  /** Builds a policy from a plain object in the file format (snake_case keys). */
+  static fromDict(document: unknown): AgentPolicy {
+    const result = validatePolicyDocument(document);
+    if (!result.ok) throw new PolicyValidationError(result.issues);
+    return AgentPolicy.fromNormalized(result.policy);
+  }
+
+  /** Reads and validates a YAML policy file (synchronously). */
+  static fromYaml(path: string): AgentPolicy {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (error) {
+      throw new AgentPolicyError('POLICY_LOAD_FAILED', `cannot read policy file ${path}: ${(error as Error).message}`, { cause: error });
+    }
+    return AgentPolicy.fromYamlString(text, path);
+  }
+
+  /** Parses and validates YAML text. `source` names it in error messages. */
+  static fromYamlString(text: string, source?: string): AgentPolicy {
+    const parsed = parseYamlPolicy(text);
+    if (!parsed.ok) throw new PolicyValidationError(parsed.issues, source ? { source } : undefined);
+    const result = validatePolicyDocument(parsed.value);
+    if (!result.ok) throw new PolicyValidationError(result.issues, source ? { source } : undefined);
+    return AgentPolicy.fromNormalized(result.policy);
+  }
+
+  private static fromNormalized(policy: NormalizedPolicy): AgentPolicy {
+    const usd = (nanos: number) => formatUsd(nanos);
+    return new AgentPolicy({
+      ...(policy.budget ? { budget: usd(policy.budget.maxSpendNanos) } : {}),
+      ...(policy.budget?.softLimit != null ? { softLimit: policy.budget.softLimit } : {}),
+      ...(policy.tools.allow ? { allowedTools: policy.tools.allow } : {}),
+      blockedTools: policy.tools.block,
+      ...(policy.network.allow ? { allowedDomains: policy.network.allow } : {}),
+      blockedDomains: policy.network.block,
+      approvalRules: policy.approvalRules.map((rule) => ({
+        ...(rule.tool !== undefined ? { tool: rule.tool } : {}),
+        ...(rule.domain !== undefined ? { domain: rule.domain } : {}),
+        ...(rule.action !== undefined ? { action: rule.action } : {}),
+        ...(rule.costGtNanos !== undefined ? { costGt: usd(rule.costGtNanos) } : {}),
+      })),
+      pricing: Object.fromEntries(
+        [...policy.pricing].map(([model, price]) => [
+          model,
+          { input: usd(price.input), output: usd(price.output), cachedInput: usd(price.cachedInput) },
+        ]),
+      ),
+    });
+  }
+
+  /** The policy in the file format, amounts in USD. */
+  toDocument(): PolicyDocument {
+    return toPolicyDocument(this.normalized);
+  }
+
+  /** Opens a session: the unit that holds a budget, an audit trail and an approver. */
+  session(options?: SessionOptions): PolicySession {
+    return new PolicySession(this, options);
+  }
+
+  /**
+   * Runs `fn` with a fresh session, ends the session when `fn` settles (fixing its duration), and returns the
+   * result with the final report. If `fn` throws, the error is rethrown after the session has ended.
+   */
+  async run<T>(fn: (session: PolicySession) => Promise<T> | T, options?: SessionOptions): Promise<{ result: T; report: SessionReport }> {
+    const session = this.session(options);
+    try {
+      const result = await fn(session);
+      return { result, report: session.end() };
+    } finally {
+      session.end();
+    }
+  }
+
+  /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */
+  decide(action: PreparedAction, spentNanos: number, reservedNanos: number, approved: boolean): Verdict {
+    if (action.type === 'tool') {
+      const blocked = this.blockedTools.match(action.name);
+      if (blocked !== undefined) {
+        return { decision: 'deny', reason: `tool ${JSON.stringify(action.name)} is blocked by tools.block entry ${JSON.stringify(blocked)}`, rule: { section: 'tools', list: 'block', entry: blocked }, approvedRule: false };
+      }
+      if (this.allowedTools && this.allowedTools.match(action.name) === undefined) {
+        return { decision: 'deny', reason: `tool ${JSON.stringify(action.name)} is not in tools.allow`, rule: { section: 'tools', list: 'allow', entry: null }, approvedRule: false };
+      }
+    } else if (action.type === 'http') {
+      const blocked = this.blockedDomains.match(action.host, action.isIp);
+      if (blocked !== undefined) {
+        return { decision: 'deny', reason: `domain ${action.host} is blocked by network.block entry ${JSON.stringify(blocked)}`, rule: { section: 'network', list: 'block', entry: blocked }, approvedRule: false };
+      }
+      if (this.allowedDomains && this.allowedDomains.match(action.host, action.isIp) === undefined) {
+        return { decision: 'deny', reason: `domain ${action.host} is not in network.allow`, rule: { section: 'network', list: 'allow', entry: null }, approvedRule: false };
+      }
+    }
+    const budget = this.normalized.budget;
+    if (budget && action.costNanos > 0 && spentNanos + reservedNanos + action.costNanos > budget.maxSpendNanos) {
+      const left = Math.max(0, budget.maxSpendNanos - spentNanos - reservedNanos);
+      return {
+        decision: 'deny',
+        reason: `cost ${formatUsd(action.costNanos)} exceeds the remaining budget ${formatUsd(left)} (max_spend ${formatUsd(budget.maxSpendNanos)}, spent ${formatUsd(spentNanos)}${reservedNanos > 0 ? `, reserved ${formatUsd(reservedNanos)}` : ''})`,
+        rule: { section: 'budget', maxSpend: nanosToUsd(budget.maxSpendNanos), spent: nanosToUsd(spentNanos), reserved: nanosToUsd(reservedNanos), requested: nanosToUsd(action.costNanos) },
+        approvedRule: false,
+      };
+    }
+    for (const rule of this.rules) {
+      if (!this.ruleMatches(rule, action)) continue;
+      const ref: RuleRef = { section: 'approval', index: rule.index, rule: rule.spec };
+      const what = describeAction(action);
+      if (approved) {
+        return { decision: 'allow', reason: `${what} approved (approval.require_for[${rule.index}])`, rule: ref, approvedRule: true };
+      }
+      return { decision: 'require_approval', reason: `${what} requires approval (approval.require_for[${rule.index}] ${JSON.stringify(rule.spec)})`, rule: ref, approvedRule: false };
+    }
+    return { decision: 'allow', reason: `${describeAction(action)} allowed`, rule: ALLOW_DEFAULT, approvedRule: false };
+  }
+
+  private ruleMatches(rule: CompiledRule, action: PreparedAction): boolean {
+    if (rule.action !== undefined && rule.action !== action.type) return false;
+    if (rule.tool !== undefined && (action.type !== 'tool' || !globMatch(rule.tool, action.folded))) return false;
+    if (rule.domain !== undefined && (action.type !== 'http' || rule.domain.match(action.host, action.isIp) === undefined)) return false;
+    if (rule.costGtNanos !== undefined && !(action.costNanos > rule.costGtNanos)) return false;
+    return true;
+  }
+
+  /** A machine-readable summary of what this policy enforces (the CLI's `explain`). */
+  explain(): Record<string, unknown> {
+    const policy = this.normalized;
+    return {
+      hash: this.hash,
+      budget: policy.budget
+        ? { max_spend: nanosToUsd(policy.budget.maxSpendNanos), max_spend_display: formatUsd(policy.budget.maxSpendNanos), soft_limit: policy.budget.softLimit, currency: 'USD' }
+        : null,
+      tools: {
+        allow: policy.tools.allow ? [...policy.tools.allow] : null,
+        block: [...policy.tools.block],
+        allow_mode: policy.tools.allow ? 'allow-list: only matching tools may run (exact names and * globs)' : 'no allow-list: every tool not blocked may run',
+        block_matching: 'case-insensitive, NFKC and look-alike folded, * globs',
+      },
+      network: {
+        allow: policy.network.allow ? [...policy.network.allow] : null,
+        block: [...policy.network.block],
+        allow_mode: policy.network.allow ? 'allow-list: only these exact hosts (and *.domain subdomains)' : 'no allow-list: every host not blocked may be reached',
+        block_matching: 'the domain and all its subdomains',
+        schemes: ['http', 'https'],
+      },
+      approval: {
+        require_for: policy.approvalRules.map((rule, index) => ({ index, ...this.rules[index]?.spec, matching: 'every key must match; the first matching rule is reported' })),
+      },
+      pricing: Object.fromEntries(
+        [...policy.pricing].map(([model, price]) => [
+          model,
+          { input_per_million: nanosToUsd(price.input), output_per_million: nanosToUsd(price.output), cached_input_per_million: nanosToUsd(price.cachedInput) },
+        ]),
+      ),
+      precedence: ['block', 'allow-list miss', 'budget', 'approval rule', 'allow'],
+      checks: ['checkTool', 'checkHttp', 'checkCost', 'reserve', 'reserveModelCall', 'recordUsage', 'guardTool', 'fetch', 'evaluate', 'enforce', 'wouldExceed', 'report'],
+    };
+  }
+}
+
+function describeAction(action: PreparedAction): string {
+  if (action.type === 'tool') return `tool ${JSON.stringify(action.name)}`;
+  if (action.type === 'http') return `request to ${action.host}`;
+  return `cost ${formatUsd(action.costNanos)} (${action.source})`;
+}
+
+function renameOptionPath(issue: PolicyIssue): PolicyIssue {
+  for (const [from, to] of OPTION_PATHS) {
+    if (issue.path === from || issue.path.startsWith(`${from}[`) || issue.path.startsWith(`${from}.`)) {
+      return { path: to + issue.path.slice(from.length).replace(/\.cost_gt$/, '.costGt'), message: issue.message };
+    }
+  }
+  if (issue.path.startsWith('pricing.') && issue.path.endsWith('.cached_input')) {
+    return { path: issue.path.replace(/\.cached_input$/, '.cachedInput'), message: issue.message };
+  }
+  return issue;
+}
+
+function optionsToDocument(options: AgentPolicyOptions): { document: unknown; issues: PolicyIssue[] } {
+  const issues: PolicyIssue[] = [];
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    return { document: undefined, issues: [{ path: '', message: 'options must be an object' }] };
+  }
+  for (const key of Object.keys(options)) {
+    if (!(OPTION_KEYS as readonly string[]).includes(key)) issues.push({ path: key, message: unknownKeyMessage(key, OPTION_KEYS) });
+  }
+  const copyList = (value: unknown) => (Array.isArray(value) ? [...value] : value);
+  const document: Record<string, unknown> = {};
+  if (options.budget !== undefined || options.softLimit !== undefined) {
+    document.budget = {
+      ...(options.budget !== undefined ? { max_spend: options.budget } : {}),
+      ...(options.softLimit !== undefined ? { soft_limit: options.softLimit } : {}),
+    };
+  }
+  if (options.allowedTools !== undefined || options.blockedTools !== undefined) {
+    document.tools = {
+      ...(options.allowedTools !== undefined ? { allow: copyList(options.allowedTools) } : {}),
+      ...(options.blockedTools !== undefined ? { block: copyList(options.blockedTools) } : {}),
+    };
+  }
+  if (options.allowedDomains !== undefined || options.blockedDomains !== undefined) {
+    document.network = {
+      ...(options.allowedDomains !== undefined ? { allow: copyList(options.allowedDomains) } : {}),
+      ...(options.blockedDomains !== undefined ? { block: copyList(options.blockedDomains) } : {}),
+    };
+  }
+  if (options.approvalRules !== undefined) {
+    const rules = options.approvalRules;
+    document.approval = {
+      require_for: Array.isArray(rules)
+        ? rules.map((rule: unknown, index: number) => {
+            if (typeof rule !== 'object' || rule === null || Array.isArray(rule)) return rule;
+            const out: Record<string, unknown> = {};
+            for (const [key, value] of Object.entries(rule)) {
+              if (key === 'costGt') out.cost_gt = value;
+              else if (key === 'tool' || key === 'domain' || key === 'action') out[key] = value;
+              else issues.push({ path: `approvalRules[${index}].${key}`, message: unknownKeyMessage(key, ['tool', 'domain', 'action', 'costGt']) });
+            }
+            return out;
+          })
+        : rules,
+    };
+  }
+  if (options.pricing !== undefined) {
+    const pricing = options.pricing;
+    document.pricing =
+      typeof pricing === 'object' && pricing !== null && !Array.isArray(pricing)
+        ? Object.fromEntries(
+            Object.entries(pricing).map(([model, price]) => {
+              if (typeof price !== 'object' || price === null || Array.isArray(price)) return [model, price];
+              const out: Record<string, unknown> = {};
+              for (const [key, value] of Object.entries(price)) {
+                if (key === 'cachedInput') out.cached_input = value;
+                else if (key === 'input' || key === 'output') out[key] = value;
+                else issues.push({ path: `pricing.${model}.${key}`, message: unknownKeyMessage(key, ['input', 'output', 'cachedInput']) });
+              }
+              return [model, out];
+            }),
+          )
+        : pricing;
+  }
+  return { document, issues };
+}
+
+/** JSON with sorted keys, so equal policies hash equally. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.keys(value)
+      .sort()
+      .filter((key) => (value as Record<string, unknown>)[key] !== undefined)
+      .map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`);
+    return `{${entries.join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}

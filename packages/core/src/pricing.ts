@@ -1,0 +1,135 @@
+import { calcPrice } from '@pydantic/genai-prices';
+import { usdToNanosCeil } from './money.js';
+import type { NormalizedPrice } from './policy-document.js';
+
+/** Token usage of one model call. `inputTokens` and `outputTokens` are totals, as providers report them. */
+export interface TokenUsage {
+  readonly model: string;
+  /** Provider id (`openai`, `anthropic`, `google`, …) or an `ai` provider string such as `openai.chat`. */
+  readonly provider?: string;
+  /** All input tokens, cached ones included. */
+  readonly inputTokens: number;
+  /** All output tokens, reasoning tokens included. */
+  readonly outputTokens: number;
+  /** The part of `inputTokens` read from the provider's prompt cache. */
+  readonly cachedInputTokens?: number;
+  /** The part of `inputTokens` written to the prompt cache. */
+  readonly cacheWriteTokens?: number;
+  /** The part of `outputTokens` spent on reasoning (informational; already in `outputTokens`). */
+  readonly reasoningTokens?: number;
+}
+
+export type PriceResult =
+  | { ok: true; nanos: number; source: 'policy' | 'catalog'; model: string; provider: string | undefined }
+  | { ok: false; reason: string; unpriced: boolean };
+
+const DATE_SUFFIX = /-(?:\d{4}-\d{2}-\d{2}|\d{8})$/;
+
+function tokenCount(value: unknown, name: string): number | string {
+  if (value === undefined || value === null) return 0;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    return `${name} must be a non-negative integer, got ${typeof value === 'number' ? value : typeof value}`;
+  }
+  return value;
+}
+
+/** Splits `openai/gpt-4o` into provider and model; leaves other names alone. */
+export function splitModel(model: string, provider: string | undefined): { model: string; provider: string | undefined } {
+  const slash = model.indexOf('/');
+  if (slash > 0 && slash < model.length - 1) return { model: model.slice(slash + 1), provider: provider ?? model.slice(0, slash) };
+  return { model, provider };
+}
+
+/** The names a model may be listed under in the policy's `pricing:` section, most specific first. */
+function overrideNames(model: string, provider: string | undefined): string[] {
+  const split = splitModel(model, provider);
+  const names = [model, split.model];
+  if (split.provider) names.push(`${split.provider.split('.')[0]}/${split.model}`);
+  const undated = split.model.replace(DATE_SUFFIX, '');
+  if (undated !== split.model) {
+    names.push(undated);
+    if (split.provider) names.push(`${split.provider.split('.')[0]}/${undated}`);
+  }
+  return names;
+}
+
+function mulDivCeil(tokens: number, nanosPerMillion: number): bigint {
+  const product = BigInt(tokens) * BigInt(nanosPerMillion);
+  return (product + 999_999n) / 1_000_000n;
+}
+
+/**
+ * Prices a model call: the policy's `pricing:` overrides first (exact integer arithmetic), then the
+ * `@pydantic/genai-prices` catalog (tiers and cached tokens included). Never throws.
+ */
+export function priceUsage(usage: TokenUsage, overrides: ReadonlyMap<string, NormalizedPrice>): PriceResult {
+  if (typeof usage !== 'object' || usage === null) return { ok: false, reason: 'usage must be an object', unpriced: false };
+  const model = usage.model;
+  if (typeof model !== 'string' || model.trim() === '') return { ok: false, reason: 'usage.model must be a non-empty string', unpriced: false };
+  const provider = typeof usage.provider === 'string' && usage.provider !== '' ? usage.provider : undefined;
+  const input = tokenCount(usage.inputTokens, 'inputTokens');
+  const output = tokenCount(usage.outputTokens, 'outputTokens');
+  const cached = tokenCount(usage.cachedInputTokens, 'cachedInputTokens');
+  const cacheWrite = tokenCount(usage.cacheWriteTokens, 'cacheWriteTokens');
+  for (const value of [input, output, cached, cacheWrite]) {
+    if (typeof value === 'string') return { ok: false, reason: value, unpriced: false };
+  }
+  const inputTokens = input as number;
+  const outputTokens = output as number;
+  const cachedTokens = Math.min(cached as number, inputTokens);
+  const writeTokens = Math.min(cacheWrite as number, inputTokens - cachedTokens);
+
+  for (const name of overrideNames(model, provider)) {
+    const price = overrides.get(name);
+    if (!price) continue;
+    const nanos =
+      mulDivCeil(inputTokens - cachedTokens, price.input) +
+      mulDivCeil(cachedTokens, price.cachedInput) +
+      mulDivCeil(outputTokens, price.output);
+    if (nanos > BigInt(Number.MAX_SAFE_INTEGER)) return { ok: false, reason: 'cost is too large to record', unpriced: false };
+    return { ok: true, nanos: Number(nanos), source: 'policy', model: name, provider };
+  }
+
+  const split = splitModel(model, provider);
+  const catalogUsage = {
+    input_tokens: inputTokens,
+    output_tokens: outputTokens,
+    ...(cachedTokens > 0 ? { cache_read_tokens: cachedTokens } : {}),
+    ...(writeTokens > 0 ? { cache_write_tokens: writeTokens } : {}),
+  };
+  const attempts: Array<string | undefined> = split.provider ? [split.provider, split.provider.split('.')[0], undefined] : [undefined];
+  for (const providerId of attempts) {
+    let result;
+    try {
+      result = calcPrice(catalogUsage, split.model, providerId ? { providerId } : {});
+    } catch {
+      result = null;
+    }
+    if (result && Number.isFinite(result.total_price) && result.total_price >= 0) {
+      return { ok: true, nanos: usdToNanosCeil(result.total_price), source: 'catalog', model: result.model.id, provider: result.provider.id };
+    }
+  }
+  return {
+    ok: false,
+    unpriced: true,
+    reason:
+      `no price known for model ${JSON.stringify(model)}${provider ? ` (provider ${provider})` : ''}; ` +
+      `add it to the policy: pricing: { ${JSON.stringify(split.model)}: { input: <USD per 1M input tokens>, output: <USD per 1M output tokens> } }`,
+  };
+}
+
+/**
+ * A worst-case token count for a prompt: UTF-8 bytes of its JSON form divided by 3, plus a little per message.
+ * Real tokenisers average about 4 bytes a token in English, so this overestimates on purpose.
+ */
+export function estimatePromptTokens(prompt: unknown): number {
+  if (prompt === undefined || prompt === null) return 0;
+  let text: string;
+  try {
+    text = typeof prompt === 'string' ? prompt : (JSON.stringify(prompt) ?? '');
+  } catch {
+    text = String(prompt);
+  }
+  const messages = Array.isArray(prompt) ? prompt.length : 1;
+  return Math.ceil(Buffer.byteLength(text, 'utf8') / 3) + 4 * messages;
+}

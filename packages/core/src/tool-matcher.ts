@@ -1,0 +1,145 @@
+/**
+ * Tool-name matching: exact names in a Set, `*` globs in a prefix trie, each glob matched by segment search
+ * (linear in the name, no regular expressions, no backtracking).
+ */
+
+// Whitespace, control, format (zero-width, bidi controls), private-use, unassigned, separators and default-ignorable
+// code points never belong in a tool name.
+const FORBIDDEN = /[\p{White_Space}\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]/u;
+
+/** Returns why a tool name is refused outright, or `undefined` when it is acceptable. */
+export function toolNameProblem(name: unknown): string | undefined {
+  if (typeof name !== 'string') return `tool name must be a string, got ${typeof name}`;
+  if (name.length === 0) return 'tool name is empty';
+  if (name.length > 256) return 'tool name is longer than 256 characters';
+  const bad = FORBIDDEN.exec(name);
+  if (bad) {
+    const cp = bad[0].codePointAt(0) ?? 0;
+    return `tool name contains a whitespace, control, invisible or bidi character (U+${cp.toString(16).toUpperCase().padStart(4, '0')})`;
+  }
+  return undefined;
+}
+
+// Letters from other scripts that render like Latin ones; folded so `dеlete_prod_db` (Cyrillic е) is still blocked.
+const CONFUSABLES: Record<string, string> = {
+  а: 'a', в: 'b', е: 'e', ё: 'e', к: 'k', м: 'm', н: 'h', о: 'o', р: 'p', с: 'c', т: 't', у: 'y', х: 'x',
+  ѕ: 's', і: 'i', ї: 'i', ј: 'j', ԁ: 'd', ԛ: 'q', ԝ: 'w', һ: 'h', ӏ: 'l', ɡ: 'g',
+  α: 'a', β: 'b', ε: 'e', η: 'n', ι: 'i', κ: 'k', ν: 'v', ο: 'o', ρ: 'p', τ: 't', υ: 'u', χ: 'x', ϲ: 'c',
+  ı: 'i', ſ: 's', 'ʼ': "'", '‐': '-', '‑': '-', '‒': '-', '–': '-', '—': '-', '−': '-',
+};
+const CONFUSABLE_RE = new RegExp(`[${Object.keys(CONFUSABLES).join('')}]`, 'gu');
+const ASCII_PRINTABLE = /^[\x21-\x7e]*$/;
+
+/** NFKC, case-folded and look-alike-folded form of a name, used for block matching. */
+export function foldToolName(name: string): string {
+  if (ASCII_PRINTABLE.test(name)) return name.toLowerCase();
+  const folded = name.normalize('NFKC').toUpperCase().toLowerCase().normalize('NFKC');
+  return folded.replace(CONFUSABLE_RE, (ch) => CONFUSABLES[ch] ?? ch);
+}
+
+/** Matches `name` against a glob where `*` stands for any run of characters (possibly empty). */
+export function globMatch(pattern: string, name: string): boolean {
+  const parts = pattern.split('*');
+  if (parts.length === 1) return pattern === name;
+  const first = parts[0] ?? '';
+  const last = parts[parts.length - 1] ?? '';
+  if (name.length < first.length + last.length) return false;
+  if (!name.startsWith(first) || !name.endsWith(last)) return false;
+  let position = first.length;
+  const end = name.length - last.length;
+  for (let i = 1; i < parts.length - 1; i++) {
+    const part = parts[i] ?? '';
+    if (part.length === 0) continue;
+    const found = name.indexOf(part, position);
+    if (found < 0 || found + part.length > end) return false;
+    position = found + part.length;
+  }
+  return true;
+}
+
+interface Glob {
+  readonly pattern: string;
+  readonly entry: string;
+  readonly order: number;
+}
+
+interface TrieNode {
+  children: Map<string, TrieNode> | undefined;
+  globs: Glob[] | undefined;
+}
+
+const CACHE_LIMIT = 4096;
+
+/**
+ * A compiled list of tool entries. `match(name)` returns the first entry (in policy order) that matches, or
+ * `undefined`. With `fold`, both entries and names are folded first (block lists).
+ */
+export class ToolMatcher {
+  private readonly exact = new Map<string, { entry: string; order: number }>();
+  private readonly root: TrieNode = { children: undefined, globs: undefined };
+  private readonly hasGlobs: boolean;
+  private readonly cache = new Map<string, string | null>();
+
+  constructor(
+    entries: readonly string[],
+    private readonly fold: boolean,
+  ) {
+    let globs = 0;
+    entries.forEach((entry, order) => {
+      const pattern = fold ? foldToolName(entry) : entry;
+      if (!pattern.includes('*')) {
+        if (!this.exact.has(pattern)) this.exact.set(pattern, { entry, order });
+        return;
+      }
+      globs++;
+      const prefix = pattern.slice(0, pattern.indexOf('*'));
+      let node = this.root;
+      for (const ch of prefix) {
+        node.children ??= new Map();
+        let next = node.children.get(ch);
+        if (!next) {
+          next = { children: undefined, globs: undefined };
+          node.children.set(ch, next);
+        }
+        node = next;
+      }
+      (node.globs ??= []).push({ pattern, entry, order });
+    });
+    this.hasGlobs = globs > 0;
+  }
+
+  get size(): number {
+    return this.exact.size;
+  }
+
+  match(name: string): string | undefined {
+    const cached = this.cache.get(name);
+    if (cached !== undefined) return cached ?? undefined;
+    const result = this.matchUncached(name);
+    if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
+    this.cache.set(name, result ?? null);
+    return result;
+  }
+
+  private matchUncached(name: string): string | undefined {
+    const key = this.fold ? foldToolName(name) : name;
+    const exact = this.exact.get(key);
+    if (!this.hasGlobs) return exact?.entry;
+    let best = exact;
+    let node: TrieNode | undefined = this.root;
+    let index = 0;
+    for (;;) {
+      if (node.globs) {
+        for (const glob of node.globs) {
+          if ((best === undefined || glob.order < best.order) && globMatch(glob.pattern, key)) best = glob;
+        }
+      }
+      if (index >= key.length || !node.children) break;
+      const ch = String.fromCodePoint(key.codePointAt(index) ?? 0);
+      node = node.children.get(ch);
+      if (!node) break;
+      index += ch.length;
+    }
+    return best?.entry;
+  }
+}

@@ -1,0 +1,12 @@
+import { defineConfig } from 'tsup';
+
+export default defineConfig({
+  entry: ['src/index.ts', 'src/cli.ts'],
+  format: ['esm'],
+  dts: { entry: 'src/index.ts' },
+  target: 'node22',
+  platform: 'node',
+  clean: true,
+  sourcemap: true,
+  splitting: true,
+});
