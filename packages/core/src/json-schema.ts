@@ -77,7 +77,9 @@ export const policyJsonSchema = {
             },
             not: { required: ['tool', 'domain'] },
             allOf: [
+              // oxlint-disable-next-line unicorn/no-thenable -- JSON Schema's if/then keywords
               { if: { required: ['tool', 'action'] }, then: { properties: { action: { const: 'tool' } } } },
+              // oxlint-disable-next-line unicorn/no-thenable -- JSON Schema's if/then keywords
               { if: { required: ['domain', 'action'] }, then: { properties: { action: { const: 'http' } } } },
             ],
           },

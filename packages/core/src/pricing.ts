@@ -53,9 +53,11 @@ function overrideNames(model: string, provider: string | undefined): string[] {
   return names;
 }
 
-function mulDivCeil(tokens: number, nanosPerMillion: number): bigint {
-  const product = BigInt(tokens) * BigInt(nanosPerMillion);
-  return (product + 999_999n) / 1_000_000n;
+// Sum of tokens × nano-dollars per million, divided once and rounded up: exact, never rounds a cost to zero.
+function tokenCostNanos(parts: ReadonlyArray<readonly [number, number]>): bigint {
+  let total = 0n;
+  for (const [tokens, nanosPerMillion] of parts) total += BigInt(tokens) * BigInt(nanosPerMillion);
+  return (total + 999_999n) / 1_000_000n;
 }
 
 /**
@@ -82,10 +84,11 @@ export function priceUsage(usage: TokenUsage, overrides: ReadonlyMap<string, Nor
   for (const name of overrideNames(model, provider)) {
     const price = overrides.get(name);
     if (!price) continue;
-    const nanos =
-      mulDivCeil(inputTokens - cachedTokens, price.input) +
-      mulDivCeil(cachedTokens, price.cachedInput) +
-      mulDivCeil(outputTokens, price.output);
+    const nanos = tokenCostNanos([
+      [inputTokens - cachedTokens, price.input],
+      [cachedTokens, price.cachedInput],
+      [outputTokens, price.output],
+    ]);
     if (nanos > BigInt(Number.MAX_SAFE_INTEGER)) return { ok: false, reason: 'cost is too large to record', unpriced: false };
     return { ok: true, nanos: Number(nanos), source: 'policy', model: name, provider };
   }

@@ -38,7 +38,11 @@ function load(file: string | undefined, out: (line: string) => void, err: (line:
 }
 
 /** Runs the CLI with `argv` (without node and script) and returns the exit code. */
-export async function main(argv: string[], out = (line: string) => process.stdout.write(`${line}\n`), err = (line: string) => process.stderr.write(`${line}\n`)): Promise<Exit> {
+export async function main(
+  argv: string[],
+  out: (line: string) => void = (line) => void process.stdout.write(`${line}\n`),
+  err: (line: string) => void = (line) => void process.stderr.write(`${line}\n`),
+): Promise<Exit> {
   const cli = cac('agentpolicy');
   let exit: Exit = 0;
   let ran = false;

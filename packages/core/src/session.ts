@@ -224,6 +224,7 @@ export class PolicySession {
   private readonly attemptedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
   private readonly hits = { deniedTools: new Set<string>(), deniedDomains: new Set<string>(), approvalRequired: new Set<string>() };
   private readonly keyed = new Map<string, Decision>();
+  private readonly pending = new Set<Reservation>();
   private softLimitFired = false;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
@@ -425,10 +426,28 @@ export class PolicySession {
     return this.endedMs !== null;
   }
 
-  /** Ends the session: its duration is fixed and later checks are denied. Returns the final report. */
+  /**
+   * Ends the session: its duration is fixed, later checks are denied, and every reservation still open (a stream
+   * its consumer abandoned, say) is charged at its estimate, so no spend is lost. Returns the final report.
+   */
   end(): SessionReport {
-    if (this.endedMs === null) this.endedMs = Date.now();
+    if (this.endedMs === null) {
+      this.endedMs = Date.now();
+      this.settlePending();
+    }
     return this.report();
+  }
+
+  /** Charges every open reservation at its estimate. Returns how many were settled. */
+  settlePending(): number {
+    const open = [...this.pending];
+    for (const reservation of open) void reservation.commit();
+    return open.length;
+  }
+
+  /** Reservations not yet committed or released. */
+  get pendingReservations(): number {
+    return this.pending.size;
   }
 
   [Symbol.dispose](): void {
@@ -650,27 +669,27 @@ export class PolicySession {
   }
 
   private reservation(decision: MutableDecision, model: { model: string; provider: string | undefined } | undefined): Reservation {
-    const session = this;
     const estimateNanos = decision.decision === 'allow' && decision.settlement ? Math.round(decision.settlement.estimated * 1e9) : 0;
     const isSettled = () => decision.decision !== 'allow' || decision.settlement?.status !== 'pending';
     const settle = async (status: 'committed' | 'released', actualNanos: number, usage?: Metadata): Promise<Decision> => {
       if (isSettled()) return decision;
       // Mark first, synchronously, so a second settle (stream cancel racing its finish) is a no-op.
       decision.settlement = { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos) };
-      session.allowedNanos[decision.action.type] += actualNanos - estimateNanos;
+      this.allowedNanos[decision.action.type] += actualNanos - estimateNanos;
       if (usage) decision.action = { ...decision.action, metadata: { ...decision.action.metadata, ...usage } } as Action;
-      if (status === 'committed') await session.settleNanos(estimateNanos, actualNanos);
-      else await session.store.release(session.id, estimateNanos);
+      this.pending.delete(reservation);
+      if (status === 'committed') await this.settleNanos(estimateNanos, actualNanos);
+      else await this.store.release(this.id, estimateNanos);
       return decision;
     };
-    return {
+    const reservation: Reservation = {
       decision,
       allowed: decision.decision === 'allow',
       estimate: nanosToUsd(estimateNanos),
       get settled() {
         return isSettled();
       },
-      commit(actual?: number | UsageUpdate): Promise<Decision> {
+      commit: (actual?: number | UsageUpdate): Promise<Decision> => {
         if (isSettled()) return Promise.resolve(decision);
         if (actual === undefined) return settle('committed', estimateNanos);
         if (typeof actual === 'number') {
@@ -679,14 +698,16 @@ export class PolicySession {
           return settle('committed', read.ok ? read.nanos : estimateNanos, read.ok ? undefined : { settlementNote: read.reason });
         }
         const usage = { ...actual, model: actual?.model ?? model?.model ?? '', ...(actual?.provider ?? model?.provider ? { provider: actual?.provider ?? model?.provider } : {}) } as TokenUsage;
-        const price = session.priceUsage(usage);
+        const price = this.priceUsage(usage);
         if (price.ok) return settle('committed', price.nanos, usageMetadata(usage));
         return settle('committed', estimateNanos, { ...usageMetadata(usage), settlementNote: `${price.reason}; the estimate was charged` });
       },
-      release(): Promise<Decision> {
+      release: (): Promise<Decision> => {
         return settle('released', 0);
       },
     };
+    if (!isSettled()) this.pending.add(reservation);
+    return reservation;
   }
 
   private recordDenied(action: Action, reason: string, rule: RuleRef): Decision {

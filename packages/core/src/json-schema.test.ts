@@ -1,0 +1,79 @@
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { policyJsonSchema } from './json-schema.js';
+import { validatePolicyDocument } from './policy-document.js';
+
+const ajv = new Ajv2020({ strict: false, allErrors: true });
+const validate = ajv.compile(policyJsonSchema);
+
+// Documents where shape alone decides; cross-field checks (allowed and blocked at once, IDNA validity) are the
+// validator's own and are left out of the comparison.
+const cases: unknown[] = [
+  {},
+  { version: 1 },
+  { version: 2 },
+  { budget: { max_spend: 5 } },
+  { budget: { max_spend: '$5.00', soft_limit: 0.8 } },
+  { budget: { max_spend: '5,000' } },
+  { budget: { max_spend: '0x10' } },
+  { budget: { max_spend: '5 USD' } },
+  { budget: { max_spend: -1 } },
+  { budget: { max_spend: '' } },
+  { budget: { soft_limit: 0.5 } },
+  { budget: { max_spend: 1, soft_limit: 0 } },
+  { budget: { max_spend: 1, soft_limit: 1 } },
+  { budget: { max_spend: 1, extra: 1 } },
+  { tools: { allow: ['a', 'b_*'], block: ['c'] } },
+  { tools: { alow: ['a'] } },
+  { tools: { allow: 'a' } },
+  { tools: { allow: ['a b'] } },
+  { tools: { allow: ['a\u200b'] } },
+  { tools: { block: ['a**'] } },
+  { tools: null },
+  { network: { allow: ['docs.python.org', '*.python.org', '10.0.0.1', '::1'], block: ['twitter.com'] } },
+  { network: { allow: ['https://docs.python.org'] } },
+  { network: { block: ['twitter.com:443'] } },
+  { network: { block: ['a/b'] } },
+  { approval: { require_for: [{ tool: 'send_email' }, { cost_gt: 1 }, { domain: 'x.com', action: 'http' }] } },
+  { approval: { require_for: [{}] } },
+  { approval: { require_for: [{ toool: 'x' }] } },
+  { approval: { require_for: [{ tool: 'x', domain: 'y.com' }] } },
+  { approval: { require_for: [{ tool: 'x', action: 'http' }] } },
+  { approval: { require_for: [{ domain: 'x.com', action: 'tool' }] } },
+  { approval: { require_for: [{ action: 'email' }] } },
+  { approval: { require_for: 'x' } },
+  { pricing: { 'my-model': { input: 1, output: '2.50', cached_input: 0.5 } } },
+  { pricing: { 'my-model': { input: 1 } } },
+  { pricing: { 'my-model': { input: 1, output: 1, extra: 1 } } },
+  { pricing: { ' spaced ': { input: 1, output: 1 } } },
+  { pricing: { m: 5 } },
+  { unknown: 1 },
+  [],
+  'x',
+];
+
+describe('JSON Schema agrees with the validator', () => {
+  it.each(cases.map((c) => [JSON.stringify(c), c]))('%s', (_label, document) => {
+    expect(validate(document)).toBe(validatePolicyDocument(document).ok);
+  });
+
+  it('agrees on random money values', () => {
+    const money = fc.oneof(
+      fc.integer({ min: -5, max: 10_000 }).map((n) => n / 100),
+      fc.stringMatching(/^\$?-?[0-9]{0,4}([.,][0-9]{0,11})?( USD)?$/),
+      fc.constantFrom('0x10', '5e3', ' 5', '5 ', '$', '.'),
+    );
+    fc.assert(
+      fc.property(money, (value) => validate({ budget: { max_spend: value } }) === validatePolicyDocument({ budget: { max_spend: value } }).ok),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('agrees on random tool names', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme-composite', maxLength: 12 }), (name) => validate({ tools: { block: [name] } }) === validatePolicyDocument({ tools: { block: [name] } }).ok),
+      { numRuns: 3000 },
+    );
+  });
+});

@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest';
+import { formatUsd, parseMoney, readCost } from './money.js';
+
+describe('parseMoney (policy amounts)', () => {
+  it.each([
+    [5, 5_000_000_000],
+    [5.0, 5_000_000_000],
+    ['5', 5_000_000_000],
+    ['5.00', 5_000_000_000],
+    ['$5.00', 5_000_000_000],
+    ['$0.30', 300_000_000],
+    [0.1, 100_000_000],
+    ['0.000000001', 1],
+    ['1.5000000000', 1_500_000_000],
+    [0, 0],
+  ])('accepts %j', (input, nanos) => {
+    expect(parseMoney(input)).toEqual({ ok: true, nanos });
+  });
+
+  it.each([
+    [-1, /negative/],
+    ['-1', /negative/],
+    ['$-1', /negative/],
+    [Number.NaN, /NaN/],
+    [Number.POSITIVE_INFINITY, /finite/],
+    ['', /empty/],
+    ['   ', /empty/],
+    ['5,000', /no commas/],
+    ['0x10', /hex/],
+    ['5 USD', /units/],
+    ['five', /amount like/],
+    ['5.', /amount like/],
+    ['.5', /amount like/],
+    ['05', /amount like/],
+    ['1e3', /amount like/],
+    ['$ 5', /amount like/],
+    ['0.0000000001', /more than 9 decimal places/],
+    [null, /got null/],
+    [true, /got boolean true/],
+    [[5], /got an array/],
+    [{ usd: 5 }, /got an object/],
+    [5n, /bigint/],
+  ])('rejects %s', (input, message) => {
+    const result = parseMoney(input);
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.message).toMatch(message);
+  });
+});
+
+describe('readCost (runtime costs)', () => {
+  it('reads decimal costs exactly', () => {
+    expect(readCost(0.1)).toEqual({ ok: true, nanos: 100_000_000 });
+    expect(readCost(0.2)).toEqual({ ok: true, nanos: 200_000_000 });
+    expect(readCost(0.000005)).toEqual({ ok: true, nanos: 5_000 });
+    expect(readCost(1.5e-7)).toEqual({ ok: true, nanos: 150 });
+    expect(readCost(0)).toEqual({ ok: true, nanos: 0 });
+  });
+
+  it('rounds a cost finer than a nano-dollar up, never to zero', () => {
+    expect(readCost(1e-12)).toEqual({ ok: true, nanos: 1 });
+    expect(readCost(1.0000000001)).toEqual({ ok: true, nanos: 1_000_000_001 });
+    expect(readCost(Number.MIN_VALUE)).toEqual({ ok: true, nanos: 1 });
+  });
+
+  it.each([
+    [-0.01, /got -0.01/],
+    [Number.NaN, /NaN/],
+    [Number.POSITIVE_INFINITY, /Infinity/],
+    [Number.NEGATIVE_INFINITY, /-Infinity/],
+    ['0.1', /got the string/],
+    [null, /got null/],
+    [undefined, /got undefined/],
+    [true, /got boolean/],
+    [1n, /bigint/],
+    [{}, /object/],
+    [1e300, /too large/],
+  ])('refuses %s', (input, reason) => {
+    const result = readCost(input);
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.reason).toMatch(reason);
+  });
+
+  it('formats nanos as dollars', () => {
+    expect(formatUsd(5_000_000_000)).toBe('$5.00');
+    expect(formatUsd(300_000_000)).toBe('$0.30');
+    expect(formatUsd(5_000)).toBe('$0.000005');
+    expect(formatUsd(1)).toBe('$0.000000001');
+  });
+});

@@ -1,0 +1,585 @@
+import fc from 'fast-check';
+import { describe, expect, it, vi } from 'vitest';
+import type { Decision } from './decision.js';
+import type { ApprovalRequest } from './session.js';
+import { ApprovalRequiredError, PolicyDeniedError } from './errors.js';
+import { AgentPolicy } from './policy.js';
+
+const seed = () =>
+  AgentPolicy.fromDict({
+    budget: { max_spend: 5.0 },
+    tools: { allow: ['search_docs', 'read_file', 'send_email'], block: ['delete_prod_db'] },
+    network: { allow: ['docs.python.org'], block: ['twitter.com'] },
+    approval: { require_for: [{ tool: 'send_email' }, { cost_gt: 1.0 }] },
+  });
+
+describe('precedence: block → allow-list miss → budget → approval → allow', () => {
+  it('block wins over everything, and approved: true does not lift it', async () => {
+    const session = seed().session();
+    const decision = await session.checkTool('delete_prod_db', { approved: true });
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'block', entry: 'delete_prod_db' }, approved: false });
+    expect(decision.reason).toContain('blocked');
+  });
+
+  it('block catches case variants and Unicode look-alikes', async () => {
+    const session = new AgentPolicy({ blockedTools: ['delete_prod_db', 'mcp__shell__*'] }).session();
+    for (const name of ['DELETE_PROD_DB', 'Delete_Prod_Db', 'ｄｅｌｅｔｅ_ｐｒｏｄ_ｄｂ', 'dеlete_prod_db', 'MCP__SHELL__exec']) {
+      expect((await session.checkTool(name)).decision, name).toBe('deny');
+    }
+    expect((await session.checkTool('delete_test_db')).decision).toBe('allow');
+  });
+
+  it('a tool name with invisible, bidi, control or space characters is denied outright', async () => {
+    const session = new AgentPolicy({}).session();
+    for (const name of ['delete\u200bprod', 'send\u202eliame', 'a b', 'tab\t', 'nul\u0000']) {
+      const decision = await session.checkTool(name);
+      expect(decision.decision).toBe('deny');
+      expect(decision.rule).toEqual({ section: 'input', check: 'tool_name' });
+    }
+  });
+
+  it('an allow-list miss denies, and allow entries match exactly', async () => {
+    const session = seed().session();
+    expect(await session.checkTool('write_file')).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'allow', entry: null } });
+    expect((await session.checkTool('READ_FILE')).decision).toBe('deny');
+    expect((await session.checkTool('read_file')).decision).toBe('allow');
+  });
+
+  it('budget denies before approval, and approved: true does not lift it', async () => {
+    const session = seed().session();
+    const decision = await session.checkTool('send_email', { cost: 6, approved: true });
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'budget', maxSpend: 5, spent: 0, requested: 6 } });
+  });
+
+  it('approval rule → require_approval; approved: true skips only that step', async () => {
+    const session = seed().session();
+    const pending = await session.checkTool('send_email');
+    expect(pending).toMatchObject({ decision: 'require_approval', rule: { section: 'approval', index: 0, rule: { tool: 'send_email' } }, approved: false });
+    const retried = await session.checkTool('send_email', { approved: true });
+    expect(retried).toMatchObject({ decision: 'allow', approved: true, approval: { via: 'caller' }, rule: { section: 'approval', index: 0 } });
+  });
+
+  it('cost_gt escalates any action over the amount; the first matching rule is reported', async () => {
+    const session = seed().session();
+    expect((await session.checkTool('read_file', { cost: 1 })).decision).toBe('allow');
+    expect(await session.checkTool('read_file', { cost: 1.01 })).toMatchObject({ decision: 'require_approval', rule: { index: 1 } });
+    expect(await session.checkTool('send_email', { cost: 2 })).toMatchObject({ decision: 'require_approval', rule: { index: 0 } });
+    expect(await session.checkCost(1.5, { source: 'llm' })).toMatchObject({ decision: 'require_approval', rule: { index: 1 } });
+  });
+
+  it('every key of a rule must match', async () => {
+    const policy = new AgentPolicy({ approvalRules: [{ tool: 'pay_*', costGt: 10 }, { domain: 'bank.example', action: 'http' }, { action: 'cost' }] });
+    const session = policy.session();
+    expect((await session.checkTool('pay_invoice', { cost: 5 })).decision).toBe('allow');
+    expect((await session.checkTool('pay_invoice', { cost: 11 })).decision).toBe('require_approval');
+    expect((await session.checkTool('refund', { cost: 11 })).decision).toBe('allow');
+    expect((await session.checkHttp('https://api.bank.example/transfer')).decision).toBe('require_approval');
+    expect((await session.checkHttp('https://bank.example.org/')).decision).toBe('allow');
+    expect((await session.checkCost(0.01, { source: 'llm' })).decision).toBe('require_approval');
+  });
+
+  it('network: block subtree, allow exact, non-http schemes denied', async () => {
+    const session = seed().session();
+    expect(await session.checkHttp('https://mobile.twitter.com/x')).toMatchObject({ decision: 'deny', rule: { section: 'network', list: 'block', entry: 'twitter.com' }, action: { domain: 'mobile.twitter.com' } });
+    expect(await session.checkHttp('https://DOCS.python.org./3/')).toMatchObject({ decision: 'allow', action: { domain: 'docs.python.org' } });
+    expect(await session.checkHttp('https://python.org/')).toMatchObject({ decision: 'deny', rule: { section: 'network', list: 'allow' } });
+    expect(await session.checkHttp('file:///etc/passwd')).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'url' } });
+    expect(await session.checkHttp('not a url')).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'url' } });
+  });
+});
+
+describe('money is exact', () => {
+  it('0.10 + 0.20 fits a $0.30 budget', async () => {
+    const session = new AgentPolicy({ budget: '0.30' }).session();
+    expect((await session.checkCost(0.1, { source: 'a' })).decision).toBe('allow');
+    expect((await session.checkCost(0.2, { source: 'b' })).decision).toBe('allow');
+    expect(session.report()).toMatchObject({ spent: 0.3, remaining: 0 });
+    expect((await session.checkCost(0.000000001, { source: 'c' })).decision).toBe('deny');
+  });
+
+  it('50 × $0.10 reaches $5.00 exactly and the 51st is denied', async () => {
+    const session = seed().session();
+    for (let i = 0; i < 50; i++) expect((await session.checkTool('read_file', { cost: 0.1 })).decision).toBe('allow');
+    expect(session.spent).toBe(5);
+    expect(session.remaining).toBe(0);
+    expect(await session.checkTool('read_file', { cost: 0.1 })).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+    expect((await session.checkTool('read_file')).decision).toBe('allow');
+  });
+
+  it('a token-priced $0.000005 is charged exactly; too small a cost is rounded up', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    await session.checkCost(0.000005, { source: 'tokens' });
+    expect(session.spent).toBe(0.000005);
+    await session.checkCost(1e-15, { source: 'dust' });
+    expect(session.spent).toBe(0.000005001);
+  });
+
+  it('spending exactly up to the budget is allowed', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    expect((await session.checkCost(5, { source: 'all' })).decision).toBe('allow');
+  });
+
+  it.each([
+    ['negative', -1],
+    ['NaN', Number.NaN],
+    ['Infinity', Number.POSITIVE_INFINITY],
+    ['-Infinity', Number.NEGATIVE_INFINITY],
+    ['string', '0.1'],
+    ['null', null],
+    ['boolean', true],
+    ['bigint', 1n],
+    ['object', { valueOf: () => 0.1 }],
+  ])('a %s cost is denied with a reason and charges nothing', async (_label, cost) => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const decision = await session.checkTool('x', { cost: cost as number });
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'cost' } });
+    expect(decision.reason).toContain('cost must be a finite non-negative number');
+    expect(session.spent).toBe(0);
+  });
+
+  it('reads a cost once', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const read = vi.fn(() => 1);
+    const options = Object.defineProperty({}, 'cost', { get: read, enumerable: true });
+    await session.checkTool('x', options);
+    expect(read).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe('concurrency', () => {
+  it('1,000 concurrent checks of $0.01 against $5.00 allow exactly 500', async () => {
+    const session = seed().session();
+    const decisions = await Promise.all(Array.from({ length: 1000 }, () => session.checkTool('read_file', { cost: 0.01 })));
+    expect(decisions.filter((d) => d.decision === 'allow')).toHaveLength(500);
+    expect(decisions.filter((d) => d.decision === 'deny')).toHaveLength(500);
+    expect(session.report()).toMatchObject({ spent: 5, reserved: 0, remaining: 0 });
+  });
+
+  it('random concurrent sequences never overspend (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 2_000 }),
+        fc.array(
+          fc.record({
+            kind: fc.constantFrom('check', 'reserve-commit', 'reserve-release', 'guard-ok', 'guard-throw'),
+            cents: fc.integer({ min: 0, max: 300 }),
+            actualCents: fc.integer({ min: 0, max: 300 }),
+            delay: fc.integer({ min: 0, max: 3 }),
+          }),
+          { maxLength: 60 },
+        ),
+        async (budgetCents, ops) => {
+          const session = new AgentPolicy({ budget: budgetCents / 100 }).session();
+          const tick = (n: number) => new Promise((resolve) => setTimeout(resolve, n));
+          let expectedSpent = 0;
+          await Promise.all(
+            ops.map(async (op) => {
+              await tick(op.delay);
+              if (op.kind === 'check') {
+                const d = await session.checkCost(op.cents / 100, { source: 'x' });
+                if (d.decision === 'allow') expectedSpent += op.cents;
+              } else if (op.kind.startsWith('reserve')) {
+                const r = await session.reserve(op.cents / 100, { source: 'y' });
+                await tick(op.delay);
+                if (!r.allowed) return;
+                if (op.kind === 'reserve-commit') {
+                  const actual = Math.min(op.actualCents, op.cents);
+                  await r.commit(actual / 100);
+                  expectedSpent += actual;
+                } else await r.release();
+              } else {
+                const fn = session.guardTool(async () => {
+                  await tick(op.delay);
+                  if (op.kind === 'guard-throw') throw new Error('boom');
+                }, { name: 'g', cost: op.cents / 100 });
+                try {
+                  await fn();
+                  expectedSpent += op.cents;
+                } catch {
+                  /* denied or thrown */
+                }
+              }
+              const { spent, reserved } = session.report();
+              if (Math.round((spent + reserved) * 100) > budgetCents) throw new Error('overspent');
+            }),
+          );
+          const report = session.report();
+          return Math.round(report.spent * 100) === expectedSpent && report.reserved === 0 && Math.round(report.spent * 100) <= budgetCents;
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+});
+
+describe('reservations', () => {
+  it('reserve → commit the actual cost', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const r = await session.reserve(0.5, { source: 'llm' });
+    expect(r.allowed).toBe(true);
+    expect(session.report()).toMatchObject({ spent: 0, reserved: 0.5, remaining: 0.5 });
+    expect((await session.checkCost(0.6, { source: 'other' })).decision).toBe('deny');
+    await r.commit(0.2);
+    expect(session.report()).toMatchObject({ spent: 0.2, reserved: 0, remaining: 0.8 });
+    expect(r.decision.settlement).toEqual({ status: 'committed', estimated: 0.5, actual: 0.2 });
+    await r.commit(0.4);
+    expect(session.spent).toBe(0.2);
+  });
+
+  it('release charges nothing; commit() without a value charges the estimate', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const a = await session.reserve(0.3, { source: 'a' });
+    await a.release();
+    const b = await session.reserve(0.3, { source: 'b' });
+    await b.commit();
+    expect(session.report()).toMatchObject({ spent: 0.3, reserved: 0 });
+    expect(session.report().costSummary.allowed.cost).toBe(0.3);
+    expect(session.report().costSummary.attempted.cost).toBe(0.6);
+  });
+
+  it('an unreadable actual cost charges the estimate (spend is never lost)', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const r = await session.reserve(0.3, { source: 'a' });
+    await r.commit(Number.NaN);
+    expect(session.spent).toBe(0.3);
+  });
+
+  it('an actual cost above the estimate is recorded in full', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const r = await session.reserve(0.3, { source: 'a' });
+    await r.commit(1.5);
+    expect(session.report()).toMatchObject({ spent: 1.5, remaining: 0 });
+  });
+
+  it('end() charges reservations still open at their estimate', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    await session.reserve(0.25, { source: 'abandoned-stream' });
+    expect(session.pendingReservations).toBe(1);
+    const report = session.end();
+    expect(report).toMatchObject({ spent: 0.25, reserved: 0 });
+    expect(session.pendingReservations).toBe(0);
+  });
+
+  it('reserveModelCall prices the worst case and commits real usage', async () => {
+    const policy = new AgentPolicy({ budget: 1, pricing: { 'my-model': { input: 1, output: 2 } } });
+    const session = policy.session();
+    const r = await session.reserveModelCall({ model: 'my-model', inputTokens: 1000, maxOutputTokens: 500 });
+    expect(r.estimate).toBe(0.002);
+    await r.commit({ inputTokens: 1000, outputTokens: 100 });
+    expect(session.spent).toBe(0.0012);
+    expect(r.decision.action).toMatchObject({ type: 'cost', source: 'model:my-model', metadata: { inputTokens: 1000, outputTokens: 100 } });
+  });
+
+  it('an unpriced model under a budget is denied before the call, saying how to add a price', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const r = await session.reserveModelCall({ model: 'acme-llm-9', inputTokens: 10, maxOutputTokens: 10 });
+    expect(r.allowed).toBe(false);
+    expect(r.decision).toMatchObject({ decision: 'deny', rule: { section: 'pricing', model: 'acme-llm-9' } });
+    expect(r.decision.reason).toContain('pricing:');
+    const free = new AgentPolicy({}).session();
+    expect((await free.reserveModelCall({ model: 'acme-llm-9', inputTokens: 10 })).allowed).toBe(true);
+  });
+});
+
+describe('token costs', () => {
+  it('prices catalog models, dated names and provider prefixes', async () => {
+    const session = new AgentPolicy({ budget: 10 }).session();
+    await session.recordUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: 1_000_000, outputTokens: 1_000_000 });
+    expect(session.spent).toBe(12.5);
+    const s2 = new AgentPolicy({}).session();
+    await s2.recordUsage({ model: 'gpt-4o-2024-08-06', inputTokens: 1_000_000, outputTokens: 0 });
+    await s2.recordUsage({ model: 'openai/gpt-4o', inputTokens: 1_000_000, outputTokens: 0 });
+    expect(s2.spent).toBe(5);
+  });
+
+  it('cached input tokens are cheaper', async () => {
+    const session = new AgentPolicy({}).session();
+    await session.recordUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: 1_000_000, cachedInputTokens: 500_000, outputTokens: 0 });
+    expect(session.spent).toBe(1.875);
+  });
+
+  it('policy overrides win, resolve dated and prefixed names, and are exact', async () => {
+    const policy = AgentPolicy.fromDict({ pricing: { 'gpt-4o': { input: '0.000005', output: 1, cached_input: 0 } } });
+    const session = policy.session();
+    const d = await session.recordUsage({ model: 'openai/gpt-4o-2024-08-06', inputTokens: 1_000_000, outputTokens: 0 });
+    expect(d.action.cost).toBe(0.000005);
+    // 3 × $0.000005/M + 1 × $1/M = $0.000001000015, rounded up to the next nano-dollar.
+    await session.recordUsage({ model: 'gpt-4o', inputTokens: 3, outputTokens: 1 });
+    expect(session.spent).toBe(0.000006001);
+  });
+
+  it('usage that puts the session over budget is still recorded; later checks are denied', async () => {
+    const session = new AgentPolicy({ budget: 0.01, pricing: { m: { input: 10, output: 10 } } }).session();
+    const d = await session.recordUsage({ model: 'm', inputTokens: 2000, outputTokens: 0 });
+    expect(d.reason).toContain('budget is now exceeded');
+    expect(session.report()).toMatchObject({ spent: 0.02, remaining: 0 });
+    expect((await session.checkCost(0.001, { source: 'x' })).decision).toBe('deny');
+  });
+
+  it('invalid usage is denied, not crashed on', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const d = await session.recordUsage({ model: 'gpt-4o', inputTokens: -1, outputTokens: 0 });
+    expect(d).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'usage' } });
+    const e = await session.recordUsage(null as never);
+    expect(e.decision).toBe('deny');
+  });
+});
+
+describe('approver', () => {
+  const policy = () => AgentPolicy.fromDict({ budget: { max_spend: 5 }, approval: { require_for: [{ tool: 'send_email' }] } });
+
+  it('approve: allowed in place, audit records who and why', async () => {
+    const approver = vi.fn(async (_request: ApprovalRequest) => ({ approved: true, by: 'alice', reason: 'looks fine' }));
+    const session = policy().session({ approver });
+    const decision = await session.checkTool('send_email', { cost: 0.5, metadata: { to: 'x@y.z' } });
+    expect(decision).toMatchObject({ decision: 'allow', approved: true, approval: { via: 'approver', by: 'alice', reason: 'looks fine' } });
+    expect(approver.mock.calls[0]?.[0]).toMatchObject({ action: { type: 'tool', name: 'send_email', cost: 0.5 }, decision: { decision: 'require_approval' } });
+    expect(session.spent).toBe(0.5);
+  });
+
+  it('true approves', async () => {
+    const session = policy().session({ approver: () => true });
+    expect((await session.checkTool('send_email')).decision).toBe('allow');
+  });
+
+  it.each([
+    ['rejects', () => false, 'rejected'],
+    ['rejects with a reason', () => ({ approved: false, by: 'bob', reason: 'no' }), 'rejected'],
+    ['throws', () => { throw new Error('pager down'); }, 'error'],
+    ['returns nonsense', () => 'yes' as never, 'invalid'],
+    ['returns approved: "true"', () => ({ approved: 'true' }) as never, 'invalid'],
+  ])('an approver that %s denies', async (_label, approver, outcome) => {
+    const session = policy().session({ approver });
+    const decision = await session.checkTool('send_email', { cost: 1 });
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'approver', outcome, index: 0 } });
+    expect(session.spent).toBe(0);
+    expect(session.report().reserved).toBe(0);
+  });
+
+  it('an approver that does not answer in time denies', async () => {
+    let signal: AbortSignal | undefined;
+    const session = policy().session({
+      approvalTimeoutMs: 20,
+      approver: (request) => {
+        signal = request.signal;
+        return new Promise(() => undefined);
+      },
+    });
+    const decision = await session.checkTool('send_email');
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'approver', outcome: 'timeout' } });
+    expect(decision.reason).toContain('20 ms');
+    expect(signal?.aborted).toBe(true);
+  });
+
+  it('holds the money while waiting, so concurrent checks cannot spend it', async () => {
+    let release!: (v: boolean) => void;
+    const session = policy().session({ approver: () => new Promise<boolean>((resolve) => (release = resolve)) });
+    const pending = session.checkTool('send_email', { cost: 4 });
+    await Promise.resolve();
+    expect((await session.checkCost(2, { source: 'other' })).decision).toBe('deny');
+    release(true);
+    expect((await pending).decision).toBe('allow');
+    expect(session.spent).toBe(4);
+  });
+
+  it('the approver is not asked for blocked or over-budget actions', async () => {
+    const approver = vi.fn(() => true);
+    const session = AgentPolicy.fromDict({ budget: { max_spend: 1 }, tools: { block: ['send_email'] }, approval: { require_for: [{ action: 'tool' }] } }).session({ approver });
+    expect((await session.checkTool('send_email')).decision).toBe('deny');
+    expect((await session.checkTool('other', { cost: 2 })).decision).toBe('deny');
+    expect(approver).not.toHaveBeenCalled();
+  });
+});
+
+describe('evaluate, enforce, guardTool', () => {
+  it('evaluate records and spends nothing', () => {
+    const session = seed().session();
+    const decision = session.evaluate({ type: 'tool', name: 'read_file', cost: 1 });
+    expect(decision.decision).toBe('allow');
+    expect(session.evaluate({ type: 'tool', name: 'delete_prod_db' }).decision).toBe('deny');
+    expect(session.evaluate({ type: 'http', url: 'https://twitter.com' }).decision).toBe('deny');
+    expect(session.evaluate({ type: 'cost', cost: 2, source: 'x' }).decision).toBe('require_approval');
+    expect(session.report()).toMatchObject({ spent: 0, decisionSummary: { total: 0 } });
+  });
+
+  it('enforce records and throws typed errors carrying the decision', async () => {
+    const session = seed().session();
+    await expect(session.enforce({ type: 'tool', name: 'read_file' })).resolves.toMatchObject({ decision: 'allow' });
+    const denied = await session.enforce({ type: 'tool', name: 'delete_prod_db' }).catch((e: unknown) => e);
+    expect(PolicyDeniedError.isInstance(denied)).toBe(true);
+    expect((denied as PolicyDeniedError).code).toBe('ACTION_DENIED');
+    expect((denied as PolicyDeniedError).decision.rule).toMatchObject({ section: 'tools', list: 'block' });
+    const over = await session.enforce({ type: 'cost', cost: 9, source: 'x' }).catch((e: unknown) => e);
+    expect((over as PolicyDeniedError).code).toBe('BUDGET_EXCEEDED');
+    const approval = await session.enforce({ type: 'tool', name: 'send_email' }).catch((e: unknown) => e);
+    expect(ApprovalRequiredError.isInstance(approval)).toBe(true);
+    expect(session.report().decisionSummary).toMatchObject({ allow: 1, deny: 2, require_approval: 1 });
+  });
+
+  it('guardTool never runs a denied function', async () => {
+    const session = seed().session();
+    const body = vi.fn(async (id: string) => `dropped ${id}`);
+    const guarded = session.guardTool(body, { name: 'delete_prod_db' });
+    await expect(guarded('db1')).rejects.toBeInstanceOf(PolicyDeniedError);
+    expect(body).not.toHaveBeenCalled();
+    const needsApproval = session.guardTool(body, { name: 'send_email' });
+    await expect(needsApproval('x')).rejects.toBeInstanceOf(ApprovalRequiredError);
+    expect(body).not.toHaveBeenCalled();
+  });
+
+  it('guardTool runs an allowed function, charges on success and releases on error', async () => {
+    const session = seed().session();
+    const read_file = async (path: string) => `contents of ${path}`;
+    const guarded = session.guardTool(read_file, { cost: 0.25 });
+    await expect(guarded('a.txt')).resolves.toBe('contents of a.txt');
+    expect(session.spent).toBe(0.25);
+    const failing = session.guardTool(async () => {
+      throw new Error('disk');
+    }, { name: 'read_file', cost: 0.25 });
+    await expect(failing()).rejects.toThrow('disk');
+    expect(session.report()).toMatchObject({ spent: 0.25, reserved: 0 });
+  });
+
+  it('guardTool needs a name for anonymous functions', () => {
+    const session = seed().session();
+    expect(() => session.guardTool(() => 1)).toThrow(/name/);
+  });
+});
+
+describe('idempotency keys', () => {
+  it('a repeat returns the first decision without recording or charging again', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const a = await session.checkTool('t', { cost: 0.5, idempotencyKey: 'call-1' });
+    const b = await session.checkTool('t', { cost: 0.5, idempotencyKey: 'call-1' });
+    expect(b).toBe(a);
+    expect(session.spent).toBe(0.5);
+    expect(session.report().decisionSummary.total).toBe(1);
+  });
+
+  it('require_approval is decided again once approved, still honouring the budget', async () => {
+    const session = new AgentPolicy({ budget: 1, approvalRules: [{ tool: 't' }] }).session();
+    expect((await session.checkTool('t', { cost: 0.5, idempotencyKey: 'k' })).decision).toBe('require_approval');
+    expect((await session.checkTool('t', { cost: 0.5, idempotencyKey: 'k' })).decision).toBe('require_approval');
+    expect(session.report().decisionSummary.total).toBe(1);
+    await session.checkCost(0.8, { source: 'meanwhile' });
+    expect(await session.checkTool('t', { cost: 0.5, idempotencyKey: 'k', approved: true })).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+  });
+});
+
+describe('audit trail and report', () => {
+  it('every decision has the documented shape', async () => {
+    const session = seed().session({ id: 's1' });
+    const decision = await session.checkHttp('https://user:pw@docs.python.org:443/3/', { metadata: { tool: 'fetch_docs' } });
+    expect(decision).toEqual({
+      id: 's1:1',
+      sessionId: 's1',
+      decision: 'allow',
+      reason: 'request to docs.python.org allowed',
+      rule: { section: 'default' },
+      action: { type: 'http', url: 'https://docs.python.org/3/', domain: 'docs.python.org', method: undefined, cost: 0, metadata: { tool: 'fetch_docs' } },
+      approved: false,
+      timestamp: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T/),
+    } satisfies Decision | Record<string, unknown>);
+  });
+
+  it('the report counts, sums and lists hits', async () => {
+    const session = seed().session({ id: 'r' });
+    await session.checkTool('search_docs', { cost: 0.5 });
+    await session.checkTool('delete_prod_db', { cost: 1 });
+    await session.checkTool('send_email');
+    await session.checkHttp('https://twitter.com/');
+    await session.checkHttp('https://docs.python.org/');
+    await session.checkCost(0.25, { source: 'llm' });
+    const report = session.report();
+    expect(report).toMatchObject({
+      sessionId: 'r',
+      policyHash: expect.stringMatching(/^[0-9a-f]{64}$/),
+      budget: 5,
+      spent: 0.75,
+      remaining: 4.25,
+      decisionSummary: {
+        total: 6,
+        allow: 3,
+        deny: 2,
+        require_approval: 1,
+        byActionType: {
+          tool: { allow: 1, deny: 1, require_approval: 1 },
+          http: { allow: 1, deny: 1, require_approval: 0 },
+          cost: { allow: 1, deny: 0, require_approval: 0 },
+        },
+      },
+      costSummary: { allowed: { tool: 0.5, http: 0, cost: 0.25, total: 0.75 }, attempted: { tool: 1.5, http: 0, cost: 0.25, total: 1.75 } },
+      policyHits: { deniedTools: ['delete_prod_db'], deniedDomains: ['twitter.com'], approvalRequired: ['send_email'] },
+      decisionsDropped: 0,
+      endedAt: null,
+    });
+    expect(report.decisions).toHaveLength(6);
+    expect(report.durationSeconds).toBeGreaterThanOrEqual(0);
+  });
+
+  it('onDecision streams every recorded decision; a throwing listener breaks nothing', async () => {
+    const seen: string[] = [];
+    const session = seed().session({
+      onDecision: (d) => {
+        seen.push(d.decision);
+        throw new Error('listener bug');
+      },
+    });
+    const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    await session.checkTool('read_file');
+    await session.checkTool('delete_prod_db');
+    warn.mockRestore();
+    expect(seen).toEqual(['allow', 'deny']);
+  });
+
+  it('a bound on kept decisions keeps summaries exact', async () => {
+    const session = new AgentPolicy({ budget: 100 }).session({ maxDecisions: 10 });
+    for (let i = 0; i < 25; i++) await session.checkTool(`t${i}`, { cost: 1 });
+    const report = session.report();
+    expect(report.decisions).toHaveLength(10);
+    expect(report.decisions[0]?.action).toMatchObject({ name: 't15' });
+    expect(report.decisions[9]?.action).toMatchObject({ name: 't24' });
+    expect(report.decisionsDropped).toBe(15);
+    expect(report.decisionSummary.allow).toBe(25);
+    expect(report.spent).toBe(25);
+  });
+
+  it('soft limit fires once', async () => {
+    const onSoftLimit = vi.fn();
+    const session = AgentPolicy.fromDict({ budget: { max_spend: 1, soft_limit: 0.8 } }).session({ onSoftLimit });
+    await session.checkCost(0.5, { source: 'a' });
+    expect(onSoftLimit).not.toHaveBeenCalled();
+    await session.checkCost(0.3, { source: 'b' });
+    await session.checkCost(0.1, { source: 'c' });
+    expect(onSoftLimit).toHaveBeenCalledTimes(1);
+    expect(onSoftLimit).toHaveBeenCalledWith({ sessionId: session.id, spent: 0.8, maxSpend: 1, softLimit: 0.8 });
+  });
+
+  it('wouldExceed answers without recording', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    expect(session.wouldExceed(1)).toBe(false);
+    expect(session.wouldExceed(1.01)).toBe(true);
+    expect(session.wouldExceed(Number.NaN)).toBe(true);
+    expect(session.report().decisionSummary.total).toBe(0);
+  });
+
+  it('ending a session fixes its duration and denies later checks', async () => {
+    const policy = seed();
+    const { result, report } = await policy.run(async (session) => {
+      await session.checkTool('read_file');
+      return 42;
+    });
+    expect(result).toBe(42);
+    expect(report.endedAt).not.toBeNull();
+    {
+      await using session = policy.session();
+      await session.checkTool('read_file');
+      setTimeout(() => undefined, 0);
+    }
+    const session = policy.session();
+    const first = session.end();
+    await new Promise((resolve) => setTimeout(resolve, 15));
+    expect(session.report().durationSeconds).toBe(first.durationSeconds);
+    expect(await session.checkTool('read_file')).toMatchObject({ decision: 'deny', rule: { section: 'session', check: 'ended' } });
+  });
+});
