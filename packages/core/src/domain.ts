@@ -11,6 +11,21 @@ export type ParsedTarget =
  * removed. Userinfo and port are not part of the host.
  */
 export function parseTarget(input: unknown): ParsedTarget {
+  if (typeof input === 'string') {
+    const cached = targetCache.get(input);
+    if (cached !== undefined) return cached;
+    const parsed = Object.freeze(parseTargetUncached(input));
+    if (targetCache.size >= CACHE_LIMIT) targetCache.clear();
+    targetCache.set(input, parsed);
+    return parsed;
+  }
+  return parseTargetUncached(input);
+}
+
+// Parsing is a pure function of the string: memoise recent ones (bounded).
+const targetCache = new Map<string, ParsedTarget>();
+
+function parseTargetUncached(input: unknown): ParsedTarget {
   let text: string;
   if (typeof input === 'string') text = input;
   else if (input instanceof URL) text = input.href;

@@ -12,7 +12,7 @@ import {
   type PolicyDocument,
 } from './policy-document.js';
 import { unknownKeyMessage } from './suggest.js';
-import { foldToolName, globMatch, ToolMatcher } from './tool-matcher.js';
+import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
 import { PolicySession, type SessionOptions, type SessionReport } from './session.js';
 
 /** Options of the programmatic constructor (camelCase mirror of the file format). */
@@ -84,6 +84,7 @@ interface CompiledRule {
 }
 
 const ALLOW_DEFAULT: RuleRef = Object.freeze({ section: 'default' });
+const MEMO_LIMIT = 4096;
 
 /**
  * An immutable, validated policy. Build it from a YAML file, a plain object in the same format, or constructor
@@ -106,6 +107,9 @@ export class AgentPolicy {
   private readonly blockedDomains: DomainMatcher;
   private readonly allowedDomains: DomainMatcher | null;
   private readonly rules: readonly CompiledRule[];
+  // Memos of pure functions of the (immutable) policy: bounded, cleared when full.
+  private readonly toolInfos = new Map<unknown, { problem: string | undefined; folded: string }>();
+  private readonly freeVerdicts = new Map<string, Verdict>();
 
   constructor(options: AgentPolicyOptions = {}) {
     const { document, issues } = optionsToDocument(options);
@@ -211,6 +215,34 @@ export class AgentPolicy {
     } finally {
       session.end();
     }
+  }
+
+  /** Name checks and the folded form of a tool name, memoised. */
+  toolInfo(name: unknown): { problem: string | undefined; folded: string } {
+    let info = this.toolInfos.get(name);
+    if (info === undefined) {
+      const problem = toolNameProblem(name);
+      info = { problem, folded: problem === undefined ? foldToolName(name as string) : '' };
+      if (this.toolInfos.size >= MEMO_LIMIT) this.toolInfos.clear();
+      this.toolInfos.set(name, info);
+    }
+    return info;
+  }
+
+  /**
+   * The verdict for an action that costs nothing and carries no approval: the budget cannot deny it and no
+   * `cost_gt` rule can match, so it depends on the name or host alone and is memoised.
+   */
+  decideFree(action: PreparedAction): Verdict {
+    const key = action.type === 'tool' ? `t${action.name}` : action.type === 'http' ? `h${action.host}` : undefined;
+    if (key === undefined) return this.decide(action, 0, 0, false);
+    let verdict = this.freeVerdicts.get(key);
+    if (verdict === undefined) {
+      verdict = Object.freeze(this.decide(action, 0, 0, false));
+      if (this.freeVerdicts.size >= MEMO_LIMIT) this.freeVerdicts.clear();
+      this.freeVerdicts.set(key, verdict);
+    }
+    return verdict;
   }
 
   /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */

@@ -3,6 +3,9 @@ import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
 import type {
   Action,
   ActionType,
+  CostAction,
+  HttpAction,
+  ToolAction,
   ApprovalRecord,
   Decision,
   DecisionValue,
@@ -16,7 +19,6 @@ import { formatUsd, nanosToUsd, readCost } from './money.js';
 import type { AgentPolicy, PreparedAction, Verdict } from './policy.js';
 import { estimatePromptTokens, priceUsage, splitModel, type PriceResult, type TokenUsage } from './pricing.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
-import { toolNameProblem, foldToolName } from './tool-matcher.js';
 
 /** What an approver is asked. */
 export interface ApprovalRequest {
@@ -196,6 +198,20 @@ function now(): string {
 }
 
 const emptyCounts = (): Counts => ({ allow: 0, deny: 0, require_approval: 0 });
+const ZERO_COST = Object.freeze({ ok: true as const, nanos: 0 });
+const CALLER_APPROVAL: ApprovalRecord = Object.freeze({ via: 'caller' });
+
+// Copies the caller's options once (each property read once), without object spread on the hot path.
+function withOptions<T extends { type: 'tool' | 'http' }>(action: T, options: CommonCheckOptions & { cost?: number; method?: string }): ActionInput {
+  const out = action as unknown as Record<string, unknown>;
+  const { cost, metadata, approved, idempotencyKey, method } = options;
+  if (cost !== undefined) out.cost = cost;
+  if (metadata !== undefined) out.metadata = metadata;
+  if (approved !== undefined) out.approved = approved;
+  if (idempotencyKey !== undefined) out.idempotencyKey = idempotencyKey;
+  if (method !== undefined) out.method = method;
+  return out as unknown as ActionInput;
+}
 
 /**
  * One agent run under a policy: it holds the budget ledger, the audit trail and the approver. Every check is
@@ -249,13 +265,13 @@ export class PolicySession {
   // ---- checks -------------------------------------------------------------------------------------------------
 
   /** Decides a tool call and records it; an allowed cost is charged at once. */
-  checkTool(name: string, options: CheckToolOptions = {}): Promise<Decision> {
-    return this.check({ type: 'tool', name, ...options }, 'charge');
+  checkTool(name: string, options?: CheckToolOptions): Promise<Decision> {
+    return this.check(options === undefined ? { type: 'tool', name } : withOptions({ type: 'tool', name }, options), 'charge');
   }
 
   /** Decides an outbound request by its normalised host and records it; an allowed cost is charged at once. */
-  checkHttp(url: string | URL, options: CheckHttpOptions = {}): Promise<Decision> {
-    return this.check({ type: 'http', url, ...options }, 'charge');
+  checkHttp(url: string | URL, options?: CheckHttpOptions): Promise<Decision> {
+    return this.check(options === undefined ? { type: 'http', url } : withOptions({ type: 'http', url }, options), 'charge');
   }
 
   /** Decides spending that is neither a tool nor a request and records it; allowed spend is charged at once. */
@@ -499,48 +515,52 @@ export class PolicySession {
   // ---- internals ----------------------------------------------------------------------------------------------
 
   private prepare(action: ActionInput): Prepared {
-    const metadata = action?.metadata;
-    const meta = metadata !== undefined ? { metadata } : {};
     if (typeof action !== 'object' || action === null) {
       return { action: { type: 'cost', source: 'invalid', cost: 0 }, prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
     }
-    const costInput = action.type === 'cost' ? action.cost : action.cost;
-    const cost = costInput === undefined && action.type !== 'cost' ? { ok: true as const, nanos: 0 } : readCost(costInput);
+    const metadata = action.metadata;
+    const costInput = action.cost;
+    const cost = costInput === undefined && action.type !== 'cost' ? ZERO_COST : readCost(costInput);
     const costUsd = cost.ok ? nanosToUsd(cost.nanos) : 0;
     switch (action.type) {
       case 'tool': {
         const name = action.name;
-        const problem = toolNameProblem(name);
-        const recorded: Action = { type: 'tool', name: typeof name === 'string' ? name : String(name), cost: costUsd, ...meta };
-        if (problem) return { action: recorded, prepared: null, invalid: { reason: `${problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
+        const info = this.policy.toolInfo(name);
+        const recorded = { type: 'tool', name: typeof name === 'string' ? name : String(name), cost: costUsd } as { -readonly [K in keyof ToolAction]: ToolAction[K] };
+        if (metadata !== undefined) recorded.metadata = metadata;
+        if (info.problem !== undefined) return { action: recorded, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
         if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-        return { action: recorded, prepared: { type: 'tool', name, folded: foldToolName(name), costNanos: cost.nanos }, invalid: null };
+        return { action: recorded, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos }, invalid: null };
       }
       case 'http': {
         const target = parseTarget(action.url);
-        const method = typeof action.method === 'string' ? { method: action.method.toUpperCase() } : {};
-        if (!target.ok) {
-          return { action: { type: 'http', url: target.url, domain: '', cost: costUsd, ...method, ...meta }, prepared: null, invalid: { reason: target.reason, rule: { section: 'input', check: 'url' } } };
-        }
-        const recorded: Action = { type: 'http', url: target.url, domain: target.host, cost: costUsd, ...method, ...meta };
+        const recorded = { type: 'http', url: target.url, domain: target.ok ? target.host : '', cost: costUsd } as { -readonly [K in keyof HttpAction]: HttpAction[K] };
+        if (typeof action.method === 'string') recorded.method = action.method.toUpperCase();
+        if (metadata !== undefined) recorded.metadata = metadata;
+        if (!target.ok) return { action: recorded, prepared: null, invalid: { reason: target.reason, rule: { section: 'input', check: 'url' } } };
         if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
         return { action: recorded, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos }, invalid: null };
       }
       case 'cost': {
         const source = action.source;
-        const recorded: Action = { type: 'cost', source: typeof source === 'string' ? source : String(source), cost: costUsd, ...meta };
+        const recorded = { type: 'cost', source: typeof source === 'string' ? source : String(source), cost: costUsd } as { -readonly [K in keyof CostAction]: CostAction[K] };
+        if (metadata !== undefined) recorded.metadata = metadata;
         if (typeof source !== 'string' || source === '') {
           return { action: recorded, prepared: null, invalid: { reason: 'cost source must be a non-empty string', rule: { section: 'input', check: 'action' } } };
         }
         if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
         return { action: recorded, prepared: { type: 'cost', source, costNanos: cost.nanos }, invalid: null };
       }
-      default:
+      default: {
+        const type = (action as { type?: unknown }).type;
+        const recorded = { type: 'cost', source: `unknown action type ${String(type)}`, cost: 0 } as { -readonly [K in keyof CostAction]: CostAction[K] };
+        if (metadata !== undefined) recorded.metadata = metadata;
         return {
-          action: { type: 'cost', source: `unknown action type ${String((action as { type?: unknown }).type)}`, cost: 0, ...meta },
+          action: recorded,
           prepared: null,
-          invalid: { reason: `unknown action type ${JSON.stringify((action as { type?: unknown }).type)}; expected tool, http or cost`, rule: { section: 'input', check: 'action' } },
+          invalid: { reason: `unknown action type ${JSON.stringify(type) ?? String(type)}; expected tool, http or cost`, rule: { section: 'input', check: 'action' } },
         };
+      }
     }
   }
 
@@ -551,6 +571,7 @@ export class PolicySession {
     if (this.endedMs !== null) {
       return { decision: 'deny', reason: 'the session has ended', rule: { section: 'session', check: 'ended' }, approvedRule: false };
     }
+    if (prepared.prepared.costNanos === 0 && !approved) return this.policy.decideFree(prepared.prepared);
     const { spent, reserved } = this.store.snapshot(this.id);
     try {
       return this.policy.decide(prepared.prepared, spent, reserved, approved);
@@ -559,7 +580,17 @@ export class PolicySession {
     }
   }
 
-  private async check(action: ActionInput, mode: Mode): Promise<Decision> {
+  private check(action: ActionInput, mode: Mode): Promise<Decision> {
+    try {
+      const result = this.decideAndRecord(action, mode);
+      return result instanceof Promise ? result : Promise.resolve(result);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  // Synchronous whenever the store is: no await (and no promise) between the decision and the reservation.
+  private decideAndRecord(action: ActionInput, mode: Mode): Decision | Promise<Decision> {
     const approved = action?.approved === true;
     const key = typeof action?.idempotencyKey === 'string' ? action.idempotencyKey : undefined;
     if (key !== undefined) {
@@ -569,25 +600,44 @@ export class PolicySession {
     const prepared = this.prepare(action);
     const verdict = this.verdict(prepared, approved);
     const costNanos = prepared.prepared?.costNanos ?? 0;
-    let decision: Decision;
-
+    let decision: Decision | Promise<Decision>;
     if (verdict.decision === 'allow') {
-      decision = await this.allowWithMoney(prepared.action, verdict, costNanos, mode, approved && verdict.approvedRule ? { via: 'caller' } : undefined);
+      decision = this.allowWithMoney(prepared.action, verdict, costNanos, mode, approved && verdict.approvedRule ? CALLER_APPROVAL : undefined);
     } else if (verdict.decision === 'require_approval' && this.options.approver) {
-      decision = await this.askApprover(prepared.action, verdict, costNanos, mode);
+      decision = this.askApprover(prepared.action, verdict, costNanos, mode);
     } else {
       decision = this.record(this.makeDecision(prepared.action, verdict, this.nextId(), undefined));
     }
-    if (key !== undefined) this.remember(key, decision);
+    if (key === undefined) return decision;
+    if (decision instanceof Promise) {
+      return decision.then((settled) => {
+        this.remember(key, settled);
+        return settled;
+      });
+    }
+    this.remember(key, decision);
     return decision;
   }
 
-  private async allowWithMoney(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Promise<Decision> {
-    if (costNanos > 0) {
-      const reserved = await this.reserveNanos(costNanos);
-      if (!reserved) return this.record(this.makeDecision(action, this.raceDenial(costNanos), this.nextId(), undefined));
-      if (mode === 'charge') this.settleNanos(costNanos, costNanos);
+  private allowWithMoney(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
+    if (costNanos <= 0) return this.recordAllowed(action, verdict, costNanos, mode, approval);
+    const reserved = this.reserveNanos(costNanos);
+    if (reserved instanceof Promise) {
+      return reserved.then((ok) => (ok ? this.chargeAndRecord(action, verdict, costNanos, mode, approval) : this.record(this.makeDecision(action, this.raceDenial(costNanos), this.nextId(), undefined))));
     }
+    if (!reserved) return this.record(this.makeDecision(action, this.raceDenial(costNanos), this.nextId(), undefined));
+    return this.chargeAndRecord(action, verdict, costNanos, mode, approval);
+  }
+
+  private chargeAndRecord(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
+    if (mode === 'charge') {
+      const done = this.settleNanos(costNanos, costNanos);
+      if (done instanceof Promise) return done.then(() => this.recordAllowed(action, verdict, costNanos, mode, approval));
+    }
+    return this.recordAllowed(action, verdict, costNanos, mode, approval);
+  }
+
+  private recordAllowed(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision {
     const decision = this.makeDecision(action, verdict, this.nextId(), approval) as MutableDecision;
     if (mode === 'reserve') decision.settlement = { status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) };
     return this.record(decision);
