@@ -114,7 +114,6 @@ const CACHE_LIMIT = 4096;
 export class DomainMatcher {
   private readonly hosts = new Map<string, string>();
   private readonly wildcards = new Map<string, string>();
-  private readonly cache = new Map<string, string | null>();
 
   constructor(
     entries: readonly string[],
@@ -134,15 +133,6 @@ export class DomainMatcher {
 
   /** The entry that matches `host` (already normalised by {@link parseTarget}), or `undefined`. */
   match(host: string, isIp: boolean): string | undefined {
-    const cached = this.cache.get(host);
-    if (cached !== undefined) return cached ?? undefined;
-    const result = this.matchUncached(host, isIp);
-    if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
-    this.cache.set(host, result ?? null);
-    return result;
-  }
-
-  private matchUncached(host: string, isIp: boolean): string | undefined {
     const direct = this.hosts.get(host);
     if (direct !== undefined || isIp) return direct;
     let dot = host.indexOf('.');

@@ -110,6 +110,8 @@ export class AgentPolicy {
   // Memos of pure functions of the (immutable) policy: bounded, cleared when full.
   private readonly toolInfos = new Map<unknown, { problem: string | undefined; folded: string }>();
   private readonly freeVerdicts = new Map<string, Verdict>();
+  /** Costs up to this many nanos can match no `cost_gt` rule, so they decide like a free action (budget aside). */
+  readonly costRuleFloor: number;
 
   constructor(options: AgentPolicyOptions = {}) {
     const { document, issues } = optionsToDocument(options);
@@ -139,6 +141,7 @@ export class AgentPolicy {
         costGtNanos: rule.costGtNanos,
       };
     });
+    this.costRuleFloor = Math.min(...normalized.approvalRules.map((rule) => rule.costGtNanos ?? Infinity), Infinity);
     Object.freeze(this);
   }
 

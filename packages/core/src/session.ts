@@ -571,7 +571,12 @@ export class PolicySession {
     if (this.endedMs !== null) {
       return { decision: 'deny', reason: 'the session has ended', rule: { section: 'session', check: 'ended' }, approvedRule: false };
     }
-    if (prepared.prepared.costNanos === 0 && !approved) return this.policy.decideFree(prepared.prepared);
+    const cost = prepared.prepared.costNanos;
+    if (!approved && cost <= this.policy.costRuleFloor) {
+      if (cost === 0) return this.policy.decideFree(prepared.prepared);
+      const { spent, reserved } = this.store.snapshot(this.id);
+      if (this.limit === null || spent + reserved + cost <= this.limit) return this.policy.decideFree(prepared.prepared);
+    }
     const { spent, reserved } = this.store.snapshot(this.id);
     try {
       return this.policy.decide(prepared.prepared, spent, reserved, approved);

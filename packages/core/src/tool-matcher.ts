@@ -5,6 +5,7 @@
 
 // Whitespace, control, format (zero-width, bidi controls), private-use, unassigned, separators and default-ignorable
 // code points never belong in a tool name.
+const ASCII_PRINTABLE = /^[\x21-\x7e]*$/;
 const FORBIDDEN = /[\p{White_Space}\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]/u;
 
 /** Returns why a tool name is refused outright, or `undefined` when it is acceptable. */
@@ -12,6 +13,7 @@ export function toolNameProblem(name: unknown): string | undefined {
   if (typeof name !== 'string') return `tool name must be a string, got ${typeof name}`;
   if (name.length === 0) return 'tool name is empty';
   if (name.length > 256) return 'tool name is longer than 256 characters';
+  if (ASCII_PRINTABLE.test(name)) return undefined;
   const bad = FORBIDDEN.exec(name);
   if (bad) {
     const cp = bad[0].codePointAt(0) ?? 0;
@@ -28,7 +30,6 @@ const CONFUSABLES: Record<string, string> = {
   ı: 'i', ſ: 's', 'ʼ': "'", '‐': '-', '‑': '-', '‒': '-', '–': '-', '—': '-', '−': '-',
 };
 const CONFUSABLE_RE = new RegExp(`[${Object.keys(CONFUSABLES).join('')}]`, 'gu');
-const ASCII_PRINTABLE = /^[\x21-\x7e]*$/;
 
 /** NFKC, case-folded and look-alike-folded form of a name, used for block matching. */
 export function foldToolName(name: string): string {
@@ -68,8 +69,6 @@ interface TrieNode {
   globs: Glob[] | undefined;
 }
 
-const CACHE_LIMIT = 4096;
-
 /**
  * A compiled list of tool entries. `match(name)` returns the first entry (in policy order) that matches, or
  * `undefined`. With `fold`, both entries and names are folded first (block lists).
@@ -78,7 +77,6 @@ export class ToolMatcher {
   private readonly exact = new Map<string, { entry: string; order: number }>();
   private readonly root: TrieNode = { children: undefined, globs: undefined };
   private readonly hasGlobs: boolean;
-  private readonly cache = new Map<string, string | null>();
 
   constructor(
     entries: readonly string[],
@@ -113,15 +111,6 @@ export class ToolMatcher {
   }
 
   match(name: string): string | undefined {
-    const cached = this.cache.get(name);
-    if (cached !== undefined) return cached ?? undefined;
-    const result = this.matchUncached(name);
-    if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
-    this.cache.set(name, result ?? null);
-    return result;
-  }
-
-  private matchUncached(name: string): string | undefined {
     const key = this.fold ? foldToolName(name) : name;
     const exact = this.exact.get(key);
     if (!this.hasGlobs) return exact?.entry;

@@ -1,0 +1,205 @@
+// agentpolicy benchmark: decision latency, adapter overhead, report cost and memory, with a Set.has floor.
+// Usage: pnpm bench            (full run, writes bench/results/latest.json)
+//        BENCH_QUICK=1 pnpm bench  (a few iterations, only to prove it runs; writes results/quick.tmp.json)
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:http';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Bench } from 'tinybench';
+import { AgentPolicy } from '@agentpolicy/core';
+
+const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
+const BATCH = 1000; // operations per timed sample, so sub-microsecond figures sit far above timer resolution
+const TIME_MS = QUICK ? 30 : 1500;
+const rows = [];
+const gc = globalThis.gc ?? (() => undefined);
+
+const SEED = fileURLToPath(new URL('../examples/quickstart/policy.yaml', import.meta.url));
+
+/** Runs batched tasks; reports per-operation median and p99 in microseconds. */
+async function measure(group, tasks, { batch = BATCH, time = TIME_MS } = {}) {
+  const bench = new Bench({ time, warmupTime: QUICK ? 10 : 300, iterations: QUICK ? 5 : 50 });
+  for (const [name, fn] of tasks) bench.add(name, fn);
+  await bench.run();
+  for (const task of bench.tasks) {
+    const result = task.result;
+    if (result.state !== 'completed') throw new Error(`${task.name}: ${result.state} ${result.error?.message ?? ''}`);
+    rows.push({
+      group,
+      name: task.name,
+      medianUs: (result.latency.p50 * 1000) / batch,
+      p99Us: (result.latency.p99 * 1000) / batch,
+      samples: result.latency.samplesCount ?? result.totalTime,
+    });
+  }
+}
+
+// ---- floor ---------------------------------------------------------------------------------------------------
+const names = new Set(['search_docs', 'read_file', 'send_email']);
+let sink = 0;
+await measure('floor', [
+  ['Set.has (baseline)', () => {
+    for (let i = 0; i < BATCH; i++) if (names.has(i & 1 ? 'read_file' : 'delete_prod_db')) sink++;
+  }],
+]);
+
+// ---- seed policy -----------------------------------------------------------------------------------------------
+const seed = AgentPolicy.fromYaml(SEED);
+const seedSession = seed.session();
+await measure('seed policy', [
+  ['evaluate tool allow', () => { for (let i = 0; i < BATCH; i++) seedSession.evaluate({ type: 'tool', name: 'search_docs' }); }],
+  ['evaluate tool deny', () => { for (let i = 0; i < BATCH; i++) seedSession.evaluate({ type: 'tool', name: 'delete_prod_db' }); }],
+  ['checkTool allow (audit on)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkTool('search_docs'); }],
+  ['checkTool deny (audit on)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkTool('delete_prod_db'); }],
+  ['checkHttp allow (audit on)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkHttp('https://docs.python.org/3/library/'); }],
+  ['checkHttp deny (audit on)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkHttp('https://api.twitter.com/2/tweets'); }],
+]);
+const costSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session();
+await measure('seed policy', [
+  ['checkTool with cost (budget reserve+charge)', async () => { for (let i = 0; i < BATCH; i++) await costSession.checkTool('search_docs', { cost: 0.000001 }); }],
+]);
+
+// ---- 1,000 patterns ------------------------------------------------------------------------------------------------
+const allowTools = [];
+const blockTools = [];
+for (let i = 0; i < 1000; i++) {
+  if (i % 4 === 0) allowTools.push(`mcp__svc${i}__*`);
+  else if (i % 4 === 1) blockTools.push(i % 8 === 1 ? `danger_${i}_*` : `drop_table_${i}`);
+  else allowTools.push(`tool_${i}`);
+}
+const allowDomains = [];
+const blockDomains = [];
+for (let i = 0; i < 1000; i++) {
+  if (i % 2 === 0) allowDomains.push(i % 10 === 0 ? `*.api${i}.example.com` : `host${i}.example.org`);
+  else blockDomains.push(`bad${i}.example.net`);
+}
+const large = new AgentPolicy({ allowedTools: allowTools, blockedTools: blockTools, allowedDomains: allowDomains, blockedDomains: blockDomains });
+const largeSession = large.session();
+const coldNames = Array.from({ length: 10_000 }, (_, i) => (i % 2 ? `mcp__svc${(i % 250) * 4}__op${i}` : `unknown_tool_${i}`));
+const coldUrls = Array.from({ length: 10_000 }, (_, i) => `https://h${i}.api${(i % 100) * 10}.example.com/v1`);
+let cursor = 0;
+await measure('1,000 tool patterns + 1,000 domains', [
+  ['checkTool allow (glob)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkTool('mcp__svc400__create'); }],
+  ['checkTool allow (exact)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkTool('tool_998'); }],
+  ['checkTool deny (block glob)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkTool('danger_9_x'); }],
+  ['checkTool, 10k distinct names (memo misses)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkTool(coldNames[cursor++ % coldNames.length]); }],
+  ['checkHttp allow (wildcard)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkHttp('https://v2.api500.example.com/x'); }],
+  ['checkHttp deny (allow-list miss)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkHttp('https://evil.example.com/'); }],
+  ['checkHttp, 10k distinct URLs (memo misses)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkHttp(coldUrls[cursor++ % coldUrls.length]); }],
+]);
+
+// ---- report() over 100,000 decisions ---------------------------------------------------------------------------
+const reportSession = seed.session({ maxDecisions: 100_000 });
+for (let i = 0; i < 100_000; i++) await reportSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db', { cost: i % 5 ? 0 : 0.00001 });
+await measure('report', [['report() over 100,000 decisions', () => { sink += reportSession.report().decisions.length; }]], { batch: 1, time: QUICK ? 50 : 1500 });
+
+// ---- memory ------------------------------------------------------------------------------------------------------
+async function heapGrowth(maxDecisions, checks) {
+  gc(); gc();
+  const before = process.memoryUsage().heapUsed;
+  const session = seed.session({ maxDecisions });
+  for (let i = 0; i < checks; i++) await session.checkTool(i & 1 ? 'search_docs' : 'delete_prod_db');
+  gc(); gc();
+  const after = process.memoryUsage().heapUsed;
+  sink += session.report().decisionSummary.total;
+  return (after - before) / 1024 / 1024;
+}
+const CHECKS = QUICK ? 20_000 : 1_000_000;
+const bounded = await heapGrowth(10_000, CHECKS);
+const unbounded = await heapGrowth(Infinity, CHECKS);
+const memory = { checks: CHECKS, boundedMaxDecisions: 10_000, boundedMB: bounded, unboundedMB: unbounded };
+
+// ---- adapters ----------------------------------------------------------------------------------------------------
+const adapterNotes = [];
+await (async () => {
+  const { tool } = await import('ai');
+  const { z } = await import('zod');
+  const { wrapTools } = await import('@agentpolicy/ai-sdk');
+  const session = AgentPolicy.fromDict({ tools: { allow: ['lookup'] } }).session({ maxDecisions: 10_000 });
+  const raw = { lookup: tool({ description: 'look up', inputSchema: z.object({ q: z.string() }), execute: async ({ q }) => q.length }) };
+  const wrapped = wrapTools(raw, session);
+  let id = 0;
+  await measure('adapter: AI SDK tool execute', [
+    ['raw tool execute', async () => { for (let i = 0; i < BATCH; i++) await raw.lookup.execute({ q: 'x' }, { toolCallId: `c${id++}`, messages: [] }); }],
+    ['wrapTools execute', async () => { for (let i = 0; i < BATCH; i++) await wrapped.lookup.execute({ q: 'x' }, { toolCallId: `c${id++}`, messages: [] }); }],
+  ]);
+})().catch((error) => adapterNotes.push(`AI SDK rows skipped: ${error.message}`));
+
+await (async () => {
+  const { default: OpenAI } = await import('openai');
+  const { wrapOpenAI } = await import('@agentpolicy/openai');
+  const body = JSON.stringify({
+    id: 'chatcmpl-1', object: 'chat.completion', created: 0, model: 'gpt-4o-mini-2024-07-18',
+    choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 12, completion_tokens: 2, total_tokens: 14 },
+  });
+  const server = createServer((request, response) => {
+    request.resume();
+    request.on('end', () => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(body);
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const baseURL = `http://127.0.0.1:${server.address().port}/v1`;
+  const client = new OpenAI({ apiKey: 'test', baseURL, maxRetries: 0 });
+  const session = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session({ maxDecisions: 10_000 });
+  const governed = wrapOpenAI(client, session);
+  const request = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_tokens: 16 };
+  try {
+    await measure('adapter: openai chat.completions.create (local server)', [
+      ['raw client', async () => { await client.chat.completions.create(request); }],
+      ['wrapOpenAI client', async () => { await governed.chat.completions.create(request); }],
+    ], { batch: 1, time: QUICK ? 50 : 2000 });
+  } finally {
+    server.close();
+  }
+})().catch((error) => adapterNotes.push(`openai rows skipped: ${error.message}`));
+
+// ---- output --------------------------------------------------------------------------------------------------------
+const floor = rows.find((row) => row.group === 'floor').medianUs;
+const targets = {
+  'checkTool allow (audit on)': 1,
+  'checkTool deny (audit on)': 1,
+  'checkTool allow (glob)': 3,
+  'checkTool allow (exact)': 3,
+  'checkTool deny (block glob)': 3,
+  'checkTool, 10k distinct names (memo misses)': 3,
+  'report() over 100,000 decisions': 100_000,
+};
+const fmt = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(3)} µs`);
+console.log(`\nagentpolicy bench ${QUICK ? '(quick mode: figures are not meaningful)' : ''}`);
+console.log(`node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
+console.log('| group | benchmark | median | p99 | × Set.has | target |');
+console.log('|---|---|---:|---:|---:|---|');
+for (const row of rows) {
+  const target = targets[row.name];
+  const verdict = target === undefined ? '' : `≤ ${fmt(target)} ${row.medianUs <= target ? '✓' : '✗'}`;
+  console.log(`| ${row.group} | ${row.name} | ${fmt(row.medianUs)} | ${fmt(row.p99Us)} | ${(row.medianUs / floor).toFixed(0)} | ${verdict} |`);
+}
+const pair = (a, b) => {
+  const raw = rows.find((row) => row.name === a);
+  const wrapped = rows.find((row) => row.name === b);
+  return raw && wrapped ? wrapped.medianUs - raw.medianUs : undefined;
+};
+const toolOverhead = pair('raw tool execute', 'wrapTools execute');
+const openaiOverhead = pair('raw client', 'wrapOpenAI client');
+console.log('');
+if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
+if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
+console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
+for (const note of adapterNotes) console.log(`note: ${note}`);
+
+const out = {
+  date: new Date().toISOString(),
+  quick: QUICK,
+  machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
+  rows,
+  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null },
+  memory,
+  notes: adapterNotes,
+};
+const dir = fileURLToPath(new URL('./results/', import.meta.url));
+mkdirSync(dir, { recursive: true });
+writeFileSync(`${dir}${QUICK ? 'quick.tmp.json' : 'latest.json'}`, `${JSON.stringify(out, null, 2)}\n`);
+if (sink === -1) console.log(sink);
