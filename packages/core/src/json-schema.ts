@@ -27,7 +27,7 @@ const list = (items: object, description: string) => ({ description, type: ['arr
  */
 export const policyJsonSchema = {
   $schema: 'https://json-schema.org/draft/2020-12/schema',
-  $id: 'https://agentpolicy.dev/schema/policy-v1.json',
+  $id: 'urn:agentpolicy:policy:v1',
   title: 'agentpolicy policy',
   type: 'object',
   additionalProperties: false,

@@ -3,6 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import type { Decision } from './decision.js';
 import type { ApprovalRequest } from './session.js';
 import { ApprovalRequiredError, PolicyDeniedError } from './errors.js';
+import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
 import { AgentPolicy } from './policy.js';
 
 const seed = () =>
@@ -153,6 +154,35 @@ describe('concurrency', () => {
     expect(decisions.filter((d) => d.decision === 'allow')).toHaveLength(500);
     expect(decisions.filter((d) => d.decision === 'deny')).toHaveLength(500);
     expect(session.report()).toMatchObject({ spent: 5, reserved: 0, remaining: 0 });
+  });
+
+  it('an asynchronous (shared) store behind the same interface stays exact', async () => {
+    const inner = new InMemoryBudgetStore();
+    const tick = () => new Promise((resolve) => setImmediate(resolve));
+    const store: BudgetStore = {
+      reserve: async (key, amount, limit) => {
+        await tick();
+        return inner.reserve(key, amount, limit);
+      },
+      commit: async (key, reserved, actual) => {
+        await tick();
+        inner.commit(key, reserved, actual);
+      },
+      release: async (key, reserved) => {
+        await tick();
+        inner.release(key, reserved);
+      },
+      charge: async (key, amount) => {
+        await tick();
+        inner.charge(key, amount);
+      },
+      snapshot: (key) => inner.snapshot(key),
+    };
+    const session = seed().session({ store, id: 'shared' });
+    const decisions = await Promise.all(Array.from({ length: 1000 }, () => session.checkTool('read_file', { cost: 0.01 })));
+    expect(decisions.filter((d) => d.decision === 'allow')).toHaveLength(500);
+    expect(decisions.filter((d) => d.decision === 'deny' && d.rule.section === 'budget')).toHaveLength(500);
+    expect(inner.snapshot('shared')).toEqual({ spent: 5_000_000_000, reserved: 0 });
   });
 
   it('random concurrent sequences never overspend (property)', async () => {
