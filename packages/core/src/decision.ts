@@ -52,9 +52,9 @@ export type RuleRef =
   | {
       readonly section: 'approver';
       readonly outcome: 'rejected' | 'error' | 'timeout' | 'invalid';
-      /** The approval rule that asked for the approval. */
-      readonly index: number;
-      readonly rule: ApprovalRuleSpec;
+      /** The approval rule that asked for the approval (absent when none did and a human still said no). */
+      readonly index?: number;
+      readonly rule?: ApprovalRuleSpec;
     }
   | { readonly section: 'session'; readonly check: 'ended' | 'limit' }
   | { readonly section: 'default' };

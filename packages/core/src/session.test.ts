@@ -281,6 +281,17 @@ describe('reservations', () => {
     expect(session.report()).toMatchObject({ spent: 1.5, remaining: 0 });
   });
 
+  it('a keyed repeat returns the same reservation (one settlement, one pending entry)', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const a = await session.reserveAction({ type: 'tool', name: 't', cost: 0.4, idempotencyKey: 'k' });
+    const b = await session.reserveAction({ type: 'tool', name: 't', cost: 0.4, idempotencyKey: 'k' });
+    expect(b).toBe(a);
+    expect(session.pendingReservations).toBe(1);
+    await a.commit(0.1);
+    expect(session.pendingReservations).toBe(0);
+    expect(session.report()).toMatchObject({ spent: 0.1, reserved: 0 });
+  });
+
   it('end() charges reservations still open at their estimate', async () => {
     const session = new AgentPolicy({ budget: 1 }).session();
     await session.reserve(0.25, { source: 'abandoned-stream' });
@@ -493,6 +504,44 @@ describe('idempotency keys', () => {
     expect(session.report().decisionSummary.total).toBe(1);
     await session.checkCost(0.8, { source: 'meanwhile' });
     expect(await session.checkTool('t', { cost: 0.5, idempotencyKey: 'k', approved: true })).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+  });
+});
+
+describe('a human answer given outside the session (approval option)', () => {
+  const policy = () => new AgentPolicy({ budget: 1, approvalRules: [{ tool: 'send_email' }] });
+
+  it('an approval is recorded with who and why', async () => {
+    const session = policy().session();
+    const decision = await session.checkTool('send_email', { approval: { approved: true, by: 'carol', reason: 'ok for prod' } });
+    expect(decision).toMatchObject({ decision: 'allow', approved: true, approval: { via: 'caller', by: 'carol', reason: 'ok for prod' } });
+  });
+
+  it('a rejection is recorded as a denial by the approver', async () => {
+    const session = policy().session();
+    const decision = await session.checkTool('send_email', { approval: { approved: false, by: 'dave', reason: 'wrong recipient' } });
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'approver', outcome: 'rejected', index: 0 } });
+    expect(decision.reason).toContain('rejected by dave: wrong recipient');
+    expect(session.report().policyHits.approvalRequired).toEqual(['send_email']);
+  });
+
+  it('anything but a real approval denies; a human no denies even an action no rule escalates', async () => {
+    const session = policy().session();
+    expect(await session.checkTool('send_email', { approval: 'yes' as never })).toMatchObject({ decision: 'deny', rule: { outcome: 'invalid' } });
+    expect(await session.checkTool('other', { approval: false })).toMatchObject({ decision: 'deny', rule: { section: 'approver', outcome: 'rejected' } });
+  });
+
+  it('an approval does not lift a block or the budget', async () => {
+    const session = new AgentPolicy({ budget: 1, blockedTools: ['x'], approvalRules: [{ action: 'tool' }] }).session();
+    expect((await session.checkTool('x', { approval: true })).rule).toMatchObject({ section: 'tools' });
+    expect((await session.checkTool('y', { cost: 2, approval: true })).rule).toMatchObject({ section: 'budget' });
+  });
+
+  it('with an idempotency key, a pending require_approval is decided again by the answer', async () => {
+    const session = policy().session();
+    expect((await session.checkTool('send_email', { idempotencyKey: 'c1' })).decision).toBe('require_approval');
+    expect((await session.checkTool('send_email', { idempotencyKey: 'c1', approval: false })).decision).toBe('deny');
+    expect((await session.checkTool('send_email', { idempotencyKey: 'c1', approval: true })).decision).toBe('deny');
+    expect(session.report().decisionSummary).toMatchObject({ require_approval: 1, deny: 1 });
   });
 });
 

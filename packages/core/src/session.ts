@@ -69,6 +69,12 @@ interface CommonCheckOptions {
   /** A human already approved this action: skips only the approval step. */
   approved?: boolean;
   /**
+   * A human's answer obtained outside the session (a UI, a resumed graph): `true` / `{ approved: true, by, reason }`
+   * approves like `approved: true` and is recorded with who and why; `false` / `{ approved: false, … }` or anything
+   * else denies, recorded as a rejection. A blocked or over-budget action stays denied either way.
+   */
+  approval?: ApprovalAnswer;
+  /**
    * Makes the check idempotent: a repeat with the same key returns the first allow or deny without recording or
    * charging again (a `require_approval` is decided again once `approved` is true).
    */
@@ -204,10 +210,11 @@ const CALLER_APPROVAL: ApprovalRecord = Object.freeze({ via: 'caller' });
 // Copies the caller's options once (each property read once), without object spread on the hot path.
 function withOptions<T extends { type: 'tool' | 'http' }>(action: T, options: CommonCheckOptions & { cost?: number; method?: string }): ActionInput {
   const out = action as unknown as Record<string, unknown>;
-  const { cost, metadata, approved, idempotencyKey, method } = options;
+  const { cost, metadata, approved, approval, idempotencyKey, method } = options;
   if (cost !== undefined) out.cost = cost;
   if (metadata !== undefined) out.metadata = metadata;
   if (approved !== undefined) out.approved = approved;
+  if (approval !== undefined) out.approval = approval;
   if (idempotencyKey !== undefined) out.idempotencyKey = idempotencyKey;
   if (method !== undefined) out.method = method;
   return out as unknown as ActionInput;
@@ -241,6 +248,7 @@ export class PolicySession {
   private readonly hits = { deniedTools: new Set<string>(), deniedDomains: new Set<string>(), approvalRequired: new Set<string>() };
   private readonly keyed = new Map<string, Decision>();
   private readonly pending = new Set<Reservation>();
+  private readonly reservations = new WeakMap<Decision, Reservation>();
   private softLimitFired = false;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
@@ -596,18 +604,23 @@ export class PolicySession {
 
   // Synchronous whenever the store is: no await (and no promise) between the decision and the reservation.
   private decideAndRecord(action: ActionInput, mode: Mode): Decision | Promise<Decision> {
-    const approved = action?.approved === true;
+    const answer = action?.approval === undefined ? undefined : normalizeAnswer(action.approval);
+    const approved = action?.approved === true || answer?.approved === true;
     const key = typeof action?.idempotencyKey === 'string' ? action.idempotencyKey : undefined;
     if (key !== undefined) {
       const previous = this.keyed.get(key);
-      if (previous && (previous.decision !== 'require_approval' || !approved)) return previous;
+      if (previous && (previous.decision !== 'require_approval' || (!approved && answer === undefined))) return previous;
     }
     const prepared = this.prepare(action);
     const verdict = this.verdict(prepared, approved);
     const costNanos = prepared.prepared?.costNanos ?? 0;
     let decision: Decision | Promise<Decision>;
-    if (verdict.decision === 'allow') {
-      decision = this.allowWithMoney(prepared.action, verdict, costNanos, mode, approved && verdict.approvedRule ? CALLER_APPROVAL : undefined);
+    if (answer !== undefined && !answer.approved && verdict.decision !== 'deny') {
+      // A human said no: that is a denial whatever the policy would otherwise allow.
+      decision = this.record(this.makeDecision(prepared.action, rejection(verdict, answer), this.nextId(), undefined));
+    } else if (verdict.decision === 'allow') {
+      const approval = approved && verdict.approvedRule ? (answer?.approved ? callerApproval(answer) : CALLER_APPROVAL) : undefined;
+      decision = this.allowWithMoney(prepared.action, verdict, costNanos, mode, approval);
     } else if (verdict.decision === 'require_approval' && this.options.approver) {
       decision = this.askApprover(prepared.action, verdict, costNanos, mode);
     } else {
@@ -681,7 +694,7 @@ export class PolicySession {
     const controller = new AbortController();
     const timeoutMs = this.options.approvalTimeoutMs ?? 300_000;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    let outcome: { approved: true; by?: string; reason?: string } | { approved: false; outcome: 'rejected' | 'error' | 'timeout' | 'invalid'; detail: string };
+    let outcome: { approved: true; by?: string; reason?: string } | Rejection;
     try {
       const answer = await Promise.race([
         Promise.resolve().then(() => approver({ sessionId: this.id, decision: pending, action, reason: verdict.reason, rule: verdict.rule, signal: controller.signal })),
@@ -709,21 +722,13 @@ export class PolicySession {
       return this.record(decision);
     }
     if (costNanos > 0) await this.store.release(this.id, costNanos);
-    const rejected = this.makeDecision(
-      action,
-      {
-        decision: 'deny',
-        reason: `${verdict.reason}; ${outcome.detail}`,
-        rule: verdict.rule.section === 'approval' ? { section: 'approver', outcome: outcome.outcome, index: verdict.rule.index, rule: verdict.rule.rule } : verdict.rule,
-        approvedRule: false,
-      },
-      pending.id,
-      undefined,
-    );
-    return this.record(rejected);
+    return this.record(this.makeDecision(action, rejection(verdict, outcome), pending.id, undefined));
   }
 
   private reservation(decision: MutableDecision, model: { model: string; provider: string | undefined } | undefined): Reservation {
+    // A keyed repeat gets the reservation of the first check: one decision, one settlement.
+    const existing = this.reservations.get(decision);
+    if (existing) return existing;
     const estimateNanos = decision.decision === 'allow' && decision.settlement ? Math.round(decision.settlement.estimated * 1e9) : 0;
     const isSettled = () => decision.decision !== 'allow' || decision.settlement?.status !== 'pending';
     const settle = async (status: 'committed' | 'released', actualNanos: number, usage?: Metadata): Promise<Decision> => {
@@ -761,6 +766,7 @@ export class PolicySession {
         return settle('released', 0);
       },
     };
+    this.reservations.set(decision, reservation);
     if (!isSettled()) this.pending.add(reservation);
     return reservation;
   }
@@ -854,6 +860,22 @@ export class PolicySession {
 }
 
 class ApprovalTimeout extends Error {}
+
+type Rejection = { approved: false; outcome: 'rejected' | 'error' | 'timeout' | 'invalid'; detail: string };
+
+function rejection(verdict: Verdict, outcome: Rejection): Verdict {
+  const approvalRule = verdict.rule.section === 'approval' ? { index: verdict.rule.index, rule: verdict.rule.rule } : {};
+  return {
+    decision: 'deny',
+    reason: `${verdict.reason}; ${outcome.detail}`,
+    rule: { section: 'approver', outcome: outcome.outcome, ...approvalRule },
+    approvedRule: false,
+  };
+}
+
+function callerApproval(answer: { by?: string; reason?: string }): ApprovalRecord {
+  return { via: 'caller', ...(answer.by !== undefined ? { by: answer.by } : {}), ...(answer.reason !== undefined ? { reason: answer.reason } : {}) };
+}
 
 function normalizeAnswer(answer: unknown): { approved: true; by?: string; reason?: string } | { approved: false; outcome: 'rejected' | 'invalid'; detail: string } {
   if (answer === true) return { approved: true };
