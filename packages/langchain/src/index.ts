@@ -1,0 +1,8 @@
+export { AgentPolicyCallbackHandler, type AgentPolicyCallbackHandlerOptions } from './agent-policy-callback-handler.js';
+export {
+  agentPolicyMiddleware,
+  type AgentPolicyMiddlewareOptions,
+  type ToolApprovalAnswer,
+  type ToolApprovalRequest,
+} from './agent-policy-middleware.js';
+export type { ToolCosts } from './tool-costs.js';

@@ -1,0 +1,156 @@
+import { AgentPolicyError, type UsageUpdate } from '@agentpolicy/core';
+
+/** The model a call goes to, as far as LangChain tells. */
+export interface ModelInfo {
+  readonly model: string;
+  readonly provider?: string;
+  readonly maxOutputTokens?: number;
+}
+
+type Bag = Readonly<Record<string, unknown>>;
+
+const asBag = (value: unknown): Bag => (typeof value === 'object' && value !== null ? (value as Bag) : {});
+const firstString = (...values: unknown[]): string | undefined =>
+  values.find((value): value is string => typeof value === 'string' && value.trim() !== '');
+const firstCount = (...values: unknown[]): number | undefined =>
+  values.find((value): value is number => typeof value === 'number' && Number.isSafeInteger(value) && value >= 0);
+
+function modelInfo(lsParams: Bag, invocationParams: Bag, instance: Bag, fallbackName: string | undefined): ModelInfo {
+  const named = firstString(
+    lsParams['ls_model_name'],
+    invocationParams['model'],
+    invocationParams['model_name'],
+    invocationParams['modelName'],
+    invocationParams['model_id'],
+    invocationParams['modelId'],
+    instance['model'],
+    instance['modelName'],
+  );
+  const maxOutputTokens = firstCount(
+    lsParams['ls_max_tokens'],
+    invocationParams['max_tokens'],
+    invocationParams['max_completion_tokens'],
+    invocationParams['max_output_tokens'],
+    invocationParams['maxTokens'],
+    invocationParams['maxOutputTokens'],
+  );
+  // Without a real model name, ls_provider is only the class name again: leave it out so the class name alone is
+  // the key to price under `pricing:`.
+  const provider = named !== undefined ? firstString(lsParams['ls_provider']) : undefined;
+  return {
+    model: named ?? fallbackName ?? 'unknown',
+    ...(provider !== undefined ? { provider } : {}),
+    ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}),
+  };
+}
+
+/** Model info from the arguments of `handleChatModelStart` / `handleLLMStart`. */
+export function modelInfoFromCallback(serialized: unknown, extraParams: unknown, metadata: unknown): ModelInfo {
+  const id = asBag(serialized)['id'];
+  const className = Array.isArray(id) ? firstString(id.at(-1)) : undefined;
+  const kwargs = asBag(asBag(serialized)['kwargs']);
+  return modelInfo(asBag(metadata), asBag(asBag(extraParams)['invocation_params']), kwargs, className);
+}
+
+/** Model info from the model object (or `provider:model` string) of a langchain `ModelRequest`. */
+export function modelInfoFromModel(model: unknown): ModelInfo {
+  if (typeof model === 'string') {
+    const colon = model.indexOf(':');
+    return colon > 0 ? { model: model.slice(colon + 1), provider: model.slice(0, colon) } : { model };
+  }
+  const instance = asBag(model);
+  const call = (method: string): Bag => {
+    const fn = instance[method];
+    if (typeof fn !== 'function') return {};
+    try {
+      return asBag(fn.call(model, {}));
+    } catch {
+      return {};
+    }
+  };
+  const getName = instance['getName'];
+  let className: string | undefined;
+  try {
+    className = typeof getName === 'function' ? firstString(getName.call(model)) : undefined;
+  } catch {
+    className = undefined;
+  }
+  return modelInfo(call('getLsParams'), call('invocationParams'), instance, className ?? firstString((model as { constructor?: { name?: unknown } } | null)?.constructor?.name));
+}
+
+/** A compact, JSON-able form of chat messages for the worst-case input token estimate. */
+export function promptOf(messages: unknown): unknown {
+  if (!Array.isArray(messages)) return messages;
+  return messages.map((message) => {
+    const bag = asBag(message);
+    const toolCalls = bag['tool_calls'];
+    return {
+      role: typeof bag['type'] === 'string' ? bag['type'] : 'message',
+      content: bag['content'] ?? message,
+      ...(Array.isArray(toolCalls) && toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
+    };
+  });
+}
+
+/** Token usage of an AI message (`usage_metadata`), or undefined when it has none. */
+export function usageFromMessage(message: unknown): UsageUpdate | undefined {
+  const usage = asBag(message)['usage_metadata'];
+  if (typeof usage !== 'object' || usage === null) return undefined;
+  const bag = asBag(usage);
+  const input = asBag(bag['input_token_details']);
+  const output = asBag(bag['output_token_details']);
+  const model = responseModel(message);
+  return {
+    inputTokens: bag['input_tokens'] as number,
+    outputTokens: bag['output_tokens'] as number,
+    ...(input['cache_read'] !== undefined ? { cachedInputTokens: input['cache_read'] as number } : {}),
+    ...(input['cache_creation'] !== undefined ? { cacheWriteTokens: input['cache_creation'] as number } : {}),
+    ...(output['reasoning'] !== undefined ? { reasoningTokens: output['reasoning'] as number } : {}),
+    ...(model !== undefined ? { model } : {}),
+  };
+}
+
+/** The model name a provider answered with (`response_metadata.model_name`), if any. */
+export function responseModel(message: unknown): string | undefined {
+  const metadata = asBag(asBag(message)['response_metadata']);
+  return firstString(metadata['model_name'], metadata['model'], metadata['model_id']);
+}
+
+/**
+ * Token usage of an `LLMResult`: the first generation's message that carries `usage_metadata` (providers that
+ * return several candidates copy the same usage onto each), else `llmOutput` (legacy completion models).
+ */
+export function usageFromResult(output: unknown): UsageUpdate | undefined {
+  const generations = asBag(output)['generations'];
+  let model: string | undefined;
+  if (Array.isArray(generations)) {
+    for (const group of generations) {
+      if (!Array.isArray(group)) continue;
+      for (const generation of group) {
+        const message = asBag(generation)['message'];
+        model ??= responseModel(message);
+        const usage = usageFromMessage(message);
+        if (usage) return usage;
+      }
+    }
+  }
+  const llmOutput = asBag(asBag(output)['llmOutput']);
+  const legacy = asBag(llmOutput['tokenUsage'] ?? llmOutput['estimatedTokenUsage'] ?? llmOutput['usage']);
+  const inputTokens = legacy['promptTokens'] ?? legacy['prompt_tokens'] ?? legacy['input_tokens'];
+  const outputTokens = legacy['completionTokens'] ?? legacy['completion_tokens'] ?? legacy['output_tokens'];
+  if (inputTokens === undefined && outputTokens === undefined) return undefined;
+  model ??= firstString(llmOutput['model_name'], llmOutput['model']);
+  return { inputTokens: (inputTokens ?? 0) as number, outputTokens: (outputTokens ?? 0) as number, ...(model !== undefined ? { model } : {}) };
+}
+
+/**
+ * Whether a failed model call clearly cost nothing: our own policy error, or a provider's 4xx answer (the request
+ * was refused before any token was generated). Anything else (5xx, timeouts, aborted streams, unknown errors) may
+ * have been billed, so the estimate is charged.
+ */
+export function clearlyNotBilled(error: unknown): boolean {
+  if (AgentPolicyError.isInstance(error)) return true;
+  const bag = asBag(error);
+  const status = bag['status'] ?? bag['statusCode'] ?? asBag(bag['response'])['status'];
+  return typeof status === 'number' && status >= 400 && status < 500;
+}

@@ -1,0 +1,31 @@
+// Shared by the tests only (not part of the package: tsup builds from index.ts).
+import { AIMessage, type StandardMessageStructure, type UsageMetadata } from '@langchain/core/messages';
+
+/** 10 input + 5 output tokens. */
+export const USAGE: UsageMetadata = { input_tokens: 10, output_tokens: 5, total_tokens: 15 };
+
+/** What USAGE costs under PRICING: 10 input tokens at $1/M + 5 output tokens at $2/M. */
+export const CALL_COST = 0.00002;
+
+/**
+ * Prices for the fake models. fakeModel() reports no model name: LangChain gives only its class, FakeBuiltModel,
+ * which is the name the adapter prices.
+ */
+export const PRICING = {
+  FakeBuiltModel: { input: 1, output: 2, cachedInput: 0.5 },
+  FakeListChatModel: { input: 1, output: 2 },
+  'token-llm': { input: 1, output: 2 },
+};
+
+// The explicit structure: with exactOptionalPropertyTypes, AIMessage's default structure types usage_metadata as never.
+type Fields = ConstructorParameters<typeof AIMessage<StandardMessageStructure>>[0];
+
+/** An AI message (answer or tool calls) with usage. */
+export function aiMessage(fields: Exclude<Fields, string | unknown[]>): AIMessage {
+  return new AIMessage<StandardMessageStructure>(fields) as unknown as AIMessage;
+}
+
+/** An AI message that calls one tool. */
+export function toolCallMessage(name: string, args: Record<string, unknown>, id: string, usage: UsageMetadata = USAGE): AIMessage {
+  return aiMessage({ content: '', tool_calls: [{ name, args, id, type: 'tool_call' }], usage_metadata: usage });
+}

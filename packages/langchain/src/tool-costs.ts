@@ -1,0 +1,25 @@
+/**
+ * Declared USD costs of tool calls: a map from exact tool name to USD, or a function of the call that returns USD
+ * (or `undefined` for no cost). A tool with no declared cost costs nothing.
+ *
+ * @example
+ * ```ts
+ * const toolCosts: ToolCosts = { web_search: 0.005, send_email: 0.01 };
+ * const byArgs: ToolCosts = ({ name, args }) => (name === 'sms' ? 0.02 * recipients(args) : undefined);
+ * ```
+ */
+export type ToolCosts =
+  | Readonly<Record<string, number>>
+  | ((call: { readonly name: string; readonly args: unknown }) => number | undefined);
+
+/** The declared cost of one call, or undefined. An invalid value is passed on for core to deny. */
+export function toolCost(costs: ToolCosts | undefined, name: string, args: unknown): number | undefined {
+  if (costs === undefined) return undefined;
+  if (typeof costs === 'function') return costs({ name, args });
+  return Object.hasOwn(costs, name) ? costs[name] : undefined;
+}
+
+/** The idempotency key of a tool call, shared by the handler and the middleware so a call is decided once. */
+export function toolCallKey(toolCallId: string | undefined): string | undefined {
+  return typeof toolCallId === 'string' && toolCallId !== '' ? `langchain:tool:${toolCallId}` : undefined;
+}
