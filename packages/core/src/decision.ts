@@ -57,6 +57,8 @@ export type RuleRef =
       readonly rule?: ApprovalRuleSpec;
     }
   | { readonly section: 'session'; readonly check: 'ended' | 'limit' }
+  /** The check itself failed (e.g. the budget store threw): denied, with the error's message. */
+  | { readonly section: 'error'; readonly message: string }
   | { readonly section: 'default' };
 
 /** An approval rule as written in the policy (snake_case, as in YAML). Every key present must match. */

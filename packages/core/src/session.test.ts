@@ -185,6 +185,27 @@ describe('concurrency', () => {
     expect(inner.snapshot('shared')).toEqual({ spent: 5_000_000_000, reserved: 0 });
   });
 
+  it('a budget store that fails denies and records the denial', async () => {
+    const broken: BudgetStore = {
+      reserve: async () => {
+        throw new Error('redis: connection refused');
+      },
+      commit: () => undefined,
+      release: () => undefined,
+      charge: () => undefined,
+      snapshot: () => ({ spent: 0, reserved: 0 }),
+    };
+    const session = seed().session({ store: broken });
+    const decision = await session.checkTool('read_file', { cost: 0.01 });
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'error', message: 'redis: connection refused' } });
+    expect(session.report().decisions).toHaveLength(1);
+    const reservation = await session.reserve(0.01, { source: 'llm' });
+    expect(reservation.allowed).toBe(false);
+    const guarded = vi.fn(async () => 'ran');
+    await expect(session.guardTool(guarded, { name: 'read_file', cost: 0.01 })()).rejects.toBeInstanceOf(PolicyDeniedError);
+    expect(guarded).not.toHaveBeenCalled();
+  });
+
   it('random concurrent sequences never overspend (property)', async () => {
     await fc.assert(
       fc.asyncProperty(

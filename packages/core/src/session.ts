@@ -596,10 +596,24 @@ export class PolicySession {
   private check(action: ActionInput, mode: Mode): Promise<Decision> {
     try {
       const result = this.decideAndRecord(action, mode);
-      return result instanceof Promise ? result : Promise.resolve(result);
+      return result instanceof Promise ? result.catch((error: unknown) => this.failClosed(action, error)) : Promise.resolve(result);
     } catch (error) {
-      return Promise.reject(error);
+      return Promise.resolve(this.failClosed(action, error));
     }
+  }
+
+  // A check that failed (a budget store that threw, say) is a recorded denial, never a silent allow or a lost entry.
+  private failClosed(action: ActionInput, error: unknown): Decision {
+    const message = error instanceof Error ? error.message : String(error);
+    let recorded: Action;
+    try {
+      recorded = this.prepare(action).action;
+    } catch {
+      recorded = { type: 'cost', source: 'unknown', cost: 0 };
+    }
+    return this.record(
+      this.makeDecision(recorded, { decision: 'deny', reason: `the check failed, so the action is denied: ${message}`, rule: { section: 'error', message }, approvedRule: false }, this.nextId(), undefined),
+    );
   }
 
   // Synchronous whenever the store is: no await (and no promise) between the decision and the reservation.
