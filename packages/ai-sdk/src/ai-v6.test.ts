@@ -1,0 +1,165 @@
+// The same adapter under ai 6 (spec V3 models, tool-level needsApproval), through the `ai-v6` alias of ai@6.
+import { PolicyDeniedError } from '@agentpolicy/core';
+import { generateText, stepCountIs, streamText, tool, wrapLanguageModel, type ModelMessage } from 'ai-v6';
+import { convertArrayToReadableStream, MockLanguageModelV3 } from 'ai-v6/test';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { policyMiddleware } from './policy-middleware.js';
+import { lastToolOutput, makePolicy, modelDecisions, priceOf, textResult, textStreamParts, toolCallResult, toolDecisions, usage } from './test-utils.js';
+import { wrapTools } from './wrap-tools.js';
+
+type MockOptions = NonNullable<ConstructorParameters<typeof MockLanguageModelV3>[0]>;
+type V6GenerateResult = Exclude<MockOptions['doGenerate'], ((...args: never[]) => unknown) | unknown[] | undefined>;
+type V6Middleware = Parameters<typeof wrapLanguageModel>[0]['middleware'];
+
+// The fixtures are written in spec V4 terms; the shapes used here are the same in spec V3.
+const v3 = (result: unknown) => result as V6GenerateResult;
+const mockModel = (results: unknown[]) => new MockLanguageModelV3({ doGenerate: results.map(v3) });
+// This package's types resolve `ai` to the installed major: with ai 6 installed, policyMiddleware() is typed as ai 6's
+// LanguageModelMiddleware. This test project has ai 7 as `ai`, hence the cast.
+const middlewareFor = (session: Parameters<typeof policyMiddleware>[0]) => policyMiddleware(session) as unknown as V6Middleware;
+
+function makeTools(counters: Record<string, number>) {
+  const count = (name: string) => {
+    counters[name] = (counters[name] ?? 0) + 1;
+  };
+  return {
+    search: tool({
+      inputSchema: z.object({ query: z.string() }),
+      execute: async ({ query }) => {
+        count('search');
+        return `3 results for ${query}`;
+      },
+    }),
+    send_email: tool({
+      inputSchema: z.object({ to: z.string() }),
+      execute: async ({ to }) => {
+        count('send_email');
+        return `sent to ${to}`;
+      },
+    }),
+    drop_table: tool({
+      inputSchema: z.object({ name: z.string() }),
+      execute: async () => {
+        count('drop_table');
+        return 'dropped';
+      },
+    }),
+  };
+}
+
+const prompt: ModelMessage[] = [{ role: 'user', content: 'Mail the report to Ada.' }];
+
+describe('ai 6', () => {
+  it('runs an allowed tool, never runs a blocked one, and the model sees the denial', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ budget: 1, blockedTools: ['drop_table'] }).session();
+    const model = mockModel([toolCallResult('search', 'call-1', { query: 'q' }), toolCallResult('drop_table', 'call-2', { name: 'users' }), textResult('done')]);
+
+    const result = await generateText({
+      model: wrapLanguageModel({ model, middleware: middlewareFor(session) }),
+      tools: wrapTools(makeTools(counters), session, { costs: { search: 0.01 } }),
+      stopWhen: stepCountIs(4),
+      messages: prompt,
+    });
+
+    expect(result.text).toBe('done');
+    expect(counters).toEqual({ search: 1 });
+    expect((lastToolOutput(model.doGenerateCalls[2]!.prompt) as { value: string }).value).toContain('agentpolicy: tool "drop_table" is blocked');
+    expect(toolDecisions(session.report().decisions).map((d) => [d.action.type === 'tool' ? d.action.name : '', d.decision])).toEqual([
+      ['search', 'allow'],
+      ['drop_table', 'deny'],
+    ]);
+    const models = modelDecisions(session.report().decisions);
+    expect(models.map((d) => d.settlement?.actual)).toEqual([priceOf(10, 5), priceOf(10, 5), priceOf(20, 7)]);
+    expect(session.spent).toBe(0.01 + 2 * priceOf(10, 5) + priceOf(20, 7));
+  });
+
+  it('asks for approval through needsApproval and resumes with an approving and a rejecting response', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ budget: 1, approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(makeTools(counters), session, { costs: { send_email: 0.2 } });
+
+    const first = await generateText({ model: mockModel([toolCallResult('send_email', 'call-1', { to: 'ada@example.com' })]), tools, messages: prompt });
+    const request = first.content.find((part) => part.type === 'tool-approval-request');
+    expect(request).toBeDefined();
+    expect(counters.send_email).toBeUndefined();
+
+    const rejected = mockModel([textResult('Not sent.')]);
+    await generateText({
+      model: rejected,
+      tools,
+      messages: [...prompt, ...first.response.messages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request!.approvalId, approved: false, reason: 'no' }] }],
+    });
+    expect(counters.send_email).toBeUndefined();
+    expect(lastToolOutput(rejected.doGenerateCalls[0]!.prompt)).toEqual({ type: 'execution-denied', reason: 'no' });
+    expect(session.spent).toBe(0);
+
+    const approved = mockModel([textResult('Sent.')]);
+    await generateText({
+      model: approved,
+      tools,
+      messages: [...prompt, ...first.response.messages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request!.approvalId, approved: true }] }],
+    });
+    expect(counters.send_email).toBe(1);
+    expect(lastToolOutput(approved.doGenerateCalls[0]!.prompt)).toEqual({ type: 'text', value: 'sent to ada@example.com' });
+    expect(toolDecisions(session.report().decisions).map((d) => [d.decision, d.approved])).toEqual([
+      ['require_approval', false],
+      ['allow', true],
+    ]);
+    expect(session.spent).toBe(0.2);
+  });
+
+  it('denies an approved call on resume when the budget ran out in between', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ budget: 1, approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(makeTools(counters), session, { costs: { send_email: 0.2, search: 0.9 } });
+    const first = await generateText({ model: mockModel([toolCallResult('send_email', 'call-1', { to: 'ada@example.com' })]), tools, messages: prompt });
+    const request = first.content.find((part) => part.type === 'tool-approval-request')!;
+    await generateText({ model: mockModel([toolCallResult('search', 'call-9', { query: 'big' })]), tools, prompt: 'search' });
+
+    const model = mockModel([textResult('Out of budget.')]);
+    await generateText({
+      model,
+      tools,
+      messages: [...prompt, ...first.response.messages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request.approvalId, approved: true }] }],
+    });
+
+    expect(counters.send_email).toBeUndefined();
+    expect((lastToolOutput(model.doGenerateCalls[0]!.prompt) as { value: string }).value).toMatch(/agentpolicy: cost \$0\.20 exceeds the remaining budget \$0\.10/);
+    expect(toolDecisions(session.report().decisions).at(-1)).toMatchObject({ decision: 'deny', rule: { section: 'budget' }, action: { name: 'send_email' } });
+    expect(session.spent).toBe(0.9);
+  });
+
+  it("onDeny: 'stop' rejects generateText with the policy error", async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ blockedTools: ['drop_table'] }).session();
+    const model = mockModel([toolCallResult('drop_table', 'call-1', { name: 'users' }), textResult('unreachable')]);
+
+    const error = await generateText({ model, tools: wrapTools(makeTools(counters), session, { onDeny: 'stop' }), stopWhen: stepCountIs(3), messages: prompt }).catch((e: unknown) => e);
+
+    expect(PolicyDeniedError.isInstance(error)).toBe(true);
+    expect(counters.drop_table).toBeUndefined();
+    expect(model.doGenerateCalls).toHaveLength(1);
+  });
+
+  it('records streaming usage from the finish part', async () => {
+    const session = makePolicy({ budget: 1 }).session();
+    const model = new MockLanguageModelV3({
+      doStream: [{ stream: convertArrayToReadableStream(textStreamParts(['Hel', 'lo'], usage(25, 9)) as never[]) }],
+    });
+    const result = streamText({ model: wrapLanguageModel({ model, middleware: middlewareFor(session) }), prompt: 'x', maxOutputTokens: 50 });
+
+    expect(await result.text).toBe('Hello');
+    expect(modelDecisions(session.report().decisions)[0]!.settlement).toMatchObject({ status: 'committed', actual: priceOf(25, 9) });
+    expect(session.spent).toBe(priceOf(25, 9));
+  });
+
+  it('stops model calls once the budget is exhausted', async () => {
+    const session = makePolicy({ budget: 0.0001 }).session();
+    const model = mockModel([textResult('never')]);
+    const error = await generateText({ model: wrapLanguageModel({ model, middleware: middlewareFor(session) }), prompt: 'x' }).catch((e: unknown) => e);
+    expect(PolicyDeniedError.isInstance(error)).toBe(true);
+    expect(model.doGenerateCalls).toHaveLength(0);
+  });
+});

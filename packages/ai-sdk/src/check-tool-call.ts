@@ -1,0 +1,52 @@
+import type { Decision, Metadata, PolicySession } from '@agentpolicy/core';
+import type { ApprovalResponse } from './find-approval-response.js';
+import type { ToolCost } from './tool-settings.js';
+
+/** The parts of an AI SDK tool call that a policy check needs. */
+export interface ToolCallInfo {
+  readonly toolName: string;
+  readonly toolCallId: string | undefined;
+  readonly input: unknown;
+}
+
+/** The idempotency key of a tool call: the approval hook and the execute wrapper share it, so a call is charged once. */
+export function toolCallKey(call: ToolCallInfo): string | undefined {
+  return typeof call.toolCallId === 'string' && call.toolCallId !== '' ? `ai-sdk:tool:${call.toolName}:${call.toolCallId}` : undefined;
+}
+
+/** Reads a declared cost. A cost function that throws yields NaN, which core denies as an invalid cost. */
+export function resolveToolCost(cost: ToolCost<never> | undefined, input: unknown): { cost: number | undefined; error?: string } {
+  if (typeof cost !== 'function') return { cost };
+  try {
+    return { cost: (cost as (input: unknown) => number)(input) };
+  } catch (error) {
+    return { cost: Number.NaN, error: (error as Error)?.message ?? String(error) };
+  }
+}
+
+/**
+ * Decides one tool call and records it (idempotently, keyed by the tool call id). With a human's `approval`, a
+ * `require_approval` is decided again with that answer: a blocked or over-budget call stays denied.
+ */
+export function checkToolCall(
+  session: PolicySession,
+  call: ToolCallInfo,
+  cost: ToolCost<never> | undefined,
+  approval: ApprovalResponse | undefined,
+): Promise<Decision> {
+  const resolved = resolveToolCost(cost, call.input);
+  const key = toolCallKey(call);
+  const metadata: Metadata = {
+    via: 'ai-sdk',
+    ...(call.toolCallId !== undefined ? { toolCallId: call.toolCallId } : {}),
+    ...(approval ? { approvalId: approval.approvalId } : {}),
+    ...(resolved.error !== undefined ? { costError: resolved.error } : {}),
+  };
+  return session.checkTool(call.toolName, {
+    ...(resolved.cost !== undefined ? { cost: resolved.cost } : {}),
+    metadata,
+    ...(key !== undefined ? { idempotencyKey: key } : {}),
+    // The human's answer is recorded by core with the decision (approval.via 'caller', reason), or as a rejection.
+    ...(approval ? { approval: { approved: approval.approved, ...(approval.reason !== undefined ? { reason: approval.reason } : {}) } } : {}),
+  });
+}

@@ -1,0 +1,146 @@
+import { AgentPolicyError, decisionError, type PolicySession } from '@agentpolicy/core';
+import { checkToolCall, type ToolCallInfo } from './check-tool-call.js';
+import { decideApproval } from './decide-approval.js';
+import { findApprovalResponse } from './find-approval-response.js';
+import { readOnDeny, toolSettings, type OnDeny, type ToolCost, type ToolSettings } from './tool-settings.js';
+
+/** The input type of a tool, read from its `execute` (works for ai 6 and ai 7 tool types). */
+export type ToolInput<TOOL> = TOOL extends { execute?: infer EXECUTE }
+  ? NonNullable<EXECUTE> extends (input: infer INPUT, ...rest: never[]) => unknown
+    ? INPUT
+    : unknown
+  : unknown;
+
+/** Any tool set: a record of tool objects (ai 6 and ai 7 `ToolSet`s both fit). */
+export type AnyToolSet = { readonly [name: string]: object };
+
+/** Options of {@link wrapTools}. */
+export interface WrapToolsOptions<TOOLS extends AnyToolSet = AnyToolSet> {
+  /** USD per call, by tool name: a number, or a function of the call's input. Tools not listed cost nothing. */
+  costs?: { [NAME in keyof TOOLS]?: ToolCost<ToolInput<TOOLS[NAME]>> };
+  /**
+   * `continue` (default): a denied tool does not run, the model is told why and the loop goes on.
+   * `stop`: the run ends with the policy error (`generateText` rejects with it). See the README for where each applies.
+   */
+  onDeny?: OnDeny;
+}
+
+/** What the AI SDK passes to `execute` and `needsApproval` (ai 6 and 7); only these fields are read. */
+interface CallOptions {
+  readonly toolCallId?: string;
+  readonly messages?: readonly unknown[];
+}
+
+type AnyFunction = (this: unknown, ...args: unknown[]) => unknown;
+
+function isAsyncGeneratorFunction(fn: unknown): boolean {
+  return Object.prototype.toString.call(fn) === '[object AsyncGeneratorFunction]';
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as Record<symbol, unknown>)[Symbol.asyncIterator] === 'function';
+}
+
+function callInfo(toolName: string, input: unknown, options: CallOptions | undefined): ToolCallInfo {
+  return { toolName, toolCallId: typeof options?.toolCallId === 'string' ? options.toolCallId : undefined, input };
+}
+
+function define(target: object, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
+function wrapTool(name: string, tool: unknown, session: PolicySession, cost: ToolCost<never> | undefined, onDeny: OnDeny): unknown {
+  if (typeof tool !== 'object' || tool === null) return tool;
+  // Wrapping a wrapped tool wraps its original again: one check per call, with the newest settings.
+  const base = toolSettings.get(tool)?.original ?? tool;
+  const execute = (base as { execute?: unknown }).execute;
+  // Tools without `execute` run on the client or at the provider; `policyToolApproval` governs those in ai 7.
+  if (typeof execute !== 'function') return tool;
+  const original = execute as AnyFunction;
+  const appNeedsApproval = (base as { needsApproval?: unknown }).needsApproval;
+
+  // The execute-time check: the decision the approval hook already recorded for this call id is reused (not
+  // charged again); a call that reached execute without one is decided here.
+  const enforce = async (input: unknown, options: CallOptions | undefined): Promise<void> => {
+    const call = callInfo(name, input, options);
+    const approval = findApprovalResponse(options?.messages, call.toolCallId);
+    let decision;
+    try {
+      decision = await checkToolCall(session, call, cost, approval?.approved ? approval : undefined);
+    } catch (cause) {
+      throw new AgentPolicyError('ACTION_DENIED', `agentpolicy: the policy check of tool ${JSON.stringify(name)} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    }
+    if (decision.decision !== 'allow') throw decisionError(decision);
+  };
+
+  const guardedExecute = isAsyncGeneratorFunction(original)
+    ? async function* (input: unknown, options: CallOptions | undefined): AsyncGenerator<unknown, void, undefined> {
+        await enforce(input, options);
+        yield* original.call(base, input, options) as AsyncIterable<unknown>;
+      }
+    : async (input: unknown, options: CallOptions | undefined): Promise<unknown> => {
+        await enforce(input, options);
+        const result = await original.call(base, input, options);
+        if (!isAsyncIterable(result)) return result;
+        // A plain function that returned a stream of outputs: the SDK would keep the last one as the result.
+        let last: unknown;
+        for await (const output of result) last = output;
+        return last;
+      };
+
+  const needsApproval = async (input: unknown, options: CallOptions | undefined): Promise<boolean> => {
+    const outcome = await decideApproval(session, {
+      call: callInfo(name, input, options),
+      messages: options?.messages,
+      cost,
+      appNeedsApproval,
+      appNeedsApprovalOptions: options,
+    });
+    if (outcome.kind === 'ask') return true;
+    if (outcome.kind === 'deny' && onDeny === 'stop') throw outcome.error;
+    // On a resume the human's approval must stay valid (ai 6 treats `false` as a forged approval); execute then
+    // enforces the decision just made. Otherwise nothing to ask: execute runs, or throws the recorded denial.
+    return outcome.resumed;
+  };
+
+  const wrapped = Object.create(Object.getPrototypeOf(base) as object | null, Object.getOwnPropertyDescriptors(base)) as object;
+  define(wrapped, 'execute', guardedExecute);
+  define(wrapped, 'needsApproval', needsApproval);
+  const settings: ToolSettings = { original: base, cost, needsApproval: appNeedsApproval };
+  toolSettings.set(wrapped, settings);
+  return wrapped;
+}
+
+/**
+ * Returns the same tool set, with the same types, where every tool with an `execute` is checked by the session
+ * before it runs (name, declared cost, tool call id). A denied tool never runs: by default its `execute` throws the
+ * policy error, which the AI SDK hands to the model as a tool error, and the agent loop continues.
+ *
+ * Each wrapped tool also gets a `needsApproval` that asks the policy, so a `require_approval` decision becomes the
+ * SDK's own `tool-approval-request` (ai 6 and 7). In ai 7, also pass {@link policyToolApproval} as `toolApproval`.
+ *
+ * @example
+ * ```ts
+ * const session = policy.session();
+ * const result = await generateText({
+ *   model,
+ *   tools: wrapTools({ search, sendEmail }, session, { costs: { sendEmail: 0.01 } }),
+ *   toolApproval: policyToolApproval(session),
+ *   stopWhen: isStepCount(5),
+ *   prompt: 'Find the report and mail it to Ada.',
+ * });
+ * ```
+ */
+export function wrapTools<TOOLS extends AnyToolSet>(tools: TOOLS, session: PolicySession, options: WrapToolsOptions<TOOLS> = {}): TOOLS {
+  if (typeof session?.checkTool !== 'function') {
+    throw new AgentPolicyError('INVALID_ARGUMENT', 'wrapTools needs a PolicySession: wrapTools(tools, policy.session())');
+  }
+  if (typeof tools !== 'object' || tools === null) throw new AgentPolicyError('INVALID_ARGUMENT', 'wrapTools needs a tool set object');
+  const onDeny = readOnDeny(options.onDeny, 'wrapTools');
+  const costs = (options.costs ?? {}) as Record<string, ToolCost<never> | undefined>;
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, tool] of Object.entries(tools)) {
+    wrapped[name] = wrapTool(name, tool, session, Object.hasOwn(costs, name) ? costs[name] : undefined, onDeny);
+  }
+  return wrapped as TOOLS;
+}
