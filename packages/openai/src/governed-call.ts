@@ -1,0 +1,360 @@
+import { randomUUID } from 'node:crypto';
+import { decisionError, type Metadata, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { observeStream, type StreamObserver } from './observe-stream.js';
+import { describeRequest, type RequestSpec } from './request-spec.js';
+import { SseParser, type SseEvent } from './sse-parser.js';
+import { readTokenUsage, type ReadUsage } from './token-usage.js';
+import { StreamToolCalls, toolCallsOfResult, type ReturnedToolCall } from './tool-calls.js';
+
+/** The settings every governed request of one wrapped client shares. */
+export interface GovernorSettings {
+  readonly session: PolicySession;
+  readonly provider: string;
+  readonly checkNetwork: boolean;
+  readonly checkToolCalls: boolean;
+  readonly metadata: Metadata;
+}
+
+/** The parts of the client's `FinalRequestOptions` that are read here. */
+export interface RequestOptionsLike {
+  method?: unknown;
+  path?: unknown;
+  body?: unknown;
+  signal?: AbortSignal | null | undefined;
+  maxRetries?: unknown;
+  __metadata?: Record<string | symbol, unknown> | undefined;
+}
+
+type Phase = 'prepared' | 'sending' | 'body' | 'error-body' | 'waiting' | 'done';
+type Outcome = 'release' | 'estimate' | { usage: ReadUsage; model: string | undefined };
+type Json = Record<string, unknown>;
+
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+
+/** Events that end a Responses stream and carry `response.usage`. */
+const TERMINAL_RESPONSE_EVENTS = new Set(['response.completed', 'response.incomplete', 'response.failed']);
+
+const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+function abortError(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+function warn(error: unknown): void {
+  process.emitWarning(`agentpolicy/openai: settling a reservation failed: ${(error as Error)?.message ?? String(error)}`);
+}
+
+/**
+ * One logical request of a wrapped client, across all its retry attempts: the network check and the budget
+ * reservation made before its first attempt, and the single settlement of that reservation once the outcome is
+ * known (real usage, a 4xx that charges nothing, or the estimate when the request failed, was aborted or was
+ * abandoned without usage).
+ */
+export class GovernedCall {
+  readonly id = randomUUID();
+  private attempts = 0;
+  private phase: Phase = 'prepared';
+  private latest: { usage: ReadUsage; model: string | undefined } | null = null;
+  private errorOutcome: Outcome = 'estimate';
+  private readonly onAbort = (): void => this.aborted();
+  private readonly settings: GovernorSettings;
+  private readonly spec: RequestSpec;
+  private readonly reservation: Reservation | null;
+  private readonly options: RequestOptionsLike;
+  private readonly maxRetries: number;
+  private readonly prepared: Map<string, GovernedCall>;
+
+  private constructor(
+    settings: GovernorSettings,
+    spec: RequestSpec,
+    reservation: Reservation | null,
+    options: RequestOptionsLike,
+    maxRetries: number,
+    prepared: Map<string, GovernedCall>,
+  ) {
+    this.settings = settings;
+    this.spec = spec;
+    this.reservation = reservation;
+    this.options = options;
+    this.maxRetries = maxRetries;
+    this.prepared = prepared;
+  }
+
+  /**
+   * Decides a new request before anything is sent: the network policy on its URL, then (for token-billed
+   * endpoints) a reservation of its worst-case cost. A denial throws the agentpolicy error.
+   */
+  static async open(
+    settings: GovernorSettings,
+    url: string,
+    options: RequestOptionsLike,
+    maxRetries: number,
+    prepared: Map<string, GovernedCall>,
+  ): Promise<GovernedCall> {
+    const { session } = settings;
+    const spec = describeRequest(options.method, options.path, options.body);
+    const metadata: Metadata = { ...settings.metadata, via: 'openai', endpoint: spec.endpoint };
+    if (settings.checkNetwork) {
+      const decision = await session.checkHttp(url, { method: String(options.method ?? 'get').toUpperCase(), metadata });
+      if (decision.decision !== 'allow') throw decisionError(decision);
+    }
+    let reservation: Reservation | null = null;
+    const metered = spec.metered;
+    if (metered) {
+      reservation = await session.reserveModelCall({
+        model: metered.model,
+        provider: settings.provider,
+        ...(metered.prompt !== undefined ? { prompt: metered.prompt } : {}),
+        ...(metered.inputTokens !== undefined ? { inputTokens: metered.inputTokens } : {}),
+        ...(metered.maxOutputTokens !== undefined ? { maxOutputTokens: metered.maxOutputTokens } : {}),
+        metadata: { ...metadata, stream: metered.stream },
+      });
+      if (!reservation.allowed) throw decisionError(reservation.decision);
+    }
+    return new GovernedCall(settings, spec, reservation, options, maxRetries, prepared);
+  }
+
+  /** True once no further attempt belongs to this call (its reservation is settled). */
+  get finished(): boolean {
+    return this.reservation !== null && (this.phase === 'done' || this.reservation.settled);
+  }
+
+  /**
+   * Called before each attempt (the first and every retry): the call waits in `prepared`, by id, for the governed
+   * fetch to take it.
+   */
+  beginAttempt(): void {
+    this.attempts++;
+    this.phase = 'prepared';
+    this.prepared.set(this.id, this);
+    this.options.signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  /** Sends one attempt through `inner` and observes its response. */
+  async send(inner: typeof globalThis.fetch, input: Parameters<typeof globalThis.fetch>[0], init: RequestInit | undefined): Promise<Response> {
+    const signal = this.options.signal;
+    if (signal?.aborted) {
+      this.aborted();
+      throw abortError(signal);
+    }
+    this.phase = 'sending';
+    if (!this.reservation) {
+      try {
+        return await inner(input, init);
+      } finally {
+        this.finish('release');
+      }
+    }
+    let response: Response;
+    try {
+      response = await inner(input, init);
+    } catch (error) {
+      this.attemptFailed();
+      throw error;
+    }
+    if (!response.ok) return this.observeError(response);
+    this.phase = 'body';
+    if (!response.body) {
+      this.finish('estimate');
+      return response;
+    }
+    const type = response.headers.get('content-type') ?? '';
+    const observer = type.includes('text/event-stream')
+      ? this.sseObserver()
+      : type.includes('json')
+        ? this.jsonObserver()
+        : this.opaqueObserver();
+    return rebuild(response, observeStream(response.body, observer));
+  }
+
+  // ---- outcomes -------------------------------------------------------------------------------------------------
+
+  private finish(outcome: Outcome): void {
+    if (this.phase === 'done') return;
+    this.phase = 'done';
+    this.prepared.delete(this.id);
+    this.options.signal?.removeEventListener('abort', this.onAbort);
+    const reservation = this.reservation;
+    if (!reservation || reservation.settled) return;
+    let settled: Promise<unknown>;
+    if (outcome === 'release') settled = reservation.release();
+    else if (outcome === 'estimate') settled = reservation.commit();
+    else settled = reservation.commit({ ...outcome.usage, ...(outcome.model ? { model: outcome.model } : {}) });
+    settled.catch(warn);
+  }
+
+  /**
+   * The caller's signal aborted. Before the first attempt was sent nothing is charged; while waiting to retry, or
+   * while the response was being read, the usage seen so far or else the estimate is charged. (A request being sent
+   * fails, and {@link attemptFailed} settles it.)
+   */
+  private aborted(): void {
+    if (this.phase === 'prepared') this.finish(this.attempts <= 1 ? 'release' : 'estimate');
+    else if (this.phase === 'waiting' || this.phase === 'body') this.commitLatest();
+    else if (this.phase === 'error-body') this.finish(this.errorOutcome);
+  }
+
+  /** A transport failure: the client retries it while retries remain (and the body can be resent). */
+  private attemptFailed(): void {
+    const retried = this.options.signal?.aborted !== true && this.attempts <= this.maxRetries && this.options.__metadata?.['hasStreamingBody'] !== true;
+    if (retried) this.phase = 'waiting';
+    else this.finish('estimate');
+  }
+
+  /**
+   * The client reads the body of an error it gives up on and cancels the body of one it retries, so the body tells
+   * which it was: a final error below 500 (a 4xx) charges nothing, a final 5xx charges the estimate (a gateway
+   * error may come after the model did the work).
+   */
+  private observeError(response: Response): Response {
+    const final: Outcome = response.status < 500 ? 'release' : 'estimate';
+    // A status that cannot carry a body (304) is never retried: it is final now.
+    if (NULL_BODY_STATUSES.has(response.status)) {
+      this.finish(final);
+      return response;
+    }
+    this.phase = 'error-body';
+    this.errorOutcome = final;
+    const source = response.body ?? new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
+    return rebuild(
+      response,
+      observeStream(source, {
+        chunk: () => undefined,
+        end: () => this.finish(final),
+        abandoned: (how) => {
+          if (how === 'cancel' && this.phase === 'error-body') this.phase = 'waiting';
+          else this.finish(final);
+        },
+      }),
+    );
+  }
+
+  /** The model the usage is priced as: the response's (often a dated name) when it has a price, else the request's. */
+  private pricedModel(model: unknown, usage: ReadUsage): string | undefined {
+    if (typeof model !== 'string' || model === '' || model === this.spec.metered?.model) return undefined;
+    const price = this.settings.session.priceUsage({ model, provider: this.settings.provider, ...usage });
+    return price.ok ? model : undefined;
+  }
+
+  private commitUsage(usage: ReadUsage, model: unknown): void {
+    this.finish({ usage, model: this.pricedModel(model, usage) });
+  }
+
+  private commitLatest(): void {
+    if (this.latest) this.finish(this.latest);
+    else this.finish('estimate');
+  }
+
+  // ---- tool calls -----------------------------------------------------------------------------------------------
+
+  private async checkToolCalls(calls: ReturnedToolCall[]): Promise<Error | undefined> {
+    if (!this.settings.checkToolCalls || calls.length === 0) return undefined;
+    let failure: Error | undefined;
+    for (const call of calls) {
+      const decision = await this.settings.session.checkTool(call.name, {
+        ...(call.id ? { idempotencyKey: call.id } : {}),
+        metadata: { ...this.settings.metadata, via: 'openai', endpoint: this.spec.endpoint, toolCallId: call.id },
+      });
+      if (decision.decision !== 'allow' && !failure) failure = decisionError(decision);
+    }
+    return failure;
+  }
+
+  // ---- body observers -------------------------------------------------------------------------------------------
+
+  private jsonObserver(): StreamObserver {
+    const chunks: Uint8Array[] = [];
+    return {
+      chunk: (bytes) => void chunks.push(bytes),
+      end: () => {
+        let result: unknown;
+        try {
+          result = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        } catch {
+          result = undefined;
+        }
+        const usage = isObject(result) ? readTokenUsage(result['usage']) : null;
+        if (usage && isObject(result)) this.commitUsage(usage, result['model']);
+        else this.finish('estimate');
+        return this.checkToolCalls(toolCallsOfResult(result));
+      },
+      abandoned: () => this.finish('estimate'),
+    };
+  }
+
+  private sseObserver(): StreamObserver {
+    const parser = new SseParser();
+    const tools = new StreamToolCalls();
+    let refused: Error | undefined;
+    // Usage is read from every event; tool calls are checked until one is refused (the stream then fails with it
+    // once this chunk's events have been read).
+    const onEvents = async (events: SseEvent[]): Promise<Error | undefined> => {
+      for (const event of events) {
+        if (event.data === '[DONE]') {
+          this.commitLatest();
+          refused ??= await this.checkToolCalls(tools.flush());
+          continue;
+        }
+        let data: unknown;
+        try {
+          data = JSON.parse(event.data);
+        } catch {
+          continue;
+        }
+        if (!isObject(data)) continue;
+        this.seeUsage(data);
+        const calls = tools.see(data);
+        if (!refused) refused = await this.checkToolCalls(calls);
+      }
+      return refused;
+    };
+    return {
+      chunk: (bytes) => onEvents(parser.push(bytes)),
+      // A tool call was refused mid-stream: read on (unseen by the caller) until the usage arrives, so the call is
+      // charged what it really cost rather than its estimate.
+      drain: async (read) => {
+        while (this.phase !== 'done') {
+          const result = await read();
+          await onEvents(result.done ? parser.end() : parser.push(result.value));
+          if (result.done) break;
+        }
+      },
+      end: async () => {
+        await onEvents(parser.end());
+        refused ??= await this.checkToolCalls(tools.flush());
+        this.commitLatest();
+        return refused;
+      },
+      abandoned: () => this.commitLatest(),
+    };
+  }
+
+  /** Takes usage as soon as a stream event carrying it is parsed. */
+  private seeUsage(data: Json): void {
+    const type = typeof data['type'] === 'string' ? data['type'] : '';
+    if (isObject(data['response']) && TERMINAL_RESPONSE_EVENTS.has(type)) {
+      const usage = readTokenUsage(data['response']['usage']);
+      if (usage) this.commitUsage(usage, data['response']['model']);
+      return;
+    }
+    const usage = readTokenUsage(data['usage']);
+    if (!usage) return;
+    this.latest = { usage, model: this.pricedModel(data['model'], usage) };
+    // Chat and completion chunks: the final usage chunk has no choices. Any other event with usage is final
+    // (image generation, transcription done).
+    const chunk = data['object'] === 'chat.completion.chunk' || data['object'] === 'text_completion';
+    if (!chunk || (Array.isArray(data['choices']) && data['choices'].length === 0)) this.commitLatest();
+  }
+
+  private opaqueObserver(): StreamObserver {
+    return { chunk: () => undefined, end: () => this.finish('estimate'), abandoned: () => this.finish('estimate') };
+  }
+}
+
+/** The same response with another body; status, headers and url are kept. */
+function rebuild(response: Response, body: ReadableStream<Uint8Array>): Response {
+  const copy = new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+  Object.defineProperty(copy, 'url', { value: response.url, enumerable: true });
+  Object.defineProperty(copy, 'redirected', { value: response.redirected, enumerable: true });
+  return copy;
+}

@@ -1,0 +1,1 @@
+export { wrapOpenAI, type WrapOpenAIOptions, type OpenAIClientLike } from './wrap-openai.js';

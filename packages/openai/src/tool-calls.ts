@@ -1,0 +1,125 @@
+/** A client-side tool call the model returned: a chat `tool_calls` entry or a Responses `function_call` item. */
+export interface ReturnedToolCall {
+  /** `tool_calls[].id` (chat) or `call_id` (Responses). */
+  readonly id: string;
+  readonly name: string;
+}
+
+type Json = Record<string, unknown>;
+
+const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
+const text = (value: unknown): string => (typeof value === 'string' ? value : '');
+
+/** Responses item types the caller executes itself, named by the developer. Built-in tools are not listed. */
+const RESPONSES_CALL_TYPES = new Set(['function_call', 'custom_tool_call']);
+
+function responsesItemCall(item: unknown): ReturnedToolCall | null {
+  if (!isObject(item) || !RESPONSES_CALL_TYPES.has(text(item['type']))) return null;
+  return { id: text(item['call_id']) || text(item['id']), name: text(item['name']) };
+}
+
+/**
+ * The tool calls of a complete (non-streamed) result: a chat completion's `choices[].message.tool_calls` (and the
+ * legacy `function_call`) or a Responses `output` array's `function_call` / `custom_tool_call` items.
+ */
+export function toolCallsOfResult(result: unknown): ReturnedToolCall[] {
+  if (!isObject(result)) return [];
+  const calls: ReturnedToolCall[] = [];
+  if (Array.isArray(result['choices'])) {
+    for (const choice of result['choices']) {
+      if (!isObject(choice) || !isObject(choice['message'])) continue;
+      const message = choice['message'];
+      if (Array.isArray(message['tool_calls'])) {
+        for (const call of message['tool_calls']) {
+          if (!isObject(call)) continue;
+          const fn = isObject(call['function']) ? call['function'] : isObject(call['custom']) ? call['custom'] : {};
+          calls.push({ id: text(call['id']), name: text(fn['name']) });
+        }
+      }
+      if (isObject(message['function_call'])) {
+        calls.push({ id: `${text(result['id'])}:${String(choice['index'] ?? 0)}`, name: text(message['function_call']['name']) });
+      }
+    }
+  }
+  if (Array.isArray(result['output'])) {
+    for (const item of result['output']) {
+      const call = responsesItemCall(item);
+      if (call) calls.push(call);
+    }
+  }
+  return calls;
+}
+
+/**
+ * Follows the tool calls of a streamed result and hands each one out once its name is complete: for chat chunks,
+ * when the next call of the same choice starts, when the choice finishes, or at the end of the stream; for
+ * Responses events, when the `function_call` item is added (its name is whole from the start).
+ */
+export class StreamToolCalls {
+  private readonly open = new Map<string, { choice: string; id: string; name: string }>();
+  private readonly seen = new Set<string>();
+
+  /** Feeds one parsed stream event; returns the calls that became complete. */
+  see(event: unknown): ReturnedToolCall[] {
+    if (!isObject(event)) return [];
+    const type = text(event['type']);
+    if (type === 'response.output_item.added' || type === 'response.output_item.done') {
+      const call = responsesItemCall(event['item']);
+      return call ? this.complete([call]) : [];
+    }
+    if (!Array.isArray(event['choices'])) return [];
+    const ready: ReturnedToolCall[] = [];
+    for (const choice of event['choices']) {
+      if (!isObject(choice)) continue;
+      const index = String(choice['index'] ?? 0);
+      const delta = isObject(choice['delta']) ? choice['delta'] : {};
+      if (Array.isArray(delta['tool_calls'])) {
+        for (const part of delta['tool_calls']) {
+          if (!isObject(part)) continue;
+          const key = `${index}:${String(part['index'] ?? 0)}`;
+          if (!this.open.has(key)) {
+            ready.push(...this.closeChoice(index));
+            this.open.set(key, { choice: index, id: '', name: '' });
+          }
+          const entry = this.open.get(key)!;
+          if (!entry.id) entry.id = text(part['id']);
+          const fn = isObject(part['function']) ? part['function'] : isObject(part['custom']) ? part['custom'] : {};
+          entry.name += text(fn['name']);
+        }
+      }
+      if (isObject(delta['function_call'])) {
+        const key = `${index}:function_call`;
+        if (!this.open.has(key)) this.open.set(key, { choice: index, id: `${text(event['id'])}:${index}`, name: '' });
+        this.open.get(key)!.name += text(delta['function_call']['name']);
+      }
+      if (choice['finish_reason'] !== null && choice['finish_reason'] !== undefined) ready.push(...this.closeChoice(index));
+    }
+    return this.complete(ready);
+  }
+
+  /** Every call still open (the stream ended). */
+  flush(): ReturnedToolCall[] {
+    const all = [...this.open.values()].map(({ id, name }) => ({ id, name }));
+    this.open.clear();
+    return this.complete(all);
+  }
+
+  private closeChoice(choice: string): ReturnedToolCall[] {
+    const done: ReturnedToolCall[] = [];
+    for (const [key, entry] of this.open) {
+      if (entry.choice !== choice) continue;
+      this.open.delete(key);
+      done.push({ id: entry.id, name: entry.name });
+    }
+    return done;
+  }
+
+  private complete(calls: ReturnedToolCall[]): ReturnedToolCall[] {
+    return calls.filter((call) => {
+      const key = call.id || `${call.name}#${this.seen.size}`;
+      if (this.seen.has(key)) return false;
+      this.seen.add(key);
+      return true;
+    });
+  }
+}

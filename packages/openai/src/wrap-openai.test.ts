@@ -1,0 +1,571 @@
+import { AgentPolicy, PolicyDeniedError, type AgentPolicyOptions, type Decision, type PolicySession } from '@agentpolicy/core';
+import OpenAI, { AzureOpenAI, toFile } from 'openai';
+import OpenAIv6, { AzureOpenAI as AzureOpenAIv6 } from 'openai-v6';
+import { afterAll, beforeAll, beforeEach, describe, expect, expectTypeOf, it } from 'vitest';
+import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
+import { wrapOpenAI, type WrapOpenAIOptions } from './wrap-openai.js';
+
+// gpt-4o-mini in the catalog: $0.15 / 1M input, $0.075 / 1M cached input, $0.60 / 1M output.
+// The server reports 1,000 input and 500 output tokens unless a reply says otherwise.
+const GPT_4O_MINI_COST = 0.00045; // 1000 × 0.15e-6 + 500 × 0.6e-6
+const USER = [{ role: 'user' as const, content: 'Say hello' }];
+const NO_WAIT = { 'retry-after-ms': '0' };
+
+const costDecisions = (session: PolicySession): Decision[] => session.report().decisions.filter((d) => d.action.type === 'cost');
+const httpDecisions = (session: PolicySession): Decision[] => session.report().decisions.filter((d) => d.action.type === 'http');
+const only = (decisions: Decision[]): Decision => {
+  expect(decisions).toHaveLength(1);
+  return decisions[0]!;
+};
+const round = (usd: number): number => Math.round(usd * 1e9) / 1e9;
+
+/** Waits for the work a stream cancel triggers (a few microtask turns), without timing assumptions on the server. */
+const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+// Both majors run the same suite; the v6 client is typed as v7 here (the calls used are common to both).
+const CLIENTS: ReadonlyArray<[string, typeof OpenAI, typeof AzureOpenAI]> = [
+  ['openai 7', OpenAI, AzureOpenAI],
+  ['openai 6', OpenAIv6 as unknown as typeof OpenAI, AzureOpenAIv6 as unknown as typeof AzureOpenAI],
+];
+
+it('returns a client of the same type (openai 6 and 7) and refuses anything else', () => {
+  const session = new AgentPolicy().session();
+  expectTypeOf(wrapOpenAI(new OpenAI({ apiKey: 'k' }), session)).toEqualTypeOf<OpenAI>();
+  expectTypeOf(wrapOpenAI(new OpenAIv6({ apiKey: 'k' }), session)).toEqualTypeOf<OpenAIv6>();
+  // @ts-expect-error not an openai client
+  expect(() => wrapOpenAI({}, session)).toThrow(TypeError);
+  // @ts-expect-error not a session
+  expect(() => wrapOpenAI(new OpenAI({ apiKey: 'k' }), {})).toThrow(TypeError);
+});
+
+describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) => {
+  let server: MockOpenAIServer;
+
+  beforeAll(async () => {
+    server = await startMockOpenAI({ usage: { input: 1000, output: 500 }, responseModels: { 'gpt-4o-mini': 'gpt-4o-mini-2024-07-18' } });
+  });
+  afterAll(() => server.close());
+  beforeEach(() => server.reset());
+
+  const setup = (policy: AgentPolicyOptions = {}, options: WrapOpenAIOptions = {}, clientOptions: ConstructorParameters<typeof OpenAI>[0] = {}) => {
+    const session = new AgentPolicy(policy).session();
+    const original = new OpenAIClient({ apiKey: 'test-key', baseURL: server.baseURL, ...clientOptions });
+    const client = wrapOpenAI(original, session, options);
+    return { session, original, client };
+  };
+
+  describe('records the real cost', () => {
+    it('of a chat completion, priced from the usage and the response model', async () => {
+      const { session, client } = setup({ budget: 1 });
+      const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_completion_tokens: 800 });
+      expect(completion.choices[0]?.message.content).toBe('Hello from the mock model');
+
+      const decision = only(costDecisions(session));
+      expect(decision.decision).toBe('allow');
+      expect(decision.settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+      expect(decision.action.metadata).toMatchObject({
+        endpoint: 'chat.completions',
+        model: 'gpt-4o-mini-2024-07-18',
+        inputTokens: 1000,
+        outputTokens: 500,
+        maxOutputTokens: 800,
+      });
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+      expect(session.pendingReservations).toBe(0);
+    });
+
+    it('with cached and reasoning tokens, and a price from the policy', async () => {
+      const { session, client } = setup({ budget: 1, pricing: { 'mock-model': { input: 1, output: 2, cachedInput: 0.5 } } });
+      server.reply({ usage: { input: 1000, cached: 400, output: 500, reasoning: 100 } });
+      await client.chat.completions.create({ model: 'mock-model', messages: USER });
+      // 600 × $1/M + 400 × $0.5/M + 500 × $2/M
+      expect(session.spent).toBe(0.0018);
+      expect(only(costDecisions(session)).action.metadata).toMatchObject({ cachedInputTokens: 400, reasoningTokens: 100 });
+    });
+
+    it('of a chat stream: asks for usage without touching the caller’s params, and charges it', async () => {
+      const { session, client } = setup({ budget: 1 });
+      const params = { model: 'gpt-4o-mini', messages: USER, stream: true as const };
+      const stream = await client.chat.completions.create(params);
+      let text = '';
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+      expect(text).toBe('Hello from the mock model');
+      expect(server.requests[0]?.body?.['stream_options']).toEqual({ include_usage: true });
+      expect(params).not.toHaveProperty('stream_options');
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+      expect(session.pendingReservations).toBe(0);
+    });
+
+    it('of a chat stream as soon as its usage chunk is parsed, before the stream ends', async () => {
+      const { session, client } = setup({ budget: 1 });
+      // role, 5 words, finish, usage — then the server holds the connection and never sends [DONE].
+      server.reply({ holdAfterEvents: 8 });
+      const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true });
+      let spentAtUsage: number | undefined;
+      for await (const chunk of stream) {
+        if (chunk.usage) {
+          spentAtUsage = session.spent;
+          break;
+        }
+      }
+      expect(spentAtUsage).toBe(GPT_4O_MINI_COST);
+      await settle();
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+    });
+
+    it('of a chat stream with includeStreamUsage off: the request is left as is and the estimate is charged', async () => {
+      const { session, client } = setup({ budget: 1 }, { includeStreamUsage: false });
+      for await (const _chunk of await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true })) void _chunk;
+      await settle();
+      expect(server.requests[0]?.body).not.toHaveProperty('stream_options');
+      const { settlement } = only(costDecisions(session));
+      expect(settlement?.actual).toBe(settlement?.estimated);
+    });
+
+    it('of a chat stream whose caller turned usage off: the estimate', async () => {
+      const { session, client } = setup({ budget: 1 });
+      const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true, stream_options: { include_usage: false } });
+      for await (const _chunk of stream) void _chunk;
+      await settle();
+      expect(server.requests[0]?.body?.['stream_options']).toEqual({ include_usage: false });
+      const { settlement } = only(costDecisions(session));
+      expect(settlement?.status).toBe('committed');
+      expect(settlement?.actual).toBe(settlement?.estimated);
+      expect(session.spent).toBe(settlement?.estimated);
+    });
+
+    it('of a Responses call, JSON and streamed', async () => {
+      const { session, client } = setup({ budget: 1 });
+      const response = await client.responses.create({ model: 'gpt-4o-mini', input: 'Say hello', max_output_tokens: 600 });
+      expect(response.output_text).toBe('Hello from the mock model');
+      const stream = await client.responses.create({ model: 'gpt-4o-mini', input: 'Say hello', stream: true });
+      const types: string[] = [];
+      for await (const event of stream) types.push(event.type);
+      expect(types.at(-1)).toBe('response.completed');
+
+      const [json, streamed] = costDecisions(session);
+      expect(json?.action.metadata).toMatchObject({ endpoint: 'responses', stream: false, maxOutputTokens: 600, model: 'gpt-4o-mini-2024-07-18' });
+      expect(json?.settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+      expect(streamed?.action.metadata).toMatchObject({ endpoint: 'responses', stream: true });
+      expect(streamed?.settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+      expect(session.spent).toBe(round(2 * GPT_4O_MINI_COST));
+    });
+
+    it('of an embeddings call (no output tokens reserved)', async () => {
+      const { session, client } = setup({ budget: 1 });
+      const result = await client.embeddings.create({ model: 'text-embedding-3-small', input: ['one', 'two'] });
+      expect(result.data).toHaveLength(2);
+      const decision = only(costDecisions(session));
+      expect(decision.action.metadata).toMatchObject({ endpoint: 'embeddings', maxOutputTokens: 0, inputTokens: 1000, outputTokens: 0 });
+      // text-embedding-3-small: $0.02 / 1M tokens
+      expect(decision.settlement).toMatchObject({ status: 'committed', actual: 0.00002 });
+    });
+
+    it('of an image generation that reports token usage', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ usage: { input: 100, output: 1000 } });
+      await client.images.generate({ model: 'gpt-image-1', prompt: 'a lighthouse' });
+      // gpt-image-1: $5 / 1M input, $40 / 1M output
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: 0.0405 });
+      expect(only(costDecisions(session)).action.metadata).toMatchObject({ endpoint: 'images', model: 'gpt-image-1' });
+    });
+
+    it('of a multipart audio transcription that reports token usage', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ usage: { input: 2000, output: 100 } });
+      const file = await toFile(Buffer.from('RIFF....WAVE'), 'note.wav', { type: 'audio/wav' });
+      const result = await client.audio.transcriptions.create({ model: 'gpt-4o-transcribe', file });
+      expect(result.text).toBe('Hello from the mock model');
+      // gpt-4o-transcribe: $2.5 / 1M input, $10 / 1M output
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: 0.006 });
+      expect(only(costDecisions(session)).action.metadata).toMatchObject({ endpoint: 'audio.transcriptions', model: 'gpt-4o-transcribe' });
+    });
+  });
+
+  describe('streams that do not finish', () => {
+    it('a chat stream the caller breaks out of is charged its estimate, once', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ holdAfterEvents: 2 });
+      const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true, max_tokens: 100 });
+      for await (const _chunk of stream) break;
+      await settle();
+      const { settlement } = only(costDecisions(session));
+      expect(settlement).toMatchObject({ status: 'committed' });
+      expect(settlement?.actual).toBe(settlement?.estimated);
+      expect(session.spent).toBe(settlement?.estimated);
+      expect(session.pendingReservations).toBe(0);
+      expect(server.count()).toBe(1);
+    });
+
+    it('a Responses stream broken out of early is charged its estimate', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ holdAfterEvents: 3 });
+      const stream = await client.responses.create({ model: 'gpt-4o-mini', input: 'Say hello', stream: true, max_output_tokens: 100 });
+      for await (const event of stream) if (event.type === 'response.output_item.added') break;
+      await settle();
+      const { settlement } = only(costDecisions(session));
+      expect(settlement?.status).toBe('committed');
+      expect(session.spent).toBe(settlement?.estimated);
+      expect(session.pendingReservations).toBe(0);
+    });
+
+    it('an aborted stream is charged its estimate even when nobody reads it again', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ holdAfterEvents: 2 });
+      const controller = new AbortController();
+      const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true, max_tokens: 100 }, { signal: controller.signal });
+      const iterator = stream[Symbol.asyncIterator]();
+      await iterator.next();
+      controller.abort();
+      const { settlement } = only(costDecisions(session));
+      expect(settlement?.status).toBe('committed');
+      expect(session.spent).toBe(settlement?.estimated);
+      expect(session.pendingReservations).toBe(0);
+    });
+
+    it('a stream never read stays reserved until the session ends, which charges its estimate', async () => {
+      const { session, client } = setup({ budget: 1 });
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true, max_tokens: 100 });
+      expect(session.pendingReservations).toBe(1);
+      expect(session.spent).toBe(0);
+      const report = session.end();
+      expect(session.pendingReservations).toBe(0);
+      expect(report.spent).toBe(only(costDecisions(session)).settlement?.estimated);
+    });
+  });
+
+  describe('denials', () => {
+    it('a call over the budget is refused with the agentpolicy error, once, and never sent', async () => {
+      const { session, client } = setup({ budget: 0.0001 });
+      const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 1000 }).catch((e: unknown) => e);
+      expect(PolicyDeniedError.isInstance(error)).toBe(true);
+      expect((error as PolicyDeniedError).code).toBe('BUDGET_EXCEEDED');
+      expect(server.count()).toBe(0);
+      expect(only(costDecisions(session)).decision).toBe('deny');
+      expect(session.spent).toBe(0);
+    });
+
+    it('a model with no known price is refused under a budget', async () => {
+      const { session, client } = setup({ budget: 1 });
+      const error = await client.chat.completions.create({ model: 'my-finetune-xyz', messages: USER }).catch((e: unknown) => e);
+      expect(PolicyDeniedError.isInstance(error)).toBe(true);
+      expect((error as PolicyDeniedError).decision.rule).toEqual({ section: 'pricing', model: 'my-finetune-xyz' });
+      expect(server.count()).toBe(0);
+      expect(session.report().decisionSummary.deny).toBe(1);
+    });
+
+    it('a host not on the network allow-list is refused before anything is sent', async () => {
+      const { session, client } = setup({ budget: 1, allowedDomains: ['api.openai.com'] });
+      const error = await client.embeddings.create({ model: 'text-embedding-3-small', input: 'x' }).catch((e: unknown) => e);
+      expect(PolicyDeniedError.isInstance(error)).toBe(true);
+      expect((error as PolicyDeniedError).decision.rule).toMatchObject({ section: 'network', list: 'allow' });
+      expect(server.count()).toBe(0);
+      expect(session.report().policyHits.deniedDomains).toEqual(['127.0.0.1']);
+      expect(costDecisions(session)).toHaveLength(0);
+    });
+
+    it('the network check can be turned off; an allow-listed host passes', async () => {
+      const off = setup({ allowedDomains: ['api.openai.com'] }, { checkNetwork: false });
+      await off.client.models.list();
+      expect(httpDecisions(off.session)).toHaveLength(0);
+      const listed = setup({ allowedDomains: ['127.0.0.1'] });
+      await listed.client.models.list();
+      expect(only(httpDecisions(listed.session))).toMatchObject({ decision: 'allow', action: { domain: '127.0.0.1', method: 'GET' } });
+      expect(costDecisions(listed.session)).toHaveLength(0);
+    });
+
+    it('an ended session refuses every further call', async () => {
+      const { session, client } = setup();
+      session.end();
+      const error = await client.models.list().catch((e: unknown) => e);
+      expect(PolicyDeniedError.isInstance(error)).toBe(true);
+      expect((error as PolicyDeniedError).decision.rule).toEqual({ section: 'session', check: 'ended' });
+      expect(server.count()).toBe(0);
+    });
+
+    it('concurrent calls cannot overspend: the second reservation is refused', async () => {
+      const { session, client } = setup({ budget: 0.003 });
+      const call = () => client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 4000 });
+      const results = await Promise.allSettled([call(), call()]);
+      expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+      expect(server.count()).toBe(1);
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+    });
+  });
+
+  describe('retries and failures', () => {
+    it('a 503 retried twice then answered is reserved once and charged once', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ status: 503, headers: NO_WAIT }, { status: 503, headers: NO_WAIT });
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+      expect(server.count()).toBe(3);
+      expect(httpDecisions(session)).toHaveLength(1);
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+    });
+
+    it('a 503 on every attempt is charged its estimate once', async () => {
+      const { session, client } = setup({ budget: 1 }, {}, { maxRetries: 1 });
+      server.reply({ status: 503, headers: NO_WAIT }, { status: 503, headers: NO_WAIT });
+      const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 100 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OpenAIClient.InternalServerError);
+      expect(server.count()).toBe(2);
+      const { settlement } = only(costDecisions(session));
+      expect(settlement?.status).toBe('committed');
+      expect(session.spent).toBe(settlement?.estimated);
+    });
+
+    it('a 4xx error charges nothing', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ status: 400 });
+      const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OpenAIClient.BadRequestError);
+      expect(server.count()).toBe(1);
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'released', actual: 0 });
+      expect(session.spent).toBe(0);
+      expect(session.pendingReservations).toBe(0);
+    });
+
+    it('a 429 retried then answered is charged once', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ status: 429, headers: NO_WAIT });
+      await client.embeddings.create({ model: 'text-embedding-3-small', input: 'x' });
+      expect(server.count()).toBe(2);
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: 0.00002 });
+    });
+
+    it('a dropped connection retried then answered is reserved once and charged its usage', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ drop: true });
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+      expect(server.count()).toBe(2);
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+    });
+
+    it('a connection failure after every retry is charged its estimate once', async () => {
+      const closed = await startMockOpenAI();
+      const baseURL = closed.baseURL;
+      await closed.close();
+      const { session, client } = setup({ budget: 1 }, {}, { baseURL, maxRetries: 1 });
+      const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 100 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OpenAIClient.APIConnectionError);
+      const { settlement } = only(costDecisions(session));
+      expect(settlement?.status).toBe('committed');
+      expect(session.spent).toBe(settlement?.estimated);
+      expect(session.pendingReservations).toBe(0);
+    });
+
+    it('a request aborted before it was sent charges nothing', async () => {
+      const { session, client } = setup({ budget: 1 });
+      const controller = new AbortController();
+      controller.abort();
+      const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER }, { signal: controller.signal }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OpenAIClient.APIUserAbortError);
+      expect(server.count()).toBe(0);
+      expect(session.spent).toBe(0);
+      expect(session.pendingReservations).toBe(0);
+    });
+  });
+
+  describe('helpers, clones and the original client', () => {
+    it('chat.completions.stream() is governed and charged its usage', async () => {
+      const { session, client } = setup({ budget: 1 });
+      const stream = client.chat.completions.stream({ model: 'gpt-4o-mini', messages: USER });
+      const completion = await stream.finalChatCompletion();
+      expect(completion.usage?.prompt_tokens).toBe(1000);
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+    });
+
+    it('chat.completions.stream() is refused like create()', async () => {
+      const { client } = setup({ budget: 0.0001 });
+      const stream = client.chat.completions.stream({ model: 'gpt-4o-mini', messages: USER, max_tokens: 1000 });
+      const error = await stream.finalChatCompletion().catch((e: unknown) => e);
+      // The helpers wrap every error that is not the client's own in an OpenAIError, with the original as its cause.
+      expect(error).toBeInstanceOf(OpenAIClient.OpenAIError);
+      expect(PolicyDeniedError.isInstance((error as Error).cause)).toBe(true);
+      expect(server.count()).toBe(0);
+    });
+
+    it('responses.stream() is governed and charged its usage', async () => {
+      const { session, client } = setup({ budget: 1 });
+      const response = await client.responses.stream({ model: 'gpt-4o-mini', input: 'Say hello' }).finalResponse();
+      expect(response.usage?.input_tokens).toBe(1000);
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+    });
+
+    it('runTools() is governed: every model turn is reserved and charged', async () => {
+      const { session, client } = setup({ budget: 1 });
+      let ran = 0;
+      server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{"city":"Paris"}' }] });
+      const runner = client.chat.completions.runTools({
+        model: 'gpt-4o-mini',
+        messages: USER,
+        tools: [{ type: 'function', function: { name: 'get_weather', description: 'weather', parameters: { type: 'object', properties: {} }, function: () => `sunny (${++ran})` } }],
+      });
+      expect(await runner.finalContent()).toBe('Hello from the mock model');
+      expect(ran).toBe(1);
+      expect(server.count('/v1/chat/completions')).toBe(2);
+      expect(costDecisions(session).map((d) => d.settlement?.actual)).toEqual([GPT_4O_MINI_COST, GPT_4O_MINI_COST]);
+    });
+
+    it('withOptions() on the wrapped client stays governed, with its own fetch too', async () => {
+      const { session, client } = setup({ budget: 1 });
+      let seen = 0;
+      const clone = client.withOptions({ timeout: 5_000 }).withOptions({
+        fetch: (input: string | URL | Request, init?: RequestInit) => {
+          seen++;
+          expect(new Headers(init?.headers).has('x-agentpolicy-call')).toBe(false);
+          return fetch(input, init);
+        },
+      });
+      await clone.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+      expect(seen).toBe(1);
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+      expect(server.requests[0]?.headers['x-agentpolicy-call']).toBeUndefined();
+    });
+
+    it('leaves the original client untouched', async () => {
+      const { session, client, original } = setup({ budget: 0.0001, allowedDomains: ['api.openai.com'] });
+      expect(client).not.toBe(original);
+      const stream = await original.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true, max_tokens: 1000 });
+      for await (const _chunk of stream) void _chunk;
+      expect(server.requests[0]?.body?.['stream_options']).toBeUndefined();
+      expect(session.report().decisionSummary.total).toBe(0);
+    });
+
+    it('a request that reaches the governed fetch without a call (the client\'s own token exchange) is network-checked', async () => {
+      const { session, client } = setup({ allowedDomains: ['127.0.0.1'] });
+      const internalFetch = (client as unknown as { fetch: typeof fetch }).fetch;
+      await expect(internalFetch('https://login.example.com/token', { method: 'POST' })).rejects.toSatisfy(PolicyDeniedError.isInstance);
+      expect(only(httpDecisions(session))).toMatchObject({ decision: 'deny', action: { domain: 'login.example.com', method: 'POST' } });
+      const models = await internalFetch(`${server.baseURL}/models`);
+      expect(models.status).toBe(200);
+    });
+
+    it('an AzureOpenAI client is governed through its deployment URLs', async () => {
+      const session = new AgentPolicy({ budget: 1, allowedDomains: ['127.0.0.1'] }).session();
+      const azure = new AzureClient({ apiKey: 'k', baseURL: server.baseURL, apiVersion: '2025-01-01-preview', deployment: 'gpt-4o-mini' });
+      const client = wrapOpenAI(azure, session, { metadata: { agent: 'azure-test' } });
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+      expect(server.requests[0]?.path).toBe('/v1/chat/completions');
+      expect(only(httpDecisions(session)).action).toMatchObject({ domain: '127.0.0.1', url: expect.stringContaining('/deployments/gpt-4o-mini/chat/completions') });
+      expect(only(costDecisions(session))).toMatchObject({
+        settlement: { status: 'committed', actual: GPT_4O_MINI_COST },
+        action: { metadata: { endpoint: 'chat.completions', agent: 'azure-test' } },
+      });
+    });
+
+    it('wrapping a wrapped client governs it under the new session only', async () => {
+      const first = setup({ budget: 1 });
+      const second = new AgentPolicy({ budget: 1 }).session();
+      const rewrapped = wrapOpenAI(first.client, second);
+      await rewrapped.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+      expect(first.session.report().decisionSummary.total).toBe(0);
+      expect(second.spent).toBe(GPT_4O_MINI_COST);
+    });
+  });
+
+  describe('tool calls the model returns', () => {
+    const blocked = { allowedTools: ['get_weather'], blockedTools: ['send_email'] };
+
+    it('are left alone by default', async () => {
+      const { session, client } = setup(blocked);
+      server.reply({ toolCalls: [{ id: 'call_1', name: 'send_email', arguments: '{}' }] });
+      const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+      expect(completion.choices[0]?.message.tool_calls?.[0]?.id).toBe('call_1');
+      expect(session.report().decisionSummary.byActionType.tool.allow + session.report().decisionSummary.byActionType.tool.deny).toBe(0);
+    });
+
+    it('a blocked chat tool call rejects the request, after its cost is recorded', async () => {
+      const { session, client } = setup({ ...blocked, budget: 1 }, { checkToolCalls: true });
+      server.reply({ toolCalls: [{ id: 'call_ok', name: 'get_weather', arguments: '{}' }, { id: 'call_bad', name: 'send_email', arguments: '{}' }] });
+      const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER }).catch((e: unknown) => e);
+      expect(PolicyDeniedError.isInstance(error)).toBe(true);
+      expect((error as PolicyDeniedError).decision.action).toMatchObject({ type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_bad' } });
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+      const tools = session.report().decisions.filter((d) => d.action.type === 'tool');
+      expect(tools.map((d) => d.decision)).toEqual(['allow', 'deny']);
+      // The loop can ask again by the call id: the same decision comes back, nothing new is recorded.
+      expect((await session.checkTool('send_email', { idempotencyKey: 'call_bad' })).id).toBe(tools[1]?.id);
+      expect(session.report().decisions.filter((d) => d.action.type === 'tool')).toHaveLength(2);
+    });
+
+    it('an allowed chat tool call passes through and is recorded', async () => {
+      const { session, client } = setup(blocked, { checkToolCalls: true });
+      server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }] });
+      const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+      expect(completion.choices[0]?.message.tool_calls).toHaveLength(1);
+      expect(session.report().decisions.filter((d) => d.action.type === 'tool').map((d) => d.decision)).toEqual(['allow']);
+    });
+
+    it('a blocked tool call in a chat stream fails the stream before the call is complete, and the usage is still charged', async () => {
+      const { session, client } = setup({ ...blocked, budget: 1 }, { checkToolCalls: true });
+      server.reply({ toolCalls: [{ id: 'call_bad', name: 'send_email', arguments: '{"to":"x"}' }] });
+      const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true });
+      const finishes: unknown[] = [];
+      const error = await (async () => {
+        for await (const chunk of stream) finishes.push(chunk.choices[0]?.finish_reason);
+      })().catch((e: unknown) => e);
+      expect(PolicyDeniedError.isInstance(error)).toBe(true);
+      expect(finishes).not.toContain('tool_calls');
+      await settle();
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+    });
+
+    it('a blocked Responses function call rejects the request (JSON and streamed)', async () => {
+      const { session, client } = setup(blocked, { checkToolCalls: true });
+      server.reply({ toolCalls: [{ id: 'call_r1', name: 'send_email', arguments: '{}' }] }, { toolCalls: [{ id: 'call_r2', name: 'send_email', arguments: '{}' }] });
+      const json = await client.responses.create({ model: 'gpt-4o-mini', input: 'x' }).catch((e: unknown) => e);
+      expect(PolicyDeniedError.isInstance(json)).toBe(true);
+      const stream = await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true });
+      const types: string[] = [];
+      const streamed = await (async () => {
+        for await (const event of stream) types.push(event.type);
+      })().catch((e: unknown) => e);
+      expect(PolicyDeniedError.isInstance(streamed)).toBe(true);
+      expect(types).not.toContain('response.function_call_arguments.done');
+      expect(session.report().decisions.filter((d) => d.action.type === 'tool').map((d) => [d.decision, d.action.metadata?.['toolCallId']])).toEqual([
+        ['deny', 'call_r1'],
+        ['deny', 'call_r2'],
+      ]);
+    });
+
+    it('runTools() never runs a blocked tool', async () => {
+      const { client } = setup(blocked, { checkToolCalls: true });
+      let ran = 0;
+      server.reply({ toolCalls: [{ id: 'call_1', name: 'send_email', arguments: '{}' }] });
+      const runner = client.chat.completions.runTools({
+        model: 'gpt-4o-mini',
+        messages: USER,
+        tools: [{ type: 'function', function: { name: 'send_email', description: 'send', parameters: { type: 'object', properties: {} }, function: () => String(++ran) } }],
+      });
+      const error = await runner.finalContent().catch((e: unknown) => e);
+      expect(PolicyDeniedError.isInstance((error as Error).cause)).toBe(true);
+      expect(ran).toBe(0);
+      expect(server.count()).toBe(1);
+    });
+  });
+
+  it('the report lists every call with its endpoint, model and cost', async () => {
+    const { session, client } = setup({ budget: 1, pricing: { 'mock-model': { input: 1, output: 2 } } });
+    await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+    await client.chat.completions.create({ model: 'mock-model', messages: USER });
+    for await (const _event of await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true })) void _event;
+    await client.embeddings.create({ model: 'text-embedding-3-small', input: 'x' });
+
+    const report = session.end();
+    const calls = report.decisions
+      .filter((d) => d.action.type === 'cost')
+      .map((d) => ({ endpoint: d.action.metadata?.['endpoint'], model: d.action.metadata?.['model'], cost: d.settlement?.actual }));
+    expect(calls).toEqual([
+      { endpoint: 'chat.completions', model: 'gpt-4o-mini-2024-07-18', cost: GPT_4O_MINI_COST },
+      { endpoint: 'chat.completions', model: 'mock-model', cost: 0.002 },
+      { endpoint: 'responses', model: 'gpt-4o-mini-2024-07-18', cost: GPT_4O_MINI_COST },
+      { endpoint: 'embeddings', model: 'text-embedding-3-small', cost: 0.00002 },
+    ]);
+    expect(report.spent).toBe(round(GPT_4O_MINI_COST * 2 + 0.002 + 0.00002));
+    expect(report.costSummary.allowed.cost).toBe(report.spent);
+    expect(report.reserved).toBe(0);
+  });
+});
