@@ -93,3 +93,16 @@ export class ApprovalRequiredError extends AgentPolicyError {
 export function decisionError(decision: Decision): PolicyDeniedError | ApprovalRequiredError {
   return decision.decision === 'require_approval' ? new ApprovalRequiredError(decision) : new PolicyDeniedError(decision);
 }
+
+/**
+ * Finds an agentpolicy error in `error` or along its `cause` chain (frameworks often wrap errors thrown inside
+ * their hooks). Returns `undefined` when there is none.
+ */
+export function findPolicyError(error: unknown): AgentPolicyError | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 16 && current !== undefined && current !== null; depth++) {
+    if (AgentPolicyError.isInstance(current)) return current;
+    current = typeof current === 'object' ? (current as { cause?: unknown }).cause : undefined;
+  }
+  return undefined;
+}

@@ -39,6 +39,7 @@ export {
   PolicyDeniedError,
   PolicyValidationError,
   decisionError,
+  findPolicyError,
   type AgentPolicyErrorCode,
   type PolicyIssue,
 } from './errors.js';

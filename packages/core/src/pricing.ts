@@ -108,6 +108,10 @@ export function priceUsage(usage: TokenUsage, overrides: ReadonlyMap<string, Nor
     } catch {
       result = null;
     }
+    // A model the catalog bills by something other than tokens (audio minutes, say) prices tokens at $0: that is
+    // not a price, so it counts as unpriced rather than free.
+    const tokenPriced = result !== null && (result.model_price['input_mtok'] !== undefined || result.model_price['output_mtok'] !== undefined);
+    if (result && !tokenPriced && result.total_price === 0 && inputTokens + outputTokens > 0) continue;
     if (result && Number.isFinite(result.total_price) && result.total_price >= 0) {
       return { ok: true, nanos: usdToNanosCeil(result.total_price), source: 'catalog', model: result.model.id, provider: result.provider.id };
     }

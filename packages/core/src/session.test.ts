@@ -378,6 +378,12 @@ describe('token costs', () => {
     expect((await session.checkCost(0.001, { source: 'x' })).decision).toBe('deny');
   });
 
+  it('a model the catalog bills by the minute is unpriced for tokens, not free', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const d = await session.recordUsage({ model: 'whisper-1', provider: 'openai', inputTokens: 1000, outputTokens: 10 });
+    expect(d).toMatchObject({ decision: 'deny', rule: { section: 'pricing', model: 'whisper-1' } });
+  });
+
   it('invalid usage is denied, not crashed on', async () => {
     const session = new AgentPolicy({ budget: 1 }).session();
     const d = await session.recordUsage({ model: 'gpt-4o', inputTokens: -1, outputTokens: 0 });
