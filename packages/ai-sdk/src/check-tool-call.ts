@@ -1,4 +1,4 @@
-import type { Decision, Metadata, PolicySession } from '@agentpolicy/core';
+import type { CheckToolOptions, Decision, PolicySession } from '@agentpolicy/core';
 import type { ApprovalResponse } from './find-approval-response.js';
 import type { ToolCost } from './tool-settings.js';
 
@@ -15,7 +15,10 @@ export function toolCallKey(call: ToolCallInfo): string | undefined {
 }
 
 /** Reads a declared cost. A cost function that throws yields NaN, which core denies as an invalid cost. */
+const NO_COST = Object.freeze({ cost: undefined });
+
 export function resolveToolCost(cost: ToolCost<never> | undefined, input: unknown): { cost: number | undefined; error?: string } {
+  if (cost === undefined) return NO_COST;
   if (typeof cost !== 'function') return { cost };
   try {
     return { cost: (cost as (input: unknown) => number)(input) };
@@ -36,17 +39,15 @@ export function checkToolCall(
 ): Promise<Decision> {
   const resolved = resolveToolCost(cost, call.input);
   const key = toolCallKey(call);
-  const metadata: Metadata = {
-    via: 'ai-sdk',
-    ...(call.toolCallId !== undefined ? { toolCallId: call.toolCallId } : {}),
-    ...(approval ? { approvalId: approval.approvalId } : {}),
-    ...(resolved.error !== undefined ? { costError: resolved.error } : {}),
-  };
-  return session.checkTool(call.toolName, {
-    ...(resolved.cost !== undefined ? { cost: resolved.cost } : {}),
-    metadata,
-    ...(key !== undefined ? { idempotencyKey: key } : {}),
-    // The human's answer is recorded by core with the decision (approval.via 'caller', reason), or as a rejection.
-    ...(approval ? { approval: { approved: approval.approved, ...(approval.reason !== undefined ? { reason: approval.reason } : {}) } } : {}),
-  });
+  // Built by assignment, not spreads: this runs before every tool execution.
+  const metadata: Record<string, unknown> = { via: 'ai-sdk' };
+  if (call.toolCallId !== undefined) metadata['toolCallId'] = call.toolCallId;
+  if (approval) metadata['approvalId'] = approval.approvalId;
+  if (resolved.error !== undefined) metadata['costError'] = resolved.error;
+  const options: CheckToolOptions = { metadata };
+  if (resolved.cost !== undefined) options.cost = resolved.cost;
+  if (key !== undefined) options.idempotencyKey = key;
+  // The human's answer is recorded by core with the decision (approval.via 'caller', reason), or as a rejection.
+  if (approval) options.approval = approval.reason !== undefined ? { approved: approval.approved, reason: approval.reason } : { approved: approval.approved };
+  return session.checkTool(call.toolName, options);
 }

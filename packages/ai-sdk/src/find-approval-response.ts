@@ -19,16 +19,16 @@ function partsOf(message: unknown): readonly Part[] {
  * approved, reason? }`. Like the AI SDK, only the first response for a call counts.
  */
 export function findApprovalResponse(messages: readonly unknown[] | undefined, toolCallId: string | undefined): ApprovalResponse | undefined {
-  if (!Array.isArray(messages) || typeof toolCallId !== 'string' || toolCallId === '') return undefined;
-  const approvalIds = new Set<string>();
+  if (!Array.isArray(messages) || messages.length === 0 || typeof toolCallId !== 'string' || toolCallId === '') return undefined;
+  let approvalIds: Set<string> | undefined;
   for (const message of messages) {
     for (const part of partsOf(message)) {
       if (part.type === 'tool-approval-request' && part.toolCallId === toolCallId && typeof part.approvalId === 'string') {
-        approvalIds.add(part.approvalId);
+        (approvalIds ??= new Set()).add(part.approvalId);
       }
     }
   }
-  if (approvalIds.size === 0) return undefined;
+  if (approvalIds === undefined) return undefined;
   for (const message of messages) {
     if ((message as { role?: unknown } | null)?.role !== 'tool') continue;
     for (const part of partsOf(message)) {

@@ -1,4 +1,4 @@
-import { AgentPolicyError, decisionError, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicyError, decisionError, type Decision, type PolicySession } from '@agentpolicy/core';
 import { checkToolCall, type ToolCallInfo } from './check-tool-call.js';
 import { decideApproval } from './decide-approval.js';
 import { findApprovalResponse } from './find-approval-response.js';
@@ -61,14 +61,24 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
 
   // The execute-time check: the decision the approval hook already recorded for this call id is reused (not
   // charged again); a call that reached execute without one is decided here.
-  const enforce = async (input: unknown, options: CallOptions | undefined): Promise<void> => {
-    const call = callInfo(name, input, options);
-    const approval = findApprovalResponse(options?.messages, call.toolCallId);
-    let decision;
+  const check = (input: unknown, options: CallOptions | undefined): Promise<Decision> => {
     try {
-      decision = await checkToolCall(session, call, cost, approval?.approved ? approval : undefined);
+      const call = callInfo(name, input, options);
+      const approval = findApprovalResponse(options?.messages, call.toolCallId);
+      return checkToolCall(session, call, cost, approval?.approved ? approval : undefined);
     } catch (cause) {
-      throw new AgentPolicyError('ACTION_DENIED', `agentpolicy: the policy check of tool ${JSON.stringify(name)} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+      return Promise.reject(cause);
+    }
+  };
+  const failed = (cause: unknown): never => {
+    throw new AgentPolicyError('ACTION_DENIED', `agentpolicy: the policy check of tool ${JSON.stringify(name)} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+  };
+  const enforce = async (input: unknown, options: CallOptions | undefined): Promise<void> => {
+    let decision: Decision;
+    try {
+      decision = await check(input, options);
+    } catch (cause) {
+      return failed(cause);
     }
     if (decision.decision !== 'allow') throw decisionError(decision);
   };
@@ -79,7 +89,13 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
         yield* original.call(base, input, options) as AsyncIterable<unknown>;
       }
     : async (input: unknown, options: CallOptions | undefined): Promise<unknown> => {
-        await enforce(input, options);
+        let decision: Decision;
+        try {
+          decision = await check(input, options);
+        } catch (cause) {
+          return failed(cause);
+        }
+        if (decision.decision !== 'allow') throw decisionError(decision);
         const result = await original.call(base, input, options);
         if (!isAsyncIterable(result)) return result;
         // A plain function that returned a stream of outputs: the SDK would keep the last one as the result.

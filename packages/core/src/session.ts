@@ -192,6 +192,7 @@ interface Prepared {
 }
 
 const HIT_LIMIT = 1000;
+const KEY_GENERATION = 10_000;
 let lastMs = 0;
 let lastIso = '';
 function now(): string {
@@ -246,7 +247,10 @@ export class PolicySession {
   private readonly allowedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
   private readonly attemptedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
   private readonly hits = { deniedTools: new Set<string>(), deniedDomains: new Set<string>(), approvalRequired: new Set<string>() };
-  private readonly keyed = new Map<string, Decision>();
+  // Idempotency keys in two generations: a lookup reads both, and when the newer one fills up it becomes the older
+  // one. Bounded (at most 2 × KEY_GENERATION keys) and O(1), unlike evicting a Map's oldest entry one at a time.
+  private keyed = new Map<string, Decision>();
+  private keyedOld = new Map<string, Decision>();
   private readonly pending = new Set<Reservation>();
   private readonly reservations = new WeakMap<Decision, Reservation>();
   private softLimitFired = false;
@@ -622,7 +626,7 @@ export class PolicySession {
     const approved = action?.approved === true || answer?.approved === true;
     const key = typeof action?.idempotencyKey === 'string' ? action.idempotencyKey : undefined;
     if (key !== undefined) {
-      const previous = this.keyed.get(key);
+      const previous = this.keyed.get(key) ?? this.keyedOld.get(key);
       if (previous && (previous.decision !== 'require_approval' || (!approved && answer === undefined))) return previous;
     }
     const prepared = this.prepare(action);
@@ -865,9 +869,9 @@ export class PolicySession {
   }
 
   private remember(key: string, decision: Decision): void {
-    if (this.keyed.size >= 10_000) {
-      const oldest = this.keyed.keys().next();
-      if (!oldest.done) this.keyed.delete(oldest.value);
+    if (this.keyed.size >= KEY_GENERATION && !this.keyed.has(key)) {
+      this.keyedOld = this.keyed;
+      this.keyed = new Map();
     }
     this.keyed.set(key, decision);
   }
