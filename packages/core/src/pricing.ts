@@ -1,5 +1,5 @@
 import { calcPrice } from '@pydantic/genai-prices';
-import { usdToNanosCeil } from './money.js';
+import { readCost, usdToNanosCeil } from './money.js';
 import type { NormalizedPrice } from './policy-document.js';
 
 /** Token usage of one model call. `inputTokens` and `outputTokens` are totals, as providers report them. */
@@ -94,6 +94,15 @@ export function priceUsage(usage: TokenUsage, overrides: ReadonlyMap<string, Nor
   }
 
   const split = splitModel(model, provider);
+  const key = `${split.model}\u0000${split.provider ?? ''}`;
+  const shape = `${cachedTokens > 0 ? 'c' : ''}${writeTokens > 0 ? 'w' : ''}`;
+  const counts: Counts = { input: inputTokens, cached: cachedTokens, write: writeTokens, output: outputTokens };
+  let memo = catalogMemo.get(key);
+  if (memo !== undefined && memo.expires < Date.now()) memo = undefined;
+  if (memo?.kind === 'none') return unpriced(model, provider, split.model);
+  if (memo?.kind === 'flat' && memo.verified.has(shape)) {
+    return { ok: true, nanos: flatCost(memo, counts), source: 'catalog', model: memo.model, provider: memo.provider };
+  }
   const catalogUsage = {
     input_tokens: inputTokens,
     output_tokens: outputTokens,
@@ -113,16 +122,94 @@ export function priceUsage(usage: TokenUsage, overrides: ReadonlyMap<string, Nor
     const tokenPriced = result !== null && (result.model_price['input_mtok'] !== undefined || result.model_price['output_mtok'] !== undefined);
     if (result && !tokenPriced && result.total_price === 0 && inputTokens + outputTokens > 0) continue;
     if (result && Number.isFinite(result.total_price) && result.total_price >= 0) {
-      return { ok: true, nanos: usdToNanosCeil(result.total_price), source: 'catalog', model: result.model.id, provider: result.provider.id };
+      const nanos = usdToNanosCeil(result.total_price);
+      remember(key, shape, memo, result.model_price, result.model.id, result.provider.id, counts, nanos);
+      return { ok: true, nanos, source: 'catalog', model: result.model.id, provider: result.provider.id };
     }
   }
+  catalogMemo.set(key, { kind: 'none', expires: Date.now() + MEMO_TTL_MS });
+  return unpriced(model, provider, split.model);
+}
+
+function unpriced(model: string, provider: string | undefined, bare: string): PriceResult {
   return {
     ok: false,
     unpriced: true,
     reason:
       `no price known for model ${JSON.stringify(model)}${provider ? ` (provider ${provider})` : ''}; ` +
-      `add it to the policy: pricing: { ${JSON.stringify(split.model)}: { input: <USD per 1M input tokens>, output: <USD per 1M output tokens> } }`,
+      `add it to the policy: pricing: { ${JSON.stringify(bare)}: { input: <USD per 1M input tokens>, output: <USD per 1M output tokens> } }`,
   };
+}
+
+// ---- catalog memo ----------------------------------------------------------------------------------------------
+// calcPrice walks the whole catalog (tens of µs). For models with flat per-token prices the rates are memoised and
+// applied with exact integer arithmetic; each usage shape (plain, cached, cache-write) is first checked once against
+// calcPrice itself, and a model whose prices are tiered or do not agree keeps going through calcPrice.
+
+interface Counts {
+  readonly input: number;
+  readonly cached: number;
+  readonly write: number;
+  readonly output: number;
+}
+
+type Memo =
+  | { kind: 'none'; expires: number }
+  | { kind: 'complex'; expires: number }
+  | {
+      kind: 'flat';
+      expires: number;
+      model: string;
+      provider: string;
+      input: number;
+      cacheRead: number;
+      cacheWrite: number;
+      output: number;
+      verified: Set<string>;
+    };
+
+const MEMO_TTL_MS = 60 * 60 * 1000;
+const MEMO_LIMIT = 1024;
+const catalogMemo = new Map<string, Memo>();
+
+function rate(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number') return Number.NaN;
+  const read = readCost(value);
+  return read.ok ? read.nanos : Number.NaN;
+}
+
+function flatCost(memo: Extract<Memo, { kind: 'flat' }>, counts: Counts): number {
+  return Number(
+    tokenCostNanos([
+      [counts.input - counts.cached - counts.write, memo.input],
+      [counts.cached, memo.cacheRead],
+      [counts.write, memo.cacheWrite],
+      [counts.output, memo.output],
+    ]),
+  );
+}
+
+function remember(key: string, shape: string, previous: Memo | undefined, prices: Record<string, unknown>, model: string, provider: string, counts: Counts, nanos: number): void {
+  if (previous?.kind === 'complex') return;
+  let memo = previous?.kind === 'flat' ? previous : undefined;
+  if (!memo) {
+    const input = rate(prices['input_mtok']);
+    const output = rate(prices['output_mtok']);
+    const cacheRead = rate(prices['cache_read_mtok']) ?? input;
+    const cacheWrite = rate(prices['cache_write_mtok']) ?? input;
+    const flat = [input, output, cacheRead, cacheWrite].every((value) => value !== undefined && Number.isSafeInteger(value));
+    if (catalogMemo.size >= MEMO_LIMIT) catalogMemo.clear();
+    if (!flat) {
+      catalogMemo.set(key, { kind: 'complex', expires: Date.now() + MEMO_TTL_MS });
+      return;
+    }
+    memo = { kind: 'flat', expires: Date.now() + MEMO_TTL_MS, model, provider, input: input as number, output: output as number, cacheRead: cacheRead as number, cacheWrite: cacheWrite as number, verified: new Set() };
+    catalogMemo.set(key, memo);
+  }
+  // Agreement within a nano-dollar (the catalog's float result is rounded up) verifies this usage shape.
+  if (Math.abs(flatCost(memo, counts) - nanos) <= 1) memo.verified.add(shape);
+  else catalogMemo.set(key, { kind: 'complex', expires: Date.now() + MEMO_TTL_MS });
 }
 
 /**

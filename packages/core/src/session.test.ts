@@ -524,6 +524,17 @@ describe('idempotency keys', () => {
     expect(session.report().decisionSummary.total).toBe(1);
   });
 
+  it('keys are kept in bounded memory and recent ones stay idempotent', async () => {
+    const session = new AgentPolicy({}).session({ maxDecisions: 0 });
+    for (let i = 0; i < 25_000; i++) await session.checkTool('t', { idempotencyKey: `k${i}` });
+    expect(session.report().decisionSummary.total).toBe(25_000);
+    await session.checkTool('t', { idempotencyKey: 'k24999' });
+    await session.checkTool('t', { idempotencyKey: 'k15001' });
+    expect(session.report().decisionSummary.total).toBe(25_000);
+    await session.checkTool('t', { idempotencyKey: 'k0' });
+    expect(session.report().decisionSummary.total).toBe(25_001);
+  });
+
   it('require_approval is decided again once approved, still honouring the budget', async () => {
     const session = new AgentPolicy({ budget: 1, approvalRules: [{ tool: 't' }] }).session();
     expect((await session.checkTool('t', { cost: 0.5, idempotencyKey: 'k' })).decision).toBe('require_approval');
