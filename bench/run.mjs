@@ -12,12 +12,14 @@ const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick'
 const BATCH = 1000; // operations per timed sample, so sub-microsecond figures sit far above timer resolution
 const TIME_MS = QUICK ? 30 : 1500;
 const rows = [];
+const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : undefined;
 const gc = globalThis.gc ?? (() => undefined);
 
 const SEED = fileURLToPath(new URL('../examples/quickstart/policy.yaml', import.meta.url));
 
 /** Runs batched tasks; reports per-operation median and p99 in microseconds. */
 async function measure(group, tasks, { batch = BATCH, time = TIME_MS } = {}) {
+  if (ONLY && !ONLY.test(group) && group !== 'floor') return;
   const bench = new Bench({ time, warmupTime: QUICK ? 10 : 300, iterations: QUICK ? 5 : 50 });
   for (const [name, fn] of tasks) bench.add(name, fn);
   await bench.run();

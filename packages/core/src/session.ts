@@ -538,8 +538,9 @@ export class PolicySession {
       case 'tool': {
         const name = action.name;
         const info = this.policy.toolInfo(name);
-        const recorded = { type: 'tool', name: typeof name === 'string' ? name : String(name), cost: costUsd } as { -readonly [K in keyof ToolAction]: ToolAction[K] };
-        if (metadata !== undefined) recorded.metadata = metadata;
+        const shown = typeof name === 'string' ? name : String(name);
+        // One literal per shape (no property added afterwards): this runs on every check.
+        const recorded: ToolAction = metadata === undefined ? { type: 'tool', name: shown, cost: costUsd } : { type: 'tool', name: shown, cost: costUsd, metadata };
         if (info.problem !== undefined) return { action: recorded, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
         if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
         return { action: recorded, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos }, invalid: null };
@@ -820,17 +821,9 @@ export class PolicySession {
   }
 
   private makeDecision(action: Action, verdict: Verdict, id: string, approval: ApprovalRecord | undefined): Decision {
-    const decision: MutableDecision = {
-      id,
-      sessionId: this.id,
-      decision: verdict.decision,
-      reason: verdict.reason,
-      rule: verdict.rule,
-      action,
-      approved: approval !== undefined,
-      timestamp: now(),
-    } as MutableDecision;
-    if (approval) decision.approval = approval;
+    const decision = approval
+      ? { id, sessionId: this.id, decision: verdict.decision, reason: verdict.reason, rule: verdict.rule, action, approved: true, timestamp: now(), approval }
+      : { id, sessionId: this.id, decision: verdict.decision, reason: verdict.reason, rule: verdict.rule, action, approved: false, timestamp: now() };
     return decision as Decision;
   }
 
