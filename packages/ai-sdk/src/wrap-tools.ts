@@ -89,13 +89,7 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
         yield* original.call(base, input, options) as AsyncIterable<unknown>;
       }
     : async (input: unknown, options: CallOptions | undefined): Promise<unknown> => {
-        let decision: Decision;
-        try {
-          decision = await check(input, options);
-        } catch (cause) {
-          return failed(cause);
-        }
-        if (decision.decision !== 'allow') throw decisionError(decision);
+        await enforce(input, options);
         const result = await original.call(base, input, options);
         if (!isAsyncIterable(result)) return result;
         // A plain function that returned a stream of outputs: the SDK would keep the last one as the result.

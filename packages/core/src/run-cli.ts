@@ -10,7 +10,7 @@ const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.
 type Exit = 0 | 1 | 2;
 
 /** Loads a policy for a command; prints the problem and returns the exit code when it cannot. */
-function load(file: string | undefined, out: (line: string) => void, err: (line: string) => void): AgentPolicy | Exit {
+function load(file: string | undefined, err: (line: string) => void): AgentPolicy | Exit {
   if (!file) {
     err('agentpolicy: missing <file> argument');
     return 2;
@@ -32,8 +32,6 @@ function load(file: string | undefined, out: (line: string) => void, err: (line:
       return 2;
     }
     throw error;
-  } finally {
-    void out;
   }
 }
 
@@ -47,35 +45,25 @@ export async function main(
   let exit: Exit = 0;
   let ran = false;
 
-  cli.command('validate <file>', 'Check a policy file; exit 1 listing every issue').action((file: string) => {
+  // Each file command loads the policy first; a file that does not load sets the exit code (1 invalid, 2 missing).
+  const withPolicy = (run: (policy: AgentPolicy, file: string) => void | Promise<void>) => async (file: string) => {
     ran = true;
-    const policy = load(file, out, err);
-    if (typeof policy === 'number') {
-      exit = policy;
-      return;
-    }
-    out(`${file}: valid policy (sha256 ${policy.hash.slice(0, 12)})`);
-  });
+    const policy = load(file, err);
+    if (typeof policy === 'number') exit = policy;
+    else await run(policy, file);
+  };
 
-  cli.command('explain <file>', 'Print a JSON summary of what a policy enforces').action((file: string) => {
-    ran = true;
-    const policy = load(file, out, err);
-    if (typeof policy === 'number') {
-      exit = policy;
-      return;
-    }
-    out(JSON.stringify({ file, ...policy.explain() }, null, 2));
-  });
+  cli.command('validate <file>', 'Check a policy file; exit 1 listing every issue').action(
+    withPolicy((policy, file) => out(`${file}: valid policy (sha256 ${policy.hash.slice(0, 12)})`)),
+  );
 
-  cli.command('demo <file>', 'Run a sample session against a policy and print its report as JSON').action(async (file: string) => {
-    ran = true;
-    const policy = load(file, out, err);
-    if (typeof policy === 'number') {
-      exit = policy;
-      return;
-    }
-    out(JSON.stringify(await runDemo(policy), null, 2));
-  });
+  cli.command('explain <file>', 'Print a JSON summary of what a policy enforces').action(
+    withPolicy((policy, file) => out(JSON.stringify({ file, ...policy.explain() }, null, 2))),
+  );
+
+  cli.command('demo <file>', 'Run a sample session against a policy and print its report as JSON').action(
+    withPolicy(async (policy) => out(JSON.stringify(await runDemo(policy), null, 2))),
+  );
 
   cli.command('schema', 'Print the JSON Schema of the policy format').action(() => {
     ran = true;
