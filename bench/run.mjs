@@ -20,6 +20,7 @@ const SEED = fileURLToPath(new URL('../examples/quickstart/policy.yaml', import.
 /** Runs batched tasks; reports per-operation median and p99 in microseconds. */
 async function measure(group, tasks, { batch = BATCH, time = TIME_MS } = {}) {
   if (ONLY && !ONLY.test(group) && group !== 'floor') return;
+  gc(); // each group starts from a collected heap, so one group's garbage is not another's pause
   const bench = new Bench({ time, warmupTime: QUICK ? 10 : 300, iterations: QUICK ? 5 : 50 });
   for (const [name, fn] of tasks) bench.add(name, fn);
   await bench.run();
@@ -91,25 +92,10 @@ await measure('1,000 tool patterns + 1,000 domains', [
 ]);
 
 // ---- report() over 100,000 decisions ---------------------------------------------------------------------------
-const reportSession = seed.session({ maxDecisions: 100_000 });
+let reportSession = seed.session({ maxDecisions: 100_000 });
 for (let i = 0; i < 100_000; i++) await reportSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db', { cost: i % 5 ? 0 : 0.00001 });
 await measure('report', [['report() over 100,000 decisions', () => { sink += reportSession.report().decisions.length; }]], { batch: 1, time: QUICK ? 50 : 1500 });
-
-// ---- memory ------------------------------------------------------------------------------------------------------
-async function heapGrowth(maxDecisions, checks) {
-  gc(); gc();
-  const before = process.memoryUsage().heapUsed;
-  const session = seed.session({ maxDecisions });
-  for (let i = 0; i < checks; i++) await session.checkTool(i & 1 ? 'search_docs' : 'delete_prod_db');
-  gc(); gc();
-  const after = process.memoryUsage().heapUsed;
-  sink += session.report().decisionSummary.total;
-  return (after - before) / 1024 / 1024;
-}
-const CHECKS = QUICK ? 20_000 : 1_000_000;
-const bounded = await heapGrowth(10_000, CHECKS);
-const unbounded = await heapGrowth(Infinity, CHECKS);
-const memory = { checks: CHECKS, boundedMaxDecisions: 10_000, boundedMB: bounded, unboundedMB: unbounded };
+reportSession = undefined;
 
 // ---- adapters ----------------------------------------------------------------------------------------------------
 const adapterNotes = [];
@@ -157,6 +143,22 @@ await (async () => {
     server.close();
   }
 })().catch((error) => adapterNotes.push(`openai rows skipped: ${error.message}`));
+
+// ---- memory ------------------------------------------------------------------------------------------------------
+async function heapGrowth(maxDecisions, checks) {
+  gc(); gc();
+  const before = process.memoryUsage().heapUsed;
+  const session = seed.session({ maxDecisions });
+  for (let i = 0; i < checks; i++) await session.checkTool(i & 1 ? 'search_docs' : 'delete_prod_db');
+  gc(); gc();
+  const after = process.memoryUsage().heapUsed;
+  sink += session.report().decisionSummary.total;
+  return (after - before) / 1024 / 1024;
+}
+const CHECKS = QUICK ? 20_000 : 1_000_000;
+const bounded = await heapGrowth(10_000, CHECKS);
+const unbounded = await heapGrowth(Infinity, CHECKS);
+const memory = { checks: CHECKS, boundedMaxDecisions: 10_000, boundedMB: bounded, unboundedMB: unbounded };
 
 // ---- output --------------------------------------------------------------------------------------------------------
 const floor = rows.find((row) => row.group === 'floor').medianUs;

@@ -11,7 +11,7 @@ export interface ToolCallInfo {
 
 /** The idempotency key of a tool call: the approval hook and the execute wrapper share it, so a call is charged once. */
 export function toolCallKey(call: ToolCallInfo): string | undefined {
-  return typeof call.toolCallId === 'string' && call.toolCallId !== '' ? `ai-sdk:tool:${call.toolName}:${call.toolCallId}` : undefined;
+  return typeof call.toolCallId === 'string' && call.toolCallId !== '' ? `ai-sdk:${call.toolCallId}` : undefined;
 }
 
 /** Reads a declared cost. A cost function that throws yields NaN, which core denies as an invalid cost. */

@@ -73,15 +73,11 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
   const failed = (cause: unknown): never => {
     throw new AgentPolicyError('ACTION_DENIED', `agentpolicy: the policy check of tool ${JSON.stringify(name)} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
   };
-  const enforce = async (input: unknown, options: CallOptions | undefined): Promise<void> => {
-    let decision: Decision;
-    try {
-      decision = await check(input, options);
-    } catch (cause) {
-      return failed(cause);
-    }
+  // Resolves when the call may run; rejects with the policy error otherwise. One promise on the hot path.
+  const allowOrThrow = (decision: Decision): void => {
     if (decision.decision !== 'allow') throw decisionError(decision);
   };
+  const enforce = (input: unknown, options: CallOptions | undefined): Promise<void> => check(input, options).then(allowOrThrow, failed);
 
   const guardedExecute = isAsyncGeneratorFunction(original)
     ? async function* (input: unknown, options: CallOptions | undefined): AsyncGenerator<unknown, void, undefined> {

@@ -524,12 +524,20 @@ describe('idempotency keys', () => {
     expect(session.report().decisionSummary.total).toBe(1);
   });
 
+  it('a key is scoped to its action: the same key on another tool is another check', async () => {
+    const session = new AgentPolicy({ blockedTools: ['drop'] }).session();
+    expect((await session.checkTool('read', { idempotencyKey: 'call-1' })).decision).toBe('allow');
+    expect((await session.checkTool('drop', { idempotencyKey: 'call-1' })).decision).toBe('deny');
+    expect((await session.checkHttp('https://a.example/', { idempotencyKey: 'call-1' })).decision).toBe('allow');
+    expect(session.report().decisionSummary.total).toBe(3);
+  });
+
   it('keys are kept in bounded memory and recent ones stay idempotent', async () => {
     const session = new AgentPolicy({}).session({ maxDecisions: 0 });
     for (let i = 0; i < 25_000; i++) await session.checkTool('t', { idempotencyKey: `k${i}` });
     expect(session.report().decisionSummary.total).toBe(25_000);
     await session.checkTool('t', { idempotencyKey: 'k24999' });
-    await session.checkTool('t', { idempotencyKey: 'k15001' });
+    await session.checkTool('t', { idempotencyKey: 'k21000' });
     expect(session.report().decisionSummary.total).toBe(25_000);
     await session.checkTool('t', { idempotencyKey: 'k0' });
     expect(session.report().decisionSummary.total).toBe(25_001);

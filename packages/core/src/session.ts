@@ -75,8 +75,9 @@ interface CommonCheckOptions {
    */
   approval?: ApprovalAnswer;
   /**
-   * Makes the check idempotent: a repeat with the same key returns the first allow or deny without recording or
-   * charging again (a `require_approval` is decided again once `approved` is true).
+   * Makes the check idempotent: a repeat of the same action (tool name, URL or cost source) with the same key
+   * returns the first allow or deny without recording or charging again (a `require_approval` is decided again once
+   * `approved` is true or a human's `approval` is given). Keys are kept for the last few thousand keyed checks.
    */
   idempotencyKey?: string;
 }
@@ -192,7 +193,23 @@ interface Prepared {
 }
 
 const HIT_LIMIT = 1000;
-const KEY_GENERATION = 10_000;
+
+// Idempotency keys are scoped by the action they were given with (tool name, URL, cost source): the same key on
+// another action is another check.
+type KeyIndex = Record<ActionType, Map<string, Map<string, Decision>>>;
+
+const newKeyIndex = (): KeyIndex => ({ tool: new Map(), http: new Map(), cost: new Map() });
+
+function scopeOf(index: KeyIndex, action: ActionInput): Map<string, Map<string, Decision>> {
+  return action?.type === 'tool' ? index.tool : action?.type === 'http' ? index.http : index.cost;
+}
+
+function scopeName(action: ActionInput): string {
+  if (action?.type === 'tool') return typeof action.name === 'string' ? action.name : String(action.name);
+  if (action?.type === 'http') return typeof action.url === 'string' ? action.url : String(action.url);
+  return String((action as { source?: unknown })?.source);
+}
+const KEY_GENERATION = 4096;
 let lastMs = 0;
 let lastIso = '';
 function now(): string {
@@ -208,17 +225,15 @@ const emptyCounts = (): Counts => ({ allow: 0, deny: 0, require_approval: 0 });
 const ZERO_COST = Object.freeze({ ok: true as const, nanos: 0 });
 const CALLER_APPROVAL: ApprovalRecord = Object.freeze({ via: 'caller' });
 
-// Copies the caller's options once (each property read once), without object spread on the hot path.
-function withOptions<T extends { type: 'tool' | 'http' }>(action: T, options: CommonCheckOptions & { cost?: number; method?: string }): ActionInput {
-  const out = action as unknown as Record<string, unknown>;
+// Copies the caller's options once (each property read once) into one object literal: no spread and no property
+// added afterwards on the hot path. Absent options stay `undefined`, which every reader treats as absent.
+function withOptions(type: 'tool' | 'http', target: string | URL, options: CommonCheckOptions & { cost?: number; method?: string }): ActionInput {
   const { cost, metadata, approved, approval, idempotencyKey, method } = options;
-  if (cost !== undefined) out.cost = cost;
-  if (metadata !== undefined) out.metadata = metadata;
-  if (approved !== undefined) out.approved = approved;
-  if (approval !== undefined) out.approval = approval;
-  if (idempotencyKey !== undefined) out.idempotencyKey = idempotencyKey;
-  if (method !== undefined) out.method = method;
-  return out as unknown as ActionInput;
+  return (
+    type === 'tool'
+      ? { type, name: target, cost, metadata, approved, approval, idempotencyKey }
+      : { type, url: target, cost, metadata, approved, approval, idempotencyKey, method }
+  ) as ActionInput;
 }
 
 /**
@@ -249,8 +264,9 @@ export class PolicySession {
   private readonly hits = { deniedTools: new Set<string>(), deniedDomains: new Set<string>(), approvalRequired: new Set<string>() };
   // Idempotency keys in two generations: a lookup reads both, and when the newer one fills up it becomes the older
   // one. Bounded (at most 2 × KEY_GENERATION keys) and O(1), unlike evicting a Map's oldest entry one at a time.
-  private keyed = new Map<string, Decision>();
-  private keyedOld = new Map<string, Decision>();
+  private keyed: KeyIndex = newKeyIndex();
+  private keyedOld: KeyIndex = newKeyIndex();
+  private keyedCount = 0;
   private readonly pending = new Set<Reservation>();
   private readonly reservations = new WeakMap<Decision, Reservation>();
   private softLimitFired = false;
@@ -278,12 +294,12 @@ export class PolicySession {
 
   /** Decides a tool call and records it; an allowed cost is charged at once. */
   checkTool(name: string, options?: CheckToolOptions): Promise<Decision> {
-    return this.check(options === undefined ? { type: 'tool', name } : withOptions({ type: 'tool', name }, options), 'charge');
+    return this.check(options === undefined ? { type: 'tool', name } : withOptions('tool', name, options), 'charge');
   }
 
   /** Decides an outbound request by its normalised host and records it; an allowed cost is charged at once. */
   checkHttp(url: string | URL, options?: CheckHttpOptions): Promise<Decision> {
-    return this.check(options === undefined ? { type: 'http', url } : withOptions({ type: 'http', url }, options), 'charge');
+    return this.check(options === undefined ? { type: 'http', url } : withOptions('http', url, options), 'charge');
   }
 
   /** Decides spending that is neither a tool nor a request and records it; allowed spend is charged at once. */
@@ -627,7 +643,8 @@ export class PolicySession {
     const approved = action?.approved === true || answer?.approved === true;
     const key = typeof action?.idempotencyKey === 'string' ? action.idempotencyKey : undefined;
     if (key !== undefined) {
-      const previous = this.keyed.get(key) ?? this.keyedOld.get(key);
+      const name = scopeName(action);
+      const previous = scopeOf(this.keyed, action).get(name)?.get(key) ?? scopeOf(this.keyedOld, action).get(name)?.get(key);
       if (previous && (previous.decision !== 'require_approval' || (!approved && answer === undefined))) return previous;
     }
     const prepared = this.prepare(action);
@@ -648,11 +665,11 @@ export class PolicySession {
     if (key === undefined) return decision;
     if (decision instanceof Promise) {
       return decision.then((settled) => {
-        this.remember(key, settled);
+        this.remember(action, key, settled);
         return settled;
       });
     }
-    this.remember(key, decision);
+    this.remember(action, key, decision);
     return decision;
   }
 
@@ -861,12 +878,21 @@ export class PolicySession {
     return decision;
   }
 
-  private remember(key: string, decision: Decision): void {
-    if (this.keyed.size >= KEY_GENERATION && !this.keyed.has(key)) {
+  private remember(action: ActionInput, key: string, decision: Decision): void {
+    if (this.keyedCount >= KEY_GENERATION) {
       this.keyedOld = this.keyed;
-      this.keyed = new Map();
+      this.keyed = newKeyIndex();
+      this.keyedCount = 0;
     }
-    this.keyed.set(key, decision);
+    const scope = scopeOf(this.keyed, action);
+    const name = scopeName(action);
+    let keys = scope.get(name);
+    if (keys === undefined) {
+      keys = new Map();
+      scope.set(name, keys);
+    }
+    keys.set(key, decision);
+    this.keyedCount++;
   }
 }
 
