@@ -9,9 +9,12 @@ export interface ToolCallInfo {
   readonly input: unknown;
 }
 
-/** The idempotency key of a tool call: the approval hook and the execute wrapper share it, so a call is charged once. */
+/**
+ * The idempotency key of a tool call: the approval hook and the execute wrapper share it, so a call is charged once.
+ * It is the SDK's own tool call id (core scopes keys by tool name), so no new string is built per call.
+ */
 export function toolCallKey(call: ToolCallInfo): string | undefined {
-  return typeof call.toolCallId === 'string' && call.toolCallId !== '' ? `ai-sdk:${call.toolCallId}` : undefined;
+  return typeof call.toolCallId === 'string' && call.toolCallId !== '' ? call.toolCallId : undefined;
 }
 
 /** Reads a declared cost. A cost function that throws yields NaN, which core denies as an invalid cost. */
