@@ -610,7 +610,8 @@ export class PolicySession {
     try {
       return this.policy.decide(prepared.prepared, spent, reserved, approved);
     } catch (error) {
-      return { decision: 'deny', reason: `evaluation failed: ${(error as Error)?.message ?? String(error)}`, rule: { section: 'input', check: 'action' }, approvedRule: false };
+      const message = (error as Error)?.message ?? String(error);
+      return { decision: 'deny', reason: `the check failed, so the action is denied: ${message}`, rule: { section: 'error', message }, approvedRule: false };
     }
   }
 
