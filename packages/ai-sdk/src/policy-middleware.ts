@@ -39,13 +39,11 @@ async function commitUsage(reservation: Reservation, usage: unknown): Promise<vo
 }
 
 /**
- * Settles a call that failed. A provider that answered with an HTTP error status billed nothing: release. Anything
- * else (an abort, a connection cut mid-answer, an unknown error) may have been billed: charge the estimate.
+ * Settles a call that failed, by core's rule (`Reservation.fail`: a 4xx answer billed nothing, anything else may
+ * have been billed). An aborted call is charged its estimate whatever error the abort surfaced as.
  */
 async function settleFailure(reservation: Reservation, error: unknown, signal: AbortSignal | undefined): Promise<void> {
-  const status = (error as { statusCode?: unknown } | null)?.statusCode;
-  if (typeof status === 'number' && status >= 400 && signal?.aborted !== true) await reservation.release();
-  else await reservation.commit();
+  await (signal?.aborted === true ? reservation.commit() : reservation.fail({ error }));
 }
 
 function warn(error: unknown): void {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import type { Decision } from './decision.js';
-import type { ApprovalRequest } from './session.js';
+import type { ApprovalRequest, Reservation } from './session.js';
 import { ApprovalRequiredError, PolicyDeniedError } from './errors.js';
 import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
 import { AgentPolicy } from './policy.js';
@@ -286,6 +286,26 @@ describe('reservations', () => {
     expect(session.report()).toMatchObject({ spent: 0.3, reserved: 0 });
     expect(session.report().costSummary.allowed.cost).toBe(0.3);
     expect(session.report().costSummary.attempted.cost).toBe(0.6);
+  });
+
+  it('fail(): a 4xx or a policy error releases; a 5xx, an abort or an unknown error charges the estimate', async () => {
+    const session = new AgentPolicy({ budget: 10, blockedTools: ['x'] }).session();
+    const denied = await session.checkTool('x');
+    const cases: Array<[Parameters<Reservation['fail']>[0], 'released' | 'committed']> = [
+      [{ status: 429 }, 'released'],
+      [{ error: { statusCode: 400 } }, 'released'],
+      [{ error: { status: 404 } }, 'released'],
+      [{ error: new PolicyDeniedError(denied) }, 'released'],
+      [{ status: 503 }, 'committed'],
+      [{ error: new Error('socket hang up') }, 'committed'],
+      [undefined, 'committed'],
+    ];
+    for (const [failure, status] of cases) {
+      const r = await session.reserve(0.5, { source: 'llm' });
+      const decision = await r.fail(failure);
+      expect(decision.settlement?.status, JSON.stringify(failure)).toBe(status);
+    }
+    expect(session.report()).toMatchObject({ spent: 1.5, reserved: 0 });
   });
 
   it('an unreadable actual cost charges the estimate (spend is never lost)', async () => {

@@ -144,6 +144,13 @@ export interface Reservation {
   readonly settled: boolean;
   commit(actual?: number | UsageUpdate): Promise<Decision>;
   release(): Promise<Decision>;
+  /**
+   * Settles work that failed, by the one rule every adapter shares: an agentpolicy error or a 4xx answer means
+   * nothing was billed (release); anything else (a 5xx, a cut connection, an abort, an unknown error) may have been
+   * billed, so the estimate is charged. `status` wins; otherwise it is read from the error's `status` or
+   * `statusCode`.
+   */
+  fail(failure?: { status?: number; error?: unknown }): Promise<Decision>;
 }
 
 type Counts = Record<DecisionValue, number>;
@@ -802,6 +809,9 @@ export class PolicySession {
       release: (): Promise<Decision> => {
         return settle('released', 0);
       },
+      fail: (failure?: { status?: number; error?: unknown }): Promise<Decision> => {
+        return notBilled(failure) ? settle('released', 0) : settle('committed', estimateNanos);
+      },
     };
     this.reservations.set(decision, reservation);
     if (!isSettled()) this.pending.add(reservation);
@@ -898,6 +908,13 @@ export class PolicySession {
 }
 
 class ApprovalTimeout extends Error {}
+
+function notBilled(failure: { status?: number; error?: unknown } | undefined): boolean {
+  if (AgentPolicyError.isInstance(failure?.error)) return true;
+  const bag = (typeof failure?.error === 'object' && failure.error !== null ? failure.error : {}) as { status?: unknown; statusCode?: unknown };
+  const status = failure?.status ?? bag.status ?? bag.statusCode;
+  return typeof status === 'number' && status >= 400 && status < 500;
+}
 
 type Rejection = { approved: false; outcome: 'rejected' | 'error' | 'timeout' | 'invalid'; detail: string };
 

@@ -4,7 +4,7 @@ import type { BaseMessage } from '@langchain/core/messages';
 import type { LLMResult } from '@langchain/core/outputs';
 import type { Serialized } from '@langchain/core/load/serializable';
 import { isGated } from './model-gate.js';
-import { clearlyNotBilled, modelInfoFromCallback, promptOf, usageFromResult } from './model-call.js';
+import { failureOf, modelInfoFromCallback, promptOf, usageFromResult } from './model-call.js';
 import { toolCallKey, toolCost, type ToolCosts } from './tool-costs.js';
 
 /** Options of {@link AgentPolicyCallbackHandler}. */
@@ -142,8 +142,7 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
     this.reservations.delete(runId);
     if (!open) return;
     try {
-      if (clearlyNotBilled(error)) await open.release();
-      else await open.commit();
+      await open.fail(failureOf(error));
     } catch (settleError) {
       process.emitWarning(`agentpolicy: settling run ${runId} failed: ${(settleError as Error)?.message ?? String(settleError)}`);
     }

@@ -4,7 +4,7 @@ import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { interrupt, isGraphBubbleUp } from '@langchain/langgraph';
 import { createMiddleware, type AgentMiddleware } from 'langchain';
 import { runGated } from './model-gate.js';
-import { clearlyNotBilled, modelInfoFromModel, promptOf, usageFromMessage } from './model-call.js';
+import { failureOf, modelInfoFromModel, promptOf, usageFromMessage } from './model-call.js';
 import { toolCallKey, toolCost, type ToolCosts } from './tool-costs.js';
 
 /** Options of {@link agentPolicyMiddleware}. */
@@ -96,9 +96,8 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       try {
         response = await runGated(session, () => handler(request));
       } catch (error) {
-        // An interrupt raised further in, a refused request or our own denial sent nothing billable.
-        if (isGraphBubbleUp(error) || clearlyNotBilled(error)) await reservation.release();
-        else await reservation.commit();
+        // An interrupt raised further in sent nothing; any other failure is settled by core's rule.
+        await (isGraphBubbleUp(error) ? reservation.release() : reservation.fail(failureOf(error)));
         throw error;
       }
       try {

@@ -1,4 +1,4 @@
-import { AgentPolicyError, type UsageUpdate } from '@agentpolicy/core';
+import type { UsageUpdate } from '@agentpolicy/core';
 
 /** The model a call goes to, as far as LangChain tells. */
 export interface ModelInfo {
@@ -144,13 +144,11 @@ export function usageFromResult(output: unknown): UsageUpdate | undefined {
 }
 
 /**
- * Whether a failed model call clearly cost nothing: our own policy error, or a provider's 4xx answer (the request
- * was refused before any token was generated). Anything else (5xx, timeouts, aborted streams, unknown errors) may
- * have been billed, so the estimate is charged.
+ * The HTTP status a LangChain model error carries (`status`, `statusCode` or `response.status`), for core's
+ * `Reservation.fail` rule.
  */
-export function clearlyNotBilled(error: unknown): boolean {
-  if (AgentPolicyError.isInstance(error)) return true;
+export function failureOf(error: unknown): { status?: number; error: unknown } {
   const bag = asBag(error);
   const status = bag['status'] ?? bag['statusCode'] ?? asBag(bag['response'])['status'];
-  return typeof status === 'number' && status >= 400 && status < 500;
+  return typeof status === 'number' ? { status, error } : { error };
 }

@@ -26,7 +26,7 @@ export interface RequestOptionsLike {
 }
 
 type Phase = 'prepared' | 'sending' | 'body' | 'error-body' | 'waiting' | 'done';
-type Outcome = 'release' | 'estimate' | { usage: ReadUsage; model: string | undefined };
+type Outcome = 'release' | 'estimate' | { failedStatus: number } | { usage: ReadUsage; model: string | undefined };
 type Json = Record<string, unknown>;
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
@@ -179,6 +179,7 @@ export class GovernedCall {
     let settled: Promise<unknown>;
     if (outcome === 'release') settled = reservation.release();
     else if (outcome === 'estimate') settled = reservation.commit();
+    else if ('failedStatus' in outcome) settled = reservation.fail({ status: outcome.failedStatus });
     else settled = reservation.commit({ ...outcome.usage, ...(outcome.model ? { model: outcome.model } : {}) });
     settled.catch(warn);
   }
@@ -203,11 +204,11 @@ export class GovernedCall {
 
   /**
    * The client reads the body of an error it gives up on and cancels the body of one it retries, so the body tells
-   * which it was: a final error below 500 (a 4xx) charges nothing, a final 5xx charges the estimate (a gateway
-   * error may come after the model did the work).
+   * which it was. A final error is settled by core's rule (`Reservation.fail`: a 4xx charges nothing, a 5xx the
+   * estimate, since a gateway error may come after the model did the work).
    */
   private observeError(response: Response): Response {
-    const final: Outcome = response.status < 500 ? 'release' : 'estimate';
+    const final: Outcome = { failedStatus: response.status };
     // A status that cannot carry a body (304) is never retried: it is final now.
     if (NULL_BODY_STATUSES.has(response.status)) {
       this.finish(final);
