@@ -700,6 +700,17 @@ describe('audit trail and report', () => {
     expect(onSoftLimit).toHaveBeenCalledWith({ sessionId: session.id, spent: 0.8, maxSpend: 1, softLimit: 0.8 });
   });
 
+  it('exhausted() says why nothing more can be spent', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    expect(session.exhausted()).toBeUndefined();
+    await session.checkCost(1, { source: 'all' });
+    expect(session.exhausted()).toBe('the budget is used up (max_spend $1.00, spent $1.00)');
+    expect(new AgentPolicy({}).session().exhausted()).toBeUndefined();
+    const ended = new AgentPolicy({}).session();
+    ended.end();
+    expect(ended.exhausted()).toBe('the session has ended');
+  });
+
   it('wouldExceed answers without recording', async () => {
     const session = new AgentPolicy({ budget: 1 }).session();
     expect(session.wouldExceed(1)).toBe(false);

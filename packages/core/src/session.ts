@@ -478,6 +478,18 @@ export class PolicySession {
   }
 
   /**
+   * Why no further spending can be allowed (the session has ended, or nothing of the budget is left), or
+   * `undefined` while it can. Lets an integration stop a run cleanly before asking for a call that would be denied.
+   */
+  exhausted(): string | undefined {
+    if (this.endedMs !== null) return 'the session has ended';
+    if (this.limit === null) return undefined;
+    const { spent, reserved } = this.store.snapshot(this.id);
+    if (spent + reserved < this.limit) return undefined;
+    return `the budget is used up (max_spend ${formatUsd(this.limit)}, spent ${formatUsd(spent)}${reserved > 0 ? `, reserved ${formatUsd(reserved)}` : ''})`;
+  }
+
+  /**
    * Ends the session: its duration is fixed, later checks are denied, and every reservation still open (a stream
    * its consumer abandoned, say) is charged at its estimate, so no spend is lost. Returns the final report.
    */

@@ -1,4 +1,4 @@
-import { decisionError, formatUsd, type ApprovalAnswer, type Decision, type PolicySession, type RuleRef } from '@agentpolicy/core';
+import { decisionError, type ApprovalAnswer, type Decision, type PolicySession, type RuleRef } from '@agentpolicy/core';
 import { AIMessage, ToolMessage } from '@langchain/core/messages';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { interrupt, isGraphBubbleUp } from '@langchain/langgraph';
@@ -73,7 +73,7 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       canJumpTo: ['end'],
       hook: () => {
         if (exitBehavior === 'error') return undefined;
-        const reason = exhausted(session);
+        const reason = session.exhausted();
         return reason === undefined ? undefined : { jumpTo: 'end' as const, messages: [new AIMessage({ content: `agentpolicy: ${reason}` })] };
       },
     },
@@ -149,13 +149,6 @@ function denial(toolCall: { name: string; id?: string | undefined }, decision: D
 
 function policyMetadata(decision: Decision): Record<string, unknown> {
   return { agentpolicy: { decisionId: decision.id, decision: decision.decision, rule: decision.rule.section } };
-}
-
-function exhausted(session: PolicySession): string | undefined {
-  if (session.ended) return 'the session has ended';
-  const budget = session.policy.normalized.budget;
-  if (!budget || session.remaining !== 0) return undefined;
-  return `the budget is used up (max_spend ${formatUsd(budget.maxSpendNanos)}, spent ${formatUsd(Math.round(session.spent * 1e9))})`;
 }
 
 function toolSpecs(tools: readonly unknown[] | undefined): unknown[] {
