@@ -1,4 +1,4 @@
-export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption, type PreparedAction, type Verdict } from './policy.js';
+export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption, type PriceOption, type PreparedAction, type Verdict } from './policy.js';
 export {
   PolicySession,
   type ActionInput,
@@ -9,7 +9,6 @@ export {
   type CheckHttpOptions,
   type CheckToolOptions,
   type GuardToolOptions,
-  type ModelCallEstimate,
   type Reservation,
   type SessionOptions,
   type SessionReport,
@@ -44,10 +43,22 @@ export {
   type PolicyIssue,
 } from './errors.js';
 export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
-export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type NormalizedPolicy } from './policy-document.js';
+export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type PriceDocument, type NormalizedPolicy, type NormalizedPrice } from './policy-document.js';
 export { policyJsonSchema } from './json-schema.js';
 export { parseYamlPolicy } from './load-yaml.js';
-export { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
+export { estimatePromptTokens, imagePrice, priceUsage, type Billing, type PriceResult, type TokenUsage } from './pricing.js';
+export {
+  DEFAULT_IMAGE_TOKENS,
+  estimateModelCall,
+  imageOutputTokens,
+  imageTokens,
+  type AudioInput,
+  type EstimateOptions,
+  type ImageInput,
+  type ImageOutput,
+  type ModelCallEstimate,
+  type ModelEstimate,
+} from './model-estimate.js';
 export { parseTarget, normalizeDomainEntry } from './domain.js';
 export { globMatch, foldToolName, toolNameProblem } from './tool-matcher.js';
 export { parseMoney, readCost, formatUsd, NANOS_PER_USD } from './money.js';

@@ -17,7 +17,8 @@ import { parseTarget } from './domain.js';
 import { AgentPolicyError, decisionError } from './errors.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
 import type { AgentPolicy, PreparedAction, Verdict } from './policy.js';
-import { estimatePromptTokens, priceUsage, splitModel, type PriceResult, type TokenUsage } from './pricing.js';
+import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
+import { priceUsage, splitModel, type PriceResult, type TokenUsage } from './pricing.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
 
 /** What an approver is asked. */
@@ -53,7 +54,11 @@ export interface SessionOptions {
   onSoftLimit?: (event: SoftLimitEvent) => void;
   /** How many decisions the report keeps (the oldest are dropped first; summaries stay exact). Default 10,000. */
   maxDecisions?: number;
-  /** Output tokens assumed for a model call that sets no maximum. Default 4,096. */
+  /**
+   * Output tokens assumed for a model call that sets no maximum, used only when neither the policy
+   * (`max_output_tokens`) nor the model limits catalog nor the price catalog's context window bounds it. No default:
+   * such a call is refused under a budget.
+   */
   defaultMaxOutputTokens?: number;
 }
 
@@ -110,22 +115,6 @@ export interface GuardToolOptions {
   /** USD per call. */
   cost?: number;
   metadata?: Metadata;
-}
-
-/** Options of {@link PolicySession.reserveModelCall}. */
-export interface ModelCallEstimate {
-  model: string;
-  provider?: string;
-  /** Prompt input, to estimate input tokens from (any JSON-able value). */
-  prompt?: unknown;
-  /** Known input token count (wins over `prompt`). */
-  inputTokens?: number;
-  /** The call's output limit; the session's `defaultMaxOutputTokens` when absent. */
-  maxOutputTokens?: number;
-  source?: string;
-  metadata?: Metadata;
-  approved?: boolean;
-  idempotencyKey?: string;
 }
 
 /** Actual usage passed to {@link Reservation.commit}; `model` defaults to the reserved model. */
@@ -391,42 +380,30 @@ export class PolicySession {
   async reserveModelCall(estimate: ModelCallEstimate): Promise<Reservation> {
     const model = typeof estimate?.model === 'string' ? estimate.model : '';
     const provider = estimate?.provider;
-    const inputTokens =
-      typeof estimate?.inputTokens === 'number' && Number.isSafeInteger(estimate.inputTokens) && estimate.inputTokens >= 0
-        ? estimate.inputTokens
-        : estimatePromptTokens(estimate?.prompt);
-    const maxOutput =
-      typeof estimate?.maxOutputTokens === 'number' && Number.isSafeInteger(estimate.maxOutputTokens) && estimate.maxOutputTokens >= 0
-        ? estimate.maxOutputTokens
-        : (this.options.defaultMaxOutputTokens ?? 4096);
+    let worst: ModelEstimate | Promise<ModelEstimate>;
+    try {
+      worst = estimateModelCall(estimate, this.policy.normalized.pricing, { fallbackMaxOutputTokens: this.options.defaultMaxOutputTokens });
+    } catch (error) {
+      worst = { ok: false, reason: `the estimate failed: ${(error as Error)?.message ?? String(error)}`, unpriced: false, rule: { section: 'error', message: String(error) }, metadata: {} };
+    }
+    if (worst instanceof Promise) worst = await worst;
     const source = estimate?.source ?? modelSource(model, provider);
-    const metadata: Metadata = {
-      ...estimate?.metadata,
-      model,
-      ...(provider !== undefined ? { provider } : {}),
-      estimatedInputTokens: inputTokens,
-      maxOutputTokens: maxOutput,
-    };
-    const price = priceUsage({ model, ...(provider !== undefined ? { provider } : {}), inputTokens, outputTokens: maxOutput }, this.policy.normalized.pricing);
     const common = {
       source,
-      metadata,
+      metadata: worst.metadata,
       ...(estimate?.approved !== undefined ? { approved: estimate.approved } : {}),
       ...(estimate?.idempotencyKey !== undefined ? { idempotencyKey: estimate.idempotencyKey } : {}),
     };
-    if (!price.ok) {
-      if (price.unpriced && this.limit === null) {
+    if (!worst.ok) {
+      // Without a budget no bound is needed: a model with no price or no known limit is recorded at $0.
+      if ((worst.unpriced || worst.rule.section === 'pricing') && this.limit === null) {
         const decision = await this.check({ type: 'cost', cost: 0, ...common }, 'reserve');
         return this.reservation(decision as MutableDecision, { model, provider });
       }
-      const decision = this.recordDenied(
-        { type: 'cost', source, cost: 0, metadata },
-        price.reason,
-        price.unpriced ? { section: 'pricing', model } : { section: 'input', check: 'usage' },
-      );
+      const decision = this.recordDenied({ type: 'cost', source, cost: 0, metadata: worst.metadata }, worst.reason, worst.rule);
       return this.reservation(decision as MutableDecision, { model, provider });
     }
-    const decision = await this.check({ type: 'cost', cost: nanosToUsd(price.nanos), ...common }, 'reserve');
+    const decision = await this.check({ type: 'cost', cost: nanosToUsd(worst.nanos), ...common }, 'reserve');
     return this.reservation(decision as MutableDecision, { model, provider });
   }
 
