@@ -52,6 +52,8 @@ export {
   estimateModelCall,
   imageOutputTokens,
   imageTokens,
+  splitPromptMedia,
+  type PromptMedia,
   type AudioInput,
   type EstimateOptions,
   type ImageInput,

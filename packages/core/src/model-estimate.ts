@@ -280,7 +280,9 @@ function estimateWith(
     }
     return priced({ ...common, inputTokens: 0, outputTokens: 0, audioSeconds: seconds }, { ...base, audioSeconds: seconds });
   }
-  if (!billing.tokens && billing.source !== 'none') {
+  // No price at all: say so (with how to add one) before anything about limits.
+  if (billing.source === 'none') return priced({ ...common, inputTokens: 1, outputTokens: 1 }, base);
+  if (!billing.tokens) {
     return refuse(`${JSON.stringify(model)} is not billed by tokens here, and this call has nothing it is billed by`, base, { section: 'pricing', model }, true);
   }
 
@@ -356,4 +358,68 @@ function estimateWith(
     },
     metadata,
   );
+}
+
+// ---- media in prompts ------------------------------------------------------------------------------------------
+
+const IMAGE_PARTS = new Set(['image_url', 'input_image', 'image']);
+const AUDIO_PARTS = new Set(['input_audio', 'audio']);
+const FILE_PARTS = new Set(['file', 'input_file']);
+
+/** A prompt with its media taken out: what {@link ModelCallEstimate} takes as `prompt`, `images`, `audio`, `files`. */
+export interface PromptMedia {
+  readonly prompt: unknown;
+  readonly images?: ImageInput[];
+  readonly audio?: AudioInput[];
+  readonly files?: number;
+}
+
+function bag(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
+
+/**
+ * Finds the images, audio and documents among a prompt's content parts (OpenAI `image_url` / `input_image` /
+ * `input_audio` / `file` / `input_file`, AI SDK `file` and `image` parts by media type, LangChain `image` / `audio`
+ * / `file` blocks) and replaces each with a small marker, so a base64 payload or a URL is bounded by the media
+ * rules rather than counted as text. Never throws; cycles and very deep values are left as they are.
+ */
+export function splitPromptMedia(prompt: unknown): PromptMedia {
+  const images: ImageInput[] = [];
+  const audio: AudioInput[] = [];
+  let files = 0;
+  const strip = (value: unknown, depth: number): unknown => {
+    if (depth > 32 || typeof value !== 'object' || value === null) return value;
+    if (Array.isArray(value)) return value.map((item) => strip(item, depth + 1));
+    const record = value as Record<string, unknown>;
+    const type = record['type'];
+    if (typeof type === 'string') {
+      const media = record['mediaType'] ?? record['mimeType'] ?? record['mime_type'] ?? bag(record['source'])?.['media_type'];
+      const kind = typeof media === 'string' ? media.split('/')[0] : undefined;
+      if (IMAGE_PARTS.has(type) || (FILE_PARTS.has(type) && kind === 'image')) {
+        const detail =
+          record['detail'] ?? bag(record['image_url'])?.['detail'] ?? bag(bag(record['providerOptions'])?.['openai'])?.['imageDetail'] ?? bag(record['metadata'])?.['detail'];
+        images.push(typeof detail === 'string' ? { detail } : {});
+        return { type };
+      }
+      if (AUDIO_PARTS.has(type) || (FILE_PARTS.has(type) && kind === 'audio')) {
+        audio.push({});
+        return { type };
+      }
+      if (FILE_PARTS.has(type)) {
+        files++;
+        return { type };
+      }
+    }
+    const out: Record<string, unknown> = {};
+    for (const key of Object.keys(record)) out[key] = strip(record[key], depth + 1);
+    return out;
+  };
+  const stripped = strip(prompt, 0);
+  return {
+    prompt: stripped,
+    ...(images.length > 0 ? { images } : {}),
+    ...(audio.length > 0 ? { audio } : {}),
+    ...(files > 0 ? { files } : {}),
+  };
 }

@@ -1,4 +1,4 @@
-import { estimatePromptTokens, type AudioInput, type ImageInput, type ImageOutput } from '@agentpolicy/core';
+import { estimatePromptTokens, splitPromptMedia, type AudioInput, type ImageInput, type ImageOutput } from '@agentpolicy/core';
 
 /** The API families whose calls cost model tokens. */
 export type MeteredEndpoint =
@@ -124,15 +124,14 @@ export function describeRequest(method: unknown, path: unknown, body: unknown): 
     case 'chat.completions': {
       const extras = present(field('tools'), field('functions'), field('response_format'), field('prediction'));
       const messages = Array.isArray(field('messages')) ? (field('messages') as unknown[]) : present(field('messages'));
-      const media = new Media();
-      const prompt = media.strip([...messages, ...extras]);
+      const { prompt, ...media } = splitPromptMedia([...messages, ...extras]);
       const modalities = field('modalities');
       return {
         endpoint: kind,
         metered: {
           ...base,
           prompt,
-          ...media.spec(),
+          ...media,
           ...opt('maxOutputTokens', count(field('max_completion_tokens')) ?? count(field('max_tokens'))),
           ...opt('n', count(field('n'))),
           ...(Array.isArray(modalities) && modalities.includes('audio') ? { outputModality: 'audio' as const } : {}),
@@ -150,9 +149,8 @@ export function describeRequest(method: unknown, path: unknown, body: unknown): 
     }
     case 'responses':
     case 'responses.compact': {
-      const media = new Media();
-      const prompt = media.strip(present(field('instructions'), field('input'), field('tools'), field('text')));
-      return { endpoint: kind, metered: { ...base, prompt, ...media.spec(), ...opt('maxOutputTokens', count(field('max_output_tokens'))) } };
+      const { prompt, ...media } = splitPromptMedia(present(field('instructions'), field('input'), field('tools'), field('text')));
+      return { endpoint: kind, metered: { ...base, prompt, ...media, ...opt('maxOutputTokens', count(field('max_output_tokens'))) } };
     }
     case 'embeddings': {
       const input = field('input');
@@ -206,54 +204,6 @@ function blobs(body: unknown, names: readonly string[]): Blob[] {
     });
   }
   return [];
-}
-
-const IMAGE_PARTS = new Set(['image_url', 'input_image', 'image']);
-const AUDIO_PARTS = new Set(['input_audio', 'audio']);
-const FILE_PARTS = new Set(['file', 'input_file']);
-
-/**
- * Collects the images, audio and files of a request's content parts and replaces each with a small marker in the
- * prompt, so a base64 payload is counted by core's media rules rather than as text.
- */
-class Media {
-  readonly images: ImageInput[] = [];
-  readonly audio: AudioInput[] = [];
-  files = 0;
-
-  strip(value: unknown, depth = 0): unknown {
-    if (depth > 64 || typeof value !== 'object' || value === null) return value;
-    if (Array.isArray(value)) return value.map((item) => this.strip(item, depth + 1));
-    const record = value as Record<string, unknown>;
-    const type = record['type'];
-    if (typeof type === 'string') {
-      if (IMAGE_PARTS.has(type)) {
-        const nested = record['image_url'];
-        const detail = typeof record['detail'] === 'string' ? record['detail'] : typeof nested === 'object' && nested !== null ? (nested as Record<string, unknown>)['detail'] : undefined;
-        this.images.push(typeof detail === 'string' ? { detail } : {});
-        return { type };
-      }
-      if (AUDIO_PARTS.has(type)) {
-        this.audio.push({});
-        return { type };
-      }
-      if (FILE_PARTS.has(type)) {
-        this.files++;
-        return { type };
-      }
-    }
-    const out: Record<string, unknown> = {};
-    for (const [key, item] of Object.entries(record)) out[key] = this.strip(item, depth + 1);
-    return out;
-  }
-
-  spec(): { images?: ImageInput[]; audio?: AudioInput[]; files?: number } {
-    return {
-      ...(this.images.length > 0 ? { images: this.images } : {}),
-      ...(this.audio.length > 0 ? { audio: this.audio } : {}),
-      ...(this.files > 0 ? { files: this.files } : {}),
-    };
-  }
 }
 
 /** The duration of an uploaded audio file when its header tells it (WAV); undefined otherwise. */
