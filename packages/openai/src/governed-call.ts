@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { decisionError, type Metadata, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, decisionError, type Metadata, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { observeStream, type StreamObserver } from './observe-stream.js';
 import { audioDurations, describeRequest, type RequestSpec } from './request-spec.js';
 import { SseParser, type SseEvent } from './sse-parser.js';
@@ -56,6 +56,8 @@ export class GovernedCall {
   private phase: Phase = 'prepared';
   private latest: { usage: ReadUsage; model: string | undefined } | null = null;
   private errorOutcome: Outcome = 'estimate';
+  /** The policy error that refused a redirect hop of this call; a retry of the call throws it before sending. */
+  refusal: AgentPolicyError | undefined;
   private readonly onAbort = (): void => this.aborted();
   private readonly settings: GovernorSettings;
   private readonly spec: RequestSpec;
@@ -142,6 +144,9 @@ export class GovernedCall {
     if (!this.reservation) {
       try {
         return await inner(input, init);
+      } catch (error) {
+        if (AgentPolicyError.isInstance(error)) this.refusal = error;
+        throw error;
       } finally {
         this.finish('release');
       }
@@ -150,7 +155,11 @@ export class GovernedCall {
     try {
       response = await inner(input, init);
     } catch (error) {
-      this.attemptFailed();
+      // A redirect hop the policy refused: nothing reached the refused host and the 3xx billed nothing.
+      if (AgentPolicyError.isInstance(error)) {
+        this.refusal = error;
+        this.finish('release');
+      } else this.attemptFailed();
       throw error;
     }
     if (!response.ok) return this.observeError(response);
