@@ -1,20 +1,11 @@
-export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption, type PriceOption, type PreparedAction, type Verdict } from './policy.js';
-export {
-  PolicySession,
-  type ActionInput,
-  type ApprovalAnswer,
-  type ApprovalRequest,
-  type Approver,
-  type CheckCostOptions,
-  type CheckHttpOptions,
-  type CheckToolOptions,
-  type GuardToolOptions,
-  type Reservation,
-  type SessionOptions,
-  type SessionReport,
-  type SoftLimitEvent,
-  type UsageUpdate,
-} from './session.js';
+export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption, type PriceOption } from './policy.js';
+export type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
+export { PolicySession, type GuardToolOptions, type SessionOptions } from './session.js';
+export type { ActionInput, CheckCostOptions, CheckHttpOptions, CheckToolOptions } from './action-input.js';
+export type { ApprovalAnswer, ApprovalRequest, Approver } from './approvals.js';
+export type { SessionReport } from './audit-trail.js';
+export type { SoftLimitEvent } from './budget-ledger.js';
+export type { Reservation, UsageUpdate } from './reservation.js';
 export type {
   Action,
   ActionType,
@@ -64,4 +55,4 @@ export {
 export { parseTarget, normalizeDomainEntry } from './domain.js';
 export { globMatch, foldToolName, toolNameProblem } from './tool-matcher.js';
 export { parseMoney, readCost, formatUsd, NANOS_PER_USD } from './money.js';
-export { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
+export { createPolicyFetch, type HttpChecker, type PolicyFetchOptions } from './session-fetch.js';
