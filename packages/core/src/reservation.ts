@@ -59,8 +59,13 @@ export function createReservation(context: ReservationContext, decision: Mutable
   const settle = async (status: 'committed' | 'released', actualNanos: number, usage?: Metadata): Promise<Decision> => {
     if (isSettled()) return decision;
     // Mark first, synchronously, so a second settle (stream cancel racing its finish) is a no-op.
-    decision.settlement = { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos) };
+    const overrun = status === 'committed' ? actualNanos - estimateNanos : 0;
+    decision.settlement =
+      overrun > 0
+        ? { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos), overrun: nanosToUsd(overrun) }
+        : { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos) };
     context.trail.adjustAllowed(decision.action.type, actualNanos - estimateNanos);
+    if (overrun > 0) context.trail.addOverrun(overrun);
     if (usage) decision.action = { ...decision.action, metadata: { ...decision.action.metadata, ...usage } } as Action;
     context.pending.delete(reservation);
     if (status === 'committed') await context.ledger.commit(estimateNanos, actualNanos);

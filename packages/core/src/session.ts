@@ -332,6 +332,8 @@ export class PolicySession {
       durationSeconds: (endMs - this.startedMs) / 1000,
       decisions: summary.decisions,
       decisionsDropped: summary.decisionsDropped,
+      overrun: summary.overrun,
+      overruns: summary.overruns,
     };
   }
 
@@ -345,6 +347,7 @@ export class PolicySession {
       return { decision: 'deny', reason: 'the session has ended', rule: { section: 'session', check: 'ended' }, approvedRule: false };
     }
     const cost = prepared.prepared.costNanos;
+    if (this.ledger.exceeded) return this.ledger.exceededVerdict(cost);
     const limit = this.ledger.limit;
     if (!approved && cost <= this.policy.costRuleFloor) {
       if (cost === 0) return this.policy.decideFree(prepared.prepared);
