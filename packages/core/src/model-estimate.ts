@@ -193,6 +193,8 @@ function listedMaxOutput(model: string, provider: string | undefined): number | 
 
 // ---- the estimate ----------------------------------------------------------------------------------------------
 
+const NONE: readonly never[] = Object.freeze([]);
+
 function count(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
 }
@@ -241,13 +243,9 @@ function estimateWith(
 ): ModelEstimate {
   const named = billing.listedAs;
   const entry = billing.entry;
-  const priced = (usage: TokenUsage, metadata: Metadata): ModelEstimate => {
-    const price = priceUsage(usage, pricing);
-    if (price.ok) return { ok: true, nanos: price.nanos, usage, metadata };
-    return refuse(price.reason, metadata, price.unpriced ? { section: 'pricing', model } : { section: 'input', check: 'usage' }, price.unpriced);
-  };
-  const common = { model, ...(provider !== undefined ? { provider } : {}) };
-  const audio = Array.isArray(estimate.audio) ? estimate.audio : [];
+  const priced = (usage: TokenUsage, metadata: Metadata): ModelEstimate => priceEstimate(usage, metadata, pricing, model);
+  const common = provider !== undefined ? { model, provider } : { model };
+  const audio = Array.isArray(estimate.audio) ? estimate.audio : NONE;
 
   // Images generated at a price per image.
   if (estimate.imageOutput !== undefined && (billing.images || !billing.tokens)) {
@@ -287,7 +285,7 @@ function estimateWith(
   }
 
   // Token-billed: input.
-  const images = Array.isArray(estimate.images) ? estimate.images : [];
+  const images = Array.isArray(estimate.images) ? estimate.images : NONE;
   let imageInput = 0;
   for (const image of images) imageInput += imageTokens(model, image);
   const text = count(estimate.inputTokens) ?? estimatePromptTokens(estimate.prompt);
@@ -336,28 +334,25 @@ function estimateWith(
       requested !== undefined ? 'request' : entry?.maxOutputTokens != null ? 'policy' : listed !== null ? 'model limits' : billing.contextWindow !== null ? 'context window' : 'session default';
   }
   const outputTokens = perChoice * n;
-  const outputAudioTokens = estimate.outputModality === 'audio' ? outputTokens : 0;
   if (estimate.outputModality === 'image' && outputImageTokens === 0) outputImageTokens = outputTokens;
-  const metadata: Metadata = {
-    ...base,
-    estimatedInputTokens: inputTokens,
-    maxOutputTokens: outputTokens,
-    ...(n > 1 ? { n } : {}),
-    ...(imageInput > 0 ? { imageInputTokens: imageInput } : {}),
-    ...(limitSource !== 'request' ? { outputLimit: limitSource } : {}),
-  };
-  return priced(
-    {
-      ...common,
-      inputTokens,
-      outputTokens,
-      ...(imageInput > 0 ? { inputImageTokens: Math.min(imageInput, inputTokens) } : {}),
-      ...(inputAudioTokens > 0 ? { inputAudioTokens } : {}),
-      ...(outputImageTokens > 0 ? { outputImageTokens } : {}),
-      ...(outputAudioTokens > 0 ? { outputAudioTokens } : {}),
-    },
-    metadata,
-  );
+  // Built by assignment, not conditional spreads: this runs before every model call.
+  const metadata: Record<string, unknown> = { ...base, estimatedInputTokens: inputTokens, maxOutputTokens: outputTokens };
+  if (n > 1) metadata['n'] = n;
+  if (imageInput > 0) metadata['imageInputTokens'] = imageInput;
+  if (limitSource !== 'request') metadata['outputLimit'] = limitSource;
+  const usage: { -readonly [K in keyof TokenUsage]: TokenUsage[K] } = { model, inputTokens, outputTokens };
+  if (provider !== undefined) usage.provider = provider;
+  if (imageInput > 0) usage.inputImageTokens = Math.min(imageInput, inputTokens);
+  if (inputAudioTokens > 0) usage.inputAudioTokens = inputAudioTokens;
+  if (outputImageTokens > 0) usage.outputImageTokens = outputImageTokens;
+  if (estimate.outputModality === 'audio') usage.outputAudioTokens = outputTokens;
+  return priceEstimate(usage, metadata, pricing, model);
+}
+
+function priceEstimate(usage: TokenUsage, metadata: Metadata, pricing: ReadonlyMap<string, NormalizedPrice>, model: string): ModelEstimate {
+  const price = priceUsage(usage, pricing);
+  if (price.ok) return { ok: true, nanos: price.nanos, usage, metadata };
+  return refuse(price.reason, metadata, price.unpriced ? { section: 'pricing', model } : { section: 'input', check: 'usage' }, price.unpriced);
 }
 
 // ---- media in prompts ------------------------------------------------------------------------------------------

@@ -93,3 +93,34 @@ describe('pricing: entries', () => {
     expect(paths).toEqual(expect.arrayContaining(['pricing.a.per_image', 'pricing.b.max_output_tokens', 'pricing.c', 'pricing.d.output', 'pricing.e.per_second', 'pricing.f.per_pixel']));
   });
 });
+
+describe('catalog pricing of image and audio token parts', () => {
+  it('memoised modality rates agree with calcPrice, call after call', () => {
+    const cases: Array<[string, { inputTokens: number; outputTokens: number; inputImageTokens?: number; inputAudioTokens?: number; outputImageTokens?: number; outputAudioTokens?: number }]> = [
+      ['gpt-image-1', { inputTokens: 2000, outputTokens: 6240, inputImageTokens: 1500, outputImageTokens: 6240 }],
+      ['gpt-4o-transcribe', { inputTokens: 16000, outputTokens: 2000, inputAudioTokens: 15000 }],
+      ['gpt-audio', { inputTokens: 1000, outputTokens: 3000, outputAudioTokens: 3000 }],
+      ['gpt-4o', { inputTokens: 3000, outputTokens: 100, inputImageTokens: 1445 }],
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const [model, usage] of cases) {
+        const ours = priceUsage({ model, provider: 'openai', ...usage }, none);
+        const reference = calcPrice(
+          {
+            input_tokens: usage.inputTokens,
+            output_tokens: usage.outputTokens,
+            ...(usage.inputImageTokens ? { input_image_tokens: usage.inputImageTokens } : {}),
+            ...(usage.inputAudioTokens ? { input_audio_tokens: usage.inputAudioTokens } : {}),
+            ...(usage.outputImageTokens ? { output_image_tokens: usage.outputImageTokens } : {}),
+            ...(usage.outputAudioTokens ? { output_audio_tokens: usage.outputAudioTokens } : {}),
+          },
+          model,
+          { providerId: 'openai' },
+        );
+        expect(reference, model).not.toBeNull();
+        expect(ours.ok, model).toBe(true);
+        if (ours.ok) expect(Math.abs(ours.nanos - usdToNanosCeil(reference!.total_price)), `${model} round ${round}`).toBeLessThanOrEqual(1);
+      }
+    }
+  });
+});

@@ -121,13 +121,24 @@ export function priceUsage(usage: TokenUsage, overrides: ReadonlyMap<string, Nor
   if (units.images > 0 || units.characters > 0) return unpriced(model, provider, splitModel(model, provider).model, units);
   const split = splitModel(model, provider);
   const key = `${split.model}\u0000${split.provider ?? ''}`;
-  const shape = `${cachedTokens > 0 ? 'c' : ''}${writeTokens > 0 ? 'w' : ''}`;
-  const counts: Counts = { input: inputTokens, cached: cachedTokens, write: writeTokens, output: outputTokens };
+  const counts: Counts = {
+    input: inputTokens,
+    cached: cachedTokens,
+    write: writeTokens,
+    output: outputTokens,
+    inputImage: units.inputImage,
+    inputAudio: units.inputAudio,
+    outputImage: units.outputImage,
+    outputAudio: units.outputAudio,
+  };
+  const shape = units.plain
+    ? `${cachedTokens > 0 ? 'c' : ''}${writeTokens > 0 ? 'w' : ''}`
+    : `${cachedTokens > 0 ? 'c' : ''}${writeTokens > 0 ? 'w' : ''}${units.inputImage > 0 ? 'i' : ''}${units.inputAudio > 0 ? 'a' : ''}${units.outputImage > 0 ? 'I' : ''}${units.outputAudio > 0 ? 'A' : ''}`;
   let memo = catalogMemo.get(key);
   if (memo !== undefined && memo.expires < Date.now()) memo = undefined;
   if (memo?.kind === 'none') return unpriced(model, provider, split.model, units);
-  // Usage with modality parts or audio seconds always goes through calcPrice (the memo holds plain token rates).
-  const plain = units.plain;
+  // Usage billed by seconds always goes through calcPrice (the memo holds token rates only).
+  const plain = units.seconds === 0;
   if (plain && memo?.kind === 'flat' && memo.verified.has(shape)) {
     return { ok: true, nanos: flatCost(memo, counts), source: 'catalog', model: memo.model, provider: memo.provider };
   }
@@ -182,41 +193,38 @@ interface Units {
 
 const PLAIN_UNITS: Units = Object.freeze({ inputImage: 0, inputAudio: 0, outputImage: 0, outputAudio: 0, seconds: 0, characters: 0, images: 0, imageSize: undefined, imageQuality: undefined, plain: true });
 
+function unitCount(value: unknown, name: string): number | string {
+  return value === undefined || value === 0 ? 0 : tokenCount(value, name);
+}
+
+// Allocation-free for plain token usage (every unit absent or zero): this runs on every priced call.
 function readUnits(usage: TokenUsage): Units | string {
-  if (
-    usage.inputImageTokens === undefined &&
-    usage.inputAudioTokens === undefined &&
-    usage.outputImageTokens === undefined &&
-    usage.outputAudioTokens === undefined &&
-    usage.audioSeconds === undefined &&
-    usage.characters === undefined &&
-    usage.images === undefined
-  ) {
-    return PLAIN_UNITS;
-  }
-  const values: number[] = [];
-  for (const name of ['inputImageTokens', 'inputAudioTokens', 'outputImageTokens', 'outputAudioTokens', 'characters', 'images'] as const) {
-    const value = tokenCount(usage[name], name);
-    if (typeof value === 'string') return value;
-    values.push(value);
-  }
+  const inputImage = unitCount(usage.inputImageTokens, 'inputImageTokens');
+  const inputAudio = unitCount(usage.inputAudioTokens, 'inputAudioTokens');
+  const outputImage = unitCount(usage.outputImageTokens, 'outputImageTokens');
+  const outputAudio = unitCount(usage.outputAudioTokens, 'outputAudioTokens');
+  const characters = unitCount(usage.characters, 'characters');
+  const images = unitCount(usage.images, 'images');
   const seconds = usage.audioSeconds ?? 0;
+  if (inputImage === 0 && inputAudio === 0 && outputImage === 0 && outputAudio === 0 && characters === 0 && images === 0 && seconds === 0) return PLAIN_UNITS;
+  for (const value of [inputImage, inputAudio, outputImage, outputAudio, characters, images]) if (typeof value === 'string') return value;
   if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0) return `audioSeconds must be a non-negative number, got ${String(seconds)}`;
-  const [inputImage, inputAudio, outputImage, outputAudio, characters, images] = values as [number, number, number, number, number, number];
   const input = usage.inputTokens ?? 0;
   const output = usage.outputTokens ?? 0;
+  const image = inputImage as number;
+  const outImage = outputImage as number;
   // The modality parts are parts of the totals; more than the total is clamped to it.
   return {
-    inputImage: Math.min(inputImage, input),
-    inputAudio: Math.min(inputAudio, Math.max(0, input - inputImage)),
-    outputImage: Math.min(outputImage, output),
-    outputAudio: Math.min(outputAudio, Math.max(0, output - outputImage)),
+    inputImage: Math.min(image, input),
+    inputAudio: Math.min(inputAudio as number, Math.max(0, input - image)),
+    outputImage: Math.min(outImage, output),
+    outputAudio: Math.min(outputAudio as number, Math.max(0, output - outImage)),
     seconds,
-    characters,
-    images,
+    characters: characters as number,
+    images: images as number,
     imageSize: typeof usage.imageSize === 'string' ? usage.imageSize : undefined,
     imageQuality: typeof usage.imageQuality === 'string' ? usage.imageQuality : undefined,
-    plain: inputImage + inputAudio + outputImage + outputAudio + characters + images === 0 && seconds === 0,
+    plain: false,
   };
 }
 
@@ -383,6 +391,10 @@ interface Counts {
   readonly cached: number;
   readonly write: number;
   readonly output: number;
+  readonly inputImage: number;
+  readonly inputAudio: number;
+  readonly outputImage: number;
+  readonly outputAudio: number;
 }
 
 type Memo =
@@ -397,6 +409,10 @@ type Memo =
       cacheRead: number;
       cacheWrite: number;
       output: number;
+      inputImage: number;
+      inputAudio: number;
+      outputImage: number;
+      outputAudio: number;
       verified: Set<string>;
     };
 
@@ -414,10 +430,14 @@ function rate(value: unknown): number | undefined {
 function flatCost(memo: Extract<Memo, { kind: 'flat' }>, counts: Counts): number {
   return Number(
     tokenCostNanos([
-      [counts.input - counts.cached - counts.write, memo.input],
+      [counts.input - counts.cached - counts.write - counts.inputImage - counts.inputAudio, memo.input],
       [counts.cached, memo.cacheRead],
       [counts.write, memo.cacheWrite],
-      [counts.output, memo.output],
+      [counts.inputImage, memo.inputImage],
+      [counts.inputAudio, memo.inputAudio],
+      [counts.output - counts.outputImage - counts.outputAudio, memo.output],
+      [counts.outputImage, memo.outputImage],
+      [counts.outputAudio, memo.outputAudio],
     ]),
   );
 }
@@ -430,18 +450,37 @@ function remember(key: string, shape: string, previous: Memo | undefined, prices
     const output = rate(prices['output_mtok']);
     const cacheRead = rate(prices['cache_read_mtok']) ?? input;
     const cacheWrite = rate(prices['cache_write_mtok']) ?? input;
-    const flat = [input, output, cacheRead, cacheWrite].every((value) => value !== undefined && Number.isSafeInteger(value));
+    const inputImage = rate(prices['input_image_mtok']) ?? input;
+    const inputAudio = rate(prices['input_audio_mtok']) ?? input;
+    const outputImage = rate(prices['output_image_mtok']) ?? output;
+    const outputAudio = rate(prices['output_audio_mtok']) ?? output;
+    const flat = [input, output, cacheRead, cacheWrite, inputImage, inputAudio, outputImage, outputAudio].every((value) => value !== undefined && Number.isSafeInteger(value));
     if (catalogMemo.size >= MEMO_LIMIT) catalogMemo.clear();
     if (!flat) {
       catalogMemo.set(key, { kind: 'complex', expires: Date.now() + MEMO_TTL_MS });
       return;
     }
-    memo = { kind: 'flat', expires: Date.now() + MEMO_TTL_MS, model, provider, input: input as number, output: output as number, cacheRead: cacheRead as number, cacheWrite: cacheWrite as number, verified: new Set() };
+    memo = {
+      kind: 'flat',
+      expires: Date.now() + MEMO_TTL_MS,
+      model,
+      provider,
+      input: input as number,
+      output: output as number,
+      cacheRead: cacheRead as number,
+      cacheWrite: cacheWrite as number,
+      inputImage: inputImage as number,
+      inputAudio: inputAudio as number,
+      outputImage: outputImage as number,
+      outputAudio: outputAudio as number,
+      verified: new Set(),
+    };
     catalogMemo.set(key, memo);
   }
   // Agreement within a nano-dollar (the catalog's float result is rounded up) verifies this usage shape.
   if (Math.abs(flatCost(memo, counts) - nanos) <= 1) memo.verified.add(shape);
-  else catalogMemo.set(key, { kind: 'complex', expires: Date.now() + MEMO_TTL_MS });
+  // A modality shape that does not agree keeps going through calcPrice; a plain one makes the whole model complex.
+  else if (/^c?w?$/.test(shape)) catalogMemo.set(key, { kind: 'complex', expires: Date.now() + MEMO_TTL_MS });
 }
 
 /**
