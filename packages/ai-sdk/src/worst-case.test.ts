@@ -2,10 +2,9 @@ import { AgentPolicy, PolicyDeniedError, findPolicyError, type PolicySession } f
 import { createOpenAI } from '@ai-sdk/openai';
 import { generateText, wrapLanguageModel, type LanguageModel, type ModelMessage } from 'ai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startBillingServer, type BillingServer } from './billing-server.js';
+import { runBurst, startBillingServer, type BillingServer } from '@agentpolicy/test-servers';
 import { policyMiddleware } from './policy-middleware.js';
 
-const K = 3;
 const IMAGE = new URL('https://images.example/cat.png');
 const WITH_IMAGE: ModelMessage[] = [
   { role: 'user', content: [{ type: 'text', text: 'What is this?' }, { type: 'image', image: IMAGE, providerOptions: { openai: { imageDetail: 'high' } } }] },
@@ -18,6 +17,8 @@ const FAMILIES: readonly Family[] = [
   ['chat with a high-detail image', (p) => p.chat('gpt-4o'), { messages: WITH_IMAGE, maxOutputTokens: 50 }],
   ['Responses with an image, no output limit', (p) => p.responses('gpt-4o'), { messages: WITH_IMAGE }],
 ];
+
+const isDenial = (reason: unknown): boolean => findPolicyError(reason) instanceof PolicyDeniedError;
 
 describe('worst-case estimates under a concurrent burst (AI SDK middleware)', () => {
   let billing: BillingServer;
@@ -35,20 +36,7 @@ describe('worst-case estimates under a concurrent burst (AI SDK middleware)', ()
   };
 
   it.each(FAMILIES)('%s: a budget for 3 worst cases lets at most 3 calls reach the server and never overspends', async (...family) => {
-    const probe = setup(1000, family);
-    await probe.call();
-    const estimate = probe.session.report().decisions.find((d) => d.action.type === 'cost')!.settlement!.estimated;
-    expect(probe.session.spent).toBeLessThanOrEqual(estimate);
-    billing.reset();
-
-    const budget = Math.round((K * estimate + estimate / 2) * 1e9) / 1e9;
-    const { session, call } = setup(budget, family);
-    const results = await Promise.allSettled(Array.from({ length: 3 * K }, call));
-    expect(billing.hits).toBeLessThanOrEqual(K);
-    expect(billing.hits).toBeGreaterThan(0);
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(billing.hits);
-    for (const result of results) if (result.status === 'rejected') expect(findPolicyError(result.reason)).toBeInstanceOf(PolicyDeniedError);
-    expect(session.spent).toBeLessThanOrEqual(budget);
-    expect(session.report().overrun).toBe(0);
+    const burst = await runBurst(billing, (budget) => setup(budget, family), { isDenial });
+    expect(burst.problems).toEqual([]);
   });
 });

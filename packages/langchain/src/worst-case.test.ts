@@ -5,9 +5,8 @@ import { createAgent } from 'langchain';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AgentPolicyCallbackHandler } from './agent-policy-callback-handler.js';
 import { agentPolicyMiddleware } from './agent-policy-middleware.js';
-import { startBillingServer, type BillingServer } from './billing-server.js';
+import { runBurst, startBillingServer, type BillingServer } from '@agentpolicy/test-servers';
 
-const K = 3;
 const IMAGE_MESSAGE = () =>
   new HumanMessage({ content: [{ type: 'text', text: 'What is this?' }, { type: 'image_url', image_url: { url: 'https://images.example/cat.png', detail: 'high' } }] });
 
@@ -25,6 +24,8 @@ const FAMILIES: readonly Family[] = [
 
 type Way = 'callback handler' | 'middleware';
 const CASES: ReadonlyArray<[string, Way, Family]> = FAMILIES.flatMap((family) => (['callback handler', 'middleware'] as const).map((way) => [family.name, way, family] as [string, Way, Family]));
+
+const isDenial = (reason: unknown): boolean => findPolicyError(reason) instanceof PolicyDeniedError;
 
 describe('worst-case estimates under a concurrent burst (LangChain)', () => {
   let billing: BillingServer;
@@ -46,20 +47,7 @@ describe('worst-case estimates under a concurrent burst (LangChain)', () => {
   };
 
   it.each(CASES)('%s, %s: a budget for 3 worst cases lets at most 3 calls reach the server and never overspends', async (_name, way, family) => {
-    const probe = setup(1000, way, family);
-    await probe.call();
-    const estimate = probe.session.report().decisions.find((d) => d.action.type === 'cost')!.settlement!.estimated;
-    expect(probe.session.spent).toBeLessThanOrEqual(estimate);
-    billing.reset();
-
-    const budget = Math.round((K * estimate + estimate / 2) * 1e9) / 1e9;
-    const { session, call } = setup(budget, way, family);
-    const results = await Promise.allSettled(Array.from({ length: 3 * K }, call));
-    expect(billing.hits).toBeLessThanOrEqual(K);
-    expect(billing.hits).toBeGreaterThan(0);
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(billing.hits);
-    for (const result of results) if (result.status === 'rejected') expect(findPolicyError(result.reason)).toBeInstanceOf(PolicyDeniedError);
-    expect(session.spent).toBeLessThanOrEqual(budget);
-    expect(session.report().overrun).toBe(0);
+    const burst = await runBurst(billing, (budget) => setup(budget, way, family), { isDenial });
+    expect(burst.problems).toEqual([]);
   });
 });
