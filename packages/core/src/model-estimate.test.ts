@@ -127,3 +127,49 @@ describe('splitPromptMedia', () => {
     expect(JSON.stringify(split.prompt).length).toBeLessThan(1000);
   });
 });
+
+describe('estimateModelCall on any input', () => {
+  it('never throws: an upper bound, or a refusal with a reason (property)', async () => {
+    const fc = await import('fast-check');
+    const anything = fc.oneof(fc.anything(), fc.integer(), fc.double(), fc.constant(undefined));
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record(
+          {
+            model: fc.oneof(fc.constantFrom('gpt-4o', 'my-model', 'my-limited', 'dall-e-3', 'tts-1', 'whisper-1', 'claude-sonnet-4'), fc.string()),
+            provider: fc.oneof(fc.constant('openai'), fc.string()),
+            prompt: anything,
+            inputTokens: anything,
+            images: fc.oneof(fc.array(fc.record({ detail: anything, width: anything, height: anything }, { requiredKeys: [] })), anything),
+            audio: fc.oneof(fc.array(fc.record({ seconds: anything }, { requiredKeys: [] })), anything),
+            files: anything,
+            maxOutputTokens: anything,
+            n: anything,
+            imageOutput: fc.oneof(fc.record({ size: fc.string(), quality: fc.string(), partialImages: anything }, { requiredKeys: [] }), fc.constant(undefined)),
+            characters: anything,
+          },
+          { requiredKeys: ['model'] },
+        ),
+        async (input) => {
+          const result = await estimateModelCall(input as ModelCallEstimate, PRICING);
+          if (result.ok) expect(Number.isSafeInteger(result.nanos) && result.nanos >= 0).toBe(true);
+          else expect(typeof result.reason).toBe('string');
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('more images, files, choices or output never lower the estimate (property)', async () => {
+    const fc = await import('fast-check');
+    await fc.assert(
+      fc.asyncProperty(fc.nat(5), fc.nat(3), fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 4000 }), async (images, extra, n, output) => {
+        const base = { model: 'gpt-4o', provider: 'openai', prompt: 'describe these', maxOutputTokens: output, n };
+        const fewer = await usd({ ...base, images: Array.from({ length: images }, () => ({ detail: 'auto' })) });
+        const more = await usd({ ...base, images: Array.from({ length: images + extra }, () => ({ detail: 'auto' })), n: n + 1, maxOutputTokens: output + extra });
+        expect(more).toBeGreaterThanOrEqual(fewer);
+      }),
+      { numRuns: 100 },
+    );
+  });
+});

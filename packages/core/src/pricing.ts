@@ -1,5 +1,5 @@
 import { calcPrice } from '@pydantic/genai-prices';
-import { readCost, usdToNanosCeil } from './money.js';
+import { readCost } from './money.js';
 import type { NormalizedPrice } from './policy-document.js';
 
 /** Token usage of one model call. `inputTokens` and `outputTokens` are totals, as providers report them. */
@@ -54,6 +54,8 @@ export interface Billing {
 export type PriceResult =
   | { ok: true; nanos: number; source: 'policy' | 'catalog'; model: string; provider: string | undefined }
   | { ok: false; reason: string; unpriced: boolean };
+
+const TOO_LARGE: PriceResult = Object.freeze({ ok: false, reason: 'cost is too large to record', unpriced: false });
 
 const DATE_SUFFIX = /-(?:\d{4}-\d{2}-\d{2}|\d{8})$/;
 
@@ -140,7 +142,9 @@ export function priceUsage(usage: TokenUsage, overrides: ReadonlyMap<string, Nor
   // Usage billed by seconds always goes through calcPrice (the memo holds token rates only).
   const plain = units.seconds === 0;
   if (plain && memo?.kind === 'flat' && memo.verified.has(shape)) {
-    return { ok: true, nanos: flatCost(memo, counts), source: 'catalog', model: memo.model, provider: memo.provider };
+    const nanos = flatCost(memo, counts);
+    if (!Number.isSafeInteger(nanos)) return TOO_LARGE;
+    return { ok: true, nanos, source: 'catalog', model: memo.model, provider: memo.provider };
   }
   const catalogUsage = {
     input_tokens: inputTokens,
@@ -168,7 +172,9 @@ export function priceUsage(usage: TokenUsage, overrides: ReadonlyMap<string, Nor
     // Audio seconds the catalog has no duration price for would be billed at $0: not a price either.
     if (result && units.seconds > 0 && result.model_price['audio_hours'] === undefined && result.model_price['input_audio_hours'] === undefined) continue;
     if (result && Number.isFinite(result.total_price) && result.total_price >= 0) {
-      const nanos = usdToNanosCeil(result.total_price);
+      const read = readCost(result.total_price);
+      if (!read.ok || !Number.isSafeInteger(read.nanos)) return TOO_LARGE;
+      const nanos = read.nanos;
       if (plain) remember(key, shape, memo, result.model_price, result.model.id, result.provider.id, counts, nanos);
       return { ok: true, nanos, source: 'catalog', model: result.model.id, provider: result.provider.id };
     }
@@ -293,7 +299,7 @@ function priceByEntry(name: string, price: NormalizedPrice, provider: string | u
   }
   // Units this entry does not price are not what the model bills by, as long as one it does price is present.
   if (!priced && missing !== undefined) return unpriced(model, provider, name, units);
-  if (total > BigInt(Number.MAX_SAFE_INTEGER)) return { ok: false, reason: 'cost is too large to record', unpriced: false };
+  if (total > BigInt(Number.MAX_SAFE_INTEGER)) return TOO_LARGE;
   return { ok: true, nanos: Number(total), source: 'policy', model: name, provider };
 }
 
