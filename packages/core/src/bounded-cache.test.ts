@@ -20,11 +20,18 @@ describe('BoundedCache', () => {
     expect(cache.size).toBe(0);
   });
 
-  it('evicts the oldest entries first, to stay within entries and bytes', () => {
+  it('starts over when an insertion would pass either bound', () => {
     const cache = new BoundedCache<number>(3, 1_000_000, 100);
-    for (const key of ['a', 'b', 'c', 'd']) cache.set(key, 1);
-    expect(cache.get('a')).toBeUndefined();
-    expect([cache.get('b'), cache.get('c'), cache.get('d')]).toEqual([1, 1, 1]);
+    for (const key of ['a', 'b', 'c']) cache.set(key, 1);
+    cache.set('b', 2);
+    expect(cache.size).toBe(3);
+    cache.set('d', 1);
+    expect([cache.size, cache.get('a'), cache.get('d')]).toEqual([1, undefined, 1]);
+    const bytes = new BoundedCache<string>(100, 400, 100, (value) => 2 * value.length);
+    bytes.set('a', 'x'.repeat(100));
+    bytes.set('b', 'x'.repeat(50));
+    expect(bytes.size).toBe(1);
+    expect(bytes.get('b')).toBe('x'.repeat(50));
   });
 
   it('stays within both bounds under any sequence of insertions (property)', () => {

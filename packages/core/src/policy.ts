@@ -320,14 +320,14 @@ export class AgentPolicy {
       tools: {
         allow: policy.tools.allow ? [...policy.tools.allow] : null,
         block: [...policy.tools.block],
-        allow_mode: policy.tools.allow ? 'allow-list: only matching tools may run (exact names and * globs)' : 'no allow-list: every tool not blocked may run',
-        block_matching: 'case-insensitive, NFKC and look-alike folded, * globs',
+        allow_mode: policy.tools.allow ? 'allow-list: only matching tools may run (exact names, and * globs where * spans letters, digits, marks, _ - . only)' : 'no allow-list: every tool not blocked may run',
+        block_matching: 'case-insensitive, NFKC, combining marks stripped, look-alikes folded, * globs spanning any characters',
       },
       network: {
         allow: policy.network.allow ? [...policy.network.allow] : null,
         block: [...policy.network.block],
         allow_mode: policy.network.allow ? 'allow-list: only these exact hosts (and *.domain subdomains)' : 'no allow-list: every host not blocked may be reached',
-        block_matching: 'the domain and all its subdomains',
+        block_matching: 'the domain and all its subdomains; an IPv4 address also in its IPv6 forms (mapped, compatible, NAT64, 6to4)',
         schemes: ['http', 'https'],
       },
       approval: {
