@@ -245,7 +245,7 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
   checkKeys(document, TOP_KEYS, '', issues);
 
   const version = get(document, 'version');
-  if (version !== undefined && version !== 1) issues.push({ path: 'version', message: `must be 1, got ${describe(version)}` });
+  if (presence(document, 'version', '', issues) === 'present' && version !== 1) issues.push({ path: 'version', message: `must be 1, got ${describe(version)}` });
 
   const budget = readSection(document, 'budget', issues, (section, path) => {
     checkKeys(section, BUDGET_KEYS, path, issues);

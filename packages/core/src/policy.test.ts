@@ -278,6 +278,7 @@ describe('loading never widens a policy', () => {
 
   // Every key the format has, with its place in a valid document.
   const FULL = {
+    version: 1,
     budget: { max_spend: 5, soft_limit: 0.8 },
     tools: { allow: ['a'], block: ['b'] },
     network: { allow: ['a.example'], block: ['b.example'] },
