@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { AgentPolicy } from './policy.js';
 import { allowGlobMatch, foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
 
 describe('globMatch', () => {
@@ -221,5 +222,28 @@ describe('allow-list globs: * spans name characters only', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('through a session: look-alikes and path names never run a blocked or unapproved tool', () => {
+  const policy = new AgentPolicy({ blockedTools: ['delete_file'], allowedTools: ['read_*', 'send_email', 'delete_file_safe'], approvalRules: [{ tool: 'send_email' }] });
+
+  it.each(['delete_file\u0301', 'DELETE_FILE', 'delete\u200d_file', 'read_file/../delete_file', 'read_file\\..\\delete_file', 'read_file/delete_file', 'read_x:delete_file'])(
+    '%j is denied',
+    async (name) => {
+      expect((await policy.session().checkTool(name)).decision).toBe('deny');
+    },
+  );
+
+  it('a marked variant of an approval-rule tool still needs approval when it is allowed', async () => {
+    const open = new AgentPolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    expect((await open.checkTool('send_e\u0301mail')).decision).toBe('require_approval');
+    expect((await open.checkTool('ｓｅｎｄ_email')).decision).toBe('require_approval');
+  });
+
+  it('the allowed names still run', async () => {
+    const session = policy.session();
+    expect((await session.checkTool('read_file')).decision).toBe('allow');
+    expect((await session.checkTool('send_email')).decision).toBe('require_approval');
   });
 });
