@@ -35,6 +35,7 @@ export {
 } from './errors.js';
 export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
 export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type PriceDocument, type NormalizedPolicy, type NormalizedPrice } from './policy-document.js';
+export { policyWarnings, type PolicyWarning, type PolicyWarningCode } from './policy-warnings.js';
 export { policyJsonSchema } from './json-schema.js';
 export { parseYamlPolicy } from './load-yaml.js';
 export { estimatePromptTokens, imagePrice, priceUsage, type Billing, type PriceResult, type TokenUsage } from './pricing.js';
