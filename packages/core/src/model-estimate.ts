@@ -213,7 +213,9 @@ function refuse(reason: string, metadata: Metadata, rule: RuleRef, unpriced = fa
 export function estimateModelCall(estimate: ModelCallEstimate, pricing: ReadonlyMap<string, NormalizedPrice>, options: EstimateOptions = {}): ModelEstimate | Promise<ModelEstimate> {
   const model = typeof estimate?.model === 'string' ? estimate.model : '';
   const provider = typeof estimate?.provider === 'string' && estimate.provider !== '' ? estimate.provider : undefined;
-  const base: Metadata = { ...estimate?.metadata, model, ...(provider !== undefined ? { provider } : {}) };
+  const extra = estimate?.metadata;
+  const base: Record<string, unknown> = extra === undefined || extra === null ? { model } : { ...extra, model };
+  if (provider !== undefined) base['provider'] = provider;
   if (model.trim() === '') return refuse('the model call names no model', base, { section: 'input', check: 'usage' });
   const n = estimate.n === undefined || estimate.n === null ? 1 : count(estimate.n);
   if (n === undefined || n < 1) return refuse(`n must be a whole number ≥ 1, got ${String(estimate.n)}`, base, { section: 'input', check: 'usage' });
@@ -336,7 +338,10 @@ function estimateWith(
   const outputTokens = perChoice * n;
   if (estimate.outputModality === 'image' && outputImageTokens === 0) outputImageTokens = outputTokens;
   // Built by assignment, not conditional spreads: this runs before every model call.
-  const metadata: Record<string, unknown> = { ...base, estimatedInputTokens: inputTokens, maxOutputTokens: outputTokens };
+  // `base` is this call's own object and nothing else holds it on this path: completed in place.
+  const metadata = base as Record<string, unknown>;
+  metadata['estimatedInputTokens'] = inputTokens;
+  metadata['maxOutputTokens'] = outputTokens;
   if (n > 1) metadata['n'] = n;
   if (imageInput > 0) metadata['imageInputTokens'] = imageInput;
   if (limitSource !== 'request') metadata['outputLimit'] = limitSource;

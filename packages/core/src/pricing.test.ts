@@ -124,3 +124,20 @@ describe('catalog pricing of image and audio token parts', () => {
     }
   });
 });
+
+describe('memoised catalog rates on any counts', () => {
+  it('agree with calcPrice within a nano-dollar (property)', async () => {
+    const fc = await import('fast-check');
+    priceUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: 10, outputTokens: 10 }, none);
+    fc.assert(
+      fc.property(fc.nat(2_000_000), fc.nat(200_000), fc.nat(1_000_000), (input, output, cachedRaw) => {
+        const cached = Math.min(cachedRaw, input);
+        const ours = priceUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: input, outputTokens: output, cachedInputTokens: cached }, none);
+        const reference = calcPrice({ input_tokens: input, output_tokens: output, ...(cached > 0 ? { cache_read_tokens: cached } : {}) }, 'gpt-4o', { providerId: 'openai' });
+        expect(ours.ok).toBe(true);
+        if (ours.ok) expect(Math.abs(ours.nanos - usdToNanosCeil(reference!.total_price))).toBeLessThanOrEqual(1);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});

@@ -433,7 +433,54 @@ function rate(value: unknown): number | undefined {
   return read.ok ? read.nanos : Number.NaN;
 }
 
+// Sum of tokens × nano-dollars per million, in plain numbers while every product and the sum stay exact integers
+// (below 2^53); null otherwise.
+function exactSum(pairs: readonly number[]): number | null {
+  let total = 0;
+  for (let i = 0; i < pairs.length; i += 2) {
+    const tokens = pairs[i]!;
+    if (tokens === 0) continue;
+    const product = tokens * pairs[i + 1]!;
+    total += product;
+    if (product > Number.MAX_SAFE_INTEGER || total > Number.MAX_SAFE_INTEGER) return null;
+  }
+  return total;
+}
+
+/** `total ÷ 1,000,000`, rounded up, for an exact integer `total`. */
+function perMillionCeil(total: number): number {
+  let quotient = Math.floor(total / 1_000_000);
+  let remainder = total - quotient * 1_000_000;
+  if (remainder < 0) {
+    quotient--;
+    remainder += 1_000_000;
+  } else if (remainder >= 1_000_000) {
+    quotient++;
+    remainder -= 1_000_000;
+  }
+  return remainder > 0 ? quotient + 1 : quotient;
+}
+
 function flatCost(memo: Extract<Memo, { kind: 'flat' }>, counts: Counts): number {
+  const exact = exactSum([
+    counts.input - counts.cached - counts.write - counts.inputImage - counts.inputAudio,
+    memo.input,
+    counts.cached,
+    memo.cacheRead,
+    counts.write,
+    memo.cacheWrite,
+    counts.inputImage,
+    memo.inputImage,
+    counts.inputAudio,
+    memo.inputAudio,
+    counts.output - counts.outputImage - counts.outputAudio,
+    memo.output,
+    counts.outputImage,
+    memo.outputImage,
+    counts.outputAudio,
+    memo.outputAudio,
+  ]);
+  if (exact !== null) return perMillionCeil(exact);
   return Number(
     tokenCostNanos([
       [counts.input - counts.cached - counts.write - counts.inputImage - counts.inputAudio, memo.input],
