@@ -190,9 +190,11 @@ export class PolicySession {
   }
 
   /**
-   * Reserves the worst-case cost of a model call: input tokens (given, or estimated from the prompt) plus the
-   * output limit, priced by the policy's `pricing:` or the catalog. Under a budget a model with no known price is
-   * denied before the call. Commit the real usage afterwards, or release on a request that was never billed.
+   * Reserves the worst-case cost of a model call, as {@link estimateModelCall} bounds it (text, images, files and
+   * audio in the input; the output limit, or the model's listed maximum, times `n`; images, characters or seconds
+   * for models billed by those), priced by the policy's `pricing:` or the catalog. Under a budget a call with no
+   * known price or no known bound is denied before it is sent, with a reason that says what to set. Commit the real
+   * usage afterwards, or release on a request that was never billed.
    */
   async reserveModelCall(estimate: ModelCallEstimate): Promise<Reservation> {
     const model = typeof estimate?.model === 'string' ? estimate.model : '';
