@@ -36,6 +36,7 @@ describe('image token formulas', () => {
     expect(imageTokens('claude-sonnet-4', { width: 1000, height: 1000 })).toBe(1334);
     expect(imageTokens('claude-sonnet-4', {})).toBe(1600);
     expect(imageTokens('some-vision-model', { width: 10, height: 10 })).toBe(DEFAULT_IMAGE_TOKENS);
+    expect(imageTokens('gpt-image-1', { detail: 'high', fidelity: 'high' })).toBe(85 + 8 * 170 + 6240);
   });
 
   it('no known size ever gives more tokens than the unknown-size bound', () => {

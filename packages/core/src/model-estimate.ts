@@ -8,6 +8,8 @@ export interface ImageInput {
   readonly detail?: string | undefined;
   readonly width?: number | undefined;
   readonly height?: number | undefined;
+  /** `high` for an image edit's `input_fidelity: 'high'` (gpt-image), which bills the image again at full detail. */
+  readonly fidelity?: string | undefined;
 }
 
 /** Audio in a model call's input (a transcription's file, or audio in a chat message). */
@@ -99,7 +101,13 @@ const size = (value: unknown): number | undefined => (typeof value === 'number' 
 
 /** Input tokens one image costs at most, by the model's formula, its detail and (when known) its size. */
 export function imageTokens(model: string, image: ImageInput): number {
-  const rule = imageRule(splitModel(model, undefined).model.toLowerCase());
+  const name = splitModel(model, undefined).model.toLowerCase();
+  // High input fidelity (gpt-image edits) adds up to a full-detail image's tokens on top of the formula.
+  const fidelity = image?.fidelity === 'high' && name.startsWith('gpt-image') ? MAX_IMAGE_OUTPUT_TOKENS : 0;
+  return fidelity + formulaTokens(imageRule(name), image);
+}
+
+function formulaTokens(rule: ImageRule, image: ImageInput): number {
   const width = size(image?.width);
   const height = size(image?.height);
   const known = width !== undefined && height !== undefined;

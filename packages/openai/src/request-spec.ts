@@ -168,7 +168,7 @@ export function describeRequest(method: unknown, path: unknown, body: unknown): 
           ...base,
           prompt: field('prompt') ?? '',
           ...opt('n', count(field('n'))),
-          ...(uploads.length > 0 ? { images: uploads.map(() => ({ detail: 'high' })) } : {}),
+          ...(uploads.length > 0 ? { images: uploads.map(() => (field('input_fidelity') === 'high' ? { detail: 'high', fidelity: 'high' } : { detail: 'high' })) } : {}),
           imageOutput: {
             ...(typeof size === 'string' && size !== 'auto' ? { size } : {}),
             ...(typeof quality === 'string' && quality !== 'auto' ? { quality } : {}),
