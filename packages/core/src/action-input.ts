@@ -73,6 +73,46 @@ export interface Prepared {
 
 const ZERO_COST = Object.freeze({ ok: true as const, nanos: 0 });
 
+const MEMO_ENTRIES = 4096;
+const MEMO_CHARS = 1 << 20;
+
+/**
+ * Prepared forms of actions that carry no input and no metadata, by name (or URL and method) and cost: the same
+ * tool or host is checked again and again, and its record, fingerprint and prepared form are the same every time
+ * (the record is frozen, so sharing it is safe). Bounded in entries and in characters; cleared when full.
+ */
+class PreparedMemo {
+  private readonly entries = new Map<string, Map<number, Prepared>>();
+  private count = 0;
+  private chars = 0;
+
+  get(key: string, costNanos: number): Prepared | undefined {
+    return this.entries.get(key)?.get(costNanos);
+  }
+
+  set(key: string, costNanos: number, prepared: Prepared): void {
+    if (key.length > 2048) return;
+    if (this.count >= MEMO_ENTRIES || this.chars + key.length > MEMO_CHARS) {
+      this.entries.clear();
+      this.count = 0;
+      this.chars = 0;
+    }
+    let byCost = this.entries.get(key);
+    if (byCost === undefined) {
+      byCost = new Map();
+      this.entries.set(key, byCost);
+      this.chars += key.length;
+    }
+    byCost.set(costNanos, prepared);
+    this.count++;
+  }
+}
+
+// Memoised per policy (a tool name's prepared form depends on the policy's folding of it), held weakly.
+const toolMemos = new WeakMap<PolicyEvaluator, PreparedMemo>();
+// By method ('' when none is given), then URL and cost.
+const httpMemos = new Map<string, PreparedMemo>();
+
 /**
  * Copies a check method's options once (each property read once) into one object literal: no spread and no property
  * added afterwards on the hot path. Absent options stay `undefined`, which every reader treats as absent.
@@ -96,9 +136,41 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
     return { action: recorded, fingerprint: actionFingerprint({ type: 'cost', source: 'invalid', costNanos: 0 }), prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
   }
   const metadataInput = action.metadata;
-  const metadata = metadataInput === undefined ? undefined : boundMetadata(metadataInput);
   const costInput = action.cost;
   const cost = costInput === undefined && action.type !== 'cost' ? ZERO_COST : readCost(costInput);
+  if (metadataInput === undefined && cost.ok) {
+    if (action.type === 'tool' && action.input === undefined && typeof action.name === 'string') {
+      let memo = toolMemos.get(policy);
+      if (memo === undefined) {
+        memo = new PreparedMemo();
+        toolMemos.set(policy, memo);
+      }
+      let prepared = memo.get(action.name, cost.nanos);
+      if (prepared === undefined) {
+        prepared = prepareUncached(policy, action, cost, undefined);
+        memo.set(action.name, cost.nanos, prepared);
+      }
+      return prepared;
+    }
+    if (action.type === 'http' && typeof action.url === 'string' && (action.method === undefined || typeof action.method === 'string')) {
+      const method = action.method ?? '';
+      let memo = httpMemos.get(method);
+      if (memo === undefined && httpMemos.size < 16 && method.length <= 16) {
+        memo = new PreparedMemo();
+        httpMemos.set(method, memo);
+      }
+      let prepared = memo?.get(action.url, cost.nanos);
+      if (prepared === undefined) {
+        prepared = prepareUncached(policy, action, cost, undefined);
+        memo?.set(action.url, cost.nanos, prepared);
+      }
+      return prepared;
+    }
+  }
+  return prepareUncached(policy, action, cost, metadataInput === undefined ? undefined : boundMetadata(metadataInput));
+}
+
+function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined): Prepared {
   const costUsd = cost.ok ? nanosToUsd(cost.nanos) : 0;
   const costNanos = cost.ok ? cost.nanos : -1;
   switch (action.type) {
