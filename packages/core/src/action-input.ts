@@ -77,20 +77,19 @@ const MEMO_ENTRIES = 4096;
 const MEMO_CHARS = 1 << 20;
 
 /**
- * Prepared forms of actions that carry no input and no metadata, by name (or URL and method) and cost: the same
- * tool or host is checked again and again, and its record, fingerprint and prepared form are the same every time
- * (the record is frozen, so sharing it is safe). Bounded in entries and in characters; cleared when full.
+ * Values by a string (a tool name, a URL) and a cost in nanos, looked up without building a key string. Bounded in
+ * entries and in characters; cleared when full.
  */
-class PreparedMemo {
-  private readonly entries = new Map<string, Map<number, Prepared>>();
+class CostMemo<V> {
+  private readonly entries = new Map<string, Map<number, V>>();
   private count = 0;
   private chars = 0;
 
-  get(key: string, costNanos: number): Prepared | undefined {
+  get(key: string, costNanos: number): V | undefined {
     return this.entries.get(key)?.get(costNanos);
   }
 
-  set(key: string, costNanos: number, prepared: Prepared): void {
+  set(key: string, costNanos: number, prepared: V): void {
     if (key.length > 2048) return;
     if (this.count >= MEMO_ENTRIES || this.chars + key.length > MEMO_CHARS) {
       this.entries.clear();
@@ -108,10 +107,14 @@ class PreparedMemo {
   }
 }
 
-// Memoised per policy (a tool name's prepared form depends on the policy's folding of it), held weakly.
-const toolMemos = new WeakMap<PolicyEvaluator, PreparedMemo>();
-// By method ('' when none is given), then URL and cost.
-const httpMemos = new Map<string, PreparedMemo>();
+// The prepared forms of actions without input or metadata: the same tool or host is checked again and again, and
+// its record, fingerprint and prepared form are the same every time (the record is frozen, so sharing it is safe).
+// Per policy for tools (the prepared form holds the policy's folding of the name), held weakly; by method ('' when
+// none is given) for requests.
+const toolMemos = new WeakMap<PolicyEvaluator, CostMemo<Prepared>>();
+const httpMemos = new Map<string, CostMemo<Prepared>>();
+// Fingerprints of tool calls without input, by folded name and cost (metadata is not part of a fingerprint).
+const toolFingerprints = new CostMemo<string>();
 
 /**
  * Copies a check method's options once (each property read once) into one object literal: no spread and no property
@@ -142,7 +145,7 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
     if (action.type === 'tool' && action.input === undefined && typeof action.name === 'string') {
       let memo = toolMemos.get(policy);
       if (memo === undefined) {
-        memo = new PreparedMemo();
+        memo = new CostMemo<Prepared>();
         toolMemos.set(policy, memo);
       }
       let prepared = memo.get(action.name, cost.nanos);
@@ -156,7 +159,7 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
       const method = action.method ?? '';
       let memo = httpMemos.get(method);
       if (memo === undefined && httpMemos.size < 16 && method.length <= 16) {
-        memo = new PreparedMemo();
+        memo = new CostMemo<Prepared>();
         httpMemos.set(method, memo);
       }
       let prepared = memo?.get(action.url, cost.nanos);
@@ -190,7 +193,12 @@ function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: Ret
           inputText = `!${error.message}`;
         }
       }
-      const fingerprint = actionFingerprint({ type: 'tool', name: info.problem === undefined ? info.folded : shown, costNanos, input: inputText });
+      const fingerprintName = info.problem === undefined ? info.folded : shown;
+      let fingerprint = inputText === undefined ? toolFingerprints.get(fingerprintName, costNanos) : undefined;
+      if (fingerprint === undefined) {
+        fingerprint = actionFingerprint({ type: 'tool', name: fingerprintName, costNanos, input: inputText });
+        if (inputText === undefined) toolFingerprints.set(fingerprintName, costNanos, fingerprint);
+      }
       // One literal per shape (no property added afterwards): this runs on every check.
       const recorded: ToolAction = Object.freeze(
         inputValue === undefined

@@ -94,7 +94,7 @@ describe('records bound every string they keep', () => {
 
     const big = { body: 'y'.repeat(5_000_000), items: Array.from({ length: 100_000 }, (_, i) => i) };
     const withInput = await session.checkTool('read_file', { input: big, metadata: { note: 'z'.repeat(2_000_000) } });
-    const recorded = withInput.action as { input: { body: string; items: unknown[] }; metadata: { note: string } };
+    const recorded = withInput.action as unknown as { input: { body: string; items: unknown[] }; metadata: { note: string } };
     expect(recorded.input.body.match(hash)?.[1]).toBe('5000000');
     expect(recorded.input.items.length).toBeLessThanOrEqual(257);
     expect(recorded.metadata.note.match(hash)?.[1]).toBe('2000000');

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** Longest string a record keeps whole, in UTF-16 code units. */
 export const MAX_RECORDED_STRING = 1024;
@@ -13,8 +13,7 @@ export const MAX_RECORDED_DEPTH = 8;
  */
 export function boundString(value: string): string {
   if (value.length <= MAX_RECORDED_STRING) return value;
-  const hash = createHash('sha256').update(value).digest('hex');
-  return `${value.slice(0, MAX_RECORDED_STRING)}…[truncated: ${value.length} chars, sha256 ${hash}]`;
+  return `${value.slice(0, MAX_RECORDED_STRING)}…[truncated: ${value.length} chars, sha256 ${hash('sha256', value, 'hex')}]`;
 }
 
 /**
