@@ -12,6 +12,7 @@ import {
   type PolicyDocument,
 } from './policy-document.js';
 import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
+import type { PolicyWarning } from './policy-warnings.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
 import type { SessionReport } from './audit-trail.js';
@@ -90,6 +91,11 @@ export class AgentPolicy implements PolicyEvaluator {
   readonly normalized: NormalizedPolicy;
   /** SHA-256 of the normalised policy, recorded in every report. */
   readonly hash: string;
+  /**
+   * What in this valid policy probably decides other than meant (e.g. a `max_spend` of 0, which the Python
+   * agentpolicy read as "no budget"), each with its fix. Paths are in the file format. `agentpolicy validate` prints them.
+   */
+  readonly warnings: readonly PolicyWarning[];
   private readonly blockedTools: ToolMatcher;
   private readonly allowedTools: ToolMatcher | null;
   private readonly blockedDomains: DomainMatcher;
@@ -108,6 +114,7 @@ export class AgentPolicy implements PolicyEvaluator {
     if (all.length > 0 || !result.ok) throw new PolicyValidationError(all);
     const normalized = result.policy;
     this.normalized = normalized;
+    this.warnings = Object.freeze(result.warnings.map((warning) => Object.freeze(warning)));
     this.hash = createHash('sha256').update(canonicalJson(toPolicyDocument(normalized))).digest('hex');
     this.blockedTools = new ToolMatcher(normalized.tools.block, true);
     this.allowedTools = normalized.tools.allow ? new ToolMatcher(normalized.tools.allow, false) : null;
@@ -316,6 +323,7 @@ export class AgentPolicy implements PolicyEvaluator {
         ]),
       ),
       precedence: ['block', 'allow-list miss', 'budget', 'approval rule', 'allow'],
+      warnings: this.warnings.map((warning) => ({ ...warning })),
       checks: ['checkTool', 'checkHttp', 'checkCost', 'reserve', 'reserveModelCall', 'recordUsage', 'guardTool', 'fetch', 'evaluate', 'enforce', 'wouldExceed', 'report'],
     };
   }
