@@ -23,7 +23,7 @@ import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, Ru
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
-import type { PolicyEvaluator, Verdict } from './policy-evaluator.js';
+import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 import { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
 import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
@@ -518,9 +518,9 @@ export class PolicySession {
     const cost = prepared.prepared.costNanos;
     const limit = this.ledger.limit;
     if (!approved && cost <= this.policy.costRuleFloor) {
-      if (cost === 0) return this.policy.decideFree(prepared.prepared);
+      if (cost === 0) return this.freeVerdict(prepared);
       const { spent, reserved } = this.ledger.snapshot();
-      if (limit === null || spent + reserved + cost <= limit) return this.policy.decideFree(prepared.prepared);
+      if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared);
     }
     const { spent, reserved } = this.ledger.snapshot();
     try {
@@ -528,6 +528,19 @@ export class PolicySession {
     } catch (error) {
       return errorVerdict('the check failed, so the action is denied', error);
     }
+  }
+
+  // The verdict of an action that no budget or cost rule can touch: kept on its memoised prepared form.
+  private freeVerdict(prepared: Prepared): Verdict {
+    const memo = prepared.memo;
+    if (memo === undefined) return this.policy.decideFree(prepared.prepared as PreparedAction);
+    let verdict = memo.free;
+    if (verdict === undefined) {
+      const decided = this.policy.decideFree(prepared.prepared as PreparedAction);
+      verdict = Object.freeze({ ...decided, rule: Object.freeze(decided.rule) });
+      memo.free = verdict;
+    }
+    return verdict;
   }
 
   private check(action: ActionInput, mode: Mode): Promise<Decision> {
