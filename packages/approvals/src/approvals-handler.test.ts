@@ -311,7 +311,7 @@ describe('the page and its forms', () => {
     expect(html).not.toMatch(/https?:\/\//);
     expect(response.headers.get('content-security-policy')).toMatch(/^default-src 'none'; style-src 'sha256-[A-Za-z0-9+/=]+'; img-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'$/);
     expect(response.headers.get('x-frame-options')).toBe('DENY');
-    expect(response.headers.get('referrer-policy')).toBe('no-referrer');
+    expect(response.headers.get('referrer-policy')).toBe('same-origin');
     expect(response.headers.get('cache-control')).toBe('no-store');
     // A rejection's reason shown on a link page is escaped too.
     await store.resolve(request.id, { approved: false, by: evil, reason: evil, at: new Date().toISOString() }, Date.now());

@@ -10,7 +10,7 @@ import {
 } from '@agentpolicy/core';
 import { CONTENT_SECURITY_POLICY, linkPage, messagePage, pendingPage, type Notice } from './approvals-page.js';
 import { CSRF_COOKIE, CsrfTokens } from './csrf-token.js';
-import { readBody, type BodyResult } from './request-body.js';
+import { readBody } from './request-body.js';
 
 /** Who is asking, as the application's {@link ApprovalsAuthorize} hook names them. Recorded as `by` on every answer. */
 export interface ApprovalsPrincipal {
@@ -400,13 +400,13 @@ const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   'content-security-policy': CONTENT_SECURITY_POLICY,
   'cache-control': 'no-store',
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
+  'referrer-policy': 'same-origin',
   'x-frame-options': 'DENY',
   'cross-origin-opener-policy': 'same-origin',
   'cross-origin-resource-policy': 'same-origin',
 });
 
-/** Every response: no caching, no sniffing, no referrer (links carry tokens), no framing, nothing loaded. */
+/** Every response: no caching, no sniffing, no referrer to other sites (links carry tokens), no framing, nothing loaded. */
 function securityHeaders(headers: Record<string, string>): Headers {
   const out = new Headers(headers);
   for (const [name, value] of Object.entries(SECURITY_HEADERS)) out.set(name, value);
