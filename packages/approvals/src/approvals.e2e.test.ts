@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { ApprovalStore } from '@agentpolicy/core';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FileApprovalStore } from '../../core/src/test-support/file-approval-store.js';
 import { createApprovalsHandler } from './approvals-handler.js';
 import { toNodeHandler } from './node-handler.js';
 
@@ -18,6 +18,9 @@ const CHROMIUM = '/usr/bin/chromium';
 const SECRET = 'an-end-to-end-secret-of-at-least-32-bytes!';
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
 const AGENT = fileURLToPath(new URL('./test-support/agent-process.mjs', import.meta.url));
+// Core's test store, shared by processes through a directory (the agent processes load the same file).
+const FILE_STORE = new URL('../../core/src/test-support/file-approval-store.ts', import.meta.url).href;
+const { FileApprovalStore } = (await import(FILE_STORE)) as { FileApprovalStore: new (dir: string) => ApprovalStore };
 
 const available = existsSync(CHROMIUM);
 if (!available) {
