@@ -19,6 +19,8 @@ import { formatUsd, nanosToUsd, readCost } from './money.js';
 import type { AgentPolicy, PreparedAction, Verdict } from './policy.js';
 import { estimatePromptTokens, priceUsage, splitModel, type PriceResult, type TokenUsage } from './pricing.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
+import { sessionSinks, type DecisionSink } from './decision-sink.js';
+import { withReportInspect } from './format-report.js';
 
 /** What an approver is asked. */
 export interface ApprovalRequest {
@@ -49,6 +51,8 @@ export interface SessionOptions {
   approvalTimeoutMs?: number;
   /** Called for every recorded decision, as it happens. Errors it throws are reported as warnings, never rethrown. */
   onDecision?: (decision: Decision) => void;
+  /** Where the record also goes, as it is written (an audit log, say). Errors they throw are reported as warnings. */
+  sinks?: readonly DecisionSink[];
   /** Called once, when spend first reaches the policy's `budget.soft_limit`. */
   onSoftLimit?: (event: SoftLimitEvent) => void;
   /** How many decisions the report keeps (the oldest are dropped first; summaries stay exact). Default 10,000. */
@@ -275,6 +279,7 @@ export class PolicySession {
   private keyedOld: KeyIndex = newKeyIndex();
   private keyedCount = 0;
   private readonly pending = new Set<Reservation>();
+  private readonly sinks: readonly DecisionSink[];
   private readonly reservations = new WeakMap<Decision, Reservation>();
   private softLimitFired = false;
   private readonly startedMs = Date.now();
@@ -294,6 +299,7 @@ export class PolicySession {
     this.store = options.store ?? new InMemoryBudgetStore();
     this.limit = policy.normalized.budget?.maxSpendNanos ?? null;
     this.maxDecisions = options.maxDecisions ?? 10_000;
+    this.sinks = sessionSinks(options.sinks);
     this.fetch = createPolicyFetch(this);
   }
 
@@ -533,7 +539,7 @@ export class PolicySession {
     const endMs = this.endedMs ?? Date.now();
     const ring = this.ring;
     const decisions = this.ringStart === 0 ? ring.slice() : ring.slice(this.ringStart).concat(ring.slice(0, this.ringStart));
-    return {
+    return withReportInspect({
       sessionId: this.id,
       policyHash: this.policy.hash,
       budget: this.limit === null ? null : nanosToUsd(this.limit),
@@ -556,7 +562,7 @@ export class PolicySession {
       durationSeconds: (endMs - this.startedMs) / 1000,
       decisions,
       decisionsDropped: this.dropped,
-    };
+    });
   }
 
   // ---- internals ----------------------------------------------------------------------------------------------
@@ -796,6 +802,7 @@ export class PolicySession {
       this.pending.delete(reservation);
       if (status === 'committed') await this.settleNanos(estimateNanos, actualNanos);
       else await this.store.release(this.id, estimateNanos);
+      this.notifySinks(decision, true);
       return decision;
     };
     const reservation: Reservation = {
@@ -898,7 +905,19 @@ export class PolicySession {
         process.emitWarning(`agentpolicy: onDecision threw: ${(error as Error)?.message ?? String(error)}`);
       }
     }
+    if (this.sinks.length > 0) this.notifySinks(decision, false);
     return decision;
+  }
+
+  private notifySinks(decision: Decision, settlement: boolean): void {
+    for (const sink of this.sinks) {
+      try {
+        if (!settlement) sink.decision(decision, this);
+        else sink.settlement?.(decision, this);
+      } catch (error) {
+        process.emitWarning(`agentpolicy: a decision sink threw: ${(error as Error)?.message ?? String(error)}`);
+      }
+    }
   }
 
   private remember(action: ActionInput, key: string, decision: Decision): void {
