@@ -222,6 +222,7 @@ export class AuditLog implements DecisionSink {
     this.maxBytes = maxBytes;
     this.fsync = options.fsync === true;
     this.key = options.key;
+    if (!existsSync(dirname(path))) throw new AgentPolicyError('INVALID_ARGUMENT', `audit log directory ${dirname(path)} does not exist`);
     acquireLock(this.lockPath, path);
     try {
       this.rotation = lastRotation(path);
@@ -377,7 +378,6 @@ export function rotatedName(path: string, n: number): string {
 
 function lastRotation(path: string): number {
   const dir = dirname(path);
-  if (!existsSync(dir)) throw new AgentPolicyError('INVALID_ARGUMENT', `audit log directory ${dir} does not exist`);
   const ext = extname(path);
   const stem = basename(path, ext);
   let max = 0;
