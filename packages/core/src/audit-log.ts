@@ -93,6 +93,12 @@ function replacer(_key: string, value: unknown): unknown {
 
 function serialize(fields: Record<string, unknown>): string {
   try {
+    // Without a replacer first: it is several times faster, and BigInts are rare.
+    return JSON.stringify(fields);
+  } catch {
+    // a BigInt or a cycle: see below
+  }
+  try {
     return JSON.stringify(fields, replacer);
   } catch (error) {
     // A cycle in caller metadata: keep everything else, and say what could not be written.

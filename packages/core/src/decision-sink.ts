@@ -15,9 +15,9 @@ export interface DecisionSink {
 }
 
 /** The sinks a session writes to: the caller's own, then OpenTelemetry's when `@opentelemetry/api` is installed. */
-export function sessionSinks(sinks: readonly DecisionSink[] | undefined): readonly DecisionSink[] {
+export function sessionSinks(sinks: readonly DecisionSink[] | undefined, telemetry: boolean): readonly DecisionSink[] {
   const all = sinks ? [...sinks] : [];
-  const telemetry = telemetrySink();
-  if (telemetry) all.push(telemetry);
+  const otel = telemetry ? telemetrySink() : undefined;
+  if (otel) all.push(otel);
   return all;
 }

@@ -141,6 +141,13 @@ describe('OpenTelemetry', () => {
       });
     });
 
+    it('records nothing for a session opened with telemetry: false', async () => {
+      const session = policy().session({ id: 'quiet', telemetry: false });
+      await session.checkTool('delete_prod');
+      await session.checkTool('search_docs');
+      expect(exporter.getFinishedSpans()).toHaveLength(0);
+    });
+
     it('marks a check that failed as an error span', async () => {
       const session = policy().session({
         id: 's3',

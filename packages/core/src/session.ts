@@ -53,6 +53,11 @@ export interface SessionOptions {
   onDecision?: (decision: Decision) => void;
   /** Where the record also goes, as it is written (an audit log, say). Errors they throw are reported as warnings. */
   sinks?: readonly DecisionSink[];
+  /**
+   * Record decisions with OpenTelemetry (spans, span events and metrics) when `@opentelemetry/api` is installed and
+   * a provider is registered. Default true; without a provider it costs nothing measurable.
+   */
+  telemetry?: boolean;
   /** Called once, when spend first reaches the policy's `budget.soft_limit`. */
   onSoftLimit?: (event: SoftLimitEvent) => void;
   /** How many decisions the report keeps (the oldest are dropped first; summaries stay exact). Default 10,000. */
@@ -299,7 +304,7 @@ export class PolicySession {
     this.store = options.store ?? new InMemoryBudgetStore();
     this.limit = policy.normalized.budget?.maxSpendNanos ?? null;
     this.maxDecisions = options.maxDecisions ?? 10_000;
-    this.sinks = sessionSinks(options.sinks);
+    this.sinks = sessionSinks(options.sinks, options.telemetry !== false);
     this.fetch = createPolicyFetch(this);
   }
 
