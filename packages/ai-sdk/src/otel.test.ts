@@ -43,7 +43,7 @@ describe('OpenTelemetry through the AI SDK adapter', () => {
     expect(deleted).toBe(0);
     const [run] = exporter.getFinishedSpans();
     expect(run?.name).toBe('agent run');
-    const events = run!.events.map((e) => ({ name: e.name, ...e.attributes }));
+    const events = run!.events.map((e): Record<string, unknown> => ({ name: e.name, ...e.attributes }));
     expect(events.map((e) => `${e.name}:${e['agentpolicy.decision'] ?? e['agentpolicy.settlement.status']}`)).toEqual([
       'agentpolicy.decision:allow',
       'agentpolicy.settlement:committed',
