@@ -35,7 +35,7 @@ export interface AuditDecisionRecord extends AuditRecordBase {
   readonly policyHash: string;
   /** USD budget of the session's policy, or null without one. */
   readonly budget: number | null;
-  /** USD committed by the session once this decision was recorded. */
+  /** USD the session had committed when the record was written (this decision's own charge may still be held). */
   readonly spent: number;
   readonly remaining: number | null;
   readonly decision: Decision;

@@ -1,7 +1,7 @@
 import type { ActionType, Decision, DecisionValue } from './decision.js';
 import { parseRecord, readLines } from './audit-verify.js';
 import { withReportInspect } from './format-report.js';
-import type { SessionReport } from './session.js';
+import type { SessionReport } from './audit-trail.js';
 
 /** A session's committed spend at one moment. */
 export interface SpendPoint {
@@ -27,8 +27,9 @@ interface Accumulator {
   sessionId: string;
   policyHash: string;
   budget: number | null;
+  /** Nano-dollars this session charged, and holds in open reservations, by its own records. */
   spent: number;
-  remaining: number | null;
+  held: Map<string, number>;
   counts: Counts;
   byType: Record<ActionType, Counts>;
   allowed: Record<ActionType, number>;
@@ -69,7 +70,7 @@ export function readAuditLog(files: string | readonly string[], options: { maxDe
           policyHash: record.policyHash,
           budget: record.budget,
           spent: 0,
-          remaining: null,
+          held: new Map(),
           counts: emptyCounts(),
           byType: { tool: emptyCounts(), http: emptyCounts(), cost: emptyCounts() },
           allowed: { tool: 0, http: 0, cost: 0 },
@@ -86,18 +87,27 @@ export function readAuditLog(files: string | readonly string[], options: { maxDe
       }
       session.policyHash = record.policyHash;
       session.budget = record.budget;
-      session.spent = record.spent;
-      session.remaining = record.remaining;
       session.last = record.time;
-      (spend[record.sessionId] as SpendPoint[]).push({ time: record.time, spent: record.spent });
+      // Spend is summed from the records themselves (what each charged or settled), not from the ledger snapshot a
+      // record also carries, so it does not depend on when the snapshot was taken.
       if (record.kind === 'settlement') {
         const type = session.types.get(record.decisionId);
-        if (type !== undefined) session.allowed[type] += Math.round((record.settlement.actual - record.settlement.estimated) * 1e9);
+        const actual = Math.round(record.settlement.actual * 1e9);
+        if (type !== undefined) session.allowed[type] += actual - Math.round(record.settlement.estimated * 1e9);
+        session.held.delete(record.decisionId);
+        if (record.settlement.status === 'committed') session.spent += actual;
+        (spend[record.sessionId] as SpendPoint[]).push({ time: record.time, spent: session.spent / 1e9 });
         continue;
       }
       const decision = record.decision;
       const action = decision.action;
       const cost = Math.round(action.cost * 1e9);
+      if (decision.decision === 'allow') {
+        if (decision.settlement === undefined) session.spent += cost;
+        else if (decision.settlement.status === 'pending') session.held.set(decision.id, cost);
+        else if (decision.settlement.status === 'committed') session.spent += Math.round(decision.settlement.actual * 1e9);
+      }
+      (spend[record.sessionId] as SpendPoint[]).push({ time: record.time, spent: session.spent / 1e9 });
       session.counts[decision.decision]++;
       session.byType[action.type][decision.decision]++;
       session.attempted[action.type] += cost;
@@ -134,14 +144,16 @@ function toReport(session: Accumulator, keep: number): SessionReport {
     cost: usd(values.cost),
     total: usd(values.tool + values.http + values.cost),
   });
-  const reserved = session.budget !== null && session.remaining !== null ? Math.max(0, Math.round((session.budget - session.spent - session.remaining) * 1e9) / 1e9) : 0;
+  let held = 0;
+  for (const nanos of session.held.values()) held += nanos;
+  const budget = session.budget === null ? null : Math.round(session.budget * 1e9);
   return withReportInspect({
     sessionId: session.sessionId,
     policyHash: session.policyHash,
     budget: session.budget,
-    spent: session.spent,
-    reserved,
-    remaining: session.remaining,
+    spent: usd(session.spent),
+    reserved: usd(held),
+    remaining: budget === null ? null : usd(Math.max(0, budget - session.spent - held)),
     decisionSummary: {
       total: session.counts.allow + session.counts.deny + session.counts.require_approval,
       ...session.counts,

@@ -1,6 +1,6 @@
 import type { Action, Decision, DecisionValue, RuleRef } from './decision.js';
 import { formatUsd } from './money.js';
-import type { SessionReport } from './session.js';
+import type { SessionReport } from './audit-trail.js';
 
 /** Options of {@link formatReport}. */
 export interface FormatReportOptions {

@@ -2,7 +2,7 @@ import type { AuditLogReport, SpendPoint } from './audit-report.js';
 import type { Decision } from './decision.js';
 import { actionTarget, decisionsByRule, ruleId } from './format-report.js';
 import { formatUsd } from './money.js';
-import type { SessionReport } from './session.js';
+import type { SessionReport } from './audit-trail.js';
 
 /** Options of {@link renderHtmlReport}. */
 export interface HtmlReportOptions {

@@ -7,7 +7,7 @@ import type { ActionType, Decision } from './decision.js';
 import { ApprovalRequiredError, PolicyDeniedError, PolicyValidationError } from './errors.js';
 import { parseMoney } from './money.js';
 import { AgentPolicy } from './policy.js';
-import type { SessionReport } from './session.js';
+import type { SessionReport } from './audit-trail.js';
 
 const policy = () =>
   new AgentPolicy({
@@ -414,13 +414,18 @@ describe('where this port decides or reports differently, on purpose (each in do
     expect((await session.checkTool('search_docs')).decision).toBe('allow');
   });
 
-  it('guardTool releases the cost when the function throws (Python keeps the charge)', async () => {
+  it('guardTool: a function that throws is charged like in Python, unless its error says nothing was billed (a 4xx)', async () => {
     const session = new AgentPolicy({ budget: '$1.00' }).session();
     const flaky = session.guardTool(() => {
       throw new Error('boom');
     }, { name: 'flaky', cost: 0.4 });
     await expect(flaky()).rejects.toThrow('boom');
-    expect(session.spent).toBe(0);
+    expect(session.spent).toBe(0.4);
+    const refused = session.guardTool(() => {
+      throw Object.assign(new Error('bad request'), { status: 400 });
+    }, { name: 'refused', cost: 0.4 });
+    await expect(refused()).rejects.toThrow('bad request');
+    expect(session.spent).toBe(0.4);
   });
 
   it('ids: a UUID session id by default, decisions numbered within it', async () => {
