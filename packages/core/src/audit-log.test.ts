@@ -96,6 +96,19 @@ describe('audit log', () => {
     expect(verifyAuditLog(path).ok).toBe(true);
   });
 
+  it('an action the log could not record does not go ahead (a deny under the error rule), unless told to only warn', async () => {
+    const path = join(dir, 'audit.jsonl');
+    const log = createAuditLog(path);
+    log.close();
+    const session = policy().session({ sinks: [log] });
+    const decision = await session.checkTool('search_docs', { cost: 0.5 });
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'error' } });
+    expect(decision.reason).toContain('is closed');
+    expect(session.spent).toBe(0);
+    const lenient = policy().session({ sinks: [log], onDecisionError: 'warn' });
+    expect((await lenient.checkTool('search_docs', { cost: 0.5 })).decision).toBe('allow');
+  });
+
   it('refuses to continue a file whose last line is not a record', () => {
     const path = join(dir, 'audit.jsonl');
     writeFileSync(path, 'hello\n');
