@@ -73,6 +73,49 @@ export interface Prepared {
 
 const ZERO_COST = Object.freeze({ ok: true as const, nanos: 0 });
 
+const MEMO_ENTRIES = 4096;
+const MEMO_CHARS = 1 << 20;
+
+/**
+ * Values by a string (a tool name, a URL) and a cost in nanos, looked up without building a key string. Bounded in
+ * entries and in characters; cleared when full.
+ */
+class CostMemo<V> {
+  private readonly entries = new Map<string, Map<number, V>>();
+  private count = 0;
+  private chars = 0;
+
+  get(key: string, costNanos: number): V | undefined {
+    return this.entries.get(key)?.get(costNanos);
+  }
+
+  set(key: string, costNanos: number, prepared: V): void {
+    if (key.length > 2048) return;
+    if (this.count >= MEMO_ENTRIES || this.chars + key.length > MEMO_CHARS) {
+      this.entries.clear();
+      this.count = 0;
+      this.chars = 0;
+    }
+    let byCost = this.entries.get(key);
+    if (byCost === undefined) {
+      byCost = new Map();
+      this.entries.set(key, byCost);
+      this.chars += key.length;
+    }
+    byCost.set(costNanos, prepared);
+    this.count++;
+  }
+}
+
+// The prepared forms of actions without input or metadata: the same tool or host is checked again and again, and
+// its record, fingerprint and prepared form are the same every time (the record is frozen, so sharing it is safe).
+// Per policy for tools (the prepared form holds the policy's folding of the name), held weakly; by method ('' when
+// none is given) for requests.
+const toolMemos = new WeakMap<PolicyEvaluator, CostMemo<Prepared>>();
+const httpMemos = new Map<string, CostMemo<Prepared>>();
+// Fingerprints of tool calls without input, by folded name and cost (metadata is not part of a fingerprint).
+const toolFingerprints = new CostMemo<string>();
+
 /**
  * Copies a check method's options once (each property read once) into one object literal: no spread and no property
  * added afterwards on the hot path. Absent options stay `undefined`, which every reader treats as absent.
@@ -96,9 +139,41 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
     return { action: recorded, fingerprint: actionFingerprint({ type: 'cost', source: 'invalid', costNanos: 0 }), prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
   }
   const metadataInput = action.metadata;
-  const metadata = metadataInput === undefined ? undefined : boundMetadata(metadataInput);
   const costInput = action.cost;
   const cost = costInput === undefined && action.type !== 'cost' ? ZERO_COST : readCost(costInput);
+  if (metadataInput === undefined && cost.ok) {
+    if (action.type === 'tool' && action.input === undefined && typeof action.name === 'string') {
+      let memo = toolMemos.get(policy);
+      if (memo === undefined) {
+        memo = new CostMemo<Prepared>();
+        toolMemos.set(policy, memo);
+      }
+      let prepared = memo.get(action.name, cost.nanos);
+      if (prepared === undefined) {
+        prepared = prepareUncached(policy, action, cost, undefined);
+        memo.set(action.name, cost.nanos, prepared);
+      }
+      return prepared;
+    }
+    if (action.type === 'http' && typeof action.url === 'string' && (action.method === undefined || typeof action.method === 'string')) {
+      const method = action.method ?? '';
+      let memo = httpMemos.get(method);
+      if (memo === undefined && httpMemos.size < 16 && method.length <= 16) {
+        memo = new CostMemo<Prepared>();
+        httpMemos.set(method, memo);
+      }
+      let prepared = memo?.get(action.url, cost.nanos);
+      if (prepared === undefined) {
+        prepared = prepareUncached(policy, action, cost, undefined);
+        memo?.set(action.url, cost.nanos, prepared);
+      }
+      return prepared;
+    }
+  }
+  return prepareUncached(policy, action, cost, metadataInput === undefined ? undefined : boundMetadata(metadataInput));
+}
+
+function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined): Prepared {
   const costUsd = cost.ok ? nanosToUsd(cost.nanos) : 0;
   const costNanos = cost.ok ? cost.nanos : -1;
   switch (action.type) {
@@ -118,7 +193,12 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
           inputText = `!${error.message}`;
         }
       }
-      const fingerprint = actionFingerprint({ type: 'tool', name: info.problem === undefined ? info.folded : shown, costNanos, input: inputText });
+      const fingerprintName = info.problem === undefined ? info.folded : shown;
+      let fingerprint = inputText === undefined ? toolFingerprints.get(fingerprintName, costNanos) : undefined;
+      if (fingerprint === undefined) {
+        fingerprint = actionFingerprint({ type: 'tool', name: fingerprintName, costNanos, input: inputText });
+        if (inputText === undefined) toolFingerprints.set(fingerprintName, costNanos, fingerprint);
+      }
       // One literal per shape (no property added afterwards): this runs on every check.
       const recorded: ToolAction = Object.freeze(
         inputValue === undefined
