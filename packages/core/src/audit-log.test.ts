@@ -3,6 +3,7 @@ import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAuditLog, GENESIS_HASH, recordHash, type AuditDecisionRecord, type AuditRecord } from './audit-log.js';
 import { readAuditLog } from './audit-report.js';
@@ -243,6 +244,41 @@ describe('audit log', () => {
         return l;
       });
       expect(result.breaks).toEqual([expect.objectContaining({ kind: 'inserted', line: 7, seq: 7 })]);
+    });
+
+    it('deleted first lines (the file no longer starts with the record that opened it)', () => {
+      const result = tamper((l) => l.slice(2));
+      expect(result.breaks).toEqual([expect.objectContaining({ kind: 'deleted', line: 1, seq: 3 })]);
+    });
+
+    it('any single deletion (but of the last line), move, copy or changed character is caught', () => {
+      const n = original.length;
+      const op = fc.oneof(
+        fc.record({ kind: fc.constant('delete' as const), at: fc.integer({ min: 0, max: n - 2 }) }),
+        fc.record({ kind: fc.constant('move' as const), from: fc.integer({ min: 0, max: n - 1 }), to: fc.integer({ min: 0, max: n - 1 }) }).filter((m) => m.from !== m.to),
+        fc.record({ kind: fc.constant('copy' as const), from: fc.integer({ min: 0, max: n - 1 }), to: fc.integer({ min: 0, max: n }) }),
+        fc.record({ kind: fc.constant('char' as const), line: fc.integer({ min: 0, max: n - 1 }), at: fc.nat(), to: fc.constantFrom('0', '7', 'a', 'f', 'x', '"', ' ', '}') }),
+      );
+      fc.assert(
+        fc.property(op, (change) => {
+          let same = false;
+          const edited = tamper((l) => {
+            if (change.kind === 'delete') l.splice(change.at, 1);
+            else if (change.kind === 'move') l.splice(change.to, 0, ...l.splice(change.from, 1));
+            else if (change.kind === 'copy') l.splice(change.to, 0, l[change.from]!);
+            else {
+              const line = l[change.line]!;
+              const at = change.at % line.length;
+              same = line[at] === change.to;
+              l[change.line] = line.slice(0, at) + change.to + line.slice(at + 1);
+            }
+            return l;
+          });
+          // A character replaced by itself leaves the file as it was; everything else must break the chain.
+          expect(edited.ok).toBe(same);
+        }),
+        { numRuns: 300 },
+      );
     });
 
     it('a line that is not a record', () => {

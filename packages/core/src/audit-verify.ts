@@ -91,6 +91,8 @@ interface Entry {
   readonly prev: string;
   readonly hash: string;
   readonly intact: boolean;
+  /** The record opens a file: a process opened the log (seq 1 from genesis) or a rotation began it. */
+  readonly opensFile: boolean;
 }
 
 /**
@@ -123,12 +125,13 @@ export function verifyAuditLog(files: string | readonly string[], options: { key
       const parsed = parseRecord(line.text);
       if (parsed.record === null) {
         breaks.push({ kind: 'malformed', file, line: line.number, seq: null, message: `line ${line.number} is not a whole audit record: ${line.complete ? parsed.problem : 'it has no newline (an incomplete write in the middle of the log)'}` });
-        entries.push({ file, line: line.number, seq: -1, prev: '', hash: '', intact: false });
+        entries.push({ file, line: line.number, seq: -1, prev: '', hash: '', intact: false, opensFile: false });
         continue;
       }
       const { record, body } = parsed;
       if (record.kind === 'open' && record.alg === 'hmac-sha256') keyedLog = true;
-      entries.push({ file, line: line.number, seq: record.seq, prev: record.prev, hash: record.hash, intact: recordHash(body, options.key) === record.hash });
+      const opensFile = record.kind === 'open' && ((record.seq === 1 && record.prev === GENESIS_HASH) || typeof record.rotatedFrom === 'string');
+      entries.push({ file, line: line.number, seq: record.seq, prev: record.prev, hash: record.hash, intact: recordHash(body, options.key) === record.hash, opensFile });
     }
   });
 
@@ -172,7 +175,10 @@ export function verifyAuditLog(files: string | readonly string[], options: { key
       return;
     }
     if (expectSeq === null) {
-      if (entry.prev !== GENESIS_HASH) continuesFrom = entry.prev;
+      // A file begins with the record that opened it; anything else means its first lines are gone.
+      if (!entry.opensFile) {
+        at(entry, 'deleted', `the log starts at line ${entry.line} with seq ${entry.seq}, not with the record that opens a file: the records before it were deleted`);
+      } else if (entry.prev !== GENESIS_HASH) continuesFrom = entry.prev;
       accept(entry);
       return;
     }
