@@ -52,6 +52,23 @@ describe('agentpolicy audit verify', () => {
     expect(result.stdout).toContain('torn.jsonl:5: partial: the last line is incomplete');
   });
 
+  it('verifies a keyed log with the key from the environment, and says when it is missing', async () => {
+    const keyed = join(dir, 'keyed.jsonl');
+    const log = createAuditLog(keyed, { key: 'k'.repeat(32) });
+    await AgentPolicy.fromDict({}).session({ sinks: [log] }).checkTool('search');
+    log.close();
+    expect((await run('audit', 'verify', keyed)).stdout).toContain('key_required');
+    process.env['TEST_AUDIT_KEY'] = 'k'.repeat(32);
+    try {
+      const result = await run('audit', 'verify', keyed, '--key-env', 'TEST_AUDIT_KEY');
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain('intact, 2 records');
+      expect(result.stdout).toContain('(hmac-sha256)');
+    } finally {
+      delete process.env['TEST_AUDIT_KEY'];
+    }
+  });
+
   it('exit 2 for a missing file or an unknown audit command', async () => {
     expect((await run('audit', 'verify', join(dir, 'nope.jsonl'))).code).toBe(2);
     expect((await run('audit', 'verify')).code).toBe(2);
