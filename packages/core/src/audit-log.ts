@@ -1,6 +1,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
+import { isoNow } from './audit-trail.js';
 import type { Decision } from './decision.js';
 import type { DecisionSink } from './decision-sink.js';
 import { AgentPolicyError } from './errors.js';
@@ -327,27 +328,31 @@ export class AuditLog implements DecisionSink {
 
   private append(fields: Record<string, unknown>): void {
     if (this.closed) throw new AgentPolicyError('AUDIT_LOG_WRITE_FAILED', `audit log ${this.path} is closed`);
-    const time = new Date().toISOString();
+    const time = isoNow();
     let line = this.line(fields, time);
-    if (this.size > 0 && this.size + line.bytes.length > this.maxBytes && fields['kind'] !== 'open') {
+    if (this.size > 0 && this.size + line.bytes > this.maxBytes && fields['kind'] !== 'open') {
       this.rotate(time);
       line = this.line(fields, time);
     }
     this.write(line);
   }
 
-  private line(fields: Record<string, unknown>, time: string): { bytes: Buffer; hash: string } {
+  private line(fields: Record<string, unknown>, time: string): { text: string; bytes: number; hash: string } {
     const body = serialize({ v: AUDIT_LOG_VERSION, seq: this.seq + 1, prev: this.prev, time, ...fields });
     const hash = recordHash(body, this.key);
-    return { bytes: Buffer.from(`${body.slice(0, -1)},"hash":"${hash}"}\n`, 'utf8'), hash };
+    const text = `${body.slice(0, -1)},"hash":"${hash}"}\n`;
+    return { text, bytes: Buffer.byteLength(text), hash };
   }
 
   // One write per record, so a crash leaves whole lines or one cut-off last line, never two records interleaved.
-  private write(line: { bytes: Buffer; hash: string }): void {
-    const bytes = line.bytes;
+  private write(line: { text: string; bytes: number; hash: string }): void {
     let written = 0;
     try {
-      while (written < bytes.length) written += writeSync(this.fd, bytes, written, bytes.length - written);
+      written = writeSync(this.fd, line.text);
+      if (written < line.bytes) {
+        const rest = Buffer.from(line.text);
+        while (written < line.bytes) written += writeSync(this.fd, rest, written, line.bytes - written);
+      }
       if (this.fsync) fdatasyncSync(this.fd);
     } catch (error) {
       // Cut what a failed write left, so the next record starts on a line of its own.
@@ -360,7 +365,7 @@ export class AuditLog implements DecisionSink {
       }
       throw new AgentPolicyError('AUDIT_LOG_WRITE_FAILED', `audit log ${this.path}: ${(error as Error)?.message ?? String(error)}`, { cause: error });
     }
-    this.size += bytes.length;
+    this.size += line.bytes;
     this.seq++;
     this.prev = line.hash;
   }
