@@ -2,7 +2,7 @@ import { AgentPolicy, InMemoryApprovalStore, signApprovalToken, type ApprovalSto
 import { describe, expect, it, vi } from 'vitest';
 import { createApprovalsHandler, type ApprovalsAuthorize, type ApprovalsHandlerOptions } from './approvals-handler.js';
 import { approvalLinks } from './approval-links.js';
-import { createWaitingApprover } from './wait-for-answer.js';
+import { createWaitingApprover, waitForAnswer } from './wait-for-answer.js';
 
 const SECRET = 'a-test-secret-that-is-at-least-32-bytes-long!';
 const ORIGIN = 'http://approvals.test';
@@ -403,5 +403,52 @@ describe('an agent waiting on the handler', () => {
     const decision = session.report().decisions.at(-1);
     expect(decision).toMatchObject({ decision: 'allow', approval: { via: 'approver', by: winner, reason: `ok from ${winner}`, requestId: pending.id } });
     expect((await store.get(pending.id, Date.now()))?.status).toBe('used');
+  });
+});
+
+describe('what a human approved is all that runs', () => {
+  it('an approval given on the page does not cover other input, and is used once', async () => {
+    const { session, handler } = setup({ authorize: byHeader });
+    const request = await raise(session, { to: 'seen@example.com' });
+    await handler(postJson(`${BASE}/api/requests/${request.id}/resolve`, { answer: 'approve' }, { 'x-user': 'alice' }));
+    const tool = vi.fn(async () => 'sent');
+    await expect(session.runTool('send_email', { input: { to: 'attacker@evil.test' }, approval: { requestId: request.id } }, tool)).rejects.toMatchObject({ code: 'APPROVAL_REQUIRED' });
+    expect(tool).not.toHaveBeenCalled();
+    expect(await session.runTool('send_email', { input: { to: 'seen@example.com' }, approval: { requestId: request.id } }, tool)).toBe('sent');
+    await expect(session.runTool('send_email', { input: { to: 'seen@example.com' }, approval: { requestId: request.id } }, tool)).rejects.toMatchObject({ code: 'APPROVAL_REQUIRED' });
+    expect(tool).toHaveBeenCalledTimes(1);
+  });
+
+  it('twenty concurrent redemptions of one link answer once', async () => {
+    const { session, handler } = setup();
+    const request = await raise(session, { to: 'race@example.com' });
+    const token = new URL(approvalLinks(request, { handlerUrl: `${ORIGIN}${BASE}`, secret: SECRET }).approve).pathname.split('/').pop() as string;
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => handler(postJson(`${BASE}/api/links/redeem`, { token, reason: `click ${i}` }))));
+    expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+    expect(results.filter((r) => r.status === 409)).toHaveLength(19);
+  });
+
+  it('waitForAnswer returns once answered or expired, and stops when aborted', async () => {
+    const { store, session } = setup({}, { approvalTtlMs: 300 });
+    const answered = await raise(session, { to: 'w1@example.com' });
+    const expiring = await raise(session, { to: 'w2@example.com' });
+    const waiting = waitForAnswer(store, answered.id, { intervalMs: 10 });
+    await store.resolve(answered.id, { approved: true, by: 'alice', at: new Date().toISOString() }, Date.now());
+    expect(await waiting).toMatchObject({ status: 'approved' });
+    expect(await waitForAnswer(store, expiring.id, { intervalMs: 20 })).toMatchObject({ status: 'expired' });
+    expect(await waitForAnswer(store, 'apr_unknown')).toBeUndefined();
+    const other = await raise(policy().session({ approvals: store }), { to: 'w3@example.com' });
+    const controller = new AbortController();
+    const stopped = waitForAnswer(store, other.id, { intervalMs: 10_000, signal: controller.signal });
+    controller.abort();
+    expect(await stopped).toMatchObject({ status: 'pending' });
+  });
+
+  it('the page shows at most 200 requests and says how many wait', async () => {
+    const { session, handler } = setup({ authorize: byHeader });
+    for (let i = 0; i < 205; i++) await raise(session, { to: `n${i}@example.com` });
+    const html = await (await handler(get(`${BASE}/`, { 'x-user': 'alice' }))).text();
+    expect(html).toContain('205 waiting, the oldest 200 shown');
+    expect(html.match(/<article/g)).toHaveLength(200);
   });
 });

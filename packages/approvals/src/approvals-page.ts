@@ -28,6 +28,8 @@ export const CONTENT_SECURITY_POLICY = [
 ].join('; ');
 
 const MAX_INPUT_CHARS = 4000;
+/** The most requests one page shows (oldest first); the count says how many wait in all. */
+const MAX_SHOWN = 200;
 
 /** A whole page around already-escaped body HTML. */
 export function page(title: string, bodyHtml: string): string {
@@ -54,6 +56,7 @@ export function pendingPage(states: readonly ApprovalState[], options: { base: s
   const items = states.length === 0
     ? '<p>No approval requests are waiting.</p>'
     : states
+        .slice(0, MAX_SHOWN)
         .map(
           (state) => `<article data-request-id="${escapeHtml(state.id)}">${requestDetails(state, options.now)}
 <form method="post" action="${escapeHtml(`${options.base}/requests/${encodeURIComponent(state.id)}`)}">
@@ -66,7 +69,7 @@ export function pendingPage(states: readonly ApprovalState[], options: { base: s
         .join('\n');
   return page(
     'Pending approvals',
-    `<h1>Pending approvals</h1><p>Signed in as <strong>${escapeHtml(options.principal)}</strong>. ${states.length} waiting.</p>${notice}${items}`,
+    `<h1>Pending approvals</h1><p>Signed in as <strong>${escapeHtml(options.principal)}</strong>. ${states.length} waiting${states.length > MAX_SHOWN ? `, the oldest ${MAX_SHOWN} shown` : ''}.</p>${notice}${items}`,
   );
 }
 
