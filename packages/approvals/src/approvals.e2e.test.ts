@@ -31,6 +31,7 @@ if (!available) {
 interface AgentLine {
   event: 'request' | 'result';
   id?: string;
+  expiresAt?: string;
   links?: { approve: string; reject: string };
   ran?: boolean;
   decision?: string;
@@ -180,13 +181,13 @@ describe.skipIf(!available)('approvals in a real browser, agents in their own pr
   });
 
   it('an expired request cannot be approved', async () => {
-    const agent = startAgent({ to: 'late@example.com' }, 2_500);
+    const agent = startAgent({ to: 'late@example.com' }, 8_000);
     const request = await agent.next('request');
     await page.goto(`${base}/approvals/`);
     const item = article(request.id as string);
     await expect.poll(() => item.count()).toBe(1);
     // The page stays open past the request's expiry; then someone clicks Approve.
-    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, Date.parse(request.expiresAt as string) - Date.now() + 300)));
     await item.locator('button[value=approve]').click();
     await page.waitForURL(/notice=expired/);
     expect(await page.locator('[role=status]').textContent()).toContain('expired');

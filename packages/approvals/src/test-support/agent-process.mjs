@@ -20,7 +20,7 @@ const session = policy.session({
   approver: createWaitingApprover({
     store,
     intervalMs: 50,
-    onRequest: (request) => say({ event: 'request', id: request.id, links: approvalLinks(request, { handlerUrl, secret }) }),
+    onRequest: (request) => say({ event: 'request', id: request.id, expiresAt: request.expiresAt, links: approvalLinks(request, { handlerUrl, secret }) }),
   }),
 });
 const input = JSON.parse(inputJson);
