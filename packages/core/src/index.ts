@@ -1,26 +1,37 @@
-export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption, type PreparedAction, type Verdict } from './policy.js';
+export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption } from './policy.js';
+export type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 export {
   PolicySession,
-  type ActionInput,
-  type ApprovalAnswer,
-  type ApprovalRequest,
-  type Approver,
-  type CheckCostOptions,
-  type CheckHttpOptions,
-  type CheckToolOptions,
+  type ApprovalDecisionInput,
+  type ApprovalTokenOptions,
   type GuardToolOptions,
   type ModelCallEstimate,
-  type Reservation,
+  type RunToolOptions,
   type SessionOptions,
-  type SessionReport,
-  type SoftLimitEvent,
-  type UsageUpdate,
 } from './session.js';
+export type { ActionInput, CheckCostOptions, CheckHttpOptions, CheckToolOptions } from './action-input.js';
+export type { ApprovalAnswer, Approver, ApproverRequest, BoundApprovalAnswer } from './approvals.js';
+export {
+  InMemoryApprovalStore,
+  type ApprovalRequest,
+  type ApprovalResolution,
+  type ApprovalState,
+  type ApprovalStatus,
+  type ApprovalStore,
+  type ResolveResult,
+} from './approval-store.js';
+export { signApprovalToken, verifyApprovalToken, type ApprovalTokenClaims, type TokenCheck } from './approval-token.js';
+export { actionFingerprint, canonicalInput, type FingerprintParts } from './action-fingerprint.js';
+export { boundString, boundValue, MAX_RECORDED_STRING } from './bounded-record.js';
+export type { SessionReport } from './audit-trail.js';
+export type { SoftLimitEvent } from './budget-ledger.js';
+export type { Reservation, UsageUpdate } from './reservation.js';
 export type {
   Action,
   ActionType,
   AllowDecision,
   ApprovalRecord,
+  ApprovalRequestRef,
   ApprovalRuleSpec,
   CostAction,
   Decision,
@@ -32,6 +43,7 @@ export type {
   RuleRef,
   Settlement,
   ToolAction,
+  UnusedAnswer,
 } from './decision.js';
 export {
   AgentPolicyError,
@@ -52,4 +64,4 @@ export { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } f
 export { parseTarget, normalizeDomainEntry } from './domain.js';
 export { globMatch, foldToolName, toolNameProblem } from './tool-matcher.js';
 export { parseMoney, readCost, formatUsd, NANOS_PER_USD } from './money.js';
-export { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
+export { createPolicyFetch, type HttpChecker, type PolicyFetchOptions } from './session-fetch.js';

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { ActionType, ApprovalRuleSpec, DecisionValue, RuleRef } from './decision.js';
+import type { ActionType, ApprovalRuleSpec, RuleRef } from './decision.js';
 import { DomainMatcher } from './domain.js';
 import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
 import { formatUsd, nanosToUsd } from './money.js';
@@ -11,10 +11,12 @@ import {
   type NormalizedPolicy,
   type PolicyDocument,
 } from './policy-document.js';
+import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 import type { PolicyWarning } from './policy-warnings.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
-import { PolicySession, type SessionOptions, type SessionReport } from './session.js';
+import type { SessionReport } from './audit-trail.js';
+import { PolicySession, type SessionOptions } from './session.js';
 
 /** Options of the programmatic constructor (camelCase mirror of the file format). */
 export interface AgentPolicyOptions {
@@ -61,20 +63,6 @@ const OPTION_PATHS: ReadonlyArray<[string, string]> = [
   ['approval.require_for', 'approvalRules'],
 ];
 
-/** A prepared action: inputs already read and checked once. */
-export type PreparedAction =
-  | { type: 'tool'; name: string; folded: string; costNanos: number }
-  | { type: 'http'; host: string; isIp: boolean; costNanos: number }
-  | { type: 'cost'; source: string; costNanos: number };
-
-/** The outcome of evaluating a prepared action against the policy and a view of the budget. */
-export interface Verdict {
-  decision: DecisionValue;
-  reason: string;
-  rule: RuleRef;
-  approvedRule: boolean;
-}
-
 interface CompiledRule {
   readonly index: number;
   readonly spec: ApprovalRuleSpec;
@@ -98,7 +86,7 @@ const MEMO_LIMIT = 4096;
  * const decision = await session.checkTool('send_email', { cost: 0.01 });
  * ```
  */
-export class AgentPolicy {
+export class AgentPolicy implements PolicyEvaluator {
   /** The validated policy in its normalised form. */
   readonly normalized: NormalizedPolicy;
   /** SHA-256 of the normalised policy, recorded in every report. */

@@ -1,5 +1,10 @@
+import type { Decision, Metadata } from './decision.js';
 import { decisionError } from './errors.js';
-import type { PolicySession } from './session.js';
+
+/** What a governed fetch needs from a session: the network check. {@link PolicySession} is one. */
+export interface HttpChecker {
+  checkHttp(url: string | URL, options?: { method?: string; cost?: number; metadata?: Metadata }): Promise<Decision>;
+}
 
 /** Options of {@link PolicySession.createFetch}. */
 export interface PolicyFetchOptions {
@@ -26,7 +31,7 @@ function targetOf(input: unknown): unknown {
  * followed here (the underlying fetch is called with `redirect: 'manual'`), so a redirect to a blocked host is
  * refused before it is requested. A request body is buffered so 307/308 redirects can resend it.
  */
-export function createPolicyFetch(session: PolicySession, options: PolicyFetchOptions = {}): typeof globalThis.fetch {
+export function createPolicyFetch(session: HttpChecker, options: PolicyFetchOptions = {}): typeof globalThis.fetch {
   const maxRedirects = options.maxRedirects ?? 20;
   const policyFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const send = options.fetch ?? globalThis.fetch;

@@ -1,41 +1,33 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { prepareAction, withOptions, type ActionInput, type CheckCostOptions, type CheckHttpOptions, type CheckToolOptions, type Prepared } from './action-input.js';
+import { InMemoryApprovalStore, type ApprovalRequest, type ApprovalResolution, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
+import { signApprovalToken, verifyApprovalToken } from './approval-token.js';
+import {
+  approvedVerdict,
+  callerApproval,
+  CALLER_APPROVAL,
+  consultApprover,
+  isBoundAnswer,
+  normalizeAnswer,
+  rejection,
+  requestApproval,
+  type ApprovalOutcome,
+  type Approver,
+  type BoundApprovalAnswer,
+} from './approvals.js';
+import { AuditTrail, isoNow, type SessionReport } from './audit-trail.js';
+import { boundString } from './bounded-record.js';
+import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
-import type {
-  Action,
-  ActionType,
-  CostAction,
-  HttpAction,
-  ToolAction,
-  ApprovalRecord,
-  Decision,
-  DecisionValue,
-  Metadata,
-  RuleRef,
-  Settlement,
-} from './decision.js';
-import { parseTarget } from './domain.js';
+import { CallKeys } from './call-keys.js';
+import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
+import { modelSource, usageMetadata } from './model-usage.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
-import type { AgentPolicy, PreparedAction, Verdict } from './policy.js';
-import { estimatePromptTokens, priceUsage, splitModel, type PriceResult, type TokenUsage } from './pricing.js';
+import type { PolicyEvaluator, Verdict } from './policy-evaluator.js';
+import { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
+import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
-
-/** What an approver is asked. */
-export interface ApprovalRequest {
-  readonly sessionId: string;
-  /** The `require_approval` decision that led here. */
-  readonly decision: Decision;
-  readonly action: Action;
-  readonly reason: string;
-  readonly rule: RuleRef;
-  /** Aborted when the approval times out. */
-  readonly signal: AbortSignal;
-}
-
-/** An approver's answer. Only `true` or `{ approved: true }` approves; anything else is a denial. */
-export type ApprovalAnswer = boolean | { approved: boolean; by?: string; reason?: string };
-
-export type Approver = (request: ApprovalRequest) => Promise<ApprovalAnswer> | ApprovalAnswer;
 
 /** Options of {@link AgentPolicy.session}. */
 export interface SessionOptions {
@@ -43,12 +35,34 @@ export interface SessionOptions {
   id?: string;
   /** Where spend is kept; an in-memory store by default. */
   store?: BudgetStore;
-  /** Resolves `require_approval` in place. */
+  /**
+   * Answers `require_approval` in place: it is given the stored approval request (with the decision and a timeout
+   * signal), and its answer resolves that request only.
+   */
   approver?: Approver;
-  /** How long the approver may take before its silence counts as a denial. Default 300,000 ms. */
+  /** How long the approver may take before its silence counts as a denial (outcome `timeout`). Default 300,000 ms. */
   approvalTimeoutMs?: number;
-  /** Called for every recorded decision, as it happens. Errors it throws are reported as warnings, never rethrown. */
+  /**
+   * Called for every recorded decision, as it happens (the audit sink: a file, OpenTelemetry…). If it throws, the
+   * action was not audited, so by default it does not go ahead: an allow (or a `require_approval`) becomes a deny
+   * under the rule section `error`, any money it held is released, and that deny is passed to the sink in turn. Spend
+   * that already happened (`recordUsage`) and denials stay as they are; the failure is reported as a warning.
+   */
   onDecision?: (decision: Decision) => void;
+  /** What a throwing `onDecision` means: `deny` (default, see `onDecision`) or `warn` (report it and go ahead). */
+  onDecisionError?: 'deny' | 'warn';
+  /**
+   * Where approval requests live (an in-memory store by default). Pass a shared store so a request raised here can
+   * be answered from another process and the agent can resume after a restart.
+   */
+  approvals?: ApprovalStore;
+  /** How long an approval request raised without an approver stays answerable. Default 86,400,000 ms (a day). */
+  approvalTtlMs?: number;
+  /**
+   * The application's secret (≥ 32 bytes) for signed approval tokens ({@link PolicySession.approvalToken}). Every
+   * process that redeems tokens needs the same secret.
+   */
+  approvalSecret?: string | Uint8Array;
   /** Called once, when spend first reaches the policy's `budget.soft_limit`. */
   onSoftLimit?: (event: SoftLimitEvent) => void;
   /** How many decisions the report keeps (the oldest are dropped first; summaries stay exact). Default 10,000. */
@@ -57,52 +71,6 @@ export interface SessionOptions {
   defaultMaxOutputTokens?: number;
 }
 
-export interface SoftLimitEvent {
-  readonly sessionId: string;
-  readonly spent: number;
-  readonly maxSpend: number;
-  readonly softLimit: number;
-}
-
-interface CommonCheckOptions {
-  metadata?: Metadata;
-  /** A human already approved this action: skips only the approval step. */
-  approved?: boolean;
-  /**
-   * A human's answer obtained outside the session (a UI, a resumed graph): `true` / `{ approved: true, by, reason }`
-   * approves like `approved: true` and is recorded with who and why; `false` / `{ approved: false, … }` or anything
-   * else denies, recorded as a rejection. A blocked or over-budget action stays denied either way.
-   */
-  approval?: ApprovalAnswer;
-  /**
-   * Makes the check idempotent: a repeat of the same action (tool name, URL or cost source) with the same key
-   * returns the first allow or deny without recording or charging again (a `require_approval` is decided again once
-   * `approved` is true or a human's `approval` is given). Keys are kept for the last few thousand keyed checks.
-   */
-  idempotencyKey?: string;
-}
-
-export interface CheckToolOptions extends CommonCheckOptions {
-  /** USD this call costs. */
-  cost?: number;
-}
-
-export interface CheckHttpOptions extends CommonCheckOptions {
-  cost?: number;
-  method?: string;
-}
-
-export interface CheckCostOptions extends CommonCheckOptions {
-  /** What is spending (e.g. `model:openai/gpt-4o`). */
-  source: string;
-}
-
-/** An action to evaluate or enforce. */
-export type ActionInput =
-  | ({ type: 'tool'; name: string } & CheckToolOptions)
-  | ({ type: 'http'; url: string | URL } & CheckHttpOptions)
-  | ({ type: 'cost'; cost: number } & CheckCostOptions);
-
 /** Options of {@link PolicySession.guardTool}. */
 export interface GuardToolOptions {
   /** Tool name; defaults to the function's name. */
@@ -110,6 +78,32 @@ export interface GuardToolOptions {
   /** USD per call. */
   cost?: number;
   metadata?: Metadata;
+}
+
+/** Options of {@link PolicySession.runTool}: a tool check's options (the tool's `input` among them). */
+export type RunToolOptions = CheckToolOptions;
+
+/** Options of {@link PolicySession.resolveApproval}: the answer, who gave it and why. */
+export interface ApprovalDecisionInput {
+  approved: boolean;
+  by?: string;
+  reason?: string;
+}
+
+/** Options of {@link PolicySession.approvalToken}. */
+export interface ApprovalTokenOptions {
+  /** The answer the token gives when redeemed. Default `approve`. */
+  answer?: 'approve' | 'reject';
+}
+
+const DAY_MS = 86_400_000;
+const OPEN_REQUESTS = 4096;
+
+/** Extra fields a decision may carry. */
+interface DecisionExtra {
+  readonly approvalRequest?: ApprovalRequestRef;
+  readonly unusedAnswer?: UnusedAnswer;
+  readonly settlement?: Settlement;
 }
 
 /** Options of {@link PolicySession.reserveModelCall}. */
@@ -128,160 +122,43 @@ export interface ModelCallEstimate {
   idempotencyKey?: string;
 }
 
-/** Actual usage passed to {@link Reservation.commit}; `model` defaults to the reserved model. */
-export type UsageUpdate = Omit<TokenUsage, 'model'> & { model?: string };
-
-/**
- * Money set aside before work whose real cost is known only afterwards. Settle it once: `commit` charges the real
- * cost (or the estimate, when none is given), `release` charges nothing. Both are idempotent.
- */
-export interface Reservation {
-  readonly decision: Decision;
-  /** True when the decision is `allow` and money is held. */
-  readonly allowed: boolean;
-  /** USD reserved. */
-  readonly estimate: number;
-  readonly settled: boolean;
-  commit(actual?: number | UsageUpdate): Promise<Decision>;
-  release(): Promise<Decision>;
-  /**
-   * Settles work that failed, by the one rule every adapter shares: an agentpolicy error or a 4xx answer means
-   * nothing was billed (release); anything else (a 5xx, a cut connection, an abort, an unknown error) may have been
-   * billed, so the estimate is charged. `status` wins; otherwise it is read from the error's `status` or
-   * `statusCode`.
-   */
-  fail(failure?: { status?: number; error?: unknown }): Promise<Decision>;
-}
-
-type Counts = Record<DecisionValue, number>;
-type ByType<T> = Record<ActionType, T>;
-
-/** The session's audit summary. */
-export interface SessionReport {
-  readonly sessionId: string;
-  readonly policyHash: string;
-  /** USD budget, or null without one. */
-  readonly budget: number | null;
-  readonly spent: number;
-  readonly reserved: number;
-  /** null without a budget. */
-  readonly remaining: number | null;
-  readonly decisionSummary: Counts & { readonly total: number; readonly byActionType: ByType<Counts> };
-  readonly costSummary: {
-    /** USD allowed (and, for reservations, finally charged) by action type. */
-    readonly allowed: ByType<number> & { readonly total: number };
-    /** USD requested by every decision, whatever the outcome. */
-    readonly attempted: ByType<number> & { readonly total: number };
-  };
-  readonly policyHits: {
-    readonly deniedTools: readonly string[];
-    readonly deniedDomains: readonly string[];
-    readonly approvalRequired: readonly string[];
-  };
-  readonly startedAt: string;
-  readonly endedAt: string | null;
-  readonly durationSeconds: number;
-  /** The kept decisions, oldest first. */
-  readonly decisions: readonly Decision[];
-  /** Decisions recorded but no longer kept (see `maxDecisions`). */
-  readonly decisionsDropped: number;
-}
-
-type MutableDecision = {
-  -readonly [K in keyof Decision]: Decision[K];
-} & { settlement?: Settlement };
-
 type Mode = 'charge' | 'reserve';
 
-interface Prepared {
-  readonly action: Action;
-  readonly prepared: PreparedAction | null;
-  readonly invalid: { reason: string; rule: RuleRef } | null;
-}
-
-const HIT_LIMIT = 1000;
-
-// Idempotency keys are scoped by the action they were given with (tool name, URL, cost source): the same key on
-// another action is another check.
-type KeyIndex = Record<ActionType, Map<string, Map<string, Decision>>>;
-
-const newKeyIndex = (): KeyIndex => ({ tool: new Map(), http: new Map(), cost: new Map() });
-
-function scopeOf(index: KeyIndex, action: ActionInput): Map<string, Map<string, Decision>> {
-  return action?.type === 'tool' ? index.tool : action?.type === 'http' ? index.http : index.cost;
-}
-
-function scopeName(action: ActionInput): string {
-  if (action?.type === 'tool') return typeof action.name === 'string' ? action.name : String(action.name);
-  if (action?.type === 'http') return typeof action.url === 'string' ? action.url : String(action.url);
-  return String((action as { source?: unknown })?.source);
-}
-const KEY_GENERATION = 4096;
-let lastMs = 0;
-let lastIso = '';
-function now(): string {
-  const ms = Date.now();
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
-  }
-  return lastIso;
-}
-
-const emptyCounts = (): Counts => ({ allow: 0, deny: 0, require_approval: 0 });
-const ZERO_COST = Object.freeze({ ok: true as const, nanos: 0 });
-const CALLER_APPROVAL: ApprovalRecord = Object.freeze({ via: 'caller' });
-
-// Copies the caller's options once (each property read once) into one object literal: no spread and no property
-// added afterwards on the hot path. Absent options stay `undefined`, which every reader treats as absent.
-function withOptions(type: 'tool' | 'http', target: string | URL, options: CommonCheckOptions & { cost?: number; method?: string }): ActionInput {
-  const { cost, metadata, approved, approval, idempotencyKey, method } = options;
-  return (
-    type === 'tool'
-      ? { type, name: target, cost, metadata, approved, approval, idempotencyKey }
-      : { type, url: target, cost, metadata, approved, approval, idempotencyKey, method }
-  ) as ActionInput;
-}
-
 /**
- * One agent run under a policy: it holds the budget ledger, the audit trail and the approver. Every check is
- * recorded; every check that costs money reserves it before its first `await`, so concurrent checks never overspend.
+ * One agent run under a policy. The session coordinates: it reads each action once, asks the policy, holds or
+ * charges money in its {@link BudgetLedger}, asks the approver, and records the decision in its {@link AuditTrail}.
+ * Every check that costs money reserves it before its first `await`, so concurrent checks never overspend.
  */
 export class PolicySession {
   readonly id: string;
-  readonly policy: AgentPolicy;
+  readonly policy: PolicyEvaluator;
   /**
    * A drop-in `fetch` that checks the network policy on every request and every redirect hop. A denied request
    * throws {@link PolicyDeniedError} (or {@link ApprovalRequiredError}) and is never sent.
    */
   readonly fetch: typeof globalThis.fetch;
 
-  private readonly store: BudgetStore;
-  private readonly limit: number | null;
   private readonly options: SessionOptions;
-  private readonly maxDecisions: number;
-  private readonly ring: Decision[] = [];
-  private ringStart = 0;
-  private dropped = 0;
-  private seq = 0;
-  private readonly counts = emptyCounts();
-  private readonly byType: ByType<Counts> = { tool: emptyCounts(), http: emptyCounts(), cost: emptyCounts() };
-  private readonly allowedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
-  private readonly attemptedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
-  private readonly hits = { deniedTools: new Set<string>(), deniedDomains: new Set<string>(), approvalRequired: new Set<string>() };
-  // Idempotency keys in two generations: a lookup reads both, and when the newer one fills up it becomes the older
-  // one. Bounded (at most 2 × KEY_GENERATION keys) and O(1), unlike evicting a Map's oldest entry one at a time.
-  private keyed: KeyIndex = newKeyIndex();
-  private keyedOld: KeyIndex = newKeyIndex();
-  private keyedCount = 0;
+  private readonly ledger: BudgetLedger;
+  private readonly trail: AuditTrail;
+  private readonly keys = new CallKeys();
+  private readonly settling: ReservationContext;
   private readonly pending = new Set<Reservation>();
   private readonly reservations = new WeakMap<Decision, Reservation>();
-  private softLimitFired = false;
+  // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
+  private readonly slots = new WeakMap<Decision, number>();
+  // Allows that have been used for their one execution, by the decision first recorded.
+  private readonly used = new WeakSet<Decision>();
+  private readonly origins = new WeakMap<Decision, Decision>();
+  private readonly approvals: ApprovalStore;
+  // The open approval request of each action (fingerprint) raised without an approver: a repeat waits on it.
+  private readonly openRequests = new Map<string, string>();
+  private seq = 0;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
   private endedMs: number | null = null;
 
-  constructor(policy: AgentPolicy, options: SessionOptions = {}) {
+  constructor(policy: PolicyEvaluator, options: SessionOptions = {}) {
     if (options.id !== undefined && (typeof options.id !== 'string' || options.id === '')) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'session id must be a non-empty string');
     }
@@ -291,9 +168,11 @@ export class PolicySession {
     this.policy = policy;
     this.options = options;
     this.id = options.id ?? randomUUID();
-    this.store = options.store ?? new InMemoryBudgetStore();
-    this.limit = policy.normalized.budget?.maxSpendNanos ?? null;
-    this.maxDecisions = options.maxDecisions ?? 10_000;
+    const budget = policy.normalized.budget;
+    this.ledger = new BudgetLedger(options.store ?? new InMemoryBudgetStore(), this.id, budget?.maxSpendNanos ?? null, budget?.softLimit ?? null, options.onSoftLimit);
+    this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
+    this.approvals = options.approvals ?? new InMemoryApprovalStore();
+    this.settling = { ledger: this.ledger, trail: this.trail, pending: this.pending, origins: this.origins, priceUsage: (usage) => this.priceUsage(usage) };
     this.fetch = createPolicyFetch(this);
   }
 
@@ -319,9 +198,9 @@ export class PolicySession {
    * answer. Approvers are not consulted.
    */
   evaluate(action: ActionInput): Decision {
-    const prepared = this.prepare(action);
-    const verdict = this.verdict(prepared, action.approved === true);
-    return this.makeDecision(prepared.action, verdict, randomUUID(), action.approved === true && verdict.approvedRule ? { via: 'caller' } : undefined);
+    const prepared = prepareAction(this.policy, action);
+    const verdict = this.verdict(prepared, action?.approved === true);
+    return this.makeDecision(prepared, verdict, randomUUID(), action?.approved === true && verdict.approvedRule ? CALLER_APPROVAL : undefined);
   }
 
   /** Decides and records an action, then throws {@link PolicyDeniedError} / {@link ApprovalRequiredError} unless it is allowed. */
@@ -335,14 +214,72 @@ export class PolicySession {
   wouldExceed(cost: number): boolean {
     const read = readCost(cost);
     if (!read.ok) return true;
-    if (this.limit === null) return false;
-    const { spent, reserved } = this.store.snapshot(this.id);
-    return read.nanos > 0 && spent + reserved + read.nanos > this.limit;
+    const limit = this.ledger.limit;
+    if (limit === null) return false;
+    const { spent, reserved } = this.ledger.snapshot();
+    return read.nanos > 0 && spent + reserved + read.nanos > limit;
   }
 
   /**
-   * Wraps a function so that every call is checked as a tool call first. A call that is not allowed throws and the
-   * function never runs; the cost is reserved while it runs, charged when it returns and released if it throws.
+   * Marks an allow as used for the one execution it authorises. Call it just before running what was allowed, and
+   * run it only if this returns true: it returns true once per allow this session recorded, and false for a deny, a
+   * `require_approval`, an allow already used, or another session's decision. After it, a keyed repeat of the same
+   * call (same `idempotencyKey`, same fingerprint) is a new action, decided and charged again, so a framework that
+   * re-runs a call id never runs it free.
+   *
+   * @example
+   * ```ts
+   * const decision = await session.checkTool('search', { input, idempotencyKey: call.id });
+   * if (decision.decision === 'allow' && session.consume(decision)) await search(input);
+   * ```
+   */
+  consume(decision: Decision): boolean {
+    if (typeof decision !== 'object' || decision === null || decision.decision !== 'allow' || decision.sessionId !== this.id) return false;
+    const origin = this.origins.get(decision) ?? decision;
+    if (this.used.has(origin)) return false;
+    this.used.add(origin);
+    return true;
+  }
+
+  /**
+   * Runs a tool call under the policy, exactly once per allow: decides the call (with its `input`, cost, key and
+   * answer), throws {@link PolicyDeniedError} / {@link ApprovalRequiredError} unless it is allowed, marks the allow
+   * used ({@link consume}), runs `execute`, and settles the cost.
+   *
+   * **The rule for a tool that throws** (the same in {@link guardTool} and every adapter): the call ran, so its
+   * allow is used, and the error is rethrown unchanged. The declared cost is settled by {@link Reservation.fail}:
+   * released when the error is an agentpolicy error or carries a 4xx `status` / `statusCode` (the tool refused the
+   * input, nothing was done or billed), charged in full otherwise (the tool may have done the work, or a paid API may
+   * have billed it, before failing). Adapters that run the tool themselves call `reservation.fail({ error })`.
+   *
+   * @example
+   * ```ts
+   * const result = await session.runTool('send_email', { input: args, cost: 0.01, idempotencyKey: call.id }, () => sendEmail(args));
+   * ```
+   */
+  async runTool<R>(name: string, options: RunToolOptions, execute: () => R | Promise<R>): Promise<Awaited<R>> {
+    if (typeof execute !== 'function') throw new AgentPolicyError('INVALID_ARGUMENT', 'runTool needs a function to run');
+    const reservation = await this.reserveAction({ ...options, type: 'tool', name });
+    const decision = reservation.decision;
+    if (!reservation.allowed) throw decisionError(decision);
+    if (!this.consume(decision)) {
+      throw new AgentPolicyError('DECISION_USED', `the allow ${decision.id} for tool ${JSON.stringify(decision.action.type === 'tool' ? decision.action.name : '')} was already used for one execution`);
+    }
+    let result: Awaited<R>;
+    try {
+      result = await execute();
+    } catch (error) {
+      await reservation.fail({ error });
+      throw error;
+    }
+    await reservation.commit();
+    return result;
+  }
+
+  /**
+   * Wraps a function so that every call is checked as a tool call first, with the call's arguments (an array) as
+   * its `input`. A call that is not allowed throws and the function never runs; each call runs under its own allow
+   * (see {@link runTool}, including the rule for a function that throws).
    *
    * @example
    * ```ts
@@ -353,21 +290,74 @@ export class PolicySession {
     if (typeof fn !== 'function') throw new AgentPolicyError('INVALID_ARGUMENT', 'guardTool needs a function');
     const name = options.name ?? fn.name;
     if (!name) throw new AgentPolicyError('INVALID_ARGUMENT', 'guardTool needs a name for an anonymous function: guardTool(fn, { name })');
-    return async (...args: A): Promise<Awaited<R>> => {
-      const reservation = await this.reserveAction(
-        { type: 'tool', name, ...(options.cost !== undefined ? { cost: options.cost } : {}), ...(options.metadata ? { metadata: options.metadata } : {}) },
+    return (...args: A): Promise<Awaited<R>> =>
+      this.runTool(
+        name,
+        { input: args, ...(options.cost !== undefined ? { cost: options.cost } : {}), ...(options.metadata ? { metadata: options.metadata } : {}) },
+        () => fn(...args),
       );
-      if (!reservation.allowed) throw decisionError(reservation.decision);
-      let result: Awaited<R>;
-      try {
-        result = await fn(...args);
-      } catch (error) {
-        await reservation.release();
-        throw error;
-      }
-      await reservation.commit();
-      return result;
-    };
+  }
+
+  // ---- approvals ----------------------------------------------------------------------------------------------
+
+  /** This session's approval requests still waiting for an answer, oldest first. */
+  async pendingApprovals(): Promise<readonly ApprovalState[]> {
+    return this.approvals.listPending(this.id, Date.now());
+  }
+
+  /** One of this session's approval requests and where it stands, or undefined. */
+  async getApproval(requestId: string): Promise<ApprovalState | undefined> {
+    const state = await this.approvals.get(String(requestId), Date.now());
+    return state?.sessionId === this.id ? state : undefined;
+  }
+
+  /**
+   * Answers one of this session's approval requests, from anywhere (a web handler, a Slack action, another process
+   * with the same store): approve or reject, by whom, why. The first answer wins; an expired request cannot be
+   * answered. The agent then resumes by checking the same action with `approval: { requestId }`; an approval
+   * authorises one execution of exactly the action the request was raised for.
+   */
+  async resolveApproval(requestId: string, answer: ApprovalDecisionInput): Promise<ResolveResult> {
+    if (typeof answer !== 'object' || answer === null || typeof answer.approved !== 'boolean') {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'resolveApproval needs { approved: boolean, by?, reason? }');
+    }
+    const state = await this.approvals.get(String(requestId), Date.now());
+    if (state === undefined || state.sessionId !== this.id) return { ok: false, problem: 'unknown' };
+    return this.approvals.resolve(state.id, resolutionOf(answer), Date.now());
+  }
+
+  /**
+   * Signs a token that answers one pending request of this session (for a one-click link): HMAC-SHA256 with
+   * `approvalSecret` over the request id, the action's fingerprint, the request's expiry and the answer. Redeem it
+   * with {@link resolveApprovalToken} in any process with the same secret and store.
+   */
+  async approvalToken(requestId: string, options: ApprovalTokenOptions = {}): Promise<string> {
+    const secret = this.secret();
+    const state = await this.getApproval(requestId);
+    if (state === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', `no approval request ${JSON.stringify(boundString(String(requestId)))} in this session`);
+    if (state.status !== 'pending') throw new AgentPolicyError('INVALID_ARGUMENT', `approval request ${state.id} is ${state.status}, not pending`);
+    return signApprovalToken({ requestId: state.id, fingerprint: state.fingerprint, expiresAt: Date.parse(state.expiresAt), answer: options.answer ?? 'approve' }, secret);
+  }
+
+  /**
+   * Redeems a signed approval token: refused (and nothing changes) when its signature does not match, it has
+   * expired, its request is unknown, belongs to another session, is for another action, or already has an answer.
+   * Otherwise it answers its request, once. `by` and `reason` say who followed the link and why.
+   */
+  async resolveApprovalToken(token: string, answer: { by?: string; reason?: string } = {}): Promise<ResolveResult | { readonly ok: false; readonly problem: 'malformed' | 'forged' | 'expired' | 'other_action'; readonly detail: string }> {
+    const check = verifyApprovalToken(token, this.secret(), Date.now());
+    if (!check.ok) return check;
+    const { claims } = check;
+    const state = await this.approvals.get(claims.requestId, Date.now());
+    if (state === undefined || state.sessionId !== this.id) return { ok: false, problem: 'unknown' };
+    if (state.fingerprint !== claims.fingerprint) return { ok: false, problem: 'other_action', detail: 'the token was signed for another action' };
+    return this.approvals.resolve(state.id, resolutionOf({ approved: claims.answer === 'approve', by: answer.by ?? 'approval-token', ...(answer.reason !== undefined ? { reason: answer.reason } : {}) }), Date.now());
+  }
+
+  private secret(): string | Uint8Array {
+    const secret = this.options.approvalSecret;
+    if (secret === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', 'approval tokens need the session option approvalSecret');
+    return secret;
   }
 
   // ---- reservations -------------------------------------------------------------------------------------------
@@ -380,7 +370,7 @@ export class PolicySession {
   /** Reserves any action's cost (a tool or request whose real cost comes later). */
   async reserveAction(action: ActionInput): Promise<Reservation> {
     const decision = await this.check(action, 'reserve');
-    return this.reservation(decision as MutableDecision, undefined);
+    return this.reservation(decision, undefined);
   }
 
   /**
@@ -415,19 +405,19 @@ export class PolicySession {
       ...(estimate?.idempotencyKey !== undefined ? { idempotencyKey: estimate.idempotencyKey } : {}),
     };
     if (!price.ok) {
-      if (price.unpriced && this.limit === null) {
+      if (price.unpriced && this.ledger.limit === null) {
         const decision = await this.check({ type: 'cost', cost: 0, ...common }, 'reserve');
-        return this.reservation(decision as MutableDecision, { model, provider });
+        return this.reservation(decision, { model, provider });
       }
       const decision = this.recordDenied(
         { type: 'cost', source, cost: 0, metadata },
         price.reason,
         price.unpriced ? { section: 'pricing', model } : { section: 'input', check: 'usage' },
       );
-      return this.reservation(decision as MutableDecision, { model, provider });
+      return this.reservation(decision, { model, provider });
     }
     const decision = await this.check({ type: 'cost', cost: nanosToUsd(price.nanos), ...common }, 'reserve');
-    return this.reservation(decision as MutableDecision, { model, provider });
+    return this.reservation(decision, { model, provider });
   }
 
   /**
@@ -441,7 +431,7 @@ export class PolicySession {
     const source = options.source ?? modelSource(model, usage?.provider);
     const metadata: Metadata = { ...options.metadata, ...usageMetadata(usage) };
     if (!price.ok) {
-      if (price.unpriced && this.limit === null) {
+      if (price.unpriced && this.ledger.limit === null) {
         return this.recordCharged({ type: 'cost', source, cost: 0, metadata }, 0, `usage of ${source} recorded at $0 (${price.reason})`);
       }
       return this.recordDenied({ type: 'cost', source, cost: 0, metadata }, price.reason, price.unpriced ? { section: 'pricing', model } : { section: 'input', check: 'usage' });
@@ -463,14 +453,13 @@ export class PolicySession {
 
   /** USD spent so far (committed). */
   get spent(): number {
-    return nanosToUsd(this.store.snapshot(this.id).spent);
+    return nanosToUsd(this.ledger.snapshot().spent);
   }
 
   /** USD left, or null without a budget. */
   get remaining(): number | null {
-    if (this.limit === null) return null;
-    const { spent, reserved } = this.store.snapshot(this.id);
-    return nanosToUsd(Math.max(0, this.limit - spent - reserved));
+    const remaining = this.ledger.remaining();
+    return remaining === null ? null : nanosToUsd(remaining);
   }
 
   get ended(): boolean {
@@ -483,10 +472,7 @@ export class PolicySession {
    */
   exhausted(): string | undefined {
     if (this.endedMs !== null) return 'the session has ended';
-    if (this.limit === null) return undefined;
-    const { spent, reserved } = this.store.snapshot(this.id);
-    if (spent + reserved < this.limit) return undefined;
-    return `the budget is used up (max_spend ${formatUsd(this.limit)}, spent ${formatUsd(spent)}${reserved > 0 ? `, reserved ${formatUsd(reserved)}` : ''})`;
+    return this.ledger.exhausted();
   }
 
   /**
@@ -523,94 +509,29 @@ export class PolicySession {
 
   /** The audit summary. Amounts are USD numbers computed from the exact ledger. */
   report(): SessionReport {
-    const { spent, reserved } = this.store.snapshot(this.id);
-    const sum = (values: ByType<number>) => ({
-      tool: nanosToUsd(values.tool),
-      http: nanosToUsd(values.http),
-      cost: nanosToUsd(values.cost),
-      total: nanosToUsd(values.tool + values.http + values.cost),
-    });
+    const { spent, reserved } = this.ledger.snapshot();
+    const limit = this.ledger.limit;
     const endMs = this.endedMs ?? Date.now();
-    const ring = this.ring;
-    const decisions = this.ringStart === 0 ? ring.slice() : ring.slice(this.ringStart).concat(ring.slice(0, this.ringStart));
+    const summary = this.trail.summary();
     return {
       sessionId: this.id,
       policyHash: this.policy.hash,
-      budget: this.limit === null ? null : nanosToUsd(this.limit),
+      budget: limit === null ? null : nanosToUsd(limit),
       spent: nanosToUsd(spent),
       reserved: nanosToUsd(reserved),
-      remaining: this.limit === null ? null : nanosToUsd(Math.max(0, this.limit - spent - reserved)),
-      decisionSummary: {
-        total: this.counts.allow + this.counts.deny + this.counts.require_approval,
-        ...this.counts,
-        byActionType: { tool: { ...this.byType.tool }, http: { ...this.byType.http }, cost: { ...this.byType.cost } },
-      },
-      costSummary: { allowed: sum(this.allowedNanos), attempted: sum(this.attemptedNanos) },
-      policyHits: {
-        deniedTools: [...this.hits.deniedTools],
-        deniedDomains: [...this.hits.deniedDomains],
-        approvalRequired: [...this.hits.approvalRequired],
-      },
+      remaining: limit === null ? null : nanosToUsd(Math.max(0, limit - spent - reserved)),
+      decisionSummary: summary.decisionSummary,
+      costSummary: summary.costSummary,
+      policyHits: summary.policyHits,
       startedAt: this.startedAt,
       endedAt: this.endedMs === null ? null : new Date(this.endedMs).toISOString(),
       durationSeconds: (endMs - this.startedMs) / 1000,
-      decisions,
-      decisionsDropped: this.dropped,
+      decisions: summary.decisions,
+      decisionsDropped: summary.decisionsDropped,
     };
   }
 
   // ---- internals ----------------------------------------------------------------------------------------------
-
-  private prepare(action: ActionInput): Prepared {
-    if (typeof action !== 'object' || action === null) {
-      return { action: { type: 'cost', source: 'invalid', cost: 0 }, prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
-    }
-    const metadata = action.metadata;
-    const costInput = action.cost;
-    const cost = costInput === undefined && action.type !== 'cost' ? ZERO_COST : readCost(costInput);
-    const costUsd = cost.ok ? nanosToUsd(cost.nanos) : 0;
-    switch (action.type) {
-      case 'tool': {
-        const name = action.name;
-        const info = this.policy.toolInfo(name);
-        const shown = typeof name === 'string' ? name : String(name);
-        // One literal per shape (no property added afterwards): this runs on every check.
-        const recorded: ToolAction = metadata === undefined ? { type: 'tool', name: shown, cost: costUsd } : { type: 'tool', name: shown, cost: costUsd, metadata };
-        if (info.problem !== undefined) return { action: recorded, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
-        if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-        return { action: recorded, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos }, invalid: null };
-      }
-      case 'http': {
-        const target = parseTarget(action.url);
-        const recorded = { type: 'http', url: target.url, domain: target.ok ? target.host : '', cost: costUsd } as { -readonly [K in keyof HttpAction]: HttpAction[K] };
-        if (typeof action.method === 'string') recorded.method = action.method.toUpperCase();
-        if (metadata !== undefined) recorded.metadata = metadata;
-        if (!target.ok) return { action: recorded, prepared: null, invalid: { reason: target.reason, rule: { section: 'input', check: 'url' } } };
-        if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-        return { action: recorded, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos }, invalid: null };
-      }
-      case 'cost': {
-        const source = action.source;
-        const recorded = { type: 'cost', source: typeof source === 'string' ? source : String(source), cost: costUsd } as { -readonly [K in keyof CostAction]: CostAction[K] };
-        if (metadata !== undefined) recorded.metadata = metadata;
-        if (typeof source !== 'string' || source === '') {
-          return { action: recorded, prepared: null, invalid: { reason: 'cost source must be a non-empty string', rule: { section: 'input', check: 'action' } } };
-        }
-        if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-        return { action: recorded, prepared: { type: 'cost', source, costNanos: cost.nanos }, invalid: null };
-      }
-      default: {
-        const type = (action as { type?: unknown }).type;
-        const recorded = { type: 'cost', source: `unknown action type ${String(type)}`, cost: 0 } as { -readonly [K in keyof CostAction]: CostAction[K] };
-        if (metadata !== undefined) recorded.metadata = metadata;
-        return {
-          action: recorded,
-          prepared: null,
-          invalid: { reason: `unknown action type ${JSON.stringify(type) ?? String(type)}; expected tool, http or cost`, rule: { section: 'input', check: 'action' } },
-        };
-      }
-    }
-  }
 
   private verdict(prepared: Prepared, approved: boolean): Verdict {
     if (prepared.invalid || !prepared.prepared) {
@@ -620,17 +541,17 @@ export class PolicySession {
       return { decision: 'deny', reason: 'the session has ended', rule: { section: 'session', check: 'ended' }, approvedRule: false };
     }
     const cost = prepared.prepared.costNanos;
+    const limit = this.ledger.limit;
     if (!approved && cost <= this.policy.costRuleFloor) {
       if (cost === 0) return this.policy.decideFree(prepared.prepared);
-      const { spent, reserved } = this.store.snapshot(this.id);
-      if (this.limit === null || spent + reserved + cost <= this.limit) return this.policy.decideFree(prepared.prepared);
+      const { spent, reserved } = this.ledger.snapshot();
+      if (limit === null || spent + reserved + cost <= limit) return this.policy.decideFree(prepared.prepared);
     }
-    const { spent, reserved } = this.store.snapshot(this.id);
+    const { spent, reserved } = this.ledger.snapshot();
     try {
       return this.policy.decide(prepared.prepared, spent, reserved, approved);
     } catch (error) {
-      const message = (error as Error)?.message ?? String(error);
-      return { decision: 'deny', reason: `the check failed, so the action is denied: ${message}`, rule: { section: 'error', message }, approvedRule: false };
+      return errorVerdict('the check failed, so the action is denied', error);
     }
   }
 
@@ -645,334 +566,305 @@ export class PolicySession {
 
   // A check that failed (a budget store that threw, say) is a recorded denial, never a silent allow or a lost entry.
   private failClosed(action: ActionInput, error: unknown): Decision {
-    const message = error instanceof Error ? error.message : String(error);
-    let recorded: Action;
+    let prepared: Prepared;
     try {
-      recorded = this.prepare(action).action;
+      prepared = prepareAction(this.policy, action);
     } catch {
-      recorded = { type: 'cost', source: 'unknown', cost: 0 };
+      prepared = prepareAction(this.policy, { type: 'cost', source: 'unknown', cost: 0 });
     }
-    return this.record(
-      this.makeDecision(recorded, { decision: 'deny', reason: `the check failed, so the action is denied: ${message}`, rule: { section: 'error', message }, approvedRule: false }, this.nextId(), undefined),
-    );
+    return this.record(this.makeDecision(prepared, errorVerdict('the check failed, so the action is denied', error), this.nextId(), undefined));
   }
 
-  // Synchronous whenever the store is: no await (and no promise) between the decision and the reservation.
+  // Synchronous whenever the stores are: no await (and no promise) between the decision and the reservation.
   private decideAndRecord(action: ActionInput, mode: Mode): Decision | Promise<Decision> {
-    const answer = action?.approval === undefined ? undefined : normalizeAnswer(action.approval);
+    const given = action?.approval;
+    const bound = isBoundAnswer(given) ? given : undefined;
+    const answer = given === undefined || bound !== undefined ? undefined : normalizeAnswer(given);
     const approved = action?.approved === true || answer?.approved === true;
     const key = typeof action?.idempotencyKey === 'string' ? action.idempotencyKey : undefined;
+    const prepared = prepareAction(this.policy, action);
     if (key !== undefined) {
-      const name = scopeName(action);
-      const previous = scopeOf(this.keyed, action).get(name)?.get(key) ?? scopeOf(this.keyedOld, action).get(name)?.get(key);
-      if (previous && (previous.decision !== 'require_approval' || (!approved && answer === undefined))) return previous;
+      // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
+      // anything else is a new action.
+      const previous = this.keys.get(prepared.fingerprint, key);
+      if (previous !== undefined && !this.used.has(previous) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
-    const prepared = this.prepare(action);
     const verdict = this.verdict(prepared, approved);
     const costNanos = prepared.prepared?.costNanos ?? 0;
     let decision: Decision | Promise<Decision>;
-    if (answer !== undefined && !answer.approved && verdict.decision !== 'deny') {
+    if (bound !== undefined) {
+      decision = this.answerRequest(prepared, verdict, bound, costNanos, mode);
+    } else if (answer !== undefined && !answer.approved && verdict.decision !== 'deny') {
       // A human said no: that is a denial whatever the policy would otherwise allow.
-      decision = this.record(this.makeDecision(prepared.action, rejection(verdict, answer), this.nextId(), undefined));
+      decision = this.record(this.makeDecision(prepared, rejection(verdict, answer), this.nextId(), undefined));
     } else if (verdict.decision === 'allow') {
       const approval = approved && verdict.approvedRule ? (answer?.approved ? callerApproval(answer) : CALLER_APPROVAL) : undefined;
-      decision = this.allowWithMoney(prepared.action, verdict, costNanos, mode, approval);
-    } else if (verdict.decision === 'require_approval' && this.options.approver) {
-      decision = this.askApprover(prepared.action, verdict, costNanos, mode);
+      decision = this.allowWithMoney(prepared, verdict, costNanos, mode, approval);
+    } else if (verdict.decision === 'require_approval') {
+      decision = this.unapproved(prepared, verdict, costNanos, mode, undefined);
     } else {
-      decision = this.record(this.makeDecision(prepared.action, verdict, this.nextId(), undefined));
+      decision = this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined));
     }
     if (key === undefined) return decision;
     if (decision instanceof Promise) {
       return decision.then((settled) => {
-        this.remember(action, key, settled);
+        this.keys.remember(prepared.fingerprint, key, settled);
         return settled;
       });
     }
-    this.remember(action, key, decision);
+    this.keys.remember(prepared.fingerprint, key, decision);
     return decision;
   }
 
-  private allowWithMoney(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
-    if (costNanos <= 0) return this.recordAllowed(action, verdict, costNanos, mode, approval);
-    const reserved = this.reserveNanos(costNanos);
+  // An action that needs approval and has none that counts: the approver is asked, or a request is raised.
+  private unapproved(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, unused: UnusedAnswer | undefined): Promise<Decision> {
+    const approver = this.options.approver;
+    return approver ? this.askApprover(approver, prepared, verdict, costNanos, mode, unused) : this.raiseRequest(prepared, verdict, unused);
+  }
+
+  // An answer that names a request counts only for that request, for exactly this action, once.
+  private async answerRequest(prepared: Prepared, verdict: Verdict, bound: BoundApprovalAnswer, costNanos: number, mode: Mode): Promise<Decision> {
+    if (verdict.decision === 'deny') return this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined));
+    const requestId = boundString(bound.requestId);
+    let state = await this.approvals.get(bound.requestId, Date.now());
+    let unused: UnusedAnswer | undefined;
+    if (state === undefined) unused = { requestId, problem: 'unknown_request', detail: 'no approval request has this id' };
+    else if (state.sessionId !== this.id) unused = { requestId, problem: 'other_session', detail: 'the request belongs to another session' };
+    else if (state.fingerprint !== prepared.fingerprint) unused = { requestId, problem: 'other_action', detail: 'the request was raised for another action (its fingerprint differs)' };
+    if (unused === undefined && state !== undefined) {
+      if (typeof bound.approved === 'boolean' && state.status === 'pending') {
+        const result = await this.approvals.resolve(state.id, resolutionOf({ approved: bound.approved, ...optionalText(bound) }), Date.now());
+        state = result.request ?? (await this.approvals.get(state.id, Date.now()));
+      }
+      switch (state?.status) {
+        case 'rejected':
+          return this.record(this.makeDecision(prepared, rejection(verdict, rejectionOf(state.resolution), state.id), this.nextId(), undefined));
+        case 'expired':
+          return this.record(this.makeDecision(prepared, rejection(verdict, expiredOf(state), state.id), this.nextId(), undefined));
+        case 'pending':
+          if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
+          return this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined, { approvalRequest: refOf(state) }));
+        case 'approved': {
+          if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
+          const resolution = state.resolution;
+          if (await this.approvals.consume(state.id, prepared.fingerprint, Date.now())) {
+            return this.allowWithMoney(prepared, approvedVerdict(verdict, resolution ?? {}), costNanos, mode, requestApproval('request', state.id, resolution ?? {}));
+          }
+          unused = { requestId, problem: 'already_used', detail: 'the approval was already used for one execution' };
+          break;
+        }
+        default:
+          unused = { requestId, problem: 'already_used', detail: 'the approval was already used for one execution' };
+      }
+    }
+    if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
+    return this.unapproved(prepared, verdict, costNanos, mode, unused);
+  }
+
+  // Raises an approval request (or finds the open one for the same action) and records the require_approval.
+  private async raiseRequest(prepared: Prepared, verdict: Verdict, unused: UnusedAnswer | undefined): Promise<Decision> {
+    const openId = this.openRequests.get(prepared.fingerprint);
+    if (openId !== undefined) {
+      const open = await this.approvals.get(openId, Date.now());
+      if (open?.status === 'pending' && open.sessionId === this.id) {
+        return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: refOf(open), unusedAnswer: unused } : { approvalRequest: refOf(open) }));
+      }
+    }
+    const request = this.newRequest(prepared, verdict, this.options.approvalTtlMs ?? DAY_MS);
+    await this.approvals.create(request);
+    if (this.openRequests.size >= OPEN_REQUESTS) this.openRequests.clear();
+    this.openRequests.set(prepared.fingerprint, request.id);
+    return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: refOf(request), unusedAnswer: unused } : { approvalRequest: refOf(request) }));
+  }
+
+  private newRequest(prepared: Prepared, verdict: Verdict, ttlMs: number): ApprovalRequest {
+    const now = Date.now();
+    return Object.freeze({
+      id: `apr_${randomBytes(16).toString('base64url')}`,
+      sessionId: this.id,
+      fingerprint: prepared.fingerprint,
+      action: prepared.action,
+      reason: boundString(verdict.reason),
+      rule: Object.freeze(verdict.rule),
+      createdAt: new Date(now).toISOString(),
+      expiresAt: new Date(now + ttlMs).toISOString(),
+    });
+  }
+
+  private allowWithMoney(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
+    if (costNanos <= 0) return this.allowHeld(prepared, verdict, 0, mode, approval, this.nextId());
+    const reserved = this.ledger.reserve(costNanos);
     if (reserved instanceof Promise) {
-      return reserved.then((ok) => (ok ? this.chargeAndRecord(action, verdict, costNanos, mode, approval) : this.record(this.makeDecision(action, this.raceDenial(costNanos), this.nextId(), undefined))));
+      return reserved.then((ok) => (ok ? this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId()) : this.recordRefused(prepared, costNanos)));
     }
-    if (!reserved) return this.record(this.makeDecision(action, this.raceDenial(costNanos), this.nextId(), undefined));
-    return this.chargeAndRecord(action, verdict, costNanos, mode, approval);
+    if (!reserved) return this.recordRefused(prepared, costNanos);
+    return this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId());
   }
 
-  private chargeAndRecord(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
-    if (mode === 'charge') {
-      const done = this.settleNanos(costNanos, costNanos);
-      if (done instanceof Promise) return done.then(() => this.recordAllowed(action, verdict, costNanos, mode, approval));
+  // Records an allow whose money (if any) is reserved: the audit sink first (a sink that throws turns it into a
+  // deny and gives the money back), then the charge in charge mode.
+  private allowHeld(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, id: string): Decision | Promise<Decision> {
+    const decision =
+      mode === 'reserve'
+        ? this.makeDecision(prepared, verdict, id, approval, { settlement: Object.freeze({ status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) }) })
+        : this.makeDecision(prepared, verdict, id, approval);
+    const failure = this.publish(decision, true);
+    if (failure !== undefined) {
+      const released = costNanos > 0 ? this.ledger.release(costNanos) : undefined;
+      const denied = this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
+      return released instanceof Promise ? released.then(() => denied) : denied;
     }
-    return this.recordAllowed(action, verdict, costNanos, mode, approval);
+    const slot = this.trail.add(decision);
+    if (mode === 'reserve') {
+      this.slots.set(decision, slot);
+      return decision;
+    }
+    if (costNanos > 0) {
+      const done = this.ledger.commit(costNanos, costNanos);
+      if (done instanceof Promise) return done.then(() => decision);
+    }
+    return decision;
   }
 
-  private recordAllowed(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision {
-    const decision = this.makeDecision(action, verdict, this.nextId(), approval) as MutableDecision;
-    if (mode === 'reserve') decision.settlement = { status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) };
-    return this.record(decision);
+  private recordRefused(prepared: Prepared, costNanos: number): Decision {
+    return this.record(this.makeDecision(prepared, this.ledger.refusal(costNanos), this.nextId(), undefined));
   }
 
-  // Reserves synchronously when the store answers synchronously (no await before the money is held).
-  private reserveNanos(nanos: number): boolean | Promise<boolean> {
-    return this.store.reserve(this.id, nanos, this.limit);
-  }
-
-  private settleNanos(reserved: number, actual: number): void | Promise<void> {
-    const done = this.store.commit(this.id, reserved, actual);
-    this.checkSoftLimit();
-    return done;
-  }
-
-  private raceDenial(costNanos: number): Verdict {
-    const { spent, reserved } = this.store.snapshot(this.id);
-    const max = this.limit ?? 0;
-    return {
-      decision: 'deny',
-      reason: `cost ${formatUsd(costNanos)} exceeds the remaining budget ${formatUsd(Math.max(0, max - spent - reserved))} (max_spend ${formatUsd(max)})`,
-      rule: { section: 'budget', maxSpend: nanosToUsd(max), spent: nanosToUsd(spent), reserved: nanosToUsd(reserved), requested: nanosToUsd(costNanos) },
-      approvedRule: false,
-    };
-  }
-
-  private async askApprover(action: Action, verdict: Verdict, costNanos: number, mode: Mode): Promise<Decision> {
-    const approver = this.options.approver as Approver;
+  private async askApprover(approver: Approver, prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, unused: UnusedAnswer | undefined): Promise<Decision> {
     // Hold the money while a human decides, so concurrent checks cannot spend it meanwhile.
     if (costNanos > 0) {
-      const reserved = await this.reserveNanos(costNanos);
-      if (!reserved) return this.record(this.makeDecision(action, this.raceDenial(costNanos), this.nextId(), undefined));
+      const reserved = await this.ledger.reserve(costNanos);
+      if (!reserved) return this.recordRefused(prepared, costNanos);
     }
-    const pending = this.makeDecision(action, verdict, this.nextId(), undefined);
-    const controller = new AbortController();
     const timeoutMs = this.options.approvalTimeoutMs ?? 300_000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let outcome: { approved: true; by?: string; reason?: string } | Rejection;
+    let outcome: ApprovalOutcome;
+    let requestId: string | undefined;
+    const id = this.nextId();
     try {
-      const answer = await Promise.race([
-        Promise.resolve().then(() => approver({ sessionId: this.id, decision: pending, action, reason: verdict.reason, rule: verdict.rule, signal: controller.signal })),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new ApprovalTimeout()), timeoutMs);
-        }),
-      ]);
-      outcome = normalizeAnswer(answer);
-    } catch (error) {
-      if (error instanceof ApprovalTimeout) {
-        controller.abort(error);
-        outcome = { approved: false, outcome: 'timeout', detail: `the approver did not answer within ${timeoutMs} ms` };
-      } else {
-        outcome = { approved: false, outcome: 'error', detail: `the approver failed: ${(error as Error)?.message ?? String(error)}` };
+      const request = this.newRequest(prepared, verdict, timeoutMs);
+      requestId = request.id;
+      await this.approvals.create(request);
+      const pending = this.makeDecision(prepared, verdict, id, undefined, unused ? { approvalRequest: refOf(request), unusedAnswer: unused } : { approvalRequest: refOf(request) });
+      outcome = await consultApprover(approver, { ...request, decision: pending }, timeoutMs);
+      if (outcome.approved || outcome.outcome === 'rejected') {
+        // The answer resolves the request it was given; if another process answered first, its answer stands.
+        const given = outcome.approved ? { approved: true, ...optionalText(outcome) } : { approved: false, ...optionalText(outcome as { by?: string; reason?: string }) };
+        const result = await this.approvals.resolve(request.id, resolutionOf(given), Date.now());
+        const state = result.request;
+        if (state?.status === 'approved' && (await this.approvals.consume(request.id, prepared.fingerprint, Date.now()))) {
+          outcome = { approved: true, ...optionalText(state.resolution ?? {}) };
+        } else if (state?.status === 'rejected') outcome = rejectionOf(state.resolution);
+        else if (state?.status === 'expired') outcome = expiredOf(state);
+        else if (outcome.approved) outcome = { approved: false, outcome: 'invalid', detail: `the approval request is ${state?.status ?? 'unknown'}` };
       }
-    } finally {
-      if (timer) clearTimeout(timer);
+    } catch (error) {
+      if (costNanos > 0) await this.ledger.release(costNanos);
+      throw error;
     }
     if (outcome.approved) {
-      if (costNanos > 0 && mode === 'charge') this.settleNanos(costNanos, costNanos);
-      const approval: ApprovalRecord = { via: 'approver', ...(outcome.by !== undefined ? { by: outcome.by } : {}), ...(outcome.reason !== undefined ? { reason: outcome.reason } : {}) };
-      const by = outcome.by ? ` by ${outcome.by}` : '';
-      const decision = this.makeDecision(action, { ...verdict, decision: 'allow', reason: `${verdict.reason.replace(/ requires approval.*$/, '')} approved${by}${outcome.reason ? `: ${outcome.reason}` : ''}`, approvedRule: true }, pending.id, approval) as MutableDecision;
-      if (mode === 'reserve') decision.settlement = { status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) };
-      return this.record(decision);
+      const approvedWith = approvedVerdict(verdict, outcome);
+      return this.allowHeld(prepared, approvedWith, costNanos, mode, requestApproval('approver', requestId as string, outcome), id);
     }
-    if (costNanos > 0) await this.store.release(this.id, costNanos);
-    return this.record(this.makeDecision(action, rejection(verdict, outcome), pending.id, undefined));
+    if (costNanos > 0) await this.ledger.release(costNanos);
+    return this.record(this.makeDecision(prepared, rejection(verdict, outcome, requestId), id, undefined));
   }
 
-  private reservation(decision: MutableDecision, model: { model: string; provider: string | undefined } | undefined): Reservation {
+  private reservation(decision: Decision, model: { model: string; provider: string | undefined } | undefined): Reservation {
     // A keyed repeat gets the reservation of the first check: one decision, one settlement.
     const existing = this.reservations.get(decision);
     if (existing) return existing;
-    const estimateNanos = decision.decision === 'allow' && decision.settlement ? Math.round(decision.settlement.estimated * 1e9) : 0;
-    const isSettled = () => decision.decision !== 'allow' || decision.settlement?.status !== 'pending';
-    const settle = async (status: 'committed' | 'released', actualNanos: number, usage?: Metadata): Promise<Decision> => {
-      if (isSettled()) return decision;
-      // Mark first, synchronously, so a second settle (stream cancel racing its finish) is a no-op.
-      decision.settlement = { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos) };
-      this.allowedNanos[decision.action.type] += actualNanos - estimateNanos;
-      if (usage) decision.action = { ...decision.action, metadata: { ...decision.action.metadata, ...usage } } as Action;
-      this.pending.delete(reservation);
-      if (status === 'committed') await this.settleNanos(estimateNanos, actualNanos);
-      else await this.store.release(this.id, estimateNanos);
-      return decision;
-    };
-    const reservation: Reservation = {
-      decision,
-      allowed: decision.decision === 'allow',
-      estimate: nanosToUsd(estimateNanos),
-      get settled() {
-        return isSettled();
-      },
-      commit: (actual?: number | UsageUpdate): Promise<Decision> => {
-        if (isSettled()) return Promise.resolve(decision);
-        if (actual === undefined) return settle('committed', estimateNanos);
-        if (typeof actual === 'number') {
-          const read = readCost(actual);
-          // An unreadable actual cost charges the estimate: spend is never lost.
-          return settle('committed', read.ok ? read.nanos : estimateNanos, read.ok ? undefined : { settlementNote: read.reason });
-        }
-        const usage = { ...actual, model: actual?.model ?? model?.model ?? '', ...(actual?.provider ?? model?.provider ? { provider: actual?.provider ?? model?.provider } : {}) } as TokenUsage;
-        const price = this.priceUsage(usage);
-        if (price.ok) return settle('committed', price.nanos, usageMetadata(usage));
-        return settle('committed', estimateNanos, { ...usageMetadata(usage), settlementNote: `${price.reason}; the estimate was charged` });
-      },
-      release: (): Promise<Decision> => {
-        return settle('released', 0);
-      },
-      fail: (failure?: { status?: number; error?: unknown }): Promise<Decision> => {
-        return notBilled(failure) ? settle('released', 0) : settle('committed', estimateNanos);
-      },
-    };
+    const reservation = createReservation(this.settling, decision, this.slots.get(decision) ?? -1, model);
     this.reservations.set(decision, reservation);
-    if (!isSettled()) this.pending.add(reservation);
     return reservation;
   }
 
   private recordDenied(action: Action, reason: string, rule: RuleRef): Decision {
-    return this.record(this.makeDecision(action, { decision: 'deny', reason, rule, approvedRule: false }, this.nextId(), undefined));
+    return this.record(this.makeDecision(this.recordOnly(action), { decision: 'deny', reason, rule, approvedRule: false }, this.nextId(), undefined));
   }
 
   private recordCharged(action: Action, nanos: number, reason: string): Decision {
-    if (nanos > 0) this.store.charge(this.id, nanos);
-    this.checkSoftLimit();
-    const over = this.limit !== null && this.store.snapshot(this.id).spent > this.limit ? ' (the budget is now exceeded)' : '';
-    return this.record(this.makeDecision(action, { decision: 'allow', reason: reason + over, rule: { section: 'default' }, approvedRule: false }, this.nextId(), undefined));
+    void this.ledger.charge(nanos);
+    const over = this.ledger.overLimit() ? ' (the budget is now exceeded)' : '';
+    // Spend that already happened is recorded whatever the sink says.
+    return this.record(this.makeDecision(this.recordOnly(action), { decision: 'allow', reason: reason + over, rule: { section: 'default' }, approvedRule: false }, this.nextId(), undefined));
   }
 
-  private checkSoftLimit(): void {
-    if (this.softLimitFired || this.limit === null) return;
-    const soft = this.policy.normalized.budget?.softLimit;
-    if (soft === null || soft === undefined || !this.options.onSoftLimit) return;
-    const { spent } = this.store.snapshot(this.id);
-    if (spent >= this.limit * soft) {
-      this.softLimitFired = true;
-      try {
-        this.options.onSoftLimit({ sessionId: this.id, spent: nanosToUsd(spent), maxSpend: nanosToUsd(this.limit), softLimit: soft });
-      } catch (error) {
-        process.emitWarning(`agentpolicy: onSoftLimit threw: ${(error as Error)?.message ?? String(error)}`);
-      }
-    }
+  // An action built by the session itself (usage, unpriced models), read like any other.
+  private recordOnly(action: Action): Prepared {
+    return prepareAction(this.policy, action as ActionInput);
   }
 
   private nextId(): string {
     return `${this.id}:${++this.seq}`;
   }
 
-  private makeDecision(action: Action, verdict: Verdict, id: string, approval: ApprovalRecord | undefined): Decision {
-    const decision = approval
-      ? { id, sessionId: this.id, decision: verdict.decision, reason: verdict.reason, rule: verdict.rule, action, approved: true, timestamp: now(), approval }
-      : { id, sessionId: this.id, decision: verdict.decision, reason: verdict.reason, rule: verdict.rule, action, approved: false, timestamp: now() };
-    return decision as Decision;
+  // Decisions are frozen values: nothing outside the session can change what it recorded.
+  private makeDecision(prepared: Prepared, verdict: Verdict, id: string, approval: ApprovalRecord | undefined, extra?: DecisionExtra): Decision {
+    const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
+    const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
+    const base = approval
+      ? { id, sessionId: this.id, fingerprint: prepared.fingerprint, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp: isoNow(), approval }
+      : { id, sessionId: this.id, fingerprint: prepared.fingerprint, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp: isoNow() };
+    return Object.freeze(extra === undefined ? base : { ...base, ...extra }) as Decision;
   }
 
+  // Records a decision that lets nothing run (a deny), or spend that already happened: a sink failure is a warning.
   private record(decision: Decision): Decision {
-    const type = decision.action.type;
-    const value = decision.decision;
-    this.counts[value]++;
-    this.byType[type][value]++;
-    const costNanos = Math.round(decision.action.cost * 1e9);
-    this.attemptedNanos[type] += costNanos;
-    if (value === 'allow') this.allowedNanos[type] += costNanos;
-    else if (type === 'tool' && decision.rule.section === 'tools') addHit(this.hits.deniedTools, decision.action.name);
-    else if (type === 'http' && decision.rule.section === 'network') addHit(this.hits.deniedDomains, decision.action.domain);
-    const section = decision.rule.section;
-    if (section === 'approver' || section === 'approval') {
-      const action = decision.action;
-      addHit(this.hits.approvalRequired, action.type === 'tool' ? action.name : action.type === 'http' ? action.domain : action.source);
-    }
-    if (this.maxDecisions > 0) {
-      if (this.ring.length < this.maxDecisions) this.ring.push(decision);
-      else {
-        this.ring[this.ringStart] = decision;
-        this.ringStart = (this.ringStart + 1) % this.maxDecisions;
-        this.dropped++;
-      }
-    } else this.dropped++;
-    const listener = this.options.onDecision;
-    if (listener) {
-      try {
-        listener(decision);
-      } catch (error) {
-        process.emitWarning(`agentpolicy: onDecision threw: ${(error as Error)?.message ?? String(error)}`);
-      }
-    }
+    this.trail.add(decision);
+    this.publish(decision, false);
     return decision;
   }
 
-  private remember(action: ActionInput, key: string, decision: Decision): void {
-    if (this.keyedCount >= KEY_GENERATION) {
-      this.keyedOld = this.keyed;
-      this.keyed = newKeyIndex();
-      this.keyedCount = 0;
+  // Records a require_approval: if the sink fails it was not audited, so it becomes a deny.
+  private recordGated(decision: Decision): Decision {
+    const failure = this.publish(decision, true);
+    if (failure === undefined) {
+      this.trail.add(decision);
+      return decision;
     }
-    const scope = scopeOf(this.keyed, action);
-    const name = scopeName(action);
-    let keys = scope.get(name);
-    if (keys === undefined) {
-      keys = new Map();
-      scope.set(name, keys);
+    const prepared = { action: decision.action, fingerprint: decision.fingerprint, prepared: null, invalid: null };
+    return this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
+  }
+
+  // Hands a decision to the onDecision sink. Returns the error when the sink threw and that must stop the action.
+  private publish(decision: Decision, gated: boolean): unknown {
+    const listener = this.options.onDecision;
+    if (!listener) return undefined;
+    try {
+      listener(decision);
+      return undefined;
+    } catch (error) {
+      process.emitWarning(`agentpolicy: onDecision threw: ${boundString((error as Error)?.message ?? String(error))}`);
+      return gated && this.options.onDecisionError !== 'warn' ? (error ?? new Error('onDecision threw')) : undefined;
     }
-    keys.set(key, decision);
-    this.keyedCount++;
   }
 }
 
-class ApprovalTimeout extends Error {}
-
-function notBilled(failure: { status?: number; error?: unknown } | undefined): boolean {
-  if (AgentPolicyError.isInstance(failure?.error)) return true;
-  const bag = (typeof failure?.error === 'object' && failure.error !== null ? failure.error : {}) as { status?: unknown; statusCode?: unknown };
-  const status = failure?.status ?? bag.status ?? bag.statusCode;
-  return typeof status === 'number' && status >= 400 && status < 500;
+function errorVerdict(what: string, error: unknown): Verdict {
+  const message = boundString(error instanceof Error ? error.message : String(error));
+  return { decision: 'deny', reason: `${what}: ${message}`, rule: Object.freeze({ section: 'error', message }), approvedRule: false };
 }
 
-type Rejection = { approved: false; outcome: 'rejected' | 'error' | 'timeout' | 'invalid'; detail: string };
+function refOf(request: ApprovalRequest): ApprovalRequestRef {
+  return Object.freeze({ id: request.id, fingerprint: request.fingerprint, expiresAt: request.expiresAt });
+}
 
-function rejection(verdict: Verdict, outcome: Rejection): Verdict {
-  const approvalRule = verdict.rule.section === 'approval' ? { index: verdict.rule.index, rule: verdict.rule.rule } : {};
+function optionalText(answer: { by?: unknown; reason?: unknown }): { by?: string; reason?: string } {
   return {
-    decision: 'deny',
-    reason: `${verdict.reason}; ${outcome.detail}`,
-    rule: { section: 'approver', outcome: outcome.outcome, ...approvalRule },
-    approvedRule: false,
+    ...(typeof answer.by === 'string' ? { by: boundString(answer.by) } : {}),
+    ...(typeof answer.reason === 'string' ? { reason: boundString(answer.reason) } : {}),
   };
 }
 
-function callerApproval(answer: { by?: string; reason?: string }): ApprovalRecord {
-  return { via: 'caller', ...(answer.by !== undefined ? { by: answer.by } : {}), ...(answer.reason !== undefined ? { reason: answer.reason } : {}) };
+function resolutionOf(answer: { approved: boolean; by?: string; reason?: string }): ApprovalResolution {
+  return Object.freeze({ approved: answer.approved === true, ...optionalText(answer), at: new Date().toISOString() });
 }
 
-function normalizeAnswer(answer: unknown): { approved: true; by?: string; reason?: string } | { approved: false; outcome: 'rejected' | 'invalid'; detail: string } {
-  if (answer === true) return { approved: true };
-  if (answer === false) return { approved: false, outcome: 'rejected', detail: 'the approver rejected it' };
-  if (typeof answer === 'object' && answer !== null && !Array.isArray(answer)) {
-    const record = answer as { approved?: unknown; by?: unknown; reason?: unknown };
-    const by = typeof record.by === 'string' ? record.by : undefined;
-    const reason = typeof record.reason === 'string' ? record.reason : undefined;
-    if (record.approved === true) return { approved: true, ...(by !== undefined ? { by } : {}), ...(reason !== undefined ? { reason } : {}) };
-    if (record.approved === false) {
-      return { approved: false, outcome: 'rejected', detail: `rejected${by ? ` by ${by}` : ''}${reason ? `: ${reason}` : ''}` };
-    }
-  }
-  return { approved: false, outcome: 'invalid', detail: 'the approver returned no approval (only true or { approved: true } approves)' };
+function rejectionOf(resolution: ApprovalResolution | undefined): { approved: false; outcome: 'rejected'; detail: string } {
+  const by = resolution?.by ? ` by ${resolution.by}` : '';
+  return { approved: false, outcome: 'rejected', detail: `rejected${by}${resolution?.reason ? `: ${resolution.reason}` : ''}` };
 }
 
-function addHit(set: Set<string>, value: string): void {
-  if (set.size < HIT_LIMIT || set.has(value)) set.add(value);
-}
-
-function modelSource(model: string, provider: string | undefined): string {
-  const split = splitModel(model, provider);
-  return `model:${split.provider ? `${split.provider.split('.')[0]}/` : ''}${split.model || 'unknown'}`;
-}
-
-function usageMetadata(usage: Partial<TokenUsage> | undefined): Metadata {
-  if (!usage || typeof usage !== 'object') return {};
-  const out: Record<string, unknown> = {};
-  for (const key of ['model', 'provider', 'inputTokens', 'outputTokens', 'cachedInputTokens', 'cacheWriteTokens', 'reasoningTokens'] as const) {
-    if (usage[key] !== undefined) out[key] = usage[key];
-  }
-  return out;
+function expiredOf(state: ApprovalState): { approved: false; outcome: 'expired'; detail: string } {
+  return { approved: false, outcome: 'expired', detail: `approval request ${state.id} expired at ${state.expiresAt} without an answer that can be used` };
 }
