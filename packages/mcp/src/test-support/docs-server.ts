@@ -37,5 +37,14 @@ export function createDocsServer(callLog: string | undefined): McpServer {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  await createDocsServer(process.env['MCP_CALL_LOG']).connect(new StdioServerTransport());
+  const server = createDocsServer(process.env['MCP_CALL_LOG']);
+  const gate = process.env['DOCS_SERVER_GATE'];
+  if (gate) {
+    // The server-side gate, loaded from the built package as a server author would.
+    const { AgentPolicy } = await import('@agentpolicy/core');
+    const { wrapMcpServerTransport } = await import('@agentpolicy/mcp');
+    await server.connect(wrapMcpServerTransport(new StdioServerTransport(), AgentPolicy.fromDict(JSON.parse(gate)).session(), { server: 'docs' }));
+  } else {
+    await server.connect(new StdioServerTransport());
+  }
 }
