@@ -42,7 +42,7 @@ describe('@ai-sdk/mcp createMCPClient tools in generateText (stdio server)', () 
         ['run_shell', true],
         ['search', false],
       ]);
-      expect((outputs[0]?.output as { content: { text: string }[] }).content[0]?.text).toBe(BLOCKED);
+      expect((outputs[0]?.output as { content?: { text: string }[] } | undefined)?.content?.[0]?.text).toBe(BLOCKED);
       // The model saw the reason in its next prompt.
       expect(JSON.stringify(model.doGenerateCalls[1]?.prompt)).toContain('is blocked by tools.block');
       expect(session.report().decisions.map((d) => [d.action.type === 'tool' && d.action.name, d.decision, d.action.type === 'tool' && d.action.input])).toEqual([

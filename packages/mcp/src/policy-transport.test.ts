@@ -17,6 +17,7 @@ const POLICY = {
 };
 
 const text = (result: unknown) => ((result as CallToolResult).content[0] as { text: string }).text;
+const requestIdOf = (result: { _meta?: Record<string, unknown> | undefined }) => (result._meta?.['agentpolicy/decision'] as { approvalRequestId?: string } | undefined)?.approvalRequestId as string;
 
 type Kind = 'stdio' | 'http';
 let http: Awaited<ReturnType<typeof startHttpServer>>;
@@ -99,12 +100,12 @@ describe.each<Kind>(['stdio', 'http'])('wrapMcpTransport over %s', (kind) => {
     await using mcp = await connect(kind, session);
     const first = await mcp.client.callTool({ name: 'publish', arguments: { page: 'pricing' } });
     expect(first.isError).toBe(true);
-    const requestId = (first._meta?.['agentpolicy/decision'] as { approvalRequestId: string }).approvalRequestId;
+    const requestId = requestIdOf(first);
     expect(text(first)).toContain(`Approval is needed: request ${requestId}`);
     expect(mcp.calls()).toEqual([]);
     // Asking again before the answer is the same request, not a new one.
     const again = await mcp.client.callTool({ name: 'publish', arguments: { page: 'pricing' } });
-    expect((again._meta?.['agentpolicy/decision'] as { approvalRequestId: string }).approvalRequestId).toBe(requestId);
+    expect(requestIdOf(again)).toBe(requestId);
 
     expect((await session.resolveApproval(requestId, { approved: true, by: 'ada' })).ok).toBe(true);
     // The approval is for publishing "pricing": another page still needs its own.
@@ -128,7 +129,7 @@ describe.each<Kind>(['stdio', 'http'])('wrapMcpTransport over %s', (kind) => {
     const session = AgentPolicy.fromDict(POLICY).session();
     await using mcp = await connect(kind, session);
     const first = await mcp.client.callTool({ name: 'publish', arguments: { page: 'pricing' } });
-    const requestId = (first._meta?.['agentpolicy/decision'] as { approvalRequestId: string }).approvalRequestId;
+    const requestId = requestIdOf(first);
     await session.resolveApproval(requestId, { approved: false, by: 'ada', reason: 'not yet' });
     const second = await mcp.client.callTool({ name: 'publish', arguments: { page: 'pricing' } });
     expect(second.isError).toBe(true);

@@ -29,10 +29,11 @@ function cancelledId(message: Message): RequestId | undefined {
  * An MCP transport that gates `tools/call` and filters `tools/list` on the way through. On the client side it checks
  * calls it is asked to send; on the server side, calls it receives. Everything else passes unchanged.
  */
-class PolicyTransport implements Transport {
-  onclose?: (() => void) | undefined;
-  onerror?: ((error: Error) => void) | undefined;
-  onmessage?: Handler | undefined;
+export class McpPolicyTransport implements Transport {
+  // Declared without `| undefined`, so the wrapper also fits transport types that are (like @ai-sdk/mcp's MCPTransport).
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: Handler;
   /** Calls allowed and passed on, by request id, until their response settles them. */
   private readonly running = new Map<RequestId, Reservation>();
   /** Calls still being decided (an approval may be awaited), by request id. */
@@ -224,8 +225,8 @@ class PolicyTransport implements Transport {
  * const result = await client.callTool({ name: 'search', arguments: { q: 'budget' } }); // checked as mcp__docs__search
  * ```
  */
-export function wrapMcpTransport<T extends Transport>(transport: T, session: PolicySession, options: McpPolicyOptions): Transport {
-  return new PolicyTransport(checkTransport(transport, 'wrapMcpTransport'), new ToolGate(session, options, 'mcp-client', 'wrapMcpTransport'), 'client');
+export function wrapMcpTransport<T extends Transport>(transport: T, session: PolicySession, options: McpPolicyOptions): McpPolicyTransport {
+  return new McpPolicyTransport(checkTransport(transport, 'wrapMcpTransport'), new ToolGate(session, options, 'mcp-client', 'wrapMcpTransport'), 'client');
 }
 
 /**
@@ -240,14 +241,14 @@ export function wrapMcpTransport<T extends Transport>(transport: T, session: Pol
  * // keep calling transport.handleRequest(req, res, body) as before
  * ```
  */
-export function wrapMcpServerTransport<T extends Transport>(transport: T, session: PolicySession, options: McpPolicyOptions): Transport {
-  return new PolicyTransport(checkTransport(transport, 'wrapMcpServerTransport'), new ToolGate(session, options, 'mcp-server', 'wrapMcpServerTransport'), 'server');
+export function wrapMcpServerTransport<T extends Transport>(transport: T, session: PolicySession, options: McpPolicyOptions): McpPolicyTransport {
+  return new McpPolicyTransport(checkTransport(transport, 'wrapMcpServerTransport'), new ToolGate(session, options, 'mcp-server', 'wrapMcpServerTransport'), 'server');
 }
 
 function checkTransport<T extends Transport>(transport: T, where: string): T {
   if (typeof transport?.send !== 'function' || typeof transport.start !== 'function' || typeof transport.close !== 'function') {
     throw new AgentPolicyError('INVALID_ARGUMENT', `${where} needs an MCP transport (an object with start, send and close)`);
   }
-  if (transport instanceof PolicyTransport) throw new AgentPolicyError('INVALID_ARGUMENT', `${where}: this transport is already wrapped`);
+  if (transport instanceof McpPolicyTransport) throw new AgentPolicyError('INVALID_ARGUMENT', `${where}: this transport is already wrapped`);
   return transport;
 }
