@@ -152,6 +152,71 @@ await (async () => {
   }
 })().catch((error) => adapterNotes.push(`openai rows skipped: ${error.message}`));
 
+await (async () => {
+  const { McpServer } = await import('@modelcontextprotocol/sdk/server/mcp.js');
+  const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
+  const { InMemoryTransport } = await import('@modelcontextprotocol/sdk/inMemory.js');
+  const { StreamableHTTPServerTransport } = await import('@modelcontextprotocol/sdk/server/streamableHttp.js');
+  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
+  const { z } = await import('zod');
+  const { wrapMcpTransport } = await import('@agentpolicy/mcp');
+  const makeServer = () => {
+    const server = new McpServer({ name: 'bench', version: '1.0.0' });
+    server.registerTool('lookup', { inputSchema: { q: z.string() } }, async ({ q }) => ({ content: [{ type: 'text', text: q }] }));
+    return server;
+  };
+  const policy = AgentPolicy.fromDict({ tools: { allow: ['mcp__bench__lookup'] }, budget: { max_spend: 1_000_000 } });
+  const session = policy.session({ maxDecisions: 10_000 });
+  const options = { server: 'bench', costs: { lookup: 0.000001 } };
+  const call = { name: 'lookup', arguments: { q: 'x' } };
+  const clients = [];
+  const connectPair = async (governed) => {
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    await makeServer().connect(serverSide);
+    const client = new Client({ name: 'bench', version: '1.0.0' });
+    await client.connect(governed ? wrapMcpTransport(clientSide, session, options) : clientSide);
+    clients.push(client);
+    return client;
+  };
+  const rawMemory = await connectPair(false);
+  const governedMemory = await connectPair(true);
+  await measure('adapter: MCP tools/call (in-memory transport)', [
+    ['raw MCP client (in-memory)', async () => { for (let i = 0; i < 100; i++) await rawMemory.callTool(call); }],
+    ['wrapMcpTransport client (in-memory)', async () => { for (let i = 0; i < 100; i++) await governedMemory.callTool(call); }],
+  ], { batch: 100 });
+
+  // Streamable HTTP on 127.0.0.1: one server, one MCP session per client.
+  const sessions = new Map();
+  const http = createServer((request, response) => {
+    const id = request.headers['mcp-session-id'];
+    let transport = typeof id === 'string' ? sessions.get(id) : undefined;
+    const ready = transport
+      ? Promise.resolve()
+      : (() => {
+          transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => crypto.randomUUID(), onsessioninitialized: (sid) => sessions.set(sid, transport) });
+          return makeServer().connect(transport);
+        })();
+    ready.then(() => transport.handleRequest(request, response)).catch(() => response.destroy());
+  });
+  await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const url = new URL(`http://127.0.0.1:${http.address().port}/mcp`);
+  try {
+    const rawHttp = new Client({ name: 'bench', version: '1.0.0' });
+    await rawHttp.connect(new StreamableHTTPClientTransport(url));
+    const governedHttp = new Client({ name: 'bench', version: '1.0.0' });
+    await governedHttp.connect(wrapMcpTransport(new StreamableHTTPClientTransport(url), session, options));
+    clients.push(rawHttp, governedHttp);
+    await measure('adapter: MCP tools/call (Streamable HTTP, local server)', [
+      ['raw MCP client (HTTP)', async () => { await rawHttp.callTool(call); }],
+      ['wrapMcpTransport client (HTTP)', async () => { await governedHttp.callTool(call); }],
+    ], { batch: 1, time: QUICK ? 50 : 2000 });
+  } finally {
+    for (const client of clients) await client.close().catch(() => undefined);
+    http.closeAllConnections();
+    http.close();
+  }
+})().catch((error) => adapterNotes.push(`MCP rows skipped: ${error.message}`));
+
 // ---- memory ------------------------------------------------------------------------------------------------------
 async function heapGrowth(maxDecisions, checks) {
   gc(); gc();
@@ -198,9 +263,13 @@ const pair = (a, b) => {
 };
 const toolOverhead = pair('raw tool execute', 'wrapTools execute');
 const openaiOverhead = pair('raw client', 'wrapOpenAI client');
+const mcpMemoryOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client (in-memory)');
+const mcpHttpOverhead = pair('raw MCP client (HTTP)', 'wrapMcpTransport client (HTTP)');
 console.log('');
 if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
 if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
+if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpMemoryOverhead)} per tools/call over an in-memory transport`);
+if (mcpHttpOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpHttpOverhead)} per tools/call against a local Streamable HTTP server`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
 for (const note of adapterNotes) console.log(`note: ${note}`);
 
@@ -209,7 +278,7 @@ const out = {
   quick: QUICK,
   machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
   rows,
-  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null },
+  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
   memory,
   notes: adapterNotes,
 };
