@@ -107,8 +107,8 @@ describe('parity with the Python agentpolicy', () => {
 });
 
 // ---------------------------------------------------------------------------------------------------------------
-// The Python package's own example policy files, loaded unchanged (fixtures/python-agentpolicy: `policy.yaml` is its
-// examples/policy.yaml, `readme-policy.yaml` the policy of its README's quick start), and the sequences of its README,
+// Policy files in the Python package's format, loaded unchanged (fixtures/python-agentpolicy: `policy.yaml` has the
+// entries of its examples/policy.yaml, `readme-policy.yaml` those of its README's quick start), and the sequences of its README,
 // examples/basic.py and CLI demo run here with the control flow they have in Python: `enforce` throws where the
 // Python `check_*` raises. Each `python` constant is what agentpolicy 0.1.1 (with agentbudget 0.3.0) reports for the
 // same sequence, its report reduced to the fields both have.
