@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { BoundedCache } from './bounded-cache.js';
-import type { ActionType, ApprovalRuleSpec, DecisionValue, RuleRef } from './decision.js';
+import type { ActionType, ApprovalRuleSpec, RuleRef } from './decision.js';
 import { DomainMatcher } from './domain.js';
 import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
 import { describe, formatUsd, nanosToUsd } from './money.js';
