@@ -185,14 +185,47 @@ await (async () => {
     const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
     await makeServer().connect(serverSide);
     const client = new Client({ name: 'bench', version: '1.0.0' });
-    await client.connect(governed ? wrapMcpTransport(clientSide, session, options) : clientSide);
+    await client.connect(governed ? wrapMcpTransport(clientSide, session, governed === 'free' ? { server: 'bench' } : options) : clientSide);
     clients.push(client);
     return client;
   };
+  // The wrapper's own work, without an SDK client or server around it: a transport that answers every call at once.
+  const echo = () => {
+    const transport = {
+      onmessage: undefined,
+      start: async () => {},
+      close: async () => {},
+      send: async (message) => { queueMicrotask(() => transport.onmessage?.({ jsonrpc: '2.0', id: message.id, result: { content: [{ type: 'text', text: 'ok' }] } })); },
+    };
+    return transport;
+  };
+  const roundTrip = async (transport) => {
+    let resolve;
+    const answered = new Promise((r) => { resolve = r; });
+    const previous = transport.onmessage;
+    transport.onmessage = resolve;
+    await transport.send({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: call });
+    await answered;
+    transport.onmessage = previous;
+  };
+  const rawEcho = echo();
+  await rawEcho.start();
+  const freeEcho = wrapMcpTransport(echo(), session, { server: 'bench' });
+  await freeEcho.start();
+  const costEcho = wrapMcpTransport(echo(), session, options);
+  await costEcho.start();
+  await measure('adapter: MCP tools/call round trip, transport alone', [
+    ['raw transport', async () => { for (let i = 0; i < 100; i++) await roundTrip(rawEcho); }],
+    ['wrapMcpTransport, no cost', async () => { for (let i = 0; i < 100; i++) await roundTrip(freeEcho); }],
+    ['wrapMcpTransport, with a cost', async () => { for (let i = 0; i < 100; i++) await roundTrip(costEcho); }],
+  ], { batch: 100 });
+
   const rawMemory = await connectPair(false);
   const governedMemory = await connectPair(true);
+  const freeMemory = await connectPair('free');
   await measure('adapter: MCP tools/call (in-memory transport)', [
     ['raw MCP client (in-memory)', async () => { for (let i = 0; i < 100; i++) await rawMemory.callTool(call); }],
+    ['wrapMcpTransport client, no cost (in-memory)', async () => { for (let i = 0; i < 100; i++) await freeMemory.callTool(call); }],
     ['wrapMcpTransport client (in-memory)', async () => { for (let i = 0; i < 100; i++) await governedMemory.callTool(call); }],
   ], { batch: 100 });
 
@@ -275,11 +308,15 @@ const pair = (a, b) => {
 const toolOverhead = pair('raw tool execute', 'wrapTools execute');
 const openaiOverhead = pair('raw client', 'wrapOpenAI client');
 const mcpMemoryOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client (in-memory)');
+const mcpFreeOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client, no cost (in-memory)');
+const mcpGateFree = pair('raw transport', 'wrapMcpTransport, no cost');
+const mcpGateCost = pair('raw transport', 'wrapMcpTransport, with a cost');
 const mcpHttpOverhead = pair('raw MCP client (HTTP)', 'wrapMcpTransport client (HTTP)');
 console.log('');
 if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
 if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
-if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpMemoryOverhead)} per tools/call over an in-memory transport`);
+if (mcpGateFree !== undefined) console.log(`wrapMcpTransport's own work per tools/call: ${fmt(mcpGateFree)} without a cost, ${fmt(mcpGateCost)} with a cost`);
+if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpFreeOverhead)} per tools/call without a cost, ${fmt(mcpMemoryOverhead)} with a cost (reserved, then settled from the response), over an in-memory transport`);
 if (mcpHttpOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpHttpOverhead)} per tools/call against a local Streamable HTTP server`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
 for (const note of adapterNotes) console.log(`note: ${note}`);
@@ -289,7 +326,7 @@ const out = {
   quick: QUICK,
   machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
   rows,
-  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
+  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, mcpGate: mcpGateFree ?? null, mcpGateWithCost: mcpGateCost ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpFreeCallInMemory: mcpFreeOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
   memory,
   notes: adapterNotes,
 };

@@ -1,7 +1,7 @@
 import { AgentPolicyError, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, MessageExtraInfo, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import { ToolGate, plainRefusal, type CallOutcome, type McpPolicyOptions } from './tool-gate.js';
+import { CallCancel, ToolGate, plainRefusal, type CallOutcome, type McpPolicyOptions } from './tool-gate.js';
 
 type Side = 'client' | 'server';
 type Message = Record<string, unknown>;
@@ -35,9 +35,9 @@ export class McpPolicyTransport implements Transport {
   onerror?: (error: Error) => void;
   onmessage?: Handler;
   /** Calls allowed and passed on, by request id, until their response settles them. */
-  private readonly running = new Map<RequestId, Reservation>();
+  private readonly running = new Map<RequestId, Reservation | undefined>();
   /** Calls still being decided (an approval may be awaited), by request id. */
-  private readonly deciding = new Map<RequestId, AbortController>();
+  private readonly deciding = new Map<RequestId, CallCancel>();
   private readonly listing = new Set<RequestId>();
   private hooked = false;
 
@@ -164,10 +164,10 @@ export class McpPolicyTransport implements Transport {
       // A second call under an id still in use would be answered (and settled) as the first one.
       return { kind: 'refuse', result: plainRefusal(`agentpolicy: MCP request id ${JSON.stringify(id)} is already in use by another tool call; refused`, 'input') };
     }
-    const controller = new AbortController();
-    this.deciding.set(id, controller);
+    const cancel = new CallCancel();
+    this.deciding.set(id, cancel);
     try {
-      const outcome = await this.gate.decide(params, controller.signal);
+      const outcome = await this.gate.decide(params, cancel);
       return outcome.kind === 'cancelled' ? undefined : outcome;
     } finally {
       this.deciding.delete(id);
@@ -177,8 +177,8 @@ export class McpPolicyTransport implements Transport {
   // A response to a call or a listing this transport let through: settle the call, filter the listing.
   private answered(response: Message): Message {
     const id = response['id'] as RequestId;
-    const reservation = this.running.get(id);
-    if (reservation !== undefined) {
+    if (this.running.has(id)) {
+      const reservation = this.running.get(id);
       this.running.delete(id);
       this.gate.settle(reservation, response as { result?: unknown; error?: unknown });
       return response;
@@ -193,15 +193,15 @@ export class McpPolicyTransport implements Transport {
   // A cancelled call: stop deciding it; one already passed on may have run, so it is settled as lost.
   private cancel(id: RequestId): void {
     this.deciding.get(id)?.abort();
-    const reservation = this.running.get(id);
-    if (reservation !== undefined) {
+    if (this.running.has(id)) {
+      const reservation = this.running.get(id);
       this.running.delete(id);
       this.gate.settle(reservation, { lost: new Error('the call was cancelled') });
     }
   }
 
   private lose(error: Error): void {
-    for (const controller of this.deciding.values()) controller.abort(error);
+    for (const cancel of this.deciding.values()) cancel.abort(error);
     for (const reservation of this.running.values()) this.gate.settle(reservation, { lost: error });
     this.running.clear();
     this.listing.clear();

@@ -34,11 +34,28 @@ export interface RefusalResult {
 
 /** What to do with one `tools/call`: run it under its reservation, answer with a refusal, or drop it (cancelled). */
 export type CallOutcome =
-  | { readonly kind: 'run'; readonly reservation: Reservation }
+  | { readonly kind: 'run'; readonly reservation: Reservation | undefined }
   | { readonly kind: 'refuse'; readonly result: RefusalResult }
   | { readonly kind: 'cancelled' };
 
 const REMEMBERED_REQUESTS = 1024;
+
+/** Whether a call was cancelled while it was being decided; the signal (for an approval wait) is made on demand. */
+export class CallCancel {
+  aborted = false;
+  private controller: AbortController | undefined;
+
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    if (this.aborted) this.controller.abort();
+    return this.controller.signal;
+  }
+
+  abort(reason?: unknown): void {
+    this.aborted = true;
+    this.controller?.abort(reason);
+  }
+}
 
 /** The text of a refusal: core's own error message, and for an approval, what to do next. */
 function refusalText(decision: Decision): string {
@@ -97,9 +114,9 @@ export class ToolGate {
   }
 
   /** Decides one `tools/call` (its `params`). Never throws: a check that fails is a refusal. */
-  async decide(params: unknown, signal: AbortSignal): Promise<CallOutcome> {
+  async decide(params: unknown, cancel: CallCancel): Promise<CallOutcome> {
     try {
-      return await this.decideCall(params, signal);
+      return await this.decideCall(params, cancel);
     } catch (error) {
       // Nothing was run. The failed check is not an allow, so the call is refused with the cause.
       const text = `agentpolicy: the policy check of an MCP tool call on server ${JSON.stringify(this.server)} failed, so the call is denied: ${errorText(error)}`;
@@ -107,7 +124,7 @@ export class ToolGate {
     }
   }
 
-  private async decideCall(params: unknown, signal: AbortSignal): Promise<CallOutcome> {
+  private async decideCall(params: unknown, cancel: CallCancel): Promise<CallOutcome> {
     const bag = (typeof params === 'object' && params !== null ? params : {}) as { name?: unknown; arguments?: unknown };
     const tool = bag.name;
     // A missing `arguments` is what the server reads as `{}`: the same action.
@@ -121,31 +138,41 @@ export class ToolGate {
     const check: CheckToolOptions = { input, metadata };
     if (declared.cost !== undefined) check.cost = declared.cost;
 
-    const memo = typeof tool === 'string' ? callKey(name, input) : undefined;
+    // The key of the call's open approval request is only computed while there are open requests, or when one opens.
+    let memo = typeof tool === 'string' && this.requests.size > 0 ? callKey(name, input) : undefined;
     const remembered = memo === undefined ? undefined : this.requests.get(memo);
-    let reservation = await this.session.reserveAction({ type: 'tool', name, ...check, ...(remembered !== undefined ? { approval: { requestId: remembered } } : {}) });
-    let decision = reservation.decision;
+    let held = await this.check(name, check, remembered);
+    let decision = held.decision;
     const pending = decision.decision === 'require_approval' ? decision.approvalRequest : undefined;
     if (pending !== undefined && this.waitMs > 0) {
-      const state = await this.session.waitForApproval(pending.id, { timeoutMs: this.waitMs, intervalMs: this.pollMs, signal });
-      if (signal.aborted) return { kind: 'cancelled' };
+      const state = await this.session.waitForApproval(pending.id, { timeoutMs: this.waitMs, intervalMs: this.pollMs, signal: cancel.signal });
+      if (cancel.aborted) return { kind: 'cancelled' };
       if (state !== undefined && state.status !== 'pending') {
-        reservation = await this.session.reserveAction({ type: 'tool', name, ...check, approval: { requestId: state.id } });
-        decision = reservation.decision;
+        held = await this.check(name, check, state.id);
+        decision = held.decision;
       }
     }
+    if (memo === undefined && typeof tool === 'string' && decision.decision === 'require_approval') memo = callKey(name, input);
     if (memo !== undefined) this.remember(memo, decision);
-    if (!reservation.allowed) return { kind: 'refuse', result: refusal(decision) };
-    if (signal.aborted) {
-      await reservation.release();
+    if (decision.decision !== 'allow') return { kind: 'refuse', result: refusal(decision) };
+    if (cancel.aborted) {
+      await held.reservation?.release();
       return { kind: 'cancelled' };
     }
     // One execution per allow.
-    if (!this.session.consume(reservation.decision)) {
-      await reservation.release();
+    if (!this.session.consume(decision)) {
+      await held.reservation?.release();
       return { kind: 'refuse', result: refusal(decision, `agentpolicy: the allow ${decision.id} was already used for one execution`) };
     }
-    return { kind: 'run', reservation };
+    return { kind: 'run', reservation: held.reservation };
+  }
+
+  // A call with a declared cost holds it in a reservation, settled from the response; a free call is only decided.
+  private async check(name: string, check: CheckToolOptions, requestId: string | undefined): Promise<{ decision: Decision; reservation: Reservation | undefined }> {
+    const options = requestId === undefined ? check : { ...check, approval: { requestId } };
+    if (check.cost === undefined) return { decision: await this.session.checkTool(name, options), reservation: undefined };
+    const reservation = await this.session.reserveAction({ type: 'tool', name, ...options });
+    return { decision: reservation.decision, reservation };
   }
 
   private remember(memo: string, decision: Decision): void {
@@ -176,7 +203,8 @@ export class ToolGate {
    * JSON-RPC "invalid params" / "method not found" error (the server refused the call before running it) counts as
    * a 4xx.
    */
-  settle(reservation: Reservation, response: { result?: unknown; error?: unknown } | { lost: unknown }): void {
+  settle(reservation: Reservation | undefined, response: { result?: unknown; error?: unknown } | { lost: unknown }): void {
+    if (reservation === undefined) return;
     let done: Promise<unknown>;
     if ('lost' in response) done = reservation.fail({ error: response.lost });
     else if (response.error !== undefined) {
