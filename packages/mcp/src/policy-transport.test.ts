@@ -85,9 +85,9 @@ describe.each<Kind>(['stdio', 'http'])('wrapMcpTransport over %s', (kind) => {
     const session = AgentPolicy.fromDict(POLICY).session();
     await using mcp = await connect(kind, session);
     const { tools } = await mcp.client.listTools();
-    expect(tools.map((tool) => tool.name).sort()).toEqual(['flaky', 'publish', 'search']);
+    expect(tools.map((tool) => tool.name).sort()).toEqual(['flaky', 'publish', 'search', 'slow']);
     const unhidden = await connect(kind, AgentPolicy.fromDict(POLICY).session(), { hideDenied: false });
-    expect((await unhidden.client.listTools()).tools).toHaveLength(5);
+    expect((await unhidden.client.listTools()).tools).toHaveLength(6);
     await unhidden.client.close();
     // An allow list hides everything else.
     const strict = await connect(kind, AgentPolicy.fromDict({ tools: { allow: ['mcp__docs__search'] } }).session());
@@ -203,6 +203,19 @@ describe.each<Kind>(['stdio', 'http'])('wrapMcpTransport over %s', (kind) => {
     expect(mcp.calls().filter((tool) => tool === 'search')).toHaveLength(3);
     expect(session.spent).toBe(0.05);
     expect(text(results.find((result) => result.isError))).toMatch(/exceeds the remaining budget/);
+  });
+
+  it('a server that dies mid-call: the call fails and its cost is charged (it may have run), never lost', async () => {
+    const session = AgentPolicy.fromDict({ budget: { max_spend: 1 } }).session();
+    await using mcp = await connect(kind, session, { costs: { slow: 0.03 } });
+    const call = mcp.client.callTool({ name: 'slow', arguments: { ms: 30_000 } });
+    while (!mcp.calls().includes('slow')) await new Promise((resolve) => setTimeout(resolve, 5));
+    await mcp.client.close();
+    await expect(call).rejects.toThrow();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(session.spent).toBe(0.03);
+    expect(session.pendingReservations).toBe(0);
+    expect(session.report().decisions[0]?.settlement).toMatchObject({ status: 'committed', actual: 0.03 });
   });
 
   it('malformed calls are denied, not sent: a tool name that is not a string, arguments that cannot be read, a cost function that throws', async () => {

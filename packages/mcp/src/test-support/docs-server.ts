@@ -33,6 +33,11 @@ export function createDocsServer(callLog: string | undefined): McpServer {
     ran('flaky');
     throw new Error('upstream 503');
   });
+  server.registerTool('slow', { description: 'Takes its time', inputSchema: { ms: z.number() } }, async ({ ms }) => {
+    ran('slow');
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    return text(`waited ${ms} ms`);
+  });
   return server;
 }
 
