@@ -68,15 +68,17 @@ describe.each<Kind>(['stdio', 'http'])('wrapMcpTransport over %s', (kind) => {
     expect(result.isError).toBe(true);
     expect(text(result)).toBe('agentpolicy: tool "mcp__docs__run_shell" is blocked by tools.block entry "mcp__docs__run_shell"');
     expect(result._meta).toMatchObject({ 'agentpolicy/decision': { decision: 'deny', rule: 'tools' } });
-    // A tool hidden from the listing is refused all the same when called by name.
+    // A tool hidden from the listing is refused all the same when called by name, and so is a case variant.
     const hidden = await mcp.client.callTool({ name: 'delete_page', arguments: { page: 'home' } });
     expect(hidden.isError).toBe(true);
+    expect((await mcp.client.callTool({ name: 'Run_Shell', arguments: { cmd: 'id' } })).isError).toBe(true);
     // The connection still works afterwards.
     expect(text(await mcp.client.callTool({ name: 'search', arguments: { q: 'x' } }))).toBe('3 pages about x');
     expect(mcp.calls()).toEqual(['search']);
     expect(session.report().decisions.map((d) => `${d.action.type === 'tool' ? d.action.name : ''}:${d.decision}`)).toEqual([
       'mcp__docs__run_shell:deny',
       'mcp__docs__delete_page:deny',
+      'mcp__docs__Run_Shell:deny',
       'mcp__docs__search:allow',
     ]);
   });
