@@ -70,6 +70,48 @@ describe('gateMcpServer over Streamable HTTP', () => {
   });
 });
 
+describe('gateMcpServer approvals without an approver', () => {
+  it('answers "approval needed" with the request id; the same call after the answer runs once; with approvalWaitMs it waits', async () => {
+    const log = callLog();
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const http = await startHttpServer(log.path, (server) => gateMcpServer(server, session, { server: 'docs' }));
+    const client = new Client({ name: 'plain-client', version: '1.0.0' });
+    try {
+      await client.connect(http.transport());
+      const first = await client.callTool({ name: 'publish', arguments: { page: 'a' } });
+      expect(first.isError).toBe(true);
+      const requestId = (first._meta?.['agentpolicy/decision'] as { approvalRequestId?: string } | undefined)?.approvalRequestId as string;
+      expect(text(first)).toContain(`Approval is needed: request ${requestId}`);
+      await session.resolveApproval(requestId, { approved: true, by: 'owner' });
+      expect(text(await client.callTool({ name: 'publish', arguments: { page: 'a' } }))).toBe('published a');
+      expect((await client.callTool({ name: 'publish', arguments: { page: 'a' } })).isError).toBe(true);
+      expect(log.calls()).toEqual(['publish']);
+    } finally {
+      await client.close();
+      await http.close();
+    }
+
+    const waiting = AgentPolicy.fromDict(POLICY).session();
+    const http2 = await startHttpServer(log.path, (server) => gateMcpServer(server, waiting, { server: 'docs', approvalWaitMs: 10_000, approvalPollMs: 5 }));
+    const client2 = new Client({ name: 'plain-client', version: '1.0.0' });
+    try {
+      await client2.connect(http2.transport());
+      const call = client2.callTool({ name: 'publish', arguments: { page: 'b' } });
+      let pending = await waiting.pendingApprovals();
+      while (pending.length === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        pending = await waiting.pendingApprovals();
+      }
+      await waiting.resolveApproval(pending[0]!.id, { approved: true });
+      expect(text(await call)).toBe('published b');
+      expect(log.calls()).toEqual(['publish', 'publish']);
+    } finally {
+      await client2.close();
+      await http2.close();
+    }
+  });
+});
+
 describe('wrapMcpServerTransport', () => {
   it('gates a server in another process over stdio (the server wraps its own StdioServerTransport)', async () => {
     const log = callLog();
