@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { gateMcpServer } from './gate-mcp-server.js';
 import { wrapMcpServerTransport } from './policy-transport.js';
 import { createDocsServer } from './test-support/docs-server.js';
-import { callLog, startHttpServer, SERVER_SCRIPT } from './test-support/servers.js';
+import { callLog, firstPendingApproval, startHttpServer, SERVER_SCRIPT } from './test-support/servers.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 
 const POLICY = {
@@ -97,11 +97,7 @@ describe('gateMcpServer approvals without an approver', () => {
     try {
       await client2.connect(http2.transport());
       const call = client2.callTool({ name: 'publish', arguments: { page: 'b' } });
-      let pending = await waiting.pendingApprovals();
-      while (pending.length === 0) {
-        await new Promise((resolve) => setTimeout(resolve, 5));
-        pending = await waiting.pendingApprovals();
-      }
+      const pending = [await firstPendingApproval(waiting)];
       await waiting.resolveApproval(pending[0]!.id, { approved: true });
       expect(text(await call)).toBe('published b');
       expect(log.calls()).toEqual(['publish', 'publish']);

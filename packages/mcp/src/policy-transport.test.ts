@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { wrapMcpClient } from './gate-mcp-server.js';
 import { wrapMcpTransport } from './policy-transport.js';
 import type { McpPolicyOptions } from './tool-gate.js';
-import { callLog, startHttpServer, stdioTransport } from './test-support/servers.js';
+import { callLog, firstPendingApproval, startHttpServer, stdioTransport } from './test-support/servers.js';
 
 const POLICY = {
   tools: { block: ['mcp__docs__run_shell', 'mcp__docs__delete_*'] },
@@ -143,11 +143,7 @@ describe.each<Kind>(['stdio', 'http'])('wrapMcpTransport over %s', (kind) => {
     const session = AgentPolicy.fromDict(POLICY).session();
     await using mcp = await connect(kind, session, { approvalWaitMs: 10_000, approvalPollMs: 5 });
     const call = mcp.client.callTool({ name: 'publish', arguments: { page: 'pricing' } });
-    let pending = await session.pendingApprovals();
-    while (pending.length === 0) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      pending = await session.pendingApprovals();
-    }
+    const pending = [await firstPendingApproval(session)];
     expect(pending[0]?.action).toMatchObject({ name: 'mcp__docs__publish', input: { page: 'pricing' } });
     expect(mcp.calls()).toEqual([]);
     await session.resolveApproval(pending[0]!.id, { approved: true, by: 'ada' });
@@ -179,11 +175,7 @@ describe.each<Kind>(['stdio', 'http'])('wrapMcpTransport over %s', (kind) => {
     await using mcp = await connect(kind, session, { approvalWaitMs: 10_000, approvalPollMs: 5 });
     const controller = new AbortController();
     const call = mcp.client.callTool({ name: 'publish', arguments: { page: 'x' } }, undefined, { signal: controller.signal });
-    let pending = await session.pendingApprovals();
-    while (pending.length === 0) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      pending = await session.pendingApprovals();
-    }
+    const pending = [await firstPendingApproval(session)];
     controller.abort('user left');
     await expect(call).rejects.toThrow();
     await session.resolveApproval(pending[0]!.id, { approved: true });

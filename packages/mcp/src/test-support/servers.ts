@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ApprovalState, PolicySession } from '@agentpolicy/core';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -63,4 +64,13 @@ export async function startHttpServer(log: string, prepare: (server: McpServer) 
       await new Promise<void>((resolve) => http.close(() => resolve()));
     },
   };
+}
+
+/** The first approval request the session raises (polls until there is one). */
+export async function firstPendingApproval(session: PolicySession): Promise<ApprovalState> {
+  for (;;) {
+    const [pending] = await session.pendingApprovals();
+    if (pending !== undefined) return pending;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
 }
