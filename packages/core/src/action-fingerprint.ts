@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** Deepest nesting a tool input may have; deeper input is refused (denied), never cut. */
 export const MAX_INPUT_DEPTH = 256;
@@ -100,11 +100,6 @@ export type FingerprintParts =
   | { type: 'http'; url: string; method: string; costNanos: number }
   | { type: 'cost'; source: string; costNanos: number };
 
-const MEMO_ENTRIES = 4096;
-const MEMO_CHARS = 1 << 20;
-const memo = new Map<string, string>();
-let memoChars = 0;
-
 /**
  * The action's fingerprint: SHA-256 (hex) over its type, normalised name (tool), method and normalised URL (http)
  * or source (cost), cost in nano-dollars, and the canonical text of its input. Idempotency keys, approval requests,
@@ -115,22 +110,5 @@ export function actionFingerprint(parts: FingerprintParts): string {
   if (parts.type === 'tool') text = `tool\n${parts.name}\n${parts.costNanos}\n${parts.input === undefined ? '' : `=${parts.input}`}`;
   else if (parts.type === 'http') text = `http\n${parts.method}\n${parts.url}\n${parts.costNanos}`;
   else text = `cost\n${parts.source}\n${parts.costNanos}`;
-  // Actions without input repeat (the same tool, host or model again and again): their fingerprints are memoised,
-  // bounded in entries and in characters.
-  if (text.length > 512 || (parts.type === 'tool' && parts.input !== undefined)) return digest(text);
-  let fingerprint = memo.get(text);
-  if (fingerprint === undefined) {
-    fingerprint = digest(text);
-    if (memo.size >= MEMO_ENTRIES || memoChars + text.length > MEMO_CHARS) {
-      memo.clear();
-      memoChars = 0;
-    }
-    memo.set(text, fingerprint);
-    memoChars += text.length;
-  }
-  return fingerprint;
-}
-
-function digest(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
+  return hash('sha256', text, 'hex');
 }
