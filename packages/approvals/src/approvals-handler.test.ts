@@ -2,7 +2,7 @@ import { AgentPolicy, InMemoryApprovalStore, signApprovalToken, type ApprovalSto
 import { describe, expect, it, vi } from 'vitest';
 import { createApprovalsHandler, type ApprovalsAuthorize, type ApprovalsHandlerOptions } from './approvals-handler.js';
 import { approvalLinks } from './approval-links.js';
-import { createWaitingApprover, waitForAnswer } from './wait-for-answer.js';
+import { createWaitingApprover } from './create-waiting-approver.js';
 
 const SECRET = 'a-test-secret-that-is-at-least-32-bytes-long!';
 const ORIGIN = 'http://approvals.test';
@@ -428,20 +428,21 @@ describe('what a human approved is all that runs', () => {
     expect(results.filter((r) => r.status === 409)).toHaveLength(19);
   });
 
-  it('waitForAnswer returns once answered or expired, and stops when aborted', async () => {
-    const { store, session } = setup({}, { approvalTtlMs: 300 });
-    const answered = await raise(session, { to: 'w1@example.com' });
-    const expiring = await raise(session, { to: 'w2@example.com' });
-    const waiting = waitForAnswer(store, answered.id, { intervalMs: 10 });
-    await store.resolve(answered.id, { approved: true, by: 'alice', at: new Date().toISOString() }, Date.now());
-    expect(await waiting).toMatchObject({ status: 'approved' });
-    expect(await waitForAnswer(store, expiring.id, { intervalMs: 20 })).toMatchObject({ status: 'expired' });
-    expect(await waitForAnswer(store, 'apr_unknown')).toBeUndefined();
-    const other = await raise(policy().session({ approvals: store }), { to: 'w3@example.com' });
-    const controller = new AbortController();
-    const stopped = waitForAnswer(store, other.id, { intervalMs: 10_000, signal: controller.signal });
-    controller.abort();
-    expect(await stopped).toMatchObject({ status: 'pending' });
+  it('a waiting approver that nobody answers in time does not approve; a late answer changes nothing', async () => {
+    const store = new InMemoryApprovalStore();
+    const handler = createApprovalsHandler({ store, secret: SECRET, authorize: byHeader });
+    let requestId = '';
+    const session = policy().session({
+      approvals: store,
+      approvalTimeoutMs: 200,
+      approver: createWaitingApprover({ store, intervalMs: 10, onRequest: (request) => void (requestId = request.id) }),
+    });
+    const tool = vi.fn(async () => 'sent');
+    await expect(session.runTool('send_email', { input: { to: 'slow@example.com' } }, tool)).rejects.toMatchObject({ code: 'ACTION_DENIED' });
+    expect(session.report().decisions.at(-1)).toMatchObject({ decision: 'deny', rule: { section: 'approver', outcome: 'timeout' } });
+    const late = await handler(postJson(`/api/requests/${requestId}/resolve`, { answer: 'approve' }, { 'x-user': 'alice' }));
+    expect(late.status).toBe(410);
+    expect(tool).not.toHaveBeenCalled();
   });
 
   it('the page shows at most 200 requests and says how many wait', async () => {

@@ -9,6 +9,6 @@ export {
 } from './approvals-handler.js';
 export { toNodeHandler, type NodeHandler, type NodeHandlerOptions } from './node-handler.js';
 export { approvalLinks, type ApprovalLinks } from './approval-links.js';
-export { createWaitingApprover, waitForAnswer, type WaitForAnswerOptions, type WaitingApproverOptions } from './wait-for-answer.js';
+export { createWaitingApprover, type WaitingApproverOptions } from './create-waiting-approver.js';
 export { CONTENT_SECURITY_POLICY } from './approvals-page.js';
 export { escapeHtml } from './html.js';

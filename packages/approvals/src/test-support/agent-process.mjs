@@ -6,7 +6,7 @@ import { appendFileSync } from 'node:fs';
 import { AgentPolicy } from '@agentpolicy/core';
 import { FileApprovalStore } from '../../../core/src/test-support/file-approval-store.ts';
 import { approvalLinks } from '../approval-links.ts';
-import { createWaitingApprover } from '../wait-for-answer.ts';
+import { createWaitingApprover } from '../create-waiting-approver.ts';
 
 const [dir, secret, toolLog, handlerUrl, inputJson, timeoutMs] = process.argv.slice(2);
 const say = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);

@@ -1,33 +1,5 @@
 import type { ApprovalState, ApprovalStore, Approver, ApproverRequest } from '@agentpolicy/core';
 
-/** Options of {@link waitForAnswer}. */
-export interface WaitForAnswerOptions {
-  /** How often the store is read, in milliseconds. Default 500. */
-  intervalMs?: number;
-  /** Stops waiting; the request's state at that moment is returned. */
-  signal?: AbortSignal;
-}
-
-/**
- * Waits until a request is no longer pending — answered here, in another process or through a signed link, or
- * expired — by reading the store every `intervalMs`. Returns its state then (undefined for an unknown request).
- * The agent resumes by checking the same action with `approval: { requestId }`.
- *
- * @example
- * ```ts
- * const state = await waitForAnswer(store, error.decision.approvalRequest.id);
- * if (state?.status === 'approved') await session.runTool('deploy', { input, approval: { requestId: state.id } }, deploy);
- * ```
- */
-export async function waitForAnswer(store: ApprovalStore, requestId: string, options: WaitForAnswerOptions = {}): Promise<ApprovalState | undefined> {
-  const interval = Math.max(10, options.intervalMs ?? 500);
-  for (;;) {
-    const state = await store.get(requestId, Date.now());
-    if (state === undefined || state.status !== 'pending' || options.signal?.aborted) return state;
-    await sleep(interval, options.signal);
-  }
-}
-
 /** Options of {@link createWaitingApprover}. */
 export interface WaitingApproverOptions {
   /** The store the session keeps its requests in (the session's `approvals` option). */
@@ -54,20 +26,30 @@ export function createWaitingApprover(options: WaitingApproverOptions): Approver
   const { store } = options;
   return async (request) => {
     await options.onRequest?.(request);
-    const state = await waitForAnswer(store, request.id, { signal: request.signal, ...(options.intervalMs !== undefined ? { intervalMs: options.intervalMs } : {}) });
+    const state = await untilAnswered(store, request.id, Math.max(10, options.intervalMs ?? 500), request.signal);
     // Only a stored approval approves; core reads the stored answer back and records it.
     return state?.status === 'approved' ? true : { approved: false };
   };
 }
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+// The approver runs before the session that will use it exists, so it reads the store itself (the session's
+// waitForApproval is the same wait for code that holds the session). It stops when core aborts the request's signal.
+async function untilAnswered(store: ApprovalStore, requestId: string, intervalMs: number, signal: AbortSignal): Promise<ApprovalState | undefined> {
+  for (;;) {
+    const state = await store.get(requestId, Date.now());
+    if (state === undefined || state.status !== 'pending' || signal.aborted) return state;
+    await sleep(intervalMs, signal);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);
     function done() {
       clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
+      signal.removeEventListener('abort', done);
       resolve();
     }
-    signal?.addEventListener('abort', done, { once: true });
+    signal.addEventListener('abort', done, { once: true });
   });
 }
