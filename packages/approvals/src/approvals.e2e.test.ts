@@ -1,77 +1,25 @@
 // End to end in a real headless Chromium: agents in their own processes pause on approvals kept in a store shared
 // through the file system; a person answers on the handler's page or by a signed link; the agents resume (or not).
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { ApprovalStore } from '@agentpolicy/core';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApprovalsHandler } from './approvals-handler.js';
 import { toNodeHandler } from './node-handler.js';
+import { Agent, FileApprovalStore } from './test-support/agent-child.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SECRET = 'an-end-to-end-secret-of-at-least-32-bytes!';
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
-const AGENT = fileURLToPath(new URL('./test-support/agent-process.mjs', import.meta.url));
-// Core's test store, shared by processes through a directory (the agent processes load the same file).
-const FILE_STORE = new URL('../../core/src/test-support/file-approval-store.ts', import.meta.url).href;
-const { FileApprovalStore } = (await import(FILE_STORE)) as { FileApprovalStore: new (dir: string) => ApprovalStore };
 
 const available = existsSync(CHROMIUM);
 if (!available) {
   if (process.env.CI === 'true') throw new Error(`${CHROMIUM} is missing: the end-to-end approvals test needs Debian's chromium (.ci/run installs it)`);
   console.warn(`\n!!! SKIPPING the Chromium end-to-end approvals test: ${CHROMIUM} is not installed (apt-get install -y chromium) !!!\n`);
-}
-
-interface AgentLine {
-  event: 'request' | 'result';
-  id?: string;
-  expiresAt?: string;
-  links?: { approve: string; reject: string };
-  ran?: boolean;
-  decision?: string;
-  by?: string;
-  reason?: string;
-  rule?: { section: string; outcome?: string };
-}
-
-/** An agent process and the lines it prints. */
-class Agent {
-  readonly lines: AgentLine[] = [];
-  private readonly waiters: (() => void)[] = [];
-  readonly exited: Promise<number | null>;
-  private readonly child: ChildProcess;
-
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, ['--no-warnings', AGENT, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-    createInterface({ input: this.child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      this.lines.push(JSON.parse(line) as AgentLine);
-      for (const wake of this.waiters.splice(0)) wake();
-    });
-    this.exited = new Promise((resolve) => this.child.once('exit', resolve));
-  }
-
-  async next(event: AgentLine['event'], timeoutMs = 20_000): Promise<AgentLine> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.lines.find((line) => line.event === event);
-      if (found) return found;
-      if (Date.now() > deadline) throw new Error(`the agent printed no ${event} line (got ${JSON.stringify(this.lines)})`);
-      await new Promise<void>((resolve) => {
-        this.waiters.push(resolve);
-        setTimeout(resolve, 100);
-      });
-    }
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null) this.child.kill();
-  }
 }
 
 describe.skipIf(!available)('approvals in a real browser, agents in their own processes', () => {
