@@ -120,7 +120,8 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
   const maxBody = options.maxBodyBytes ?? 16_384;
   const maxReason = options.maxReasonLength ?? 1000;
   const now = options.now ?? Date.now;
-  const csrf = new CsrfTokens(secret, options.csrfMaxAgeMs ?? 12 * 3_600_000);
+  const csrfMaxAgeMs = options.csrfMaxAgeMs ?? 12 * 3_600_000;
+  const csrf = new CsrfTokens(secret, csrfMaxAgeMs);
   const report = (error: unknown) => {
     try {
       options.onError?.(error);
@@ -165,7 +166,7 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
     const noticeKey = url.searchParams.get('notice');
     const notice = noticeKey !== null && Object.hasOwn(NOTICES, noticeKey) ? NOTICES[noticeKey] : undefined;
     const body = pendingPage(states, { base, csrf: csrf.issue(principal.id, nonce, now()), now: now(), principal: principal.id, ...(notice ? { notice } : {}) });
-    return html(200, body, nonce === cookieNonce ? {} : { 'set-cookie': csrfCookie(nonce, base, url) });
+    return html(200, body, nonce === cookieNonce ? {} : { 'set-cookie': csrfCookie(nonce, base, url, csrfMaxAgeMs) });
   };
 
   const pageAnswer = async (request: Request, id: string): Promise<Response> => {
@@ -336,8 +337,8 @@ function readCookie(request: Request, name: string): string | undefined {
   return undefined;
 }
 
-function csrfCookie(nonce: string, base: string, url: URL): string {
-  return `${CSRF_COOKIE}=${nonce}; Path=${base || '/'}; HttpOnly; SameSite=Strict; Max-Age=43200${url.protocol === 'https:' ? '; Secure' : ''}`;
+function csrfCookie(nonce: string, base: string, url: URL, maxAgeMs: number): string {
+  return `${CSRF_COOKIE}=${nonce}; Path=${base || '/'}; HttpOnly; SameSite=Strict; Max-Age=${Math.max(1, Math.floor(maxAgeMs / 1000))}${url.protocol === 'https:' ? '; Secure' : ''}`;
 }
 
 function isPagePath(request: Request, base: string): boolean {
