@@ -453,3 +453,17 @@ describe('what a human approved is all that runs', () => {
     expect(html.match(/<article/g)).toHaveLength(200);
   });
 });
+
+describe('the approver is told when the input shown is not all of it', () => {
+  it('marks an input core cut when recording, and shows a whole input without a warning', async () => {
+    const { session, handler } = setup({ authorize: byHeader });
+    await raise(session, { to: 'short@example.com' });
+    await raise(session, { to: 'long@example.com', body: `${'benign '.repeat(200)}AND DELETE EVERYTHING` });
+    const html = await (await handler(get(`${BASE}/`, { 'x-user': 'alice' }))).text();
+    const articles = html.split('<article').slice(1);
+    expect(articles).toHaveLength(2);
+    expect(articles[0]).not.toContain('input-cut');
+    expect(articles[1]).toContain('data-field="input-cut"');
+    expect(articles[1]).toContain('Approving covers the whole input');
+  });
+});

@@ -27,9 +27,12 @@ export const CONTENT_SECURITY_POLICY = [
   "base-uri 'none'",
 ].join('; ');
 
-const MAX_INPUT_CHARS = 4000;
+/** The most input text shown per request; past it the page says so and points to the JSON API. */
+const MAX_INPUT_CHARS = 64_000;
 /** The most requests one page shows (oldest first); the count says how many wait in all. */
 const MAX_SHOWN = 200;
+/** The markers core's bounded records leave where they cut a value. */
+const CUT_MARKER = /…\[truncated: |\[nested too deep\]|\[\d+ more (?:items|keys)\]/;
 
 /** A whole page around already-escaped body HTML. */
 export function page(title: string, bodyHtml: string): string {
@@ -100,7 +103,16 @@ function requestDetails(state: ApprovalState, now: number): string {
     ['Expires', `${Date.parse(state.expiresAt) >= now ? 'in ' + age(Date.parse(state.expiresAt) - now) : 'expired'} (${state.expiresAt})`],
     ['Request', state.id],
   ];
-  const input = action.type === 'tool' && action.input !== undefined ? `<pre data-field="input">${escapeHtml(inputText(action.input))}</pre>` : '';
+  let input = '';
+  if (action.type === 'tool' && action.input !== undefined) {
+    const text = inputText(action.input);
+    // Core records long strings and large inputs bounded; the approval still covers the whole input (its
+    // fingerprint), so the approver is told when what they read is not all of it.
+    const warning = CUT_MARKER.test(text) || text.length > MAX_INPUT_CHARS
+      ? `<p class="notice problem" data-field="input-cut">Part of this input is not shown (it was cut when recorded${text.length > MAX_INPUT_CHARS ? ' or is too long for this page; GET the request from the JSON API to read what was recorded' : ''}). Approving covers the whole input.</p>`
+      : '';
+    input = `${warning}<pre data-field="input">${escapeHtml(text.length > MAX_INPUT_CHARS ? `${text.slice(0, MAX_INPUT_CHARS)}\n… (${text.length - MAX_INPUT_CHARS} more characters)` : text)}</pre>`;
+  }
   return `<h2>${escapeHtml(title)}</h2><dl>${rows.map(([name, value]) => `<dt>${escapeHtml(name)}</dt><dd>${escapeHtml(value)}</dd>`).join('')}</dl>${input}`;
 }
 
@@ -110,13 +122,11 @@ function cost(usd: number): string {
 }
 
 function inputText(input: unknown): string {
-  let text: string;
   try {
-    text = JSON.stringify(input, null, 2) ?? String(input);
+    return JSON.stringify(input, null, 2) ?? String(input);
   } catch {
-    text = String(input);
+    return String(input);
   }
-  return text.length > MAX_INPUT_CHARS ? `${text.slice(0, MAX_INPUT_CHARS)}\n… (${text.length - MAX_INPUT_CHARS} more characters)` : text;
 }
 
 function age(ms: number): string {
