@@ -195,7 +195,8 @@ describe('a pending approval across processes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'agentpolicy-child-'));
     const file = join(dir, 'child.mjs');
     writeFileSync(file, script);
-    const { stdout } = await run(process.execPath, [file, ...args], { timeout: 20_000 });
+    // Type stripping is on by default from Node 22.18; the flag turns it on in older 22.x.
+    const { stdout } = await run(process.execPath, ['--experimental-strip-types', '--disable-warning=ExperimentalWarning', file, ...args], { timeout: 20_000 });
     return JSON.parse(stdout) as Record<string, unknown>;
   };
   const prelude = `
