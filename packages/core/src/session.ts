@@ -572,8 +572,10 @@ export class PolicySession {
     if (memo === undefined) return this.policy.decideFree(prepared.prepared as PreparedAction);
     let verdict = memo.free;
     if (verdict === undefined) {
-      const decided = this.policy.decideFree(prepared.prepared as PreparedAction);
-      verdict = Object.freeze({ ...decided, rule: Object.freeze(decided.rule) });
+      verdict = this.policy.decideFree(prepared.prepared as PreparedAction);
+      // Shared by every decision of this action: frozen, its rule too.
+      if (!Object.isFrozen(verdict)) verdict = Object.freeze({ ...verdict });
+      if (!Object.isFrozen(verdict.rule)) Object.freeze(verdict.rule);
       memo.free = verdict;
     }
     return verdict;
