@@ -33,6 +33,7 @@ export {
   type AgentPolicyErrorCode,
   type PolicyIssue,
 } from './errors.js';
+export { InMemoryRateLimitStore, type InMemoryRateLimitStoreOptions, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
 export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
 export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type NormalizedPolicy } from './policy-document.js';
 export { policyJsonSchema } from './json-schema.js';
