@@ -25,6 +25,8 @@ interface CommonCheckOptions {
 export interface CheckToolOptions extends CommonCheckOptions {
   /** USD this call costs. */
   cost?: number;
+  /** The tool's arguments as the model gave them (parsed JSON): what `rules:` conditions on `input.…` read. */
+  input?: unknown;
 }
 
 export interface CheckHttpOptions extends CommonCheckOptions {
@@ -56,11 +58,11 @@ const ZERO_COST = Object.freeze({ ok: true as const, nanos: 0 });
  * Copies a check method's options once (each property read once) into one object literal: no spread and no property
  * added afterwards on the hot path. Absent options stay `undefined`, which every reader treats as absent.
  */
-export function withOptions(type: 'tool' | 'http', target: string | URL, options: CommonCheckOptions & { cost?: number; method?: string }): ActionInput {
-  const { cost, metadata, approved, approval, idempotencyKey, method } = options;
+export function withOptions(type: 'tool' | 'http', target: string | URL, options: CommonCheckOptions & { cost?: number; method?: string; input?: unknown }): ActionInput {
+  const { cost, metadata, approved, approval, idempotencyKey, method, input } = options;
   return (
     type === 'tool'
-      ? { type, name: target, cost, metadata, approved, approval, idempotencyKey }
+      ? { type, name: target, cost, metadata, approved, approval, idempotencyKey, input }
       : { type, url: target, cost, metadata, approved, approval, idempotencyKey, method }
   ) as ActionInput;
 }
@@ -83,16 +85,17 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
       const recorded: ToolAction = metadata === undefined ? { type: 'tool', name: shown, cost: costUsd } : { type: 'tool', name: shown, cost: costUsd, metadata };
       if (info.problem !== undefined) return { action: recorded, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
       if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos }, invalid: null };
+      return { action: recorded, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos, input: action.input }, invalid: null };
     }
     case 'http': {
       const target = parseTarget(action.url);
       const recorded = { type: 'http', url: target.url, domain: target.ok ? target.host : '', cost: costUsd } as { -readonly [K in keyof HttpAction]: HttpAction[K] };
-      if (typeof action.method === 'string') recorded.method = action.method.toUpperCase();
+      const method = typeof action.method === 'string' ? action.method.toUpperCase() : undefined;
+      if (method !== undefined) recorded.method = method;
       if (metadata !== undefined) recorded.metadata = metadata;
       if (!target.ok) return { action: recorded, prepared: null, invalid: { reason: target.reason, rule: { section: 'input', check: 'url' } } };
       if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos }, invalid: null };
+      return { action: recorded, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos, method, path: target.path }, invalid: null };
     }
     case 'cost': {
       const source = action.source;
