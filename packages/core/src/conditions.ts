@@ -291,29 +291,50 @@ function compileTest(condition: NormalizedCondition): Test {
       };
     }
     case 'command': {
-      const patterns = operand as string[];
-      // Forms of one command: under `if` any form matching holds, under `unless` every form must (see commandForms).
+      const argvTest = compileArgvTest(operand as string[]);
       return (value) => {
         if (typeof value !== 'string') return 2;
         const argv = parseShellCommand(value);
-        if (argv === null) return 2;
-        let all = true;
-        let any = false;
-        for (const form of commandForms(argv)) {
-          let matched = false;
-          for (const pattern of patterns) {
-            if (globMatch(pattern, form)) {
-              matched = true;
-              break;
-            }
-          }
-          if (matched) any = true;
-          else all = false;
-        }
-        return all ? 1 : any ? 2 : 0;
+        return argv === null ? 2 : argvTest(argv);
       };
     }
   }
+}
+
+/**
+ * Matches an argv against command globs. Its forms (see {@link commandForms}): all matching holds (1), none fails (0),
+ * some is undecided (2: holds under `if`, fails under `unless`).
+ */
+function compileArgvTest(patterns: readonly string[]): (argv: readonly string[]) => 0 | 1 | 2 {
+  return (argv) => {
+    if (argv.length === 0) return 2;
+    let all = true;
+    let any = false;
+    for (const form of commandForms(argv)) {
+      let matched = false;
+      for (const pattern of patterns) {
+        if (globMatch(pattern, form)) {
+          matched = true;
+          break;
+        }
+      }
+      if (matched) any = true;
+      else all = false;
+    }
+    return all ? 1 : any ? 2 : 0;
+  };
+}
+
+/** The value at a path when it is a non-empty list of strings reached without crossing an array, else undefined. */
+function directStrings(value: unknown, segments: readonly string[]): string[] | undefined {
+  let current = value;
+  for (const segment of segments) {
+    if (typeof current !== 'object' || current === null || Array.isArray(current) || !Object.hasOwn(current, segment)) return undefined;
+    current = (current as Record<string, unknown>)[segment];
+  }
+  if (!Array.isArray(current) || current.length === 0) return undefined;
+  for (const item of current) if (typeof item !== 'string') return undefined;
+  return current as string[];
 }
 
 /** A URL (with a scheme) or a bare host, normalised like request hosts; `undefined` when it is neither. */
@@ -411,6 +432,22 @@ export function compileConditions(conditions: readonly NormalizedCondition[], se
       if (sense === 'unless') return (action: PreparedAction) => everyHolds(read(action), segments, 0, test, 0) > 0;
       const want = condition.operand as boolean;
       return (action: PreparedAction) => anyHolds(read(action), segments, 0, test, 0) === want;
+    }
+    if (condition.op === 'command') {
+      // A list of strings may be one argv rather than several command lines: both readings must pass an exception,
+      // and either reading holding makes a deny apply.
+      const argvTest = compileArgvTest(condition.operand as string[]);
+      const argvAt = (action: PreparedAction): string[] | undefined => directStrings(read(action), segments);
+      if (sense === 'unless') {
+        return (action: PreparedAction) => {
+          const argv = argvAt(action);
+          return everyHolds(read(action), segments, 0, test, 0) > 0 && (argv === undefined || argvTest(argv) === 1);
+        };
+      }
+      return (action: PreparedAction) => {
+        const argv = argvAt(action);
+        return anyHolds(read(action), segments, 0, test, 0) || (argv !== undefined && argvTest(argv) !== 0);
+      };
     }
     if (sense === 'unless') return (action: PreparedAction) => everyHolds(read(action), segments, 0, test, 0) > 0;
     return (action: PreparedAction) => anyHolds(read(action), segments, 0, test, 0);

@@ -15,6 +15,7 @@ import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluato
 import { compileLimit, type CompiledLimit, type LimitDocument } from './limits.js';
 import { compileRule, ruleToDocument, type CompiledRule as CompiledConditionRule, type PolicyMode, type RuleDocument } from './rules.js';
 import { limitToDocument } from './limits.js';
+import { prepareAction, type ActionInput } from './action-input.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
 import type { SessionReport } from './audit-trail.js';
@@ -368,6 +369,44 @@ export class AgentPolicy implements PolicyEvaluator {
     if (rule.domain !== undefined && (action.type !== 'http' || rule.domain.match(action.host, action.isIp) === undefined)) return false;
     if (rule.costGtNanos !== undefined && !(action.costNanos > rule.costGtNanos)) return false;
     return true;
+  }
+
+  /**
+   * Which rules and limits an action meets, and what a fresh session would decide for it (nothing is recorded or
+   * counted). For each rule: whether its selector matches the action and, if so, whether its conditions apply.
+   *
+   * @example
+   * ```ts
+   * policy.explainAction({ type: 'tool', name: 'refund', input: { amount: 250 } });
+   * ```
+   */
+  explainAction(action: ActionInput): Record<string, unknown> {
+    const prepared = prepareAction(this, action);
+    const target = prepared.prepared;
+    const decision = this.session({ id: 'explain' }).evaluate(action);
+    return {
+      action: prepared.action,
+      ...(prepared.invalid ? { invalid: prepared.invalid.reason } : {}),
+      decision: { decision: decision.decision, reason: decision.reason, rule: decision.rule, ...(decision.shadow ? { shadow: decision.shadow } : {}) },
+      rules: this.conditionRules.map((rule) => {
+        const selects = target !== null && rule.selects(target);
+        return {
+          index: rule.index,
+          [rule.effect]: rule.reason,
+          mode: rule.enforced ? 'enforce' : 'shadow',
+          selects,
+          applies: selects && target !== null ? rule.applies(target) : false,
+        };
+      }),
+      limits: this.limits.map((limit) => ({
+        index: limit.index,
+        max_calls: limit.maxCalls,
+        per: limit.per,
+        scope: limit.scope,
+        mode: limit.enforced ? 'enforce' : 'shadow',
+        counts: target !== null && limit.selects(target),
+      })),
+    };
   }
 
   /** A machine-readable summary of what this policy enforces (the CLI's `explain`). */
