@@ -17,6 +17,8 @@ export function parseShellCommand(line: string): string[] | null {
   const argv: string[] = [];
   let word = '';
   let inWord = false;
+  // Where the first quote or escape of the first word fell: `A=1 x` assigns, `'A=1' x` runs a program named A=1.
+  let firstQuoteAt = -1;
   let i = 0;
   const n = line.length;
   while (i < n) {
@@ -33,6 +35,7 @@ export function parseShellCommand(line: string): string[] | null {
         continue;
       case 0x5c: // backslash: the next character is literal; backslash-newline joins lines
         if (i + 1 >= n) return null;
+        if (argv.length === 0 && firstQuoteAt < 0) firstQuoteAt = word.length;
         if (line.charCodeAt(i + 1) !== 0x0a) {
           word += line[i + 1];
           inWord = true;
@@ -43,6 +46,7 @@ export function parseShellCommand(line: string): string[] | null {
         // single quotes: everything literal up to the next quote
         const end = line.indexOf("'", i + 1);
         if (end < 0) return null;
+        if (argv.length === 0 && firstQuoteAt < 0) firstQuoteAt = word.length;
         word += line.slice(i + 1, end);
         inWord = true;
         i = end + 1;
@@ -50,6 +54,7 @@ export function parseShellCommand(line: string): string[] | null {
       }
       case 0x22: {
         // double quotes: literal except $, ` (expansions: refused) and \ before " \ $ ` newline
+        if (argv.length === 0 && firstQuoteAt < 0) firstQuoteAt = word.length;
         i++;
         for (;;) {
           if (i >= n) return null;
@@ -106,7 +111,7 @@ export function parseShellCommand(line: string): string[] | null {
   // `NAME=value cmd`: the assignment changes what `cmd` is (PATH=…), so the command is not known statically.
   const first = argv[0] as string;
   const equals = first.indexOf('=');
-  if (equals > 0 && isName(first, equals)) return null;
+  if (equals > 0 && (firstQuoteAt < 0 || equals < firstQuoteAt) && isName(first, equals)) return null;
   return argv;
 }
 
