@@ -10,6 +10,7 @@ export type AgentPolicyErrorCode =
   | 'BUDGET_EXCEEDED'
   | 'APPROVAL_REQUIRED'
   | 'RESERVATION_SETTLED'
+  | 'DECISION_USED'
   | 'INVALID_ARGUMENT';
 
 /**
