@@ -22,19 +22,31 @@ export interface InMemoryRateLimitStoreOptions {
   now?: () => number;
 }
 
-// Slots of one key, oldest first: parallel arrays read from `head`, compacted once the dead prefix is large.
-interface Slots {
+// A windowed key: the slots it holds, oldest first, as parallel arrays read from `head` (compacted once the dead
+// prefix is large). Memory per key is bounded by `max`.
+interface WindowSlots {
   ids: number[];
   times: number[];
   head: number;
 }
 
+// A key without a window: a count, and the slots already given back (so giving back twice changes nothing), kept
+// for the last few thousand give-backs.
+interface CountSlots {
+  held: number;
+  givenBack: Set<number>;
+  givenBackOld: Set<number>;
+}
+
+const GIVEN_BACK_GENERATION = 4096;
+
 /**
  * The default store: counters in this process. A windowed key keeps the time of each slot it holds (a sliding
- * window: a slot frees `windowMs` after it was taken), so memory per key is bounded by `max`.
+ * window: a slot frees `windowMs` after it was taken); a key without a window keeps a count.
  */
 export class InMemoryRateLimitStore implements RateLimitStore {
-  private readonly keys = new Map<string, Slots>();
+  private readonly windows = new Map<string, WindowSlots>();
+  private readonly counts = new Map<string, CountSlots>();
   private readonly now: () => number;
   private seq = 0;
 
@@ -43,19 +55,26 @@ export class InMemoryRateLimitStore implements RateLimitStore {
   }
 
   take(key: string, max: number, windowMs: number | null): RateLimitTake {
-    let slots = this.keys.get(key);
+    if (windowMs === null) {
+      let counted = this.counts.get(key);
+      if (counted === undefined) {
+        counted = { held: 0, givenBack: new Set(), givenBackOld: new Set() };
+        this.counts.set(key, counted);
+      }
+      if (counted.held >= max) return { ok: false, resetAtMs: null };
+      counted.held++;
+      return { ok: true, slot: String(++this.seq) };
+    }
+    let slots = this.windows.get(key);
     if (slots === undefined) {
       slots = { ids: [], times: [], head: 0 };
-      this.keys.set(key, slots);
+      this.windows.set(key, slots);
     }
     const now = this.now();
-    if (windowMs !== null) {
-      const oldest = now - windowMs;
-      while (slots.head < slots.ids.length && (slots.times[slots.head] as number) <= oldest) slots.head++;
-    }
+    const oldest = now - windowMs;
+    while (slots.head < slots.ids.length && (slots.times[slots.head] as number) <= oldest) slots.head++;
     if (slots.ids.length - slots.head >= max) {
-      const first = slots.times[slots.head];
-      return { ok: false, resetAtMs: windowMs === null || first === undefined ? null : first + windowMs };
+      return { ok: false, resetAtMs: (slots.times[slots.head] as number) + windowMs };
     }
     if (slots.head > 64 && slots.head * 2 > slots.ids.length) {
       slots.ids = slots.ids.slice(slots.head);
@@ -69,9 +88,20 @@ export class InMemoryRateLimitStore implements RateLimitStore {
   }
 
   giveBack(key: string, slot: string): void {
-    const slots = this.keys.get(key);
-    if (slots === undefined) return;
     const id = Number(slot);
+    const counted = this.counts.get(key);
+    if (counted !== undefined) {
+      if (counted.held === 0 || counted.givenBack.has(id) || counted.givenBackOld.has(id)) return;
+      counted.held--;
+      if (counted.givenBack.size >= GIVEN_BACK_GENERATION) {
+        counted.givenBackOld = counted.givenBack;
+        counted.givenBack = new Set();
+      }
+      counted.givenBack.add(id);
+      return;
+    }
+    const slots = this.windows.get(key);
+    if (slots === undefined) return;
     // Usually the slot just taken: search from the newest end.
     for (let i = slots.ids.length - 1; i >= slots.head; i--) {
       if (slots.ids[i] === id) {
