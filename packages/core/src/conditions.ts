@@ -15,7 +15,7 @@ import { describe, parseMoney } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
 import { commandForms, parseShellCommand } from './shell-command.js';
 import { unknownKeyMessage } from './suggest.js';
-import { globMatch } from './tool-matcher.js';
+import { compileGlob } from './tool-matcher.js';
 
 /** The operators a condition may use. */
 export const OPERATORS = ['eq', 'ne', 'in', 'not_in', 'glob', 'lt', 'lte', 'gt', 'gte', 'exists', 'domain', 'command'] as const;
@@ -258,11 +258,11 @@ function compileTest(condition: NormalizedCondition): Test {
       return condition.op === 'in' ? (value) => (inside(value) ? 1 : 0) : (value) => (inside(value) ? 0 : 1);
     }
     case 'glob': {
-      const patterns = operand as string[];
+      const globs = (operand as string[]).map(compileGlob);
       return (value) => {
         const text = typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'boolean' ? String(value) : undefined;
         if (text === undefined) return 2;
-        for (const pattern of patterns) if (globMatch(pattern, text)) return 1;
+        for (const glob of globs) if (glob(text)) return 1;
         return 0;
       };
     }
@@ -306,14 +306,15 @@ function compileTest(condition: NormalizedCondition): Test {
  * some is undecided (2: holds under `if`, fails under `unless`).
  */
 function compileArgvTest(patterns: readonly string[]): (argv: readonly string[]) => 0 | 1 | 2 {
+  const globs = patterns.map(compileGlob);
   return (argv) => {
     if (argv.length === 0) return 2;
     let all = true;
     let any = false;
     for (const form of commandForms(argv)) {
       let matched = false;
-      for (const pattern of patterns) {
-        if (globMatch(pattern, form)) {
+      for (const glob of globs) {
+        if (glob(form)) {
           matched = true;
           break;
         }

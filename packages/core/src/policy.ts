@@ -271,6 +271,7 @@ export class AgentPolicy implements PolicyEvaluator {
       found = {
         rules: Object.freeze(this.conditionRules.filter((rule) => rule.selects(action))),
         limits: Object.freeze(this.limits.filter((limit) => limit.selects(action))),
+        allowReason: action.type === 'cost' ? undefined : `${describeAction(action)} allowed`,
       };
       if (this.applicableMemo.size >= MEMO_LIMIT) this.applicableMemo.clear();
       this.applicableMemo.set(key, found);
@@ -338,7 +339,7 @@ export class AgentPolicy implements PolicyEvaluator {
       if (rule.enforced) return withShadow(hit, shadow, true, shadowAfterLimits);
       if (shadow === undefined) shadow = hit;
     }
-    return withShadow({ decision: 'allow', reason: `${describeAction(action)} allowed`, rule: ALLOW_DEFAULT, approvedRule: false }, shadow, true, shadowAfterLimits);
+    return withShadow({ decision: 'allow', reason: applicable.allowReason ?? `${describeAction(action)} allowed`, rule: ALLOW_DEFAULT, approvedRule: false }, shadow, true, shadowAfterLimits);
   }
 
   /** The block / allow-list verdict for a tool or host, or `undefined` when the lists let it through. */
@@ -451,8 +452,10 @@ export class AgentPolicy implements PolicyEvaluator {
 interface Applicable {
   readonly rules: readonly CompiledConditionRule[];
   readonly limits: readonly CompiledLimit[];
+  /** The reason of an allow for this tool or host (built once). */
+  readonly allowReason: string | undefined;
 }
-const NOTHING_APPLIES: Applicable = Object.freeze({ rules: Object.freeze([]), limits: Object.freeze([]) });
+const NOTHING_APPLIES: Applicable = Object.freeze({ rules: Object.freeze([]), limits: Object.freeze([]), allowReason: undefined });
 
 function ruleVerdict(rule: CompiledConditionRule, action: PreparedAction, approved: boolean): Verdict {
   const ref: RuleRef = { section: 'rules', index: rule.index, reason: rule.reason };

@@ -22,12 +22,13 @@ export interface InMemoryRateLimitStoreOptions {
   now?: () => number;
 }
 
-// A windowed key: the slots it holds, oldest first, as parallel arrays read from `head` (compacted once the dead
-// prefix is large). Memory per key is bounded by `max`.
+// A windowed key: the slots it holds, oldest first, in a ring of typed arrays (no garbage per call; the ring
+// doubles when full, so its size stays within twice the calls held in the window, and never above twice `max`).
 interface WindowSlots {
-  ids: number[];
-  times: number[];
-  head: number;
+  times: Float64Array;
+  ids: Float64Array;
+  start: number;
+  size: number;
 }
 
 // A key without a window: a count, and the slots already given back (so giving back twice changes nothing), kept
@@ -67,23 +68,26 @@ export class InMemoryRateLimitStore implements RateLimitStore {
     }
     let slots = this.windows.get(key);
     if (slots === undefined) {
-      slots = { ids: [], times: [], head: 0 };
+      slots = { times: new Float64Array(8), ids: new Float64Array(8), start: 0, size: 0 };
       this.windows.set(key, slots);
     }
     const now = this.now();
     const oldest = now - windowMs;
-    while (slots.head < slots.ids.length && (slots.times[slots.head] as number) <= oldest) slots.head++;
-    if (slots.ids.length - slots.head >= max) {
-      return { ok: false, resetAtMs: (slots.times[slots.head] as number) + windowMs };
+    let mask = slots.times.length - 1;
+    while (slots.size > 0 && (slots.times[slots.start] as number) <= oldest) {
+      slots.start = (slots.start + 1) & mask;
+      slots.size--;
     }
-    if (slots.head > 64 && slots.head * 2 > slots.ids.length) {
-      slots.ids = slots.ids.slice(slots.head);
-      slots.times = slots.times.slice(slots.head);
-      slots.head = 0;
+    if (slots.size >= max) return { ok: false, resetAtMs: (slots.times[slots.start] as number) + windowMs };
+    if (slots.size === slots.times.length) {
+      grow(slots);
+      mask = slots.times.length - 1;
     }
     const id = ++this.seq;
-    slots.ids.push(id);
-    slots.times.push(now);
+    const at = (slots.start + slots.size) & mask;
+    slots.times[at] = now;
+    slots.ids[at] = id;
+    slots.size++;
     return { ok: true, slot: String(id) };
   }
 
@@ -102,13 +106,32 @@ export class InMemoryRateLimitStore implements RateLimitStore {
     }
     const slots = this.windows.get(key);
     if (slots === undefined) return;
-    // Usually the slot just taken: search from the newest end.
-    for (let i = slots.ids.length - 1; i >= slots.head; i--) {
-      if (slots.ids[i] === id) {
-        slots.ids.splice(i, 1);
-        slots.times.splice(i, 1);
-        return;
+    const mask = slots.times.length - 1;
+    // Usually the slot just taken: search from the newest end, then close the gap.
+    for (let j = slots.size - 1; j >= 0; j--) {
+      if (slots.ids[(slots.start + j) & mask] !== id) continue;
+      for (let k = j; k < slots.size - 1; k++) {
+        const to = (slots.start + k) & mask;
+        const from = (slots.start + k + 1) & mask;
+        slots.times[to] = slots.times[from] as number;
+        slots.ids[to] = slots.ids[from] as number;
       }
+      slots.size--;
+      return;
     }
   }
+}
+
+function grow(slots: WindowSlots): void {
+  const capacity = slots.times.length;
+  const times = new Float64Array(capacity * 2);
+  const ids = new Float64Array(capacity * 2);
+  for (let i = 0; i < slots.size; i++) {
+    const from = (slots.start + i) & (capacity - 1);
+    times[i] = slots.times[from] as number;
+    ids[i] = slots.ids[from] as number;
+  }
+  slots.times = times;
+  slots.ids = ids;
+  slots.start = 0;
 }

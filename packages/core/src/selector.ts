@@ -7,7 +7,7 @@ import { DomainMatcher, normalizeDomainEntry } from './domain.js';
 import type { PolicyIssue } from './errors.js';
 import { describe } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
-import { foldToolName, globMatch, toolNameProblem } from './tool-matcher.js';
+import { compileGlob, foldToolName, toolNameProblem } from './tool-matcher.js';
 
 export const ACTION_TYPES: readonly ActionType[] = ['tool', 'http', 'cost'];
 
@@ -72,12 +72,12 @@ export function selectorToDocument(selector: Selector): Selector {
 
 /** A compiled selector: tool globs folded like block lists, domains matched on the subtree. */
 export function compileSelector(selector: Selector): (action: PreparedAction) => boolean {
-  const tool = selector.tool !== undefined ? foldToolName(selector.tool) : undefined;
+  const tool = selector.tool !== undefined ? compileGlob(foldToolName(selector.tool)) : undefined;
   const domain = selector.domain !== undefined ? new DomainMatcher([selector.domain], 'subtree') : undefined;
   const type = selector.action;
   return (action) => {
     if (type !== undefined && type !== action.type) return false;
-    if (tool !== undefined && (action.type !== 'tool' || !globMatch(tool, action.folded))) return false;
+    if (tool !== undefined && (action.type !== 'tool' || !tool(action.folded))) return false;
     if (domain !== undefined && (action.type !== 'http' || domain.match(action.host, action.isIp) === undefined)) return false;
     return true;
   };

@@ -184,6 +184,7 @@ export class PolicySession {
   private readonly options: SessionOptions;
   private readonly ledger: BudgetLedger;
   private readonly limitStore: RateLimitStore;
+  private readonly limitKeys: string[] = [];
   private readonly trail: AuditTrail;
   private readonly keys = new CallKeys();
   private readonly settling: ReservationContext;
@@ -719,6 +720,13 @@ export class PolicySession {
     return this.id;
   }
 
+  /** The store key of a limit for this session, built once (a flat string, so the store hashes it once). */
+  private limitKey(limit: CompiledLimit): string {
+    const key = `${limit.keyPrefix}${limit.scope === 'budget' ? this.budgetScopeId : this.id}`;
+    this.limitKeys[limit.index] = key;
+    return key;
+  }
+
   /**
    * Takes a slot of every limit the action meets, in order. A full enforced limit denies (slots already taken are
    * given back); a full shadowed one is recorded as the shadow outcome. Synchronous while the store is.
@@ -728,7 +736,7 @@ export class PolicySession {
     let shadowHit: Verdict | undefined;
     for (let i = 0; i < limits.length; i++) {
       const limit = limits[i] as CompiledLimit;
-      const key = limit.keyPrefix + (limit.scope === 'budget' ? this.budgetScopeId : this.id);
+      const key = this.limitKeys[limit.index] ?? this.limitKey(limit);
       const taken = this.limitStore.take(key, limit.maxCalls, limit.windowMs);
       if (taken instanceof Promise) return this.countLimitsAsync(limits, i, taken, key, held, shadowHit, action, verdict);
       if (taken.ok) held.push(key, taken.slot);
@@ -753,7 +761,7 @@ export class PolicySession {
     try {
       for (let i = from; i < limits.length; i++) {
         const limit = limits[i] as CompiledLimit;
-        if (pending === undefined) key = limit.keyPrefix + (limit.scope === 'budget' ? this.budgetScopeId : this.id);
+        if (pending === undefined) key = this.limitKeys[limit.index] ?? this.limitKey(limit);
         const taken = await (pending ?? this.limitStore.take(key, limit.maxCalls, limit.windowMs));
         pending = undefined;
         if (taken.ok) held.push(key, taken.slot);
