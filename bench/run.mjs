@@ -184,6 +184,16 @@ await (async () => {
     ['cedar-wasm statefulIsAuthorized, same 20 conditions', () => { for (let i = 0; i < 100; i++) cedar.statefulIsAuthorized(request); }],
   ], { batch: 100 });
 })().catch((error) => cedarNotes.push(`cedar-wasm rows skipped: ${error.message}`));
+// ---- 16 KB hosts ----------------------------------------------------------------------------------------------------
+// 64 distinct hosts in rotation, so no memo can answer: every check parses the URL and matches the host afresh. The
+// many-label host is the case that was quadratic when each parent suffix was copied and hashed.
+const LONG_BATCH = 20;
+const manyLabels = Array.from({ length: 64 }, (_, i) => `https://h${i}.${'a.'.repeat(7_995)}bad1.example.net/`);
+const oneLabel = Array.from({ length: 64 }, (_, i) => `https://h${i}${'a'.repeat(16_000)}.example.com/`);
+await measure('16 KB host (1,000 domains)', [
+  ['checkHttp, 16 KB host of 8,000 labels', async () => { for (let i = 0; i < LONG_BATCH; i++) await largeSession.checkHttp(manyLabels[cursor++ & 63]); }],
+  ['checkHttp, 16 KB host of one label', async () => { for (let i = 0; i < LONG_BATCH; i++) await largeSession.checkHttp(oneLabel[cursor++ & 63]); }],
+], { batch: LONG_BATCH });
 
 // ---- report() over 100,000 decisions ---------------------------------------------------------------------------
 let reportSession = seed.session({ maxDecisions: 100_000 });

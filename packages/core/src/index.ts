@@ -58,6 +58,7 @@ export {
 export { InMemoryRateLimitStore, type InMemoryRateLimitStoreOptions, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
 export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
 export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type NormalizedPolicy } from './policy-document.js';
+export { policyWarnings, type PolicyWarning, type PolicyWarningCode } from './policy-warnings.js';
 export { policyJsonSchema } from './json-schema.js';
 export { parseYamlPolicy } from './load-yaml.js';
 export { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } from './pricing.js';

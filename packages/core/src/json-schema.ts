@@ -8,9 +8,10 @@ const money = {
 
 const toolPattern = {
   type: 'string',
-  description: 'A tool name, or a pattern where * stands for any run of characters.',
-  pattern: '^[^\\p{White_Space}\\p{Cc}\\p{Cf}\\p{Co}\\p{Cn}\\p{Cs}\\p{Zl}\\p{Zp}\\p{Default_Ignorable_Code_Point}]{1,256}$',
-  not: { pattern: '\\*\\*' },
+  description:
+    'A tool name, or a pattern where * stands for a run of characters (in allow lists: letters, digits, _, - and . only). No backslash, no "." or ".." path segment.',
+  pattern: '^[^\\p{White_Space}\\p{Cc}\\p{Cf}\\p{Co}\\p{Cn}\\p{Cs}\\p{Zl}\\p{Zp}\\p{Default_Ignorable_Code_Point}\\\\]{1,256}$',
+  not: { anyOf: [{ pattern: '\\*\\*' }, { pattern: '(?:^|/)\\.{1,2}(?:/|$)' }] },
 } as const;
 
 const domain = {
@@ -76,7 +77,7 @@ const selectorConsistency = [
 ] as const;
 const mode = { enum: ['enforce', 'shadow'], description: 'shadow: decide and record what it would do, enforce nothing.' } as const;
 
-const list = (items: object, description: string) => ({ description, type: ['array', 'null'], items }) as const;
+const list = (items: object, description: string) => ({ description, type: 'array', items }) as const;
 
 /**
  * JSON Schema (draft 2020-12) of the policy file format, for editors. It checks the shape; the validator also
@@ -91,7 +92,7 @@ export const policyJsonSchema = {
   properties: {
     version: { const: 1, description: 'Format version.' },
     budget: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       required: ['max_spend'],
       properties: {
@@ -100,7 +101,7 @@ export const policyJsonSchema = {
       },
     },
     tools: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       properties: {
         allow: list(toolPattern, 'Only these tools may run (exact names and * globs). Absent: every tool not blocked.'),
@@ -108,7 +109,7 @@ export const policyJsonSchema = {
       },
     },
     network: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       properties: {
         allow: list(domain, 'Only these exact hosts (and *.domain subdomains) may be reached.'),
@@ -116,11 +117,11 @@ export const policyJsonSchema = {
       },
     },
     approval: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       properties: {
         require_for: {
-          type: ['array', 'null'],
+          type: 'array',
           description: 'Rules that escalate an action to a human. Every key in a rule must match; the first match is reported.',
           items: {
             type: 'object',
@@ -144,7 +145,7 @@ export const policyJsonSchema = {
       },
     },
     rules: {
-      type: ['array', 'null'],
+      type: 'array',
       description: 'Deny or require approval by conditions on the input, request or cost. Every matching rule applies.',
       items: {
         type: 'object',
@@ -166,7 +167,7 @@ export const policyJsonSchema = {
       },
     },
     limits: {
-      type: ['array', 'null'],
+      type: 'array',
       description: 'How many calls may be allowed per window or per session; only allowed calls count.',
       items: {
         type: 'object',
@@ -185,9 +186,9 @@ export const policyJsonSchema = {
         allOf: selectorConsistency,
       },
     },
-    mode: { ...mode, enum: ['enforce', 'shadow', null] },
+    mode,
     pricing: {
-      type: ['object', 'null'],
+      type: 'object',
       description: 'Model → USD per million tokens; wins over the built-in price catalog.',
       propertyNames: { pattern: '^\\S(?:.*\\S)?$' },
       additionalProperties: {
