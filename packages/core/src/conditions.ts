@@ -13,6 +13,7 @@ import { DomainMatcher, normalizeDomainEntry, parseTarget } from './domain.js';
 import type { PolicyIssue } from './errors.js';
 import { describe, parseMoney } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
+import { isPlainObject } from './policy-values.js';
 import { commandForms, parseShellCommand } from './shell-command.js';
 import { unknownKeyMessage } from './suggest.js';
 import { compileGlob } from './tool-matcher.js';
@@ -40,12 +41,6 @@ type Scalar = string | number | boolean | null;
 type Test = (value: unknown) => 0 | 1 | 2;
 
 const MAX_DEPTH = 32;
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
 
 function isScalar(value: unknown): value is Scalar {
   return value === null || typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value));
@@ -470,4 +465,3 @@ export function conditionsToDocument(conditions: readonly NormalizedCondition[],
   return out;
 }
 
-export { isPlainObject as isConditionMapping };

@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import type { PolicyIssue } from './errors.js';
 import { describe } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
-import { MODES, readMode, type PolicyMode } from './rules.js';
+import { isPlainObject, readEntries } from './policy-values.js';
+import { readMode, type PolicyMode } from './rules.js';
 import { compileSelector, readSelector, selectorToDocument, type Selector } from './selector.js';
 import { unknownKeyMessage } from './suggest.js';
 
@@ -56,64 +57,50 @@ export function parseWindow(value: unknown): { ok: true; windowMs: number | null
   return { ok: true, windowMs };
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
-
 /** Validates the `limits:` list. */
 export function readLimits(list: unknown, path: string, issues: PolicyIssue[]): NormalizedLimit[] {
-  const limits: NormalizedLimit[] = [];
-  if (list === undefined || list === null) return limits;
-  if (!Array.isArray(list)) {
-    issues.push({ path, message: `must be a list of limits, got ${describe(list)}` });
-    return limits;
+  return readEntries(list, path, 'limits', issues, (item, at) => readLimit(item, at, issues));
+}
+
+function readLimit(item: unknown, at: string, issues: PolicyIssue[]): NormalizedLimit | undefined {
+  if (!isPlainObject(item)) {
+    issues.push({ path: at, message: `must be a limit mapping such as { tool: search, max_calls: 5, per: 1m }, got ${describe(item)}` });
+    return undefined;
   }
-  list.forEach((item, index) => {
-    const at = `${path}[${index}]`;
-    if (!isPlainObject(item)) {
-      issues.push({ path: at, message: `must be a limit mapping such as { tool: search, max_calls: 5, per: 1m }, got ${describe(item)}` });
-      return;
-    }
-    const before = issues.length;
-    for (const key of Object.keys(item)) {
-      if (!(LIMIT_KEYS as readonly string[]).includes(key)) issues.push({ path: `${at}.${key}`, message: unknownKeyMessage(key, LIMIT_KEYS) });
-    }
-    const get = (key: string) => (Object.hasOwn(item, key) ? item[key] : undefined);
-    const selector = readSelector(item, at, issues);
-    const max = get('max_calls');
-    if (max === undefined) issues.push({ path: `${at}.max_calls`, message: 'is required: how many calls the window allows' });
-    else if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 1) {
-      issues.push({ path: `${at}.max_calls`, message: `must be a whole number ≥ 1, got ${describe(max)}` });
-    }
-    const per = get('per');
-    let windowMs: number | null | undefined;
-    if (per === undefined) issues.push({ path: `${at}.per`, message: 'is required: a window like 30s, 1m, 2h, 1d, or session' });
-    else {
-      const parsed = parseWindow(per);
-      if (parsed.ok) windowMs = parsed.windowMs;
-      else issues.push({ path: `${at}.per`, message: parsed.message });
-    }
-    const scope = get('scope');
-    if (scope !== undefined && scope !== 'session' && scope !== 'budget') {
-      issues.push({ path: `${at}.scope`, message: `must be session (this session's calls) or budget (every session sharing the budget key), got ${describe(scope)}` });
-    }
-    const modeRaw = get('mode');
-    const mode = modeRaw === undefined ? null : readMode(modeRaw, `${at}.mode`, issues);
-    if (issues.length !== before || !selector || windowMs === undefined || mode === undefined) return;
-    limits.push(
-      Object.freeze({
-        selector: Object.freeze(selector),
-        maxCalls: max as number,
-        per: per as string,
-        windowMs,
-        scope: (scope as LimitScope | undefined) ?? 'session',
-        mode,
-      }),
-    );
+  const before = issues.length;
+  for (const key of Object.keys(item)) {
+    if (!(LIMIT_KEYS as readonly string[]).includes(key)) issues.push({ path: `${at}.${key}`, message: unknownKeyMessage(key, LIMIT_KEYS) });
+  }
+  const get = (key: string) => (Object.hasOwn(item, key) ? item[key] : undefined);
+  const selector = readSelector(item, at, issues);
+  const max = get('max_calls');
+  if (max === undefined) issues.push({ path: `${at}.max_calls`, message: 'is required: how many calls the window allows' });
+  else if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 1) {
+    issues.push({ path: `${at}.max_calls`, message: `must be a whole number ≥ 1, got ${describe(max)}` });
+  }
+  const per = get('per');
+  let windowMs: number | null | undefined;
+  if (per === undefined) issues.push({ path: `${at}.per`, message: 'is required: a window like 30s, 1m, 2h, 1d, or session' });
+  else {
+    const parsed = parseWindow(per);
+    if (parsed.ok) windowMs = parsed.windowMs;
+    else issues.push({ path: `${at}.per`, message: parsed.message });
+  }
+  const scope = get('scope');
+  if (scope !== undefined && scope !== 'session' && scope !== 'budget') {
+    issues.push({ path: `${at}.scope`, message: `must be session (this session's calls) or budget (every session sharing the budget key), got ${describe(scope)}` });
+  }
+  const modeRaw = get('mode');
+  const mode = modeRaw === undefined ? null : readMode(modeRaw, `${at}.mode`, issues);
+  if (issues.length !== before || !selector || windowMs === undefined || mode === undefined) return undefined;
+  return Object.freeze({
+    selector: Object.freeze(selector),
+    maxCalls: max as number,
+    per: per as string,
+    windowMs,
+    scope: (scope as LimitScope | undefined) ?? 'session',
+    mode,
   });
-  return limits;
 }
 
 /** A limit back in the file format. */
@@ -155,4 +142,3 @@ export function compileLimit(limit: NormalizedLimit, index: number, policyMode: 
   });
 }
 
-export { MODES };

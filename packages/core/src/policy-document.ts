@@ -2,6 +2,7 @@ import type { ActionType } from './decision.js';
 import type { PolicyIssue } from './errors.js';
 import { normalizeDomainEntry } from './domain.js';
 import { describe, parseMoney } from './money.js';
+import { isPlainObject } from './policy-values.js';
 import { limitToDocument, readLimits, type LimitDocument, type NormalizedLimit } from './limits.js';
 import { policyWarnings, type PolicyWarning } from './policy-warnings.js';
 import { readMode, readRules, ruleToDocument, type NormalizedRule, type PolicyMode, type RuleDocument } from './rules.js';
@@ -68,13 +69,6 @@ const PRICE_KEYS = ['input', 'output', 'cached_input'] as const;
 const ACTION_TYPES: readonly ActionType[] = ['tool', 'http', 'cost'];
 
 type Issues = PolicyIssue[];
-
-/** A plain `{ … }` object (or `Object.create(null)`): not an array, a Map or a class instance. */
-export function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
 
 function join(path: string, key: string | number): string {
   if (typeof key === 'number') return `${path}[${key}]`;

@@ -6,8 +6,8 @@ import { DomainMatcher } from './domain.js';
 import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
 import { describe, formatUsd, nanosToUsd } from './money.js';
 import { parseYamlPolicy } from './load-yaml.js';
+import { isPlainObject } from './policy-values.js';
 import {
-  isPlainObject,
   toPolicyDocument,
   validatePolicyDocument,
   type NormalizedPolicy,

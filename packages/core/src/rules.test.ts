@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AgentPolicy } from './policy.js';
 import { PolicyValidationError } from './errors.js';
@@ -48,6 +49,12 @@ describe('rules: validation names the path and says what to write', () => {
     [{ limits: [{ tool: 's', max_calls: 5, per: '1m', scope: 'global' }] }, 'limits[0].scope', 'budget'],
     [{ limits: [{ tool: 's', max_calls: 5, per: '1m', mode: 'off' }] }, 'limits[0].mode', 'enforce or shadow'],
     [{ mode: 'audit' }, 'mode', 'enforce or shadow'],
+    [{ rules: null }, 'rules', 'has no value'],
+    [{ limits: null }, 'limits', 'has no value'],
+    [{ mode: null }, 'mode', 'has no value'],
+    [{ rules: [{ deny: 'x', tool: null, if: { 'input.a': { eq: 1 } } }] }, 'rules[0].tool', 'must be a string'],
+    [{ rules: [{ deny: 'x', tool: 't', if: null }] }, 'rules[0].if', 'mapping of paths'],
+    [{ limits: [{ tool: 's', max_calls: 5, per: null }] }, 'limits[0].per', 'a window like 30s'],
   ])('%j → %s', (document, path, hint) => {
     const issues = issuesOf(document);
     const issue = issues.find((candidate) => candidate.path === path);
@@ -80,6 +87,45 @@ describe('rules: validation names the path and says what to write', () => {
     expect(b.hash).toBe(a.hash);
     expect(c.hash).toBe(a.hash);
     expect(a.toDocument().limits).toEqual([{ tool: 'search', max_calls: 5, per: '1m', scope: 'session' }]);
+  });
+});
+
+describe('arrays resolve toward safety, for any array', () => {
+  const policy = AgentPolicy.fromDict({
+    rules: [
+      { deny: 'any over 100', tool: 'pay_if', if: { 'input.amounts': { gt: 100 } } },
+      { deny: 'unless all at most 100', tool: 'pay_unless', unless: { 'input.amounts': { lte: 100 } } },
+    ],
+  });
+  const amounts = fc.array(fc.oneof(fc.integer({ min: -50, max: 250 }), fc.constantFrom('a lot', null, true, '150', '99.5', { n: 1 })), { maxLength: 8 });
+  const judged = (value: unknown) => (typeof value === 'number' ? value : typeof value === 'string' && /^-?[0-9.]+$/.test(value) ? Number(value) : undefined);
+
+  it('if: denied exactly when some element is over 100 or cannot be judged (missing values are skipped)', () => {
+    fc.assert(
+      fc.property(amounts, (values) => {
+        const present = values.filter((value) => value !== null);
+        const expected = present.some((value) => {
+          const n = judged(value);
+          return n === undefined || n > 100;
+        });
+        return (policy.session().evaluate({ type: 'tool', name: 'pay_if', input: { amounts: values } }).decision === 'deny') === expected;
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('unless: allowed exactly when there is at least one value and every value is judged at most 100', () => {
+    fc.assert(
+      fc.property(amounts, (values) => {
+        const present = values.filter((value) => value !== null);
+        const excepted = present.length > 0 && present.every((value) => {
+          const n = judged(value);
+          return n !== undefined && n <= 100;
+        });
+        return (policy.session().evaluate({ type: 'tool', name: 'pay_unless', input: { amounts: values } }).decision === 'allow') === excepted;
+      }),
+      { numRuns: 1000 },
+    );
   });
 });
 

@@ -7,12 +7,12 @@ import { compileConditions, conditionsToDocument, readConditions, type CompiledC
 import type { PolicyIssue } from './errors.js';
 import { describe } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
+import { isPlainObject, readEntries } from './policy-values.js';
 import { admittedTypes, compileSelector, readSelector, selectorToDocument, type Selector } from './selector.js';
 import { unknownKeyMessage } from './suggest.js';
 
 /** Whether a part of the policy is enforced or only recorded (`shadow`). */
 export type PolicyMode = 'enforce' | 'shadow';
-export const MODES: readonly PolicyMode[] = ['enforce', 'shadow'];
 
 export type RuleEffect = 'deny' | 'require_approval';
 
@@ -40,12 +40,6 @@ export interface NormalizedRule {
 
 const RULE_KEYS = ['deny', 'require_approval', 'tool', 'domain', 'action', 'if', 'unless', 'mode'] as const;
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
-
 /** Reads a `mode:` value. */
 export function readMode(value: unknown, path: string, issues: PolicyIssue[]): PolicyMode | undefined {
   if (value === 'enforce' || value === 'shadow') return value;
@@ -55,17 +49,7 @@ export function readMode(value: unknown, path: string, issues: PolicyIssue[]): P
 
 /** Validates the `rules:` list. */
 export function readRules(list: unknown, path: string, issues: PolicyIssue[]): NormalizedRule[] {
-  const rules: NormalizedRule[] = [];
-  if (list === undefined || list === null) return rules;
-  if (!Array.isArray(list)) {
-    issues.push({ path, message: `must be a list of rules, got ${describe(list)}` });
-    return rules;
-  }
-  list.forEach((item, index) => {
-    const rule = readRule(item, `${path}[${index}]`, issues);
-    if (rule) rules.push(rule);
-  });
-  return rules;
+  return readEntries(list, path, 'rules', issues, (item, at) => readRule(item, at, issues));
 }
 
 function readRule(item: unknown, path: string, issues: PolicyIssue[]): NormalizedRule | undefined {
