@@ -445,6 +445,29 @@ export function compileConditions(conditions: readonly NormalizedCondition[], se
         return anyHolds(read(action), segments, 0, test, 0) || (argv !== undefined && argvTest(argv) !== 0);
       };
     }
+    if (segments.length === 1 && condition.path.startsWith('input.')) {
+      // The common shape, `input.<field>` holding a string, number or boolean, read without the general walk (which
+      // gives the same answer).
+      const key = segments[0] as string;
+      if (sense === 'unless') {
+        return (action: PreparedAction) => {
+          const input = action.type === 'tool' ? action.input : undefined;
+          if (typeof input === 'object' && input !== null && !Array.isArray(input) && Object.hasOwn(input, key)) {
+            const value = (input as Record<string, unknown>)[key];
+            if (typeof value !== 'object' && value !== undefined) return test(value) === 1;
+          }
+          return everyHolds(input, segments, 0, test, 0) > 0;
+        };
+      }
+      return (action: PreparedAction) => {
+        const input = action.type === 'tool' ? action.input : undefined;
+        if (typeof input === 'object' && input !== null && !Array.isArray(input) && Object.hasOwn(input, key)) {
+          const value = (input as Record<string, unknown>)[key];
+          if (typeof value !== 'object' && value !== undefined) return test(value) !== 0;
+        }
+        return anyHolds(input, segments, 0, test, 0);
+      };
+    }
     if (sense === 'unless') return (action: PreparedAction) => everyHolds(read(action), segments, 0, test, 0) > 0;
     return (action: PreparedAction) => anyHolds(read(action), segments, 0, test, 0);
   });
