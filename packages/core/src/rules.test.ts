@@ -281,6 +281,24 @@ describe('limits', () => {
     expect((await session.checkTool('pay', { approved: true })).decision).toBe('allow');
   });
 
+  it('a rule require_approval raises a stored request for exactly that input; its answer runs under the limits', async () => {
+    const session = AgentPolicy.fromDict({
+      rules: [{ require_approval: 'large refunds', tool: 'refund', if: { 'input.amount': { gt: 100 } } }],
+      limits: [{ tool: 'refund', max_calls: 1, per: 'session' }],
+    }).session();
+    const asked = await session.checkTool('refund', { input: { amount: 500 } });
+    expect(asked.decision).toBe('require_approval');
+    const requestId = (asked as { approvalRequest?: { id: string } }).approvalRequest?.id as string;
+    expect(requestId).toBeTypeOf('string');
+    expect(await session.resolveApproval(requestId, { approved: true, by: 'alice' })).toMatchObject({ ok: true });
+    // The approval covers 500, not 5,000.
+    expect((await session.checkTool('refund', { input: { amount: 5000 }, approval: { requestId } })).decision).toBe('require_approval');
+    // Waiting took no slot: the approved call is allowed and counted; the next one meets the limit.
+    const approved = await session.checkTool('refund', { input: { amount: 500 }, approval: { requestId } });
+    expect(approved).toMatchObject({ decision: 'allow', approved: true });
+    expect((await session.checkTool('refund', { input: { amount: 5 } })).rule).toMatchObject({ section: 'limits', index: 0 });
+  });
+
   it('works with a store that answers with promises, and fails closed when it throws', async () => {
     const inner = new InMemoryRateLimitStore();
     const slow: RateLimitStore = {
