@@ -1,12 +1,13 @@
 // agentpolicy benchmark: decision latency, adapter overhead, report cost and memory, with a Set.has floor.
 // Usage: pnpm bench            (full run, writes bench/results/latest.json)
 //        BENCH_QUICK=1 pnpm bench  (a few iterations, only to prove it runs; writes results/quick.tmp.json)
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
-import { AgentPolicy } from '@agentpolicy/core';
+import { join } from 'node:path';
+import { AgentPolicy, createAuditLog, estimateModelCall, splitPromptMedia } from '@agentpolicy/core';
 
 const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
 const BATCH = 1000; // operations per timed sample, so sub-microsecond figures sit far above timer resolution
@@ -69,6 +70,27 @@ const costSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).s
 await measure('seed policy', [
   ['checkTool with cost (budget reserve+charge)', async () => { for (let i = 0; i < BATCH; i++) await costSession.checkTool('search_docs', { cost: 0.000001 }); }],
 ]);
+
+// ---- observability: OpenTelemetry without a provider, the audit log sink ------------------------------------------
+// The OpenTelemetry API is installed here (core's optional peer) but no provider is registered: the default session
+// against one opened with `telemetry: false` is the added cost. The audit sink writes one chained line per decision.
+const quiet = seed.session({ telemetry: false, maxDecisions: 10_000 });
+const otelNoProvider = seed.session({ maxDecisions: 10_000 });
+await measure('observability', [
+  ['checkTool allow, telemetry off', async () => { for (let i = 0; i < BATCH; i++) await quiet.checkTool('search_docs'); }],
+  ['checkTool allow, OTel API present, no provider', async () => { for (let i = 0; i < BATCH; i++) await otelNoProvider.checkTool('search_docs'); }],
+]);
+const auditDir = mkdtempSync(join(os.tmpdir(), 'agentpolicy-bench-audit-'));
+try {
+  const auditLog = createAuditLog(join(auditDir, 'audit.jsonl'), { maxBytes: 16 * 1024 * 1024 });
+  const audited = seed.session({ sinks: [auditLog], telemetry: false, maxDecisions: 10_000 });
+  await measure('observability', [
+    ['checkTool allow, audit log sink', async () => { for (let i = 0; i < BATCH; i++) await audited.checkTool('search_docs'); }],
+  ], { time: QUICK ? 30 : 1000 });
+  auditLog.close();
+} finally {
+  rmSync(auditDir, { recursive: true, force: true });
+}
 
 // ---- 1,000 patterns ------------------------------------------------------------------------------------------------
 const allowTools = [];
@@ -201,6 +223,41 @@ for (let i = 0; i < 100_000; i++) await reportSession.checkTool(i % 3 ? 'search_
 await measure('report', [['report() over 100,000 decisions', () => { sink += reportSession.report().decisions.length; }]], { batch: 1, time: QUICK ? 50 : 1500 });
 reportSession = undefined;
 
+// ---- model-call estimate -----------------------------------------------------------------------------------------
+// A typical chat request: a system prompt, a few turns, one tool definition, an output limit (and one without).
+const chatPrompt = [
+  { role: 'system', content: 'You are a helpful assistant that answers questions about the docs.' },
+  { role: 'user', content: 'How do I configure the network allow-list?' },
+  { role: 'assistant', content: 'Add the hosts under network.allow in the policy file.' },
+  { role: 'user', content: 'And subdomains?' },
+  { tools: [{ type: 'function', function: { name: 'search_docs', description: 'Search the docs', parameters: { type: 'object', properties: { q: { type: 'string' } } } } }] },
+];
+const estimatePricing = AgentPolicy.fromDict({}).normalized.pricing;
+await estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt }, estimatePricing); // loads the limits catalog once
+const modelSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session({ maxDecisions: 10_000 });
+// 100 operations a sample (a sample of 1,000 estimates, about 2 ms, is often cut by the scheduler on a shared machine).
+const ESTIMATES = 100;
+await measure('model-call estimate', [
+  ['estimate: typical chat request (max_tokens set)', () => {
+    for (let i = 0; i < ESTIMATES; i++) sink += estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt, maxOutputTokens: 500 }, estimatePricing).nanos;
+  }],
+  ['estimate: typical chat request (no output limit)', () => {
+    for (let i = 0; i < ESTIMATES; i++) sink += estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt }, estimatePricing).nanos;
+  }],
+  ['estimate: chat request with an image', () => {
+    for (let i = 0; i < ESTIMATES; i++) {
+      const media = splitPromptMedia([{ role: 'user', content: [{ type: 'text', text: 'What is this?' }, { type: 'image_url', image_url: { url: 'https://x/y.png', detail: 'high' } }] }]);
+      sink += estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', ...media, maxOutputTokens: 500 }, estimatePricing).nanos;
+    }
+  }],
+  ['reserveModelCall + commit(usage)', async () => {
+    for (let i = 0; i < ESTIMATES; i++) {
+      const reservation = await modelSession.reserveModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt, maxOutputTokens: 500 });
+      await reservation.commit({ inputTokens: 60, outputTokens: 120 });
+    }
+  }],
+], { batch: ESTIMATES });
+
 // ---- adapters ----------------------------------------------------------------------------------------------------
 const adapterNotes = [];
 await (async () => {
@@ -280,6 +337,8 @@ const targets = {
   'checkTool with 20 rules + 5 limits, all on the checked tool': 1,
   'policy.decide: 20 rules, refund meets 4': 1,
   'policy.decide: 20 rules, all on refund': 1,
+  'estimate: typical chat request (max_tokens set)': 5,
+  'estimate: typical chat request (no output limit)': 5,
 };
 const fmt = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(3)} µs`);
 console.log(`\nagentpolicy bench ${QUICK ? '(quick mode: figures are not meaningful)' : ''}`);
@@ -297,10 +356,14 @@ const pair = (a, b) => {
   return raw && wrapped ? wrapped.medianUs - raw.medianUs : undefined;
 };
 const toolOverhead = pair('raw tool execute', 'wrapTools execute');
+const otelOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, OTel API present, no provider');
+const auditOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, audit log sink');
 const openaiOverhead = pair('raw client', 'wrapOpenAI client');
 console.log('');
 if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
 if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
+if (otelOverhead !== undefined) console.log(`OpenTelemetry API present, no provider: ${fmt(otelOverhead)} added per decision (target ≤ 0.2 µs ${otelOverhead <= 0.2 ? '✓' : '✗'})`);
+if (auditOverhead !== undefined) console.log(`audit log sink: ${fmt(auditOverhead)} added per decision (one chained line, one write)`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
 const ours = rows.find((row) => row.name === 'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)');
 const cedarRow = rows.find((row) => row.name === 'cedar-wasm statefulIsAuthorized, same 20 conditions');
@@ -317,8 +380,8 @@ const out = {
   quick: QUICK,
   machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
   rows,
-  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null },
   cedarRatio: cedarRatio ?? null,
+  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null },
   memory,
   notes: [...adapterNotes, ...cedarNotes],
 };

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** Deepest nesting a tool input may have; deeper input is refused (denied), never cut. */
 export const MAX_INPUT_DEPTH = 256;
@@ -110,5 +110,5 @@ export function actionFingerprint(parts: FingerprintParts): string {
   if (parts.type === 'tool') text = `tool\n${parts.name}\n${parts.costNanos}\n${parts.input === undefined ? '' : `=${parts.input}`}`;
   else if (parts.type === 'http') text = `http\n${parts.method}\n${parts.url}\n${parts.costNanos}`;
   else text = `cost\n${parts.source}\n${parts.costNanos}`;
-  return createHash('sha256').update(text).digest('hex');
+  return hash('sha256', text, 'hex');
 }

@@ -4,7 +4,7 @@ import { boundMetadata, boundString, boundValue } from './bounded-record.js';
 import type { Action, CostAction, HttpAction, Metadata, RuleRef, ToolAction } from './decision.js';
 import { parseTarget } from './domain.js';
 import { nanosToUsd, readCost } from './money.js';
-import type { PolicyEvaluator, PreparedAction } from './policy-evaluator.js';
+import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 
 interface CommonCheckOptions {
   metadata?: Metadata;
@@ -69,6 +69,11 @@ export interface Prepared {
   readonly fingerprint: string;
   readonly prepared: PreparedAction | null;
   readonly invalid: { reason: string; rule: RuleRef } | null;
+  /**
+   * On memoised prepared forms (no input, per policy): the verdict for the action while it costs nothing and needs
+   * no approval, filled on first use. Shared by the forms derived from it (the same call with metadata).
+   */
+  readonly memo?: { free: Verdict | undefined };
 }
 
 const ZERO_COST = Object.freeze({ ok: true as const, nanos: 0 });
@@ -77,20 +82,19 @@ const MEMO_ENTRIES = 4096;
 const MEMO_CHARS = 1 << 20;
 
 /**
- * Prepared forms of actions that carry no input and no metadata, by name (or URL and method) and cost: the same
- * tool or host is checked again and again, and its record, fingerprint and prepared form are the same every time
- * (the record is frozen, so sharing it is safe). Bounded in entries and in characters; cleared when full.
+ * Values by a string (a tool name, a URL) and a cost in nanos, looked up without building a key string. Bounded in
+ * entries and in characters; cleared when full.
  */
-class PreparedMemo {
-  private readonly entries = new Map<string, Map<number, Prepared>>();
+class CostMemo<V> {
+  private readonly entries = new Map<string, Map<number, V>>();
   private count = 0;
   private chars = 0;
 
-  get(key: string, costNanos: number): Prepared | undefined {
+  get(key: string, costNanos: number): V | undefined {
     return this.entries.get(key)?.get(costNanos);
   }
 
-  set(key: string, costNanos: number, prepared: Prepared): void {
+  set(key: string, costNanos: number, prepared: V): void {
     if (key.length > 2048) return;
     if (this.count >= MEMO_ENTRIES || this.chars + key.length > MEMO_CHARS) {
       this.entries.clear();
@@ -108,10 +112,14 @@ class PreparedMemo {
   }
 }
 
-// Memoised per policy (a tool name's prepared form depends on the policy's folding of it), held weakly.
-const toolMemos = new WeakMap<PolicyEvaluator, PreparedMemo>();
-// By method ('' when none is given), then URL and cost.
-const httpMemos = new Map<string, PreparedMemo>();
+// The prepared forms of actions without input or metadata: the same tool or host is checked again and again, and
+// its record, fingerprint and prepared form are the same every time (the record is frozen, so sharing it is safe).
+// Per policy for tools (the prepared form holds the policy's folding of the name), held weakly; by method ('' when
+// none is given) for requests.
+const toolMemos = new WeakMap<PolicyEvaluator, CostMemo<Prepared>>();
+const httpMemos = new WeakMap<PolicyEvaluator, Map<string, CostMemo<Prepared>>>();
+// Fingerprints of tool calls without input, by folded name and cost (metadata is not part of a fingerprint).
+const toolFingerprints = new CostMemo<string>();
 
 /**
  * Copies a check method's options once (each property read once) into one object literal: no spread and no property
@@ -138,30 +146,39 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
   const metadataInput = action.metadata;
   const costInput = action.cost;
   const cost = costInput === undefined && action.type !== 'cost' ? ZERO_COST : readCost(costInput);
-  if (metadataInput === undefined && cost.ok) {
+  if (cost.ok) {
     if (action.type === 'tool' && action.input === undefined && typeof action.name === 'string') {
       let memo = toolMemos.get(policy);
       if (memo === undefined) {
-        memo = new PreparedMemo();
+        memo = new CostMemo<Prepared>();
         toolMemos.set(policy, memo);
       }
       let prepared = memo.get(action.name, cost.nanos);
       if (prepared === undefined) {
-        prepared = prepareUncached(policy, action, cost, undefined);
+        prepared = { ...prepareUncached(policy, action, cost, undefined), memo: { free: undefined } };
         memo.set(action.name, cost.nanos, prepared);
       }
-      return prepared;
+      if (metadataInput === undefined) return prepared;
+      // The same call with metadata: only the record differs (the fingerprint never covers metadata).
+      const base = prepared.action as ToolAction;
+      const recorded: ToolAction = Object.freeze({ type: 'tool', name: base.name, cost: base.cost, metadata: boundMetadata(metadataInput) });
+      return { action: recorded, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo: prepared.memo as { free: Verdict | undefined } };
     }
-    if (action.type === 'http' && typeof action.url === 'string' && (action.method === undefined || typeof action.method === 'string')) {
+    if (metadataInput === undefined && action.type === 'http' && typeof action.url === 'string' && (action.method === undefined || typeof action.method === 'string')) {
       const method = action.method ?? '';
-      let memo = httpMemos.get(method);
-      if (memo === undefined && httpMemos.size < 16 && method.length <= 16) {
-        memo = new PreparedMemo();
-        httpMemos.set(method, memo);
+      let byMethod = httpMemos.get(policy);
+      if (byMethod === undefined) {
+        byMethod = new Map();
+        httpMemos.set(policy, byMethod);
+      }
+      let memo = byMethod.get(method);
+      if (memo === undefined && byMethod.size < 16 && method.length <= 16) {
+        memo = new CostMemo<Prepared>();
+        byMethod.set(method, memo);
       }
       let prepared = memo?.get(action.url, cost.nanos);
       if (prepared === undefined) {
-        prepared = prepareUncached(policy, action, cost, undefined);
+        prepared = { ...prepareUncached(policy, action, cost, undefined), memo: { free: undefined } };
         memo?.set(action.url, cost.nanos, prepared);
       }
       return prepared;
@@ -190,7 +207,12 @@ function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: Ret
           inputText = `!${error.message}`;
         }
       }
-      const fingerprint = actionFingerprint({ type: 'tool', name: info.problem === undefined ? info.folded : shown, costNanos, input: inputText });
+      const fingerprintName = info.problem === undefined ? info.folded : shown;
+      let fingerprint = inputText === undefined ? toolFingerprints.get(fingerprintName, costNanos) : undefined;
+      if (fingerprint === undefined) {
+        fingerprint = actionFingerprint({ type: 'tool', name: fingerprintName, costNanos, input: inputText });
+        if (inputText === undefined) toolFingerprints.set(fingerprintName, costNanos, fingerprint);
+      }
       // One literal per shape (no property added afterwards): this runs on every check.
       const recorded: ToolAction = Object.freeze(
         inputValue === undefined

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Decision } from './decision.js';
 
 const KEY_GENERATION = 4096;
@@ -11,25 +11,33 @@ const LONG_KEY = 256;
  * fills up it becomes the older one. Bounded (at most 2 × 4,096 keys, long keys stored as their hash) and O(1).
  */
 export class CallKeys {
-  private keyed = new Map<string, Decision>();
-  private keyedOld = new Map<string, Decision>();
+  private keyed = new Map<string, Map<string, Decision>>();
+  private keyedOld = new Map<string, Map<string, Decision>>();
+  private count = 0;
 
   /** The decision an earlier check of this action (fingerprint) with this key got, if it is still kept. */
   get(fingerprint: string, key: string): Decision | undefined {
-    const slot = slotOf(fingerprint, key);
-    return this.keyed.get(slot) ?? this.keyedOld.get(slot);
+    const slot = slotOf(key);
+    return this.keyed.get(fingerprint)?.get(slot) ?? this.keyedOld.get(fingerprint)?.get(slot);
   }
 
   /** Remembers the decision a keyed check got. */
   remember(fingerprint: string, key: string, decision: Decision): void {
-    if (this.keyed.size >= KEY_GENERATION) {
+    if (this.count >= KEY_GENERATION) {
       this.keyedOld = this.keyed;
       this.keyed = new Map();
+      this.count = 0;
     }
-    this.keyed.set(slotOf(fingerprint, key), decision);
+    let keys = this.keyed.get(fingerprint);
+    if (keys === undefined) {
+      keys = new Map();
+      this.keyed.set(fingerprint, keys);
+    }
+    keys.set(slotOf(key), decision);
+    this.count++;
   }
 }
 
-function slotOf(fingerprint: string, key: string): string {
-  return `${fingerprint}\n${key.length > LONG_KEY ? createHash('sha256').update(key).digest('hex') : key}`;
+function slotOf(key: string): string {
+  return key.length > LONG_KEY ? hash('sha256', key, 'hex') : key;
 }

@@ -8,8 +8,10 @@ import { describe, formatUsd, nanosToUsd } from './money.js';
 import { parseYamlPolicy } from './load-yaml.js';
 import { isPlainObject } from './policy-values.js';
 import {
+  priceDocument,
   toPolicyDocument,
   validatePolicyDocument,
+  type PriceDocument,
   type NormalizedPolicy,
   type PolicyDocument,
 } from './policy-document.js';
@@ -34,8 +36,8 @@ export interface AgentPolicyOptions {
   allowedDomains?: readonly string[];
   blockedDomains?: readonly string[];
   approvalRules?: readonly ApprovalRuleOption[];
-  /** Model → USD per million tokens. */
-  pricing?: Readonly<Record<string, { input: number | string; output: number | string; cachedInput?: number | string }>>;
+  /** Model → prices and limits (camelCase mirror of the file's `pricing:` entries). */
+  pricing?: Readonly<Record<string, PriceOption>>;
   /** Conditional rules, in the file format (`deny` / `require_approval`, a selector, `if` / `unless`). */
   rules?: readonly RuleDocument[];
   /** Call limits, in the file format (`max_calls`, `per`, `scope`). */
@@ -43,6 +45,32 @@ export interface AgentPolicyOptions {
   /** `shadow`: decide and record, enforce nothing. Default `enforce`. */
   mode?: PolicyMode;
 }
+
+/** One model's prices and limits in the constructor's form; see {@link PriceDocument}. */
+export interface PriceOption {
+  input?: number | string;
+  output?: number | string;
+  cachedInput?: number | string;
+  perImage?: number | string | Readonly<Record<string, number | string>>;
+  perSecond?: number | string;
+  perCharacter?: number | string;
+  maxOutputTokens?: number;
+  maxInputTokens?: number;
+  maxAudioSeconds?: number;
+}
+
+// Keys of a price entry: constructor option ↔ file format.
+const PRICE_OPTION_KEYS: ReadonlyArray<readonly [keyof PriceOption, string]> = [
+  ['input', 'input'],
+  ['output', 'output'],
+  ['cachedInput', 'cached_input'],
+  ['perImage', 'per_image'],
+  ['perSecond', 'per_second'],
+  ['perCharacter', 'per_character'],
+  ['maxOutputTokens', 'max_output_tokens'],
+  ['maxInputTokens', 'max_input_tokens'],
+  ['maxAudioSeconds', 'max_audio_seconds'],
+];
 
 /** An approval rule in the constructor's form. Every key present must match. */
 export interface ApprovalRuleOption {
@@ -227,12 +255,7 @@ export class AgentPolicy implements PolicyEvaluator {
         ...(rule.action !== undefined ? { action: rule.action } : {}),
         ...(rule.costGtNanos !== undefined ? { costGt: usd(rule.costGtNanos) } : {}),
       })),
-      pricing: Object.fromEntries(
-        [...policy.pricing].map(([model, price]) => [
-          model,
-          { input: usd(price.input), output: usd(price.output), cachedInput: usd(price.cachedInput) },
-        ]),
-      ),
+      pricing: Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceOption(priceDocument(price))])),
       rules: policy.rules.map(ruleToDocument),
       limits: policy.limits.map(limitToDocument),
       mode: policy.mode,
@@ -451,7 +474,15 @@ export class AgentPolicy implements PolicyEvaluator {
       pricing: Object.fromEntries(
         [...policy.pricing].map(([model, price]) => [
           model,
-          { input_per_million: nanosToUsd(price.input), output_per_million: nanosToUsd(price.output), cached_input_per_million: nanosToUsd(price.cachedInput) },
+          {
+            ...(price.tokens
+              ? { input_per_million: nanosToUsd(price.tokens.input), output_per_million: nanosToUsd(price.tokens.output), cached_input_per_million: nanosToUsd(price.tokens.cachedInput) }
+              : {}),
+            ...(() => {
+              const { input: _input, output: _output, cached_input: _cached, ...rest } = priceDocument(price);
+              return rest;
+            })(),
+          },
         ]),
       ),
       rules: policy.rules.map((rule, index) => ({ index, ...ruleToDocument(rule), mode: rule.mode ?? policy.mode })),
@@ -506,8 +537,10 @@ function renameOptionPath(issue: PolicyIssue): PolicyIssue {
       return { path: to + issue.path.slice(from.length).replace(/\.cost_gt$/, '.costGt'), message: issue.message };
     }
   }
-  if (issue.path.startsWith('pricing.') && issue.path.endsWith('.cached_input')) {
-    return { path: issue.path.replace(/\.cached_input$/, '.cachedInput'), message: issue.message };
+  if (issue.path.startsWith('pricing.')) {
+    for (const [option, file] of PRICE_OPTION_KEYS) {
+      if (option !== file && issue.path.includes(`.${file}`)) return { path: issue.path.replace(`.${file}`, `.${option}`), message: issue.message };
+    }
   }
   return issue;
 }
@@ -575,9 +608,9 @@ function optionsToDocument(options: unknown): { document: unknown; issues: Polic
             if (!isPlainObject(price)) return [model, price];
             const out: Record<string, unknown> = {};
             for (const key of Object.keys(price)) {
-              if (key === 'cachedInput') out.cached_input = price[key];
-              else if (key === 'input' || key === 'output') out[key] = price[key];
-              else issues.push({ path: `pricing.${model}.${key}`, message: unknownKeyMessage(key, ['input', 'output', 'cachedInput']) });
+              const file = PRICE_OPTION_KEYS.find(([option]) => option === key)?.[1];
+              if (file !== undefined) out[file] = price[key];
+              else issues.push({ path: `pricing.${model}.${key}`, message: unknownKeyMessage(key, PRICE_OPTION_KEYS.map(([option]) => option)) });
             }
             return [model, out];
           }),
@@ -601,4 +634,13 @@ export function canonicalJson(value: unknown): string {
     return `{${entries.join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';
+}
+
+function priceOption(document: PriceDocument): PriceOption {
+  const out: Record<string, unknown> = {};
+  for (const [option, file] of PRICE_OPTION_KEYS) {
+    const value = (document as Record<string, unknown>)[file];
+    if (value !== undefined) out[option] = value;
+  }
+  return out as PriceOption;
 }

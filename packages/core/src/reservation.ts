@@ -41,6 +41,8 @@ export interface ReservationContext {
   /** Each settled version of a decision → the decision first recorded (which keys and `consume` know). */
   readonly origins: WeakMap<Decision, Decision>;
   priceUsage(usage: TokenUsage): PriceResult;
+  /** Told each settled decision once the ledger has it (the session's sinks: an audit log, OpenTelemetry). */
+  settled?(decision: Decision): void;
 }
 
 /** Whether a failed call was certainly not billed: an agentpolicy error or a 4xx answer. */
@@ -63,15 +65,22 @@ export function createReservation(context: ReservationContext, recorded: Decisio
     if (isSettled()) return decision;
     // Replace first, synchronously, so a second settle (stream cancel racing its finish) is a no-op.
     const previous = decision;
-    const settlement = Object.freeze({ status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos) });
+    const overrun = status === 'committed' ? actualNanos - estimateNanos : 0;
+    const settlement = Object.freeze(
+      overrun > 0
+        ? { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos), overrun: nanosToUsd(overrun) }
+        : { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos) },
+    );
     const action = usage ? (Object.freeze({ ...previous.action, metadata: boundMetadata({ ...previous.action.metadata, ...usage }) }) as Action) : previous.action;
     decision = Object.freeze({ ...previous, action, settlement });
     context.origins.set(decision, context.origins.get(previous) ?? previous);
     context.trail.replace(slot, previous, decision);
     context.trail.adjustAllowed(decision.action.type, actualNanos - estimateNanos);
+    if (overrun > 0) context.trail.addOverrun(overrun);
     context.pending.delete(reservation);
     if (status === 'committed') await context.ledger.commit(estimateNanos, actualNanos);
     else await context.ledger.release(estimateNanos);
+    context.settled?.(decision);
     return decision;
   };
   const reservation: Reservation = {
