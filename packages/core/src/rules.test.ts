@@ -378,6 +378,14 @@ describe('shadow mode', () => {
     expect(session.exhausted()).toBeUndefined();
   });
 
+  it('under mode: shadow no tool is left out of listings as never allowed; enforced, a blocked one is', () => {
+    const document = { tools: { block: ['rm'] }, rules: [{ deny: 'no prod', tool: 'deploy', if: { 'input.env': { eq: 'prod' } } }] };
+    expect(AgentPolicy.fromDict({ ...document, mode: 'shadow' }).neverAllowsTool('rm')).toBeUndefined();
+    expect(AgentPolicy.fromDict(document).neverAllowsTool('rm')).toContain('tools.block');
+    // A rule depends on the input: it never makes a tool never-allowed.
+    expect(AgentPolicy.fromDict(document).neverAllowsTool('deploy')).toBeUndefined();
+  });
+
   it('a shadow rule hides no enforced deny: the enforced rule still stops the call', async () => {
     const session = AgentPolicy.fromDict({
       rules: [
