@@ -33,7 +33,21 @@ export {
   type AgentPolicyErrorCode,
   type PolicyIssue,
 } from './errors.js';
-export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
+export {
+  InMemoryBudgetStore,
+  windowEnd,
+  windowId,
+  windowStart,
+  type BudgetGrant,
+  type BudgetPeriod,
+  type BudgetRef,
+  type BudgetSnapshot,
+  type BudgetStore,
+  type InMemoryBudgetStoreOptions,
+  type LeaseOutcome,
+  type MaybePromise,
+  type WindowSpend,
+} from './budget-store.js';
 export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type NormalizedPolicy } from './policy-document.js';
 export { policyJsonSchema } from './json-schema.js';
 export { parseYamlPolicy } from './load-yaml.js';

@@ -16,6 +16,10 @@ import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
 import type { SessionReport } from './audit-trail.js';
 import { PolicySession, type SessionOptions } from './session.js';
+import { InMemoryBudgetStore, type BudgetPeriod } from './budget-store.js';
+
+/** The in-memory store each policy's sessions share for keyed budgets (`budgetKey` without a `store`). */
+const keyedStores = new WeakMap<AgentPolicy, InMemoryBudgetStore>();
 
 /** Options of the programmatic constructor (camelCase mirror of the file format). */
 export interface AgentPolicyOptions {
@@ -23,6 +27,8 @@ export interface AgentPolicyOptions {
   budget?: number | string;
   /** Fraction of the budget (0 < x ≤ 1) at which a session's `onSoftLimit` fires. */
   softLimit?: number;
+  /** Over which time the budget applies: `session` (default) or a UTC calendar `hour`, `day`, `week` or `month`. */
+  period?: BudgetPeriod;
   allowedTools?: readonly string[];
   blockedTools?: readonly string[];
   allowedDomains?: readonly string[];
@@ -43,6 +49,7 @@ export interface ApprovalRuleOption {
 const OPTION_KEYS = [
   'budget',
   'softLimit',
+  'period',
   'allowedTools',
   'blockedTools',
   'allowedDomains',
@@ -55,6 +62,7 @@ const OPTION_KEYS = [
 const OPTION_PATHS: ReadonlyArray<[string, string]> = [
   ['budget.max_spend', 'budget'],
   ['budget.soft_limit', 'softLimit'],
+  ['budget.period', 'period'],
   ['tools.allow', 'allowedTools'],
   ['tools.block', 'blockedTools'],
   ['network.allow', 'allowedDomains'],
@@ -165,6 +173,7 @@ export class AgentPolicy implements PolicyEvaluator {
     return new AgentPolicy({
       ...(policy.budget ? { budget: usd(policy.budget.maxSpendNanos) } : {}),
       ...(policy.budget?.softLimit != null ? { softLimit: policy.budget.softLimit } : {}),
+      ...(policy.budget && policy.budget.period !== 'session' ? { period: policy.budget.period } : {}),
       ...(policy.tools.allow ? { allowedTools: policy.tools.allow } : {}),
       blockedTools: policy.tools.block,
       ...(policy.network.allow ? { allowedDomains: policy.network.allow } : {}),
@@ -189,8 +198,20 @@ export class AgentPolicy implements PolicyEvaluator {
     return toPolicyDocument(this.normalized);
   }
 
-  /** Opens a session: the unit that holds a budget, an audit trail and an approver. */
+  /**
+   * Opens a session: the unit that holds an audit trail and an approver, and spends from a budget (its own, or the
+   * one named by `budgetKey`, shared with every session given that key).
+   */
   session(options?: SessionOptions): PolicySession {
+    if (options?.budgetKey !== undefined && options.store === undefined) {
+      // Sessions of one process share a keyed budget through one in-memory store of this policy.
+      let store = keyedStores.get(this);
+      if (store === undefined) {
+        store = new InMemoryBudgetStore();
+        keyedStores.set(this, store);
+      }
+      return new PolicySession(this, { ...options, store });
+    }
     return new PolicySession(this, options);
   }
 
@@ -291,7 +312,13 @@ export class AgentPolicy implements PolicyEvaluator {
     return {
       hash: this.hash,
       budget: policy.budget
-        ? { max_spend: nanosToUsd(policy.budget.maxSpendNanos), max_spend_display: formatUsd(policy.budget.maxSpendNanos), soft_limit: policy.budget.softLimit, currency: 'USD' }
+        ? {
+            max_spend: nanosToUsd(policy.budget.maxSpendNanos),
+            max_spend_display: formatUsd(policy.budget.maxSpendNanos),
+            soft_limit: policy.budget.softLimit,
+            period: policy.budget.period,
+            currency: 'USD',
+          }
         : null,
       tools: {
         allow: policy.tools.allow ? [...policy.tools.allow] : null,
@@ -349,10 +376,11 @@ function optionsToDocument(options: AgentPolicyOptions): { document: unknown; is
   }
   const copyList = (value: unknown) => (Array.isArray(value) ? [...value] : value);
   const document: Record<string, unknown> = {};
-  if (options.budget !== undefined || options.softLimit !== undefined) {
+  if (options.budget !== undefined || options.softLimit !== undefined || options.period !== undefined) {
     document.budget = {
       ...(options.budget !== undefined ? { max_spend: options.budget } : {}),
       ...(options.softLimit !== undefined ? { soft_limit: options.softLimit } : {}),
+      ...(options.period !== undefined ? { period: options.period } : {}),
     };
   }
   if (options.allowedTools !== undefined || options.blockedTools !== undefined) {

@@ -53,7 +53,12 @@ export function notBilled(failure: { status?: number; error?: unknown } | undefi
 }
 
 /** The reservation of a recorded decision (allowed with a pending settlement, or not allowed and holding nothing). */
-export function createReservation(context: ReservationContext, decision: MutableDecision, model: { model: string; provider: string | undefined } | undefined): Reservation {
+export function createReservation(
+  context: ReservationContext,
+  decision: MutableDecision,
+  model: { model: string; provider: string | undefined } | undefined,
+  lease: string | undefined,
+): Reservation {
   const estimateNanos = decision.decision === 'allow' && decision.settlement ? Math.round(decision.settlement.estimated * 1e9) : 0;
   const isSettled = () => decision.decision !== 'allow' || decision.settlement?.status !== 'pending';
   const settle = async (status: 'committed' | 'released', actualNanos: number, usage?: Metadata): Promise<Decision> => {
@@ -63,8 +68,15 @@ export function createReservation(context: ReservationContext, decision: Mutable
     context.trail.adjustAllowed(decision.action.type, actualNanos - estimateNanos);
     if (usage) decision.action = { ...decision.action, metadata: { ...decision.action.metadata, ...usage } } as Action;
     context.pending.delete(reservation);
-    if (status === 'committed') await context.ledger.commit(estimateNanos, actualNanos);
-    else await context.ledger.release(estimateNanos);
+    if (lease === undefined) return decision;
+    try {
+      if (status === 'committed') await context.ledger.commit(lease, actualNanos);
+      else await context.ledger.release(lease);
+    } catch (error) {
+      // The store could not be reached: the lease stays open there and is charged at its estimate when it expires,
+      // so no spend is lost (a release then costs the estimate; that is the safe side).
+      process.emitWarning(`agentpolicy: could not settle lease ${lease} (it will be charged at its estimate when it expires): ${(error as Error)?.message ?? String(error)}`);
+    }
     return decision;
   };
   const reservation: Reservation = {

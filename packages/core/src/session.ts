@@ -12,7 +12,7 @@ import {
 } from './approvals.js';
 import { AuditTrail, isoNow, type SessionReport } from './audit-trail.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
-import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
+import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
 import { CallKeys } from './call-keys.js';
 import type { Action, ApprovalRecord, Decision, Metadata, RuleRef } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
@@ -25,10 +25,25 @@ import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
 
 /** Options of {@link AgentPolicy.session}. */
 export interface SessionOptions {
-  /** Session id (a random UUID by default); also the budget store key. */
+  /** Session id (a random UUID by default): the audit identity, and the budget key unless `budgetKey` is given. */
   id?: string;
-  /** Where spend is kept; an in-memory store by default. */
+  /**
+   * The budget this session spends from, shared by every session given the same key and store (a tenant, a user,
+   * an agent). The session id stays the identity in the audit trail. Default: the session id (a budget of its own).
+   */
+  budgetKey?: string;
+  /**
+   * Where spend is kept. Default: in memory, one budget per session, or, with a `budgetKey`, one store shared by
+   * every session of this policy in this process. Pass a shared store (e.g. `@agentpolicy/redis`) to share a
+   * budget across processes.
+   */
   store?: BudgetStore;
+  /**
+   * How long a reservation may stay open before the store charges it at its estimate (its process died, say).
+   * Default 900,000 ms (15 minutes). A reservation held while an approver decides lives this long after the
+   * approval timeout.
+   */
+  leaseTtlMs?: number;
   /** Resolves `require_approval` in place. */
   approver?: Approver;
   /** How long the approver may take before its silence counts as a denial. Default 300,000 ms. */
@@ -91,6 +106,8 @@ export class PolicySession {
   private readonly settling: ReservationContext;
   private readonly pending = new Set<Reservation>();
   private readonly reservations = new WeakMap<Decision, Reservation>();
+  /** The store lease of each allowed reservation that holds money. */
+  private readonly leases = new WeakMap<Decision, string>();
   private seq = 0;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
@@ -100,6 +117,12 @@ export class PolicySession {
     if (options.id !== undefined && (typeof options.id !== 'string' || options.id === '')) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'session id must be a non-empty string');
     }
+    if (options.budgetKey !== undefined && (typeof options.budgetKey !== 'string' || options.budgetKey === '')) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'budgetKey must be a non-empty string');
+    }
+    if (options.leaseTtlMs !== undefined && !(Number.isSafeInteger(options.leaseTtlMs) && options.leaseTtlMs > 0)) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'leaseTtlMs must be a whole number of milliseconds > 0');
+    }
     if (options.maxDecisions !== undefined && !(options.maxDecisions >= 0)) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'maxDecisions must be a number ≥ 0 (Infinity keeps every decision)');
     }
@@ -107,7 +130,15 @@ export class PolicySession {
     this.options = options;
     this.id = options.id ?? randomUUID();
     const budget = policy.normalized.budget;
-    this.ledger = new BudgetLedger(options.store ?? new InMemoryBudgetStore(), this.id, budget?.maxSpendNanos ?? null, budget?.softLimit ?? null, options.onSoftLimit);
+    this.ledger = new BudgetLedger(
+      options.store ?? new InMemoryBudgetStore(),
+      this.id,
+      { key: options.budgetKey ?? this.id, period: budget?.period ?? 'session' },
+      budget?.maxSpendNanos ?? null,
+      budget?.softLimit ?? null,
+      options.onSoftLimit,
+      options.leaseTtlMs ?? 900_000,
+    );
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
     this.settling = { ledger: this.ledger, trail: this.trail, pending: this.pending, priceUsage: (usage) => this.priceUsage(usage) };
     this.fetch = createPolicyFetch(this);
@@ -155,6 +186,15 @@ export class PolicySession {
     if (limit === null) return false;
     const { spent, reserved } = this.ledger.snapshot();
     return read.nanos > 0 && spent + reserved + read.nanos > limit;
+  }
+
+  /**
+   * Reads the budget afresh from its store, first charging any lease that expired unsettled at its estimate (the
+   * reconcile call for a shared store; any operation on the budget does the same). Returns the report after it.
+   */
+  async reconcile(): Promise<SessionReport> {
+    await this.ledger.reconcile();
+    return this.report();
   }
 
   /**
@@ -336,7 +376,7 @@ export class PolicySession {
 
   /** The audit summary. Amounts are USD numbers computed from the exact ledger. */
   report(): SessionReport {
-    const { spent, reserved } = this.ledger.snapshot();
+    const { spent, reserved, window, previous, expired } = this.ledger.snapshot();
     const limit = this.ledger.limit;
     const endMs = this.endedMs ?? Date.now();
     const summary = this.trail.summary();
@@ -347,6 +387,11 @@ export class PolicySession {
       spent: nanosToUsd(spent),
       reserved: nanosToUsd(reserved),
       remaining: limit === null ? null : nanosToUsd(Math.max(0, limit - spent - reserved)),
+      budgetKey: this.ledger.budget.key,
+      period: this.ledger.budget.period,
+      window,
+      previousWindow: previous === null ? null : { window: previous.window, spent: nanosToUsd(previous.spent) },
+      expiredLeases: { count: expired.count, amount: nanosToUsd(expired.nanos) },
       decisionSummary: summary.decisionSummary,
       costSummary: summary.costSummary,
       policyHits: summary.policyHits,
@@ -369,12 +414,15 @@ export class PolicySession {
     }
     const cost = prepared.prepared.costNanos;
     const limit = this.ledger.limit;
+    // A shared budget's snapshot may be stale (another process spent, a window rolled over): only the store's own
+    // check-and-reserve decides whether money is left, so the policy sees an untouched budget here.
+    const shared = this.ledger.storeDecides;
     if (!approved && cost <= this.policy.costRuleFloor) {
-      if (cost === 0) return this.policy.decideFree(prepared.prepared);
+      if (cost === 0 || shared) return this.policy.decideFree(prepared.prepared);
       const { spent, reserved } = this.ledger.snapshot();
       if (limit === null || spent + reserved + cost <= limit) return this.policy.decideFree(prepared.prepared);
     }
-    const { spent, reserved } = this.ledger.snapshot();
+    const { spent, reserved } = shared ? { spent: 0, reserved: 0 } : this.ledger.snapshot();
     try {
       return this.policy.decide(prepared.prepared, spent, reserved, approved);
     } catch (error) {
@@ -441,49 +489,53 @@ export class PolicySession {
     return decision;
   }
 
+  // One store operation per check: `charge` checks and charges at once; `reserve` checks and opens a lease.
   private allowWithMoney(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
-    if (costNanos <= 0) return this.recordAllowed(action, verdict, costNanos, mode, approval);
-    const reserved = this.ledger.reserve(costNanos);
-    if (reserved instanceof Promise) {
-      return reserved.then((ok) => (ok ? this.chargeAndRecord(action, verdict, costNanos, mode, approval) : this.recordRefused(action, costNanos)));
-    }
-    if (!reserved) return this.recordRefused(action, costNanos);
-    return this.chargeAndRecord(action, verdict, costNanos, mode, approval);
+    if (costNanos <= 0) return this.recordAllowed(action, verdict, costNanos, mode, approval, undefined);
+    const grant = mode === 'charge' ? this.ledger.spend(costNanos) : this.ledger.reserve(costNanos);
+    if (grant instanceof Promise) return grant.then((settled) => this.recordGrant(action, verdict, costNanos, mode, approval, settled));
+    return this.recordGrant(action, verdict, costNanos, mode, approval, grant);
   }
 
-  private chargeAndRecord(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
-    if (mode === 'charge') {
-      const done = this.ledger.commit(costNanos, costNanos);
-      if (done instanceof Promise) return done.then(() => this.recordAllowed(action, verdict, costNanos, mode, approval));
-    }
-    return this.recordAllowed(action, verdict, costNanos, mode, approval);
+  private recordGrant(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, grant: BudgetGrant): Decision {
+    if (!grant.ok) return this.recordRefused(action, costNanos, grant.snapshot);
+    return this.recordAllowed(action, verdict, costNanos, mode, approval, grant.lease);
   }
 
-  private recordAllowed(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision {
+  private recordAllowed(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, lease: string | undefined): Decision {
     const decision = this.makeDecision(action, verdict, this.nextId(), approval) as MutableDecision;
-    if (mode === 'reserve') decision.settlement = { status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) };
+    if (mode === 'reserve') {
+      decision.settlement = { status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) };
+      if (lease !== undefined) this.leases.set(decision, lease);
+    }
     return this.record(decision);
   }
 
-  private recordRefused(action: Action, costNanos: number): Decision {
-    return this.record(this.makeDecision(action, this.ledger.refusal(costNanos), this.nextId(), undefined));
+  private recordRefused(action: Action, costNanos: number, snapshot: BudgetSnapshot): Decision {
+    return this.record(this.makeDecision(action, this.ledger.refusal(costNanos, snapshot), this.nextId(), undefined));
   }
 
   private async askApprover(approver: Approver, action: Action, verdict: Verdict, costNanos: number, mode: Mode): Promise<Decision> {
     // Hold the money while a human decides, so concurrent checks cannot spend it meanwhile.
+    const timeoutMs = this.options.approvalTimeoutMs ?? 300_000;
+    let lease: string | undefined;
     if (costNanos > 0) {
-      const reserved = await this.ledger.reserve(costNanos);
-      if (!reserved) return this.recordRefused(action, costNanos);
+      const grant = await this.ledger.reserve(costNanos, this.ledger.leaseTtlMs + timeoutMs);
+      if (!grant.ok) return this.recordRefused(action, costNanos, grant.snapshot);
+      lease = grant.lease;
     }
     const pending = this.makeDecision(action, verdict, this.nextId(), undefined);
-    const outcome = await consultApprover(approver, { sessionId: this.id, decision: pending, action, reason: verdict.reason, rule: verdict.rule }, this.options.approvalTimeoutMs ?? 300_000);
+    const outcome = await consultApprover(approver, { sessionId: this.id, decision: pending, action, reason: verdict.reason, rule: verdict.rule }, timeoutMs);
     if (outcome.approved) {
-      if (costNanos > 0 && mode === 'charge') this.ledger.commit(costNanos, costNanos);
+      if (lease !== undefined && mode === 'charge') await this.ledger.commit(lease, costNanos);
       const decision = this.makeDecision(action, approvedVerdict(verdict, outcome), pending.id, approverApproval(outcome)) as MutableDecision;
-      if (mode === 'reserve') decision.settlement = { status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) };
+      if (mode === 'reserve') {
+        decision.settlement = { status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) };
+        if (lease !== undefined) this.leases.set(decision, lease);
+      }
       return this.record(decision);
     }
-    if (costNanos > 0) await this.ledger.release(costNanos);
+    if (lease !== undefined) await this.ledger.release(lease);
     return this.record(this.makeDecision(action, rejection(verdict, outcome), pending.id, undefined));
   }
 
@@ -491,7 +543,7 @@ export class PolicySession {
     // A keyed repeat gets the reservation of the first check: one decision, one settlement.
     const existing = this.reservations.get(decision);
     if (existing) return existing;
-    const reservation = createReservation(this.settling, decision, model);
+    const reservation = createReservation(this.settling, decision, model, this.leases.get(decision));
     this.reservations.set(decision, reservation);
     return reservation;
   }
@@ -500,9 +552,18 @@ export class PolicySession {
     return this.record(this.makeDecision(action, { decision: 'deny', reason, rule, approvedRule: false }, this.nextId(), undefined));
   }
 
-  private recordCharged(action: Action, nanos: number, reason: string): Decision {
-    void this.ledger.charge(nanos);
-    const over = this.ledger.overLimit() ? ' (the budget is now exceeded)' : '';
+  private async recordCharged(action: Action, nanos: number, reason: string): Promise<Decision> {
+    let note = '';
+    let snapshot: BudgetSnapshot | undefined;
+    try {
+      snapshot = (await this.ledger.charge(nanos))?.snapshot;
+    } catch (error) {
+      // The spend happened whatever the store says: record it here, and say loudly that the store missed it.
+      const message = (error as Error)?.message ?? String(error);
+      note = ` (the budget store could not record it: ${message})`;
+      process.emitWarning(`agentpolicy: spend of ${formatUsd(nanos)} could not be recorded in the budget store: ${message}`);
+    }
+    const over = this.ledger.overLimit(snapshot) ? ' (the budget is now exceeded)' : note;
     return this.record(this.makeDecision(action, { decision: 'allow', reason: reason + over, rule: { section: 'default' }, approvedRule: false }, this.nextId(), undefined));
   }
 
