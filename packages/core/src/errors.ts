@@ -10,7 +10,8 @@ export type AgentPolicyErrorCode =
   | 'BUDGET_EXCEEDED'
   | 'APPROVAL_REQUIRED'
   | 'RESERVATION_SETTLED'
-  | 'INVALID_ARGUMENT';
+  | 'INVALID_ARGUMENT'
+  | 'STORE_UNAVAILABLE';
 
 /**
  * Base class of every error agentpolicy throws. Use {@link AgentPolicyError.isInstance} rather than `instanceof`
