@@ -118,6 +118,17 @@ describe.skipIf(redisUrl === null)('store semantics on Redis', () => {
     });
   }
 
+  it.each(CLIENT_KINDS)('%s: after SCRIPT FLUSH (a restarted or failed-over server) the script is sent again on NOSCRIPT', async (kind) => {
+    const handle = await connect(kind, { url: redisUrl! });
+    const admin = await connect('node-redis@6', { url: redisUrl! });
+    handles.push(handle, admin);
+    const store = createRedisBudgetStore({ client: handle.client });
+    const budget = { key: `noscript:${kind}:${Date.now()}`, period: 'session' as const };
+    expect((await store.charge(budget, 1, null)).ok).toBe(true);
+    await (admin.client as unknown as { sendCommand(args: string[]): Promise<unknown> }).sendCommand(['SCRIPT', 'FLUSH']);
+    expect((await store.charge(budget, 1, null)).snapshot.spent).toBe(2);
+  });
+
   it('exact at nano-dollar precision up to large sums', async () => {
     const handle = await connect('ioredis@6', { url: redisUrl! });
     handles.push(handle);
