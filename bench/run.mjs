@@ -57,6 +57,14 @@ await measure('seed policy', [
   ['checkHttp allow (audit on)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkHttp('https://docs.python.org/3/library/'); }],
   ['checkHttp deny (audit on)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkHttp('https://api.twitter.com/2/tweets'); }],
 ]);
+// A session that already holds 20,000 recorded decisions: the retained records are old-generation objects, so this
+// shows whether a check still costs the same once the audit trail is full of history.
+const fullSession = seed.session({ maxDecisions: 20_000 });
+for (let i = 0; i < 20_000; i++) await fullSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db');
+await measure('seed policy', [
+  ['checkTool allow after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('search_docs'); }],
+  ['checkTool deny after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('delete_prod_db'); }],
+]);
 const costSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session();
 await measure('seed policy', [
   ['checkTool with cost (budget reserve+charge)', async () => { for (let i = 0; i < BATCH; i++) await costSession.checkTool('search_docs', { cost: 0.000001 }); }],
@@ -163,8 +171,10 @@ const memory = { checks: CHECKS, boundedMaxDecisions: 10_000, boundedMB: bounded
 // ---- output --------------------------------------------------------------------------------------------------------
 const floor = rows.find((row) => row.group === 'floor').medianUs;
 const targets = {
-  'checkTool allow (audit on)': 1,
-  'checkTool deny (audit on)': 1,
+  'checkTool allow (audit on)': 0.5,
+  'checkTool deny (audit on)': 0.5,
+  'checkTool allow after 20,000 decisions': 0.5,
+  'checkTool deny after 20,000 decisions': 0.5,
   'checkTool allow (glob)': 3,
   'checkTool allow (exact)': 3,
   'checkTool deny (block glob)': 3,

@@ -72,6 +72,11 @@ export class BudgetLedger {
     return this.store.release(this.budget, lease);
   }
 
+  /** Gives back a `spend` whose action did not go ahead after all. */
+  refund(nanos: number): void | Promise<void> {
+    return this.store.refund(this.budget, nanos);
+  }
+
   /** Charges spend that already happened; never refused. */
   charge(nanos: number): BudgetGrant | Promise<BudgetGrant> | undefined {
     if (!(nanos > 0)) return undefined;

@@ -67,6 +67,11 @@ export interface BudgetStore {
   release(budget: BudgetRef, lease: string): MaybePromise<LeaseOutcome>;
   /** Charges `amount` if it fits under `limit`; with `limit` null it is never refused (spend that already happened). */
   charge(budget: BudgetRef, amount: number, limit: number | null): MaybePromise<BudgetGrant>;
+  /**
+   * Gives back `amount` taken by a granted `charge` whose action did not go ahead after all (its audit record could
+   * not be written). Spend never goes below zero.
+   */
+  refund(budget: BudgetRef, amount: number): MaybePromise<void>;
   /** Settles expired leases and returns the budget's current state, read from the store itself. */
   reconcile(budget: BudgetRef): MaybePromise<BudgetSnapshot>;
   /** The state, synchronously: exact for a store in this process, the last state seen for a shared one. */
@@ -284,6 +289,11 @@ export class InMemoryBudgetStore implements BudgetStore {
     if (limit !== null && entry.spent + entry.reserved + amount > limit) return { ok: false, snapshot: this.view(entry) };
     entry.spent = Math.min(entry.spent + amount, Number.MAX_SAFE_INTEGER);
     return { ok: true, snapshot: this.view(entry) };
+  }
+
+  refund(budget: BudgetRef, amount: number): void {
+    const entry = this.entry(budget, this.now());
+    entry.spent = Math.max(0, entry.spent - amount);
   }
 
   reconcile(budget: BudgetRef): BudgetSnapshot {

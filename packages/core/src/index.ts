@@ -1,8 +1,28 @@
 export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption } from './policy.js';
 export type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
-export { PolicySession, type GuardToolOptions, type ModelCallEstimate, type SessionOptions } from './session.js';
+export {
+  PolicySession,
+  type ApprovalDecisionInput,
+  type ApprovalTokenOptions,
+  type GuardToolOptions,
+  type ModelCallEstimate,
+  type RunToolOptions,
+  type SessionOptions,
+} from './session.js';
 export type { ActionInput, CheckCostOptions, CheckHttpOptions, CheckToolOptions } from './action-input.js';
-export type { ApprovalAnswer, ApprovalRequest, Approver } from './approvals.js';
+export type { ApprovalAnswer, Approver, ApproverRequest, BoundApprovalAnswer } from './approvals.js';
+export {
+  InMemoryApprovalStore,
+  type ApprovalRequest,
+  type ApprovalResolution,
+  type ApprovalState,
+  type ApprovalStatus,
+  type ApprovalStore,
+  type ResolveResult,
+} from './approval-store.js';
+export { signApprovalToken, verifyApprovalToken, type ApprovalTokenClaims, type TokenCheck } from './approval-token.js';
+export { actionFingerprint, canonicalInput, type FingerprintParts } from './action-fingerprint.js';
+export { boundString, boundValue, MAX_RECORDED_STRING } from './bounded-record.js';
 export type { SessionReport } from './audit-trail.js';
 export type { SoftLimitEvent } from './budget-ledger.js';
 export type { Reservation, UsageUpdate } from './reservation.js';
@@ -11,6 +31,7 @@ export type {
   ActionType,
   AllowDecision,
   ApprovalRecord,
+  ApprovalRequestRef,
   ApprovalRuleSpec,
   CostAction,
   Decision,
@@ -22,6 +43,7 @@ export type {
   RuleRef,
   Settlement,
   ToolAction,
+  UnusedAnswer,
 } from './decision.js';
 export {
   AgentPolicyError,

@@ -7,7 +7,7 @@ import { RedisScript } from './redis-client.js';
  *
  * KEYS: 1 state hash (w window start, s spent, r reserved, pw/ps previous window, xc/xn expired leases), 2 lease
  * expiry zset, 3 lease amounts hash, 4 expired-lease amounts hash (for a late commit; kept a day).
- * ARGV: 1 op (reserve | charge | commit | release | read), 2 period, 3 clock offset ms, 4 amount, 5 limit (-1: none),
+ * ARGV: 1 op (reserve | charge | refund | commit | release | read), 2 period, 3 clock offset ms, 4 amount, 5 limit (-1: none),
  * 6 lease ttl ms, 7 lease id, 8 retention ms after a calendar window ends (0: keep).
  * Returns { ok, outcome (0 unknown, 1 settled, 2 late), spent, reserved, window start, previous window start (-1:
  * none), previous spent, expired count, expired nanos }.
@@ -99,6 +99,8 @@ elseif op == 'charge' then
   else
     spent = math.min(spent + amount, MAX); dirty = true
   end
+elseif op == 'refund' then
+  spent = math.max(0, spent - amount); dirty = true
 elseif op == 'commit' or op == 'release' then
   local id = ARGV[7]
   local held = tonumber(redis.call('HGET', KEYS[3], id))

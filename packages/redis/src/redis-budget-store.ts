@@ -116,6 +116,11 @@ export class RedisBudgetStore implements BudgetStore {
     return { ok: result.ok, snapshot: result.snapshot };
   }
 
+  async refund(budget: BudgetRef, amount: number): Promise<void> {
+    checkAmount(amount);
+    await this.run(budget, 'refund', amount, null, 1, '');
+  }
+
   /** Settles the budget's expired leases and reads it: the documented reconcile call. */
   async reconcile(budget: BudgetRef): Promise<BudgetSnapshot> {
     return (await this.run(budget, 'read', 0, null, 1, '')).snapshot;
