@@ -32,6 +32,8 @@ export class BudgetLedger {
     private readonly onSoftLimit: ((event: SoftLimitEvent) => void) | undefined,
     /** How long a lease lives unsettled before it is charged at its estimate. */
     readonly leaseTtlMs: number,
+    /** False under `mode: shadow`: the budget is evaluated and recorded but never refuses a reservation. */
+    private readonly enforced: boolean = true,
   ) {
     this.budget = budget;
   }
@@ -50,12 +52,12 @@ export class BudgetLedger {
 
   /** Holds `nanos` as a lease if the budget allows it. */
   reserve(nanos: number, ttlMs = this.leaseTtlMs): BudgetGrant | Promise<BudgetGrant> {
-    return this.store.reserve(this.budget, nanos, this.limit, ttlMs);
+    return this.store.reserve(this.budget, nanos, this.enforced ? this.limit : null, ttlMs);
   }
 
   /** Charges `nanos` at once if the budget allows it (check and charge in one step). */
   spend(nanos: number): BudgetGrant | Promise<BudgetGrant> {
-    const grant = this.store.charge(this.budget, nanos, this.limit);
+    const grant = this.store.charge(this.budget, nanos, this.enforced ? this.limit : null);
     if (grant instanceof Promise) return grant.then((settled) => this.afterCharge(settled));
     return this.afterCharge(grant);
   }
@@ -104,7 +106,7 @@ export class BudgetLedger {
 
   /** Why nothing more can be spent, or undefined while something can. */
   exhausted(): string | undefined {
-    if (this.limit === null) return undefined;
+    if (this.limit === null || !this.enforced) return undefined;
     const { spent, reserved, window } = this.snapshot();
     if (spent + reserved < this.limit) return undefined;
     return `the budget is used up (max_spend ${formatUsd(this.limit)}${window === 'session' ? '' : ` for ${window}`}, spent ${formatUsd(spent)}${reserved > 0 ? `, reserved ${formatUsd(reserved)}` : ''})`;

@@ -55,6 +55,7 @@ export {
   type AgentPolicyErrorCode,
   type PolicyIssue,
 } from './errors.js';
+export { InMemoryRateLimitStore, type InMemoryRateLimitStoreOptions, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
 export {
   InMemoryBudgetStore,
   windowEnd,

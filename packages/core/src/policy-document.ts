@@ -3,6 +3,8 @@ import type { ActionType } from './decision.js';
 import type { PolicyIssue } from './errors.js';
 import { normalizeDomainEntry } from './domain.js';
 import { describe, parseMoney } from './money.js';
+import { limitToDocument, readLimits, type LimitDocument, type NormalizedLimit } from './limits.js';
+import { readMode, readRules, ruleToDocument, type NormalizedRule, type PolicyMode, type RuleDocument } from './rules.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, toolNameProblem } from './tool-matcher.js';
 
@@ -28,6 +30,12 @@ export interface PolicyDocument {
   };
   /** Per-model price overrides in USD per million tokens; they win over the built-in catalog. */
   pricing?: Record<string, { input: number | string; output: number | string; cached_input?: number | string }>;
+  /** Deny or require approval by conditions on the action's input, request or cost. Every matching rule applies. */
+  rules?: RuleDocument[];
+  /** How many calls may be allowed per window or per session. */
+  limits?: LimitDocument[];
+  /** `shadow`: decide and record, enforce nothing (per rule and limit too). Default `enforce`. */
+  mode?: PolicyMode;
 }
 
 /** A validated policy: every amount in nano-dollars, every list copied and frozen. */
@@ -37,6 +45,9 @@ export interface NormalizedPolicy {
   readonly network: { readonly allow: readonly string[] | null; readonly block: readonly string[] };
   readonly approvalRules: readonly NormalizedApprovalRule[];
   readonly pricing: ReadonlyMap<string, NormalizedPrice>;
+  readonly rules: readonly NormalizedRule[];
+  readonly limits: readonly NormalizedLimit[];
+  readonly mode: PolicyMode;
 }
 
 export interface NormalizedApprovalRule {
@@ -53,7 +64,7 @@ export interface NormalizedPrice {
   readonly cachedInput: number;
 }
 
-const TOP_KEYS = ['version', 'budget', 'tools', 'network', 'approval', 'pricing'] as const;
+const TOP_KEYS = ['version', 'budget', 'tools', 'network', 'approval', 'pricing', 'rules', 'limits', 'mode'] as const;
 const BUDGET_KEYS = ['max_spend', 'soft_limit', 'period'] as const;
 const PERIODS: readonly BudgetPeriod[] = ['session', 'hour', 'day', 'week', 'month'];
 const LIST_KEYS = ['allow', 'block'] as const;
@@ -180,7 +191,7 @@ function foldDomain(entry: string): string {
 export function validatePolicyDocument(input: unknown): { ok: true; policy: NormalizedPolicy } | { ok: false; issues: PolicyIssue[] } {
   const issues: Issues = [];
   if (input === undefined || input === null) {
-    return { ok: false, issues: [{ path: '', message: 'the policy is empty; expected a mapping with budget, tools, network, approval or pricing' }] };
+    return { ok: false, issues: [{ path: '', message: 'the policy is empty; expected a mapping with budget, tools, network, approval, rules, limits or pricing' }] };
   }
   if (!isPlainObject(input)) {
     return { ok: false, issues: [{ path: '', message: `the policy must be a mapping (an object), got ${describe(input)}` }] };
@@ -268,6 +279,11 @@ export function validatePolicyDocument(input: unknown): { ok: true; policy: Norm
     return prices;
   }) ?? new Map<string, NormalizedPrice>();
 
+  const rules = readRules(get(document, 'rules'), 'rules', issues);
+  const limits = readLimits(get(document, 'limits'), 'limits', issues);
+  const modeRaw = get(document, 'mode');
+  const mode = modeRaw === undefined || modeRaw === null ? 'enforce' : (readMode(modeRaw, 'mode', issues) ?? 'enforce');
+
   if (issues.length > 0) return { ok: false, issues };
   return {
     ok: true,
@@ -277,6 +293,9 @@ export function validatePolicyDocument(input: unknown): { ok: true; policy: Norm
       network: Object.freeze({ allow: network.allow ? Object.freeze(network.allow) : null, block: Object.freeze(network.block) }),
       approvalRules: Object.freeze(approvalRules.map((rule) => Object.freeze(rule))),
       pricing,
+      rules: Object.freeze(rules),
+      limits: Object.freeze(limits),
+      mode,
     }),
   };
 }
@@ -347,6 +366,9 @@ export function toPolicyDocument(policy: NormalizedPolicy): PolicyDocument {
       ...(rule.costGtNanos !== undefined ? { cost_gt: usd(rule.costGtNanos) } : {}),
     })),
   };
+  if (policy.rules.length > 0) document.rules = policy.rules.map(ruleToDocument);
+  if (policy.limits.length > 0) document.limits = policy.limits.map(limitToDocument);
+  if (policy.mode !== 'enforce') document.mode = policy.mode;
   if (policy.pricing.size > 0) {
     document.pricing = Object.fromEntries(
       [...policy.pricing].map(([model, price]) => [
