@@ -62,13 +62,14 @@ for (const [where, target] of targets) {
       await watcher.close();
 
       const allowed = done.reduce((sum, r) => sum + r.allowed, 0);
-      expect(done.reduce((sum, r) => sum + r.errors, 0)).toBe(0);
+      const seen = JSON.stringify({ done, final, worst, samples });
+      expect(done.reduce((sum, r) => sum + r.errors, 0), `checks that failed on Redis errors: ${seen}`).toBe(0);
       expect(done.reduce((sum, r) => sum + r.pending, 0)).toBe(0);
-      expect(allowed).toBe(2500);
+      expect(allowed, seen).toBe(2500);
       expect(done.reduce((sum, r) => sum + r.denied, 0)).toBe(5500);
       expect(final).toMatchObject({ spent: 25 * USD, reserved: 0 });
       expect(samples).toBeGreaterThan(0);
-      expect(worst).toBeLessThanOrEqual(25 * USD);
+      expect(worst, seen).toBeLessThanOrEqual(25 * USD);
     });
   });
 
