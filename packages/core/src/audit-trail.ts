@@ -50,10 +50,17 @@ export interface SessionReport {
   readonly decisions: readonly Decision[];
   /** Decisions recorded but no longer kept (see `maxDecisions`). */
   readonly decisionsDropped: number;
+  /**
+   * USD charged beyond the estimates of reservations whose real cost exceeded them, over the whole session (each such
+   * decision's `settlement.overrun` says by how much). Zero when every estimate held.
+   */
+  readonly overrun: number;
+  /** How many reservations settled above their estimate. */
+  readonly overruns: number;
 }
 
 /** The part of the report the audit trail itself knows. */
-export type AuditSummary = Pick<SessionReport, 'decisionSummary' | 'costSummary' | 'policyHits' | 'shadowSummary' | 'decisions' | 'decisionsDropped'>;
+export type AuditSummary = Pick<SessionReport, 'decisionSummary' | 'costSummary' | 'policyHits' | 'shadowSummary' | 'decisions' | 'decisionsDropped' | 'overrun' | 'overruns'>;
 
 /** A short name for the part of the policy a rule reference points at, as counted in `shadowSummary.byRule`. */
 export function ruleName(rule: RuleRef): string {
@@ -105,6 +112,8 @@ export class AuditTrail {
   private readonly attemptedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
   private readonly shadowCounts = emptyCounts();
   private readonly shadowByRule = new Map<string, number>();
+  private overrunNanos = 0;
+  private overrunCount = 0;
   private readonly hits = { deniedTools: new Set<string>(), deniedDomains: new Set<string>(), approvalRequired: new Set<string>() };
 
   constructor(private readonly maxDecisions: number) {}
@@ -156,6 +165,12 @@ export class AuditTrail {
     this.allowedNanos[type] += deltaNanos;
   }
 
+  /** Counts a reservation that settled `nanos` above its estimate. */
+  addOverrun(nanos: number): void {
+    this.overrunNanos += nanos;
+    this.overrunCount++;
+  }
+
   summary(): AuditSummary {
     const sum = (values: ByType<number>) => ({
       tool: nanosToUsd(values.tool),
@@ -184,6 +199,8 @@ export class AuditTrail {
       },
       decisions,
       decisionsDropped: this.dropped,
+      overrun: nanosToUsd(this.overrunNanos),
+      overruns: this.overrunCount,
     };
   }
 }

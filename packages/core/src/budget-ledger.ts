@@ -21,6 +21,7 @@ export class BudgetLedger {
   private softLimitFired = false;
   /** The state the store last reported, for a shared store (whose snapshot may be stale). */
   readonly budget: BudgetRef;
+  private exceededSeen = false;
 
   constructor(
     private readonly store: BudgetStore,
@@ -65,8 +66,8 @@ export class BudgetLedger {
   /** Settles a lease at `actual`. */
   commit(lease: string, actual: number): LeaseOutcome | Promise<LeaseOutcome> {
     const done = this.store.commit(this.budget, lease, actual);
-    if (done instanceof Promise) return done.then((outcome) => ((this.checkSoftLimit(), outcome)));
-    this.checkSoftLimit();
+    if (done instanceof Promise) return done.then((outcome) => ((this.afterSpend(), outcome)));
+    this.afterSpend();
     return done;
   }
 
@@ -90,6 +91,32 @@ export class BudgetLedger {
   /** Settles expired leases in the store and reads the budget afresh. */
   reconcile(): BudgetSnapshot | Promise<BudgetSnapshot> {
     return this.store.reconcile(this.budget);
+  }
+
+  /**
+   * True once this ledger has seen spend go past the limit (a real cost above its estimate, or usage recorded after
+   * the fact). From then on every check is denied, free ones included: the run is over budget.
+   */
+  get exceeded(): boolean {
+    // A shared or calendar budget is judged by its store on every paid check (another window may have begun).
+    return this.exceededSeen && !this.storeDecides;
+  }
+
+  private afterSpend(snapshot: BudgetSnapshot = this.snapshot()): void {
+    if (this.limit !== null && !this.exceededSeen && snapshot.spent > this.limit) this.exceededSeen = true;
+    this.checkSoftLimit(snapshot);
+  }
+
+  /** The denial of every check once spending has passed the limit. */
+  exceededVerdict(costNanos: number): Verdict {
+    const { spent, reserved } = this.snapshot();
+    const max = this.limit ?? 0;
+    return {
+      decision: 'deny',
+      reason: `spending has passed the budget (spent ${formatUsd(spent)} of max_spend ${formatUsd(max)}); every further call is denied`,
+      rule: { section: 'budget', maxSpend: nanosToUsd(max), spent: nanosToUsd(spent), reserved: nanosToUsd(reserved), requested: nanosToUsd(costNanos) },
+      approvedRule: false,
+    };
   }
 
   /** Whether spend is now past the limit (recorded usage can go over it: it happened). */
@@ -126,7 +153,7 @@ export class BudgetLedger {
   }
 
   private afterCharge(grant: BudgetGrant): BudgetGrant {
-    if (grant.ok) this.checkSoftLimit(grant.snapshot);
+    if (grant.ok) this.afterSpend(grant.snapshot);
     return grant;
   }
 

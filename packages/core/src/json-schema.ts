@@ -8,9 +8,10 @@ const money = {
 
 const toolPattern = {
   type: 'string',
-  description: 'A tool name, or a pattern where * stands for any run of characters.',
-  pattern: '^[^\\p{White_Space}\\p{Cc}\\p{Cf}\\p{Co}\\p{Cn}\\p{Cs}\\p{Zl}\\p{Zp}\\p{Default_Ignorable_Code_Point}]{1,256}$',
-  not: { pattern: '\\*\\*' },
+  description:
+    'A tool name, or a pattern where * stands for a run of characters (in allow lists: letters, digits, _, - and . only). No backslash, no "." or ".." path segment.',
+  pattern: '^[^\\p{White_Space}\\p{Cc}\\p{Cf}\\p{Co}\\p{Cn}\\p{Cs}\\p{Zl}\\p{Zp}\\p{Default_Ignorable_Code_Point}\\\\]{1,256}$',
+  not: { anyOf: [{ pattern: '\\*\\*' }, { pattern: '(?:^|/)\\.{1,2}(?:/|$)' }] },
 } as const;
 
 const domain = {
@@ -76,7 +77,7 @@ const selectorConsistency = [
 ] as const;
 const mode = { enum: ['enforce', 'shadow'], description: 'shadow: decide and record what it would do, enforce nothing.' } as const;
 
-const list = (items: object, description: string) => ({ description, type: ['array', 'null'], items }) as const;
+const list = (items: object, description: string) => ({ description, type: 'array', items }) as const;
 
 /**
  * JSON Schema (draft 2020-12) of the policy file format, for editors. It checks the shape; the validator also
@@ -91,7 +92,7 @@ export const policyJsonSchema = {
   properties: {
     version: { const: 1, description: 'Format version.' },
     budget: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       required: ['max_spend'],
       properties: {
@@ -105,7 +106,7 @@ export const policyJsonSchema = {
       },
     },
     tools: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       properties: {
         allow: list(toolPattern, 'Only these tools may run (exact names and * globs). Absent: every tool not blocked.'),
@@ -113,7 +114,7 @@ export const policyJsonSchema = {
       },
     },
     network: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       properties: {
         allow: list(domain, 'Only these exact hosts (and *.domain subdomains) may be reached.'),
@@ -121,11 +122,11 @@ export const policyJsonSchema = {
       },
     },
     approval: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       properties: {
         require_for: {
-          type: ['array', 'null'],
+          type: 'array',
           description: 'Rules that escalate an action to a human. Every key in a rule must match; the first match is reported.',
           items: {
             type: 'object',
@@ -192,14 +193,25 @@ export const policyJsonSchema = {
     },
     mode: { ...mode, enum: ['enforce', 'shadow', null] },
     pricing: {
-      type: ['object', 'null'],
-      description: 'Model → USD per million tokens; wins over the built-in price catalog.',
+      type: 'object',
+      description: 'Model → prices (USD per million tokens, or per image / second / character) and limits; wins over the built-in price catalog.',
       propertyNames: { pattern: '^\\S(?:.*\\S)?$' },
       additionalProperties: {
         type: 'object',
         additionalProperties: false,
-        required: ['input', 'output'],
-        properties: { input: money, output: money, cached_input: money },
+        minProperties: 1,
+        dependentRequired: { input: ['output'], output: ['input'], cached_input: ['input', 'output'] },
+        properties: {
+          input: money,
+          output: money,
+          cached_input: money,
+          per_image: { anyOf: [money, { type: 'object', minProperties: 1, additionalProperties: money }] },
+          per_second: money,
+          per_character: money,
+          max_output_tokens: { type: 'integer', exclusiveMinimum: 0 },
+          max_input_tokens: { type: 'integer', exclusiveMinimum: 0 },
+          max_audio_seconds: { type: 'number', exclusiveMinimum: 0 },
+        },
       },
     },
   },

@@ -5,6 +5,7 @@ import { normalizeDomainEntry } from './domain.js';
 import { describe, parseMoney } from './money.js';
 import { limitToDocument, readLimits, type LimitDocument, type NormalizedLimit } from './limits.js';
 import { readMode, readRules, ruleToDocument, type NormalizedRule, type PolicyMode, type RuleDocument } from './rules.js';
+import { policyWarnings, type PolicyWarning } from './policy-warnings.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, toolNameProblem } from './tool-matcher.js';
 
@@ -28,14 +29,43 @@ export interface PolicyDocument {
   approval?: {
     require_for?: Array<{ tool?: string; domain?: string; action?: ActionType; cost_gt?: number | string }>;
   };
-  /** Per-model price overrides in USD per million tokens; they win over the built-in catalog. */
-  pricing?: Record<string, { input: number | string; output: number | string; cached_input?: number | string }>;
+  /**
+   * Per-model prices and limits; they win over the built-in catalog. Token prices are USD per million tokens; a model
+   * billed by another unit takes `per_image`, `per_second` or `per_character` instead. The limits bound a call's
+   * worst case where the request sets none.
+   */
+  pricing?: Record<string, PriceDocument>;
   /** Deny or require approval by conditions on the action's input, request or cost. Every matching rule applies. */
   rules?: RuleDocument[];
   /** How many calls may be allowed per window or per session. */
   limits?: LimitDocument[];
   /** `shadow`: decide and record, enforce nothing (per rule and limit too). Default `enforce`. */
   mode?: PolicyMode;
+}
+
+/** One model's entry under `pricing:`. */
+export interface PriceDocument {
+  /** USD per million input tokens (with `output`). */
+  input?: number | string;
+  /** USD per million output tokens (with `input`). */
+  output?: number | string;
+  /** USD per million cached input tokens; `input` by default. */
+  cached_input?: number | string;
+  /**
+   * USD per generated image: one price, or prices by size (`1024x1024`), quality (`hd`) or both (`hd/1024x1024`),
+   * with `default` for any other. A request whose size or quality is not listed is estimated at the highest price.
+   */
+  per_image?: number | string | Record<string, number | string>;
+  /** USD per second of audio (transcription). */
+  per_second?: number | string;
+  /** USD per character of input text (speech). */
+  per_character?: number | string;
+  /** Most output tokens one choice of this model can produce: the bound for a request that sets no limit. */
+  max_output_tokens?: number;
+  /** Most input tokens one request can carry (the context window): the bound for files and audio. */
+  max_input_tokens?: number;
+  /** Longest audio sent to this model, in seconds: the bound for per-second billing when the duration is unknown. */
+  max_audio_seconds?: number;
 }
 
 /** A validated policy: every amount in nano-dollars, every list copied and frozen. */
@@ -57,11 +87,17 @@ export interface NormalizedApprovalRule {
   readonly costGtNanos?: number;
 }
 
-/** Nano-dollars per million tokens. */
+/** One model's prices and limits: token prices in nano-dollars per million tokens, unit prices in nano-dollars. */
 export interface NormalizedPrice {
-  readonly input: number;
-  readonly output: number;
-  readonly cachedInput: number;
+  /** Token prices, when the model is priced by tokens here. */
+  readonly tokens: { readonly input: number; readonly output: number; readonly cachedInput: number } | null;
+  /** Per image, by `quality/size`, `size`, `quality` or `default`. */
+  readonly perImage: ReadonlyMap<string, number> | null;
+  readonly perSecond: number | null;
+  readonly perCharacter: number | null;
+  readonly maxOutputTokens: number | null;
+  readonly maxInputTokens: number | null;
+  readonly maxAudioSeconds: number | null;
 }
 
 const TOP_KEYS = ['version', 'budget', 'tools', 'network', 'approval', 'pricing', 'rules', 'limits', 'mode'] as const;
@@ -70,12 +106,13 @@ const PERIODS: readonly BudgetPeriod[] = ['session', 'hour', 'day', 'week', 'mon
 const LIST_KEYS = ['allow', 'block'] as const;
 const APPROVAL_KEYS = ['require_for'] as const;
 const RULE_KEYS = ['tool', 'domain', 'action', 'cost_gt'] as const;
-const PRICE_KEYS = ['input', 'output', 'cached_input'] as const;
+const PRICE_KEYS = ['input', 'output', 'cached_input', 'per_image', 'per_second', 'per_character', 'max_output_tokens', 'max_input_tokens', 'max_audio_seconds'] as const;
 const ACTION_TYPES: readonly ActionType[] = ['tool', 'http', 'cost'];
 
 type Issues = PolicyIssue[];
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+/** A plain `{ … }` object (or `Object.create(null)`): not an array, a Map or a class instance. */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
   const proto = Object.getPrototypeOf(value);
   return proto === Object.prototype || proto === null;
@@ -86,15 +123,58 @@ function join(path: string, key: string | number): string {
   return path ? `${path}.${key}` : key;
 }
 
+// Rule keys of the Python agentpolicy that are spelled differently, or do not exist, here.
+const PYTHON_RULE_KEYS: Readonly<Record<string, string>> = {
+  action_type: 'unknown key "action_type"; the key is "action" here (tool, http or cost)',
+  source: 'unknown key "source"; approval rules do not match a cost source here: use action: cost to match every cost action',
+};
+
 /** Own keys only, so `__proto__` and `constructor` are ordinary (unknown) keys and can change nothing. */
-function checkKeys(value: Record<string, unknown>, known: readonly string[], path: string, issues: Issues): void {
+function checkKeys(
+  value: Record<string, unknown>,
+  known: readonly string[],
+  path: string,
+  issues: Issues,
+  hints: Readonly<Record<string, string>> = {},
+): void {
   for (const key of Object.keys(value)) {
-    if (!known.includes(key)) issues.push({ path: join(path, key), message: unknownKeyMessage(key, known) });
+    if (known.includes(key)) continue;
+    issues.push({ path: join(path, key), message: Object.hasOwn(hints, key) ? (hints[key] as string) : unknownKeyMessage(key, known) });
   }
 }
 
 function get(value: Record<string, unknown>, key: string): unknown {
   return Object.hasOwn(value, key) ? value[key] : undefined;
+}
+
+// Why a key written without a value is refused: leaving it empty must never load as something wider than intended
+// (`allow:` as no allow-list, `budget:` as no budget, `require_for:` as no approvals).
+const NO_VALUE_HINTS: Readonly<Record<string, string>> = {
+  budget: 'which would load as no budget at all. Give it max_spend (0 allows no spending), or leave the key out',
+  'budget.max_spend': 'which would load as no budget at all. Give an amount (0 allows no spending)',
+  tools: 'give it allow and/or block lists, or leave the key out',
+  'tools.allow': 'an empty allow-list is written [] and allows no tool; leave the key out to allow every tool not blocked',
+  'tools.block': 'an empty block list is written []; or leave the key out',
+  network: 'give it allow and/or block lists, or leave the key out',
+  'network.allow': 'an empty allow-list is written [] and allows no host; leave the key out to reach every host not blocked',
+  'network.block': 'an empty block list is written []; or leave the key out',
+  approval: 'give it require_for rules, or leave the key out',
+  'approval.require_for': 'which would load as no approval rules. List the rules, write [] for none, or leave the key out',
+  pricing: 'give it model prices, or leave the key out',
+};
+
+/**
+ * Whether `key` is written in `value`: `absent`, `empty` (present with null/undefined, an issue is recorded) or
+ * `present`.
+ */
+function presence(value: Record<string, unknown>, key: string, path: string, issues: Issues): 'absent' | 'empty' | 'present' {
+  if (!Object.hasOwn(value, key)) return 'absent';
+  const raw = value[key];
+  if (raw !== undefined && raw !== null) return 'present';
+  const at = join(path, key);
+  const hint = NO_VALUE_HINTS[at.replace(/^pricing\..*/, 'pricing.*')] ?? 'give it a value, or leave the key out';
+  issues.push({ path: at, message: `has no value (${raw === null ? 'null' : 'undefined'}); ${hint}` });
+  return 'empty';
 }
 
 function readMoney(value: unknown, path: string, issues: Issues): number | undefined {
@@ -104,13 +184,18 @@ function readMoney(value: unknown, path: string, issues: Issues): number | undef
   return undefined;
 }
 
+// Every index up to the length, holes included (a hole reads as undefined and is reported, never skipped).
+function forEachItem(list: readonly unknown[], visit: (item: unknown, index: number) => void): void {
+  for (let index = 0; index < list.length; index++) visit(list[index], index);
+}
+
 function readToolList(value: unknown, path: string, issues: Issues): string[] | undefined {
   if (!Array.isArray(value)) {
     issues.push({ path, message: `must be a list of tool names, got ${describe(value)}` });
     return undefined;
   }
   const out: string[] = [];
-  value.forEach((item, index) => {
+  forEachItem(value, (item, index) => {
     const problem = toolNameProblem(item);
     if (problem) {
       issues.push({ path: join(path, index), message: problem.replace('tool name', 'tool name pattern') });
@@ -129,7 +214,7 @@ function readDomainList(value: unknown, path: string, issues: Issues): string[] 
     return undefined;
   }
   const out: string[] = [];
-  value.forEach((item, index) => {
+  forEachItem(value, (item, index) => {
     const normalized = normalizeDomainEntry(item);
     if (!normalized.ok) issues.push({ path: join(path, index), message: normalized.message });
     else out.push(item as string);
@@ -143,8 +228,8 @@ function readSection<T>(
   issues: Issues,
   read: (section: Record<string, unknown>, path: string) => T,
 ): T | undefined {
-  const section = get(document, key);
-  if (section === undefined || section === null) return undefined;
+  if (presence(document, key, '', issues) !== 'present') return undefined;
+  const section = document[key];
   if (!isPlainObject(section)) {
     issues.push({ path: key, message: `must be a mapping, got ${describe(section)}` });
     return undefined;
@@ -161,10 +246,11 @@ function readLists(
   what: string,
 ): { allow: string[] | null; block: string[] } {
   checkKeys(section, LIST_KEYS, path, issues);
-  const allowRaw = get(section, 'allow');
-  const blockRaw = get(section, 'block');
-  const allow = allowRaw === undefined || allowRaw === null ? null : (readList(allowRaw, join(path, 'allow'), issues) ?? []);
-  const block = blockRaw === undefined || blockRaw === null ? [] : (readList(blockRaw, join(path, 'block'), issues) ?? []);
+  // A list written without a value is an issue (recorded by presence); it loads as nothing allowed meanwhile.
+  const allowState = presence(section, 'allow', path, issues);
+  const blockState = presence(section, 'block', path, issues);
+  const allow = allowState === 'absent' ? null : allowState === 'empty' ? [] : (readList(section.allow, join(path, 'allow'), issues) ?? []);
+  const block = blockState === 'present' ? (readList(section.block, join(path, 'block'), issues) ?? []) : [];
   if (allow) {
     const blocked = new Map(block.map((entry) => [fold(entry), entry]));
     allow.forEach((entry, index) => {
@@ -186,9 +272,21 @@ function foldDomain(entry: string): string {
 }
 
 /**
- * Validates a policy document and returns its normalised form, or every issue found. Never throws.
+ * Validates a policy document and returns its normalised form with any warnings (see {@link policyWarnings}), or
+ * every issue found. Never throws: a value that cannot even be read (a getter or proxy that throws) is an issue too.
  */
-export function validatePolicyDocument(input: unknown): { ok: true; policy: NormalizedPolicy } | { ok: false; issues: PolicyIssue[] } {
+export function validatePolicyDocument(
+  input: unknown,
+): { ok: true; policy: NormalizedPolicy; warnings: PolicyWarning[] } | { ok: false; issues: PolicyIssue[] } {
+  try {
+    return validate(input);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    return { ok: false, issues: [{ path: '', message: `the policy could not be read: ${message}` }] };
+  }
+}
+
+function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warnings: PolicyWarning[] } | { ok: false; issues: PolicyIssue[] } {
   const issues: Issues = [];
   if (input === undefined || input === null) {
     return { ok: false, issues: [{ path: '', message: 'the policy is empty; expected a mapping with budget, tools, network, approval, rules, limits or pricing' }] };
@@ -200,17 +298,17 @@ export function validatePolicyDocument(input: unknown): { ok: true; policy: Norm
   checkKeys(document, TOP_KEYS, '', issues);
 
   const version = get(document, 'version');
-  if (version !== undefined && version !== 1) issues.push({ path: 'version', message: `must be 1, got ${describe(version)}` });
+  if (presence(document, 'version', '', issues) === 'present' && version !== 1) issues.push({ path: 'version', message: `must be 1, got ${describe(version)}` });
 
   const budget = readSection(document, 'budget', issues, (section, path) => {
     checkKeys(section, BUDGET_KEYS, path, issues);
-    const raw = get(section, 'max_spend');
     let maxSpendNanos: number | undefined;
-    if (raw === undefined || raw === null) issues.push({ path: join(path, 'max_spend'), message: 'is required when a budget section is given' });
-    else maxSpendNanos = readMoney(raw, join(path, 'max_spend'), issues);
+    const spend = presence(section, 'max_spend', path, issues);
+    if (spend === 'absent') issues.push({ path: join(path, 'max_spend'), message: 'is required when a budget section is given' });
+    else if (spend === 'present') maxSpendNanos = readMoney(section.max_spend, join(path, 'max_spend'), issues);
     const soft = get(section, 'soft_limit');
     let softLimit: number | null = null;
-    if (soft !== undefined && soft !== null) {
+    if (presence(section, 'soft_limit', path, issues) === 'present') {
       if (typeof soft !== 'number' || !Number.isFinite(soft) || soft <= 0 || soft > 1) {
         issues.push({ path: join(path, 'soft_limit'), message: `must be a fraction of max_spend, greater than 0 and at most 1, got ${describe(soft)}` });
       } else softLimit = soft;
@@ -234,15 +332,15 @@ export function validatePolicyDocument(input: unknown): { ok: true; policy: Norm
 
   const approvalRules = readSection(document, 'approval', issues, (section, path) => {
     checkKeys(section, APPROVAL_KEYS, path, issues);
-    const list = get(section, 'require_for');
     const rules: NormalizedApprovalRule[] = [];
-    if (list === undefined || list === null) return rules;
+    if (presence(section, 'require_for', path, issues) !== 'present') return rules;
+    const list = section.require_for;
     const listPath = join(path, 'require_for');
     if (!Array.isArray(list)) {
       issues.push({ path: listPath, message: `must be a list of rules, got ${describe(list)}` });
       return rules;
     }
-    list.forEach((item, index) => {
+    forEachItem(list, (item, index) => {
       const rule = readApprovalRule(item, join(listPath, index), issues);
       if (rule) rules.push(rule);
     });
@@ -258,23 +356,13 @@ export function validatePolicyDocument(input: unknown): { ok: true; policy: Norm
         issues.push({ path: modelPath, message: 'model name must be non-empty without surrounding spaces' });
         continue;
       }
+      if (presence(section, model, path, issues) === 'empty') continue;
       if (!isPlainObject(entry)) {
         issues.push({ path: modelPath, message: `must be a mapping with input and output (USD per million tokens), got ${describe(entry)}` });
         continue;
       }
-      checkKeys(entry, PRICE_KEYS, modelPath, issues);
-      const read = (key: string, required: boolean): number | undefined => {
-        const value = get(entry, key);
-        if (value === undefined || value === null) {
-          if (required) issues.push({ path: join(modelPath, key), message: 'is required (USD per million tokens)' });
-          return undefined;
-        }
-        return readMoney(value, join(modelPath, key), issues);
-      };
-      const input = read('input', true);
-      const output = read('output', true);
-      const cachedInput = read('cached_input', false);
-      if (input !== undefined && output !== undefined) prices.set(model, { input, output, cachedInput: cachedInput ?? input });
+      const price = readPrice(entry, modelPath, issues);
+      if (price) prices.set(model, price);
     }
     return prices;
   }) ?? new Map<string, NormalizedPrice>();
@@ -285,19 +373,80 @@ export function validatePolicyDocument(input: unknown): { ok: true; policy: Norm
   const mode = modeRaw === undefined || modeRaw === null ? 'enforce' : (readMode(modeRaw, 'mode', issues) ?? 'enforce');
 
   if (issues.length > 0) return { ok: false, issues };
-  return {
-    ok: true,
-    policy: Object.freeze({
-      budget: budget ? Object.freeze(budget) : null,
-      tools: Object.freeze({ allow: tools.allow ? Object.freeze(tools.allow) : null, block: Object.freeze(tools.block) }),
-      network: Object.freeze({ allow: network.allow ? Object.freeze(network.allow) : null, block: Object.freeze(network.block) }),
-      approvalRules: Object.freeze(approvalRules.map((rule) => Object.freeze(rule))),
-      pricing,
-      rules: Object.freeze(rules),
-      limits: Object.freeze(limits),
-      mode,
-    }),
+  const policy: NormalizedPolicy = Object.freeze({
+    budget: budget ? Object.freeze(budget) : null,
+    tools: Object.freeze({ allow: tools.allow ? Object.freeze(tools.allow) : null, block: Object.freeze(tools.block) }),
+    network: Object.freeze({ allow: network.allow ? Object.freeze(network.allow) : null, block: Object.freeze(network.block) }),
+    approvalRules: Object.freeze(approvalRules.map((rule) => Object.freeze(rule))),
+    pricing,
+    rules: Object.freeze(rules),
+    limits: Object.freeze(limits),
+    mode,
+  });
+  return { ok: true, policy, warnings: policyWarnings(policy) };
+}
+
+function readPrice(entry: Record<string, unknown>, path: string, issues: Issues): NormalizedPrice | undefined {
+  const before = issues.length;
+  checkKeys(entry, PRICE_KEYS, path, issues);
+  // Each key's presence is read once (a key without a value is one issue, not one per reader).
+  const states = new Map<string, 'absent' | 'empty' | 'present'>();
+  const state = (key: string) => {
+    let found = states.get(key);
+    if (found === undefined) {
+      found = presence(entry, key, path, issues);
+      states.set(key, found);
+    }
+    return found;
   };
+  const money = (key: string): number | null => (state(key) === 'present' ? (readMoney(entry[key], join(path, key), issues) ?? null) : null);
+  const limit = (key: string, integer: boolean): number | null => {
+    if (state(key) !== 'present') return null;
+    const value = entry[key];
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isSafeInteger(value))) {
+      issues.push({ path: join(path, key), message: `must be a ${integer ? 'whole number' : 'number'} greater than 0, got ${describe(value)}` });
+      return null;
+    }
+    return value;
+  };
+  const input = money('input');
+  const output = money('output');
+  const cachedInput = money('cached_input');
+  const hasInput = state('input') !== 'absent';
+  const hasOutput = state('output') !== 'absent';
+  if (hasInput !== hasOutput || (state('cached_input') !== 'absent' && !hasInput)) {
+    for (const key of ['input', 'output'] as const) {
+      if (state(key) === 'absent') issues.push({ path: join(path, key), message: 'is required (USD per million tokens)' });
+    }
+  }
+  let perImage: Map<string, number> | null = null;
+  const imageRaw = state('per_image') === 'present' ? entry['per_image'] : undefined;
+  if (imageRaw !== undefined) {
+    perImage = new Map();
+    if (isPlainObject(imageRaw)) {
+      if (Object.keys(imageRaw).length === 0) issues.push({ path: join(path, 'per_image'), message: 'must list at least one price' });
+      for (const [key, value] of Object.entries(imageRaw)) {
+        const nanos = readMoney(value, join(join(path, 'per_image'), key), issues);
+        if (nanos !== undefined) perImage.set(key.trim().toLowerCase(), nanos);
+      }
+    } else {
+      const nanos = readMoney(imageRaw, join(path, 'per_image'), issues);
+      if (nanos !== undefined) perImage.set('default', nanos);
+    }
+  }
+  const price: NormalizedPrice = {
+    tokens: input !== null && output !== null ? { input, output, cachedInput: cachedInput ?? input } : null,
+    perImage,
+    perSecond: money('per_second'),
+    perCharacter: money('per_character'),
+    maxOutputTokens: limit('max_output_tokens', true),
+    maxInputTokens: limit('max_input_tokens', true),
+    maxAudioSeconds: limit('max_audio_seconds', false),
+  };
+  if (issues.length === before && Object.keys(entry).length === 0) {
+    issues.push({ path, message: 'must give a price (input and output, per_image, per_second or per_character) or a limit (max_output_tokens, …)' });
+  }
+  return issues.length === before ? price : undefined;
 }
 
 function readApprovalRule(item: unknown, path: string, issues: Issues): NormalizedApprovalRule | undefined {
@@ -305,34 +454,35 @@ function readApprovalRule(item: unknown, path: string, issues: Issues): Normaliz
     issues.push({ path, message: `must be a rule mapping with tool, domain, action or cost_gt, got ${describe(item)}` });
     return undefined;
   }
-  checkKeys(item, RULE_KEYS, path, issues);
+  checkKeys(item, RULE_KEYS, path, issues, PYTHON_RULE_KEYS);
   const before = issues.length;
   const rule: { tool?: string; domain?: string; action?: ActionType; costGtNanos?: number } = {};
+  // A rule key without a value would make the rule match more than written.
+  const written = RULE_KEYS.filter((key) => presence(item, key, path, issues) === 'present');
   const tool = get(item, 'tool');
-  if (tool !== undefined) {
+  if (written.includes('tool')) {
     const problem = toolNameProblem(tool);
     if (problem) issues.push({ path: join(path, 'tool'), message: problem.replace('tool name', 'tool name pattern') });
     else rule.tool = tool as string;
   }
   const domain = get(item, 'domain');
-  if (domain !== undefined) {
+  if (written.includes('domain')) {
     const normalized = normalizeDomainEntry(domain);
     if (!normalized.ok) issues.push({ path: join(path, 'domain'), message: normalized.message });
     else rule.domain = domain as string;
   }
   const action = get(item, 'action');
-  if (action !== undefined) {
+  if (written.includes('action')) {
     if (typeof action !== 'string' || !(ACTION_TYPES as readonly string[]).includes(action)) {
       issues.push({ path: join(path, 'action'), message: `must be one of ${ACTION_TYPES.join(', ')}, got ${describe(action)}` });
     } else rule.action = action as ActionType;
   }
   const costGt = get(item, 'cost_gt');
-  if (costGt !== undefined) {
+  if (written.includes('cost_gt')) {
     const nanos = readMoney(costGt, join(path, 'cost_gt'), issues);
     if (nanos !== undefined) rule.costGtNanos = nanos;
   }
-  const present = RULE_KEYS.filter((key) => get(item, key) !== undefined);
-  if (present.length === 0 && Object.keys(item).length === 0) {
+  if (Object.keys(item).length === 0) {
     issues.push({ path, message: 'an approval rule needs at least one of tool, domain, action, cost_gt' });
   }
   if (issues.length === before) {
@@ -370,12 +520,25 @@ export function toPolicyDocument(policy: NormalizedPolicy): PolicyDocument {
   if (policy.limits.length > 0) document.limits = policy.limits.map(limitToDocument);
   if (policy.mode !== 'enforce') document.mode = policy.mode;
   if (policy.pricing.size > 0) {
-    document.pricing = Object.fromEntries(
-      [...policy.pricing].map(([model, price]) => [
-        model,
-        { input: usd(price.input), output: usd(price.output), cached_input: usd(price.cachedInput) },
-      ]),
-    );
+    document.pricing = Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceDocument(price)]));
   }
   return document;
+}
+
+/** A normalised price entry back in the file format (amounts in USD). */
+export function priceDocument(price: NormalizedPrice): PriceDocument {
+  const usd = (nanos: number) => nanos / 1e9;
+  const out: PriceDocument = {};
+  if (price.tokens) {
+    out.input = usd(price.tokens.input);
+    out.output = usd(price.tokens.output);
+    out.cached_input = usd(price.tokens.cachedInput);
+  }
+  if (price.perImage) out.per_image = Object.fromEntries([...price.perImage].map(([key, nanos]) => [key, usd(nanos)]));
+  if (price.perSecond !== null) out.per_second = usd(price.perSecond);
+  if (price.perCharacter !== null) out.per_character = usd(price.perCharacter);
+  if (price.maxOutputTokens !== null) out.max_output_tokens = price.maxOutputTokens;
+  if (price.maxInputTokens !== null) out.max_input_tokens = price.maxInputTokens;
+  if (price.maxAudioSeconds !== null) out.max_audio_seconds = price.maxAudioSeconds;
+  return out;
 }

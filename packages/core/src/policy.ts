@@ -1,13 +1,17 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { BoundedCache } from './bounded-cache.js';
 import type { ActionType, ApprovalRuleSpec, RuleRef, ShadowOutcome } from './decision.js';
 import { DomainMatcher } from './domain.js';
 import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
-import { formatUsd, nanosToUsd } from './money.js';
+import { describe, formatUsd, nanosToUsd } from './money.js';
 import { parseYamlPolicy } from './load-yaml.js';
 import {
+  isPlainObject,
+  priceDocument,
   toPolicyDocument,
   validatePolicyDocument,
+  type PriceDocument,
   type NormalizedPolicy,
   type PolicyDocument,
 } from './policy-document.js';
@@ -16,6 +20,7 @@ import { compileLimit, type CompiledLimit, type LimitDocument } from './limits.j
 import { compileRule, ruleToDocument, type CompiledRule as CompiledConditionRule, type PolicyMode, type RuleDocument } from './rules.js';
 import { limitToDocument } from './limits.js';
 import { prepareAction, type ActionInput } from './action-input.js';
+import type { PolicyWarning } from './policy-warnings.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
 import type { SessionReport } from './audit-trail.js';
@@ -38,8 +43,8 @@ export interface AgentPolicyOptions {
   allowedDomains?: readonly string[];
   blockedDomains?: readonly string[];
   approvalRules?: readonly ApprovalRuleOption[];
-  /** Model → USD per million tokens. */
-  pricing?: Readonly<Record<string, { input: number | string; output: number | string; cachedInput?: number | string }>>;
+  /** Model → prices and limits (camelCase mirror of the file's `pricing:` entries). */
+  pricing?: Readonly<Record<string, PriceOption>>;
   /** Conditional rules, in the file format (`deny` / `require_approval`, a selector, `if` / `unless`). */
   rules?: readonly RuleDocument[];
   /** Call limits, in the file format (`max_calls`, `per`, `scope`). */
@@ -47,6 +52,32 @@ export interface AgentPolicyOptions {
   /** `shadow`: decide and record, enforce nothing. Default `enforce`. */
   mode?: PolicyMode;
 }
+
+/** One model's prices and limits in the constructor's form; see {@link PriceDocument}. */
+export interface PriceOption {
+  input?: number | string;
+  output?: number | string;
+  cachedInput?: number | string;
+  perImage?: number | string | Readonly<Record<string, number | string>>;
+  perSecond?: number | string;
+  perCharacter?: number | string;
+  maxOutputTokens?: number;
+  maxInputTokens?: number;
+  maxAudioSeconds?: number;
+}
+
+// Keys of a price entry: constructor option ↔ file format.
+const PRICE_OPTION_KEYS: ReadonlyArray<readonly [keyof PriceOption, string]> = [
+  ['input', 'input'],
+  ['output', 'output'],
+  ['cachedInput', 'cached_input'],
+  ['perImage', 'per_image'],
+  ['perSecond', 'per_second'],
+  ['perCharacter', 'per_character'],
+  ['maxOutputTokens', 'max_output_tokens'],
+  ['maxInputTokens', 'max_input_tokens'],
+  ['maxAudioSeconds', 'max_audio_seconds'],
+];
 
 /** An approval rule in the constructor's form. Every key present must match. */
 export interface ApprovalRuleOption {
@@ -93,7 +124,25 @@ interface CompiledRule {
 }
 
 const ALLOW_DEFAULT: RuleRef = Object.freeze({ section: 'default' });
-const MEMO_LIMIT = 4096;
+const MEMO_ENTRIES = 4096;
+const MEMO_BYTES = 2 * 1024 * 1024;
+const MEMO_KEY_CHARS = 1024;
+
+/** What the name checks found out about a tool name. */
+interface ToolInfo {
+  readonly problem: string | undefined;
+  readonly folded: string;
+}
+
+function toolInfoOf(name: unknown): ToolInfo {
+  const problem = toolNameProblem(name);
+  return { problem, folded: problem === undefined ? foldToolName(name as string) : '' };
+}
+
+function weighVerdict(verdict: Verdict): number {
+  const rule = verdict.rule as { entry?: unknown };
+  return 2 * verdict.reason.length + (typeof rule.entry === 'string' ? 2 * rule.entry.length : 0) + 128;
+}
 
 /**
  * An immutable, validated policy. Build it from a YAML file, a plain object in the same format, or constructor
@@ -111,6 +160,11 @@ export class AgentPolicy implements PolicyEvaluator {
   readonly normalized: NormalizedPolicy;
   /** SHA-256 of the normalised policy, recorded in every report. */
   readonly hash: string;
+  /**
+   * What in this valid policy probably decides other than meant (e.g. a `max_spend` of 0, which the Python
+   * agentpolicy read as "no budget"), each with its fix. Paths are in the file format. `agentpolicy validate` prints them.
+   */
+  readonly warnings: readonly PolicyWarning[];
   private readonly blockedTools: ToolMatcher;
   private readonly allowedTools: ToolMatcher | null;
   private readonly blockedDomains: DomainMatcher;
@@ -122,22 +176,27 @@ export class AgentPolicy implements PolicyEvaluator {
   private readonly shadowAll: boolean;
   // Which rules and limits an action's selector matches, per tool name, host or action type (memoised).
   private readonly applicableMemo = new Map<string, Applicable>();
-  // Memos of pure functions of the (immutable) policy: bounded, cleared when full.
-  private readonly toolInfos = new Map<unknown, { problem: string | undefined; folded: string }>();
-  private readonly freeVerdicts = new Map<string, Verdict>();
+  // Memos of pure functions of the (immutable) policy, bounded in entries and bytes; a name or host too long to
+  // keep is decided afresh each time instead.
+  private readonly toolInfos = new BoundedCache<ToolInfo>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, (info) => 2 * (info.folded.length + (info.problem?.length ?? 0)));
+  private readonly freeVerdicts = new BoundedCache<Verdict>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, weighVerdict);
   /** Costs up to this many nanos can match no `cost_gt` rule, so they decide like a free action (budget aside). */
   readonly costRuleFloor: number;
 
-  constructor(options: AgentPolicyOptions = {}) {
-    const { document, issues } = optionsToDocument(options);
+  constructor(options?: AgentPolicyOptions) {
+    // `new AgentPolicy()` is the empty policy; `new AgentPolicy(undefined)` is a missing configuration, not a wish
+    // for no rules, and is refused like any other value that is not an options object.
+    const given = arguments.length > 0;
+    const { document, issues } = optionsToDocument(given ? options : {});
     const result = validatePolicyDocument(document);
     const all = [...issues, ...(result.ok ? [] : result.issues.map(renameOptionPath))];
     if (all.length > 0 || !result.ok) throw new PolicyValidationError(all);
     const normalized = result.policy;
     this.normalized = normalized;
+    this.warnings = Object.freeze(result.warnings.map((warning) => Object.freeze(warning)));
     this.hash = createHash('sha256').update(canonicalJson(toPolicyDocument(normalized))).digest('hex');
-    this.blockedTools = new ToolMatcher(normalized.tools.block, true);
-    this.allowedTools = normalized.tools.allow ? new ToolMatcher(normalized.tools.allow, false) : null;
+    this.blockedTools = new ToolMatcher(normalized.tools.block, 'block');
+    this.allowedTools = normalized.tools.allow ? new ToolMatcher(normalized.tools.allow, 'allow') : null;
     this.blockedDomains = new DomainMatcher(normalized.network.block, 'subtree');
     this.allowedDomains = normalized.network.allow ? new DomainMatcher(normalized.network.allow, 'exact') : null;
     this.rules = normalized.approvalRules.map((rule, index) => {
@@ -206,12 +265,7 @@ export class AgentPolicy implements PolicyEvaluator {
         ...(rule.action !== undefined ? { action: rule.action } : {}),
         ...(rule.costGtNanos !== undefined ? { costGt: usd(rule.costGtNanos) } : {}),
       })),
-      pricing: Object.fromEntries(
-        [...policy.pricing].map(([model, price]) => [
-          model,
-          { input: usd(price.input), output: usd(price.output), cachedInput: usd(price.cachedInput) },
-        ]),
-      ),
+      pricing: Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceOption(priceDocument(price))])),
       rules: policy.rules.map(ruleToDocument),
       limits: policy.limits.map(limitToDocument),
       mode: policy.mode,
@@ -255,15 +309,9 @@ export class AgentPolicy implements PolicyEvaluator {
   }
 
   /** Name checks and the folded form of a tool name, memoised. */
-  toolInfo(name: unknown): { problem: string | undefined; folded: string } {
-    let info = this.toolInfos.get(name);
-    if (info === undefined) {
-      const problem = toolNameProblem(name);
-      info = { problem, folded: problem === undefined ? foldToolName(name as string) : '' };
-      if (this.toolInfos.size >= MEMO_LIMIT) this.toolInfos.clear();
-      this.toolInfos.set(name, info);
-    }
-    return info;
+  toolInfo(name: unknown): ToolInfo {
+    if (typeof name !== 'string') return toolInfoOf(name);
+    return this.toolInfos.get(name) ?? this.toolInfos.set(name, toolInfoOf(name));
   }
 
   /**
@@ -274,13 +322,7 @@ export class AgentPolicy implements PolicyEvaluator {
     const key = action.type === 'tool' ? `t${action.name}` : action.type === 'http' ? `h${action.host}` : undefined;
     // Conditional rules read the input (and the cost): such actions are decided afresh every time.
     if (key === undefined || this.applicable(action).rules.length > 0) return this.decide(action, 0, 0, false);
-    let verdict = this.freeVerdicts.get(key);
-    if (verdict === undefined) {
-      verdict = Object.freeze(this.decide(action, 0, 0, false));
-      if (this.freeVerdicts.size >= MEMO_LIMIT) this.freeVerdicts.clear();
-      this.freeVerdicts.set(key, verdict);
-    }
-    return verdict;
+    return this.freeVerdicts.get(key) ?? this.freeVerdicts.set(key, Object.freeze(this.decide(action, 0, 0, false)));
   }
 
   /** Which rules and limits an action's selector matches, memoised by tool name, host or action type. */
@@ -293,7 +335,7 @@ export class AgentPolicy implements PolicyEvaluator {
         rules: Object.freeze(this.conditionRules.filter((rule) => rule.selects(action))),
         limits: Object.freeze(this.limits.filter((limit) => limit.selects(action))),
       };
-      if (this.applicableMemo.size >= MEMO_LIMIT) this.applicableMemo.clear();
+      if (this.applicableMemo.size >= MEMO_ENTRIES) this.applicableMemo.clear();
       this.applicableMemo.set(key, found);
     }
     return found;
@@ -447,14 +489,14 @@ export class AgentPolicy implements PolicyEvaluator {
       tools: {
         allow: policy.tools.allow ? [...policy.tools.allow] : null,
         block: [...policy.tools.block],
-        allow_mode: policy.tools.allow ? 'allow-list: only matching tools may run (exact names and * globs)' : 'no allow-list: every tool not blocked may run',
-        block_matching: 'case-insensitive, NFKC and look-alike folded, * globs',
+        allow_mode: policy.tools.allow ? 'allow-list: only matching tools may run (exact names, and * globs where * spans letters, digits, marks, _ - . only)' : 'no allow-list: every tool not blocked may run',
+        block_matching: 'case-insensitive, NFKC, combining marks stripped, look-alikes folded, * globs spanning any characters',
       },
       network: {
         allow: policy.network.allow ? [...policy.network.allow] : null,
         block: [...policy.network.block],
         allow_mode: policy.network.allow ? 'allow-list: only these exact hosts (and *.domain subdomains)' : 'no allow-list: every host not blocked may be reached',
-        block_matching: 'the domain and all its subdomains',
+        block_matching: 'the domain and all its subdomains; an IPv4 address also in its IPv6 forms (mapped, compatible, NAT64, 6to4)',
         schemes: ['http', 'https'],
       },
       approval: {
@@ -463,13 +505,22 @@ export class AgentPolicy implements PolicyEvaluator {
       pricing: Object.fromEntries(
         [...policy.pricing].map(([model, price]) => [
           model,
-          { input_per_million: nanosToUsd(price.input), output_per_million: nanosToUsd(price.output), cached_input_per_million: nanosToUsd(price.cachedInput) },
+          {
+            ...(price.tokens
+              ? { input_per_million: nanosToUsd(price.tokens.input), output_per_million: nanosToUsd(price.tokens.output), cached_input_per_million: nanosToUsd(price.tokens.cachedInput) }
+              : {}),
+            ...(() => {
+              const { input: _input, output: _output, cached_input: _cached, ...rest } = priceDocument(price);
+              return rest;
+            })(),
+          },
         ]),
       ),
       rules: policy.rules.map((rule, index) => ({ index, ...ruleToDocument(rule), mode: rule.mode ?? policy.mode })),
       limits: policy.limits.map((limit, index) => ({ index, ...limitToDocument(limit), mode: limit.mode ?? policy.mode })),
       mode: policy.mode,
       precedence: ['block', 'allow-list miss', 'rule deny', 'limits', 'budget', 'approval (approval.require_for, then rule require_approval)', 'allow'],
+      warnings: this.warnings.map((warning) => ({ ...warning })),
       checks: ['checkTool', 'checkHttp', 'checkCost', 'reserve', 'reserveModelCall', 'recordUsage', 'guardTool', 'fetch', 'evaluate', 'enforce', 'wouldExceed', 'report'],
     };
   }
@@ -515,51 +566,62 @@ function renameOptionPath(issue: PolicyIssue): PolicyIssue {
       return { path: to + issue.path.slice(from.length).replace(/\.cost_gt$/, '.costGt'), message: issue.message };
     }
   }
-  if (issue.path.startsWith('pricing.') && issue.path.endsWith('.cached_input')) {
-    return { path: issue.path.replace(/\.cached_input$/, '.cachedInput'), message: issue.message };
+  if (issue.path.startsWith('pricing.')) {
+    for (const [option, file] of PRICE_OPTION_KEYS) {
+      if (option !== file && issue.path.includes(`.${file}`)) return { path: issue.path.replace(`.${file}`, `.${option}`), message: issue.message };
+    }
   }
   return issue;
 }
 
-function optionsToDocument(options: AgentPolicyOptions): { document: unknown; issues: PolicyIssue[] } {
+/**
+ * The constructor's options in the file format. A key that is present is carried over even when its value is
+ * `undefined` or `null`, so the validator reports it (a key without a value never loads as "not set"); values that
+ * are not plain objects or arrays are passed on as they are, for the validator to name.
+ */
+function optionsToDocument(options: unknown): { document: unknown; issues: PolicyIssue[] } {
   const issues: PolicyIssue[] = [];
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    return { document: undefined, issues: [{ path: '', message: 'options must be an object' }] };
+  if (options === undefined) {
+    return { document: undefined, issues: [{ path: '', message: 'options is undefined; pass an options object, or call new AgentPolicy() without an argument for a policy with no rules' }] };
+  }
+  if (!isPlainObject(options)) {
+    return { document: undefined, issues: [{ path: '', message: `options must be a plain object ({ budget, allowedTools, … }), got ${describe(options)}` }] };
   }
   for (const key of Object.keys(options)) {
     if (!(OPTION_KEYS as readonly string[]).includes(key)) issues.push({ path: key, message: unknownKeyMessage(key, OPTION_KEYS) });
   }
-  const copyList = (value: unknown) => (Array.isArray(value) ? [...value] : value);
+  const has = (key: (typeof OPTION_KEYS)[number]) => Object.hasOwn(options, key);
+  const copyList = (value: unknown) => (Array.isArray(value) ? Array.from(value as unknown[]) : value);
   const document: Record<string, unknown> = {};
-  if (options.budget !== undefined || options.softLimit !== undefined || options.period !== undefined) {
+  if (has('budget') || has('softLimit') || has('period')) {
     document.budget = {
-      ...(options.budget !== undefined ? { max_spend: options.budget } : {}),
-      ...(options.softLimit !== undefined ? { soft_limit: options.softLimit } : {}),
-      ...(options.period !== undefined ? { period: options.period } : {}),
+      ...(has('budget') ? { max_spend: options.budget } : {}),
+      ...(has('softLimit') ? { soft_limit: options.softLimit } : {}),
+      ...(has('period') ? { period: options.period } : {}),
     };
   }
-  if (options.allowedTools !== undefined || options.blockedTools !== undefined) {
+  if (has('allowedTools') || has('blockedTools')) {
     document.tools = {
-      ...(options.allowedTools !== undefined ? { allow: copyList(options.allowedTools) } : {}),
-      ...(options.blockedTools !== undefined ? { block: copyList(options.blockedTools) } : {}),
+      ...(has('allowedTools') ? { allow: copyList(options.allowedTools) } : {}),
+      ...(has('blockedTools') ? { block: copyList(options.blockedTools) } : {}),
     };
   }
-  if (options.allowedDomains !== undefined || options.blockedDomains !== undefined) {
+  if (has('allowedDomains') || has('blockedDomains')) {
     document.network = {
-      ...(options.allowedDomains !== undefined ? { allow: copyList(options.allowedDomains) } : {}),
-      ...(options.blockedDomains !== undefined ? { block: copyList(options.blockedDomains) } : {}),
+      ...(has('allowedDomains') ? { allow: copyList(options.allowedDomains) } : {}),
+      ...(has('blockedDomains') ? { block: copyList(options.blockedDomains) } : {}),
     };
   }
-  if (options.approvalRules !== undefined) {
+  if (has('approvalRules')) {
     const rules = options.approvalRules;
     document.approval = {
       require_for: Array.isArray(rules)
-        ? rules.map((rule: unknown, index: number) => {
-            if (typeof rule !== 'object' || rule === null || Array.isArray(rule)) return rule;
+        ? Array.from(rules as unknown[], (rule, index) => {
+            if (!isPlainObject(rule)) return rule;
             const out: Record<string, unknown> = {};
-            for (const [key, value] of Object.entries(rule)) {
-              if (key === 'costGt') out.cost_gt = value;
-              else if (key === 'tool' || key === 'domain' || key === 'action') out[key] = value;
+            for (const key of Object.keys(rule)) {
+              if (key === 'costGt') out.cost_gt = rule[key];
+              else if (key === 'tool' || key === 'domain' || key === 'action') out[key] = rule[key];
               else issues.push({ path: `approvalRules[${index}].${key}`, message: unknownKeyMessage(key, ['tool', 'domain', 'action', 'costGt']) });
             }
             return out;
@@ -567,23 +629,23 @@ function optionsToDocument(options: AgentPolicyOptions): { document: unknown; is
         : rules,
     };
   }
-  if (options.pricing !== undefined) {
+  if (has('pricing')) {
     const pricing = options.pricing;
-    document.pricing =
-      typeof pricing === 'object' && pricing !== null && !Array.isArray(pricing)
-        ? Object.fromEntries(
-            Object.entries(pricing).map(([model, price]) => {
-              if (typeof price !== 'object' || price === null || Array.isArray(price)) return [model, price];
-              const out: Record<string, unknown> = {};
-              for (const [key, value] of Object.entries(price)) {
-                if (key === 'cachedInput') out.cached_input = value;
-                else if (key === 'input' || key === 'output') out[key] = value;
-                else issues.push({ path: `pricing.${model}.${key}`, message: unknownKeyMessage(key, ['input', 'output', 'cachedInput']) });
-              }
-              return [model, out];
-            }),
-          )
-        : pricing;
+    document.pricing = isPlainObject(pricing)
+      ? Object.fromEntries(
+          Object.keys(pricing).map((model) => {
+            const price = pricing[model];
+            if (!isPlainObject(price)) return [model, price];
+            const out: Record<string, unknown> = {};
+            for (const key of Object.keys(price)) {
+              const file = PRICE_OPTION_KEYS.find(([option]) => option === key)?.[1];
+              if (file !== undefined) out[file] = price[key];
+              else issues.push({ path: `pricing.${model}.${key}`, message: unknownKeyMessage(key, PRICE_OPTION_KEYS.map(([option]) => option)) });
+            }
+            return [model, out];
+          }),
+        )
+      : pricing;
   }
   if (options.rules !== undefined) document.rules = copyList(options.rules);
   if (options.limits !== undefined) document.limits = copyList(options.limits);
@@ -602,4 +664,13 @@ export function canonicalJson(value: unknown): string {
     return `{${entries.join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';
+}
+
+function priceOption(document: PriceDocument): PriceOption {
+  const out: Record<string, unknown> = {};
+  for (const [option, file] of PRICE_OPTION_KEYS) {
+    const value = (document as Record<string, unknown>)[file];
+    if (value !== undefined) out[option] = value;
+  }
+  return out as PriceOption;
 }
