@@ -133,6 +133,13 @@ describe('budget.period and budgetKey through the session', () => {
     expect(survivor.report()).toMatchObject({ spent: 1, reserved: 0 });
   });
 
+  it('a reservation that held nothing ($0 estimate) still charges its real cost when committed', async () => {
+    const session = new AgentPolicy({}).session({ budgetKey: 'free-estimate' });
+    const reservation = await session.reserve(0, { source: 'llm' });
+    await reservation.commit(0.25);
+    expect(session.report()).toMatchObject({ spent: 0.25, reserved: 0 });
+  });
+
   it('rejects a bad budgetKey or leaseTtlMs', () => {
     const policy = new AgentPolicy({ budget: 1 });
     expect(() => policy.session({ budgetKey: '' })).toThrow(/budgetKey/);

@@ -82,14 +82,23 @@ export function createReservation(
     context.trail.adjustAllowed(decision.action.type, actualNanos - estimateNanos);
     if (overrun > 0) context.trail.addOverrun(overrun);
     context.pending.delete(reservation);
-    if (lease === undefined) return decision;
     try {
+      // Nothing was held (an estimate of $0): a real cost is still spend that happened.
+      if (lease === undefined) {
+        if (status === 'committed' && actualNanos > 0) await context.ledger.charge(actualNanos);
+        return decision;
+      }
       if (status === 'committed') await context.ledger.commit(lease, actualNanos);
       else await context.ledger.release(lease);
     } catch (error) {
       // The store could not be reached: the lease stays open there and is charged at its estimate when it expires,
       // so no spend is lost (a release then costs the estimate; that is the safe side).
-      process.emitWarning(`agentpolicy: could not settle lease ${lease} (it will be charged at its estimate when it expires): ${(error as Error)?.message ?? String(error)}`);
+      const message = (error as Error)?.message ?? String(error);
+      process.emitWarning(
+        lease === undefined
+          ? `agentpolicy: spend of ${nanosToUsd(actualNanos)} USD could not be recorded in the budget store: ${message}`
+          : `agentpolicy: could not settle lease ${lease} (it will be charged at its estimate when it expires): ${message}`,
+      );
     }
     return decision;
   };
