@@ -7,7 +7,7 @@ import {
   type ApprovalStore,
   type ResolveResult,
 } from '@agentpolicy/core';
-import { RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
 
 /**
  * One approval request per hash (its own hash tag): the request as JSON, its status, its answer, and its expiry in
@@ -81,11 +81,9 @@ export class RedisApprovalStore implements ApprovalStore {
 
   constructor(options: RedisApprovalStoreOptions) {
     this.runner = new ScriptRunner(options, 'createRedisApprovalStore');
-    const offsetMs = options.clockOffsetMs ?? 0;
-    if (!Number.isSafeInteger(offsetMs)) throw new AgentPolicyError('INVALID_ARGUMENT', `clockOffsetMs must be a whole number of ms, got ${String(offsetMs)}`);
+    this.offset = clockOffset(options);
     const retentionMs = options.retentionMs ?? 7 * 86_400_000;
     if (!(Number.isSafeInteger(retentionMs) && retentionMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `retentionMs must be a whole number of ms > 0, got ${String(retentionMs)}`);
-    this.offset = String(offsetMs);
     this.retention = String(retentionMs);
   }
 

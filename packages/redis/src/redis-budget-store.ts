@@ -11,7 +11,7 @@ import {
   type LeaseOutcome,
 } from '@agentpolicy/core';
 import { BUDGET_SCRIPT } from './budget-script.js';
-import { ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+import { clockOffset, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
 
 /** Options of {@link createRedisBudgetStore}. */
 export interface RedisBudgetStoreOptions extends RedisStoreOptions {
@@ -48,11 +48,9 @@ export class RedisBudgetStore implements BudgetStore {
     this.runner = new ScriptRunner(options, 'createRedisBudgetStore');
     const retentionMs = options.retentionMs ?? 35 * 86_400_000;
     if (!(Number.isSafeInteger(retentionMs) && retentionMs >= 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `retentionMs must be a whole number of ms ≥ 0, got ${String(retentionMs)}`);
-    const offsetMs = options.clockOffsetMs ?? 0;
-    if (!Number.isSafeInteger(offsetMs)) throw new AgentPolicyError('INVALID_ARGUMENT', `clockOffsetMs must be a whole number of ms, got ${String(offsetMs)}`);
     this.retention = String(retentionMs);
-    this.offset = String(offsetMs);
-    this.offsetMs = offsetMs;
+    this.offset = clockOffset(options);
+    this.offsetMs = Number(this.offset);
   }
 
   /** The four keys of a budget, sharing one hash tag. */

@@ -35,6 +35,13 @@ export interface RedisStoreOptions {
   timeoutMs?: number;
 }
 
+/** The test-only clock offset of a store's options, checked: a whole number of ms, 0 by default. */
+export function clockOffset(options: { clockOffsetMs?: number }): string {
+  const offsetMs = options.clockOffsetMs ?? 0;
+  if (!Number.isSafeInteger(offsetMs)) throw new AgentPolicyError('INVALID_ARGUMENT', `clockOffsetMs must be a whole number of ms, got ${String(offsetMs)}`);
+  return String(offsetMs);
+}
+
 /** A Lua script run by SHA, sent in full only when the server does not have it yet (NOSCRIPT). */
 export class RedisScript {
   readonly sha: string;

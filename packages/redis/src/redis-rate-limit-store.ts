@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { AgentPolicyError, type RateLimitStore, type RateLimitTake } from '@agentpolicy/core';
-import { RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
 
 /**
  * A sliding log in one sorted set per key (member: slot id, score: when it was taken, on the server's clock). With a
@@ -41,9 +41,7 @@ export class RedisRateLimitStore implements RateLimitStore {
 
   constructor(options: RedisRateLimitStoreOptions) {
     this.runner = new ScriptRunner(options, 'createRedisRateLimitStore');
-    const offsetMs = options.clockOffsetMs ?? 0;
-    if (!Number.isSafeInteger(offsetMs)) throw new AgentPolicyError('INVALID_ARGUMENT', `clockOffsetMs must be a whole number of ms, got ${String(offsetMs)}`);
-    this.offset = String(offsetMs);
+    this.offset = clockOffset(options);
   }
 
   /** The sorted set of a limit key (its own hash tag). */
