@@ -12,7 +12,10 @@ export type AgentPolicyErrorCode =
   | 'RESERVATION_SETTLED'
   | 'DECISION_USED'
   | 'INVALID_ARGUMENT'
-  | 'STORE_UNAVAILABLE';
+  | 'STORE_UNAVAILABLE'
+  | 'AUDIT_LOG_LOCKED'
+  | 'AUDIT_LOG_INVALID'
+  | 'AUDIT_LOG_WRITE_FAILED';
 
 /**
  * Base class of every error agentpolicy throws. Use {@link AgentPolicyError.isInstance} rather than `instanceof`

@@ -41,6 +41,8 @@ export interface ReservationContext {
   /** Each settled version of a decision → the decision first recorded (which keys and `consume` know). */
   readonly origins: WeakMap<Decision, Decision>;
   priceUsage(usage: TokenUsage): PriceResult;
+  /** Told each settled decision once the ledger has it (the session's sinks: an audit log, OpenTelemetry). */
+  settled?(decision: Decision): void;
 }
 
 /** Whether a failed call was certainly not billed: an agentpolicy error or a 4xx answer. */
@@ -86,9 +88,7 @@ export function createReservation(
       // Nothing was held (an estimate of $0): a real cost is still spend that happened.
       if (lease === undefined) {
         if (status === 'committed' && actualNanos > 0) await context.ledger.charge(actualNanos);
-        return decision;
-      }
-      if (status === 'committed') await context.ledger.commit(lease, actualNanos);
+      } else if (status === 'committed') await context.ledger.commit(lease, actualNanos);
       else await context.ledger.release(lease);
     } catch (error) {
       // The store could not be reached: the lease stays open there and is charged at its estimate when it expires,
@@ -100,6 +100,7 @@ export function createReservation(
           : `agentpolicy: could not settle lease ${lease} (it will be charged at its estimate when it expires): ${message}`,
       );
     }
+    context.settled?.(decision);
     return decision;
   };
   const reservation: Reservation = {

@@ -1,7 +1,6 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { prepareAction, withOptions, type ActionInput, type CheckCostOptions, type CheckHttpOptions, type CheckToolOptions, type Prepared } from './action-input.js';
-import { InMemoryApprovalStore, type ApprovalRequest, type ApprovalResolution, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
-import { signApprovalToken, verifyApprovalToken } from './approval-token.js';
+import { InMemoryApprovalStore, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
 import {
   approvedVerdict,
   callerApproval,
@@ -25,12 +24,15 @@ import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
-import type { PolicyEvaluator, Verdict } from './policy-evaluator.js';
+import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 import { priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
 import type { CompiledLimit } from './limits.js';
 import { InMemoryRateLimitStore, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
+import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
+import { sessionSinks, type DecisionSink } from './decision-sink.js';
+import { withReportInspect } from './format-report.js';
 
 /** Options of {@link AgentPolicy.session}. */
 export interface SessionOptions {
@@ -71,6 +73,16 @@ export interface SessionOptions {
   onDecision?: (decision: Decision) => void;
   /** What a throwing `onDecision` means: `deny` (default, see `onDecision`) or `warn` (report it and go ahead). */
   onDecisionError?: 'deny' | 'warn';
+  /**
+   * Where the record also goes, as it is written (an audit log, say): each sink is given every decision and every
+   * settlement. A sink that throws counts as a throwing `onDecision` (see `onDecisionError`).
+   */
+  sinks?: readonly DecisionSink[];
+  /**
+   * Record decisions with OpenTelemetry (spans, span events and metrics) when `@opentelemetry/api` is installed and
+   * a provider is registered. Default true; without a provider it costs nothing measurable.
+   */
+  telemetry?: boolean;
   /**
    * Where approval requests live (an in-memory store by default). Pass a shared store so a request raised here can
    * be answered from another process and the agent can resume after a restart.
@@ -121,7 +133,6 @@ export interface ApprovalTokenOptions {
 }
 
 const DAY_MS = 86_400_000;
-const OPEN_REQUESTS = 4096;
 
 /** Extra fields a decision may carry. */
 interface DecisionExtra {
@@ -192,6 +203,7 @@ export class PolicySession {
   private readonly keys = new CallKeys();
   private readonly settling: ReservationContext;
   private readonly pending = new Set<Reservation>();
+  private readonly sinks: readonly DecisionSink[];
   private readonly reservations = new WeakMap<Decision, Reservation>();
   /** The store lease of each allowed reservation that holds money. */
   private readonly leases = new WeakMap<Decision, string>();
@@ -200,9 +212,7 @@ export class PolicySession {
   // Allows that have been used for their one execution, by the decision first recorded.
   private readonly used = new WeakSet<Decision>();
   private readonly origins = new WeakMap<Decision, Decision>();
-  private readonly approvals: ApprovalStore;
-  // The open approval request of each action (fingerprint) raised without an approver: a repeat waits on it.
-  private readonly openRequests = new Map<string, string>();
+  private readonly approvals: SessionApprovals;
   private seq = 0;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
@@ -237,8 +247,16 @@ export class PolicySession {
     );
     this.limitStore = options.limitStore ?? new InMemoryRateLimitStore();
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
-    this.approvals = options.approvals ?? new InMemoryApprovalStore();
-    this.settling = { ledger: this.ledger, trail: this.trail, pending: this.pending, origins: this.origins, priceUsage: (usage) => this.priceUsage(usage) };
+    this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret);
+    this.sinks = sessionSinks(options.sinks, options.telemetry !== false);
+    this.settling = {
+      ledger: this.ledger,
+      trail: this.trail,
+      pending: this.pending,
+      origins: this.origins,
+      priceUsage: (usage) => this.priceUsage(usage),
+      settled: (decision) => this.publishSettlement(decision),
+    };
     this.fetch = createPolicyFetch(this);
   }
 
@@ -377,14 +395,46 @@ export class PolicySession {
 
   /** This session's approval requests still waiting for an answer, oldest first. */
   async pendingApprovals(): Promise<readonly ApprovalState[]> {
-    return this.approvals.listPending(this.id, Date.now());
+    return this.approvals.pending();
   }
 
   /** One of this session's approval requests and where it stands, or undefined. */
-  async getApproval(requestId: string): Promise<ApprovalState | undefined> {
-    const state = await this.approvals.get(String(requestId), Date.now());
-    return state?.sessionId === this.id ? state : undefined;
+  getApproval(requestId: string): Promise<ApprovalState | undefined> {
+    return this.approvals.get(requestId);
   }
+
+  /**
+   * Waits until one of this session's approval requests is no longer pending (answered from anywhere, or expired),
+   * polling the approval store. Resolves with where it stands then, or with the still-pending state when `timeoutMs`
+   * passes or `signal` aborts first; `undefined` for an unknown request. It only waits: resume by checking the same
+   * action with `approval: { requestId }`.
+   *
+   * @example
+   * ```ts
+   * const state = await session.waitForApproval(decision.approvalRequest.id, { timeoutMs: 60_000 });
+   * if (state?.status === 'approved') decision = await session.checkTool(name, { input, approval: { requestId: state.id } });
+   * ```
+   */
+  async waitForApproval(requestId: string, options: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {}): Promise<ApprovalState | undefined> {
+    const deadline = Date.now() + Math.max(0, options.timeoutMs ?? 0);
+    const interval = Math.max(1, options.intervalMs ?? 250);
+    for (;;) {
+      const state = await this.getApproval(requestId);
+      if (state?.status !== 'pending' || options.signal?.aborted) return state;
+      const left = deadline - Date.now();
+      if (left <= 0) return state;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          options.signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(interval, left));
+        options.signal?.addEventListener('abort', done, { once: true });
+      });
+    }
+  }
+
 
   /**
    * Answers one of this session's approval requests, from anywhere (a web handler, a Slack action, another process
@@ -392,13 +442,8 @@ export class PolicySession {
    * answered. The agent then resumes by checking the same action with `approval: { requestId }`; an approval
    * authorises one execution of exactly the action the request was raised for.
    */
-  async resolveApproval(requestId: string, answer: ApprovalDecisionInput): Promise<ResolveResult> {
-    if (typeof answer !== 'object' || answer === null || typeof answer.approved !== 'boolean') {
-      throw new AgentPolicyError('INVALID_ARGUMENT', 'resolveApproval needs { approved: boolean, by?, reason? }');
-    }
-    const state = await this.approvals.get(String(requestId), Date.now());
-    if (state === undefined || state.sessionId !== this.id) return { ok: false, problem: 'unknown' };
-    return this.approvals.resolve(state.id, resolutionOf(answer), Date.now());
+  resolveApproval(requestId: string, answer: ApprovalDecisionInput): Promise<ResolveResult> {
+    return this.approvals.resolve(requestId, answer);
   }
 
   /**
@@ -406,12 +451,8 @@ export class PolicySession {
    * `approvalSecret` over the request id, the action's fingerprint, the request's expiry and the answer. Redeem it
    * with {@link resolveApprovalToken} in any process with the same secret and store.
    */
-  async approvalToken(requestId: string, options: ApprovalTokenOptions = {}): Promise<string> {
-    const secret = this.secret();
-    const state = await this.getApproval(requestId);
-    if (state === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', `no approval request ${JSON.stringify(boundString(String(requestId)))} in this session`);
-    if (state.status !== 'pending') throw new AgentPolicyError('INVALID_ARGUMENT', `approval request ${state.id} is ${state.status}, not pending`);
-    return signApprovalToken({ requestId: state.id, fingerprint: state.fingerprint, expiresAt: Date.parse(state.expiresAt), answer: options.answer ?? 'approve' }, secret);
+  approvalToken(requestId: string, options: ApprovalTokenOptions = {}): Promise<string> {
+    return this.approvals.token(requestId, options.answer ?? 'approve');
   }
 
   /**
@@ -419,20 +460,8 @@ export class PolicySession {
    * expired, its request is unknown, belongs to another session, is for another action, or already has an answer.
    * Otherwise it answers its request, once. `by` and `reason` say who followed the link and why.
    */
-  async resolveApprovalToken(token: string, answer: { by?: string; reason?: string } = {}): Promise<ResolveResult | { readonly ok: false; readonly problem: 'malformed' | 'forged' | 'expired' | 'other_action'; readonly detail: string }> {
-    const check = verifyApprovalToken(token, this.secret(), Date.now());
-    if (!check.ok) return check;
-    const { claims } = check;
-    const state = await this.approvals.get(claims.requestId, Date.now());
-    if (state === undefined || state.sessionId !== this.id) return { ok: false, problem: 'unknown' };
-    if (state.fingerprint !== claims.fingerprint) return { ok: false, problem: 'other_action', detail: 'the token was signed for another action' };
-    return this.approvals.resolve(state.id, resolutionOf({ approved: claims.answer === 'approve', by: answer.by ?? 'approval-token', ...(answer.reason !== undefined ? { reason: answer.reason } : {}) }), Date.now());
-  }
-
-  private secret(): string | Uint8Array {
-    const secret = this.options.approvalSecret;
-    if (secret === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', 'approval tokens need the session option approvalSecret');
-    return secret;
+  resolveApprovalToken(token: string, answer: { by?: string; reason?: string } = {}): Promise<ResolveResult | TokenRefusal> {
+    return this.approvals.redeem(token, answer);
   }
 
   // ---- reservations -------------------------------------------------------------------------------------------
@@ -578,7 +607,7 @@ export class PolicySession {
     const limit = this.ledger.limit;
     const endMs = this.endedMs ?? Date.now();
     const summary = this.trail.summary();
-    return {
+    return withReportInspect({
       sessionId: this.id,
       policyHash: this.policy.hash,
       budget: limit === null ? null : nanosToUsd(limit),
@@ -601,7 +630,7 @@ export class PolicySession {
       decisionsDropped: summary.decisionsDropped,
       overrun: summary.overrun,
       overruns: summary.overruns,
-    };
+    });
   }
 
   // ---- internals ----------------------------------------------------------------------------------------------
@@ -620,9 +649,9 @@ export class PolicySession {
     // check-and-reserve decides whether money is left, so the policy sees an untouched budget here.
     const shared = this.ledger.storeDecides;
     if (!approved && cost <= this.policy.costRuleFloor) {
-      if (cost === 0 || shared) return this.policy.decideFree(prepared.prepared);
+      if (cost === 0 || shared) return this.freeVerdict(prepared);
       const { spent, reserved } = this.ledger.snapshot();
-      if (limit === null || spent + reserved + cost <= limit) return this.policy.decideFree(prepared.prepared);
+      if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared);
     }
     const { spent, reserved } = shared ? { spent: 0, reserved: 0 } : this.ledger.snapshot();
     try {
@@ -630,6 +659,19 @@ export class PolicySession {
     } catch (error) {
       return errorVerdict('the check failed, so the action is denied', error);
     }
+  }
+
+  // The verdict of an action that no budget or cost rule can touch: kept on its memoised prepared form.
+  private freeVerdict(prepared: Prepared): Verdict {
+    const memo = prepared.memo;
+    if (memo === undefined) return this.policy.decideFree(prepared.prepared as PreparedAction);
+    let verdict = memo.free;
+    if (verdict === undefined) {
+      const decided = this.policy.decideFree(prepared.prepared as PreparedAction);
+      verdict = Object.freeze({ ...decided, rule: Object.freeze(decided.rule) });
+      memo.free = verdict;
+    }
+    return verdict;
   }
 
   private check(action: ActionInput, mode: Mode): Promise<Decision> {
@@ -810,70 +852,23 @@ export class PolicySession {
   // An answer that names a request counts only for that request, for exactly this action, once.
   private async answerRequest(prepared: Prepared, verdict: Verdict, bound: BoundApprovalAnswer, costNanos: number, mode: Mode): Promise<Decision> {
     if (verdict.decision === 'deny') return this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined));
-    const requestId = boundString(bound.requestId);
-    let state = await this.approvals.get(bound.requestId, Date.now());
-    let unused: UnusedAnswer | undefined;
-    if (state === undefined) unused = { requestId, problem: 'unknown_request', detail: 'no approval request has this id' };
-    else if (state.sessionId !== this.id) unused = { requestId, problem: 'other_session', detail: 'the request belongs to another session' };
-    else if (state.fingerprint !== prepared.fingerprint) unused = { requestId, problem: 'other_action', detail: 'the request was raised for another action (its fingerprint differs)' };
-    if (unused === undefined && state !== undefined) {
-      if (typeof bound.approved === 'boolean' && state.status === 'pending') {
-        const result = await this.approvals.resolve(state.id, resolutionOf({ approved: bound.approved, ...optionalText(bound) }), Date.now());
-        state = result.request ?? (await this.approvals.get(state.id, Date.now()));
-      }
-      switch (state?.status) {
-        case 'rejected':
-          return this.record(this.makeDecision(prepared, rejection(verdict, rejectionOf(state.resolution), state.id), this.nextId(), undefined));
-        case 'expired':
-          return this.record(this.makeDecision(prepared, rejection(verdict, expiredOf(state), state.id), this.nextId(), undefined));
-        case 'pending':
-          if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
-          return this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined, { approvalRequest: refOf(state) }));
-        case 'approved': {
-          if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
-          const resolution = state.resolution;
-          if (await this.approvals.consume(state.id, prepared.fingerprint, Date.now())) {
-            return this.allowWithMoney(prepared, approvedVerdict(verdict, resolution ?? {}), costNanos, mode, requestApproval('request', state.id, resolution ?? {}));
-          }
-          unused = { requestId, problem: 'already_used', detail: 'the approval was already used for one execution' };
-          break;
-        }
-        default:
-          unused = { requestId, problem: 'already_used', detail: 'the approval was already used for one execution' };
-      }
-    }
+    const outcome = await this.approvals.answer(bound, prepared.fingerprint);
+    if (outcome.kind === 'refused') return this.record(this.makeDecision(prepared, rejection(verdict, outcome.rejection, outcome.requestId), this.nextId(), undefined));
     if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
-    return this.unapproved(prepared, verdict, costNanos, mode, unused);
+    if (outcome.kind === 'pending') return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, { approvalRequest: outcome.request }));
+    if (outcome.kind === 'approved') {
+      if (await this.approvals.use(outcome.requestId, prepared.fingerprint)) {
+        return this.allowWithMoney(prepared, approvedVerdict(verdict, outcome.resolution), costNanos, mode, requestApproval('request', outcome.requestId, outcome.resolution));
+      }
+      return this.unapproved(prepared, verdict, costNanos, mode, { requestId: outcome.requestId, problem: 'already_used', detail: 'the approval was already used for one execution' });
+    }
+    return this.unapproved(prepared, verdict, costNanos, mode, outcome.unused);
   }
 
   // Raises an approval request (or finds the open one for the same action) and records the require_approval.
   private async raiseRequest(prepared: Prepared, verdict: Verdict, unused: UnusedAnswer | undefined): Promise<Decision> {
-    const openId = this.openRequests.get(prepared.fingerprint);
-    if (openId !== undefined) {
-      const open = await this.approvals.get(openId, Date.now());
-      if (open?.status === 'pending' && open.sessionId === this.id) {
-        return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: refOf(open), unusedAnswer: unused } : { approvalRequest: refOf(open) }));
-      }
-    }
-    const request = this.newRequest(prepared, verdict, this.options.approvalTtlMs ?? DAY_MS);
-    await this.approvals.create(request);
-    if (this.openRequests.size >= OPEN_REQUESTS) this.openRequests.clear();
-    this.openRequests.set(prepared.fingerprint, request.id);
-    return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: refOf(request), unusedAnswer: unused } : { approvalRequest: refOf(request) }));
-  }
-
-  private newRequest(prepared: Prepared, verdict: Verdict, ttlMs: number): ApprovalRequest {
-    const now = Date.now();
-    return Object.freeze({
-      id: `apr_${randomBytes(16).toString('base64url')}`,
-      sessionId: this.id,
-      fingerprint: prepared.fingerprint,
-      action: prepared.action,
-      reason: boundString(verdict.reason),
-      rule: Object.freeze(verdict.rule),
-      createdAt: new Date(now).toISOString(),
-      expiresAt: new Date(now + ttlMs).toISOString(),
-    });
+    const request = refOf(await this.approvals.raise(prepared, verdict, this.options.approvalTtlMs ?? DAY_MS));
+    return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: request, unusedAnswer: unused } : { approvalRequest: request }));
   }
 
   // One store operation per check: `charge` checks and charges at once; `reserve` checks and opens a lease.
@@ -933,22 +928,10 @@ export class PolicySession {
     let requestId: string | undefined;
     const id = this.nextId();
     try {
-      const request = this.newRequest(prepared, verdict, timeoutMs);
+      const request = await this.approvals.create(prepared, verdict, timeoutMs);
       requestId = request.id;
-      await this.approvals.create(request);
       const pending = this.makeDecision(prepared, verdict, id, undefined, unused ? { approvalRequest: refOf(request), unusedAnswer: unused } : { approvalRequest: refOf(request) });
-      outcome = await consultApprover(approver, { ...request, decision: pending }, timeoutMs);
-      if (outcome.approved || outcome.outcome === 'rejected') {
-        // The answer resolves the request it was given; if another process answered first, its answer stands.
-        const given = outcome.approved ? { approved: true, ...optionalText(outcome) } : { approved: false, ...optionalText(outcome as { by?: string; reason?: string }) };
-        const result = await this.approvals.resolve(request.id, resolutionOf(given), Date.now());
-        const state = result.request;
-        if (state?.status === 'approved' && (await this.approvals.consume(request.id, prepared.fingerprint, Date.now()))) {
-          outcome = { approved: true, ...optionalText(state.resolution ?? {}) };
-        } else if (state?.status === 'rejected') outcome = rejectionOf(state.resolution);
-        else if (state?.status === 'expired') outcome = expiredOf(state);
-        else if (outcome.approved) outcome = { approved: false, outcome: 'invalid', detail: `the approval request is ${state?.status ?? 'unknown'}` };
-      }
+      outcome = await this.approvals.settleApproverAnswer(request, await consultApprover(approver, { ...request, decision: pending }, timeoutMs));
     } catch (error) {
       if (lease !== undefined) await this.ledger.release(lease);
       throw error;
@@ -1030,15 +1013,39 @@ export class PolicySession {
   }
 
   // Hands a decision to the onDecision sink. Returns the error when the sink threw and that must stop the action.
+  // The sinks (an audit log, OpenTelemetry) are sinks like onDecision: one that throws did not record the decision.
   private publish(decision: Decision, gated: boolean): unknown {
     const listener = this.options.onDecision;
-    if (!listener) return undefined;
-    try {
-      listener(decision);
-      return undefined;
-    } catch (error) {
-      process.emitWarning(`agentpolicy: onDecision threw: ${boundString((error as Error)?.message ?? String(error))}`);
-      return gated && this.options.onDecisionError !== 'warn' ? (error ?? new Error('onDecision threw')) : undefined;
+    let failure: unknown;
+    if (listener) {
+      try {
+        listener(decision);
+      } catch (error) {
+        process.emitWarning(`agentpolicy: onDecision threw: ${boundString((error as Error)?.message ?? String(error))}`);
+        failure = error ?? new Error('onDecision threw');
+        // Denied instead: the sinks are given that deny, not this decision.
+        if (gated && this.options.onDecisionError !== 'warn') return failure;
+      }
+    }
+    for (const sink of this.sinks) {
+      try {
+        sink.decision(decision, this);
+      } catch (error) {
+        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
+        failure ??= error ?? new Error('a decision sink threw');
+      }
+    }
+    return failure !== undefined && gated && this.options.onDecisionError !== 'warn' ? failure : undefined;
+  }
+
+  // A settlement is spend that happened: a sink that fails is reported, never undone.
+  private publishSettlement(decision: Decision): void {
+    for (const sink of this.sinks) {
+      try {
+        sink.settlement?.(decision, this);
+      } catch (error) {
+        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
+      }
     }
   }
 }
@@ -1046,28 +1053,4 @@ export class PolicySession {
 function errorVerdict(what: string, error: unknown): Verdict {
   const message = boundString(error instanceof Error ? error.message : String(error));
   return { decision: 'deny', reason: `${what}: ${message}`, rule: Object.freeze({ section: 'error', message }), approvedRule: false };
-}
-
-function refOf(request: ApprovalRequest): ApprovalRequestRef {
-  return Object.freeze({ id: request.id, fingerprint: request.fingerprint, expiresAt: request.expiresAt });
-}
-
-function optionalText(answer: { by?: unknown; reason?: unknown }): { by?: string; reason?: string } {
-  return {
-    ...(typeof answer.by === 'string' ? { by: boundString(answer.by) } : {}),
-    ...(typeof answer.reason === 'string' ? { reason: boundString(answer.reason) } : {}),
-  };
-}
-
-function resolutionOf(answer: { approved: boolean; by?: string; reason?: string }): ApprovalResolution {
-  return Object.freeze({ approved: answer.approved === true, ...optionalText(answer), at: new Date().toISOString() });
-}
-
-function rejectionOf(resolution: ApprovalResolution | undefined): { approved: false; outcome: 'rejected'; detail: string } {
-  const by = resolution?.by ? ` by ${resolution.by}` : '';
-  return { approved: false, outcome: 'rejected', detail: `rejected${by}${resolution?.reason ? `: ${resolution.reason}` : ''}` };
-}
-
-function expiredOf(state: ApprovalState): { approved: false; outcome: 'expired'; detail: string } {
-  return { approved: false, outcome: 'expired', detail: `approval request ${state.id} expired at ${state.expiresAt} without an answer that can be used` };
 }
