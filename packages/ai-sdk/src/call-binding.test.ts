@@ -1,6 +1,7 @@
 // Attacks on call identity and approval binding, through real generateText / streamText loops: a call id that a
 // provider numbers per turn, a scripted model that replays a call with other input, one session shared by two runs,
 // an approval in the history that is reused for a call the human never saw, and a tool that throws.
+import type { LanguageModelV4StreamPart } from '@ai-sdk/provider';
 import { generateText, isStepCount, streamText, tool, type ModelMessage } from 'ai';
 import { convertArrayToReadableStream, MockLanguageModelV4 } from 'ai/test';
 import { describe, expect, it } from 'vitest';
@@ -113,7 +114,7 @@ describe('an approval in the history counts only for the request it answers and 
     const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
     const tools = wrapTools(emailTools(sent), session);
     const toolApproval = policyToolApproval(session);
-    const stream = (parts: Parameters<typeof convertArrayToReadableStream>[0]) => ({ stream: convertArrayToReadableStream(parts) });
+    const stream = (parts: LanguageModelV4StreamPart[]) => ({ stream: convertArrayToReadableStream(parts) });
 
     const first = streamText({ model: new MockLanguageModelV4({ doStream: [stream(toolCallStreamParts('send_email', 'call-0', { to: 'ada' }))] }), tools, toolApproval, messages: prompt });
     const firstContent = await first.content;
@@ -191,7 +192,7 @@ describe('one decision authorises one execution', () => {
     const sent: string[] = [];
     const session = makePolicy({ budget: 1 }).session();
     const tools = wrapTools(emailTools(sent), session, { costs: { send_email: 0.25 } });
-    const call = { toolCallId: 'call_0', messages: [] };
+    const call = { toolCallId: 'call_0', messages: [], context: undefined };
 
     await Promise.all([tools.send_email.execute!({ to: 'ada' }, call), tools.send_email.execute!({ to: 'ada' }, call)]);
 
