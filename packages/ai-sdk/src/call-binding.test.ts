@@ -192,7 +192,7 @@ describe('one decision authorises one execution', () => {
     const sent: string[] = [];
     const session = makePolicy({ budget: 1 }).session();
     const tools = wrapTools(emailTools(sent), session, { costs: { send_email: 0.25 } });
-    const call = { toolCallId: 'call_0', messages: [], context: undefined };
+    const call = { toolCallId: 'call_0', messages: [], context: {} };
 
     await Promise.all([tools.send_email.execute!({ to: 'ada' }, call), tools.send_email.execute!({ to: 'ada' }, call)]);
 
