@@ -207,9 +207,10 @@ describe('a tool that throws is settled by the one rule', () => {
     return {
       charge_card: tool({
         inputSchema: z.object({ amount: z.number() }),
-        execute: async () => {
+        execute: async ({ amount }): Promise<string> => {
           runs.count++;
-          throw error;
+          if (amount > 0) throw error;
+          return 'nothing to charge';
         },
       }),
     };
