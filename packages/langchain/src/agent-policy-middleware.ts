@@ -1,7 +1,8 @@
-import { decisionError, type ApprovalAnswer, type Decision, type PolicySession, type RuleRef } from '@agentpolicy/core';
+import { decisionError, type Decision, type PolicySession, type RuleRef } from '@agentpolicy/core';
 import { AIMessage, ToolMessage } from '@langchain/core/messages';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { interrupt, isGraphBubbleUp } from '@langchain/langgraph';
+import { answerFor, approvalRequestOf, decide, resumeWaiting, runAllowed } from './tool-call.js';
 import { createMiddleware, type AgentMiddleware } from 'langchain';
 import { runGated } from './model-gate.js';
 import { failureOf, modelInfoFromModel, promptOf, usageFromMessage } from './model-call.js';
@@ -23,6 +24,12 @@ export interface AgentPolicyMiddlewareOptions {
 /** The value of the `interrupt()` raised for a tool call that needs approval (it is JSON). */
 export interface ToolApprovalRequest {
   readonly type: 'agentpolicy.approval';
+  /** The agentpolicy approval request: an answer names it (see {@link ToolApprovalAnswer}). */
+  readonly requestId: string;
+  /** The fingerprint of the call the request was raised for; an answer counts only for that call. */
+  readonly fingerprint: string;
+  /** ISO 8601: unanswered after this, the request is expired. */
+  readonly expiresAt: string;
   readonly tool: string;
   readonly args: unknown;
   readonly toolCallId: string | null;
@@ -36,11 +43,22 @@ export interface ToolApprovalRequest {
   readonly cost: number;
 }
 
+/** One answer: only `true` or `{ approved: true }` approves; anything else rejects. */
+export type ToolApprovalDecision = boolean | { approved: boolean; by?: string; reason?: string };
+
 /**
- * The resume value of an approval: `Command({ resume: answer })`. Only `true` or `{ approved: true }` approves;
- * anything else rejects.
+ * The resume value of approvals, `new Command({ resume })`. Each answer is matched to the request it answers:
+ * - by request id: `{ [request.requestId]: answer }` (one value can answer several requests, each by its id), or
+ *   `{ requestId, approved?, by?, reason? }` (without `approved`, the answer already given for the request from
+ *   anywhere — `session.resolveApproval`, a signed token — is used);
+ * - by interrupt id, LangGraph's own map: `{ [interrupt.id]: answer }`;
+ * - a bare `answer` only while exactly one approval request of the session is pending; with several pending it is
+ *   refused with an error, so one value never approves requests the human did not see.
  */
-export type ToolApprovalAnswer = boolean | { approved: boolean; by?: string; reason?: string };
+export type ToolApprovalAnswer =
+  | ToolApprovalDecision
+  | { requestId: string; approved?: boolean; by?: string; reason?: string }
+  | { readonly [requestId: string]: ToolApprovalDecision };
 
 /**
  * A langchain v1 `createAgent` middleware that enforces a session's policy inside the agent loop.
@@ -114,31 +132,27 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       const key = toolCallKey(id);
       const cost = toolCost(options.toolCosts, name, args);
       const check = {
+        input: args,
         ...(cost !== undefined ? { cost } : {}),
         metadata: id !== undefined ? { toolCallId: id } : {},
         ...(key !== undefined ? { idempotencyKey: key } : {}),
       };
-      let decision = await session.checkTool(name, check);
-      // On a re-run after an approval the keyed decision is already the approved one: interrupt again anyway, so this
-      // call keeps its place in the task's interrupt order (LangGraph matches resume values by position).
-      if (decision.decision === 'require_approval' || (key !== undefined && decision.approval?.via === 'caller')) {
-        const answer = interrupt<ToolApprovalRequest, unknown>({
-          type: 'agentpolicy.approval',
-          tool: name,
-          args: args ?? null,
-          toolCallId: id ?? null,
-          reason: decision.reason,
-          decisionId: decision.id,
-          rule: decision.rule,
-          sessionId: session.id,
-          cost: decision.action.cost,
-        });
-        // Core decides again with the human's answer: a rejection (or anything but a real approval) is recorded as a
-        // denial with who and why; an approval still loses to a block or an exhausted budget.
-        decision = await session.checkTool(name, { ...check, approval: answer as ApprovalAnswer });
+      let run = await decide(session, name, check);
+      // A re-run after an approval finds the approved allow (not yet used: a middleware further in interrupted, say):
+      // take this call's interrupt slot again, so the answers further in keep their places.
+      if (run.decision.decision === 'allow' && run.decision.approval?.via === 'request' && resumeWaiting() === 'task') interrupt(approvalRequestOf(session, run.decision, name, args, id));
+      while (run.decision.decision === 'require_approval' && run.decision.approvalRequest) {
+        const source = resumeWaiting();
+        const value = interrupt<ToolApprovalRequest, unknown>(approvalRequestOf(session, run.decision, name, args, id));
+        const answer = await answerFor(session, value, run.decision.approvalRequest.id, source);
+        // An answer for another request leaves this one unanswered: ask again.
+        if (answer === undefined) continue;
+        // Core decides again with the answer bound to its request: a rejection is a recorded denial with who and
+        // why; an approval counts only for this call and still loses to a block or an exhausted budget.
+        run = await decide(session, name, { ...check, approval: answer });
       }
-      if (decision.decision !== 'allow') return denial(request.toolCall, decision, decisionError(decision).message);
-      return handler(request);
+      if (run.decision.decision !== 'allow') return denial(request.toolCall, run.decision, decisionError(run.decision).message);
+      return runAllowed(session, run, request, handler, () => decide(session, name, check));
     },
   }) as AgentMiddleware;
 }
