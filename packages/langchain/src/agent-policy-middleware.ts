@@ -2,7 +2,7 @@ import { decisionError, type Decision, type PolicySession, type RuleRef } from '
 import { AIMessage, ToolMessage } from '@langchain/core/messages';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { interrupt, isGraphBubbleUp } from '@langchain/langgraph';
-import { answerFor, approvalRequestOf, decide, resumeWaiting, runAllowed } from './tool-call.js';
+import { answerFor, approvalRequestOf, decide, refuseAmbiguous, resumeWaiting, runAllowed } from './tool-call.js';
 import { createMiddleware, type AgentMiddleware } from 'langchain';
 import { runGated } from './model-gate.js';
 import { failureOf, modelInfoFromModel, promptOf, usageFromMessage } from './model-call.js';
@@ -140,11 +140,13 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       let run = await decide(session, name, check);
       // A re-run after an approval finds the approved allow (not yet used: a middleware further in interrupted, say):
       // take this call's interrupt slot again, so the answers further in keep their places.
-      if (run.decision.decision === 'allow' && run.decision.approval?.via === 'request' && resumeWaiting() === 'task') interrupt(approvalRequestOf(session, run.decision, name, args, id));
+      if (run.decision.decision === 'allow' && run.decision.approval?.via === 'request' && resumeWaiting().source === 'task') interrupt(approvalRequestOf(session, run.decision, name, args, id));
       while (run.decision.decision === 'require_approval' && run.decision.approvalRequest) {
-        const source = resumeWaiting();
+        const waiting = resumeWaiting();
+        if (waiting.source === 'broadcast') await refuseAmbiguous(session, waiting, run.decision.approvalRequest.id);
         const value = interrupt<ToolApprovalRequest, unknown>(approvalRequestOf(session, run.decision, name, args, id));
-        const answer = await answerFor(session, value, run.decision.approvalRequest.id, source);
+        if (waiting.source === 'unknown') await refuseAmbiguous(session, { source: 'unknown', value }, run.decision.approvalRequest.id);
+        const answer = answerFor(value, run.decision.approvalRequest.id);
         // An answer for another request leaves this one unanswered: ask again.
         if (answer === undefined) continue;
         // Core decides again with the answer bound to its request: a rejection is a recorded denial with who and

@@ -38,24 +38,31 @@ export function approvalRequestOf(session: PolicySession, decision: Decision, to
   };
 }
 
-/**
- * Where the value the next `interrupt()` of this task returns comes from: `task` — it was given to this task (by
- * interrupt id, or kept from an earlier run of it); `broadcast` — a bare `Command({ resume })` value, which LangGraph
- * hands to every pending interrupt; `none` — nothing is waiting (the interrupt pauses the run).
- */
-export function resumeWaiting(): 'task' | 'broadcast' | 'none' {
+/** What the next `interrupt()` of this task will return, read before it is called. */
+export interface WaitingResume {
+  /**
+   * `task`: a value given to this task (by interrupt id, or kept from an earlier run of it); `broadcast`: a bare
+   * `Command({ resume })` value, which LangGraph hands to every pending interrupt (`value` holds it); `none`: nothing
+   * is waiting, and the interrupt pauses the run.
+   */
+  readonly source: 'task' | 'broadcast' | 'none' | 'unknown';
+  readonly value?: unknown;
+}
+
+/** Reads what the next `interrupt()` of this task will return, without taking it. */
+export function resumeWaiting(): WaitingResume {
   let scratchpad: unknown;
   try {
     scratchpad = (getConfig()?.configurable as Record<string, unknown> | undefined)?.['__pregel_scratchpad'];
   } catch {
     scratchpad = undefined;
   }
-  // Unknown (another LangGraph version): treat a value as bare, the strict reading.
-  if (typeof scratchpad !== 'object' || scratchpad === null) return 'broadcast';
+  // Another LangGraph version: nothing can be told apart, so a bare value is checked once it is taken.
+  if (typeof scratchpad !== 'object' || scratchpad === null) return { source: 'unknown' };
   const pad = scratchpad as { resume?: unknown; nullResume?: unknown; interruptCounter?: unknown };
   const next = (typeof pad.interruptCounter === 'number' ? pad.interruptCounter : -1) + 1;
-  if (Array.isArray(pad.resume) && pad.resume.length > next) return 'task';
-  return pad.nullResume !== undefined ? 'broadcast' : 'none';
+  if (Array.isArray(pad.resume) && pad.resume.length > next) return { source: 'task' };
+  return pad.nullResume !== undefined ? { source: 'broadcast', value: pad.nullResume } : { source: 'none' };
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -74,34 +81,47 @@ function bind(requestId: string, value: unknown): BoundApprovalAnswer {
   return { requestId, approved: false, reason: 'the resume value is not an answer (only true or { approved: true } approves)' };
 }
 
+/** Whether a resume value names the request(s) it answers (`{ requestId }`, or answers by request id). */
+function namesRequests(value: unknown): boolean {
+  return isRecord(value) && (typeof value['requestId'] === 'string' || !Object.hasOwn(value, 'approved'));
+}
+
 /**
- * Reads a resume value for the approval request `requestId`: the answer bound to it, `undefined` when the value
- * answers other requests only (this one stays unanswered), or an error when a bare value reaches several pending
- * requests. See {@link ToolApprovalAnswer} for the forms.
+ * Refuses a bare resume value (one that names no request) before it is taken, unless `requestId` is the only
+ * approval request of the session still pending: LangGraph hands a bare value to every pending interrupt, and one
+ * value must never approve requests the human did not see. Checked before `interrupt()` takes the value, so a
+ * refused value is not kept for a later run.
  */
-export async function answerFor(session: PolicySession, value: unknown, requestId: string, source: 'task' | 'broadcast' | 'none'): Promise<BoundApprovalAnswer | undefined> {
-  if (isRecord(value) && !Object.hasOwn(value, 'approved')) {
-    if (typeof value['requestId'] === 'string') {
-      if (value['requestId'] !== requestId) return undefined;
-      return {
-        requestId,
-        ...(typeof value['by'] === 'string' ? { by: value['by'] } : {}),
-        ...(typeof value['reason'] === 'string' ? { reason: value['reason'] } : {}),
-      };
-    }
-    // Answers by request id.
-    return Object.hasOwn(value, requestId) ? bind(requestId, value[requestId]) : undefined;
-  }
-  if (isRecord(value) && typeof value['requestId'] === 'string' && value['requestId'] !== requestId) return undefined;
-  if (source === 'task') return bind(requestId, value);
-  // A bare value reaches every pending interrupt: it may answer only when this is the one request pending.
+export async function refuseAmbiguous(session: PolicySession, waiting: WaitingResume, requestId: string): Promise<void> {
+  if ((waiting.source !== 'broadcast' && waiting.source !== 'unknown') || namesRequests(waiting.value)) return;
   const pending = await session.pendingApprovals();
-  if (pending.length === 1 && pending[0]!.id === requestId) return bind(requestId, value);
+  if (pending.length === 1 && pending[0]!.id === requestId) return;
   const ids = pending.map((request) => request.id);
   throw new AgentPolicyError(
     'INVALID_ARGUMENT',
     `agentpolicy: one resume value cannot answer ${ids.length} pending approval requests (${ids.join(', ')}); answer each by its id: new Command({ resume: { [requestId]: true } }) or LangGraph's { [interrupt.id]: answer }`,
   );
+}
+
+/**
+ * Reads a resume value for the approval request `requestId`: the answer bound to it, or `undefined` when the value
+ * answers other requests only (this one stays unanswered). A bare value was checked by {@link refuseAmbiguous}
+ * before it was taken. See {@link ToolApprovalAnswer} for the forms.
+ */
+export function answerFor(value: unknown, requestId: string): BoundApprovalAnswer | undefined {
+  if (isRecord(value) && typeof value['requestId'] === 'string') {
+    // An answer that names its request.
+    if (value['requestId'] !== requestId) return undefined;
+    return {
+      requestId,
+      ...(typeof value['approved'] === 'boolean' ? { approved: value['approved'] } : {}),
+      ...(typeof value['by'] === 'string' ? { by: value['by'] } : {}),
+      ...(typeof value['reason'] === 'string' ? { reason: value['reason'] } : {}),
+    };
+  }
+  // Answers by request id.
+  if (namesRequests(value)) return Object.hasOwn(value as object, requestId) ? bind(requestId, (value as Record<string, unknown>)[requestId]) : undefined;
+  return bind(requestId, value);
 }
 
 // Tool calls the middleware of a session is running now, by tool call id: a callback handler on the same session
