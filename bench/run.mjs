@@ -65,6 +65,11 @@ await measure('seed policy', [
   ['checkTool allow after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('search_docs'); }],
   ['checkTool deny after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('delete_prod_db'); }],
 ]);
+// A tool call with its input (what the adapters pass): the input is part of the fingerprint, so it is hashed.
+const input = { query: 'how do I read a file in python', limit: 10, filters: { lang: 'en', site: 'docs.python.org' } };
+await measure('seed policy', [
+  ['checkTool allow with input (fingerprinted)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkTool('search_docs', { input }); }],
+]);
 const costSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session();
 await measure('seed policy', [
   ['checkTool with cost (budget reserve+charge)', async () => { for (let i = 0; i < BATCH; i++) await costSession.checkTool('search_docs', { cost: 0.000001 }); }],

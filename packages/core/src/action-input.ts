@@ -4,7 +4,7 @@ import { boundMetadata, boundString, boundValue } from './bounded-record.js';
 import type { Action, CostAction, HttpAction, Metadata, RuleRef, ToolAction } from './decision.js';
 import { parseTarget } from './domain.js';
 import { nanosToUsd, readCost } from './money.js';
-import type { PolicyEvaluator, PreparedAction } from './policy-evaluator.js';
+import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 
 interface CommonCheckOptions {
   metadata?: Metadata;
@@ -69,6 +69,11 @@ export interface Prepared {
   readonly fingerprint: string;
   readonly prepared: PreparedAction | null;
   readonly invalid: { reason: string; rule: RuleRef } | null;
+  /**
+   * On memoised prepared forms (no input, per policy): the verdict for the action while it costs nothing and needs
+   * no approval, filled on first use. Shared by the forms derived from it (the same call with metadata).
+   */
+  readonly memo?: { free: Verdict | undefined };
 }
 
 const ZERO_COST = Object.freeze({ ok: true as const, nanos: 0 });
@@ -112,7 +117,7 @@ class CostMemo<V> {
 // Per policy for tools (the prepared form holds the policy's folding of the name), held weakly; by method ('' when
 // none is given) for requests.
 const toolMemos = new WeakMap<PolicyEvaluator, CostMemo<Prepared>>();
-const httpMemos = new Map<string, CostMemo<Prepared>>();
+const httpMemos = new WeakMap<PolicyEvaluator, Map<string, CostMemo<Prepared>>>();
 // Fingerprints of tool calls without input, by folded name and cost (metadata is not part of a fingerprint).
 const toolFingerprints = new CostMemo<string>();
 
@@ -141,7 +146,7 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
   const metadataInput = action.metadata;
   const costInput = action.cost;
   const cost = costInput === undefined && action.type !== 'cost' ? ZERO_COST : readCost(costInput);
-  if (metadataInput === undefined && cost.ok) {
+  if (cost.ok) {
     if (action.type === 'tool' && action.input === undefined && typeof action.name === 'string') {
       let memo = toolMemos.get(policy);
       if (memo === undefined) {
@@ -150,21 +155,30 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
       }
       let prepared = memo.get(action.name, cost.nanos);
       if (prepared === undefined) {
-        prepared = prepareUncached(policy, action, cost, undefined);
+        prepared = { ...prepareUncached(policy, action, cost, undefined), memo: { free: undefined } };
         memo.set(action.name, cost.nanos, prepared);
       }
-      return prepared;
+      if (metadataInput === undefined) return prepared;
+      // The same call with metadata: only the record differs (the fingerprint never covers metadata).
+      const base = prepared.action as ToolAction;
+      const recorded: ToolAction = Object.freeze({ type: 'tool', name: base.name, cost: base.cost, metadata: boundMetadata(metadataInput) });
+      return { action: recorded, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo: prepared.memo as { free: Verdict | undefined } };
     }
-    if (action.type === 'http' && typeof action.url === 'string' && (action.method === undefined || typeof action.method === 'string')) {
+    if (metadataInput === undefined && action.type === 'http' && typeof action.url === 'string' && (action.method === undefined || typeof action.method === 'string')) {
       const method = action.method ?? '';
-      let memo = httpMemos.get(method);
-      if (memo === undefined && httpMemos.size < 16 && method.length <= 16) {
+      let byMethod = httpMemos.get(policy);
+      if (byMethod === undefined) {
+        byMethod = new Map();
+        httpMemos.set(policy, byMethod);
+      }
+      let memo = byMethod.get(method);
+      if (memo === undefined && byMethod.size < 16 && method.length <= 16) {
         memo = new CostMemo<Prepared>();
-        httpMemos.set(method, memo);
+        byMethod.set(method, memo);
       }
       let prepared = memo?.get(action.url, cost.nanos);
       if (prepared === undefined) {
-        prepared = prepareUncached(policy, action, cost, undefined);
+        prepared = { ...prepareUncached(policy, action, cost, undefined), memo: { free: undefined } };
         memo?.set(action.url, cost.nanos, prepared);
       }
       return prepared;

@@ -28,22 +28,19 @@ export function boundValue(value: unknown): unknown {
 
 /** A frozen bounded copy of decision metadata (a shallow record of caller values). */
 export function boundMetadata(metadata: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
-  // The common case: a few primitive values, copied in one pass.
+  // The common case: a plain object of a few short primitive values, copied as it is.
   if (typeof metadata === 'object' && metadata !== null && Object.getPrototypeOf(metadata) === Object.prototype) {
-    const out: Record<string, unknown> = {};
     let flat = true;
     let count = 0;
     for (const key in metadata) {
-      if (!Object.hasOwn(metadata, key)) continue;
       const item = (metadata as Record<string, unknown>)[key];
       const type = typeof item;
       if (++count > 32 || key.length > MAX_RECORDED_STRING || !(item === null || type === 'number' || type === 'boolean' || type === 'undefined' || (type === 'string' && (item as string).length <= MAX_RECORDED_STRING))) {
         flat = false;
         break;
       }
-      out[key] = item;
     }
-    if (flat) return Object.freeze(out);
+    if (flat) return Object.freeze({ ...metadata });
   }
   const copied = boundValue(metadata);
   return (typeof copied === 'object' && copied !== null && !Array.isArray(copied) ? copied : Object.freeze({ value: copied })) as Readonly<Record<string, unknown>>;

@@ -1,7 +1,6 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { prepareAction, withOptions, type ActionInput, type CheckCostOptions, type CheckHttpOptions, type CheckToolOptions, type Prepared } from './action-input.js';
-import { InMemoryApprovalStore, type ApprovalRequest, type ApprovalResolution, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
-import { signApprovalToken, verifyApprovalToken } from './approval-token.js';
+import { InMemoryApprovalStore, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
 import {
   approvedVerdict,
   callerApproval,
@@ -24,9 +23,10 @@ import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, Ru
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
-import type { PolicyEvaluator, Verdict } from './policy-evaluator.js';
+import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 import { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
+import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
 
 /** Options of {@link AgentPolicy.session}. */
@@ -97,7 +97,6 @@ export interface ApprovalTokenOptions {
 }
 
 const DAY_MS = 86_400_000;
-const OPEN_REQUESTS = 4096;
 
 /** Extra fields a decision may carry. */
 interface DecisionExtra {
@@ -150,9 +149,7 @@ export class PolicySession {
   // Allows that have been used for their one execution, by the decision first recorded.
   private readonly used = new WeakSet<Decision>();
   private readonly origins = new WeakMap<Decision, Decision>();
-  private readonly approvals: ApprovalStore;
-  // The open approval request of each action (fingerprint) raised without an approver: a repeat waits on it.
-  private readonly openRequests = new Map<string, string>();
+  private readonly approvals: SessionApprovals;
   private seq = 0;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
@@ -171,7 +168,7 @@ export class PolicySession {
     const budget = policy.normalized.budget;
     this.ledger = new BudgetLedger(options.store ?? new InMemoryBudgetStore(), this.id, budget?.maxSpendNanos ?? null, budget?.softLimit ?? null, options.onSoftLimit);
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
-    this.approvals = options.approvals ?? new InMemoryApprovalStore();
+    this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret);
     this.settling = { ledger: this.ledger, trail: this.trail, pending: this.pending, origins: this.origins, priceUsage: (usage) => this.priceUsage(usage) };
     this.fetch = createPolicyFetch(this);
   }
@@ -302,13 +299,12 @@ export class PolicySession {
 
   /** This session's approval requests still waiting for an answer, oldest first. */
   async pendingApprovals(): Promise<readonly ApprovalState[]> {
-    return this.approvals.listPending(this.id, Date.now());
+    return this.approvals.pending();
   }
 
   /** One of this session's approval requests and where it stands, or undefined. */
-  async getApproval(requestId: string): Promise<ApprovalState | undefined> {
-    const state = await this.approvals.get(String(requestId), Date.now());
-    return state?.sessionId === this.id ? state : undefined;
+  getApproval(requestId: string): Promise<ApprovalState | undefined> {
+    return this.approvals.get(requestId);
   }
 
   /**
@@ -317,13 +313,8 @@ export class PolicySession {
    * answered. The agent then resumes by checking the same action with `approval: { requestId }`; an approval
    * authorises one execution of exactly the action the request was raised for.
    */
-  async resolveApproval(requestId: string, answer: ApprovalDecisionInput): Promise<ResolveResult> {
-    if (typeof answer !== 'object' || answer === null || typeof answer.approved !== 'boolean') {
-      throw new AgentPolicyError('INVALID_ARGUMENT', 'resolveApproval needs { approved: boolean, by?, reason? }');
-    }
-    const state = await this.approvals.get(String(requestId), Date.now());
-    if (state === undefined || state.sessionId !== this.id) return { ok: false, problem: 'unknown' };
-    return this.approvals.resolve(state.id, resolutionOf(answer), Date.now());
+  resolveApproval(requestId: string, answer: ApprovalDecisionInput): Promise<ResolveResult> {
+    return this.approvals.resolve(requestId, answer);
   }
 
   /**
@@ -331,12 +322,8 @@ export class PolicySession {
    * `approvalSecret` over the request id, the action's fingerprint, the request's expiry and the answer. Redeem it
    * with {@link resolveApprovalToken} in any process with the same secret and store.
    */
-  async approvalToken(requestId: string, options: ApprovalTokenOptions = {}): Promise<string> {
-    const secret = this.secret();
-    const state = await this.getApproval(requestId);
-    if (state === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', `no approval request ${JSON.stringify(boundString(String(requestId)))} in this session`);
-    if (state.status !== 'pending') throw new AgentPolicyError('INVALID_ARGUMENT', `approval request ${state.id} is ${state.status}, not pending`);
-    return signApprovalToken({ requestId: state.id, fingerprint: state.fingerprint, expiresAt: Date.parse(state.expiresAt), answer: options.answer ?? 'approve' }, secret);
+  approvalToken(requestId: string, options: ApprovalTokenOptions = {}): Promise<string> {
+    return this.approvals.token(requestId, options.answer ?? 'approve');
   }
 
   /**
@@ -344,20 +331,8 @@ export class PolicySession {
    * expired, its request is unknown, belongs to another session, is for another action, or already has an answer.
    * Otherwise it answers its request, once. `by` and `reason` say who followed the link and why.
    */
-  async resolveApprovalToken(token: string, answer: { by?: string; reason?: string } = {}): Promise<ResolveResult | { readonly ok: false; readonly problem: 'malformed' | 'forged' | 'expired' | 'other_action'; readonly detail: string }> {
-    const check = verifyApprovalToken(token, this.secret(), Date.now());
-    if (!check.ok) return check;
-    const { claims } = check;
-    const state = await this.approvals.get(claims.requestId, Date.now());
-    if (state === undefined || state.sessionId !== this.id) return { ok: false, problem: 'unknown' };
-    if (state.fingerprint !== claims.fingerprint) return { ok: false, problem: 'other_action', detail: 'the token was signed for another action' };
-    return this.approvals.resolve(state.id, resolutionOf({ approved: claims.answer === 'approve', by: answer.by ?? 'approval-token', ...(answer.reason !== undefined ? { reason: answer.reason } : {}) }), Date.now());
-  }
-
-  private secret(): string | Uint8Array {
-    const secret = this.options.approvalSecret;
-    if (secret === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', 'approval tokens need the session option approvalSecret');
-    return secret;
+  resolveApprovalToken(token: string, answer: { by?: string; reason?: string } = {}): Promise<ResolveResult | TokenRefusal> {
+    return this.approvals.redeem(token, answer);
   }
 
   // ---- reservations -------------------------------------------------------------------------------------------
@@ -543,9 +518,9 @@ export class PolicySession {
     const cost = prepared.prepared.costNanos;
     const limit = this.ledger.limit;
     if (!approved && cost <= this.policy.costRuleFloor) {
-      if (cost === 0) return this.policy.decideFree(prepared.prepared);
+      if (cost === 0) return this.freeVerdict(prepared);
       const { spent, reserved } = this.ledger.snapshot();
-      if (limit === null || spent + reserved + cost <= limit) return this.policy.decideFree(prepared.prepared);
+      if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared);
     }
     const { spent, reserved } = this.ledger.snapshot();
     try {
@@ -553,6 +528,19 @@ export class PolicySession {
     } catch (error) {
       return errorVerdict('the check failed, so the action is denied', error);
     }
+  }
+
+  // The verdict of an action that no budget or cost rule can touch: kept on its memoised prepared form.
+  private freeVerdict(prepared: Prepared): Verdict {
+    const memo = prepared.memo;
+    if (memo === undefined) return this.policy.decideFree(prepared.prepared as PreparedAction);
+    let verdict = memo.free;
+    if (verdict === undefined) {
+      const decided = this.policy.decideFree(prepared.prepared as PreparedAction);
+      verdict = Object.freeze({ ...decided, rule: Object.freeze(decided.rule) });
+      memo.free = verdict;
+    }
+    return verdict;
   }
 
   private check(action: ActionInput, mode: Mode): Promise<Decision> {
@@ -625,70 +613,23 @@ export class PolicySession {
   // An answer that names a request counts only for that request, for exactly this action, once.
   private async answerRequest(prepared: Prepared, verdict: Verdict, bound: BoundApprovalAnswer, costNanos: number, mode: Mode): Promise<Decision> {
     if (verdict.decision === 'deny') return this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined));
-    const requestId = boundString(bound.requestId);
-    let state = await this.approvals.get(bound.requestId, Date.now());
-    let unused: UnusedAnswer | undefined;
-    if (state === undefined) unused = { requestId, problem: 'unknown_request', detail: 'no approval request has this id' };
-    else if (state.sessionId !== this.id) unused = { requestId, problem: 'other_session', detail: 'the request belongs to another session' };
-    else if (state.fingerprint !== prepared.fingerprint) unused = { requestId, problem: 'other_action', detail: 'the request was raised for another action (its fingerprint differs)' };
-    if (unused === undefined && state !== undefined) {
-      if (typeof bound.approved === 'boolean' && state.status === 'pending') {
-        const result = await this.approvals.resolve(state.id, resolutionOf({ approved: bound.approved, ...optionalText(bound) }), Date.now());
-        state = result.request ?? (await this.approvals.get(state.id, Date.now()));
-      }
-      switch (state?.status) {
-        case 'rejected':
-          return this.record(this.makeDecision(prepared, rejection(verdict, rejectionOf(state.resolution), state.id), this.nextId(), undefined));
-        case 'expired':
-          return this.record(this.makeDecision(prepared, rejection(verdict, expiredOf(state), state.id), this.nextId(), undefined));
-        case 'pending':
-          if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
-          return this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined, { approvalRequest: refOf(state) }));
-        case 'approved': {
-          if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
-          const resolution = state.resolution;
-          if (await this.approvals.consume(state.id, prepared.fingerprint, Date.now())) {
-            return this.allowWithMoney(prepared, approvedVerdict(verdict, resolution ?? {}), costNanos, mode, requestApproval('request', state.id, resolution ?? {}));
-          }
-          unused = { requestId, problem: 'already_used', detail: 'the approval was already used for one execution' };
-          break;
-        }
-        default:
-          unused = { requestId, problem: 'already_used', detail: 'the approval was already used for one execution' };
-      }
-    }
+    const outcome = await this.approvals.answer(bound, prepared.fingerprint);
+    if (outcome.kind === 'refused') return this.record(this.makeDecision(prepared, rejection(verdict, outcome.rejection, outcome.requestId), this.nextId(), undefined));
     if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
-    return this.unapproved(prepared, verdict, costNanos, mode, unused);
+    if (outcome.kind === 'pending') return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, { approvalRequest: outcome.request }));
+    if (outcome.kind === 'approved') {
+      if (await this.approvals.use(outcome.requestId, prepared.fingerprint)) {
+        return this.allowWithMoney(prepared, approvedVerdict(verdict, outcome.resolution), costNanos, mode, requestApproval('request', outcome.requestId, outcome.resolution));
+      }
+      return this.unapproved(prepared, verdict, costNanos, mode, { requestId: outcome.requestId, problem: 'already_used', detail: 'the approval was already used for one execution' });
+    }
+    return this.unapproved(prepared, verdict, costNanos, mode, outcome.unused);
   }
 
   // Raises an approval request (or finds the open one for the same action) and records the require_approval.
   private async raiseRequest(prepared: Prepared, verdict: Verdict, unused: UnusedAnswer | undefined): Promise<Decision> {
-    const openId = this.openRequests.get(prepared.fingerprint);
-    if (openId !== undefined) {
-      const open = await this.approvals.get(openId, Date.now());
-      if (open?.status === 'pending' && open.sessionId === this.id) {
-        return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: refOf(open), unusedAnswer: unused } : { approvalRequest: refOf(open) }));
-      }
-    }
-    const request = this.newRequest(prepared, verdict, this.options.approvalTtlMs ?? DAY_MS);
-    await this.approvals.create(request);
-    if (this.openRequests.size >= OPEN_REQUESTS) this.openRequests.clear();
-    this.openRequests.set(prepared.fingerprint, request.id);
-    return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: refOf(request), unusedAnswer: unused } : { approvalRequest: refOf(request) }));
-  }
-
-  private newRequest(prepared: Prepared, verdict: Verdict, ttlMs: number): ApprovalRequest {
-    const now = Date.now();
-    return Object.freeze({
-      id: `apr_${randomBytes(16).toString('base64url')}`,
-      sessionId: this.id,
-      fingerprint: prepared.fingerprint,
-      action: prepared.action,
-      reason: boundString(verdict.reason),
-      rule: Object.freeze(verdict.rule),
-      createdAt: new Date(now).toISOString(),
-      expiresAt: new Date(now + ttlMs).toISOString(),
-    });
+    const request = refOf(await this.approvals.raise(prepared, verdict, this.options.approvalTtlMs ?? DAY_MS));
+    return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: request, unusedAnswer: unused } : { approvalRequest: request }));
   }
 
   private allowWithMoney(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
@@ -741,22 +682,10 @@ export class PolicySession {
     let requestId: string | undefined;
     const id = this.nextId();
     try {
-      const request = this.newRequest(prepared, verdict, timeoutMs);
+      const request = await this.approvals.create(prepared, verdict, timeoutMs);
       requestId = request.id;
-      await this.approvals.create(request);
       const pending = this.makeDecision(prepared, verdict, id, undefined, unused ? { approvalRequest: refOf(request), unusedAnswer: unused } : { approvalRequest: refOf(request) });
-      outcome = await consultApprover(approver, { ...request, decision: pending }, timeoutMs);
-      if (outcome.approved || outcome.outcome === 'rejected') {
-        // The answer resolves the request it was given; if another process answered first, its answer stands.
-        const given = outcome.approved ? { approved: true, ...optionalText(outcome) } : { approved: false, ...optionalText(outcome as { by?: string; reason?: string }) };
-        const result = await this.approvals.resolve(request.id, resolutionOf(given), Date.now());
-        const state = result.request;
-        if (state?.status === 'approved' && (await this.approvals.consume(request.id, prepared.fingerprint, Date.now()))) {
-          outcome = { approved: true, ...optionalText(state.resolution ?? {}) };
-        } else if (state?.status === 'rejected') outcome = rejectionOf(state.resolution);
-        else if (state?.status === 'expired') outcome = expiredOf(state);
-        else if (outcome.approved) outcome = { approved: false, outcome: 'invalid', detail: `the approval request is ${state?.status ?? 'unknown'}` };
-      }
+      outcome = await this.approvals.settleApproverAnswer(request, await consultApprover(approver, { ...request, decision: pending }, timeoutMs));
     } catch (error) {
       if (costNanos > 0) await this.ledger.release(costNanos);
       throw error;
@@ -843,28 +772,4 @@ export class PolicySession {
 function errorVerdict(what: string, error: unknown): Verdict {
   const message = boundString(error instanceof Error ? error.message : String(error));
   return { decision: 'deny', reason: `${what}: ${message}`, rule: Object.freeze({ section: 'error', message }), approvedRule: false };
-}
-
-function refOf(request: ApprovalRequest): ApprovalRequestRef {
-  return Object.freeze({ id: request.id, fingerprint: request.fingerprint, expiresAt: request.expiresAt });
-}
-
-function optionalText(answer: { by?: unknown; reason?: unknown }): { by?: string; reason?: string } {
-  return {
-    ...(typeof answer.by === 'string' ? { by: boundString(answer.by) } : {}),
-    ...(typeof answer.reason === 'string' ? { reason: boundString(answer.reason) } : {}),
-  };
-}
-
-function resolutionOf(answer: { approved: boolean; by?: string; reason?: string }): ApprovalResolution {
-  return Object.freeze({ approved: answer.approved === true, ...optionalText(answer), at: new Date().toISOString() });
-}
-
-function rejectionOf(resolution: ApprovalResolution | undefined): { approved: false; outcome: 'rejected'; detail: string } {
-  const by = resolution?.by ? ` by ${resolution.by}` : '';
-  return { approved: false, outcome: 'rejected', detail: `rejected${by}${resolution?.reason ? `: ${resolution.reason}` : ''}` };
-}
-
-function expiredOf(state: ApprovalState): { approved: false; outcome: 'expired'; detail: string } {
-  return { approved: false, outcome: 'expired', detail: `approval request ${state.id} expired at ${state.expiresAt} without an answer that can be used` };
 }
