@@ -65,10 +65,12 @@ export type ToolApprovalAnswer =
  *
  * - `wrapToolCall` checks every tool call. A denied call does not run: the model gets an error `ToolMessage` that
  *   says why, and the agent goes on. A call that needs approval raises a LangGraph `interrupt()` carrying a
- *   {@link ToolApprovalRequest}; resume with `new Command({ resume: { approved: true } })` (or `false`, or
- *   `{ approved: false, by, reason }`). An approved call is decided again, so a blocked or over-budget call stays
- *   denied. Decisions are keyed by tool call id, so the re-run that a resume causes records and charges nothing twice.
- *   Interrupts need a checkpointer and a `thread_id`; a session with an `approver` answers in place instead.
+ *   {@link ToolApprovalRequest}; resume with answers matched to their requests
+ *   (`new Command({ resume: { [request.requestId]: true } })`, see {@link ToolApprovalAnswer}). An approved call is
+ *   decided again, so a blocked or over-budget call stays denied, and counts for exactly that call, once. Decisions
+ *   are keyed by tool call id and bound to the call's input, so the re-run a resume causes records and charges nothing
+ *   twice, and a call id seen again with other input, or after it ran, is decided afresh. Interrupts need a
+ *   checkpointer and a `thread_id`; a session with an `approver` answers in place instead.
  * - `beforeModel` ends the run with an AI message once the budget is used up; `wrapModelCall` reserves the worst-case
  *   cost of each model call before it is sent (over budget: no request, the run ends with a message) and charges the
  *   real cost from the answer's `usage_metadata`.
@@ -79,7 +81,8 @@ export type ToolApprovalAnswer =
  * const agent = createAgent({ model, tools, middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
  * const config = { configurable: { thread_id: 't1' } };
  * let result = await agent.invoke({ messages: [{ role: 'user', content: 'Email Bob' }] }, config);
- * if (result.__interrupt__) result = await agent.invoke(new Command({ resume: { approved: true, by: 'alice' } }), config);
+ * const request = result.__interrupt__?.[0]?.value as ToolApprovalRequest | undefined;
+ * if (request) result = await agent.invoke(new Command({ resume: { [request.requestId]: { approved: true, by: 'alice' } } }), config);
  * ```
  */
 export function agentPolicyMiddleware(session: PolicySession, options: AgentPolicyMiddlewareOptions = {}): AgentMiddleware {
