@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
-import { AgentPolicy } from '@agentpolicy/core';
+import { AgentPolicy, estimateModelCall, splitPromptMedia } from '@agentpolicy/core';
 
 const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
 const BATCH = 1000; // operations per timed sample, so sub-microsecond figures sit far above timer resolution
@@ -121,6 +121,41 @@ for (let i = 0; i < 100_000; i++) await reportSession.checkTool(i % 3 ? 'search_
 await measure('report', [['report() over 100,000 decisions', () => { sink += reportSession.report().decisions.length; }]], { batch: 1, time: QUICK ? 50 : 1500 });
 reportSession = undefined;
 
+// ---- model-call estimate -----------------------------------------------------------------------------------------
+// A typical chat request: a system prompt, a few turns, one tool definition, an output limit (and one without).
+const chatPrompt = [
+  { role: 'system', content: 'You are a helpful assistant that answers questions about the docs.' },
+  { role: 'user', content: 'How do I configure the network allow-list?' },
+  { role: 'assistant', content: 'Add the hosts under network.allow in the policy file.' },
+  { role: 'user', content: 'And subdomains?' },
+  { tools: [{ type: 'function', function: { name: 'search_docs', description: 'Search the docs', parameters: { type: 'object', properties: { q: { type: 'string' } } } } }] },
+];
+const estimatePricing = AgentPolicy.fromDict({}).normalized.pricing;
+await estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt }, estimatePricing); // loads the limits catalog once
+const modelSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session({ maxDecisions: 10_000 });
+// 100 operations a sample (a sample of 1,000 estimates, about 2 ms, is often cut by the scheduler on a shared machine).
+const ESTIMATES = 100;
+await measure('model-call estimate', [
+  ['estimate: typical chat request (max_tokens set)', () => {
+    for (let i = 0; i < ESTIMATES; i++) sink += estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt, maxOutputTokens: 500 }, estimatePricing).nanos;
+  }],
+  ['estimate: typical chat request (no output limit)', () => {
+    for (let i = 0; i < ESTIMATES; i++) sink += estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt }, estimatePricing).nanos;
+  }],
+  ['estimate: chat request with an image', () => {
+    for (let i = 0; i < ESTIMATES; i++) {
+      const media = splitPromptMedia([{ role: 'user', content: [{ type: 'text', text: 'What is this?' }, { type: 'image_url', image_url: { url: 'https://x/y.png', detail: 'high' } }] }]);
+      sink += estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', ...media, maxOutputTokens: 500 }, estimatePricing).nanos;
+    }
+  }],
+  ['reserveModelCall + commit(usage)', async () => {
+    for (let i = 0; i < ESTIMATES; i++) {
+      const reservation = await modelSession.reserveModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt, maxOutputTokens: 500 });
+      await reservation.commit({ inputTokens: 60, outputTokens: 120 });
+    }
+  }],
+], { batch: ESTIMATES });
+
 // ---- adapters ----------------------------------------------------------------------------------------------------
 const adapterNotes = [];
 await (async () => {
@@ -196,6 +231,8 @@ const targets = {
   'checkTool deny (block glob)': 3,
   'checkTool, 10k distinct names (memo misses)': 3,
   'report() over 100,000 decisions': 100_000,
+  'estimate: typical chat request (max_tokens set)': 5,
+  'estimate: typical chat request (no output limit)': 5,
 };
 const fmt = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(3)} µs`);
 console.log(`\nagentpolicy bench ${QUICK ? '(quick mode: figures are not meaningful)' : ''}`);

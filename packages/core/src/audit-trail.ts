@@ -33,10 +33,17 @@ export interface SessionReport {
   readonly decisions: readonly Decision[];
   /** Decisions recorded but no longer kept (see `maxDecisions`). */
   readonly decisionsDropped: number;
+  /**
+   * USD charged beyond the estimates of reservations whose real cost exceeded them, over the whole session (each such
+   * decision's `settlement.overrun` says by how much). Zero when every estimate held.
+   */
+  readonly overrun: number;
+  /** How many reservations settled above their estimate. */
+  readonly overruns: number;
 }
 
 /** The part of the report the audit trail itself knows. */
-export type AuditSummary = Pick<SessionReport, 'decisionSummary' | 'costSummary' | 'policyHits' | 'decisions' | 'decisionsDropped'>;
+export type AuditSummary = Pick<SessionReport, 'decisionSummary' | 'costSummary' | 'policyHits' | 'decisions' | 'decisionsDropped' | 'overrun' | 'overruns'>;
 
 const HIT_LIMIT = 1000;
 
@@ -70,6 +77,8 @@ export class AuditTrail {
   private readonly byType: ByType<Counts> = { tool: emptyCounts(), http: emptyCounts(), cost: emptyCounts() };
   private readonly allowedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
   private readonly attemptedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
+  private overrunNanos = 0;
+  private overrunCount = 0;
   private readonly hits = { deniedTools: new Set<string>(), deniedDomains: new Set<string>(), approvalRequired: new Set<string>() };
 
   constructor(private readonly maxDecisions: number) {}
@@ -115,6 +124,12 @@ export class AuditTrail {
     this.allowedNanos[type] += deltaNanos;
   }
 
+  /** Counts a reservation that settled `nanos` above its estimate. */
+  addOverrun(nanos: number): void {
+    this.overrunNanos += nanos;
+    this.overrunCount++;
+  }
+
   summary(): AuditSummary {
     const sum = (values: ByType<number>) => ({
       tool: nanosToUsd(values.tool),
@@ -138,6 +153,8 @@ export class AuditTrail {
       },
       decisions,
       decisionsDropped: this.dropped,
+      overrun: nanosToUsd(this.overrunNanos),
+      overruns: this.overrunCount,
     };
   }
 }

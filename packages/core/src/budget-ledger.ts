@@ -17,6 +17,7 @@ export interface SoftLimitEvent {
  */
 export class BudgetLedger {
   private softLimitFired = false;
+  private exceededSeen = false;
 
   constructor(
     private readonly store: BudgetStore,
@@ -40,8 +41,8 @@ export class BudgetLedger {
   /** Turns a reservation of `reserved` into a charge of `actual`. */
   commit(reserved: number, actual: number): void | Promise<void> {
     const done = this.store.commit(this.key, reserved, actual);
-    this.checkSoftLimit();
-    return done;
+    if (done instanceof Promise) return done.then(() => this.afterSpend(actual > reserved));
+    this.afterSpend(actual > reserved);
   }
 
   release(reserved: number): void | Promise<void> {
@@ -51,8 +52,33 @@ export class BudgetLedger {
   /** Charges spend that already happened; never refused. */
   charge(nanos: number): void | Promise<void> {
     const done = nanos > 0 ? this.store.charge(this.key, nanos) : undefined;
+    if (done instanceof Promise) return done.then(() => this.afterSpend(nanos > 0));
+    this.afterSpend(nanos > 0);
+  }
+
+  /**
+   * True once this ledger has seen spend go past the limit (a real cost above its estimate, or usage recorded after
+   * the fact). From then on every check is denied, free ones included: the run is over budget.
+   */
+  get exceeded(): boolean {
+    return this.exceededSeen;
+  }
+
+  private afterSpend(mayExceed: boolean): void {
+    if (mayExceed && this.limit !== null && !this.exceededSeen && this.snapshot().spent > this.limit) this.exceededSeen = true;
     this.checkSoftLimit();
-    return done;
+  }
+
+  /** The denial of every check once spending has passed the limit. */
+  exceededVerdict(costNanos: number): Verdict {
+    const { spent, reserved } = this.snapshot();
+    const max = this.limit ?? 0;
+    return {
+      decision: 'deny',
+      reason: `spending has passed the budget (spent ${formatUsd(spent)} of max_spend ${formatUsd(max)}); every further call is denied`,
+      rule: { section: 'budget', maxSpend: nanosToUsd(max), spent: nanosToUsd(spent), reserved: nanosToUsd(reserved), requested: nanosToUsd(costNanos) },
+      approvedRule: false,
+    };
   }
 
   /** Whether spend is now past the limit (recorded usage can go over it: it happened). */

@@ -1,11 +1,10 @@
-export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption } from './policy.js';
+export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption, type PriceOption } from './policy.js';
 export type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 export {
   PolicySession,
   type ApprovalDecisionInput,
   type ApprovalTokenOptions,
   type GuardToolOptions,
-  type ModelCallEstimate,
   type RunToolOptions,
   type SessionOptions,
 } from './session.js';
@@ -56,11 +55,25 @@ export {
   type PolicyIssue,
 } from './errors.js';
 export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
-export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type NormalizedPolicy } from './policy-document.js';
+export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type PriceDocument, type NormalizedPolicy, type NormalizedPrice } from './policy-document.js';
 export { policyWarnings, type PolicyWarning, type PolicyWarningCode } from './policy-warnings.js';
 export { policyJsonSchema } from './json-schema.js';
 export { parseYamlPolicy } from './load-yaml.js';
-export { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
+export { estimatePromptTokens, imagePrice, priceUsage, type Billing, type PriceResult, type TokenUsage } from './pricing.js';
+export {
+  DEFAULT_IMAGE_TOKENS,
+  estimateModelCall,
+  imageOutputTokens,
+  imageTokens,
+  splitPromptMedia,
+  type PromptMedia,
+  type AudioInput,
+  type EstimateOptions,
+  type ImageInput,
+  type ImageOutput,
+  type ModelCallEstimate,
+  type ModelEstimate,
+} from './model-estimate.js';
 export { parseTarget, normalizeDomainEntry } from './domain.js';
 export { globMatch, foldToolName, toolNameProblem } from './tool-matcher.js';
 export { parseMoney, readCost, formatUsd, NANOS_PER_USD } from './money.js';

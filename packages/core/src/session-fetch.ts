@@ -14,6 +14,11 @@ export interface PolicyFetchOptions {
   cost?: number;
   /** Most redirects followed. Default 20, as in the Fetch standard. */
   maxRedirects?: number;
+  /**
+   * The caller has already decided the first request (an adapter that checks it with its own metadata): only the
+   * redirect hops are checked here.
+   */
+  firstHopChecked?: boolean;
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -36,12 +41,14 @@ export function createPolicyFetch(session: HttpChecker, options: PolicyFetchOpti
   const policyFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const send = options.fetch ?? globalThis.fetch;
     const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
-    const first = await session.checkHttp(targetOf(input) as string, {
-      method,
-      ...(options.cost !== undefined ? { cost: options.cost } : {}),
-      metadata: { via: 'fetch' },
-    });
-    if (first.decision !== 'allow') throw decisionError(first);
+    if (options.firstHopChecked !== true) {
+      const first = await session.checkHttp(targetOf(input) as string, {
+        method,
+        ...(options.cost !== undefined ? { cost: options.cost } : {}),
+        metadata: { via: 'fetch' },
+      });
+      if (first.decision !== 'allow') throw decisionError(first);
+    }
 
     const mode = init?.redirect ?? (input instanceof Request ? input.redirect : 'follow');
     let request = new Request(input, init);

@@ -23,8 +23,9 @@ import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, Ru
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
+import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
 import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
-import { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
+import { priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
 import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
@@ -67,7 +68,11 @@ export interface SessionOptions {
   onSoftLimit?: (event: SoftLimitEvent) => void;
   /** How many decisions the report keeps (the oldest are dropped first; summaries stay exact). Default 10,000. */
   maxDecisions?: number;
-  /** Output tokens assumed for a model call that sets no maximum. Default 4,096. */
+  /**
+   * Output tokens assumed for a model call that sets no maximum, used only when neither the policy
+   * (`max_output_tokens`) nor the model limits catalog nor the price catalog's context window bounds it. No default:
+   * such a call is refused under a budget.
+   */
   defaultMaxOutputTokens?: number;
 }
 
@@ -103,22 +108,6 @@ interface DecisionExtra {
   readonly approvalRequest?: ApprovalRequestRef;
   readonly unusedAnswer?: UnusedAnswer;
   readonly settlement?: Settlement;
-}
-
-/** Options of {@link PolicySession.reserveModelCall}. */
-export interface ModelCallEstimate {
-  model: string;
-  provider?: string;
-  /** Prompt input, to estimate input tokens from (any JSON-able value). */
-  prompt?: unknown;
-  /** Known input token count (wins over `prompt`). */
-  inputTokens?: number;
-  /** The call's output limit; the session's `defaultMaxOutputTokens` when absent. */
-  maxOutputTokens?: number;
-  source?: string;
-  metadata?: Metadata;
-  approved?: boolean;
-  idempotencyKey?: string;
 }
 
 type Mode = 'charge' | 'reserve';
@@ -349,49 +338,39 @@ export class PolicySession {
   }
 
   /**
-   * Reserves the worst-case cost of a model call: input tokens (given, or estimated from the prompt) plus the
-   * output limit, priced by the policy's `pricing:` or the catalog. Under a budget a model with no known price is
-   * denied before the call. Commit the real usage afterwards, or release on a request that was never billed.
+   * Reserves the worst-case cost of a model call, as {@link estimateModelCall} bounds it (text, images, files and
+   * audio in the input; the output limit, or the model's listed maximum, times `n`; images, characters or seconds
+   * for models billed by those), priced by the policy's `pricing:` or the catalog. Under a budget a call with no
+   * known price or no known bound is denied before it is sent, with a reason that says what to set. Commit the real
+   * usage afterwards, or release on a request that was never billed.
    */
   async reserveModelCall(estimate: ModelCallEstimate): Promise<Reservation> {
     const model = typeof estimate?.model === 'string' ? estimate.model : '';
     const provider = estimate?.provider;
-    const inputTokens =
-      typeof estimate?.inputTokens === 'number' && Number.isSafeInteger(estimate.inputTokens) && estimate.inputTokens >= 0
-        ? estimate.inputTokens
-        : estimatePromptTokens(estimate?.prompt);
-    const maxOutput =
-      typeof estimate?.maxOutputTokens === 'number' && Number.isSafeInteger(estimate.maxOutputTokens) && estimate.maxOutputTokens >= 0
-        ? estimate.maxOutputTokens
-        : (this.options.defaultMaxOutputTokens ?? 4096);
+    let worst: ModelEstimate | Promise<ModelEstimate>;
+    try {
+      worst = estimateModelCall(estimate, this.policy.normalized.pricing, { fallbackMaxOutputTokens: this.options.defaultMaxOutputTokens });
+    } catch (error) {
+      worst = { ok: false, reason: `the estimate failed: ${(error as Error)?.message ?? String(error)}`, unpriced: false, rule: { section: 'error', message: String(error) }, metadata: {} };
+    }
+    if (worst instanceof Promise) worst = await worst;
     const source = estimate?.source ?? modelSource(model, provider);
-    const metadata: Metadata = {
-      ...estimate?.metadata,
-      model,
-      ...(provider !== undefined ? { provider } : {}),
-      estimatedInputTokens: inputTokens,
-      maxOutputTokens: maxOutput,
-    };
-    const price = priceUsage({ model, ...(provider !== undefined ? { provider } : {}), inputTokens, outputTokens: maxOutput }, this.policy.normalized.pricing);
     const common = {
       source,
-      metadata,
+      metadata: worst.metadata,
       ...(estimate?.approved !== undefined ? { approved: estimate.approved } : {}),
       ...(estimate?.idempotencyKey !== undefined ? { idempotencyKey: estimate.idempotencyKey } : {}),
     };
-    if (!price.ok) {
-      if (price.unpriced && this.ledger.limit === null) {
+    if (!worst.ok) {
+      // Without a budget no bound is needed: a model with no price or no known limit is recorded at $0.
+      if ((worst.unpriced || worst.rule.section === 'pricing') && this.ledger.limit === null) {
         const decision = await this.check({ type: 'cost', cost: 0, ...common }, 'reserve');
         return this.reservation(decision, { model, provider });
       }
-      const decision = this.recordDenied(
-        { type: 'cost', source, cost: 0, metadata },
-        price.reason,
-        price.unpriced ? { section: 'pricing', model } : { section: 'input', check: 'usage' },
-      );
+      const decision = this.recordDenied({ type: 'cost', source, cost: 0, metadata: worst.metadata }, worst.reason, worst.rule);
       return this.reservation(decision, { model, provider });
     }
-    const decision = await this.check({ type: 'cost', cost: nanosToUsd(price.nanos), ...common }, 'reserve');
+    const decision = await this.check({ type: 'cost', cost: nanosToUsd(worst.nanos), ...common }, 'reserve');
     return this.reservation(decision, { model, provider });
   }
 
@@ -503,6 +482,8 @@ export class PolicySession {
       durationSeconds: (endMs - this.startedMs) / 1000,
       decisions: summary.decisions,
       decisionsDropped: summary.decisionsDropped,
+      overrun: summary.overrun,
+      overruns: summary.overruns,
     };
   }
 
@@ -516,6 +497,7 @@ export class PolicySession {
       return { decision: 'deny', reason: 'the session has ended', rule: { section: 'session', check: 'ended' }, approvedRule: false };
     }
     const cost = prepared.prepared.costNanos;
+    if (this.ledger.exceeded) return this.ledger.exceededVerdict(cost);
     const limit = this.ledger.limit;
     if (!approved && cost <= this.policy.costRuleFloor) {
       if (cost === 0) return this.freeVerdict(prepared);
