@@ -11,7 +11,10 @@ export type AgentPolicyErrorCode =
   | 'APPROVAL_REQUIRED'
   | 'RESERVATION_SETTLED'
   | 'DECISION_USED'
-  | 'INVALID_ARGUMENT';
+  | 'INVALID_ARGUMENT'
+  | 'AUDIT_LOG_LOCKED'
+  | 'AUDIT_LOG_INVALID'
+  | 'AUDIT_LOG_WRITE_FAILED';
 
 /**
  * Base class of every error agentpolicy throws. Use {@link AgentPolicyError.isInstance} rather than `instanceof`

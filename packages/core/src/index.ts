@@ -78,3 +78,19 @@ export { parseTarget, normalizeDomainEntry } from './domain.js';
 export { globMatch, foldToolName, toolNameProblem } from './tool-matcher.js';
 export { parseMoney, readCost, formatUsd, NANOS_PER_USD } from './money.js';
 export { createPolicyFetch, type HttpChecker, type PolicyFetchOptions } from './session-fetch.js';
+export type { DecisionSink } from './decision-sink.js';
+export {
+  AuditLog,
+  createAuditLog,
+  AUDIT_LOG_VERSION,
+  GENESIS_HASH,
+  type AuditLogOptions,
+  type AuditRecord,
+  type AuditDecisionRecord,
+  type AuditSettlementRecord,
+  type AuditOpenRecord,
+} from './audit-log.js';
+export { verifyAuditLog, type AuditVerification, type AuditBreak, type AuditBreakKind } from './audit-verify.js';
+export { readAuditLog, type AuditLogReport, type SpendPoint } from './audit-report.js';
+export { formatDecision, formatDecisions, formatReport, ruleId, type FormatReportOptions } from './format-report.js';
+export { renderHtmlReport, type HtmlReportOptions } from './html-report.js';

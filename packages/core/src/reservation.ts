@@ -41,6 +41,8 @@ export interface ReservationContext {
   /** Each settled version of a decision → the decision first recorded (which keys and `consume` know). */
   readonly origins: WeakMap<Decision, Decision>;
   priceUsage(usage: TokenUsage): PriceResult;
+  /** Told each settled decision once the ledger has it (the session's sinks: an audit log, OpenTelemetry). */
+  settled?(decision: Decision): void;
 }
 
 /** Whether a failed call was certainly not billed: an agentpolicy error or a 4xx answer. */
@@ -78,6 +80,7 @@ export function createReservation(context: ReservationContext, recorded: Decisio
     context.pending.delete(reservation);
     if (status === 'committed') await context.ledger.commit(estimateNanos, actualNanos);
     else await context.ledger.release(estimateNanos);
+    context.settled?.(decision);
     return decision;
   };
   const reservation: Reservation = {

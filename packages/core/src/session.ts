@@ -29,6 +29,8 @@ import { priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
 import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
+import { sessionSinks, type DecisionSink } from './decision-sink.js';
+import { withReportInspect } from './format-report.js';
 
 /** Options of {@link AgentPolicy.session}. */
 export interface SessionOptions {
@@ -52,6 +54,16 @@ export interface SessionOptions {
   onDecision?: (decision: Decision) => void;
   /** What a throwing `onDecision` means: `deny` (default, see `onDecision`) or `warn` (report it and go ahead). */
   onDecisionError?: 'deny' | 'warn';
+  /**
+   * Where the record also goes, as it is written (an audit log, say): each sink is given every decision and every
+   * settlement. A sink that throws counts as a throwing `onDecision` (see `onDecisionError`).
+   */
+  sinks?: readonly DecisionSink[];
+  /**
+   * Record decisions with OpenTelemetry (spans, span events and metrics) when `@opentelemetry/api` is installed and
+   * a provider is registered. Default true; without a provider it costs nothing measurable.
+   */
+  telemetry?: boolean;
   /**
    * Where approval requests live (an in-memory store by default). Pass a shared store so a request raised here can
    * be answered from another process and the agent can resume after a restart.
@@ -132,6 +144,7 @@ export class PolicySession {
   private readonly keys = new CallKeys();
   private readonly settling: ReservationContext;
   private readonly pending = new Set<Reservation>();
+  private readonly sinks: readonly DecisionSink[];
   private readonly reservations = new WeakMap<Decision, Reservation>();
   // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
   private readonly slots = new WeakMap<Decision, number>();
@@ -158,7 +171,15 @@ export class PolicySession {
     this.ledger = new BudgetLedger(options.store ?? new InMemoryBudgetStore(), this.id, budget?.maxSpendNanos ?? null, budget?.softLimit ?? null, options.onSoftLimit);
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
     this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret);
-    this.settling = { ledger: this.ledger, trail: this.trail, pending: this.pending, origins: this.origins, priceUsage: (usage) => this.priceUsage(usage) };
+    this.sinks = sessionSinks(options.sinks, options.telemetry !== false);
+    this.settling = {
+      ledger: this.ledger,
+      trail: this.trail,
+      pending: this.pending,
+      origins: this.origins,
+      priceUsage: (usage) => this.priceUsage(usage),
+      settled: (decision) => this.publishSettlement(decision),
+    };
     this.fetch = createPolicyFetch(this);
   }
 
@@ -467,7 +488,7 @@ export class PolicySession {
     const limit = this.ledger.limit;
     const endMs = this.endedMs ?? Date.now();
     const summary = this.trail.summary();
-    return {
+    return withReportInspect({
       sessionId: this.id,
       policyHash: this.policy.hash,
       budget: limit === null ? null : nanosToUsd(limit),
@@ -484,7 +505,7 @@ export class PolicySession {
       decisionsDropped: summary.decisionsDropped,
       overrun: summary.overrun,
       overruns: summary.overruns,
-    };
+    });
   }
 
   // ---- internals ----------------------------------------------------------------------------------------------
@@ -738,15 +759,39 @@ export class PolicySession {
   }
 
   // Hands a decision to the onDecision sink. Returns the error when the sink threw and that must stop the action.
+  // The sinks (an audit log, OpenTelemetry) are sinks like onDecision: one that throws did not record the decision.
   private publish(decision: Decision, gated: boolean): unknown {
     const listener = this.options.onDecision;
-    if (!listener) return undefined;
-    try {
-      listener(decision);
-      return undefined;
-    } catch (error) {
-      process.emitWarning(`agentpolicy: onDecision threw: ${boundString((error as Error)?.message ?? String(error))}`);
-      return gated && this.options.onDecisionError !== 'warn' ? (error ?? new Error('onDecision threw')) : undefined;
+    let failure: unknown;
+    if (listener) {
+      try {
+        listener(decision);
+      } catch (error) {
+        process.emitWarning(`agentpolicy: onDecision threw: ${boundString((error as Error)?.message ?? String(error))}`);
+        failure = error ?? new Error('onDecision threw');
+        // Denied instead: the sinks are given that deny, not this decision.
+        if (gated && this.options.onDecisionError !== 'warn') return failure;
+      }
+    }
+    for (const sink of this.sinks) {
+      try {
+        sink.decision(decision, this);
+      } catch (error) {
+        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
+        failure ??= error ?? new Error('a decision sink threw');
+      }
+    }
+    return failure !== undefined && gated && this.options.onDecisionError !== 'warn' ? failure : undefined;
+  }
+
+  // A settlement is spend that happened: a sink that fails is reported, never undone.
+  private publishSettlement(decision: Decision): void {
+    for (const sink of this.sinks) {
+      try {
+        sink.settlement?.(decision, this);
+      } catch (error) {
+        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
+      }
     }
   }
 }
