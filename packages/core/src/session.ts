@@ -151,7 +151,6 @@ export class PolicySession {
   // Allows that have been used for their one execution, by the sequence number of their id (a settled version of a
   // decision keeps its id).
   private readonly used = new UsedAllows();
-  private readonly origins = new WeakMap<Decision, Decision>();
   private readonly approvals: SessionApprovals;
   private seq = 0;
   private readonly startedMs = Date.now();
@@ -177,7 +176,6 @@ export class PolicySession {
       ledger: this.ledger,
       trail: this.trail,
       pending: this.pending,
-      origins: this.origins,
       priceUsage: (usage) => this.priceUsage(usage),
       settled: (decision) => this.publishSettlement(decision),
     };
