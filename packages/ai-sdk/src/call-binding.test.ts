@@ -156,6 +156,20 @@ describe('one decision authorises one execution', () => {
     expect(lastToolOutput(model.doGenerateCalls[4]!.prompt)).toMatchObject({ type: 'execution-denied', reason: expect.stringContaining('exceeds the remaining budget') });
   });
 
+  it('a tool the package does not wrap, governed by policyToolApproval only: the same call id next turn is charged again', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ budget: 0.5 }).session();
+    const model = new MockLanguageModelV4({
+      doGenerate: [toolCallResult('send_email', 'call_0', { to: 'ada' }), toolCallResult('send_email', 'call_0', { to: 'ada' }), toolCallResult('send_email', 'call_0', { to: 'ada' }), textResult('done')],
+    });
+
+    await generateText({ model, tools: emailTools(sent), toolApproval: policyToolApproval(session, { costs: { send_email: 0.2 } }), stopWhen: isStepCount(5), messages: prompt });
+
+    expect(sent).toEqual(['ada', 'ada']);
+    expect(session.spent).toBe(0.4);
+    expect(toolDecisions(session.report().decisions).map((d) => d.decision)).toEqual(['allow', 'allow', 'deny']);
+  });
+
   it('a scripted model that replays one call id with other input, without the approval hook: each is decided on its own', async () => {
     const sent: string[] = [];
     const session = makePolicy({ budget: 1, blockedTools: [] }).session();

@@ -73,6 +73,15 @@ async function pendingRequestFor(session: PolicySession, call: ToolCallInfo, cos
 }
 
 /**
+ * A tool this package does not run (not wrapped, or without `execute`) runs as soon as the hook lets it: its allow's
+ * one execution is taken here, so the same call id again is decided and charged again. A wrapped tool's `execute`
+ * takes it itself.
+ */
+function run(session: PolicySession, decision: Decision, runsTool: boolean): void {
+  if (!runsTool) session.consume(decision);
+}
+
+/**
  * Decides a tool call at approval time (before `execute`), the way both the `toolApproval` option (ai 7) and a
  * tool's `needsApproval` (ai 6) are asked:
  * - a human's approval in `messages` for the agentpolicy request raised for this call: core decides again with that
@@ -110,6 +119,7 @@ export async function decideApproval(session: PolicySession, input: ApprovalInpu
     if (approval !== undefined) {
       const { decision } = await checkToolCall(session, call, input.cost, approval, input.runsTool);
       if (decision.decision === 'allow') {
+        run(session, decision, input.runsTool);
         if (unnamed) markUsed(session, approval.approvalId);
         return { kind: 'run', resumed: true };
       }
@@ -127,7 +137,10 @@ export async function decideApproval(session: PolicySession, input: ApprovalInpu
     }
 
     const { decision } = await checkToolCall(session, call, input.cost, undefined, input.runsTool);
-    if (decision.decision === 'allow') return { kind: 'run', resumed: false };
+    if (decision.decision === 'allow') {
+      run(session, decision, input.runsTool);
+      return { kind: 'run', resumed: false };
+    }
     if (decision.decision === 'require_approval') return ask(decision);
     return denial(decision, false);
   } catch (cause) {
