@@ -232,7 +232,7 @@ function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnTy
       if (info.problem !== undefined) return { action: recorded, fingerprint, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
       if (inputProblem !== undefined) return { action: recorded, fingerprint, prepared: null, invalid: { reason: inputProblem, rule: { section: 'input', check: 'input' } } };
       if (!cost.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, fingerprint, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos }, invalid: null };
+      return { action: recorded, fingerprint, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos, input: inputValue }, invalid: null };
     }
     case 'http': {
       const target = parseTarget(action.url);
@@ -245,7 +245,7 @@ function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnTy
       Object.freeze(recorded);
       if (!target.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: boundString(target.reason), rule: { section: 'input', check: 'url' } } };
       if (!cost.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, fingerprint, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos }, invalid: null };
+      return { action: recorded, fingerprint, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos, method, path: target.path }, invalid: null };
     }
     case 'cost': {
       const source = action.source;
