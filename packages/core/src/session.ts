@@ -18,7 +18,7 @@ import { AuditTrail, isoNow, type SessionReport } from './audit-trail.js';
 import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
-import { CallKeys } from './call-keys.js';
+import { CallKeys, UsedAllows } from './call-keys.js';
 import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
@@ -210,9 +210,9 @@ export class PolicySession {
   private readonly leases = new WeakMap<Decision, string>();
   // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
   private readonly slots = new WeakMap<Decision, number>();
-  // Allows that have been used for their one execution, by the decision first recorded.
-  private readonly used = new WeakSet<Decision>();
-  private readonly origins = new WeakMap<Decision, Decision>();
+  // Allows that have been used for their one execution, by the sequence number of their id (a settled version of a
+  // decision keeps its id).
+  private readonly used = new UsedAllows();
   private readonly approvals: SessionApprovals;
   private seq = 0;
   private readonly startedMs = Date.now();
@@ -254,7 +254,6 @@ export class PolicySession {
       ledger: this.ledger,
       trail: this.trail,
       pending: this.pending,
-      origins: this.origins,
       priceUsage: (usage) => this.priceUsage(usage),
       settled: (decision) => this.publishSettlement(decision),
     };
@@ -329,9 +328,9 @@ export class PolicySession {
    */
   consume(decision: Decision): boolean {
     if (typeof decision !== 'object' || decision === null || decision.decision !== 'allow' || decision.sessionId !== this.id) return false;
-    const origin = this.origins.get(decision) ?? decision;
-    if (this.used.has(origin)) return false;
-    this.used.add(origin);
+    const seq = this.seqOf(decision);
+    if (seq === 0 || this.used.has(seq)) return false;
+    this.used.add(seq);
     return true;
   }
 
@@ -709,7 +708,7 @@ export class PolicySession {
       // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
       // anything else is a new action.
       const previous = this.keys.get(prepared.fingerprint, key);
-      if (previous !== undefined && !this.used.has(previous) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
+      if (previous !== undefined && !this.used.has(this.seqOf(previous)) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
     const verdict = this.verdict(prepared, approved);
     let decision: Decision | Promise<Decision>;
@@ -987,6 +986,14 @@ export class PolicySession {
 
   private nextId(): string {
     return `${this.id}:${++this.seq}`;
+  }
+
+  // The sequence number of one of this session's decisions (its id is `<session id>:<n>`), or 0.
+  private seqOf(decision: Decision): number {
+    const id = decision.id;
+    if (typeof id !== 'string' || id.length <= this.id.length + 1 || id.charCodeAt(this.id.length) !== 58 || !id.startsWith(this.id)) return 0;
+    const seq = Number(id.slice(this.id.length + 1));
+    return Number.isSafeInteger(seq) && seq > 0 && seq <= this.seq ? seq : 0;
   }
 
   // Decisions are frozen values: nothing outside the session can change what it recorded.
