@@ -1,6 +1,7 @@
 // agentpolicy benchmark: decision latency, adapter overhead, report cost and memory, with a Set.has floor.
-// Usage: pnpm bench            (full run, writes bench/results/latest.json)
-//        BENCH_QUICK=1 pnpm bench  (a few iterations, only to prove it runs; writes results/quick.tmp.json)
+// Usage: pnpm bench                 (full run, writes bench/results/run.tmp.json, which git ignores)
+//        BENCH_SAVE=1 pnpm bench    (full run, writes the committed bench/results/latest.json the README quotes)
+//        BENCH_QUICK=1 pnpm bench   (a few iterations, only to prove it runs; writes results/quick.tmp.json)
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import os from 'node:os';
@@ -9,6 +10,7 @@ import { Bench } from 'tinybench';
 import { AgentPolicy } from '@agentpolicy/core';
 
 const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
+const SAVE = !QUICK && (process.env.BENCH_SAVE === '1' || process.argv.includes('--save'));
 const BATCH = 1000; // operations per timed sample, so sub-microsecond figures sit far above timer resolution
 const TIME_MS = QUICK ? 30 : 1500;
 const rows = [];
@@ -205,5 +207,7 @@ const out = {
 };
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 mkdirSync(dir, { recursive: true });
-writeFileSync(`${dir}${QUICK ? 'quick.tmp.json' : 'latest.json'}`, `${JSON.stringify(out, null, 2)}\n`);
+const file = `${dir}${QUICK ? 'quick.tmp.json' : SAVE ? 'latest.json' : 'run.tmp.json'}`;
+writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+console.log(`results: ${file}${SAVE || QUICK ? '' : ' (BENCH_SAVE=1 writes bench/results/latest.json)'}`);
 if (sink === -1) console.log(sink);
