@@ -45,6 +45,7 @@ export {
 } from './errors.js';
 export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
 export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type NormalizedPolicy } from './policy-document.js';
+export { policyWarnings, type PolicyWarning, type PolicyWarningCode } from './policy-warnings.js';
 export { policyJsonSchema } from './json-schema.js';
 export { parseYamlPolicy } from './load-yaml.js';
 export { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } from './pricing.js';

@@ -2,6 +2,7 @@ import type { ActionType } from './decision.js';
 import type { PolicyIssue } from './errors.js';
 import { normalizeDomainEntry } from './domain.js';
 import { describe, parseMoney } from './money.js';
+import { policyWarnings, type PolicyWarning } from './policy-warnings.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, toolNameProblem } from './tool-matcher.js';
 
@@ -68,10 +69,23 @@ function join(path: string, key: string | number): string {
   return path ? `${path}.${key}` : key;
 }
 
+// Rule keys of the Python agentpolicy that are spelled differently, or do not exist, here.
+const PYTHON_RULE_KEYS: Readonly<Record<string, string>> = {
+  action_type: 'unknown key "action_type"; the key is "action" here (tool, http or cost)',
+  source: 'unknown key "source"; approval rules do not match a cost source here: use action: cost to match every cost action',
+};
+
 /** Own keys only, so `__proto__` and `constructor` are ordinary (unknown) keys and can change nothing. */
-function checkKeys(value: Record<string, unknown>, known: readonly string[], path: string, issues: Issues): void {
+function checkKeys(
+  value: Record<string, unknown>,
+  known: readonly string[],
+  path: string,
+  issues: Issues,
+  hints: Readonly<Record<string, string>> = {},
+): void {
   for (const key of Object.keys(value)) {
-    if (!known.includes(key)) issues.push({ path: join(path, key), message: unknownKeyMessage(key, known) });
+    if (known.includes(key)) continue;
+    issues.push({ path: join(path, key), message: Object.hasOwn(hints, key) ? (hints[key] as string) : unknownKeyMessage(key, known) });
   }
 }
 
@@ -168,9 +182,12 @@ function foldDomain(entry: string): string {
 }
 
 /**
- * Validates a policy document and returns its normalised form, or every issue found. Never throws.
+ * Validates a policy document and returns its normalised form with any warnings (see {@link policyWarnings}), or
+ * every issue found. Never throws.
  */
-export function validatePolicyDocument(input: unknown): { ok: true; policy: NormalizedPolicy } | { ok: false; issues: PolicyIssue[] } {
+export function validatePolicyDocument(
+  input: unknown,
+): { ok: true; policy: NormalizedPolicy; warnings: PolicyWarning[] } | { ok: false; issues: PolicyIssue[] } {
   const issues: Issues = [];
   if (input === undefined || input === null) {
     return { ok: false, issues: [{ path: '', message: 'the policy is empty; expected a mapping with budget, tools, network, approval or pricing' }] };
@@ -256,16 +273,14 @@ export function validatePolicyDocument(input: unknown): { ok: true; policy: Norm
   }) ?? new Map<string, NormalizedPrice>();
 
   if (issues.length > 0) return { ok: false, issues };
-  return {
-    ok: true,
-    policy: Object.freeze({
-      budget: budget ? Object.freeze(budget) : null,
-      tools: Object.freeze({ allow: tools.allow ? Object.freeze(tools.allow) : null, block: Object.freeze(tools.block) }),
-      network: Object.freeze({ allow: network.allow ? Object.freeze(network.allow) : null, block: Object.freeze(network.block) }),
-      approvalRules: Object.freeze(approvalRules.map((rule) => Object.freeze(rule))),
-      pricing,
-    }),
-  };
+  const policy: NormalizedPolicy = Object.freeze({
+    budget: budget ? Object.freeze(budget) : null,
+    tools: Object.freeze({ allow: tools.allow ? Object.freeze(tools.allow) : null, block: Object.freeze(tools.block) }),
+    network: Object.freeze({ allow: network.allow ? Object.freeze(network.allow) : null, block: Object.freeze(network.block) }),
+    approvalRules: Object.freeze(approvalRules.map((rule) => Object.freeze(rule))),
+    pricing,
+  });
+  return { ok: true, policy, warnings: policyWarnings(policy) };
 }
 
 function readApprovalRule(item: unknown, path: string, issues: Issues): NormalizedApprovalRule | undefined {
@@ -273,7 +288,7 @@ function readApprovalRule(item: unknown, path: string, issues: Issues): Normaliz
     issues.push({ path, message: `must be a rule mapping with tool, domain, action or cost_gt, got ${describe(item)}` });
     return undefined;
   }
-  checkKeys(item, RULE_KEYS, path, issues);
+  checkKeys(item, RULE_KEYS, path, issues, PYTHON_RULE_KEYS);
   const before = issues.length;
   const rule: { tool?: string; domain?: string; action?: ActionType; costGtNanos?: number } = {};
   const tool = get(item, 'tool');

@@ -11,6 +11,7 @@ import {
   type NormalizedPolicy,
   type PolicyDocument,
 } from './policy-document.js';
+import type { PolicyWarning } from './policy-warnings.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
 import { PolicySession, type SessionOptions, type SessionReport } from './session.js';
@@ -102,6 +103,11 @@ export class AgentPolicy {
   readonly normalized: NormalizedPolicy;
   /** SHA-256 of the normalised policy, recorded in every report. */
   readonly hash: string;
+  /**
+   * What in this valid policy probably decides other than meant (e.g. a `max_spend` of 0, which the Python
+   * agentpolicy read as "no budget"), each with its fix. Paths are in the file format. `agentpolicy validate` prints them.
+   */
+  readonly warnings: readonly PolicyWarning[];
   private readonly blockedTools: ToolMatcher;
   private readonly allowedTools: ToolMatcher | null;
   private readonly blockedDomains: DomainMatcher;
@@ -120,6 +126,7 @@ export class AgentPolicy {
     if (all.length > 0 || !result.ok) throw new PolicyValidationError(all);
     const normalized = result.policy;
     this.normalized = normalized;
+    this.warnings = Object.freeze(result.warnings.map((warning) => Object.freeze(warning)));
     this.hash = createHash('sha256').update(canonicalJson(toPolicyDocument(normalized))).digest('hex');
     this.blockedTools = new ToolMatcher(normalized.tools.block, true);
     this.allowedTools = normalized.tools.allow ? new ToolMatcher(normalized.tools.allow, false) : null;
@@ -328,6 +335,7 @@ export class AgentPolicy {
         ]),
       ),
       precedence: ['block', 'allow-list miss', 'budget', 'approval rule', 'allow'],
+      warnings: this.warnings.map((warning) => ({ ...warning })),
       checks: ['checkTool', 'checkHttp', 'checkCost', 'reserve', 'reserveModelCall', 'recordUsage', 'guardTool', 'fetch', 'evaluate', 'enforce', 'wouldExceed', 'report'],
     };
   }

@@ -46,15 +46,22 @@ export async function main(
   let ran = false;
 
   // Each file command loads the policy first; a file that does not load sets the exit code (1 invalid, 2 missing).
+  // A policy that loads with warnings runs as usual (exit code unchanged); the warnings go to stderr.
   const withPolicy = (run: (policy: AgentPolicy, file: string) => void | Promise<void>) => async (file: string) => {
     ran = true;
     const policy = load(file, err);
     if (typeof policy === 'number') exit = policy;
-    else await run(policy, file);
+    else {
+      for (const warning of policy.warnings) err(`warning: ${warning.path}: ${warning.message}. Fix: ${warning.fix}.`);
+      await run(policy, file);
+    }
   };
 
-  cli.command('validate <file>', 'Check a policy file; exit 1 listing every issue').action(
-    withPolicy((policy, file) => out(`${file}: valid policy (sha256 ${policy.hash.slice(0, 12)})`)),
+  cli.command('validate <file>', 'Check a policy file; exit 1 listing every issue, warnings on stderr').action(
+    withPolicy((policy, file) => {
+      const count = policy.warnings.length;
+      out(`${file}: valid policy (sha256 ${policy.hash.slice(0, 12)})${count > 0 ? `, ${count} warning${count === 1 ? '' : 's'}` : ''}`);
+    }),
   );
 
   cli.command('explain <file>', 'Print a JSON summary of what a policy enforces').action(
