@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { anchorsOf, linksOf } from './markdown.mjs';
 
 const dir = process.argv[2];
 const rootManifest = JSON.parse(readFileSync('package.json', 'utf8'));
@@ -15,33 +16,6 @@ const repoUrl = rootManifest.repository.url.replace(/^git\+/, '').replace(/\.git
 const problems = [];
 const tarballs = readdirSync(dir).filter((name) => name.endsWith('.tgz'));
 if (tarballs.length === 0) problems.push(`no tarballs in ${dir}`);
-
-/** GitHub's heading anchors: lowercase, punctuation dropped, spaces to dashes, repeats numbered. */
-export function anchorsOf(markdown) {
-  const anchors = new Set();
-  const counts = new Map();
-  let fenced = false;
-  for (const line of markdown.split('\n')) {
-    if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
-    const heading = !fenced && /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
-    if (!heading) continue;
-    const text = heading[1].replace(/\[([^\]]*)\]\([^)]*\)/g, '$1').replace(/<[^>]+>/g, '');
-    const base = text.toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/\s/g, '-');
-    const seen = counts.get(base) ?? 0;
-    counts.set(base, seen + 1);
-    anchors.add(seen === 0 ? base : `${base}-${seen}`);
-  }
-  return anchors;
-}
-
-function linksOf(markdown) {
-  const withoutCode = markdown.replace(/^(```|~~~)[\s\S]*?^\1/gm, '').replace(/`[^`\n]*`/g, '');
-  const links = [];
-  for (const match of withoutCode.matchAll(/!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)/g)) links.push(match[1]);
-  for (const match of withoutCode.matchAll(/^\s*\[[^\]]+\]:\s*(\S+)/gm)) links.push(match[1]);
-  for (const match of withoutCode.matchAll(/\b(?:href|src)\s*=\s*"([^"]+)"/g)) links.push(match[1]);
-  return links;
-}
 
 function filesOf(value, out = []) {
   if (typeof value === 'string') out.push(value);

@@ -35,6 +35,10 @@ versions=$(node "$SMOKE/framework-versions.mjs")
 frameworks() { node -e 'const v = JSON.parse(process.argv[1])[process.argv[2]]; console.log(Object.entries(v).map(([n, x]) => `${n}@${x}`).join(" "))' "$versions" "$1"; }
 read -r -a LOW <<<"$(frameworks low)"
 read -r -a HIGH <<<"$(frameworks high)"
+# Apps that use the AI SDK or LangChain tools have zod (a peer of ai and of LangGraph); the repository's version.
+ZOD="zod@$(node -p 'require("./packages/ai-sdk/package.json").devDependencies.zod')"
+LOW+=("$ZOD")
+HIGH+=("$ZOD")
 say "frameworks, lowest: ${LOW[*]}"
 say "frameworks, highest: ${HIGH[*]}"
 
@@ -117,8 +121,13 @@ cp "$SMOKE/smoke.ts" "$SMOKE/run-smoke.ts" "$app/"
 ts_config "$app/tsconfig.json" preserve bundler smoke.ts run-smoke.ts
 tarball_specs=()
 for tarball in "${TARBALLS[@]}"; do tarball_specs+=("file:$tarball"); done
+# yarn 1 does not dedupe a framework's own dependency against the app's lower version (langchain 1.0.1 gets a
+# nested @langchain/langgraph 1.7.3), and warns about that nested copy's peers; the warnings go to a log.
 (cd "$app" && yarn1 add --silent --no-progress --non-interactive --cache-folder "$WORK/yarn-cache" \
-  "${tarball_specs[@]}" "${LOW[@]}" "typescript@$TS_VERSION" "@types/node@$TYPES_NODE_VERSION" >/dev/null)
+  "${tarball_specs[@]}" "${LOW[@]}" "typescript@$TS_VERSION" "@types/node@$TYPES_NODE_VERSION" >/dev/null 2>"$WORK/yarn.log") ||
+  { cat "$WORK/yarn.log"; exit 1; }
+say "yarn: $(grep -c '^warning' "$WORK/yarn.log" || true) peer warnings about framework dependencies (not ours)"
+if grep '^warning' "$WORK/yarn.log" | grep -q '@agentpolicy'; then grep '@agentpolicy' "$WORK/yarn.log"; exit 1; fi
 (cd "$app" && npx --no-install tsc -p tsconfig.json)
 (cd "$app" && node smoke.ts "typescript bundler, yarn 1, lowest")
 cli_checks "$app"
@@ -129,7 +138,7 @@ mkdir -p "$WORK/outside" && cp "$SMOKE/policy.yaml" "$WORK/outside/"
   cd "$WORK/outside"
   # The two documented forms; from the registry they read `npx @agentpolicy/core …` and
   # `npx -p @agentpolicy/core agentpolicy …`.
-  npx -y "$CORE_TGZ" validate policy.yaml
+  npx -y "file:$CORE_TGZ" validate policy.yaml
   npx -y -p "$CORE_TGZ" agentpolicy --version
 )
 
