@@ -75,7 +75,7 @@ try {
 
   for (const pkg of pending) {
     console.log(`release: ${dryRun ? 'would publish' : 'publishing'} ${pkg.manifest.name}@${pkg.manifest.version}`);
-    run('npm', ['publish', tarballOf(pkg), '--access', 'public', ...(dryRun ? ['--dry-run'] : [])], { stdio: ['ignore', 'inherit', 'inherit'] });
+    run('npm', ['publish', tarballOf(pkg), '--access', 'public', '--loglevel=warn', ...(dryRun ? ['--dry-run'] : [])], { stdio: ['ignore', 'inherit', 'inherit'] });
   }
   if (!dryRun) run('npx', ['changeset', 'tag']);
   console.log(`release: ${dryRun ? 'dry run ok' : 'published'}: ${pending.map(({ manifest }) => `${manifest.name}@${manifest.version}`).join(', ')}`);
