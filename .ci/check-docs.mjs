@@ -82,8 +82,13 @@ for (const file of readmes) {
   }
 }
 
+// A control snippet that must fail, so a check that silently passes everything is caught.
+const CONTROL = '(control snippet)';
+snippets.push({ file: CONTROL, line: 1, code: "import { AgentPolicy } from '@agentpolicy/core';\nAgentPolicy.fromYaml(42);\n" });
+
 // The snippets live in a scratch project whose node_modules links every package they import to the copy the
 // workspace installed (the built @agentpolicy packages, the frameworks at the versions the repository tests).
+let controlFailed = false;
 const scratch = mkdtempSync(join(tmpdir(), 'agentpolicy-docs-'));
 try {
   const modules = join(scratch, 'node_modules');
@@ -129,15 +134,17 @@ try {
         continue;
       }
       const { line } = diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start ?? 0);
-      problems.push(`${where(snippet.file, snippet.line + line)}: ${message}`);
+      if (snippet.file === CONTROL) controlFailed = true;
+      else problems.push(`${where(snippet.file, snippet.line + line)}: ${message}`);
     }
   }
 } finally {
   rmSync(scratch, { recursive: true, force: true });
 }
+if (!controlFailed) problems.push('the control snippet (a number passed as a file path) type-checked: the snippet check is not working');
 
 if (problems.length > 0) {
   console.error(`check-docs: ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   process.exit(1);
 }
-console.log(`check-docs: ${snippets.length} TypeScript and ${yamlChecked} YAML blocks checked, ${skipped} marked skip, links and error codes ok (${readmes.length} READMEs)`);
+console.log(`check-docs: ${snippets.length - 1} TypeScript and ${yamlChecked} YAML blocks checked, ${skipped} marked skip, links and error codes ok (${readmes.length} READMEs)`);

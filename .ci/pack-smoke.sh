@@ -28,6 +28,21 @@ say() { echo "pack-smoke: $*"; }
 say "packing every package with pnpm pack (it rewrites workspace: ranges to real ones)"
 pnpm -r --filter './packages/*' pack --pack-destination "$WORK/tarballs" >/dev/null
 node .ci/check-packed.mjs "$WORK/tarballs"
+
+# The checks can fail: `npm pack` leaves workspace: ranges, and a tarball without LICENSE and with a relative README
+# link must be refused too.
+mkdir -p "$WORK/bad/unpacked"
+(cd packages/ai-sdk && npm pack --silent --pack-destination "$WORK/bad" >/dev/null)
+tar -xzf "$WORK"/tarballs/agentpolicy-core-*.tgz -C "$WORK/bad/unpacked"
+rm "$WORK/bad/unpacked/package/LICENSE"
+printf '\nSee [the examples](../../examples/).\n' >>"$WORK/bad/unpacked/package/README.md"
+tar -czf "$WORK/bad/broken-core.tgz" -C "$WORK/bad/unpacked" package
+if node .ci/check-packed.mjs "$WORK/bad" >"$WORK/bad.log" 2>&1; then cat "$WORK/bad.log"; echo "pack-smoke: check-packed passed bad tarballs" >&2; exit 1; fi
+for expected in 'peerDependencies.@agentpolicy/core is "workspace:' 'no LICENSE file' 'README link ../../examples/ is relative'; do
+  grep -qF "$expected" "$WORK/bad.log" || { cat "$WORK/bad.log"; echo "pack-smoke: check-packed missed: $expected" >&2; exit 1; }
+done
+say "check-packed refuses npm pack's workspace: range, a missing LICENSE and a relative README link"
+
 TARBALLS=("$WORK"/tarballs/*.tgz)
 CORE_TGZ=$(ls "$WORK"/tarballs/agentpolicy-core-*.tgz)
 
