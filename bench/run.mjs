@@ -93,6 +93,17 @@ await measure('1,000 tool patterns + 1,000 domains', [
   ['checkHttp, 10k distinct URLs (memo misses)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkHttp(coldUrls[cursor++ % coldUrls.length]); }],
 ]);
 
+// ---- 16 KB hosts ----------------------------------------------------------------------------------------------------
+// 64 distinct hosts in rotation, so no memo can answer: every check parses the URL and matches the host afresh. The
+// many-label host is the case that was quadratic when each parent suffix was copied and hashed.
+const LONG_BATCH = 20;
+const manyLabels = Array.from({ length: 64 }, (_, i) => `https://h${i}.${'a.'.repeat(7_995)}bad1.example.net/`);
+const oneLabel = Array.from({ length: 64 }, (_, i) => `https://h${i}${'a'.repeat(16_000)}.example.com/`);
+await measure('16 KB host (1,000 domains)', [
+  ['checkHttp, 16 KB host of 8,000 labels', async () => { for (let i = 0; i < LONG_BATCH; i++) await largeSession.checkHttp(manyLabels[cursor++ & 63]); }],
+  ['checkHttp, 16 KB host of one label', async () => { for (let i = 0; i < LONG_BATCH; i++) await largeSession.checkHttp(oneLabel[cursor++ & 63]); }],
+], { batch: LONG_BATCH });
+
 // ---- report() over 100,000 decisions ---------------------------------------------------------------------------
 let reportSession = seed.session({ maxDecisions: 100_000 });
 for (let i = 0; i < 100_000; i++) await reportSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db', { cost: i % 5 ? 0 : 0.00001 });

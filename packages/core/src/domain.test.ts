@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { DomainMatcher, normalizeDomainEntry, parseTarget } from './domain.js';
+import { DomainMatcher, embeddedIpv4, normalizeDomainEntry, parseTarget } from './domain.js';
 import { AgentPolicy } from './policy.js';
 
 const host = (url: string) => {
@@ -21,7 +21,7 @@ describe('parseTarget: one parse, one normalised host', () => {
     ['http://2130706433/', '127.0.0.1'],
     ['http://0177.0.0.1/', '127.0.0.1'],
     ['http://[0:0:0:0:0:0:0:1]/', '[::1]'],
-    ['http://[::FFFF:7f00:1]/', '[::ffff:7f00:1]'],
+    ['http://[::FFFF:7f00:1]/', '127.0.0.1'],
   ])('%s → %s', (url, expected) => {
     expect(host(url)).toBe(expected);
   });
@@ -134,5 +134,122 @@ describe('URL forms always decide like their normalised form (property)', () => 
       }),
       { numRuns: 1000 },
     );
+  });
+});
+
+describe('IPv6 forms of an IPv4 address', () => {
+  const policy = new AgentPolicy({ blockedDomains: ['169.254.169.254', '10.0.0.1'] });
+  const session = policy.session();
+
+  it.each([
+    'http://169.254.169.254/latest/meta-data/',
+    'http://2852039166/',
+    'http://0xa9.0xfe.0xa9.0xfe/',
+    'http://[::ffff:a9fe:a9fe]/latest/meta-data/',
+    'http://[::ffff:169.254.169.254]/',
+    'http://[0:0:0:0:0:ffff:a9fe:a9fe]/',
+    'http://[::FFFF:A9FE:A9FE]:80/',
+    'http://[::a9fe:a9fe]/',
+    'http://[::169.254.169.254]/',
+    'http://[::ffff:0:a9fe:a9fe]/',
+    'http://[64:ff9b::a9fe:a9fe]/',
+    'http://[64:ff9b::169.254.169.254]/',
+    'http://[64:ff9b:1::a9fe:a9fe]/',
+    'http://[2002:a9fe:a9fe::1]/',
+    'http://[::ffff:a00:1]/',
+  ])('%s is blocked by the IPv4 entry', async (url) => {
+    const decision = await session.checkHttp(url);
+    expect(decision.decision).toBe('deny');
+    expect(decision.rule).toMatchObject({ section: 'network', list: 'block' });
+  });
+
+  it('an IPv4-mapped address is recorded as the IPv4 address it is', () => {
+    expect(host('http://[::ffff:a9fe:a9fe]/')).toBe('169.254.169.254');
+    expect(host('http://[::ffff:169.254.169.254]/')).toBe('169.254.169.254');
+    expect(host('http://[::ffff:0:a9fe:a9fe]/')).toBe('[::ffff:0:a9fe:a9fe]');
+  });
+
+  it('a block entry written in mapped form blocks the IPv4 address', async () => {
+    const mapped = new AgentPolicy({ blockedDomains: ['::ffff:169.254.169.254'] }).session();
+    expect((await mapped.checkHttp('http://169.254.169.254/')).decision).toBe('deny');
+    expect(normalizeDomainEntry('[::ffff:a9fe:a9fe]')).toMatchObject({ ok: true, host: '169.254.169.254', isIp: true });
+  });
+
+  it('an allow-list entry covers only the same destination: the mapped form, not NAT64 or 6to4', async () => {
+    const allow = new AgentPolicy({ allowedDomains: ['10.0.0.5'] }).session();
+    expect((await allow.checkHttp('http://[::ffff:10.0.0.5]/')).decision).toBe('allow');
+    expect((await allow.checkHttp('http://[64:ff9b::a00:5]/')).decision).toBe('deny');
+    expect((await allow.checkHttp('http://[2002:a00:5::1]/')).decision).toBe('deny');
+  });
+
+  it('approval rules on an IPv4 address see its IPv6 forms', async () => {
+    const rules = new AgentPolicy({ approvalRules: [{ domain: '169.254.169.254' }] }).session();
+    expect((await rules.checkHttp('http://[64:ff9b::a9fe:a9fe]/')).decision).toBe('require_approval');
+  });
+
+  it('plain IPv6 addresses are not read as IPv4', () => {
+    expect(embeddedIpv4('[::1]')).toEqual([]);
+    expect(embeddedIpv4('[::]')).toEqual([]);
+    expect(embeddedIpv4('[2001:db8::1]')).toEqual([]);
+    expect(embeddedIpv4('[fe80::a9fe:a9fe]')).toEqual([]);
+  });
+
+  it('unrelated addresses stay allowed', async () => {
+    expect((await session.checkHttp('http://[2001:db8::a9fe:a9fe]/')).decision).toBe('allow');
+    expect((await session.checkHttp('http://169.254.169.253/')).decision).toBe('allow');
+  });
+});
+
+describe('domain matching is linear in the host length', () => {
+  // The matcher before the label trie: every parent suffix looked up in a Map (a copy and a hash per dot).
+  function reference(entries: string[], mode: 'subtree' | 'exact', hostName: string): string | undefined {
+    const hosts = new Map<string, string>();
+    const wildcards = new Map<string, string>();
+    for (const entry of entries) {
+      const normalized = normalizeDomainEntry(entry);
+      if (!normalized.ok) continue;
+      const target = normalized.wildcard ? wildcards : hosts;
+      if (!target.has(normalized.host)) target.set(normalized.host, entry);
+    }
+    const direct = hosts.get(hostName);
+    if (direct !== undefined) return direct;
+    let dot = hostName.indexOf('.');
+    while (dot >= 0) {
+      const parent = hostName.slice(dot + 1);
+      const wildcard = wildcards.get(parent);
+      if (wildcard !== undefined) return wildcard;
+      if (mode === 'subtree' && hosts.get(parent) !== undefined) return hosts.get(parent);
+      dot = hostName.indexOf('.', dot + 1);
+    }
+    return undefined;
+  }
+
+  it('agrees with the suffix-by-suffix matcher on random hosts and lists (property)', () => {
+    const label = fc.constantFrom('a', 'b', 'com', 'x-y', 'xn--bcher-kva');
+    const name = fc.array(label, { minLength: 1, maxLength: 5 }).map((labels) => labels.join('.'));
+    const entry = fc.tuple(fc.boolean(), name).map(([wild, n]) => (wild ? `*.${n}` : n));
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 8 }), name, (entries, hostName) => new DomainMatcher(entries, 'subtree').match(hostName, false) === reference(entries, 'subtree', hostName)),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('agrees in exact mode too (property)', () => {
+    const label = fc.constantFrom('a', 'b', 'com');
+    const name = fc.array(label, { minLength: 1, maxLength: 5 }).map((labels) => labels.join('.'));
+    const entry = fc.tuple(fc.boolean(), name).map(([wild, n]) => (wild ? `*.${n}` : n));
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 8 }), name, (entries, hostName) => new DomainMatcher(entries, 'exact').match(hostName, false) === reference(entries, 'exact', hostName)),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('decides a 16 KB host correctly (timing is in the benchmark)', async () => {
+    const session = new AgentPolicy({ blockedDomains: ['evil.example'], allowedDomains: ['*.good.example'] }).session();
+    const deep = 'a.'.repeat(8_000);
+    expect((await session.checkHttp(`https://${deep}evil.example/`)).decision).toBe('deny');
+    expect((await session.checkHttp(`https://${deep}good.example/`)).decision).toBe('allow');
+    expect((await session.checkHttp(`https://${deep}other.example/`)).decision).toBe('deny');
+    expect((await session.checkHttp(`https://${'a'.repeat(16_000)}.good.example/`)).decision).toBe('allow');
   });
 });

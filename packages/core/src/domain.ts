@@ -1,4 +1,5 @@
 import { domainToASCII } from 'node:url';
+import { BoundedCache } from './bounded-cache.js';
 
 /** A URL after the one parse agentpolicy makes of it. */
 export type ParsedTarget =
@@ -14,16 +15,14 @@ export function parseTarget(input: unknown): ParsedTarget {
   if (typeof input === 'string') {
     const cached = targetCache.get(input);
     if (cached !== undefined) return cached;
-    const parsed = Object.freeze(parseTargetUncached(input));
-    if (targetCache.size >= CACHE_LIMIT) targetCache.clear();
-    targetCache.set(input, parsed);
-    return parsed;
+    return targetCache.set(input, Object.freeze(parseTargetUncached(input)));
   }
   return parseTargetUncached(input);
 }
 
-// Parsing is a pure function of the string: memoise recent ones (bounded).
-const targetCache = new Map<string, ParsedTarget>();
+// Parsing is a pure function of the string: memoise recent ones, bounded in entries and bytes; a URL longer than
+// 2,048 characters is parsed every time rather than kept.
+const targetCache = new BoundedCache<ParsedTarget>(4096, 4 * 1024 * 1024, 2048, (target) => 2 * (target.url.length + (target.ok ? target.host.length : target.reason.length)));
 
 function parseTargetUncached(input: unknown): ParsedTarget {
   let text: string;
@@ -40,7 +39,7 @@ function parseTargetUncached(input: unknown): ParsedTarget {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     return { ok: false, reason: `scheme ${url.protocol.slice(0, -1)} is not allowed (only http and https)`, url: redact(url) };
   }
-  let host = url.hostname;
+  let host = canonicalIp(url.hostname);
   const isIp = host.startsWith('[') || IPV4.test(host);
   if (host.endsWith('.')) host = host.replace(/\.+$/, '');
   if (host === '') return { ok: false, reason: 'URL has no host', url: redact(url) };
@@ -94,7 +93,7 @@ export function normalizeDomainEntry(entry: unknown): DomainEntry {
   if (!bareIpv6 && !rest.startsWith('[') && domainToASCII(rest.replace(/\.+$/, '')) === '' && !IPV4.test(host)) {
     return { ok: false, message: `is not a valid domain: ${JSON.stringify(entry)}` };
   }
-  host = host.replace(/\.+$/, '');
+  host = canonicalIp(host.replace(/\.+$/, ''));
   const isIp = host.startsWith('[') || IPV4.test(host);
   if (isIp && wildcard) return { ok: false, message: `an IP address cannot have a "*." wildcard: ${JSON.stringify(entry)}` };
   if (host === '') return { ok: false, message: `is not a valid domain: ${JSON.stringify(entry)}` };
@@ -104,16 +103,75 @@ export function normalizeDomainEntry(entry: unknown): DomainEntry {
 /** How a domain list matches: `subtree` (block lists, approval rules) or `exact` (allow lists). */
 export type DomainMode = 'subtree' | 'exact';
 
-const CACHE_LIMIT = 4096;
+/** The eight 16-bit words of a bracketed IPv6 literal as WHATWG `URL` serialises it, or `undefined`. */
+function ipv6Words(host: string): number[] | undefined {
+  if (!host.startsWith('[') || !host.endsWith(']')) return undefined;
+  const inner = host.slice(1, -1);
+  const halves = inner.split('::');
+  if (halves.length > 2) return undefined;
+  const read = (text: string | undefined) => (text ? text.split(':').map((word) => Number.parseInt(word, 16)) : []);
+  const head = read(halves[0]);
+  const tail = read(halves[1]);
+  const gap = halves.length === 2 ? 8 - head.length - tail.length : 0;
+  if (gap < 0 || head.length + gap + tail.length !== 8) return undefined;
+  const words = [...head, ...Array.from({ length: gap }, () => 0), ...tail];
+  return words.every((word) => Number.isInteger(word) && word >= 0 && word <= 0xffff) ? words : undefined;
+}
+
+function dotted(high: number, low: number): string {
+  return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
+}
+
+/**
+ * An IPv4-mapped IPv6 literal (`[::ffff:a9fe:a9fe]`, `[::ffff:169.254.169.254]`) is the IPv4 address it carries:
+ * a dual-stack socket connects to exactly that address. It is canonicalised to dotted IPv4, for hosts and entries
+ * alike, so every IPv4 entry covers it.
+ */
+function canonicalIp(host: string): string {
+  if (!host.startsWith('[::ffff:')) return host;
+  const words = ipv6Words(host);
+  if (words && words.slice(0, 5).every((word) => word === 0) && words[5] === 0xffff) return dotted(words[6] ?? 0, words[7] ?? 0);
+  return host;
+}
+
+/**
+ * IPv4 addresses an IPv6 literal routes to or embeds, for block lists and approval rules: IPv4-compatible
+ * (`::a.b.c.d`, except `::` and `::1`), IPv4-translated (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::/96` and the local-use
+ * `64:ff9b:1::/48`, address in the last 32 bits) and 6to4 (`2002:aabb:ccdd::/48`).
+ */
+export function embeddedIpv4(host: string): string[] {
+  const words = ipv6Words(host);
+  if (!words) return [];
+  const [w0, w1, w2, w3, w4, w5, w6 = 0, w7 = 0] = words;
+  const out: string[] = [];
+  if (w0 === 0 && w1 === 0 && w2 === 0 && w3 === 0) {
+    if (w4 === 0 && w5 === 0 && (w6 !== 0 || w7 > 1)) out.push(dotted(w6, w7));
+    if (w4 === 0xffff && w5 === 0) out.push(dotted(w6, w7));
+  }
+  if (w0 === 0x64 && w1 === 0xff9b && (w2 === 0 || w2 === 1)) out.push(dotted(w6, w7));
+  if (w0 === 0x2002) out.push(dotted(w1 ?? 0, w2 ?? 0));
+  return out;
+}
+
+interface DomainNode {
+  children: Map<string, DomainNode> | undefined;
+  /** The entry naming exactly this host. */
+  host: string | undefined;
+  /** The `*.` entry for this host's strict subdomains. */
+  wildcard: string | undefined;
+}
 
 /**
  * A compiled domain list. In `exact` mode `example.com` matches only that host; in `subtree` mode it matches the
  * host and every subdomain, on a label boundary. In both modes `*.example.com` matches strict subdomains only.
- * IP entries match only the same canonical address.
+ * IP entries match only the same canonical address; in `subtree` mode an IPv4 entry also matches the IPv6 forms that
+ * embed it (see {@link embeddedIpv4}). Names are held in a trie of labels read from the right, so a match costs
+ * time linear in the host's length, however many labels it has.
  */
 export class DomainMatcher {
-  private readonly hosts = new Map<string, string>();
-  private readonly wildcards = new Map<string, string>();
+  private readonly ips = new Map<string, string>();
+  private readonly root: DomainNode = { children: undefined, host: undefined, wildcard: undefined };
+  private count = 0;
 
   constructor(
     entries: readonly string[],
@@ -122,30 +180,60 @@ export class DomainMatcher {
     for (const entry of entries) {
       const normalized = normalizeDomainEntry(entry);
       if (!normalized.ok) continue;
-      const target = normalized.wildcard ? this.wildcards : this.hosts;
-      if (!target.has(normalized.host)) target.set(normalized.host, entry);
+      if (normalized.isIp) {
+        if (!this.ips.has(normalized.host)) {
+          this.ips.set(normalized.host, entry);
+          this.count++;
+        }
+        continue;
+      }
+      let node = this.root;
+      for (const label of normalized.host.split('.').reverse()) {
+        node.children ??= new Map();
+        let next = node.children.get(label);
+        if (!next) {
+          next = { children: undefined, host: undefined, wildcard: undefined };
+          node.children.set(label, next);
+        }
+        node = next;
+      }
+      if (normalized.wildcard ? node.wildcard === undefined : node.host === undefined) {
+        if (normalized.wildcard) node.wildcard = entry;
+        else node.host = entry;
+        this.count++;
+      }
     }
   }
 
   get size(): number {
-    return this.hosts.size + this.wildcards.size;
+    return this.count;
   }
 
-  /** The entry that matches `host` (already normalised by {@link parseTarget}), or `undefined`. */
+  /**
+   * The entry that matches `host` (already normalised by {@link parseTarget}), or `undefined`. The most specific
+   * entry wins: the host itself, then its nearest parent (a `*.` entry before a plain one at the same level).
+   */
   match(host: string, isIp: boolean): string | undefined {
-    const direct = this.hosts.get(host);
-    if (direct !== undefined || isIp) return direct;
-    let dot = host.indexOf('.');
-    while (dot >= 0) {
-      const parent = host.slice(dot + 1);
-      const wildcard = this.wildcards.get(parent);
-      if (wildcard !== undefined) return wildcard;
-      if (this.mode === 'subtree') {
-        const entry = this.hosts.get(parent);
+    if (isIp) {
+      const direct = this.ips.get(host);
+      if (direct !== undefined || this.mode === 'exact' || this.ips.size === 0 || !host.startsWith('[')) return direct;
+      for (const ipv4 of embeddedIpv4(host)) {
+        const entry = this.ips.get(ipv4);
         if (entry !== undefined) return entry;
       }
-      dot = host.indexOf('.', dot + 1);
+      return undefined;
     }
-    return undefined;
+    let node: DomainNode | undefined = this.root;
+    let best: string | undefined;
+    let end = host.length;
+    for (;;) {
+      const dot = end === 0 ? -1 : host.lastIndexOf('.', end - 1);
+      node = node.children?.get(host.slice(dot + 1, end));
+      if (node === undefined) return best;
+      if (dot < 0) return node.host ?? best;
+      if (node.wildcard !== undefined) best = node.wildcard;
+      else if (this.mode === 'subtree' && node.host !== undefined) best = node.host;
+      end = dot;
+    }
   }
 }

@@ -8,9 +8,10 @@ const money = {
 
 const toolPattern = {
   type: 'string',
-  description: 'A tool name, or a pattern where * stands for any run of characters.',
-  pattern: '^[^\\p{White_Space}\\p{Cc}\\p{Cf}\\p{Co}\\p{Cn}\\p{Cs}\\p{Zl}\\p{Zp}\\p{Default_Ignorable_Code_Point}]{1,256}$',
-  not: { pattern: '\\*\\*' },
+  description:
+    'A tool name, or a pattern where * stands for a run of characters (in allow lists: letters, digits, _, - and . only). No backslash, no "." or ".." path segment.',
+  pattern: '^[^\\p{White_Space}\\p{Cc}\\p{Cf}\\p{Co}\\p{Cn}\\p{Cs}\\p{Zl}\\p{Zp}\\p{Default_Ignorable_Code_Point}\\\\]{1,256}$',
+  not: { anyOf: [{ pattern: '\\*\\*' }, { pattern: '(?:^|/)\\.{1,2}(?:/|$)' }] },
 } as const;
 
 const domain = {
@@ -19,7 +20,7 @@ const domain = {
   pattern: '^(?:(?:\\*\\.)?[^\\s/?#@:*\\[\\]]+|\\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\\]?)$',
 } as const;
 
-const list = (items: object, description: string) => ({ description, type: ['array', 'null'], items }) as const;
+const list = (items: object, description: string) => ({ description, type: 'array', items }) as const;
 
 /**
  * JSON Schema (draft 2020-12) of the policy file format, for editors. It checks the shape; the validator also
@@ -34,7 +35,7 @@ export const policyJsonSchema = {
   properties: {
     version: { const: 1, description: 'Format version.' },
     budget: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       required: ['max_spend'],
       properties: {
@@ -43,7 +44,7 @@ export const policyJsonSchema = {
       },
     },
     tools: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       properties: {
         allow: list(toolPattern, 'Only these tools may run (exact names and * globs). Absent: every tool not blocked.'),
@@ -51,7 +52,7 @@ export const policyJsonSchema = {
       },
     },
     network: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       properties: {
         allow: list(domain, 'Only these exact hosts (and *.domain subdomains) may be reached.'),
@@ -59,11 +60,11 @@ export const policyJsonSchema = {
       },
     },
     approval: {
-      type: ['object', 'null'],
+      type: 'object',
       additionalProperties: false,
       properties: {
         require_for: {
-          type: ['array', 'null'],
+          type: 'array',
           description: 'Rules that escalate an action to a human. Every key in a rule must match; the first match is reported.',
           items: {
             type: 'object',
@@ -87,7 +88,7 @@ export const policyJsonSchema = {
       },
     },
     pricing: {
-      type: ['object', 'null'],
+      type: 'object',
       description: 'Model → USD per million tokens; wins over the built-in price catalog.',
       propertyNames: { pattern: '^\\S(?:.*\\S)?$' },
       additionalProperties: {

@@ -132,6 +132,18 @@ export function describe(value: unknown): string {
     case 'symbol':
       return 'a symbol';
     default:
-      return 'an object';
+      return describeObject(value as object);
+  }
+}
+
+// A Map or a class instance reads as what it is, so "must be a mapping, got a Map" explains itself.
+function describeObject(value: object): string {
+  try {
+    const proto: unknown = Object.getPrototypeOf(value);
+    if (proto === null || proto === Object.prototype) return 'an object';
+    const name: unknown = (proto as { constructor?: { name?: unknown } }).constructor?.name;
+    return typeof name === 'string' && name !== '' ? `a ${name}` : 'an object with a custom prototype';
+  } catch {
+    return 'an object';
   }
 }

@@ -58,7 +58,8 @@ const ACTION_TYPES: readonly ActionType[] = ['tool', 'http', 'cost'];
 
 type Issues = PolicyIssue[];
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+/** A plain `{ … }` object (or `Object.create(null)`): not an array, a Map or a class instance. */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
   const proto = Object.getPrototypeOf(value);
   return proto === Object.prototype || proto === null;
@@ -93,11 +94,46 @@ function get(value: Record<string, unknown>, key: string): unknown {
   return Object.hasOwn(value, key) ? value[key] : undefined;
 }
 
+// Why a key written without a value is refused: leaving it empty must never load as something wider than intended
+// (`allow:` as no allow-list, `budget:` as no budget, `require_for:` as no approvals).
+const NO_VALUE_HINTS: Readonly<Record<string, string>> = {
+  budget: 'which would load as no budget at all. Give it max_spend (0 allows no spending), or leave the key out',
+  'budget.max_spend': 'which would load as no budget at all. Give an amount (0 allows no spending)',
+  tools: 'give it allow and/or block lists, or leave the key out',
+  'tools.allow': 'an empty allow-list is written [] and allows no tool; leave the key out to allow every tool not blocked',
+  'tools.block': 'an empty block list is written []; or leave the key out',
+  network: 'give it allow and/or block lists, or leave the key out',
+  'network.allow': 'an empty allow-list is written [] and allows no host; leave the key out to reach every host not blocked',
+  'network.block': 'an empty block list is written []; or leave the key out',
+  approval: 'give it require_for rules, or leave the key out',
+  'approval.require_for': 'which would load as no approval rules. List the rules, write [] for none, or leave the key out',
+  pricing: 'give it model prices, or leave the key out',
+};
+
+/**
+ * Whether `key` is written in `value`: `absent`, `empty` (present with null/undefined, an issue is recorded) or
+ * `present`.
+ */
+function presence(value: Record<string, unknown>, key: string, path: string, issues: Issues): 'absent' | 'empty' | 'present' {
+  if (!Object.hasOwn(value, key)) return 'absent';
+  const raw = value[key];
+  if (raw !== undefined && raw !== null) return 'present';
+  const at = join(path, key);
+  const hint = NO_VALUE_HINTS[at.replace(/^pricing\..*/, 'pricing.*')] ?? 'give it a value, or leave the key out';
+  issues.push({ path: at, message: `has no value (${raw === null ? 'null' : 'undefined'}); ${hint}` });
+  return 'empty';
+}
+
 function readMoney(value: unknown, path: string, issues: Issues): number | undefined {
   const parsed = parseMoney(value);
   if (parsed.ok) return parsed.nanos;
   issues.push({ path, message: parsed.message });
   return undefined;
+}
+
+// Every index up to the length, holes included (a hole reads as undefined and is reported, never skipped).
+function forEachItem(list: readonly unknown[], visit: (item: unknown, index: number) => void): void {
+  for (let index = 0; index < list.length; index++) visit(list[index], index);
 }
 
 function readToolList(value: unknown, path: string, issues: Issues): string[] | undefined {
@@ -106,7 +142,7 @@ function readToolList(value: unknown, path: string, issues: Issues): string[] | 
     return undefined;
   }
   const out: string[] = [];
-  value.forEach((item, index) => {
+  forEachItem(value, (item, index) => {
     const problem = toolNameProblem(item);
     if (problem) {
       issues.push({ path: join(path, index), message: problem.replace('tool name', 'tool name pattern') });
@@ -125,7 +161,7 @@ function readDomainList(value: unknown, path: string, issues: Issues): string[] 
     return undefined;
   }
   const out: string[] = [];
-  value.forEach((item, index) => {
+  forEachItem(value, (item, index) => {
     const normalized = normalizeDomainEntry(item);
     if (!normalized.ok) issues.push({ path: join(path, index), message: normalized.message });
     else out.push(item as string);
@@ -139,8 +175,8 @@ function readSection<T>(
   issues: Issues,
   read: (section: Record<string, unknown>, path: string) => T,
 ): T | undefined {
-  const section = get(document, key);
-  if (section === undefined || section === null) return undefined;
+  if (presence(document, key, '', issues) !== 'present') return undefined;
+  const section = document[key];
   if (!isPlainObject(section)) {
     issues.push({ path: key, message: `must be a mapping, got ${describe(section)}` });
     return undefined;
@@ -157,10 +193,11 @@ function readLists(
   what: string,
 ): { allow: string[] | null; block: string[] } {
   checkKeys(section, LIST_KEYS, path, issues);
-  const allowRaw = get(section, 'allow');
-  const blockRaw = get(section, 'block');
-  const allow = allowRaw === undefined || allowRaw === null ? null : (readList(allowRaw, join(path, 'allow'), issues) ?? []);
-  const block = blockRaw === undefined || blockRaw === null ? [] : (readList(blockRaw, join(path, 'block'), issues) ?? []);
+  // A list written without a value is an issue (recorded by presence); it loads as nothing allowed meanwhile.
+  const allowState = presence(section, 'allow', path, issues);
+  const blockState = presence(section, 'block', path, issues);
+  const allow = allowState === 'absent' ? null : allowState === 'empty' ? [] : (readList(section.allow, join(path, 'allow'), issues) ?? []);
+  const block = blockState === 'present' ? (readList(section.block, join(path, 'block'), issues) ?? []) : [];
   if (allow) {
     const blocked = new Map(block.map((entry) => [fold(entry), entry]));
     allow.forEach((entry, index) => {
@@ -183,11 +220,20 @@ function foldDomain(entry: string): string {
 
 /**
  * Validates a policy document and returns its normalised form with any warnings (see {@link policyWarnings}), or
- * every issue found. Never throws.
+ * every issue found. Never throws: a value that cannot even be read (a getter or proxy that throws) is an issue too.
  */
 export function validatePolicyDocument(
   input: unknown,
 ): { ok: true; policy: NormalizedPolicy; warnings: PolicyWarning[] } | { ok: false; issues: PolicyIssue[] } {
+  try {
+    return validate(input);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    return { ok: false, issues: [{ path: '', message: `the policy could not be read: ${message}` }] };
+  }
+}
+
+function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warnings: PolicyWarning[] } | { ok: false; issues: PolicyIssue[] } {
   const issues: Issues = [];
   if (input === undefined || input === null) {
     return { ok: false, issues: [{ path: '', message: 'the policy is empty; expected a mapping with budget, tools, network, approval or pricing' }] };
@@ -199,17 +245,17 @@ export function validatePolicyDocument(
   checkKeys(document, TOP_KEYS, '', issues);
 
   const version = get(document, 'version');
-  if (version !== undefined && version !== 1) issues.push({ path: 'version', message: `must be 1, got ${describe(version)}` });
+  if (presence(document, 'version', '', issues) === 'present' && version !== 1) issues.push({ path: 'version', message: `must be 1, got ${describe(version)}` });
 
   const budget = readSection(document, 'budget', issues, (section, path) => {
     checkKeys(section, BUDGET_KEYS, path, issues);
-    const raw = get(section, 'max_spend');
     let maxSpendNanos: number | undefined;
-    if (raw === undefined || raw === null) issues.push({ path: join(path, 'max_spend'), message: 'is required when a budget section is given' });
-    else maxSpendNanos = readMoney(raw, join(path, 'max_spend'), issues);
+    const spend = presence(section, 'max_spend', path, issues);
+    if (spend === 'absent') issues.push({ path: join(path, 'max_spend'), message: 'is required when a budget section is given' });
+    else if (spend === 'present') maxSpendNanos = readMoney(section.max_spend, join(path, 'max_spend'), issues);
     const soft = get(section, 'soft_limit');
     let softLimit: number | null = null;
-    if (soft !== undefined && soft !== null) {
+    if (presence(section, 'soft_limit', path, issues) === 'present') {
       if (typeof soft !== 'number' || !Number.isFinite(soft) || soft <= 0 || soft > 1) {
         issues.push({ path: join(path, 'soft_limit'), message: `must be a fraction of max_spend, greater than 0 and at most 1, got ${describe(soft)}` });
       } else softLimit = soft;
@@ -227,15 +273,15 @@ export function validatePolicyDocument(
 
   const approvalRules = readSection(document, 'approval', issues, (section, path) => {
     checkKeys(section, APPROVAL_KEYS, path, issues);
-    const list = get(section, 'require_for');
     const rules: NormalizedApprovalRule[] = [];
-    if (list === undefined || list === null) return rules;
+    if (presence(section, 'require_for', path, issues) !== 'present') return rules;
+    const list = section.require_for;
     const listPath = join(path, 'require_for');
     if (!Array.isArray(list)) {
       issues.push({ path: listPath, message: `must be a list of rules, got ${describe(list)}` });
       return rules;
     }
-    list.forEach((item, index) => {
+    forEachItem(list, (item, index) => {
       const rule = readApprovalRule(item, join(listPath, index), issues);
       if (rule) rules.push(rule);
     });
@@ -251,18 +297,16 @@ export function validatePolicyDocument(
         issues.push({ path: modelPath, message: 'model name must be non-empty without surrounding spaces' });
         continue;
       }
+      if (presence(section, model, path, issues) === 'empty') continue;
       if (!isPlainObject(entry)) {
         issues.push({ path: modelPath, message: `must be a mapping with input and output (USD per million tokens), got ${describe(entry)}` });
         continue;
       }
       checkKeys(entry, PRICE_KEYS, modelPath, issues);
       const read = (key: string, required: boolean): number | undefined => {
-        const value = get(entry, key);
-        if (value === undefined || value === null) {
-          if (required) issues.push({ path: join(modelPath, key), message: 'is required (USD per million tokens)' });
-          return undefined;
-        }
-        return readMoney(value, join(modelPath, key), issues);
+        const state = presence(entry, key, modelPath, issues);
+        if (state === 'absent' && required) issues.push({ path: join(modelPath, key), message: 'is required (USD per million tokens)' });
+        return state === 'present' ? readMoney(entry[key], join(modelPath, key), issues) : undefined;
       };
       const input = read('input', true);
       const output = read('output', true);
@@ -291,31 +335,32 @@ function readApprovalRule(item: unknown, path: string, issues: Issues): Normaliz
   checkKeys(item, RULE_KEYS, path, issues, PYTHON_RULE_KEYS);
   const before = issues.length;
   const rule: { tool?: string; domain?: string; action?: ActionType; costGtNanos?: number } = {};
+  // A rule key without a value would make the rule match more than written.
+  const written = RULE_KEYS.filter((key) => presence(item, key, path, issues) === 'present');
   const tool = get(item, 'tool');
-  if (tool !== undefined) {
+  if (written.includes('tool')) {
     const problem = toolNameProblem(tool);
     if (problem) issues.push({ path: join(path, 'tool'), message: problem.replace('tool name', 'tool name pattern') });
     else rule.tool = tool as string;
   }
   const domain = get(item, 'domain');
-  if (domain !== undefined) {
+  if (written.includes('domain')) {
     const normalized = normalizeDomainEntry(domain);
     if (!normalized.ok) issues.push({ path: join(path, 'domain'), message: normalized.message });
     else rule.domain = domain as string;
   }
   const action = get(item, 'action');
-  if (action !== undefined) {
+  if (written.includes('action')) {
     if (typeof action !== 'string' || !(ACTION_TYPES as readonly string[]).includes(action)) {
       issues.push({ path: join(path, 'action'), message: `must be one of ${ACTION_TYPES.join(', ')}, got ${describe(action)}` });
     } else rule.action = action as ActionType;
   }
   const costGt = get(item, 'cost_gt');
-  if (costGt !== undefined) {
+  if (written.includes('cost_gt')) {
     const nanos = readMoney(costGt, join(path, 'cost_gt'), issues);
     if (nanos !== undefined) rule.costGtNanos = nanos;
   }
-  const present = RULE_KEYS.filter((key) => get(item, key) !== undefined);
-  if (present.length === 0 && Object.keys(item).length === 0) {
+  if (Object.keys(item).length === 0) {
     issues.push({ path, message: 'an approval rule needs at least one of tool, domain, action, cost_gt' });
   }
   if (issues.length === before) {

@@ -36,7 +36,7 @@ export function policyWarnings(policy: NormalizedPolicy): PolicyWarning[] {
   }
 
   if (policy.tools.allow && policy.tools.block.length > 0) {
-    const blocked = new ToolMatcher(policy.tools.block, true);
+    const blocked = new ToolMatcher(policy.tools.block, 'block');
     policy.tools.allow.forEach((entry, index) => {
       // Matching the allow entry's text also covers an allow pattern: a block pattern that matches `mcp__fs__*` as
       // text matches every name that pattern can stand for.

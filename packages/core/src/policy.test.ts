@@ -114,7 +114,7 @@ describe('strict, complete validation', () => {
     ['5 USD', 'units'],
     ['lots', 'amount like'],
     [true, 'boolean'],
-    [null, 'required'],
+    [null, 'has no value'],
   ])('max_spend %j is refused', (value, message) => {
     const issues = issuesOf(() => AgentPolicy.fromDict({ budget: { max_spend: value } }));
     expect(issues[0]?.path).toBe('budget.max_spend');
@@ -237,5 +237,155 @@ describe('explain', () => {
       precedence: ['block', 'allow-list miss', 'budget', 'approval rule', 'allow'],
     });
     expect(explained.checks).toContain('checkTool');
+  });
+});
+
+describe('loading never widens a policy', () => {
+  const load = (text: string) => issuesOf(() => AgentPolicy.fromYamlString(text));
+
+  it.each([
+    ['tools:\n  allow:\n  block: [delete_prod_db]\n', 'tools.allow', /\[\] and allows no tool/],
+    ['tools:\n  allow: ~\n', 'tools.allow', /\[\]/],
+    ['tools:\n  allow: null\n', 'tools.allow', /\[\]/],
+    ['tools:\n  block:\n', 'tools.block', /\[\]/],
+    ['network:\n  allow:\n', 'network.allow', /\[\] and allows no host/],
+    ['network:\n  block:\n', 'network.block', /\[\]/],
+    ['budget:\n', 'budget', /no budget/],
+    ['budget:\n  max_spend:\n', 'budget.max_spend', /no budget/],
+    ['budget:\n  max_spend: 5\n  soft_limit:\n', 'budget.soft_limit', /no value/],
+    ['tools:\n', 'tools', /no value/],
+    ['network:\n', 'network', /no value/],
+    ['approval:\n', 'approval', /no value/],
+    ['approval:\n  require_for:\n', 'approval.require_for', /no approval rules/],
+    ['approval:\n  require_for:\n    - tool:\n', 'approval.require_for[0].tool', /no value/],
+    ['approval:\n  require_for:\n    - cost_gt:\n', 'approval.require_for[0].cost_gt', /no value/],
+    ['approval:\n  require_for:\n    - domain: bank.example\n      action:\n', 'approval.require_for[0].action', /no value/],
+    ['approval:\n  require_for:\n    -\n', 'approval.require_for[0]', /must be a rule mapping/],
+    ['pricing:\n', 'pricing', /no value/],
+    ['pricing:\n  m:\n', 'pricing.m', /no value/],
+    ['pricing:\n  m:\n    input: 1\n    output: 2\n    cached_input:\n', 'pricing.m.cached_input', /no value/],
+    ['tools:\n  allow: [a, ~]\n', 'tools.allow[1]', /must be a string/],
+  ])('%j is an error at %s', (text, path, message) => {
+    const issues = load(text);
+    expect(issues).toContainEqual({ path, message: expect.stringMatching(message) });
+  });
+
+  it('[] is the way to allow nothing, and it does', async () => {
+    const session = AgentPolicy.fromYamlString('tools:\n  allow: []\nnetwork:\n  allow: []\n').session();
+    expect((await session.checkTool('search_docs')).decision).toBe('deny');
+    expect((await session.checkHttp('https://docs.python.org/')).decision).toBe('deny');
+  });
+
+  // Every key the format has, with its place in a valid document.
+  const FULL = {
+    version: 1,
+    budget: { max_spend: 5, soft_limit: 0.8 },
+    tools: { allow: ['a'], block: ['b'] },
+    network: { allow: ['a.example'], block: ['b.example'] },
+    approval: { require_for: [{ tool: 'a' }, { domain: 'a.example', action: 'http' }, { cost_gt: 1 }] },
+    pricing: { m: { input: 1, output: 2, cached_input: 0.5 } },
+  };
+  function paths(value: unknown, path: string): Array<[string, string[]]> {
+    if (Array.isArray(value)) return value.flatMap((item, index) => paths(item, `${path}[${index}]`));
+    if (value === null || typeof value !== 'object') return [];
+    return Object.entries(value).flatMap(([key, child]) => {
+      const at = path ? `${path}.${key}` : key;
+      return [[at, [...(path ? [path] : []), key]] as [string, string[]], ...paths(child, at)];
+    });
+  }
+  function withValue(path: string, empty: null | undefined): unknown {
+    const copy = structuredClone(FULL) as Record<string, unknown>;
+    const steps = path.split(/\.|\[|\]\.?/).filter(Boolean);
+    let node: Record<string, unknown> = copy;
+    for (const step of steps.slice(0, -1)) node = node[step] as Record<string, unknown>;
+    node[steps.at(-1) as string] = empty;
+    return copy;
+  }
+
+  it('the full document loads', () => {
+    expect(() => AgentPolicy.fromDict(FULL)).not.toThrow();
+  });
+
+  it.each(paths(FULL, '').filter(([path]) => !path.endsWith(']')).map(([path]) => [path]))('%s written with null or undefined is an error at that path', (path) => {
+    for (const empty of [null, undefined]) {
+      const issues = issuesOf(() => AgentPolicy.fromDict(withValue(path, empty)));
+      expect(issues).toContainEqual({ path, message: expect.stringContaining('has no value') });
+    }
+  });
+
+  it('a hole in a list is reported, not skipped', () => {
+    // oxlint-disable-next-line no-sparse-arrays -- the hole is the point
+    expect(issuesOf(() => AgentPolicy.fromDict({ tools: { block: [, 'x'] } }))[0]?.path).toBe('tools.block[0]');
+    const holes: string[] = [];
+    holes.length = 2;
+    expect(issuesOf(() => new AgentPolicy({ allowedTools: holes }))[0]?.path).toBe('allowedTools[0]');
+  });
+
+  it('a getter or proxy that throws is a validation error, not a crash', () => {
+    const throwing = { get tools() { throw new Error('boom'); } };
+    expect(issuesOf(() => AgentPolicy.fromDict(throwing))[0]?.message).toContain('boom');
+    const proxy = new Proxy({}, { ownKeys() { throw new Error('trap'); } });
+    expect(issuesOf(() => AgentPolicy.fromDict(proxy))[0]?.message).toContain('trap');
+  });
+});
+
+describe('constructor options never widen a policy', () => {
+  class Config {
+    budget = 1;
+    allowedTools = ['read_file'];
+  }
+
+  it.each([
+    ['a Map', () => new AgentPolicy(new Map([['budget', 1]]) as never), /got a Map/],
+    ['a class instance', () => new AgentPolicy(new Config() as never), /got a Config/],
+    ['undefined', () => new AgentPolicy(undefined), /options is undefined/],
+    ['null', () => new AgentPolicy(null as never), /got null/],
+    ['an array', () => new AgentPolicy([] as never), /got an array/],
+    ['a string', () => new AgentPolicy('budget: 5' as never), /got the string/],
+  ])('%s as options is an error', (_label, build, message) => {
+    expect(issuesOf(build)[0]?.message).toMatch(message);
+  });
+
+  it('fromDict refuses a Map or class instance the same way', () => {
+    expect(issuesOf(() => AgentPolicy.fromDict(new Map([['budget', { max_spend: 1 }]])))[0]?.message).toMatch(/got a Map/);
+    expect(issuesOf(() => AgentPolicy.fromDict(new Config()))[0]?.message).toMatch(/got a Config/);
+  });
+
+  it('new AgentPolicy() with no argument is still the policy with no rules', () => {
+    expect(new AgentPolicy().normalized.tools.allow).toBeNull();
+    expect(new AgentPolicy({}).hash).toBe(new AgentPolicy().hash);
+  });
+
+  it.each(['budget', 'softLimit', 'allowedTools', 'blockedTools', 'allowedDomains', 'blockedDomains', 'approvalRules', 'pricing'])(
+    '%s present with undefined or null is an error at that key',
+    (key) => {
+      for (const empty of [undefined, null]) {
+        const issues = issuesOf(() => new AgentPolicy({ [key]: empty } as never));
+        expect(issues).toContainEqual({ path: key, message: expect.stringContaining('has no value') });
+      }
+    },
+  );
+
+  it('the hints say what an empty list means', () => {
+    expect(issuesOf(() => new AgentPolicy({ allowedTools: undefined } as never))[0]?.message).toMatch(/written \[\] and allows no tool/);
+    expect(issuesOf(() => new AgentPolicy({ budget: undefined } as never))[0]?.message).toMatch(/no budget/);
+  });
+
+  it('rule and price entries are checked the same way', () => {
+    expect(issuesOf(() => new AgentPolicy({ approvalRules: [{ tool: undefined }] } as never))).toContainEqual({ path: 'approvalRules[0].tool', message: expect.stringContaining('has no value') });
+    expect(issuesOf(() => new AgentPolicy({ approvalRules: [{ costGt: null }] } as never))).toContainEqual({ path: 'approvalRules[0].costGt', message: expect.stringContaining('has no value') });
+    expect(issuesOf(() => new AgentPolicy({ approvalRules: [new Map([['tool', 'x']])] } as never))[0]).toEqual({ path: 'approvalRules[0]', message: expect.stringContaining('got a Map') });
+    expect(issuesOf(() => new AgentPolicy({ pricing: new Map() } as never))[0]).toEqual({ path: 'pricing', message: expect.stringContaining('got a Map') });
+    expect(issuesOf(() => new AgentPolicy({ pricing: { m: { input: 1, output: 2, cachedInput: undefined } } } as never))[0]).toEqual({
+      path: 'pricing.m.cachedInput',
+      message: expect.stringContaining('has no value'),
+    });
+    expect(issuesOf(() => new AgentPolicy({ allowedTools: new Set(['a']) } as never))[0]).toEqual({ path: 'allowedTools', message: expect.stringContaining('got a Set') });
+  });
+
+  it('a policy built from valid options is unaffected', async () => {
+    const session = new AgentPolicy({ budget: 1, allowedTools: ['read_file'], blockedTools: [] }).session();
+    expect((await session.checkTool('read_file')).decision).toBe('allow');
+    expect((await session.checkTool('write_file')).decision).toBe('deny');
   });
 });

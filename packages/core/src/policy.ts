@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { BoundedCache } from './bounded-cache.js';
 import type { ActionType, ApprovalRuleSpec, DecisionValue, RuleRef } from './decision.js';
 import { DomainMatcher } from './domain.js';
 import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
-import { formatUsd, nanosToUsd } from './money.js';
+import { describe, formatUsd, nanosToUsd } from './money.js';
 import { parseYamlPolicy } from './load-yaml.js';
 import {
+  isPlainObject,
   toPolicyDocument,
   validatePolicyDocument,
   type NormalizedPolicy,
@@ -85,7 +87,25 @@ interface CompiledRule {
 }
 
 const ALLOW_DEFAULT: RuleRef = Object.freeze({ section: 'default' });
-const MEMO_LIMIT = 4096;
+const MEMO_ENTRIES = 4096;
+const MEMO_BYTES = 2 * 1024 * 1024;
+const MEMO_KEY_CHARS = 1024;
+
+/** What the name checks found out about a tool name. */
+interface ToolInfo {
+  readonly problem: string | undefined;
+  readonly folded: string;
+}
+
+function toolInfoOf(name: unknown): ToolInfo {
+  const problem = toolNameProblem(name);
+  return { problem, folded: problem === undefined ? foldToolName(name as string) : '' };
+}
+
+function weighVerdict(verdict: Verdict): number {
+  const rule = verdict.rule as { entry?: unknown };
+  return 2 * verdict.reason.length + (typeof rule.entry === 'string' ? 2 * rule.entry.length : 0) + 128;
+}
 
 /**
  * An immutable, validated policy. Build it from a YAML file, a plain object in the same format, or constructor
@@ -113,14 +133,18 @@ export class AgentPolicy {
   private readonly blockedDomains: DomainMatcher;
   private readonly allowedDomains: DomainMatcher | null;
   private readonly rules: readonly CompiledRule[];
-  // Memos of pure functions of the (immutable) policy: bounded, cleared when full.
-  private readonly toolInfos = new Map<unknown, { problem: string | undefined; folded: string }>();
-  private readonly freeVerdicts = new Map<string, Verdict>();
+  // Memos of pure functions of the (immutable) policy, bounded in entries and bytes; a name or host too long to
+  // keep is decided afresh each time instead.
+  private readonly toolInfos = new BoundedCache<ToolInfo>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, (info) => 2 * (info.folded.length + (info.problem?.length ?? 0)));
+  private readonly freeVerdicts = new BoundedCache<Verdict>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, weighVerdict);
   /** Costs up to this many nanos can match no `cost_gt` rule, so they decide like a free action (budget aside). */
   readonly costRuleFloor: number;
 
-  constructor(options: AgentPolicyOptions = {}) {
-    const { document, issues } = optionsToDocument(options);
+  constructor(options?: AgentPolicyOptions) {
+    // `new AgentPolicy()` is the empty policy; `new AgentPolicy(undefined)` is a missing configuration, not a wish
+    // for no rules, and is refused like any other value that is not an options object.
+    const given = arguments.length > 0;
+    const { document, issues } = optionsToDocument(given ? options : {});
     const result = validatePolicyDocument(document);
     const all = [...issues, ...(result.ok ? [] : result.issues.map(renameOptionPath))];
     if (all.length > 0 || !result.ok) throw new PolicyValidationError(all);
@@ -128,8 +152,8 @@ export class AgentPolicy {
     this.normalized = normalized;
     this.warnings = Object.freeze(result.warnings.map((warning) => Object.freeze(warning)));
     this.hash = createHash('sha256').update(canonicalJson(toPolicyDocument(normalized))).digest('hex');
-    this.blockedTools = new ToolMatcher(normalized.tools.block, true);
-    this.allowedTools = normalized.tools.allow ? new ToolMatcher(normalized.tools.allow, false) : null;
+    this.blockedTools = new ToolMatcher(normalized.tools.block, 'block');
+    this.allowedTools = normalized.tools.allow ? new ToolMatcher(normalized.tools.allow, 'allow') : null;
     this.blockedDomains = new DomainMatcher(normalized.network.block, 'subtree');
     this.allowedDomains = normalized.network.allow ? new DomainMatcher(normalized.network.allow, 'exact') : null;
     this.rules = normalized.approvalRules.map((rule, index) => {
@@ -228,15 +252,9 @@ export class AgentPolicy {
   }
 
   /** Name checks and the folded form of a tool name, memoised. */
-  toolInfo(name: unknown): { problem: string | undefined; folded: string } {
-    let info = this.toolInfos.get(name);
-    if (info === undefined) {
-      const problem = toolNameProblem(name);
-      info = { problem, folded: problem === undefined ? foldToolName(name as string) : '' };
-      if (this.toolInfos.size >= MEMO_LIMIT) this.toolInfos.clear();
-      this.toolInfos.set(name, info);
-    }
-    return info;
+  toolInfo(name: unknown): ToolInfo {
+    if (typeof name !== 'string') return toolInfoOf(name);
+    return this.toolInfos.get(name) ?? this.toolInfos.set(name, toolInfoOf(name));
   }
 
   /**
@@ -246,13 +264,7 @@ export class AgentPolicy {
   decideFree(action: PreparedAction): Verdict {
     const key = action.type === 'tool' ? `t${action.name}` : action.type === 'http' ? `h${action.host}` : undefined;
     if (key === undefined) return this.decide(action, 0, 0, false);
-    let verdict = this.freeVerdicts.get(key);
-    if (verdict === undefined) {
-      verdict = Object.freeze(this.decide(action, 0, 0, false));
-      if (this.freeVerdicts.size >= MEMO_LIMIT) this.freeVerdicts.clear();
-      this.freeVerdicts.set(key, verdict);
-    }
-    return verdict;
+    return this.freeVerdicts.get(key) ?? this.freeVerdicts.set(key, Object.freeze(this.decide(action, 0, 0, false)));
   }
 
   /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */
@@ -315,14 +327,14 @@ export class AgentPolicy {
       tools: {
         allow: policy.tools.allow ? [...policy.tools.allow] : null,
         block: [...policy.tools.block],
-        allow_mode: policy.tools.allow ? 'allow-list: only matching tools may run (exact names and * globs)' : 'no allow-list: every tool not blocked may run',
-        block_matching: 'case-insensitive, NFKC and look-alike folded, * globs',
+        allow_mode: policy.tools.allow ? 'allow-list: only matching tools may run (exact names, and * globs where * spans letters, digits, marks, _ - . only)' : 'no allow-list: every tool not blocked may run',
+        block_matching: 'case-insensitive, NFKC, combining marks stripped, look-alikes folded, * globs spanning any characters',
       },
       network: {
         allow: policy.network.allow ? [...policy.network.allow] : null,
         block: [...policy.network.block],
         allow_mode: policy.network.allow ? 'allow-list: only these exact hosts (and *.domain subdomains)' : 'no allow-list: every host not blocked may be reached',
-        block_matching: 'the domain and all its subdomains',
+        block_matching: 'the domain and all its subdomains; an IPv4 address also in its IPv6 forms (mapped, compatible, NAT64, 6to4)',
         schemes: ['http', 'https'],
       },
       approval: {
@@ -359,44 +371,53 @@ function renameOptionPath(issue: PolicyIssue): PolicyIssue {
   return issue;
 }
 
-function optionsToDocument(options: AgentPolicyOptions): { document: unknown; issues: PolicyIssue[] } {
+/**
+ * The constructor's options in the file format. A key that is present is carried over even when its value is
+ * `undefined` or `null`, so the validator reports it (a key without a value never loads as "not set"); values that
+ * are not plain objects or arrays are passed on as they are, for the validator to name.
+ */
+function optionsToDocument(options: unknown): { document: unknown; issues: PolicyIssue[] } {
   const issues: PolicyIssue[] = [];
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    return { document: undefined, issues: [{ path: '', message: 'options must be an object' }] };
+  if (options === undefined) {
+    return { document: undefined, issues: [{ path: '', message: 'options is undefined; pass an options object, or call new AgentPolicy() without an argument for a policy with no rules' }] };
+  }
+  if (!isPlainObject(options)) {
+    return { document: undefined, issues: [{ path: '', message: `options must be a plain object ({ budget, allowedTools, … }), got ${describe(options)}` }] };
   }
   for (const key of Object.keys(options)) {
     if (!(OPTION_KEYS as readonly string[]).includes(key)) issues.push({ path: key, message: unknownKeyMessage(key, OPTION_KEYS) });
   }
-  const copyList = (value: unknown) => (Array.isArray(value) ? [...value] : value);
+  const has = (key: (typeof OPTION_KEYS)[number]) => Object.hasOwn(options, key);
+  const copyList = (value: unknown) => (Array.isArray(value) ? Array.from(value as unknown[]) : value);
   const document: Record<string, unknown> = {};
-  if (options.budget !== undefined || options.softLimit !== undefined) {
+  if (has('budget') || has('softLimit')) {
     document.budget = {
-      ...(options.budget !== undefined ? { max_spend: options.budget } : {}),
-      ...(options.softLimit !== undefined ? { soft_limit: options.softLimit } : {}),
+      ...(has('budget') ? { max_spend: options.budget } : {}),
+      ...(has('softLimit') ? { soft_limit: options.softLimit } : {}),
     };
   }
-  if (options.allowedTools !== undefined || options.blockedTools !== undefined) {
+  if (has('allowedTools') || has('blockedTools')) {
     document.tools = {
-      ...(options.allowedTools !== undefined ? { allow: copyList(options.allowedTools) } : {}),
-      ...(options.blockedTools !== undefined ? { block: copyList(options.blockedTools) } : {}),
+      ...(has('allowedTools') ? { allow: copyList(options.allowedTools) } : {}),
+      ...(has('blockedTools') ? { block: copyList(options.blockedTools) } : {}),
     };
   }
-  if (options.allowedDomains !== undefined || options.blockedDomains !== undefined) {
+  if (has('allowedDomains') || has('blockedDomains')) {
     document.network = {
-      ...(options.allowedDomains !== undefined ? { allow: copyList(options.allowedDomains) } : {}),
-      ...(options.blockedDomains !== undefined ? { block: copyList(options.blockedDomains) } : {}),
+      ...(has('allowedDomains') ? { allow: copyList(options.allowedDomains) } : {}),
+      ...(has('blockedDomains') ? { block: copyList(options.blockedDomains) } : {}),
     };
   }
-  if (options.approvalRules !== undefined) {
+  if (has('approvalRules')) {
     const rules = options.approvalRules;
     document.approval = {
       require_for: Array.isArray(rules)
-        ? rules.map((rule: unknown, index: number) => {
-            if (typeof rule !== 'object' || rule === null || Array.isArray(rule)) return rule;
+        ? Array.from(rules as unknown[], (rule, index) => {
+            if (!isPlainObject(rule)) return rule;
             const out: Record<string, unknown> = {};
-            for (const [key, value] of Object.entries(rule)) {
-              if (key === 'costGt') out.cost_gt = value;
-              else if (key === 'tool' || key === 'domain' || key === 'action') out[key] = value;
+            for (const key of Object.keys(rule)) {
+              if (key === 'costGt') out.cost_gt = rule[key];
+              else if (key === 'tool' || key === 'domain' || key === 'action') out[key] = rule[key];
               else issues.push({ path: `approvalRules[${index}].${key}`, message: unknownKeyMessage(key, ['tool', 'domain', 'action', 'costGt']) });
             }
             return out;
@@ -404,23 +425,23 @@ function optionsToDocument(options: AgentPolicyOptions): { document: unknown; is
         : rules,
     };
   }
-  if (options.pricing !== undefined) {
+  if (has('pricing')) {
     const pricing = options.pricing;
-    document.pricing =
-      typeof pricing === 'object' && pricing !== null && !Array.isArray(pricing)
-        ? Object.fromEntries(
-            Object.entries(pricing).map(([model, price]) => {
-              if (typeof price !== 'object' || price === null || Array.isArray(price)) return [model, price];
-              const out: Record<string, unknown> = {};
-              for (const [key, value] of Object.entries(price)) {
-                if (key === 'cachedInput') out.cached_input = value;
-                else if (key === 'input' || key === 'output') out[key] = value;
-                else issues.push({ path: `pricing.${model}.${key}`, message: unknownKeyMessage(key, ['input', 'output', 'cachedInput']) });
-              }
-              return [model, out];
-            }),
-          )
-        : pricing;
+    document.pricing = isPlainObject(pricing)
+      ? Object.fromEntries(
+          Object.keys(pricing).map((model) => {
+            const price = pricing[model];
+            if (!isPlainObject(price)) return [model, price];
+            const out: Record<string, unknown> = {};
+            for (const key of Object.keys(price)) {
+              if (key === 'cachedInput') out.cached_input = price[key];
+              else if (key === 'input' || key === 'output') out[key] = price[key];
+              else issues.push({ path: `pricing.${model}.${key}`, message: unknownKeyMessage(key, ['input', 'output', 'cachedInput']) });
+            }
+            return [model, out];
+          }),
+        )
+      : pricing;
   }
   return { document, issues };
 }

@@ -7,34 +7,55 @@
 // code points never belong in a tool name.
 const ASCII_PRINTABLE = /^[\x21-\x7e]*$/;
 const FORBIDDEN = /[\p{White_Space}\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}]/u;
+// `.` or `..` as a whole `/`-separated segment: a path step, never part of a name (`read_file/../delete_file`).
+const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/;
 
 /** Returns why a tool name is refused outright, or `undefined` when it is acceptable. */
 export function toolNameProblem(name: unknown): string | undefined {
   if (typeof name !== 'string') return `tool name must be a string, got ${typeof name}`;
   if (name.length === 0) return 'tool name is empty';
   if (name.length > 256) return 'tool name is longer than 256 characters';
-  if (ASCII_PRINTABLE.test(name)) return undefined;
-  const bad = FORBIDDEN.exec(name);
-  if (bad) {
-    const cp = bad[0].codePointAt(0) ?? 0;
-    return `tool name contains a whitespace, control, invisible or bidi character (U+${cp.toString(16).toUpperCase().padStart(4, '0')})`;
+  if (!ASCII_PRINTABLE.test(name)) {
+    const bad = FORBIDDEN.exec(name);
+    if (bad) {
+      const cp = bad[0].codePointAt(0) ?? 0;
+      return `tool name contains a whitespace, control, invisible or bidi character (U+${cp.toString(16).toUpperCase().padStart(4, '0')})`;
+    }
   }
+  if (name.includes('\\')) return 'tool name contains a backslash';
+  if (name.includes('.') && DOT_SEGMENT.test(name)) return 'tool name contains a "." or ".." path segment';
   return undefined;
 }
 
 // Letters from other scripts that render like Latin ones; folded so `dеlete_prod_db` (Cyrillic е) is still blocked.
+// Accented forms need no entry: marks are stripped before this table applies.
 const CONFUSABLES: Record<string, string> = {
-  а: 'a', в: 'b', е: 'e', ё: 'e', к: 'k', м: 'm', н: 'h', о: 'o', р: 'p', с: 'c', т: 't', у: 'y', х: 'x',
-  ѕ: 's', і: 'i', ї: 'i', ј: 'j', ԁ: 'd', ԛ: 'q', ԝ: 'w', һ: 'h', ӏ: 'l', ɡ: 'g',
+  а: 'a', в: 'b', е: 'e', к: 'k', м: 'm', н: 'h', о: 'o', р: 'p', с: 'c', т: 't', у: 'y', х: 'x',
+  ѕ: 's', і: 'i', ј: 'j', ԁ: 'd', ԛ: 'q', ԝ: 'w', һ: 'h', ӏ: 'l', ɡ: 'g', ɑ: 'a', ɩ: 'i', ʋ: 'u',
   α: 'a', β: 'b', ε: 'e', η: 'n', ι: 'i', κ: 'k', ν: 'v', ο: 'o', ρ: 'p', τ: 't', υ: 'u', χ: 'x', ϲ: 'c',
-  ı: 'i', ſ: 's', 'ʼ': "'", '‐': '-', '‑': '-', '‒': '-', '–': '-', '—': '-', '−': '-',
+  օ: 'o', ս: 'u', ո: 'n', հ: 'h', ց: 'g',
+  ı: 'i', ſ: 's', 'ʼ': "'", '‐': '-', '‑': '-', '‒': '-', '–': '-', '—': '-', '−': '-', '‗': '_',
 };
 const CONFUSABLE_RE = new RegExp(`[${Object.keys(CONFUSABLES).join('')}]`, 'gu');
+const MARKS = /\p{M}/gu;
 
-/** NFKC, case-folded and look-alike-folded form of a name, used for block matching. */
+/**
+ * The form of a name used for block lists and approval rules: NFKC compatibility forms (full-width, mathematical,
+ * ligatures) mapped, case-folded, every combining mark stripped (so `delete_file` + U+0301 is `delete_file`) and
+ * common look-alike letters folded to Latin. Default-ignorable code points never get here: such names are refused.
+ */
 export function foldToolName(name: string): string {
   if (ASCII_PRINTABLE.test(name)) return name.toLowerCase();
-  const folded = name.normalize('NFKC').toUpperCase().toLowerCase().normalize('NFKC');
+  // Look-alikes are folded before normalising too: NFKC turns some (‗) into a space and a mark.
+  const folded = name
+    .replace(CONFUSABLE_RE, (ch) => CONFUSABLES[ch] ?? ch)
+    .normalize('NFKD')
+    .replace(MARKS, '')
+    .toUpperCase()
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(MARKS, '')
+    .normalize('NFKC');
   return folded.replace(CONFUSABLE_RE, (ch) => CONFUSABLES[ch] ?? ch);
 }
 
@@ -58,8 +79,45 @@ export function globMatch(pattern: string, name: string): boolean {
   return true;
 }
 
+// What a `*` in an allow-list entry may stand for: letters, digits, combining marks, `_`, `-` and `.`. Any other
+// character (`/`, `:`, `@`, …) must be written literally in the entry, so `read_*` never allows
+// `read_file/x` and `github/*` allows `github/create_issue` but not `github/a/b`.
+const ASCII_NAME = /^[A-Za-z0-9_.-]*$/;
+const ASCII_PATTERN = /^[A-Za-z0-9_.*-]*$/;
+const NAME_SEPARATOR = /([^\p{L}\p{N}\p{M}_.-])/u;
+const PATTERN_SEPARATOR = /([^\p{L}\p{N}\p{M}_.*-])/u;
+
+/** `pattern` split into runs a `*` may span, with the separator characters between them at the odd indices. */
+function splitPattern(pattern: string): readonly string[] {
+  return ASCII_PATTERN.test(pattern) ? [pattern] : pattern.split(PATTERN_SEPARATOR);
+}
+
+function splitName(name: string): readonly string[] {
+  return ASCII_NAME.test(name) ? [name] : name.split(NAME_SEPARATOR);
+}
+
+function segmentsMatch(pattern: readonly string[], name: readonly string[]): boolean {
+  if (pattern.length !== name.length) return false;
+  for (let i = 0; i < pattern.length; i++) {
+    if (i % 2 === 1 ? pattern[i] !== name[i] : !globMatch(pattern[i] ?? '', name[i] ?? '')) return false;
+  }
+  return true;
+}
+
+/**
+ * Matches `name` against an allow-list glob: like {@link globMatch}, except that a `*` never spans a character
+ * outside letters, digits, combining marks, `_`, `-` and `.`. Linear in the name.
+ */
+export function allowGlobMatch(pattern: string, name: string): boolean {
+  return segmentsMatch(splitPattern(pattern), splitName(name));
+}
+
+/** How a list matches: `block` folds names and lets `*` span anything; `allow` is exact and `*` spans name characters only. */
+export type ToolListMode = 'block' | 'allow';
+
 interface Glob {
   readonly pattern: string;
+  readonly segments: readonly string[];
   readonly entry: string;
   readonly order: number;
 }
@@ -71,20 +129,23 @@ interface TrieNode {
 
 /**
  * A compiled list of tool entries. `match(name)` returns the first entry (in policy order) that matches, or
- * `undefined`. With `fold`, both entries and names are folded first (block lists).
+ * `undefined`. In `block` mode, entries and names are folded first (see {@link foldToolName}) and `*` spans any
+ * characters; in `allow` mode, names match exactly and `*` spans name characters only (see {@link allowGlobMatch}).
  */
 export class ToolMatcher {
   private readonly exact = new Map<string, { entry: string; order: number }>();
   private readonly root: TrieNode = { children: undefined, globs: undefined };
   private readonly hasGlobs: boolean;
+  private readonly fold: boolean;
 
   constructor(
     entries: readonly string[],
-    private readonly fold: boolean,
+    private readonly mode: ToolListMode,
   ) {
+    this.fold = mode === 'block';
     let globs = 0;
     entries.forEach((entry, order) => {
-      const pattern = fold ? foldToolName(entry) : entry;
+      const pattern = this.fold ? foldToolName(entry) : entry;
       if (!pattern.includes('*')) {
         if (!this.exact.has(pattern)) this.exact.set(pattern, { entry, order });
         return;
@@ -101,7 +162,7 @@ export class ToolMatcher {
         }
         node = next;
       }
-      (node.globs ??= []).push({ pattern, entry, order });
+      (node.globs ??= []).push({ pattern, segments: mode === 'allow' ? splitPattern(pattern) : [pattern], entry, order });
     });
     this.hasGlobs = globs > 0;
   }
@@ -117,10 +178,13 @@ export class ToolMatcher {
     let best = exact;
     let node: TrieNode | undefined = this.root;
     let index = 0;
+    let segments: readonly string[] | undefined;
     for (;;) {
       if (node.globs) {
         for (const glob of node.globs) {
-          if ((best === undefined || glob.order < best.order) && globMatch(glob.pattern, key)) best = glob;
+          if (best !== undefined && glob.order > best.order) continue;
+          const matched = this.mode === 'allow' ? segmentsMatch(glob.segments, (segments ??= splitName(key))) : globMatch(glob.pattern, key);
+          if (matched) best = glob;
         }
       }
       if (index >= key.length || !node.children) break;
