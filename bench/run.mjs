@@ -2,7 +2,8 @@
 // Usage: pnpm bench                 (full run, writes bench/results/run.tmp.json, which git ignores)
 //        BENCH_SAVE=1 pnpm bench    (full run, writes the committed bench/results/latest.json the README quotes)
 //        BENCH_QUICK=1 pnpm bench   (a few iterations, only to prove it runs; writes results/quick.tmp.json)
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -173,6 +174,34 @@ const bounded = await heapGrowth(10_000, CHECKS);
 const unbounded = await heapGrowth(Infinity, CHECKS);
 const memory = { checks: CHECKS, boundedMaxDecisions: 10_000, boundedMB: bounded, unboundedMB: unbounded };
 
+// ---- import time -------------------------------------------------------------------------------------------------
+// A cold import of each entry point, each in a fresh Node process (median of the runs). The LangChain package is not
+// a dependency of the bench: its entries are imported by path, and skipped when it has not been built.
+const importMs = {};
+if (!ONLY || ONLY.test('import')) {
+  const runs = QUICK ? 1 : 9;
+  const entries = {
+    '@agentpolicy/core': '../packages/core/dist/index.js',
+    '@agentpolicy/ai-sdk': '../packages/ai-sdk/dist/index.js',
+    '@agentpolicy/openai': '../packages/openai/dist/index.js',
+    '@agentpolicy/langchain': '../packages/langchain/dist/index.js',
+    '@agentpolicy/langchain/handler': '../packages/langchain/dist/handler.js',
+  };
+  for (const [name, path] of Object.entries(entries)) {
+    const url = new URL(path, import.meta.url);
+    if (!existsSync(url)) {
+      adapterNotes.push(`import time of ${name} skipped: build it first (pnpm build)`);
+      continue;
+    }
+    const samples = [];
+    for (let run = 0; run < runs; run++) {
+      const script = `const t = performance.now(); await import(${JSON.stringify(url.href)}); console.log(performance.now() - t);`;
+      samples.push(Number(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' }).trim()));
+    }
+    importMs[name] = samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)];
+  }
+}
+
 // ---- output --------------------------------------------------------------------------------------------------------
 const floor = rows.find((row) => row.group === 'floor').medianUs;
 const targets = {
@@ -205,6 +234,7 @@ console.log('');
 if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
 if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
+for (const [name, ms] of Object.entries(importMs)) console.log(`import time (cold, fresh process, median): ${name} ${ms.toFixed(0)} ms`);
 for (const note of adapterNotes) console.log(`note: ${note}`);
 
 const out = {
@@ -214,6 +244,7 @@ const out = {
   rows,
   overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null },
   memory,
+  importMs,
   notes: adapterNotes,
 };
 const dir = fileURLToPath(new URL('./results/', import.meta.url));

@@ -10,11 +10,9 @@ registerHooks({
   },
 });
 const heavy = () => [...loaded].filter((url) => /\/node_modules\/(\.pnpm\/[^/]+\/node_modules\/)?(langchain|@langchain\/langgraph)\//.test(url));
-const started = performance.now();
 const { AgentPolicyCallbackHandler } = await import('@agentpolicy/langchain/handler');
-const importMs = performance.now() - started;
 if (typeof AgentPolicyCallbackHandler !== 'function') throw new Error('smoke: the handler entry exports the handler');
 if (heavy().length > 0) throw new Error(`smoke: the handler entry loaded ${heavy().join(', ')}`);
 createRequire(import.meta.url)('@agentpolicy/langchain/handler');
 if (heavy().length > 0) throw new Error(`smoke: require() of the handler entry loaded ${heavy().join(', ')}`);
-console.log(`smoke ok: @agentpolicy/langchain/handler loads neither langchain nor LangGraph (import ${importMs.toFixed(0)} ms)`);
+console.log('smoke ok: @agentpolicy/langchain/handler loads neither langchain nor LangGraph (import time: pnpm bench)');
