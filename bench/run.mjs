@@ -8,7 +8,7 @@ import { createServer } from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
-import { AgentPolicy } from '@agentpolicy/core';
+import { AgentPolicy, estimateModelCall, splitPromptMedia } from '@agentpolicy/core';
 
 const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
 const SAVE = !QUICK && (process.env.BENCH_SAVE === '1' || process.argv.includes('--save'));
@@ -60,6 +60,14 @@ await measure('seed policy', [
   ['checkHttp allow (audit on)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkHttp('https://docs.python.org/3/library/'); }],
   ['checkHttp deny (audit on)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkHttp('https://api.twitter.com/2/tweets'); }],
 ]);
+// A session that already holds 20,000 recorded decisions: the retained records are old-generation objects, so this
+// shows whether a check still costs the same once the audit trail is full of history.
+const fullSession = seed.session({ maxDecisions: 20_000 });
+for (let i = 0; i < 20_000; i++) await fullSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db');
+await measure('seed policy', [
+  ['checkTool allow after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('search_docs'); }],
+  ['checkTool deny after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('delete_prod_db'); }],
+]);
 const costSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session();
 await measure('seed policy', [
   ['checkTool with cost (budget reserve+charge)', async () => { for (let i = 0; i < BATCH; i++) await costSession.checkTool('search_docs', { cost: 0.000001 }); }],
@@ -110,6 +118,41 @@ let reportSession = seed.session({ maxDecisions: 100_000 });
 for (let i = 0; i < 100_000; i++) await reportSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db', { cost: i % 5 ? 0 : 0.00001 });
 await measure('report', [['report() over 100,000 decisions', () => { sink += reportSession.report().decisions.length; }]], { batch: 1, time: QUICK ? 50 : 1500 });
 reportSession = undefined;
+
+// ---- model-call estimate -----------------------------------------------------------------------------------------
+// A typical chat request: a system prompt, a few turns, one tool definition, an output limit (and one without).
+const chatPrompt = [
+  { role: 'system', content: 'You are a helpful assistant that answers questions about the docs.' },
+  { role: 'user', content: 'How do I configure the network allow-list?' },
+  { role: 'assistant', content: 'Add the hosts under network.allow in the policy file.' },
+  { role: 'user', content: 'And subdomains?' },
+  { tools: [{ type: 'function', function: { name: 'search_docs', description: 'Search the docs', parameters: { type: 'object', properties: { q: { type: 'string' } } } } }] },
+];
+const estimatePricing = AgentPolicy.fromDict({}).normalized.pricing;
+await estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt }, estimatePricing); // loads the limits catalog once
+const modelSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session({ maxDecisions: 10_000 });
+// 100 operations a sample (a sample of 1,000 estimates, about 2 ms, is often cut by the scheduler on a shared machine).
+const ESTIMATES = 100;
+await measure('model-call estimate', [
+  ['estimate: typical chat request (max_tokens set)', () => {
+    for (let i = 0; i < ESTIMATES; i++) sink += estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt, maxOutputTokens: 500 }, estimatePricing).nanos;
+  }],
+  ['estimate: typical chat request (no output limit)', () => {
+    for (let i = 0; i < ESTIMATES; i++) sink += estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt }, estimatePricing).nanos;
+  }],
+  ['estimate: chat request with an image', () => {
+    for (let i = 0; i < ESTIMATES; i++) {
+      const media = splitPromptMedia([{ role: 'user', content: [{ type: 'text', text: 'What is this?' }, { type: 'image_url', image_url: { url: 'https://x/y.png', detail: 'high' } }] }]);
+      sink += estimateModelCall({ model: 'gpt-4o-mini', provider: 'openai', ...media, maxOutputTokens: 500 }, estimatePricing).nanos;
+    }
+  }],
+  ['reserveModelCall + commit(usage)', async () => {
+    for (let i = 0; i < ESTIMATES; i++) {
+      const reservation = await modelSession.reserveModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: chatPrompt, maxOutputTokens: 500 });
+      await reservation.commit({ inputTokens: 60, outputTokens: 120 });
+    }
+  }],
+], { batch: ESTIMATES });
 
 // ---- adapters ----------------------------------------------------------------------------------------------------
 const adapterNotes = [];
@@ -205,13 +248,17 @@ if (!ONLY || ONLY.test('import')) {
 // ---- output --------------------------------------------------------------------------------------------------------
 const floor = rows.find((row) => row.group === 'floor').medianUs;
 const targets = {
-  'checkTool allow (audit on)': 1,
-  'checkTool deny (audit on)': 1,
+  'checkTool allow (audit on)': 0.5,
+  'checkTool deny (audit on)': 0.5,
+  'checkTool allow after 20,000 decisions': 0.5,
+  'checkTool deny after 20,000 decisions': 0.5,
   'checkTool allow (glob)': 3,
   'checkTool allow (exact)': 3,
   'checkTool deny (block glob)': 3,
   'checkTool, 10k distinct names (memo misses)': 3,
   'report() over 100,000 decisions': 100_000,
+  'estimate: typical chat request (max_tokens set)': 5,
+  'estimate: typical chat request (no output limit)': 5,
 };
 const fmt = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(3)} µs`);
 console.log(`\nagentpolicy bench ${QUICK ? '(quick mode: figures are not meaningful)' : ''}`);

@@ -11,6 +11,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 const ranges = new Map();
 for (const dir of readdirSync('packages')) {
   const manifest = JSON.parse(readFileSync(`packages/${dir}/package.json`, 'utf8'));
+  if (manifest.private) continue;
   for (const [name, range] of Object.entries(manifest.peerDependencies ?? {})) {
     if (name.startsWith('@agentpolicy/')) continue;
     if (ranges.has(name) && ranges.get(name) !== range) throw new Error(`${name}: two peer ranges (${ranges.get(name)}, ${range})`);

@@ -12,8 +12,8 @@ const policy = AgentPolicy.fromDict({
   budget: { max_spend: 0.5 },
   tools: { block: ['delete_*'] },
   approval: { require_for: [{ tool: 'send_email' }] },
-  // The mock model's price, USD per million tokens (real models are priced from the catalog).
-  pricing: { 'mock-model-id': { input: 2.5, output: 10 } },
+  // The mock model's price, USD per million tokens, and its output limit (real models take both from the catalogs).
+  pricing: { 'mock-model-id': { input: 2.5, output: 10, max_output_tokens: 4096 } },
 });
 
 function describe(decision: Decision): string {

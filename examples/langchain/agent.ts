@@ -26,8 +26,9 @@ const policy = AgentPolicy.fromDict({
   budget: { max_spend: 0.5 },
   tools: { block: ['delete_*'] },
   approval: { require_for: [{ tool: 'send_email' }] },
-  // fakeModel() has no model name: LangChain reports its class name, so that is what gets a price (USD per 1M tokens).
-  pricing: { FakeBuiltModel: { input: 3, output: 15 } },
+  // fakeModel() has no model name: LangChain reports its class name, so that is what gets a price (USD per 1M tokens),
+  // and, since no catalog lists its output limit, the most it can answer with (the worst case reserved per call).
+  pricing: { FakeBuiltModel: { input: 3, output: 15, max_output_tokens: 4096 } },
 });
 const session = policy.session({ id: 'example-langchain' });
 const toolCosts = { send_email: 0.01, search_docs: 0.002 };

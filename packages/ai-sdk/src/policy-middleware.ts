@@ -1,4 +1,4 @@
-import { AgentPolicyError, decisionError, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, decisionError, splitPromptMedia, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { LanguageModelMiddleware } from 'ai';
 import { toUsageUpdate } from './to-usage-update.js';
 
@@ -22,10 +22,12 @@ async function reserve(session: PolicySession, model: ModelInfo, params: CallPar
   if (params.tools && params.tools.length > 0) prompt.push({ tools: params.tools });
   const format = params.responseFormat as { type?: unknown; schema?: unknown } | undefined;
   if (format?.type === 'json' && format.schema !== undefined) prompt.push({ responseFormat: format });
+  // Images, audio and documents in the messages are bounded by core's media rules, not counted as text.
+  const media = splitPromptMedia(prompt);
   const reservation = await session.reserveModelCall({
     model: model.modelId,
     provider: model.provider,
-    prompt,
+    ...media,
     ...(typeof params.maxOutputTokens === 'number' ? { maxOutputTokens: params.maxOutputTokens } : {}),
     metadata: { via: 'ai-sdk', call },
   });

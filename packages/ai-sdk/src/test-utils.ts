@@ -3,7 +3,7 @@ import { AgentPolicy, type AgentPolicyOptions, type Decision } from '@agentpolic
 import type { LanguageModelV4GenerateResult, LanguageModelV4StreamPart } from '@ai-sdk/provider';
 
 /** USD per million tokens for the mock model: 1,000 input tokens cost $0.01, 1,000 output tokens $0.02. */
-export const MOCK_PRICE = { input: 10, output: 20 };
+export const MOCK_PRICE = { input: 10, output: 20, maxOutputTokens: 4096 };
 
 export function makePolicy(options: AgentPolicyOptions = {}): AgentPolicy {
   return new AgentPolicy({ pricing: { 'mock-model-id': MOCK_PRICE }, ...options });

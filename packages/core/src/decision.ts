@@ -84,6 +84,8 @@ export interface Settlement {
   readonly estimated: number;
   /** USD finally charged (0 when released; the estimate while pending). */
   readonly actual: number;
+  /** USD charged beyond the estimate, when the real cost exceeded it (the estimate was not an upper bound). */
+  readonly overrun?: number;
 }
 
 interface DecisionBase {

@@ -1,5 +1,5 @@
 import type { AgentPolicy } from './policy.js';
-import type { SessionReport } from './session.js';
+import type { SessionReport } from './audit-trail.js';
 
 /**
  * A sample session: every tool the policy names, a tool it does not, each listed domain, a request to an unlisted

@@ -1,21 +1,11 @@
-export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption, type PreparedAction, type Verdict } from './policy.js';
-export {
-  PolicySession,
-  type ActionInput,
-  type ApprovalAnswer,
-  type ApprovalRequest,
-  type Approver,
-  type CheckCostOptions,
-  type CheckHttpOptions,
-  type CheckToolOptions,
-  type GuardToolOptions,
-  type ModelCallEstimate,
-  type Reservation,
-  type SessionOptions,
-  type SessionReport,
-  type SoftLimitEvent,
-  type UsageUpdate,
-} from './session.js';
+export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption, type PriceOption } from './policy.js';
+export type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
+export { PolicySession, type GuardToolOptions, type SessionOptions } from './session.js';
+export type { ActionInput, CheckCostOptions, CheckHttpOptions, CheckToolOptions } from './action-input.js';
+export type { ApprovalAnswer, ApprovalRequest, Approver } from './approvals.js';
+export type { SessionReport } from './audit-trail.js';
+export type { SoftLimitEvent } from './budget-ledger.js';
+export type { Reservation, UsageUpdate } from './reservation.js';
 export type {
   Action,
   ActionType,
@@ -44,12 +34,26 @@ export {
   type PolicyIssue,
 } from './errors.js';
 export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
-export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type NormalizedPolicy } from './policy-document.js';
+export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type PriceDocument, type NormalizedPolicy, type NormalizedPrice } from './policy-document.js';
 export { policyWarnings, type PolicyWarning, type PolicyWarningCode } from './policy-warnings.js';
 export { policyJsonSchema } from './json-schema.js';
 export { parseYamlPolicy } from './load-yaml.js';
-export { estimatePromptTokens, priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
+export { estimatePromptTokens, imagePrice, priceUsage, type Billing, type PriceResult, type TokenUsage } from './pricing.js';
+export {
+  DEFAULT_IMAGE_TOKENS,
+  estimateModelCall,
+  imageOutputTokens,
+  imageTokens,
+  splitPromptMedia,
+  type PromptMedia,
+  type AudioInput,
+  type EstimateOptions,
+  type ImageInput,
+  type ImageOutput,
+  type ModelCallEstimate,
+  type ModelEstimate,
+} from './model-estimate.js';
 export { parseTarget, normalizeDomainEntry } from './domain.js';
 export { globMatch, foldToolName, toolNameProblem } from './tool-matcher.js';
 export { parseMoney, readCost, formatUsd, NANOS_PER_USD } from './money.js';
-export { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
+export { createPolicyFetch, type HttpChecker, type PolicyFetchOptions } from './session-fetch.js';

@@ -21,8 +21,37 @@ export interface PolicyDocument {
   approval?: {
     require_for?: Array<{ tool?: string; domain?: string; action?: ActionType; cost_gt?: number | string }>;
   };
-  /** Per-model price overrides in USD per million tokens; they win over the built-in catalog. */
-  pricing?: Record<string, { input: number | string; output: number | string; cached_input?: number | string }>;
+  /**
+   * Per-model prices and limits; they win over the built-in catalog. Token prices are USD per million tokens; a model
+   * billed by another unit takes `per_image`, `per_second` or `per_character` instead. The limits bound a call's
+   * worst case where the request sets none.
+   */
+  pricing?: Record<string, PriceDocument>;
+}
+
+/** One model's entry under `pricing:`. */
+export interface PriceDocument {
+  /** USD per million input tokens (with `output`). */
+  input?: number | string;
+  /** USD per million output tokens (with `input`). */
+  output?: number | string;
+  /** USD per million cached input tokens; `input` by default. */
+  cached_input?: number | string;
+  /**
+   * USD per generated image: one price, or prices by size (`1024x1024`), quality (`hd`) or both (`hd/1024x1024`),
+   * with `default` for any other. A request whose size or quality is not listed is estimated at the highest price.
+   */
+  per_image?: number | string | Record<string, number | string>;
+  /** USD per second of audio (transcription). */
+  per_second?: number | string;
+  /** USD per character of input text (speech). */
+  per_character?: number | string;
+  /** Most output tokens one choice of this model can produce: the bound for a request that sets no limit. */
+  max_output_tokens?: number;
+  /** Most input tokens one request can carry (the context window): the bound for files and audio. */
+  max_input_tokens?: number;
+  /** Longest audio sent to this model, in seconds: the bound for per-second billing when the duration is unknown. */
+  max_audio_seconds?: number;
 }
 
 /** A validated policy: every amount in nano-dollars, every list copied and frozen. */
@@ -41,11 +70,17 @@ export interface NormalizedApprovalRule {
   readonly costGtNanos?: number;
 }
 
-/** Nano-dollars per million tokens. */
+/** One model's prices and limits: token prices in nano-dollars per million tokens, unit prices in nano-dollars. */
 export interface NormalizedPrice {
-  readonly input: number;
-  readonly output: number;
-  readonly cachedInput: number;
+  /** Token prices, when the model is priced by tokens here. */
+  readonly tokens: { readonly input: number; readonly output: number; readonly cachedInput: number } | null;
+  /** Per image, by `quality/size`, `size`, `quality` or `default`. */
+  readonly perImage: ReadonlyMap<string, number> | null;
+  readonly perSecond: number | null;
+  readonly perCharacter: number | null;
+  readonly maxOutputTokens: number | null;
+  readonly maxInputTokens: number | null;
+  readonly maxAudioSeconds: number | null;
 }
 
 const TOP_KEYS = ['version', 'budget', 'tools', 'network', 'approval', 'pricing'] as const;
@@ -53,7 +88,7 @@ const BUDGET_KEYS = ['max_spend', 'soft_limit'] as const;
 const LIST_KEYS = ['allow', 'block'] as const;
 const APPROVAL_KEYS = ['require_for'] as const;
 const RULE_KEYS = ['tool', 'domain', 'action', 'cost_gt'] as const;
-const PRICE_KEYS = ['input', 'output', 'cached_input'] as const;
+const PRICE_KEYS = ['input', 'output', 'cached_input', 'per_image', 'per_second', 'per_character', 'max_output_tokens', 'max_input_tokens', 'max_audio_seconds'] as const;
 const ACTION_TYPES: readonly ActionType[] = ['tool', 'http', 'cost'];
 
 type Issues = PolicyIssue[];
@@ -302,16 +337,8 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
         issues.push({ path: modelPath, message: `must be a mapping with input and output (USD per million tokens), got ${describe(entry)}` });
         continue;
       }
-      checkKeys(entry, PRICE_KEYS, modelPath, issues);
-      const read = (key: string, required: boolean): number | undefined => {
-        const state = presence(entry, key, modelPath, issues);
-        if (state === 'absent' && required) issues.push({ path: join(modelPath, key), message: 'is required (USD per million tokens)' });
-        return state === 'present' ? readMoney(entry[key], join(modelPath, key), issues) : undefined;
-      };
-      const input = read('input', true);
-      const output = read('output', true);
-      const cachedInput = read('cached_input', false);
-      if (input !== undefined && output !== undefined) prices.set(model, { input, output, cachedInput: cachedInput ?? input });
+      const price = readPrice(entry, modelPath, issues);
+      if (price) prices.set(model, price);
     }
     return prices;
   }) ?? new Map<string, NormalizedPrice>();
@@ -325,6 +352,69 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
     pricing,
   });
   return { ok: true, policy, warnings: policyWarnings(policy) };
+}
+
+function readPrice(entry: Record<string, unknown>, path: string, issues: Issues): NormalizedPrice | undefined {
+  const before = issues.length;
+  checkKeys(entry, PRICE_KEYS, path, issues);
+  // Each key's presence is read once (a key without a value is one issue, not one per reader).
+  const states = new Map<string, 'absent' | 'empty' | 'present'>();
+  const state = (key: string) => {
+    let found = states.get(key);
+    if (found === undefined) {
+      found = presence(entry, key, path, issues);
+      states.set(key, found);
+    }
+    return found;
+  };
+  const money = (key: string): number | null => (state(key) === 'present' ? (readMoney(entry[key], join(path, key), issues) ?? null) : null);
+  const limit = (key: string, integer: boolean): number | null => {
+    if (state(key) !== 'present') return null;
+    const value = entry[key];
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isSafeInteger(value))) {
+      issues.push({ path: join(path, key), message: `must be a ${integer ? 'whole number' : 'number'} greater than 0, got ${describe(value)}` });
+      return null;
+    }
+    return value;
+  };
+  const input = money('input');
+  const output = money('output');
+  const cachedInput = money('cached_input');
+  const hasInput = state('input') !== 'absent';
+  const hasOutput = state('output') !== 'absent';
+  if (hasInput !== hasOutput || (state('cached_input') !== 'absent' && !hasInput)) {
+    for (const key of ['input', 'output'] as const) {
+      if (state(key) === 'absent') issues.push({ path: join(path, key), message: 'is required (USD per million tokens)' });
+    }
+  }
+  let perImage: Map<string, number> | null = null;
+  const imageRaw = state('per_image') === 'present' ? entry['per_image'] : undefined;
+  if (imageRaw !== undefined) {
+    perImage = new Map();
+    if (isPlainObject(imageRaw)) {
+      if (Object.keys(imageRaw).length === 0) issues.push({ path: join(path, 'per_image'), message: 'must list at least one price' });
+      for (const [key, value] of Object.entries(imageRaw)) {
+        const nanos = readMoney(value, join(join(path, 'per_image'), key), issues);
+        if (nanos !== undefined) perImage.set(key.trim().toLowerCase(), nanos);
+      }
+    } else {
+      const nanos = readMoney(imageRaw, join(path, 'per_image'), issues);
+      if (nanos !== undefined) perImage.set('default', nanos);
+    }
+  }
+  const price: NormalizedPrice = {
+    tokens: input !== null && output !== null ? { input, output, cachedInput: cachedInput ?? input } : null,
+    perImage,
+    perSecond: money('per_second'),
+    perCharacter: money('per_character'),
+    maxOutputTokens: limit('max_output_tokens', true),
+    maxInputTokens: limit('max_input_tokens', true),
+    maxAudioSeconds: limit('max_audio_seconds', false),
+  };
+  if (issues.length === before && Object.keys(entry).length === 0) {
+    issues.push({ path, message: 'must give a price (input and output, per_image, per_second or per_character) or a limit (max_output_tokens, …)' });
+  }
+  return issues.length === before ? price : undefined;
 }
 
 function readApprovalRule(item: unknown, path: string, issues: Issues): NormalizedApprovalRule | undefined {
@@ -394,12 +484,25 @@ export function toPolicyDocument(policy: NormalizedPolicy): PolicyDocument {
     })),
   };
   if (policy.pricing.size > 0) {
-    document.pricing = Object.fromEntries(
-      [...policy.pricing].map(([model, price]) => [
-        model,
-        { input: usd(price.input), output: usd(price.output), cached_input: usd(price.cachedInput) },
-      ]),
-    );
+    document.pricing = Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceDocument(price)]));
   }
   return document;
+}
+
+/** A normalised price entry back in the file format (amounts in USD). */
+export function priceDocument(price: NormalizedPrice): PriceDocument {
+  const usd = (nanos: number) => nanos / 1e9;
+  const out: PriceDocument = {};
+  if (price.tokens) {
+    out.input = usd(price.tokens.input);
+    out.output = usd(price.tokens.output);
+    out.cached_input = usd(price.tokens.cachedInput);
+  }
+  if (price.perImage) out.per_image = Object.fromEntries([...price.perImage].map(([key, nanos]) => [key, usd(nanos)]));
+  if (price.perSecond !== null) out.per_second = usd(price.perSecond);
+  if (price.perCharacter !== null) out.per_character = usd(price.perCharacter);
+  if (price.maxOutputTokens !== null) out.max_output_tokens = price.maxOutputTokens;
+  if (price.maxInputTokens !== null) out.max_input_tokens = price.maxInputTokens;
+  if (price.maxAudioSeconds !== null) out.max_audio_seconds = price.maxAudioSeconds;
+  return out;
 }

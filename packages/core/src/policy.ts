@@ -1,22 +1,26 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { BoundedCache } from './bounded-cache.js';
-import type { ActionType, ApprovalRuleSpec, DecisionValue, RuleRef } from './decision.js';
+import type { ActionType, ApprovalRuleSpec, RuleRef } from './decision.js';
 import { DomainMatcher } from './domain.js';
 import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
 import { describe, formatUsd, nanosToUsd } from './money.js';
 import { parseYamlPolicy } from './load-yaml.js';
 import {
   isPlainObject,
+  priceDocument,
   toPolicyDocument,
   validatePolicyDocument,
+  type PriceDocument,
   type NormalizedPolicy,
   type PolicyDocument,
 } from './policy-document.js';
+import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 import type { PolicyWarning } from './policy-warnings.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
-import { PolicySession, type SessionOptions, type SessionReport } from './session.js';
+import type { SessionReport } from './audit-trail.js';
+import { PolicySession, type SessionOptions } from './session.js';
 
 /** Options of the programmatic constructor (camelCase mirror of the file format). */
 export interface AgentPolicyOptions {
@@ -29,9 +33,35 @@ export interface AgentPolicyOptions {
   allowedDomains?: readonly string[];
   blockedDomains?: readonly string[];
   approvalRules?: readonly ApprovalRuleOption[];
-  /** Model → USD per million tokens. */
-  pricing?: Readonly<Record<string, { input: number | string; output: number | string; cachedInput?: number | string }>>;
+  /** Model → prices and limits (camelCase mirror of the file's `pricing:` entries). */
+  pricing?: Readonly<Record<string, PriceOption>>;
 }
+
+/** One model's prices and limits in the constructor's form; see {@link PriceDocument}. */
+export interface PriceOption {
+  input?: number | string;
+  output?: number | string;
+  cachedInput?: number | string;
+  perImage?: number | string | Readonly<Record<string, number | string>>;
+  perSecond?: number | string;
+  perCharacter?: number | string;
+  maxOutputTokens?: number;
+  maxInputTokens?: number;
+  maxAudioSeconds?: number;
+}
+
+// Keys of a price entry: constructor option ↔ file format.
+const PRICE_OPTION_KEYS: ReadonlyArray<readonly [keyof PriceOption, string]> = [
+  ['input', 'input'],
+  ['output', 'output'],
+  ['cachedInput', 'cached_input'],
+  ['perImage', 'per_image'],
+  ['perSecond', 'per_second'],
+  ['perCharacter', 'per_character'],
+  ['maxOutputTokens', 'max_output_tokens'],
+  ['maxInputTokens', 'max_input_tokens'],
+  ['maxAudioSeconds', 'max_audio_seconds'],
+];
 
 /** An approval rule in the constructor's form. Every key present must match. */
 export interface ApprovalRuleOption {
@@ -62,20 +92,6 @@ const OPTION_PATHS: ReadonlyArray<[string, string]> = [
   ['network.block', 'blockedDomains'],
   ['approval.require_for', 'approvalRules'],
 ];
-
-/** A prepared action: inputs already read and checked once. */
-export type PreparedAction =
-  | { type: 'tool'; name: string; folded: string; costNanos: number }
-  | { type: 'http'; host: string; isIp: boolean; costNanos: number }
-  | { type: 'cost'; source: string; costNanos: number };
-
-/** The outcome of evaluating a prepared action against the policy and a view of the budget. */
-export interface Verdict {
-  decision: DecisionValue;
-  reason: string;
-  rule: RuleRef;
-  approvedRule: boolean;
-}
 
 interface CompiledRule {
   readonly index: number;
@@ -118,7 +134,7 @@ function weighVerdict(verdict: Verdict): number {
  * const decision = await session.checkTool('send_email', { cost: 0.01 });
  * ```
  */
-export class AgentPolicy {
+export class AgentPolicy implements PolicyEvaluator {
   /** The validated policy in its normalised form. */
   readonly normalized: NormalizedPolicy;
   /** SHA-256 of the normalised policy, recorded in every report. */
@@ -218,12 +234,7 @@ export class AgentPolicy {
         ...(rule.action !== undefined ? { action: rule.action } : {}),
         ...(rule.costGtNanos !== undefined ? { costGt: usd(rule.costGtNanos) } : {}),
       })),
-      pricing: Object.fromEntries(
-        [...policy.pricing].map(([model, price]) => [
-          model,
-          { input: usd(price.input), output: usd(price.output), cachedInput: usd(price.cachedInput) },
-        ]),
-      ),
+      pricing: Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceOption(priceDocument(price))])),
     });
   }
 
@@ -343,7 +354,15 @@ export class AgentPolicy {
       pricing: Object.fromEntries(
         [...policy.pricing].map(([model, price]) => [
           model,
-          { input_per_million: nanosToUsd(price.input), output_per_million: nanosToUsd(price.output), cached_input_per_million: nanosToUsd(price.cachedInput) },
+          {
+            ...(price.tokens
+              ? { input_per_million: nanosToUsd(price.tokens.input), output_per_million: nanosToUsd(price.tokens.output), cached_input_per_million: nanosToUsd(price.tokens.cachedInput) }
+              : {}),
+            ...(() => {
+              const { input: _input, output: _output, cached_input: _cached, ...rest } = priceDocument(price);
+              return rest;
+            })(),
+          },
         ]),
       ),
       precedence: ['block', 'allow-list miss', 'budget', 'approval rule', 'allow'],
@@ -365,8 +384,10 @@ function renameOptionPath(issue: PolicyIssue): PolicyIssue {
       return { path: to + issue.path.slice(from.length).replace(/\.cost_gt$/, '.costGt'), message: issue.message };
     }
   }
-  if (issue.path.startsWith('pricing.') && issue.path.endsWith('.cached_input')) {
-    return { path: issue.path.replace(/\.cached_input$/, '.cachedInput'), message: issue.message };
+  if (issue.path.startsWith('pricing.')) {
+    for (const [option, file] of PRICE_OPTION_KEYS) {
+      if (option !== file && issue.path.includes(`.${file}`)) return { path: issue.path.replace(`.${file}`, `.${option}`), message: issue.message };
+    }
   }
   return issue;
 }
@@ -434,9 +455,9 @@ function optionsToDocument(options: unknown): { document: unknown; issues: Polic
             if (!isPlainObject(price)) return [model, price];
             const out: Record<string, unknown> = {};
             for (const key of Object.keys(price)) {
-              if (key === 'cachedInput') out.cached_input = price[key];
-              else if (key === 'input' || key === 'output') out[key] = price[key];
-              else issues.push({ path: `pricing.${model}.${key}`, message: unknownKeyMessage(key, ['input', 'output', 'cachedInput']) });
+              const file = PRICE_OPTION_KEYS.find(([option]) => option === key)?.[1];
+              if (file !== undefined) out[file] = price[key];
+              else issues.push({ path: `pricing.${model}.${key}`, message: unknownKeyMessage(key, PRICE_OPTION_KEYS.map(([option]) => option)) });
             }
             return [model, out];
           }),
@@ -457,4 +478,13 @@ export function canonicalJson(value: unknown): string {
     return `{${entries.join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';
+}
+
+function priceOption(document: PriceDocument): PriceOption {
+  const out: Record<string, unknown> = {};
+  for (const [option, file] of PRICE_OPTION_KEYS) {
+    const value = (document as Record<string, unknown>)[file];
+    if (value !== undefined) out[option] = value;
+  }
+  return out as PriceOption;
 }

@@ -1,4 +1,6 @@
 import { calcPrice } from '@pydantic/genai-prices';
+import { AgentPolicy } from './policy.js';
+import type { PolicyValidationError } from './errors.js';
 import { describe, expect, it } from 'vitest';
 import { usdToNanosCeil } from './money.js';
 import { estimatePromptTokens, priceUsage } from './pricing.js';
@@ -58,5 +60,84 @@ describe('catalog pricing', () => {
     expect(estimatePromptTokens('a'.repeat(300))).toBe(104);
     expect(estimatePromptTokens([{ role: 'user', content: 'hi' }])).toBeGreaterThan(5);
     expect(estimatePromptTokens(undefined)).toBe(0);
+  });
+});
+
+describe('pricing: entries', () => {
+  const issuesOf = (pricing: unknown) => {
+    try {
+      AgentPolicy.fromDict({ pricing });
+      return [];
+    } catch (error) {
+      return (error as PolicyValidationError).issues;
+    }
+  };
+
+  it('take per-unit prices and limits beside token prices, and round-trip', () => {
+    const document = {
+      'dall-e-3': { per_image: { '1024x1024': 0.04, 'HD/1024x1792': '0.12' } },
+      'whisper-x': { per_second: '0.0001', max_audio_seconds: 1500 },
+      'tts-1': { per_character: 0.000015 },
+      'gpt-4o': { max_output_tokens: 16384 },
+      'my-model': { input: 1, output: 2, max_input_tokens: 8000 },
+    };
+    const policy = AgentPolicy.fromDict({ pricing: document });
+    expect(policy.normalized.pricing.get('dall-e-3')?.perImage?.get('hd/1024x1792')).toBe(120_000_000);
+    expect(AgentPolicy.fromDict(policy.toDocument() as Record<string, unknown>).hash).toBe(policy.hash);
+    expect(new AgentPolicy({ pricing: { 'tts-1': { perCharacter: 0.000015 }, m: { input: 1, output: 1, maxOutputTokens: 10 } } }).normalized.pricing.get('m')?.maxOutputTokens).toBe(10);
+  });
+
+  it('reject bad units and limits, every issue at once', () => {
+    const issues = issuesOf({ a: { per_image: {} }, b: { max_output_tokens: 1.5 }, c: {}, d: { input: 1 }, e: { per_second: -1 }, f: { per_pixel: 1 } });
+    const paths = issues.map((issue: { path: string }) => issue.path);
+    expect(paths).toEqual(expect.arrayContaining(['pricing.a.per_image', 'pricing.b.max_output_tokens', 'pricing.c', 'pricing.d.output', 'pricing.e.per_second', 'pricing.f.per_pixel']));
+  });
+});
+
+describe('catalog pricing of image and audio token parts', () => {
+  it('memoised modality rates agree with calcPrice, call after call', () => {
+    const cases: Array<[string, { inputTokens: number; outputTokens: number; inputImageTokens?: number; inputAudioTokens?: number; outputImageTokens?: number; outputAudioTokens?: number }]> = [
+      ['gpt-image-1', { inputTokens: 2000, outputTokens: 6240, inputImageTokens: 1500, outputImageTokens: 6240 }],
+      ['gpt-4o-transcribe', { inputTokens: 16000, outputTokens: 2000, inputAudioTokens: 15000 }],
+      ['gpt-audio', { inputTokens: 1000, outputTokens: 3000, outputAudioTokens: 3000 }],
+      ['gpt-4o', { inputTokens: 3000, outputTokens: 100, inputImageTokens: 1445 }],
+    ];
+    for (let round = 0; round < 3; round++) {
+      for (const [model, usage] of cases) {
+        const ours = priceUsage({ model, provider: 'openai', ...usage }, none);
+        const reference = calcPrice(
+          {
+            input_tokens: usage.inputTokens,
+            output_tokens: usage.outputTokens,
+            ...(usage.inputImageTokens ? { input_image_tokens: usage.inputImageTokens } : {}),
+            ...(usage.inputAudioTokens ? { input_audio_tokens: usage.inputAudioTokens } : {}),
+            ...(usage.outputImageTokens ? { output_image_tokens: usage.outputImageTokens } : {}),
+            ...(usage.outputAudioTokens ? { output_audio_tokens: usage.outputAudioTokens } : {}),
+          },
+          model,
+          { providerId: 'openai' },
+        );
+        expect(reference, model).not.toBeNull();
+        expect(ours.ok, model).toBe(true);
+        if (ours.ok) expect(Math.abs(ours.nanos - usdToNanosCeil(reference!.total_price)), `${model} round ${round}`).toBeLessThanOrEqual(1);
+      }
+    }
+  });
+});
+
+describe('memoised catalog rates on any counts', () => {
+  it('agree with calcPrice within a nano-dollar (property)', async () => {
+    const fc = await import('fast-check');
+    priceUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: 10, outputTokens: 10 }, none);
+    fc.assert(
+      fc.property(fc.nat(2_000_000), fc.nat(200_000), fc.nat(1_000_000), (input, output, cachedRaw) => {
+        const cached = Math.min(cachedRaw, input);
+        const ours = priceUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: input, outputTokens: output, cachedInputTokens: cached }, none);
+        const reference = calcPrice({ input_tokens: input, output_tokens: output, ...(cached > 0 ? { cache_read_tokens: cached } : {}) }, 'gpt-4o', { providerId: 'openai' });
+        expect(ours.ok).toBe(true);
+        if (ours.ok) expect(Math.abs(ours.nanos - usdToNanosCeil(reference!.total_price))).toBeLessThanOrEqual(1);
+      }),
+      { numRuns: 300 },
+    );
   });
 });

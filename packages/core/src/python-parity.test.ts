@@ -7,7 +7,7 @@ import type { ActionType, Decision } from './decision.js';
 import { ApprovalRequiredError, PolicyDeniedError, PolicyValidationError } from './errors.js';
 import { parseMoney } from './money.js';
 import { AgentPolicy } from './policy.js';
-import type { SessionReport } from './session.js';
+import type { SessionReport } from './audit-trail.js';
 
 const policy = () =>
   new AgentPolicy({

@@ -1,5 +1,10 @@
+import type { Decision, Metadata } from './decision.js';
 import { decisionError } from './errors.js';
-import type { PolicySession } from './session.js';
+
+/** What a governed fetch needs from a session: the network check. {@link PolicySession} is one. */
+export interface HttpChecker {
+  checkHttp(url: string | URL, options?: { method?: string; cost?: number; metadata?: Metadata }): Promise<Decision>;
+}
 
 /** Options of {@link PolicySession.createFetch}. */
 export interface PolicyFetchOptions {
@@ -9,6 +14,11 @@ export interface PolicyFetchOptions {
   cost?: number;
   /** Most redirects followed. Default 20, as in the Fetch standard. */
   maxRedirects?: number;
+  /**
+   * The caller has already decided the first request (an adapter that checks it with its own metadata): only the
+   * redirect hops are checked here.
+   */
+  firstHopChecked?: boolean;
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -26,17 +36,19 @@ function targetOf(input: unknown): unknown {
  * followed here (the underlying fetch is called with `redirect: 'manual'`), so a redirect to a blocked host is
  * refused before it is requested. A request body is buffered so 307/308 redirects can resend it.
  */
-export function createPolicyFetch(session: PolicySession, options: PolicyFetchOptions = {}): typeof globalThis.fetch {
+export function createPolicyFetch(session: HttpChecker, options: PolicyFetchOptions = {}): typeof globalThis.fetch {
   const maxRedirects = options.maxRedirects ?? 20;
   const policyFetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     const send = options.fetch ?? globalThis.fetch;
     const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
-    const first = await session.checkHttp(targetOf(input) as string, {
-      method,
-      ...(options.cost !== undefined ? { cost: options.cost } : {}),
-      metadata: { via: 'fetch' },
-    });
-    if (first.decision !== 'allow') throw decisionError(first);
+    if (options.firstHopChecked !== true) {
+      const first = await session.checkHttp(targetOf(input) as string, {
+        method,
+        ...(options.cost !== undefined ? { cost: options.cost } : {}),
+        metadata: { via: 'fetch' },
+      });
+      if (first.decision !== 'allow') throw decisionError(first);
+    }
 
     const mode = init?.redirect ?? (input instanceof Request ? input.redirect : 'follow');
     let request = new Request(input, init);

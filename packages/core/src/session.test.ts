@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import type { Decision } from './decision.js';
-import type { ApprovalRequest, Reservation } from './session.js';
+import type { ApprovalRequest } from './approvals.js';
+import type { Reservation } from './reservation.js';
 import { ApprovalRequiredError, PolicyDeniedError } from './errors.js';
 import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
 import { AgentPolicy } from './policy.js';

@@ -1,4 +1,4 @@
-import { decisionError, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { decisionError, splitPromptMedia, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
 import type { BaseMessage } from '@langchain/core/messages';
 import type { LLMResult } from '@langchain/core/outputs';
@@ -157,8 +157,9 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
     const reservation = await this.session.reserveModelCall({
       model: info.model,
       ...(info.provider !== undefined ? { provider: info.provider } : {}),
-      prompt,
+      ...splitPromptMedia(prompt),
       ...(info.maxOutputTokens !== undefined ? { maxOutputTokens: info.maxOutputTokens } : {}),
+      ...(info.n !== undefined ? { n: info.n } : {}),
       metadata: { runId },
       idempotencyKey: `langchain:model:${runId}`,
     });

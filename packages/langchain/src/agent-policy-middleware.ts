@@ -1,4 +1,4 @@
-import { decisionError, type ApprovalAnswer, type Decision, type PolicySession, type RuleRef } from '@agentpolicy/core';
+import { decisionError, splitPromptMedia, type ApprovalAnswer, type Decision, type PolicySession, type RuleRef } from '@agentpolicy/core';
 import { AIMessage, ToolMessage } from '@langchain/core/messages';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { interrupt, isGraphBubbleUp } from '@langchain/langgraph';
@@ -84,8 +84,9 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       const reservation = await session.reserveModelCall({
         model: info.model,
         ...(info.provider !== undefined ? { provider: info.provider } : {}),
-        prompt: { system: request.systemMessage?.content ?? request.systemPrompt, messages: promptOf(request.messages), tools: toolSpecs(request.tools) },
+        ...splitPromptMedia({ system: request.systemMessage?.content ?? request.systemPrompt, messages: promptOf(request.messages), tools: toolSpecs(request.tools) }),
         ...(info.maxOutputTokens !== undefined ? { maxOutputTokens: info.maxOutputTokens } : {}),
+        ...(info.n !== undefined ? { n: info.n } : {}),
         metadata: { middleware: true, ...(typeof threadId === 'string' ? { threadId } : {}) },
       });
       if (!reservation.allowed) {

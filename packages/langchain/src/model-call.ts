@@ -5,6 +5,8 @@ export interface ModelInfo {
   readonly model: string;
   readonly provider?: string;
   readonly maxOutputTokens?: number;
+  /** Choices asked for (`n`). */
+  readonly n?: number;
 }
 
 type Bag = Readonly<Record<string, unknown>>;
@@ -34,6 +36,7 @@ function modelInfo(lsParams: Bag, invocationParams: Bag, instance: Bag, fallback
     invocationParams['maxTokens'],
     invocationParams['maxOutputTokens'],
   );
+  const n = firstCount(invocationParams['n'], invocationParams['candidateCount'], invocationParams['candidate_count'], instance['n']);
   // Without a real model name, ls_provider is only the class name again: leave it out so the class name alone is
   // the key to price under `pricing:`.
   const provider = named !== undefined ? firstString(lsParams['ls_provider']) : undefined;
@@ -41,6 +44,7 @@ function modelInfo(lsParams: Bag, invocationParams: Bag, instance: Bag, fallback
     model: named ?? fallbackName ?? 'unknown',
     ...(provider !== undefined ? { provider } : {}),
     ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}),
+    ...(n !== undefined && n > 1 ? { n } : {}),
   };
 }
 

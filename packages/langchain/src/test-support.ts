@@ -12,9 +12,9 @@ export const CALL_COST = 0.00002;
  * which is the name the adapter prices.
  */
 export const PRICING = {
-  FakeBuiltModel: { input: 1, output: 2, cachedInput: 0.5 },
-  FakeListChatModel: { input: 1, output: 2 },
-  'token-llm': { input: 1, output: 2 },
+  FakeBuiltModel: { input: 1, output: 2, cachedInput: 0.5, maxOutputTokens: 4096 },
+  FakeListChatModel: { input: 1, output: 2, maxOutputTokens: 4096 },
+  'token-llm': { input: 1, output: 2, maxOutputTokens: 4096 },
 };
 
 // The explicit structure: with exactOptionalPropertyTypes, AIMessage's default structure types usage_metadata as never.

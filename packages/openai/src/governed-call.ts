@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { decisionError, type Metadata, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, decisionError, type Metadata, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { observeStream, type StreamObserver } from './observe-stream.js';
-import { describeRequest, type RequestSpec } from './request-spec.js';
+import { audioDurations, describeRequest, type RequestSpec } from './request-spec.js';
 import { SseParser, type SseEvent } from './sse-parser.js';
 import { readTokenUsage, type ReadUsage } from './token-usage.js';
 import { StreamToolCalls, toolCallsOfResult, type ReturnedToolCall } from './tool-calls.js';
@@ -56,6 +56,8 @@ export class GovernedCall {
   private phase: Phase = 'prepared';
   private latest: { usage: ReadUsage; model: string | undefined } | null = null;
   private errorOutcome: Outcome = 'estimate';
+  /** The policy error that refused a redirect hop of this call; a retry of the call throws it before sending. */
+  refusal: AgentPolicyError | undefined;
   private readonly onAbort = (): void => this.aborted();
   private readonly settings: GovernorSettings;
   private readonly spec: RequestSpec;
@@ -101,13 +103,12 @@ export class GovernedCall {
     let reservation: Reservation | null = null;
     const metered = spec.metered;
     if (metered) {
+      const { kind: _kind, stream, audioFiles, audio, ...estimate } = metered;
       reservation = await session.reserveModelCall({
-        model: metered.model,
+        ...estimate,
         provider: settings.provider,
-        ...(metered.prompt !== undefined ? { prompt: metered.prompt } : {}),
-        ...(metered.inputTokens !== undefined ? { inputTokens: metered.inputTokens } : {}),
-        ...(metered.maxOutputTokens !== undefined ? { maxOutputTokens: metered.maxOutputTokens } : {}),
-        metadata: { ...metadata, stream: metered.stream },
+        ...(audioFiles && audioFiles.length > 0 ? { audio: await audioDurations(audioFiles) } : audio ? { audio } : {}),
+        metadata: { ...metadata, stream },
       });
       if (!reservation.allowed) throw decisionError(reservation.decision);
     }
@@ -138,9 +139,14 @@ export class GovernedCall {
       throw abortError(signal);
     }
     this.phase = 'sending';
+    // Redirects are followed hop by hop, each hop checked like the first (the first was checked when the call opened).
+    if (this.settings.checkNetwork) inner = this.settings.session.createFetch({ fetch: inner, firstHopChecked: true });
     if (!this.reservation) {
       try {
         return await inner(input, init);
+      } catch (error) {
+        if (AgentPolicyError.isInstance(error)) this.refusal = error;
+        throw error;
       } finally {
         this.finish('release');
       }
@@ -149,7 +155,11 @@ export class GovernedCall {
     try {
       response = await inner(input, init);
     } catch (error) {
-      this.attemptFailed();
+      // A redirect hop the policy refused: nothing reached the refused host and the 3xx billed nothing.
+      if (AgentPolicyError.isInstance(error)) {
+        this.refusal = error;
+        this.finish('release');
+      } else this.attemptFailed();
       throw error;
     }
     if (!response.ok) return this.observeError(response);

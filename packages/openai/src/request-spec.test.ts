@@ -21,12 +21,12 @@ describe('describeRequest', () => {
   it('reserves the output of every chat choice and counts tools as input', () => {
     const tools = [{ type: 'function', function: { name: 'f' } }];
     const spec = describeRequest('post', '/chat/completions', { model: 'm', messages: [{ role: 'user', content: 'x' }], tools, max_tokens: 100, n: 3, stream: true });
-    expect(spec.metered).toEqual({ kind: 'chat.completions', model: 'm', stream: true, prompt: [{ role: 'user', content: 'x' }, tools], maxOutputTokens: 300 });
+    expect(spec.metered).toEqual({ kind: 'chat.completions', model: 'm', stream: true, prompt: [{ role: 'user', content: 'x' }, tools], maxOutputTokens: 100, n: 3 });
     const newer = describeRequest('post', '/chat/completions', { model: 'm', messages: [], max_tokens: 5, max_completion_tokens: 50 });
     expect(newer.metered?.maxOutputTokens).toBe(50);
   });
 
-  it('leaves the output limit to the session default when the request sets none', () => {
+  it('leaves the output limit to core when the request sets none', () => {
     expect(describeRequest('post', '/responses', { model: 'm', input: 'x' }).metered).not.toHaveProperty('maxOutputTokens');
     expect(describeRequest('post', '/responses', { model: 'm', input: 'x', instructions: 'be brief', max_output_tokens: 64 }).metered).toMatchObject({
       prompt: ['be brief', 'x'],
@@ -36,7 +36,7 @@ describe('describeRequest', () => {
 
   it('counts token-array inputs exactly and reserves no output for embeddings', () => {
     expect(describeRequest('post', '/embeddings', { model: 'e', input: [[1, 2, 3], [4]] }).metered).toMatchObject({ inputTokens: 4, maxOutputTokens: 0 });
-    expect(describeRequest('post', '/completions', { model: 'c', prompt: [1, 2], n: 2 }).metered).toMatchObject({ inputTokens: 2, maxOutputTokens: 32 });
+    expect(describeRequest('post', '/completions', { model: 'c', prompt: [1, 2], n: 2 }).metered).toMatchObject({ inputTokens: 2, maxOutputTokens: 16, n: 2 });
   });
 
   it('reads multipart bodies and the images default model', () => {
@@ -64,8 +64,8 @@ describe('readTokenUsage', () => {
     expect(readTokenUsage({ prompt_tokens: 7, total_tokens: 7 })).toEqual({ inputTokens: 7, outputTokens: 0 });
   });
 
-  it('returns null for duration-billed audio and for anything else', () => {
-    expect(readTokenUsage({ type: 'duration', seconds: 12 })).toBeNull();
+  it('reads duration-billed audio as seconds and returns null for anything else', () => {
+    expect(readTokenUsage({ type: 'duration', seconds: 12 })).toEqual({ inputTokens: 0, outputTokens: 0, audioSeconds: 12 });
     expect(readTokenUsage(null)).toBeNull();
     expect(readTokenUsage({ prompt_tokens: -1 })).toBeNull();
   });

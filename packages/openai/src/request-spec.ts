@@ -1,4 +1,4 @@
-import { estimatePromptTokens } from '@agentpolicy/core';
+import { estimatePromptTokens, splitPromptMedia, type AudioInput, type ImageInput, type ImageOutput } from '@agentpolicy/core';
 
 /** The API families whose calls cost model tokens. */
 export type MeteredEndpoint =
@@ -24,8 +24,22 @@ export interface RequestSpec {
     readonly prompt?: unknown;
     /** A known input token count (token-array inputs). */
     readonly inputTokens?: number;
-    /** Output limit of the whole call (`n` choices included); absent when the request sets none. */
+    /** Output limit of one choice; absent when the request sets none. */
     readonly maxOutputTokens?: number;
+    /** Choices asked for (`n`, or `best_of` for legacy completions). */
+    readonly n?: number;
+    /** Images in the input. */
+    readonly images?: readonly ImageInput[];
+    /** Audio in the input; uploaded files are read for their duration by {@link audioDurations}. */
+    readonly audio?: readonly AudioInput[];
+    /** Uploaded audio files whose duration is read before the estimate. */
+    readonly audioFiles?: readonly Blob[];
+    /** Documents in the input. */
+    readonly files?: number;
+    readonly outputModality?: 'text' | 'audio' | 'image';
+    readonly imageOutput?: ImageOutput;
+    /** Characters to speak (speech). */
+    readonly characters?: number;
   };
 }
 
@@ -79,10 +93,6 @@ function count(value: unknown): number | undefined {
   return undefined;
 }
 
-function times(max: number | undefined, choices: number | undefined): number | undefined {
-  return max === undefined ? undefined : max * Math.max(1, choices ?? 1);
-}
-
 /** Token-array inputs (`[1, 2, 3]` or `[[1, 2], [3]]`) are counted exactly; anything else is estimated. */
 function tokenArrayLength(input: unknown): number | undefined {
   if (!Array.isArray(input) || input.length === 0) return undefined;
@@ -114,9 +124,18 @@ export function describeRequest(method: unknown, path: unknown, body: unknown): 
     case 'chat.completions': {
       const extras = present(field('tools'), field('functions'), field('response_format'), field('prediction'));
       const messages = Array.isArray(field('messages')) ? (field('messages') as unknown[]) : present(field('messages'));
+      const { prompt, ...media } = splitPromptMedia([...messages, ...extras]);
+      const modalities = field('modalities');
       return {
         endpoint: kind,
-        metered: { ...base, prompt: [...messages, ...extras], ...opt('maxOutputTokens', times(count(field('max_completion_tokens')) ?? count(field('max_tokens')), count(field('n')))) },
+        metered: {
+          ...base,
+          prompt,
+          ...media,
+          ...opt('maxOutputTokens', count(field('max_completion_tokens')) ?? count(field('max_tokens'))),
+          ...opt('n', count(field('n'))),
+          ...(Array.isArray(modalities) && modalities.includes('audio') ? { outputModality: 'audio' as const } : {}),
+        },
       };
     }
     case 'completions': {
@@ -125,26 +144,102 @@ export function describeRequest(method: unknown, path: unknown, body: unknown): 
       const choices = Math.max(count(field('n')) ?? 1, count(field('best_of')) ?? 1);
       return {
         endpoint: kind,
-        metered: { ...base, ...(tokens !== undefined ? { inputTokens: tokens } : { prompt: prompt ?? '' }), maxOutputTokens: (count(field('max_tokens')) ?? 16) * choices },
+        metered: { ...base, ...(tokens !== undefined ? { inputTokens: tokens } : { prompt: prompt ?? '' }), maxOutputTokens: count(field('max_tokens')) ?? 16, n: choices },
       };
     }
     case 'responses':
-    case 'responses.compact':
-      return {
-        endpoint: kind,
-        metered: { ...base, prompt: present(field('instructions'), field('input'), field('tools'), field('text')), ...opt('maxOutputTokens', count(field('max_output_tokens'))) },
-      };
+    case 'responses.compact': {
+      const { prompt, ...media } = splitPromptMedia(present(field('instructions'), field('input'), field('tools'), field('text')));
+      return { endpoint: kind, metered: { ...base, prompt, ...media, ...opt('maxOutputTokens', count(field('max_output_tokens'))) } };
+    }
     case 'embeddings': {
       const input = field('input');
       const tokens = tokenArrayLength(input);
       return { endpoint: kind, metered: { ...base, inputTokens: tokens ?? estimatePromptTokens(input), maxOutputTokens: 0 } };
     }
-    case 'images':
-    case 'audio.transcriptions':
-      return { endpoint: kind, metered: { ...base, prompt: field('prompt') ?? '' } };
-    case 'audio.speech':
-      return { endpoint: kind, metered: { ...base, prompt: present(field('input'), field('instructions')) } };
+    case 'images': {
+      const uploads = blobs(body, ['image', 'image[]', 'mask']);
+      const size = field('size');
+      const quality = field('quality');
+      const partial = count(field('partial_images'));
+      return {
+        endpoint: kind,
+        metered: {
+          ...base,
+          prompt: field('prompt') ?? '',
+          ...opt('n', count(field('n'))),
+          ...(uploads.length > 0 ? { images: uploads.map(() => (field('input_fidelity') === 'high' ? { detail: 'high', fidelity: 'high' } : { detail: 'high' })) } : {}),
+          imageOutput: {
+            ...(typeof size === 'string' && size !== 'auto' ? { size } : {}),
+            ...(typeof quality === 'string' && quality !== 'auto' ? { quality } : {}),
+            ...(partial !== undefined ? { partialImages: partial } : {}),
+          },
+        },
+      };
+    }
+    case 'audio.transcriptions': {
+      const files = blobs(body, ['file']);
+      return { endpoint: kind, metered: { ...base, prompt: field('prompt') ?? '', audioFiles: files, audio: files.map(() => ({})) } };
+    }
+    case 'audio.speech': {
+      const input = field('input');
+      return {
+        endpoint: kind,
+        metered: { ...base, prompt: present(input, field('instructions')), characters: typeof input === 'string' ? [...input].length : 0, outputModality: 'audio' },
+      };
+    }
   }
+}
+
+function blobs(body: unknown, names: readonly string[]): Blob[] {
+  if (typeof FormData !== 'undefined' && body instanceof FormData) {
+    return names.flatMap((name) => body.getAll(name).filter((value): value is File => typeof value !== 'string'));
+  }
+  if (typeof body === 'object' && body !== null) {
+    const record = body as Record<string, unknown>;
+    return names.flatMap((name) => {
+      const value = record[name];
+      const list = Array.isArray(value) ? value : value === undefined || value === null ? [] : [value];
+      return list.filter((item): item is Blob => typeof Blob !== 'undefined' && item instanceof Blob);
+    });
+  }
+  return [];
+}
+
+/** The duration of an uploaded audio file when its header tells it (WAV); undefined otherwise. */
+export async function audioDuration(file: Blob): Promise<number | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(await file.slice(0, 4096).arrayBuffer());
+  } catch {
+    return undefined;
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const tag = (offset: number) => String.fromCharCode(...bytes.subarray(offset, offset + 4));
+  if (bytes.length < 12 || tag(0) !== 'RIFF' || tag(8) !== 'WAVE') return undefined;
+  let byteRate: number | undefined;
+  for (let offset = 12; offset + 8 <= bytes.length; ) {
+    const id = tag(offset);
+    const length = view.getUint32(offset + 4, true);
+    if (id === 'fmt ' && offset + 20 <= bytes.length) byteRate = view.getUint32(offset + 16, true);
+    if (id === 'data') {
+      if (!byteRate) return undefined;
+      // Every byte after the data chunk's header counted as audio: an upper bound whatever its declared length.
+      return Math.max(0, file.size - offset - 8) / byteRate;
+    }
+    offset += 8 + length + (length % 2);
+  }
+  return undefined;
+}
+
+/** Reads each uploaded audio file's duration (where its header tells it) into the estimate's audio list. */
+export async function audioDurations(files: readonly Blob[]): Promise<AudioInput[]> {
+  const out: AudioInput[] = [];
+  for (const file of files) {
+    const seconds = await audioDuration(file);
+    out.push(seconds !== undefined ? { seconds } : {});
+  }
+  return out;
 }
 
 function opt<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {

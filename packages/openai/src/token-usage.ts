@@ -5,6 +5,10 @@ export interface ReadUsage {
   cachedInputTokens?: number;
   cacheWriteTokens?: number;
   reasoningTokens?: number;
+  /** Seconds of audio, for duration-billed transcription (`{ type: 'duration', seconds }`). */
+  audioSeconds?: number;
+  inputAudioTokens?: number;
+  inputImageTokens?: number;
 }
 
 function tokens(value: unknown): number | undefined {
@@ -19,7 +23,7 @@ function detail(record: unknown, key: string): number | undefined {
  * Reads an OpenAI `usage` object into token counts: the Chat Completions / Completions / Embeddings shape
  * (`prompt_tokens`, `completion_tokens`, `prompt_tokens_details`, `completion_tokens_details`) or the Responses /
  * Images / Audio shape (`input_tokens`, `output_tokens`, `input_tokens_details`, `output_tokens_details`).
- * Returns null for anything else, including duration-billed audio usage (`{ type: 'duration', seconds }`).
+ * Duration-billed audio usage (`{ type: 'duration', seconds }`) reads as `audioSeconds`. Returns null for anything else.
  */
 export function readTokenUsage(usage: unknown): ReadUsage | null {
   if (typeof usage !== 'object' || usage === null) return null;
@@ -38,9 +42,16 @@ export function readTokenUsage(usage: unknown): ReadUsage | null {
     cached = detail(u['input_tokens_details'], 'cached_tokens');
     cacheWrite = detail(u['input_tokens_details'], 'cache_write_tokens');
     reasoning = detail(u['output_tokens_details'], 'reasoning_tokens');
+  } else if (u['type'] === 'duration' && typeof u['seconds'] === 'number' && Number.isFinite(u['seconds']) && u['seconds'] >= 0) {
+    return { inputTokens: 0, outputTokens: 0, audioSeconds: u['seconds'] };
   } else {
     return null;
   }
+  const inputDetails = u['input_tokens_details'] ?? u['prompt_tokens_details'];
+  const audio = detail(inputDetails, 'audio_tokens');
+  const image = detail(inputDetails, 'image_tokens');
+  if (audio) read.inputAudioTokens = audio;
+  if (image) read.inputImageTokens = image;
   if (cached) read.cachedInputTokens = cached;
   if (cacheWrite) read.cacheWriteTokens = cacheWrite;
   if (reasoning) read.reasoningTokens = reasoning;

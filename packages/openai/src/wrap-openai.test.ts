@@ -75,7 +75,7 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
     });
 
     it('with cached and reasoning tokens, and a price from the policy', async () => {
-      const { session, client } = setup({ budget: 1, pricing: { 'mock-model': { input: 1, output: 2, cachedInput: 0.5 } } });
+      const { session, client } = setup({ budget: 1, pricing: { 'mock-model': { input: 1, output: 2, cachedInput: 0.5, maxOutputTokens: 4096 } } });
       server.reply({ usage: { input: 1000, cached: 400, output: 500, reasoning: 100 } });
       await client.chat.completions.create({ model: 'mock-model', messages: USER });
       // 600 × $1/M + 400 × $0.5/M + 500 × $2/M
@@ -548,7 +548,7 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
   });
 
   it('the report lists every call with its endpoint, model and cost', async () => {
-    const { session, client } = setup({ budget: 1, pricing: { 'mock-model': { input: 1, output: 2 } } });
+    const { session, client } = setup({ budget: 1, pricing: { 'mock-model': { input: 1, output: 2, maxOutputTokens: 4096 } } });
     await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
     await client.chat.completions.create({ model: 'mock-model', messages: USER });
     for await (const _event of await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true })) void _event;

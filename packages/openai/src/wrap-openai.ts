@@ -80,6 +80,9 @@ const CALL_HEADER = 'x-agentpolicy-call';
  * - before it is sent: the network policy on its URL and, for token-billed endpoints (chat completions, Responses,
  *   embeddings, legacy completions, images, audio), a budget reservation of its worst-case cost. A denial rejects
  *   the call with the agentpolicy error (`PolicyDeniedError` / `ApprovalRequiredError`), once, with no request sent;
+ * - every redirect hop: checked against the network policy like `session.fetch` does, before it is requested. A
+ *   refused hop fails the attempt (the client reports it as a connection error whose `cause` is the policy error,
+ *   see `findPolicyError`) and a retry of it throws the policy error itself, sending nothing;
  * - after the response: the real cost from its `usage`, taken as soon as it is parsed (streams included), priced
  *   by core. A request that fails, is aborted, or a stream abandoned before its usage arrived, is charged its
  *   estimate; a 4xx error charges nothing; retries charge once.
@@ -176,6 +179,8 @@ async function gate(client: ClientInternals, context: Context, request: RequestI
   if (options.signal?.aborted) return;
   const metadata = options.__metadata;
   let call = context.calls.get(options) ?? (metadata?.[CALL_KEY] instanceof GovernedCall ? metadata[CALL_KEY] : undefined);
+  // The client retries a failed attempt; one whose redirect the policy refused is not sent again.
+  if (call?.refusal) throw call.refusal;
   if (!call || call.finished) {
     const maxRetries = typeof options.maxRetries === 'number' && options.maxRetries >= 0 ? Math.floor(options.maxRetries) : client.maxRetries;
     call = await GovernedCall.open(context.settings, url, options, maxRetries, context.prepared);

@@ -1,0 +1,150 @@
+import type { ActionType, Decision, DecisionValue } from './decision.js';
+import { nanosToUsd } from './money.js';
+
+type Counts = Record<DecisionValue, number>;
+type ByType<T> = Record<ActionType, T>;
+
+/** The session's audit summary. */
+export interface SessionReport {
+  readonly sessionId: string;
+  readonly policyHash: string;
+  /** USD budget, or null without one. */
+  readonly budget: number | null;
+  readonly spent: number;
+  readonly reserved: number;
+  /** null without a budget. */
+  readonly remaining: number | null;
+  readonly decisionSummary: Counts & { readonly total: number; readonly byActionType: ByType<Counts> };
+  readonly costSummary: {
+    /** USD allowed (and, for reservations, finally charged) by action type. */
+    readonly allowed: ByType<number> & { readonly total: number };
+    /** USD requested by every decision, whatever the outcome. */
+    readonly attempted: ByType<number> & { readonly total: number };
+  };
+  readonly policyHits: {
+    readonly deniedTools: readonly string[];
+    readonly deniedDomains: readonly string[];
+    readonly approvalRequired: readonly string[];
+  };
+  readonly startedAt: string;
+  readonly endedAt: string | null;
+  readonly durationSeconds: number;
+  /** The kept decisions, oldest first. */
+  readonly decisions: readonly Decision[];
+  /** Decisions recorded but no longer kept (see `maxDecisions`). */
+  readonly decisionsDropped: number;
+  /**
+   * USD charged beyond the estimates of reservations whose real cost exceeded them, over the whole session (each such
+   * decision's `settlement.overrun` says by how much). Zero when every estimate held.
+   */
+  readonly overrun: number;
+  /** How many reservations settled above their estimate. */
+  readonly overruns: number;
+}
+
+/** The part of the report the audit trail itself knows. */
+export type AuditSummary = Pick<SessionReport, 'decisionSummary' | 'costSummary' | 'policyHits' | 'decisions' | 'decisionsDropped' | 'overrun' | 'overruns'>;
+
+const HIT_LIMIT = 1000;
+
+const emptyCounts = (): Counts => ({ allow: 0, deny: 0, require_approval: 0 });
+
+let lastMs = 0;
+let lastIso = '';
+/** The current time in ISO 8601, formatted at most once per millisecond. */
+export function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
+function addHit(set: Set<string>, value: string): void {
+  if (set.size < HIT_LIMIT || set.has(value)) set.add(value);
+}
+
+/**
+ * Every decision a session recorded: exact counters and cost sums over all of them, and the last `maxDecisions`
+ * decisions themselves in a ring (the oldest dropped first).
+ */
+export class AuditTrail {
+  private readonly ring: Decision[] = [];
+  private ringStart = 0;
+  private dropped = 0;
+  private readonly counts = emptyCounts();
+  private readonly byType: ByType<Counts> = { tool: emptyCounts(), http: emptyCounts(), cost: emptyCounts() };
+  private readonly allowedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
+  private readonly attemptedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
+  private overrunNanos = 0;
+  private overrunCount = 0;
+  private readonly hits = { deniedTools: new Set<string>(), deniedDomains: new Set<string>(), approvalRequired: new Set<string>() };
+
+  constructor(private readonly maxDecisions: number) {}
+
+  /** Counts a decision and keeps it. */
+  add(decision: Decision): void {
+    const type = decision.action.type;
+    const value = decision.decision;
+    this.counts[value]++;
+    this.byType[type][value]++;
+    const costNanos = Math.round(decision.action.cost * 1e9);
+    this.attemptedNanos[type] += costNanos;
+    if (value === 'allow') this.allowedNanos[type] += costNanos;
+    else if (type === 'tool' && decision.rule.section === 'tools') addHit(this.hits.deniedTools, decision.action.name);
+    else if (type === 'http' && decision.rule.section === 'network') addHit(this.hits.deniedDomains, decision.action.domain);
+    const section = decision.rule.section;
+    if (section === 'approver' || section === 'approval') {
+      const action = decision.action;
+      addHit(this.hits.approvalRequired, action.type === 'tool' ? action.name : action.type === 'http' ? action.domain : action.source);
+    }
+    if (this.maxDecisions > 0) {
+      if (this.ring.length < this.maxDecisions) this.ring.push(decision);
+      else {
+        this.ring[this.ringStart] = decision;
+        this.ringStart = (this.ringStart + 1) % this.maxDecisions;
+        this.dropped++;
+      }
+    } else this.dropped++;
+  }
+
+  /** Corrects the allowed sum once a reservation settles at another amount than its estimate. */
+  adjustAllowed(type: ActionType, deltaNanos: number): void {
+    this.allowedNanos[type] += deltaNanos;
+  }
+
+  /** Counts a reservation that settled `nanos` above its estimate. */
+  addOverrun(nanos: number): void {
+    this.overrunNanos += nanos;
+    this.overrunCount++;
+  }
+
+  summary(): AuditSummary {
+    const sum = (values: ByType<number>) => ({
+      tool: nanosToUsd(values.tool),
+      http: nanosToUsd(values.http),
+      cost: nanosToUsd(values.cost),
+      total: nanosToUsd(values.tool + values.http + values.cost),
+    });
+    const ring = this.ring;
+    const decisions = this.ringStart === 0 ? ring.slice() : ring.slice(this.ringStart).concat(ring.slice(0, this.ringStart));
+    return {
+      decisionSummary: {
+        total: this.counts.allow + this.counts.deny + this.counts.require_approval,
+        ...this.counts,
+        byActionType: { tool: { ...this.byType.tool }, http: { ...this.byType.http }, cost: { ...this.byType.cost } },
+      },
+      costSummary: { allowed: sum(this.allowedNanos), attempted: sum(this.attemptedNanos) },
+      policyHits: {
+        deniedTools: [...this.hits.deniedTools],
+        deniedDomains: [...this.hits.deniedDomains],
+        approvalRequired: [...this.hits.approvalRequired],
+      },
+      decisions,
+      decisionsDropped: this.dropped,
+      overrun: nanosToUsd(this.overrunNanos),
+      overruns: this.overrunCount,
+    };
+  }
+}

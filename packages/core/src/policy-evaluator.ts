@@ -1,0 +1,39 @@
+import type { DecisionValue, RuleRef } from './decision.js';
+import type { NormalizedPolicy, PolicyDocument } from './policy-document.js';
+
+/** A prepared action: inputs already read and checked once. */
+export type PreparedAction =
+  | { type: 'tool'; name: string; folded: string; costNanos: number }
+  | { type: 'http'; host: string; isIp: boolean; costNanos: number }
+  | { type: 'cost'; source: string; costNanos: number };
+
+/** The outcome of evaluating a prepared action against the policy and a view of the budget. */
+export interface Verdict {
+  decision: DecisionValue;
+  reason: string;
+  rule: RuleRef;
+  approvedRule: boolean;
+}
+
+/**
+ * What a session asks of its policy. {@link AgentPolicy} implements it; the session depends on this interface only,
+ * so the policy module can open sessions without the two importing each other.
+ */
+export interface PolicyEvaluator {
+  /** The validated policy in its normalised form. */
+  readonly normalized: NormalizedPolicy;
+  /** SHA-256 of the normalised policy, recorded in every report. */
+  readonly hash: string;
+  /** Costs up to this many nanos can match no `cost_gt` rule, so they decide like a free action (budget aside). */
+  readonly costRuleFloor: number;
+  /** Name checks and the folded form of a tool name. */
+  toolInfo(name: unknown): { problem: string | undefined; folded: string };
+  /** The verdict for an action that costs nothing and carries no approval. */
+  decideFree(action: PreparedAction): Verdict;
+  /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */
+  decide(action: PreparedAction, spentNanos: number, reservedNanos: number, approved: boolean): Verdict;
+  /** The policy in the file format, amounts in USD. */
+  toDocument(): PolicyDocument;
+  /** A machine-readable summary of what this policy enforces. */
+  explain(): Record<string, unknown>;
+}

@@ -1,0 +1,149 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * A local stand-in for the OpenAI HTTP API that bills every request the most the provider could bill for it: the
+ * whole output limit of every choice (gpt-4o's maximum when the request sets none), every image at its documented
+ * high-detail maximum, every generated image at its largest size and quality, audio for its whole duration. It
+ * speaks chat completions, Responses, embeddings, image generation, transcription and speech (JSON only). Requests
+ * are held a little so a burst of them overlaps.
+ */
+
+/** gpt-4o's listed maximum output. */
+export const GPT_4O_MAX_OUTPUT = 16384;
+/** gpt-4o's high-detail image bound: 85 + 8 tiles × 170. */
+export const GPT_4O_IMAGE_MAX = 85 + 8 * 170;
+/** gpt-image's largest output image (high quality, 1024×1536). */
+export const GPT_IMAGE_MAX = 6240;
+
+const IMAGE_TYPES = new Set(['image_url', 'input_image']);
+
+/** A running billing server. */
+export interface BillingServer {
+  /** `http://127.0.0.1:<port>/v1` */
+  readonly baseURL: string;
+  /** Requests received since the last reset. */
+  readonly hits: number;
+  reset(): void;
+  close(): Promise<void>;
+}
+
+type Json = Record<string, unknown>;
+
+const isImage = (value: unknown): boolean => IMAGE_TYPES.has((value as { type?: unknown } | null)?.type as string);
+
+function images(value: unknown): number {
+  if (Array.isArray(value)) return value.reduce((sum: number, item) => sum + images(item), 0);
+  if (typeof value !== 'object' || value === null) return 0;
+  return (isImage(value) ? 1 : 0) + Object.values(value).reduce((sum: number, item) => sum + images(item), 0);
+}
+
+// Text at about 4 bytes a token; image parts are billed by the image formula, not as text.
+const inputTokens = (value: unknown): number =>
+  Math.ceil(Buffer.byteLength(JSON.stringify(value ?? '', (_key, item: unknown) => (isImage(item) ? null : item))) / 4) + images(value) * GPT_4O_IMAGE_MAX;
+
+/** The duration of the first WAV file in a multipart body: every byte after its data header counted. */
+function wavSeconds(body: Buffer): number {
+  const riff = body.indexOf('RIFF');
+  if (riff < 0) return 0;
+  const data = body.indexOf('data', riff + 12);
+  const byteRate = body.readUInt32LE(riff + 28);
+  const end = body.indexOf('\r\n--', data);
+  return byteRate > 0 ? (end - data - 8) / byteRate : 0;
+}
+
+/** A mono 8-bit 8 kHz WAV file of `seconds` of silence. */
+export function wav(seconds: number): Buffer {
+  const rate = 8000;
+  const data = Buffer.alloc(Math.round(rate * seconds), 128);
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0);
+  header.writeUInt32LE(36 + data.length, 4);
+  header.write('WAVE', 8);
+  header.write('fmt ', 12);
+  header.writeUInt32LE(16, 16);
+  header.writeUInt16LE(1, 20);
+  header.writeUInt16LE(1, 22);
+  header.writeUInt32LE(rate, 24);
+  header.writeUInt32LE(rate, 28);
+  header.writeUInt16LE(1, 32);
+  header.writeUInt16LE(8, 34);
+  header.write('data', 36);
+  header.writeUInt32LE(data.length, 40);
+  return Buffer.concat([header, data]);
+}
+
+function parse(body: Buffer): Json {
+  try {
+    const value: unknown = JSON.parse(body.toString('utf8'));
+    return typeof value === 'object' && value !== null ? (value as Json) : {};
+  } catch {
+    return {};
+  }
+}
+
+function answer(path: string, body: Buffer): Json {
+  if (path.endsWith('/audio/transcriptions') || path.endsWith('/audio/translations')) {
+    return { text: 'x', usage: { type: 'duration', seconds: wavSeconds(body) } };
+  }
+  const request = parse(body);
+  const n = typeof request['n'] === 'number' ? request['n'] : 1;
+  if (path.endsWith('/responses')) {
+    return {
+      id: 'resp_1',
+      object: 'response',
+      created_at: 0,
+      status: 'completed',
+      model: request['model'],
+      output: [{ type: 'message', id: 'msg_1', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'x', annotations: [] }] }],
+      incomplete_details: null,
+      usage: { input_tokens: inputTokens(request['input']), output_tokens: (request['max_output_tokens'] as number | undefined) ?? GPT_4O_MAX_OUTPUT, total_tokens: 0 },
+    };
+  }
+  if (path.endsWith('/embeddings')) {
+    return { object: 'list', model: request['model'], data: [{ object: 'embedding', index: 0, embedding: [0] }], usage: { prompt_tokens: inputTokens(request['input']), total_tokens: 0 } };
+  }
+  if (path.endsWith('/images/generations')) {
+    const data = Array.from({ length: n }, () => ({ b64_json: 'AA==' }));
+    if (typeof request['model'] !== 'string' || !request['model'].startsWith('gpt-image')) return { created: 0, data };
+    return { created: 0, data, usage: { input_tokens: inputTokens(request['prompt']), output_tokens: GPT_IMAGE_MAX * n, total_tokens: 0 } };
+  }
+  const limit = ((request['max_completion_tokens'] ?? request['max_tokens']) as number | undefined) ?? GPT_4O_MAX_OUTPUT;
+  return {
+    id: 'chatcmpl_1',
+    object: 'chat.completion',
+    created: 0,
+    model: request['model'],
+    choices: Array.from({ length: n }, (_, index) => ({ index, message: { role: 'assistant', content: 'x' }, finish_reason: 'length' })),
+    usage: { prompt_tokens: inputTokens(request['messages']), completion_tokens: limit * n, total_tokens: 0 },
+  };
+}
+
+/** Starts the server on 127.0.0.1, on a free port. */
+export async function startBillingServer(): Promise<BillingServer> {
+  let hits = 0;
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      hits++;
+      const path = (req.url ?? '').split('?')[0]!;
+      setTimeout(() => {
+        if (path.endsWith('/audio/speech')) res.writeHead(200, { 'content-type': 'audio/mpeg' }).end(Buffer.alloc(16));
+        else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer(path, Buffer.concat(chunks))));
+      }, 15);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    baseURL: `http://127.0.0.1:${port}/v1`,
+    get hits() {
+      return hits;
+    },
+    reset() {
+      hits = 0;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
