@@ -74,7 +74,7 @@ async function aiSdkCheck({ core, aiSdk, ai, aiTest }: SmokeModules): Promise<vo
   // A function rather than an array of results: ai 6.0.0's mock reads the array from the second entry on.
   let calls = 0;
   const model = new MockModel({ doGenerate: async () => results[calls++] });
-  const session = new core.AgentPolicy({ budget: 1, blockedTools: ['delete_prod_db'], pricing: { 'mock-model-id': { input: 10, output: 20 } } }).session();
+  const session = new core.AgentPolicy({ budget: 1, blockedTools: ['delete_prod_db'], pricing: { 'mock-model-id': { input: 10, output: 20, maxOutputTokens: 1000 } } }).session();
   let ran = 0;
   const tools = aiSdk.wrapTools(
     {
