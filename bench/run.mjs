@@ -3,12 +3,13 @@
 //        BENCH_SAVE=1 pnpm bench    (full run, writes the committed bench/results/latest.json the README quotes)
 //        BENCH_QUICK=1 pnpm bench   (a few iterations, only to prove it runs; writes results/quick.tmp.json)
 import { execFileSync } from 'node:child_process';
-import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
-import { AgentPolicy, estimateModelCall, splitPromptMedia } from '@agentpolicy/core';
+import { join } from 'node:path';
+import { AgentPolicy, createAuditLog, estimateModelCall, splitPromptMedia } from '@agentpolicy/core';
 
 const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
 const SAVE = !QUICK && (process.env.BENCH_SAVE === '1' || process.argv.includes('--save'));
@@ -72,6 +73,27 @@ const costSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).s
 await measure('seed policy', [
   ['checkTool with cost (budget reserve+charge)', async () => { for (let i = 0; i < BATCH; i++) await costSession.checkTool('search_docs', { cost: 0.000001 }); }],
 ]);
+
+// ---- observability: OpenTelemetry without a provider, the audit log sink ------------------------------------------
+// The OpenTelemetry API is installed here (core's optional peer) but no provider is registered: the default session
+// against one opened with `telemetry: false` is the added cost. The audit sink writes one chained line per decision.
+const quiet = seed.session({ telemetry: false, maxDecisions: 10_000 });
+const otelNoProvider = seed.session({ maxDecisions: 10_000 });
+await measure('observability', [
+  ['checkTool allow, telemetry off', async () => { for (let i = 0; i < BATCH; i++) await quiet.checkTool('search_docs'); }],
+  ['checkTool allow, OTel API present, no provider', async () => { for (let i = 0; i < BATCH; i++) await otelNoProvider.checkTool('search_docs'); }],
+]);
+const auditDir = mkdtempSync(join(os.tmpdir(), 'agentpolicy-bench-audit-'));
+try {
+  const auditLog = createAuditLog(join(auditDir, 'audit.jsonl'), { maxBytes: 16 * 1024 * 1024 });
+  const audited = seed.session({ sinks: [auditLog], telemetry: false, maxDecisions: 10_000 });
+  await measure('observability', [
+    ['checkTool allow, audit log sink', async () => { for (let i = 0; i < BATCH; i++) await audited.checkTool('search_docs'); }],
+  ], { time: QUICK ? 30 : 1000 });
+  auditLog.close();
+} finally {
+  rmSync(auditDir, { recursive: true, force: true });
+}
 
 // ---- 1,000 patterns ------------------------------------------------------------------------------------------------
 const allowTools = [];
@@ -276,10 +298,14 @@ const pair = (a, b) => {
   return raw && wrapped ? wrapped.medianUs - raw.medianUs : undefined;
 };
 const toolOverhead = pair('raw tool execute', 'wrapTools execute');
+const otelOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, OTel API present, no provider');
+const auditOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, audit log sink');
 const openaiOverhead = pair('raw client', 'wrapOpenAI client');
 console.log('');
 if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
 if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
+if (otelOverhead !== undefined) console.log(`OpenTelemetry API present, no provider: ${fmt(otelOverhead)} added per decision (target ≤ 0.2 µs ${otelOverhead <= 0.2 ? '✓' : '✗'})`);
+if (auditOverhead !== undefined) console.log(`audit log sink: ${fmt(auditOverhead)} added per decision (one chained line, one write)`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
 for (const [name, ms] of Object.entries(importMs)) console.log(`import time (cold, fresh process, median): ${name} ${ms.toFixed(0)} ms`);
 for (const note of adapterNotes) console.log(`note: ${note}`);
@@ -289,7 +315,7 @@ const out = {
   quick: QUICK,
   machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
   rows,
-  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null },
+  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null },
   memory,
   importMs,
   notes: adapterNotes,

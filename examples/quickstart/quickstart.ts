@@ -3,7 +3,7 @@
  * decided and why. Offline; no model is called.
  */
 import { fileURLToPath } from 'node:url';
-import { AgentPolicy, ApprovalRequiredError, PolicyDeniedError, type Decision } from '@agentpolicy/core';
+import { AgentPolicy, ApprovalRequiredError, PolicyDeniedError, formatDecisions, type Decision } from '@agentpolicy/core';
 
 const policy = AgentPolicy.fromYaml(fileURLToPath(new URL('./policy.yaml', import.meta.url)));
 
@@ -49,5 +49,7 @@ const { report } = await policy.run(
   { id: 'quickstart' },
 );
 
-console.log('\nReport:');
-console.log(JSON.stringify({ ...report, decisions: `${report.decisions.length} decisions (omitted)` }, null, 2));
+// Every decision as a table, then the report as a person reads it (console.log prints formatReport's text; the
+// report is still a plain object for JSON.stringify). renderHtmlReport(report) gives the same as one HTML page.
+console.log(`\nDecisions:\n${formatDecisions(report.decisions)}\n`);
+console.log(report);

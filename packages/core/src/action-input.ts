@@ -1,23 +1,37 @@
+import { actionFingerprint, canonicalInput, InputShapeError } from './action-fingerprint.js';
+import type { ApprovalAnswer, BoundApprovalAnswer } from './approvals.js';
+import { boundMetadata, boundString, boundValue } from './bounded-record.js';
 import type { Action, CostAction, HttpAction, Metadata, RuleRef, ToolAction } from './decision.js';
 import { parseTarget } from './domain.js';
 import { nanosToUsd, readCost } from './money.js';
-import type { ApprovalAnswer } from './approvals.js';
-import type { PolicyEvaluator, PreparedAction } from './policy-evaluator.js';
+import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 
 interface CommonCheckOptions {
   metadata?: Metadata;
-  /** A human already approved this action: skips only the approval step. */
+  /**
+   * The application's own override: it has approved this action itself, so the approval step is skipped (recorded
+   * as `approval.via: 'caller'`). Nothing checks it against a request: pass it only for approvals your code has
+   * established. A blocked or over-budget action stays denied.
+   */
   approved?: boolean;
   /**
-   * A human's answer obtained outside the session (a UI, a resumed graph): `true` / `{ approved: true, by, reason }`
-   * approves like `approved: true` and is recorded with who and why; `false` / `{ approved: false, … }` or anything
-   * else denies, recorded as a rejection. A blocked or over-budget action stays denied either way.
+   * A human's answer. The bound form `{ requestId, approved?, by?, reason? }` names the approval request it answers
+   * (`decision.approvalRequest.id`) and counts only while that request is for exactly this action (same
+   * fingerprint), belongs to this session, is unexpired and unused: `approved: true` / `false` answers it (first
+   * answer wins); without `approved` the answer already stored for the request (from any process) is used. An
+   * approval authorises one execution. An answer that does not count leaves the action unapproved, and the decision
+   * records why (`unusedAnswer`).
+   *
+   * The unbound form (`true`, `false`, `{ approved, by, reason }`) is the application's own override like
+   * `approved: true`, recorded with who and why; `false` or anything else denies, recorded as a rejection.
    */
-  approval?: ApprovalAnswer;
+  approval?: ApprovalAnswer | BoundApprovalAnswer;
   /**
-   * Makes the check idempotent: a repeat of the same action (tool name, URL or cost source) with the same key
-   * returns the first allow or deny without recording or charging again (a `require_approval` is decided again once
-   * `approved` is true or a human's `approval` is given). Keys are kept for the last few thousand keyed checks.
+   * Makes the check idempotent for one execution: a repeat of the same action (same fingerprint: name, input,
+   * cost) with the same key returns the first allow or deny without recording or charging again, until the allow is
+   * used ({@link PolicySession.consume}); after that, or with another fingerprint, it is a new action, decided and
+   * charged afresh. A `require_approval` is decided again once an answer is given. Keys are kept for the last few
+   * thousand keyed checks.
    */
   idempotencyKey?: string;
 }
@@ -25,6 +39,11 @@ interface CommonCheckOptions {
 export interface CheckToolOptions extends CommonCheckOptions {
   /** USD this call costs. */
   cost?: number;
+  /**
+   * The tool's arguments as the framework parsed them. Part of the action's fingerprint, so an approval or a key
+   * for one input never covers another; recorded as a bounded copy.
+   */
+  input?: unknown;
 }
 
 export interface CheckHttpOptions extends CommonCheckOptions {
@@ -46,72 +65,206 @@ export type ActionInput =
 /** An action read once: what is recorded, what is evaluated, or why it cannot be. */
 export interface Prepared {
   readonly action: Action;
+  /** See {@link actionFingerprint}. */
+  readonly fingerprint: string;
   readonly prepared: PreparedAction | null;
   readonly invalid: { reason: string; rule: RuleRef } | null;
+  /**
+   * On memoised prepared forms (no input, per policy): the verdict for the action while it costs nothing and needs
+   * no approval, filled on first use. Shared by the forms derived from it (the same call with metadata).
+   */
+  readonly memo?: { free: Verdict | undefined };
 }
 
 const ZERO_COST = Object.freeze({ ok: true as const, nanos: 0 });
+
+const MEMO_ENTRIES = 4096;
+const MEMO_CHARS = 1 << 20;
+
+/**
+ * Values by a string (a tool name, a URL) and a cost in nanos, looked up without building a key string. Bounded in
+ * entries and in characters; cleared when full.
+ */
+class CostMemo<V> {
+  private readonly entries = new Map<string, Map<number, V>>();
+  private count = 0;
+  private chars = 0;
+
+  get(key: string, costNanos: number): V | undefined {
+    return this.entries.get(key)?.get(costNanos);
+  }
+
+  set(key: string, costNanos: number, prepared: V): void {
+    if (key.length > 2048) return;
+    if (this.count >= MEMO_ENTRIES || this.chars + key.length > MEMO_CHARS) {
+      this.entries.clear();
+      this.count = 0;
+      this.chars = 0;
+    }
+    let byCost = this.entries.get(key);
+    if (byCost === undefined) {
+      byCost = new Map();
+      this.entries.set(key, byCost);
+      this.chars += key.length;
+    }
+    byCost.set(costNanos, prepared);
+    this.count++;
+  }
+}
+
+// The prepared forms of actions without input or metadata: the same tool or host is checked again and again, and
+// its record, fingerprint and prepared form are the same every time (the record is frozen, so sharing it is safe).
+// Per policy for tools (the prepared form holds the policy's folding of the name), held weakly; by method ('' when
+// none is given) for requests.
+const toolMemos = new WeakMap<PolicyEvaluator, CostMemo<Prepared>>();
+const httpMemos = new WeakMap<PolicyEvaluator, Map<string, CostMemo<Prepared>>>();
+// Fingerprints of tool calls without input, by folded name and cost (metadata is not part of a fingerprint).
+const toolFingerprints = new CostMemo<string>();
 
 /**
  * Copies a check method's options once (each property read once) into one object literal: no spread and no property
  * added afterwards on the hot path. Absent options stay `undefined`, which every reader treats as absent.
  */
-export function withOptions(type: 'tool' | 'http', target: string | URL, options: CommonCheckOptions & { cost?: number; method?: string }): ActionInput {
-  const { cost, metadata, approved, approval, idempotencyKey, method } = options;
+export function withOptions(type: 'tool' | 'http', target: string | URL, options: CheckToolOptions | CheckHttpOptions): ActionInput {
+  const { cost, metadata, approved, approval, idempotencyKey, method, input } = options as CheckToolOptions & CheckHttpOptions;
   return (
     type === 'tool'
-      ? { type, name: target, cost, metadata, approved, approval, idempotencyKey }
+      ? { type, name: target, cost, metadata, approved, approval, idempotencyKey, input }
       : { type, url: target, cost, metadata, approved, approval, idempotencyKey, method }
   ) as ActionInput;
 }
 
-/** Reads an action once: the record the audit keeps, and the prepared form the policy evaluates (or why not). */
+/**
+ * Reads an action once: the record the audit keeps (frozen; strings and values bounded), its fingerprint, and the
+ * prepared form the policy evaluates (or why it cannot be).
+ */
 export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Prepared {
   if (typeof action !== 'object' || action === null) {
-    return { action: { type: 'cost', source: 'invalid', cost: 0 }, prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
+    const recorded: Action = Object.freeze({ type: 'cost', source: 'invalid', cost: 0 });
+    return { action: recorded, fingerprint: actionFingerprint({ type: 'cost', source: 'invalid', costNanos: 0 }), prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
   }
-  const metadata = action.metadata;
+  const metadataInput = action.metadata;
   const costInput = action.cost;
   const cost = costInput === undefined && action.type !== 'cost' ? ZERO_COST : readCost(costInput);
+  if (cost.ok) {
+    if (action.type === 'tool' && action.input === undefined && typeof action.name === 'string') {
+      let memo = toolMemos.get(policy);
+      if (memo === undefined) {
+        memo = new CostMemo<Prepared>();
+        toolMemos.set(policy, memo);
+      }
+      let prepared = memo.get(action.name, cost.nanos);
+      if (prepared === undefined) {
+        prepared = { ...prepareUncached(policy, action, cost, undefined), memo: { free: undefined } };
+        memo.set(action.name, cost.nanos, prepared);
+      }
+      if (metadataInput === undefined) return prepared;
+      // The same call with metadata: only the record differs (the fingerprint never covers metadata).
+      const base = prepared.action as ToolAction;
+      const recorded: ToolAction = Object.freeze({ type: 'tool', name: base.name, cost: base.cost, metadata: boundMetadata(metadataInput) });
+      return { action: recorded, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo: prepared.memo as { free: Verdict | undefined } };
+    }
+    if (metadataInput === undefined && action.type === 'http' && typeof action.url === 'string' && (action.method === undefined || typeof action.method === 'string')) {
+      const method = action.method ?? '';
+      let byMethod = httpMemos.get(policy);
+      if (byMethod === undefined) {
+        byMethod = new Map();
+        httpMemos.set(policy, byMethod);
+      }
+      let memo = byMethod.get(method);
+      if (memo === undefined && byMethod.size < 16 && method.length <= 16) {
+        memo = new CostMemo<Prepared>();
+        byMethod.set(method, memo);
+      }
+      let prepared = memo?.get(action.url, cost.nanos);
+      if (prepared === undefined) {
+        prepared = { ...prepareUncached(policy, action, cost, undefined), memo: { free: undefined } };
+        memo?.set(action.url, cost.nanos, prepared);
+      }
+      return prepared;
+    }
+  }
+  return prepareUncached(policy, action, cost, metadataInput === undefined ? undefined : boundMetadata(metadataInput));
+}
+
+function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined): Prepared {
   const costUsd = cost.ok ? nanosToUsd(cost.nanos) : 0;
+  const costNanos = cost.ok ? cost.nanos : -1;
   switch (action.type) {
     case 'tool': {
       const name = action.name;
       const info = policy.toolInfo(name);
-      const shown = typeof name === 'string' ? name : String(name);
+      const shown = boundString(typeof name === 'string' ? name : String(name));
+      const inputValue = action.input;
+      let inputText: string | undefined;
+      let inputProblem: string | undefined;
+      if (inputValue !== undefined) {
+        try {
+          inputText = canonicalInput(inputValue);
+        } catch (error) {
+          if (!(error instanceof InputShapeError)) throw error;
+          inputProblem = `tool input cannot be read: ${error.message}; denied`;
+          inputText = `!${error.message}`;
+        }
+      }
+      const fingerprintName = info.problem === undefined ? info.folded : shown;
+      let fingerprint = inputText === undefined ? toolFingerprints.get(fingerprintName, costNanos) : undefined;
+      if (fingerprint === undefined) {
+        fingerprint = actionFingerprint({ type: 'tool', name: fingerprintName, costNanos, input: inputText });
+        if (inputText === undefined) toolFingerprints.set(fingerprintName, costNanos, fingerprint);
+      }
       // One literal per shape (no property added afterwards): this runs on every check.
-      const recorded: ToolAction = metadata === undefined ? { type: 'tool', name: shown, cost: costUsd } : { type: 'tool', name: shown, cost: costUsd, metadata };
-      if (info.problem !== undefined) return { action: recorded, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
-      if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos }, invalid: null };
+      const recorded: ToolAction = Object.freeze(
+        inputValue === undefined
+          ? metadata === undefined
+            ? { type: 'tool', name: shown, cost: costUsd }
+            : { type: 'tool', name: shown, cost: costUsd, metadata }
+          : metadata === undefined
+            ? { type: 'tool', name: shown, cost: costUsd, input: boundValue(inputValue) }
+            : { type: 'tool', name: shown, cost: costUsd, input: boundValue(inputValue), metadata },
+      );
+      if (info.problem !== undefined) return { action: recorded, fingerprint, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
+      if (inputProblem !== undefined) return { action: recorded, fingerprint, prepared: null, invalid: { reason: inputProblem, rule: { section: 'input', check: 'input' } } };
+      if (!cost.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
+      return { action: recorded, fingerprint, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos }, invalid: null };
     }
     case 'http': {
       const target = parseTarget(action.url);
-      const recorded = { type: 'http', url: target.url, domain: target.ok ? target.host : '', cost: costUsd } as { -readonly [K in keyof HttpAction]: HttpAction[K] };
-      if (typeof action.method === 'string') recorded.method = action.method.toUpperCase();
+      const method = typeof action.method === 'string' ? boundString(action.method.toUpperCase()) : undefined;
+      const url = boundString(target.url);
+      const fingerprint = actionFingerprint({ type: 'http', url: target.url, method: method ?? '', costNanos });
+      const recorded = { type: 'http', url, domain: target.ok ? boundString(target.host) : '', cost: costUsd } as { -readonly [K in keyof HttpAction]: HttpAction[K] };
+      if (method !== undefined) recorded.method = method;
       if (metadata !== undefined) recorded.metadata = metadata;
-      if (!target.ok) return { action: recorded, prepared: null, invalid: { reason: target.reason, rule: { section: 'input', check: 'url' } } };
-      if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos }, invalid: null };
+      Object.freeze(recorded);
+      if (!target.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: boundString(target.reason), rule: { section: 'input', check: 'url' } } };
+      if (!cost.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
+      return { action: recorded, fingerprint, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos }, invalid: null };
     }
     case 'cost': {
       const source = action.source;
-      const recorded = { type: 'cost', source: typeof source === 'string' ? source : String(source), cost: costUsd } as { -readonly [K in keyof CostAction]: CostAction[K] };
+      const sourceText = typeof source === 'string' ? source : String(source);
+      const fingerprint = actionFingerprint({ type: 'cost', source: sourceText, costNanos });
+      const recorded = { type: 'cost', source: boundString(sourceText), cost: costUsd } as { -readonly [K in keyof CostAction]: CostAction[K] };
       if (metadata !== undefined) recorded.metadata = metadata;
+      Object.freeze(recorded);
       if (typeof source !== 'string' || source === '') {
-        return { action: recorded, prepared: null, invalid: { reason: 'cost source must be a non-empty string', rule: { section: 'input', check: 'action' } } };
+        return { action: recorded, fingerprint, prepared: null, invalid: { reason: 'cost source must be a non-empty string', rule: { section: 'input', check: 'action' } } };
       }
-      if (!cost.ok) return { action: recorded, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, prepared: { type: 'cost', source, costNanos: cost.nanos }, invalid: null };
+      if (!cost.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
+      return { action: recorded, fingerprint, prepared: { type: 'cost', source, costNanos: cost.nanos }, invalid: null };
     }
     default: {
       const type = (action as { type?: unknown }).type;
-      const recorded = { type: 'cost', source: `unknown action type ${String(type)}`, cost: 0 } as { -readonly [K in keyof CostAction]: CostAction[K] };
+      const source = boundString(`unknown action type ${String(type)}`);
+      const recorded = { type: 'cost', source, cost: 0 } as { -readonly [K in keyof CostAction]: CostAction[K] };
       if (metadata !== undefined) recorded.metadata = metadata;
+      Object.freeze(recorded);
       return {
         action: recorded,
+        fingerprint: actionFingerprint({ type: 'cost', source, costNanos: 0 }),
         prepared: null,
-        invalid: { reason: `unknown action type ${JSON.stringify(type) ?? String(type)}; expected tool, http or cost`, rule: { section: 'input', check: 'action' } },
+        invalid: { reason: boundString(`unknown action type ${JSON.stringify(type) ?? String(type)}; expected tool, http or cost`), rule: { section: 'input', check: 'action' } },
       };
     }
   }

@@ -83,8 +83,8 @@ export class AuditTrail {
 
   constructor(private readonly maxDecisions: number) {}
 
-  /** Counts a decision and keeps it. */
-  add(decision: Decision): void {
+  /** Counts a decision and keeps it. Returns its slot in the ring (-1 when none is kept), for {@link replace}. */
+  add(decision: Decision): number {
     const type = decision.action.type;
     const value = decision.decision;
     this.counts[value]++;
@@ -100,13 +100,23 @@ export class AuditTrail {
       addHit(this.hits.approvalRequired, action.type === 'tool' ? action.name : action.type === 'http' ? action.domain : action.source);
     }
     if (this.maxDecisions > 0) {
-      if (this.ring.length < this.maxDecisions) this.ring.push(decision);
-      else {
-        this.ring[this.ringStart] = decision;
-        this.ringStart = (this.ringStart + 1) % this.maxDecisions;
-        this.dropped++;
-      }
-    } else this.dropped++;
+      if (this.ring.length < this.maxDecisions) return this.ring.push(decision) - 1;
+      const slot = this.ringStart;
+      this.ring[slot] = decision;
+      this.ringStart = (slot + 1) % this.maxDecisions;
+      this.dropped++;
+      return slot;
+    }
+    this.dropped++;
+    return -1;
+  }
+
+  /**
+   * Puts the settled version of a kept decision in its place (decisions are frozen values: a settlement is a new
+   * value with the same id). Does nothing once the ring has moved past it.
+   */
+  replace(slot: number, previous: Decision, next: Decision): void {
+    if (slot >= 0 && this.ring[slot] === previous) this.ring[slot] = next;
   }
 
   /** Corrects the allowed sum once a reservation settles at another amount than its estimate. */

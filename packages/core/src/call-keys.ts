@@ -1,55 +1,43 @@
-import type { ActionType, Decision } from './decision.js';
-import type { ActionInput } from './action-input.js';
-
-// Idempotency keys are scoped by the action they were given with (tool name, URL, cost source): the same key on
-// another action is another check.
-type KeyIndex = Record<ActionType, Map<string, Map<string, Decision>>>;
+import { hash } from 'node:crypto';
+import type { Decision } from './decision.js';
 
 const KEY_GENERATION = 4096;
-
-const newKeyIndex = (): KeyIndex => ({ tool: new Map(), http: new Map(), cost: new Map() });
-
-function scopeOf(index: KeyIndex, action: ActionInput): Map<string, Map<string, Decision>> {
-  return action?.type === 'tool' ? index.tool : action?.type === 'http' ? index.http : index.cost;
-}
-
-function scopeName(action: ActionInput): string {
-  if (action?.type === 'tool') return typeof action.name === 'string' ? action.name : String(action.name);
-  if (action?.type === 'http') return typeof action.url === 'string' ? action.url : String(action.url);
-  return String((action as { source?: unknown })?.source);
-}
+const LONG_KEY = 256;
 
 /**
- * The decisions of keyed checks (`idempotencyKey`), so a repeat of the same call gets the first decision back.
- * Kept in two generations: a lookup reads both, and when the newer one fills up it becomes the older one. Bounded
- * (at most 2 × 4,096 keys) and O(1), unlike evicting a Map's oldest entry one at a time.
+ * The decisions of keyed checks (`idempotencyKey`), bound to the action's fingerprint: a repeat of the same key
+ * with the same fingerprint finds the first decision; with another fingerprint (other input, other cost, another
+ * tool) it finds nothing and is a new action. Kept in two generations: a lookup reads both, and when the newer one
+ * fills up it becomes the older one. Bounded (at most 2 × 4,096 keys, long keys stored as their hash) and O(1).
  */
 export class CallKeys {
-  private keyed: KeyIndex = newKeyIndex();
-  private keyedOld: KeyIndex = newKeyIndex();
-  private keyedCount = 0;
+  private keyed = new Map<string, Map<string, Decision>>();
+  private keyedOld = new Map<string, Map<string, Decision>>();
+  private count = 0;
 
-  /** The decision an earlier check of this action with this key got, if it is still kept. */
-  get(action: ActionInput, key: string): Decision | undefined {
-    const name = scopeName(action);
-    return scopeOf(this.keyed, action).get(name)?.get(key) ?? scopeOf(this.keyedOld, action).get(name)?.get(key);
+  /** The decision an earlier check of this action (fingerprint) with this key got, if it is still kept. */
+  get(fingerprint: string, key: string): Decision | undefined {
+    const slot = slotOf(key);
+    return this.keyed.get(fingerprint)?.get(slot) ?? this.keyedOld.get(fingerprint)?.get(slot);
   }
 
   /** Remembers the decision a keyed check got. */
-  remember(action: ActionInput, key: string, decision: Decision): void {
-    if (this.keyedCount >= KEY_GENERATION) {
+  remember(fingerprint: string, key: string, decision: Decision): void {
+    if (this.count >= KEY_GENERATION) {
       this.keyedOld = this.keyed;
-      this.keyed = newKeyIndex();
-      this.keyedCount = 0;
+      this.keyed = new Map();
+      this.count = 0;
     }
-    const scope = scopeOf(this.keyed, action);
-    const name = scopeName(action);
-    let keys = scope.get(name);
+    let keys = this.keyed.get(fingerprint);
     if (keys === undefined) {
       keys = new Map();
-      scope.set(name, keys);
+      this.keyed.set(fingerprint, keys);
     }
-    keys.set(key, decision);
-    this.keyedCount++;
+    keys.set(slotOf(key), decision);
+    this.count++;
   }
+}
+
+function slotOf(key: string): string {
+  return key.length > LONG_KEY ? hash('sha256', key, 'hex') : key;
 }

@@ -10,6 +10,8 @@ export type Metadata = Readonly<Record<string, unknown>>;
 export interface ToolAction {
   readonly type: 'tool';
   readonly name: string;
+  /** The tool's arguments as recorded: a frozen copy, strings and size bounded (the fingerprint covers them whole). */
+  readonly input?: unknown;
   /** USD, exact to the nano-dollar. */
   readonly cost: number;
   readonly metadata?: Metadata;
@@ -48,10 +50,16 @@ export type RuleRef =
     }
   | { readonly section: 'approval'; readonly index: number; readonly rule: ApprovalRuleSpec }
   | { readonly section: 'pricing'; readonly model: string }
-  | { readonly section: 'input'; readonly check: 'tool_name' | 'url' | 'cost' | 'action' | 'usage' }
+  | { readonly section: 'input'; readonly check: 'tool_name' | 'url' | 'cost' | 'action' | 'usage' | 'input' }
   | {
       readonly section: 'approver';
-      readonly outcome: 'rejected' | 'error' | 'timeout' | 'invalid';
+      /**
+       * `rejected`: a human said no; `expired`: the approval request expired unanswered (never a rejection);
+       * `timeout`: the session's approver did not answer in time; `error` / `invalid`: it failed or answered nonsense.
+       */
+      readonly outcome: 'rejected' | 'expired' | 'error' | 'timeout' | 'invalid';
+      /** The approval request the answer belonged to. */
+      readonly requestId?: string;
       /** The approval rule that asked for the approval (absent when none did and a human still said no). */
       readonly index?: number;
       readonly rule?: ApprovalRuleSpec;
@@ -71,10 +79,33 @@ export interface ApprovalRuleSpec {
 
 /** Who approved an action and how. */
 export interface ApprovalRecord {
-  /** `caller`: the check was made with `approved: true`; `approver`: the session's approver said yes. */
-  readonly via: 'caller' | 'approver';
+  /**
+   * `caller`: the application's own override (`approved: true`, or an answer that names no request);
+   * `approver`: the session's approver said yes; `request`: a stored approval request for exactly this action was
+   * approved (from any process) and is now used.
+   */
+  readonly via: 'caller' | 'approver' | 'request';
   readonly by?: string;
   readonly reason?: string;
+  /** The approval request that was answered (`approver` and `request`). */
+  readonly requestId?: string;
+}
+
+/** The approval request a `require_approval` decision raised (or is still waiting on). */
+export interface ApprovalRequestRef {
+  /** Unguessable id: answers name it. */
+  readonly id: string;
+  /** The fingerprint of the action it asks about; an answer counts only for an action with this fingerprint. */
+  readonly fingerprint: string;
+  /** ISO 8601; unanswered after this, the request is expired. */
+  readonly expiresAt: string;
+}
+
+/** An answer that was given with a check but did not count, and why. */
+export interface UnusedAnswer {
+  readonly requestId: string;
+  readonly problem: 'unknown_request' | 'other_action' | 'other_session' | 'already_used' | 'expired' | 'pending';
+  readonly detail: string;
 }
 
 /** What happened to a reserved amount after the decision. */
@@ -91,12 +122,18 @@ export interface Settlement {
 interface DecisionBase {
   readonly id: string;
   readonly sessionId: string;
+  /** The action's fingerprint (see {@link actionFingerprint}): what keys, approvals and tokens bind to. */
+  readonly fingerprint: string;
   readonly reason: string;
   readonly rule: RuleRef;
   readonly action: Action;
   /** True when the action went ahead on a human's (or the caller's) approval. */
   readonly approved: boolean;
   readonly approval?: ApprovalRecord;
+  /** On `require_approval`: the request an answer must name. */
+  readonly approvalRequest?: ApprovalRequestRef;
+  /** An answer given with the check that did not count (another action's request, a used or expired one…). */
+  readonly unusedAnswer?: UnusedAnswer;
   /** Present on decisions that reserved money to settle later (model calls, guarded tools). */
   readonly settlement?: Settlement;
   /** ISO 8601. */

@@ -10,7 +10,11 @@ export type AgentPolicyErrorCode =
   | 'BUDGET_EXCEEDED'
   | 'APPROVAL_REQUIRED'
   | 'RESERVATION_SETTLED'
-  | 'INVALID_ARGUMENT';
+  | 'DECISION_USED'
+  | 'INVALID_ARGUMENT'
+  | 'AUDIT_LOG_LOCKED'
+  | 'AUDIT_LOG_INVALID'
+  | 'AUDIT_LOG_WRITE_FAILED';
 
 /**
  * Base class of every error agentpolicy throws. Use {@link AgentPolicyError.isInstance} rather than `instanceof`

@@ -1,8 +1,27 @@
 export { AgentPolicy, canonicalJson, type AgentPolicyOptions, type ApprovalRuleOption, type PriceOption } from './policy.js';
 export type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
-export { PolicySession, type GuardToolOptions, type SessionOptions } from './session.js';
+export {
+  PolicySession,
+  type ApprovalDecisionInput,
+  type ApprovalTokenOptions,
+  type GuardToolOptions,
+  type RunToolOptions,
+  type SessionOptions,
+} from './session.js';
 export type { ActionInput, CheckCostOptions, CheckHttpOptions, CheckToolOptions } from './action-input.js';
-export type { ApprovalAnswer, ApprovalRequest, Approver } from './approvals.js';
+export type { ApprovalAnswer, Approver, ApproverRequest, BoundApprovalAnswer } from './approvals.js';
+export {
+  InMemoryApprovalStore,
+  type ApprovalRequest,
+  type ApprovalResolution,
+  type ApprovalState,
+  type ApprovalStatus,
+  type ApprovalStore,
+  type ResolveResult,
+} from './approval-store.js';
+export { signApprovalToken, verifyApprovalToken, type ApprovalTokenClaims, type TokenCheck } from './approval-token.js';
+export { actionFingerprint, canonicalInput, type FingerprintParts } from './action-fingerprint.js';
+export { boundString, boundValue, MAX_RECORDED_STRING } from './bounded-record.js';
 export type { SessionReport } from './audit-trail.js';
 export type { SoftLimitEvent } from './budget-ledger.js';
 export type { Reservation, UsageUpdate } from './reservation.js';
@@ -11,6 +30,7 @@ export type {
   ActionType,
   AllowDecision,
   ApprovalRecord,
+  ApprovalRequestRef,
   ApprovalRuleSpec,
   CostAction,
   Decision,
@@ -22,6 +42,7 @@ export type {
   RuleRef,
   Settlement,
   ToolAction,
+  UnusedAnswer,
 } from './decision.js';
 export {
   AgentPolicyError,
@@ -57,3 +78,19 @@ export { parseTarget, normalizeDomainEntry } from './domain.js';
 export { globMatch, foldToolName, toolNameProblem } from './tool-matcher.js';
 export { parseMoney, readCost, formatUsd, NANOS_PER_USD } from './money.js';
 export { createPolicyFetch, type HttpChecker, type PolicyFetchOptions } from './session-fetch.js';
+export type { DecisionSink } from './decision-sink.js';
+export {
+  AuditLog,
+  createAuditLog,
+  AUDIT_LOG_VERSION,
+  GENESIS_HASH,
+  type AuditLogOptions,
+  type AuditRecord,
+  type AuditDecisionRecord,
+  type AuditSettlementRecord,
+  type AuditOpenRecord,
+} from './audit-log.js';
+export { verifyAuditLog, type AuditVerification, type AuditBreak, type AuditBreakKind } from './audit-verify.js';
+export { readAuditLog, type AuditLogReport, type SpendPoint } from './audit-report.js';
+export { formatDecision, formatDecisions, formatReport, ruleId, type FormatReportOptions } from './format-report.js';
+export { renderHtmlReport, type HtmlReportOptions } from './html-report.js';

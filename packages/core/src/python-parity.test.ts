@@ -414,13 +414,18 @@ describe('where this port decides or reports differently, on purpose (each in do
     expect((await session.checkTool('search_docs')).decision).toBe('allow');
   });
 
-  it('guardTool releases the cost when the function throws (Python keeps the charge)', async () => {
+  it('guardTool keeps the charge when the function throws, as Python does, unless the error says nothing was done (4xx)', async () => {
     const session = new AgentPolicy({ budget: '$1.00' }).session();
     const flaky = session.guardTool(() => {
       throw new Error('boom');
     }, { name: 'flaky', cost: 0.4 });
     await expect(flaky()).rejects.toThrow('boom');
-    expect(session.spent).toBe(0);
+    expect(session.spent).toBe(0.4);
+    const refusing = session.guardTool(() => {
+      throw Object.assign(new Error('bad input'), { status: 400 });
+    }, { name: 'flaky', cost: 0.4 });
+    await expect(refusing()).rejects.toThrow('bad input');
+    expect(session.spent).toBe(0.4);
   });
 
   it('ids: a UUID session id by default, decisions numbered within it', async () => {

@@ -1,6 +1,7 @@
-import type { Action, Decision, Metadata, Settlement } from './decision.js';
+import type { Action, Decision, Metadata } from './decision.js';
 import type { AuditTrail } from './audit-trail.js';
 import type { BudgetLedger } from './budget-ledger.js';
+import { boundMetadata } from './bounded-record.js';
 import { AgentPolicyError } from './errors.js';
 import { usageMetadata } from './model-usage.js';
 import { nanosToUsd, readCost } from './money.js';
@@ -14,6 +15,7 @@ export type UsageUpdate = Omit<TokenUsage, 'model'> & { model?: string };
  * cost (or the estimate, when none is given), `release` charges nothing. Both are idempotent.
  */
 export interface Reservation {
+  /** The decision; once settled, its settled version (decisions are frozen values, so a settlement is a new one). */
   readonly decision: Decision;
   /** True when the decision is `allow` and money is held. */
   readonly allowed: boolean;
@@ -31,17 +33,16 @@ export interface Reservation {
   fail(failure?: { status?: number; error?: unknown }): Promise<Decision>;
 }
 
-/** A decision the session may still update while its reservation settles. */
-export type MutableDecision = {
-  -readonly [K in keyof Decision]: Decision[K];
-} & { settlement?: Settlement };
-
 /** What a reservation settles against: the session's ledger, audit sums and open reservations. */
 export interface ReservationContext {
   readonly ledger: BudgetLedger;
   readonly trail: AuditTrail;
   readonly pending: Set<Reservation>;
+  /** Each settled version of a decision → the decision first recorded (which keys and `consume` know). */
+  readonly origins: WeakMap<Decision, Decision>;
   priceUsage(usage: TokenUsage): PriceResult;
+  /** Told each settled decision once the ledger has it (the session's sinks: an audit log, OpenTelemetry). */
+  settled?(decision: Decision): void;
 }
 
 /** Whether a failed call was certainly not billed: an agentpolicy error or a 4xx answer. */
@@ -52,28 +53,40 @@ export function notBilled(failure: { status?: number; error?: unknown } | undefi
   return typeof status === 'number' && status >= 400 && status < 500;
 }
 
-/** The reservation of a recorded decision (allowed with a pending settlement, or not allowed and holding nothing). */
-export function createReservation(context: ReservationContext, decision: MutableDecision, model: { model: string; provider: string | undefined } | undefined): Reservation {
+/**
+ * The reservation of a recorded decision (allowed with a pending settlement, or not allowed and holding nothing).
+ * `slot` is where the audit trail keeps the decision, so the settled version can take its place.
+ */
+export function createReservation(context: ReservationContext, recorded: Decision, slot: number, model: { model: string; provider: string | undefined } | undefined): Reservation {
+  let decision = recorded;
   const estimateNanos = decision.decision === 'allow' && decision.settlement ? Math.round(decision.settlement.estimated * 1e9) : 0;
   const isSettled = () => decision.decision !== 'allow' || decision.settlement?.status !== 'pending';
   const settle = async (status: 'committed' | 'released', actualNanos: number, usage?: Metadata): Promise<Decision> => {
     if (isSettled()) return decision;
-    // Mark first, synchronously, so a second settle (stream cancel racing its finish) is a no-op.
+    // Replace first, synchronously, so a second settle (stream cancel racing its finish) is a no-op.
+    const previous = decision;
     const overrun = status === 'committed' ? actualNanos - estimateNanos : 0;
-    decision.settlement =
+    const settlement = Object.freeze(
       overrun > 0
         ? { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos), overrun: nanosToUsd(overrun) }
-        : { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos) };
+        : { status, estimated: nanosToUsd(estimateNanos), actual: nanosToUsd(actualNanos) },
+    );
+    const action = usage ? (Object.freeze({ ...previous.action, metadata: boundMetadata({ ...previous.action.metadata, ...usage }) }) as Action) : previous.action;
+    decision = Object.freeze({ ...previous, action, settlement });
+    context.origins.set(decision, context.origins.get(previous) ?? previous);
+    context.trail.replace(slot, previous, decision);
     context.trail.adjustAllowed(decision.action.type, actualNanos - estimateNanos);
     if (overrun > 0) context.trail.addOverrun(overrun);
-    if (usage) decision.action = { ...decision.action, metadata: { ...decision.action.metadata, ...usage } } as Action;
     context.pending.delete(reservation);
     if (status === 'committed') await context.ledger.commit(estimateNanos, actualNanos);
     else await context.ledger.release(estimateNanos);
+    context.settled?.(decision);
     return decision;
   };
   const reservation: Reservation = {
-    decision,
+    get decision() {
+      return decision;
+    },
     allowed: decision.decision === 'allow',
     estimate: nanosToUsd(estimateNanos),
     get settled() {

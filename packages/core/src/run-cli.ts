@@ -1,9 +1,13 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cac } from 'cac';
 import { AgentPolicyError, PolicyValidationError } from './errors.js';
 import { policyJsonSchema } from './json-schema.js';
 import { AgentPolicy } from './policy.js';
 import { runDemo } from './demo.js';
+import { verifyAuditLog, type AuditVerification } from './audit-verify.js';
+import { readAuditLog } from './audit-report.js';
+import { formatReport } from './format-report.js';
+import { renderHtmlReport } from './html-report.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -33,6 +37,24 @@ function load(file: string | undefined, err: (line: string) => void): AgentPolic
     }
     throw error;
   }
+}
+
+/** Prints what `audit verify` found; returns 0 when the chain is intact, 1 when it breaks. */
+function printVerification(result: AuditVerification, out: (line: string) => void): Exit {
+  const name = result.files.join(' ');
+  const range = result.firstSeq === null ? 'no records' : `${result.records} records (seq ${result.firstSeq}–${result.lastSeq})`;
+  if (result.ok) {
+    out(`${name}: intact, ${range}, head ${result.head ?? '-'}${result.keyed ? ' (hmac-sha256)' : ''}`);
+  } else {
+    out(`${name}: chain broken, ${result.breaks.length} problem${result.breaks.length === 1 ? '' : 's'} in ${range}`);
+    for (const problem of result.breaks) out(`${problem.file}:${problem.line}: ${problem.kind}: ${problem.message}`);
+  }
+  if (result.partial) {
+    out(`${result.partial.file}:${result.partial.line}: partial: the last line is incomplete (${result.partial.bytes} bytes, no newline): a write was cut off; every whole line before it was checked`);
+  }
+  if (result.continuesFrom) out(`note: the first record continues a file not given (prev ${result.continuesFrom}); give rotated files oldest first to check the links between them`);
+  if (!result.keyed && result.ok) out('note: unkeyed chain: it shows any edit, deletion, insertion or reordering unless every later hash was recomputed too; keep the head elsewhere, or key the log');
+  return result.ok ? 0 : 1;
 }
 
 /** Runs the CLI with `argv` (without node and script) and returns the exit code. */
@@ -72,6 +94,56 @@ export async function main(
     withPolicy(async (policy) => out(JSON.stringify(await runDemo(policy), null, 2))),
   );
 
+  // File commands on audit logs: a missing file is exit 2, like a missing policy.
+  const missing = (files: readonly string[]): boolean => {
+    const absent = files.find((file) => !existsSync(file));
+    if (absent === undefined) return false;
+    err(`agentpolicy: no such file: ${absent}`);
+    exit = 2;
+    return true;
+  };
+
+  cli
+    .command('audit <command> [...files]', 'audit verify FILE...: check an audit log\'s hash chain (rotated files oldest first); exit 1 where it breaks')
+    .option('--key-env <name>', 'Environment variable holding the HMAC key of a keyed log', { default: 'AGENTPOLICY_AUDIT_KEY' })
+    .action((command: string, files: string[], options: { keyEnv: string }) => {
+      ran = true;
+      if (command !== 'verify') {
+        err(`agentpolicy: unknown audit command ${JSON.stringify(command)} (commands: verify)`);
+        exit = 2;
+        return;
+      }
+      if (files.length === 0) {
+        err('agentpolicy: missing <file> argument');
+        exit = 2;
+        return;
+      }
+      if (missing(files)) return;
+      const key = process.env[options.keyEnv];
+      exit = printVerification(verifyAuditLog(files, key ? { key } : {}), out);
+    });
+
+  cli
+    .command('report <...files>', 'Print the report of an audit log (rotated files oldest first)')
+    .option('--html <out>', 'Also write the report as one self-contained HTML page')
+    .option('--decisions <n>', 'List the last N decisions of each session too', { default: 0 })
+    .action((files: string[], options: { html?: string; decisions: number }) => {
+      ran = true;
+      if (missing(files)) return;
+      const report = readAuditLog(files);
+      if (report.sessions.length === 0) out(`${files.join(' ')}: no decisions recorded`);
+      const listed = Number(options.decisions);
+      report.sessions.forEach((session, i) => {
+        if (i > 0) out('');
+        out(formatReport(session, { decisions: Number.isSafeInteger(listed) && listed > 0 ? listed : 0 }));
+      });
+      if (report.unreadableLines > 0) err(`agentpolicy: ${report.unreadableLines} unreadable lines skipped; run agentpolicy audit verify`);
+      if (options.html) {
+        writeFileSync(options.html, renderHtmlReport(report));
+        out(`wrote ${options.html}`);
+      }
+    });
+
   cli.command('schema', 'Print the JSON Schema of the policy format').action(() => {
     ran = true;
     out(JSON.stringify(policyJsonSchema, null, 2));
@@ -85,7 +157,7 @@ export async function main(
     if (cli.options.help || cli.options.version) return 0;
     if (!cli.matchedCommand) {
       const name = cli.args[0];
-      err(name ? `agentpolicy: unknown command ${JSON.stringify(name)} (commands: validate, explain, demo, schema; see --help)` : 'agentpolicy: no command given (commands: validate, explain, demo, schema; see --help)');
+      err(name ? `agentpolicy: unknown command ${JSON.stringify(name)} (commands: validate, explain, demo, schema, audit verify, report; see --help)` : 'agentpolicy: no command given (commands: validate, explain, demo, schema, audit verify, report; see --help)');
       return 2;
     }
     await cli.runMatchedCommand();

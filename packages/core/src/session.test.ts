@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import type { Decision } from './decision.js';
-import type { ApprovalRequest } from './approvals.js';
+import type { ApproverRequest as ApprovalRequest } from './approvals.js';
 import type { Reservation } from './reservation.js';
 import { ApprovalRequiredError, PolicyDeniedError } from './errors.js';
 import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
@@ -240,15 +240,18 @@ describe('concurrency', () => {
                   expectedSpent += actual;
                 } else await r.release();
               } else {
+                let ran = false;
                 const fn = session.guardTool(async () => {
+                  ran = true;
                   await tick(op.delay);
-                  if (op.kind === 'guard-throw') throw new Error('boom');
+                  // A 4xx-like error: the tool refused, nothing was billed (released); any other error is charged.
+                  if (op.kind === 'guard-throw') throw Object.assign(new Error('boom'), op.actualCents % 2 === 0 ? { status: 400 } : {});
                 }, { name: 'g', cost: op.cents / 100 });
                 try {
                   await fn();
                   expectedSpent += op.cents;
                 } catch {
-                  /* denied or thrown */
+                  if (ran && op.actualCents % 2 === 1) expectedSpent += op.cents;
                 }
               }
               const { spent, reserved } = session.report();
@@ -464,7 +467,7 @@ describe('approver', () => {
     let release!: (v: boolean) => void;
     const session = policy().session({ approver: () => new Promise<boolean>((resolve) => (release = resolve)) });
     const pending = session.checkTool('send_email', { cost: 4 });
-    await Promise.resolve();
+    await vi.waitFor(() => expect(release).toBeTypeOf('function'));
     expect((await session.checkCost(2, { source: 'other' })).decision).toBe('deny');
     release(true);
     expect((await pending).decision).toBe('allow');
@@ -516,17 +519,25 @@ describe('evaluate, enforce, guardTool', () => {
     expect(body).not.toHaveBeenCalled();
   });
 
-  it('guardTool runs an allowed function, charges on success and releases on error', async () => {
+  it('guardTool runs an allowed function and charges it; a throw is settled by the one tool-failure rule', async () => {
     const session = seed().session();
     const read_file = async (path: string) => `contents of ${path}`;
     const guarded = session.guardTool(read_file, { cost: 0.25 });
     await expect(guarded('a.txt')).resolves.toBe('contents of a.txt');
     expect(session.spent).toBe(0.25);
+    // The tool refused the input (a 4xx): nothing was done, the cost is released.
+    const refusing = session.guardTool(async () => {
+      throw Object.assign(new Error('bad path'), { status: 422 });
+    }, { name: 'read_file', cost: 0.25 });
+    await expect(refusing()).rejects.toThrow('bad path');
+    expect(session.report()).toMatchObject({ spent: 0.25, reserved: 0 });
+    // Any other failure may have done (or billed) the work: the declared cost is charged.
     const failing = session.guardTool(async () => {
       throw new Error('disk');
     }, { name: 'read_file', cost: 0.25 });
     await expect(failing()).rejects.toThrow('disk');
-    expect(session.report()).toMatchObject({ spent: 0.25, reserved: 0 });
+    expect(session.report()).toMatchObject({ spent: 0.5, reserved: 0 });
+    expect(session.report().decisions.map((d) => d.settlement?.status)).toEqual(['committed', 'released', 'committed']);
   });
 
   it('guardTool needs a name for anonymous functions', () => {
@@ -619,6 +630,7 @@ describe('audit trail and report', () => {
     expect(decision).toEqual({
       id: 's1:1',
       sessionId: 's1',
+      fingerprint: expect.stringMatching(/^[0-9a-f]{64}$/),
       decision: 'allow',
       reason: 'request to docs.python.org allowed',
       rule: { section: 'default' },
@@ -663,17 +675,19 @@ describe('audit trail and report', () => {
     expect(report.durationSeconds).toBeGreaterThanOrEqual(0);
   });
 
-  it('onDecision streams every recorded decision; a throwing listener breaks nothing', async () => {
+  it('onDecision streams every recorded decision; with onDecisionError: warn a throwing sink only warns', async () => {
     const seen: string[] = [];
     const session = seed().session({
+      onDecisionError: 'warn',
       onDecision: (d) => {
         seen.push(d.decision);
         throw new Error('listener bug');
       },
     });
     const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
-    await session.checkTool('read_file');
+    expect((await session.checkTool('read_file')).decision).toBe('allow');
     await session.checkTool('delete_prod_db');
+    expect(warn).toHaveBeenCalledTimes(2);
     warn.mockRestore();
     expect(seen).toEqual(['allow', 'deny']);
   });

@@ -1,28 +1,36 @@
 import { randomUUID } from 'node:crypto';
 import { prepareAction, withOptions, type ActionInput, type CheckCostOptions, type CheckHttpOptions, type CheckToolOptions, type Prepared } from './action-input.js';
+import { InMemoryApprovalStore, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
 import {
   approvedVerdict,
-  approverApproval,
   callerApproval,
   CALLER_APPROVAL,
   consultApprover,
+  isBoundAnswer,
   normalizeAnswer,
   rejection,
+  requestApproval,
+  type ApprovalOutcome,
   type Approver,
+  type BoundApprovalAnswer,
 } from './approvals.js';
 import { AuditTrail, isoNow, type SessionReport } from './audit-trail.js';
+import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
 import { CallKeys } from './call-keys.js';
-import type { Action, ApprovalRecord, Decision, Metadata, RuleRef } from './decision.js';
+import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
-import type { PolicyEvaluator, Verdict } from './policy-evaluator.js';
+import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 import { priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
-import { createReservation, type MutableDecision, type Reservation, type ReservationContext } from './reservation.js';
+import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
+import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
+import { sessionSinks, type DecisionSink } from './decision-sink.js';
+import { withReportInspect } from './format-report.js';
 
 /** Options of {@link AgentPolicy.session}. */
 export interface SessionOptions {
@@ -30,12 +38,44 @@ export interface SessionOptions {
   id?: string;
   /** Where spend is kept; an in-memory store by default. */
   store?: BudgetStore;
-  /** Resolves `require_approval` in place. */
+  /**
+   * Answers `require_approval` in place: it is given the stored approval request (with the decision and a timeout
+   * signal), and its answer resolves that request only.
+   */
   approver?: Approver;
-  /** How long the approver may take before its silence counts as a denial. Default 300,000 ms. */
+  /** How long the approver may take before its silence counts as a denial (outcome `timeout`). Default 300,000 ms. */
   approvalTimeoutMs?: number;
-  /** Called for every recorded decision, as it happens. Errors it throws are reported as warnings, never rethrown. */
+  /**
+   * Called for every recorded decision, as it happens (the audit sink: a file, OpenTelemetry…). If it throws, the
+   * action was not audited, so by default it does not go ahead: an allow (or a `require_approval`) becomes a deny
+   * under the rule section `error`, any money it held is released, and that deny is passed to the sink in turn. Spend
+   * that already happened (`recordUsage`) and denials stay as they are; the failure is reported as a warning.
+   */
   onDecision?: (decision: Decision) => void;
+  /** What a throwing `onDecision` means: `deny` (default, see `onDecision`) or `warn` (report it and go ahead). */
+  onDecisionError?: 'deny' | 'warn';
+  /**
+   * Where the record also goes, as it is written (an audit log, say): each sink is given every decision and every
+   * settlement. A sink that throws counts as a throwing `onDecision` (see `onDecisionError`).
+   */
+  sinks?: readonly DecisionSink[];
+  /**
+   * Record decisions with OpenTelemetry (spans, span events and metrics) when `@opentelemetry/api` is installed and
+   * a provider is registered. Default true; without a provider it costs nothing measurable.
+   */
+  telemetry?: boolean;
+  /**
+   * Where approval requests live (an in-memory store by default). Pass a shared store so a request raised here can
+   * be answered from another process and the agent can resume after a restart.
+   */
+  approvals?: ApprovalStore;
+  /** How long an approval request raised without an approver stays answerable. Default 86,400,000 ms (a day). */
+  approvalTtlMs?: number;
+  /**
+   * The application's secret (≥ 32 bytes) for signed approval tokens ({@link PolicySession.approvalToken}). Every
+   * process that redeems tokens needs the same secret.
+   */
+  approvalSecret?: string | Uint8Array;
   /** Called once, when spend first reaches the policy's `budget.soft_limit`. */
   onSoftLimit?: (event: SoftLimitEvent) => void;
   /** How many decisions the report keeps (the oldest are dropped first; summaries stay exact). Default 10,000. */
@@ -55,6 +95,31 @@ export interface GuardToolOptions {
   /** USD per call. */
   cost?: number;
   metadata?: Metadata;
+}
+
+/** Options of {@link PolicySession.runTool}: a tool check's options (the tool's `input` among them). */
+export type RunToolOptions = CheckToolOptions;
+
+/** Options of {@link PolicySession.resolveApproval}: the answer, who gave it and why. */
+export interface ApprovalDecisionInput {
+  approved: boolean;
+  by?: string;
+  reason?: string;
+}
+
+/** Options of {@link PolicySession.approvalToken}. */
+export interface ApprovalTokenOptions {
+  /** The answer the token gives when redeemed. Default `approve`. */
+  answer?: 'approve' | 'reject';
+}
+
+const DAY_MS = 86_400_000;
+
+/** Extra fields a decision may carry. */
+interface DecisionExtra {
+  readonly approvalRequest?: ApprovalRequestRef;
+  readonly unusedAnswer?: UnusedAnswer;
+  readonly settlement?: Settlement;
 }
 
 type Mode = 'charge' | 'reserve';
@@ -79,7 +144,14 @@ export class PolicySession {
   private readonly keys = new CallKeys();
   private readonly settling: ReservationContext;
   private readonly pending = new Set<Reservation>();
+  private readonly sinks: readonly DecisionSink[];
   private readonly reservations = new WeakMap<Decision, Reservation>();
+  // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
+  private readonly slots = new WeakMap<Decision, number>();
+  // Allows that have been used for their one execution, by the decision first recorded.
+  private readonly used = new WeakSet<Decision>();
+  private readonly origins = new WeakMap<Decision, Decision>();
+  private readonly approvals: SessionApprovals;
   private seq = 0;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
@@ -98,7 +170,16 @@ export class PolicySession {
     const budget = policy.normalized.budget;
     this.ledger = new BudgetLedger(options.store ?? new InMemoryBudgetStore(), this.id, budget?.maxSpendNanos ?? null, budget?.softLimit ?? null, options.onSoftLimit);
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
-    this.settling = { ledger: this.ledger, trail: this.trail, pending: this.pending, priceUsage: (usage) => this.priceUsage(usage) };
+    this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret);
+    this.sinks = sessionSinks(options.sinks, options.telemetry !== false);
+    this.settling = {
+      ledger: this.ledger,
+      trail: this.trail,
+      pending: this.pending,
+      origins: this.origins,
+      priceUsage: (usage) => this.priceUsage(usage),
+      settled: (decision) => this.publishSettlement(decision),
+    };
     this.fetch = createPolicyFetch(this);
   }
 
@@ -125,8 +206,8 @@ export class PolicySession {
    */
   evaluate(action: ActionInput): Decision {
     const prepared = prepareAction(this.policy, action);
-    const verdict = this.verdict(prepared, action.approved === true);
-    return this.makeDecision(prepared.action, verdict, randomUUID(), action.approved === true && verdict.approvedRule ? { via: 'caller' } : undefined);
+    const verdict = this.verdict(prepared, action?.approved === true);
+    return this.makeDecision(prepared, verdict, randomUUID(), action?.approved === true && verdict.approvedRule ? CALLER_APPROVAL : undefined);
   }
 
   /** Decides and records an action, then throws {@link PolicyDeniedError} / {@link ApprovalRequiredError} unless it is allowed. */
@@ -147,8 +228,65 @@ export class PolicySession {
   }
 
   /**
-   * Wraps a function so that every call is checked as a tool call first. A call that is not allowed throws and the
-   * function never runs; the cost is reserved while it runs, charged when it returns and released if it throws.
+   * Marks an allow as used for the one execution it authorises. Call it just before running what was allowed, and
+   * run it only if this returns true: it returns true once per allow this session recorded, and false for a deny, a
+   * `require_approval`, an allow already used, or another session's decision. After it, a keyed repeat of the same
+   * call (same `idempotencyKey`, same fingerprint) is a new action, decided and charged again, so a framework that
+   * re-runs a call id never runs it free.
+   *
+   * @example
+   * ```ts
+   * const decision = await session.checkTool('search', { input, idempotencyKey: call.id });
+   * if (decision.decision === 'allow' && session.consume(decision)) await search(input);
+   * ```
+   */
+  consume(decision: Decision): boolean {
+    if (typeof decision !== 'object' || decision === null || decision.decision !== 'allow' || decision.sessionId !== this.id) return false;
+    const origin = this.origins.get(decision) ?? decision;
+    if (this.used.has(origin)) return false;
+    this.used.add(origin);
+    return true;
+  }
+
+  /**
+   * Runs a tool call under the policy, exactly once per allow: decides the call (with its `input`, cost, key and
+   * answer), throws {@link PolicyDeniedError} / {@link ApprovalRequiredError} unless it is allowed, marks the allow
+   * used ({@link consume}), runs `execute`, and settles the cost.
+   *
+   * **The rule for a tool that throws** (the same in {@link guardTool} and every adapter): the call ran, so its
+   * allow is used, and the error is rethrown unchanged. The declared cost is settled by {@link Reservation.fail}:
+   * released when the error is an agentpolicy error or carries a 4xx `status` / `statusCode` (the tool refused the
+   * input, nothing was done or billed), charged in full otherwise (the tool may have done the work, or a paid API may
+   * have billed it, before failing). Adapters that run the tool themselves call `reservation.fail({ error })`.
+   *
+   * @example
+   * ```ts
+   * const result = await session.runTool('send_email', { input: args, cost: 0.01, idempotencyKey: call.id }, () => sendEmail(args));
+   * ```
+   */
+  async runTool<R>(name: string, options: RunToolOptions, execute: () => R | Promise<R>): Promise<Awaited<R>> {
+    if (typeof execute !== 'function') throw new AgentPolicyError('INVALID_ARGUMENT', 'runTool needs a function to run');
+    const reservation = await this.reserveAction({ ...options, type: 'tool', name });
+    const decision = reservation.decision;
+    if (!reservation.allowed) throw decisionError(decision);
+    if (!this.consume(decision)) {
+      throw new AgentPolicyError('DECISION_USED', `the allow ${decision.id} for tool ${JSON.stringify(decision.action.type === 'tool' ? decision.action.name : '')} was already used for one execution`);
+    }
+    let result: Awaited<R>;
+    try {
+      result = await execute();
+    } catch (error) {
+      await reservation.fail({ error });
+      throw error;
+    }
+    await reservation.commit();
+    return result;
+  }
+
+  /**
+   * Wraps a function so that every call is checked as a tool call first, with the call's arguments (an array) as
+   * its `input`. A call that is not allowed throws and the function never runs; each call runs under its own allow
+   * (see {@link runTool}, including the rule for a function that throws).
    *
    * @example
    * ```ts
@@ -159,21 +297,52 @@ export class PolicySession {
     if (typeof fn !== 'function') throw new AgentPolicyError('INVALID_ARGUMENT', 'guardTool needs a function');
     const name = options.name ?? fn.name;
     if (!name) throw new AgentPolicyError('INVALID_ARGUMENT', 'guardTool needs a name for an anonymous function: guardTool(fn, { name })');
-    return async (...args: A): Promise<Awaited<R>> => {
-      const reservation = await this.reserveAction(
-        { type: 'tool', name, ...(options.cost !== undefined ? { cost: options.cost } : {}), ...(options.metadata ? { metadata: options.metadata } : {}) },
+    return (...args: A): Promise<Awaited<R>> =>
+      this.runTool(
+        name,
+        { input: args, ...(options.cost !== undefined ? { cost: options.cost } : {}), ...(options.metadata ? { metadata: options.metadata } : {}) },
+        () => fn(...args),
       );
-      if (!reservation.allowed) throw decisionError(reservation.decision);
-      let result: Awaited<R>;
-      try {
-        result = await fn(...args);
-      } catch (error) {
-        await reservation.release();
-        throw error;
-      }
-      await reservation.commit();
-      return result;
-    };
+  }
+
+  // ---- approvals ----------------------------------------------------------------------------------------------
+
+  /** This session's approval requests still waiting for an answer, oldest first. */
+  async pendingApprovals(): Promise<readonly ApprovalState[]> {
+    return this.approvals.pending();
+  }
+
+  /** One of this session's approval requests and where it stands, or undefined. */
+  getApproval(requestId: string): Promise<ApprovalState | undefined> {
+    return this.approvals.get(requestId);
+  }
+
+  /**
+   * Answers one of this session's approval requests, from anywhere (a web handler, a Slack action, another process
+   * with the same store): approve or reject, by whom, why. The first answer wins; an expired request cannot be
+   * answered. The agent then resumes by checking the same action with `approval: { requestId }`; an approval
+   * authorises one execution of exactly the action the request was raised for.
+   */
+  resolveApproval(requestId: string, answer: ApprovalDecisionInput): Promise<ResolveResult> {
+    return this.approvals.resolve(requestId, answer);
+  }
+
+  /**
+   * Signs a token that answers one pending request of this session (for a one-click link): HMAC-SHA256 with
+   * `approvalSecret` over the request id, the action's fingerprint, the request's expiry and the answer. Redeem it
+   * with {@link resolveApprovalToken} in any process with the same secret and store.
+   */
+  approvalToken(requestId: string, options: ApprovalTokenOptions = {}): Promise<string> {
+    return this.approvals.token(requestId, options.answer ?? 'approve');
+  }
+
+  /**
+   * Redeems a signed approval token: refused (and nothing changes) when its signature does not match, it has
+   * expired, its request is unknown, belongs to another session, is for another action, or already has an answer.
+   * Otherwise it answers its request, once. `by` and `reason` say who followed the link and why.
+   */
+  resolveApprovalToken(token: string, answer: { by?: string; reason?: string } = {}): Promise<ResolveResult | TokenRefusal> {
+    return this.approvals.redeem(token, answer);
   }
 
   // ---- reservations -------------------------------------------------------------------------------------------
@@ -186,7 +355,7 @@ export class PolicySession {
   /** Reserves any action's cost (a tool or request whose real cost comes later). */
   async reserveAction(action: ActionInput): Promise<Reservation> {
     const decision = await this.check(action, 'reserve');
-    return this.reservation(decision as MutableDecision, undefined);
+    return this.reservation(decision, undefined);
   }
 
   /**
@@ -217,13 +386,13 @@ export class PolicySession {
       // Without a budget no bound is needed: a model with no price or no known limit is recorded at $0.
       if ((worst.unpriced || worst.rule.section === 'pricing') && this.ledger.limit === null) {
         const decision = await this.check({ type: 'cost', cost: 0, ...common }, 'reserve');
-        return this.reservation(decision as MutableDecision, { model, provider });
+        return this.reservation(decision, { model, provider });
       }
       const decision = this.recordDenied({ type: 'cost', source, cost: 0, metadata: worst.metadata }, worst.reason, worst.rule);
-      return this.reservation(decision as MutableDecision, { model, provider });
+      return this.reservation(decision, { model, provider });
     }
     const decision = await this.check({ type: 'cost', cost: nanosToUsd(worst.nanos), ...common }, 'reserve');
-    return this.reservation(decision as MutableDecision, { model, provider });
+    return this.reservation(decision, { model, provider });
   }
 
   /**
@@ -319,7 +488,7 @@ export class PolicySession {
     const limit = this.ledger.limit;
     const endMs = this.endedMs ?? Date.now();
     const summary = this.trail.summary();
-    return {
+    return withReportInspect({
       sessionId: this.id,
       policyHash: this.policy.hash,
       budget: limit === null ? null : nanosToUsd(limit),
@@ -336,7 +505,7 @@ export class PolicySession {
       decisionsDropped: summary.decisionsDropped,
       overrun: summary.overrun,
       overruns: summary.overruns,
-    };
+    });
   }
 
   // ---- internals ----------------------------------------------------------------------------------------------
@@ -352,17 +521,29 @@ export class PolicySession {
     if (this.ledger.exceeded) return this.ledger.exceededVerdict(cost);
     const limit = this.ledger.limit;
     if (!approved && cost <= this.policy.costRuleFloor) {
-      if (cost === 0) return this.policy.decideFree(prepared.prepared);
+      if (cost === 0) return this.freeVerdict(prepared);
       const { spent, reserved } = this.ledger.snapshot();
-      if (limit === null || spent + reserved + cost <= limit) return this.policy.decideFree(prepared.prepared);
+      if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared);
     }
     const { spent, reserved } = this.ledger.snapshot();
     try {
       return this.policy.decide(prepared.prepared, spent, reserved, approved);
     } catch (error) {
-      const message = (error as Error)?.message ?? String(error);
-      return { decision: 'deny', reason: `the check failed, so the action is denied: ${message}`, rule: { section: 'error', message }, approvedRule: false };
+      return errorVerdict('the check failed, so the action is denied', error);
     }
+  }
+
+  // The verdict of an action that no budget or cost rule can touch: kept on its memoised prepared form.
+  private freeVerdict(prepared: Prepared): Verdict {
+    const memo = prepared.memo;
+    if (memo === undefined) return this.policy.decideFree(prepared.prepared as PreparedAction);
+    let verdict = memo.free;
+    if (verdict === undefined) {
+      const decided = this.policy.decideFree(prepared.prepared as PreparedAction);
+      verdict = Object.freeze({ ...decided, rule: Object.freeze(decided.rule) });
+      memo.free = verdict;
+    }
+    return verdict;
   }
 
   private check(action: ActionInput, mode: Mode): Promise<Decision> {
@@ -376,139 +557,246 @@ export class PolicySession {
 
   // A check that failed (a budget store that threw, say) is a recorded denial, never a silent allow or a lost entry.
   private failClosed(action: ActionInput, error: unknown): Decision {
-    const message = error instanceof Error ? error.message : String(error);
-    let recorded: Action;
+    let prepared: Prepared;
     try {
-      recorded = prepareAction(this.policy, action).action;
+      prepared = prepareAction(this.policy, action);
     } catch {
-      recorded = { type: 'cost', source: 'unknown', cost: 0 };
+      prepared = prepareAction(this.policy, { type: 'cost', source: 'unknown', cost: 0 });
     }
-    return this.record(
-      this.makeDecision(recorded, { decision: 'deny', reason: `the check failed, so the action is denied: ${message}`, rule: { section: 'error', message }, approvedRule: false }, this.nextId(), undefined),
-    );
+    return this.record(this.makeDecision(prepared, errorVerdict('the check failed, so the action is denied', error), this.nextId(), undefined));
   }
 
-  // Synchronous whenever the store is: no await (and no promise) between the decision and the reservation.
+  // Synchronous whenever the stores are: no await (and no promise) between the decision and the reservation.
   private decideAndRecord(action: ActionInput, mode: Mode): Decision | Promise<Decision> {
-    const answer = action?.approval === undefined ? undefined : normalizeAnswer(action.approval);
+    const given = action?.approval;
+    const bound = isBoundAnswer(given) ? given : undefined;
+    const answer = given === undefined || bound !== undefined ? undefined : normalizeAnswer(given);
     const approved = action?.approved === true || answer?.approved === true;
     const key = typeof action?.idempotencyKey === 'string' ? action.idempotencyKey : undefined;
-    if (key !== undefined) {
-      const previous = this.keys.get(action, key);
-      if (previous && (previous.decision !== 'require_approval' || (!approved && answer === undefined))) return previous;
-    }
     const prepared = prepareAction(this.policy, action);
+    if (key !== undefined) {
+      // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
+      // anything else is a new action.
+      const previous = this.keys.get(prepared.fingerprint, key);
+      if (previous !== undefined && !this.used.has(previous) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
+    }
     const verdict = this.verdict(prepared, approved);
     const costNanos = prepared.prepared?.costNanos ?? 0;
     let decision: Decision | Promise<Decision>;
-    if (answer !== undefined && !answer.approved && verdict.decision !== 'deny') {
+    if (bound !== undefined) {
+      decision = this.answerRequest(prepared, verdict, bound, costNanos, mode);
+    } else if (answer !== undefined && !answer.approved && verdict.decision !== 'deny') {
       // A human said no: that is a denial whatever the policy would otherwise allow.
-      decision = this.record(this.makeDecision(prepared.action, rejection(verdict, answer), this.nextId(), undefined));
+      decision = this.record(this.makeDecision(prepared, rejection(verdict, answer), this.nextId(), undefined));
     } else if (verdict.decision === 'allow') {
       const approval = approved && verdict.approvedRule ? (answer?.approved ? callerApproval(answer) : CALLER_APPROVAL) : undefined;
-      decision = this.allowWithMoney(prepared.action, verdict, costNanos, mode, approval);
-    } else if (verdict.decision === 'require_approval' && this.options.approver) {
-      decision = this.askApprover(this.options.approver, prepared.action, verdict, costNanos, mode);
+      decision = this.allowWithMoney(prepared, verdict, costNanos, mode, approval);
+    } else if (verdict.decision === 'require_approval') {
+      decision = this.unapproved(prepared, verdict, costNanos, mode, undefined);
     } else {
-      decision = this.record(this.makeDecision(prepared.action, verdict, this.nextId(), undefined));
+      decision = this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined));
     }
     if (key === undefined) return decision;
     if (decision instanceof Promise) {
       return decision.then((settled) => {
-        this.keys.remember(action, key, settled);
+        this.keys.remember(prepared.fingerprint, key, settled);
         return settled;
       });
     }
-    this.keys.remember(action, key, decision);
+    this.keys.remember(prepared.fingerprint, key, decision);
     return decision;
   }
 
-  private allowWithMoney(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
-    if (costNanos <= 0) return this.recordAllowed(action, verdict, costNanos, mode, approval);
+  // An action that needs approval and has none that counts: the approver is asked, or a request is raised.
+  private unapproved(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, unused: UnusedAnswer | undefined): Promise<Decision> {
+    const approver = this.options.approver;
+    return approver ? this.askApprover(approver, prepared, verdict, costNanos, mode, unused) : this.raiseRequest(prepared, verdict, unused);
+  }
+
+  // An answer that names a request counts only for that request, for exactly this action, once.
+  private async answerRequest(prepared: Prepared, verdict: Verdict, bound: BoundApprovalAnswer, costNanos: number, mode: Mode): Promise<Decision> {
+    if (verdict.decision === 'deny') return this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined));
+    const outcome = await this.approvals.answer(bound, prepared.fingerprint);
+    if (outcome.kind === 'refused') return this.record(this.makeDecision(prepared, rejection(verdict, outcome.rejection, outcome.requestId), this.nextId(), undefined));
+    if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
+    if (outcome.kind === 'pending') return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, { approvalRequest: outcome.request }));
+    if (outcome.kind === 'approved') {
+      if (await this.approvals.use(outcome.requestId, prepared.fingerprint)) {
+        return this.allowWithMoney(prepared, approvedVerdict(verdict, outcome.resolution), costNanos, mode, requestApproval('request', outcome.requestId, outcome.resolution));
+      }
+      return this.unapproved(prepared, verdict, costNanos, mode, { requestId: outcome.requestId, problem: 'already_used', detail: 'the approval was already used for one execution' });
+    }
+    return this.unapproved(prepared, verdict, costNanos, mode, outcome.unused);
+  }
+
+  // Raises an approval request (or finds the open one for the same action) and records the require_approval.
+  private async raiseRequest(prepared: Prepared, verdict: Verdict, unused: UnusedAnswer | undefined): Promise<Decision> {
+    const request = refOf(await this.approvals.raise(prepared, verdict, this.options.approvalTtlMs ?? DAY_MS));
+    return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: request, unusedAnswer: unused } : { approvalRequest: request }));
+  }
+
+  private allowWithMoney(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
+    if (costNanos <= 0) return this.allowHeld(prepared, verdict, 0, mode, approval, this.nextId());
     const reserved = this.ledger.reserve(costNanos);
     if (reserved instanceof Promise) {
-      return reserved.then((ok) => (ok ? this.chargeAndRecord(action, verdict, costNanos, mode, approval) : this.recordRefused(action, costNanos)));
+      return reserved.then((ok) => (ok ? this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId()) : this.recordRefused(prepared, costNanos)));
     }
-    if (!reserved) return this.recordRefused(action, costNanos);
-    return this.chargeAndRecord(action, verdict, costNanos, mode, approval);
+    if (!reserved) return this.recordRefused(prepared, costNanos);
+    return this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId());
   }
 
-  private chargeAndRecord(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
-    if (mode === 'charge') {
+  // Records an allow whose money (if any) is reserved: the audit sink first (a sink that throws turns it into a
+  // deny and gives the money back), then the charge in charge mode.
+  private allowHeld(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, id: string): Decision | Promise<Decision> {
+    const decision =
+      mode === 'reserve'
+        ? this.makeDecision(prepared, verdict, id, approval, { settlement: Object.freeze({ status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) }) })
+        : this.makeDecision(prepared, verdict, id, approval);
+    const failure = this.publish(decision, true);
+    if (failure !== undefined) {
+      const released = costNanos > 0 ? this.ledger.release(costNanos) : undefined;
+      const denied = this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
+      return released instanceof Promise ? released.then(() => denied) : denied;
+    }
+    const slot = this.trail.add(decision);
+    if (mode === 'reserve') {
+      this.slots.set(decision, slot);
+      return decision;
+    }
+    if (costNanos > 0) {
       const done = this.ledger.commit(costNanos, costNanos);
-      if (done instanceof Promise) return done.then(() => this.recordAllowed(action, verdict, costNanos, mode, approval));
+      if (done instanceof Promise) return done.then(() => decision);
     }
-    return this.recordAllowed(action, verdict, costNanos, mode, approval);
+    return decision;
   }
 
-  private recordAllowed(action: Action, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision {
-    const decision = this.makeDecision(action, verdict, this.nextId(), approval) as MutableDecision;
-    if (mode === 'reserve') decision.settlement = { status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) };
-    return this.record(decision);
+  private recordRefused(prepared: Prepared, costNanos: number): Decision {
+    return this.record(this.makeDecision(prepared, this.ledger.refusal(costNanos), this.nextId(), undefined));
   }
 
-  private recordRefused(action: Action, costNanos: number): Decision {
-    return this.record(this.makeDecision(action, this.ledger.refusal(costNanos), this.nextId(), undefined));
-  }
-
-  private async askApprover(approver: Approver, action: Action, verdict: Verdict, costNanos: number, mode: Mode): Promise<Decision> {
+  private async askApprover(approver: Approver, prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, unused: UnusedAnswer | undefined): Promise<Decision> {
     // Hold the money while a human decides, so concurrent checks cannot spend it meanwhile.
     if (costNanos > 0) {
       const reserved = await this.ledger.reserve(costNanos);
-      if (!reserved) return this.recordRefused(action, costNanos);
+      if (!reserved) return this.recordRefused(prepared, costNanos);
     }
-    const pending = this.makeDecision(action, verdict, this.nextId(), undefined);
-    const outcome = await consultApprover(approver, { sessionId: this.id, decision: pending, action, reason: verdict.reason, rule: verdict.rule }, this.options.approvalTimeoutMs ?? 300_000);
+    const timeoutMs = this.options.approvalTimeoutMs ?? 300_000;
+    let outcome: ApprovalOutcome;
+    let requestId: string | undefined;
+    const id = this.nextId();
+    try {
+      const request = await this.approvals.create(prepared, verdict, timeoutMs);
+      requestId = request.id;
+      const pending = this.makeDecision(prepared, verdict, id, undefined, unused ? { approvalRequest: refOf(request), unusedAnswer: unused } : { approvalRequest: refOf(request) });
+      outcome = await this.approvals.settleApproverAnswer(request, await consultApprover(approver, { ...request, decision: pending }, timeoutMs));
+    } catch (error) {
+      if (costNanos > 0) await this.ledger.release(costNanos);
+      throw error;
+    }
     if (outcome.approved) {
-      if (costNanos > 0 && mode === 'charge') this.ledger.commit(costNanos, costNanos);
-      const decision = this.makeDecision(action, approvedVerdict(verdict, outcome), pending.id, approverApproval(outcome)) as MutableDecision;
-      if (mode === 'reserve') decision.settlement = { status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) };
-      return this.record(decision);
+      const approvedWith = approvedVerdict(verdict, outcome);
+      return this.allowHeld(prepared, approvedWith, costNanos, mode, requestApproval('approver', requestId as string, outcome), id);
     }
     if (costNanos > 0) await this.ledger.release(costNanos);
-    return this.record(this.makeDecision(action, rejection(verdict, outcome), pending.id, undefined));
+    return this.record(this.makeDecision(prepared, rejection(verdict, outcome, requestId), id, undefined));
   }
 
-  private reservation(decision: MutableDecision, model: { model: string; provider: string | undefined } | undefined): Reservation {
+  private reservation(decision: Decision, model: { model: string; provider: string | undefined } | undefined): Reservation {
     // A keyed repeat gets the reservation of the first check: one decision, one settlement.
     const existing = this.reservations.get(decision);
     if (existing) return existing;
-    const reservation = createReservation(this.settling, decision, model);
+    const reservation = createReservation(this.settling, decision, this.slots.get(decision) ?? -1, model);
     this.reservations.set(decision, reservation);
     return reservation;
   }
 
   private recordDenied(action: Action, reason: string, rule: RuleRef): Decision {
-    return this.record(this.makeDecision(action, { decision: 'deny', reason, rule, approvedRule: false }, this.nextId(), undefined));
+    return this.record(this.makeDecision(this.recordOnly(action), { decision: 'deny', reason, rule, approvedRule: false }, this.nextId(), undefined));
   }
 
   private recordCharged(action: Action, nanos: number, reason: string): Decision {
     void this.ledger.charge(nanos);
     const over = this.ledger.overLimit() ? ' (the budget is now exceeded)' : '';
-    return this.record(this.makeDecision(action, { decision: 'allow', reason: reason + over, rule: { section: 'default' }, approvedRule: false }, this.nextId(), undefined));
+    // Spend that already happened is recorded whatever the sink says.
+    return this.record(this.makeDecision(this.recordOnly(action), { decision: 'allow', reason: reason + over, rule: { section: 'default' }, approvedRule: false }, this.nextId(), undefined));
+  }
+
+  // An action built by the session itself (usage, unpriced models), read like any other.
+  private recordOnly(action: Action): Prepared {
+    return prepareAction(this.policy, action as ActionInput);
   }
 
   private nextId(): string {
     return `${this.id}:${++this.seq}`;
   }
 
-  private makeDecision(action: Action, verdict: Verdict, id: string, approval: ApprovalRecord | undefined): Decision {
-    const decision = approval
-      ? { id, sessionId: this.id, decision: verdict.decision, reason: verdict.reason, rule: verdict.rule, action, approved: true, timestamp: isoNow(), approval }
-      : { id, sessionId: this.id, decision: verdict.decision, reason: verdict.reason, rule: verdict.rule, action, approved: false, timestamp: isoNow() };
-    return decision as Decision;
+  // Decisions are frozen values: nothing outside the session can change what it recorded.
+  private makeDecision(prepared: Prepared, verdict: Verdict, id: string, approval: ApprovalRecord | undefined, extra?: DecisionExtra): Decision {
+    const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
+    const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
+    const base = approval
+      ? { id, sessionId: this.id, fingerprint: prepared.fingerprint, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp: isoNow(), approval }
+      : { id, sessionId: this.id, fingerprint: prepared.fingerprint, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp: isoNow() };
+    return Object.freeze(extra === undefined ? base : { ...base, ...extra }) as Decision;
   }
 
+  // Records a decision that lets nothing run (a deny), or spend that already happened: a sink failure is a warning.
   private record(decision: Decision): Decision {
     this.trail.add(decision);
+    this.publish(decision, false);
+    return decision;
+  }
+
+  // Records a require_approval: if the sink fails it was not audited, so it becomes a deny.
+  private recordGated(decision: Decision): Decision {
+    const failure = this.publish(decision, true);
+    if (failure === undefined) {
+      this.trail.add(decision);
+      return decision;
+    }
+    const prepared = { action: decision.action, fingerprint: decision.fingerprint, prepared: null, invalid: null };
+    return this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
+  }
+
+  // Hands a decision to the onDecision sink. Returns the error when the sink threw and that must stop the action.
+  // The sinks (an audit log, OpenTelemetry) are sinks like onDecision: one that throws did not record the decision.
+  private publish(decision: Decision, gated: boolean): unknown {
     const listener = this.options.onDecision;
+    let failure: unknown;
     if (listener) {
       try {
         listener(decision);
       } catch (error) {
-        process.emitWarning(`agentpolicy: onDecision threw: ${(error as Error)?.message ?? String(error)}`);
+        process.emitWarning(`agentpolicy: onDecision threw: ${boundString((error as Error)?.message ?? String(error))}`);
+        failure = error ?? new Error('onDecision threw');
+        // Denied instead: the sinks are given that deny, not this decision.
+        if (gated && this.options.onDecisionError !== 'warn') return failure;
       }
     }
-    return decision;
+    for (const sink of this.sinks) {
+      try {
+        sink.decision(decision, this);
+      } catch (error) {
+        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
+        failure ??= error ?? new Error('a decision sink threw');
+      }
+    }
+    return failure !== undefined && gated && this.options.onDecisionError !== 'warn' ? failure : undefined;
   }
+
+  // A settlement is spend that happened: a sink that fails is reported, never undone.
+  private publishSettlement(decision: Decision): void {
+    for (const sink of this.sinks) {
+      try {
+        sink.settlement?.(decision, this);
+      } catch (error) {
+        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
+      }
+    }
+  }
+}
+
+function errorVerdict(what: string, error: unknown): Verdict {
+  const message = boundString(error instanceof Error ? error.message : String(error));
+  return { decision: 'deny', reason: `${what}: ${message}`, rule: Object.freeze({ section: 'error', message }), approvedRule: false };
 }
