@@ -11,6 +11,7 @@ import type * as OpenAIAdapterModule from '@agentpolicy/openai';
 import type * as AiModule from 'ai';
 import type * as LangChainToolsModule from '@langchain/core/tools';
 import type * as OpenAIModule from 'openai';
+import type * as OtelModule from '@opentelemetry/api';
 
 // With skipLibCheck (as most apps set it), a module whose types failed to resolve would be `any`: make that an error.
 type NotAny<T> = 0 extends 1 & T ? never : T;
@@ -26,6 +27,8 @@ export interface SmokeModules {
   langchainTools: typeof LangChainToolsModule;
   openaiAdapter: NotAny<typeof OpenAIAdapterModule>;
   openai: typeof OpenAIModule;
+  /** core's optional peer, loaded by core itself when installed (both builds). */
+  otel: typeof OtelModule;
 }
 
 function check(condition: unknown, message: string): asserts condition {
@@ -56,6 +59,20 @@ function coreCheck({ core }: SmokeModules): void {
   })();
   check(core.PolicyValidationError.isInstance(invalid), 'an invalid policy throws PolicyValidationError');
   check(invalid.code === 'POLICY_INVALID' && invalid.issues.length > 0, 'the validation error lists its issues');
+}
+
+async function telemetryCheck({ core, otel }: SmokeModules): Promise<void> {
+  // A minimal tracer provider: core must find the installed @opentelemetry/api and report each decision as a span.
+  const spans: string[] = [];
+  const span = { setStatus: () => span, end: () => undefined, isRecording: () => false, addEvent: () => span };
+  const tracer = { startSpan: (name: string) => (spans.push(name), span), startActiveSpan: () => undefined };
+  check(otel.trace.setGlobalTracerProvider({ getTracer: () => tracer } as never), 'the tracer provider registered');
+  try {
+    await new core.AgentPolicy({ blockedTools: ['delete_prod_db'] }).session().checkTool('delete_prod_db');
+    check(spans.length === 1, `OpenTelemetry saw the decision (spans: ${spans.join(', ') || 'none'})`);
+  } finally {
+    otel.trace.disable();
+  }
 }
 
 async function aiSdkCheck({ core, aiSdk, ai, aiTest }: SmokeModules): Promise<void> {
@@ -174,8 +191,9 @@ async function openaiCheck({ core, openaiAdapter, openai }: SmokeModules): Promi
 
 export async function runSmoke(modules: SmokeModules, label: string): Promise<void> {
   coreCheck(modules);
+  await telemetryCheck(modules);
   await aiSdkCheck(modules);
   await langchainCheck(modules);
   await openaiCheck(modules);
-  console.log(`smoke ok (${label}): core check, AI SDK, LangChain handler, OpenAI client`);
+  console.log(`smoke ok (${label}): core check, OpenTelemetry, AI SDK, LangChain handler, OpenAI client`);
 }

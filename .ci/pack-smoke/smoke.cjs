@@ -9,6 +9,7 @@ const modules = {
   aiTest: require('ai/test'),
   langchainTools: require('@langchain/core/tools'),
   openai: require('openai'),
+  otel: require('@opentelemetry/api'),
 };
 for (const name of ['@agentpolicy/core', '@agentpolicy/ai-sdk', '@agentpolicy/langchain', '@agentpolicy/langchain/handler', '@agentpolicy/openai']) {
   if (!require.resolve(name).endsWith('.cjs')) throw new Error(`smoke: require('${name}') did not load the CommonJS build`);

@@ -8,6 +8,7 @@ import * as ai from 'ai';
 import * as aiTest from 'ai/test';
 import * as langchainTools from '@langchain/core/tools';
 import * as openai from 'openai';
+import * as otel from '@opentelemetry/api';
 import { runSmoke } from './run-smoke.ts';
 
-await runSmoke({ core, aiSdk, ai, aiTest, langchain, langchainHandler, langchainTools, openaiAdapter, openai }, process.argv[2] ?? 'esm');
+await runSmoke({ core, aiSdk, ai, aiTest, langchain, langchainHandler, langchainTools, openaiAdapter, openai, otel }, process.argv[2] ?? 'esm');

@@ -8,6 +8,8 @@ export default defineConfig([
     entry: ['src/index.ts'],
     format: ['esm', 'cjs'],
     dts: true,
+    // `import.meta.url` (used to load the optional @opentelemetry/api) has a CommonJS equivalent in the CJS build.
+    shims: true,
     target: 'node22',
     platform: 'node',
     clean: ['index.*'],
