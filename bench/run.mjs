@@ -223,6 +223,104 @@ await (async () => {
   }
 })().catch((error) => adapterNotes.push(`openai rows skipped: ${error.message}`));
 
+await (async () => {
+  const { McpServer } = await import('@modelcontextprotocol/sdk/server/mcp.js');
+  const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
+  const { InMemoryTransport } = await import('@modelcontextprotocol/sdk/inMemory.js');
+  const { StreamableHTTPServerTransport } = await import('@modelcontextprotocol/sdk/server/streamableHttp.js');
+  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
+  const { z } = await import('zod');
+  const { wrapMcpTransport } = await import('@agentpolicy/mcp');
+  const makeServer = () => {
+    const server = new McpServer({ name: 'bench', version: '1.0.0' });
+    server.registerTool('lookup', { inputSchema: { q: z.string() } }, async ({ q }) => ({ content: [{ type: 'text', text: q }] }));
+    return server;
+  };
+  const policy = AgentPolicy.fromDict({ tools: { allow: ['mcp__bench__lookup'] }, budget: { max_spend: 1_000_000 } });
+  const session = policy.session({ maxDecisions: 10_000 });
+  const options = { server: 'bench', costs: { lookup: 0.000001 } };
+  const call = { name: 'lookup', arguments: { q: 'x' } };
+  const clients = [];
+  const connectPair = async (governed) => {
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    await makeServer().connect(serverSide);
+    const client = new Client({ name: 'bench', version: '1.0.0' });
+    await client.connect(governed ? wrapMcpTransport(clientSide, session, governed === 'free' ? { server: 'bench' } : options) : clientSide);
+    clients.push(client);
+    return client;
+  };
+  // The wrapper's own work, without an SDK client or server around it: a transport that answers every call at once.
+  const echo = () => {
+    const transport = {
+      onmessage: undefined,
+      start: async () => {},
+      close: async () => {},
+      send: async (message) => { queueMicrotask(() => transport.onmessage?.({ jsonrpc: '2.0', id: message.id, result: { content: [{ type: 'text', text: 'ok' }] } })); },
+    };
+    return transport;
+  };
+  const roundTrip = async (transport) => {
+    let resolve;
+    const answered = new Promise((r) => { resolve = r; });
+    const previous = transport.onmessage;
+    transport.onmessage = resolve;
+    await transport.send({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: call });
+    await answered;
+    transport.onmessage = previous;
+  };
+  const rawEcho = echo();
+  await rawEcho.start();
+  const freeEcho = wrapMcpTransport(echo(), session, { server: 'bench' });
+  await freeEcho.start();
+  const costEcho = wrapMcpTransport(echo(), session, options);
+  await costEcho.start();
+  await measure('adapter: MCP tools/call round trip, transport alone', [
+    ['raw transport', async () => { for (let i = 0; i < 100; i++) await roundTrip(rawEcho); }],
+    ['wrapMcpTransport, no cost', async () => { for (let i = 0; i < 100; i++) await roundTrip(freeEcho); }],
+    ['wrapMcpTransport, with a cost', async () => { for (let i = 0; i < 100; i++) await roundTrip(costEcho); }],
+  ], { batch: 100 });
+
+  const rawMemory = await connectPair(false);
+  const governedMemory = await connectPair(true);
+  const freeMemory = await connectPair('free');
+  await measure('adapter: MCP tools/call (in-memory transport)', [
+    ['raw MCP client (in-memory)', async () => { for (let i = 0; i < 100; i++) await rawMemory.callTool(call); }],
+    ['wrapMcpTransport client, no cost (in-memory)', async () => { for (let i = 0; i < 100; i++) await freeMemory.callTool(call); }],
+    ['wrapMcpTransport client (in-memory)', async () => { for (let i = 0; i < 100; i++) await governedMemory.callTool(call); }],
+  ], { batch: 100 });
+
+  // Streamable HTTP on 127.0.0.1: one server, one MCP session per client.
+  const sessions = new Map();
+  const http = createServer((request, response) => {
+    const id = request.headers['mcp-session-id'];
+    let transport = typeof id === 'string' ? sessions.get(id) : undefined;
+    const ready = transport
+      ? Promise.resolve()
+      : (() => {
+          transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => crypto.randomUUID(), onsessioninitialized: (sid) => sessions.set(sid, transport) });
+          return makeServer().connect(transport);
+        })();
+    ready.then(() => transport.handleRequest(request, response)).catch(() => response.destroy());
+  });
+  await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const url = new URL(`http://127.0.0.1:${http.address().port}/mcp`);
+  try {
+    const rawHttp = new Client({ name: 'bench', version: '1.0.0' });
+    await rawHttp.connect(new StreamableHTTPClientTransport(url));
+    const governedHttp = new Client({ name: 'bench', version: '1.0.0' });
+    await governedHttp.connect(wrapMcpTransport(new StreamableHTTPClientTransport(url), session, options));
+    clients.push(rawHttp, governedHttp);
+    await measure('adapter: MCP tools/call (Streamable HTTP, local server)', [
+      ['raw MCP client (HTTP)', async () => { await rawHttp.callTool(call); }],
+      ['wrapMcpTransport client (HTTP)', async () => { await governedHttp.callTool(call); }],
+    ], { batch: 1, time: QUICK ? 50 : 2000 });
+  } finally {
+    for (const client of clients) await client.close().catch(() => undefined);
+    http.closeAllConnections();
+    http.close();
+  }
+})().catch((error) => adapterNotes.push(`MCP rows skipped: ${error.message}`));
+
 // ---- memory ------------------------------------------------------------------------------------------------------
 async function heapGrowth(maxDecisions, checks) {
   gc(); gc();
@@ -301,11 +399,19 @@ const toolOverhead = pair('raw tool execute', 'wrapTools execute');
 const otelOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, OTel API present, no provider');
 const auditOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, audit log sink');
 const openaiOverhead = pair('raw client', 'wrapOpenAI client');
+const mcpMemoryOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client (in-memory)');
+const mcpFreeOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client, no cost (in-memory)');
+const mcpGateFree = pair('raw transport', 'wrapMcpTransport, no cost');
+const mcpGateCost = pair('raw transport', 'wrapMcpTransport, with a cost');
+const mcpHttpOverhead = pair('raw MCP client (HTTP)', 'wrapMcpTransport client (HTTP)');
 console.log('');
 if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
 if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
 if (otelOverhead !== undefined) console.log(`OpenTelemetry API present, no provider: ${fmt(otelOverhead)} added per decision (target ≤ 0.2 µs ${otelOverhead <= 0.2 ? '✓' : '✗'})`);
 if (auditOverhead !== undefined) console.log(`audit log sink: ${fmt(auditOverhead)} added per decision (one chained line, one write)`);
+if (mcpGateFree !== undefined) console.log(`wrapMcpTransport's own work per tools/call: ${fmt(mcpGateFree)} without a cost, ${fmt(mcpGateCost)} with a cost`);
+if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpFreeOverhead)} per tools/call without a cost, ${fmt(mcpMemoryOverhead)} with a cost (reserved, then settled from the response), over an in-memory transport`);
+if (mcpHttpOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpHttpOverhead)} per tools/call against a local Streamable HTTP server`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
 for (const [name, ms] of Object.entries(importMs)) console.log(`import time (cold, fresh process, median): ${name} ${ms.toFixed(0)} ms`);
 for (const note of adapterNotes) console.log(`note: ${note}`);
@@ -315,7 +421,7 @@ const out = {
   quick: QUICK,
   machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
   rows,
-  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null },
+  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null, mcpGate: mcpGateFree ?? null, mcpGateWithCost: mcpGateCost ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpFreeCallInMemory: mcpFreeOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
   memory,
   importMs,
   notes: adapterNotes,

@@ -28,6 +28,8 @@ export interface PolicyEvaluator {
   readonly costRuleFloor: number;
   /** Name checks and the folded form of a tool name. */
   toolInfo(name: unknown): { problem: string | undefined; folded: string };
+  /** Why every call of a tool is denied whatever its input, cost or approval, or undefined when one could be allowed. */
+  neverAllowsTool(name: unknown): string | undefined;
   /** The verdict for an action that costs nothing and carries no approval. */
   decideFree(action: PreparedAction): Verdict;
   /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */

@@ -278,16 +278,34 @@ export class AgentPolicy implements PolicyEvaluator {
     return this.freeVerdicts.get(key) ?? this.freeVerdicts.set(key, Object.freeze(this.decide(action, 0, 0, false)));
   }
 
+  /**
+   * Why every call of this tool is denied whatever its input, cost or approval (an invalid name, a `tools.block`
+   * entry, no `tools.allow` entry), or `undefined` when some call of it could be allowed. For listings: a tool this
+   * returns a reason for can be left out of what an agent is offered.
+   */
+  neverAllowsTool(name: unknown): string | undefined {
+    const problem = this.toolInfo(name).problem;
+    if (problem !== undefined) return problem;
+    return this.toolListVerdict(name as string)?.reason;
+  }
+
+  // The part of a tool's verdict that depends on its name alone.
+  private toolListVerdict(name: string): Verdict | undefined {
+    const blocked = this.blockedTools.match(name);
+    if (blocked !== undefined) {
+      return { decision: 'deny', reason: `tool ${JSON.stringify(name)} is blocked by tools.block entry ${JSON.stringify(blocked)}`, rule: { section: 'tools', list: 'block', entry: blocked }, approvedRule: false };
+    }
+    if (this.allowedTools && this.allowedTools.match(name) === undefined) {
+      return { decision: 'deny', reason: `tool ${JSON.stringify(name)} is not in tools.allow`, rule: { section: 'tools', list: 'allow', entry: null }, approvedRule: false };
+    }
+    return undefined;
+  }
+
   /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */
   decide(action: PreparedAction, spentNanos: number, reservedNanos: number, approved: boolean): Verdict {
     if (action.type === 'tool') {
-      const blocked = this.blockedTools.match(action.name);
-      if (blocked !== undefined) {
-        return { decision: 'deny', reason: `tool ${JSON.stringify(action.name)} is blocked by tools.block entry ${JSON.stringify(blocked)}`, rule: { section: 'tools', list: 'block', entry: blocked }, approvedRule: false };
-      }
-      if (this.allowedTools && this.allowedTools.match(action.name) === undefined) {
-        return { decision: 'deny', reason: `tool ${JSON.stringify(action.name)} is not in tools.allow`, rule: { section: 'tools', list: 'allow', entry: null }, approvedRule: false };
-      }
+      const listed = this.toolListVerdict(action.name);
+      if (listed !== undefined) return listed;
     } else if (action.type === 'http') {
       const blocked = this.blockedDomains.match(action.host, action.isIp);
       if (blocked !== undefined) {

@@ -318,6 +318,39 @@ export class PolicySession {
   }
 
   /**
+   * Waits until one of this session's approval requests is no longer pending (answered from anywhere, or expired),
+   * polling the approval store. Resolves with where it stands then, or with the still-pending state when `timeoutMs`
+   * passes or `signal` aborts first; `undefined` for an unknown request. It only waits: resume by checking the same
+   * action with `approval: { requestId }`.
+   *
+   * @example
+   * ```ts
+   * const state = await session.waitForApproval(decision.approvalRequest.id, { timeoutMs: 60_000 });
+   * if (state?.status === 'approved') decision = await session.checkTool(name, { input, approval: { requestId: state.id } });
+   * ```
+   */
+  async waitForApproval(requestId: string, options: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {}): Promise<ApprovalState | undefined> {
+    const deadline = Date.now() + Math.max(0, options.timeoutMs ?? 0);
+    const interval = Math.max(1, options.intervalMs ?? 250);
+    for (;;) {
+      const state = await this.getApproval(requestId);
+      if (state?.status !== 'pending' || options.signal?.aborted) return state;
+      const left = deadline - Date.now();
+      if (left <= 0) return state;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          options.signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(interval, left));
+        options.signal?.addEventListener('abort', done, { once: true });
+      });
+    }
+  }
+
+
+  /**
    * Answers one of this session's approval requests, from anywhere (a web handler, a Slack action, another process
    * with the same store): approve or reject, by whom, why. The first answer wins; an expired request cannot be
    * answered. The agent then resumes by checking the same action with `approval: { requestId }`; an approval
