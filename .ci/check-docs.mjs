@@ -107,6 +107,14 @@ try {
     }
   };
   link('@types/node');
+  // Packages the ambient declarations name (`import('x').T`) are linked too.
+  const ambientDir = join(import.meta.dirname, 'docs-check');
+  for (const name of readdirSync(ambientDir)) {
+    for (const match of readFileSync(join(ambientDir, name), 'utf8').matchAll(/import\('([^'.][^']*)'\)/g)) {
+      const specifier = match[1];
+      link(specifier.startsWith('@') ? specifier.split('/').slice(0, 2).join('/') : specifier.split('/')[0]);
+    }
+  }
   const files = new Map();
   snippets.forEach((snippet, index) => {
     for (const match of snippet.code.matchAll(/(?:from|import)\s+'([^'.][^']*)'/g)) {

@@ -12,6 +12,8 @@ import type * as AiModule from 'ai';
 import type * as LangChainToolsModule from '@langchain/core/tools';
 import type * as OpenAIModule from 'openai';
 import type * as OtelModule from '@opentelemetry/api';
+import type * as McpModule from '@agentpolicy/mcp';
+import type * as ApprovalsModule from '@agentpolicy/approvals';
 
 // With skipLibCheck (as most apps set it), a module whose types failed to resolve would be `any`: make that an error.
 type NotAny<T> = 0 extends 1 & T ? never : T;
@@ -29,6 +31,8 @@ export interface SmokeModules {
   openai: typeof OpenAIModule;
   /** core's optional peer, loaded by core itself when installed (both builds). */
   otel: typeof OtelModule;
+  mcp: NotAny<typeof McpModule>;
+  approvals: NotAny<typeof ApprovalsModule>;
 }
 
 function check(condition: unknown, message: string): asserts condition {
@@ -189,11 +193,17 @@ async function openaiCheck({ core, openaiAdapter, openai }: SmokeModules): Promi
   }
 }
 
+function siblingsLoad({ mcp, approvals }: SmokeModules): void {
+  check(typeof mcp.wrapMcpTransport === 'function' && typeof mcp.gateMcpServer === 'function', '@agentpolicy/mcp loads');
+  check(typeof approvals.createApprovalsHandler === 'function', '@agentpolicy/approvals loads');
+}
+
 export async function runSmoke(modules: SmokeModules, label: string): Promise<void> {
   coreCheck(modules);
+  siblingsLoad(modules);
   await telemetryCheck(modules);
   await aiSdkCheck(modules);
   await langchainCheck(modules);
   await openaiCheck(modules);
-  console.log(`smoke ok (${label}): core check, OpenTelemetry, AI SDK, LangChain handler, OpenAI client`);
+  console.log(`smoke ok (${label}): core check, OpenTelemetry, AI SDK, LangChain handler, OpenAI client; MCP and approvals load`);
 }

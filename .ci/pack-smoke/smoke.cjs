@@ -10,8 +10,10 @@ const modules = {
   langchainTools: require('@langchain/core/tools'),
   openai: require('openai'),
   otel: require('@opentelemetry/api'),
+  mcp: require('@agentpolicy/mcp'),
+  approvals: require('@agentpolicy/approvals'),
 };
-for (const name of ['@agentpolicy/core', '@agentpolicy/ai-sdk', '@agentpolicy/langchain', '@agentpolicy/langchain/handler', '@agentpolicy/openai']) {
+for (const name of ['@agentpolicy/core', '@agentpolicy/ai-sdk', '@agentpolicy/langchain', '@agentpolicy/langchain/handler', '@agentpolicy/openai', '@agentpolicy/mcp', '@agentpolicy/approvals']) {
   if (!require.resolve(name).endsWith('.cjs')) throw new Error(`smoke: require('${name}') did not load the CommonJS build`);
 }
 import('./run-smoke.mjs')

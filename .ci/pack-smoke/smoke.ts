@@ -9,6 +9,8 @@ import * as aiTest from 'ai/test';
 import * as langchainTools from '@langchain/core/tools';
 import * as openai from 'openai';
 import * as otel from '@opentelemetry/api';
+import * as mcp from '@agentpolicy/mcp';
+import * as approvals from '@agentpolicy/approvals';
 import { runSmoke } from './run-smoke.ts';
 
-await runSmoke({ core, aiSdk, ai, aiTest, langchain, langchainHandler, langchainTools, openaiAdapter, openai, otel }, process.argv[2] ?? 'esm');
+await runSmoke({ core, aiSdk, ai, aiTest, langchain, langchainHandler, langchainTools, openaiAdapter, openai, otel, mcp, approvals }, process.argv[2] ?? 'esm');
