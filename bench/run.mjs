@@ -69,6 +69,11 @@ await measure('seed policy', [
   ['checkTool allow after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('search_docs'); }],
   ['checkTool deny after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('delete_prod_db'); }],
 ]);
+// A tool call with its input (what the adapters pass): the input is part of the fingerprint, so it is hashed.
+const input = { query: 'how do I read a file in python', limit: 10, filters: { lang: 'en', site: 'docs.python.org' } };
+await measure('seed policy', [
+  ['checkTool allow with input (fingerprinted)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkTool('search_docs', { input }); }],
+]);
 const costSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session();
 await measure('seed policy', [
   ['checkTool with cost (budget reserve+charge)', async () => { for (let i = 0; i < BATCH; i++) await costSession.checkTool('search_docs', { cost: 0.000001 }); }],
@@ -124,6 +129,91 @@ await measure('1,000 tool patterns + 1,000 domains', [
   ['checkHttp, 10k distinct URLs (memo misses)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkHttp(coldUrls[cursor++ % coldUrls.length]); }],
 ]);
 
+// ---- conditional rules and limits, and cedar-wasm deciding the same conditions ---------------------------------
+// 20 rules (4 on each of 5 tools, every operator kind) and 5 limits. The checked refund meets its 4 rules (none
+// applies) and 3 limits; the worst case puts all 20 rules and 5 limits on one tool. Cedar gets the same conditions
+// as forbid policies over the request context (limits have no Cedar counterpart).
+const ruleTools = ['refund', 'send_email', 'shell', 'search', 'deploy'];
+const ruleSet = (tools) => tools.flatMap((tool) => [
+  { deny: `${tool}: too large`, tool, if: { 'input.amount': { gt: 1000 } } },
+  { require_approval: `${tool}: other currency`, tool, unless: { 'input.currency': { in: ['USD', 'EUR'] } } },
+  { deny: `${tool}: outside mail`, tool, unless: { 'input.to': { glob: '*@ourco.com' } } },
+  { deny: `${tool}: flagged`, tool, if: { 'input.reason': { eq: 'test-fraud' } } },
+]);
+const limitSet = (tool) => [
+  { tool: '*', max_calls: 1e9, per: 'session' },
+  { tool, max_calls: 1e9, per: '1s' },
+  { tool, max_calls: 1e9, per: '1h', scope: 'budget' },
+  { tool: 'send_email', max_calls: 5, per: '1m' },
+  { tool: 'deploy', max_calls: 1, per: 'session' },
+];
+const rulesPolicy = AgentPolicy.fromDict({ rules: ruleSet(ruleTools), limits: limitSet('refund') });
+const worstPolicy = AgentPolicy.fromDict({
+  rules: ruleSet(['refund', 'refund', 'refund', 'refund', 'refund']),
+  limits: [{ tool: '*', max_calls: 1e9, per: 'session' }, { tool: 'refund', max_calls: 1e9, per: '1s' }, { tool: 'refund', max_calls: 1e9, per: '1h' }, { tool: 'ref*', max_calls: 1e9, per: 'session', scope: 'budget' }, { tool: 'refund', max_calls: 1e9, per: '1d' }],
+});
+const refundInput = { amount: 50, currency: 'USD', to: 'a@ourco.com', reason: 'damaged' };
+const rulesSession = rulesPolicy.session({ maxDecisions: 10_000 });
+const worstSession = worstPolicy.session({ maxDecisions: 10_000 });
+const shellSession = rulesPolicy.session({ maxDecisions: 10_000 });
+const inputOnlySession = AgentPolicy.fromDict({}).session({ maxDecisions: 10_000 });
+const checkRules = await rulesSession.checkTool('refund', { input: refundInput });
+if (checkRules.decision !== 'allow') throw new Error(`rules bench: expected allow, got ${checkRules.reason}`);
+await measure('20 conditional rules + 5 limits', [
+  ['checkTool with the same input, no rules or limits', async () => { for (let i = 0; i < BATCH; i++) await inputOnlySession.checkTool('refund', { input: refundInput }); }],
+  ['checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)', async () => { for (let i = 0; i < BATCH; i++) await rulesSession.checkTool('refund', { input: refundInput }); }],
+  ['checkTool with 20 rules + 5 limits, all on the checked tool', async () => { for (let i = 0; i < BATCH; i++) await worstSession.checkTool('refund', { input: refundInput }); }],
+  ['checkTool denied by a rule (amount > 1000)', async () => { for (let i = 0; i < BATCH; i++) await shellSession.checkTool('refund', { input: { amount: 5000, currency: 'USD', to: 'a@ourco.com', reason: 'x' } }); }],
+  ['evaluate with 20 rules (no limits counted)', () => { for (let i = 0; i < BATCH; i++) rulesSession.evaluate({ type: 'tool', name: 'refund', input: refundInput }); }],
+]);
+// The rule step alone: what the policy spends deciding the 20 rules for an action already read (no input copy or
+// fingerprint, nothing recorded); and the limit step alone: the in-memory store counting the 3 limits refund meets.
+const preparedRefund = { type: 'tool', name: 'refund', folded: 'refund', costNanos: 0, input: refundInput };
+const { InMemoryRateLimitStore } = await import('@agentpolicy/core');
+const limitStore = new InMemoryRateLimitStore();
+await measure('20 conditional rules + 5 limits', [
+  ['policy.decide: 20 rules, refund meets 4', () => { for (let i = 0; i < BATCH; i++) if (rulesPolicy.decide(preparedRefund, 0, 0, false).decision !== 'allow') sink++; }],
+  ['policy.decide: 20 rules, all on refund', () => { for (let i = 0; i < BATCH; i++) if (worstPolicy.decide(preparedRefund, 0, 0, false).decision !== 'allow') sink++; }],
+  ['InMemoryRateLimitStore.take × 3 (session, 1s, 1h)', () => {
+    for (let i = 0; i < BATCH; i++) {
+      limitStore.take('limit:a:session:s', 1e9, null);
+      limitStore.take('limit:b:session:s', 1e9, 1000);
+      limitStore.take('limit:c:budget:s', 1e9, 3_600_000);
+    }
+  }],
+]);
+
+const cedarNotes = [];
+await (async () => {
+  const cedar = await import('@cedar-policy/cedar-wasm/nodejs');
+  const quote = (text) => JSON.stringify(text);
+  const cedarPolicies = ['permit(principal, action, resource);'];
+  for (const tool of ruleTools) {
+    const on = `forbid(principal, action == Action::"call", resource == Tool::${quote(tool)})`;
+    cedarPolicies.push(`${on} when { context has amount && context.amount > 1000 };`);
+    cedarPolicies.push(`${on} unless { context has currency && ["USD", "EUR"].contains(context.currency) };`);
+    cedarPolicies.push(`${on} unless { context has to && context.to like "*@ourco.com" };`);
+    cedarPolicies.push(`${on} when { context has reason && context.reason == "test-fraud" };`);
+  }
+  const staticPolicies = cedarPolicies.join('\n');
+  const prepared = cedar.preparsePolicySet('bench', { staticPolicies });
+  if (prepared.type !== 'success') throw new Error(`cedar policy parse: ${JSON.stringify(prepared)}`);
+  const request = {
+    principal: { type: 'Agent', id: 'a' },
+    action: { type: 'Action', id: 'call' },
+    resource: { type: 'Tool', id: 'refund' },
+    context: refundInput,
+    preparsedPolicySetId: 'bench',
+    entities: [],
+  };
+  const answer = cedar.statefulIsAuthorized(request);
+  if (answer.type !== 'success' || answer.response.decision !== 'allow') throw new Error(`cedar: expected allow, got ${JSON.stringify(answer)}`);
+  const denied = cedar.statefulIsAuthorized({ ...request, context: { ...refundInput, amount: 5000 } });
+  if (denied.type !== 'success' || denied.response.decision !== 'deny') throw new Error(`cedar: expected deny, got ${JSON.stringify(denied)}`);
+  await measure('20 conditional rules + 5 limits', [
+    ['cedar-wasm statefulIsAuthorized, same 20 conditions', () => { for (let i = 0; i < 100; i++) cedar.statefulIsAuthorized(request); }],
+  ], { batch: 100 });
+})().catch((error) => cedarNotes.push(`cedar-wasm rows skipped: ${error.message}`));
 // ---- 16 KB hosts ----------------------------------------------------------------------------------------------------
 // 64 distinct hosts in rotation, so no memo can answer: every check parses the URL and matches the host afresh. The
 // many-label host is the case that was quadratic when each parent suffix was copied and hashed.
@@ -377,6 +467,10 @@ const targets = {
   'checkTool deny (block glob)': 3,
   'checkTool, 10k distinct names (memo misses)': 3,
   'report() over 100,000 decisions': 100_000,
+  'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)': 1,
+  'checkTool with 20 rules + 5 limits, all on the checked tool': 1,
+  'policy.decide: 20 rules, refund meets 4': 1,
+  'policy.decide: 20 rules, all on refund': 1,
   'estimate: typical chat request (max_tokens set)': 5,
   'estimate: typical chat request (no output limit)': 5,
 };
@@ -413,18 +507,27 @@ if (mcpGateFree !== undefined) console.log(`wrapMcpTransport's own work per tool
 if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpFreeOverhead)} per tools/call without a cost, ${fmt(mcpMemoryOverhead)} with a cost (reserved, then settled from the response), over an in-memory transport`);
 if (mcpHttpOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpHttpOverhead)} per tools/call against a local Streamable HTTP server`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
+const ours = rows.find((row) => row.name === 'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)');
+const cedarRow = rows.find((row) => row.name === 'cedar-wasm statefulIsAuthorized, same 20 conditions');
+const cedarRatio = ours && cedarRow ? cedarRow.medianUs / ours.medianUs : undefined;
+const inputOnly = rows.find((row) => row.name === 'checkTool with the same input, no rules or limits');
+if (ours && inputOnly) console.log(`20 rules + 5 limits add ${fmt(ours.medianUs - inputOnly.medianUs)} to a checkTool with the same input (${fmt(inputOnly.medianUs)} without them)`);
+if (cedarRatio !== undefined) console.log(`cedar-wasm deciding the same 20 conditions: ${fmt(cedarRow.medianUs)} per decision, ${cedarRatio.toFixed(0)}× checkTool with rules and limits (${fmt(ours.medianUs)})`);
+const decideRow = rows.find((row) => row.name === 'policy.decide: 20 rules, refund meets 4');
+if (cedarRow && decideRow) console.log(`cedar-wasm vs the rule step alone (policy.decide, same conditions): ${(cedarRow.medianUs / decideRow.medianUs).toFixed(0)}×`);
 for (const [name, ms] of Object.entries(importMs)) console.log(`import time (cold, fresh process, median): ${name} ${ms.toFixed(0)} ms`);
-for (const note of adapterNotes) console.log(`note: ${note}`);
+for (const note of [...adapterNotes, ...cedarNotes]) console.log(`note: ${note}`);
 
 const out = {
   date: new Date().toISOString(),
   quick: QUICK,
   machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
   rows,
+  cedarRatio: cedarRatio ?? null,
   overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null, mcpGate: mcpGateFree ?? null, mcpGateWithCost: mcpGateCost ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpFreeCallInMemory: mcpFreeOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
   memory,
   importMs,
-  notes: adapterNotes,
+  notes: [...adapterNotes, ...cedarNotes],
 };
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 mkdirSync(dir, { recursive: true });

@@ -234,7 +234,7 @@ describe('explain', () => {
       network: { allow: ['docs.python.org'], block: ['twitter.com'] },
       approval: { require_for: [{ index: 0, tool: 'send_email' }, { index: 1, cost_gt: 1 }] },
       pricing: { 'my-model': { input_per_million: 1, output_per_million: 2.5, cached_input_per_million: 1 } },
-      precedence: ['block', 'allow-list miss', 'budget', 'approval rule', 'allow'],
+      precedence: ['block', 'allow-list miss', 'rule deny', 'limits', 'budget', 'approval (approval.require_for, then rule require_approval)', 'allow'],
     });
     expect(explained.checks).toContain('checkTool');
   });
