@@ -1,7 +1,9 @@
 // agentpolicy benchmark: decision latency, adapter overhead, report cost and memory, with a Set.has floor.
-// Usage: pnpm bench            (full run, writes bench/results/latest.json)
-//        BENCH_QUICK=1 pnpm bench  (a few iterations, only to prove it runs; writes results/quick.tmp.json)
-import { writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+// Usage: pnpm bench                 (full run, writes bench/results/run.tmp.json, which git ignores)
+//        BENCH_SAVE=1 pnpm bench    (full run, writes the committed bench/results/latest.json the README quotes)
+//        BENCH_QUICK=1 pnpm bench   (a few iterations, only to prove it runs; writes results/quick.tmp.json)
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +12,7 @@ import { join } from 'node:path';
 import { AgentPolicy, createAuditLog, estimateModelCall, splitPromptMedia } from '@agentpolicy/core';
 
 const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
+const SAVE = !QUICK && (process.env.BENCH_SAVE === '1' || process.argv.includes('--save'));
 const BATCH = 1000; // operations per timed sample, so sub-microsecond figures sit far above timer resolution
 const TIME_MS = QUICK ? 30 : 1500;
 const rows = [];
@@ -424,6 +427,34 @@ const bounded = await heapGrowth(10_000, CHECKS);
 const unbounded = await heapGrowth(Infinity, CHECKS);
 const memory = { checks: CHECKS, boundedMaxDecisions: 10_000, boundedMB: bounded, unboundedMB: unbounded };
 
+// ---- import time -------------------------------------------------------------------------------------------------
+// A cold import of each entry point, each in a fresh Node process (median of the runs). The LangChain package is not
+// a dependency of the bench: its entries are imported by path, and skipped when it has not been built.
+const importMs = {};
+if (!ONLY || ONLY.test('import')) {
+  const runs = QUICK ? 1 : 9;
+  const entries = {
+    '@agentpolicy/core': '../packages/core/dist/index.js',
+    '@agentpolicy/ai-sdk': '../packages/ai-sdk/dist/index.js',
+    '@agentpolicy/openai': '../packages/openai/dist/index.js',
+    '@agentpolicy/langchain': '../packages/langchain/dist/index.js',
+    '@agentpolicy/langchain/handler': '../packages/langchain/dist/handler.js',
+  };
+  for (const [name, path] of Object.entries(entries)) {
+    const url = new URL(path, import.meta.url);
+    if (!existsSync(url)) {
+      adapterNotes.push(`import time of ${name} skipped: build it first (pnpm build)`);
+      continue;
+    }
+    const samples = [];
+    for (let run = 0; run < runs; run++) {
+      const script = `const t = performance.now(); await import(${JSON.stringify(url.href)}); console.log(performance.now() - t);`;
+      samples.push(Number(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' }).trim()));
+    }
+    importMs[name] = samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)];
+  }
+}
+
 // ---- output --------------------------------------------------------------------------------------------------------
 const floor = rows.find((row) => row.group === 'floor').medianUs;
 const targets = {
@@ -484,6 +515,7 @@ if (ours && inputOnly) console.log(`20 rules + 5 limits add ${fmt(ours.medianUs 
 if (cedarRatio !== undefined) console.log(`cedar-wasm deciding the same 20 conditions: ${fmt(cedarRow.medianUs)} per decision, ${cedarRatio.toFixed(0)}× checkTool with rules and limits (${fmt(ours.medianUs)})`);
 const decideRow = rows.find((row) => row.name === 'policy.decide: 20 rules, refund meets 4');
 if (cedarRow && decideRow) console.log(`cedar-wasm vs the rule step alone (policy.decide, same conditions): ${(cedarRow.medianUs / decideRow.medianUs).toFixed(0)}×`);
+for (const [name, ms] of Object.entries(importMs)) console.log(`import time (cold, fresh process, median): ${name} ${ms.toFixed(0)} ms`);
 for (const note of [...adapterNotes, ...cedarNotes]) console.log(`note: ${note}`);
 
 const out = {
@@ -494,9 +526,12 @@ const out = {
   cedarRatio: cedarRatio ?? null,
   overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null, mcpGate: mcpGateFree ?? null, mcpGateWithCost: mcpGateCost ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpFreeCallInMemory: mcpFreeOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
   memory,
+  importMs,
   notes: [...adapterNotes, ...cedarNotes],
 };
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 mkdirSync(dir, { recursive: true });
-writeFileSync(`${dir}${QUICK ? 'quick.tmp.json' : 'latest.json'}`, `${JSON.stringify(out, null, 2)}\n`);
+const file = `${dir}${QUICK ? 'quick.tmp.json' : SAVE ? 'latest.json' : 'run.tmp.json'}`;
+writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+console.log(`results: ${file}${SAVE || QUICK ? '' : ' (BENCH_SAVE=1 writes bench/results/latest.json)'}`);
 if (sink === -1) console.log(sink);
