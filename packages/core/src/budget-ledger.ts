@@ -24,10 +24,17 @@ export class BudgetLedger {
     /** The store key: the session id. */
     readonly key: string,
     /** Nanos, or null without a budget. */
-    readonly limit: number | null,
-    private readonly softLimit: number | null,
+    public limit: number | null,
+    private softLimit: number | null,
     private readonly onSoftLimit: ((event: SoftLimitEvent) => void) | undefined,
   ) {}
+
+  /** A reloaded policy's budget: later checks are held to it (spend already recorded stays). */
+  retarget(limit: number | null, softLimit: number | null): void {
+    this.limit = limit;
+    this.softLimit = softLimit;
+    if (this.exceededSeen && (limit === null || this.snapshot().spent <= limit)) this.exceededSeen = false;
+  }
 
   snapshot(): BudgetSnapshot {
     return this.store.snapshot(this.key);

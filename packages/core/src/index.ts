@@ -94,3 +94,6 @@ export { verifyAuditLog, type AuditVerification, type AuditBreak, type AuditBrea
 export { readAuditLog, type AuditLogReport, type SpendPoint } from './audit-report.js';
 export { formatDecision, formatDecisions, formatReport, ruleId, type FormatReportOptions } from './format-report.js';
 export { renderHtmlReport, type HtmlReportOptions } from './html-report.js';
+export { PolicySource, type PolicyFileOptions, type PolicySourceOptions, type PolicyUpdate } from './policy-source.js';
+export { FileHaltStore, InMemoryHaltStore, haltState, type HaltOptions, type HaltState, type HaltStore } from './halt.js';
+export type { PolicyProvider } from './policy-evaluator.js';

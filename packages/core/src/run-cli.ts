@@ -8,6 +8,7 @@ import { verifyAuditLog, type AuditVerification } from './audit-verify.js';
 import { readAuditLog } from './audit-report.js';
 import { formatReport } from './format-report.js';
 import { renderHtmlReport } from './html-report.js';
+import { FileHaltStore, haltState } from './halt.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -144,6 +145,54 @@ export async function main(
       }
     });
 
+  // Emergency stop through a halt file every process shares (sessions opened with `halts: new FileHaltStore(file)`).
+  cli
+    .command('halt [...reason]', 'Halt every session sharing a halt file (or one budget key) until resumed; "halt --list" shows halts in force')
+    .option('--file <path>', 'The halt file the processes share (FileHaltStore)')
+    .option('--key <budgetKey>', 'Halt only the sessions of this budget key')
+    .option('--by <name>', 'Who halts (recorded in every denial)')
+    .option('--list', 'List the halts in force instead')
+    .action((words: string[], options: { file?: string; key?: string; by?: string; list?: boolean }) => {
+      ran = true;
+      if (!options.file) {
+        err('agentpolicy: halt needs --file <path> (the halt file the agents share)');
+        exit = 2;
+        return;
+      }
+      const store = new FileHaltStore(options.file);
+      if (options.list) {
+        const halts = store.list();
+        if (halts.length === 0) out(`${options.file}: no halt in force`);
+        for (const halt of halts) out(`halted${halt.budgetKey !== undefined ? ` budget key ${halt.budgetKey}` : ' (every session)'} since ${halt.at}${halt.by ? ` by ${halt.by}` : ''}: ${halt.reason}`);
+        return;
+      }
+      const reason = words.join(' ');
+      if (reason.trim() === '') {
+        err('agentpolicy: halt needs a reason: agentpolicy halt --file <path> <reason…>');
+        exit = 2;
+        return;
+      }
+      const state = haltState(reason, { ...(options.key !== undefined ? { budgetKey: String(options.key) } : {}), ...(options.by !== undefined ? { by: String(options.by) } : {}) });
+      store.halt(state);
+      out(`halted ${state.budgetKey !== undefined ? `budget key ${state.budgetKey}` : 'every session'} (${options.file}): ${state.reason}`);
+    });
+
+  cli
+    .command('resume', 'Lift a halt set with agentpolicy halt')
+    .option('--file <path>', 'The halt file the processes share')
+    .option('--key <budgetKey>', 'Lift only the halt of this budget key')
+    .action((options: { file?: string; key?: string }) => {
+      ran = true;
+      if (!options.file) {
+        err('agentpolicy: resume needs --file <path>');
+        exit = 2;
+        return;
+      }
+      const key = options.key !== undefined ? String(options.key) : undefined;
+      const was = new FileHaltStore(options.file).resume(key);
+      out(was ? `resumed ${key !== undefined ? `budget key ${key}` : 'every session'} (${options.file})` : `${options.file}: no halt of ${key !== undefined ? `budget key ${key}` : 'every session'} was in force`);
+    });
+
   cli.command('schema', 'Print the JSON Schema of the policy format').action(() => {
     ran = true;
     out(JSON.stringify(policyJsonSchema, null, 2));
@@ -157,7 +206,7 @@ export async function main(
     if (cli.options.help || cli.options.version) return 0;
     if (!cli.matchedCommand) {
       const name = cli.args[0];
-      err(name ? `agentpolicy: unknown command ${JSON.stringify(name)} (commands: validate, explain, demo, schema, audit verify, report; see --help)` : 'agentpolicy: no command given (commands: validate, explain, demo, schema, audit verify, report; see --help)');
+      err(name ? `agentpolicy: unknown command ${JSON.stringify(name)} (commands: validate, explain, demo, schema, audit verify, report, test, replay, diff, halt, resume; see --help)` : 'agentpolicy: no command given (commands: validate, explain, demo, schema, audit verify, report, test, replay, diff, halt, resume; see --help)');
       return 2;
     }
     await cli.runMatchedCommand();

@@ -24,7 +24,8 @@ import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
-import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
+import type { PolicyEvaluator, PolicyProvider, PreparedAction, Verdict } from './policy-evaluator.js';
+import { haltVerdict, type HaltState, type HaltStore } from './halt.js';
 import { priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
 import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
@@ -76,6 +77,12 @@ export interface SessionOptions {
    * process that redeems tokens needs the same secret.
    */
   approvalSecret?: string | Uint8Array;
+  /**
+   * Where halts are kept (see {@link AgentPolicy.halt}): the policy's (or its live source's) in-memory halts by
+   * default. Pass a shared store ({@link FileHaltStore}, or one backed by Redis) so a halt set in any process stops
+   * this session at its next check.
+   */
+  halts?: HaltStore;
   /** Called once, when spend first reaches the policy's `budget.soft_limit`. */
   onSoftLimit?: (event: SoftLimitEvent) => void;
   /** How many decisions the report keeps (the oldest are dropped first; summaries stay exact). Default 10,000. */
@@ -131,7 +138,6 @@ type Mode = 'charge' | 'reserve';
  */
 export class PolicySession {
   readonly id: string;
-  readonly policy: PolicyEvaluator;
   /**
    * A drop-in `fetch` that checks the network policy on every request and every redirect hop. A denied request
    * throws {@link PolicyDeniedError} (or {@link ApprovalRequiredError}) and is never sent.
@@ -139,6 +145,9 @@ export class PolicySession {
   readonly fetch: typeof globalThis.fetch;
 
   private readonly options: SessionOptions;
+  private fixed: PolicyEvaluator;
+  private readonly provider: PolicyProvider | undefined;
+  private readonly halts: HaltStore;
   private readonly ledger: BudgetLedger;
   private readonly trail: AuditTrail;
   private readonly keys = new CallKeys();
@@ -157,14 +166,19 @@ export class PolicySession {
   private readonly startedAt = new Date(this.startedMs).toISOString();
   private endedMs: number | null = null;
 
-  constructor(policy: PolicyEvaluator, options: SessionOptions = {}) {
+  /**
+   * @param provider A live policy source: the session takes its current policy at every check (and its halts).
+   */
+  constructor(policy: PolicyEvaluator, options: SessionOptions = {}, provider?: PolicyProvider) {
     if (options.id !== undefined && (typeof options.id !== 'string' || options.id === '')) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'session id must be a non-empty string');
     }
     if (options.maxDecisions !== undefined && !(options.maxDecisions >= 0)) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'maxDecisions must be a number ≥ 0 (Infinity keeps every decision)');
     }
-    this.policy = policy;
+    this.fixed = provider?.current ?? policy;
+    this.provider = provider;
+    this.halts = options.halts ?? provider?.halts ?? policy.halts;
     this.options = options;
     this.id = options.id ?? randomUUID();
     const budget = policy.normalized.budget;
@@ -205,8 +219,10 @@ export class PolicySession {
    * answer. Approvers are not consulted.
    */
   evaluate(action: ActionInput): Decision {
-    const prepared = prepareAction(this.policy, action);
-    const verdict = this.verdict(prepared, action?.approved === true);
+    const policy = this.policy;
+    const prepared = prepareAction(policy, action);
+    const halt = this.halts.halted(this.ledger.key);
+    const verdict = this.verdict(prepared, action?.approved === true, policy, halt instanceof Promise ? undefined : halt);
     return this.makeDecision(prepared, verdict, randomUUID(), action?.approved === true && verdict.approvedRule ? CALLER_APPROVAL : undefined);
   }
 
@@ -510,36 +526,63 @@ export class PolicySession {
 
   // ---- internals ----------------------------------------------------------------------------------------------
 
-  private verdict(prepared: Prepared, approved: boolean): Verdict {
+  /**
+   * The policy in force: a live source's current one (the session switches at its next check, its budget held to the
+   * new policy's limit from then on), or the policy the session was opened with.
+   */
+  get policy(): PolicyEvaluator {
+    const provider = this.provider;
+    if (provider === undefined) return this.fixed;
+    const current = provider.current;
+    if (current !== this.fixed) {
+      this.fixed = current;
+      const budget = current.normalized.budget;
+      this.ledger.retarget(budget?.maxSpendNanos ?? null, budget?.softLimit ?? null);
+    }
+    return current;
+  }
+
+  /** Halts in force for this session's budget key, or undefined; a store that cannot answer counts as a halt. */
+  haltState(): HaltState | undefined | Promise<HaltState | undefined> {
+    try {
+      const halt = this.halts.halted(this.ledger.key);
+      return halt instanceof Promise ? halt.catch((error: unknown) => haltFailure(error)) : halt;
+    } catch (error) {
+      return haltFailure(error);
+    }
+  }
+
+  private verdict(prepared: Prepared, approved: boolean, policy: PolicyEvaluator, halt: HaltState | undefined): Verdict {
     if (prepared.invalid || !prepared.prepared) {
       return { decision: 'deny', reason: prepared.invalid?.reason ?? 'invalid action', rule: prepared.invalid?.rule ?? { section: 'input', check: 'action' }, approvedRule: false };
     }
     if (this.endedMs !== null) {
       return { decision: 'deny', reason: 'the session has ended', rule: { section: 'session', check: 'ended' }, approvedRule: false };
     }
+    if (halt !== undefined) return haltVerdict(halt);
     const cost = prepared.prepared.costNanos;
     if (this.ledger.exceeded) return this.ledger.exceededVerdict(cost);
     const limit = this.ledger.limit;
-    if (!approved && cost <= this.policy.costRuleFloor) {
-      if (cost === 0) return this.freeVerdict(prepared);
+    if (!approved && cost <= policy.costRuleFloor) {
+      if (cost === 0) return this.freeVerdict(prepared, policy);
       const { spent, reserved } = this.ledger.snapshot();
-      if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared);
+      if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared, policy);
     }
     const { spent, reserved } = this.ledger.snapshot();
     try {
-      return this.policy.decide(prepared.prepared, spent, reserved, approved);
+      return policy.decide(prepared.prepared, spent, reserved, approved);
     } catch (error) {
       return errorVerdict('the check failed, so the action is denied', error);
     }
   }
 
   // The verdict of an action that no budget or cost rule can touch: kept on its memoised prepared form.
-  private freeVerdict(prepared: Prepared): Verdict {
+  private freeVerdict(prepared: Prepared, policy: PolicyEvaluator): Verdict {
     const memo = prepared.memo;
-    if (memo === undefined) return this.policy.decideFree(prepared.prepared as PreparedAction);
+    if (memo === undefined) return policy.decideFree(prepared.prepared as PreparedAction);
     let verdict = memo.free;
     if (verdict === undefined) {
-      const decided = this.policy.decideFree(prepared.prepared as PreparedAction);
+      const decided = policy.decideFree(prepared.prepared as PreparedAction);
       verdict = Object.freeze({ ...decided, rule: Object.freeze(decided.rule) });
       memo.free = verdict;
     }
@@ -568,19 +611,27 @@ export class PolicySession {
 
   // Synchronous whenever the stores are: no await (and no promise) between the decision and the reservation.
   private decideAndRecord(action: ActionInput, mode: Mode): Decision | Promise<Decision> {
+    const halt = this.haltState();
+    if (halt instanceof Promise) return halt.then((state) => this.decideAndRecordWith(action, mode, state));
+    return this.decideAndRecordWith(action, mode, halt);
+  }
+
+  private decideAndRecordWith(action: ActionInput, mode: Mode, halt: HaltState | undefined): Decision | Promise<Decision> {
     const given = action?.approval;
     const bound = isBoundAnswer(given) ? given : undefined;
     const answer = given === undefined || bound !== undefined ? undefined : normalizeAnswer(given);
     const approved = action?.approved === true || answer?.approved === true;
     const key = typeof action?.idempotencyKey === 'string' ? action.idempotencyKey : undefined;
-    const prepared = prepareAction(this.policy, action);
+    // One policy decides the whole check, even if a live source swaps it meanwhile.
+    const policy = this.policy;
+    const prepared = prepareAction(policy, action);
     if (key !== undefined) {
       // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
       // anything else is a new action.
       const previous = this.keys.get(prepared.fingerprint, key);
       if (previous !== undefined && !this.used.has(previous) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
-    const verdict = this.verdict(prepared, approved);
+    const verdict = this.verdict(prepared, approved, policy, halt);
     const costNanos = prepared.prepared?.costNanos ?? 0;
     let decision: Decision | Promise<Decision>;
     if (bound !== undefined) {
@@ -735,8 +786,8 @@ export class PolicySession {
     const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
     const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
     const base = approval
-      ? { id, sessionId: this.id, fingerprint: prepared.fingerprint, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp: isoNow(), approval }
-      : { id, sessionId: this.id, fingerprint: prepared.fingerprint, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp: isoNow() };
+      ? { id, sessionId: this.id, fingerprint: prepared.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp: isoNow(), approval }
+      : { id, sessionId: this.id, fingerprint: prepared.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp: isoNow() };
     return Object.freeze(extra === undefined ? base : { ...base, ...extra }) as Decision;
   }
 
@@ -754,7 +805,7 @@ export class PolicySession {
       this.trail.add(decision);
       return decision;
     }
-    const prepared = { action: decision.action, fingerprint: decision.fingerprint, prepared: null, invalid: null };
+    const prepared = { policyHash: decision.policyHash, action: decision.action, fingerprint: decision.fingerprint, prepared: null, invalid: null };
     return this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
   }
 
@@ -794,6 +845,10 @@ export class PolicySession {
       }
     }
   }
+}
+
+function haltFailure(error: unknown): HaltState {
+  return { reason: `the halt store cannot be read (${boundString((error as Error)?.message ?? String(error))}), so the action is denied`, at: new Date().toISOString() };
 }
 
 function errorVerdict(what: string, error: unknown): Verdict {
