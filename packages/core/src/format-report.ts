@@ -28,6 +28,8 @@ export function ruleId(rule: RuleRef): string {
       return `input.${rule.check}`;
     case 'session':
       return `session.${rule.check}`;
+    case 'halt':
+      return rule.budgetKey === undefined ? 'halt' : `halt:${rule.budgetKey}`;
     default:
       return rule.section;
   }

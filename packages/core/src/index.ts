@@ -97,3 +97,21 @@ export { renderHtmlReport, type HtmlReportOptions } from './html-report.js';
 export { PolicySource, type PolicyFileOptions, type PolicySourceOptions, type PolicyUpdate } from './policy-source.js';
 export { FileHaltStore, InMemoryHaltStore, haltState, type HaltOptions, type HaltState, type HaltStore } from './halt.js';
 export type { PolicyProvider } from './policy-evaluator.js';
+export {
+  assertPolicyTests,
+  findPolicyTests,
+  formatCaseFailure,
+  formatPolicyTestReport,
+  isPolicyTestFile,
+  loadPolicyTests,
+  runPolicyTests,
+  type PolicyTestActual,
+  type PolicyTestCase,
+  type PolicyTestCaseResult,
+  type PolicyTestExpectation,
+  type PolicyTestFile,
+  type PolicyTestFileResult,
+  type PolicyTestReport,
+  type PolicyTestStep,
+  type PolicyTestStepResult,
+} from './policy-test.js';

@@ -9,6 +9,7 @@ import { readAuditLog } from './audit-report.js';
 import { formatReport } from './format-report.js';
 import { renderHtmlReport } from './html-report.js';
 import { FileHaltStore, haltState } from './halt.js';
+import { formatPolicyTestReport, runPolicyTests } from './policy-test.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -143,6 +144,25 @@ export async function main(
         writeFileSync(options.html, renderHtmlReport(report));
         out(`wrote ${options.html}`);
       }
+    });
+
+  cli
+    .command('test [...paths]', 'Run policy test files (*.test.yaml) under the paths (default .): pass/fail per case, diff on failure; exit 1 on any failure')
+    .option('--json', 'Print the results as JSON')
+    .action(async (paths: string[], options: { json?: boolean }) => {
+      ran = true;
+      let report;
+      try {
+        report = await runPolicyTests(paths.length > 0 ? paths : ['.']);
+      } catch (error) {
+        if (!AgentPolicyError.isInstance(error)) throw error;
+        err(`agentpolicy: ${error.message}`);
+        exit = 2;
+        return;
+      }
+      if (options.json) out(JSON.stringify(report, null, 2));
+      else for (const line of formatPolicyTestReport(report)) out(line);
+      exit = report.ok ? 0 : 1;
     });
 
   // Emergency stop through a halt file every process shares (sessions opened with `halts: new FileHaltStore(file)`).
