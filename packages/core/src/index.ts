@@ -115,3 +115,13 @@ export {
   type PolicyTestStep,
   type PolicyTestStepResult,
 } from './policy-test.js';
+export {
+  Replayer,
+  formatReplayReport,
+  renderReplayHtml,
+  replayAuditLog,
+  type ReplayChange,
+  type ReplayOptions,
+  type ReplayReport,
+  type ReplayRuleGroup,
+} from './replay.js';

@@ -10,6 +10,7 @@ import { formatReport } from './format-report.js';
 import { renderHtmlReport } from './html-report.js';
 import { FileHaltStore, haltState } from './halt.js';
 import { formatPolicyTestReport, runPolicyTests } from './policy-test.js';
+import { formatReplayReport, renderReplayHtml, replayAuditLog } from './replay.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -163,6 +164,37 @@ export async function main(
       if (options.json) out(JSON.stringify(report, null, 2));
       else for (const line of formatPolicyTestReport(report)) out(line);
       exit = report.ok ? 0 : 1;
+    });
+
+  cli
+    .command('replay <...files>', 'Re-decide every action of an audit log (rotated files oldest first) under --policy and report what would change')
+    .option('--policy <file>', 'The policy to replay under (required)')
+    .option('--html <out>', 'Also write the replay as one self-contained HTML page')
+    .option('--json', 'Print the replay report as JSON')
+    .option('--examples <n>', 'Changes listed per rule', { default: 5 })
+    .action((files: string[], options: { policy?: string; html?: string; json?: boolean; examples: number }) => {
+      ran = true;
+      if (!options.policy) {
+        err('agentpolicy: replay needs --policy <file>');
+        exit = 2;
+        return;
+      }
+      const policy = load(String(options.policy), err);
+      if (typeof policy === 'number') {
+        exit = policy;
+        return;
+      }
+      if (missing(files)) return;
+      const examples = Number(options.examples);
+      const report = replayAuditLog(files, policy, { examples: Number.isSafeInteger(examples) && examples >= 0 ? examples : 5 });
+      const names = { source: files.join(' '), policyFile: String(options.policy) };
+      if (options.json) out(JSON.stringify(report, null, 2));
+      else for (const line of formatReplayReport(report, names)) out(line);
+      if (report.unreadableLines > 0) err(`agentpolicy: ${report.unreadableLines} unreadable lines skipped; run agentpolicy audit verify`);
+      if (options.html) {
+        writeFileSync(options.html, renderReplayHtml(report, names));
+        out(`wrote ${options.html}`);
+      }
     });
 
   // Emergency stop through a halt file every process shares (sessions opened with `halts: new FileHaltStore(file)`).
