@@ -68,6 +68,20 @@ export interface ReplayOptions {
   onChange?: (change: ReplayChange) => void;
 }
 
+const DECISION_VALUES: readonly DecisionValue[] = ['allow', 'deny', 'require_approval'];
+const DECISION_INDEX: Readonly<Record<string, number | undefined>> = { allow: 0, deny: 1, require_approval: 2 };
+
+function transitionsOf(counts: Float64Array): Record<string, number> {
+  const out: Record<string, number> = {};
+  DECISION_VALUES.forEach((from, row) =>
+    DECISION_VALUES.forEach((to, column) => {
+      const count = counts[row * 3 + column] as number;
+      if (count > 0) out[`${from} → ${to}`] = count;
+    }),
+  );
+  return out;
+}
+
 const KEPT_SECTIONS = new Set<RuleRef['section']>(['input', 'session', 'error', 'halt', 'pricing']);
 
 interface SessionState {
@@ -81,7 +95,7 @@ interface SessionState {
 interface Group {
   rule: string;
   count: number;
-  transitions: Record<string, number>;
+  counts: Float64Array;
   refused: number;
   examples: ReplayChange[];
 }
@@ -95,9 +109,13 @@ interface Group {
 export class Replayer {
   private readonly sessions = new Map<string, SessionState>();
   private readonly groups = new Map<string, Group>();
-  private readonly transitions: Record<string, number> = {};
+  // Counts by old × new decision (allow, deny, require_approval).
+  private readonly counts = new Float64Array(9);
   private readonly recorded: string[] = [];
   private readonly examples: number;
+  // Verdicts that fit the budget depend on the action, its cost and the approval only: memoised (bounded).
+  private readonly verdicts = new Map<string, Verdict>();
+  private readonly ruleIds = new WeakMap<object, string>();
   private decisions = 0;
   private changed = 0;
   private kept = 0;
@@ -122,14 +140,14 @@ export class Replayer {
   report(): ReplayReport {
     const byRule = [...this.groups.values()]
       .sort((a, b) => b.count - a.count || a.rule.localeCompare(b.rule))
-      .map((group) => ({ rule: group.rule, count: group.count, transitions: group.transitions, refusedSpend: nanosToUsd(group.refused), examples: group.examples }));
+      .map((group) => ({ rule: group.rule, count: group.count, transitions: transitionsOf(group.counts), refusedSpend: nanosToUsd(group.refused), examples: group.examples }));
     return {
       policyHash: this.policy.hash,
       recordedPolicies: [...this.recorded],
       sessions: this.sessions.size,
       decisions: this.decisions,
       changed: this.changed,
-      transitions: { ...this.transitions },
+      transitions: transitionsOf(this.counts),
       byRule,
       refusedSpend: nanosToUsd(this.refusedNanos),
       newlyAllowedSpend: nanosToUsd(this.allowedNanos),
@@ -149,7 +167,7 @@ export class Replayer {
 
   private decision(record: AuditDecisionRecord): void {
     const old = record.decision;
-    if (typeof old !== 'object' || old === null || typeof old.action !== 'object' || old.action === null) {
+    if (typeof old !== 'object' || old === null || typeof old.action !== 'object' || old.action === null || DECISION_INDEX[old.decision] === undefined) {
       this.unreadableLines++;
       return;
     }
@@ -170,6 +188,19 @@ export class Replayer {
     this.count(old.decision, verdict.decision);
     if (verdict.decision === old.decision) return;
     this.changed++;
+    if (old.decision === 'allow') this.refusedNanos += costNanos;
+    else if (verdict.decision === 'allow') this.allowedNanos += costNanos;
+    const key = verdict.decision === 'allow' ? ruleId(old.rule) : this.ruleIdOf(verdict.rule);
+    let group = this.groups.get(key);
+    if (group === undefined) {
+      group = { rule: key, count: 0, counts: new Float64Array(9), refused: 0, examples: [] };
+      this.groups.set(key, group);
+    }
+    group.count++;
+    (group.counts[(DECISION_INDEX[old.decision] as number) * 3 + (DECISION_INDEX[verdict.decision] as number)] as number)++;
+    if (old.decision === 'allow') group.refused += costNanos;
+    const listener = this.options.onChange;
+    if (group.examples.length >= this.examples && listener === undefined) return;
     const change: ReplayChange = {
       seq: record.seq,
       sessionId: record.sessionId,
@@ -178,22 +209,19 @@ export class Replayer {
       target: actionTarget(old.action),
       cost: nanosToUsd(costNanos),
       old: { decision: old.decision, rule: ruleId(old.rule), reason: old.reason },
-      new: { decision: verdict.decision, rule: ruleId(verdict.rule), reason: verdict.reason },
+      new: { decision: verdict.decision, rule: this.ruleIdOf(verdict.rule), reason: verdict.reason },
     };
-    if (old.decision === 'allow') this.refusedNanos += costNanos;
-    else if (verdict.decision === 'allow') this.allowedNanos += costNanos;
-    const key = verdict.decision === 'allow' ? change.old.rule : change.new.rule;
-    let group = this.groups.get(key);
-    if (group === undefined) {
-      group = { rule: key, count: 0, transitions: {}, refused: 0, examples: [] };
-      this.groups.set(key, group);
-    }
-    group.count++;
-    const transition = `${old.decision} → ${verdict.decision}`;
-    group.transitions[transition] = (group.transitions[transition] ?? 0) + 1;
-    if (old.decision === 'allow') group.refused += costNanos;
     if (group.examples.length < this.examples) group.examples.push(change);
-    this.options.onChange?.(change);
+    listener?.(change);
+  }
+
+  private ruleIdOf(rule: RuleRef): string {
+    let id = this.ruleIds.get(rule);
+    if (id === undefined) {
+      id = ruleId(rule);
+      this.ruleIds.set(rule, id);
+    }
+    return id;
   }
 
   // The new policy's verdict, or undefined when the recorded decision was not the policy's to make.
@@ -228,10 +256,25 @@ export class Replayer {
       };
     }
     const approved = old.approved === true;
-    const verdict =
-      !approved && (costNanos === 0 || (costNanos <= this.policy.costRuleFloor && this.fits(state, costNanos)))
-        ? this.policy.decideFree(prepared)
-        : this.policy.decide(prepared, state.spentNanos, 0, approved);
+    let verdict: Verdict;
+    if (!approved && (costNanos === 0 || (costNanos <= this.policy.costRuleFloor && this.fits(state, costNanos)))) {
+      verdict = this.policy.decideFree(prepared);
+    } else if (this.fits(state, costNanos)) {
+      // Within the budget the verdict does not depend on what was spent: one per action, cost and approval.
+      const name = prepared.type === 'tool' ? prepared.name : prepared.type === 'http' ? prepared.host : prepared.source;
+      const key = `${prepared.type}${approved ? '+' : '-'}${costNanos}:${name}`;
+      const known = key.length <= 1024 ? this.verdicts.get(key) : undefined;
+      if (known !== undefined) verdict = known;
+      else {
+        verdict = this.policy.decide(prepared, state.spentNanos, 0, approved);
+        if (key.length <= 1024) {
+          if (this.verdicts.size >= 16_384) this.verdicts.clear();
+          this.verdicts.set(key, verdict);
+        }
+      }
+    } else {
+      verdict = this.policy.decide(prepared, state.spentNanos, 0, approved);
+    }
     // A human (or the approver) refused: that answer stands wherever the new policy still asks for one.
     if (rule.section === 'approver' && verdict.decision === 'require_approval') return { decision: old.decision, reason: old.reason, rule, approvedRule: false };
     return verdict;
@@ -266,9 +309,11 @@ export class Replayer {
   }
 
   private count(from: DecisionValue, to: DecisionValue): void {
-    const key = `${from} → ${to}`;
-    this.transitions[key] = (this.transitions[key] ?? 0) + 1;
+    const row = DECISION_INDEX[from];
+    if (row === undefined) return;
+    (this.counts[row * 3 + (DECISION_INDEX[to] as number)] as number)++;
   }
+
 }
 
 /**
