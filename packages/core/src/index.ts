@@ -125,3 +125,4 @@ export {
   type ReplayReport,
   type ReplayRuleGroup,
 } from './replay.js';
+export { diffPolicies, formatPolicyDiff, type PolicyChange, type PolicyDiff } from './policy-diff.js';

@@ -10,6 +10,7 @@ import { formatReport } from './format-report.js';
 import { renderHtmlReport } from './html-report.js';
 import { FileHaltStore, haltState } from './halt.js';
 import { formatPolicyTestReport, runPolicyTests } from './policy-test.js';
+import { diffPolicies, formatPolicyDiff } from './policy-diff.js';
 import { formatReplayReport, renderReplayHtml, replayAuditLog } from './replay.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -195,6 +196,27 @@ export async function main(
         writeFileSync(options.html, renderReplayHtml(report, names));
         out(`wrote ${options.html}`);
       }
+    });
+
+  cli
+    .command('diff <old> <new>', 'The semantic difference of two policies, in words; exit 0 when they decide alike, 1 when they differ')
+    .option('--json', 'Print the differences as JSON')
+    .action((oldFile: string, newFile: string, options: { json?: boolean }) => {
+      ran = true;
+      const before = load(oldFile, err);
+      if (typeof before === 'number') {
+        exit = before;
+        return;
+      }
+      const after = load(newFile, err);
+      if (typeof after === 'number') {
+        exit = after;
+        return;
+      }
+      const diff = diffPolicies(before, after);
+      if (options.json) out(JSON.stringify(diff, null, 2));
+      else for (const line of formatPolicyDiff(diff, { old: oldFile, new: newFile })) out(line);
+      exit = diff.same ? 0 : 1;
     });
 
   // Emergency stop through a halt file every process shares (sessions opened with `halts: new FileHaltStore(file)`).
