@@ -34,6 +34,12 @@ describe('halt in memory', () => {
       expect(decision.rule).toMatchObject({ section: 'halt', reason: 'runaway loop in prod', by: 'oncall' });
     }
     expect(one.spent).toBe(1);
+    // A keyed repeat of an allow given before the halt is not handed out again.
+    await policy.resume();
+    const keyed = await one.checkTool('search', { idempotencyKey: 'call-1' });
+    expect(keyed.decision).toBe('allow');
+    policy.halt('runaway loop in prod', { by: 'oncall' });
+    expect((await one.checkTool('search', { idempotencyKey: 'call-1' })).decision).toBe('deny');
     // Approvals and keys do not get past a halt.
     expect((await one.checkTool('search', { approved: true, idempotencyKey: 'k' })).decision).toBe('deny');
     expect(one.evaluate({ type: 'tool', name: 'search' }).decision).toBe('deny');

@@ -625,9 +625,10 @@ export class PolicySession {
     // One policy decides the whole check, even if a live source swaps it meanwhile.
     const policy = this.policy;
     const prepared = prepareAction(policy, action);
-    if (key !== undefined) {
+    if (key !== undefined && halt === undefined) {
       // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
-      // anything else is a new action.
+      // anything else is a new action. Under a halt it is decided again, so an allow from before the halt is not
+      // handed out anew.
       const previous = this.keys.get(prepared.fingerprint, key);
       if (previous !== undefined && !this.used.has(previous) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
