@@ -1,14 +1,13 @@
 // agentpolicy benchmark: decision latency, adapter overhead, report cost and memory, with a Set.has floor.
 // Usage: pnpm bench            (full run, writes bench/results/latest.json)
 //        BENCH_QUICK=1 pnpm bench  (a few iterations, only to prove it runs; writes results/quick.tmp.json)
-import { writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { writeFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { join } from 'node:path';
 import { AgentPolicy, PolicySource, Replayer, createAuditLog, estimateModelCall, replayAuditLog, splitPromptMedia } from '@agentpolicy/core';
-import { readFileSync } from 'node:fs';
 
 const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
 const BATCH = 1000; // operations per timed sample, so sub-microsecond figures sit far above timer resolution
@@ -67,6 +66,11 @@ await measure('seed policy', [
   ['checkTool allow after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('search_docs'); }],
   ['checkTool deny after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('delete_prod_db'); }],
 ]);
+// A tool call with its input (what the adapters pass): the input is part of the fingerprint, so it is hashed.
+const input = { query: 'how do I read a file in python', limit: 10, filters: { lang: 'en', site: 'docs.python.org' } };
+await measure('seed policy', [
+  ['checkTool allow with input (fingerprinted)', async () => { for (let i = 0; i < BATCH; i++) await seedSession.checkTool('search_docs', { input }); }],
+]);
 const costSession = AgentPolicy.fromDict({ budget: { max_spend: 1_000_000 } }).session();
 await measure('seed policy', [
   ['checkTool with cost (budget reserve+charge)', async () => { for (let i = 0; i < BATCH; i++) await costSession.checkTool('search_docs', { cost: 0.000001 }); }],
@@ -122,6 +126,91 @@ await measure('1,000 tool patterns + 1,000 domains', [
   ['checkHttp, 10k distinct URLs (memo misses)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkHttp(coldUrls[cursor++ % coldUrls.length]); }],
 ]);
 
+// ---- conditional rules and limits, and cedar-wasm deciding the same conditions ---------------------------------
+// 20 rules (4 on each of 5 tools, every operator kind) and 5 limits. The checked refund meets its 4 rules (none
+// applies) and 3 limits; the worst case puts all 20 rules and 5 limits on one tool. Cedar gets the same conditions
+// as forbid policies over the request context (limits have no Cedar counterpart).
+const ruleTools = ['refund', 'send_email', 'shell', 'search', 'deploy'];
+const ruleSet = (tools) => tools.flatMap((tool) => [
+  { deny: `${tool}: too large`, tool, if: { 'input.amount': { gt: 1000 } } },
+  { require_approval: `${tool}: other currency`, tool, unless: { 'input.currency': { in: ['USD', 'EUR'] } } },
+  { deny: `${tool}: outside mail`, tool, unless: { 'input.to': { glob: '*@ourco.com' } } },
+  { deny: `${tool}: flagged`, tool, if: { 'input.reason': { eq: 'test-fraud' } } },
+]);
+const limitSet = (tool) => [
+  { tool: '*', max_calls: 1e9, per: 'session' },
+  { tool, max_calls: 1e9, per: '1s' },
+  { tool, max_calls: 1e9, per: '1h', scope: 'budget' },
+  { tool: 'send_email', max_calls: 5, per: '1m' },
+  { tool: 'deploy', max_calls: 1, per: 'session' },
+];
+const rulesPolicy = AgentPolicy.fromDict({ rules: ruleSet(ruleTools), limits: limitSet('refund') });
+const worstPolicy = AgentPolicy.fromDict({
+  rules: ruleSet(['refund', 'refund', 'refund', 'refund', 'refund']),
+  limits: [{ tool: '*', max_calls: 1e9, per: 'session' }, { tool: 'refund', max_calls: 1e9, per: '1s' }, { tool: 'refund', max_calls: 1e9, per: '1h' }, { tool: 'ref*', max_calls: 1e9, per: 'session', scope: 'budget' }, { tool: 'refund', max_calls: 1e9, per: '1d' }],
+});
+const refundInput = { amount: 50, currency: 'USD', to: 'a@ourco.com', reason: 'damaged' };
+const rulesSession = rulesPolicy.session({ maxDecisions: 10_000 });
+const worstSession = worstPolicy.session({ maxDecisions: 10_000 });
+const shellSession = rulesPolicy.session({ maxDecisions: 10_000 });
+const inputOnlySession = AgentPolicy.fromDict({}).session({ maxDecisions: 10_000 });
+const checkRules = await rulesSession.checkTool('refund', { input: refundInput });
+if (checkRules.decision !== 'allow') throw new Error(`rules bench: expected allow, got ${checkRules.reason}`);
+await measure('20 conditional rules + 5 limits', [
+  ['checkTool with the same input, no rules or limits', async () => { for (let i = 0; i < BATCH; i++) await inputOnlySession.checkTool('refund', { input: refundInput }); }],
+  ['checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)', async () => { for (let i = 0; i < BATCH; i++) await rulesSession.checkTool('refund', { input: refundInput }); }],
+  ['checkTool with 20 rules + 5 limits, all on the checked tool', async () => { for (let i = 0; i < BATCH; i++) await worstSession.checkTool('refund', { input: refundInput }); }],
+  ['checkTool denied by a rule (amount > 1000)', async () => { for (let i = 0; i < BATCH; i++) await shellSession.checkTool('refund', { input: { amount: 5000, currency: 'USD', to: 'a@ourco.com', reason: 'x' } }); }],
+  ['evaluate with 20 rules (no limits counted)', () => { for (let i = 0; i < BATCH; i++) rulesSession.evaluate({ type: 'tool', name: 'refund', input: refundInput }); }],
+]);
+// The rule step alone: what the policy spends deciding the 20 rules for an action already read (no input copy or
+// fingerprint, nothing recorded); and the limit step alone: the in-memory store counting the 3 limits refund meets.
+const preparedRefund = { type: 'tool', name: 'refund', folded: 'refund', costNanos: 0, input: refundInput };
+const { InMemoryRateLimitStore } = await import('@agentpolicy/core');
+const limitStore = new InMemoryRateLimitStore();
+await measure('20 conditional rules + 5 limits', [
+  ['policy.decide: 20 rules, refund meets 4', () => { for (let i = 0; i < BATCH; i++) if (rulesPolicy.decide(preparedRefund, 0, 0, false).decision !== 'allow') sink++; }],
+  ['policy.decide: 20 rules, all on refund', () => { for (let i = 0; i < BATCH; i++) if (worstPolicy.decide(preparedRefund, 0, 0, false).decision !== 'allow') sink++; }],
+  ['InMemoryRateLimitStore.take × 3 (session, 1s, 1h)', () => {
+    for (let i = 0; i < BATCH; i++) {
+      limitStore.take('limit:a:session:s', 1e9, null);
+      limitStore.take('limit:b:session:s', 1e9, 1000);
+      limitStore.take('limit:c:budget:s', 1e9, 3_600_000);
+    }
+  }],
+]);
+
+const cedarNotes = [];
+await (async () => {
+  const cedar = await import('@cedar-policy/cedar-wasm/nodejs');
+  const quote = (text) => JSON.stringify(text);
+  const cedarPolicies = ['permit(principal, action, resource);'];
+  for (const tool of ruleTools) {
+    const on = `forbid(principal, action == Action::"call", resource == Tool::${quote(tool)})`;
+    cedarPolicies.push(`${on} when { context has amount && context.amount > 1000 };`);
+    cedarPolicies.push(`${on} unless { context has currency && ["USD", "EUR"].contains(context.currency) };`);
+    cedarPolicies.push(`${on} unless { context has to && context.to like "*@ourco.com" };`);
+    cedarPolicies.push(`${on} when { context has reason && context.reason == "test-fraud" };`);
+  }
+  const staticPolicies = cedarPolicies.join('\n');
+  const prepared = cedar.preparsePolicySet('bench', { staticPolicies });
+  if (prepared.type !== 'success') throw new Error(`cedar policy parse: ${JSON.stringify(prepared)}`);
+  const request = {
+    principal: { type: 'Agent', id: 'a' },
+    action: { type: 'Action', id: 'call' },
+    resource: { type: 'Tool', id: 'refund' },
+    context: refundInput,
+    preparsedPolicySetId: 'bench',
+    entities: [],
+  };
+  const answer = cedar.statefulIsAuthorized(request);
+  if (answer.type !== 'success' || answer.response.decision !== 'allow') throw new Error(`cedar: expected allow, got ${JSON.stringify(answer)}`);
+  const denied = cedar.statefulIsAuthorized({ ...request, context: { ...refundInput, amount: 5000 } });
+  if (denied.type !== 'success' || denied.response.decision !== 'deny') throw new Error(`cedar: expected deny, got ${JSON.stringify(denied)}`);
+  await measure('20 conditional rules + 5 limits', [
+    ['cedar-wasm statefulIsAuthorized, same 20 conditions', () => { for (let i = 0; i < 100; i++) cedar.statefulIsAuthorized(request); }],
+  ], { batch: 100 });
+})().catch((error) => cedarNotes.push(`cedar-wasm rows skipped: ${error.message}`));
 // ---- 16 KB hosts ----------------------------------------------------------------------------------------------------
 // 64 distinct hosts in rotation, so no memo can answer: every check parses the URL and matches the host afresh. The
 // many-label host is the case that was quadratic when each parent suffix was copied and hashed.
@@ -278,6 +367,104 @@ if (!ONLY || ONLY.test('policy lifecycle')) {
   ]);
 }
 
+await (async () => {
+  const { McpServer } = await import('@modelcontextprotocol/sdk/server/mcp.js');
+  const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
+  const { InMemoryTransport } = await import('@modelcontextprotocol/sdk/inMemory.js');
+  const { StreamableHTTPServerTransport } = await import('@modelcontextprotocol/sdk/server/streamableHttp.js');
+  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
+  const { z } = await import('zod');
+  const { wrapMcpTransport } = await import('@agentpolicy/mcp');
+  const makeServer = () => {
+    const server = new McpServer({ name: 'bench', version: '1.0.0' });
+    server.registerTool('lookup', { inputSchema: { q: z.string() } }, async ({ q }) => ({ content: [{ type: 'text', text: q }] }));
+    return server;
+  };
+  const policy = AgentPolicy.fromDict({ tools: { allow: ['mcp__bench__lookup'] }, budget: { max_spend: 1_000_000 } });
+  const session = policy.session({ maxDecisions: 10_000 });
+  const options = { server: 'bench', costs: { lookup: 0.000001 } };
+  const call = { name: 'lookup', arguments: { q: 'x' } };
+  const clients = [];
+  const connectPair = async (governed) => {
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    await makeServer().connect(serverSide);
+    const client = new Client({ name: 'bench', version: '1.0.0' });
+    await client.connect(governed ? wrapMcpTransport(clientSide, session, governed === 'free' ? { server: 'bench' } : options) : clientSide);
+    clients.push(client);
+    return client;
+  };
+  // The wrapper's own work, without an SDK client or server around it: a transport that answers every call at once.
+  const echo = () => {
+    const transport = {
+      onmessage: undefined,
+      start: async () => {},
+      close: async () => {},
+      send: async (message) => { queueMicrotask(() => transport.onmessage?.({ jsonrpc: '2.0', id: message.id, result: { content: [{ type: 'text', text: 'ok' }] } })); },
+    };
+    return transport;
+  };
+  const roundTrip = async (transport) => {
+    let resolve;
+    const answered = new Promise((r) => { resolve = r; });
+    const previous = transport.onmessage;
+    transport.onmessage = resolve;
+    await transport.send({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: call });
+    await answered;
+    transport.onmessage = previous;
+  };
+  const rawEcho = echo();
+  await rawEcho.start();
+  const freeEcho = wrapMcpTransport(echo(), session, { server: 'bench' });
+  await freeEcho.start();
+  const costEcho = wrapMcpTransport(echo(), session, options);
+  await costEcho.start();
+  await measure('adapter: MCP tools/call round trip, transport alone', [
+    ['raw transport', async () => { for (let i = 0; i < 100; i++) await roundTrip(rawEcho); }],
+    ['wrapMcpTransport, no cost', async () => { for (let i = 0; i < 100; i++) await roundTrip(freeEcho); }],
+    ['wrapMcpTransport, with a cost', async () => { for (let i = 0; i < 100; i++) await roundTrip(costEcho); }],
+  ], { batch: 100 });
+
+  const rawMemory = await connectPair(false);
+  const governedMemory = await connectPair(true);
+  const freeMemory = await connectPair('free');
+  await measure('adapter: MCP tools/call (in-memory transport)', [
+    ['raw MCP client (in-memory)', async () => { for (let i = 0; i < 100; i++) await rawMemory.callTool(call); }],
+    ['wrapMcpTransport client, no cost (in-memory)', async () => { for (let i = 0; i < 100; i++) await freeMemory.callTool(call); }],
+    ['wrapMcpTransport client (in-memory)', async () => { for (let i = 0; i < 100; i++) await governedMemory.callTool(call); }],
+  ], { batch: 100 });
+
+  // Streamable HTTP on 127.0.0.1: one server, one MCP session per client.
+  const sessions = new Map();
+  const http = createServer((request, response) => {
+    const id = request.headers['mcp-session-id'];
+    let transport = typeof id === 'string' ? sessions.get(id) : undefined;
+    const ready = transport
+      ? Promise.resolve()
+      : (() => {
+          transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => crypto.randomUUID(), onsessioninitialized: (sid) => sessions.set(sid, transport) });
+          return makeServer().connect(transport);
+        })();
+    ready.then(() => transport.handleRequest(request, response)).catch(() => response.destroy());
+  });
+  await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const url = new URL(`http://127.0.0.1:${http.address().port}/mcp`);
+  try {
+    const rawHttp = new Client({ name: 'bench', version: '1.0.0' });
+    await rawHttp.connect(new StreamableHTTPClientTransport(url));
+    const governedHttp = new Client({ name: 'bench', version: '1.0.0' });
+    await governedHttp.connect(wrapMcpTransport(new StreamableHTTPClientTransport(url), session, options));
+    clients.push(rawHttp, governedHttp);
+    await measure('adapter: MCP tools/call (Streamable HTTP, local server)', [
+      ['raw MCP client (HTTP)', async () => { await rawHttp.callTool(call); }],
+      ['wrapMcpTransport client (HTTP)', async () => { await governedHttp.callTool(call); }],
+    ], { batch: 1, time: QUICK ? 50 : 2000 });
+  } finally {
+    for (const client of clients) await client.close().catch(() => undefined);
+    http.closeAllConnections();
+    http.close();
+  }
+})().catch((error) => adapterNotes.push(`MCP rows skipped: ${error.message}`));
+
 // ---- memory ------------------------------------------------------------------------------------------------------
 async function heapGrowth(maxDecisions, checks) {
   gc(); gc();
@@ -306,6 +493,10 @@ const targets = {
   'checkTool deny (block glob)': 3,
   'checkTool, 10k distinct names (memo misses)': 3,
   'report() over 100,000 decisions': 100_000,
+  'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)': 1,
+  'checkTool with 20 rules + 5 limits, all on the checked tool': 1,
+  'policy.decide: 20 rules, refund meets 4': 1,
+  'policy.decide: 20 rules, all on refund': 1,
   'estimate: typical chat request (max_tokens set)': 5,
   'estimate: typical chat request (no output limit)': 5,
   'replay: re-decide one recorded action (parsed records)': 2,
@@ -329,28 +520,46 @@ const toolOverhead = pair('raw tool execute', 'wrapTools execute');
 const otelOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, OTel API present, no provider');
 const auditOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, audit log sink');
 const openaiOverhead = pair('raw client', 'wrapOpenAI client');
+const mcpMemoryOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client (in-memory)');
+const mcpFreeOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client, no cost (in-memory)');
+const mcpGateFree = pair('raw transport', 'wrapMcpTransport, no cost');
+const mcpGateCost = pair('raw transport', 'wrapMcpTransport, with a cost');
+const mcpHttpOverhead = pair('raw MCP client (HTTP)', 'wrapMcpTransport client (HTTP)');
 console.log('');
 if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
 if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
 if (otelOverhead !== undefined) console.log(`OpenTelemetry API present, no provider: ${fmt(otelOverhead)} added per decision (target ≤ 0.2 µs ${otelOverhead <= 0.2 ? '✓' : '✗'})`);
 if (auditOverhead !== undefined) console.log(`audit log sink: ${fmt(auditOverhead)} added per decision (one chained line, one write)`);
+if (mcpGateFree !== undefined) console.log(`wrapMcpTransport's own work per tools/call: ${fmt(mcpGateFree)} without a cost, ${fmt(mcpGateCost)} with a cost`);
+if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpFreeOverhead)} per tools/call without a cost, ${fmt(mcpMemoryOverhead)} with a cost (reserved, then settled from the response), over an in-memory transport`);
+if (mcpHttpOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpHttpOverhead)} per tools/call against a local Streamable HTTP server`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
 if (lifecycle.replayActionsPerSecond !== null) {
   console.log(`replay of ${lifecycle.replayDecisions.toLocaleString('en')} recorded decisions: ${lifecycle.replayActionsPerSecond.toLocaleString('en')} actions/s re-decided (goal ≥ 500,000 ${lifecycle.replayActionsPerSecond >= 500_000 ? '✓' : '✗'}); ${lifecycle.replayFileActionsPerSecond?.toLocaleString('en')} actions/s from the file, reading and parsing included`);
 }
 const liveOverhead = pair('checkTool allow, fixed policy', 'checkTool allow, live policy source');
 if (liveOverhead !== undefined) console.log(`live policy source: ${fmt(liveOverhead)} added per check`);
-for (const note of adapterNotes) console.log(`note: ${note}`);
+
+const ours = rows.find((row) => row.name === 'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)');
+const cedarRow = rows.find((row) => row.name === 'cedar-wasm statefulIsAuthorized, same 20 conditions');
+const cedarRatio = ours && cedarRow ? cedarRow.medianUs / ours.medianUs : undefined;
+const inputOnly = rows.find((row) => row.name === 'checkTool with the same input, no rules or limits');
+if (ours && inputOnly) console.log(`20 rules + 5 limits add ${fmt(ours.medianUs - inputOnly.medianUs)} to a checkTool with the same input (${fmt(inputOnly.medianUs)} without them)`);
+if (cedarRatio !== undefined) console.log(`cedar-wasm deciding the same 20 conditions: ${fmt(cedarRow.medianUs)} per decision, ${cedarRatio.toFixed(0)}× checkTool with rules and limits (${fmt(ours.medianUs)})`);
+const decideRow = rows.find((row) => row.name === 'policy.decide: 20 rules, refund meets 4');
+if (cedarRow && decideRow) console.log(`cedar-wasm vs the rule step alone (policy.decide, same conditions): ${(cedarRow.medianUs / decideRow.medianUs).toFixed(0)}×`);
+for (const note of [...adapterNotes, ...cedarNotes]) console.log(`note: ${note}`);
 
 const out = {
   date: new Date().toISOString(),
   quick: QUICK,
   machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
   rows,
-  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null },
+  cedarRatio: cedarRatio ?? null,
+  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null, mcpGate: mcpGateFree ?? null, mcpGateWithCost: mcpGateCost ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpFreeCallInMemory: mcpFreeOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
   memory,
   lifecycle,
-  notes: adapterNotes,
+  notes: [...adapterNotes, ...cedarNotes],
 };
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 mkdirSync(dir, { recursive: true });

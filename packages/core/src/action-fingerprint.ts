@@ -13,84 +13,57 @@ export class InputShapeError extends Error {}
  * inputs never share a text. A cycle, or nesting deeper than {@link MAX_INPUT_DEPTH}, throws {@link InputShapeError}.
  */
 export function canonicalInput(value: unknown): string {
-  const parts: string[] = [];
-  write(value, parts, 0, new Set());
-  return parts.join('');
+  return write(value, 0, []);
 }
 
-function write(value: unknown, out: string[], depth: number, seen: Set<object>): void {
+// The objects on the path from the root to the current value: a cycle is an object already on it. Paths are short,
+// so a scan beats a Set.
+function write(value: unknown, depth: number, path: object[]): string {
   switch (typeof value) {
     case 'string':
-      out.push(JSON.stringify(value));
-      return;
+      return JSON.stringify(value);
     case 'number':
-      out.push(Number.isFinite(value) ? JSON.stringify(value) : `{"$number":"${String(value)}"}`);
-      return;
+      return Number.isFinite(value) ? (value === 0 ? '0' : String(value)) : `{"$number":"${String(value)}"}`;
     case 'boolean':
-      out.push(value ? 'true' : 'false');
-      return;
+      return value ? 'true' : 'false';
     case 'bigint':
-      out.push(`{"$bigint":"${value.toString()}"}`);
-      return;
+      return `{"$bigint":"${value.toString()}"}`;
     case 'undefined':
     case 'function':
     case 'symbol':
-      out.push('null');
-      return;
+      return 'null';
   }
-  if (value === null) {
-    out.push('null');
-    return;
-  }
+  if (value === null) return 'null';
   const object = value as object;
   if (depth >= MAX_INPUT_DEPTH) throw new InputShapeError(`input nests deeper than ${MAX_INPUT_DEPTH} levels`);
-  if (seen.has(object)) throw new InputShapeError('input contains a cycle');
-  seen.add(object);
+  if (path.includes(object)) throw new InputShapeError('input contains a cycle');
+  path.push(object);
   try {
     if (Array.isArray(object)) {
-      out.push('[');
-      for (let i = 0; i < object.length; i++) {
-        if (i > 0) out.push(',');
-        write(object[i], out, depth + 1, seen);
-      }
-      out.push(']');
-      return;
+      let out = '[';
+      for (let i = 0; i < object.length; i++) out += (i > 0 ? ',' : '') + write(object[i], depth + 1, path);
+      return `${out}]`;
     }
-    if (typeof (object as { toJSON?: unknown }).toJSON === 'function') {
-      write((object as { toJSON: (key: string) => unknown }).toJSON(''), out, depth + 1, seen);
-      return;
-    }
-    if (object instanceof Map) {
-      out.push('{"$map":');
-      write([...object], out, depth + 1, seen);
-      out.push('}');
-      return;
-    }
-    if (object instanceof Set) {
-      out.push('{"$set":');
-      write([...object], out, depth + 1, seen);
-      out.push('}');
-      return;
-    }
+    if (typeof (object as { toJSON?: unknown }).toJSON === 'function') return write((object as { toJSON: (key: string) => unknown }).toJSON(''), depth + 1, path);
+    if (object instanceof Map) return `{"$map":${write([...object], depth + 1, path)}}`;
+    if (object instanceof Set) return `{"$set":${write([...object], depth + 1, path)}}`;
     if (ArrayBuffer.isView(object) || object instanceof ArrayBuffer) {
       const bytes = object instanceof ArrayBuffer ? new Uint8Array(object) : new Uint8Array(object.buffer, object.byteOffset, object.byteLength);
-      out.push(`{"$bytes":"${Buffer.from(bytes).toString('base64')}"}`);
-      return;
+      return `{"$bytes":"${Buffer.from(bytes).toString('base64')}"}`;
     }
-    const keys = Object.keys(object).sort();
-    out.push('{');
+    const keys = Object.keys(object);
+    if (keys.length > 1) keys.sort();
+    let out = '{';
     let first = true;
     for (const key of keys) {
       const item = (object as Record<string, unknown>)[key];
       if (item === undefined || typeof item === 'function' || typeof item === 'symbol') continue;
-      if (!first) out.push(',');
+      out += `${first ? '' : ','}${JSON.stringify(key)}:${write(item, depth + 1, path)}`;
       first = false;
-      out.push(JSON.stringify(key), ':');
-      write(item, out, depth + 1, seen);
     }
-    out.push('}');
+    return `${out}}`;
   } finally {
-    seen.delete(object);
+    path.pop();
   }
 }
 

@@ -88,28 +88,34 @@ const MEMO_CHARS = 1 << 20;
  * entries and in characters; cleared when full.
  */
 class CostMemo<V> {
-  private readonly entries = new Map<string, Map<number, V>>();
+  // Most actions cost nothing: those sit in one flat map; priced ones by key, then cost.
+  private free = new Map<string, V>();
+  private priced = new Map<string, Map<number, V>>();
   private count = 0;
   private chars = 0;
 
   get(key: string, costNanos: number): V | undefined {
-    return this.entries.get(key)?.get(costNanos);
+    return costNanos === 0 ? this.free.get(key) : this.priced.get(key)?.get(costNanos);
   }
 
-  set(key: string, costNanos: number, prepared: V): void {
+  set(key: string, costNanos: number, value: V): void {
     if (key.length > 2048) return;
     if (this.count >= MEMO_ENTRIES || this.chars + key.length > MEMO_CHARS) {
-      this.entries.clear();
+      this.free = new Map();
+      this.priced = new Map();
       this.count = 0;
       this.chars = 0;
     }
-    let byCost = this.entries.get(key);
-    if (byCost === undefined) {
-      byCost = new Map();
-      this.entries.set(key, byCost);
-      this.chars += key.length;
+    if (costNanos === 0) this.free.set(key, value);
+    else {
+      let byCost = this.priced.get(key);
+      if (byCost === undefined) {
+        byCost = new Map();
+        this.priced.set(key, byCost);
+      }
+      byCost.set(costNanos, value);
     }
-    byCost.set(costNanos, prepared);
+    this.chars += key.length;
     this.count++;
   }
 }
@@ -120,8 +126,7 @@ class CostMemo<V> {
 // none is given) for requests.
 const toolMemos = new WeakMap<PolicyEvaluator, CostMemo<Prepared>>();
 const httpMemos = new WeakMap<PolicyEvaluator, Map<string, CostMemo<Prepared>>>();
-// Fingerprints of tool calls without input, by folded name and cost (metadata is not part of a fingerprint).
-const toolFingerprints = new CostMemo<string>();
+
 
 /**
  * Copies a check method's options once (each property read once) into one object literal: no spread and no property
@@ -157,7 +162,7 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
       }
       let prepared = memo.get(action.name, cost.nanos);
       if (prepared === undefined) {
-        prepared = { ...prepareUncached(policy, action, cost, undefined), memo: { free: undefined } };
+        prepared = prepareUncached(policy, action, cost, undefined, { free: undefined });
         memo.set(action.name, cost.nanos, prepared);
       }
       if (metadataInput === undefined) return prepared;
@@ -180,7 +185,7 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
       }
       let prepared = memo?.get(action.url, cost.nanos);
       if (prepared === undefined) {
-        prepared = { ...prepareUncached(policy, action, cost, undefined), memo: { free: undefined } };
+        prepared = prepareUncached(policy, action, cost, undefined, { free: undefined });
         memo?.set(action.url, cost.nanos, prepared);
       }
       return prepared;
@@ -189,7 +194,13 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
   return prepareUncached(policy, action, cost, metadataInput === undefined ? undefined : boundMetadata(metadataInput));
 }
 
-function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined): Prepared {
+function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined, memo?: { free: Verdict | undefined }): Prepared {
+  const prepared = readAction(policy, action, cost, metadata);
+  if (memo === undefined) return prepared;
+  return { policyHash: prepared.policyHash, action: prepared.action, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo };
+}
+
+function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined): Prepared {
   const costUsd = cost.ok ? nanosToUsd(cost.nanos) : 0;
   const costNanos = cost.ok ? cost.nanos : -1;
   switch (action.type) {
@@ -209,12 +220,7 @@ function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: Ret
           inputText = `!${error.message}`;
         }
       }
-      const fingerprintName = info.problem === undefined ? info.folded : shown;
-      let fingerprint = inputText === undefined ? toolFingerprints.get(fingerprintName, costNanos) : undefined;
-      if (fingerprint === undefined) {
-        fingerprint = actionFingerprint({ type: 'tool', name: fingerprintName, costNanos, input: inputText });
-        if (inputText === undefined) toolFingerprints.set(fingerprintName, costNanos, fingerprint);
-      }
+      const fingerprint = actionFingerprint({ type: 'tool', name: info.problem === undefined ? info.folded : shown, costNanos, input: inputText });
       // One literal per shape (no property added afterwards): this runs on every check.
       const recorded: ToolAction = Object.freeze(
         inputValue === undefined
@@ -228,7 +234,7 @@ function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: Ret
       if (info.problem !== undefined) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
       if (inputProblem !== undefined) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: inputProblem, rule: { section: 'input', check: 'input' } } };
       if (!cost.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos }, invalid: null };
+      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos, input: inputValue }, invalid: null };
     }
     case 'http': {
       const target = parseTarget(action.url);
@@ -241,7 +247,7 @@ function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: Ret
       Object.freeze(recorded);
       if (!target.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: boundString(target.reason), rule: { section: 'input', check: 'url' } } };
       if (!cost.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos }, invalid: null };
+      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos, method, path: target.path }, invalid: null };
     }
     case 'cost': {
       const source = action.source;

@@ -195,7 +195,8 @@ describe('a pending approval across processes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'agentpolicy-child-'));
     const file = join(dir, 'child.mjs');
     writeFileSync(file, script);
-    const { stdout } = await run(process.execPath, [file, ...args], { timeout: 20_000 });
+    // Type stripping is on by default from Node 22.18; the flag turns it on in older 22.x.
+    const { stdout } = await run(process.execPath, ['--experimental-strip-types', '--disable-warning=ExperimentalWarning', file, ...args], { timeout: 20_000 });
     return JSON.parse(stdout) as Record<string, unknown>;
   };
   const prelude = `
@@ -260,5 +261,29 @@ describe('a pending approval across processes', () => {
     ]);
     expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual([JSON.stringify(input)]);
     expect((await agent.getApproval(requestId))?.status).toBe('used');
+  });
+
+  it('two processes resuming with the same approval at once: the tool runs exactly once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agentpolicy-approvals-'));
+    const log = join(dir, 'sent.log');
+    const agent = policy().session({ id: 'agent-2', approvals: new FileApprovalStore(dir), approvalSecret: SECRET });
+    const input = { to: 'all@example.com' };
+    const requestId = (await agent.checkTool('send_email', { input })).approvalRequest?.id as string;
+    expect(await agent.resolveApproval(requestId, { approved: true, by: 'alice' })).toMatchObject({ ok: true });
+    const resume = `${prelude}
+      const { appendFileSync } = await import('node:fs');
+      const [log, requestId] = process.argv.slice(5);
+      let result;
+      try {
+        await session.runTool('send_email', { input: ${JSON.stringify(input)}, approval: { requestId } }, () => appendFileSync(log, process.pid + '\\n'));
+        result = 'ran';
+      } catch (error) {
+        result = error.code;
+      }
+      console.log(JSON.stringify({ result }));
+    `;
+    const results = await Promise.all([1, 2, 3].map(() => child(resume, [dir, SECRET, 'agent-2', log, requestId])));
+    expect(results.map((r) => r.result).sort()).toEqual(['APPROVAL_REQUIRED', 'APPROVAL_REQUIRED', 'ran']);
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toHaveLength(1);
   });
 });

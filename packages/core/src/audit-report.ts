@@ -1,7 +1,7 @@
 import type { ActionType, Decision, DecisionValue } from './decision.js';
 import { parseRecord, readLines } from './audit-verify.js';
 import { withReportInspect } from './format-report.js';
-import type { SessionReport } from './audit-trail.js';
+import { ruleName, type SessionReport } from './audit-trail.js';
 
 /** A session's committed spend at one moment. */
 export interface SpendPoint {
@@ -35,6 +35,9 @@ interface Accumulator {
   allowed: Record<ActionType, number>;
   attempted: Record<ActionType, number>;
   hits: { deniedTools: Set<string>; deniedDomains: Set<string>; approvalRequired: Set<string> };
+  /** What shadowed parts of the policy would have decided, counted as in `session.report()`. */
+  shadow: Counts;
+  shadowByRule: Map<string, number>;
   decisions: Decision[];
   types: Map<string, ActionType>;
   first: string;
@@ -79,6 +82,8 @@ export function readAuditLog(files: string | readonly string[], options: { maxDe
           allowed: { tool: 0, http: 0, cost: 0 },
           attempted: { tool: 0, http: 0, cost: 0 },
           hits: { deniedTools: new Set(), deniedDomains: new Set(), approvalRequired: new Set() },
+          shadow: emptyCounts(),
+          shadowByRule: new Map(),
           decisions: [],
           types: new Map(),
           first: record.time,
@@ -128,6 +133,11 @@ export function readAuditLog(files: string | readonly string[], options: { maxDe
       if (decision.rule.section === 'approval' || decision.rule.section === 'approver') {
         session.hits.approvalRequired.add(action.type === 'tool' ? action.name : action.type === 'http' ? action.domain : action.source);
       }
+      if (decision.shadow !== undefined) {
+        session.shadow[decision.shadow.decision]++;
+        const name = ruleName(decision.shadow.rule);
+        session.shadowByRule.set(name, (session.shadowByRule.get(name) ?? 0) + 1);
+      }
       session.decisions.push(decision);
       // Trim in batches: keep the latest `keep` without an O(n) shift per record.
       if (session.decisions.length >= 2 * keep + 1) {
@@ -169,6 +179,11 @@ function toReport(session: Accumulator, keep: number): SessionReport {
       byActionType: session.byType,
     },
     costSummary: { allowed: sum(session.allowed), attempted: sum(session.attempted) },
+    shadowSummary: {
+      total: session.shadow.allow + session.shadow.deny + session.shadow.require_approval,
+      ...session.shadow,
+      byRule: Object.fromEntries(session.shadowByRule),
+    },
     policyHits: {
       deniedTools: [...session.hits.deniedTools],
       deniedDomains: [...session.hits.deniedDomains],

@@ -1,4 +1,4 @@
-import type { ActionType, Decision, DecisionValue } from './decision.js';
+import type { ActionType, Decision, DecisionValue, RuleRef } from './decision.js';
 import { nanosToUsd } from './money.js';
 
 type Counts = Record<DecisionValue, number>;
@@ -26,6 +26,12 @@ export interface SessionReport {
     readonly deniedDomains: readonly string[];
     readonly approvalRequired: readonly string[];
   };
+  /**
+   * What shadowed parts of the policy (`mode: shadow`) would have changed: how many recorded decisions would have
+   * been decided otherwise, by the outcome they would have had and by the part that would have decided
+   * (`rules[2]`, `limits[0]`, `tools.block`, `budget`, …).
+   */
+  readonly shadowSummary: Counts & { readonly total: number; readonly byRule: Readonly<Record<string, number>> };
   readonly startedAt: string;
   readonly endedAt: string | null;
   readonly durationSeconds: number;
@@ -43,7 +49,23 @@ export interface SessionReport {
 }
 
 /** The part of the report the audit trail itself knows. */
-export type AuditSummary = Pick<SessionReport, 'decisionSummary' | 'costSummary' | 'policyHits' | 'decisions' | 'decisionsDropped' | 'overrun' | 'overruns'>;
+export type AuditSummary = Pick<SessionReport, 'decisionSummary' | 'costSummary' | 'policyHits' | 'shadowSummary' | 'decisions' | 'decisionsDropped' | 'overrun' | 'overruns'>;
+
+/** A short name for the part of the policy a rule reference points at, as counted in `shadowSummary.byRule`. */
+export function ruleName(rule: RuleRef): string {
+  switch (rule.section) {
+    case 'rules':
+    case 'limits':
+      return `${rule.section}[${rule.index}]`;
+    case 'approval':
+      return `approval.require_for[${rule.index}]`;
+    case 'tools':
+    case 'network':
+      return `${rule.section}.${rule.list}`;
+    default:
+      return rule.section;
+  }
+}
 
 const HIT_LIMIT = 1000;
 
@@ -77,6 +99,8 @@ export class AuditTrail {
   private readonly byType: ByType<Counts> = { tool: emptyCounts(), http: emptyCounts(), cost: emptyCounts() };
   private readonly allowedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
   private readonly attemptedNanos: ByType<number> = { tool: 0, http: 0, cost: 0 };
+  private readonly shadowCounts = emptyCounts();
+  private readonly shadowByRule = new Map<string, number>();
   private overrunNanos = 0;
   private overrunCount = 0;
   private readonly hits = { deniedTools: new Set<string>(), deniedDomains: new Set<string>(), approvalRequired: new Set<string>() };
@@ -98,6 +122,12 @@ export class AuditTrail {
     if (section === 'approver' || section === 'approval') {
       const action = decision.action;
       addHit(this.hits.approvalRequired, action.type === 'tool' ? action.name : action.type === 'http' ? action.domain : action.source);
+    }
+    const shadow = decision.shadow;
+    if (shadow !== undefined) {
+      this.shadowCounts[shadow.decision]++;
+      const name = ruleName(shadow.rule);
+      if (this.shadowByRule.size < HIT_LIMIT || this.shadowByRule.has(name)) this.shadowByRule.set(name, (this.shadowByRule.get(name) ?? 0) + 1);
     }
     if (this.maxDecisions > 0) {
       if (this.ring.length < this.maxDecisions) return this.ring.push(decision) - 1;
@@ -150,6 +180,11 @@ export class AuditTrail {
         deniedTools: [...this.hits.deniedTools],
         deniedDomains: [...this.hits.deniedDomains],
         approvalRequired: [...this.hits.approvalRequired],
+      },
+      shadowSummary: {
+        total: this.shadowCounts.allow + this.shadowCounts.deny + this.shadowCounts.require_approval,
+        ...this.shadowCounts,
+        byRule: Object.fromEntries(this.shadowByRule),
       },
       decisions,
       decisionsDropped: this.dropped,

@@ -27,6 +27,8 @@ export class BudgetLedger {
     public limit: number | null,
     private softLimit: number | null,
     private readonly onSoftLimit: ((event: SoftLimitEvent) => void) | undefined,
+    /** False under `mode: shadow`: the budget is evaluated and recorded but never refuses a reservation. */
+    private readonly enforced: boolean = true,
   ) {}
 
   /** A reloaded policy's budget: later checks are held to it (spend already recorded stays). */
@@ -42,7 +44,7 @@ export class BudgetLedger {
 
   /** Holds `nanos` if the budget allows it. */
   reserve(nanos: number): boolean | Promise<boolean> {
-    return this.store.reserve(this.key, nanos, this.limit);
+    return this.store.reserve(this.key, nanos, this.enforced ? this.limit : null);
   }
 
   /** Turns a reservation of `reserved` into a charge of `actual`. */
@@ -102,7 +104,7 @@ export class BudgetLedger {
 
   /** Why nothing more can be spent, or undefined while something can. */
   exhausted(): string | undefined {
-    if (this.limit === null) return undefined;
+    if (this.limit === null || !this.enforced) return undefined;
     const { spent, reserved } = this.snapshot();
     if (spent + reserved < this.limit) return undefined;
     return `the budget is used up (max_spend ${formatUsd(this.limit)}, spent ${formatUsd(spent)}${reserved > 0 ? `, reserved ${formatUsd(reserved)}` : ''})`;

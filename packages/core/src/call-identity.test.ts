@@ -28,6 +28,15 @@ describe('a key is bound to the action, not only its name', () => {
     expect(session.report().decisionSummary.total).toBe(3);
   });
 
+  it('a 1 MB idempotency key works and is not kept whole', async () => {
+    const session = policy().session();
+    const key = 'k'.repeat(1_000_000);
+    const first = await session.checkTool('search', { cost: 1, idempotencyKey: key });
+    expect(await session.checkTool('search', { cost: 1, idempotencyKey: key })).toBe(first);
+    expect(await session.checkTool('search', { cost: 1, idempotencyKey: `${key}!` })).not.toBe(first);
+    expect(session.spent).toBe(2);
+  });
+
   it('key order in the input does not matter; the values do', async () => {
     const session = policy().session();
     const a = session.evaluate({ type: 'tool', name: 'search', input: { q: 'x', page: 1 } });

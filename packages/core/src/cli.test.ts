@@ -46,6 +46,25 @@ describe('agentpolicy CLI', () => {
     expect(json.checks).toContain('checkHttp');
   });
 
+  it('explain --tool/--url shows which rules and limits an action meets', async () => {
+    const RULES = fileURLToPath(new URL('../../../examples/rules/policy.yaml', import.meta.url));
+    const refund = await run('explain', RULES, '--tool', 'refund', '--input', '{"amount": 250}');
+    expect(refund.code).toBe(0);
+    const json = JSON.parse(refund.stdout);
+    expect(json.decision).toMatchObject({ decision: 'allow', shadow: { decision: 'require_approval', rule: { section: 'rules', index: 1 } } });
+    expect(json.rules.filter((rule: { applies: boolean }) => rule.applies).map((rule: { index: number }) => rule.index)).toEqual([1]);
+    expect(json.limits.map((limit: { counts: boolean }) => limit.counts)).toEqual([false, true]);
+
+    const post = JSON.parse((await run('explain', RULES, '--url', 'https://api.github.com/x', '--method', 'post')).stdout);
+    expect(post.rules[3]).toMatchObject({ deny: 'writes to GitHub', selects: true, applies: true, mode: 'shadow' });
+
+    expect((await run('explain', RULES, '--tool', 'refund', '--input', '{oops')).code).toBe(2);
+    expect((await run('explain', RULES, '--tool', 'a', '--url', 'https://x.com')).code).toBe(2);
+    expect((await run('explain', RULES, '--input', '{}')).code).toBe(2);
+    const plain = JSON.parse((await run('explain', RULES)).stdout);
+    expect(plain).toMatchObject({ mode: 'shadow', limits: [{ index: 0, tool: 'search', max_calls: 5, per: '1m' }, { index: 1, scope: 'budget' }] });
+  });
+
   it('demo runs a session and prints the report', async () => {
     const result = await run('demo', SEED);
     expect(result.code).toBe(0);

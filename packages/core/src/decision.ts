@@ -65,6 +65,17 @@ export type RuleRef =
       readonly rule?: ApprovalRuleSpec;
     }
   | { readonly section: 'session'; readonly check: 'ended' | 'limit' }
+  /** A `rules:` entry: its index and the reason written in the policy. */
+  | { readonly section: 'rules'; readonly index: number; readonly reason: string }
+  /** A `limits:` entry that was full; `resetAt` is when a slot frees (ISO 8601), null for a per-session limit. */
+  | {
+      readonly section: 'limits';
+      readonly index: number;
+      readonly maxCalls: number;
+      readonly per: string;
+      readonly scope: 'session' | 'budget';
+      readonly resetAt: string | null;
+    }
   /** An emergency stop (`halt`) was in force: its reason, when and by whom it was set, the budget key it covers. */
   | { readonly section: 'halt'; readonly reason: string; readonly at: string; readonly by?: string; readonly budgetKey?: string }
   /** The check itself failed (e.g. the budget store threw): denied, with the error's message. */
@@ -77,6 +88,13 @@ export interface ApprovalRuleSpec {
   readonly domain?: string;
   readonly action?: ActionType;
   readonly cost_gt?: number;
+}
+
+/** What the shadowed parts of the policy would have decided (see `mode: shadow`). */
+export interface ShadowOutcome {
+  readonly decision: DecisionValue;
+  readonly reason: string;
+  readonly rule: RuleRef;
 }
 
 /** Who approved an action and how. */
@@ -140,6 +158,8 @@ interface DecisionBase {
   readonly unusedAnswer?: UnusedAnswer;
   /** Present on decisions that reserved money to settle later (model calls, guarded tools). */
   readonly settlement?: Settlement;
+  /** Present when shadowed rules, limits or a policy in `mode: shadow` would have decided otherwise. */
+  readonly shadow?: ShadowOutcome;
   /** ISO 8601. */
   readonly timestamp: string;
 }

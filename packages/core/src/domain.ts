@@ -3,7 +3,7 @@ import { BoundedCache } from './bounded-cache.js';
 
 /** A URL after the one parse agentpolicy makes of it. */
 export type ParsedTarget =
-  | { ok: true; url: string; host: string; isIp: boolean }
+  | { ok: true; url: string; host: string; isIp: boolean; path: string }
   | { ok: false; reason: string; url: string };
 
 /**
@@ -43,7 +43,7 @@ function parseTargetUncached(input: unknown): ParsedTarget {
   const isIp = host.startsWith('[') || IPV4.test(host);
   if (host.endsWith('.')) host = host.replace(/\.+$/, '');
   if (host === '') return { ok: false, reason: 'URL has no host', url: redact(url) };
-  return { ok: true, url: redact(url), host, isIp };
+  return { ok: true, url: redact(url), host, isIp, path: url.pathname };
 }
 
 const IPV4 = /^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$/;

@@ -28,6 +28,10 @@ export function ruleId(rule: RuleRef): string {
       return `input.${rule.check}`;
     case 'session':
       return `session.${rule.check}`;
+    case 'rules':
+      return `rules[${rule.index}]`;
+    case 'limits':
+      return `limits[${rule.index}]`;
     case 'halt':
       return rule.budgetKey === undefined ? 'halt' : `halt:${rule.budgetKey}`;
     default:
@@ -131,6 +135,11 @@ export function formatReport(report: SessionReport, options: FormatReportOptions
     .filter(({ counts }) => counts.allow + counts.deny + counts.require_approval > 0)
     .map(({ type, counts }) => `${type} ${counts.allow}/${counts.deny}/${counts.require_approval}`);
   if (types.length > 0) out.push(`by action type (allow/deny/require_approval): ${types.join(', ')}`);
+  const shadow = report.shadowSummary;
+  if (shadow !== undefined && shadow.total > 0) {
+    const parts = Object.entries(shadow.byRule).map(([rule, count]) => `${rule} ${count}`);
+    out.push(`shadow (what enforcing would change) ${shadow.total}: deny ${shadow.deny}, require_approval ${shadow.require_approval}; by ${parts.join(', ')}`);
+  }
   const decisions = report.decisions;
   const partial = report.decisionsDropped > 0 ? ` (of the ${decisions.length} decisions kept; ${report.decisionsDropped} older ones dropped)` : '';
   const byRule = decisionsByRule(decisions);

@@ -54,6 +54,7 @@ export {
   type AgentPolicyErrorCode,
   type PolicyIssue,
 } from './errors.js';
+export { InMemoryRateLimitStore, type InMemoryRateLimitStoreOptions, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
 export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
 export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type PriceDocument, type NormalizedPolicy, type NormalizedPrice } from './policy-document.js';
 export { policyWarnings, type PolicyWarning, type PolicyWarningCode } from './policy-warnings.js';

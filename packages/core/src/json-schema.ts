@@ -20,6 +20,63 @@ const domain = {
   pattern: '^(?:(?:\\*\\.)?[^\\s/?#@:*\\[\\]]+|\\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\\]?)$',
 } as const;
 
+const scalar = { type: ['string', 'number', 'boolean', 'null'] } as const;
+const stringOrList = (description: string) =>
+  ({ description, anyOf: [{ type: 'string', pattern: '\\S' }, { type: 'array', minItems: 1, items: { type: 'string', pattern: '\\S' } }] }) as const;
+const domainOrList = { description: 'A domain (example.com, *.example.com) or a list of them; matched like network.block.', anyOf: [domain, { type: 'array', minItems: 1, items: domain }] } as const;
+
+// Operators on tool input paths and on the request's method, host and path.
+const valueOperators = {
+  eq: { ...scalar, description: 'Equal (a number also equals its decimal string).' },
+  ne: { ...scalar, description: 'Not equal.' },
+  in: { type: 'array', minItems: 1, items: scalar, description: 'One of these values.' },
+  not_in: { type: 'array', minItems: 1, items: scalar, description: 'None of these values.' },
+  glob: stringOrList('A glob ("*" matches any run of characters) or a list of them, matched against the whole string.'),
+  lt: { type: 'number' },
+  lte: { type: 'number' },
+  gt: { type: 'number' },
+  gte: { type: 'number' },
+  domain: domainOrList,
+} as const;
+// Operators on cost: amounts in USD.
+const costOperators = {
+  eq: money,
+  ne: money,
+  in: { type: 'array', minItems: 1, items: money },
+  not_in: { type: 'array', minItems: 1, items: money },
+  lt: money,
+  lte: money,
+  gt: money,
+  gte: money,
+} as const;
+const command = stringOrList('Globs over the argv of a single simple shell command (joined by spaces); anything else in the line counts as a match for a deny.');
+
+const conditions = (sense: 'if' | 'unless') => {
+  const exists = sense === 'if' ? { type: 'boolean' } : { const: true, description: 'Under unless only true: a missing value never makes an exception.' };
+  const block = (properties: object) => ({ type: 'object', minProperties: 1, additionalProperties: false, properties });
+  return {
+    type: 'object',
+    minProperties: 1,
+    description:
+      sense === 'if'
+        ? 'When the rule applies: every entry must hold; over an array, any element; a value that cannot be judged counts as holding.'
+        : 'Exceptions: every entry must hold for every element; a missing value or one that cannot be judged is no exception.',
+    patternProperties: {
+      '^input(\\.[^.]+)*$': block({ ...valueOperators, exists, command }),
+      '^(method|host|path)$': block({ ...valueOperators, exists }),
+      '^cost$': block({ ...costOperators, exists }),
+    },
+    additionalProperties: false,
+  } as const;
+};
+const selectorConsistency = [
+  // oxlint-disable-next-line unicorn/no-thenable -- JSON Schema's if/then keywords
+  { if: { required: ['tool', 'action'] }, then: { properties: { action: { const: 'tool' } } } },
+  // oxlint-disable-next-line unicorn/no-thenable -- JSON Schema's if/then keywords
+  { if: { required: ['domain', 'action'] }, then: { properties: { action: { const: 'http' } } } },
+] as const;
+const mode = { enum: ['enforce', 'shadow'], description: 'shadow: decide and record what it would do, enforce nothing.' } as const;
+
 const list = (items: object, description: string) => ({ description, type: 'array', items }) as const;
 
 /**
@@ -87,6 +144,49 @@ export const policyJsonSchema = {
         },
       },
     },
+    rules: {
+      type: 'array',
+      description: 'Deny or require approval by conditions on the input, request or cost. Every matching rule applies.',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          deny: { type: 'string', pattern: '\\S', description: 'Deny, with this reason.' },
+          require_approval: { type: 'string', pattern: '\\S', description: 'Require approval, with this reason.' },
+          tool: toolPattern,
+          domain,
+          action: { enum: ['tool', 'http', 'cost'] },
+          if: conditions('if'),
+          unless: conditions('unless'),
+          mode,
+        },
+        oneOf: [{ required: ['deny'] }, { required: ['require_approval'] }],
+        anyOf: [{ required: ['if'] }, { required: ['unless'] }],
+        not: { required: ['tool', 'domain'] },
+        allOf: selectorConsistency,
+      },
+    },
+    limits: {
+      type: 'array',
+      description: 'How many calls may be allowed per window or per session; only allowed calls count.',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['max_calls', 'per'],
+        properties: {
+          tool: toolPattern,
+          domain,
+          action: { enum: ['tool', 'http', 'cost'] },
+          max_calls: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
+          per: { type: 'string', pattern: '^(session|[1-9][0-9]{0,10}[smhd])$', description: 'A window (30s, 1m, 2h, 1d; at most 366d) or session.' },
+          scope: { enum: ['session', 'budget'], description: 'budget: counted across every session sharing the budget key.' },
+          mode,
+        },
+        not: { required: ['tool', 'domain'] },
+        allOf: selectorConsistency,
+      },
+    },
+    mode,
     pricing: {
       type: 'object',
       description: 'Model → prices (USD per million tokens, or per image / second / character) and limits; wins over the built-in price catalog.',

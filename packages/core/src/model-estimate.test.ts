@@ -157,7 +157,8 @@ describe('estimateModelCall on any input', () => {
           else expect(typeof result.reason).toBe('string');
         },
       ),
-      { numRuns: 300 },
+      // A value that cannot be turned into a string (its toString is not a function) once made the reason throw.
+      { numRuns: 300, examples: [[{ model: '!', n: { toString: 0 } } as never]] },
     );
   });
 

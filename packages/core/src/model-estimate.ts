@@ -1,4 +1,5 @@
 import type { Metadata, RuleRef } from './decision.js';
+import { describe } from './money.js';
 import type { NormalizedPrice } from './policy-document.js';
 import { billingOf, estimatePromptTokens, priceUsage, splitModel, type Billing, type TokenUsage } from './pricing.js';
 
@@ -226,7 +227,7 @@ export function estimateModelCall(estimate: ModelCallEstimate, pricing: Readonly
   if (provider !== undefined) base['provider'] = provider;
   if (model.trim() === '') return refuse('the model call names no model', base, { section: 'input', check: 'usage' });
   const n = estimate.n === undefined || estimate.n === null ? 1 : count(estimate.n);
-  if (n === undefined || n < 1) return refuse(`n must be a whole number ≥ 1, got ${String(estimate.n)}`, base, { section: 'input', check: 'usage' });
+  if (n === undefined || n < 1) return refuse(`n must be a whole number ≥ 1, got ${describe(estimate.n)}`, base, { section: 'input', check: 'usage' });
   const billing = billingOf(model, provider, pricing);
   const needsLimits =
     billing.tokens &&

@@ -44,6 +44,16 @@ describe('policy diff', () => {
     ]);
   });
 
+  it('rules, limits and the mode are compared too', () => {
+    const before = 'rules:\n  - deny: no refunds over 100\n    tool: refund\n    if: { input.amount: { gt: 100 } }\n';
+    const after = 'mode: shadow\nlimits:\n  - tool: search\n    max_calls: 10\n    per: 1m\n';
+    expect(effects(before, after)).toEqual([
+      'looser mode: the policy now only reports what it would deny (shadow): nothing is stopped',
+      'looser rules[0]: no longer in force: deny tool refund if {"input.amount":{"gt":100}} ("no refunds over 100")',
+      'stricter limits[0]: now in force: at most 10 calls per 1m for tool search',
+    ]);
+  });
+
   it('CLI: exit 0 when alike, 1 when they differ, 1 for an invalid policy, 2 for a missing file; --json', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'agentpolicy-diff-'));
     dirs.push(dir);

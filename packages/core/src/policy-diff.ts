@@ -84,6 +84,7 @@ export function diffPolicies(before: AgentPolicy, after: AgentPolicy): PolicyDif
   diffNetwork(a, b, changes);
   diffApprovals(a, b, changes);
   diffPricing(a, b, changes);
+  diffRulesAndLimits(before, after, changes);
   // Same hash, or entries that differ only in how they are written (case, trailing dot): they decide alike.
   return { oldHash: before.hash, newHash: after.hash, same: before.hash === after.hash || (changes.length === 0 && sameOtherwise(a, b)), changes };
 }
@@ -233,6 +234,42 @@ function diffPricing(a: NormalizedPolicy, b: NormalizedPolicy, out: PolicyChange
       }
     }
   }
+}
+
+function diffRulesAndLimits(before: AgentPolicy, after: AgentPolicy, out: PolicyChange[]): void {
+  const a = before.toDocument() as Record<string, unknown>;
+  const b = after.toDocument() as Record<string, unknown>;
+  if ((a.mode ?? 'enforce') !== (b.mode ?? 'enforce')) {
+    const shadow = b.mode === 'shadow';
+    out.push({ path: 'mode', kind: 'changed', before: a.mode ?? 'enforce', after: b.mode ?? 'enforce', effect: shadow ? 'the policy now only reports what it would deny (shadow): nothing is stopped' : 'the policy is now enforced: what it denies is stopped', direction: shadow ? 'looser' : 'stricter' });
+  }
+  for (const section of ['rules', 'limits'] as const) {
+    const old = Array.isArray(a[section]) ? (a[section] as Record<string, unknown>[]) : [];
+    const next = Array.isArray(b[section]) ? (b[section] as Record<string, unknown>[]) : [];
+    const oldKeys = old.map(canonicalJson);
+    const newKeys = next.map(canonicalJson);
+    const describe = (entry: Record<string, unknown>) => {
+      if (section === 'limits') return `at most ${String(entry.max_calls)} call${entry.max_calls === 1 ? '' : 's'} per ${String(entry.per)}${entry.scope === 'budget' ? ' per budget' : ''} for ${selectorText(entry)}`;
+      const effect = entry.deny !== undefined ? `deny ${selectorText(entry)}` : `require approval for ${selectorText(entry)}`;
+      const conditions = entry.if !== undefined ? ` if ${canonicalJson(entry.if)}` : '';
+      const unless = entry.unless !== undefined ? ` unless ${canonicalJson(entry.unless)}` : '';
+      return `${effect}${conditions}${unless} (${JSON.stringify(entry.deny ?? entry.require_approval)})`;
+    };
+    next.forEach((entry, index) => {
+      if (!oldKeys.includes(newKeys[index] as string)) out.push({ path: `${section}[${index}]`, kind: 'added', after: entry, effect: `now in force: ${describe(entry)}`, direction: entry.mode === 'shadow' ? 'neutral' : 'stricter' });
+    });
+    old.forEach((entry, index) => {
+      if (!newKeys.includes(oldKeys[index] as string)) out.push({ path: `${section}[${index}]`, kind: 'removed', before: entry, effect: `no longer in force: ${describe(entry)}`, direction: entry.mode === 'shadow' ? 'neutral' : 'looser' });
+    });
+  }
+}
+
+function selectorText(entry: Record<string, unknown>): string {
+  const parts: string[] = [];
+  if (typeof entry.action === 'string') parts.push(`${entry.action} actions`);
+  if (typeof entry.tool === 'string') parts.push(`tool ${entry.tool}`);
+  if (typeof entry.domain === 'string') parts.push(`requests to ${entry.domain}`);
+  return parts.length === 0 ? 'every action' : parts.join(', ');
 }
 
 /** The diff as lines: one per change, `+` stricter, `-` looser, `~` neutral. */

@@ -2,7 +2,10 @@ import type { ActionType } from './decision.js';
 import type { PolicyIssue } from './errors.js';
 import { normalizeDomainEntry } from './domain.js';
 import { describe, parseMoney } from './money.js';
+import { isPlainObject } from './policy-values.js';
+import { limitToDocument, readLimits, type LimitDocument, type NormalizedLimit } from './limits.js';
 import { policyWarnings, type PolicyWarning } from './policy-warnings.js';
+import { readMode, readRules, ruleToDocument, type NormalizedRule, type PolicyMode, type RuleDocument } from './rules.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, toolNameProblem } from './tool-matcher.js';
 
@@ -27,6 +30,12 @@ export interface PolicyDocument {
    * worst case where the request sets none.
    */
   pricing?: Record<string, PriceDocument>;
+  /** Deny or require approval by conditions on the action's input, request or cost. Every matching rule applies. */
+  rules?: RuleDocument[];
+  /** How many calls may be allowed per window or per session. */
+  limits?: LimitDocument[];
+  /** `shadow`: decide and record, enforce nothing (per rule and limit too). Default `enforce`. */
+  mode?: PolicyMode;
 }
 
 /** One model's entry under `pricing:`. */
@@ -61,6 +70,9 @@ export interface NormalizedPolicy {
   readonly network: { readonly allow: readonly string[] | null; readonly block: readonly string[] };
   readonly approvalRules: readonly NormalizedApprovalRule[];
   readonly pricing: ReadonlyMap<string, NormalizedPrice>;
+  readonly rules: readonly NormalizedRule[];
+  readonly limits: readonly NormalizedLimit[];
+  readonly mode: PolicyMode;
 }
 
 export interface NormalizedApprovalRule {
@@ -83,7 +95,7 @@ export interface NormalizedPrice {
   readonly maxAudioSeconds: number | null;
 }
 
-const TOP_KEYS = ['version', 'budget', 'tools', 'network', 'approval', 'pricing'] as const;
+const TOP_KEYS = ['version', 'budget', 'tools', 'network', 'approval', 'pricing', 'rules', 'limits', 'mode'] as const;
 const BUDGET_KEYS = ['max_spend', 'soft_limit'] as const;
 const LIST_KEYS = ['allow', 'block'] as const;
 const APPROVAL_KEYS = ['require_for'] as const;
@@ -92,13 +104,6 @@ const PRICE_KEYS = ['input', 'output', 'cached_input', 'per_image', 'per_second'
 const ACTION_TYPES: readonly ActionType[] = ['tool', 'http', 'cost'];
 
 type Issues = PolicyIssue[];
-
-/** A plain `{ … }` object (or `Object.create(null)`): not an array, a Map or a class instance. */
-export function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
 
 function join(path: string, key: string | number): string {
   if (typeof key === 'number') return `${path}[${key}]`;
@@ -143,6 +148,9 @@ const NO_VALUE_HINTS: Readonly<Record<string, string>> = {
   approval: 'give it require_for rules, or leave the key out',
   'approval.require_for': 'which would load as no approval rules. List the rules, write [] for none, or leave the key out',
   pricing: 'give it model prices, or leave the key out',
+  rules: 'which would load as no rules. List the rules, write [] for none, or leave the key out',
+  limits: 'which would load as no limits. List the limits, write [] for none, or leave the key out',
+  mode: 'write enforce or shadow, or leave the key out (enforce)',
 };
 
 /**
@@ -271,7 +279,7 @@ export function validatePolicyDocument(
 function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warnings: PolicyWarning[] } | { ok: false; issues: PolicyIssue[] } {
   const issues: Issues = [];
   if (input === undefined || input === null) {
-    return { ok: false, issues: [{ path: '', message: 'the policy is empty; expected a mapping with budget, tools, network, approval or pricing' }] };
+    return { ok: false, issues: [{ path: '', message: 'the policy is empty; expected a mapping with budget, tools, network, approval, rules, limits or pricing' }] };
   }
   if (!isPlainObject(input)) {
     return { ok: false, issues: [{ path: '', message: `the policy must be a mapping (an object), got ${describe(input)}` }] };
@@ -343,6 +351,10 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
     return prices;
   }) ?? new Map<string, NormalizedPrice>();
 
+  const rules = presence(document, 'rules', '', issues) === 'present' ? readRules(document.rules, 'rules', issues) : [];
+  const limits = presence(document, 'limits', '', issues) === 'present' ? readLimits(document.limits, 'limits', issues) : [];
+  const mode = presence(document, 'mode', '', issues) === 'present' ? (readMode(document.mode, 'mode', issues) ?? 'enforce') : 'enforce';
+
   if (issues.length > 0) return { ok: false, issues };
   const policy: NormalizedPolicy = Object.freeze({
     budget: budget ? Object.freeze(budget) : null,
@@ -350,6 +362,9 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
     network: Object.freeze({ allow: network.allow ? Object.freeze(network.allow) : null, block: Object.freeze(network.block) }),
     approvalRules: Object.freeze(approvalRules.map((rule) => Object.freeze(rule))),
     pricing,
+    rules: Object.freeze(rules),
+    limits: Object.freeze(limits),
+    mode,
   });
   return { ok: true, policy, warnings: policyWarnings(policy) };
 }
@@ -483,6 +498,9 @@ export function toPolicyDocument(policy: NormalizedPolicy): PolicyDocument {
       ...(rule.costGtNanos !== undefined ? { cost_gt: usd(rule.costGtNanos) } : {}),
     })),
   };
+  if (policy.rules.length > 0) document.rules = policy.rules.map(ruleToDocument);
+  if (policy.limits.length > 0) document.limits = policy.limits.map(limitToDocument);
+  if (policy.mode !== 'enforce') document.mode = policy.mode;
   if (policy.pricing.size > 0) {
     document.pricing = Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceDocument(price)]));
   }

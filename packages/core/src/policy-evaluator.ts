@@ -1,11 +1,12 @@
-import type { DecisionValue, RuleRef } from './decision.js';
+import type { DecisionValue, RuleRef, ShadowOutcome } from './decision.js';
+import type { CompiledLimit } from './limits.js';
 import type { HaltStore } from './halt.js';
 import type { NormalizedPolicy, PolicyDocument } from './policy-document.js';
 
 /** A prepared action: inputs already read and checked once. */
 export type PreparedAction =
-  | { type: 'tool'; name: string; folded: string; costNanos: number }
-  | { type: 'http'; host: string; isIp: boolean; costNanos: number }
+  | { type: 'tool'; name: string; folded: string; costNanos: number; input: unknown }
+  | { type: 'http'; host: string; isIp: boolean; costNanos: number; method: string | undefined; path: string }
   | { type: 'cost'; source: string; costNanos: number };
 
 /** The outcome of evaluating a prepared action against the policy and a view of the budget. */
@@ -14,6 +15,12 @@ export interface Verdict {
   reason: string;
   rule: RuleRef;
   approvedRule: boolean;
+  /** The enforced outcome comes after the limits step (budget, approval or allow), so a full limit still denies. */
+  afterLimits?: boolean;
+  /** What the shadowed parts of the policy would have decided, when that differs from the enforced outcome. */
+  shadow?: ShadowOutcome;
+  /** The shadow outcome comes after the limits step, so a shadowed full limit would have come first. */
+  shadowAfterLimits?: boolean;
 }
 
 /**
@@ -31,8 +38,12 @@ export interface PolicyEvaluator {
   readonly costRuleFloor: number;
   /** Name checks and the folded form of a tool name. */
   toolInfo(name: unknown): { problem: string | undefined; folded: string };
+  /** Why every call of a tool is denied whatever its input, cost or approval, or undefined when one could be allowed. */
+  neverAllowsTool(name: unknown): string | undefined;
   /** The verdict for an action that costs nothing and carries no approval. */
   decideFree(action: PreparedAction): Verdict;
+  /** The limits whose selector matches the action, in policy order. */
+  limitsFor(action: PreparedAction): readonly CompiledLimit[];
   /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */
   decide(action: PreparedAction, spentNanos: number, reservedNanos: number, approved: boolean): Verdict;
   /** The policy in the file format, amounts in USD. */

@@ -6,7 +6,7 @@ import { AgentPolicyError, PolicyValidationError } from './errors.js';
 import { ruleId } from './format-report.js';
 import { parseYamlPolicy } from './load-yaml.js';
 import { AgentPolicy } from './policy.js';
-import { isPlainObject } from './policy-document.js';
+import { isPlainObject } from './policy-values.js';
 import { unknownKeyMessage } from './suggest.js';
 
 /** What one step of a case expects: the decision, and optionally the rule (an id like `tools.block`) and a reason fragment. */

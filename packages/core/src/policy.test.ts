@@ -234,9 +234,38 @@ describe('explain', () => {
       network: { allow: ['docs.python.org'], block: ['twitter.com'] },
       approval: { require_for: [{ index: 0, tool: 'send_email' }, { index: 1, cost_gt: 1 }] },
       pricing: { 'my-model': { input_per_million: 1, output_per_million: 2.5, cached_input_per_million: 1 } },
-      precedence: ['block', 'allow-list miss', 'budget', 'approval rule', 'allow'],
+      precedence: ['block', 'allow-list miss', 'rule deny', 'limits', 'budget', 'approval (approval.require_for, then rule require_approval)', 'allow'],
     });
     expect(explained.checks).toContain('checkTool');
+  });
+});
+
+describe('neverAllowsTool (for listings)', () => {
+  const policy = AgentPolicy.fromDict({
+    tools: { allow: ['mcp__docs__*', 'search'], block: ['mcp__docs__delete*'] },
+    approval: { require_for: [{ tool: 'mcp__docs__publish' }] },
+    budget: { max_spend: 0.01 },
+  });
+
+  it('names the reason for a blocked tool, one outside the allow list, and an invalid name', () => {
+    expect(policy.neverAllowsTool('mcp__docs__delete_page')).toMatch(/blocked by tools.block entry "mcp__docs__delete\*"/);
+    expect(policy.neverAllowsTool('mcp__shell__run')).toMatch(/not in tools.allow/);
+    expect(policy.neverAllowsTool('')).toBeTypeOf('string');
+    expect(policy.neverAllowsTool(42)).toBeTypeOf('string');
+  });
+
+  it('is undefined for tools some call of which could be allowed (approval, cost and input aside)', () => {
+    expect(policy.neverAllowsTool('mcp__docs__search')).toBeUndefined();
+    expect(policy.neverAllowsTool('mcp__docs__publish')).toBeUndefined();
+    expect(policy.neverAllowsTool('search')).toBeUndefined();
+  });
+
+  it('agrees with the decision of a free call for every name it rules out', async () => {
+    const session = policy.session();
+    for (const name of ['mcp__docs__delete_page', 'mcp__shell__run', 'MCP__DOCS__DELETE_ALL', 'mcp__docs__search']) {
+      const decision = await session.checkTool(name, { input: { q: 'x' } });
+      expect(policy.neverAllowsTool(name) !== undefined).toBe(decision.decision === 'deny');
+    }
   });
 });
 

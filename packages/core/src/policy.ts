@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { BoundedCache } from './bounded-cache.js';
-import type { ActionType, ApprovalRuleSpec, RuleRef } from './decision.js';
+import type { ActionType, ApprovalRuleSpec, RuleRef, ShadowOutcome } from './decision.js';
 import { DomainMatcher } from './domain.js';
 import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
 import { describe, formatUsd, nanosToUsd } from './money.js';
 import { parseYamlPolicy } from './load-yaml.js';
+import { isPlainObject } from './policy-values.js';
 import {
-  isPlainObject,
   priceDocument,
   toPolicyDocument,
   validatePolicyDocument,
@@ -16,6 +16,9 @@ import {
   type PolicyDocument,
 } from './policy-document.js';
 import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
+import { compileLimit, limitToDocument, type CompiledLimit, type LimitDocument } from './limits.js';
+import { compileRule, ruleToDocument, type CompiledRule as CompiledConditionRule, type PolicyMode, type RuleDocument } from './rules.js';
+import { prepareAction, type ActionInput } from './action-input.js';
 import type { PolicyWarning } from './policy-warnings.js';
 import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
@@ -37,6 +40,12 @@ export interface AgentPolicyOptions {
   approvalRules?: readonly ApprovalRuleOption[];
   /** Model → prices and limits (camelCase mirror of the file's `pricing:` entries). */
   pricing?: Readonly<Record<string, PriceOption>>;
+  /** Conditional rules, in the file format (`deny` / `require_approval`, a selector, `if` / `unless`). */
+  rules?: readonly RuleDocument[];
+  /** Call limits, in the file format (`max_calls`, `per`, `scope`). */
+  limits?: readonly LimitDocument[];
+  /** `shadow`: decide and record, enforce nothing. Default `enforce`. */
+  mode?: PolicyMode;
 }
 
 /** One model's prices and limits in the constructor's form; see {@link PriceDocument}. */
@@ -82,6 +91,9 @@ const OPTION_KEYS = [
   'blockedDomains',
   'approvalRules',
   'pricing',
+  'rules',
+  'limits',
+  'mode',
 ] as const;
 
 // Issue paths of the file format, renamed for constructor callers.
@@ -151,6 +163,12 @@ export class AgentPolicy implements PolicyEvaluator {
   private readonly blockedDomains: DomainMatcher;
   private readonly allowedDomains: DomainMatcher | null;
   private readonly rules: readonly CompiledRule[];
+  private readonly conditionRules: readonly CompiledConditionRule[];
+  private readonly limits: readonly CompiledLimit[];
+  /** `mode: shadow`: every part of the policy is recorded, nothing enforced (rules and limits may override). */
+  private readonly shadowAll: boolean;
+  // Which rules and limits an action's selector matches, per tool name, host or action type (memoised, bounded).
+  private readonly applicableMemo = new BoundedCache<Applicable>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, (found) => 64 + 2 * (found.allowReason?.length ?? 0) + 8 * (found.rules.length + found.limits.length));
   // Memos of pure functions of the (immutable) policy, bounded in entries and bytes; a name or host too long to
   // keep is decided afresh each time instead.
   private readonly toolInfos = new BoundedCache<ToolInfo>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, (info) => 2 * (info.folded.length + (info.problem?.length ?? 0)));
@@ -196,6 +214,9 @@ export class AgentPolicy implements PolicyEvaluator {
       };
     });
     this.costRuleFloor = Math.min(...normalized.approvalRules.map((rule) => rule.costGtNanos ?? Infinity), Infinity);
+    this.conditionRules = normalized.rules.map((rule, index) => compileRule(rule, index, normalized.mode));
+    this.limits = normalized.limits.map((limit, index) => compileLimit(limit, index, normalized.mode));
+    this.shadowAll = normalized.mode === 'shadow';
     Object.freeze(this);
   }
 
@@ -242,6 +263,9 @@ export class AgentPolicy implements PolicyEvaluator {
         ...(rule.costGtNanos !== undefined ? { costGt: usd(rule.costGtNanos) } : {}),
       })),
       pricing: Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceOption(priceDocument(price))])),
+      rules: policy.rules.map(ruleToDocument),
+      limits: policy.limits.map(limitToDocument),
+      mode: policy.mode,
     });
   }
 
@@ -295,20 +319,116 @@ export class AgentPolicy implements PolicyEvaluator {
    */
   decideFree(action: PreparedAction): Verdict {
     const key = action.type === 'tool' ? `t${action.name}` : action.type === 'http' ? `h${action.host}` : undefined;
-    if (key === undefined) return this.decide(action, 0, 0, false);
+    // Conditional rules read the input (and the cost): such actions are decided afresh every time.
+    if (key === undefined || this.applicable(action).rules.length > 0) return this.decide(action, 0, 0, false);
     return this.freeVerdicts.get(key) ?? this.freeVerdicts.set(key, Object.freeze(this.decide(action, 0, 0, false)));
   }
 
-  /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */
+  /**
+   * Why every call of this tool is denied whatever its input, cost or approval (an invalid name, a `tools.block`
+   * entry, no `tools.allow` entry), or `undefined` when some call of it could be allowed. For listings: a tool this
+   * returns a reason for can be left out of what an agent is offered. Under `mode: shadow` the lists deny nothing.
+   */
+  neverAllowsTool(name: unknown): string | undefined {
+    const problem = this.toolInfo(name).problem;
+    if (problem !== undefined) return problem;
+    if (this.shadowAll) return undefined;
+    return this.toolListVerdict(name as string)?.reason;
+  }
+
+  // The part of a tool's verdict that depends on its name alone.
+  private toolListVerdict(name: string): Verdict | undefined {
+    const blocked = this.blockedTools.match(name);
+    if (blocked !== undefined) {
+      return { decision: 'deny', reason: `tool ${JSON.stringify(name)} is blocked by tools.block entry ${JSON.stringify(blocked)}`, rule: { section: 'tools', list: 'block', entry: blocked }, approvedRule: false };
+    }
+    if (this.allowedTools && this.allowedTools.match(name) === undefined) {
+      return { decision: 'deny', reason: `tool ${JSON.stringify(name)} is not in tools.allow`, rule: { section: 'tools', list: 'allow', entry: null }, approvedRule: false };
+    }
+    return undefined;
+  }
+
+  /** Which rules and limits an action's selector matches, memoised by tool name, host or action type. */
+  private applicable(action: PreparedAction): Applicable {
+    if (this.conditionRules.length === 0 && this.limits.length === 0) return NOTHING_APPLIES;
+    const key = action.type === 'tool' ? `t${action.name}` : action.type === 'http' ? `h${action.host}` : 'c';
+    const found = this.applicableMemo.get(key);
+    if (found !== undefined) return found;
+    return this.applicableMemo.set(key, {
+      rules: Object.freeze(this.conditionRules.filter((rule) => rule.selects(action))),
+      limits: Object.freeze(this.limits.filter((limit) => limit.selects(action))),
+      allowReason: action.type === 'cost' ? undefined : `${describeAction(action)} allowed`,
+    });
+  }
+
+  /** The limits whose selector matches the action, in policy order. */
+  limitsFor(action: PreparedAction): readonly CompiledLimit[] {
+    return this.applicable(action).limits;
+  }
+
+  /**
+   * Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. Precedence: block →
+   * allow-list miss → rule deny → (limits, counted by the session) → budget → approval → allow. Shadowed parts are
+   * evaluated in the same order; the first of them to decide, when it comes before the enforced outcome, is the
+   * verdict's `shadow`.
+   */
   decide(action: PreparedAction, spentNanos: number, reservedNanos: number, approved: boolean): Verdict {
+    const shadowAll = this.shadowAll;
+    let shadow: Verdict | undefined;
+    let shadowAfterLimits = false;
+    const listed = this.listVerdict(action);
+    if (listed !== undefined) {
+      if (!shadowAll) return listed;
+      shadow = listed;
+    }
+    const applicable = this.applicable(action);
+    const rules = applicable.rules;
+    for (const rule of rules) {
+      if (rule.effect !== 'deny' || !rule.applies(action)) continue;
+      const hit = ruleVerdict(rule, action, false);
+      if (rule.enforced) return withShadow(hit, shadow, false, false);
+      if (shadow === undefined) shadow = hit;
+    }
+    if (shadow === undefined) shadowAfterLimits = true;
+    const budget = this.normalized.budget;
+    if (budget && action.costNanos > 0 && spentNanos + reservedNanos + action.costNanos > budget.maxSpendNanos) {
+      const left = Math.max(0, budget.maxSpendNanos - spentNanos - reservedNanos);
+      const hit: Verdict = {
+        decision: 'deny',
+        reason: `cost ${formatUsd(action.costNanos)} exceeds the remaining budget ${formatUsd(left)} (max_spend ${formatUsd(budget.maxSpendNanos)}, spent ${formatUsd(spentNanos)}${reservedNanos > 0 ? `, reserved ${formatUsd(reservedNanos)}` : ''})`,
+        rule: { section: 'budget', maxSpend: nanosToUsd(budget.maxSpendNanos), spent: nanosToUsd(spentNanos), reserved: nanosToUsd(reservedNanos), requested: nanosToUsd(action.costNanos) },
+        approvedRule: false,
+      };
+      if (!shadowAll) return withShadow(hit, shadow, true, shadowAfterLimits);
+      if (shadow === undefined) shadow = hit;
+    }
+    for (const rule of this.rules) {
+      if (!this.ruleMatches(rule, action)) continue;
+      const ref: RuleRef = { section: 'approval', index: rule.index, rule: rule.spec };
+      const what = describeAction(action);
+      if (approved) {
+        return withShadow({ decision: 'allow', reason: `${what} approved (approval.require_for[${rule.index}])`, rule: ref, approvedRule: true }, shadow, true, shadowAfterLimits);
+      }
+      const hit: Verdict = { decision: 'require_approval', reason: `${what} requires approval (approval.require_for[${rule.index}] ${JSON.stringify(rule.spec)})`, rule: ref, approvedRule: false };
+      if (!shadowAll) return withShadow(hit, shadow, true, shadowAfterLimits);
+      if (shadow === undefined) shadow = hit;
+      break;
+    }
+    for (const rule of rules) {
+      if (rule.effect !== 'require_approval' || !rule.applies(action)) continue;
+      if (approved) return withShadow(ruleVerdict(rule, action, true), shadow, true, shadowAfterLimits);
+      const hit = ruleVerdict(rule, action, false);
+      if (rule.enforced) return withShadow(hit, shadow, true, shadowAfterLimits);
+      if (shadow === undefined) shadow = hit;
+    }
+    return withShadow({ decision: 'allow', reason: applicable.allowReason ?? `${describeAction(action)} allowed`, rule: ALLOW_DEFAULT, approvedRule: false }, shadow, true, shadowAfterLimits);
+  }
+
+  /** The block / allow-list verdict for a tool or host, or `undefined` when the lists let it through. */
+  private listVerdict(action: PreparedAction): Verdict | undefined {
     if (action.type === 'tool') {
-      const blocked = this.blockedTools.match(action.name);
-      if (blocked !== undefined) {
-        return { decision: 'deny', reason: `tool ${JSON.stringify(action.name)} is blocked by tools.block entry ${JSON.stringify(blocked)}`, rule: { section: 'tools', list: 'block', entry: blocked }, approvedRule: false };
-      }
-      if (this.allowedTools && this.allowedTools.match(action.name) === undefined) {
-        return { decision: 'deny', reason: `tool ${JSON.stringify(action.name)} is not in tools.allow`, rule: { section: 'tools', list: 'allow', entry: null }, approvedRule: false };
-      }
+      const listed = this.toolListVerdict(action.name);
+      if (listed !== undefined) return listed;
     } else if (action.type === 'http') {
       const blocked = this.blockedDomains.match(action.host, action.isIp);
       if (blocked !== undefined) {
@@ -318,26 +438,7 @@ export class AgentPolicy implements PolicyEvaluator {
         return { decision: 'deny', reason: `domain ${action.host} is not in network.allow`, rule: { section: 'network', list: 'allow', entry: null }, approvedRule: false };
       }
     }
-    const budget = this.normalized.budget;
-    if (budget && action.costNanos > 0 && spentNanos + reservedNanos + action.costNanos > budget.maxSpendNanos) {
-      const left = Math.max(0, budget.maxSpendNanos - spentNanos - reservedNanos);
-      return {
-        decision: 'deny',
-        reason: `cost ${formatUsd(action.costNanos)} exceeds the remaining budget ${formatUsd(left)} (max_spend ${formatUsd(budget.maxSpendNanos)}, spent ${formatUsd(spentNanos)}${reservedNanos > 0 ? `, reserved ${formatUsd(reservedNanos)}` : ''})`,
-        rule: { section: 'budget', maxSpend: nanosToUsd(budget.maxSpendNanos), spent: nanosToUsd(spentNanos), reserved: nanosToUsd(reservedNanos), requested: nanosToUsd(action.costNanos) },
-        approvedRule: false,
-      };
-    }
-    for (const rule of this.rules) {
-      if (!this.ruleMatches(rule, action)) continue;
-      const ref: RuleRef = { section: 'approval', index: rule.index, rule: rule.spec };
-      const what = describeAction(action);
-      if (approved) {
-        return { decision: 'allow', reason: `${what} approved (approval.require_for[${rule.index}])`, rule: ref, approvedRule: true };
-      }
-      return { decision: 'require_approval', reason: `${what} requires approval (approval.require_for[${rule.index}] ${JSON.stringify(rule.spec)})`, rule: ref, approvedRule: false };
-    }
-    return { decision: 'allow', reason: `${describeAction(action)} allowed`, rule: ALLOW_DEFAULT, approvedRule: false };
+    return undefined;
   }
 
   private ruleMatches(rule: CompiledRule, action: PreparedAction): boolean {
@@ -346,6 +447,44 @@ export class AgentPolicy implements PolicyEvaluator {
     if (rule.domain !== undefined && (action.type !== 'http' || rule.domain.match(action.host, action.isIp) === undefined)) return false;
     if (rule.costGtNanos !== undefined && !(action.costNanos > rule.costGtNanos)) return false;
     return true;
+  }
+
+  /**
+   * Which rules and limits an action meets, and what a fresh session would decide for it (nothing is recorded or
+   * counted). For each rule: whether its selector matches the action and, if so, whether its conditions apply.
+   *
+   * @example
+   * ```ts
+   * policy.explainAction({ type: 'tool', name: 'refund', input: { amount: 250 } });
+   * ```
+   */
+  explainAction(action: ActionInput): Record<string, unknown> {
+    const prepared = prepareAction(this, action);
+    const target = prepared.prepared;
+    const decision = this.session({ id: 'explain' }).evaluate(action);
+    return {
+      action: prepared.action,
+      ...(prepared.invalid ? { invalid: prepared.invalid.reason } : {}),
+      decision: { decision: decision.decision, reason: decision.reason, rule: decision.rule, ...(decision.shadow ? { shadow: decision.shadow } : {}) },
+      rules: this.conditionRules.map((rule) => {
+        const selects = target !== null && rule.selects(target);
+        return {
+          index: rule.index,
+          [rule.effect]: rule.reason,
+          mode: rule.enforced ? 'enforce' : 'shadow',
+          selects,
+          applies: selects && target !== null ? rule.applies(target) : false,
+        };
+      }),
+      limits: this.limits.map((limit) => ({
+        index: limit.index,
+        max_calls: limit.maxCalls,
+        per: limit.per,
+        scope: limit.scope,
+        mode: limit.enforced ? 'enforce' : 'shadow',
+        counts: target !== null && limit.selects(target),
+      })),
+    };
   }
 
   /** A machine-readable summary of what this policy enforces (the CLI's `explain`). */
@@ -386,11 +525,44 @@ export class AgentPolicy implements PolicyEvaluator {
           },
         ]),
       ),
-      precedence: ['block', 'allow-list miss', 'budget', 'approval rule', 'allow'],
+      rules: policy.rules.map((rule, index) => ({ index, ...ruleToDocument(rule), mode: rule.mode ?? policy.mode })),
+      limits: policy.limits.map((limit, index) => ({ index, ...limitToDocument(limit), mode: limit.mode ?? policy.mode })),
+      mode: policy.mode,
+      precedence: ['block', 'allow-list miss', 'rule deny', 'limits', 'budget', 'approval (approval.require_for, then rule require_approval)', 'allow'],
       warnings: this.warnings.map((warning) => ({ ...warning })),
       checks: ['checkTool', 'checkHttp', 'checkCost', 'reserve', 'reserveModelCall', 'recordUsage', 'guardTool', 'fetch', 'evaluate', 'enforce', 'wouldExceed', 'report'],
     };
   }
+}
+
+interface Applicable {
+  readonly rules: readonly CompiledConditionRule[];
+  readonly limits: readonly CompiledLimit[];
+  /** The reason of an allow for this tool or host (built once). */
+  readonly allowReason: string | undefined;
+}
+const NOTHING_APPLIES: Applicable = Object.freeze({ rules: Object.freeze([]), limits: Object.freeze([]), allowReason: undefined });
+
+function ruleVerdict(rule: CompiledConditionRule, action: PreparedAction, approved: boolean): Verdict {
+  const ref: RuleRef = { section: 'rules', index: rule.index, reason: rule.reason };
+  const what = describeAction(action);
+  if (approved) return { decision: 'allow', reason: `${what} approved (rules[${rule.index}]: ${rule.reason})`, rule: ref, approvedRule: true };
+  if (rule.effect === 'deny') return { decision: 'deny', reason: `${what} denied by rules[${rule.index}]: ${rule.reason}`, rule: ref, approvedRule: false };
+  return { decision: 'require_approval', reason: `${what} requires approval (rules[${rule.index}]: ${rule.reason})`, rule: ref, approvedRule: false };
+}
+
+/**
+ * Adds to a freshly built verdict where it stands against the limits step and what the shadowed parts decided first,
+ * when they decided something else.
+ */
+function withShadow(verdict: Verdict, shadow: Verdict | undefined, afterLimits: boolean, shadowAfterLimits: boolean): Verdict {
+  if (afterLimits) verdict.afterLimits = true;
+  if (shadow !== undefined) {
+    const outcome: ShadowOutcome = { decision: shadow.decision, reason: shadow.reason, rule: shadow.rule };
+    verdict.shadow = outcome;
+    verdict.shadowAfterLimits = shadowAfterLimits;
+  }
+  return verdict;
 }
 
 function describeAction(action: PreparedAction): string {
@@ -485,6 +657,9 @@ function optionsToDocument(options: unknown): { document: unknown; issues: Polic
         )
       : pricing;
   }
+  if (options.rules !== undefined) document.rules = copyList(options.rules);
+  if (options.limits !== undefined) document.limits = copyList(options.limits);
+  if (options.mode !== undefined) document.mode = options.mode;
   return { document, issues };
 }
 

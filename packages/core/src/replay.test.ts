@@ -9,7 +9,7 @@ import { ruleId } from './format-report.js';
 import { main } from './run-cli.js';
 
 const OLD = `budget:\n  max_spend: 50\ntools:\n  block: ["delete_*"]\nnetwork:\n  block: [evil.example]\napproval:\n  require_for:\n    - tool: send_email\n    - cost_gt: 2\n`;
-const NEW = `budget:\n  max_spend: 20\ntools:\n  allow: [search, read_file, send_email, deploy]\nnetwork:\n  block: [evil.example, api.github.com]\napproval:\n  require_for:\n    - tool: deploy\n    - cost_gt: 2\n`;
+const NEW = `budget:\n  max_spend: 20\ntools:\n  allow: [search, read_file, send_email, deploy]\nnetwork:\n  block: [evil.example, api.github.com]\napproval:\n  require_for:\n    - tool: deploy\n    - cost_gt: 2\nrules:\n  - deny: late reads are refused\n    tool: read_file\n    if: { input.i: { gt: 400 } }\nlimits:\n  - tool: search\n    max_calls: 30\n    per: session\n`;
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -105,6 +105,9 @@ describe('replay', () => {
     expect(report.changed).toBeGreaterThan(1000);
     const rules = report.byRule.map((group) => group.rule);
     expect(rules).toEqual(expect.arrayContaining(['network.block:api.github.com', 'tools.allow', 'budget.max_spend', 'approval[0]']));
+    // Conditions read the recorded input; limits count per session.
+    expect(rules.some((rule) => rule.startsWith('rules[0]'))).toBe(true);
+    expect(rules.some((rule) => rule.startsWith('limits[0]'))).toBe(true);
     expect(report.byRule.reduce((sum, group) => sum + group.count, 0)).toBe(report.changed);
     expect(report.byRule.find((group) => group.rule === 'network.block:api.github.com')?.examples[0]?.new.reason).toContain('api.github.com');
   });

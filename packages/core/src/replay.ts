@@ -6,6 +6,7 @@ import { actionTarget, ruleId } from './format-report.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
 import type { AgentPolicy } from './policy.js';
 import type { PreparedAction, Verdict } from './policy-evaluator.js';
+import { limitVerdict } from './session.js';
 
 /** One recorded action whose decision the new policy changes. */
 export interface ReplayChange {
@@ -88,6 +89,8 @@ interface SessionState {
   spentNanos: number;
   /** Spend went past the budget (usage recorded after the fact, a settlement above its estimate): every check is denied. */
   exceeded: boolean;
+  /** The recorded times of the calls each limit (by index) counted in this session. */
+  limits: Map<number, number[]>;
   /** Nanos charged under replay for each decision id that reserved (its settlement adjusts it). */
   held: Map<string, number>;
 }
@@ -116,6 +119,7 @@ export class Replayer {
   // Verdicts that fit the budget depend on the action, its cost and the approval only: memoised (bounded).
   private readonly verdicts = new Map<string, Verdict>();
   private readonly ruleIds = new WeakMap<object, string>();
+  private readonly memoable: boolean;
   private decisions = 0;
   private changed = 0;
   private kept = 0;
@@ -128,6 +132,8 @@ export class Replayer {
     private readonly options: ReplayOptions = {},
   ) {
     this.examples = options.examples ?? 5;
+    // Rules with conditions read the input, method and path: such verdicts are not memoised by name.
+    this.memoable = policy.normalized.rules.length === 0;
   }
 
   /** Replays one record (decision or settlement; other kinds are skipped). */
@@ -159,7 +165,7 @@ export class Replayer {
   private state(sessionId: string): SessionState {
     let state = this.sessions.get(sessionId);
     if (state === undefined) {
-      state = { spentNanos: 0, exceeded: false, held: new Map() };
+      state = { spentNanos: 0, exceeded: false, limits: new Map(), held: new Map() };
       this.sessions.set(sessionId, state);
     }
     return state;
@@ -235,11 +241,11 @@ export class Replayer {
     if (action.type === 'tool') {
       const info = this.policy.toolInfo(action.name);
       if (info.problem !== undefined) return undefined;
-      prepared = { type: 'tool', name: action.name, folded: info.folded, costNanos };
+      prepared = { type: 'tool', name: action.name, folded: info.folded, costNanos, input: action.input };
     } else if (action.type === 'http') {
       const target = parseTarget(action.url);
       if (!target.ok) return undefined;
-      prepared = { type: 'http', host: target.host, isIp: target.isIp, costNanos };
+      prepared = { type: 'http', host: target.host, isIp: target.isIp, costNanos, method: action.method, path: target.path };
     } else if (action.type === 'cost') {
       if (typeof action.source !== 'string' || action.source === '') return undefined;
       prepared = { type: 'cost', source: action.source, costNanos };
@@ -259,7 +265,7 @@ export class Replayer {
     let verdict: Verdict;
     if (!approved && (costNanos === 0 || (costNanos <= this.policy.costRuleFloor && this.fits(state, costNanos)))) {
       verdict = this.policy.decideFree(prepared);
-    } else if (this.fits(state, costNanos)) {
+    } else if (this.memoable && this.fits(state, costNanos)) {
       // Within the budget the verdict does not depend on what was spent: one per action, cost and approval.
       const name = prepared.type === 'tool' ? prepared.name : prepared.type === 'http' ? prepared.host : prepared.source;
       const key = `${prepared.type}${approved ? '+' : '-'}${costNanos}:${name}`;
@@ -277,6 +283,43 @@ export class Replayer {
     }
     // A human (or the approver) refused: that answer stands wherever the new policy still asks for one.
     if (rule.section === 'approver' && verdict.decision === 'require_approval') return { decision: old.decision, reason: old.reason, rule, approvedRule: false };
+    if (verdict.afterLimits === true) return this.countLimits(prepared, verdict, state, old);
+    return verdict;
+  }
+
+  // The policy's limits, counted at the recorded times: a full limit denies; an allowed action takes its slots.
+  private countLimits(prepared: PreparedAction, verdict: Verdict, state: SessionState, old: Decision): Verdict {
+    const limits = this.policy.limitsFor(prepared);
+    if (limits.length === 0) return verdict;
+    const now = Date.parse(old.timestamp);
+    const at = Number.isFinite(now) ? now : 0;
+    const windows: number[][] = [];
+    for (const limit of limits) {
+      if (!limit.enforced) continue;
+      let calls = state.limits.get(limit.index);
+      if (calls === undefined) {
+        calls = [];
+        state.limits.set(limit.index, calls);
+      }
+      if (limit.windowMs !== null) {
+        const from = at - limit.windowMs;
+        let drop = 0;
+        while (drop < calls.length && (calls[drop] as number) <= from) drop++;
+        if (drop > 0) calls.splice(0, drop);
+      }
+      if (calls.length >= limit.maxCalls) {
+        if (limit.windowMs === null) return limitVerdict(limit, null, old.action);
+        const resetAt = limit.windowMs === null ? null : new Date((calls[0] as number) + limit.windowMs).toISOString();
+        return {
+          decision: 'deny',
+          reason: `reached limits[${limit.index}]: ${limit.maxCalls} call${limit.maxCalls === 1 ? '' : 's'} ${limit.windowMs === null ? `per ${limit.scope === 'budget' ? 'budget' : 'session'}` : `per ${limit.per}`} (counted at the recorded times)`,
+          rule: { section: 'limits', index: limit.index, maxCalls: limit.maxCalls, per: limit.per, scope: limit.scope, resetAt },
+          approvedRule: false,
+        };
+      }
+      windows.push(calls);
+    }
+    if (verdict.decision === 'allow') for (const calls of windows) calls.push(at);
     return verdict;
   }
 

@@ -2,6 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cac } from 'cac';
 import { AgentPolicyError, PolicyValidationError } from './errors.js';
 import { policyJsonSchema } from './json-schema.js';
+import type { ActionInput } from './action-input.js';
 import { AgentPolicy } from './policy.js';
 import { runDemo } from './demo.js';
 import { verifyAuditLog, type AuditVerification } from './audit-verify.js';
@@ -41,6 +42,47 @@ function load(file: string | undefined, err: (line: string) => void): AgentPolic
     }
     throw error;
   }
+}
+
+/** The action `explain --tool/--url` describes, `undefined` for none, or 2 after printing why the flags are wrong. */
+function explainedAction(flags: { tool?: unknown; input?: unknown; url?: unknown; method?: unknown; cost?: unknown }, err: (line: string) => void): ActionInput | undefined | 2 {
+  const { tool, url, method } = flags;
+  if (tool === undefined && url === undefined) {
+    if (flags.input !== undefined || method !== undefined || flags.cost !== undefined) {
+      err('agentpolicy: --input, --method and --cost describe an action given with --tool or --url');
+      return 2;
+    }
+    return undefined;
+  }
+  if (tool !== undefined && url !== undefined) {
+    err('agentpolicy: give either --tool or --url, not both');
+    return 2;
+  }
+  let cost: number | undefined;
+  if (flags.cost !== undefined) {
+    cost = Number(flags.cost);
+    if (!Number.isFinite(cost)) {
+      err(`agentpolicy: --cost must be a number of USD, got ${JSON.stringify(String(flags.cost))}`);
+      return 2;
+    }
+  }
+  if (tool !== undefined) {
+    let input: unknown;
+    if (flags.input !== undefined) {
+      try {
+        input = JSON.parse(String(flags.input));
+      } catch (error) {
+        err(`agentpolicy: --input is not JSON: ${(error as Error).message}`);
+        return 2;
+      }
+    }
+    return { type: 'tool', name: String(tool), ...(input !== undefined ? { input } : {}), ...(cost !== undefined ? { cost } : {}) };
+  }
+  if (flags.input !== undefined) {
+    err('agentpolicy: --input belongs to --tool');
+    return 2;
+  }
+  return { type: 'http', url: String(url), ...(method !== undefined ? { method: String(method) } : {}), ...(cost !== undefined ? { cost } : {}) };
 }
 
 /** Prints what `audit verify` found; returns 0 when the chain is intact, 1 when it breaks. */
@@ -90,9 +132,22 @@ export async function main(
     }),
   );
 
-  cli.command('explain <file>', 'Print a JSON summary of what a policy enforces').action(
-    withPolicy((policy, file) => out(JSON.stringify({ file, ...policy.explain() }, null, 2))),
-  );
+  cli
+    .command('explain <file>', 'Print a JSON summary of what a policy enforces, or which rules and limits an action meets')
+    .option('--tool <name>', 'Explain a tool call')
+    .option('--input <json>', 'The tool call input, as JSON')
+    .option('--url <url>', 'Explain an HTTP request')
+    .option('--method <method>', 'The request method')
+    .option('--cost <usd>', 'What the action costs, in USD')
+    .action(async (file: string, flags: { tool?: unknown; input?: unknown; url?: unknown; method?: unknown; cost?: unknown }) => {
+      const action = explainedAction(flags, err);
+      if (action === 2) {
+        ran = true;
+        exit = 2;
+        return;
+      }
+      await withPolicy((policy, path) => out(JSON.stringify(action ? { file: path, ...policy.explainAction(action) } : { file: path, ...policy.explain() }, null, 2)))(file);
+    });
 
   cli.command('demo <file>', 'Run a sample session against a policy and print its report as JSON').action(
     withPolicy(async (policy) => out(JSON.stringify(await runDemo(policy), null, 2))),

@@ -756,3 +756,33 @@ describe('audit trail and report', () => {
     expect(await session.checkTool('read_file')).toMatchObject({ decision: 'deny', rule: { section: 'session', check: 'ended' } });
   });
 });
+
+describe('waitForApproval', () => {
+  const policy = AgentPolicy.fromDict({ approval: { require_for: [{ tool: 'deploy' }] } });
+
+  it('resolves once the request is answered from elsewhere, and the answer then applies to exactly that action', async () => {
+    const session = policy.session();
+    const first = await session.checkTool('deploy', { input: { env: 'prod' } });
+    const requestId = first.approvalRequest?.id as string;
+    setTimeout(() => void session.resolveApproval(requestId, { approved: true, by: 'ada' }), 20);
+    const state = await session.waitForApproval(requestId, { timeoutMs: 5_000, intervalMs: 5 });
+    expect(state?.status).toBe('approved');
+    const other = await session.checkTool('deploy', { input: { env: 'staging' }, approval: { requestId } });
+    expect(other.decision).not.toBe('allow');
+    const resumed = await session.checkTool('deploy', { input: { env: 'prod' }, approval: { requestId } });
+    expect(resumed.decision).toBe('allow');
+    expect(resumed.approval).toMatchObject({ via: 'request', requestId, by: 'ada' });
+  });
+
+  it('gives the pending state back on timeout or abort, and undefined for an unknown request', async () => {
+    const session = policy.session();
+    const first = await session.checkTool('deploy', { input: {} });
+    const requestId = first.approvalRequest?.id as string;
+    expect((await session.waitForApproval(requestId, { timeoutMs: 30, intervalMs: 5 }))?.status).toBe('pending');
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 10);
+    expect((await session.waitForApproval(requestId, { timeoutMs: 60_000, signal: controller.signal }))?.status).toBe('pending');
+    expect(await session.waitForApproval('apr_nope', { timeoutMs: 10 })).toBeUndefined();
+    expect(await policy.session().waitForApproval(requestId, { timeoutMs: 10 })).toBeUndefined();
+  });
+});

@@ -23,10 +23,12 @@ import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, Ru
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
+import type { CompiledLimit } from './limits.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
 import type { PolicyEvaluator, PolicyProvider, PreparedAction, Verdict } from './policy-evaluator.js';
 import { haltVerdict, type HaltState, type HaltStore } from './halt.js';
 import { priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
+import { InMemoryRateLimitStore, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
 import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
@@ -39,6 +41,8 @@ export interface SessionOptions {
   id?: string;
   /** Where spend is kept; an in-memory store by default. */
   store?: BudgetStore;
+  /** Where `limits:` count allowed calls; an in-memory store by default (per process). */
+  limitStore?: RateLimitStore;
   /**
    * Answers `require_approval` in place: it is given the stored approval request (with the decision and a timeout
    * signal), and its answer resolves that request only.
@@ -131,6 +135,46 @@ interface DecisionExtra {
 
 type Mode = 'charge' | 'reserve';
 
+/** The verdict after the limits, and the slots taken (key, slot, key, slot, …) to give back unless allowed. */
+interface LimitCount {
+  verdict: Verdict;
+  held: readonly string[];
+}
+
+const NO_LIMITS: readonly CompiledLimit[] = Object.freeze([]);
+const NO_SLOTS: readonly string[] = Object.freeze([]);
+
+function describeRecorded(action: Action): string {
+  if (action.type === 'tool') return `tool ${JSON.stringify(action.name)}`;
+  if (action.type === 'http') return `request to ${action.domain}`;
+  return `cost (${action.source})`;
+}
+
+/** The denial of a full limit: which one, and when it lets a call through again. */
+/** The denial of a full limit (also what a replay of an audit log reports). */
+export function limitVerdict(limit: CompiledLimit, resetAtMs: number | null, action: Action): Verdict {
+  const shared = limit.scope === 'budget' ? ' across sessions sharing the budget' : '';
+  let when: string;
+  if (resetAtMs === null) when = limit.scope === 'budget' ? 'no more such calls under this budget' : 'no more such calls in this session';
+  else {
+    const seconds = Math.max(0, Math.ceil((resetAtMs - Date.now()) / 1000));
+    when = `the window reopens at ${new Date(resetAtMs).toISOString()} (in ${seconds}s)`;
+  }
+  const per = limit.windowMs === null ? (limit.scope === 'budget' ? 'per budget' : 'per session') : `per ${limit.per}`;
+  return {
+    decision: 'deny',
+    reason: `${describeRecorded(action)} reached limits[${limit.index}]: ${limit.maxCalls} call${limit.maxCalls === 1 ? '' : 's'} ${per}${shared}; ${when}`,
+    rule: { section: 'limits', index: limit.index, maxCalls: limit.maxCalls, per: limit.per, scope: limit.scope, resetAt: resetAtMs === null ? null : new Date(resetAtMs).toISOString() },
+    approvedRule: false,
+  };
+}
+
+/** A full shadowed limit comes before budget and approval: it replaces a shadow outcome from after the limits. */
+function withLimitShadow(verdict: Verdict, shadowHit: Verdict | undefined): Verdict {
+  if (shadowHit === undefined || (verdict.shadow !== undefined && verdict.shadowAfterLimits !== true)) return verdict;
+  return { ...verdict, shadow: { decision: shadowHit.decision, reason: shadowHit.reason, rule: shadowHit.rule }, shadowAfterLimits: false };
+}
+
 /**
  * One agent run under a policy. The session coordinates: it reads each action once, asks the policy, holds or
  * charges money in its {@link BudgetLedger}, asks the approver, and records the decision in its {@link AuditTrail}.
@@ -149,6 +193,8 @@ export class PolicySession {
   private readonly provider: PolicyProvider | undefined;
   private readonly halts: HaltStore;
   private readonly ledger: BudgetLedger;
+  private readonly limitStore: RateLimitStore;
+  private readonly limitKeys: string[] = [];
   private readonly trail: AuditTrail;
   private readonly keys = new CallKeys();
   private readonly settling: ReservationContext;
@@ -182,7 +228,15 @@ export class PolicySession {
     this.options = options;
     this.id = options.id ?? randomUUID();
     const budget = policy.normalized.budget;
-    this.ledger = new BudgetLedger(options.store ?? new InMemoryBudgetStore(), this.id, budget?.maxSpendNanos ?? null, budget?.softLimit ?? null, options.onSoftLimit);
+    this.ledger = new BudgetLedger(
+      options.store ?? new InMemoryBudgetStore(),
+      this.id,
+      budget?.maxSpendNanos ?? null,
+      budget?.softLimit ?? null,
+      options.onSoftLimit,
+      policy.normalized.mode === 'enforce',
+    );
+    this.limitStore = options.limitStore ?? new InMemoryRateLimitStore();
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
     this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret);
     this.sinks = sessionSinks(options.sinks, options.telemetry !== false);
@@ -332,6 +386,39 @@ export class PolicySession {
   getApproval(requestId: string): Promise<ApprovalState | undefined> {
     return this.approvals.get(requestId);
   }
+
+  /**
+   * Waits until one of this session's approval requests is no longer pending (answered from anywhere, or expired),
+   * polling the approval store. Resolves with where it stands then, or with the still-pending state when `timeoutMs`
+   * passes or `signal` aborts first; `undefined` for an unknown request. It only waits: resume by checking the same
+   * action with `approval: { requestId }`.
+   *
+   * @example
+   * ```ts
+   * const state = await session.waitForApproval(decision.approvalRequest.id, { timeoutMs: 60_000 });
+   * if (state?.status === 'approved') decision = await session.checkTool(name, { input, approval: { requestId: state.id } });
+   * ```
+   */
+  async waitForApproval(requestId: string, options: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {}): Promise<ApprovalState | undefined> {
+    const deadline = Date.now() + Math.max(0, options.timeoutMs ?? 0);
+    const interval = Math.max(1, options.intervalMs ?? 250);
+    for (;;) {
+      const state = await this.getApproval(requestId);
+      if (state?.status !== 'pending' || options.signal?.aborted) return state;
+      const left = deadline - Date.now();
+      if (left <= 0) return state;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          options.signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(interval, left));
+        options.signal?.addEventListener('abort', done, { once: true });
+      });
+    }
+  }
+
 
   /**
    * Answers one of this session's approval requests, from anywhere (a web handler, a Slack action, another process
@@ -514,6 +601,7 @@ export class PolicySession {
       decisionSummary: summary.decisionSummary,
       costSummary: summary.costSummary,
       policyHits: summary.policyHits,
+      shadowSummary: summary.shadowSummary,
       startedAt: this.startedAt,
       endedAt: this.endedMs === null ? null : new Date(this.endedMs).toISOString(),
       durationSeconds: (endMs - this.startedMs) / 1000,
@@ -582,8 +670,10 @@ export class PolicySession {
     if (memo === undefined) return policy.decideFree(prepared.prepared as PreparedAction);
     let verdict = memo.free;
     if (verdict === undefined) {
-      const decided = policy.decideFree(prepared.prepared as PreparedAction);
-      verdict = Object.freeze({ ...decided, rule: Object.freeze(decided.rule) });
+      verdict = policy.decideFree(prepared.prepared as PreparedAction);
+      // Shared by every decision of this action: frozen, its rule too.
+      if (!Object.isFrozen(verdict)) verdict = Object.freeze({ ...verdict });
+      if (!Object.isFrozen(verdict.rule)) Object.freeze(verdict.rule);
       memo.free = verdict;
     }
     return verdict;
@@ -633,20 +723,15 @@ export class PolicySession {
       if (previous !== undefined && !this.used.has(previous) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
     const verdict = this.verdict(prepared, approved, policy, halt);
-    const costNanos = prepared.prepared?.costNanos ?? 0;
     let decision: Decision | Promise<Decision>;
-    if (bound !== undefined) {
-      decision = this.answerRequest(prepared, verdict, bound, costNanos, mode);
-    } else if (answer !== undefined && !answer.approved && verdict.decision !== 'deny') {
-      // A human said no: that is a denial whatever the policy would otherwise allow.
-      decision = this.record(this.makeDecision(prepared, rejection(verdict, answer), this.nextId(), undefined));
-    } else if (verdict.decision === 'allow') {
-      const approval = approved && verdict.approvedRule ? (answer?.approved ? callerApproval(answer) : CALLER_APPROVAL) : undefined;
-      decision = this.allowWithMoney(prepared, verdict, costNanos, mode, approval);
-    } else if (verdict.decision === 'require_approval') {
-      decision = this.unapproved(prepared, verdict, costNanos, mode, undefined);
-    } else {
-      decision = this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined));
+    const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
+    if (limits.length === 0) decision = this.conclude(prepared, verdict, bound, answer, approved, mode);
+    else {
+      const counted = this.countLimits(limits, prepared.action, verdict);
+      decision =
+        counted instanceof Promise
+          ? counted.then((outcome) => this.concludeCounted(prepared, outcome, bound, answer, approved, mode))
+          : this.concludeCounted(prepared, counted, bound, answer, approved, mode);
     }
     if (key === undefined) return decision;
     if (decision instanceof Promise) {
@@ -657,6 +742,126 @@ export class PolicySession {
     }
     this.keys.remember(prepared.fingerprint, key, decision);
     return decision;
+  }
+
+  /** Turns a verdict into the recorded decision: a bound answer, the human's answer, the money, the approver. */
+  private conclude(prepared: Prepared, verdict: Verdict, bound: BoundApprovalAnswer | undefined, answer: ReturnType<typeof normalizeAnswer> | undefined, approved: boolean, mode: Mode): Decision | Promise<Decision> {
+    const costNanos = prepared.prepared?.costNanos ?? 0;
+    if (bound !== undefined) return this.answerRequest(prepared, verdict, bound, costNanos, mode);
+    if (answer !== undefined && !answer.approved && verdict.decision !== 'deny') {
+      // A human said no: that is a denial whatever the policy would otherwise allow.
+      return this.record(this.makeDecision(prepared, rejection(verdict, answer), this.nextId(), undefined));
+    }
+    if (verdict.decision === 'allow') {
+      const approval = approved && verdict.approvedRule ? (answer?.approved ? callerApproval(answer) : CALLER_APPROVAL) : undefined;
+      return this.allowWithMoney(prepared, verdict, costNanos, mode, approval);
+    }
+    if (verdict.decision === 'require_approval') return this.unapproved(prepared, verdict, costNanos, mode, undefined);
+    return this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined));
+  }
+
+  /** Concludes after the limits were counted; the slots taken are given back unless the action ends up allowed. */
+  private concludeCounted(prepared: Prepared, counted: LimitCount, bound: BoundApprovalAnswer | undefined, answer: ReturnType<typeof normalizeAnswer> | undefined, approved: boolean, mode: Mode): Decision | Promise<Decision> {
+    const decision = this.conclude(prepared, counted.verdict, bound, answer, approved, mode);
+    const held = counted.held;
+    if (held.length === 0) return decision;
+    if (decision instanceof Promise) {
+      return decision.then(
+        (settled) => (settled.decision === 'allow' ? settled : this.giveBackThen(held, settled)),
+        async (error: unknown) => {
+          await this.giveBack(held);
+          throw error;
+        },
+      );
+    }
+    return decision.decision === 'allow' ? decision : this.giveBackThen(held, decision);
+  }
+
+  private giveBackThen(held: readonly string[], decision: Decision): Decision | Promise<Decision> {
+    const done = this.giveBack(held);
+    return done instanceof Promise ? done.then(() => decision) : decision;
+  }
+
+  private giveBack(held: readonly string[]): void | Promise<void> {
+    const pending: Promise<void>[] = [];
+    for (let i = 0; i < held.length; i += 2) {
+      const done = this.limitStore.giveBack(held[i] as string, held[i + 1] as string);
+      if (done instanceof Promise) pending.push(done);
+    }
+    if (pending.length > 0) return Promise.all(pending).then(() => undefined);
+  }
+
+  /**
+   * The scope id of `scope: budget` limits: every session that shares it shares those counts. The session id until
+   * sessions carry a budget key of their own; this is the one place to change.
+   */
+  private get budgetScopeId(): string {
+    return this.id;
+  }
+
+  /** The store key of a limit for this session, built once (a flat string, so the store hashes it once). */
+  private limitKey(limit: CompiledLimit): string {
+    const key = `${limit.keyPrefix}${limit.scope === 'budget' ? this.budgetScopeId : this.id}`;
+    this.limitKeys[limit.index] = key;
+    return key;
+  }
+
+  /**
+   * Takes a slot of every limit the action meets, in order. A full enforced limit denies (slots already taken are
+   * given back); a full shadowed one is recorded as the shadow outcome. Synchronous while the store is.
+   */
+  private countLimits(limits: readonly CompiledLimit[], action: Action, verdict: Verdict): LimitCount | Promise<LimitCount> {
+    const held: string[] = [];
+    let shadowHit: Verdict | undefined;
+    for (let i = 0; i < limits.length; i++) {
+      const limit = limits[i] as CompiledLimit;
+      const key = this.limitKeys[limit.index] ?? this.limitKey(limit);
+      const taken = this.limitStore.take(key, limit.maxCalls, limit.windowMs);
+      if (taken instanceof Promise) return this.countLimitsAsync(limits, i, taken, key, held, shadowHit, action, verdict);
+      if (taken.ok) held.push(key, taken.slot);
+      else if (limit.enforced) return this.limitDenied(limit, taken.resetAtMs, action, verdict, held, shadowHit);
+      else shadowHit ??= limitVerdict(limit, taken.resetAtMs, action);
+    }
+    return { verdict: withLimitShadow(verdict, shadowHit), held };
+  }
+
+  private async countLimitsAsync(
+    limits: readonly CompiledLimit[],
+    from: number,
+    first: Promise<RateLimitTake>,
+    firstKey: string,
+    held: string[],
+    shadowHit: Verdict | undefined,
+    action: Action,
+    verdict: Verdict,
+  ): Promise<LimitCount> {
+    let pending: Promise<RateLimitTake> | undefined = first;
+    let key = firstKey;
+    try {
+      for (let i = from; i < limits.length; i++) {
+        const limit = limits[i] as CompiledLimit;
+        if (pending === undefined) key = this.limitKeys[limit.index] ?? this.limitKey(limit);
+        const taken = await (pending ?? this.limitStore.take(key, limit.maxCalls, limit.windowMs));
+        pending = undefined;
+        if (taken.ok) held.push(key, taken.slot);
+        else if (limit.enforced) return await this.limitDenied(limit, taken.resetAtMs, action, verdict, held, shadowHit);
+        else shadowHit ??= limitVerdict(limit, taken.resetAtMs, action);
+      }
+    } catch (error) {
+      await this.giveBack(held);
+      throw error;
+    }
+    return { verdict: withLimitShadow(verdict, shadowHit), held };
+  }
+
+  private limitDenied(limit: CompiledLimit, resetAtMs: number | null, action: Action, verdict: Verdict, held: string[], shadowHit: Verdict | undefined): LimitCount | Promise<LimitCount> {
+    const denied = limitVerdict(limit, resetAtMs, action);
+    // A shadow outcome that comes before the limits (or an earlier shadowed limit) is still what would have decided.
+    if (verdict.shadow !== undefined && verdict.shadowAfterLimits !== true) denied.shadow = verdict.shadow;
+    else if (shadowHit !== undefined) denied.shadow = { decision: shadowHit.decision, reason: shadowHit.reason, rule: shadowHit.rule };
+    const outcome: LimitCount = { verdict: denied, held: NO_SLOTS };
+    const done = this.giveBack(held);
+    return done instanceof Promise ? done.then(() => outcome) : outcome;
   }
 
   // An action that needs approval and has none that counts: the approver is asked, or a request is raised.
@@ -789,6 +994,8 @@ export class PolicySession {
     const base = approval
       ? { id, sessionId: this.id, fingerprint: prepared.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp: isoNow(), approval }
       : { id, sessionId: this.id, fingerprint: prepared.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp: isoNow() };
+    const shadow = verdict.shadow;
+    if (shadow !== undefined) return Object.freeze({ ...base, ...extra, shadow: Object.freeze({ decision: shadow.decision, reason: shadow.reason, rule: Object.freeze(shadow.rule) }) }) as Decision;
     return Object.freeze(extra === undefined ? base : { ...base, ...extra }) as Decision;
   }
 

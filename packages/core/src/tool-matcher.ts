@@ -61,7 +61,23 @@ export function foldToolName(name: string): string {
 
 /** Matches `name` against a glob where `*` stands for any run of characters (possibly empty). */
 export function globMatch(pattern: string, name: string): boolean {
+  return matchParts(pattern.split('*'), pattern, name);
+}
+
+/** A glob split once, for matching many strings: linear in each string, no regular expression, no backtracking. */
+export function compileGlob(pattern: string): (name: string) => boolean {
   const parts = pattern.split('*');
+  if (parts.length === 1) return (name) => name === pattern;
+  if (parts.length === 2) {
+    const first = parts[0] as string;
+    const last = parts[1] as string;
+    const least = first.length + last.length;
+    return (name) => name.length >= least && name.startsWith(first) && name.endsWith(last);
+  }
+  return (name) => matchParts(parts, pattern, name);
+}
+
+function matchParts(parts: readonly string[], pattern: string, name: string): boolean {
   if (parts.length === 1) return pattern === name;
   const first = parts[0] ?? '';
   const last = parts[parts.length - 1] ?? '';

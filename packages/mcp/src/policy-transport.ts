@@ -1,0 +1,254 @@
+import { AgentPolicyError, type PolicySession, type Reservation } from '@agentpolicy/core';
+import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { JSONRPCMessage, MessageExtraInfo, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { CallCancel, ToolGate, plainRefusal, type CallOutcome, type McpPolicyOptions } from './tool-gate.js';
+
+type Side = 'client' | 'server';
+type Message = Record<string, unknown>;
+type Handler = <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => void;
+
+function isObject(value: unknown): value is Message {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+function isId(value: unknown): value is RequestId {
+  return typeof value === 'string' || typeof value === 'number';
+}
+function isRequest(message: Message): boolean {
+  return typeof message['method'] === 'string' && isId(message['id']);
+}
+function isResponse(message: Message): boolean {
+  return message['method'] === undefined && isId(message['id']) && ('result' in message || 'error' in message);
+}
+function cancelledId(message: Message): RequestId | undefined {
+  if (message['method'] !== 'notifications/cancelled' || message['id'] !== undefined) return undefined;
+  const id = (message['params'] as { requestId?: unknown } | undefined)?.requestId;
+  return isId(id) ? id : undefined;
+}
+
+/**
+ * An MCP transport that gates `tools/call` and filters `tools/list` on the way through. On the client side it checks
+ * calls it is asked to send; on the server side, calls it receives. Everything else passes unchanged.
+ */
+export class McpPolicyTransport implements Transport {
+  // Declared without `| undefined`, so the wrapper also fits transport types that are (like @ai-sdk/mcp's MCPTransport).
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: Handler;
+  /** Calls allowed and passed on, by request id, until their response settles them. */
+  private readonly running = new Map<RequestId, Reservation | undefined>();
+  /** Calls still being decided (an approval may be awaited), by request id. */
+  private readonly deciding = new Map<RequestId, CallCancel>();
+  private readonly listing = new Set<RequestId>();
+  private hooked = false;
+
+  constructor(
+    private readonly inner: Transport,
+    private readonly gate: ToolGate,
+    private readonly side: Side,
+  ) {}
+
+  get sessionId(): string | undefined {
+    return this.inner.sessionId;
+  }
+
+  setProtocolVersion(version: string): void {
+    this.inner.setProtocolVersion?.(version);
+  }
+
+  start(): Promise<void> {
+    if (!this.hooked) {
+      this.hooked = true;
+      const inner = this.inner;
+      // Handlers the app set on the transport itself keep running.
+      const appClose = inner.onclose;
+      const appError = inner.onerror;
+      inner.onmessage = ((message: JSONRPCMessage, extra?: MessageExtraInfo) => this.receive(message, extra)) as Handler;
+      inner.onclose = () => {
+        this.lose(new Error('the MCP connection closed before the call was answered'));
+        appClose?.call(inner);
+        this.onclose?.();
+      };
+      inner.onerror = (error: Error) => {
+        appError?.call(inner, error);
+        this.onerror?.(error);
+      };
+    }
+    return this.inner.start();
+  }
+
+  close(...rest: unknown[]): Promise<void> {
+    return (this.inner.close as (...args: unknown[]) => Promise<void>).apply(this.inner, rest);
+  }
+
+  async send(message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
+    const value = message as unknown;
+    if (Array.isArray(value)) {
+      await Promise.all(value.map((item) => this.send(item as JSONRPCMessage, options)));
+      return;
+    }
+    if (!isObject(value)) return this.inner.send(message, options);
+    if (this.side === 'client') {
+      if (isRequest(value)) {
+        if (value['method'] === 'tools/call') return this.callOut(value, message, options);
+        if (value['method'] === 'tools/list') this.listing.add(value['id'] as RequestId);
+      } else {
+        const cancelled = cancelledId(value);
+        if (cancelled !== undefined) this.cancel(cancelled);
+      }
+      return this.inner.send(message, options);
+    }
+    return this.inner.send(isResponse(value) ? (this.answered(value) as JSONRPCMessage) : message, options);
+  }
+
+  private receive(message: JSONRPCMessage, extra: MessageExtraInfo | undefined): void {
+    const value = message as unknown;
+    if (Array.isArray(value)) {
+      for (const item of value) this.receive(item as JSONRPCMessage, extra);
+      return;
+    }
+    if (!isObject(value)) {
+      this.onmessage?.(message, extra);
+      return;
+    }
+    if (this.side === 'client') {
+      this.onmessage?.(isResponse(value) ? (this.answered(value) as JSONRPCMessage) : message, extra);
+      return;
+    }
+    if (isRequest(value)) {
+      if (value['method'] === 'tools/call') {
+        void this.callIn(value, message, extra);
+        return;
+      }
+      if (value['method'] === 'tools/list') this.listing.add(value['id'] as RequestId);
+    } else {
+      const cancelled = cancelledId(value);
+      if (cancelled !== undefined) this.cancel(cancelled);
+    }
+    this.onmessage?.(message, extra);
+  }
+
+  // Client side: decide before sending. A refusal is answered here and never reaches the server.
+  private async callOut(request: Message, message: JSONRPCMessage, options: TransportSendOptions | undefined): Promise<void> {
+    const id = request['id'] as RequestId;
+    const outcome = await this.decide(id, request['params']);
+    if (outcome === undefined) return;
+    if (outcome.kind === 'refuse') {
+      this.onmessage?.({ jsonrpc: '2.0', id, result: outcome.result } as JSONRPCMessage);
+      return;
+    }
+    this.running.set(id, outcome.reservation);
+    try {
+      await this.inner.send(message, options);
+    } catch (error) {
+      this.running.delete(id);
+      this.gate.settle(outcome.reservation, { lost: error });
+      throw error;
+    }
+  }
+
+  // Server side: decide before the server sees the call. A refusal is answered here; the handler never runs.
+  private async callIn(request: Message, message: JSONRPCMessage, extra: MessageExtraInfo | undefined): Promise<void> {
+    const id = request['id'] as RequestId;
+    const outcome = await this.decide(id, request['params']);
+    if (outcome === undefined) return;
+    if (outcome.kind === 'refuse') {
+      await this.inner.send({ jsonrpc: '2.0', id, result: outcome.result } as JSONRPCMessage, { relatedRequestId: id }).catch((error: unknown) => this.onerror?.(error as Error));
+      return;
+    }
+    this.running.set(id, outcome.reservation);
+    this.onmessage?.(message, extra);
+  }
+
+  private async decide(id: RequestId, params: unknown): Promise<Exclude<CallOutcome, { kind: 'cancelled' }> | undefined> {
+    if (this.deciding.has(id) || this.running.has(id)) {
+      // A second call under an id still in use would be answered (and settled) as the first one.
+      return { kind: 'refuse', result: plainRefusal(`agentpolicy: MCP request id ${JSON.stringify(id)} is already in use by another tool call; refused`, 'input') };
+    }
+    const cancel = new CallCancel();
+    this.deciding.set(id, cancel);
+    try {
+      const outcome = await this.gate.decide(params, cancel);
+      return outcome.kind === 'cancelled' ? undefined : outcome;
+    } finally {
+      this.deciding.delete(id);
+    }
+  }
+
+  // A response to a call or a listing this transport let through: settle the call, filter the listing.
+  private answered(response: Message): Message {
+    const id = response['id'] as RequestId;
+    if (this.running.has(id)) {
+      const reservation = this.running.get(id);
+      this.running.delete(id);
+      this.gate.settle(reservation, response as { result?: unknown; error?: unknown });
+      return response;
+    }
+    if (this.listing.delete(id) && 'result' in response) {
+      const result = this.gate.filterList(response['result']);
+      return result === response['result'] ? response : { ...response, result };
+    }
+    return response;
+  }
+
+  // A cancelled call: stop deciding it; one already passed on may have run, so it is settled as lost.
+  private cancel(id: RequestId): void {
+    this.deciding.get(id)?.abort();
+    if (this.running.has(id)) {
+      const reservation = this.running.get(id);
+      this.running.delete(id);
+      this.gate.settle(reservation, { lost: new Error('the call was cancelled') });
+    }
+  }
+
+  private lose(error: Error): void {
+    for (const cancel of this.deciding.values()) cancel.abort(error);
+    for (const reservation of this.running.values()) this.gate.settle(reservation, { lost: error });
+    this.running.clear();
+    this.listing.clear();
+  }
+}
+
+/**
+ * Wraps the transport of an MCP client so that every `tools/call` is checked by the session before it is sent. A
+ * call that is not allowed never reaches the server: the client receives a tool result with `isError: true` and
+ * the reason. `tools/list` results leave out tools the policy never allows. Tools are named `mcp__<server>__<tool>`
+ * for the policy and the call's arguments are the action's `input`.
+ *
+ * Works with anything that speaks through an MCP transport: the SDK's `Client`, `@ai-sdk/mcp`'s `createMCPClient`,
+ * `@langchain/mcp-adapters`' `loadMcpTools` over such a client.
+ *
+ * @example
+ * ```ts
+ * const session = policy.session();
+ * const client = new Client({ name: 'agent', version: '1.0.0' });
+ * await client.connect(wrapMcpTransport(new StdioClientTransport({ command: 'node', args: ['server.js'] }), session, { server: 'docs' }));
+ * const result = await client.callTool({ name: 'search', arguments: { q: 'budget' } }); // checked as mcp__docs__search
+ * ```
+ */
+export function wrapMcpTransport<T extends Transport>(transport: T, session: PolicySession, options: McpPolicyOptions): McpPolicyTransport {
+  return new McpPolicyTransport(checkTransport(transport, 'wrapMcpTransport'), new ToolGate(session, options, 'mcp-client', 'wrapMcpTransport'), 'client');
+}
+
+/**
+ * Wraps the transport an MCP server is connected with so that every `tools/call` it receives is checked by the
+ * session before the server sees it: a tool handler runs only when the policy allows. A refused call is answered
+ * with a tool result with `isError: true` and the reason. Use one session per connection (per client).
+ *
+ * @example
+ * ```ts
+ * const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID() });
+ * await mcpServer.connect(wrapMcpServerTransport(transport, policy.session(), { server: 'docs' }));
+ * // keep calling transport.handleRequest(req, res, body) as before
+ * ```
+ */
+export function wrapMcpServerTransport<T extends Transport>(transport: T, session: PolicySession, options: McpPolicyOptions): McpPolicyTransport {
+  return new McpPolicyTransport(checkTransport(transport, 'wrapMcpServerTransport'), new ToolGate(session, options, 'mcp-server', 'wrapMcpServerTransport'), 'server');
+}
+
+function checkTransport<T extends Transport>(transport: T, where: string): T {
+  if (typeof transport?.send !== 'function' || typeof transport.start !== 'function' || typeof transport.close !== 'function') {
+    throw new AgentPolicyError('INVALID_ARGUMENT', `${where} needs an MCP transport (an object with start, send and close)`);
+  }
+  if (transport instanceof McpPolicyTransport) throw new AgentPolicyError('INVALID_ARGUMENT', `${where}: this transport is already wrapped`);
+  return transport;
+}

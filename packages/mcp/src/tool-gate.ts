@@ -1,0 +1,229 @@
+import { AgentPolicyError, canonicalInput, decisionError, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { governedToolName, readServerName } from './governed-tool-name.js';
+import { toolCost, type McpToolCosts } from './tool-costs.js';
+
+/** Options shared by the client-side and the server-side gate. */
+export interface McpPolicyOptions {
+  /**
+   * The MCP server's name as the policy sees it: its tools are checked as `mcp__<server>__<tool>`. Given by the app
+   * (never taken from the server, which could call itself anything).
+   */
+  server: string;
+  /** USD per call of each tool (by its name on the server), or a function of the call. Tools not listed cost nothing. */
+  costs?: McpToolCosts;
+  /**
+   * How long a call that needs approval waits for an answer given to its approval request from anywhere
+   * (`session.resolveApproval`, a token, another process with the same approval store). Default 0: the call comes back
+   * at once as an error result that says approval is needed and names the request; calling the same tool with the
+   * same arguments again after the answer picks it up. With a session `approver`, the approver is asked instead.
+   */
+  approvalWaitMs?: number;
+  /** How often the approval store is polled while waiting. Default 250 ms. */
+  approvalPollMs?: number;
+  /** Leave tools the policy never allows out of `tools/list` results. Default true. */
+  hideDenied?: boolean;
+}
+
+/** An MCP `CallToolResult` that reports a refusal. */
+export interface RefusalResult {
+  [key: string]: unknown;
+  content: { type: 'text'; text: string }[];
+  isError: true;
+  _meta: { 'agentpolicy/decision': { id: string; decision: Decision['decision']; rule: string; approvalRequestId?: string } };
+}
+
+/** What to do with one `tools/call`: run it under its reservation, answer with a refusal, or drop it (cancelled). */
+export type CallOutcome =
+  | { readonly kind: 'run'; readonly reservation: Reservation | undefined }
+  | { readonly kind: 'refuse'; readonly result: RefusalResult }
+  | { readonly kind: 'cancelled' };
+
+const REMEMBERED_REQUESTS = 1024;
+
+/** Whether a call was cancelled while it was being decided; the signal (for an approval wait) is made on demand. */
+export class CallCancel {
+  aborted = false;
+  private controller: AbortController | undefined;
+
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    if (this.aborted) this.controller.abort();
+    return this.controller.signal;
+  }
+
+  abort(reason?: unknown): void {
+    this.aborted = true;
+    this.controller?.abort(reason);
+  }
+}
+
+/** The text of a refusal: core's own error message, and for an approval, what to do next. */
+function refusalText(decision: Decision): string {
+  const message = decisionError(decision).message;
+  if (decision.decision !== 'require_approval') return message;
+  const request = decision.approvalRequest;
+  return request
+    ? `${message}. Approval is needed: request ${request.id} waits for an answer; once it is approved, call the tool again with the same arguments.`
+    : `${message}. Approval is needed.`;
+}
+
+/** A tool result that reports a decision that was not an allow (or a check that could not be made). */
+export function refusal(decision: Decision, text = refusalText(decision)): RefusalResult {
+  const meta: RefusalResult['_meta']['agentpolicy/decision'] = { id: decision.id, decision: decision.decision, rule: decision.rule.section };
+  if (decision.approvalRequest) meta.approvalRequestId = decision.approvalRequest.id;
+  return { content: [{ type: 'text', text }], isError: true, _meta: { 'agentpolicy/decision': meta } };
+}
+
+/** A refusal made without a decision (a check that could not be made, a malformed call). */
+export function plainRefusal(text: string, rule: 'error' | 'input'): RefusalResult {
+  return { content: [{ type: 'text', text }], isError: true, _meta: { 'agentpolicy/decision': { id: '', decision: 'deny', rule } } };
+}
+
+function errorText(error: unknown): string {
+  return (error as Error)?.message ?? String(error);
+}
+
+/**
+ * Translates MCP tool calls into session checks and back: one `tools/call` is one tool action named
+ * `mcp__<server>__<tool>` whose `input` is the call's arguments. Core decides; this only maps a decision to running
+ * the call, an error result, or an approval wait, and a response to core's settlement rule.
+ */
+export class ToolGate {
+  readonly server: string;
+  private readonly costs: McpToolCosts | undefined;
+  private readonly waitMs: number;
+  private readonly pollMs: number;
+  private readonly hide: boolean;
+  /** The open approval request of a call (by name and canonical arguments), so a repeat carries its answer. */
+  private readonly requests = new Map<string, string>();
+
+  constructor(
+    readonly session: PolicySession,
+    options: McpPolicyOptions,
+    private readonly via: 'mcp-client' | 'mcp-server',
+    where: string,
+  ) {
+    if (typeof session?.reserveAction !== 'function') {
+      throw new AgentPolicyError('INVALID_ARGUMENT', `${where} needs a PolicySession: ${where}(transport, policy.session(), { server: 'docs' })`);
+    }
+    this.server = readServerName(options?.server, where);
+    this.costs = options.costs;
+    this.waitMs = Math.max(0, Number(options.approvalWaitMs ?? 0) || 0);
+    this.pollMs = Math.max(1, Number(options.approvalPollMs ?? 250) || 250);
+    this.hide = options.hideDenied !== false;
+  }
+
+  /** Decides one `tools/call` (its `params`). Never throws: a check that fails is a refusal. */
+  async decide(params: unknown, cancel: CallCancel): Promise<CallOutcome> {
+    try {
+      return await this.decideCall(params, cancel);
+    } catch (error) {
+      // Nothing was run. The failed check is not an allow, so the call is refused with the cause.
+      const text = `agentpolicy: the policy check of an MCP tool call on server ${JSON.stringify(this.server)} failed, so the call is denied: ${errorText(error)}`;
+      return { kind: 'refuse', result: plainRefusal(text, 'error') };
+    }
+  }
+
+  private async decideCall(params: unknown, cancel: CallCancel): Promise<CallOutcome> {
+    const bag = (typeof params === 'object' && params !== null ? params : {}) as { name?: unknown; arguments?: unknown };
+    const tool = bag.name;
+    // A missing `arguments` is what the server reads as `{}`: the same action.
+    const input = bag.arguments === undefined ? {} : bag.arguments;
+    // A tool name that is not a string is passed to core as it is, which denies it as an invalid name.
+    const name = typeof tool === 'string' ? governedToolName(this.server, tool) : (tool as string);
+    const declared = typeof tool === 'string' ? toolCost(this.costs, tool, input) : { cost: undefined };
+    const metadata: Record<string, unknown> = { via: this.via, server: this.server };
+    if (typeof tool === 'string') metadata['tool'] = tool;
+    if (declared.error !== undefined) metadata['costError'] = declared.error;
+    const check: CheckToolOptions = { input, metadata };
+    if (declared.cost !== undefined) check.cost = declared.cost;
+
+    // The key of the call's open approval request is only computed while there are open requests, or when one opens.
+    let memo = typeof tool === 'string' && this.requests.size > 0 ? callKey(name, input) : undefined;
+    const remembered = memo === undefined ? undefined : this.requests.get(memo);
+    let held = await this.check(name, check, remembered);
+    let decision = held.decision;
+    const pending = decision.decision === 'require_approval' ? decision.approvalRequest : undefined;
+    if (pending !== undefined && this.waitMs > 0) {
+      const state = await this.session.waitForApproval(pending.id, { timeoutMs: this.waitMs, intervalMs: this.pollMs, signal: cancel.signal });
+      if (cancel.aborted) return { kind: 'cancelled' };
+      if (state !== undefined && state.status !== 'pending') {
+        held = await this.check(name, check, state.id);
+        decision = held.decision;
+      }
+    }
+    if (memo === undefined && typeof tool === 'string' && decision.decision === 'require_approval') memo = callKey(name, input);
+    if (memo !== undefined) this.remember(memo, decision);
+    if (decision.decision !== 'allow') return { kind: 'refuse', result: refusal(decision) };
+    if (cancel.aborted) {
+      await held.reservation?.release();
+      return { kind: 'cancelled' };
+    }
+    // One execution per allow.
+    if (!this.session.consume(decision)) {
+      await held.reservation?.release();
+      return { kind: 'refuse', result: refusal(decision, `agentpolicy: the allow ${decision.id} was already used for one execution`) };
+    }
+    return { kind: 'run', reservation: held.reservation };
+  }
+
+  // A call with a declared cost holds it in a reservation, settled from the response; a free call is only decided.
+  private async check(name: string, check: CheckToolOptions, requestId: string | undefined): Promise<{ decision: Decision; reservation: Reservation | undefined }> {
+    const options = requestId === undefined ? check : { ...check, approval: { requestId } };
+    if (check.cost === undefined) return { decision: await this.session.checkTool(name, options), reservation: undefined };
+    const reservation = await this.session.reserveAction({ type: 'tool', name, ...options });
+    return { decision: reservation.decision, reservation };
+  }
+
+  private remember(memo: string, decision: Decision): void {
+    if (decision.decision === 'require_approval' && decision.approvalRequest) {
+      if (this.requests.size >= REMEMBERED_REQUESTS) this.requests.clear();
+      this.requests.set(memo, decision.approvalRequest.id);
+    } else {
+      this.requests.delete(memo);
+    }
+  }
+
+  /** A `tools/list` result without the tools the policy never allows (the same object when nothing is left out). */
+  filterList(result: unknown): unknown {
+    if (!this.hide || typeof result !== 'object' || result === null) return result;
+    const tools = (result as { tools?: unknown }).tools;
+    if (!Array.isArray(tools)) return result;
+    const policy = this.session.policy;
+    const kept = tools.filter((tool: unknown) => {
+      const name = (tool as { name?: unknown } | null)?.name;
+      return typeof name === 'string' && policy.neverAllowsTool(governedToolName(this.server, name)) === undefined;
+    });
+    return kept.length === tools.length ? result : { ...result, tools: kept };
+  }
+
+  /**
+   * Settles a call that ran, from its JSON-RPC response, by core's rule ({@link Reservation.fail}): a result commits
+   * the declared cost; an error result (the tool ran and failed) or a lost response is settled as a failure; a
+   * JSON-RPC "invalid params" / "method not found" error (the server refused the call before running it) counts as
+   * a 4xx.
+   */
+  settle(reservation: Reservation | undefined, response: { result?: unknown; error?: unknown } | { lost: unknown }): void {
+    if (reservation === undefined) return;
+    let done: Promise<unknown>;
+    if ('lost' in response) done = reservation.fail({ error: response.lost });
+    else if (response.error !== undefined) {
+      const code = (response.error as { code?: unknown } | null)?.code;
+      done = reservation.fail(code === -32602 || code === -32601 || code === -32600 ? { status: 400, error: response.error } : { error: response.error });
+    } else if ((response.result as { isError?: unknown } | null)?.isError === true) done = reservation.fail({ error: response.result });
+    else done = reservation.commit();
+    done.catch((error: unknown) => {
+      // The reservation stays open and session.end() charges its estimate: no spend is lost.
+      process.emitWarning(`agentpolicy: settling an MCP tool call failed: ${errorText(error)}`);
+    });
+  }
+}
+
+/** Name and canonical arguments of a call; undefined when the arguments cannot be read (core denies those). */
+function callKey(name: string, input: unknown): string | undefined {
+  try {
+    return `${name}\u0000${canonicalInput(input)}`;
+  } catch {
+    return undefined;
+  }
+}
