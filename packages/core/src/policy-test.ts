@@ -14,6 +14,8 @@ export interface PolicyTestExpectation {
   readonly decision: DecisionValue;
   readonly rule?: string;
   readonly reason?: string;
+  /** Under `mode: shadow` (or shadowed rules and limits): what the policy would decide if it were enforced. */
+  readonly shadow?: DecisionValue;
 }
 
 /** What the policy actually decided for one step. */
@@ -21,6 +23,8 @@ export interface PolicyTestActual {
   readonly decision: DecisionValue;
   readonly rule: string;
   readonly reason: string;
+  /** What enforcing the shadowed parts would decide (the decision itself when nothing is shadowed). */
+  readonly shadow: DecisionValue;
 }
 
 /** One step of a case: an action and what it should be decided. */
@@ -79,7 +83,7 @@ export interface PolicyTestReport {
 const DECISIONS: readonly DecisionValue[] = ['allow', 'deny', 'require_approval'];
 const FILE_KEYS = ['policy', 'cases'] as const;
 const ACTION_KEYS = ['tool', 'input', 'http', 'method', 'cost', 'source', 'approved', 'metadata'] as const;
-const EXPECT_KEYS = ['expect', 'rule', 'reason'] as const;
+const EXPECT_KEYS = ['expect', 'rule', 'reason', 'shadow'] as const;
 const CASE_KEYS = ['name', 'steps', ...ACTION_KEYS, ...EXPECT_KEYS] as const;
 const STEP_KEYS = [...ACTION_KEYS, ...EXPECT_KEYS] as const;
 
@@ -178,6 +182,10 @@ function readStep(raw: Record<string, unknown>, path: string, issues: Array<{ pa
       ok = false;
     }
   }
+  if (raw.shadow !== undefined && (typeof raw.shadow !== 'string' || !(DECISIONS as readonly string[]).includes(raw.shadow))) {
+    issues.push({ path: `${path}.shadow`, message: `shadow must be one of ${DECISIONS.join(', ')}` });
+    ok = false;
+  }
   if (kinds.length > 1) {
     issues.push({ path, message: 'a step is one action: tool, http, or a cost alone' });
     return undefined;
@@ -213,7 +221,12 @@ function readStep(raw: Record<string, unknown>, path: string, issues: Array<{ pa
   if (!ok) return undefined;
   return {
     action,
-    expected: { decision: expected as DecisionValue, ...(raw.rule !== undefined ? { rule: raw.rule as string } : {}), ...(raw.reason !== undefined ? { reason: raw.reason as string } : {}) },
+    expected: {
+      decision: expected as DecisionValue,
+      ...(raw.rule !== undefined ? { rule: raw.rule as string } : {}),
+      ...(raw.reason !== undefined ? { reason: raw.reason as string } : {}),
+      ...(raw.shadow !== undefined ? { shadow: raw.shadow as DecisionValue } : {}),
+    },
   };
 }
 
@@ -234,13 +247,16 @@ async function runCase(policy: AgentPolicy, name: string, steps: readonly Policy
         : action.type === 'http'
           ? await session.checkHttp(action.url, action)
           : await session.checkCost(action.cost, action);
-    const actual: PolicyTestActual = { decision: decision.decision, rule: ruleId(decision.rule), reason: decision.reason };
+    const actual: PolicyTestActual = { decision: decision.decision, rule: ruleId(decision.rule), reason: decision.reason, shadow: decision.shadow?.decision ?? decision.decision };
     const diff: string[] = [];
     const { expected } = step;
     if (actual.decision !== expected.decision) diff.push(`- decision: ${expected.decision}`, `+ decision: ${actual.decision}`);
     if (expected.rule !== undefined && !ruleMatches(actual.rule, expected.rule)) diff.push(`- rule: ${expected.rule}`, `+ rule: ${actual.rule}`);
     if (expected.reason !== undefined && !actual.reason.toLowerCase().includes(expected.reason.toLowerCase())) {
       diff.push(`- reason containing: ${JSON.stringify(expected.reason)}`, `+ reason: ${JSON.stringify(actual.reason)}`);
+    }
+    if (expected.shadow !== undefined && actual.shadow !== expected.shadow) {
+      diff.push(`- shadow: ${expected.shadow}`, `+ shadow: ${actual.shadow}${decision.shadow ? ` (${decision.shadow.reason})` : ''}`);
     }
     if (diff.length > 0 && !diff.some((line) => line.startsWith('+ reason'))) diff.push(`  reason: ${JSON.stringify(actual.reason)}`);
     results.push({ ...step, actual, ok: diff.length === 0, diff });
