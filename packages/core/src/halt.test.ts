@@ -1,21 +1,13 @@
 import { fork } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AgentPolicy, AgentPolicyError, FileHaltStore, PolicySource, type Decision, type HaltStore } from './index.js';
 import { main } from './run-cli.js';
+import { useTempDirs } from './test-support/temp-dirs.js';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'agentpolicy-halt-'));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = useTempDirs('agentpolicy-halt-');
 
 describe('halt in memory', () => {
   it('denies every session of the policy from the very next check, in the same tick, naming the halt; resume lifts it', async () => {

@@ -1,17 +1,14 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AgentPolicy, diffPolicies } from './index.js';
 import { main } from './run-cli.js';
+import { useTempDirs } from './test-support/temp-dirs.js';
 
 const OLD = `budget:\n  max_spend: 5\ntools:\n  allow: [search, read_file]\n  block: [rm]\nnetwork:\n  block: [twitter.com]\napproval:\n  require_for:\n    - tool: send_email\n    - cost_gt: 1\npricing:\n  m:\n    input: 1\n    output: 2\n`;
 const NEW = `budget:\n  max_spend: 2\ntools:\n  allow: [search, deploy]\n  block: [rm, "delete_*"]\nnetwork:\n  block: [twitter.com, api.github.com]\napproval:\n  require_for:\n    - cost_gt: 1\n    - domain: example.com\npricing:\n  m:\n    input: 1\n    output: 3\n`;
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = useTempDirs('agentpolicy-diff-');
 
 const effects = (a: string, b: string) => diffPolicies(AgentPolicy.fromYamlString(a), AgentPolicy.fromYamlString(b)).changes.map((change) => `${change.direction} ${change.path}: ${change.effect}`);
 
@@ -55,8 +52,7 @@ describe('policy diff', () => {
   });
 
   it('CLI: exit 0 when alike, 1 when they differ, 1 for an invalid policy, 2 for a missing file; --json', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'agentpolicy-diff-'));
-    dirs.push(dir);
+    const dir = tempDir();
     const [a, b, bad] = ['old.yaml', 'new.yaml', 'bad.yaml'].map((name) => join(dir, name)) as [string, string, string];
     writeFileSync(a, OLD);
     writeFileSync(b, NEW);

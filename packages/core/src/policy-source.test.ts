@@ -1,21 +1,17 @@
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AgentPolicy, PolicyValidationError, PolicySource, type Decision } from './index.js';
+import { useTempDirs } from './test-support/temp-dirs.js';
 
 const A = `budget:\n  max_spend: 10\ntools:\n  block: [deploy]\napproval:\n  require_for:\n    - tool: send_email\n`;
 const B = `budget:\n  max_spend: 10\ntools:\n  block: [send_email]\n`;
 const INVALID = `tools:\n  block: deploy\n  alow: [x]\n`;
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = useTempDirs('agentpolicy-source-');
 
 function tempFile(text: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'agentpolicy-source-'));
-  dirs.push(dir);
+  const dir = tempDir();
   const file = join(dir, 'policy.yaml');
   writeFileSync(file, text);
   return file;

@@ -1,10 +1,10 @@
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AgentPolicyError, assertPolicyTests, loadPolicyTests, PolicyValidationError, runPolicyTests } from './index.js';
 import { main } from './run-cli.js';
+import { useTempDirs } from './test-support/temp-dirs.js';
 
 const examples = fileURLToPath(new URL('../../../examples', import.meta.url));
 const fixtures = fileURLToPath(new URL('../test-data/policy-tests', import.meta.url));
@@ -16,15 +16,7 @@ async function cli(args: string[]): Promise<{ code: number; out: string[]; err: 
   return { code, out, err };
 }
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'agentpolicy-ptest-'));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = useTempDirs('agentpolicy-ptest-');
 
 describe('agentpolicy test', () => {
   it("passes the examples' policy tests (every test file under examples/)", async () => {

@@ -1,25 +1,17 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AgentPolicy, createAuditLog, replayAuditLog, type ReplayChange } from './index.js';
 import { parseRecord, readLines } from './audit-verify.js';
 import type { AuditDecisionRecord } from './audit-log.js';
 import { ruleId } from './format-report.js';
 import { main } from './run-cli.js';
+import { useTempDirs } from './test-support/temp-dirs.js';
 
 const OLD = `budget:\n  max_spend: 50\ntools:\n  block: ["delete_*"]\nnetwork:\n  block: [evil.example]\napproval:\n  require_for:\n    - tool: send_email\n    - cost_gt: 2\n`;
 const NEW = `budget:\n  max_spend: 20\ntools:\n  allow: [search, read_file, send_email, deploy]\nnetwork:\n  block: [evil.example, api.github.com]\napproval:\n  require_for:\n    - tool: deploy\n    - cost_gt: 2\nrules:\n  - deny: late reads are refused\n    tool: read_file\n    if: { input.i: { gt: 400 } }\nlimits:\n  - tool: search\n    max_calls: 30\n    per: session\n`;
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'agentpolicy-replay-'));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = useTempDirs('agentpolicy-replay-');
 
 // A small deterministic generator (mulberry32), so the recorded traffic is the same on every run.
 function random(seed: number): () => number {

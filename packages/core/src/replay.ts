@@ -4,6 +4,7 @@ import type { Decision, DecisionValue, RuleRef } from './decision.js';
 import { parseTarget } from './domain.js';
 import { actionTarget, ruleId } from './format-report.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
+import { escapeHtml } from './html-report.js';
 import type { AgentPolicy } from './policy.js';
 import type { PreparedAction, Verdict } from './policy-evaluator.js';
 import { limitVerdict } from './session.js';
@@ -413,30 +414,26 @@ export function formatReplayReport(report: ReplayReport, options: { source?: str
   return lines;
 }
 
-function escape(text: unknown): string {
-  return String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
-}
-
 /** The replay report as one self-contained HTML page (no scripts, no external resources). */
 export function renderReplayHtml(report: ReplayReport, options: { source?: string; policyFile?: string } = {}): string {
-  const usd = (amount: number) => escape(formatUsd(Math.round(amount * 1e9)));
+  const usd = (amount: number) => escapeHtml(formatUsd(Math.round(amount * 1e9)));
   const transitions = Object.entries(report.transitions)
     .sort((a, b) => b[1] - a[1])
     .map(([key, count]) => {
       const [from, to] = key.split(' → ');
-      return `<tr${from !== to ? ' class="changed"' : ''}><td>${escape(from)}</td><td>${escape(to)}</td><td class="n">${count}</td></tr>`;
+      return `<tr${from !== to ? ' class="changed"' : ''}><td>${escapeHtml(from)}</td><td>${escapeHtml(to)}</td><td class="n">${count}</td></tr>`;
     })
     .join('');
   const groups = report.byRule
     .map(
-      (group) => `<section><h3>${escape(group.rule)} <small>${group.count} changed${group.refusedSpend > 0 ? `, ${usd(group.refusedSpend)} refused` : ''}</small></h3>
+      (group) => `<section><h3>${escapeHtml(group.rule)} <small>${group.count} changed${group.refusedSpend > 0 ? `, ${usd(group.refusedSpend)} refused` : ''}</small></h3>
 <p>${Object.entries(group.transitions)
-        .map(([key, count]) => `${escape(key)}: ${count}`)
+        .map(([key, count]) => `${escapeHtml(key)}: ${count}`)
         .join(' · ')}</p>
 <table><thead><tr><th>#</th><th>session</th><th>action</th><th>cost</th><th>was</th><th>now</th><th>reason now</th></tr></thead><tbody>${group.examples
         .map(
           (change) =>
-            `<tr><td class="n">${change.seq}</td><td>${escape(change.sessionId)}</td><td>${escape(`${change.type} ${change.target}`)}</td><td class="n">${usd(change.cost)}</td><td>${escape(change.old.decision)}</td><td>${escape(change.new.decision)}</td><td>${escape(change.new.reason)}</td></tr>`,
+            `<tr><td class="n">${change.seq}</td><td>${escapeHtml(change.sessionId)}</td><td>${escapeHtml(`${change.type} ${change.target}`)}</td><td class="n">${usd(change.cost)}</td><td>${escapeHtml(change.old.decision)}</td><td>${escapeHtml(change.new.decision)}</td><td>${escapeHtml(change.new.reason)}</td></tr>`,
         )
         .join('')}</tbody></table></section>`,
     )
@@ -447,8 +444,8 @@ export function renderReplayHtml(report: ReplayReport, options: { source?: strin
 <title>agentpolicy replay</title>
 <style>body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#111}table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}.n{text-align:right;font-variant-numeric:tabular-nums}.changed{background:#fef3c7}small{color:#555;font-weight:normal}</style>
 </head><body>
-<h1>Replay${options.policyFile ? ` under ${escape(options.policyFile)}` : ''}</h1>
-<p>${report.decisions} decisions of ${report.sessions} sessions${options.source ? ` from ${escape(options.source)}` : ''}; new policy sha256 <code>${escape(report.policyHash.slice(0, 12))}</code>, recorded under <code>${escape(report.recordedPolicies.map((hash) => hash.slice(0, 12)).join(', '))}</code>.</p>
+<h1>Replay${options.policyFile ? ` under ${escapeHtml(options.policyFile)}` : ''}</h1>
+<p>${report.decisions} decisions of ${report.sessions} sessions${options.source ? ` from ${escapeHtml(options.source)}` : ''}; new policy sha256 <code>${escapeHtml(report.policyHash.slice(0, 12))}</code>, recorded under <code>${escapeHtml(report.recordedPolicies.map((hash) => hash.slice(0, 12)).join(', '))}</code>.</p>
 <p><strong>${report.changed}</strong> decisions would change. Spend that would have been refused: <strong>${usd(report.refusedSpend)}</strong>; newly allowed: ${usd(report.newlyAllowedSpend)}.</p>
 <h2>Old → new</h2>
 <table><thead><tr><th>old</th><th>new</th><th>decisions</th></tr></thead><tbody>${transitions}</tbody></table>
