@@ -17,7 +17,7 @@ import {
 import { AuditTrail, isoNow, type SessionReport } from './audit-trail.js';
 import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
-import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
+import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
 import { CallKeys } from './call-keys.js';
 import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
@@ -37,12 +37,27 @@ import { withReportInspect } from './format-report.js';
 
 /** Options of {@link AgentPolicy.session}. */
 export interface SessionOptions {
-  /** Session id (a random UUID by default); also the budget store key. */
+  /** Session id (a random UUID by default): the audit identity, and the budget key unless `budgetKey` is given. */
   id?: string;
-  /** Where spend is kept; an in-memory store by default. */
+  /**
+   * The budget this session spends from, shared by every session given the same key and store (a tenant, a user,
+   * an agent). The session id stays the identity in the audit trail. Default: the session id (a budget of its own).
+   */
+  budgetKey?: string;
+  /**
+   * Where spend is kept. Default: in memory, one budget per session, or, with a `budgetKey`, one store shared by
+   * every session of this policy in this process. Pass a shared store (e.g. `@agentpolicy/redis`) to share a
+   * budget across processes.
+   */
   store?: BudgetStore;
   /** Where `limits:` count allowed calls; an in-memory store by default (per process). */
   limitStore?: RateLimitStore;
+  /**
+   * How long a reservation may stay open before the store charges it at its estimate (its process died, say).
+   * Default 900,000 ms (15 minutes). A reservation held while an approver decides lives this long after the
+   * approval timeout.
+   */
+  leaseTtlMs?: number;
   /**
    * Answers `require_approval` in place: it is given the stored approval request (with the decision and a timeout
    * signal), and its answer resolves that request only.
@@ -201,6 +216,8 @@ export class PolicySession {
   private readonly pending = new Set<Reservation>();
   private readonly sinks: readonly DecisionSink[];
   private readonly reservations = new WeakMap<Decision, Reservation>();
+  /** The store lease of each allowed reservation that holds money. */
+  private readonly leases = new WeakMap<Decision, string>();
   // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
   private readonly slots = new WeakMap<Decision, number>();
   // Allows that have been used for their one execution, by the decision first recorded.
@@ -219,6 +236,12 @@ export class PolicySession {
     if (options.id !== undefined && (typeof options.id !== 'string' || options.id === '')) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'session id must be a non-empty string');
     }
+    if (options.budgetKey !== undefined && (typeof options.budgetKey !== 'string' || options.budgetKey === '')) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'budgetKey must be a non-empty string');
+    }
+    if (options.leaseTtlMs !== undefined && !(Number.isSafeInteger(options.leaseTtlMs) && options.leaseTtlMs > 0)) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'leaseTtlMs must be a whole number of milliseconds > 0');
+    }
     if (options.maxDecisions !== undefined && !(options.maxDecisions >= 0)) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'maxDecisions must be a number ≥ 0 (Infinity keeps every decision)');
     }
@@ -231,9 +254,11 @@ export class PolicySession {
     this.ledger = new BudgetLedger(
       options.store ?? new InMemoryBudgetStore(),
       this.id,
+      { key: options.budgetKey ?? this.id, period: budget?.period ?? 'session' },
       budget?.maxSpendNanos ?? null,
       budget?.softLimit ?? null,
       options.onSoftLimit,
+      options.leaseTtlMs ?? 900_000,
       policy.normalized.mode === 'enforce',
     );
     this.limitStore = options.limitStore ?? new InMemoryRateLimitStore();
@@ -275,7 +300,7 @@ export class PolicySession {
   evaluate(action: ActionInput): Decision {
     const policy = this.policy;
     const prepared = prepareAction(policy, action);
-    const halt = this.halts.halted(this.ledger.key);
+    const halt = this.halts.halted(this.ledger.budget.key);
     const verdict = this.verdict(prepared, action?.approved === true, policy, halt instanceof Promise ? undefined : halt);
     return this.makeDecision(prepared, verdict, randomUUID(), action?.approved === true && verdict.approvedRule ? CALLER_APPROVAL : undefined);
   }
@@ -295,6 +320,15 @@ export class PolicySession {
     if (limit === null) return false;
     const { spent, reserved } = this.ledger.snapshot();
     return read.nanos > 0 && spent + reserved + read.nanos > limit;
+  }
+
+  /**
+   * Reads the budget afresh from its store, first charging any lease that expired unsettled at its estimate (the
+   * reconcile call for a shared store; any operation on the budget does the same). Returns the report after it.
+   */
+  async reconcile(): Promise<SessionReport> {
+    await this.ledger.reconcile();
+    return this.report();
   }
 
   /**
@@ -587,7 +621,7 @@ export class PolicySession {
 
   /** The audit summary. Amounts are USD numbers computed from the exact ledger. */
   report(): SessionReport {
-    const { spent, reserved } = this.ledger.snapshot();
+    const { spent, reserved, window, previous, expired } = this.ledger.snapshot();
     const limit = this.ledger.limit;
     const endMs = this.endedMs ?? Date.now();
     const summary = this.trail.summary();
@@ -598,6 +632,11 @@ export class PolicySession {
       spent: nanosToUsd(spent),
       reserved: nanosToUsd(reserved),
       remaining: limit === null ? null : nanosToUsd(Math.max(0, limit - spent - reserved)),
+      budgetKey: this.ledger.budget.key,
+      period: this.ledger.budget.period,
+      window,
+      previousWindow: previous === null ? null : { window: previous.window, spent: nanosToUsd(previous.spent) },
+      expiredLeases: { count: expired.count, amount: nanosToUsd(expired.nanos) },
       decisionSummary: summary.decisionSummary,
       costSummary: summary.costSummary,
       policyHits: summary.policyHits,
@@ -633,7 +672,7 @@ export class PolicySession {
   /** Halts in force for this session's budget key, or undefined; a store that cannot answer counts as a halt. */
   haltState(): HaltState | undefined | Promise<HaltState | undefined> {
     try {
-      const halt = this.halts.halted(this.ledger.key);
+      const halt = this.halts.halted(this.ledger.budget.key);
       return halt instanceof Promise ? halt.catch((error: unknown) => haltFailure(error)) : halt;
     } catch (error) {
       return haltFailure(error);
@@ -651,12 +690,15 @@ export class PolicySession {
     const cost = prepared.prepared.costNanos;
     if (this.ledger.exceeded) return this.ledger.exceededVerdict(cost);
     const limit = this.ledger.limit;
+    // A shared budget's snapshot may be stale (another process spent, a window rolled over): only the store's own
+    // check-and-reserve decides whether money is left, so the policy sees an untouched budget here.
+    const shared = this.ledger.storeDecides;
     if (!approved && cost <= policy.costRuleFloor) {
-      if (cost === 0) return this.freeVerdict(prepared, policy);
+      if (cost === 0 || shared) return this.freeVerdict(prepared, policy);
       const { spent, reserved } = this.ledger.snapshot();
       if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared, policy);
     }
-    const { spent, reserved } = this.ledger.snapshot();
+    const { spent, reserved } = shared ? { spent: 0, reserved: 0 } : this.ledger.snapshot();
     try {
       return policy.decide(prepared.prepared, spent, reserved, approved);
     } catch (error) {
@@ -791,12 +833,9 @@ export class PolicySession {
     if (pending.length > 0) return Promise.all(pending).then(() => undefined);
   }
 
-  /**
-   * The scope id of `scope: budget` limits: every session that shares it shares those counts. The session id until
-   * sessions carry a budget key of their own; this is the one place to change.
-   */
+  /** The scope id of `scope: budget` limits: every session that shares the budget key shares those counts. */
   private get budgetScopeId(): string {
-    return this.id;
+    return this.ledger.budget.key;
   }
 
   /** The store key of a limit for this session, built once (a flat string, so the store hashes it once). */
@@ -892,52 +931,59 @@ export class PolicySession {
     return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: request, unusedAnswer: unused } : { approvalRequest: request }));
   }
 
+  // One store operation per check: `charge` checks and charges at once; `reserve` checks and opens a lease.
   private allowWithMoney(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
-    if (costNanos <= 0) return this.allowHeld(prepared, verdict, 0, mode, approval, this.nextId());
-    const reserved = this.ledger.reserve(costNanos);
-    if (reserved instanceof Promise) {
-      return reserved.then((ok) => (ok ? this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId()) : this.recordRefused(prepared, costNanos)));
-    }
-    if (!reserved) return this.recordRefused(prepared, costNanos);
-    return this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId());
+    if (costNanos <= 0) return this.allowHeld(prepared, verdict, 0, mode, approval, this.nextId(), undefined);
+    const grant = mode === 'charge' ? this.ledger.spend(costNanos) : this.ledger.reserve(costNanos);
+    if (grant instanceof Promise) return grant.then((settled) => this.allowGranted(prepared, verdict, costNanos, mode, approval, settled));
+    return this.allowGranted(prepared, verdict, costNanos, mode, approval, grant);
   }
 
-  // Records an allow whose money (if any) is reserved: the audit sink first (a sink that throws turns it into a
-  // deny and gives the money back), then the charge in charge mode.
-  private allowHeld(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, id: string): Decision | Promise<Decision> {
+  private allowGranted(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, grant: BudgetGrant): Decision | Promise<Decision> {
+    if (!grant.ok) return this.recordRefused(prepared, costNanos, grant.snapshot);
+    return this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId(), grant.lease);
+  }
+
+  // Records an allow whose money (if any) is held: charged already (charge mode, no lease) or by a lease. The audit
+  // sink goes first (a sink that throws turns it into a deny and gives the money back), then, in charge mode, a
+  // lease is committed.
+  private allowHeld(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, id: string, lease: string | undefined): Decision | Promise<Decision> {
     const decision =
       mode === 'reserve'
         ? this.makeDecision(prepared, verdict, id, approval, { settlement: Object.freeze({ status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) }) })
         : this.makeDecision(prepared, verdict, id, approval);
     const failure = this.publish(decision, true);
     if (failure !== undefined) {
-      const released = costNanos > 0 ? this.ledger.release(costNanos) : undefined;
+      const givenBack = costNanos <= 0 ? undefined : lease !== undefined ? this.ledger.release(lease) : this.ledger.refund(costNanos);
       const denied = this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
-      return released instanceof Promise ? released.then(() => denied) : denied;
+      return givenBack instanceof Promise ? givenBack.then(() => denied) : denied;
     }
     const slot = this.trail.add(decision);
     if (mode === 'reserve') {
       this.slots.set(decision, slot);
+      if (lease !== undefined) this.leases.set(decision, lease);
       return decision;
     }
-    if (costNanos > 0) {
-      const done = this.ledger.commit(costNanos, costNanos);
+    if (lease !== undefined) {
+      const done = this.ledger.commit(lease, costNanos);
       if (done instanceof Promise) return done.then(() => decision);
     }
     return decision;
   }
 
-  private recordRefused(prepared: Prepared, costNanos: number): Decision {
-    return this.record(this.makeDecision(prepared, this.ledger.refusal(costNanos), this.nextId(), undefined));
+  private recordRefused(prepared: Prepared, costNanos: number, snapshot: BudgetSnapshot): Decision {
+    return this.record(this.makeDecision(prepared, this.ledger.refusal(costNanos, snapshot), this.nextId(), undefined));
   }
 
   private async askApprover(approver: Approver, prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, unused: UnusedAnswer | undefined): Promise<Decision> {
     // Hold the money while a human decides, so concurrent checks cannot spend it meanwhile.
-    if (costNanos > 0) {
-      const reserved = await this.ledger.reserve(costNanos);
-      if (!reserved) return this.recordRefused(prepared, costNanos);
-    }
     const timeoutMs = this.options.approvalTimeoutMs ?? 300_000;
+    let lease: string | undefined;
+    if (costNanos > 0) {
+      const grant = await this.ledger.reserve(costNanos, this.ledger.leaseTtlMs + timeoutMs);
+      if (!grant.ok) return this.recordRefused(prepared, costNanos, grant.snapshot);
+      lease = grant.lease;
+    }
     let outcome: ApprovalOutcome;
     let requestId: string | undefined;
     const id = this.nextId();
@@ -947,14 +993,14 @@ export class PolicySession {
       const pending = this.makeDecision(prepared, verdict, id, undefined, unused ? { approvalRequest: refOf(request), unusedAnswer: unused } : { approvalRequest: refOf(request) });
       outcome = await this.approvals.settleApproverAnswer(request, await consultApprover(approver, { ...request, decision: pending }, timeoutMs));
     } catch (error) {
-      if (costNanos > 0) await this.ledger.release(costNanos);
+      if (lease !== undefined) await this.ledger.release(lease);
       throw error;
     }
     if (outcome.approved) {
       const approvedWith = approvedVerdict(verdict, outcome);
-      return this.allowHeld(prepared, approvedWith, costNanos, mode, requestApproval('approver', requestId as string, outcome), id);
+      return this.allowHeld(prepared, approvedWith, costNanos, mode, requestApproval('approver', requestId as string, outcome), id, lease);
     }
-    if (costNanos > 0) await this.ledger.release(costNanos);
+    if (lease !== undefined) await this.ledger.release(lease);
     return this.record(this.makeDecision(prepared, rejection(verdict, outcome, requestId), id, undefined));
   }
 
@@ -962,7 +1008,7 @@ export class PolicySession {
     // A keyed repeat gets the reservation of the first check: one decision, one settlement.
     const existing = this.reservations.get(decision);
     if (existing) return existing;
-    const reservation = createReservation(this.settling, decision, this.slots.get(decision) ?? -1, model);
+    const reservation = createReservation(this.settling, decision, this.slots.get(decision) ?? -1, model, this.leases.get(decision));
     this.reservations.set(decision, reservation);
     return reservation;
   }
@@ -971,9 +1017,18 @@ export class PolicySession {
     return this.record(this.makeDecision(this.recordOnly(action), { decision: 'deny', reason, rule, approvedRule: false }, this.nextId(), undefined));
   }
 
-  private recordCharged(action: Action, nanos: number, reason: string): Decision {
-    void this.ledger.charge(nanos);
-    const over = this.ledger.overLimit() ? ' (the budget is now exceeded)' : '';
+  private async recordCharged(action: Action, nanos: number, reason: string): Promise<Decision> {
+    let note = '';
+    let snapshot: BudgetSnapshot | undefined;
+    try {
+      snapshot = (await this.ledger.charge(nanos))?.snapshot;
+    } catch (error) {
+      // The spend happened whatever the store says: record it here, and say loudly that the store missed it.
+      const message = (error as Error)?.message ?? String(error);
+      note = ` (the budget store could not record it: ${message})`;
+      process.emitWarning(`agentpolicy: spend of ${formatUsd(nanos)} could not be recorded in the budget store: ${message}`);
+    }
+    const over = this.ledger.overLimit(snapshot) ? ' (the budget is now exceeded)' : note;
     // Spend that already happened is recorded whatever the sink says.
     return this.record(this.makeDecision(this.recordOnly(action), { decision: 'allow', reason: reason + over, rule: { section: 'default' }, approvedRule: false }, this.nextId(), undefined));
   }
