@@ -63,6 +63,17 @@ describe('PolicySource.update', () => {
     expect(session.spent).toBe(4);
   });
 
+  it('sessions of one budget key share their budget across a reload', async () => {
+    const source = new PolicySource(AgentPolicy.fromYamlString('budget:\n  max_spend: 10\n'));
+    const first = source.session({ budgetKey: 'tenant' });
+    expect((await first.checkCost(6, { source: 'llm' })).decision).toBe('allow');
+    source.update('budget:\n  max_spend: 10\ntools:\n  block: [x]\n');
+    const second = source.session({ budgetKey: 'tenant' });
+    expect((await second.checkCost(6, { source: 'llm' })).decision).toBe('deny');
+    expect((await second.checkCost(4, { source: 'llm' })).decision).toBe('allow');
+    expect((await first.checkCost(0.01, { source: 'llm' })).decision).toBe('deny');
+  });
+
   it('an approval in flight while the policy is swapped is decided and recorded under the policy that asked', async () => {
     const a = AgentPolicy.fromYamlString(A);
     const source = new PolicySource(a);

@@ -1,6 +1,7 @@
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
-import type { MaybePromise } from './budget-store.js';
+import { InMemoryBudgetStore, type MaybePromise } from './budget-store.js';
+import { InMemoryRateLimitStore } from './rate-limit-store.js';
 import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
 import { haltState, InMemoryHaltStore, type HaltOptions, type HaltState, type HaltStore } from './halt.js';
 import { AgentPolicy } from './policy.js';
@@ -52,6 +53,8 @@ export class PolicySource implements PolicyProvider {
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly file: string | undefined;
+  // Keyed budgets (`budgetKey` without a store) and their limits, shared by this source's sessions across reloads.
+  private keyed: { store: InMemoryBudgetStore; limitStore: InMemoryRateLimitStore } | undefined;
 
   constructor(initial: AgentPolicy, options: PolicySourceOptions & { file?: string } = {}) {
     if (!(initial instanceof AgentPolicy)) throw new AgentPolicyError('INVALID_ARGUMENT', 'PolicySource needs an AgentPolicy to start from');
@@ -81,8 +84,15 @@ export class PolicySource implements PolicyProvider {
     return this.policy.hash;
   }
 
-  /** Opens a session that follows this source: its policy, its halts. */
+  /**
+   * Opens a session that follows this source: its policy, its halts. Sessions with the same `budgetKey` (and no
+   * store of their own) share one budget in this process, whatever policy version opened them.
+   */
   session(options?: SessionOptions): PolicySession {
+    if (options?.budgetKey !== undefined && (options.store === undefined || options.limitStore === undefined)) {
+      this.keyed ??= { store: new InMemoryBudgetStore(), limitStore: new InMemoryRateLimitStore() };
+      return new PolicySession(this.policy, { ...options, store: options.store ?? this.keyed.store, limitStore: options.limitStore ?? this.keyed.limitStore }, this);
+    }
     return new PolicySession(this.policy, options, this);
   }
 
