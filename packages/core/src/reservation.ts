@@ -38,8 +38,6 @@ export interface ReservationContext {
   readonly ledger: BudgetLedger;
   readonly trail: AuditTrail;
   readonly pending: Set<Reservation>;
-  /** Each settled version of a decision → the decision first recorded (which keys and `consume` know). */
-  readonly origins: WeakMap<Decision, Decision>;
   priceUsage(usage: TokenUsage): PriceResult;
   /** Told each settled decision once the ledger has it (the session's sinks: an audit log, OpenTelemetry). */
   settled?(decision: Decision): void;
@@ -79,7 +77,6 @@ export function createReservation(
     );
     const action = usage ? (Object.freeze({ ...previous.action, metadata: boundMetadata({ ...previous.action.metadata, ...usage }) }) as Action) : previous.action;
     decision = Object.freeze({ ...previous, action, settlement });
-    context.origins.set(decision, context.origins.get(previous) ?? previous);
     context.trail.replace(slot, previous, decision);
     context.trail.adjustAllowed(decision.action.type, actualNanos - estimateNanos);
     if (overrun > 0) context.trail.addOverrun(overrun);

@@ -18,7 +18,7 @@ import { AuditTrail, isoNow, type SessionReport } from './audit-trail.js';
 import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
-import { CallKeys } from './call-keys.js';
+import { CallKeys, UsedAllows } from './call-keys.js';
 import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
@@ -220,9 +220,9 @@ export class PolicySession {
   private readonly leases = new WeakMap<Decision, string>();
   // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
   private readonly slots = new WeakMap<Decision, number>();
-  // Allows that have been used for their one execution, by the decision first recorded.
-  private readonly used = new WeakSet<Decision>();
-  private readonly origins = new WeakMap<Decision, Decision>();
+  // Allows that have been used for their one execution, by the sequence number of their id (a settled version of a
+  // decision keeps its id).
+  private readonly used = new UsedAllows();
   private readonly approvals: SessionApprovals;
   private seq = 0;
   private readonly startedMs = Date.now();
@@ -269,7 +269,6 @@ export class PolicySession {
       ledger: this.ledger,
       trail: this.trail,
       pending: this.pending,
-      origins: this.origins,
       priceUsage: (usage) => this.priceUsage(usage),
       settled: (decision) => this.publishSettlement(decision),
     };
@@ -346,9 +345,9 @@ export class PolicySession {
    */
   consume(decision: Decision): boolean {
     if (typeof decision !== 'object' || decision === null || decision.decision !== 'allow' || decision.sessionId !== this.id) return false;
-    const origin = this.origins.get(decision) ?? decision;
-    if (this.used.has(origin)) return false;
-    this.used.add(origin);
+    const seq = this.seqOf(decision);
+    if (seq === 0 || this.used.has(seq)) return false;
+    this.used.add(seq);
     return true;
   }
 
@@ -762,7 +761,7 @@ export class PolicySession {
       // anything else is a new action. Under a halt it is decided again, so an allow from before the halt is not
       // handed out anew.
       const previous = this.keys.get(prepared.fingerprint, key);
-      if (previous !== undefined && !this.used.has(previous) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
+      if (previous !== undefined && !this.used.has(this.seqOf(previous)) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
     const verdict = this.verdict(prepared, approved, policy, halt);
     let decision: Decision | Promise<Decision>;
@@ -1040,6 +1039,14 @@ export class PolicySession {
 
   private nextId(): string {
     return `${this.id}:${++this.seq}`;
+  }
+
+  // The sequence number of one of this session's decisions (its id is `<session id>:<n>`), or 0.
+  private seqOf(decision: Decision): number {
+    const id = decision.id;
+    if (typeof id !== 'string' || id.length <= this.id.length + 1 || id.charCodeAt(this.id.length) !== 58 || !id.startsWith(this.id)) return 0;
+    const seq = Number(id.slice(this.id.length + 1));
+    return Number.isSafeInteger(seq) && seq > 0 && seq <= this.seq ? seq : 0;
   }
 
   // Decisions are frozen values: nothing outside the session can change what it recorded.

@@ -40,7 +40,7 @@ describe.skipIf(!canStart)('Redis stopped mid-run', () => {
       server = await startRedis(port);
       // The same client reconnects by itself; the same session allows again (the budget restarted empty: this test
       // server keeps nothing on disk).
-      expect(await until(async () => (await session.checkCost(1, { source: 'x' })).decision === 'allow', 10_000)).toBe(true);
+      expect(await until(async () => (await session.checkCost(1, { source: 'x' })).decision === 'allow', 30_000)).toBe(true);
       expect(session.report().decisions.filter((d) => d.rule.section === 'error').length).toBeGreaterThanOrEqual(3);
     } finally {
       await handle.close();
