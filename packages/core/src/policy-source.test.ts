@@ -1,7 +1,7 @@
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { AgentPolicy, PolicyValidationError, PolicySource, type Decision } from './index.js';
+import { AgentPolicy, PolicyValidationError, PolicySource, type Decision, type HaltStore } from './index.js';
 import { useTempDirs } from './test-support/temp-dirs.js';
 
 const A = `budget:\n  max_spend: 10\ntools:\n  block: [deploy]\napproval:\n  require_for:\n    - tool: send_email\n`;
@@ -106,18 +106,31 @@ describe('live reload under load', () => {
     ]);
     const rejects: unknown[] = [];
     const updates: string[] = [];
-    const source = PolicySource.fromFile(file, { debounceMs: 0, onReject: (event) => rejects.push(event), onUpdate: (event) => updates.push(event.hash) });
+    // A halt store that answers late: each check is really in flight (awaiting it) while the file changes.
+    let n = 0;
+    const slow: HaltStore = {
+      halted: () => new Promise((resolve) => setTimeout(() => resolve(undefined), n++ % 7)),
+      halt: () => undefined,
+      resume: () => false,
+      list: () => [],
+    };
+    const source = PolicySource.fromFile(file, { halts: slow, debounceMs: 0, onReject: (event) => rejects.push(event), onUpdate: (event) => updates.push(event.hash) });
     try {
       const sessions = Array.from({ length: 10 }, (_, i) => source.session({ id: `load-${i}` }));
       const tools = ['deploy', 'send_email', 'search'];
       const writes = [B, INVALID, A, INVALID, B, A, B];
       const checks: Promise<Decision>[] = [];
+      const pendingAtWrites: number[] = [];
+      let settled = 0;
       for (let round = 0; round < 100; round++) {
         for (let i = 0; i < 10; i++) {
           const session = sessions[i] as (typeof sessions)[number];
-          checks.push(session.checkTool(tools[(round + i) % 3] as string, { cost: 0.001 }));
+          const check = session.checkTool(tools[(round + i) % 3] as string, { cost: 0.001 });
+          void check.then(() => settled++);
+          checks.push(check);
         }
         if (round % 14 === 7) {
+          pendingAtWrites.push(checks.length - settled);
           replaceFile(file, writes[(round / 14) | 0] as string);
           // Let the watcher fire while checks are in flight.
           await new Promise((resolve) => setTimeout(resolve, 5));
@@ -126,6 +139,8 @@ describe('live reload under load', () => {
         }
       }
       const decisions = await Promise.all(checks);
+      // The file changed while hundreds of checks were still waiting to be decided.
+      expect(Math.max(...pendingAtWrites)).toBeGreaterThan(100);
       expect(decisions).toHaveLength(1000);
       const seen = new Set<string>();
       for (const decision of decisions) {
