@@ -3,13 +3,13 @@
 //        BENCH_SAVE=1 pnpm bench    (full run, writes the committed bench/results/latest.json the README quotes)
 //        BENCH_QUICK=1 pnpm bench   (a few iterations, only to prove it runs; writes results/quick.tmp.json)
 import { execFileSync } from 'node:child_process';
-import { existsSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, writeFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { join } from 'node:path';
-import { AgentPolicy, createAuditLog, estimateModelCall, splitPromptMedia } from '@agentpolicy/core';
+import { AgentPolicy, PolicySource, Replayer, createAuditLog, estimateModelCall, replayAuditLog, splitPromptMedia } from '@agentpolicy/core';
 
 const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
 const SAVE = !QUICK && (process.env.BENCH_SAVE === '1' || process.argv.includes('--save'));
@@ -313,6 +313,63 @@ await (async () => {
   }
 })().catch((error) => adapterNotes.push(`openai rows skipped: ${error.message}`));
 
+// ---- policy lifecycle: replay an audit log under another policy; checks through a live policy source ------------------
+// A recorded log of 10,000 decisions (tools with input, requests, costs, some approved) under the seed policy, replayed
+// under a changed one: once from parsed records (the re-decision itself) and once from the file (reading included).
+const lifecycle = { replayDecisions: 0, replayActionsPerSecond: null, replayFileActionsPerSecond: null };
+if (!ONLY || ONLY.test('policy lifecycle')) {
+  const dir = mkdtempSync(join(os.tmpdir(), 'agentpolicy-bench-replay-'));
+  try {
+    const path = join(dir, 'audit.jsonl');
+    const log = createAuditLog(path);
+    const tools = ['search_docs', 'read_file', 'send_email', 'delete_prod_db', 'shell'];
+    const urls = ['https://docs.python.org/3/', 'https://api.github.com/repos/a/b', 'https://api.twitter.com/2/tweets', 'https://example.com/'];
+    for (let s = 0; s < 10; s++) {
+      const session = seed.session({ id: `bench-${s}`, sinks: [log], telemetry: false });
+      for (let i = 0; i < 1000; i++) {
+        const k = (i * 7 + s) % 10;
+        if (k < 5) await session.checkTool(tools[k], { input: { i }, cost: (i % 4) * 0.0001, approved: i % 5 === 0 });
+        else if (k < 9) await session.checkHttp(urls[k - 5], { method: 'GET' });
+        else await session.checkCost(0.001, { source: 'model:openai/gpt-4o' });
+      }
+    }
+    log.close();
+    const changed = AgentPolicy.fromDict({
+      budget: { max_spend: 2 },
+      tools: { allow: ['search_docs', 'read_file', 'send_email'], block: ['delete_*'] },
+      network: { allow: ['docs.python.org', 'example.com'] },
+      approval: { require_for: [{ tool: 'read_file' }, { cost_gt: 0.0002 }] },
+    });
+    const records = readFileSync(path, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line));
+    const decisions = records.filter((record) => record.kind === 'decision').length;
+    lifecycle.replayDecisions = decisions;
+    await measure('policy lifecycle', [
+      ['replay: re-decide one recorded action (parsed records)', () => {
+        const replayer = new Replayer(changed);
+        for (const record of records) replayer.add(record);
+        sink += replayer.report().changed;
+      }],
+    ], { batch: decisions, time: QUICK ? 30 : 2000 });
+    await measure('policy lifecycle', [
+      ['replay: one recorded action from the file (read + parse + re-decide)', () => { sink += replayAuditLog(path, changed).changed; }],
+    ], { batch: decisions, time: QUICK ? 30 : 2000 });
+    const perAction = rows.find((row) => row.name.startsWith('replay: re-decide'))?.medianUs;
+    const perFileAction = rows.find((row) => row.name.startsWith('replay: one recorded action from the file'))?.medianUs;
+    lifecycle.replayActionsPerSecond = perAction ? Math.round(1e6 / perAction) : null;
+    lifecycle.replayFileActionsPerSecond = perFileAction ? Math.round(1e6 / perFileAction) : null;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // A session of a live source looks up the current policy and the halts at every check.
+  const source = new PolicySource(seed);
+  const live = source.session({ telemetry: false, maxDecisions: 10_000 });
+  const fixed = seed.session({ telemetry: false, maxDecisions: 10_000 });
+  await measure('policy lifecycle', [
+    ['checkTool allow, fixed policy', async () => { for (let i = 0; i < BATCH; i++) await fixed.checkTool('search_docs'); }],
+    ['checkTool allow, live policy source', async () => { for (let i = 0; i < BATCH; i++) await live.checkTool('search_docs'); }],
+  ]);
+}
+
 await (async () => {
   const { McpServer } = await import('@modelcontextprotocol/sdk/server/mcp.js');
   const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
@@ -473,6 +530,7 @@ const targets = {
   'policy.decide: 20 rules, all on refund': 1,
   'estimate: typical chat request (max_tokens set)': 5,
   'estimate: typical chat request (no output limit)': 5,
+  'replay: re-decide one recorded action (parsed records)': 2,
 };
 const fmt = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(3)} µs`);
 console.log(`\nagentpolicy bench ${QUICK ? '(quick mode: figures are not meaningful)' : ''}`);
@@ -507,6 +565,12 @@ if (mcpGateFree !== undefined) console.log(`wrapMcpTransport's own work per tool
 if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpFreeOverhead)} per tools/call without a cost, ${fmt(mcpMemoryOverhead)} with a cost (reserved, then settled from the response), over an in-memory transport`);
 if (mcpHttpOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpHttpOverhead)} per tools/call against a local Streamable HTTP server`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
+if (lifecycle.replayActionsPerSecond !== null) {
+  console.log(`replay of ${lifecycle.replayDecisions.toLocaleString('en')} recorded decisions: ${lifecycle.replayActionsPerSecond.toLocaleString('en')} actions/s re-decided (goal ≥ 500,000 ${lifecycle.replayActionsPerSecond >= 500_000 ? '✓' : '✗'}); ${lifecycle.replayFileActionsPerSecond?.toLocaleString('en')} actions/s from the file, reading and parsing included`);
+}
+const liveOverhead = pair('checkTool allow, fixed policy', 'checkTool allow, live policy source');
+if (liveOverhead !== undefined) console.log(`live policy source: ${fmt(liveOverhead)} added per check`);
+
 const ours = rows.find((row) => row.name === 'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)');
 const cedarRow = rows.find((row) => row.name === 'cedar-wasm statefulIsAuthorized, same 20 conditions');
 const cedarRatio = ours && cedarRow ? cedarRow.medianUs / ours.medianUs : undefined;
@@ -527,6 +591,7 @@ const out = {
   overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null, mcpGate: mcpGateFree ?? null, mcpGateWithCost: mcpGateCost ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpFreeCallInMemory: mcpFreeOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
   memory,
   importMs,
+  lifecycle,
   notes: [...adapterNotes, ...cedarNotes],
 };
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
