@@ -126,4 +126,35 @@ describe.skipIf(redisUrl === null)('agents in other processes on the Redis store
     // The used approval's link, replayed after the run, is refused too.
     expect((await approve.confirm()).status).toBe(409);
   });
+
+  it('a handler whose Redis connection is gone answers 503 and changes nothing; the request stays answerable', async () => {
+    const before = runs().length;
+    const agent = start({ to: 'four@example.com' });
+    const request = await agent.next('request');
+    const lost = createClient({ url: redisUrl!, disableOfflineQueue: true });
+    lost.on('error', () => undefined);
+    await lost.connect();
+    lost.destroy();
+    const errors: unknown[] = [];
+    const down = createApprovalsHandler({
+      store: createRedisApprovalStore({ client: lost }),
+      secret: SECRET,
+      basePath: '/approvals',
+      authorize: () => ({ id: 'ops' }),
+      onError: (error) => void errors.push(error),
+    });
+    const post = (path: string, body: unknown) =>
+      down(new Request(`${base}/approvals/api/${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
+    expect((await down(new Request(`${base}/approvals/api/requests`))).status).toBe(503);
+    expect((await post(`requests/${request.id}/resolve`, { answer: 'approve' })).status).toBe(503);
+    const approveToken = request.links!.approve.slice(request.links!.approve.lastIndexOf('/') + 1);
+    expect((await post('links/redeem', { token: approveToken })).status).toBe(503);
+    expect(errors.length).toBeGreaterThanOrEqual(3);
+    expect(await status(request.id!)).toBe('pending');
+
+    expect((await api(`requests/${request.id}/resolve`, { answer: 'reject', reason: 'not today' })).status).toBe(200);
+    expect(await agent.next('result')).toMatchObject({ ran: false, decision: 'deny', rule: { outcome: 'rejected' } });
+    expect(await agent.exited).toBe(0);
+    expect(runs().slice(before)).toEqual([]);
+  });
 });
