@@ -2,16 +2,14 @@
 // approvals live in the Redis store; the handler in this process on another client. Answers are given over HTTP:
 // the JSON API, and a signed link opened and confirmed through the link page's form.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRedisApprovalStore } from '@agentpolicy/redis';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createApprovalsHandler } from './approvals-handler.js';
-import { toNodeHandler } from './node-handler.js';
 import { Agent } from './test-support/agent-child.js';
+import { OPS, serveHandler, type ServedHandler } from './test-support/handler-server.js';
 
 // Provided by test/global-setup.ts (packages/redis's setup): null when there is no redis-server (skipped loudly).
 declare module 'vitest' {
@@ -25,7 +23,7 @@ const redisUrl = inject('redisUrl');
 
 describe.skipIf(redisUrl === null)('agents in other processes on the Redis store, answered through the handler', () => {
   let dir: string;
-  let server: Server;
+  let served: ServedHandler;
   let base: string;
   let client: ReturnType<typeof createClient>;
   const agents: Agent[] = [];
@@ -36,9 +34,8 @@ describe.skipIf(redisUrl === null)('agents in other processes on the Redis store
     agents.push(agent);
     return agent;
   };
-  const auth = { authorization: 'Bearer ops' };
-  const api = (path: string, body: unknown) =>
-    fetch(`${base}/approvals/api/${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify(body) });
+  const auth = OPS;
+  const api = (path: string, body: unknown) => served.api(path, body);
   const status = async (id: string) => ((await (await fetch(`${base}/approvals/api/requests/${id}`, { headers: auth })).json()) as { request: { status: string } }).request.status;
   const pendingIds = async () =>
     ((await (await fetch(`${base}/approvals/api/requests`, { headers: auth })).json()) as { requests: { id: string }[] }).requests.map((r) => r.id).sort();
@@ -56,21 +53,13 @@ describe.skipIf(redisUrl === null)('agents in other processes on the Redis store
     client = createClient({ url: redisUrl! });
     client.on('error', () => undefined);
     await client.connect();
-    const store = createRedisApprovalStore({ client });
-    const handler = createApprovalsHandler({
-      store,
-      secret: SECRET,
-      basePath: '/approvals',
-      authorize: (request, access) => (access.kind === 'link' ? { id: 'link' } : request.headers.get('authorization') === 'Bearer ops' ? { id: 'ops' } : null),
-    });
-    server = createServer(toNodeHandler(handler));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    served = await serveHandler(createRedisApprovalStore({ client }), SECRET);
+    base = served.base;
   });
 
   afterAll(async () => {
     for (const agent of agents) agent.kill();
-    await new Promise((resolve) => server?.close(resolve));
+    await served?.close();
     await client?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
