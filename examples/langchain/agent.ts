@@ -109,7 +109,7 @@ while (result.__interrupt__?.length) {
     // A scripted reviewer: e-mails to ops are fine, mass mail is not.
     const approved = JSON.stringify(request.args).includes('ops@');
     console.log(`  ${request.tool}(${JSON.stringify(request.args)}): ${request.reason} → ${approved ? 'approve' : 'reject'}`);
-    resume[pending.id as string] = approved ? { approved: true, by: 'alice' } : { approved: false, by: 'alice', reason: 'no mass mail' };
+    resume[request.requestId] = approved ? { approved: true, by: 'alice' } : { approved: false, by: 'alice', reason: 'no mass mail' };
   }
   result = await agent.invoke(new Command({ resume }), config);
 }

@@ -110,6 +110,26 @@ describe('ai 6', () => {
     expect(session.spent).toBe(0.2);
   });
 
+  it('binds an approval to the call the human saw: the same call id later, with other input or again, is asked anew', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(makeTools(counters), session);
+    const first = await generateText({ model: mockModel([toolCallResult('send_email', 'call-1', { to: 'ada@example.com' })]), tools, messages: prompt });
+    const request = first.content.find((part) => part.type === 'tool-approval-request')!;
+    const history: ModelMessage[] = [...prompt, ...first.response.messages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request.approvalId, approved: true }] }];
+
+    // The resume runs the approved call; the next step reuses `call-1` for another recipient.
+    const other = await generateText({ model: mockModel([toolCallResult('send_email', 'call-1', { to: 'eve@evil.example' }), textResult('x')]), tools, stopWhen: stepCountIs(3), messages: history });
+    expect(counters.send_email).toBe(1);
+    expect(other.content.find((part) => part.type === 'tool-approval-request')?.toolCall.input).toEqual({ to: 'eve@evil.example' });
+
+    // The same history sent again (the used approval replayed), and the same call again: neither runs.
+    const again = await generateText({ model: mockModel([toolCallResult('send_email', 'call-1', { to: 'ada@example.com' }), textResult('x')]), tools, stopWhen: stepCountIs(3), messages: history });
+    expect(counters.send_email).toBe(1);
+    expect(again.content.find((part) => part.type === 'tool-approval-request')?.toolCall.input).toEqual({ to: 'ada@example.com' });
+    expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(1);
+  });
+
   it('denies an approved call on resume when the budget ran out in between', async () => {
     const counters: Record<string, number> = {};
     const session = makePolicy({ budget: 1, approvalRules: [{ tool: 'send_email' }] }).session();

@@ -1,4 +1,4 @@
-import type { CheckToolOptions, Decision, PolicySession } from '@agentpolicy/core';
+import { AgentPolicyError, decisionError, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { ApprovalResponse } from './find-approval-response.js';
 import type { ToolCost } from './tool-settings.js';
 
@@ -6,12 +6,20 @@ import type { ToolCost } from './tool-settings.js';
 export interface ToolCallInfo {
   readonly toolName: string;
   readonly toolCallId: string | undefined;
+  /** The tool's input as the SDK parsed it: part of the action's fingerprint. */
   readonly input: unknown;
 }
 
+/** A decided tool call: the decision, and the money it holds until the tool has run (a call with a cost). */
+export interface ToolCallCheck {
+  readonly decision: Decision;
+  readonly reservation: Reservation | undefined;
+}
+
 /**
- * The idempotency key of a tool call: the approval hook and the execute wrapper share it, so a call is charged once.
- * It is the SDK's own tool call id (core scopes keys by tool name), so no new string is built per call.
+ * The idempotency key of a tool call: the approval hook and the execute wrapper share it, so a call is decided and
+ * charged once. It is the SDK's own tool call id; core binds a key to the call's fingerprint (name, input, cost), so
+ * the same id with other input is another call, and once the call ran the id is decided afresh.
  */
 export function toolCallKey(call: ToolCallInfo): string | undefined {
   return typeof call.toolCallId === 'string' && call.toolCallId !== '' ? call.toolCallId : undefined;
@@ -31,15 +39,19 @@ export function resolveToolCost(cost: ToolCost<never> | undefined, input: unknow
 }
 
 /**
- * Decides one tool call and records it (idempotently, keyed by the tool call id). With a human's `approval`, a
- * `require_approval` is decided again with that answer: a blocked or over-budget call stays denied.
+ * Decides one tool call with its input and records it, keyed by the tool call id. `approval` is a human's answer
+ * found in the message history; it is passed to core bound to the agentpolicy request it answers, so it counts only
+ * for that request and only while the call is the one the request was raised for. With `hold`, a call with a cost
+ * holds it (`reservation`) until the tool has run and is settled by its outcome; otherwise (a tool this package does
+ * not run) its cost is charged at once.
  */
-export function checkToolCall(
+export async function checkToolCall(
   session: PolicySession,
   call: ToolCallInfo,
   cost: ToolCost<never> | undefined,
   approval: ApprovalResponse | undefined,
-): Promise<Decision> {
+  hold: boolean,
+): Promise<ToolCallCheck> {
   const resolved = resolveToolCost(cost, call.input);
   const key = toolCallKey(call);
   // Built by assignment, not spreads: this runs before every tool execution.
@@ -47,10 +59,32 @@ export function checkToolCall(
   if (call.toolCallId !== undefined) metadata['toolCallId'] = call.toolCallId;
   if (approval) metadata['approvalId'] = approval.approvalId;
   if (resolved.error !== undefined) metadata['costError'] = resolved.error;
-  const options: CheckToolOptions = { metadata };
+  const options: CheckToolOptions = { input: call.input, metadata };
   if (resolved.cost !== undefined) options.cost = resolved.cost;
   if (key !== undefined) options.idempotencyKey = key;
-  // The human's answer is recorded by core with the decision (approval.via 'caller', reason), or as a rejection.
-  if (approval) options.approval = approval.reason !== undefined ? { approved: approval.approved, reason: approval.reason } : { approved: approval.approved };
-  return session.checkTool(call.toolName, options);
+  if (approval?.requestId !== undefined) {
+    options.approval = { requestId: approval.requestId, approved: approval.approved, ...(approval.reason !== undefined ? { reason: approval.reason } : {}) };
+  }
+  if (!hold || resolved.cost === undefined || resolved.cost === 0) return { decision: await session.checkTool(call.toolName, options), reservation: undefined };
+  const reservation = await session.reserveAction({ type: 'tool', name: call.toolName, ...options });
+  return { decision: reservation.decision, reservation };
+}
+
+/**
+ * Takes the one execution a tool call's allow authorises (core's `consume`), deciding the call again when its allow
+ * was already used — a call id that ran before, or the same call run twice at once — so no call runs without an
+ * unused allow of its own. Throws the policy error when the call may not run.
+ */
+export async function acquireToolCall(
+  session: PolicySession,
+  call: ToolCallInfo,
+  cost: ToolCost<never> | undefined,
+  approval: ApprovalResponse | undefined,
+): Promise<ToolCallCheck> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const check = await checkToolCall(session, call, cost, approval, true);
+    if (check.decision.decision !== 'allow') throw decisionError(check.decision);
+    if (session.consume(check.decision)) return check;
+  }
+  throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.toolCallId ?? '')} of ${JSON.stringify(call.toolName)} is being run more than once at the same time`);
 }

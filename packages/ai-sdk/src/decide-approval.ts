@@ -1,6 +1,6 @@
-import { AgentPolicyError, decisionError, type Decision, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicyError, canonicalInput, decisionError, type Decision, type PolicySession } from '@agentpolicy/core';
 import { checkToolCall, resolveToolCost, type ToolCallInfo } from './check-tool-call.js';
-import { findApprovalResponse } from './find-approval-response.js';
+import { approvalReason, findApprovalResponse, type ApprovalResponse } from './find-approval-response.js';
 import type { ToolCost } from './tool-settings.js';
 
 /** What the approval hook should tell the AI SDK. */
@@ -21,6 +21,8 @@ export interface ApprovalInput {
   readonly appNeedsApproval: unknown;
   /** The options object to call the tool's own `needsApproval` function with. */
   readonly appNeedsApprovalOptions: unknown;
+  /** Whether the wrapped `execute` runs the tool (and settles its cost), or the tool runs outside this package. */
+  readonly runsTool: boolean;
 }
 
 function denial(decision: Decision, resumed: boolean): ApprovalOutcome {
@@ -28,42 +30,118 @@ function denial(decision: Decision, resumed: boolean): ApprovalOutcome {
   return { kind: 'deny', resumed, reason: error.message, error };
 }
 
+function ask(decision: Decision): ApprovalOutcome {
+  const request = decision.approvalRequest;
+  return { kind: 'ask', reason: request ? approvalReason(decision.reason, request.id) : `agentpolicy: ${decision.reason}` };
+}
+
+// Approvals that name no agentpolicy request (asked through a tool's `needsApproval`, which cannot give a reason)
+// that have been used for their one execution, by session. Bounded: the oldest are forgotten first.
+const usedApprovals = new WeakMap<PolicySession, Set<string>>();
+const USED_APPROVALS = 4096;
+
+function sameInput(a: unknown, b: unknown): boolean {
+  try {
+    return canonicalInput(a) === canonicalInput(b);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether an approval that names no agentpolicy request covers this call: it must answer a request raised for a
+ * call with exactly this input (what the human saw) and not have been used for an execution yet.
+ */
+function covers(session: PolicySession, approval: ApprovalResponse, input: unknown): boolean {
+  return approval.hasInput && sameInput(approval.input, input) && usedApprovals.get(session)?.has(approval.approvalId) !== true;
+}
+
+function markUsed(session: PolicySession, approvalId: string): void {
+  let used = usedApprovals.get(session);
+  if (used === undefined) usedApprovals.set(session, (used = new Set()));
+  if (used.size >= USED_APPROVALS) used.delete(used.values().next().value as string);
+  used.add(approvalId);
+}
+
+/** The pending agentpolicy request raised for exactly this call (same fingerprint), if there is one. */
+async function pendingRequestFor(session: PolicySession, call: ToolCallInfo, cost: ToolCost<never> | undefined): Promise<string | undefined> {
+  const resolved = resolveToolCost(cost, call.input).cost;
+  const { fingerprint } = session.evaluate({ type: 'tool', name: call.toolName, input: call.input, ...(resolved !== undefined ? { cost: resolved } : {}) });
+  const pending = await session.pendingApprovals();
+  for (let i = pending.length - 1; i >= 0; i--) if (pending[i]!.fingerprint === fingerprint) return pending[i]!.id;
+  return undefined;
+}
+
+/**
+ * A tool this package does not run (not wrapped, or without `execute`) runs as soon as the hook lets it: its allow's
+ * one execution is taken here, so the same call id again is decided and charged again. A wrapped tool's `execute`
+ * takes it itself.
+ */
+function run(session: PolicySession, decision: Decision, runsTool: boolean): void {
+  if (!runsTool) session.consume(decision);
+}
+
 /**
  * Decides a tool call at approval time (before `execute`), the way both the `toolApproval` option (ai 7) and a
  * tool's `needsApproval` (ai 6) are asked:
- * - a human's approval for this call in `messages` (a resume): decided again with `approved: true`;
+ * - a human's approval in `messages` for the agentpolicy request raised for this call: core decides again with that
+ *   answer, bound to its request (other input, a used or expired request: it does not count, and a new request is
+ *   raised);
  * - the tool asks for approval on its own: a policy denial is recorded, otherwise a human is asked (an allow is
- *   recorded only after the human approved, so a rejected call is never charged);
+ *   recorded only after the human approved exactly this input, so a rejected call is never charged);
  * - otherwise the policy decides: allow runs, deny denies, require_approval asks a human.
- * Every recorded check is keyed by the tool call id, so the execute wrapper does not record or charge it again.
+ * Every recorded check is keyed by the tool call id and bound to the call's input, so the execute wrapper finds the
+ * same decision and does not record or charge it again.
  */
 export async function decideApproval(session: PolicySession, input: ApprovalInput): Promise<ApprovalOutcome> {
   const { call } = input;
-  const approval = findApprovalResponse(input.messages, call.toolCallId);
+  const found = findApprovalResponse(input.messages, call.toolCallId);
+  let approval = found?.approved === true ? found : undefined;
+  // Without an agentpolicy request named in it (ai 6 and `needsApproval` give the SDK request no reason), an
+  // approval counts only for exactly the call the human saw, once; it answers the pending request raised for that
+  // call, if the policy raised one.
+  const unnamed = approval !== undefined && approval.requestId === undefined;
+  if (approval !== undefined && unnamed) {
+    if (!covers(session, approval, call.input)) approval = undefined;
+    else {
+      const requestId = await pendingRequestFor(session, call, input.cost);
+      if (requestId !== undefined) approval = { ...approval, requestId };
+    }
+  }
   // The tool's own approval function is the application's code: its errors propagate as they would without us.
   const app = input.appNeedsApproval;
   const appAsks =
-    approval?.approved !== true &&
+    approval === undefined &&
     (typeof app === 'function'
       ? Boolean(await (app as (input: unknown, options: unknown) => unknown)(call.input, input.appNeedsApprovalOptions))
       : app === true);
   try {
-    if (approval?.approved) {
-      const decision = await checkToolCall(session, call, input.cost, approval);
-      return decision.decision === 'allow' ? { kind: 'run', resumed: true } : denial(decision, true);
+    if (approval !== undefined) {
+      const { decision } = await checkToolCall(session, call, input.cost, approval, input.runsTool);
+      if (decision.decision === 'allow') {
+        run(session, decision, input.runsTool);
+        if (unnamed) markUsed(session, approval.approvalId);
+        return { kind: 'run', resumed: true };
+      }
+      // The answer did not count (another call's request, used, expired): ask again, for this call.
+      if (decision.decision === 'require_approval') return ask(decision);
+      return denial(decision, true);
     }
     if (appAsks) {
       const cost = resolveToolCost(input.cost, call.input).cost;
-      const preview = session.evaluate({ type: 'tool', name: call.toolName, ...(cost !== undefined ? { cost } : {}) });
+      const preview = session.evaluate({ type: 'tool', name: call.toolName, input: call.input, ...(cost !== undefined ? { cost } : {}) });
       if (preview.decision === 'allow') return { kind: 'ask', reason: undefined };
-      const decision = await checkToolCall(session, call, input.cost, undefined);
+      const { decision } = await checkToolCall(session, call, input.cost, undefined, input.runsTool);
       if (decision.decision === 'deny') return denial(decision, false);
-      return { kind: 'ask', reason: decision.decision === 'require_approval' ? `agentpolicy: ${decision.reason}` : undefined };
+      return decision.decision === 'require_approval' ? ask(decision) : { kind: 'ask', reason: undefined };
     }
 
-    const decision = await checkToolCall(session, call, input.cost, undefined);
-    if (decision.decision === 'allow') return { kind: 'run', resumed: false };
-    if (decision.decision === 'require_approval') return { kind: 'ask', reason: `agentpolicy: ${decision.reason}` };
+    const { decision } = await checkToolCall(session, call, input.cost, undefined, input.runsTool);
+    if (decision.decision === 'allow') {
+      run(session, decision, input.runsTool);
+      return { kind: 'run', resumed: false };
+    }
+    if (decision.decision === 'require_approval') return ask(decision);
     return denial(decision, false);
   } catch (cause) {
     if (AgentPolicyError.isInstance(cause)) return { kind: 'deny', resumed: false, reason: cause.message, error: cause };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { findApprovalResponse } from './find-approval-response.js';
+import { approvalReason, findApprovalResponse } from './find-approval-response.js';
 
 const history = [
   { role: 'user', content: 'hi' },
@@ -24,8 +24,37 @@ const history = [
 
 describe('findApprovalResponse', () => {
   it("finds the first human response for a call through its approval request's id", () => {
-    expect(findApprovalResponse(history, 'call-1')).toEqual({ approvalId: 'ap-1', approved: true, reason: 'fine' });
-    expect(findApprovalResponse(history, 'call-2')).toEqual({ approvalId: 'ap-2', approved: false, reason: 'no' });
+    expect(findApprovalResponse(history, 'call-1')).toEqual({ approvalId: 'ap-1', approved: true, reason: 'fine', input: {}, hasInput: true });
+    expect(findApprovalResponse(history, 'call-2')).toEqual({ approvalId: 'ap-2', approved: false, reason: 'no', input: {}, hasInput: true });
+  });
+
+  it('binds the answer to the agentpolicy request named in the reason and to the input of the call it was raised for', () => {
+    const reused = [
+      { role: 'assistant', content: [
+        { type: 'tool-call', toolCallId: 'call-0', toolName: 'send_email', input: { to: 'ada' } },
+        { type: 'tool-approval-request', approvalId: 'ap-1', toolCallId: 'call-0', reason: `${approvalReason('tool "send_email" requires approval', 'apr_first')}` },
+      ] },
+      { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-1', approved: true }] },
+      // The provider numbers calls per turn: the next turn's call has the same id and other input.
+      { role: 'assistant', content: [
+        { type: 'tool-call', toolCallId: 'call-0', toolName: 'send_email', input: { to: 'eve' } },
+        { type: 'tool-approval-request', approvalId: 'ap-2', toolCallId: 'call-0', reason: 'agentpolicy: something (approval request apr_second)' },
+      ] },
+    ];
+    // Before the second request is answered, the latest answer is the first one, bound to its own request and input.
+    expect(findApprovalResponse(reused, 'call-0')).toEqual({ approvalId: 'ap-1', approved: true, requestId: 'apr_first', input: { to: 'ada' }, hasInput: true });
+    const answered = [...reused, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-2', approved: false }] }];
+    expect(findApprovalResponse(answered, 'call-0')).toEqual({ approvalId: 'ap-2', approved: false, requestId: 'apr_second', input: { to: 'eve' }, hasInput: true });
+  });
+
+  it('reads no request id from a reason that does not end with one', () => {
+    const odd = (reason: string) => [
+      { role: 'assistant', content: [{ type: 'tool-approval-request', approvalId: 'ap-1', toolCallId: 'c', reason }] },
+      { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-1', approved: true }] },
+    ];
+    expect(findApprovalResponse(odd('needs a human'), 'c')).toEqual({ approvalId: 'ap-1', approved: true, hasInput: false });
+    expect(findApprovalResponse(odd('x (approval request a b)'), 'c')?.requestId).toBeUndefined();
+    expect(findApprovalResponse(odd('x (approval request apr_1) and more'), 'c')?.requestId).toBeUndefined();
   });
 
   it('finds nothing for other calls, missing ids, or malformed history', () => {

@@ -1,8 +1,18 @@
 /** A human's answer to a tool approval request, as found in the AI SDK message history. */
 export interface ApprovalResponse {
+  /** The SDK's approval id: the `tool-approval-request` the answer names. */
   readonly approvalId: string;
   readonly approved: boolean;
   readonly reason?: string;
+  /**
+   * The agentpolicy approval request the SDK request was raised for (named in the request's `reason`), when the
+   * policy asked for the approval; absent when the tool's own `needsApproval` asked.
+   */
+  readonly requestId?: string;
+  /** The input of the tool call the request was raised for, as the history holds it (what the human saw). */
+  readonly input?: unknown;
+  /** Whether the history holds that tool call (and so `input`). */
+  readonly hasInput: boolean;
 }
 
 type Part = { readonly type?: unknown; readonly [key: string]: unknown };
@@ -13,33 +23,75 @@ function partsOf(message: unknown): readonly Part[] {
   return Array.isArray(content) ? (content as Part[]).filter((part) => typeof part === 'object' && part !== null) : [];
 }
 
+const REQUEST_MARK = ' (approval request ';
+
+/** The reason of an SDK approval request raised for the agentpolicy approval request `requestId`. */
+export function approvalReason(reason: string, requestId: string): string {
+  return `agentpolicy: ${reason}${REQUEST_MARK}${requestId})`;
+}
+
+/** The agentpolicy approval request named at the end of a reason written by {@link approvalReason}. */
+function requestIdOf(reason: unknown): string | undefined {
+  if (typeof reason !== 'string' || !reason.endsWith(')')) return undefined;
+  const at = reason.lastIndexOf(REQUEST_MARK);
+  if (at < 0) return undefined;
+  const id = reason.slice(at + REQUEST_MARK.length, -1);
+  return id !== '' && !/[\s()]/.test(id) ? id : undefined;
+}
+
+interface RequestInfo {
+  readonly requestId: string | undefined;
+  readonly input: unknown;
+  readonly hasInput: boolean;
+}
+
 /**
- * Finds the `tool-approval-response` a human gave for one tool call: the assistant message holds a
- * `tool-approval-request { approvalId, toolCallId }`, a later tool message the `tool-approval-response { approvalId,
- * approved, reason? }`. Like the AI SDK, only the first response for a call counts.
+ * Finds the human's latest answer to an approval request raised for one tool call id: the assistant message holds a
+ * `tool-approval-request { approvalId, toolCallId, reason }` beside the `tool-call` it asks about, a later tool
+ * message the `tool-approval-response { approvalId, approved, reason? }`. The answer is returned with what it is
+ * bound to — the agentpolicy request id and the tool call's input — so the caller can make it count only for the
+ * request it answers and the call the human saw. A tool call id that a provider or a scripted model reuses across
+ * turns can have several answers in the history: the latest (the first response to each request counts, as in the
+ * AI SDK) is the one given for the newest request.
  */
 export function findApprovalResponse(messages: readonly unknown[] | undefined, toolCallId: string | undefined): ApprovalResponse | undefined {
   if (!Array.isArray(messages) || messages.length === 0 || typeof toolCallId !== 'string' || toolCallId === '') return undefined;
-  let approvalIds: Set<string> | undefined;
+  let requests: Map<string, RequestInfo> | undefined;
   for (const message of messages) {
-    for (const part of partsOf(message)) {
-      if (part.type === 'tool-approval-request' && part.toolCallId === toolCallId && typeof part.approvalId === 'string') {
-        (approvalIds ??= new Set()).add(part.approvalId);
-      }
+    if ((message as { role?: unknown } | null)?.role !== 'assistant') continue;
+    const parts = partsOf(message);
+    for (const part of parts) {
+      if (part.type !== 'tool-approval-request' || part.toolCallId !== toolCallId || typeof part.approvalId !== 'string') continue;
+      // The call it asks about is the tool call with this id in the same assistant message.
+      const call = parts.find((candidate) => candidate.type === 'tool-call' && candidate.toolCallId === toolCallId);
+      (requests ??= new Map()).set(part.approvalId, {
+        requestId: requestIdOf(part.reason),
+        input: call?.['input'],
+        hasInput: call !== undefined && Object.hasOwn(call, 'input'),
+      });
     }
   }
-  if (approvalIds === undefined) return undefined;
+  if (requests === undefined) return undefined;
+  let found: ApprovalResponse | undefined;
+  const answered = new Set<string>();
   for (const message of messages) {
     if ((message as { role?: unknown } | null)?.role !== 'tool') continue;
     for (const part of partsOf(message)) {
-      if (part.type !== 'tool-approval-response' || typeof part.approvalId !== 'string' || !approvalIds.has(part.approvalId)) continue;
-      return {
+      if (part.type !== 'tool-approval-response' || typeof part.approvalId !== 'string') continue;
+      const request = requests.get(part.approvalId);
+      // Like the AI SDK, only the first response to an approval request counts.
+      if (request === undefined || answered.has(part.approvalId)) continue;
+      answered.add(part.approvalId);
+      found = {
         approvalId: part.approvalId,
         // Only a literal `true` approves.
         approved: part.approved === true,
         ...(typeof part.reason === 'string' ? { reason: part.reason } : {}),
+        ...(request.requestId !== undefined ? { requestId: request.requestId } : {}),
+        ...(request.hasInput ? { input: request.input } : {}),
+        hasInput: request.hasInput,
       };
     }
   }
-  return undefined;
+  return found;
 }

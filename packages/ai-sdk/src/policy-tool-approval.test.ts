@@ -123,7 +123,11 @@ describe('policyToolApproval', () => {
       ['require_approval', false, 0.25],
       ['allow', true, 0.25],
     ]);
-    expect(decisions[1]).toMatchObject({ approval: { via: 'caller', reason: 'ok by Bob' }, action: { metadata: { toolCallId: 'call-1', approvalId: request!.approvalId } } });
+    expect(decisions[1]).toMatchObject({
+      approval: { via: 'request', requestId: decisions[0]!.approvalRequest!.id, reason: 'ok by Bob' },
+      action: { input: { to: 'ada@example.com' }, metadata: { toolCallId: 'call-1', approvalId: request!.approvalId } },
+    });
+    expect(request?.reason).toContain(`(approval request ${decisions[0]!.approvalRequest!.id})`);
     expect(session.spent).toBe(0.25);
     expect(session.report().policyHits.approvalRequired).toEqual(['send_email']);
   });

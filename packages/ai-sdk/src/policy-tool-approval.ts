@@ -77,6 +77,7 @@ export function policyToolApproval(session: PolicySession, options: PolicyToolAp
       cost,
       appNeedsApproval,
       appNeedsApprovalOptions: { toolCallId: toolCall.toolCallId, messages, context },
+      runsTool: settings !== undefined && typeof (settings.original as { execute?: unknown }).execute === 'function',
     });
     switch (outcome.kind) {
       case 'run':

@@ -267,7 +267,7 @@ describe('wrapTools', () => {
   it('fails closed when the policy check itself fails (a budget store that is down)', async () => {
     const counters = { weather: 0, deleteFiles: 0 };
     const store = new InMemoryBudgetStore();
-    store.reserve = () => {
+    store.reserve = store.charge = () => {
       throw new Error('redis: connection refused');
     };
     const session = makePolicy({ budget: 1 }).session({ store });

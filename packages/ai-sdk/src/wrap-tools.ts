@@ -1,5 +1,5 @@
-import { AgentPolicyError, decisionError, type Decision, type PolicySession } from '@agentpolicy/core';
-import { checkToolCall, type ToolCallInfo } from './check-tool-call.js';
+import { AgentPolicyError, type PolicySession } from '@agentpolicy/core';
+import { acquireToolCall, type ToolCallCheck, type ToolCallInfo } from './check-tool-call.js';
 import { decideApproval } from './decide-approval.js';
 import { findApprovalResponse } from './find-approval-response.js';
 import { readOnDeny, toolSettings, type OnDeny, type ToolCost, type ToolSettings } from './tool-settings.js';
@@ -59,39 +59,57 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
   const original = execute as AnyFunction;
   const appNeedsApproval = (base as { needsApproval?: unknown }).needsApproval;
 
-  // The execute-time check: the decision the approval hook already recorded for this call id is reused (not
-  // charged again); a call that reached execute without one is decided here.
-  const check = (input: unknown, options: CallOptions | undefined): Promise<Decision> => {
+  // The execute-time check: the decision the approval hook already recorded for this call is found by its key and
+  // input (not charged again) and its one execution is taken; a call that reached execute without one, or whose
+  // allow was already used (the same call id run again), is decided here.
+  const acquire = (input: unknown, options: CallOptions | undefined): Promise<ToolCallCheck> => {
     try {
       const call = callInfo(name, input, options);
       const approval = findApprovalResponse(options?.messages, call.toolCallId);
-      return checkToolCall(session, call, cost, approval?.approved ? approval : undefined);
+      return acquireToolCall(session, call, cost, approval?.approved ? approval : undefined).catch(failed);
     } catch (cause) {
       return Promise.reject(cause);
     }
   };
   const failed = (cause: unknown): never => {
+    if (AgentPolicyError.isInstance(cause)) throw cause;
     throw new AgentPolicyError('ACTION_DENIED', `agentpolicy: the policy check of tool ${JSON.stringify(name)} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
   };
-  // Resolves when the call may run; rejects with the policy error otherwise. One promise on the hot path.
-  const allowOrThrow = (decision: Decision): void => {
-    if (decision.decision !== 'allow') throw decisionError(decision);
+  // The one rule for a tool that throws (core's Reservation.fail): the call ran, its allow is used, and its cost is
+  // released only when the error says nothing was done (an agentpolicy error, a 4xx status); the error is rethrown.
+  const settleFailed = async (check: ToolCallCheck, error: unknown): Promise<never> => {
+    if (check.reservation) await check.reservation.fail({ error });
+    throw error;
   };
-  const enforce = (input: unknown, options: CallOptions | undefined): Promise<void> => check(input, options).then(allowOrThrow, failed);
 
   const guardedExecute = isAsyncGeneratorFunction(original)
     ? async function* (input: unknown, options: CallOptions | undefined): AsyncGenerator<unknown, void, undefined> {
-        await enforce(input, options);
-        yield* original.call(base, input, options) as AsyncIterable<unknown>;
+        const check = await acquire(input, options);
+        try {
+          yield* original.call(base, input, options) as AsyncIterable<unknown>;
+        } catch (error) {
+          await settleFailed(check, error);
+        } finally {
+          // Also when the consumer stops reading early: the tool ran.
+          if (check.reservation && !check.reservation.settled) await check.reservation.commit();
+        }
       }
     : async (input: unknown, options: CallOptions | undefined): Promise<unknown> => {
-        await enforce(input, options);
-        const result = await original.call(base, input, options);
-        if (!isAsyncIterable(result)) return result;
-        // A plain function that returned a stream of outputs: the SDK would keep the last one as the result.
-        let last: unknown;
-        for await (const output of result) last = output;
-        return last;
+        const check = await acquire(input, options);
+        let result: unknown;
+        try {
+          result = await original.call(base, input, options);
+          if (isAsyncIterable(result)) {
+            // A plain function that returned a stream of outputs: the SDK would keep the last one as the result.
+            let last: unknown;
+            for await (const output of result) last = output;
+            result = last;
+          }
+        } catch (error) {
+          return settleFailed(check, error);
+        }
+        if (check.reservation) await check.reservation.commit();
+        return result;
       };
 
   const needsApproval = async (input: unknown, options: CallOptions | undefined): Promise<boolean> => {
@@ -101,6 +119,7 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
       cost,
       appNeedsApproval,
       appNeedsApprovalOptions: options,
+      runsTool: true,
     });
     if (outcome.kind === 'ask') return true;
     if (outcome.kind === 'deny' && onDeny === 'stop') throw outcome.error;
@@ -119,8 +138,11 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
 
 /**
  * Returns the same tool set, with the same types, where every tool with an `execute` is checked by the session
- * before it runs (name, declared cost, tool call id). A denied tool never runs: by default its `execute` throws the
- * policy error, which the AI SDK hands to the model as a tool error, and the agent loop continues.
+ * before it runs (name, input, declared cost, tool call id). A denied tool never runs: by default its `execute`
+ * throws the policy error, which the AI SDK hands to the model as a tool error, and the agent loop continues. Each
+ * allow runs the tool once: the same tool call id run again (a provider that numbers calls per turn, a replay) is
+ * decided and charged again, and the same id with other input is another call. A tool that throws is settled by
+ * core's one rule (its cost is kept unless the error is an agentpolicy error or a 4xx refusal).
  *
  * Each wrapped tool also gets a `needsApproval` that asks the policy, so a `require_approval` decision becomes the
  * SDK's own `tool-approval-request` (ai 6 and 7). In ai 7, also pass {@link policyToolApproval} as `toolApproval`.

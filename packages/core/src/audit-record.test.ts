@@ -138,7 +138,7 @@ describe('an onDecision sink that throws', () => {
     const ran = vi.fn();
     await expect(session.runTool('read_file', { cost: 1 }, ran)).rejects.toMatchObject({ code: 'ACTION_DENIED' });
     expect(ran).not.toHaveBeenCalled();
-    expect(store.snapshot(session.id)).toEqual({ spent: 0, reserved: 0 });
+    expect(store.snapshot({ key: session.id, period: 'session' })).toMatchObject({ spent: 0, reserved: 0 });
     // Approval requests raised while the sink is down are denied too.
     expect((await session.checkTool('send_email')).decision).toBe('deny');
     warn.mockRestore();
@@ -147,16 +147,20 @@ describe('an onDecision sink that throws', () => {
   it('with an asynchronous store, the reservation is given back as well', async () => {
     const inner = new InMemoryBudgetStore();
     const store: BudgetStore = {
-      reserve: async (k, a, l) => inner.reserve(k, a, l),
+      reserve: async (k, a, l, t) => inner.reserve(k, a, l, t),
       commit: async (k, r, a) => inner.commit(k, r, a),
       release: async (k, r) => inner.release(k, r),
-      charge: async (k, a) => inner.charge(k, a),
+      charge: async (k, a, l) => inner.charge(k, a, l),
+      refund: async (k, a) => inner.refund(k, a),
+      reconcile: (k) => inner.reconcile(k),
       snapshot: (k) => inner.snapshot(k),
     };
     const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
     const session = seed().session({ store, onDecision: failing });
     expect((await session.checkTool('search_docs', { cost: 1 })).decision).toBe('deny');
-    expect(inner.snapshot(session.id)).toEqual({ spent: 0, reserved: 0 });
+    expect(inner.snapshot({ key: session.id, period: 'session' })).toMatchObject({ spent: 0, reserved: 0 });
+    expect((await session.reserve(1, { source: 'llm' })).allowed).toBe(false);
+    expect(inner.snapshot({ key: session.id, period: 'session' })).toMatchObject({ spent: 0, reserved: 0 });
     warn.mockRestore();
   });
 

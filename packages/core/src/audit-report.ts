@@ -196,5 +196,11 @@ function toReport(session: Accumulator, keep: number): SessionReport {
     decisionsDropped: session.dropped,
     overrun: usd(session.overrun),
     overruns: session.overruns,
+    // An audit log records decisions, not the budget store: its report is the session's own budget view.
+    budgetKey: session.sessionId,
+    period: 'session',
+    window: 'session',
+    previousWindow: null,
+    expiredLeases: { count: 0, amount: 0 },
   });
 }

@@ -1,4 +1,5 @@
 import type { ActionType, Decision, DecisionValue, RuleRef } from './decision.js';
+import type { BudgetPeriod } from './budget-store.js';
 import { nanosToUsd } from './money.js';
 
 type Counts = Record<DecisionValue, number>;
@@ -14,6 +15,16 @@ export interface SessionReport {
   readonly reserved: number;
   /** null without a budget. */
   readonly remaining: number | null;
+  /** The budget the session spends from: its id unless a `budgetKey` was given (then shared with other sessions). */
+  readonly budgetKey: string;
+  /** The policy's `budget.period`. */
+  readonly period: BudgetPeriod;
+  /** The current window of the budget (`session`, or e.g. `day:2026-11-30`); spent and reserved are this window's. */
+  readonly window: string;
+  /** The window before it and what was spent in it (null for a session budget, or before the first rollover). */
+  readonly previousWindow: { readonly window: string; readonly spent: number } | null;
+  /** Reservations that expired unsettled and were charged at their estimate (USD), across the whole budget. */
+  readonly expiredLeases: { readonly count: number; readonly amount: number };
   readonly decisionSummary: Counts & { readonly total: number; readonly byActionType: ByType<Counts> };
   readonly costSummary: {
     /** USD allowed (and, for reservations, finally charged) by action type. */

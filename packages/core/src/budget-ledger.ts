@@ -1,61 +1,96 @@
-import type { BudgetSnapshot, BudgetStore } from './budget-store.js';
+import type { BudgetGrant, BudgetRef, BudgetSnapshot, BudgetStore, LeaseOutcome } from './budget-store.js';
 import { formatUsd, nanosToUsd } from './money.js';
 import type { Verdict } from './policy-evaluator.js';
 
 /** Fired once, when spend first reaches the policy's `budget.soft_limit`. */
 export interface SoftLimitEvent {
   readonly sessionId: string;
+  /** The budget the spend counts against (the session id unless a `budgetKey` was given). */
+  readonly budgetKey: string;
   readonly spent: number;
   readonly maxSpend: number;
   readonly softLimit: number;
 }
 
 /**
- * One session's money: its key in the budget store, the limit, and the soft-limit warning. Amounts are nano-dollars.
- * Each operation goes straight to the store, synchronously when the store answers synchronously, so a check can
- * reserve before its first `await`.
+ * One session's view of its budget: the budget in the store (its key and period), the limit, and the soft-limit
+ * warning. Amounts are nano-dollars. Each operation goes straight to the store, synchronously when the store answers
+ * synchronously, so a check can reserve before its first `await`.
  */
 export class BudgetLedger {
   private softLimitFired = false;
+  /** The state the store last reported, for a shared store (whose snapshot may be stale). */
+  readonly budget: BudgetRef;
   private exceededSeen = false;
 
   constructor(
     private readonly store: BudgetStore,
-    /** The store key: the session id. */
-    readonly key: string,
+    readonly sessionId: string,
+    budget: BudgetRef,
     /** Nanos, or null without a budget. */
     readonly limit: number | null,
     private readonly softLimit: number | null,
     private readonly onSoftLimit: ((event: SoftLimitEvent) => void) | undefined,
+    /** How long a lease lives unsettled before it is charged at its estimate. */
+    readonly leaseTtlMs: number,
     /** False under `mode: shadow`: the budget is evaluated and recorded but never refuses a reservation. */
     private readonly enforced: boolean = true,
-  ) {}
+  ) {
+    this.budget = budget;
+  }
+
+  /**
+   * Whether only the store can say if money is left: other processes share it (its snapshot may be stale), or the
+   * budget has a calendar period (the window may have rolled over since the snapshot).
+   */
+  get storeDecides(): boolean {
+    return this.store.shared === true || this.budget.period !== 'session';
+  }
 
   snapshot(): BudgetSnapshot {
-    return this.store.snapshot(this.key);
+    return this.store.snapshot(this.budget);
   }
 
-  /** Holds `nanos` if the budget allows it. */
-  reserve(nanos: number): boolean | Promise<boolean> {
-    return this.store.reserve(this.key, nanos, this.enforced ? this.limit : null);
+  /** Holds `nanos` as a lease if the budget allows it. */
+  reserve(nanos: number, ttlMs = this.leaseTtlMs): BudgetGrant | Promise<BudgetGrant> {
+    return this.store.reserve(this.budget, nanos, this.enforced ? this.limit : null, ttlMs);
   }
 
-  /** Turns a reservation of `reserved` into a charge of `actual`. */
-  commit(reserved: number, actual: number): void | Promise<void> {
-    const done = this.store.commit(this.key, reserved, actual);
-    if (done instanceof Promise) return done.then(() => this.afterSpend(actual > reserved));
-    this.afterSpend(actual > reserved);
+  /** Charges `nanos` at once if the budget allows it (check and charge in one step). */
+  spend(nanos: number): BudgetGrant | Promise<BudgetGrant> {
+    const grant = this.store.charge(this.budget, nanos, this.enforced ? this.limit : null);
+    if (grant instanceof Promise) return grant.then((settled) => this.afterCharge(settled));
+    return this.afterCharge(grant);
   }
 
-  release(reserved: number): void | Promise<void> {
-    return this.store.release(this.key, reserved);
+  /** Settles a lease at `actual`. */
+  commit(lease: string, actual: number): LeaseOutcome | Promise<LeaseOutcome> {
+    const done = this.store.commit(this.budget, lease, actual);
+    if (done instanceof Promise) return done.then((outcome) => ((this.afterSpend(), outcome)));
+    this.afterSpend();
+    return done;
+  }
+
+  release(lease: string): LeaseOutcome | Promise<LeaseOutcome> {
+    return this.store.release(this.budget, lease);
+  }
+
+  /** Gives back a `spend` whose action did not go ahead after all. */
+  refund(nanos: number): void | Promise<void> {
+    return this.store.refund(this.budget, nanos);
   }
 
   /** Charges spend that already happened; never refused. */
-  charge(nanos: number): void | Promise<void> {
-    const done = nanos > 0 ? this.store.charge(this.key, nanos) : undefined;
-    if (done instanceof Promise) return done.then(() => this.afterSpend(nanos > 0));
-    this.afterSpend(nanos > 0);
+  charge(nanos: number): BudgetGrant | Promise<BudgetGrant> | undefined {
+    if (!(nanos > 0)) return undefined;
+    const grant = this.store.charge(this.budget, nanos, null);
+    if (grant instanceof Promise) return grant.then((settled) => this.afterCharge(settled));
+    return this.afterCharge(grant);
+  }
+
+  /** Settles expired leases in the store and reads the budget afresh. */
+  reconcile(): BudgetSnapshot | Promise<BudgetSnapshot> {
+    return this.store.reconcile(this.budget);
   }
 
   /**
@@ -63,12 +98,13 @@ export class BudgetLedger {
    * the fact). From then on every check is denied, free ones included: the run is over budget.
    */
   get exceeded(): boolean {
-    return this.exceededSeen;
+    // A shared or calendar budget is judged by its store on every paid check (another window may have begun).
+    return this.exceededSeen && !this.storeDecides;
   }
 
-  private afterSpend(mayExceed: boolean): void {
-    if (mayExceed && this.limit !== null && !this.exceededSeen && this.snapshot().spent > this.limit) this.exceededSeen = true;
-    this.checkSoftLimit();
+  private afterSpend(snapshot: BudgetSnapshot = this.snapshot()): void {
+    if (this.limit !== null && !this.exceededSeen && snapshot.spent > this.limit) this.exceededSeen = true;
+    this.checkSoftLimit(snapshot);
   }
 
   /** The denial of every check once spending has passed the limit. */
@@ -84,8 +120,8 @@ export class BudgetLedger {
   }
 
   /** Whether spend is now past the limit (recorded usage can go over it: it happened). */
-  overLimit(): boolean {
-    return this.limit !== null && this.snapshot().spent > this.limit;
+  overLimit(snapshot: BudgetSnapshot = this.snapshot()): boolean {
+    return this.limit !== null && snapshot.spent > this.limit;
   }
 
   /** Nanos left, or null without a budget. */
@@ -98,32 +134,38 @@ export class BudgetLedger {
   /** Why nothing more can be spent, or undefined while something can. */
   exhausted(): string | undefined {
     if (this.limit === null || !this.enforced) return undefined;
-    const { spent, reserved } = this.snapshot();
+    const { spent, reserved, window } = this.snapshot();
     if (spent + reserved < this.limit) return undefined;
-    return `the budget is used up (max_spend ${formatUsd(this.limit)}, spent ${formatUsd(spent)}${reserved > 0 ? `, reserved ${formatUsd(reserved)}` : ''})`;
+    return `the budget is used up (max_spend ${formatUsd(this.limit)}${window === 'session' ? '' : ` for ${window}`}, spent ${formatUsd(spent)}${reserved > 0 ? `, reserved ${formatUsd(reserved)}` : ''})`;
   }
 
-  /** The denial for a reservation the store refused (another check took the money first). */
-  refusal(costNanos: number): Verdict {
-    const { spent, reserved } = this.snapshot();
+  /** The denial for money the store refused (another check took it first); `snapshot` is the store's state then. */
+  refusal(costNanos: number, snapshot: BudgetSnapshot): Verdict {
+    const { spent, reserved, window } = snapshot;
     const max = this.limit ?? 0;
+    const scope = window === 'session' ? '' : ` for ${window}`;
     return {
       decision: 'deny',
-      reason: `cost ${formatUsd(costNanos)} exceeds the remaining budget ${formatUsd(Math.max(0, max - spent - reserved))} (max_spend ${formatUsd(max)})`,
+      reason: `cost ${formatUsd(costNanos)} exceeds the remaining budget ${formatUsd(Math.max(0, max - spent - reserved))} (max_spend ${formatUsd(max)}${scope})`,
       rule: { section: 'budget', maxSpend: nanosToUsd(max), spent: nanosToUsd(spent), reserved: nanosToUsd(reserved), requested: nanosToUsd(costNanos) },
       approvedRule: false,
     };
   }
 
-  private checkSoftLimit(): void {
+  private afterCharge(grant: BudgetGrant): BudgetGrant {
+    if (grant.ok) this.afterSpend(grant.snapshot);
+    return grant;
+  }
+
+  private checkSoftLimit(snapshot?: BudgetSnapshot): void {
     if (this.softLimitFired || this.limit === null) return;
     const soft = this.softLimit;
     if (soft === null || !this.onSoftLimit) return;
-    const { spent } = this.snapshot();
+    const { spent } = snapshot ?? this.snapshot();
     if (spent >= this.limit * soft) {
       this.softLimitFired = true;
       try {
-        this.onSoftLimit({ sessionId: this.key, spent: nanosToUsd(spent), maxSpend: nanosToUsd(this.limit), softLimit: soft });
+        this.onSoftLimit({ sessionId: this.sessionId, budgetKey: this.budget.key, spent: nanosToUsd(spent), maxSpend: nanosToUsd(this.limit), softLimit: soft });
       } catch (error) {
         process.emitWarning(`agentpolicy: onSoftLimit threw: ${(error as Error)?.message ?? String(error)}`);
       }

@@ -71,3 +71,27 @@ function find(list: readonly Keyed[] | undefined, identity: ActionIdentity): Dec
 function slotOf(key: string): string {
   return key.length > LONG_KEY ? hash('sha256', key, 'hex') : key;
 }
+
+/**
+ * Which of a session's allows have been used for their one execution, by the sequence number in their id
+ * (`<session id>:<n>`): one bit per decision, so marking and asking are O(1) and keep nothing alive for the
+ * garbage collector to trace (a WeakSet of decisions did, and cost more than the check itself).
+ */
+export class UsedAllows {
+  private bits = new Uint8Array(1024);
+
+  has(seq: number): boolean {
+    const index = seq >>> 3;
+    return index < this.bits.length && (this.bits[index]! & (1 << (seq & 7))) !== 0;
+  }
+
+  add(seq: number): void {
+    const index = seq >>> 3;
+    if (index >= this.bits.length) {
+      const grown = new Uint8Array(Math.max(this.bits.length * 2, index + 1));
+      grown.set(this.bits);
+      this.bits = grown;
+    }
+    this.bits[index]! |= 1 << (seq & 7);
+  }
+}

@@ -55,7 +55,21 @@ export {
   type PolicyIssue,
 } from './errors.js';
 export { InMemoryRateLimitStore, type InMemoryRateLimitStoreOptions, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
-export { InMemoryBudgetStore, type BudgetSnapshot, type BudgetStore, type MaybePromise } from './budget-store.js';
+export {
+  InMemoryBudgetStore,
+  windowEnd,
+  windowId,
+  windowStart,
+  type BudgetGrant,
+  type BudgetPeriod,
+  type BudgetRef,
+  type BudgetSnapshot,
+  type BudgetStore,
+  type InMemoryBudgetStoreOptions,
+  type LeaseOutcome,
+  type MaybePromise,
+  type WindowSpend,
+} from './budget-store.js';
 export { validatePolicyDocument, toPolicyDocument, type PolicyDocument, type PriceDocument, type NormalizedPolicy, type NormalizedPrice } from './policy-document.js';
 export { policyWarnings, type PolicyWarning, type PolicyWarningCode } from './policy-warnings.js';
 export { policyJsonSchema } from './json-schema.js';

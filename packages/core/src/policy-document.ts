@@ -1,3 +1,4 @@
+import type { BudgetPeriod } from './budget-store.js';
 import type { ActionType } from './decision.js';
 import type { PolicyIssue } from './errors.js';
 import { normalizeDomainEntry } from './domain.js';
@@ -18,6 +19,11 @@ export interface PolicyDocument {
     max_spend: number | string;
     /** Fraction of `max_spend` (0 < x ≤ 1) at which `onSoftLimit` fires once. */
     soft_limit?: number;
+    /**
+     * Over which time `max_spend` applies: `session` (default: the budget's whole life) or a UTC calendar window,
+     * `hour`, `day`, `week` (ISO, from Monday) or `month`, after which spend starts again from zero.
+     */
+    period?: BudgetPeriod;
   };
   tools?: { allow?: string[]; block?: string[] };
   network?: { allow?: string[]; block?: string[] };
@@ -65,7 +71,7 @@ export interface PriceDocument {
 
 /** A validated policy: every amount in nano-dollars, every list copied and frozen. */
 export interface NormalizedPolicy {
-  readonly budget: { readonly maxSpendNanos: number; readonly softLimit: number | null } | null;
+  readonly budget: { readonly maxSpendNanos: number; readonly softLimit: number | null; readonly period: BudgetPeriod } | null;
   readonly tools: { readonly allow: readonly string[] | null; readonly block: readonly string[] };
   readonly network: { readonly allow: readonly string[] | null; readonly block: readonly string[] };
   readonly approvalRules: readonly NormalizedApprovalRule[];
@@ -96,7 +102,8 @@ export interface NormalizedPrice {
 }
 
 const TOP_KEYS = ['version', 'budget', 'tools', 'network', 'approval', 'pricing', 'rules', 'limits', 'mode'] as const;
-const BUDGET_KEYS = ['max_spend', 'soft_limit'] as const;
+const BUDGET_KEYS = ['max_spend', 'soft_limit', 'period'] as const;
+const PERIODS: readonly BudgetPeriod[] = ['session', 'hour', 'day', 'week', 'month'];
 const LIST_KEYS = ['allow', 'block'] as const;
 const APPROVAL_KEYS = ['require_for'] as const;
 const RULE_KEYS = ['tool', 'domain', 'action', 'cost_gt'] as const;
@@ -303,7 +310,13 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
         issues.push({ path: join(path, 'soft_limit'), message: `must be a fraction of max_spend, greater than 0 and at most 1, got ${describe(soft)}` });
       } else softLimit = soft;
     }
-    return maxSpendNanos === undefined ? undefined : { maxSpendNanos, softLimit };
+    const rawPeriod = get(section, 'period');
+    let period: BudgetPeriod = 'session';
+    if (rawPeriod !== undefined && rawPeriod !== null) {
+      if (typeof rawPeriod === 'string' && (PERIODS as readonly string[]).includes(rawPeriod)) period = rawPeriod as BudgetPeriod;
+      else issues.push({ path: join(path, 'period'), message: `must be one of ${PERIODS.join(', ')}, got ${describe(rawPeriod)}` });
+    }
+    return maxSpendNanos === undefined ? undefined : { maxSpendNanos, softLimit, period };
   });
 
   const tools = readSection(document, 'tools', issues, (section, path) =>
@@ -487,6 +500,7 @@ export function toPolicyDocument(policy: NormalizedPolicy): PolicyDocument {
   if (policy.budget) {
     document.budget = { max_spend: usd(policy.budget.maxSpendNanos) };
     if (policy.budget.softLimit !== null) document.budget.soft_limit = policy.budget.softLimit;
+    if (policy.budget.period !== 'session') document.budget.period = policy.budget.period;
   }
   document.tools = { ...(policy.tools.allow ? { allow: [...policy.tools.allow] } : {}), block: [...policy.tools.block] };
   document.network = { ...(policy.network.allow ? { allow: [...policy.network.allow] } : {}), block: [...policy.network.block] };

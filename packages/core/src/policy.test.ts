@@ -229,7 +229,7 @@ describe('explain', () => {
   it('summarises the rules as data', () => {
     const explained = AgentPolicy.fromDict({ ...SEED_DICT, pricing: { 'my-model': { input: 1, output: '2.5' } } }).explain();
     expect(explained).toMatchObject({
-      budget: { max_spend: 5, soft_limit: null, currency: 'USD' },
+      budget: { max_spend: 5, soft_limit: null, period: 'session', currency: 'USD' },
       tools: { allow: ['search_docs', 'read_file', 'send_email'], block: ['delete_prod_db'] },
       network: { allow: ['docs.python.org'], block: ['twitter.com'] },
       approval: { require_for: [{ index: 0, tool: 'send_email' }, { index: 1, cost_gt: 1 }] },

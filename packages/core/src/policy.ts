@@ -24,6 +24,11 @@ import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
 import type { SessionReport } from './audit-trail.js';
 import { PolicySession, type SessionOptions } from './session.js';
+import { InMemoryBudgetStore, type BudgetPeriod } from './budget-store.js';
+import { InMemoryRateLimitStore } from './rate-limit-store.js';
+
+/** The in-memory store each policy's sessions share for keyed budgets (`budgetKey` without a `store`). */
+const keyedStores = new WeakMap<AgentPolicy, { store: InMemoryBudgetStore; limitStore: InMemoryRateLimitStore }>();
 
 /** Options of the programmatic constructor (camelCase mirror of the file format). */
 export interface AgentPolicyOptions {
@@ -31,6 +36,8 @@ export interface AgentPolicyOptions {
   budget?: number | string;
   /** Fraction of the budget (0 < x ≤ 1) at which a session's `onSoftLimit` fires. */
   softLimit?: number;
+  /** Over which time the budget applies: `session` (default) or a UTC calendar `hour`, `day`, `week` or `month`. */
+  period?: BudgetPeriod;
   allowedTools?: readonly string[];
   blockedTools?: readonly string[];
   allowedDomains?: readonly string[];
@@ -83,6 +90,7 @@ export interface ApprovalRuleOption {
 const OPTION_KEYS = [
   'budget',
   'softLimit',
+  'period',
   'allowedTools',
   'blockedTools',
   'allowedDomains',
@@ -98,6 +106,7 @@ const OPTION_KEYS = [
 const OPTION_PATHS: ReadonlyArray<[string, string]> = [
   ['budget.max_spend', 'budget'],
   ['budget.soft_limit', 'softLimit'],
+  ['budget.period', 'period'],
   ['tools.allow', 'allowedTools'],
   ['tools.block', 'blockedTools'],
   ['network.allow', 'allowedDomains'],
@@ -249,6 +258,7 @@ export class AgentPolicy implements PolicyEvaluator {
     return new AgentPolicy({
       ...(policy.budget ? { budget: usd(policy.budget.maxSpendNanos) } : {}),
       ...(policy.budget?.softLimit != null ? { softLimit: policy.budget.softLimit } : {}),
+      ...(policy.budget && policy.budget.period !== 'session' ? { period: policy.budget.period } : {}),
       ...(policy.tools.allow ? { allowedTools: policy.tools.allow } : {}),
       blockedTools: policy.tools.block,
       ...(policy.network.allow ? { allowedDomains: policy.network.allow } : {}),
@@ -271,8 +281,21 @@ export class AgentPolicy implements PolicyEvaluator {
     return toPolicyDocument(this.normalized);
   }
 
-  /** Opens a session: the unit that holds a budget, an audit trail and an approver. */
+  /**
+   * Opens a session: the unit that holds an audit trail and an approver, and spends from a budget (its own, or the
+   * one named by `budgetKey`, shared with every session given that key).
+   */
   session(options?: SessionOptions): PolicySession {
+    if (options?.budgetKey !== undefined && (options.store === undefined || options.limitStore === undefined)) {
+      // Sessions of one process share a keyed budget, and the counts of its `scope: budget` limits, through one
+      // in-memory store of each kind for this policy.
+      let shared = keyedStores.get(this);
+      if (shared === undefined) {
+        shared = { store: new InMemoryBudgetStore(), limitStore: new InMemoryRateLimitStore() };
+        keyedStores.set(this, shared);
+      }
+      return new PolicySession(this, { ...options, store: options.store ?? shared.store, limitStore: options.limitStore ?? shared.limitStore });
+    }
     return new PolicySession(this, options);
   }
 
@@ -490,7 +513,13 @@ export class AgentPolicy implements PolicyEvaluator {
     return {
       hash: this.hash,
       budget: policy.budget
-        ? { max_spend: nanosToUsd(policy.budget.maxSpendNanos), max_spend_display: formatUsd(policy.budget.maxSpendNanos), soft_limit: policy.budget.softLimit, currency: 'USD' }
+        ? {
+            max_spend: nanosToUsd(policy.budget.maxSpendNanos),
+            max_spend_display: formatUsd(policy.budget.maxSpendNanos),
+            soft_limit: policy.budget.softLimit,
+            period: policy.budget.period,
+            currency: 'USD',
+          }
         : null,
       tools: {
         allow: policy.tools.allow ? [...policy.tools.allow] : null,
@@ -620,10 +649,11 @@ function optionsToDocument(options: unknown): { document: unknown; issues: Polic
   const has = (key: (typeof OPTION_KEYS)[number]) => Object.hasOwn(options, key);
   const copyList = (value: unknown) => (Array.isArray(value) ? Array.from(value as unknown[]) : value);
   const document: Record<string, unknown> = {};
-  if (has('budget') || has('softLimit')) {
+  if (has('budget') || has('softLimit') || has('period')) {
     document.budget = {
       ...(has('budget') ? { max_spend: options.budget } : {}),
       ...(has('softLimit') ? { soft_limit: options.softLimit } : {}),
+      ...(has('period') ? { period: options.period } : {}),
     };
   }
   if (has('allowedTools') || has('blockedTools')) {

@@ -38,8 +38,6 @@ export interface ReservationContext {
   readonly ledger: BudgetLedger;
   readonly trail: AuditTrail;
   readonly pending: Set<Reservation>;
-  /** Each settled version of a decision → the decision first recorded (which keys and `consume` know). */
-  readonly origins: WeakMap<Decision, Decision>;
   priceUsage(usage: TokenUsage): PriceResult;
   /** Told each settled decision once the ledger has it (the session's sinks: an audit log, OpenTelemetry). */
   settled?(decision: Decision): void;
@@ -57,7 +55,13 @@ export function notBilled(failure: { status?: number; error?: unknown } | undefi
  * The reservation of a recorded decision (allowed with a pending settlement, or not allowed and holding nothing).
  * `slot` is where the audit trail keeps the decision, so the settled version can take its place.
  */
-export function createReservation(context: ReservationContext, recorded: Decision, slot: number, model: { model: string; provider: string | undefined } | undefined): Reservation {
+export function createReservation(
+  context: ReservationContext,
+  recorded: Decision,
+  slot: number,
+  model: { model: string; provider: string | undefined } | undefined,
+  lease: string | undefined,
+): Reservation {
   let decision = recorded;
   const estimateNanos = decision.decision === 'allow' && decision.settlement ? Math.round(decision.settlement.estimated * 1e9) : 0;
   const isSettled = () => decision.decision !== 'allow' || decision.settlement?.status !== 'pending';
@@ -73,13 +77,26 @@ export function createReservation(context: ReservationContext, recorded: Decisio
     );
     const action = usage ? (Object.freeze({ ...previous.action, metadata: boundMetadata({ ...previous.action.metadata, ...usage }) }) as Action) : previous.action;
     decision = Object.freeze({ ...previous, action, settlement });
-    context.origins.set(decision, context.origins.get(previous) ?? previous);
     context.trail.replace(slot, previous, decision);
     context.trail.adjustAllowed(decision.action.type, actualNanos - estimateNanos);
     if (overrun > 0) context.trail.addOverrun(overrun);
     context.pending.delete(reservation);
-    if (status === 'committed') await context.ledger.commit(estimateNanos, actualNanos);
-    else await context.ledger.release(estimateNanos);
+    try {
+      // Nothing was held (an estimate of $0): a real cost is still spend that happened.
+      if (lease === undefined) {
+        if (status === 'committed' && actualNanos > 0) await context.ledger.charge(actualNanos);
+      } else if (status === 'committed') await context.ledger.commit(lease, actualNanos);
+      else await context.ledger.release(lease);
+    } catch (error) {
+      // The store could not be reached: the lease stays open there and is charged at its estimate when it expires,
+      // so no spend is lost (a release then costs the estimate; that is the safe side).
+      const message = (error as Error)?.message ?? String(error);
+      process.emitWarning(
+        lease === undefined
+          ? `agentpolicy: spend of ${nanosToUsd(actualNanos)} USD could not be recorded in the budget store: ${message}`
+          : `agentpolicy: could not settle lease ${lease} (it will be charged at its estimate when it expires): ${message}`,
+      );
+    }
     context.settled?.(decision);
     return decision;
   };

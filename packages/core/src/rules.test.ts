@@ -247,6 +247,24 @@ describe('limits', () => {
     expect((await policy.session({ id: 'team-2', limitStore: store }).checkTool('search')).decision).toBe('allow');
   });
 
+  it('scope: budget is counted per budget key: sessions with their own ids share it, in memory without a store given', async () => {
+    const policy = AgentPolicy.fromDict({
+      limits: [
+        { tool: 'search', max_calls: 2, per: 'session', scope: 'budget' },
+        { tool: 'fetch', max_calls: 1, per: 'session' },
+      ],
+    });
+    const a = policy.session({ id: 'worker-a', budgetKey: 'tenant-1' });
+    const b = policy.session({ id: 'worker-b', budgetKey: 'tenant-1' });
+    expect((await a.checkTool('search')).decision).toBe('allow');
+    expect((await b.checkTool('search')).decision).toBe('allow');
+    expect((await a.checkTool('search')).rule).toMatchObject({ section: 'limits', scope: 'budget' });
+    // scope: session stays per session id, even on a shared budget key.
+    expect((await a.checkTool('fetch')).decision).toBe('allow');
+    expect((await b.checkTool('fetch')).decision).toBe('allow');
+    expect((await policy.session({ id: 'worker-c', budgetKey: 'tenant-2' }).checkTool('search')).decision).toBe('allow');
+  });
+
   it('only allowed calls count: a require_approval without approver, a rejection or a budget denial gives the slot back', async () => {
     const policy = AgentPolicy.fromDict({
       budget: { max_spend: 1 },

@@ -157,33 +157,38 @@ describe('concurrency', () => {
     expect(session.report()).toMatchObject({ spent: 5, reserved: 0, remaining: 0 });
   });
 
-  it('an asynchronous (shared) store behind the same interface stays exact', async () => {
+  it.each([false, true])('an asynchronous store behind the same interface stays exact (shared: %s)', async (shared) => {
     const inner = new InMemoryBudgetStore();
     const tick = () => new Promise((resolve) => setImmediate(resolve));
     const store: BudgetStore = {
-      reserve: async (key, amount, limit) => {
+      shared,
+      reserve: async (budget, amount, limit, ttlMs) => {
         await tick();
-        return inner.reserve(key, amount, limit);
+        return inner.reserve(budget, amount, limit, ttlMs);
       },
-      commit: async (key, reserved, actual) => {
+      commit: async (budget, lease, actual) => {
         await tick();
-        inner.commit(key, reserved, actual);
+        return inner.commit(budget, lease, actual);
       },
-      release: async (key, reserved) => {
+      release: async (budget, lease) => {
         await tick();
-        inner.release(key, reserved);
+        return inner.release(budget, lease);
       },
-      charge: async (key, amount) => {
+      charge: async (budget, amount, limit) => {
         await tick();
-        inner.charge(key, amount);
+        return inner.charge(budget, amount, limit);
       },
-      snapshot: (key) => inner.snapshot(key),
+      refund: (budget, amount) => inner.refund(budget, amount),
+      reconcile: (budget) => inner.reconcile(budget),
+      snapshot: (budget) => inner.snapshot(budget),
     };
     const session = seed().session({ store, id: 'shared' });
     const decisions = await Promise.all(Array.from({ length: 1000 }, () => session.checkTool('read_file', { cost: 0.01 })));
     expect(decisions.filter((d) => d.decision === 'allow')).toHaveLength(500);
     expect(decisions.filter((d) => d.decision === 'deny' && d.rule.section === 'budget')).toHaveLength(500);
-    expect(inner.snapshot('shared')).toEqual({ spent: 5_000_000_000, reserved: 0 });
+    expect(inner.snapshot({ key: 'shared', period: 'session' })).toMatchObject({ spent: 5_000_000_000, reserved: 0 });
+    const reservations = await Promise.all(Array.from({ length: 10 }, () => session.reserve(0.01, { source: 'llm' })));
+    expect(reservations.every((r) => !r.allowed)).toBe(true);
   });
 
   it('a budget store that fails denies and records the denial', async () => {
@@ -191,10 +196,14 @@ describe('concurrency', () => {
       reserve: async () => {
         throw new Error('redis: connection refused');
       },
-      commit: () => undefined,
-      release: () => undefined,
-      charge: () => undefined,
-      snapshot: () => ({ spent: 0, reserved: 0 }),
+      charge: async () => {
+        throw new Error('redis: connection refused');
+      },
+      commit: () => 'unknown',
+      release: () => 'unknown',
+      refund: () => undefined,
+      reconcile: () => ({ spent: 0, reserved: 0, window: 'session', previous: null, expired: { count: 0, nanos: 0 } }),
+      snapshot: () => ({ spent: 0, reserved: 0, window: 'session', previous: null, expired: { count: 0, nanos: 0 } }),
     };
     const session = seed().session({ store: broken });
     const decision = await session.checkTool('read_file', { cost: 0.01 });
@@ -712,7 +721,7 @@ describe('audit trail and report', () => {
     await session.checkCost(0.3, { source: 'b' });
     await session.checkCost(0.1, { source: 'c' });
     expect(onSoftLimit).toHaveBeenCalledTimes(1);
-    expect(onSoftLimit).toHaveBeenCalledWith({ sessionId: session.id, spent: 0.8, maxSpend: 1, softLimit: 0.8 });
+    expect(onSoftLimit).toHaveBeenCalledWith({ sessionId: session.id, budgetKey: session.id, spent: 0.8, maxSpend: 1, softLimit: 0.8 });
   });
 
   it('exhausted() says why nothing more can be spent', async () => {

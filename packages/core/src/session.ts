@@ -18,8 +18,8 @@ import {
 import { AuditTrail, isoNow, type SessionReport } from './audit-trail.js';
 import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
-import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
-import { CallKeys } from './call-keys.js';
+import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
+import { CallKeys, UsedAllows } from './call-keys.js';
 import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
@@ -37,12 +37,27 @@ import { withReportInspect } from './format-report.js';
 
 /** Options of {@link AgentPolicy.session}. */
 export interface SessionOptions {
-  /** Session id (a random UUID by default); also the budget store key. */
+  /** Session id (a random UUID by default): the audit identity, and the budget key unless `budgetKey` is given. */
   id?: string;
-  /** Where spend is kept; an in-memory store by default. */
+  /**
+   * The budget this session spends from, shared by every session given the same key and store (a tenant, a user,
+   * an agent). The session id stays the identity in the audit trail. Default: the session id (a budget of its own).
+   */
+  budgetKey?: string;
+  /**
+   * Where spend is kept. Default: in memory, one budget per session, or, with a `budgetKey`, one store shared by
+   * every session of this policy in this process. Pass a shared store (e.g. `@agentpolicy/redis`) to share a
+   * budget across processes.
+   */
   store?: BudgetStore;
   /** Where `limits:` count allowed calls; an in-memory store by default (per process). */
   limitStore?: RateLimitStore;
+  /**
+   * How long a reservation may stay open before the store charges it at its estimate (its process died, say).
+   * Default 900,000 ms (15 minutes). A reservation held while an approver decides lives this long after the
+   * approval timeout.
+   */
+  leaseTtlMs?: number;
   /**
    * Answers `require_approval` in place: it is given the stored approval request (with the decision and a timeout
    * signal), and its answer resolves that request only.
@@ -192,11 +207,13 @@ export class PolicySession {
   private readonly pending = new Set<Reservation>();
   private readonly sinks: readonly DecisionSink[];
   private readonly reservations = new WeakMap<Decision, Reservation>();
+  /** The store lease of each allowed reservation that holds money. */
+  private readonly leases = new WeakMap<Decision, string>();
   // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
   private readonly slots = new WeakMap<Decision, number>();
-  // Allows that have been used for their one execution, by the decision first recorded.
-  private readonly used = new WeakSet<Decision>();
-  private readonly origins = new WeakMap<Decision, Decision>();
+  // Allows that have been used for their one execution, by the sequence number of their id (a settled version of a
+  // decision keeps its id).
+  private readonly used = new UsedAllows();
   private readonly approvals: SessionApprovals;
   private seq = 0;
   // `<session id>:`, built once: a decision id is this and a sequence number.
@@ -209,6 +226,12 @@ export class PolicySession {
     if (options.id !== undefined && (typeof options.id !== 'string' || options.id === '')) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'session id must be a non-empty string');
     }
+    if (options.budgetKey !== undefined && (typeof options.budgetKey !== 'string' || options.budgetKey === '')) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'budgetKey must be a non-empty string');
+    }
+    if (options.leaseTtlMs !== undefined && !(Number.isSafeInteger(options.leaseTtlMs) && options.leaseTtlMs > 0)) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'leaseTtlMs must be a whole number of milliseconds > 0');
+    }
     if (options.maxDecisions !== undefined && !(options.maxDecisions >= 0)) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'maxDecisions must be a number ≥ 0 (Infinity keeps every decision)');
     }
@@ -220,9 +243,11 @@ export class PolicySession {
     this.ledger = new BudgetLedger(
       options.store ?? new InMemoryBudgetStore(),
       this.id,
+      { key: options.budgetKey ?? this.id, period: budget?.period ?? 'session' },
       budget?.maxSpendNanos ?? null,
       budget?.softLimit ?? null,
       options.onSoftLimit,
+      options.leaseTtlMs ?? 900_000,
       policy.normalized.mode === 'enforce',
     );
     this.limitStore = options.limitStore ?? new InMemoryRateLimitStore();
@@ -233,7 +258,6 @@ export class PolicySession {
       ledger: this.ledger,
       trail: this.trail,
       pending: this.pending,
-      origins: this.origins,
       priceUsage: (usage) => this.priceUsage(usage),
       settled: (decision) => this.publishSettlement(decision),
     };
@@ -285,6 +309,15 @@ export class PolicySession {
   }
 
   /**
+   * Reads the budget afresh from its store, first charging any lease that expired unsettled at its estimate (the
+   * reconcile call for a shared store; any operation on the budget does the same). Returns the report after it.
+   */
+  async reconcile(): Promise<SessionReport> {
+    await this.ledger.reconcile();
+    return this.report();
+  }
+
+  /**
    * Marks an allow as used for the one execution it authorises. Call it just before running what was allowed, and
    * run it only if this returns true: it returns true once per allow this session recorded, and false for a deny, a
    * `require_approval`, an allow already used, or another session's decision. After it, a keyed repeat of the same
@@ -299,9 +332,9 @@ export class PolicySession {
    */
   consume(decision: Decision): boolean {
     if (typeof decision !== 'object' || decision === null || decision.decision !== 'allow' || decision.sessionId !== this.id) return false;
-    const origin = this.origins.get(decision) ?? decision;
-    if (this.used.has(origin)) return false;
-    this.used.add(origin);
+    const seq = this.seqOf(decision);
+    if (seq === 0 || this.used.has(seq)) return false;
+    this.used.add(seq);
     return true;
   }
 
@@ -574,7 +607,7 @@ export class PolicySession {
 
   /** The audit summary. Amounts are USD numbers computed from the exact ledger. */
   report(): SessionReport {
-    const { spent, reserved } = this.ledger.snapshot();
+    const { spent, reserved, window, previous, expired } = this.ledger.snapshot();
     const limit = this.ledger.limit;
     const endMs = this.endedMs ?? Date.now();
     const summary = this.trail.summary();
@@ -585,6 +618,11 @@ export class PolicySession {
       spent: nanosToUsd(spent),
       reserved: nanosToUsd(reserved),
       remaining: limit === null ? null : nanosToUsd(Math.max(0, limit - spent - reserved)),
+      budgetKey: this.ledger.budget.key,
+      period: this.ledger.budget.period,
+      window,
+      previousWindow: previous === null ? null : { window: previous.window, spent: nanosToUsd(previous.spent) },
+      expiredLeases: { count: expired.count, amount: nanosToUsd(expired.nanos) },
       decisionSummary: summary.decisionSummary,
       costSummary: summary.costSummary,
       policyHits: summary.policyHits,
@@ -611,12 +649,15 @@ export class PolicySession {
     const cost = prepared.prepared.costNanos;
     if (this.ledger.exceeded) return this.ledger.exceededVerdict(cost);
     const limit = this.ledger.limit;
+    // A shared budget's snapshot may be stale (another process spent, a window rolled over): only the store's own
+    // check-and-reserve decides whether money is left, so the policy sees an untouched budget here.
+    const shared = this.ledger.storeDecides;
     if (!approved && cost <= this.policy.costRuleFloor) {
-      if (cost === 0) return this.freeVerdict(prepared);
+      if (cost === 0 || shared) return this.freeVerdict(prepared);
       const { spent, reserved } = this.ledger.snapshot();
       if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared);
     }
-    const { spent, reserved } = this.ledger.snapshot();
+    const { spent, reserved } = shared ? { spent: 0, reserved: 0 } : this.ledger.snapshot();
     try {
       return this.policy.decide(prepared.prepared, spent, reserved, approved);
     } catch (error) {
@@ -671,7 +712,7 @@ export class PolicySession {
       // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
       // anything else is a new action.
       const previous = this.keys.get(prepared.identity, key);
-      if (previous !== undefined && !this.used.has(previous) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
+      if (previous !== undefined && !this.used.has(this.seqOf(previous)) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
     const verdict = this.verdict(prepared, approved);
     let decision: Decision | Promise<Decision>;
@@ -742,12 +783,9 @@ export class PolicySession {
     if (pending.length > 0) return Promise.all(pending).then(() => undefined);
   }
 
-  /**
-   * The scope id of `scope: budget` limits: every session that shares it shares those counts. The session id until
-   * sessions carry a budget key of their own; this is the one place to change.
-   */
+  /** The scope id of `scope: budget` limits: every session that shares the budget key shares those counts. */
   private get budgetScopeId(): string {
-    return this.id;
+    return this.ledger.budget.key;
   }
 
   /** The store key of a limit for this session, built once (a flat string, so the store hashes it once). */
@@ -843,52 +881,59 @@ export class PolicySession {
     return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, unused ? { approvalRequest: request, unusedAnswer: unused } : { approvalRequest: request }));
   }
 
+  // One store operation per check: `charge` checks and charges at once; `reserve` checks and opens a lease.
   private allowWithMoney(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined): Decision | Promise<Decision> {
-    if (costNanos <= 0) return this.allowHeld(prepared, verdict, 0, mode, approval, this.nextId());
-    const reserved = this.ledger.reserve(costNanos);
-    if (reserved instanceof Promise) {
-      return reserved.then((ok) => (ok ? this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId()) : this.recordRefused(prepared, costNanos)));
-    }
-    if (!reserved) return this.recordRefused(prepared, costNanos);
-    return this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId());
+    if (costNanos <= 0) return this.allowHeld(prepared, verdict, 0, mode, approval, this.nextId(), undefined);
+    const grant = mode === 'charge' ? this.ledger.spend(costNanos) : this.ledger.reserve(costNanos);
+    if (grant instanceof Promise) return grant.then((settled) => this.allowGranted(prepared, verdict, costNanos, mode, approval, settled));
+    return this.allowGranted(prepared, verdict, costNanos, mode, approval, grant);
   }
 
-  // Records an allow whose money (if any) is reserved: the audit sink first (a sink that throws turns it into a
-  // deny and gives the money back), then the charge in charge mode.
-  private allowHeld(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, id: string): Decision | Promise<Decision> {
+  private allowGranted(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, grant: BudgetGrant): Decision | Promise<Decision> {
+    if (!grant.ok) return this.recordRefused(prepared, costNanos, grant.snapshot);
+    return this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId(), grant.lease);
+  }
+
+  // Records an allow whose money (if any) is held: charged already (charge mode, no lease) or by a lease. The audit
+  // sink goes first (a sink that throws turns it into a deny and gives the money back), then, in charge mode, a
+  // lease is committed.
+  private allowHeld(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, id: string, lease: string | undefined): Decision | Promise<Decision> {
     const decision =
       mode === 'reserve'
         ? this.makeDecision(prepared, verdict, id, approval, { settlement: Object.freeze({ status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) }) })
         : this.makeDecision(prepared, verdict, id, approval);
     const failure = this.publish(decision, true);
     if (failure !== undefined) {
-      const released = costNanos > 0 ? this.ledger.release(costNanos) : undefined;
+      const givenBack = costNanos <= 0 ? undefined : lease !== undefined ? this.ledger.release(lease) : this.ledger.refund(costNanos);
       const denied = this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
-      return released instanceof Promise ? released.then(() => denied) : denied;
+      return givenBack instanceof Promise ? givenBack.then(() => denied) : denied;
     }
     const slot = this.trail.add(decision);
     if (mode === 'reserve') {
       this.slots.set(decision, slot);
+      if (lease !== undefined) this.leases.set(decision, lease);
       return decision;
     }
-    if (costNanos > 0) {
-      const done = this.ledger.commit(costNanos, costNanos);
+    if (lease !== undefined) {
+      const done = this.ledger.commit(lease, costNanos);
       if (done instanceof Promise) return done.then(() => decision);
     }
     return decision;
   }
 
-  private recordRefused(prepared: Prepared, costNanos: number): Decision {
-    return this.record(this.makeDecision(prepared, this.ledger.refusal(costNanos), this.nextId(), undefined));
+  private recordRefused(prepared: Prepared, costNanos: number, snapshot: BudgetSnapshot): Decision {
+    return this.record(this.makeDecision(prepared, this.ledger.refusal(costNanos, snapshot), this.nextId(), undefined));
   }
 
   private async askApprover(approver: Approver, prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, unused: UnusedAnswer | undefined): Promise<Decision> {
     // Hold the money while a human decides, so concurrent checks cannot spend it meanwhile.
-    if (costNanos > 0) {
-      const reserved = await this.ledger.reserve(costNanos);
-      if (!reserved) return this.recordRefused(prepared, costNanos);
-    }
     const timeoutMs = this.options.approvalTimeoutMs ?? 300_000;
+    let lease: string | undefined;
+    if (costNanos > 0) {
+      const grant = await this.ledger.reserve(costNanos, this.ledger.leaseTtlMs + timeoutMs);
+      if (!grant.ok) return this.recordRefused(prepared, costNanos, grant.snapshot);
+      lease = grant.lease;
+    }
     let outcome: ApprovalOutcome;
     let requestId: string | undefined;
     const id = this.nextId();
@@ -898,14 +943,14 @@ export class PolicySession {
       const pending = this.makeDecision(prepared, verdict, id, undefined, unused ? { approvalRequest: refOf(request), unusedAnswer: unused } : { approvalRequest: refOf(request) });
       outcome = await this.approvals.settleApproverAnswer(request, await consultApprover(approver, { ...request, decision: pending }, timeoutMs));
     } catch (error) {
-      if (costNanos > 0) await this.ledger.release(costNanos);
+      if (lease !== undefined) await this.ledger.release(lease);
       throw error;
     }
     if (outcome.approved) {
       const approvedWith = approvedVerdict(verdict, outcome);
-      return this.allowHeld(prepared, approvedWith, costNanos, mode, requestApproval('approver', requestId as string, outcome), id);
+      return this.allowHeld(prepared, approvedWith, costNanos, mode, requestApproval('approver', requestId as string, outcome), id, lease);
     }
-    if (costNanos > 0) await this.ledger.release(costNanos);
+    if (lease !== undefined) await this.ledger.release(lease);
     return this.record(this.makeDecision(prepared, rejection(verdict, outcome, requestId), id, undefined));
   }
 
@@ -913,7 +958,7 @@ export class PolicySession {
     // A keyed repeat gets the reservation of the first check: one decision, one settlement.
     const existing = this.reservations.get(decision);
     if (existing) return existing;
-    const reservation = createReservation(this.settling, decision, this.slots.get(decision) ?? -1, model);
+    const reservation = createReservation(this.settling, decision, this.slots.get(decision) ?? -1, model, this.leases.get(decision));
     this.reservations.set(decision, reservation);
     return reservation;
   }
@@ -922,9 +967,18 @@ export class PolicySession {
     return this.record(this.makeDecision(this.recordOnly(action), { decision: 'deny', reason, rule, approvedRule: false }, this.nextId(), undefined));
   }
 
-  private recordCharged(action: Action, nanos: number, reason: string): Decision {
-    void this.ledger.charge(nanos);
-    const over = this.ledger.overLimit() ? ' (the budget is now exceeded)' : '';
+  private async recordCharged(action: Action, nanos: number, reason: string): Promise<Decision> {
+    let note = '';
+    let snapshot: BudgetSnapshot | undefined;
+    try {
+      snapshot = (await this.ledger.charge(nanos))?.snapshot;
+    } catch (error) {
+      // The spend happened whatever the store says: record it here, and say loudly that the store missed it.
+      const message = (error as Error)?.message ?? String(error);
+      note = ` (the budget store could not record it: ${message})`;
+      process.emitWarning(`agentpolicy: spend of ${formatUsd(nanos)} could not be recorded in the budget store: ${message}`);
+    }
+    const over = this.ledger.overLimit(snapshot) ? ' (the budget is now exceeded)' : note;
     // Spend that already happened is recorded whatever the sink says.
     return this.record(this.makeDecision(this.recordOnly(action), { decision: 'allow', reason: reason + over, rule: { section: 'default' }, approvedRule: false }, this.nextId(), undefined));
   }
@@ -936,6 +990,14 @@ export class PolicySession {
 
   private nextId(): string {
     return this.idPrefix + ++this.seq;
+  }
+
+  // The sequence number of one of this session's decisions (its id is `<session id>:<n>`), or 0.
+  private seqOf(decision: Decision): number {
+    const id = decision.id;
+    if (typeof id !== 'string' || id.length <= this.id.length + 1 || id.charCodeAt(this.id.length) !== 58 || !id.startsWith(this.id)) return 0;
+    const seq = Number(id.slice(this.id.length + 1));
+    return Number.isSafeInteger(seq) && seq > 0 && seq <= this.seq ? seq : 0;
   }
 
   // Decisions are frozen values: nothing outside the session can change what it recorded.

@@ -1,10 +1,11 @@
-import { decisionError, splitPromptMedia, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, decisionError, splitPromptMedia, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
 import type { BaseMessage } from '@langchain/core/messages';
 import type { LLMResult } from '@langchain/core/outputs';
 import type { Serialized } from '@langchain/core/load/serializable';
 import { isGated } from './model-gate.js';
 import { failureOf, modelInfoFromCallback, promptOf, usageFromResult } from './model-call.js';
+import { decide, isDecidedToolRun, isGovernedToolCall, markToolRun } from './tool-call.js';
 import { toolCallKey, toolCost, type ToolCosts } from './tool-costs.js';
 
 /** Options of {@link AgentPolicyCallbackHandler}. */
@@ -17,10 +18,13 @@ export interface AgentPolicyCallbackHandlerOptions {
  * A LangChain callback handler that enforces a session's policy on every run it is attached to: tools, chat models
  * and legacy LLMs, alone or inside LCEL chains, langchain v1 agents and LangGraph graphs.
  *
- * - `handleToolStart` checks the tool (its name is the run name). A tool that is not allowed throws
- *   {@link PolicyDeniedError} or {@link ApprovalRequiredError}, and the tool body does not run. A `require_approval`
- *   is answered by the session's `approver` when it has one; without one it is denied (use the middleware for
- *   interrupt-based approvals).
+ * - `handleToolStart` checks the tool with its input. Its name is the run name, which `withConfig({ runName })`
+ *   changes: LangChain gives a handler no other name for the tool, so a renamed run is checked under the new name.
+ *   For `createAgent`, use {@link agentPolicyMiddleware}, which sees the real tool name. A tool that is not allowed
+ *   throws {@link PolicyDeniedError} or {@link ApprovalRequiredError}, and the tool body does not run. A
+ *   `require_approval` is answered by the session's `approver` when it has one; without one it is denied (use the
+ *   middleware for interrupt-based approvals). A tool with a cost holds it until `handleToolEnd` charges it, or
+ *   `handleToolError` settles it by core's rule for a tool that throws.
  * - `handleChatModelStart` / `handleLLMStart` reserve the worst-case cost of the call; when the budget cannot cover
  *   it (or the model has no known price under a budget) they throw and no request is sent.
  * - `handleLLMEnd` charges the real cost from the message's `usage_metadata` (`llmOutput` for legacy LLMs) and
@@ -44,6 +48,7 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
   readonly session: PolicySession;
   private readonly toolCosts: ToolCosts | undefined;
   private readonly reservations = new Map<string, Reservation>();
+  private readonly toolRuns = new Map<string, Reservation>();
   // Model runs the middleware of the same session gates: this handler leaves them alone.
   private readonly skipped = new Set<string>();
 
@@ -59,7 +64,10 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
     return this;
   }
 
-  /** Checks the tool named by `runName`; throws (and the tool does not run) unless the decision is `allow`. */
+  /**
+   * Checks the tool named by `runName`, with its input; throws (and the tool does not run) unless the decision is
+   * `allow`. LangChain gives a handler no other name for the tool: see the README on `runName`.
+   */
   override async handleToolStart(
     _tool: Serialized,
     input: string,
@@ -70,17 +78,60 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
     runName?: string,
     toolCallId?: string,
   ): Promise<void> {
+    // The middleware of this session is running this call, or another handler on it saw this run: decided already.
+    if (isGovernedToolCall(this.session, toolCallId) || isDecidedToolRun(this.session, runId)) return;
     const name = runName ?? '';
-    const cost = toolCost(this.toolCosts, name, parseInput(input));
-    // Keyed by the tool call id (shared with the middleware) or the run id, so a second look at the same call
-    // (another handler or the middleware on this session) neither records nor charges it again.
+    const args = parseInput(input);
+    const cost = toolCost(this.toolCosts, name, args);
+    // Keyed by the tool call id (shared with the middleware) or the run id; core binds the key to the input, so the
+    // same id with other input is another call, and a call id that already ran is decided (and charged) again.
     const key = toolCallKey(toolCallId) ?? `langchain:tool-run:${runId}`;
-    const decision = await this.session.checkTool(name, {
+    const check = {
+      input: args,
       ...(cost !== undefined ? { cost } : {}),
       metadata: { ...(toolCallId !== undefined ? { toolCallId } : {}), runId },
       idempotencyKey: key,
-    });
-    if (decision.decision !== 'allow') throw decisionError(decision);
+    };
+    // Marked before the first await: LangChain runs handlers side by side, and one decision is enough.
+    markToolRun(this.session, runId, true);
+    try {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const run = await decide(this.session, name, check);
+        if (run.decision.decision !== 'allow') throw decisionError(run.decision);
+        if (this.session.consume(run.decision)) {
+          if (run.reservation) this.toolRuns.set(runId, run.reservation);
+          return;
+        }
+      }
+      throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(toolCallId ?? runId)} is being run more than once at the same time`);
+    } catch (error) {
+      markToolRun(this.session, runId, false);
+      throw error;
+    }
+  }
+
+  /** Charges the declared cost of a tool that ran. Never throws. */
+  override async handleToolEnd(_output: unknown, runId: string): Promise<void> {
+    markToolRun(this.session, runId, false);
+    const open = this.toolRuns.get(runId);
+    this.toolRuns.delete(runId);
+    try {
+      await open?.commit();
+    } catch (error) {
+      process.emitWarning(`agentpolicy: settling tool run ${runId} failed: ${(error as Error)?.message ?? String(error)}`);
+    }
+  }
+
+  /** Settles a tool that threw by core's one rule (released for an agentpolicy error or a 4xx, else charged). Never throws. */
+  override async handleToolError(error: unknown, runId: string): Promise<void> {
+    markToolRun(this.session, runId, false);
+    const open = this.toolRuns.get(runId);
+    this.toolRuns.delete(runId);
+    try {
+      await open?.fail({ error });
+    } catch (settleError) {
+      process.emitWarning(`agentpolicy: settling tool run ${runId} failed: ${(settleError as Error)?.message ?? String(settleError)}`);
+    }
   }
 
   /** Reserves the chat model call's worst-case cost; throws (and nothing is sent) when it is denied. */

@@ -79,6 +79,9 @@ describe('agentPolicyMiddleware: tools', () => {
     const pending = session.report().decisions[1];
     expect(request).toEqual({
       type: 'agentpolicy.approval',
+      requestId: pending?.approvalRequest?.id,
+      fingerprint: pending?.fingerprint,
+      expiresAt: pending?.approvalRequest?.expiresAt,
       tool: 'send_email',
       args: { to: 'bob@example.com' },
       toolCallId: 'call_1',
@@ -97,8 +100,12 @@ describe('agentPolicyMiddleware: tools', () => {
     expect(second.messages.at(-1)?.content).toBe(FINAL);
 
     // The resume re-ran wrapToolCall from the start: the require_approval is still recorded once, the tool charged once.
-    expect(trail(session)).toEqual(['cost:allow', 'send_email:require_approval', 'send_email:allow(caller)', 'cost:allow']);
-    expect(session.report().decisions[2]).toMatchObject({ approved: true, approval: { via: 'caller', by: 'alice', reason: 'known recipient' }, action: { metadata: { toolCallId: 'call_1' } } });
+    expect(trail(session)).toEqual(['cost:allow', 'send_email:require_approval', 'send_email:allow(request)', 'cost:allow']);
+    expect(session.report().decisions[2]).toMatchObject({
+      approved: true,
+      approval: { via: 'request', requestId: request.requestId, by: 'alice', reason: 'known recipient' },
+      action: { input: { to: 'bob@example.com' }, metadata: { toolCallId: 'call_1' } },
+    });
     expect(session.spent).toBe(0.01 + 2 * CALL_COST);
     expect(session.report().policyHits.approvalRequired).toEqual(['send_email']);
   });
@@ -207,7 +214,7 @@ describe('agentPolicyMiddleware: tools', () => {
     expect(seenByInner).toEqual(['go']);
     expect(runs.send_email).toBe(1);
     expect(third.messages.at(-1)?.content).toBe(FINAL);
-    expect(trail(session)).toEqual(['cost:allow', 'send_email:require_approval', 'send_email:allow(caller)', 'cost:allow']);
+    expect(trail(session)).toEqual(['cost:allow', 'send_email:require_approval', 'send_email:allow(request)', 'cost:allow']);
   });
 
   it("a session approver answers in place: no interrupt", async () => {

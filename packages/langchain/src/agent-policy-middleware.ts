@@ -1,7 +1,8 @@
-import { decisionError, splitPromptMedia, type ApprovalAnswer, type Decision, type PolicySession, type RuleRef } from '@agentpolicy/core';
+import { decisionError, splitPromptMedia, type Decision, type PolicySession, type RuleRef } from '@agentpolicy/core';
 import { AIMessage, ToolMessage } from '@langchain/core/messages';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { interrupt, isGraphBubbleUp } from '@langchain/langgraph';
+import { answerFor, approvalRequestOf, decide, refuseAmbiguous, resumeWaiting, runAllowed } from './tool-call.js';
 import { createMiddleware, type AgentMiddleware } from 'langchain';
 import { runGated } from './model-gate.js';
 import { failureOf, modelInfoFromModel, promptOf, usageFromMessage } from './model-call.js';
@@ -23,6 +24,12 @@ export interface AgentPolicyMiddlewareOptions {
 /** The value of the `interrupt()` raised for a tool call that needs approval (it is JSON). */
 export interface ToolApprovalRequest {
   readonly type: 'agentpolicy.approval';
+  /** The agentpolicy approval request: an answer names it (see {@link ToolApprovalAnswer}). */
+  readonly requestId: string;
+  /** The fingerprint of the call the request was raised for; an answer counts only for that call. */
+  readonly fingerprint: string;
+  /** ISO 8601: unanswered after this, the request is expired. */
+  readonly expiresAt: string;
   readonly tool: string;
   readonly args: unknown;
   readonly toolCallId: string | null;
@@ -36,21 +43,34 @@ export interface ToolApprovalRequest {
   readonly cost: number;
 }
 
+/** One answer: only `true` or `{ approved: true }` approves; anything else rejects. */
+export type ToolApprovalDecision = boolean | { approved: boolean; by?: string; reason?: string };
+
 /**
- * The resume value of an approval: `Command({ resume: answer })`. Only `true` or `{ approved: true }` approves;
- * anything else rejects.
+ * The resume value of approvals, `new Command({ resume })`. Each answer is matched to the request it answers:
+ * - by request id: `{ [request.requestId]: answer }` (one value can answer several requests, each by its id), or
+ *   `{ requestId, approved?, by?, reason? }` (without `approved`, the answer already given for the request from
+ *   anywhere — `session.resolveApproval`, a signed token — is used);
+ * - by interrupt id, LangGraph's own map: `{ [interrupt.id]: answer }`;
+ * - a bare `answer` only while exactly one approval request of the session is pending; with several pending it is
+ *   refused with an error, so one value never approves requests the human did not see.
  */
-export type ToolApprovalAnswer = boolean | { approved: boolean; by?: string; reason?: string };
+export type ToolApprovalAnswer =
+  | ToolApprovalDecision
+  | { requestId: string; approved?: boolean; by?: string; reason?: string }
+  | { readonly [requestId: string]: ToolApprovalDecision };
 
 /**
  * A langchain v1 `createAgent` middleware that enforces a session's policy inside the agent loop.
  *
  * - `wrapToolCall` checks every tool call. A denied call does not run: the model gets an error `ToolMessage` that
  *   says why, and the agent goes on. A call that needs approval raises a LangGraph `interrupt()` carrying a
- *   {@link ToolApprovalRequest}; resume with `new Command({ resume: { approved: true } })` (or `false`, or
- *   `{ approved: false, by, reason }`). An approved call is decided again, so a blocked or over-budget call stays
- *   denied. Decisions are keyed by tool call id, so the re-run that a resume causes records and charges nothing twice.
- *   Interrupts need a checkpointer and a `thread_id`; a session with an `approver` answers in place instead.
+ *   {@link ToolApprovalRequest}; resume with answers matched to their requests
+ *   (`new Command({ resume: { [request.requestId]: true } })`, see {@link ToolApprovalAnswer}). An approved call is
+ *   decided again, so a blocked or over-budget call stays denied, and counts for exactly that call, once. Decisions
+ *   are keyed by tool call id and bound to the call's input, so the re-run a resume causes records and charges nothing
+ *   twice, and a call id seen again with other input, or after it ran, is decided afresh. Interrupts need a
+ *   checkpointer and a `thread_id`; a session with an `approver` answers in place instead.
  * - `beforeModel` ends the run with an AI message once the budget is used up; `wrapModelCall` reserves the worst-case
  *   cost of each model call before it is sent (over budget: no request, the run ends with a message) and charges the
  *   real cost from the answer's `usage_metadata`.
@@ -61,7 +81,8 @@ export type ToolApprovalAnswer = boolean | { approved: boolean; by?: string; rea
  * const agent = createAgent({ model, tools, middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
  * const config = { configurable: { thread_id: 't1' } };
  * let result = await agent.invoke({ messages: [{ role: 'user', content: 'Email Bob' }] }, config);
- * if (result.__interrupt__) result = await agent.invoke(new Command({ resume: { approved: true, by: 'alice' } }), config);
+ * const request = result.__interrupt__?.[0]?.value as ToolApprovalRequest | undefined;
+ * if (request) result = await agent.invoke(new Command({ resume: { [request.requestId]: { approved: true, by: 'alice' } } }), config);
  * ```
  */
 export function agentPolicyMiddleware(session: PolicySession, options: AgentPolicyMiddlewareOptions = {}): AgentMiddleware {
@@ -115,31 +136,29 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       const key = toolCallKey(id);
       const cost = toolCost(options.toolCosts, name, args);
       const check = {
+        input: args,
         ...(cost !== undefined ? { cost } : {}),
         metadata: id !== undefined ? { toolCallId: id } : {},
         ...(key !== undefined ? { idempotencyKey: key } : {}),
       };
-      let decision = await session.checkTool(name, check);
-      // On a re-run after an approval the keyed decision is already the approved one: interrupt again anyway, so this
-      // call keeps its place in the task's interrupt order (LangGraph matches resume values by position).
-      if (decision.decision === 'require_approval' || (key !== undefined && decision.approval?.via === 'caller')) {
-        const answer = interrupt<ToolApprovalRequest, unknown>({
-          type: 'agentpolicy.approval',
-          tool: name,
-          args: args ?? null,
-          toolCallId: id ?? null,
-          reason: decision.reason,
-          decisionId: decision.id,
-          rule: decision.rule,
-          sessionId: session.id,
-          cost: decision.action.cost,
-        });
-        // Core decides again with the human's answer: a rejection (or anything but a real approval) is recorded as a
-        // denial with who and why; an approval still loses to a block or an exhausted budget.
-        decision = await session.checkTool(name, { ...check, approval: answer as ApprovalAnswer });
+      let run = await decide(session, name, check);
+      // A re-run after an approval finds the approved allow (not yet used: a middleware further in interrupted, say):
+      // take this call's interrupt slot again, so the answers further in keep their places.
+      if (run.decision.decision === 'allow' && run.decision.approval?.via === 'request' && resumeWaiting().source === 'task') interrupt(approvalRequestOf(session, run.decision, name, args, id));
+      while (run.decision.decision === 'require_approval' && run.decision.approvalRequest) {
+        const waiting = resumeWaiting();
+        if (waiting.source === 'broadcast') await refuseAmbiguous(session, waiting, run.decision.approvalRequest.id);
+        const value = interrupt<ToolApprovalRequest, unknown>(approvalRequestOf(session, run.decision, name, args, id));
+        if (waiting.source === 'unknown') await refuseAmbiguous(session, { source: 'unknown', value }, run.decision.approvalRequest.id);
+        const answer = answerFor(value, run.decision.approvalRequest.id);
+        // An answer for another request leaves this one unanswered: ask again.
+        if (answer === undefined) continue;
+        // Core decides again with the answer bound to its request: a rejection is a recorded denial with who and
+        // why; an approval counts only for this call and still loses to a block or an exhausted budget.
+        run = await decide(session, name, { ...check, approval: answer });
       }
-      if (decision.decision !== 'allow') return denial(request.toolCall, decision, decisionError(decision).message);
-      return handler(request);
+      if (run.decision.decision !== 'allow') return denial(request.toolCall, run.decision, decisionError(run.decision).message);
+      return runAllowed(session, run, request, handler, () => decide(session, name, check));
     },
   }) as AgentMiddleware;
 }

@@ -3,6 +3,7 @@ export {
   agentPolicyMiddleware,
   type AgentPolicyMiddlewareOptions,
   type ToolApprovalAnswer,
+  type ToolApprovalDecision,
   type ToolApprovalRequest,
 } from './agent-policy-middleware.js';
 export type { ToolCosts } from './tool-costs.js';

@@ -4,7 +4,7 @@ import { observeStream, type StreamObserver } from './observe-stream.js';
 import { audioDurations, describeRequest, type RequestSpec } from './request-spec.js';
 import { SseParser, type SseEvent } from './sse-parser.js';
 import { readTokenUsage, type ReadUsage } from './token-usage.js';
-import { StreamToolCalls, toolCallsOfResult, type ReturnedToolCall } from './tool-calls.js';
+import { StreamToolCalls, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
 
 /** The settings every governed request of one wrapped client shares. */
 export interface GovernorSettings {
@@ -262,7 +262,9 @@ export class GovernedCall {
     if (!this.settings.checkToolCalls || calls.length === 0) return undefined;
     let failure: Error | undefined;
     for (const call of calls) {
+      const input = toolInputOf(call);
       const decision = await this.settings.session.checkTool(call.name, {
+        ...(input !== undefined ? { input } : {}),
         ...(call.id ? { idempotencyKey: call.id } : {}),
         metadata: { ...this.settings.metadata, via: 'openai', endpoint: this.spec.endpoint, toolCallId: call.id },
       });

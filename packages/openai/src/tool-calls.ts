@@ -3,6 +3,24 @@ export interface ReturnedToolCall {
   /** `tool_calls[].id` (chat) or `call_id` (Responses). */
   readonly id: string;
   readonly name: string;
+  /**
+   * The call's arguments as the model wrote them: a function call's JSON `arguments` text (or a custom tool's
+   * `input` text), whole once the call is complete.
+   */
+  readonly arguments: string;
+}
+
+/**
+ * The tool input a call's arguments stand for: the parsed JSON of a function call's arguments, or the text itself
+ * when it is not JSON (a custom tool's free-form input, or arguments the model left malformed).
+ */
+export function toolInputOf(call: ReturnedToolCall): unknown {
+  if (call.arguments === '') return undefined;
+  try {
+    return JSON.parse(call.arguments);
+  } catch {
+    return call.arguments;
+  }
 }
 
 type Json = Record<string, unknown>;
@@ -15,7 +33,7 @@ const RESPONSES_CALL_TYPES = new Set(['function_call', 'custom_tool_call']);
 
 function responsesItemCall(item: unknown): ReturnedToolCall | null {
   if (!isObject(item) || !RESPONSES_CALL_TYPES.has(text(item['type']))) return null;
-  return { id: text(item['call_id']) || text(item['id']), name: text(item['name']) };
+  return { id: text(item['call_id']) || text(item['id']), name: text(item['name']), arguments: text(item['arguments']) || text(item['input']) };
 }
 
 /**
@@ -33,11 +51,11 @@ export function toolCallsOfResult(result: unknown): ReturnedToolCall[] {
         for (const call of message['tool_calls']) {
           if (!isObject(call)) continue;
           const fn = isObject(call['function']) ? call['function'] : isObject(call['custom']) ? call['custom'] : {};
-          calls.push({ id: text(call['id']), name: text(fn['name']) });
+          calls.push({ id: text(call['id']), name: text(fn['name']), arguments: text(fn['arguments']) || text(fn['input']) });
         }
       }
       if (isObject(message['function_call'])) {
-        calls.push({ id: `${text(result['id'])}:${String(choice['index'] ?? 0)}`, name: text(message['function_call']['name']) });
+        calls.push({ id: `${text(result['id'])}:${String(choice['index'] ?? 0)}`, name: text(message['function_call']['name']), arguments: text(message['function_call']['arguments']) });
       }
     }
   }
@@ -51,19 +69,34 @@ export function toolCallsOfResult(result: unknown): ReturnedToolCall[] {
 }
 
 /**
- * Follows the tool calls of a streamed result and hands each one out once its name is complete: for chat chunks,
- * when the next call of the same choice starts, when the choice finishes, or at the end of the stream; for
- * Responses events, when the `function_call` item is added (its name is whole from the start).
+ * Follows the tool calls of a streamed result and hands each one out once it is complete (name and arguments): for
+ * chat chunks, when the next call of the same choice starts, when the choice finishes, or at the end of the stream;
+ * for Responses events, when the call's arguments are done.
  */
 export class StreamToolCalls {
-  private readonly open = new Map<string, { choice: string; id: string; name: string }>();
+  private readonly open = new Map<string, { choice: string; id: string; name: string; arguments: string }>();
   private readonly seen = new Set<string>();
+  // Responses call items by item id, from `output_item.added` until their arguments are whole.
+  private readonly items = new Map<string, ReturnedToolCall>();
 
   /** Feeds one parsed stream event; returns the calls that became complete. */
   see(event: unknown): ReturnedToolCall[] {
     if (!isObject(event)) return [];
     const type = text(event['type']);
-    if (type === 'response.output_item.added' || type === 'response.output_item.done') {
+    // A Responses call is handed out when its arguments are whole: at `…arguments.done` / `…input.done` (before the
+    // caller can act on them), else when its item is done.
+    if (type === 'response.output_item.added') {
+      const item = event['item'];
+      const call = responsesItemCall(item);
+      if (call && isObject(item) && text(item['id'])) this.items.set(text(item['id']), call);
+      return [];
+    }
+    if (type === 'response.function_call_arguments.done' || type === 'response.custom_tool_call_input.done') {
+      const call = this.items.get(text(event['item_id']));
+      if (!call) return [];
+      return this.complete([{ ...call, arguments: text(event['arguments']) || text(event['input']) }]);
+    }
+    if (type === 'response.output_item.done') {
       const call = responsesItemCall(event['item']);
       return call ? this.complete([call]) : [];
     }
@@ -79,18 +112,21 @@ export class StreamToolCalls {
           const key = `${index}:${String(part['index'] ?? 0)}`;
           if (!this.open.has(key)) {
             ready.push(...this.closeChoice(index));
-            this.open.set(key, { choice: index, id: '', name: '' });
+            this.open.set(key, { choice: index, id: '', name: '', arguments: '' });
           }
           const entry = this.open.get(key)!;
           if (!entry.id) entry.id = text(part['id']);
           const fn = isObject(part['function']) ? part['function'] : isObject(part['custom']) ? part['custom'] : {};
           entry.name += text(fn['name']);
+          entry.arguments += text(fn['arguments']) || text(fn['input']);
         }
       }
       if (isObject(delta['function_call'])) {
         const key = `${index}:function_call`;
-        if (!this.open.has(key)) this.open.set(key, { choice: index, id: `${text(event['id'])}:${index}`, name: '' });
-        this.open.get(key)!.name += text(delta['function_call']['name']);
+        if (!this.open.has(key)) this.open.set(key, { choice: index, id: `${text(event['id'])}:${index}`, name: '', arguments: '' });
+        const entry = this.open.get(key)!;
+        entry.name += text(delta['function_call']['name']);
+        entry.arguments += text(delta['function_call']['arguments']);
       }
       if (choice['finish_reason'] !== null && choice['finish_reason'] !== undefined) ready.push(...this.closeChoice(index));
     }
@@ -99,7 +135,7 @@ export class StreamToolCalls {
 
   /** Every call still open (the stream ended). */
   flush(): ReturnedToolCall[] {
-    const all = [...this.open.values()].map(({ id, name }) => ({ id, name }));
+    const all = [...this.open.values()].map(({ id, name, arguments: args }) => ({ id, name, arguments: args }));
     this.open.clear();
     return this.complete(all);
   }
@@ -109,7 +145,7 @@ export class StreamToolCalls {
     for (const [key, entry] of this.open) {
       if (entry.choice !== choice) continue;
       this.open.delete(key);
-      done.push({ id: entry.id, name: entry.name });
+      done.push({ id: entry.id, name: entry.name, arguments: entry.arguments });
     }
     return done;
   }

@@ -1,4 +1,4 @@
-import { AgentPolicy, PolicyDeniedError, type AgentPolicyOptions, type Decision, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, ApprovalRequiredError, PolicyDeniedError, type AgentPolicyOptions, type Decision, type PolicySession } from '@agentpolicy/core';
 import OpenAI, { AzureOpenAI, toFile } from 'openai';
 import OpenAIv6, { AzureOpenAI as AzureOpenAIv6 } from 'openai-v6';
 import { afterAll, beforeAll, beforeEach, describe, expect, expectTypeOf, it } from 'vitest';
@@ -486,8 +486,9 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       expect(session.spent).toBe(GPT_4O_MINI_COST);
       const tools = session.report().decisions.filter((d) => d.action.type === 'tool');
       expect(tools.map((d) => d.decision)).toEqual(['allow', 'deny']);
-      // The loop can ask again by the call id: the same decision comes back, nothing new is recorded.
-      expect((await session.checkTool('send_email', { idempotencyKey: 'call_bad' })).id).toBe(tools[1]?.id);
+      expect(tools[1]?.action).toMatchObject({ input: {} });
+      // The loop can ask again by the call id and its input: the same decision comes back, nothing new is recorded.
+      expect((await session.checkTool('send_email', { input: {}, idempotencyKey: 'call_bad' })).id).toBe(tools[1]?.id);
       expect(session.report().decisions.filter((d) => d.action.type === 'tool')).toHaveLength(2);
     });
 
@@ -525,10 +526,63 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       })().catch((e: unknown) => e);
       expect(PolicyDeniedError.isInstance(streamed)).toBe(true);
       expect(types).not.toContain('response.function_call_arguments.done');
+      expect(types).not.toContain('response.output_item.done');
       expect(session.report().decisions.filter((d) => d.action.type === 'tool').map((d) => [d.decision, d.action.metadata?.['toolCallId']])).toEqual([
         ['deny', 'call_r1'],
         ['deny', 'call_r2'],
       ]);
+    });
+
+    it('the loop runs an allowed call once under its allow; the same call id again, or with other arguments, is decided anew', async () => {
+      const { session, client } = setup({ allowedTools: ['get_weather'], budget: 1 }, { checkToolCalls: true });
+      server.reply({ toolCalls: [{ id: 'call_0', name: 'get_weather', arguments: '{"city":"Paris"}' }] }, { toolCalls: [{ id: 'call_0', name: 'get_weather', arguments: '{"city":"Oslo"}' }] });
+      const ran: string[] = [];
+      const weather = (args: { city: string }) => ran.push(args.city);
+      const runCall = async () => {
+        const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+        const call = completion.choices[0]!.message.tool_calls![0]!;
+        if (call.type !== 'function') throw new Error('not a function call');
+        const args = JSON.parse(call.function.arguments) as { city: string };
+        return session.runTool(call.function.name, { input: args, idempotencyKey: call.id }, () => weather(args));
+      };
+
+      await runCall();
+      const checked = session.report().decisions.filter((d) => d.action.type === 'tool');
+      // The check made when the response arrived is the allow the loop ran under: one record.
+      expect(checked).toHaveLength(1);
+      expect(checked[0]?.action).toMatchObject({ name: 'get_weather', input: { city: 'Paris' } });
+      // The same call id run again: not under the used allow, but decided (and recorded) again.
+      await session.runTool('get_weather', { input: { city: 'Paris' }, idempotencyKey: 'call_0' }, () => weather({ city: 'Paris' }));
+      expect(session.report().decisions.filter((d) => d.action.type === 'tool')).toHaveLength(2);
+      // The next response reuses call_0 with other arguments: another call, decided and recorded on its own.
+      await runCall();
+      expect(ran).toEqual(['Paris', 'Paris', 'Oslo']);
+      expect(session.report().decisions.filter((d) => d.action.type === 'tool').map((d) => (d.action as { input?: unknown }).input)).toEqual([
+        { city: 'Paris' },
+        { city: 'Paris' },
+        { city: 'Oslo' },
+      ]);
+    });
+
+    it('a call that needs approval: the request rejects with the approval request, answered elsewhere, run once with that answer', async () => {
+      const { session, client } = setup({ approvalRules: [{ tool: 'send_email' }] }, { checkToolCalls: true });
+      server.reply({ toolCalls: [{ id: 'call_1', name: 'send_email', arguments: '{"to":"bob@example.com"}' }] });
+      const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER }).catch((e: unknown) => e);
+      expect(ApprovalRequiredError.isInstance(error)).toBe(true);
+      const { decision } = error as ApprovalRequiredError;
+      const requestId = decision.approvalRequest!.id;
+      expect(decision.action).toMatchObject({ name: 'send_email', input: { to: 'bob@example.com' }, metadata: { toolCallId: 'call_1' } });
+
+      // A human approves from a web handler (any process with the same approval store).
+      expect(await session.resolveApproval(requestId, { approved: true, by: 'alice' })).toMatchObject({ ok: true });
+      const sent: string[] = [];
+      const send = (to: string) => sent.push(to);
+      // Other arguments under that approval: not approved.
+      await expect(session.runTool('send_email', { input: { to: 'eve@example.com' }, idempotencyKey: 'call_1', approval: { requestId } }, () => send('eve@example.com'))).rejects.toThrow(/requires approval/);
+      await session.runTool('send_email', { input: { to: 'bob@example.com' }, idempotencyKey: 'call_1', approval: { requestId } }, () => send('bob@example.com'));
+      // Used once: the same answer again does not run it again.
+      await expect(session.runTool('send_email', { input: { to: 'bob@example.com' }, idempotencyKey: 'call_1', approval: { requestId } }, () => send('bob@example.com'))).rejects.toThrow(/requires approval/);
+      expect(sent).toEqual(['bob@example.com']);
     });
 
     it('runTools() never runs a blocked tool', async () => {

@@ -1,0 +1,270 @@
+// Attacks on call identity and approval binding, through real generateText / streamText loops: a call id that a
+// provider numbers per turn, a scripted model that replays a call with other input, one session shared by two runs,
+// an approval in the history that is reused for a call the human never saw, and a tool that throws.
+import type { LanguageModelV4StreamPart } from '@ai-sdk/provider';
+import { generateText, isStepCount, streamText, tool, type ModelMessage } from 'ai';
+import { convertArrayToReadableStream, MockLanguageModelV4 } from 'ai/test';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { policyToolApproval } from './policy-tool-approval.js';
+import { lastToolOutput, makePolicy, textResult, toolCallResult, toolCallStreamParts, toolDecisions } from './test-utils.js';
+import { wrapTools } from './wrap-tools.js';
+
+function emailTools(sent: string[]) {
+  return {
+    send_email: tool({
+      inputSchema: z.object({ to: z.string() }),
+      execute: async ({ to }) => {
+        sent.push(to);
+        return `sent to ${to}`;
+      },
+    }),
+  };
+}
+
+const prompt: ModelMessage[] = [{ role: 'user', content: 'Mail the report.' }];
+
+const approve = (approvalId: string): ModelMessage => ({ role: 'tool', content: [{ type: 'tool-approval-response', approvalId, approved: true }] });
+
+function approvalRequestOf(content: readonly { type: string }[]) {
+  const part = content.find((p) => p.type === 'tool-approval-request') as { approvalId: string; reason?: string; toolCall: { input: unknown } } | undefined;
+  if (!part) throw new Error('no approval request');
+  return part;
+}
+
+describe('an approval in the history counts only for the request it answers and the call the human saw', () => {
+  it('generateText: a later call with the same tool call id and other input is not auto-approved', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(emailTools(sent), session);
+    const toolApproval = policyToolApproval(session);
+
+    const first = await generateText({ model: new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'call-0', { to: 'ada' })] }), tools, toolApproval, messages: prompt });
+    const asked = approvalRequestOf(first.content);
+    const history: ModelMessage[] = [...prompt, ...first.response.messages, approve(asked.approvalId)];
+
+    // The resume runs the approved call; the model's next step reuses the id `call-0` for another recipient.
+    const model = new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'call-0', { to: 'eve@evil.example' }), textResult('unreachable')] });
+    const second = await generateText({ model, tools, toolApproval, stopWhen: isStepCount(3), messages: history });
+
+    expect(sent).toEqual(['ada']);
+    const again = approvalRequestOf(second.content);
+    expect(again.toolCall.input).toEqual({ to: 'eve@evil.example' });
+    expect(again.approvalId).not.toBe(asked.approvalId);
+    const decisions = toolDecisions(session.report().decisions);
+    expect(decisions.map((d) => [d.decision, (d.action as { input?: unknown }).input])).toEqual([
+      ['require_approval', { to: 'ada' }],
+      ['allow', { to: 'ada' }],
+      ['require_approval', { to: 'eve@evil.example' }],
+    ]);
+    // The old answer was offered for the new call and recorded as not counting.
+    expect(decisions[2]!.unusedAnswer).toMatchObject({ requestId: decisions[0]!.approvalRequest!.id, problem: 'other_action' });
+    expect(decisions[2]!.approvalRequest!.id).not.toBe(decisions[0]!.approvalRequest!.id);
+  });
+
+  it('generateText: the same call replayed after it ran is asked again, never run on the used approval', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(emailTools(sent), session);
+    const toolApproval = policyToolApproval(session);
+
+    const first = await generateText({ model: new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'call-0', { to: 'ada' })] }), tools, toolApproval, messages: prompt });
+    const history: ModelMessage[] = [...prompt, ...first.response.messages, approve(approvalRequestOf(first.content).approvalId)];
+    const model = new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'call-0', { to: 'ada' }), textResult('unreachable')] });
+    const second = await generateText({ model, tools, toolApproval, stopWhen: isStepCount(3), messages: history });
+
+    expect(sent).toEqual(['ada']);
+    expect(approvalRequestOf(second.content).toolCall.input).toEqual({ to: 'ada' });
+    const last = toolDecisions(session.report().decisions).at(-1)!;
+    expect(last).toMatchObject({ decision: 'require_approval', unusedAnswer: { problem: 'already_used' } });
+
+    // The whole history sent again: the SDK resumes the approved call a second time, and it does not run.
+    const replayed = new MockLanguageModelV4({ doGenerate: [textResult('done')] });
+    await generateText({ model: replayed, tools, toolApproval, stopWhen: isStepCount(3), messages: history });
+    expect(sent).toEqual(['ada']);
+    expect(lastToolOutput(replayed.doGenerateCalls[0]!.prompt)).toMatchObject({ type: 'error-text', value: expect.stringContaining('requires approval') });
+    expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(1);
+  });
+
+  it('generateText: the human approves the new request, and only that call runs', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(emailTools(sent), session);
+    const toolApproval = policyToolApproval(session);
+
+    const first = await generateText({ model: new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'call-0', { to: 'ada' })] }), tools, toolApproval, messages: prompt });
+    let history: ModelMessage[] = [...prompt, ...first.response.messages, approve(approvalRequestOf(first.content).approvalId)];
+    const second = await generateText({
+      model: new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'call-0', { to: 'bob' })] }),
+      tools,
+      toolApproval,
+      stopWhen: isStepCount(3),
+      messages: history,
+    });
+    history = [...history, ...second.response.messages, approve(approvalRequestOf(second.content).approvalId)];
+    const third = await generateText({ model: new MockLanguageModelV4({ doGenerate: [textResult('Both sent.')] }), tools, toolApproval, stopWhen: isStepCount(3), messages: history });
+
+    expect(third.text).toBe('Both sent.');
+    expect(sent).toEqual(['ada', 'bob']);
+    expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow').map((d) => d.approval?.via)).toEqual(['request', 'request']);
+  });
+
+  it('streamText: a reused tool call id with other input gets a new approval request, not the old answer', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(emailTools(sent), session);
+    const toolApproval = policyToolApproval(session);
+    const stream = (parts: LanguageModelV4StreamPart[]) => ({ stream: convertArrayToReadableStream(parts) });
+
+    const first = streamText({ model: new MockLanguageModelV4({ doStream: [stream(toolCallStreamParts('send_email', 'call-0', { to: 'ada' }))] }), tools, toolApproval, messages: prompt });
+    const firstContent = await first.content;
+    const history: ModelMessage[] = [...prompt, ...(await first.response).messages, approve(approvalRequestOf(firstContent).approvalId)];
+
+    const second = streamText({
+      model: new MockLanguageModelV4({ doStream: [stream(toolCallStreamParts('send_email', 'call-0', { to: 'eve@evil.example' }))] }),
+      tools,
+      toolApproval,
+      stopWhen: isStepCount(3),
+      messages: history,
+    });
+    const parts: { type: string; toolCall?: { input: unknown } }[] = [];
+    for await (const part of second.fullStream) parts.push(part as never);
+
+    expect(sent).toEqual(['ada']);
+    const request = parts.find((p) => p.type === 'tool-approval-request');
+    expect(request?.toolCall?.input).toEqual({ to: 'eve@evil.example' });
+    expect(toolDecisions(session.report().decisions).at(-1)).toMatchObject({ decision: 'require_approval', unusedAnswer: { problem: 'other_action' } });
+  });
+});
+
+describe('one decision authorises one execution', () => {
+  it('a provider that numbers calls per turn: the same id in the next turn is decided and charged again', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ budget: 1 }).session();
+    const tools = wrapTools(emailTools(sent), session, { costs: { send_email: 0.3 } });
+    const toolApproval = policyToolApproval(session);
+    const model = new MockLanguageModelV4({
+      doGenerate: [toolCallResult('send_email', 'call_0', { to: 'ada' }), toolCallResult('send_email', 'call_0', { to: 'ada' }), toolCallResult('send_email', 'call_0', { to: 'bob' }), toolCallResult('send_email', 'call_0', { to: 'cy' }), textResult('done')],
+    });
+
+    await generateText({ model, tools, toolApproval, stopWhen: isStepCount(6), messages: prompt });
+
+    // Three runs fit the $1 budget; the fourth call (same id again) is denied and does not run.
+    expect(sent).toEqual(['ada', 'ada', 'bob']);
+    expect(session.spent).toBe(0.9);
+    expect(toolDecisions(session.report().decisions).map((d) => d.decision)).toEqual(['allow', 'allow', 'allow', 'deny']);
+    expect(lastToolOutput(model.doGenerateCalls[4]!.prompt)).toMatchObject({ type: 'execution-denied', reason: expect.stringContaining('exceeds the remaining budget') });
+  });
+
+  it('a tool the package does not wrap, governed by policyToolApproval only: the same call id next turn is charged again', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ budget: 0.5 }).session();
+    const model = new MockLanguageModelV4({
+      doGenerate: [toolCallResult('send_email', 'call_0', { to: 'ada' }), toolCallResult('send_email', 'call_0', { to: 'ada' }), toolCallResult('send_email', 'call_0', { to: 'ada' }), textResult('done')],
+    });
+
+    await generateText({ model, tools: emailTools(sent), toolApproval: policyToolApproval(session, { costs: { send_email: 0.2 } }), stopWhen: isStepCount(5), messages: prompt });
+
+    expect(sent).toEqual(['ada', 'ada']);
+    expect(session.spent).toBe(0.4);
+    expect(toolDecisions(session.report().decisions).map((d) => d.decision)).toEqual(['allow', 'allow', 'deny']);
+  });
+
+  it('a scripted model that replays one call id with other input, without the approval hook: each is decided on its own', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ budget: 1, blockedTools: [] }).session();
+    const tools = wrapTools(emailTools(sent), session, { costs: { send_email: (input: { to: string }) => (input.to === 'ada' ? 0.1 : 0.95) } });
+    const model = new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'c1', { to: 'ada' }), toolCallResult('send_email', 'c1', { to: 'everyone' }), textResult('done')] });
+
+    await generateText({ model, tools, stopWhen: isStepCount(4), messages: prompt });
+
+    expect(sent).toEqual(['ada']);
+    expect(session.spent).toBe(0.1);
+    expect(toolDecisions(session.report().decisions).map((d) => [d.decision, d.action.cost])).toEqual([
+      ['allow', 0.1],
+      ['deny', 0.95],
+    ]);
+  });
+
+  it('one session shared by two concurrent runs whose calls have the same ids: neither runs free', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ budget: 0.5 }).session();
+    const tools = wrapTools(emailTools(sent), session, { costs: { send_email: 0.3 } });
+    const toolApproval = policyToolApproval(session);
+    const run = (to: string) =>
+      generateText({ model: new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'call_0', { to }), textResult('ok')] }), tools, toolApproval, stopWhen: isStepCount(3), messages: prompt });
+
+    await Promise.all([run('ada'), run('bob')]);
+
+    // Only one $0.30 call fits a $0.50 budget: the other is denied, whichever came first.
+    expect(sent).toHaveLength(1);
+    expect(session.spent).toBe(0.3);
+    expect(toolDecisions(session.report().decisions).map((d) => d.decision).sort()).toEqual(['allow', 'deny']);
+  });
+
+  it('the same call executed twice at once runs once per allow, each charged', async () => {
+    const sent: string[] = [];
+    const session = makePolicy({ budget: 1 }).session();
+    const tools = wrapTools(emailTools(sent), session, { costs: { send_email: 0.25 } });
+    const call = { toolCallId: 'call_0', messages: [], context: {} };
+
+    await Promise.all([tools.send_email.execute!({ to: 'ada' }, call), tools.send_email.execute!({ to: 'ada' }, call)]);
+
+    expect(sent).toEqual(['ada', 'ada']);
+    expect(session.spent).toBe(0.5);
+    expect(toolDecisions(session.report().decisions)).toHaveLength(2);
+  });
+});
+
+describe('a tool that throws is settled by the one rule', () => {
+  function flakyTools(error: unknown, runs: { count: number }) {
+    return {
+      charge_card: tool({
+        inputSchema: z.object({ amount: z.number() }),
+        execute: async ({ amount }): Promise<string> => {
+          runs.count++;
+          if (amount > 0) throw error;
+          return 'nothing to charge';
+        },
+      }),
+    };
+  }
+
+  it('keeps the cost of a tool that failed after it may have done the work, and hands the model the error', async () => {
+    const runs = { count: 0 };
+    const session = makePolicy({ budget: 1 }).session();
+    const model = new MockLanguageModelV4({ doGenerate: [toolCallResult('charge_card', 'c1', { amount: 5 }), textResult('It failed.')] });
+
+    const result = await generateText({
+      model,
+      tools: wrapTools(flakyTools(new Error('gateway timeout'), runs), session, { costs: { charge_card: 0.2 } }),
+      toolApproval: policyToolApproval(session),
+      stopWhen: isStepCount(3),
+      messages: prompt,
+    });
+
+    expect(result.text).toBe('It failed.');
+    expect(runs.count).toBe(1);
+    expect(lastToolOutput(model.doGenerateCalls[1]!.prompt)).toMatchObject({ type: 'error-text', value: expect.stringContaining('gateway timeout') });
+    expect(session.spent).toBe(0.2);
+    expect(toolDecisions(session.report().decisions)[0]).toMatchObject({ decision: 'allow', settlement: { status: 'committed', actual: 0.2 } });
+  });
+
+  it('releases the cost of a tool that refused its input (a 4xx status)', async () => {
+    const runs = { count: 0 };
+    const session = makePolicy({ budget: 1 }).session();
+    const refused = Object.assign(new Error('invalid card number'), { status: 422 });
+    await generateText({
+      model: new MockLanguageModelV4({ doGenerate: [toolCallResult('charge_card', 'c1', { amount: 5 }), textResult('Refused.')] }),
+      tools: wrapTools(flakyTools(refused, runs), session, { costs: { charge_card: 0.2 } }),
+      toolApproval: policyToolApproval(session),
+      stopWhen: isStepCount(3),
+      messages: prompt,
+    });
+
+    expect(runs.count).toBe(1);
+    expect(session.spent).toBe(0);
+    expect(session.pendingReservations).toBe(0);
+    expect(toolDecisions(session.report().decisions)[0]).toMatchObject({ decision: 'allow', settlement: { status: 'released', actual: 0 } });
+  });
+});

@@ -1,0 +1,148 @@
+import { describe, expect, it } from 'vitest';
+import { InMemoryBudgetStore, windowEnd, windowId, windowStart, type BudgetRef } from './budget-store.js';
+import { PolicyValidationError } from './errors.js';
+import { AgentPolicy } from './policy.js';
+
+const USD = 1_000_000_000;
+const day: BudgetRef = { key: 'tenant-a', period: 'day' };
+const session: BudgetRef = { key: 's', period: 'session' };
+
+describe('calendar windows (UTC)', () => {
+  it.each([
+    ['hour', '2026-11-30T14:59:59.999Z', '2026-11-30T14:00:00.000Z', '2026-11-30T15:00:00.000Z', 'hour:2026-11-30T14'],
+    ['day', '2026-11-30T23:59:59.999Z', '2026-11-30T00:00:00.000Z', '2026-12-01T00:00:00.000Z', 'day:2026-11-30'],
+    ['week', '2026-12-06T23:59:59.000Z', '2026-11-30T00:00:00.000Z', '2026-12-07T00:00:00.000Z', 'week:2026-11-30'],
+    ['week', '2026-11-30T00:00:00.000Z', '2026-11-30T00:00:00.000Z', '2026-12-07T00:00:00.000Z', 'week:2026-11-30'],
+    ['week', '1970-01-01T00:00:00.000Z', '1969-12-29T00:00:00.000Z', '1970-01-05T00:00:00.000Z', 'week:1969-12-29'],
+    ['month', '2026-12-31T23:59:59.999Z', '2026-12-01T00:00:00.000Z', '2027-01-01T00:00:00.000Z', 'month:2026-12'],
+    ['month', '2028-02-29T12:00:00.000Z', '2028-02-01T00:00:00.000Z', '2028-03-01T00:00:00.000Z', 'month:2028-02'],
+  ] as const)('%s of %s starts %s, ends %s', (period, now, start, end, id) => {
+    const s = windowStart(period, Date.parse(now));
+    expect(new Date(s).toISOString()).toBe(start);
+    expect(new Date(windowEnd(period, s)).toISOString()).toBe(end);
+    expect(windowId(period, s)).toBe(id);
+  });
+});
+
+describe('InMemoryBudgetStore leases', () => {
+  it('commit and release are idempotent by lease id: a retried commit charges once', () => {
+    const store = new InMemoryBudgetStore();
+    const grant = store.reserve(session, 3 * USD, 10 * USD, 60_000);
+    expect(grant).toMatchObject({ ok: true, snapshot: { spent: 0, reserved: 3 * USD } });
+    expect(store.commit(session, grant.lease!, 2 * USD)).toBe('settled');
+    expect(store.commit(session, grant.lease!, 2 * USD)).toBe('unknown');
+    expect(store.release(session, grant.lease!)).toBe('unknown');
+    expect(store.snapshot(session)).toMatchObject({ spent: 2 * USD, reserved: 0 });
+    expect(store.release(session, 'never-granted')).toBe('unknown');
+  });
+
+  it('refuses what does not fit, counting what is held', () => {
+    const store = new InMemoryBudgetStore();
+    expect(store.reserve(session, 6 * USD, 10 * USD, 60_000).ok).toBe(true);
+    expect(store.reserve(session, 5 * USD, 10 * USD, 60_000)).toMatchObject({ ok: false, snapshot: { reserved: 6 * USD } });
+    expect(store.charge(session, 5 * USD, 10 * USD).ok).toBe(false);
+    expect(store.charge(session, 4 * USD, 10 * USD).ok).toBe(true);
+    expect(store.charge(session, 4 * USD, null).ok).toBe(true); // spend that happened is never refused
+    expect(store.snapshot(session)).toMatchObject({ spent: 8 * USD, reserved: 6 * USD });
+  });
+
+  it('an expired lease is charged at its estimate, counted, and a late settle does not charge it twice', () => {
+    let now = Date.parse('2026-11-30T10:00:00Z');
+    const store = new InMemoryBudgetStore({ now: () => now });
+    const a = store.reserve(session, 2 * USD, 10 * USD, 1000);
+    const b = store.reserve(session, 1 * USD, 10 * USD, 1000);
+    now += 999;
+    expect(store.snapshot(session)).toMatchObject({ spent: 0, reserved: 3 * USD, expired: { count: 0, nanos: 0 } });
+    now += 1;
+    expect(store.snapshot(session)).toMatchObject({ spent: 3 * USD, reserved: 0, expired: { count: 2, nanos: 3 * USD } });
+    // A late commit of more than the estimate charges the difference; a late release gives nothing back.
+    expect(store.commit(session, a.lease!, 2.5 * USD)).toBe('late');
+    expect(store.commit(session, a.lease!, 2.5 * USD)).toBe('unknown');
+    expect(store.release(session, b.lease!)).toBe('late');
+    expect(store.snapshot(session)).toMatchObject({ spent: 3.5 * USD, reserved: 0 });
+  });
+
+  it('a day rolls over: the new window starts at zero, the old one is still reported, open leases carry over', () => {
+    let now = Date.parse('2026-11-30T23:59:59Z');
+    const store = new InMemoryBudgetStore({ now: () => now });
+    expect(store.charge(day, 9 * USD, 10 * USD).ok).toBe(true);
+    const open = store.reserve(day, 1 * USD, 10 * USD, 600_000);
+    expect(store.charge(day, 1 * USD, 10 * USD).ok).toBe(false);
+    now += 1000;
+    expect(store.snapshot(day)).toMatchObject({ window: 'day:2026-12-01', spent: 0, reserved: 1 * USD, previous: { window: 'day:2026-11-30', spent: 9 * USD } });
+    expect(store.charge(day, 9 * USD, 10 * USD).ok).toBe(true);
+    expect(store.charge(day, 1 * USD, 10 * USD).ok).toBe(false);
+    store.commit(day, open.lease!, 0.5 * USD);
+    expect(store.snapshot(day)).toMatchObject({ spent: 9.5 * USD, reserved: 0 });
+  });
+});
+
+describe('budget.period and budgetKey through the session', () => {
+  it('validates period', () => {
+    expect(() => AgentPolicy.fromDict({ budget: { max_spend: 1, period: 'fortnight' } })).toThrow(PolicyValidationError);
+    try {
+      AgentPolicy.fromDict({ budget: { max_spend: 1, period: 'fortnight' } });
+    } catch (error) {
+      expect((error as PolicyValidationError).issues).toEqual([{ path: 'budget.period', message: expect.stringContaining('session, hour, day, week, month') }]);
+    }
+    expect(AgentPolicy.fromDict({ budget: { max_spend: 1, period: 'month' } }).normalized.budget?.period).toBe('month');
+    expect(new AgentPolicy({ budget: 1, period: 'week' }).toDocument().budget).toEqual({ max_spend: 1, period: 'week' });
+    expect(AgentPolicy.fromYamlString('budget:\n  max_spend: 1\n').normalized.budget?.period).toBe('session');
+  });
+
+  it('sessions with one budgetKey share one budget; each keeps its own id and audit trail', async () => {
+    const policy = new AgentPolicy({ budget: 1 });
+    const a = policy.session({ id: 'run-a', budgetKey: 'tenant-1' });
+    const b = policy.session({ id: 'run-b', budgetKey: 'tenant-1' });
+    const other = policy.session({ id: 'run-c', budgetKey: 'tenant-2' });
+    const decisions = await Promise.all(Array.from({ length: 30 }, (_, i) => (i % 2 ? a : b).checkCost(0.1, { source: 'x' })));
+    expect(decisions.filter((d) => d.decision === 'allow')).toHaveLength(10);
+    expect(a.report()).toMatchObject({ sessionId: 'run-a', budgetKey: 'tenant-1', spent: 1, remaining: 0 });
+    expect(a.report().decisions.every((d) => d.sessionId === 'run-a')).toBe(true);
+    expect(a.report().decisionSummary.total + b.report().decisionSummary.total).toBe(30);
+    expect((await other.checkCost(0.5, { source: 'x' })).decision).toBe('allow');
+  });
+
+  it('a daily budget allows again after midnight UTC, and the report names both windows', async () => {
+    let now = Date.parse('2026-11-30T23:59:00Z');
+    const store = new InMemoryBudgetStore({ now: () => now });
+    const session = new AgentPolicy({ budget: 1, period: 'day' }).session({ store, budgetKey: 'tenant' });
+    expect((await session.checkCost(1, { source: 'x' })).decision).toBe('allow');
+    const denied = await session.checkCost(0.1, { source: 'x' });
+    expect(denied).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+    expect(denied.reason).toContain('for day:2026-11-30');
+    now += 60_000;
+    expect((await session.checkCost(0.25, { source: 'x' })).decision).toBe('allow');
+    expect(session.report()).toMatchObject({ period: 'day', window: 'day:2026-12-01', spent: 0.25, previousWindow: { window: 'day:2026-11-30', spent: 1 } });
+  });
+
+  it('a reservation never settled expires and is charged at its estimate, reported as such', async () => {
+    let now = Date.parse('2026-11-30T10:00:00Z');
+    const store = new InMemoryBudgetStore({ now: () => now });
+    const policy = new AgentPolicy({ budget: 1 });
+    const crashed = policy.session({ store, budgetKey: 'shared', leaseTtlMs: 5000 });
+    const held = await crashed.reserve(0.4, { source: 'llm' });
+    expect(held.allowed).toBe(true);
+    const survivor = policy.session({ store, budgetKey: 'shared' });
+    expect((await survivor.checkCost(0.7, { source: 'x' })).decision).toBe('deny');
+    now += 5000;
+    expect(await survivor.reconcile()).toMatchObject({ spent: 0.4, reserved: 0, expiredLeases: { count: 1, amount: 0.4 } });
+    expect((await survivor.checkCost(0.6, { source: 'x' })).decision).toBe('allow');
+    // The crashed run's own late commit does not charge the lease a second time.
+    await held.commit(0.3);
+    expect(survivor.report()).toMatchObject({ spent: 1, reserved: 0 });
+  });
+
+  it('a reservation that held nothing ($0 estimate) still charges its real cost when committed', async () => {
+    const session = new AgentPolicy({}).session({ budgetKey: 'free-estimate' });
+    const reservation = await session.reserve(0, { source: 'llm' });
+    await reservation.commit(0.25);
+    expect(session.report()).toMatchObject({ spent: 0.25, reserved: 0 });
+  });
+
+  it('rejects a bad budgetKey or leaseTtlMs', () => {
+    const policy = new AgentPolicy({ budget: 1 });
+    expect(() => policy.session({ budgetKey: '' })).toThrow(/budgetKey/);
+    expect(() => policy.session({ leaseTtlMs: 0 })).toThrow(/leaseTtlMs/);
+  });
+});

@@ -1,0 +1,151 @@
+import { RedisScript } from './redis-client.js';
+
+/**
+ * Every budget operation, in one script so each check is one EVALSHA. Amounts are integer nano-dollars (exact in
+ * Lua's doubles up to 2^53, written back with %.0f); time is the server's `TIME`, plus a clock offset that only
+ * tests set.
+ *
+ * KEYS: 1 state hash (w window start, s spent, r reserved, pw/ps previous window, xc/xn expired leases), 2 lease
+ * expiry zset, 3 lease amounts hash, 4 expired-lease amounts hash (for a late commit; kept a day).
+ * ARGV: 1 op (reserve | charge | refund | commit | release | read), 2 period, 3 clock offset ms, 4 amount, 5 limit (-1: none),
+ * 6 lease ttl ms, 7 lease id, 8 retention ms after a calendar window ends (0: keep).
+ * Returns { ok, outcome (0 unknown, 1 settled, 2 late), spent, reserved, window start, previous window start (-1:
+ * none), previous spent, expired count, expired nanos }.
+ */
+export const BUDGET_SCRIPT = new RedisScript(`
+local MAX = 9007199254740991
+local HOUR, DAY = 3600000, 86400000
+local function fmt(n) return string.format('%.0f', n) end
+local op, period = ARGV[1], ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
+local start, stop = 0, -1
+if period == 'hour' then
+  start = math.floor(now / HOUR) * HOUR; stop = start + HOUR
+elseif period == 'day' then
+  start = math.floor(now / DAY) * DAY; stop = start + DAY
+elseif period == 'week' then
+  local days = math.floor(now / DAY)
+  start = (days - ((days + 3) % 7)) * DAY; stop = start + 7 * DAY
+elseif period == 'month' then
+  -- Civil-calendar arithmetic (days since the epoch to year/month and back), defined only where it is needed.
+  local function days_from_civil(y, m, d)
+    if m <= 2 then y = y - 1 end
+    local era = math.floor(y / 400)
+    local yoe = y - era * 400
+    local mp = m > 2 and m - 3 or m + 9
+    local doy = math.floor((153 * mp + 2) / 5) + d - 1
+    local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+    return era * 146097 + doe - 719468
+  end
+  local function civil_from_days(z)
+    z = z + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+    local y = yoe + era * 400
+    local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local m = mp < 10 and mp + 3 or mp - 9
+    if m <= 2 then y = y + 1 end
+    return y, m
+  end
+  local y, m = civil_from_days(math.floor(now / DAY))
+  start = days_from_civil(y, m, 1) * DAY
+  if m == 12 then stop = days_from_civil(y + 1, 1, 1) * DAY else stop = days_from_civil(y, m + 1, 1) * DAY end
+end
+
+local st = redis.call('HMGET', KEYS[1], 'w', 's', 'r', 'pw', 'ps', 'xc', 'xn', 'nx')
+local w = tonumber(st[1])
+local spent, reserved = tonumber(st[2]) or 0, tonumber(st[3]) or 0
+local pw, ps = tonumber(st[4]) or -1, tonumber(st[5]) or 0
+local xc, xn = tonumber(st[6]) or 0, tonumber(st[7]) or 0
+-- nx: no lease expires before it (absent: no lease is open), so most operations skip the sweep.
+local nx = tonumber(st[8])
+-- dirty: 1 only spent/reserved changed, 2 everything is written
+local dirty = 0
+if w ~= start then
+  if w ~= nil then pw = w; ps = spent end
+  spent = 0; w = start; dirty = 2
+end
+
+-- Leases past their TTL are charged at their amount (the estimate): never silently given back.
+local due = {}
+if nx and nx <= now then
+  due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 512)
+end
+for _, id in ipairs(due) do
+  local amount = tonumber(redis.call('HGET', KEYS[3], id)) or 0
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('ZREM', KEYS[2], id)
+  reserved = reserved - amount
+  spent = math.min(spent + amount, MAX)
+  xc = xc + 1; xn = xn + amount
+  redis.call('HSET', KEYS[4], id, fmt(amount))
+  dirty = 2
+end
+if #due > 0 then redis.call('PEXPIRE', KEYS[4], DAY) end
+if nx and nx <= now then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  nx = tonumber(first[2])
+  if nx then redis.call('HSET', KEYS[1], 'nx', fmt(nx)) else redis.call('HDEL', KEYS[1], 'nx') end
+end
+
+local ok, outcome = 1, 0
+local amount, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+if op == 'reserve' then
+  local id = ARGV[7]
+  if redis.call('HEXISTS', KEYS[3], id) == 1 then
+    outcome = 1
+  elseif (limit >= 0 and spent + reserved + amount > limit) or spent + reserved + amount > MAX then
+    ok = 0
+  else
+    redis.call('HSET', KEYS[3], id, fmt(amount))
+    local expires = now + tonumber(ARGV[6])
+    redis.call('ZADD', KEYS[2], fmt(expires), id)
+    if not nx or expires < nx then nx = expires; redis.call('HSET', KEYS[1], 'nx', fmt(nx)) end
+    reserved = reserved + amount; dirty = math.max(dirty, 1); outcome = 1
+  end
+elseif op == 'charge' then
+  if limit >= 0 and spent + reserved + amount > limit then
+    ok = 0
+  else
+    spent = math.min(spent + amount, MAX); dirty = math.max(dirty, 1)
+  end
+elseif op == 'refund' then
+  spent = math.max(0, spent - amount); dirty = math.max(dirty, 1)
+elseif op == 'commit' or op == 'release' then
+  local id = ARGV[7]
+  local held = tonumber(redis.call('HGET', KEYS[3], id))
+  if held then
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('ZREM', KEYS[2], id)
+    reserved = reserved - held
+    if op == 'commit' then spent = math.min(spent + amount, MAX) end
+    dirty = math.max(dirty, 1); outcome = 1
+  else
+    local lapsed = tonumber(redis.call('HGET', KEYS[4], id))
+    if lapsed then
+      redis.call('HDEL', KEYS[4], id)
+      if op == 'commit' and amount > lapsed then spent = math.min(spent + amount - lapsed, MAX); dirty = math.max(dirty, 1) end
+      outcome = 2
+    end
+  end
+end
+
+if dirty == 1 then
+  redis.call('HSET', KEYS[1], 's', fmt(spent), 'r', fmt(reserved))
+elseif dirty == 2 then
+  redis.call('HSET', KEYS[1], 'w', fmt(w), 's', fmt(spent), 'r', fmt(reserved), 'pw', fmt(pw), 'ps', fmt(ps), 'xc', fmt(xc), 'xn', fmt(xn))
+end
+if dirty > 0 then
+  local retention = tonumber(ARGV[8])
+  if stop > 0 and retention > 0 then
+    local at = fmt(stop + retention - tonumber(ARGV[3]))
+    redis.call('PEXPIREAT', KEYS[1], at)
+    redis.call('PEXPIREAT', KEYS[2], at)
+    redis.call('PEXPIREAT', KEYS[3], at)
+  end
+end
+return { ok, outcome, spent, reserved, w, pw, ps, xc, xn }
+`);

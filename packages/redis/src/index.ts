@@ -1,0 +1,4 @@
+export { createRedisBudgetStore, RedisBudgetStore, type RedisBudgetStoreOptions } from './redis-budget-store.js';
+export { createRedisRateLimitStore, RedisRateLimitStore, type RedisRateLimitStoreOptions } from './redis-rate-limit-store.js';
+export { createRedisApprovalStore, RedisApprovalStore, type RedisApprovalStoreOptions } from './redis-approval-store.js';
+export type { IoRedisLike, NodeRedisLike, RedisClientLike, RedisStoreOptions } from './redis-client.js';

@@ -1,0 +1,160 @@
+import {
+  AgentPolicyError,
+  type ApprovalRequest,
+  type ApprovalResolution,
+  type ApprovalState,
+  type ApprovalStatus,
+  type ApprovalStore,
+  type ResolveResult,
+} from '@agentpolicy/core';
+import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+
+/**
+ * One approval request per hash (its own hash tag): the request as JSON, its status, its answer, and its expiry in
+ * ms. Expiry is judged on the server's clock, so every process agrees on it; the first answer wins atomically.
+ * KEYS: 1 the request hash. ARGV: 1 op (create | get | resolve | consume), 2 clock offset ms, 3 request JSON /
+ * resolution JSON / fingerprint, 4 expires at ms (create) / approved 1|0 (resolve), 5 keep ms after expiry.
+ * Returns { result, request JSON, status, resolution JSON } with status `expired` when past its expiry.
+ */
+const APPROVAL_SCRIPT = new RedisScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+local op = ARGV[1]
+if op == 'create' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return { 'exists', '', '', '' } end
+  redis.call('HSET', KEYS[1], 'request', ARGV[3], 'status', 'pending', 'expires', ARGV[4], 'fingerprint', ARGV[6])
+  redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(ARGV[4]) + tonumber(ARGV[5])))
+  return { 'ok', '', 'pending', '' }
+end
+local h = redis.call('HMGET', KEYS[1], 'request', 'status', 'expires', 'resolution', 'fingerprint')
+if not h[1] then return { 'unknown', '', '', '' } end
+local status = h[2]
+if (status == 'pending' or status == 'approved') and now > tonumber(h[3]) then status = 'expired' end
+local result = 'ok'
+if op == 'resolve' then
+  if status == 'expired' then result = 'expired'
+  elseif status ~= 'pending' then result = 'answered'
+  else
+    status = ARGV[4] == '1' and 'approved' or 'rejected'
+    redis.call('HSET', KEYS[1], 'status', status, 'resolution', ARGV[3])
+    h[4] = ARGV[3]
+  end
+elseif op == 'consume' then
+  if status == 'approved' and h[5] == ARGV[3] then
+    status = 'used'
+    redis.call('HSET', KEYS[1], 'status', 'used')
+  else
+    result = 'refused'
+  end
+end
+return { result, h[1], status, h[4] or '' }
+`);
+
+/** The index of pending requests (one sorted set, member `session\0id`, score its expiry): add, list, remove. */
+const INDEX_SCRIPT = new RedisScript(`
+if ARGV[1] == 'add' then return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3]) end
+if ARGV[1] == 'list' then return redis.call('ZRANGE', KEYS[1], 0, -1) end
+local removed = 0
+for i = 2, #ARGV do removed = removed + redis.call('ZREM', KEYS[1], ARGV[i]) end
+return removed
+`);
+
+/** Options of {@link createRedisApprovalStore}. */
+export interface RedisApprovalStoreOptions extends RedisStoreOptions {
+  /** How long a request is kept after it expires (to answer "expired" rather than "unknown"), in ms. Default 7 days. */
+  retentionMs?: number;
+  /** Added to the server's clock; for tests only. Default 0. */
+  clockOffsetMs?: number;
+}
+
+const STATUSES: ReadonlySet<string> = new Set<ApprovalStatus>(['pending', 'approved', 'rejected', 'used', 'expired']);
+
+/**
+ * Pending approvals on Redis: a request raised in one process survives a restart and can be answered from any
+ * other; expiry follows the server's clock (the `now` the session passes is not used), and a request takes one
+ * answer only, and is used for one execution only, atomically.
+ */
+export class RedisApprovalStore implements ApprovalStore {
+  private readonly runner: ScriptRunner;
+  private readonly offset: string;
+  private readonly retention: string;
+
+  constructor(options: RedisApprovalStoreOptions) {
+    this.runner = new ScriptRunner(options, 'createRedisApprovalStore');
+    this.offset = clockOffset(options);
+    const retentionMs = options.retentionMs ?? 7 * 86_400_000;
+    if (!(Number.isSafeInteger(retentionMs) && retentionMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `retentionMs must be a whole number of ms > 0, got ${String(retentionMs)}`);
+    this.retention = String(retentionMs);
+  }
+
+  private key(id: string): string {
+    if (typeof id !== 'string' || id === '' || id.length > 200) throw new AgentPolicyError('INVALID_ARGUMENT', 'an approval request id must be a non-empty string');
+    return this.runner.tagged('approval', id);
+  }
+
+  private index(): string {
+    return `${this.runner.prefix}:approvals:pending`;
+  }
+
+  private async call(op: string, id: string, args: string[]): Promise<{ result: string; state: ApprovalState | undefined }> {
+    const reply = await this.runner.run(APPROVAL_SCRIPT, [this.key(id)], [op, this.offset, ...args]);
+    if (!Array.isArray(reply) || reply.length !== 4) throw new AgentPolicyError('STORE_UNAVAILABLE', 'Redis answered the approval script with something unexpected');
+    const [result, requestJson, status, resolutionJson] = reply.map(String) as [string, string, string, string];
+    if (requestJson === '' || !STATUSES.has(status)) return { result, state: undefined };
+    const request = JSON.parse(requestJson) as ApprovalRequest;
+    const state = resolutionJson === '' ? { ...request, status: status as ApprovalStatus } : { ...request, status: status as ApprovalStatus, resolution: Object.freeze(JSON.parse(resolutionJson) as ApprovalResolution) };
+    return { result, state: Object.freeze(state) };
+  }
+
+  async create(request: ApprovalRequest): Promise<void> {
+    const expires = Date.parse(request?.expiresAt);
+    if (!Number.isFinite(expires)) throw new AgentPolicyError('INVALID_ARGUMENT', 'an approval request needs an ISO 8601 expiresAt');
+    const { result } = await this.call('create', request.id, [JSON.stringify(request), String(expires), this.retention, request.fingerprint]);
+    if (result === 'exists') throw new AgentPolicyError('INVALID_ARGUMENT', `an approval request with id ${request.id} already exists`);
+    // The index of pending requests lives in its own slot: kept apart from the atomic request, pruned when read.
+    await this.runner.run(INDEX_SCRIPT, [this.index()], ['add', String(expires), `${request.sessionId}\u0000${request.id}`]);
+  }
+
+  async get(id: string): Promise<ApprovalState | undefined> {
+    return (await this.call('get', id, [])).state;
+  }
+
+  async listPending(sessionId: string | undefined): Promise<readonly ApprovalState[]> {
+    const members = await this.runner.run(INDEX_SCRIPT, [this.index()], ['list']);
+    const out: ApprovalState[] = [];
+    const stale: string[] = [];
+    for (const member of Array.isArray(members) ? members.map(String) : []) {
+      const [owner, id] = member.split('\u0000') as [string, string];
+      if (sessionId !== undefined && owner !== sessionId) continue;
+      const state = await this.get(id);
+      if (state?.status === 'pending') out.push(state);
+      else stale.push(member);
+    }
+    if (stale.length > 0) await this.runner.run(INDEX_SCRIPT, [this.index()], ['remove', ...stale]);
+    return out;
+  }
+
+  async resolve(id: string, resolution: ApprovalResolution): Promise<ResolveResult> {
+    const { result, state } = await this.call('resolve', id, [JSON.stringify(resolution), resolution?.approved === true ? '1' : '0']);
+    if (state === undefined) return { ok: false, problem: 'unknown' };
+    if (result === 'ok') return { ok: true, request: state };
+    return { ok: false, problem: result === 'expired' ? 'expired' : 'answered', request: state };
+  }
+
+  async consume(id: string, fingerprint: string): Promise<boolean> {
+    if (typeof fingerprint !== 'string') return false;
+    return (await this.call('consume', id, [fingerprint])).result === 'ok';
+  }
+}
+
+/**
+ * An {@link ApprovalStore} on Redis ≥ 7 (node-redis 5/6 or ioredis 5/6, single node or cluster).
+ *
+ * @example
+ * ```ts
+ * const session = policy.session({ approvals: createRedisApprovalStore({ client }) });
+ * ```
+ */
+export function createRedisApprovalStore(options: RedisApprovalStoreOptions): RedisApprovalStore {
+  return new RedisApprovalStore(options);
+}

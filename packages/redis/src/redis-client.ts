@@ -1,0 +1,123 @@
+import { createHash } from 'node:crypto';
+import { AgentPolicyError } from '@agentpolicy/core';
+
+/**
+ * A connected client of either library, single node or cluster: node-redis (`redis` 5/6: `createClient`,
+ * `createCluster`) or ioredis (5/6: `new Redis()`, `new Redis.Cluster()`). Typed structurally so neither library is
+ * a dependency of this package.
+ */
+export type RedisClientLike = NodeRedisLike | IoRedisLike;
+
+/** What this package uses of a node-redis client or cluster. */
+export interface NodeRedisLike {
+  evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  readonly isReady: boolean;
+}
+
+/** What this package uses of an ioredis client or cluster. */
+export interface IoRedisLike {
+  evalsha(sha: string, numKeys: number, ...keysAndArgs: string[]): Promise<unknown>;
+  eval(script: string, numKeys: number, ...keysAndArgs: string[]): Promise<unknown>;
+  readonly status: string;
+}
+
+/** Options shared by every store of this package. */
+export interface RedisStoreOptions {
+  /** A connected node-redis or ioredis client (or cluster). The store never connects, quits or reconfigures it. */
+  client: RedisClientLike;
+  /** Prefix of every key (no braces). Default `agentpolicy`. */
+  prefix?: string;
+  /**
+   * Longest wait for Redis on one operation, in ms; after it the operation fails (and the check is denied).
+   * Default 1,000.
+   */
+  timeoutMs?: number;
+}
+
+/** The test-only clock offset of a store's options, checked: a whole number of ms, 0 by default. */
+export function clockOffset(options: { clockOffsetMs?: number }): string {
+  const offsetMs = options.clockOffsetMs ?? 0;
+  if (!Number.isSafeInteger(offsetMs)) throw new AgentPolicyError('INVALID_ARGUMENT', `clockOffsetMs must be a whole number of ms, got ${String(offsetMs)}`);
+  return String(offsetMs);
+}
+
+/** A Lua script run by SHA, sent in full only when the server does not have it yet (NOSCRIPT). */
+export class RedisScript {
+  readonly sha: string;
+  constructor(readonly source: string) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+}
+
+/** Runs scripts on the user's client: EVALSHA, EVAL on NOSCRIPT (which also caches it), bounded by a timeout. */
+export class ScriptRunner {
+  private readonly kind: 'node-redis' | 'ioredis';
+  readonly prefix: string;
+  readonly timeoutMs: number;
+
+  constructor(options: RedisStoreOptions, what: string) {
+    const client = options?.client as unknown as Record<string, unknown> | undefined;
+    if (client && typeof client.evalSha === 'function') this.kind = 'node-redis';
+    else if (client && typeof client.evalsha === 'function') this.kind = 'ioredis';
+    else throw new AgentPolicyError('INVALID_ARGUMENT', `${what} needs a connected node-redis or ioredis client: { client }`);
+    const prefix = options.prefix ?? 'agentpolicy';
+    if (typeof prefix !== 'string' || prefix === '' || /[{}]/.test(prefix)) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', `prefix must be a non-empty string without braces, got ${JSON.stringify(prefix)}`);
+    }
+    const timeoutMs = options.timeoutMs ?? 1000;
+    if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `timeoutMs must be a number of ms > 0, got ${String(timeoutMs)}`);
+    this.prefix = prefix;
+    this.timeoutMs = timeoutMs;
+    this.client = options.client;
+  }
+
+  private readonly client: RedisClientLike;
+
+  /** Whether the client says it can send now; a client that is reconnecting fails the call at once instead of queueing it. */
+  private ready(): boolean {
+    return this.kind === 'node-redis' ? (this.client as NodeRedisLike).isReady !== false : (this.client as IoRedisLike).status === 'ready';
+  }
+
+  private send(script: RedisScript, keys: string[], args: string[], full: boolean): Promise<unknown> {
+    if (this.kind === 'node-redis') {
+      const client = this.client as NodeRedisLike;
+      return full ? client.eval(script.source, { keys, arguments: args }) : client.evalSha(script.sha, { keys, arguments: args });
+    }
+    const client = this.client as IoRedisLike;
+    return full ? client.eval(script.source, keys.length, ...keys, ...args) : client.evalsha(script.sha, keys.length, ...keys, ...args);
+  }
+
+  /** Runs `script` once (one round trip while the server has it cached). Rejects with STORE_UNAVAILABLE on failure. */
+  async run(script: RedisScript, keys: string[], args: string[]): Promise<unknown> {
+    if (!this.ready()) throw new AgentPolicyError('STORE_UNAVAILABLE', 'Redis is not connected');
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new AgentPolicyError('STORE_UNAVAILABLE', `Redis did not answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    const call = (async () => {
+      try {
+        return await this.send(script, keys, args, false);
+      } catch (error) {
+        if (!String((error as Error)?.message ?? '').startsWith('NOSCRIPT')) throw error;
+        return await this.send(script, keys, args, true);
+      }
+    })();
+    try {
+      return await Promise.race([call, deadline]);
+    } catch (error) {
+      if (AgentPolicyError.isInstance(error)) {
+        call.catch(() => undefined);
+        throw error;
+      }
+      throw new AgentPolicyError('STORE_UNAVAILABLE', `Redis failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The key prefix of a budget or counter: every key of it shares one hash tag, so one script touches one slot. */
+  tagged(kind: string, name: string): string {
+    return `${this.prefix}:{${kind}:${name}}`;
+  }
+}
