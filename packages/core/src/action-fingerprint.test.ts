@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { actionFingerprint, canonicalInput, InputShapeError } from './action-fingerprint.js';
+import { ActionIdentity, actionFingerprint, canonicalInput, InputShapeError, MAX_KEY_TEXT } from './action-fingerprint.js';
 
 function shuffleKeys(value: unknown, seed: number): unknown {
   if (Array.isArray(value)) return value.map((item, i) => shuffleKeys(item, seed + i));
@@ -65,5 +65,27 @@ describe('actionFingerprint', () => {
     }
     // The method is covered too.
     expect(actionFingerprint({ type: 'http', url: 'https://a/', method: 'GET', costNanos: 0 })).not.toBe(actionFingerprint({ type: 'http', url: 'https://a/', method: 'POST', costNanos: 0 }));
+  });
+});
+
+describe('ActionIdentity', () => {
+  it('its fingerprint is actionFingerprint; keys are equal exactly when fingerprints are', () => {
+    const text = canonicalInput({ q: 'x' });
+    const lazy = ActionIdentity.toolSnapshot('search', 0, Object.freeze({ q: 'x' }));
+    const eager = ActionIdentity.tool('search', 0, text);
+    expect(lazy.hashed).toBe(false);
+    expect(lazy.key).toBe(eager.key);
+    expect(lazy.hashed).toBe(false);
+    expect(lazy.fingerprint).toBe(actionFingerprint({ type: 'tool', name: 'search', costNanos: 0, input: text }));
+    expect(lazy.hashed).toBe(true);
+    expect(eager.fingerprint).toBe(lazy.fingerprint);
+    expect(ActionIdentity.tool('search', 1, text).key).not.toBe(eager.key);
+    expect(ActionIdentity.http('https://a/', 'GET', 0).fingerprint).toBe(actionFingerprint({ type: 'http', url: 'https://a/', method: 'GET', costNanos: 0 }));
+    expect(ActionIdentity.cost('llm', 5).fingerprint).toBe(actionFingerprint({ type: 'cost', source: 'llm', costNanos: 5 }));
+    // Long parts are hashed at once and keyed by the fingerprint.
+    const long = ActionIdentity.tool('search', 0, canonicalInput({ body: 'x'.repeat(MAX_KEY_TEXT) }));
+    expect(long.hashed).toBe(true);
+    expect(long.key).toBe(long.fingerprint);
+    expect(ActionIdentity.known(long.fingerprint).fingerprint).toBe(long.fingerprint);
   });
 });

@@ -1,6 +1,6 @@
-import { actionFingerprint, canonicalInput, InputShapeError } from './action-fingerprint.js';
+import { ActionIdentity, canonicalInput, InputShapeError } from './action-fingerprint.js';
 import type { ApprovalAnswer, BoundApprovalAnswer } from './approvals.js';
-import { boundMetadata, boundString, boundValue } from './bounded-record.js';
+import { boundMetadata, boundString, recordInput } from './bounded-record.js';
 import type { Action, CostAction, HttpAction, Metadata, RuleRef, ToolAction } from './decision.js';
 import { parseTarget } from './domain.js';
 import { nanosToUsd, readCost } from './money.js';
@@ -67,8 +67,8 @@ export interface Prepared {
   /** The hash of the policy that read the action (and decides it). */
   readonly policyHash: string;
   readonly action: Action;
-  /** See {@link actionFingerprint}. */
-  readonly fingerprint: string;
+  /** Its fingerprint and key, worked out when first asked for (see {@link ActionIdentity}). */
+  readonly identity: ActionIdentity;
   readonly prepared: PreparedAction | null;
   readonly invalid: { reason: string; rule: RuleRef } | null;
   /**
@@ -148,7 +148,7 @@ export function withOptions(type: 'tool' | 'http', target: string | URL, options
 export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Prepared {
   if (typeof action !== 'object' || action === null) {
     const recorded: Action = Object.freeze({ type: 'cost', source: 'invalid', cost: 0 });
-    return { policyHash: policy.hash, action: recorded, fingerprint: actionFingerprint({ type: 'cost', source: 'invalid', costNanos: 0 }), prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
+    return { policyHash: policy.hash, action: recorded, identity: ActionIdentity.cost('invalid', 0), prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
   }
   const metadataInput = action.metadata;
   const costInput = action.cost;
@@ -164,12 +164,12 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
       if (prepared === undefined) {
         prepared = prepareUncached(policy, action, cost, undefined, { free: undefined });
         memo.set(action.name, cost.nanos, prepared);
-      }
+      } else settleRepeated(prepared);
       if (metadataInput === undefined) return prepared;
       // The same call with metadata: only the record differs (the fingerprint never covers metadata).
       const base = prepared.action as ToolAction;
       const recorded: ToolAction = Object.freeze({ type: 'tool', name: base.name, cost: base.cost, metadata: boundMetadata(metadataInput) });
-      return { policyHash: policy.hash, action: recorded, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo: prepared.memo as { free: Verdict | undefined } };
+      return { policyHash: policy.hash, action: recorded, identity: prepared.identity, prepared: prepared.prepared, invalid: prepared.invalid, memo: prepared.memo as { free: Verdict | undefined } };
     }
     if (metadataInput === undefined && action.type === 'http' && typeof action.url === 'string' && (action.method === undefined || typeof action.method === 'string')) {
       const method = action.method ?? '';
@@ -187,17 +187,23 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
       if (prepared === undefined) {
         prepared = prepareUncached(policy, action, cost, undefined, { free: undefined });
         memo?.set(action.url, cost.nanos, prepared);
-      }
+      } else settleRepeated(prepared);
       return prepared;
     }
   }
   return prepareUncached(policy, action, cost, metadataInput === undefined ? undefined : boundMetadata(metadataInput));
 }
 
+// A memoised action checked again: its fingerprint is worked out once now, so every later decision of it carries the
+// fingerprint as a plain value (a first check, or a one-off, leaves it to be worked out if asked).
+function settleRepeated(prepared: Prepared): void {
+  if (!prepared.identity.hashed) void prepared.identity.fingerprint;
+}
+
 function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined, memo?: { free: Verdict | undefined }): Prepared {
   const prepared = readAction(policy, action, cost, metadata);
   if (memo === undefined) return prepared;
-  return { policyHash: prepared.policyHash, action: prepared.action, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo };
+  return { policyHash: prepared.policyHash, action: prepared.action, identity: prepared.identity, prepared: prepared.prepared, invalid: prepared.invalid, memo };
 }
 
 function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined): Prepared {
@@ -208,59 +214,68 @@ function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnTy
       const name = action.name;
       const info = policy.toolInfo(name);
       const shown = boundString(typeof name === 'string' ? name : String(name));
+      const fingerprintName = info.problem === undefined ? info.folded : shown;
       const inputValue = action.input;
-      let inputText: string | undefined;
+      let identity: ActionIdentity;
+      let recorded: ToolAction;
+      let evaluated = inputValue;
       let inputProblem: string | undefined;
-      if (inputValue !== undefined) {
-        try {
-          inputText = canonicalInput(inputValue);
-        } catch (error) {
-          if (!(error instanceof InputShapeError)) throw error;
-          inputProblem = `tool input cannot be read: ${error.message}; denied`;
-          inputText = `!${error.message}`;
-        }
-      }
-      const fingerprint = actionFingerprint({ type: 'tool', name: info.problem === undefined ? info.folded : shown, costNanos, input: inputText });
       // One literal per shape (no property added afterwards): this runs on every check.
-      const recorded: ToolAction = Object.freeze(
-        inputValue === undefined
-          ? metadata === undefined
-            ? { type: 'tool', name: shown, cost: costUsd }
-            : { type: 'tool', name: shown, cost: costUsd, metadata }
-          : metadata === undefined
-            ? { type: 'tool', name: shown, cost: costUsd, input: boundValue(inputValue) }
-            : { type: 'tool', name: shown, cost: costUsd, input: boundValue(inputValue), metadata },
-      );
-      if (info.problem !== undefined) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
-      if (inputProblem !== undefined) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: inputProblem, rule: { section: 'input', check: 'input' } } };
-      if (!cost.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos, input: inputValue }, invalid: null };
+      if (inputValue === undefined) {
+        identity = ActionIdentity.tool(fingerprintName, costNanos, undefined);
+        recorded = Object.freeze(metadata === undefined ? { type: 'tool', name: shown, cost: costUsd } : { type: 'tool', name: shown, cost: costUsd, metadata });
+      } else {
+        // The input is read once, into its frozen record. When that copy is exact (the usual small JSON input) it
+        // stands in for the input from here on: the policy reads it and the fingerprint is written from it when
+        // asked, so what is decided, recorded and fingerprinted is one snapshot that nothing can change afterwards.
+        const read = recordInput(inputValue);
+        if (read.exact) {
+          evaluated = read.copy;
+          identity = ActionIdentity.toolSnapshot(fingerprintName, costNanos, read.copy);
+        } else {
+          // Cut, or not plain data: the fingerprint covers the input whole, so its text is written now.
+          let inputText: string;
+          try {
+            inputText = canonicalInput(inputValue);
+          } catch (error) {
+            if (!(error instanceof InputShapeError)) throw error;
+            inputProblem = `tool input cannot be read: ${error.message}; denied`;
+            inputText = `!${error.message}`;
+          }
+          identity = ActionIdentity.tool(fingerprintName, costNanos, inputText);
+        }
+        recorded = Object.freeze(metadata === undefined ? { type: 'tool', name: shown, cost: costUsd, input: read.copy } : { type: 'tool', name: shown, cost: costUsd, input: read.copy, metadata });
+      }
+      if (info.problem !== undefined) return { policyHash: policy.hash, action: recorded, identity, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
+      if (inputProblem !== undefined) return { policyHash: policy.hash, action: recorded, identity, prepared: null, invalid: { reason: inputProblem, rule: { section: 'input', check: 'input' } } };
+      if (!cost.ok) return { policyHash: policy.hash, action: recorded, identity, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
+      return { policyHash: policy.hash, action: recorded, identity, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos, input: evaluated }, invalid: null };
     }
     case 'http': {
       const target = parseTarget(action.url);
       const method = typeof action.method === 'string' ? boundString(action.method.toUpperCase()) : undefined;
       const url = boundString(target.url);
-      const fingerprint = actionFingerprint({ type: 'http', url: target.url, method: method ?? '', costNanos });
+      const identity = ActionIdentity.http(target.url, method ?? '', costNanos);
       const recorded = { type: 'http', url, domain: target.ok ? boundString(target.host) : '', cost: costUsd } as { -readonly [K in keyof HttpAction]: HttpAction[K] };
       if (method !== undefined) recorded.method = method;
       if (metadata !== undefined) recorded.metadata = metadata;
       Object.freeze(recorded);
-      if (!target.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: boundString(target.reason), rule: { section: 'input', check: 'url' } } };
-      if (!cost.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos, method, path: target.path }, invalid: null };
+      if (!target.ok) return { policyHash: policy.hash, action: recorded, identity, prepared: null, invalid: { reason: boundString(target.reason), rule: { section: 'input', check: 'url' } } };
+      if (!cost.ok) return { policyHash: policy.hash, action: recorded, identity, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
+      return { policyHash: policy.hash, action: recorded, identity, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos, method, path: target.path }, invalid: null };
     }
     case 'cost': {
       const source = action.source;
       const sourceText = typeof source === 'string' ? source : String(source);
-      const fingerprint = actionFingerprint({ type: 'cost', source: sourceText, costNanos });
+      const identity = ActionIdentity.cost(sourceText, costNanos);
       const recorded = { type: 'cost', source: boundString(sourceText), cost: costUsd } as { -readonly [K in keyof CostAction]: CostAction[K] };
       if (metadata !== undefined) recorded.metadata = metadata;
       Object.freeze(recorded);
       if (typeof source !== 'string' || source === '') {
-        return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: 'cost source must be a non-empty string', rule: { section: 'input', check: 'action' } } };
+        return { policyHash: policy.hash, action: recorded, identity, prepared: null, invalid: { reason: 'cost source must be a non-empty string', rule: { section: 'input', check: 'action' } } };
       }
-      if (!cost.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'cost', source, costNanos: cost.nanos }, invalid: null };
+      if (!cost.ok) return { policyHash: policy.hash, action: recorded, identity, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
+      return { policyHash: policy.hash, action: recorded, identity, prepared: { type: 'cost', source, costNanos: cost.nanos }, invalid: null };
     }
     default: {
       const type = (action as { type?: unknown }).type;
@@ -271,7 +286,7 @@ function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnTy
       return {
         policyHash: policy.hash,
         action: recorded,
-        fingerprint: actionFingerprint({ type: 'cost', source, costNanos: 0 }),
+        identity: ActionIdentity.cost(source, 0),
         prepared: null,
         invalid: { reason: boundString(`unknown action type ${JSON.stringify(type) ?? String(type)}; expected tool, http or cost`), rule: { section: 'input', check: 'action' } },
       };

@@ -56,7 +56,7 @@ describe('BoundedCache', () => {
 });
 
 describe('the policy memos are bounded in bytes', () => {
-  const memo = (policy: AgentPolicy, name: 'toolInfos' | 'freeVerdicts') => (policy as unknown as Record<string, BoundedCache<unknown>>)[name] as BoundedCache<unknown>;
+  const memo = (policy: AgentPolicy, name: 'toolInfos' | 'freeToolVerdicts' | 'freeHttpVerdicts') => (policy as unknown as Record<string, BoundedCache<unknown>>)[name] as BoundedCache<unknown>;
 
   it('a 1 MB tool name is denied and not kept', async () => {
     const policy = new AgentPolicy({ blockedTools: ['delete_*'] });
@@ -74,7 +74,7 @@ describe('the policy memos are bounded in bytes', () => {
     const host = `${'a.'.repeat(8_000)}evil.example`;
     for (let i = 0; i < 3; i++) expect((await session.checkHttp(`https://${host}/`)).decision).toBe('deny');
     expect((await session.checkHttp(`https://${'b.'.repeat(8_000)}good.example/`)).decision).toBe('allow');
-    expect(memo(policy, 'freeVerdicts').byteSize).toBeLessThan(10_000);
+    expect(memo(policy, 'freeHttpVerdicts').byteSize).toBeLessThan(10_000);
   });
 
   it('many distinct long names stay within the byte budget', async () => {
@@ -82,7 +82,7 @@ describe('the policy memos are bounded in bytes', () => {
     const session = policy.session({ maxDecisions: 10 });
     for (let i = 0; i < 5_000; i++) await session.checkTool(`tool_${i}_${'x'.repeat(240)}`);
     expect(memo(policy, 'toolInfos').byteSize).toBeLessThanOrEqual(2 * 1024 * 1024);
-    expect(memo(policy, 'freeVerdicts').byteSize).toBeLessThanOrEqual(2 * 1024 * 1024);
+    expect(memo(policy, 'freeToolVerdicts').byteSize).toBeLessThanOrEqual(2 * 1024 * 1024);
   });
 
   it('a 10 MB URL parses (and is denied or allowed) without being cached', () => {

@@ -22,77 +22,184 @@ export function boundString(value: string): string {
  * marker that says how much). Changing the original afterwards changes nothing recorded.
  */
 export function boundValue(value: unknown): unknown {
-  const budget = { entries: MAX_RECORDED_ENTRIES };
-  return copy(value, 0, budget, new Set());
+  return copy(value, 0, { entries: MAX_RECORDED_ENTRIES, exact: true }, []);
+}
+
+/** A recorded input, and whether the copy is the input itself (see {@link recordInput}). */
+export interface RecordedInput {
+  readonly copy: unknown;
+  readonly exact: boolean;
+}
+
+/**
+ * Reads a tool's input once into its bounded frozen copy ({@link boundValue}), and says whether that copy is exact:
+ * plain objects, arrays, strings, numbers, booleans and null only, nothing cut, no `toJSON`, nothing unreadable, so the
+ * copy holds the same data as the input (same keys, same values, undefined-valued keys included). An exact copy can
+ * stand in for the input from then on: the policy reads it, and the fingerprint is written from it.
+ */
+export function recordInput(value: unknown): RecordedInput {
+  // Most inputs are small plain data: copied in one pass that gives up at the first thing it would have to cut or
+  // convert. Anything else (or a getter that throws) is copied again by the general copy, which cuts and marks.
+  const outer = entriesLeft;
+  entriesLeft = MAX_RECORDED_ENTRIES;
+  let exact: unknown = INEXACT;
+  try {
+    exact = exactCopy(value, 0);
+  } catch {
+    exact = INEXACT;
+  } finally {
+    entriesLeft = outer;
+  }
+  if (exact !== INEXACT) return { copy: exact, exact: true };
+  const budget = { entries: MAX_RECORDED_ENTRIES, exact: true };
+  const copied = copy(value, 0, budget, []);
+  return { copy: copied, exact: budget.exact };
+}
+
+const INEXACT = Symbol('inexact');
+// Entries the exact copy in progress may still take (saved and restored around each copy, so a getter that checks
+// another input meanwhile does not disturb it).
+let entriesLeft = 0;
+
+// The exact copy: the same data, frozen, or INEXACT. No cycle check is needed: a cycle nests deeper than
+// MAX_RECORDED_DEPTH, which is given up on.
+function exactCopy(value: unknown, depth: number): unknown {
+  if (typeof value !== 'object') {
+    if (typeof value === 'string') return value.length <= MAX_RECORDED_STRING ? value : INEXACT;
+    return typeof value === 'number' || typeof value === 'boolean' || value === undefined ? value : INEXACT;
+  }
+  if (value === null) return null;
+  if (depth >= MAX_RECORDED_DEPTH) return INEXACT;
+  if (Array.isArray(value)) {
+    const length = value.length;
+    if (length > entriesLeft) return INEXACT;
+    entriesLeft -= length;
+    const out: unknown[] = [];
+    for (let i = 0; i < length; i++) {
+      const item = exactCopy(value[i], depth + 1);
+      if (item === INEXACT) return INEXACT;
+      out.push(item);
+    }
+    return Object.freeze(out);
+  }
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return INEXACT;
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return INEXACT;
+  const keys = Object.keys(value);
+  if (keys.length > entriesLeft) return INEXACT;
+  entriesLeft -= keys.length;
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] as string;
+    if (key.length > MAX_RECORDED_STRING || key === '__proto__') return INEXACT;
+    const item = exactCopy((value as Record<string, unknown>)[key], depth + 1);
+    if (item === INEXACT) return INEXACT;
+    out[key] = item;
+  }
+  return Object.freeze(out);
 }
 
 /** A frozen bounded copy of decision metadata (a shallow record of caller values). */
 export function boundMetadata(metadata: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
   // The common case: a plain object of a few short primitive values, copied as it is.
   if (typeof metadata === 'object' && metadata !== null && Object.getPrototypeOf(metadata) === Object.prototype) {
-    let flat = true;
-    let count = 0;
-    for (const key in metadata) {
-      const item = (metadata as Record<string, unknown>)[key];
-      const type = typeof item;
-      if (++count > 32 || key.length > MAX_RECORDED_STRING || !(item === null || type === 'number' || type === 'boolean' || type === 'undefined' || (type === 'string' && (item as string).length <= MAX_RECORDED_STRING))) {
-        flat = false;
-        break;
+    const keys = Object.keys(metadata);
+    if (keys.length <= 32) {
+      const out: Record<string, unknown> = {};
+      let flat = true;
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i] as string;
+        const item = (metadata as Record<string, unknown>)[key];
+        const type = typeof item;
+        if (key.length > MAX_RECORDED_STRING || key === '__proto__' || !(item === null || type === 'number' || type === 'boolean' || type === 'undefined' || (type === 'string' && (item as string).length <= MAX_RECORDED_STRING))) {
+          flat = false;
+          break;
+        }
+        out[key] = item;
       }
+      if (flat) return Object.freeze(out);
     }
-    if (flat) return Object.freeze({ ...metadata });
   }
   const copied = boundValue(metadata);
   return (typeof copied === 'object' && copied !== null && !Array.isArray(copied) ? copied : Object.freeze({ value: copied })) as Readonly<Record<string, unknown>>;
 }
 
-function copy(value: unknown, depth: number, budget: { entries: number }, seen: Set<object>): unknown {
+interface CopyBudget {
+  entries: number;
+  /** Still true while everything copied so far is copied as it is. */
+  exact: boolean;
+}
+
+// `path` holds the objects from the root to the current value (a cycle is one already on it); at most
+// MAX_RECORDED_DEPTH long, so a scan is cheaper than a Set.
+function copy(value: unknown, depth: number, budget: CopyBudget, path: object[]): unknown {
   switch (typeof value) {
     case 'string':
+      if (value.length <= MAX_RECORDED_STRING) return value;
+      budget.exact = false;
       return boundString(value);
     case 'number':
     case 'boolean':
     case 'undefined':
       return value;
     case 'bigint':
+      budget.exact = false;
       return boundString(`${value}n`);
     case 'symbol':
+      budget.exact = false;
       return boundString(value.toString());
     case 'function':
+      budget.exact = false;
       return `[function ${boundString(value.name || 'anonymous')}]`;
   }
   if (value === null) return null;
   const object = value as object;
-  if (seen.has(object)) return '[circular]';
-  if (depth >= MAX_RECORDED_DEPTH) return '[nested too deep]';
-  if (typeof (object as { toJSON?: unknown }).toJSON === 'function' && !Array.isArray(object)) {
+  if (path.includes(object)) {
+    budget.exact = false;
+    return '[circular]';
+  }
+  if (depth >= MAX_RECORDED_DEPTH) {
+    budget.exact = false;
+    return '[nested too deep]';
+  }
+  const isArray = Array.isArray(object);
+  if (!isArray && typeof (object as { toJSON?: unknown }).toJSON === 'function') {
+    budget.exact = false;
     try {
-      return copy((object as { toJSON: () => unknown }).toJSON(), depth, budget, seen);
+      return copy((object as { toJSON: () => unknown }).toJSON(), depth, budget, path);
     } catch {
       return '[unreadable]';
     }
   }
-  seen.add(object);
+  path.push(object);
   try {
-    if (Array.isArray(object)) {
+    if (isArray) {
+      const array = object as unknown[];
       const out: unknown[] = [];
-      for (let i = 0; i < object.length; i++) {
+      for (let i = 0; i < array.length; i++) {
         if (budget.entries <= 0) {
-          out.push(`[${object.length - i} more items]`);
+          budget.exact = false;
+          out.push(`[${array.length - i} more items]`);
           break;
         }
         budget.entries--;
-        out.push(copy(object[i], depth + 1, budget, seen));
+        out.push(copy(array[i], depth + 1, budget, path));
       }
       return Object.freeze(out);
     }
-    if (object instanceof Map) return copy(Object.fromEntries([...object].map(([k, v]) => [String(k), v])), depth, budget, seen);
-    if (object instanceof Set) return copy([...object], depth, budget, seen);
-    if (ArrayBuffer.isView(object)) return `[${object.constructor.name} ${object.byteLength} bytes]`;
+    const prototype = Object.getPrototypeOf(object);
+    if (prototype !== Object.prototype && prototype !== null) {
+      // Maps, Sets, binary data and class instances are recorded in a readable form, not as they are.
+      budget.exact = false;
+      if (object instanceof Map) return copy(Object.fromEntries([...object].map(([k, v]) => [String(k), v])), depth, budget, path);
+      if (object instanceof Set) return copy([...object], depth, budget, path);
+      if (ArrayBuffer.isView(object)) return `[${object.constructor.name} ${object.byteLength} bytes]`;
+    }
     const out: Record<string, unknown> = {};
     const keys = Object.keys(object);
     for (let i = 0; i < keys.length; i++) {
       if (budget.entries <= 0) {
+        budget.exact = false;
         out['…'] = `[${keys.length - i} more keys]`;
         break;
       }
@@ -102,12 +209,20 @@ function copy(value: unknown, depth: number, budget: { entries: number }, seen: 
       try {
         item = (object as Record<string, unknown>)[key];
       } catch {
+        budget.exact = false;
         item = '[unreadable]';
       }
-      out[boundString(key)] = copy(item, depth + 1, budget, seen);
+      const copied = copy(item, depth + 1, budget, path);
+      if (key.length > MAX_RECORDED_STRING) {
+        budget.exact = false;
+        out[boundString(key)] = copied;
+      } else if (key === '__proto__') {
+        // An own "__proto__" key (JSON.parse makes them) is recorded as a key, never as the copy's prototype.
+        Object.defineProperty(out, key, { value: copied, enumerable: true, writable: true, configurable: true });
+      } else out[key] = copied;
     }
     return Object.freeze(out);
   } finally {
-    seen.delete(object);
+    path.pop();
   }
 }

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import type { Decision } from './decision.js';
 import { AgentPolicyError, ApprovalRequiredError, PolicyDeniedError } from './errors.js';
+import { actionFingerprint, canonicalInput } from './action-fingerprint.js';
 import { AgentPolicy } from './policy.js';
 
 const policy = () =>
@@ -219,5 +220,70 @@ describe('property: no action runs without a matching, unused allow', () => {
       }),
       { numRuns: 120 },
     );
+  });
+});
+
+describe('the fingerprint is worked out when asked for, from the input as it was checked', () => {
+  it('equals the SHA-256 of the canonical action, whenever and however it is read', async () => {
+    const session = policy().session();
+    const input = { q: 'cats', page: 2 };
+    const decision = await session.checkTool('search', { input });
+    const expected = actionFingerprint({ type: 'tool', name: 'search', costNanos: 0, input: canonicalInput(input) });
+    input.q = 'dogs'; // changed after the check: the decision is about what was checked
+    expect(decision.fingerprint).toBe(expected);
+    expect(Object.keys(decision)).toContain('fingerprint');
+    expect(JSON.parse(JSON.stringify(decision)).fingerprint).toBe(expected);
+    expect({ ...decision }.fingerprint).toBe(expected);
+    expect(structuredClone(decision).fingerprint).toBe(expected);
+    expect(Object.isFrozen(decision)).toBe(true);
+    expect(() => Object.defineProperty(decision, 'fingerprint', { value: 'x' })).toThrow(TypeError);
+    expect(session.evaluate({ type: 'tool', name: 'search', input: { page: 2, q: 'cats' } }).fingerprint).toBe(expected);
+  });
+
+  it('an input changed in place after a require_approval is another action: the approval does not cover it', async () => {
+    const session = policy().session();
+    const input = { to: 'ada@ourco.com' };
+    const asked = await session.checkTool('send_email', { input, idempotencyKey: 'call_1' });
+    expect(asked.decision).toBe('require_approval');
+    const requestId = asked.approvalRequest?.id as string;
+    await session.resolveApproval(requestId, { approved: true, by: 'ops' });
+    input.to = 'mallory@evil.example';
+    const swapped = await session.checkTool('send_email', { input, approval: { requestId }, idempotencyKey: 'call_1' });
+    expect(swapped.decision).toBe('require_approval');
+    expect(swapped.unusedAnswer?.problem).toBe('other_action');
+    input.to = 'ada@ourco.com';
+    const approved = await session.checkTool('send_email', { input, approval: { requestId }, idempotencyKey: 'call_1' });
+    expect(approved).toMatchObject({ decision: 'allow', approved: true, fingerprint: asked.fingerprint });
+  });
+
+  it('a key repeated with the same object changed in place is a new action; long inputs are compared by fingerprint', async () => {
+    const session = policy().session();
+    const input = { q: 'cats' };
+    const first = await session.checkTool('search', { input, cost: 1, idempotencyKey: 'k' });
+    input.q = 'dogs';
+    const second = await session.checkTool('search', { input, cost: 1, idempotencyKey: 'k' });
+    expect(second.id).not.toBe(first.id);
+    expect(session.spent).toBe(2);
+    const long = { body: 'x'.repeat(5_000) };
+    const a = await session.checkTool('search', { input: long, cost: 1, idempotencyKey: 'long' });
+    expect(await session.checkTool('search', { input: { body: 'x'.repeat(5_000) }, cost: 1, idempotencyKey: 'long' })).toBe(a);
+    const b = await session.checkTool('search', { input: { body: `${'x'.repeat(4_999)}y` }, cost: 1, idempotencyKey: 'long' });
+    expect(b.id).not.toBe(a.id);
+    expect(b.fingerprint).not.toBe(a.fingerprint);
+  });
+
+  it('a getter in the input is read once: what is decided, recorded and fingerprinted is the same value', async () => {
+    const rules = AgentPolicy.fromDict({ rules: [{ deny: 'too large', tool: 'refund', if: { 'input.amount': { gt: 1000 } } }] });
+    let reads = 0;
+    const input = {
+      get amount() {
+        reads++;
+        return reads === 1 ? 5000 : 50;
+      },
+    };
+    const decision = await rules.session().checkTool('refund', { input });
+    expect(reads).toBe(1);
+    expect(decision).toMatchObject({ decision: 'deny', action: { input: { amount: 5000 } } });
+    expect(decision.fingerprint).toBe(actionFingerprint({ type: 'tool', name: 'refund', costNanos: 0, input: '{"amount":5000}' }));
   });
 });

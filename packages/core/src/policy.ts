@@ -175,12 +175,16 @@ export class AgentPolicy implements PolicyEvaluator {
   private readonly limits: readonly CompiledLimit[];
   /** `mode: shadow`: every part of the policy is recorded, nothing enforced (rules and limits may override). */
   private readonly shadowAll: boolean;
-  // Which rules and limits an action's selector matches, per tool name, host or action type (memoised, bounded).
-  private readonly applicableMemo = new BoundedCache<Applicable>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, (found) => 64 + 2 * (found.allowReason?.length ?? 0) + 8 * (found.rules.length + found.limits.length));
+  // Which rules and limits an action's selector matches, per tool name and per host (memoised, bounded; keyed by the
+  // name or host itself, so a lookup builds no key string); cost actions all share one.
+  private readonly toolApplicable = new BoundedCache<Applicable>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, weighApplicable);
+  private readonly httpApplicable = new BoundedCache<Applicable>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, weighApplicable);
+  private readonly costApplicable: { found?: Applicable } = {};
   // Memos of pure functions of the (immutable) policy, bounded in entries and bytes; a name or host too long to
   // keep is decided afresh each time instead.
   private readonly toolInfos = new BoundedCache<ToolInfo>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, (info) => 2 * (info.folded.length + (info.problem?.length ?? 0)));
-  private readonly freeVerdicts = new BoundedCache<Verdict>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, weighVerdict);
+  private readonly freeToolVerdicts = new BoundedCache<Verdict>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, weighVerdict);
+  private readonly freeHttpVerdicts = new BoundedCache<Verdict>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, weighVerdict);
   /** Costs up to this many nanos can match no `cost_gt` rule, so they decide like a free action (budget aside). */
   readonly costRuleFloor: number;
   /**
@@ -340,10 +344,11 @@ export class AgentPolicy implements PolicyEvaluator {
    * `cost_gt` rule can match, so it depends on the name or host alone and is memoised.
    */
   decideFree(action: PreparedAction): Verdict {
-    const key = action.type === 'tool' ? `t${action.name}` : action.type === 'http' ? `h${action.host}` : undefined;
     // Conditional rules read the input (and the cost): such actions are decided afresh every time.
-    if (key === undefined || this.applicable(action).rules.length > 0) return this.decide(action, 0, 0, false);
-    return this.freeVerdicts.get(key) ?? this.freeVerdicts.set(key, Object.freeze(this.decide(action, 0, 0, false)));
+    if (action.type === 'cost' || this.applicable(action).rules.length > 0) return this.decide(action, 0, 0, false);
+    const memo = action.type === 'tool' ? this.freeToolVerdicts : this.freeHttpVerdicts;
+    const key = action.type === 'tool' ? action.name : action.host;
+    return memo.get(key) ?? memo.set(key, Object.freeze(this.decide(action, 0, 0, false)));
   }
 
   /**
@@ -373,13 +378,26 @@ export class AgentPolicy implements PolicyEvaluator {
   /** Which rules and limits an action's selector matches, memoised by tool name, host or action type. */
   private applicable(action: PreparedAction): Applicable {
     if (this.conditionRules.length === 0 && this.limits.length === 0) return NOTHING_APPLIES;
-    const key = action.type === 'tool' ? `t${action.name}` : action.type === 'http' ? `h${action.host}` : 'c';
-    const found = this.applicableMemo.get(key);
-    if (found !== undefined) return found;
-    return this.applicableMemo.set(key, {
-      rules: Object.freeze(this.conditionRules.filter((rule) => rule.selects(action))),
+    if (action.type === 'cost') return (this.costApplicable.found ??= this.findApplicable(action));
+    const memo = action.type === 'tool' ? this.toolApplicable : this.httpApplicable;
+    const key = action.type === 'tool' ? action.name : action.host;
+    return memo.get(key) ?? memo.set(key, this.findApplicable(action));
+  }
+
+  private findApplicable(action: PreparedAction): Applicable {
+    const allowReason = action.type === 'cost' ? undefined : `${describeAction(action)} allowed`;
+    const listed = this.listVerdict(action);
+    const rules = this.conditionRules.filter((rule) => rule.selects(action));
+    return Object.freeze({
+      rules: Object.freeze(rules),
+      denyRules: Object.freeze(rules.filter((rule) => rule.effect === 'deny')),
+      approvalRules: Object.freeze(rules.filter((rule) => rule.effect === 'require_approval')),
+      listed: listed === undefined ? undefined : Object.freeze(listed),
       limits: Object.freeze(this.limits.filter((limit) => limit.selects(action))),
-      allowReason: action.type === 'cost' ? undefined : `${describeAction(action)} allowed`,
+      allowReason,
+      // The plain allow after the limits step, shared by every decision that ends in it (frozen).
+      allowAfterLimits:
+        allowReason === undefined ? undefined : Object.freeze({ decision: 'allow' as const, reason: allowReason, rule: ALLOW_DEFAULT, approvedRule: false, afterLimits: true }),
     });
   }
 
@@ -398,15 +416,14 @@ export class AgentPolicy implements PolicyEvaluator {
     const shadowAll = this.shadowAll;
     let shadow: Verdict | undefined;
     let shadowAfterLimits = false;
-    const listed = this.listVerdict(action);
+    const applicable = this.applicable(action);
+    const listed = applicable === NOTHING_APPLIES ? this.listVerdict(action) : applicable.listed;
     if (listed !== undefined) {
       if (!shadowAll) return listed;
       shadow = listed;
     }
-    const applicable = this.applicable(action);
-    const rules = applicable.rules;
-    for (const rule of rules) {
-      if (rule.effect !== 'deny' || !rule.applies(action)) continue;
+    for (const rule of applicable.denyRules) {
+      if (!rule.applies(action)) continue;
       const hit = ruleVerdict(rule, action, false);
       if (rule.enforced) return withShadow(hit, shadow, false, false);
       if (shadow === undefined) shadow = hit;
@@ -436,13 +453,14 @@ export class AgentPolicy implements PolicyEvaluator {
       if (shadow === undefined) shadow = hit;
       break;
     }
-    for (const rule of rules) {
-      if (rule.effect !== 'require_approval' || !rule.applies(action)) continue;
+    for (const rule of applicable.approvalRules) {
+      if (!rule.applies(action)) continue;
       if (approved) return withShadow(ruleVerdict(rule, action, true), shadow, true, shadowAfterLimits);
       const hit = ruleVerdict(rule, action, false);
       if (rule.enforced) return withShadow(hit, shadow, true, shadowAfterLimits);
       if (shadow === undefined) shadow = hit;
     }
+    if (shadow === undefined && applicable.allowAfterLimits !== undefined) return applicable.allowAfterLimits;
     return withShadow({ decision: 'allow', reason: applicable.allowReason ?? `${describeAction(action)} allowed`, rule: ALLOW_DEFAULT, approvedRule: false }, shadow, true, shadowAfterLimits);
   }
 
@@ -564,12 +582,31 @@ export class AgentPolicy implements PolicyEvaluator {
 }
 
 interface Applicable {
+  /** The conditional rules whose selector matches, in policy order; the deny and require_approval ones apart. */
   readonly rules: readonly CompiledConditionRule[];
+  readonly denyRules: readonly CompiledConditionRule[];
+  readonly approvalRules: readonly CompiledConditionRule[];
+  /** The block / allow-list verdict (it depends on the name or host alone), frozen. */
+  readonly listed: Verdict | undefined;
   readonly limits: readonly CompiledLimit[];
   /** The reason of an allow for this tool or host (built once). */
   readonly allowReason: string | undefined;
+  /** The allow verdict with that reason, as `decide` returns it when nothing shadowed decided first. */
+  readonly allowAfterLimits: Verdict | undefined;
 }
-const NOTHING_APPLIES: Applicable = Object.freeze({ rules: Object.freeze([]), limits: Object.freeze([]), allowReason: undefined });
+const NOTHING_APPLIES: Applicable = Object.freeze({
+  rules: Object.freeze([]),
+  denyRules: Object.freeze([]),
+  approvalRules: Object.freeze([]),
+  listed: undefined,
+  limits: Object.freeze([]),
+  allowReason: undefined,
+  allowAfterLimits: undefined,
+});
+
+function weighApplicable(found: Applicable): number {
+  return 128 + 4 * (found.allowReason?.length ?? 0) + 2 * (found.listed?.reason.length ?? 0) + 16 * (found.rules.length + found.limits.length);
+}
 
 function ruleVerdict(rule: CompiledConditionRule, action: PreparedAction, approved: boolean): Verdict {
   const ref: RuleRef = { section: 'rules', index: rule.index, reason: rule.reason };

@@ -91,7 +91,7 @@ export class SessionApprovals {
     const request: ApprovalRequest = Object.freeze({
       id: `apr_${randomBytes(16).toString('base64url')}`,
       sessionId: this.sessionId,
-      fingerprint: prepared.fingerprint,
+      fingerprint: prepared.identity.fingerprint,
       action: prepared.action,
       reason: boundString(verdict.reason),
       rule: Object.freeze(verdict.rule),
@@ -104,14 +104,14 @@ export class SessionApprovals {
 
   /** The open request this action already waits on, or a new one. */
   async raise(prepared: Prepared, verdict: Verdict, ttlMs: number): Promise<ApprovalRequest> {
-    const openId = this.open.get(prepared.fingerprint);
+    const openId = this.open.get(prepared.identity.fingerprint);
     if (openId !== undefined) {
       const open = await this.get(openId);
       if (open?.status === 'pending') return open;
     }
     const request = await this.create(prepared, verdict, ttlMs);
     if (this.open.size >= OPEN_REQUESTS) this.open.clear();
-    this.open.set(prepared.fingerprint, request.id);
+    this.open.set(prepared.identity.fingerprint, request.id);
     return request;
   }
 

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { ActionIdentity } from './action-fingerprint.js';
 import { prepareAction, withOptions, type ActionInput, type CheckCostOptions, type CheckHttpOptions, type CheckToolOptions, type Prepared } from './action-input.js';
 import { InMemoryApprovalStore, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
 import {
@@ -225,6 +226,8 @@ export class PolicySession {
   private readonly used = new UsedAllows();
   private readonly approvals: SessionApprovals;
   private seq = 0;
+  // `<session id>:`, built once: a decision id is this and a sequence number.
+  private readonly idPrefix: string;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
   private endedMs: number | null = null;
@@ -250,6 +253,7 @@ export class PolicySession {
     this.halts = options.halts ?? provider?.halts ?? policy.halts;
     this.options = options;
     this.id = options.id ?? randomUUID();
+    this.idPrefix = `${this.id}:`;
     const budget = policy.normalized.budget;
     this.ledger = new BudgetLedger(
       options.store ?? new InMemoryBudgetStore(),
@@ -760,7 +764,7 @@ export class PolicySession {
       // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
       // anything else is a new action. Under a halt it is decided again, so an allow from before the halt is not
       // handed out anew.
-      const previous = this.keys.get(prepared.fingerprint, key);
+      const previous = this.keys.get(prepared.identity, key);
       if (previous !== undefined && !this.used.has(this.seqOf(previous)) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
     const verdict = this.verdict(prepared, approved, policy, halt);
@@ -777,11 +781,11 @@ export class PolicySession {
     if (key === undefined) return decision;
     if (decision instanceof Promise) {
       return decision.then((settled) => {
-        this.keys.remember(prepared.fingerprint, key, settled);
+        this.keys.remember(prepared.identity, key, settled);
         return settled;
       });
     }
-    this.keys.remember(prepared.fingerprint, key, decision);
+    this.keys.remember(prepared.identity, key, decision);
     return decision;
   }
 
@@ -911,12 +915,12 @@ export class PolicySession {
   // An answer that names a request counts only for that request, for exactly this action, once.
   private async answerRequest(prepared: Prepared, verdict: Verdict, bound: BoundApprovalAnswer, costNanos: number, mode: Mode): Promise<Decision> {
     if (verdict.decision === 'deny') return this.record(this.makeDecision(prepared, verdict, this.nextId(), undefined));
-    const outcome = await this.approvals.answer(bound, prepared.fingerprint);
+    const outcome = await this.approvals.answer(bound, prepared.identity.fingerprint);
     if (outcome.kind === 'refused') return this.record(this.makeDecision(prepared, rejection(verdict, outcome.rejection, outcome.requestId), this.nextId(), undefined));
     if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
     if (outcome.kind === 'pending') return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, { approvalRequest: outcome.request }));
     if (outcome.kind === 'approved') {
-      if (await this.approvals.use(outcome.requestId, prepared.fingerprint)) {
+      if (await this.approvals.use(outcome.requestId, prepared.identity.fingerprint)) {
         return this.allowWithMoney(prepared, approvedVerdict(verdict, outcome.resolution), costNanos, mode, requestApproval('request', outcome.requestId, outcome.resolution));
       }
       return this.unapproved(prepared, verdict, costNanos, mode, { requestId: outcome.requestId, problem: 'already_used', detail: 'the approval was already used for one execution' });
@@ -1038,7 +1042,7 @@ export class PolicySession {
   }
 
   private nextId(): string {
-    return `${this.id}:${++this.seq}`;
+    return this.idPrefix + ++this.seq;
   }
 
   // The sequence number of one of this session's decisions (its id is `<session id>:<n>`), or 0.
@@ -1050,15 +1054,22 @@ export class PolicySession {
   }
 
   // Decisions are frozen values: nothing outside the session can change what it recorded.
+  // The fingerprint is a plain value once it has been worked out, and an accessor that works it out on first read
+  // until then (see lazyFingerprint): most decisions are never asked for it.
   private makeDecision(prepared: Prepared, verdict: Verdict, id: string, approval: ApprovalRecord | undefined, extra?: DecisionExtra): Decision {
     const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
     const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
-    const base = approval
-      ? { id, sessionId: this.id, fingerprint: prepared.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp: isoNow(), approval }
-      : { id, sessionId: this.id, fingerprint: prepared.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp: isoNow() };
+    const identity = prepared.identity;
+    const timestamp = isoNow();
+    const decision: Record<string, unknown> = identity.hashed
+      ? approval
+        ? { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp, approval }
+        : { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp }
+      : lazyFingerprint({ id, sessionId: this.id }, identity, prepared.policyHash, verdict.decision, reason, rule, prepared.action, approval, timestamp);
+    if (extra !== undefined) Object.assign(decision, extra);
     const shadow = verdict.shadow;
-    if (shadow !== undefined) return Object.freeze({ ...base, ...extra, shadow: Object.freeze({ decision: shadow.decision, reason: shadow.reason, rule: Object.freeze(shadow.rule) }) }) as Decision;
-    return Object.freeze(extra === undefined ? base : { ...base, ...extra }) as Decision;
+    if (shadow !== undefined) decision['shadow'] = Object.freeze({ decision: shadow.decision, reason: shadow.reason, rule: Object.freeze(shadow.rule) });
+    return Object.freeze(decision) as unknown as Decision;
   }
 
   // Records a decision that lets nothing run (a deny), or spend that already happened: a sink failure is a warning.
@@ -1075,7 +1086,7 @@ export class PolicySession {
       this.trail.add(decision);
       return decision;
     }
-    const prepared = { policyHash: decision.policyHash, action: decision.action, fingerprint: decision.fingerprint, prepared: null, invalid: null };
+    const prepared = { policyHash: decision.policyHash, action: decision.action, identity: identityOf(decision), prepared: null, invalid: null };
     return this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
   }
 
@@ -1119,6 +1130,69 @@ export class PolicySession {
 
 function haltFailure(error: unknown): HaltState {
   return { reason: `the halt store cannot be read (${boundString((error as Error)?.message ?? String(error))}), so the action is denied`, at: new Date().toISOString() };
+}
+
+// A decision's identity rides on the decision itself, in a private field (stamped onto the plain object, so the
+// decision stays a plain object: no prototype, no extra key, nothing JSON, spread or equality would see).
+class ReturnTarget {
+  constructor(target: object) {
+    // Returning the target makes the subclass stamp its private field onto it.
+    return target as ReturnTarget;
+  }
+}
+class IdentityStamp extends ReturnTarget {
+  readonly #identity: ActionIdentity;
+  constructor(target: object, identity: ActionIdentity) {
+    super(target);
+    this.#identity = identity;
+  }
+  static read(target: object): ActionIdentity | undefined {
+    return #identity in target ? (target as IdentityStamp).#identity : undefined;
+  }
+}
+
+// One getter for every such decision, so they all share one shape.
+const FINGERPRINT: PropertyDescriptor = Object.freeze({
+  get(this: object): string {
+    return (IdentityStamp.read(this) as ActionIdentity).fingerprint;
+  },
+  enumerable: true,
+  configurable: false,
+});
+
+/**
+ * A decision whose `fingerprint` is an own enumerable accessor that works the SHA-256 out on first read (from the
+ * identity's frozen snapshot, so it is the fingerprint of the action as it was checked). JSON, spread, structured
+ * clone and the audit sinks read it like a value.
+ */
+function lazyFingerprint(
+  head: { id: string; sessionId: string },
+  identity: ActionIdentity,
+  policyHash: string,
+  value: Decision['decision'],
+  reason: string,
+  rule: RuleRef,
+  action: Action,
+  approval: ApprovalRecord | undefined,
+  timestamp: string,
+): Record<string, unknown> {
+  const decision = head as Record<string, unknown>;
+  Object.defineProperty(decision, 'fingerprint', FINGERPRINT);
+  decision['policyHash'] = policyHash;
+  decision['decision'] = value;
+  decision['reason'] = reason;
+  decision['rule'] = rule;
+  decision['action'] = action;
+  decision['approved'] = approval !== undefined;
+  decision['timestamp'] = timestamp;
+  if (approval !== undefined) decision['approval'] = approval;
+  new IdentityStamp(decision, identity);
+  return decision;
+}
+
+/** The identity of a decision this session made. */
+function identityOf(decision: Decision): ActionIdentity {
+  return IdentityStamp.read(decision) ?? ActionIdentity.known(decision.fingerprint);
 }
 
 function errorVerdict(what: string, error: unknown): Verdict {
