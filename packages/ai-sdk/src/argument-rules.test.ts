@@ -89,7 +89,7 @@ describe('argument rules through the AI SDK loop', () => {
     expect(ran).toEqual(['send_email ada@ourco.com']);
     expect(lastToolOutput(model.doGenerateCalls[1]!.prompt)).toMatchObject({ type: 'execution-denied', reason: expect.stringContaining('email only to ourco.com') });
     const decisions = toolDecisions(session.report().decisions);
-    expect(decisions.map((d) => [d.decision, d.action.input])).toEqual([
+    expect(decisions.map((d) => [d.decision, 'input' in d.action ? d.action.input : undefined])).toEqual([
       ['deny', { to: 'eve@gmail.com' }],
       ['deny', { to: 'eve@ourco.com.evil.io' }],
       ['allow', { to: 'ada@ourco.com' }],
