@@ -321,8 +321,10 @@ export class AgentPolicy implements PolicyEvaluator {
    */
   decideFree(action: PreparedAction): Verdict {
     const key = action.type === 'tool' ? `t${action.name}` : action.type === 'http' ? `h${action.host}` : undefined;
-    // Conditional rules read the input (and the cost): such actions are decided afresh every time.
-    if (key === undefined || this.applicable(action).rules.length > 0) return this.decide(action, 0, 0, false);
+    // Conditional rules read the input (and the cost), and a paid action under a budget its store decides (shared,
+    // or per period) is still denied here when it costs more than the whole budget: such actions are decided afresh
+    // every time, so the verdict of one call never answers another of the same name.
+    if (key === undefined || action.costNanos !== 0 || this.applicable(action).rules.length > 0) return this.decide(action, 0, 0, false);
     return this.freeVerdicts.get(key) ?? this.freeVerdicts.set(key, Object.freeze(this.decide(action, 0, 0, false)));
   }
 
