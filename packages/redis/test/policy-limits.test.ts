@@ -1,19 +1,17 @@
 // A policy's `limits:` counted on Redis: `scope: budget` limits are shared by every session on the budget key, in one
 // process and across processes; `scope: session` limits stay per session even on a shared store.
-import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { AgentPolicy } from '@agentpolicy/core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createRedisBudgetStore, createRedisRateLimitStore } from '../src/index.js';
 import { connect, type ClientHandle, type ClientKind } from './clients.js';
+import { nextMessage, startWorker, type Target } from './workers.js';
 
 const redisUrl = inject('redisUrl');
 const clusterNodes = inject('clusterNodes');
-const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url));
 const DIST = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
-type Target = { url: string } | { nodes: string[] };
 const targets: Array<[string, Target | null]> = [
   ['one node', redisUrl === null ? null : { url: redisUrl }],
   ['cluster', clusterNodes === null ? null : { nodes: clusterNodes }],
@@ -35,16 +33,6 @@ async function sessionOn(kind: ClientKind, target: Target, policy: AgentPolicy, 
   const { client } = await open(kind, target);
   return policy.session({ store: createRedisBudgetStore({ client }), limitStore: createRedisRateLimitStore({ client }), budgetKey });
 }
-
-function startWorker(kind: ClientKind, target: Target, args: string[]): ChildProcess {
-  return fork(WORKER, [kind, JSON.stringify(target), ...args], { execArgv: ['--no-warnings'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-}
-
-const nextMessage = <T>(child: ChildProcess): Promise<T> =>
-  new Promise((resolve, reject) => {
-    child.once('message', (message) => resolve(message as T));
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}`)));
-  });
 
 const SHARED = { limits: [{ tool: 'search', max_calls: 5, per: '1m', scope: 'budget' }] };
 const PER_SESSION = { limits: [{ tool: 'search', max_calls: 2, per: 'session' }] };
