@@ -1,15 +1,18 @@
 // agentpolicy benchmark: decision latency, adapter overhead, report cost and memory, with a Set.has floor.
-// Usage: pnpm bench            (full run, writes bench/results/latest.json)
-//        BENCH_QUICK=1 pnpm bench  (a few iterations, only to prove it runs; writes results/quick.tmp.json)
-import { writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+// Usage: pnpm bench                 (full run, writes bench/results/run.tmp.json, which git ignores)
+//        BENCH_SAVE=1 pnpm bench    (full run, writes the committed bench/results/latest.json the README quotes)
+//        BENCH_QUICK=1 pnpm bench   (a few iterations, only to prove it runs; writes results/quick.tmp.json)
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { join } from 'node:path';
-import { AgentPolicy, createAuditLog, estimateModelCall, splitPromptMedia } from '@agentpolicy/core';
+import { AgentPolicy, PolicySource, Replayer, createAuditLog, estimateModelCall, replayAuditLog, splitPromptMedia } from '@agentpolicy/core';
 
 const QUICK = process.env.BENCH_QUICK === '1' || process.argv.includes('--quick');
+const SAVE = !QUICK && (process.env.BENCH_SAVE === '1' || process.argv.includes('--save'));
 const BATCH = 1000; // operations per timed sample, so sub-microsecond figures sit far above timer resolution
 const TIME_MS = QUICK ? 30 : 1500;
 const rows = [];
@@ -310,6 +313,63 @@ await (async () => {
   }
 })().catch((error) => adapterNotes.push(`openai rows skipped: ${error.message}`));
 
+// ---- policy lifecycle: replay an audit log under another policy; checks through a live policy source ------------------
+// A recorded log of 10,000 decisions (tools with input, requests, costs, some approved) under the seed policy, replayed
+// under a changed one: once from parsed records (the re-decision itself) and once from the file (reading included).
+const lifecycle = { replayDecisions: 0, replayActionsPerSecond: null, replayFileActionsPerSecond: null };
+if (!ONLY || ONLY.test('policy lifecycle')) {
+  const dir = mkdtempSync(join(os.tmpdir(), 'agentpolicy-bench-replay-'));
+  try {
+    const path = join(dir, 'audit.jsonl');
+    const log = createAuditLog(path);
+    const tools = ['search_docs', 'read_file', 'send_email', 'delete_prod_db', 'shell'];
+    const urls = ['https://docs.python.org/3/', 'https://api.github.com/repos/a/b', 'https://api.twitter.com/2/tweets', 'https://example.com/'];
+    for (let s = 0; s < 10; s++) {
+      const session = seed.session({ id: `bench-${s}`, sinks: [log], telemetry: false });
+      for (let i = 0; i < 1000; i++) {
+        const k = (i * 7 + s) % 10;
+        if (k < 5) await session.checkTool(tools[k], { input: { i }, cost: (i % 4) * 0.0001, approved: i % 5 === 0 });
+        else if (k < 9) await session.checkHttp(urls[k - 5], { method: 'GET' });
+        else await session.checkCost(0.001, { source: 'model:openai/gpt-4o' });
+      }
+    }
+    log.close();
+    const changed = AgentPolicy.fromDict({
+      budget: { max_spend: 2 },
+      tools: { allow: ['search_docs', 'read_file', 'send_email'], block: ['delete_*'] },
+      network: { allow: ['docs.python.org', 'example.com'] },
+      approval: { require_for: [{ tool: 'read_file' }, { cost_gt: 0.0002 }] },
+    });
+    const records = readFileSync(path, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line));
+    const decisions = records.filter((record) => record.kind === 'decision').length;
+    lifecycle.replayDecisions = decisions;
+    await measure('policy lifecycle', [
+      ['replay: re-decide one recorded action (parsed records)', () => {
+        const replayer = new Replayer(changed);
+        for (const record of records) replayer.add(record);
+        sink += replayer.report().changed;
+      }],
+    ], { batch: decisions, time: QUICK ? 30 : 2000 });
+    await measure('policy lifecycle', [
+      ['replay: one recorded action from the file (read + parse + re-decide)', () => { sink += replayAuditLog(path, changed).changed; }],
+    ], { batch: decisions, time: QUICK ? 30 : 2000 });
+    const perAction = rows.find((row) => row.name.startsWith('replay: re-decide'))?.medianUs;
+    const perFileAction = rows.find((row) => row.name.startsWith('replay: one recorded action from the file'))?.medianUs;
+    lifecycle.replayActionsPerSecond = perAction ? Math.round(1e6 / perAction) : null;
+    lifecycle.replayFileActionsPerSecond = perFileAction ? Math.round(1e6 / perFileAction) : null;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // A session of a live source looks up the current policy and the halts at every check.
+  const source = new PolicySource(seed);
+  const live = source.session({ telemetry: false, maxDecisions: 10_000 });
+  const fixed = seed.session({ telemetry: false, maxDecisions: 10_000 });
+  await measure('policy lifecycle', [
+    ['checkTool allow, fixed policy', async () => { for (let i = 0; i < BATCH; i++) await fixed.checkTool('search_docs'); }],
+    ['checkTool allow, live policy source', async () => { for (let i = 0; i < BATCH; i++) await live.checkTool('search_docs'); }],
+  ]);
+}
+
 await (async () => {
   const { McpServer } = await import('@modelcontextprotocol/sdk/server/mcp.js');
   const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
@@ -424,6 +484,34 @@ const bounded = await heapGrowth(10_000, CHECKS);
 const unbounded = await heapGrowth(Infinity, CHECKS);
 const memory = { checks: CHECKS, boundedMaxDecisions: 10_000, boundedMB: bounded, unboundedMB: unbounded };
 
+// ---- import time -------------------------------------------------------------------------------------------------
+// A cold import of each entry point, each in a fresh Node process (median of the runs). The LangChain package is not
+// a dependency of the bench: its entries are imported by path, and skipped when it has not been built.
+const importMs = {};
+if (!ONLY || ONLY.test('import')) {
+  const runs = QUICK ? 1 : 9;
+  const entries = {
+    '@agentpolicy/core': '../packages/core/dist/index.js',
+    '@agentpolicy/ai-sdk': '../packages/ai-sdk/dist/index.js',
+    '@agentpolicy/openai': '../packages/openai/dist/index.js',
+    '@agentpolicy/langchain': '../packages/langchain/dist/index.js',
+    '@agentpolicy/langchain/handler': '../packages/langchain/dist/handler.js',
+  };
+  for (const [name, path] of Object.entries(entries)) {
+    const url = new URL(path, import.meta.url);
+    if (!existsSync(url)) {
+      adapterNotes.push(`import time of ${name} skipped: build it first (pnpm build)`);
+      continue;
+    }
+    const samples = [];
+    for (let run = 0; run < runs; run++) {
+      const script = `const t = performance.now(); await import(${JSON.stringify(url.href)}); console.log(performance.now() - t);`;
+      samples.push(Number(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' }).trim()));
+    }
+    importMs[name] = samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)];
+  }
+}
+
 // ---- output --------------------------------------------------------------------------------------------------------
 const floor = rows.find((row) => row.group === 'floor').medianUs;
 const targets = {
@@ -442,6 +530,7 @@ const targets = {
   'policy.decide: 20 rules, all on refund': 1,
   'estimate: typical chat request (max_tokens set)': 5,
   'estimate: typical chat request (no output limit)': 5,
+  'replay: re-decide one recorded action (parsed records)': 2,
 };
 const fmt = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(3)} µs`);
 console.log(`\nagentpolicy bench ${QUICK ? '(quick mode: figures are not meaningful)' : ''}`);
@@ -476,6 +565,12 @@ if (mcpGateFree !== undefined) console.log(`wrapMcpTransport's own work per tool
 if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpFreeOverhead)} per tools/call without a cost, ${fmt(mcpMemoryOverhead)} with a cost (reserved, then settled from the response), over an in-memory transport`);
 if (mcpHttpOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpHttpOverhead)} per tools/call against a local Streamable HTTP server`);
 console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
+if (lifecycle.replayActionsPerSecond !== null) {
+  console.log(`replay of ${lifecycle.replayDecisions.toLocaleString('en')} recorded decisions: ${lifecycle.replayActionsPerSecond.toLocaleString('en')} actions/s re-decided (goal ≥ 500,000 ${lifecycle.replayActionsPerSecond >= 500_000 ? '✓' : '✗'}); ${lifecycle.replayFileActionsPerSecond?.toLocaleString('en')} actions/s from the file, reading and parsing included`);
+}
+const liveOverhead = pair('checkTool allow, fixed policy', 'checkTool allow, live policy source');
+if (liveOverhead !== undefined) console.log(`live policy source: ${fmt(liveOverhead)} added per check`);
+
 const ours = rows.find((row) => row.name === 'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)');
 const cedarRow = rows.find((row) => row.name === 'cedar-wasm statefulIsAuthorized, same 20 conditions');
 const cedarRatio = ours && cedarRow ? cedarRow.medianUs / ours.medianUs : undefined;
@@ -484,6 +579,7 @@ if (ours && inputOnly) console.log(`20 rules + 5 limits add ${fmt(ours.medianUs 
 if (cedarRatio !== undefined) console.log(`cedar-wasm deciding the same 20 conditions: ${fmt(cedarRow.medianUs)} per decision, ${cedarRatio.toFixed(0)}× checkTool with rules and limits (${fmt(ours.medianUs)})`);
 const decideRow = rows.find((row) => row.name === 'policy.decide: 20 rules, refund meets 4');
 if (cedarRow && decideRow) console.log(`cedar-wasm vs the rule step alone (policy.decide, same conditions): ${(cedarRow.medianUs / decideRow.medianUs).toFixed(0)}×`);
+for (const [name, ms] of Object.entries(importMs)) console.log(`import time (cold, fresh process, median): ${name} ${ms.toFixed(0)} ms`);
 for (const note of [...adapterNotes, ...cedarNotes]) console.log(`note: ${note}`);
 
 const out = {
@@ -494,9 +590,13 @@ const out = {
   cedarRatio: cedarRatio ?? null,
   overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null, mcpGate: mcpGateFree ?? null, mcpGateWithCost: mcpGateCost ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpFreeCallInMemory: mcpFreeOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
   memory,
+  importMs,
+  lifecycle,
   notes: [...adapterNotes, ...cedarNotes],
 };
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 mkdirSync(dir, { recursive: true });
-writeFileSync(`${dir}${QUICK ? 'quick.tmp.json' : 'latest.json'}`, `${JSON.stringify(out, null, 2)}\n`);
+const file = `${dir}${QUICK ? 'quick.tmp.json' : SAVE ? 'latest.json' : 'run.tmp.json'}`;
+writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+console.log(`results: ${file}${SAVE || QUICK ? '' : ' (BENCH_SAVE=1 writes bench/results/latest.json)'}`);
 if (sink === -1) console.log(sink);

@@ -13,7 +13,14 @@ import { Command, MemorySaver } from '@langchain/langgraph';
 import { createAgent } from 'langchain';
 import { z } from 'zod';
 
-// Note: LangChain logs each error a raising callback handler throws ("Error in handler …") on stderr.
+// LangChain logs each error a raising callback handler throws ("Error in handler …") with console.error, then
+// rethrows it. The denials below are on purpose, so this example shows those log lines as notes on stdout.
+const logError = console.error;
+console.error = (...args: unknown[]) => {
+  const text = String(args[0]);
+  if (text.startsWith('Error in handler AgentPolicyCallbackHandler')) console.log(`   (LangChain logs the denial: ${text})`);
+  else logError(...args);
+};
 
 const policy = AgentPolicy.fromDict({
   budget: { max_spend: 0.5 },

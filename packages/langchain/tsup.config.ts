@@ -1,8 +1,8 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts'],
-  format: ['esm'],
+  entry: ['src/index.ts', 'src/handler.ts', 'src/middleware.ts'],
+  format: ['esm', 'cjs'],
   dts: true,
   target: 'node22',
   platform: 'node',

@@ -1,20 +1,17 @@
 // Across processes without a browser: agents in their own processes, the handler in this one, one store shared
 // through the file system; answers given over HTTP to the JSON API and by signed link.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApprovalsHandler } from './approvals-handler.js';
-import { toNodeHandler } from './node-handler.js';
 import { Agent, FileApprovalStore } from './test-support/agent-child.js';
+import { serveHandler, type ServedHandler } from './test-support/handler-server.js';
 
 const SECRET = 'a-cross-process-secret-of-at-least-32-bytes';
 
 describe('agents in other processes, answered through the handler', () => {
   let dir: string;
-  let server: Server;
+  let served: ServedHandler;
   let base: string;
   const agents: Agent[] = [];
   const toolLog = () => join(dir, 'tool.log');
@@ -24,25 +21,17 @@ describe('agents in other processes, answered through the handler', () => {
     agents.push(agent);
     return agent;
   };
-  const api = (path: string, body: unknown) =>
-    fetch(`${base}/approvals/api/${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer ops' }, body: JSON.stringify(body) });
+  const api = (path: string, body: unknown) => served.api(path, body);
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'agentpolicy-approvals-xp-'));
-    const handler = createApprovalsHandler({
-      store: new FileApprovalStore(join(dir, 'store')),
-      secret: SECRET,
-      basePath: '/approvals',
-      authorize: (request, access) => (access.kind === 'link' ? { id: 'link' } : request.headers.get('authorization') === 'Bearer ops' ? { id: 'ops' } : null),
-    });
-    server = createServer(toNodeHandler(handler));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    served = await serveHandler(new FileApprovalStore(join(dir, 'store')), SECRET);
+    base = served.base;
   });
 
   afterAll(async () => {
     for (const agent of agents) agent.kill();
-    await new Promise((resolve) => server?.close(resolve));
+    await served?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 

@@ -64,6 +64,8 @@ export type ActionInput =
 
 /** An action read once: what is recorded, what is evaluated, or why it cannot be. */
 export interface Prepared {
+  /** The hash of the policy that read the action (and decides it). */
+  readonly policyHash: string;
   readonly action: Action;
   /** See {@link actionFingerprint}. */
   readonly fingerprint: string;
@@ -146,7 +148,7 @@ export function withOptions(type: 'tool' | 'http', target: string | URL, options
 export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Prepared {
   if (typeof action !== 'object' || action === null) {
     const recorded: Action = Object.freeze({ type: 'cost', source: 'invalid', cost: 0 });
-    return { action: recorded, fingerprint: actionFingerprint({ type: 'cost', source: 'invalid', costNanos: 0 }), prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
+    return { policyHash: policy.hash, action: recorded, fingerprint: actionFingerprint({ type: 'cost', source: 'invalid', costNanos: 0 }), prepared: null, invalid: { reason: 'action must be an object', rule: { section: 'input', check: 'action' } } };
   }
   const metadataInput = action.metadata;
   const costInput = action.cost;
@@ -167,7 +169,7 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
       // The same call with metadata: only the record differs (the fingerprint never covers metadata).
       const base = prepared.action as ToolAction;
       const recorded: ToolAction = Object.freeze({ type: 'tool', name: base.name, cost: base.cost, metadata: boundMetadata(metadataInput) });
-      return { action: recorded, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo: prepared.memo as { free: Verdict | undefined } };
+      return { policyHash: policy.hash, action: recorded, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo: prepared.memo as { free: Verdict | undefined } };
     }
     if (metadataInput === undefined && action.type === 'http' && typeof action.url === 'string' && (action.method === undefined || typeof action.method === 'string')) {
       const method = action.method ?? '';
@@ -195,7 +197,7 @@ export function prepareAction(policy: PolicyEvaluator, action: ActionInput): Pre
 function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined, memo?: { free: Verdict | undefined }): Prepared {
   const prepared = readAction(policy, action, cost, metadata);
   if (memo === undefined) return prepared;
-  return { action: prepared.action, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo };
+  return { policyHash: prepared.policyHash, action: prepared.action, fingerprint: prepared.fingerprint, prepared: prepared.prepared, invalid: prepared.invalid, memo };
 }
 
 function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined): Prepared {
@@ -229,10 +231,10 @@ function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnTy
             ? { type: 'tool', name: shown, cost: costUsd, input: boundValue(inputValue) }
             : { type: 'tool', name: shown, cost: costUsd, input: boundValue(inputValue), metadata },
       );
-      if (info.problem !== undefined) return { action: recorded, fingerprint, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
-      if (inputProblem !== undefined) return { action: recorded, fingerprint, prepared: null, invalid: { reason: inputProblem, rule: { section: 'input', check: 'input' } } };
-      if (!cost.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, fingerprint, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos, input: inputValue }, invalid: null };
+      if (info.problem !== undefined) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: `${info.problem}; denied`, rule: { section: 'input', check: 'tool_name' } } };
+      if (inputProblem !== undefined) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: inputProblem, rule: { section: 'input', check: 'input' } } };
+      if (!cost.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
+      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'tool', name, folded: info.folded, costNanos: cost.nanos, input: inputValue }, invalid: null };
     }
     case 'http': {
       const target = parseTarget(action.url);
@@ -243,9 +245,9 @@ function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnTy
       if (method !== undefined) recorded.method = method;
       if (metadata !== undefined) recorded.metadata = metadata;
       Object.freeze(recorded);
-      if (!target.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: boundString(target.reason), rule: { section: 'input', check: 'url' } } };
-      if (!cost.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, fingerprint, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos, method, path: target.path }, invalid: null };
+      if (!target.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: boundString(target.reason), rule: { section: 'input', check: 'url' } } };
+      if (!cost.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
+      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'http', host: target.host, isIp: target.isIp, costNanos: cost.nanos, method, path: target.path }, invalid: null };
     }
     case 'cost': {
       const source = action.source;
@@ -255,10 +257,10 @@ function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnTy
       if (metadata !== undefined) recorded.metadata = metadata;
       Object.freeze(recorded);
       if (typeof source !== 'string' || source === '') {
-        return { action: recorded, fingerprint, prepared: null, invalid: { reason: 'cost source must be a non-empty string', rule: { section: 'input', check: 'action' } } };
+        return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: 'cost source must be a non-empty string', rule: { section: 'input', check: 'action' } } };
       }
-      if (!cost.ok) return { action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
-      return { action: recorded, fingerprint, prepared: { type: 'cost', source, costNanos: cost.nanos }, invalid: null };
+      if (!cost.ok) return { policyHash: policy.hash, action: recorded, fingerprint, prepared: null, invalid: { reason: cost.reason, rule: { section: 'input', check: 'cost' } } };
+      return { policyHash: policy.hash, action: recorded, fingerprint, prepared: { type: 'cost', source, costNanos: cost.nanos }, invalid: null };
     }
     default: {
       const type = (action as { type?: unknown }).type;
@@ -267,6 +269,7 @@ function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnTy
       if (metadata !== undefined) recorded.metadata = metadata;
       Object.freeze(recorded);
       return {
+        policyHash: policy.hash,
         action: recorded,
         fingerprint: actionFingerprint({ type: 'cost', source, costNanos: 0 }),
         prepared: null,

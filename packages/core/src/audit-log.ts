@@ -263,7 +263,7 @@ export class AuditLog implements DecisionSink {
     this.append({
       kind: 'decision',
       sessionId: decision.sessionId,
-      policyHash: session.policy.hash,
+      policyHash: decision.policyHash,
       budget: remaining === null ? null : (session.policy.normalized.budget?.maxSpendNanos ?? 0) / 1e9,
       spent: session.spent,
       remaining,
@@ -277,7 +277,7 @@ export class AuditLog implements DecisionSink {
     this.append({
       kind: 'settlement',
       sessionId: decision.sessionId,
-      policyHash: session.policy.hash,
+      policyHash: decision.policyHash,
       decisionId: decision.id,
       settlement: decision.settlement,
       ...(decision.action.metadata !== undefined ? { metadata: decision.action.metadata } : {}),

@@ -28,8 +28,8 @@ export class BudgetLedger {
     readonly sessionId: string,
     budget: BudgetRef,
     /** Nanos, or null without a budget. */
-    readonly limit: number | null,
-    private readonly softLimit: number | null,
+    public limit: number | null,
+    private softLimit: number | null,
     private readonly onSoftLimit: ((event: SoftLimitEvent) => void) | undefined,
     /** How long a lease lives unsettled before it is charged at its estimate. */
     readonly leaseTtlMs: number,
@@ -45,6 +45,13 @@ export class BudgetLedger {
    */
   get storeDecides(): boolean {
     return this.store.shared === true || this.budget.period !== 'session';
+  }
+
+  /** A reloaded policy's budget: later checks are held to it (spend already recorded stays). */
+  retarget(limit: number | null, softLimit: number | null): void {
+    this.limit = limit;
+    this.softLimit = softLimit;
+    if (this.exceededSeen && (limit === null || this.snapshot().spent <= limit)) this.exceededSeen = false;
   }
 
   snapshot(): BudgetSnapshot {

@@ -76,6 +76,8 @@ export type RuleRef =
       readonly scope: 'session' | 'budget';
       readonly resetAt: string | null;
     }
+  /** An emergency stop (`halt`) was in force: its reason, when and by whom it was set, the budget key it covers. */
+  | { readonly section: 'halt'; readonly reason: string; readonly at: string; readonly by?: string; readonly budgetKey?: string }
   /** The check itself failed (e.g. the budget store threw): denied, with the error's message. */
   | { readonly section: 'error'; readonly message: string }
   | { readonly section: 'default' };
@@ -142,6 +144,8 @@ interface DecisionBase {
   readonly sessionId: string;
   /** The action's fingerprint (see {@link actionFingerprint}): what keys, approvals and tokens bind to. */
   readonly fingerprint: string;
+  /** SHA-256 of the policy that made this decision (a reloaded policy has another). */
+  readonly policyHash: string;
   readonly reason: string;
   readonly rule: RuleRef;
   readonly action: Action;

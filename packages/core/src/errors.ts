@@ -15,7 +15,8 @@ export type AgentPolicyErrorCode =
   | 'STORE_UNAVAILABLE'
   | 'AUDIT_LOG_LOCKED'
   | 'AUDIT_LOG_INVALID'
-  | 'AUDIT_LOG_WRITE_FAILED';
+  | 'AUDIT_LOG_WRITE_FAILED'
+  | 'POLICY_TEST_FAILED';
 
 /**
  * Base class of every error agentpolicy throws. Use {@link AgentPolicyError.isInstance} rather than `instanceof`

@@ -28,6 +28,12 @@ export function ruleId(rule: RuleRef): string {
       return `input.${rule.check}`;
     case 'session':
       return `session.${rule.check}`;
+    case 'rules':
+      return `rules[${rule.index}]`;
+    case 'limits':
+      return `limits[${rule.index}]`;
+    case 'halt':
+      return rule.budgetKey === undefined ? 'halt' : `halt:${rule.budgetKey}`;
     default:
       return rule.section;
   }

@@ -17,7 +17,8 @@ const MAX_SERIES = SERIES_COLORS.length;
 
 const usd = (amount: number): string => formatUsd(Math.round(Math.max(0, amount) * 1e9));
 
-function escape(text: unknown): string {
+/** Escapes text for HTML (element content and quoted attributes). */
+export function escapeHtml(text: unknown): string {
   return String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
 }
 
@@ -55,13 +56,13 @@ function chart(reports: readonly SessionReport[], spend: Readonly<Record<string,
   for (let i = 0; i <= 4; i++) {
     const amount = (top$ * i) / 4;
     parts.push(`<line class="grid" x1="${left}" x2="${width - right}" y1="${y(amount).toFixed(1)}" y2="${y(amount).toFixed(1)}"/>`);
-    parts.push(`<text class="axis" x="${left - 6}" y="${(y(amount) + 4).toFixed(1)}" text-anchor="end">${escape(usd(amount))}</text>`);
+    parts.push(`<text class="axis" x="${left - 6}" y="${(y(amount) + 4).toFixed(1)}" text-anchor="end">${escapeHtml(usd(amount))}</text>`);
   }
-  parts.push(`<text class="axis" x="${left}" y="${height - 12}">${escape(new Date(t0).toISOString().replace('T', ' ').slice(0, 19))}</text>`);
-  parts.push(`<text class="axis" x="${width - right}" y="${height - 12}" text-anchor="end">${escape(new Date(t0 + span).toISOString().replace('T', ' ').slice(0, 19))} UTC</text>`);
+  parts.push(`<text class="axis" x="${left}" y="${height - 12}">${escapeHtml(new Date(t0).toISOString().replace('T', ' ').slice(0, 19))}</text>`);
+  parts.push(`<text class="axis" x="${width - right}" y="${height - 12}" text-anchor="end">${escapeHtml(new Date(t0 + span).toISOString().replace('T', ' ').slice(0, 19))} UTC</text>`);
   for (const budget of budgets) {
     parts.push(`<line class="budget" x1="${left}" x2="${width - right}" y1="${y(budget).toFixed(1)}" y2="${y(budget).toFixed(1)}"/>`);
-    parts.push(`<text class="budget-label" x="${width - right - 4}" y="${(y(budget) - 5).toFixed(1)}" text-anchor="end">budget ${escape(usd(budget))}</text>`);
+    parts.push(`<text class="budget-label" x="${width - right - 4}" y="${(y(budget) - 5).toFixed(1)}" text-anchor="end">budget ${escapeHtml(usd(budget))}</text>`);
   }
   series.forEach(({ report, points }, i) => {
     if (points.length === 0) return;
@@ -74,10 +75,10 @@ function chart(reports: readonly SessionReport[], spend: Readonly<Record<string,
       level = point.spent;
     }
     d += ` L${(width - right).toFixed(1)},${y(level).toFixed(1)}`;
-    parts.push(`<path class="series" data-session="${escape(report.sessionId)}" d="${d}" stroke="${SERIES_COLORS[i]}"><title>${escape(report.sessionId)}: ${escape(usd(report.spent))}</title></path>`);
+    parts.push(`<path class="series" data-session="${escapeHtml(report.sessionId)}" d="${d}" stroke="${SERIES_COLORS[i]}"><title>${escapeHtml(report.sessionId)}: ${escapeHtml(usd(report.spent))}</title></path>`);
   });
   const legend = series
-    .map(({ report }, i) => `<li><span class="swatch" style="background:${SERIES_COLORS[i]}"></span>${escape(report.sessionId)}: ${escape(usd(report.spent))}${report.budget !== null ? ` of ${escape(usd(report.budget))}` : ''}</li>`)
+    .map(({ report }, i) => `<li><span class="swatch" style="background:${SERIES_COLORS[i]}"></span>${escapeHtml(report.sessionId)}: ${escapeHtml(usd(report.spent))}${report.budget !== null ? ` of ${escapeHtml(usd(report.budget))}` : ''}</li>`)
     .join('');
   const omitted = reports.length > shown.length ? `<p class="note">The ${shown.length} sessions that spent most are drawn; ${reports.length - shown.length} more are in the table above.</p>` : '';
   return `<svg class="spend-chart" role="img" aria-label="Spend against budget over time" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}">${parts.join('')}</svg><ul class="legend">${legend}</ul>${omitted}`;
@@ -102,7 +103,7 @@ function outcomeBars(reports: readonly SessionReport[]): string {
 
 function ruleTable(decisions: readonly Decision[]): string {
   const rows = decisionsByRule(decisions)
-    .map((row) => `<tr class="outcome-${row.decision}"><td><code>${escape(row.rule)}</code></td><td>${row.decision}</td><td class="num">${row.count}</td></tr>`)
+    .map((row) => `<tr class="outcome-${row.decision}"><td><code>${escapeHtml(row.rule)}</code></td><td>${row.decision}</td><td class="num">${row.count}</td></tr>`)
     .join('');
   return `<table class="rules"><thead><tr><th>rule</th><th>decision</th><th>count</th></tr></thead><tbody>${rows || '<tr><td colspan="3">no decisions</td></tr>'}</tbody></table>`;
 }
@@ -113,7 +114,7 @@ function flaggedTable(decisions: readonly Decision[], max: number): string {
   const rows = listed
     .map(
       (d) =>
-        `<tr class="outcome-${d.decision}"><td class="time">${escape(d.timestamp.replace('T', ' ').replace('Z', ''))}</td><td>${escape(d.sessionId)}</td><td>${d.decision}</td><td>${d.action.type}</td><td class="target">${escape(actionTarget(d.action))}</td><td class="num">${escape(usd(d.action.cost))}</td><td><code>${escape(ruleId(d.rule))}</code></td><td class="reason">${escape(d.reason)}</td></tr>`,
+        `<tr class="outcome-${d.decision}"><td class="time">${escapeHtml(d.timestamp.replace('T', ' ').replace('Z', ''))}</td><td>${escapeHtml(d.sessionId)}</td><td>${d.decision}</td><td>${d.action.type}</td><td class="target">${escapeHtml(actionTarget(d.action))}</td><td class="num">${escapeHtml(usd(d.action.cost))}</td><td><code>${escapeHtml(ruleId(d.rule))}</code></td><td class="reason">${escapeHtml(d.reason)}</td></tr>`,
     )
     .join('');
   const note = flagged.length > listed.length ? `<p class="note">The latest ${listed.length} of ${flagged.length} are listed.</p>` : '';
@@ -124,7 +125,7 @@ function sessionTable(reports: readonly SessionReport[]): string {
   const rows = reports
     .map((r) => {
       const used = r.budget ? ` (${(((r.spent + r.reserved) / r.budget) * 100).toFixed(1)}%)` : '';
-      return `<tr><td>${escape(r.sessionId)}</td><td><code>${escape(r.policyHash.slice(0, 12))}</code></td><td class="num">${r.decisionSummary.total}</td><td class="num">${r.decisionSummary.allow}</td><td class="num">${r.decisionSummary.deny}</td><td class="num">${r.decisionSummary.require_approval}</td><td class="num">${escape(usd(r.spent))}${used}</td><td class="num">${r.budget === null ? 'none' : escape(usd(r.budget))}</td></tr>`;
+      return `<tr><td>${escapeHtml(r.sessionId)}</td><td><code>${escapeHtml(r.policyHash.slice(0, 12))}</code></td><td class="num">${r.decisionSummary.total}</td><td class="num">${r.decisionSummary.allow}</td><td class="num">${r.decisionSummary.deny}</td><td class="num">${r.decisionSummary.require_approval}</td><td class="num">${escapeHtml(usd(r.spent))}${used}</td><td class="num">${r.budget === null ? 'none' : escapeHtml(usd(r.budget))}</td></tr>`;
     })
     .join('');
   return `<table class="sessions"><thead><tr><th>session</th><th>policy</th><th>decisions</th><th>allow</th><th>deny</th><th>require_approval</th><th>spent</th><th>budget</th></tr></thead><tbody>${rows}</tbody></table>`;
@@ -173,7 +174,7 @@ export function renderHtmlReport(source: SessionReport | AuditLogReport, options
     `${reports.length} session${reports.length === 1 ? '' : 's'}`,
     `${reports.reduce((n, r) => n + r.decisionSummary.total, 0)} decisions`,
     `${usd(spent)} spent`,
-    fromLog ? `from ${source.files.map((f) => escape(f)).join(', ')}` : '',
+    fromLog ? `from ${source.files.map((f) => escapeHtml(f)).join(', ')}` : '',
     dropped > 0 ? `rule and action tables cover the ${decisions.length} decisions kept (${dropped} older ones dropped)` : '',
     fromLog && source.unreadableLines > 0 ? `${source.unreadableLines} unreadable lines skipped (run agentpolicy audit verify)` : '',
   ].filter(Boolean);
@@ -183,11 +184,11 @@ export function renderHtmlReport(source: SessionReport | AuditLogReport, options
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<title>${escape(title)}</title>
+<title>${escapeHtml(title)}</title>
 <style>${STYLE}</style>
 </head>
 <body>
-<h1>${escape(title)}</h1>
+<h1>${escapeHtml(title)}</h1>
 <p class="meta">${meta.join(' · ')}</p>
 <h2>Sessions</h2>
 ${sessionTable(reports)}

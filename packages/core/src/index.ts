@@ -109,3 +109,35 @@ export { verifyAuditLog, type AuditVerification, type AuditBreak, type AuditBrea
 export { readAuditLog, type AuditLogReport, type SpendPoint } from './audit-report.js';
 export { formatDecision, formatDecisions, formatReport, ruleId, type FormatReportOptions } from './format-report.js';
 export { renderHtmlReport, type HtmlReportOptions } from './html-report.js';
+export { PolicySource, type PolicyFileOptions, type PolicySourceOptions, type PolicyUpdate } from './policy-source.js';
+export { FileHaltStore, InMemoryHaltStore, haltState, type HaltOptions, type HaltState, type HaltStore } from './halt.js';
+export type { PolicyProvider } from './policy-evaluator.js';
+export {
+  assertPolicyTests,
+  findPolicyTests,
+  formatCaseFailure,
+  formatPolicyTestReport,
+  isPolicyTestFile,
+  loadPolicyTests,
+  runPolicyTests,
+  type PolicyTestActual,
+  type PolicyTestCase,
+  type PolicyTestCaseResult,
+  type PolicyTestExpectation,
+  type PolicyTestFile,
+  type PolicyTestFileResult,
+  type PolicyTestReport,
+  type PolicyTestStep,
+  type PolicyTestStepResult,
+} from './policy-test.js';
+export {
+  Replayer,
+  formatReplayReport,
+  renderReplayHtml,
+  replayAuditLog,
+  type ReplayChange,
+  type ReplayOptions,
+  type ReplayReport,
+  type ReplayRuleGroup,
+} from './replay.js';
+export { diffPolicies, formatPolicyDiff, type PolicyChange, type PolicyDiff } from './policy-diff.js';

@@ -1,5 +1,6 @@
 import type { DecisionValue, RuleRef, ShadowOutcome } from './decision.js';
 import type { CompiledLimit } from './limits.js';
+import type { HaltStore } from './halt.js';
 import type { NormalizedPolicy, PolicyDocument } from './policy-document.js';
 
 /** A prepared action: inputs already read and checked once. */
@@ -31,6 +32,8 @@ export interface PolicyEvaluator {
   readonly normalized: NormalizedPolicy;
   /** SHA-256 of the normalised policy, recorded in every report. */
   readonly hash: string;
+  /** Where this policy's halts are kept; sessions consult it on every check. */
+  readonly halts: HaltStore;
   /** Costs up to this many nanos can match no `cost_gt` rule, so they decide like a free action (budget aside). */
   readonly costRuleFloor: number;
   /** Name checks and the folded form of a tool name. */
@@ -47,4 +50,13 @@ export interface PolicyEvaluator {
   toDocument(): PolicyDocument;
   /** A machine-readable summary of what this policy enforces. */
   explain(): Record<string, unknown>;
+}
+
+/**
+ * Where a session finds its policy at each check: a live source swaps the policy (the session switches at its next
+ * check) and holds the halts of every session it opened.
+ */
+export interface PolicyProvider {
+  readonly current: PolicyEvaluator;
+  readonly halts: HaltStore;
 }

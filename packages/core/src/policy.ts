@@ -24,7 +24,8 @@ import { unknownKeyMessage } from './suggest.js';
 import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-matcher.js';
 import type { SessionReport } from './audit-trail.js';
 import { PolicySession, type SessionOptions } from './session.js';
-import { InMemoryBudgetStore, type BudgetPeriod } from './budget-store.js';
+import { InMemoryBudgetStore, type BudgetPeriod, type MaybePromise } from './budget-store.js';
+import { haltState, InMemoryHaltStore, type HaltOptions, type HaltStore } from './halt.js';
 import { InMemoryRateLimitStore } from './rate-limit-store.js';
 
 /** The in-memory store each policy's sessions share for keyed budgets (`budgetKey` without a `store`). */
@@ -182,6 +183,11 @@ export class AgentPolicy implements PolicyEvaluator {
   private readonly freeVerdicts = new BoundedCache<Verdict>(MEMO_ENTRIES, MEMO_BYTES, MEMO_KEY_CHARS, weighVerdict);
   /** Costs up to this many nanos can match no `cost_gt` rule, so they decide like a free action (budget aside). */
   readonly costRuleFloor: number;
+  /**
+   * Where the halts of this policy's sessions are kept: in this process's memory (see {@link halt}); a session
+   * given its own `halts` store uses that instead.
+   */
+  readonly halts: HaltStore = new InMemoryHaltStore();
 
   constructor(options?: AgentPolicyOptions) {
     // `new AgentPolicy()` is the empty policy; `new AgentPolicy(undefined)` is a missing configuration, not a wish
@@ -307,6 +313,20 @@ export class AgentPolicy implements PolicyEvaluator {
     } finally {
       session.end();
     }
+  }
+
+  /**
+   * Emergency stop: from the next check on (in the same tick), every action of every session of this policy that
+   * uses its halts is denied, the denial naming `reason`, until {@link resume}. With `budgetKey`, only the sessions
+   * of that budget key (their `budgetKey`, or their id) stop.
+   */
+  halt(reason: string, options?: HaltOptions): MaybePromise<void> {
+    return this.halts.halt(haltState(reason, options));
+  }
+
+  /** Lifts the halt of everything (or of one budget key). Returns whether one was in force. */
+  resume(options: { budgetKey?: string } = {}): MaybePromise<boolean> {
+    return this.halts.resume(options.budgetKey);
   }
 
   /** Name checks and the folded form of a tool name, memoised. */

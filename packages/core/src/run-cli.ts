@@ -9,6 +9,10 @@ import { verifyAuditLog, type AuditVerification } from './audit-verify.js';
 import { readAuditLog } from './audit-report.js';
 import { formatReport } from './format-report.js';
 import { renderHtmlReport } from './html-report.js';
+import { FileHaltStore, haltState } from './halt.js';
+import { formatPolicyTestReport, runPolicyTests } from './policy-test.js';
+import { diffPolicies, formatPolicyDiff } from './policy-diff.js';
+import { formatReplayReport, renderReplayHtml, replayAuditLog } from './replay.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -199,6 +203,125 @@ export async function main(
       }
     });
 
+  cli
+    .command('test [...paths]', 'Run policy test files (*.test.yaml) under the paths (default .): pass/fail per case, diff on failure; exit 1 on any failure')
+    .option('--json', 'Print the results as JSON')
+    .action(async (paths: string[], options: { json?: boolean }) => {
+      ran = true;
+      let report;
+      try {
+        report = await runPolicyTests(paths.length > 0 ? paths : ['.']);
+      } catch (error) {
+        if (!AgentPolicyError.isInstance(error)) throw error;
+        err(`agentpolicy: ${error.message}`);
+        exit = 2;
+        return;
+      }
+      if (options.json) out(JSON.stringify(report, null, 2));
+      else for (const line of formatPolicyTestReport(report)) out(line);
+      exit = report.ok ? 0 : 1;
+    });
+
+  cli
+    .command('replay <...files>', 'Re-decide every action of an audit log (rotated files oldest first) under --policy and report what would change')
+    .option('--policy <file>', 'The policy to replay under (required)')
+    .option('--html <out>', 'Also write the replay as one self-contained HTML page')
+    .option('--json', 'Print the replay report as JSON')
+    .option('--examples <n>', 'Changes listed per rule', { default: 5 })
+    .action((files: string[], options: { policy?: string; html?: string; json?: boolean; examples: number }) => {
+      ran = true;
+      if (!options.policy) {
+        err('agentpolicy: replay needs --policy <file>');
+        exit = 2;
+        return;
+      }
+      const policy = load(String(options.policy), err);
+      if (typeof policy === 'number') {
+        exit = policy;
+        return;
+      }
+      if (missing(files)) return;
+      const examples = Number(options.examples);
+      const report = replayAuditLog(files, policy, { examples: Number.isSafeInteger(examples) && examples >= 0 ? examples : 5 });
+      const names = { source: files.join(' '), policyFile: String(options.policy) };
+      if (options.json) out(JSON.stringify(report, null, 2));
+      else for (const line of formatReplayReport(report, names)) out(line);
+      if (report.unreadableLines > 0) err(`agentpolicy: ${report.unreadableLines} unreadable lines skipped; run agentpolicy audit verify`);
+      if (options.html) {
+        writeFileSync(options.html, renderReplayHtml(report, names));
+        out(`wrote ${options.html}`);
+      }
+    });
+
+  cli
+    .command('diff <old> <new>', 'The semantic difference of two policies, in words; exit 0 when they decide alike, 1 when they differ')
+    .option('--json', 'Print the differences as JSON')
+    .action((oldFile: string, newFile: string, options: { json?: boolean }) => {
+      ran = true;
+      const before = load(oldFile, err);
+      if (typeof before === 'number') {
+        exit = before;
+        return;
+      }
+      const after = load(newFile, err);
+      if (typeof after === 'number') {
+        exit = after;
+        return;
+      }
+      const diff = diffPolicies(before, after);
+      if (options.json) out(JSON.stringify(diff, null, 2));
+      else for (const line of formatPolicyDiff(diff, { old: oldFile, new: newFile })) out(line);
+      exit = diff.same ? 0 : 1;
+    });
+
+  // Emergency stop through a halt file every process shares (sessions opened with `halts: new FileHaltStore(file)`).
+  cli
+    .command('halt [...reason]', 'Halt every session sharing a halt file (or one budget key) until resumed; "halt --list" shows halts in force')
+    .option('--file <path>', 'The halt file the processes share (FileHaltStore)')
+    .option('--key <budgetKey>', 'Halt only the sessions of this budget key')
+    .option('--by <name>', 'Who halts (recorded in every denial)')
+    .option('--list', 'List the halts in force instead')
+    .action((words: string[], options: { file?: string; key?: string; by?: string; list?: boolean }) => {
+      ran = true;
+      if (!options.file) {
+        err('agentpolicy: halt needs --file <path> (the halt file the agents share)');
+        exit = 2;
+        return;
+      }
+      const store = new FileHaltStore(options.file);
+      if (options.list) {
+        const halts = store.list();
+        if (halts.length === 0) out(`${options.file}: no halt in force`);
+        for (const halt of halts) out(`halted${halt.budgetKey !== undefined ? ` budget key ${halt.budgetKey}` : ' (every session)'} since ${halt.at}${halt.by ? ` by ${halt.by}` : ''}: ${halt.reason}`);
+        return;
+      }
+      const reason = words.join(' ');
+      if (reason.trim() === '') {
+        err('agentpolicy: halt needs a reason: agentpolicy halt --file <path> <reason…>');
+        exit = 2;
+        return;
+      }
+      const state = haltState(reason, { ...(options.key !== undefined ? { budgetKey: String(options.key) } : {}), ...(options.by !== undefined ? { by: String(options.by) } : {}) });
+      store.halt(state);
+      out(`halted ${state.budgetKey !== undefined ? `budget key ${state.budgetKey}` : 'every session'} (${options.file}): ${state.reason}`);
+    });
+
+  cli
+    .command('resume', 'Lift a halt set with agentpolicy halt')
+    .option('--file <path>', 'The halt file the processes share')
+    .option('--key <budgetKey>', 'Lift only the halt of this budget key')
+    .action((options: { file?: string; key?: string }) => {
+      ran = true;
+      if (!options.file) {
+        err('agentpolicy: resume needs --file <path>');
+        exit = 2;
+        return;
+      }
+      const key = options.key !== undefined ? String(options.key) : undefined;
+      const was = new FileHaltStore(options.file).resume(key);
+      out(was ? `resumed ${key !== undefined ? `budget key ${key}` : 'every session'} (${options.file})` : `${options.file}: no halt of ${key !== undefined ? `budget key ${key}` : 'every session'} was in force`);
+    });
+
   cli.command('schema', 'Print the JSON Schema of the policy format').action(() => {
     ran = true;
     out(JSON.stringify(policyJsonSchema, null, 2));
@@ -212,7 +335,7 @@ export async function main(
     if (cli.options.help || cli.options.version) return 0;
     if (!cli.matchedCommand) {
       const name = cli.args[0];
-      err(name ? `agentpolicy: unknown command ${JSON.stringify(name)} (commands: validate, explain, demo, schema, audit verify, report; see --help)` : 'agentpolicy: no command given (commands: validate, explain, demo, schema, audit verify, report; see --help)');
+      err(name ? `agentpolicy: unknown command ${JSON.stringify(name)} (commands: validate, explain, demo, schema, audit verify, report, test, replay, diff, halt, resume; see --help)` : 'agentpolicy: no command given (commands: validate, explain, demo, schema, audit verify, report, test, replay, diff, halt, resume; see --help)');
       return 2;
     }
     await cli.runMatchedCommand();

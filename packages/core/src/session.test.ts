@@ -634,12 +634,14 @@ describe('a human answer given outside the session (approval option)', () => {
 
 describe('audit trail and report', () => {
   it('every decision has the documented shape', async () => {
-    const session = seed().session({ id: 's1' });
+    const policy = seed();
+    const session = policy.session({ id: 's1' });
     const decision = await session.checkHttp('https://user:pw@docs.python.org:443/3/', { metadata: { tool: 'fetch_docs' } });
     expect(decision).toEqual({
       id: 's1:1',
       sessionId: 's1',
       fingerprint: expect.stringMatching(/^[0-9a-f]{64}$/),
+      policyHash: policy.hash,
       decision: 'allow',
       reason: 'request to docs.python.org allowed',
       rule: { section: 'default' },

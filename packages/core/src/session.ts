@@ -25,7 +25,8 @@ import { modelSource, usageMetadata } from './model-usage.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
 import type { CompiledLimit } from './limits.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
-import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
+import type { PolicyEvaluator, PolicyProvider, PreparedAction, Verdict } from './policy-evaluator.js';
+import { haltVerdict, type HaltState, type HaltStore } from './halt.js';
 import { priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
 import { InMemoryRateLimitStore, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
@@ -95,6 +96,12 @@ export interface SessionOptions {
    * process that redeems tokens needs the same secret.
    */
   approvalSecret?: string | Uint8Array;
+  /**
+   * Where halts are kept (see {@link AgentPolicy.halt}): the policy's (or its live source's) in-memory halts by
+   * default. Pass a shared store ({@link FileHaltStore}, or one backed by Redis) so a halt set in any process stops
+   * this session at its next check.
+   */
+  halts?: HaltStore;
   /** Called once, when spend first reaches the policy's `budget.soft_limit`. */
   onSoftLimit?: (event: SoftLimitEvent) => void;
   /** How many decisions the report keeps (the oldest are dropped first; summaries stay exact). Default 10,000. */
@@ -159,7 +166,8 @@ function describeRecorded(action: Action): string {
 }
 
 /** The denial of a full limit: which one, and when it lets a call through again. */
-function limitVerdict(limit: CompiledLimit, resetAtMs: number | null, action: Action): Verdict {
+/** The denial of a full limit (also what a replay of an audit log reports). */
+export function limitVerdict(limit: CompiledLimit, resetAtMs: number | null, action: Action): Verdict {
   const shared = limit.scope === 'budget' ? ' across sessions sharing the budget' : '';
   let when: string;
   if (resetAtMs === null) when = limit.scope === 'budget' ? 'no more such calls under this budget' : 'no more such calls in this session';
@@ -189,7 +197,6 @@ function withLimitShadow(verdict: Verdict, shadowHit: Verdict | undefined): Verd
  */
 export class PolicySession {
   readonly id: string;
-  readonly policy: PolicyEvaluator;
   /**
    * A drop-in `fetch` that checks the network policy on every request and every redirect hop. A denied request
    * throws {@link PolicyDeniedError} (or {@link ApprovalRequiredError}) and is never sent.
@@ -197,6 +204,9 @@ export class PolicySession {
   readonly fetch: typeof globalThis.fetch;
 
   private readonly options: SessionOptions;
+  private fixed: PolicyEvaluator;
+  private readonly provider: PolicyProvider | undefined;
+  private readonly halts: HaltStore;
   private readonly ledger: BudgetLedger;
   private readonly limitStore: RateLimitStore;
   private readonly limitKeys: string[] = [];
@@ -219,7 +229,10 @@ export class PolicySession {
   private readonly startedAt = new Date(this.startedMs).toISOString();
   private endedMs: number | null = null;
 
-  constructor(policy: PolicyEvaluator, options: SessionOptions = {}) {
+  /**
+   * @param provider A live policy source: the session takes its current policy at every check (and its halts).
+   */
+  constructor(policy: PolicyEvaluator, options: SessionOptions = {}, provider?: PolicyProvider) {
     if (options.id !== undefined && (typeof options.id !== 'string' || options.id === '')) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'session id must be a non-empty string');
     }
@@ -232,7 +245,9 @@ export class PolicySession {
     if (options.maxDecisions !== undefined && !(options.maxDecisions >= 0)) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'maxDecisions must be a number ≥ 0 (Infinity keeps every decision)');
     }
-    this.policy = policy;
+    this.fixed = provider?.current ?? policy;
+    this.provider = provider;
+    this.halts = options.halts ?? provider?.halts ?? policy.halts;
     this.options = options;
     this.id = options.id ?? randomUUID();
     const budget = policy.normalized.budget;
@@ -282,8 +297,10 @@ export class PolicySession {
    * answer. Approvers are not consulted.
    */
   evaluate(action: ActionInput): Decision {
-    const prepared = prepareAction(this.policy, action);
-    const verdict = this.verdict(prepared, action?.approved === true);
+    const policy = this.policy;
+    const prepared = prepareAction(policy, action);
+    const halt = this.halts.halted(this.ledger.budget.key);
+    const verdict = this.verdict(prepared, action?.approved === true, policy, halt instanceof Promise ? undefined : halt);
     return this.makeDecision(prepared, verdict, randomUUID(), action?.approved === true && verdict.approvedRule ? CALLER_APPROVAL : undefined);
   }
 
@@ -635,39 +652,66 @@ export class PolicySession {
 
   // ---- internals ----------------------------------------------------------------------------------------------
 
-  private verdict(prepared: Prepared, approved: boolean): Verdict {
+  /**
+   * The policy in force: a live source's current one (the session switches at its next check, its budget held to the
+   * new policy's limit from then on), or the policy the session was opened with.
+   */
+  get policy(): PolicyEvaluator {
+    const provider = this.provider;
+    if (provider === undefined) return this.fixed;
+    const current = provider.current;
+    if (current !== this.fixed) {
+      this.fixed = current;
+      const budget = current.normalized.budget;
+      this.ledger.retarget(budget?.maxSpendNanos ?? null, budget?.softLimit ?? null);
+    }
+    return current;
+  }
+
+  /** Halts in force for this session's budget key, or undefined; a store that cannot answer counts as a halt. */
+  haltState(): HaltState | undefined | Promise<HaltState | undefined> {
+    try {
+      const halt = this.halts.halted(this.ledger.budget.key);
+      return halt instanceof Promise ? halt.catch((error: unknown) => haltFailure(error)) : halt;
+    } catch (error) {
+      return haltFailure(error);
+    }
+  }
+
+  private verdict(prepared: Prepared, approved: boolean, policy: PolicyEvaluator, halt: HaltState | undefined): Verdict {
     if (prepared.invalid || !prepared.prepared) {
       return { decision: 'deny', reason: prepared.invalid?.reason ?? 'invalid action', rule: prepared.invalid?.rule ?? { section: 'input', check: 'action' }, approvedRule: false };
     }
     if (this.endedMs !== null) {
       return { decision: 'deny', reason: 'the session has ended', rule: { section: 'session', check: 'ended' }, approvedRule: false };
     }
+    if (halt !== undefined) return haltVerdict(halt);
     const cost = prepared.prepared.costNanos;
     if (this.ledger.exceeded) return this.ledger.exceededVerdict(cost);
     const limit = this.ledger.limit;
     // A shared budget's snapshot may be stale (another process spent, a window rolled over): only the store's own
     // check-and-reserve decides whether money is left, so the policy sees an untouched budget here.
     const shared = this.ledger.storeDecides;
-    if (!approved && cost <= this.policy.costRuleFloor) {
-      if (cost === 0 || shared) return this.freeVerdict(prepared);
+    if (!approved && cost <= policy.costRuleFloor) {
+      if (cost === 0 || shared) return this.freeVerdict(prepared, policy);
       const { spent, reserved } = this.ledger.snapshot();
-      if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared);
+      if (limit === null || spent + reserved + cost <= limit) return this.freeVerdict(prepared, policy);
     }
     const { spent, reserved } = shared ? { spent: 0, reserved: 0 } : this.ledger.snapshot();
     try {
-      return this.policy.decide(prepared.prepared, spent, reserved, approved);
+      return policy.decide(prepared.prepared, spent, reserved, approved);
     } catch (error) {
       return errorVerdict('the check failed, so the action is denied', error);
     }
   }
 
   // The verdict of an action that no budget or cost rule can touch: kept on its memoised prepared form.
-  private freeVerdict(prepared: Prepared): Verdict {
+  private freeVerdict(prepared: Prepared, policy: PolicyEvaluator): Verdict {
     const memo = prepared.memo;
-    if (memo === undefined) return this.policy.decideFree(prepared.prepared as PreparedAction);
+    if (memo === undefined) return policy.decideFree(prepared.prepared as PreparedAction);
     let verdict = memo.free;
     if (verdict === undefined) {
-      verdict = this.policy.decideFree(prepared.prepared as PreparedAction);
+      verdict = policy.decideFree(prepared.prepared as PreparedAction);
       // Shared by every decision of this action: frozen, its rule too.
       if (!Object.isFrozen(verdict)) verdict = Object.freeze({ ...verdict });
       if (!Object.isFrozen(verdict.rule)) Object.freeze(verdict.rule);
@@ -698,21 +742,30 @@ export class PolicySession {
 
   // Synchronous whenever the stores are: no await (and no promise) between the decision and the reservation.
   private decideAndRecord(action: ActionInput, mode: Mode): Decision | Promise<Decision> {
+    const halt = this.haltState();
+    if (halt instanceof Promise) return halt.then((state) => this.decideAndRecordWith(action, mode, state));
+    return this.decideAndRecordWith(action, mode, halt);
+  }
+
+  private decideAndRecordWith(action: ActionInput, mode: Mode, halt: HaltState | undefined): Decision | Promise<Decision> {
     const given = action?.approval;
     const bound = isBoundAnswer(given) ? given : undefined;
     const answer = given === undefined || bound !== undefined ? undefined : normalizeAnswer(given);
     const approved = action?.approved === true || answer?.approved === true;
     const key = typeof action?.idempotencyKey === 'string' ? action.idempotencyKey : undefined;
-    const prepared = prepareAction(this.policy, action);
-    if (key !== undefined) {
+    // One policy decides the whole check, even if a live source swaps it meanwhile.
+    const policy = this.policy;
+    const prepared = prepareAction(policy, action);
+    if (key !== undefined && halt === undefined) {
       // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
-      // anything else is a new action.
+      // anything else is a new action. Under a halt it is decided again, so an allow from before the halt is not
+      // handed out anew.
       const previous = this.keys.get(prepared.fingerprint, key);
       if (previous !== undefined && !this.used.has(this.seqOf(previous)) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
-    const verdict = this.verdict(prepared, approved);
+    const verdict = this.verdict(prepared, approved, policy, halt);
     let decision: Decision | Promise<Decision>;
-    const limits = verdict.afterLimits === true && prepared.prepared !== null ? this.policy.limitsFor(prepared.prepared) : NO_LIMITS;
+    const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
     if (limits.length === 0) decision = this.conclude(prepared, verdict, bound, answer, approved, mode);
     else {
       const counted = this.countLimits(limits, prepared.action, verdict);
@@ -1001,8 +1054,8 @@ export class PolicySession {
     const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
     const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
     const base = approval
-      ? { id, sessionId: this.id, fingerprint: prepared.fingerprint, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp: isoNow(), approval }
-      : { id, sessionId: this.id, fingerprint: prepared.fingerprint, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp: isoNow() };
+      ? { id, sessionId: this.id, fingerprint: prepared.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp: isoNow(), approval }
+      : { id, sessionId: this.id, fingerprint: prepared.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp: isoNow() };
     const shadow = verdict.shadow;
     if (shadow !== undefined) return Object.freeze({ ...base, ...extra, shadow: Object.freeze({ decision: shadow.decision, reason: shadow.reason, rule: Object.freeze(shadow.rule) }) }) as Decision;
     return Object.freeze(extra === undefined ? base : { ...base, ...extra }) as Decision;
@@ -1022,7 +1075,7 @@ export class PolicySession {
       this.trail.add(decision);
       return decision;
     }
-    const prepared = { action: decision.action, fingerprint: decision.fingerprint, prepared: null, invalid: null };
+    const prepared = { policyHash: decision.policyHash, action: decision.action, fingerprint: decision.fingerprint, prepared: null, invalid: null };
     return this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
   }
 
@@ -1062,6 +1115,10 @@ export class PolicySession {
       }
     }
   }
+}
+
+function haltFailure(error: unknown): HaltState {
+  return { reason: `the halt store cannot be read (${boundString((error as Error)?.message ?? String(error))}), so the action is denied`, at: new Date().toISOString() };
 }
 
 function errorVerdict(what: string, error: unknown): Verdict {

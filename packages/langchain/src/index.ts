@@ -1,9 +1,4 @@
-export { AgentPolicyCallbackHandler, type AgentPolicyCallbackHandlerOptions } from './agent-policy-callback-handler.js';
-export {
-  agentPolicyMiddleware,
-  type AgentPolicyMiddlewareOptions,
-  type ToolApprovalAnswer,
-  type ToolApprovalDecision,
-  type ToolApprovalRequest,
-} from './agent-policy-middleware.js';
-export type { ToolCosts } from './tool-costs.js';
+// Everything: the callback handler and the `createAgent` middleware. Handler-only code can import
+// `@agentpolicy/langchain/handler` instead, which does not load `langchain` or `@langchain/langgraph`.
+export * from './handler.js';
+export * from './middleware.js';

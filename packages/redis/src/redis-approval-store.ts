@@ -50,7 +50,8 @@ end
 return { result, h[1], status, h[4] or '' }
 `);
 
-/** The index of pending requests (one sorted set, member `session\0id`, score its expiry): add, list, remove. */
+/** The index of pending requests (one sorted set, member `session\0id`, score its creation time, so the list is oldest
+ * first as the ApprovalStore contract says): add, list, remove. */
 const INDEX_SCRIPT = new RedisScript(`
 if ARGV[1] == 'add' then return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3]) end
 if ARGV[1] == 'list' then return redis.call('ZRANGE', KEYS[1], 0, -1) end
@@ -112,7 +113,8 @@ export class RedisApprovalStore implements ApprovalStore {
     const { result } = await this.call('create', request.id, [JSON.stringify(request), String(expires), this.retention, request.fingerprint]);
     if (result === 'exists') throw new AgentPolicyError('INVALID_ARGUMENT', `an approval request with id ${request.id} already exists`);
     // The index of pending requests lives in its own slot: kept apart from the atomic request, pruned when read.
-    await this.runner.run(INDEX_SCRIPT, [this.index()], ['add', String(expires), `${request.sessionId}\u0000${request.id}`]);
+    const created = Date.parse(request.createdAt);
+    await this.runner.run(INDEX_SCRIPT, [this.index()], ['add', String(Number.isFinite(created) ? created : expires), `${request.sessionId}\u0000${request.id}`]);
   }
 
   async get(id: string): Promise<ApprovalState | undefined> {

@@ -100,6 +100,28 @@ describe.skipIf(redisUrl === null)('approval expiry on the server clock', () => 
     expect(await store.consume(`apr_expiry_${now}`, 'f')).toBe(false);
   });
 
+  it('pending requests are listed oldest first, whatever their expiry (as the ApprovalStore contract says)', async () => {
+    const handle = await open('node-redis@6', { url: redisUrl! });
+    const store = createRedisApprovalStore({ client: handle.client });
+    const now = Date.now();
+    const sessionId = `order-${now}`;
+    const request = (id: string, createdAgoMs: number, expiresInMs: number) =>
+      ({
+        id: `apr_${id}_${now}`,
+        sessionId,
+        fingerprint: 'f',
+        action: { type: 'tool', name: 'send_email', cost: 0 },
+        reason: 'r',
+        rule: { section: 'approval' },
+        createdAt: new Date(now - createdAgoMs).toISOString(),
+        expiresAt: new Date(now + expiresInMs).toISOString(),
+      }) as never;
+    // Raised first with a long timeout, then a later one with a short timeout.
+    await store.create(request('old', 2_000, 3_600_000));
+    await store.create(request('new', 1_000, 60_000));
+    expect((await store.listPending(sessionId)).map((r) => r.id)).toEqual([`apr_old_${now}`, `apr_new_${now}`]);
+  });
+
   it('a windowed limit frees its slots when the window passes on the server clock', async () => {
     const handle = await open('node-redis@6', { url: redisUrl! });
     const key = `window:${Date.now()}`;
