@@ -146,3 +146,21 @@ describe('budget.period and budgetKey through the session', () => {
     expect(() => policy.session({ leaseTtlMs: 0 })).toThrow(/leaseTtlMs/);
   });
 });
+
+describe('a budget its store decides (shared or per period)', () => {
+  it.each([
+    ['a period budget', { budget: { max_spend: 1, period: 'day' } }, {}],
+    ['a shared store', { budget: { max_spend: 1 } }, { store: Object.assign(new InMemoryBudgetStore(), { shared: true }) }],
+  ])('%s: a call denied for costing more than the whole budget does not deny later cheaper calls of the tool', async (_name, document, options) => {
+    const policy = AgentPolicy.fromDict(document);
+    const first = policy.session({ budgetKey: 'team', ...options });
+    expect(await first.checkTool('pay', { cost: 5 })).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+    expect(await first.checkTool('pay', { cost: 0.1 })).toMatchObject({ decision: 'allow' });
+    expect(await first.checkTool('pay', { cost: 5, input: { to: 'x' } })).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+    expect(await first.checkTool('pay', { cost: 0.1, input: { to: 'x' } })).toMatchObject({ decision: 'allow' });
+    // Another session of the same policy (the verdicts the policy keeps are shared by its sessions).
+    const second = policy.session({ budgetKey: 'other', ...options });
+    expect(await second.checkTool('pay', { cost: 0.2, input: { to: 'y' } })).toMatchObject({ decision: 'allow' });
+    expect(first.spent + second.spent).toBeCloseTo(0.4, 9);
+  });
+});

@@ -344,8 +344,10 @@ export class AgentPolicy implements PolicyEvaluator {
    * `cost_gt` rule can match, so it depends on the name or host alone and is memoised.
    */
   decideFree(action: PreparedAction): Verdict {
-    // Conditional rules read the input (and the cost): such actions are decided afresh every time.
-    if (action.type === 'cost' || this.applicable(action).rules.length > 0) return this.decide(action, 0, 0, false);
+    // Conditional rules read the input (and the cost), and a paid action under a budget its store decides (shared,
+    // or per period) is still denied here when it costs more than the whole budget: such actions are decided afresh
+    // every time, so the verdict of one call never answers another of the same name.
+    if (action.type === 'cost' || action.costNanos !== 0 || this.applicable(action).rules.length > 0) return this.decide(action, 0, 0, false);
     const memo = action.type === 'tool' ? this.freeToolVerdicts : this.freeHttpVerdicts;
     const key = action.type === 'tool' ? action.name : action.host;
     return memo.get(key) ?? memo.set(key, Object.freeze(this.decide(action, 0, 0, false)));

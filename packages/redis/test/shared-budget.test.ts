@@ -1,32 +1,20 @@
-import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { AgentPolicy } from '@agentpolicy/core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createRedisBudgetStore } from '../src/index.js';
-import { CLIENT_KINDS, connect, type ClientHandle, type ClientKind } from './clients.js';
+import { CLIENT_KINDS, connect, type ClientHandle } from './clients.js';
+import { nextMessage, startWorker, type Target } from './workers.js';
 
 const redisUrl = inject('redisUrl');
 const clusterNodes = inject('clusterNodes');
 const USD = 1_000_000_000;
-const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url));
 const DIST = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
-type Target = { url: string } | { nodes: string[] };
 const targets: Array<[string, Target | null]> = [
   ['one node', redisUrl === null ? null : { url: redisUrl }],
   ['cluster', clusterNodes === null ? null : { nodes: clusterNodes }],
 ];
-
-function startWorker(kind: ClientKind, target: Target, args: string[]): ChildProcess {
-  return fork(WORKER, [kind, JSON.stringify(target), ...args], { execArgv: ['--no-warnings'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-}
-
-const nextMessage = <T>(child: ChildProcess): Promise<T> =>
-  new Promise((resolve, reject) => {
-    child.once('message', (message) => resolve(message as T));
-    child.once('exit', (code) => reject(new Error(`worker exited with ${code}`)));
-  });
 
 for (const [where, target] of targets) {
   describe.skipIf(target === null)(`8 worker processes × 1,000 concurrent checks on one shared budget (${where})`, () => {

@@ -1,17 +1,33 @@
-// A worker process of the shared-budget tests: connects its own client, opens a session on the shared budget and
-// runs the checks it is told to when the parent says go.
+// A worker process of the shared-budget and shared-limit tests: connects its own client, opens a session on the
+// shared budget and runs the checks it is told to when the parent says go.
 import { AgentPolicy } from '@agentpolicy/core';
-import { createRedisBudgetStore } from '../dist/index.js';
+import { createRedisBudgetStore, createRedisRateLimitStore } from '../dist/index.js';
 import { connect, type ClientKind } from './clients.ts';
 
 const [kind, targetJson, budgetKey, mode, countText, costText, budgetText] = process.argv.slice(2);
 const handle = await connect(kind as ClientKind, JSON.parse(targetJson!) as { url: string } | { nodes: string[] });
 const store = createRedisBudgetStore({ client: handle.client, timeoutMs: 20_000 });
-const policy = new AgentPolicy({ budget: Number(budgetText) });
+// In `limits` mode the last argument is the policy as JSON; otherwise it is the budget in USD.
+const policy = mode === 'limits' ? AgentPolicy.fromDict(JSON.parse(budgetText!)) : new AgentPolicy({ budget: Number(budgetText) });
 const cost = Number(costText);
 const count = Number(countText);
 
-if (mode === 'hold') {
+if (mode === 'limits') {
+  // `count` concurrent checks of `search` under the policy the parent passed.
+  const limitStore = createRedisRateLimitStore({ client: handle.client, timeoutMs: 20_000 });
+  const session = policy.session({ store, limitStore, budgetKey: budgetKey!, id: `worker-${process.pid}` });
+  process.send!({ ready: true });
+  process.once('message', async () => {
+    const decisions = await Promise.all(Array.from({ length: count }, (_, i) => session.checkTool('search', { input: { query: `q${i}` } })));
+    process.send!({
+      allowed: decisions.filter((d) => d.decision === 'allow').length,
+      denied: decisions.filter((d) => d.decision === 'deny' && d.rule.section === 'limits').length,
+      other: decisions.filter((d) => d.decision !== 'allow' && d.rule.section !== 'limits').map((d) => d.reason),
+    });
+    await handle.close();
+    process.exit(0);
+  });
+} else if (mode === 'hold') {
   // Reserve and never settle: the parent kills this process with SIGKILL while the lease is open.
   const session = policy.session({ store, budgetKey: budgetKey!, leaseTtlMs: count });
   const reservation = await session.reserve(cost, { source: 'llm' });
