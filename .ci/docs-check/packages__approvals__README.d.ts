@@ -4,3 +4,6 @@ declare function currentUser(request: Request): Promise<import('@agentpolicy/app
 declare function notify(links: unknown): Promise<void>;
 declare const input: Record<string, unknown>;
 declare function deploy(): Promise<void>;
+declare const secret: string;
+declare const handlerUrl: string;
+declare const authorize: import('@agentpolicy/approvals').ApprovalsAuthorize;

