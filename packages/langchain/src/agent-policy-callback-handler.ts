@@ -5,7 +5,7 @@ import type { LLMResult } from '@langchain/core/outputs';
 import type { Serialized } from '@langchain/core/load/serializable';
 import { isGated } from './model-gate.js';
 import { failureOf, modelInfoFromCallback, promptOf, usageFromResult } from './model-call.js';
-import { decide, isDecidedToolRun, isGovernedToolCall, markToolRun } from './tool-call.js';
+import { decide, isDecidedToolRun, isGovernedToolCall, markToolRun } from './tool-run.js';
 import { toolCallKey, toolCost, type ToolCosts } from './tool-costs.js';
 
 /** Options of {@link AgentPolicyCallbackHandler}. */

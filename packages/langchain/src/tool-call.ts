@@ -1,23 +1,10 @@
-import { AgentPolicyError, decisionError, type BoundApprovalAnswer, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, decisionError, type BoundApprovalAnswer, type Decision, type PolicySession } from '@agentpolicy/core';
 import { ToolMessage } from '@langchain/core/messages';
 import { getConfig, isGraphBubbleUp } from '@langchain/langgraph';
 import type { ToolApprovalRequest } from './agent-policy-middleware.js';
+import { decide, markGovernedToolCall, type ToolRun } from './tool-run.js';
 
-/** A decided tool call: the decision, and the money it holds until the tool has run (a call with a cost). */
-export interface ToolRun {
-  readonly decision: Decision;
-  readonly reservation: Reservation | undefined;
-}
-
-/**
- * Decides a tool call (with its input) and records it. A call with a cost holds it until the tool has run, so a
- * tool that throws is settled by core's one rule; a free call is simply recorded.
- */
-export async function decide(session: PolicySession, name: string, check: CheckToolOptions): Promise<ToolRun> {
-  if (check.cost === undefined || check.cost === 0) return { decision: await session.checkTool(name, check), reservation: undefined };
-  const reservation = await session.reserveAction({ type: 'tool', name, ...check });
-  return { decision: reservation.decision, reservation };
-}
+export { decide, type ToolRun };
 
 /** The interrupt value for a `require_approval` decision. */
 export function approvalRequestOf(session: PolicySession, decision: Decision, tool: string, args: unknown, toolCallId: string | undefined): ToolApprovalRequest {
@@ -124,28 +111,6 @@ export function answerFor(value: unknown, requestId: string): BoundApprovalAnswe
   return bind(requestId, value);
 }
 
-// Tool calls the middleware of a session is running now, by tool call id: a callback handler on the same session
-// leaves them alone, so nothing is decided or charged twice.
-const governed = new WeakMap<PolicySession, Set<string>>();
-
-/** Whether `session`'s middleware is running the tool call with this id (and has decided and charged it). */
-export function isGovernedToolCall(session: PolicySession, toolCallId: string | undefined): boolean {
-  return toolCallId !== undefined && governed.get(session)?.has(toolCallId) === true;
-}
-
-/** Marks a tool run (by a callback handler's run id) as decided for `session`, or unmarks it. */
-export function markToolRun(session: PolicySession, runId: string, running: boolean): void {
-  let calls = governed.get(session);
-  if (calls === undefined) governed.set(session, (calls = new Set()));
-  if (running) calls.add(`run:${runId}`);
-  else calls.delete(`run:${runId}`);
-}
-
-/** Whether a callback handler on `session` already decided the tool run with this run id. */
-export function isDecidedToolRun(session: PolicySession, runId: string): boolean {
-  return governed.get(session)?.has(`run:${runId}`) === true;
-}
-
 interface ToolLike {
   invoke(input: unknown, config?: unknown): Promise<unknown>;
 }
@@ -189,9 +154,7 @@ export async function runAllowed<R>(
     if (run instanceof ToolMessage) return run;
     taken = run;
     const id = request.toolCall.id;
-    let calls = governed.get(session);
-    if (calls === undefined) governed.set(session, (calls = new Set()));
-    if (id !== undefined) calls.add(id);
+    if (id !== undefined) markGovernedToolCall(session, id, true);
     let output: unknown;
     try {
       output = await tool.invoke(input, config);
@@ -199,7 +162,7 @@ export async function runAllowed<R>(
       await settle(run, error, true);
       throw error;
     } finally {
-      if (id !== undefined) calls.delete(id);
+      if (id !== undefined) markGovernedToolCall(session, id, false);
     }
     await settle(run, undefined, false);
     return output;
