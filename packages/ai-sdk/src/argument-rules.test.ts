@@ -8,15 +8,8 @@ import { z } from 'zod';
 import { policyToolApproval } from './policy-tool-approval.js';
 import { lastToolOutput, textResult, toolCallResult, toolCallStreamParts, toolDecisions } from './test-utils.js';
 import { wrapTools } from './wrap-tools.js';
+import { ARGUMENT_RULES } from '@agentpolicy/test-servers';
 
-const RULES: Record<string, unknown> = {
-  rules: [
-    { deny: 'email only to ourco.com', tool: 'send_email', unless: { 'input.to': { glob: '*@ourco.com' } } },
-    { require_approval: 'large refunds', tool: 'refund', if: { 'input.amount': { gt: 100 } } },
-    { deny: 'destructive shell command', tool: 'shell', if: { 'input.command': { command: 'rm -r*' } } },
-  ],
-  limits: [{ tool: 'search', max_calls: 2, per: '1m' }],
-};
 
 function makeTools(ran: string[]) {
   return {
@@ -77,7 +70,7 @@ describe('argument rules through the AI SDK loop', () => {
   it('unless: mail to another domain is denied before the tool runs; mail to ourco.com runs', async () => {
     const ran: string[] = [];
     const { session, model } = await runCalls(
-      RULES,
+      ARGUMENT_RULES,
       [
         ['send_email', { to: 'eve@gmail.com' }],
         ['send_email', { to: 'eve@ourco.com.evil.io' }],
@@ -99,7 +92,7 @@ describe('argument rules through the AI SDK loop', () => {
 
   it('unless, without the approval hook (wrapTools alone): execute refuses the call to another domain', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict(RULES).session();
+    const session = AgentPolicy.fromDict(ARGUMENT_RULES).session();
     const model = new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'c1', { to: 'eve@gmail.com' }), textResult('ok')] });
     await generateText({ model, tools: wrapTools(makeTools(ran), session), stopWhen: isStepCount(2), messages: prompt });
 
@@ -109,7 +102,7 @@ describe('argument rules through the AI SDK loop', () => {
 
   it('if gt: a small refund runs, a large one becomes a tool-approval-request, and the approval runs exactly that input', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict(RULES).session();
+    const session = AgentPolicy.fromDict(ARGUMENT_RULES).session();
     const tools = wrapTools(makeTools(ran), session);
     const toolApproval = policyToolApproval(session);
 
@@ -140,7 +133,7 @@ describe('argument rules through the AI SDK loop', () => {
 
   it('if gt: an approval for a refund of 250 does not run a refund of 9,000 edited into the history', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict(RULES).session();
+    const session = AgentPolicy.fromDict(ARGUMENT_RULES).session();
     const tools = wrapTools(makeTools(ran), session);
     const toolApproval = policyToolApproval(session);
     const first = await generateText({
@@ -170,7 +163,7 @@ describe('argument rules through the AI SDK loop', () => {
   it('command: rm -rf / and an unparseable command line are refused through a shell tool; ls runs', async () => {
     const ran: string[] = [];
     const { session } = await runCalls(
-      RULES,
+      ARGUMENT_RULES,
       [
         ['shell', { command: 'rm -rf /' }],
         ['shell', { command: 'ls; rm -rf /' }],
@@ -189,7 +182,7 @@ describe('argument rules through the AI SDK loop', () => {
   it('limits: the third search in one loop (max 2 per minute) is denied and never runs', async () => {
     const ran: string[] = [];
     const { session, model } = await runCalls(
-      RULES,
+      ARGUMENT_RULES,
       [
         ['search', { query: 'a' }],
         ['search', { query: 'b' }],
@@ -207,7 +200,7 @@ describe('argument rules through the AI SDK loop', () => {
 
   it('limits, streamText: the same count holds when the calls are streamed', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict(RULES).session();
+    const session = AgentPolicy.fromDict(ARGUMENT_RULES).session();
     const tools = wrapTools(makeTools(ran), session);
     const model = new MockLanguageModelV4({
       doStream: [
@@ -225,7 +218,7 @@ describe('argument rules through the AI SDK loop', () => {
   it('mode: shadow lets every call run and records what would have been decided', async () => {
     const ran: string[] = [];
     const { session } = await runCalls(
-      { ...RULES, mode: 'shadow' },
+      { ...ARGUMENT_RULES, mode: 'shadow' },
       [
         ['send_email', { to: 'eve@gmail.com' }],
         ['refund', { amount: 250 }],

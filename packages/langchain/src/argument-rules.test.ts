@@ -11,16 +11,9 @@ import { z } from 'zod';
 import { AgentPolicyCallbackHandler } from './agent-policy-callback-handler.js';
 import { agentPolicyMiddleware, type ToolApprovalRequest } from './agent-policy-middleware.js';
 import { USAGE, aiMessage } from './test-support.js';
+import { ARGUMENT_RULES } from '@agentpolicy/test-servers';
 
 const FINAL = 'All done.';
-const RULES = {
-  rules: [
-    { deny: 'email only to ourco.com', tool: 'send_email', unless: { 'input.to': { glob: '*@ourco.com' } } },
-    { require_approval: 'large refunds', tool: 'refund', if: { 'input.amount': { gt: 100 } } },
-    { deny: 'destructive shell command', tool: 'shell', if: { 'input.command': { command: 'rm -r*' } } },
-  ],
-  limits: [{ tool: 'search', max_calls: 2, per: '1m' }],
-};
 
 function makeTools(ran: string[]) {
   return [
@@ -85,7 +78,7 @@ const requestsOf = (result: { __interrupt__?: Array<{ value: unknown }> }) => (r
 describe('argument rules through createAgent and agentPolicyMiddleware', () => {
   it('unless: mail to another domain gets an error ToolMessage and never runs; mail to ourco.com runs', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict(RULES).session();
+    const session = AgentPolicy.fromDict(ARGUMENT_RULES).session();
     const model = oneCallPerTurn([
       ['send_email', { to: 'eve@gmail.com' }],
       ['send_email', { to: 'eve@ourco.com.evil.io' }],
@@ -104,7 +97,7 @@ describe('argument rules through createAgent and agentPolicyMiddleware', () => {
 
   it('if gt: large refunds interrupt; approving one request runs exactly that refund, the other asks again', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict(RULES).session();
+    const session = AgentPolicy.fromDict(ARGUMENT_RULES).session();
     const model = oneTurn([
       ['refund', { amount: 40 }],
       ['refund', { amount: 250 }],
@@ -134,7 +127,7 @@ describe('argument rules through createAgent and agentPolicyMiddleware', () => {
 
   it('command: rm -rf / and an unparseable command line never reach the shell tool; ls runs', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict(RULES).session();
+    const session = AgentPolicy.fromDict(ARGUMENT_RULES).session();
     const model = oneTurn([
       ['shell', { command: 'rm -rf /' }],
       ['shell', { command: 'ls; rm -rf /' }],
@@ -151,7 +144,7 @@ describe('argument rules through createAgent and agentPolicyMiddleware', () => {
 
   it('limits: the third search in one run (max 2 per minute) is denied and never runs', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict(RULES).session();
+    const session = AgentPolicy.fromDict(ARGUMENT_RULES).session();
     const model = oneCallPerTurn([
       ['search', { query: 'a' }],
       ['search', { query: 'b' }],
@@ -168,7 +161,7 @@ describe('argument rules through createAgent and agentPolicyMiddleware', () => {
 
   it('limits: three searches in one turn (run in parallel by the tool node) still run only two', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict(RULES).session();
+    const session = AgentPolicy.fromDict(ARGUMENT_RULES).session();
     const model = oneTurn([
       ['search', { query: 'a' }],
       ['search', { query: 'b' }],
@@ -182,7 +175,7 @@ describe('argument rules through createAgent and agentPolicyMiddleware', () => {
 
   it('mode: shadow lets every call run, with no interrupt, and records what would have been decided', async () => {
     const ran: string[] = [];
-    const session = AgentPolicy.fromDict({ ...RULES, mode: 'shadow' }).session();
+    const session = AgentPolicy.fromDict({ ...ARGUMENT_RULES, mode: 'shadow' }).session();
     const model = oneCallPerTurn([
       ['send_email', { to: 'eve@gmail.com' }],
       ['refund', { amount: 250 }],
@@ -214,7 +207,7 @@ interface Invokable {
 }
 
 describe('argument rules through AgentPolicyCallbackHandler on a tool invoke', () => {
-  function setup(policy: Record<string, unknown> = RULES) {
+  function setup(policy: Record<string, unknown> = ARGUMENT_RULES) {
     const ran: string[] = [];
     const session = AgentPolicy.fromDict(policy).session();
     const handler = new AgentPolicyCallbackHandler(session);
@@ -244,7 +237,7 @@ describe('argument rules through AgentPolicyCallbackHandler on a tool invoke', (
     expect(ran).toEqual(['refund 40']);
 
     const seen: unknown[] = [];
-    const withApprover = AgentPolicy.fromDict(RULES).session({
+    const withApprover = AgentPolicy.fromDict(ARGUMENT_RULES).session({
       approver: async (request) => {
         seen.push(request.action);
         return true;
@@ -271,7 +264,7 @@ describe('argument rules through AgentPolicyCallbackHandler on a tool invoke', (
     expect(PolicyDeniedError.isInstance(await denial(search.invoke({ query: 'c' }, { callbacks: [handler] })))).toBe(true);
     expect(ran).toEqual(['search a', 'search b']);
 
-    const shadow = setup({ ...RULES, mode: 'shadow' });
+    const shadow = setup({ ...ARGUMENT_RULES, mode: 'shadow' });
     for (const query of ['a', 'b', 'c']) await shadow.search.invoke({ query }, { callbacks: [shadow.handler] });
     await shadow.shell.invoke({ command: 'rm -rf /' }, { callbacks: [shadow.handler] });
     expect(shadow.ran).toEqual(['search a', 'search b', 'search c', 'shell rm -rf /']);

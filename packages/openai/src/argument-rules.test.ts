@@ -7,15 +7,8 @@ import type { RunnableToolFunctionWithParse } from 'openai/lib/RunnableFunction'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
 import { wrapOpenAI } from './wrap-openai.js';
+import { ARGUMENT_RULES } from '@agentpolicy/test-servers';
 
-const RULES = {
-  rules: [
-    { deny: 'email only to ourco.com', tool: 'send_email', unless: { 'input.to': { glob: '*@ourco.com' } } },
-    { require_approval: 'large refunds', tool: 'refund', if: { 'input.amount': { gt: 100 } } },
-    { deny: 'destructive shell command', tool: 'shell', if: { 'input.command': { command: 'rm -r*' } } },
-  ],
-  limits: [{ tool: 'search', max_calls: 2, per: '1m' }],
-};
 const USER = [{ role: 'user' as const, content: 'Do the task.' }];
 
 let server: MockOpenAIServer;
@@ -25,7 +18,7 @@ beforeAll(async () => {
 afterAll(() => server.close());
 beforeEach(() => server.reset());
 
-function setup(policy: Record<string, unknown> = RULES) {
+function setup(policy: Record<string, unknown> = ARGUMENT_RULES) {
   const session = AgentPolicy.fromDict(policy).session();
   const client = wrapOpenAI(new OpenAI({ apiKey: 'test-key', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true });
   const ran: string[] = [];
@@ -138,7 +131,7 @@ describe('argument rules on the tool calls the model returns', () => {
   });
 
   it('mode: shadow passes every call through and records what would have been decided', async () => {
-    const { session, ran, runTools } = setup({ ...RULES, mode: 'shadow' });
+    const { session, ran, runTools } = setup({ ...ARGUMENT_RULES, mode: 'shadow' });
     server.reply(
       call('m1', 'send_email', { to: 'eve@gmail.com' }),
       call('m2', 'refund', { amount: 250 }),
