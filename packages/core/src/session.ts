@@ -1116,18 +1116,22 @@ export class PolicySession {
 
   // Decisions are frozen values: nothing outside the session can change what it recorded.
   // The fingerprint is a plain value once it has been worked out, and an accessor that works it out on first read
-  // until then (see lazyFingerprint): most decisions are never asked for it.
+  // until then (see LazyDecision): most decisions are never asked for it.
   private makeDecision(prepared: Prepared, verdict: Verdict, id: string, approval: ApprovalRecord | undefined, extra?: DecisionExtra): Decision {
     const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
     const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
     const identity = prepared.identity;
     const timestamp = isoNow();
     const seq = id === this.lastId ? this.seq : this.parseSeq(id);
-    const decision: Record<string, unknown> = identity.hashed
-      ? approval
-        ? { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp, approval }
-        : { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp }
-      : lazyFingerprint({ id, sessionId: this.id }, prepared.policyHash, verdict.decision, reason, rule, prepared.action, approval, timestamp);
+    let decision: Record<string, unknown>;
+    if (!identity.hashed) {
+      decision = new LazyDecision(id, this.id, prepared.policyHash, verdict.decision, reason, rule, prepared.action, approval !== undefined, timestamp);
+      if (approval !== undefined) decision['approval'] = approval;
+    } else if (approval !== undefined) {
+      decision = { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp, approval };
+    } else {
+      decision = { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp };
+    }
     new DecisionStamp(decision, identity, this, seq);
     if (extra !== undefined) Object.assign(decision, extra);
     const shadow = verdict.shadow;
@@ -1235,30 +1239,44 @@ const FINGERPRINT: PropertyDescriptor = Object.freeze({
 /**
  * A decision whose `fingerprint` is an own enumerable accessor that works the SHA-256 out on first read (from the
  * identity's frozen snapshot, so it is the fingerprint of the action as it was checked). JSON, spread, structured
- * clone and the audit sinks read it like a value.
+ * clone and the audit sinks read it like a value. Built by a constructor whose instances are plain objects (their
+ * prototype is Object.prototype): every field sits inside the object, where a literal extended afterwards would
+ * allocate and grow a separate property store on every decision.
  */
-function lazyFingerprint(
-  head: { id: string; sessionId: string },
+const LazyDecision = function LazyDecision(
+  this: Record<string, unknown>,
+  id: string,
+  sessionId: string,
   policyHash: string,
   value: Decision['decision'],
   reason: string,
   rule: RuleRef,
   action: Action,
-  approval: ApprovalRecord | undefined,
+  approved: boolean,
   timestamp: string,
-): Record<string, unknown> {
-  const decision = head as Record<string, unknown>;
-  Object.defineProperty(decision, 'fingerprint', FINGERPRINT);
-  decision['policyHash'] = policyHash;
-  decision['decision'] = value;
-  decision['reason'] = reason;
-  decision['rule'] = rule;
-  decision['action'] = action;
-  decision['approved'] = approval !== undefined;
-  decision['timestamp'] = timestamp;
-  if (approval !== undefined) decision['approval'] = approval;
-  return decision;
-}
+) {
+  this['id'] = id;
+  this['sessionId'] = sessionId;
+  Object.defineProperty(this, 'fingerprint', FINGERPRINT);
+  this['policyHash'] = policyHash;
+  this['decision'] = value;
+  this['reason'] = reason;
+  this['rule'] = rule;
+  this['action'] = action;
+  this['approved'] = approved;
+  this['timestamp'] = timestamp;
+} as unknown as new (
+  id: string,
+  sessionId: string,
+  policyHash: string,
+  value: Decision['decision'],
+  reason: string,
+  rule: RuleRef,
+  action: Action,
+  approved: boolean,
+  timestamp: string,
+) => Record<string, unknown>;
+(LazyDecision as unknown as { prototype: object }).prototype = Object.prototype;
 
 /** The identity of a decision this session made. */
 function identityOf(decision: Decision): ActionIdentity {
