@@ -15,7 +15,7 @@ import {
   type Approver,
   type BoundApprovalAnswer,
 } from './approvals.js';
-import { AuditTrail, isoNow, type SessionReport } from './audit-trail.js';
+import { AuditTrail, isoAt, isoNow, type SessionReport } from './audit-trail.js';
 import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
@@ -228,6 +228,9 @@ export class PolicySession {
   private readonly used = new UsedAllows();
   private readonly approvals: SessionApprovals;
   private seq = 0;
+  // The system time (ms) the limits of the check being decided were counted at, or 0: set and cleared within one
+  // synchronous step, so the decision made in it is stamped with that instant without reading the clock again.
+  private clockMs = 0;
   // The id nextId handed out last (its sequence number is `seq`).
   private lastId = '';
   // `<session id>:`, built once: a decision id is this and a sequence number.
@@ -794,11 +797,15 @@ export class PolicySession {
     const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
     if (limits.length === 0) decision = this.conclude(prepared, verdict, bound, answer, approved, mode);
     else {
-      const counted = this.countLimits(limits, prepared.action, verdict);
-      decision =
-        counted instanceof Promise
-          ? counted.then((outcome) => this.concludeCounted(prepared, outcome, bound, answer, approved, mode))
-          : this.concludeCounted(prepared, counted, bound, answer, approved, mode);
+      try {
+        const counted = this.countLimits(limits, prepared.action, verdict);
+        decision =
+          counted instanceof Promise
+            ? counted.then((outcome) => this.concludeCounted(prepared, outcome, bound, answer, approved, mode))
+            : this.concludeCounted(prepared, counted, bound, answer, approved, mode);
+      } finally {
+        this.clockMs = 0;
+      }
     }
     if (key === undefined) return decision;
     if (decision instanceof Promise) {
@@ -904,6 +911,8 @@ export class PolicySession {
     let count = 0;
     let shadowHit: Verdict | undefined;
     const now = local.clock();
+    // The same instant stamps the decision made right after (see makeDecision).
+    if (local.systemClock) this.clockMs = now;
     for (let i = 0; i < limits.length; i++) {
       const limit = limits[i] as CompiledLimit;
       const key = this.limitKeys[limit.index] ?? this.limitKey(limit);
@@ -1121,7 +1130,7 @@ export class PolicySession {
     const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
     const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
     const identity = prepared.identity;
-    const timestamp = isoNow();
+    const timestamp = this.clockMs !== 0 ? isoAt(this.clockMs) : isoNow();
     const seq = id === this.lastId ? this.seq : this.parseSeq(id);
     let decision: Record<string, unknown>;
     if (!identity.hashed) {
