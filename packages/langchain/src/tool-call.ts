@@ -1,5 +1,6 @@
 import { AgentPolicyError, decisionError, type BoundApprovalAnswer, type Decision, type PolicySession } from '@agentpolicy/core';
 import { ToolMessage } from '@langchain/core/messages';
+import { ToolInputParsingException } from '@langchain/core/tools';
 import { getConfig, isGraphBubbleUp } from '@langchain/langgraph';
 import type { ToolApprovalRequest } from './agent-policy-middleware.js';
 import { decide, markGovernedToolCall, type ToolRun } from './tool-run.js';
@@ -121,7 +122,8 @@ const isToolLike = (value: unknown): value is ToolLike => typeof value === 'obje
  * Runs an allowed tool call through the rest of the middleware chain, taking the allow's one execution when the tool
  * itself is invoked (so a middleware further in that interrupts or answers on its own uses nothing). An allow that
  * another run of the same call already used is decided again (and charged) before the tool runs. A tool that throws
- * is settled by core's rule (`Reservation.fail`) and its error passed on.
+ * is settled by core's rule (`Reservation.fail`) and its error passed on; `rejectedInput` (the tool's schema rejects
+ * the arguments) releases the money when the tool throws its `ToolInputParsingException`.
  */
 export async function runAllowed<R>(
   session: PolicySession,
@@ -129,6 +131,7 @@ export async function runAllowed<R>(
   request: { toolCall: { name: string; args?: unknown; id?: string | undefined }; tool?: unknown },
   handler: (request: never) => R | Promise<R>,
   redecide: () => Promise<ToolRun>,
+  rejectedInput = false,
 ): Promise<R | ToolMessage> {
   const original = request.tool;
   let taken: ToolRun | undefined;
@@ -145,8 +148,9 @@ export async function runAllowed<R>(
   const settle = async (run: ToolRun, error: unknown, failed: boolean): Promise<void> => {
     if (!run.reservation) return;
     if (!failed) await run.reservation.commit();
-    // An interrupt raised inside the tool ends nothing: it runs again on resume.
-    else if (isGraphBubbleUp(error)) await run.reservation.release();
+    // An interrupt raised inside the tool ends nothing: it runs again on resume. Arguments the tool's own schema
+    // rejected (checked before the call was decided, and rejected again by the tool) never reached its body.
+    else if (isGraphBubbleUp(error) || (rejectedInput && error instanceof ToolInputParsingException)) await run.reservation.release();
     else await run.reservation.fail({ error });
   };
   const invoke = async (tool: ToolLike, input: unknown, config: unknown): Promise<unknown> => {
