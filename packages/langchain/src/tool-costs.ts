@@ -1,6 +1,8 @@
 /**
  * Declared USD costs of tool calls: a map from exact tool name to USD, or a function of the call that returns USD
- * (or `undefined` for no cost). A tool with no declared cost costs nothing.
+ * (or `undefined` for no cost). A tool with no declared cost costs nothing. The function's `args` are the input the
+ * policy decides: in the middleware, the arguments as the tool's zod schema parses them (what the tool runs with); in
+ * the callback handler, the arguments as LangChain hands them to `handleToolStart` (before the schema's parse).
  *
  * @example
  * ```ts
