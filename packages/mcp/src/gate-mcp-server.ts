@@ -1,6 +1,7 @@
 import { AgentPolicyError, type PolicySession } from '@agentpolicy/core';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { wrapMcpServerTransport, wrapMcpTransport } from './policy-transport.js';
+import { serverTransport, wrapMcpTransport } from './policy-transport.js';
+import { mcpServerInputReader } from './server-tool-input.js';
 import { readServerName } from './governed-tool-name.js';
 import { ToolGate, type McpPolicyOptions } from './tool-gate.js';
 
@@ -14,7 +15,9 @@ export type SessionSource = PolicySession | ((transport: Transport) => PolicySes
 
 const gated = new WeakSet<object>();
 
-function patchConnect<T extends Connectable>(target: T, session: SessionSource, options: McpPolicyOptions, where: string, wrap: typeof wrapMcpTransport): T {
+type Wrap = (transport: Transport, session: PolicySession, options: McpPolicyOptions) => Transport;
+
+function patchConnect<T extends Connectable>(target: T, session: SessionSource, options: McpPolicyOptions, where: string, wrap: Wrap): T {
   if (typeof target?.connect !== 'function') throw new AgentPolicyError('INVALID_ARGUMENT', `${where} needs an object with connect(transport)`);
   if (gated.has(target)) throw new AgentPolicyError('INVALID_ARGUMENT', `${where}: this object is already gated`);
   if ((target as { isConnected?: () => boolean }).isConnected?.() === true || (target as { transport?: unknown }).transport !== undefined) {
@@ -36,7 +39,8 @@ function patchConnect<T extends Connectable>(target: T, session: SessionSource, 
 /**
  * Gates an `McpServer` (or a low-level `Server`): every transport it connects to from now on is wrapped by
  * {@link wrapMcpServerTransport}, so its tool handlers run only when the policy allows. Call it before `connect`.
- * Pass a function for `session` to give each connection its own session.
+ * Pass a function for `session` to give each connection its own session. For an `McpServer`, a call is decided on its
+ * arguments as the tool's `inputSchema` parses them (defaults filled in, transforms applied): what the handler gets.
  *
  * @example
  * ```ts
@@ -47,7 +51,10 @@ function patchConnect<T extends Connectable>(target: T, session: SessionSource, 
  * ```
  */
 export function gateMcpServer<T extends Connectable>(server: T, session: SessionSource, options: McpPolicyOptions): T {
-  return patchConnect(server, session, options, 'gateMcpServer', wrapMcpServerTransport);
+  // An McpServer parses a call's arguments with the tool's input schema before its handler runs: calls are decided
+  // on that parse, so a default or a transform the handler gets is what the policy judged.
+  const inputOf = mcpServerInputReader(server);
+  return patchConnect(server, session, options, 'gateMcpServer', (transport, each, gateOptions) => serverTransport(transport, each, gateOptions, 'gateMcpServer', inputOf));
 }
 
 /**

@@ -1,6 +1,7 @@
 import { AgentPolicyError, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, MessageExtraInfo, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { ToolInputReader } from './server-tool-input.js';
 import { CallCancel, ToolGate, plainRefusal, type CallOutcome, type McpPolicyOptions } from './tool-gate.js';
 
 type Side = 'client' | 'server';
@@ -232,7 +233,9 @@ export function wrapMcpTransport<T extends Transport>(transport: T, session: Pol
 /**
  * Wraps the transport an MCP server is connected with so that every `tools/call` it receives is checked by the
  * session before the server sees it: a tool handler runs only when the policy allows. A refused call is answered
- * with a tool result with `isError: true` and the reason. Use one session per connection (per client).
+ * with a tool result with `isError: true` and the reason. Use one session per connection (per client). The wrapper
+ * does not know the server, so calls are decided on their arguments as sent; {@link gateMcpServer} decides them on
+ * the arguments as an `McpServer`'s tool schema parses them (defaults, transforms), which is what the handler gets.
  *
  * @example
  * ```ts
@@ -242,7 +245,12 @@ export function wrapMcpTransport<T extends Transport>(transport: T, session: Pol
  * ```
  */
 export function wrapMcpServerTransport<T extends Transport>(transport: T, session: PolicySession, options: McpPolicyOptions): McpPolicyTransport {
-  return new McpPolicyTransport(checkTransport(transport, 'wrapMcpServerTransport'), new ToolGate(session, options, 'mcp-server', 'wrapMcpServerTransport'), 'server');
+  return serverTransport(transport, session, options, 'wrapMcpServerTransport', undefined);
+}
+
+/** The server-side wrapper, deciding calls on the arguments as `inputOf` reads them (see `gateMcpServer`). */
+export function serverTransport<T extends Transport>(transport: T, session: PolicySession, options: McpPolicyOptions, where: string, inputOf: ToolInputReader | undefined): McpPolicyTransport {
+  return new McpPolicyTransport(checkTransport(transport, where), new ToolGate(session, options, 'mcp-server', where, inputOf), 'server');
 }
 
 function checkTransport<T extends Transport>(transport: T, where: string): T {

@@ -1,5 +1,6 @@
 import { AgentPolicyError, canonicalInput, decisionError, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { governedToolName, readServerName } from './governed-tool-name.js';
+import type { ToolInput, ToolInputReader } from './server-tool-input.js';
 import { toolCost, type McpToolCosts } from './tool-costs.js';
 
 /** Options shared by the client-side and the server-side gate. */
@@ -94,14 +95,21 @@ export class ToolGate {
   private readonly waitMs: number;
   private readonly pollMs: number;
   private readonly hide: boolean;
-  /** The open approval request of a call (by name and canonical arguments), so a repeat carries its answer. */
-  private readonly requests = new Map<string, string>();
+  /**
+   * The open approval request of a call (by name and canonical arguments as sent), so a repeat carries its answer,
+   * and the input it was decided on, so a repeat is decided on the same one.
+   */
+  private readonly requests = new Map<string, { readonly requestId: string; readonly input: unknown }>();
+  /** Reservations of calls whose arguments the server rejects before running the handler. */
+  private readonly rejected = new WeakSet<Reservation>();
 
   constructor(
     readonly session: PolicySession,
     options: McpPolicyOptions,
     private readonly via: 'mcp-client' | 'mcp-server',
     where: string,
+    /** How the server will parse a call's arguments before its handler runs (an `McpServer`'s tool schemas). */
+    private readonly inputOf?: ToolInputReader,
   ) {
     if (typeof session?.reserveAction !== 'function') {
       throw new AgentPolicyError('INVALID_ARGUMENT', `${where} needs a PolicySession: ${where}(transport, policy.session(), { server: 'docs' })`);
@@ -128,9 +136,17 @@ export class ToolGate {
     const bag = (typeof params === 'object' && params !== null ? params : {}) as { name?: unknown; arguments?: unknown };
     const tool = bag.name;
     // A missing `arguments` is what the server reads as `{}`: the same action.
-    const input = bag.arguments === undefined ? {} : bag.arguments;
+    const sent = bag.arguments === undefined ? {} : bag.arguments;
     // A tool name that is not a string is passed to core as it is, which denies it as an invalid name.
     const name = typeof tool === 'string' ? governedToolName(this.server, tool) : (tool as string);
+    // The key of the call's open approval request is only computed while there are open requests, or when one opens.
+    let memo = typeof tool === 'string' && this.requests.size > 0 ? callKey(name, sent) : undefined;
+    const remembered = memo === undefined ? undefined : this.requests.get(memo);
+    // What the handler will get (the server's parse of the arguments), which the policy, the approval request and the
+    // cost read; a repeat of a call waiting for approval is decided on the input its request was raised for.
+    const read: ToolInput =
+      remembered !== undefined ? { input: remembered.input, rejected: false } : typeof tool === 'string' && this.inputOf !== undefined ? await this.inputOf(tool, sent) : { input: sent, rejected: false };
+    const input = read.input;
     const declared = typeof tool === 'string' ? toolCost(this.costs, tool, input) : { cost: undefined };
     const metadata: Record<string, unknown> = { via: this.via, server: this.server };
     if (typeof tool === 'string') metadata['tool'] = tool;
@@ -138,10 +154,7 @@ export class ToolGate {
     const check: CheckToolOptions = { input, metadata };
     if (declared.cost !== undefined) check.cost = declared.cost;
 
-    // The key of the call's open approval request is only computed while there are open requests, or when one opens.
-    let memo = typeof tool === 'string' && this.requests.size > 0 ? callKey(name, input) : undefined;
-    const remembered = memo === undefined ? undefined : this.requests.get(memo);
-    let held = await this.check(name, check, remembered);
+    let held = await this.check(name, check, remembered?.requestId);
     let decision = held.decision;
     const pending = decision.decision === 'require_approval' ? decision.approvalRequest : undefined;
     if (pending !== undefined && this.waitMs > 0) {
@@ -152,8 +165,8 @@ export class ToolGate {
         decision = held.decision;
       }
     }
-    if (memo === undefined && typeof tool === 'string' && decision.decision === 'require_approval') memo = callKey(name, input);
-    if (memo !== undefined) this.remember(memo, decision);
+    if (memo === undefined && typeof tool === 'string' && decision.decision === 'require_approval') memo = callKey(name, sent);
+    if (memo !== undefined) this.remember(memo, decision, input);
     if (decision.decision !== 'allow') return { kind: 'refuse', result: refusal(decision) };
     if (cancel.aborted) {
       await held.reservation?.release();
@@ -164,6 +177,7 @@ export class ToolGate {
       await held.reservation?.release();
       return { kind: 'refuse', result: refusal(decision, `agentpolicy: the allow ${decision.id} was already used for one execution`) };
     }
+    if (read.rejected && held.reservation !== undefined) this.rejected.add(held.reservation);
     return { kind: 'run', reservation: held.reservation };
   }
 
@@ -175,10 +189,10 @@ export class ToolGate {
     return { decision: reservation.decision, reservation };
   }
 
-  private remember(memo: string, decision: Decision): void {
+  private remember(memo: string, decision: Decision, input: unknown): void {
     if (decision.decision === 'require_approval' && decision.approvalRequest) {
       if (this.requests.size >= REMEMBERED_REQUESTS) this.requests.clear();
-      this.requests.set(memo, decision.approvalRequest.id);
+      this.requests.set(memo, { requestId: decision.approvalRequest.id, input });
     } else {
       this.requests.delete(memo);
     }
@@ -201,12 +215,15 @@ export class ToolGate {
    * Settles a call that ran, from its JSON-RPC response, by core's rule ({@link Reservation.fail}): a result commits
    * the declared cost; an error result (the tool ran and failed) or a lost response is settled as a failure; a
    * JSON-RPC "invalid params" / "method not found" error (the server refused the call before running it) counts as
-   * a 4xx.
+   * a 4xx, and so does an error result for arguments the server's schema rejects (its handler never ran).
    */
   settle(reservation: Reservation | undefined, response: { result?: unknown; error?: unknown } | { lost: unknown }): void {
     if (reservation === undefined) return;
     let done: Promise<unknown>;
     if ('lost' in response) done = reservation.fail({ error: response.lost });
+    else if (this.rejected.has(reservation) && (response.error !== undefined || (response.result as { isError?: unknown } | null)?.isError === true)) {
+      done = reservation.fail({ status: 400, error: response.error ?? response.result });
+    }
     else if (response.error !== undefined) {
       const code = (response.error as { code?: unknown } | null)?.code;
       done = reservation.fail(code === -32602 || code === -32601 || code === -32600 ? { status: 400, error: response.error } : { error: response.error });
