@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { gateMcpServer } from './gate-mcp-server.js';
 import type { McpPolicyOptions } from './tool-gate.js';
 import { wrapMcpServerTransport } from './policy-transport.js';
+import { mcpServerInputReader } from './server-tool-input.js';
 
 const POLICY = {
   rules: [
@@ -137,5 +138,17 @@ describe('gateMcpServer decides on the arguments as the tool schema parses them'
     } finally {
       await client.close();
     }
+  });
+});
+
+describe('mcpServerInputReader', () => {
+  it("reads an older McpServer (no validateToolInput) with the schema's own safeParseAsync, and a low-level Server not at all", async () => {
+    const tools = { t: { inputSchema: z.object({ n: z.number().default(1) }) }, bare: {} };
+    const read = mcpServerInputReader({ _registeredTools: tools })!;
+    await expect(read('t', {})).resolves.toEqual({ input: { n: 1 }, rejected: false });
+    await expect(read('t', { n: 'x' })).resolves.toEqual({ input: { n: 'x' }, rejected: true });
+    await expect(read('bare', { a: 1 })).resolves.toEqual({ input: { a: 1 }, rejected: false });
+    await expect(read('missing', { a: 1 })).resolves.toEqual({ input: { a: 1 }, rejected: false });
+    expect(mcpServerInputReader({ setRequestHandler() {} })).toBeUndefined();
   });
 });

@@ -17,13 +17,23 @@ interface McpServerInternals {
  * For an SDK `McpServer`: the arguments a tool handler will be called with, parsed by the tool's own `inputSchema`
  * (defaults filled in, transforms and coercions applied) with the server's own `validateToolInput`, so the policy,
  * the approval request and the cost read what the handler gets. The server still parses the call's arguments itself.
- * `undefined` for anything else (a low-level `Server`, whose handlers get the arguments as they are, or an SDK
- * without `validateToolInput`).
+ * (Older SDKs, which parsed in the handler with the schema's `safeParseAsync`, are read the same way.) `undefined`
+ * for anything else: a low-level `Server`, whose handlers get the arguments as they are.
  */
 export function mcpServerInputReader(server: unknown): ToolInputReader | undefined {
   const internals = (typeof server === 'object' && server !== null ? server : {}) as McpServerInternals;
-  if (typeof internals.validateToolInput !== 'function' || typeof internals._registeredTools !== 'object' || internals._registeredTools === null) return undefined;
-  const validate = internals.validateToolInput;
+  if (typeof internals._registeredTools !== 'object' || internals._registeredTools === null) return undefined;
+  // SDKs before `validateToolInput` called the schema's own `safeParseAsync` in the handler, as this does.
+  const validate =
+    typeof internals.validateToolInput === 'function'
+      ? internals.validateToolInput
+      : async (tool: unknown, args: unknown): Promise<unknown> => {
+          const schema = (tool as { inputSchema?: { safeParseAsync?: (value: unknown) => Promise<{ success: boolean; data?: unknown }> } }).inputSchema;
+          if (typeof schema?.safeParseAsync !== 'function') return args;
+          const result = await schema.safeParseAsync(args);
+          if (!result.success) throw new Error('invalid arguments');
+          return result.data;
+        };
   return async (name, args) => {
     // Read at call time: tools registered, removed or changed after the gate was set up are seen as they are now.
     const tools = internals._registeredTools;
