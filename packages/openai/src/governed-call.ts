@@ -5,6 +5,7 @@ import { audioDurations, describeRequest, type RequestSpec } from './request-spe
 import { SseParser, type SseEvent } from './sse-parser.js';
 import { readTokenUsage, type ReadUsage } from './token-usage.js';
 import { StreamToolCalls, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
+import { rememberWaiting, TOOL_PARSERS, ToolParsers } from './tool-parsers.js';
 
 /** The settings every governed request of one wrapped client shares. */
 export interface GovernorSettings {
@@ -260,14 +261,21 @@ export class GovernedCall {
 
   private async checkToolCalls(calls: ReturnedToolCall[]): Promise<Error | undefined> {
     if (!this.settings.checkToolCalls || calls.length === 0) return undefined;
+    const { session } = this.settings;
+    // A helper run (runTools, parse, stream) that knows its tools' parse functions: calls to those tools are decided
+    // on the value the tool function gets, the rest on their JSON arguments.
+    const found = this.options.__metadata?.[TOOL_PARSERS];
+    const parsers = found instanceof ToolParsers ? found : undefined;
     let failure: Error | undefined;
     for (const call of calls) {
-      const input = toolInputOf(call);
-      const decision = await this.settings.session.checkTool(call.name, {
+      const parsed = parsers === undefined ? undefined : await parsers.inputOf(session, call);
+      const input = parsed === undefined ? toolInputOf(call) : parsed.input;
+      const decision = await session.checkTool(call.name, {
         ...(input !== undefined ? { input } : {}),
         ...(call.id ? { idempotencyKey: call.id } : {}),
-        metadata: { ...this.settings.metadata, via: 'openai', endpoint: this.spec.endpoint, toolCallId: call.id },
+        metadata: { ...this.settings.metadata, via: 'openai', endpoint: this.spec.endpoint, toolCallId: call.id, ...(parsed?.rejected ? { argumentsRejected: true } : {}) },
       });
+      if (parsed !== undefined) rememberWaiting(session, call, parsed, decision.decision === 'require_approval');
       if (decision.decision !== 'allow' && !failure) failure = decisionError(decision);
     }
     return failure;

@@ -1,6 +1,7 @@
 import { decisionError, type Metadata, type PolicySession } from '@agentpolicy/core';
 import { GovernedCall, type GovernorSettings, type RequestOptionsLike } from './governed-call.js';
 import { normalizePath } from './request-spec.js';
+import { governParsingHelpers } from './tool-parsers.js';
 
 /** Options of {@link wrapOpenAI}. */
 export interface WrapOpenAIOptions {
@@ -141,6 +142,8 @@ function governedClone(from: ClientInternals, context: Context, inner: Fetch, mo
     const next = typeof changes['fetch'] === 'function' ? (changes['fetch'] as Fetch) : inner;
     return governedClone(this, context, next, changes);
   };
+  // Tool calls of the parsing helpers are decided on the value their tool's parse gives (what the tool runs with).
+  if (context.settings.checkToolCalls) governParsingHelpers(clone);
   Object.defineProperty(clone, GOVERNED, { value: { context, inner } satisfies Governance });
   return clone;
 }

@@ -1,0 +1,206 @@
+import type { PolicySession } from '@agentpolicy/core';
+import { toolInputOf, type ReturnedToolCall } from './tool-calls.js';
+
+/** Reads a function call's JSON `arguments` text into the value the tool function runs with. */
+export type ToolArgumentsParser = (args: string) => unknown;
+
+/** A tool call's input as the policy decides it. */
+export interface ParsedToolInput {
+  readonly input: unknown;
+  /** The tool's parse rejected the arguments: the client will not run the tool function. */
+  readonly rejected: boolean;
+}
+
+/** Where a helper run's parsers travel to its requests: the request options' `__metadata`. */
+export const TOOL_PARSERS = Symbol.for('agentpolicy.openai.toolParsers');
+
+type Parsed = { readonly threw: false; readonly value: unknown } | { readonly threw: true; readonly error: unknown };
+
+interface Parser {
+  readonly parse: ToolArgumentsParser;
+  /** The object the client calls `parse` on (a tool or its `function`), kept as `this`. */
+  readonly owner: unknown;
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
+
+/**
+ * The parse functions of one helper run (`chat.completions.runTools()`, `chat.completions.parse()`,
+ * `chat.completions.stream()`, `responses.parse()`, `responses.stream()`), by tool name. The run's tools are
+ * handed to the client with each parse replaced by {@link ToolParsers.clientParse}: the wrapper parses a call's
+ * arguments once, when the call comes back and is decided, and the client's own parse of the same arguments gets
+ * that very result (the value, the returned promise, or the error thrown) instead of parsing again. So a transform
+ * with side effects, or a default taken from the clock or a random id, gives the tool exactly the value the policy
+ * judged.
+ */
+export class ToolParsers {
+  private readonly parsers = new Map<string, Parser>();
+  // Results by tool name and arguments text. A later call with the same arguments is decided afresh and replaces it.
+  private readonly results = new Map<string, Parsed>();
+
+  /** Registers a tool's parse; returns the function to hand to the client in its place. */
+  add(name: string, parse: ToolArgumentsParser, owner: unknown): ToolArgumentsParser {
+    this.parsers.set(name, { parse, owner });
+    const results = this.results;
+    return function (this: unknown, args: string): unknown {
+      const known = results.get(key(name, args));
+      if (known === undefined) return parse.call(owner, args);
+      if (known.threw) throw known.error;
+      return known.value;
+    };
+  }
+
+  get size(): number {
+    return this.parsers.size;
+  }
+
+  /**
+   * The input a returned call will run with, or `undefined` when its tool has no parse here (its function gets the
+   * arguments as they are). A call that waits for an approval keeps the input it was first decided on.
+   */
+  async inputOf(session: PolicySession, call: ReturnedToolCall): Promise<ParsedToolInput | undefined> {
+    const parser = this.parsers.get(call.name);
+    if (parser === undefined) return undefined;
+    const remembered = waitingInput(session, call);
+    if (remembered !== undefined) {
+      // An awaited parse and a synchronous one alike take the settled value.
+      this.results.set(key(call.name, call.arguments), { threw: false, value: remembered.input });
+      return { input: remembered.input, rejected: false };
+    }
+    let returned: unknown;
+    try {
+      returned = parser.parse.call(parser.owner, call.arguments);
+    } catch (error) {
+      return this.rejected(call, { threw: true, error });
+    }
+    let input: unknown;
+    try {
+      input = await returned;
+    } catch {
+      return this.rejected(call, { threw: false, value: returned });
+    }
+    // The client gets what the parse returned (a promise stays a promise; it is settled by now).
+    this.results.set(key(call.name, call.arguments), { threw: false, value: returned });
+    return { input, rejected: false };
+  }
+
+  /**
+   * The parse rejected the arguments: the client's parse of them fails the same way (with the same error, without
+   * parsing again) and the tool function does not run. The call is still decided on the arguments as the model
+   * sent them, so a call a rule denies is recorded and answered as a denial, not hidden behind a parse error.
+   */
+  private rejected(call: ReturnedToolCall, result: Parsed): ParsedToolInput {
+    this.results.set(key(call.name, call.arguments), result);
+    return { input: toolInputOf(call), rejected: true };
+  }
+}
+
+function key(name: string, args: string): string {
+  return `${name}\u0000${args}`;
+}
+
+/**
+ * The request body a helper run sends with each tool's parse replaced by its {@link ToolParsers} entry (the caller's
+ * body and tools are not changed), and those parsers; the body as it is when no tool has a parse. Chat tools:
+ * `runTools()` functions with a `parse`, and `zodFunction()` tools (`$parseRaw`); Responses tools:
+ * `zodResponsesFunction()` tools.
+ */
+export function withToolParsers<Body>(body: Body): { body: Body; parsers: ToolParsers | undefined } {
+  if (!isObject(body) || !Array.isArray(body['tools'])) return { body, parsers: undefined };
+  const parsers = new ToolParsers();
+  const tools = body['tools'].map((tool: unknown) => governedTool(tool, parsers));
+  if (parsers.size === 0) return { body, parsers: undefined };
+  return { body: { ...body, tools } as Body, parsers };
+}
+
+function governedTool(tool: unknown, parsers: ToolParsers): unknown {
+  if (!isObject(tool) || tool['type'] !== 'function') return tool;
+  const fn = isObject(tool['function']) ? tool['function'] : undefined;
+  // `zodFunction()` / `zodResponsesFunction()`: a copy with the same hidden brand, parse and callback.
+  if (tool['$brand'] === 'auto-parseable-tool' && typeof tool['$parseRaw'] === 'function') {
+    const name = typeof fn?.['name'] === 'string' ? fn['name'] : tool['name'];
+    if (typeof name !== 'string' || name === '') return tool;
+    const copy = { ...tool };
+    Object.defineProperties(copy, {
+      $brand: { value: tool['$brand'], enumerable: false },
+      $parseRaw: { value: parsers.add(name, tool['$parseRaw'] as ToolArgumentsParser, tool), enumerable: false },
+      $callback: { value: tool['$callback'], enumerable: false },
+    });
+    return copy;
+  }
+  // A `runTools()` function with a parse (`RunnableToolFunctionWithParse`), named as the runner names it.
+  if (fn !== undefined && typeof fn['parse'] === 'function' && typeof fn['function'] === 'function') {
+    const name = typeof fn['name'] === 'string' && fn['name'] !== '' ? fn['name'] : (fn['function'] as { name?: unknown }).name;
+    if (typeof name !== 'string' || name === '') return tool;
+    return { ...tool, function: { ...fn, parse: parsers.add(name, fn['parse'] as ToolArgumentsParser, fn) } };
+  }
+  return tool;
+}
+
+// ---- calls waiting for an approval ---------------------------------------------------------------------------------
+
+const REMEMBERED = 1024;
+
+// Parsed inputs of tool calls that wait for an approval, per session, by call id, tool name and arguments text. A
+// replay of the call (the conversation sent again after the answer, the model returning the same call) would parse
+// again, and a parse that is not deterministic (a default from the clock, a random id) would give it another input,
+// so another call identity, which the answer would not match. In memory: another process parses again.
+const waiting = new WeakMap<PolicySession, Map<string, { readonly input: unknown }>>();
+
+function waitingKey(call: ReturnedToolCall): string | undefined {
+  return call.id === '' ? undefined : `${call.id}\u0000${key(call.name, call.arguments)}`;
+}
+
+function waitingInput(session: PolicySession, call: ReturnedToolCall): { readonly input: unknown } | undefined {
+  const calls = waiting.get(session);
+  if (calls === undefined || calls.size === 0) return undefined;
+  const at = waitingKey(call);
+  return at === undefined ? undefined : calls.get(at);
+}
+
+/** Keeps the parsed input of a call that waits for an approval (`waits`), or forgets it once it is decided. */
+export function rememberWaiting(session: PolicySession, call: ReturnedToolCall, input: ParsedToolInput, waits: boolean): void {
+  const at = waitingKey(call);
+  if (at === undefined || input.rejected) return;
+  let calls = waiting.get(session);
+  if (!waits) {
+    calls?.delete(at);
+    return;
+  }
+  if (calls === undefined) waiting.set(session, (calls = new Map()));
+  if (calls.size >= REMEMBERED) calls.clear();
+  calls.set(at, { input: input.input });
+}
+
+// ---- the helpers that parse tool arguments -------------------------------------------------------------------------
+
+type Helper = (this: unknown, body: unknown, options?: Record<string | symbol, unknown>) => unknown;
+
+/** The client helpers that run a tool's parse on the arguments of a call: chat and Responses. */
+const HELPERS: ReadonlyArray<readonly [resource: readonly string[], method: string]> = [
+  [['chat', 'completions'], 'runTools'],
+  [['chat', 'completions'], 'parse'],
+  [['chat', 'completions'], 'stream'],
+  [['responses'], 'parse'],
+  [['responses'], 'stream'],
+];
+
+/**
+ * Sets the client's parsing helpers (on this instance only) to hand the client the run's tools with their parse
+ * replaced (see {@link ToolParsers}) and to carry the parsers to every request of the run in its `__metadata`, where
+ * the returned tool calls are decided. A body without a parsing tool goes through untouched.
+ */
+export function governParsingHelpers(client: unknown): void {
+  for (const [path, method] of HELPERS) {
+    let resource: unknown = client;
+    for (const part of path) resource = isObject(resource) ? resource[part] : undefined;
+    if (!isObject(resource) || typeof resource[method] !== 'function') continue;
+    const helper = resource[method] as Helper;
+    resource[method] = function (this: unknown, body: unknown, options?: Record<string | symbol, unknown>): unknown {
+      const governed = withToolParsers(body);
+      if (governed.parsers === undefined) return helper.call(this, body, options);
+      const metadata = isObject(options?.['__metadata']) ? options['__metadata'] : undefined;
+      return helper.call(this, governed.body, { ...options, __metadata: { ...metadata, [TOOL_PARSERS]: governed.parsers } });
+    };
+  }
+}
