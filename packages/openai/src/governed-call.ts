@@ -13,6 +13,8 @@ export interface GovernorSettings {
   readonly provider: string;
   readonly checkNetwork: boolean;
   readonly checkToolCalls: boolean;
+  /** The `toolParsers` option: parse functions of the caller's own loop, by tool name. */
+  readonly toolParsers: ToolParsers | undefined;
   readonly metadata: Metadata;
 }
 
@@ -262,13 +264,14 @@ export class GovernedCall {
   private async checkToolCalls(calls: ReturnedToolCall[]): Promise<Error | undefined> {
     if (!this.settings.checkToolCalls || calls.length === 0) return undefined;
     const { session } = this.settings;
-    // A helper run (runTools, parse, stream) that knows its tools' parse functions: calls to those tools are decided
-    // on the value the tool function gets, the rest on their JSON arguments.
+    // A helper run (runTools, parse, stream) that knows its tools' parse functions, or the caller's toolParsers:
+    // calls to those tools are decided on the value the tool function gets, the rest on their JSON arguments.
     const found = this.options.__metadata?.[TOOL_PARSERS];
-    const parsers = found instanceof ToolParsers ? found : undefined;
+    const run = found instanceof ToolParsers ? found : undefined;
+    const own = this.settings.toolParsers;
     let failure: Error | undefined;
     for (const call of calls) {
-      const parsed = parsers === undefined ? undefined : await parsers.inputOf(session, call);
+      const parsed = (await run?.inputOf(session, call)) ?? (await own?.inputOf(session, call));
       const input = parsed === undefined ? toolInputOf(call) : parsed.input;
       const decision = await session.checkTool(call.name, {
         ...(input !== undefined ? { input } : {}),

@@ -1,1 +1,2 @@
 export { wrapOpenAI, type WrapOpenAIOptions, type OpenAIClientLike } from './wrap-openai.js';
+export type { ToolArgumentsParser } from './tool-parsers.js';

@@ -243,4 +243,26 @@ describe('parse() and stream(): parsed_arguments is what was decided', () => {
     await client.chat.completions.create({ model: MODEL, messages: USER, tools: [zodFunction({ name: 'delete_path', parameters: DeletePath })] });
     expect(toolDecisions(session).map((d) => [d.decision, d.action.input])).toEqual([['allow', { path: '/' }]]);
   });
+
+  it('the toolParsers option: the caller’s own loop’s parse decides its calls (create(), streamed too); rejected arguments as sent', async () => {
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const parse = (args: string) => DeletePath.parse(JSON.parse(args));
+    const client = wrapOpenAI(new OpenAI({ apiKey: 'test-key', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolParsers: { delete_path: parse } });
+    server.reply(call('d1', 'delete_path', { path: '/' }), call('d2', 'delete_path', { path: '/' }), call('d3', 'delete_path', { path: 7, recursive: false }));
+    const error = await failure(client.chat.completions.create({ model: MODEL, messages: USER }));
+    expect(deniedInput(error)).toEqual({ path: '/', recursive: true });
+    const stream = await client.chat.completions.create({ model: MODEL, messages: USER, stream: true });
+    const streamError = await failure((async () => {
+      for await (const _chunk of stream) void _chunk;
+    })());
+    expect(deniedInput(streamError)).toEqual({ path: '/', recursive: true });
+    await client.chat.completions.create({ model: MODEL, messages: USER });
+    expect(toolDecisions(session).map((d) => [d.decision, d.action.input])).toEqual([
+      ['deny', { path: '/', recursive: true }],
+      ['deny', { path: '/', recursive: true }],
+      ['allow', { path: 7, recursive: false }],
+    ]);
+    // @ts-expect-error not a function
+    expect(() => wrapOpenAI(new OpenAI({ apiKey: 'k' }), session, { checkToolCalls: true, toolParsers: { x: 'zod' } })).toThrow(TypeError);
+  });
 });

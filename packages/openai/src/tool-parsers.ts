@@ -35,15 +35,31 @@ const isObject = (value: unknown): value is Record<string, unknown> => typeof va
  */
 export class ToolParsers {
   private readonly parsers = new Map<string, Parser>();
-  // Results by tool name and arguments text. A later call with the same arguments is decided afresh and replaces it.
-  private readonly results = new Map<string, Parsed>();
+  // Results by tool name and arguments text, for the client's parse. A later call with the same arguments is decided
+  // afresh and replaces it. None are kept for parsers the caller's own loop runs (see `fromOptions`).
+  private readonly results: Map<string, Parsed> | undefined;
+
+  constructor(handsOut = true) {
+    this.results = handsOut ? new Map() : undefined;
+  }
+
+  /** The `toolParsers` option of a wrapped client: parse functions the caller's own loop runs, by tool name. */
+  static fromOptions(parsers: Readonly<Record<string, ToolArgumentsParser>> | undefined): ToolParsers | undefined {
+    if (parsers === undefined) return undefined;
+    const out = new ToolParsers(false);
+    for (const [name, parse] of Object.entries(parsers)) {
+      if (typeof parse !== 'function') throw new TypeError(`wrapOpenAI: toolParsers.${name} must be a function (args: string) => unknown`);
+      out.parsers.set(name, { parse, owner: undefined });
+    }
+    return out.parsers.size > 0 ? out : undefined;
+  }
 
   /** Registers a tool's parse; returns the function to hand to the client in its place. */
   add(name: string, parse: ToolArgumentsParser, owner: unknown): ToolArgumentsParser {
     this.parsers.set(name, { parse, owner });
     const results = this.results;
     return function (this: unknown, args: string): unknown {
-      const known = results.get(key(name, args));
+      const known = results?.get(key(name, args));
       if (known === undefined) return parse.call(owner, args);
       if (known.threw) throw known.error;
       return known.value;
@@ -64,7 +80,7 @@ export class ToolParsers {
     const remembered = waitingInput(session, call);
     if (remembered !== undefined) {
       // An awaited parse and a synchronous one alike take the settled value.
-      this.results.set(key(call.name, call.arguments), { threw: false, value: remembered.input });
+      this.results?.set(key(call.name, call.arguments), { threw: false, value: remembered.input });
       return { input: remembered.input, rejected: false };
     }
     let returned: unknown;
@@ -80,7 +96,7 @@ export class ToolParsers {
       return this.rejected(call, { threw: false, value: returned });
     }
     // The client gets what the parse returned (a promise stays a promise; it is settled by now).
-    this.results.set(key(call.name, call.arguments), { threw: false, value: returned });
+    this.results?.set(key(call.name, call.arguments), { threw: false, value: returned });
     return { input, rejected: false };
   }
 
@@ -90,7 +106,7 @@ export class ToolParsers {
    * sent them, so a call a rule denies is recorded and answered as a denial, not hidden behind a parse error.
    */
   private rejected(call: ReturnedToolCall, result: Parsed): ParsedToolInput {
-    this.results.set(key(call.name, call.arguments), result);
+    this.results?.set(key(call.name, call.arguments), result);
     return { input: toolInputOf(call), rejected: true };
   }
 }

@@ -1,7 +1,7 @@
 import { decisionError, type Metadata, type PolicySession } from '@agentpolicy/core';
 import { GovernedCall, type GovernorSettings, type RequestOptionsLike } from './governed-call.js';
 import { normalizePath } from './request-spec.js';
-import { governParsingHelpers } from './tool-parsers.js';
+import { governParsingHelpers, ToolParsers, type ToolArgumentsParser } from './tool-parsers.js';
 
 /** Options of {@link wrapOpenAI}. */
 export interface WrapOpenAIOptions {
@@ -25,6 +25,15 @@ export interface WrapOpenAIOptions {
    * recorded all the same. Default `false`.
    */
   checkToolCalls?: boolean;
+  /**
+   * With `checkToolCalls`: the parse function your own agent loop runs on a call's JSON `arguments` before the
+   * tool, by tool name (for example `(args) => schema.parse(JSON.parse(args))`), so calls to that tool are decided
+   * on the value the tool gets (zod defaults and transforms applied) rather than on the JSON. The helpers that parse
+   * themselves (`runTools()`, `parse()`, `stream()` with `zodFunction` tools or a function's `parse`) need none.
+   * Your loop parses again: the function must give the same value each time (no default from the clock or a random
+   * id), or the tool runs on a value that was not decided. Arguments it rejects are decided as sent.
+   */
+  toolParsers?: Readonly<Record<string, ToolArgumentsParser>>;
   /** Extra metadata recorded with every decision this client makes. */
   metadata?: Metadata;
 }
@@ -113,6 +122,7 @@ export function wrapOpenAI<Client extends OpenAIClientLike>(client: Client, sess
       provider: options.provider ?? 'openai',
       checkNetwork: options.checkNetwork ?? true,
       checkToolCalls: options.checkToolCalls ?? false,
+      toolParsers: ToolParsers.fromOptions(options.toolParsers),
       metadata: options.metadata ?? {},
     },
     includeStreamUsage: options.includeStreamUsage ?? true,
