@@ -237,6 +237,19 @@ describe('parse() and stream(): parsed_arguments is what was decided', () => {
     expect(item?.type === 'function_call' && item.parsed_arguments).toEqual(toolDecisions(session)[1]?.action.input);
   });
 
+  it('responses.stream(): the same', async () => {
+    const { session, client } = setup();
+    const tools = [zodResponsesFunction({ name: 'delete_path', parameters: DeletePath }), zodResponsesFunction({ name: 'publish', parameters: Publish })];
+    server.reply(call('d1', 'delete_path', { path: '/' }));
+    const error = await failure(client.responses.stream({ model: MODEL, input: 'x', tools }).finalResponse());
+    expect(deniedInput(error)).toEqual({ path: '/', recursive: true });
+
+    server.reply(call('p1', 'publish', { page: 'home', visibility: 'draft' }));
+    const response = await client.responses.stream({ model: MODEL, input: 'x', tools }).finalResponse();
+    const item = response.output.find((o) => o.type === 'function_call');
+    expect(item?.type === 'function_call' && item.parsed_arguments).toEqual(toolDecisions(session)[1]?.action.input);
+  });
+
   it('a request made with create() (the caller’s own loop, no parse the client runs) is decided on its JSON arguments', async () => {
     const { session, client } = setup();
     server.reply(call('d1', 'delete_path', { path: '/' }));
