@@ -71,7 +71,8 @@ export async function checkToolCall(
 }
 
 /**
- * Takes the one execution a tool call's allow authorises (core's `consume`), deciding the call again when its allow
+ * Takes the one execution a tool call's allow authorises (core's `claim`, atomic across processes with a shared
+ * call-key store), deciding the call again when its allow
  * was already used — a call id that ran before, or the same call run twice at once — so no call runs without an
  * unused allow of its own. Throws the policy error when the call may not run.
  */
@@ -84,7 +85,7 @@ export async function acquireToolCall(
   for (let attempt = 0; attempt < 3; attempt++) {
     const check = await checkToolCall(session, call, cost, approval, true);
     if (check.decision.decision !== 'allow') throw decisionError(check.decision);
-    if (session.consume(check.decision)) return check;
+    if (await session.claim(check.decision)) return check;
   }
   throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.toolCallId ?? '')} of ${JSON.stringify(call.toolName)} is being run more than once at the same time`);
 }

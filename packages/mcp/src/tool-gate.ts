@@ -159,9 +159,8 @@ export class ToolGate {
       await held.reservation?.release();
       return { kind: 'cancelled' };
     }
-    // One execution per allow.
-    if (!this.session.consume(decision)) {
-      await held.reservation?.release();
+    // One execution per allow. An allow another run (or process) took is settled there: its money is not released here.
+    if (!(await this.session.claim(decision))) {
       return { kind: 'refuse', result: refusal(decision, `agentpolicy: the allow ${decision.id} was already used for one execution`) };
     }
     return { kind: 'run', reservation: held.reservation };
