@@ -836,6 +836,15 @@ export class PolicySession {
 
   /** Decides a prepared action and records it: the verdict, the limits, then the money and the approver. */
   private decide(prepared: Prepared, policy: PolicyEvaluator, mode: Mode, halt: HaltState | undefined, bound: BoundApprovalAnswer | undefined, answer: ReturnType<typeof normalizeAnswer> | undefined, approved: boolean): Decision | Promise<Decision> {
+    if (this.ledger.recheckFirst && halt === undefined) {
+      // Spend was seen past a shared or calendar budget: only its store can say whether that is still so.
+      const rechecked = this.ledger.recheck();
+      if (rechecked instanceof Promise) return rechecked.then(() => this.decideNow(prepared, policy, mode, halt, bound, answer, approved));
+    }
+    return this.decideNow(prepared, policy, mode, halt, bound, answer, approved);
+  }
+
+  private decideNow(prepared: Prepared, policy: PolicyEvaluator, mode: Mode, halt: HaltState | undefined, bound: BoundApprovalAnswer | undefined, answer: ReturnType<typeof normalizeAnswer> | undefined, approved: boolean): Decision | Promise<Decision> {
     const verdict = this.verdict(prepared, approved, policy, halt);
     const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
     if (limits.length === 0) return this.conclude(prepared, verdict, bound, answer, approved, mode);
@@ -1072,7 +1081,10 @@ export class PolicySession {
   }
 
   private allowGranted(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, grant: BudgetGrant): Decision | Promise<Decision> {
-    if (!grant.ok) return this.recordRefused(prepared, costNanos, grant.snapshot);
+    if (!grant.ok) {
+      this.ledger.noteRefusal(grant.snapshot);
+      return this.recordRefused(prepared, costNanos, grant.snapshot);
+    }
     return this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId(), grant.lease);
   }
 
