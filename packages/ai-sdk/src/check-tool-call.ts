@@ -45,13 +45,13 @@ export function resolveToolCost(cost: ToolCost<never> | undefined, input: unknow
  * holds it (`reservation`) until the tool has run and is settled by its outcome; otherwise (a tool this package does
  * not run) its cost is charged at once.
  */
-export async function checkToolCall(
+export function checkToolCall(
   session: PolicySession,
   call: ToolCallInfo,
   cost: ToolCost<never> | undefined,
   approval: ApprovalResponse | undefined,
   hold: boolean,
-): Promise<ToolCallCheck> {
+): ToolCallCheck | Promise<ToolCallCheck> {
   const resolved = resolveToolCost(cost, call.input);
   const key = toolCallKey(call);
   // Built by assignment, not spreads: this runs before every tool execution.
@@ -65,27 +65,66 @@ export async function checkToolCall(
   if (approval?.requestId !== undefined) {
     options.approval = { requestId: approval.requestId, approved: approval.approved, ...(approval.reason !== undefined ? { reason: approval.reason } : {}) };
   }
-  if (!hold || resolved.cost === undefined || resolved.cost === 0) return { decision: await session.checkTool(call.toolName, options), reservation: undefined };
-  const reservation = await session.reserveAction({ type: 'tool', name: call.toolName, ...options });
+  if (!hold || resolved.cost === undefined || resolved.cost === 0) {
+    // Decided without a promise while the session's stores answer at once (the in-memory defaults).
+    const decided = session.decideTool(call.toolName, options);
+    return decided instanceof Promise ? decided.then(unheld) : unheld(decided);
+  }
+  return session.reserveAction({ type: 'tool', name: call.toolName, ...options }).then(held);
+}
+
+function unheld(decision: Decision): ToolCallCheck {
+  return { decision, reservation: undefined };
+}
+
+function held(reservation: Reservation): ToolCallCheck {
   return { decision: reservation.decision, reservation };
 }
 
 /**
  * Takes the one execution a tool call's allow authorises (core's `claim`, atomic across processes with a shared
- * call-key store), deciding the call again when its allow
- * was already used — a call id that ran before, or the same call run twice at once — so no call runs without an
- * unused allow of its own. Throws the policy error when the call may not run.
+ * call-key store), deciding the call again when its allow was already used — a call id that ran before, or the same
+ * call run twice at once — so no call runs without an unused allow of its own. Throws the policy error when the call
+ * may not run. Synchronous while the check and the claim are.
  */
-export async function acquireToolCall(
+export function acquireToolCall(
   session: PolicySession,
   call: ToolCallInfo,
   cost: ToolCost<never> | undefined,
   approval: ApprovalResponse | undefined,
-): Promise<ToolCallCheck> {
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const check = await checkToolCall(session, call, cost, approval, true);
-    if (check.decision.decision !== 'allow') throw decisionError(check.decision);
-    if (await session.claim(check.decision)) return check;
+  attempt = 0,
+): ToolCallCheck | Promise<ToolCallCheck> {
+  const check = checkToolCall(session, call, cost, approval, true);
+  if (check instanceof Promise) return check.then((settled) => takeExecution(session, call, cost, approval, attempt, settled));
+  return takeExecution(session, call, cost, approval, attempt, check);
+}
+
+function takeExecution(
+  session: PolicySession,
+  call: ToolCallInfo,
+  cost: ToolCost<never> | undefined,
+  approval: ApprovalResponse | undefined,
+  attempt: number,
+  check: ToolCallCheck,
+): ToolCallCheck | Promise<ToolCallCheck> {
+  if (check.decision.decision !== 'allow') throw decisionError(check.decision);
+  const claimed = session.claim(check.decision);
+  if (claimed instanceof Promise) return claimed.then((taken) => afterClaim(session, call, cost, approval, attempt, check, taken));
+  return afterClaim(session, call, cost, approval, attempt, check, claimed);
+}
+
+function afterClaim(
+  session: PolicySession,
+  call: ToolCallInfo,
+  cost: ToolCost<never> | undefined,
+  approval: ApprovalResponse | undefined,
+  attempt: number,
+  check: ToolCallCheck,
+  claimed: boolean,
+): ToolCallCheck | Promise<ToolCallCheck> {
+  if (claimed) return check;
+  if (attempt >= 2) {
+    throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.toolCallId ?? '')} of ${JSON.stringify(call.toolName)} is being run more than once at the same time`);
   }
-  throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.toolCallId ?? '')} of ${JSON.stringify(call.toolName)} is being run more than once at the same time`);
+  return acquireToolCall(session, call, cost, approval, attempt + 1);
 }

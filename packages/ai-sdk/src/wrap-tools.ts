@@ -62,13 +62,15 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
   // The execute-time check: the decision the approval hook already recorded for this call is found by its key and
   // input (not charged again) and its one execution is taken; a call that reached execute without one, or whose
   // allow was already used (the same call id run again), is decided here.
-  const acquire = (input: unknown, options: CallOptions | undefined): Promise<ToolCallCheck> => {
+  // Synchronous while the session's stores are (no promise to wait for); throws when the call may not run.
+  const acquire = (input: unknown, options: CallOptions | undefined): ToolCallCheck | Promise<ToolCallCheck> => {
     try {
       const call = callInfo(name, input, options);
       const approval = findApprovalResponse(options?.messages, call.toolCallId);
-      return acquireToolCall(session, call, cost, approval?.approved ? approval : undefined).catch(failed);
+      const check = acquireToolCall(session, call, cost, approval?.approved ? approval : undefined);
+      return check instanceof Promise ? check.catch(failed) : check;
     } catch (cause) {
-      return Promise.reject(cause);
+      return failed(cause);
     }
   };
   const failed = (cause: unknown): never => {
@@ -84,7 +86,8 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
 
   const guardedExecute = isAsyncGeneratorFunction(original)
     ? async function* (input: unknown, options: CallOptions | undefined): AsyncGenerator<unknown, void, undefined> {
-        const check = await acquire(input, options);
+        const acquired = acquire(input, options);
+        const check = acquired instanceof Promise ? await acquired : acquired;
         try {
           yield* original.call(base, input, options) as AsyncIterable<unknown>;
         } catch (error) {
@@ -95,7 +98,8 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
         }
       }
     : async (input: unknown, options: CallOptions | undefined): Promise<unknown> => {
-        const check = await acquire(input, options);
+        const acquired = acquire(input, options);
+        const check = acquired instanceof Promise ? await acquired : acquired;
         let result: unknown;
         try {
           result = await original.call(base, input, options);

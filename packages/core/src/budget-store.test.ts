@@ -225,7 +225,7 @@ describe('free calls after an overrun on a budget its store decides', () => {
     const store = Object.assign(new InMemoryBudgetStore(), { shared: true });
     const session = new AgentPolicy({ budget: 1 }).session({ store, budgetKey: 'team' });
     await session.recordUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: 1_000_000, outputTokens: 0 });
-    store.reconcile = () => Promise.reject(new Error('store down'));
+    Object.assign(store, { reconcile: () => Promise.reject(new Error('store down')) });
     expect(await session.checkTool('search')).toMatchObject({ decision: 'deny', rule: { section: 'error' } });
   });
 });

@@ -10,6 +10,8 @@ const PER_KEY = 8;
 interface Keyed {
   readonly identity: ActionIdentity;
   readonly decision: Decision;
+  /** The previous action remembered under the same key (a short chain, newest first). */
+  readonly next: Keyed | undefined;
 }
 
 /**
@@ -18,11 +20,12 @@ interface Keyed {
  * tool) it finds nothing and is a new action. Looked up by key first, so a key seen for the first time costs no
  * fingerprint; actions under one key are compared by {@link ActionIdentity.key} (their exact fingerprint text, or
  * the fingerprint for long ones). Kept in two generations: a lookup reads both, and when the newer one fills up it
- * becomes the older one. Bounded (at most 2 × 4,096 keyed checks, long keys stored as their hash).
+ * becomes the older one. Bounded (at most 2 × 4,096 keyed checks, 8 actions per key, long keys stored as their
+ * hash). One small object per keyed check: the actions under a key are a chain, not an array.
  */
 export class CallKeys {
-  private keyed = new Map<string, Keyed[]>();
-  private keyedOld = new Map<string, Keyed[]>();
+  private keyed = new Map<string, Keyed>();
+  private keyedOld = new Map<string, Keyed>();
   private count = 0;
 
   /** The decision an earlier check of this action with this key got, if it is still kept. */
@@ -39,33 +42,29 @@ export class CallKeys {
       this.count = 0;
     }
     const slot = slotOf(key);
-    let list = this.keyed.get(slot);
-    if (list === undefined) {
-      list = [];
-      this.keyed.set(slot, list);
-    } else {
-      // The same action again under this key (its allow was used, say): the newer decision replaces the older.
-      const at = indexOf(list, identity);
-      if (at >= 0) list.splice(at, 1);
-      else if (list.length >= PER_KEY) list.shift();
-    }
-    list.push({ identity, decision });
+    // The same action again under this key (its allow was used, say): the newer decision replaces the older; the
+    // chain keeps at most PER_KEY actions, newest first.
+    const chain = this.keyed.get(slot);
+    this.keyed.set(slot, { identity, decision, next: chain === undefined ? undefined : without(chain, identity, PER_KEY - 1) });
     this.count++;
   }
 }
 
-function indexOf(list: readonly Keyed[], identity: ActionIdentity): number {
-  for (let i = 0; i < list.length; i++) {
-    const other = (list[i] as Keyed).identity;
-    if (other === identity || other.key === identity.key) return i;
-  }
-  return -1;
+// The chain without `identity`'s entry, cut to `room` entries (rebuilt: entries are immutable; chains are short).
+function without(chain: Keyed, identity: ActionIdentity, room: number): Keyed | undefined {
+  if (room <= 0) return undefined;
+  if (same(chain.identity, identity)) return chain.next === undefined ? undefined : without(chain.next, identity, room);
+  const rest = chain.next === undefined ? undefined : without(chain.next, identity, room - 1);
+  return rest === chain.next ? chain : { identity: chain.identity, decision: chain.decision, next: rest };
 }
 
-function find(list: readonly Keyed[] | undefined, identity: ActionIdentity): Decision | undefined {
-  if (list === undefined) return undefined;
-  const at = indexOf(list, identity);
-  return at < 0 ? undefined : (list[at] as Keyed).decision;
+function same(a: ActionIdentity, b: ActionIdentity): boolean {
+  return a === b || a.key === b.key;
+}
+
+function find(chain: Keyed | undefined, identity: ActionIdentity): Decision | undefined {
+  for (let entry = chain; entry !== undefined; entry = entry.next) if (same(entry.identity, identity)) return entry.decision;
+  return undefined;
 }
 
 function slotOf(key: string): string {

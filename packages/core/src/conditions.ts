@@ -243,7 +243,7 @@ function compileTest(condition: NormalizedCondition): Test {
       const others = list.filter((item) => typeof item !== 'string');
       const inside = (value: unknown): boolean => {
         if (typeof value === 'string' && strings.has(value)) return true;
-        for (const item of others) if (scalarEquals(value, item)) return true;
+        for (let i = 0; i < others.length; i++) if (scalarEquals(value, others[i] as Scalar)) return true;
         if (typeof value === 'string' && strings.size > 0) {
           const number = numericString(value);
           if (!Number.isNaN(number)) for (const item of strings) if (numericString(item) === number) return true;
@@ -257,7 +257,7 @@ function compileTest(condition: NormalizedCondition): Test {
       return (value) => {
         const text = typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'boolean' ? String(value) : undefined;
         if (text === undefined) return 2;
-        for (const glob of globs) if (glob(text)) return 1;
+        for (let i = 0; i < globs.length; i++) if ((globs[i] as (text: string) => boolean)(text)) return 1;
         return 0;
       };
     }
@@ -386,7 +386,7 @@ function anyHolds(value: unknown, segments: readonly string[], i: number, test: 
   if (Array.isArray(value)) {
     const segment = segments[i];
     if (segment !== undefined && isIndex(segment)) return anyHolds(value[Number(segment)], segments, i + 1, test, depth + 1);
-    for (const item of value) if (anyHolds(item, segments, i, test, depth + 1)) return true;
+    for (let k = 0; k < value.length; k++) if (anyHolds(value[k], segments, i, test, depth + 1)) return true;
     return false;
   }
   if (i === segments.length) return test(value) !== 0;
@@ -403,8 +403,8 @@ function everyHolds(value: unknown, segments: readonly string[], i: number, test
     const segment = segments[i];
     if (segment !== undefined && isIndex(segment)) return everyHolds(value[Number(segment)], segments, i + 1, test, depth + 1);
     let count = 0;
-    for (const item of value) {
-      const result = everyHolds(item, segments, i, test, depth + 1);
+    for (let k = 0; k < value.length; k++) {
+      const result = everyHolds(value[k], segments, i, test, depth + 1);
       if (result < 0) return -1;
       count += result;
     }
@@ -473,7 +473,7 @@ export function compileConditions(conditions: readonly NormalizedCondition[], se
   });
   if (compiled.length === 1) return compiled[0] as CompiledConditions;
   return (action) => {
-    for (const holds of compiled) if (!holds(action)) return false;
+    for (let i = 0; i < compiled.length; i++) if (!(compiled[i] as CompiledConditions)(action)) return false;
     return true;
   };
 }

@@ -424,7 +424,10 @@ export class AgentPolicy implements PolicyEvaluator {
       if (!shadowAll) return listed;
       shadow = listed;
     }
-    for (const rule of applicable.denyRules) {
+    // Indexed loops on this path: a for-of here went through the generic iterator and allocated on every check.
+    const denyRules = applicable.denyRules;
+    for (let i = 0; i < denyRules.length; i++) {
+      const rule = denyRules[i] as CompiledConditionRule;
       if (!rule.applies(action)) continue;
       const hit = ruleVerdict(rule, action, false);
       if (rule.enforced) return withShadow(hit, shadow, false, false);
@@ -443,7 +446,9 @@ export class AgentPolicy implements PolicyEvaluator {
       if (!shadowAll) return withShadow(hit, shadow, true, shadowAfterLimits);
       if (shadow === undefined) shadow = hit;
     }
-    for (const rule of this.rules) {
+    const approvalLists = this.rules;
+    for (let i = 0; i < approvalLists.length; i++) {
+      const rule = approvalLists[i] as CompiledRule;
       if (!this.ruleMatches(rule, action)) continue;
       const ref: RuleRef = { section: 'approval', index: rule.index, rule: rule.spec };
       const what = describeAction(action);
@@ -455,7 +460,9 @@ export class AgentPolicy implements PolicyEvaluator {
       if (shadow === undefined) shadow = hit;
       break;
     }
-    for (const rule of applicable.approvalRules) {
+    const approvalRules = applicable.approvalRules;
+    for (let i = 0; i < approvalRules.length; i++) {
+      const rule = approvalRules[i] as CompiledConditionRule;
       if (!rule.applies(action)) continue;
       if (approved) return withShadow(ruleVerdict(rule, action, true), shadow, true, shadowAfterLimits);
       const hit = ruleVerdict(rule, action, false);

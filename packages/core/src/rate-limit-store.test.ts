@@ -48,4 +48,92 @@ describe('InMemoryRateLimitStore', () => {
     // 10 calls per 50 ms over 100 s: 20,000 windows' worth.
     expect(allowed).toBe(20_000);
   });
+
+  it('keeps a huge max in bounded memory: slots close together are one run, freed no earlier than exactly', () => {
+    let now = 0;
+    const store = new InMemoryRateLimitStore({ now: () => now });
+    const hour = 3_600_000;
+    // A million calls in one hour, 250 per millisecond-ish: one slot each would be a million entries.
+    let refused = 0;
+    for (let i = 0; i < 1_000_000; i++) {
+      if (i % 277 === 0) now += 1;
+      if (!store.take('k', 1e9, hour).ok) refused++;
+    }
+    expect(refused).toBe(0);
+    const runs = (store as unknown as { windows: Map<string, { size: number; lasts: Float64Array }> }).windows.get('k');
+    expect(runs?.size).toBeLessThanOrEqual(4097);
+    expect(runs?.lasts.length).toBeLessThanOrEqual(8192);
+    // Nothing frees before its hour is up...
+    const full = new InMemoryRateLimitStore({ now: () => now });
+    now = 10_000;
+    for (let i = 0; i < 3; i++) expect(full.take('k', 3, hour).ok).toBe(true);
+    now = 10_000 + 500; // within the same span (3,600,000 / 4096 ≈ 879 ms): joins the run
+    const denied = full.take('k', 3, hour);
+    expect(denied).toEqual({ ok: false, resetAtMs: 10_000 + hour });
+    now = 10_000 + hour - 1;
+    expect(full.take('k', 3, hour).ok).toBe(false);
+    now = 10_000 + hour;
+    expect(full.take('k', 3, hour).ok).toBe(true);
+  });
+
+  it('a run frees when its newest slot does', () => {
+    let now = 0;
+    const hour = 3_600_000;
+    const store = new InMemoryRateLimitStore({ now: () => now });
+    expect(store.take('k', 2, hour).ok).toBe(true);
+    now = 800; // same span: one run, now timed by this slot
+    expect(store.take('k', 2, hour).ok).toBe(true);
+    now = hour; // the first slot's hour is up, the second's is not: the run still holds both
+    expect(store.take('k', 2, hour)).toEqual({ ok: false, resetAtMs: hour + 800 });
+    now = hour + 800;
+    expect(store.take('k', 2, hour).ok).toBe(true);
+    expect(store.take('k', 2, hour).ok).toBe(true);
+    expect(store.take('k', 2, hour).ok).toBe(false);
+  });
+
+  it('never lets more than max through in any window, against an exact sliding log (random times and give-backs)', () => {
+    let seed = 12345;
+    const random = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    for (const windowMs of [50, 1_000, 60_000, 3_600_000]) {
+      let now = 1_000_000;
+      const store = new InMemoryRateLimitStore({ now: () => now });
+      const max = 1 + Math.floor(random() * 20);
+      const allowedAt: number[] = []; // times of slots still held (exact model of what the store let through)
+      for (let i = 0; i < 20_000; i++) {
+        now += Math.floor(random() ** 4 * (windowMs / 5));
+        const taken = store.take('k', max, windowMs);
+        const exactHeld = allowedAt.filter((t) => t > now - windowMs).length;
+        if (taken.ok) {
+          // The store never holds fewer than exactly: it cannot allow a call the exact log would refuse.
+          expect(exactHeld).toBeLessThan(max);
+          if (random() < 0.2) store.giveBack('k', taken.slot);
+          else allowedAt.push(now);
+        }
+      }
+      // Every window of windowMs holds at most max allowed calls.
+      for (let a = 0, b = 0; b < allowedAt.length; b++) {
+        while ((allowedAt[a] as number) <= (allowedAt[b] as number) - windowMs) a++;
+        expect(b - a + 1).toBeLessThanOrEqual(max);
+      }
+    }
+  });
+
+  it('gives back a slot from the run it was taken in, once, and ignores slots it never handed out', () => {
+    let now = 5_000;
+    const store = new InMemoryRateLimitStore({ now: () => now });
+    const a = store.take('k', 3, 3_600_000);
+    const b = store.take('k', 3, 3_600_000);
+    now += 2_000; // a new run
+    const c = store.take('k', 3, 3_600_000);
+    if (!a.ok || !b.ok || !c.ok) throw new Error('expected slots');
+    expect(store.take('k', 3, 3_600_000).ok).toBe(false);
+    store.giveBack('k', '999999');
+    store.giveBack('k', 'not a slot');
+    expect(store.take('k', 3, 3_600_000).ok).toBe(false);
+    store.giveBack('k', a.slot);
+    store.giveBack('k', a.slot);
+    const d = store.take('k', 3, 3_600_000);
+    expect(d.ok).toBe(true);
+    expect(store.take('k', 3, 3_600_000).ok).toBe(false);
+  });
 });

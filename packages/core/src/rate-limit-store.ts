@@ -22,14 +22,30 @@ export interface InMemoryRateLimitStoreOptions {
   now?: () => number;
 }
 
-// A windowed key: the slots it holds, oldest first, in a ring of typed arrays (no garbage per call; the ring
-// doubles when full, so its size stays within twice the calls held in the window, and never above twice `max`).
+// A windowed key: the slots it holds, oldest first, as runs in a ring of typed arrays (no garbage per call). A run
+// is the slots taken within one short span (at most `windowMs / RUNS_PER_WINDOW`, and within one millisecond for
+// windows up to ~4 s): it holds their count and is timed by its newest slot, so it frees when its newest slot would,
+// never earlier. So the ring holds at most about RUNS_PER_WINDOW + 1 runs whatever `max` is and however fast calls
+// come, and a slot is held at most one span longer than exactly (never shorter: the limit is never exceeded).
 interface WindowSlots {
-  times: Float64Array;
-  ids: Float64Array;
+  /** Time of each run's first slot (the span starts there). */
+  firsts: Float64Array;
+  /** Time of each run's newest slot (the run frees `windowMs` after it). */
+  lasts: Float64Array;
+  /** The sequence number of each run's first slot (slots are numbered in the order they are taken). */
+  seqs: Float64Array;
+  /** Slots each run still holds. */
+  counts: Float64Array;
   start: number;
   size: number;
+  /** Slots held in all runs. */
+  held: number;
+  givenBack: Set<number>;
+  givenBackOld: Set<number>;
 }
+
+/** Runs per window: the most a windowed key keeps (each a few numbers), and a slot's most extra holding time is `windowMs` / this. */
+const RUNS_PER_WINDOW = 4096;
 
 // A key without a window: a count, and the slots already given back (so giving back twice changes nothing), kept
 // for the last few thousand give-backs.
@@ -42,96 +58,169 @@ interface CountSlots {
 const GIVEN_BACK_GENERATION = 4096;
 
 /**
- * The default store: counters in this process. A windowed key keeps the time of each slot it holds (a sliding
- * window: a slot frees `windowMs` after it was taken); a key without a window keeps a count.
+ * The default store: counters in this process. A windowed key is a sliding window: a slot frees `windowMs` after it
+ * was taken. Slots taken close together are kept as one run timed by its newest slot (within the same millisecond
+ * for windows up to ~4 s, within `windowMs / 4096` for longer ones), so a key's memory stays bounded however large
+ * `max` is, and a slot may free that much later than exactly, never earlier. A key without a window keeps a count.
  */
 export class InMemoryRateLimitStore implements RateLimitStore {
   private readonly windows = new Map<string, WindowSlots>();
   private readonly counts = new Map<string, CountSlots>();
   private readonly now: () => number;
   private seq = 0;
+  /** When the window of the key {@link takeAt} last refused reopens (null: a key without a window never does). */
+  lastResetAtMs: number | null = null;
 
   constructor(options: InMemoryRateLimitStoreOptions = {}) {
     this.now = options.now ?? Date.now;
   }
 
   take(key: string, max: number, windowMs: number | null): RateLimitTake {
+    const slot = this.takeAt(key, max, windowMs, windowMs === null ? 0 : this.now());
+    return slot > 0 ? { ok: true, slot: String(slot) } : { ok: false, resetAtMs: this.lastResetAtMs };
+  }
+
+  /**
+   * The store's clock (its `now` option, `Date.now` by default): read once by a session for all the limits of one
+   * check, and passed to {@link takeAt}.
+   */
+  clock(): number {
+    return this.now();
+  }
+
+  /**
+   * {@link take} without allocating, at a time read from {@link clock}: the slot id (> 0), or 0 when the key is full
+   * ({@link lastResetAtMs} says when it reopens). Give the slot back with {@link giveBackAt}.
+   */
+  takeAt(key: string, max: number, windowMs: number | null, now: number): number {
     if (windowMs === null) {
       let counted = this.counts.get(key);
       if (counted === undefined) {
         counted = { held: 0, givenBack: new Set(), givenBackOld: new Set() };
         this.counts.set(key, counted);
       }
-      if (counted.held >= max) return { ok: false, resetAtMs: null };
+      if (counted.held >= max) {
+        this.lastResetAtMs = null;
+        return 0;
+      }
       counted.held++;
-      return { ok: true, slot: String(++this.seq) };
+      return ++this.seq;
     }
     let slots = this.windows.get(key);
     if (slots === undefined) {
-      slots = { times: new Float64Array(8), ids: new Float64Array(8), start: 0, size: 0 };
+      slots = newWindow(8);
       this.windows.set(key, slots);
     }
-    const now = this.now();
     const oldest = now - windowMs;
-    let mask = slots.times.length - 1;
-    while (slots.size > 0 && (slots.times[slots.start] as number) <= oldest) {
+    let mask = slots.lasts.length - 1;
+    while (slots.size > 0 && (slots.lasts[slots.start] as number) <= oldest) {
+      slots.held -= slots.counts[slots.start] as number;
       slots.start = (slots.start + 1) & mask;
       slots.size--;
     }
-    if (slots.size >= max) return { ok: false, resetAtMs: (slots.times[slots.start] as number) + windowMs };
-    if (slots.size === slots.times.length) {
-      grow(slots);
-      mask = slots.times.length - 1;
+    if (slots.held >= max) {
+      this.lastResetAtMs = firstToFree(slots, mask) + windowMs;
+      return 0;
     }
     const id = ++this.seq;
+    slots.held++;
+    if (slots.size > 0) {
+      const newest = (slots.start + slots.size - 1) & mask;
+      // Within the newest run's span: joins it (and the run is now timed by this slot, the later one).
+      // A clock that stepped back joins it too: the run keeps its later time, so it frees no earlier.
+      if (now - (slots.firsts[newest] as number) < Math.ceil(windowMs / RUNS_PER_WINDOW)) {
+        if (now > (slots.lasts[newest] as number)) slots.lasts[newest] = now;
+        slots.counts[newest]! += 1;
+        return id;
+      }
+    }
+    if (slots.size === slots.lasts.length) {
+      growWindow(slots);
+      mask = slots.lasts.length - 1;
+    }
     const at = (slots.start + slots.size) & mask;
-    slots.times[at] = now;
-    slots.ids[at] = id;
+    slots.firsts[at] = now;
+    slots.lasts[at] = now;
+    slots.seqs[at] = id;
+    slots.counts[at] = 1;
     slots.size++;
-    return { ok: true, slot: String(id) };
+    return id;
   }
 
   giveBack(key: string, slot: string): void {
-    const id = Number(slot);
+    this.giveBackAt(key, Number(slot));
+  }
+
+  /** {@link giveBack} for a slot id from {@link takeAt}. */
+  giveBackAt(key: string, id: number): void {
     const counted = this.counts.get(key);
     if (counted !== undefined) {
       if (counted.held === 0 || counted.givenBack.has(id) || counted.givenBackOld.has(id)) return;
       counted.held--;
-      if (counted.givenBack.size >= GIVEN_BACK_GENERATION) {
-        counted.givenBackOld = counted.givenBack;
-        counted.givenBack = new Set();
-      }
-      counted.givenBack.add(id);
+      rememberGivenBack(counted, id);
       return;
     }
     const slots = this.windows.get(key);
-    if (slots === undefined) return;
-    const mask = slots.times.length - 1;
-    // Usually the slot just taken: search from the newest end, then close the gap.
+    if (slots === undefined || slots.size === 0 || !(id > 0) || id > this.seq || slots.givenBack.has(id) || slots.givenBackOld.has(id)) return;
+    const mask = slots.lasts.length - 1;
+    // The run the slot was taken in: the newest run that started at or before it (usually the newest run). A slot
+    // older than the oldest run kept has already freed.
     for (let j = slots.size - 1; j >= 0; j--) {
-      if (slots.ids[(slots.start + j) & mask] !== id) continue;
-      for (let k = j; k < slots.size - 1; k++) {
-        const to = (slots.start + k) & mask;
-        const from = (slots.start + k + 1) & mask;
-        slots.times[to] = slots.times[from] as number;
-        slots.ids[to] = slots.ids[from] as number;
-      }
-      slots.size--;
+      const at = (slots.start + j) & mask;
+      if ((slots.seqs[at] as number) > id) continue;
+      if ((slots.counts[at] as number) === 0) return;
+      slots.counts[at]! -= 1;
+      slots.held--;
+      rememberGivenBack(slots, id);
       return;
     }
   }
 }
 
-function grow(slots: WindowSlots): void {
-  const capacity = slots.times.length;
-  const times = new Float64Array(capacity * 2);
-  const ids = new Float64Array(capacity * 2);
+function rememberGivenBack(slots: { givenBack: Set<number>; givenBackOld: Set<number> }, id: number): void {
+  if (slots.givenBack.size >= GIVEN_BACK_GENERATION) {
+    slots.givenBackOld = slots.givenBack;
+    slots.givenBack = new Set();
+  }
+  slots.givenBack.add(id);
+}
+
+// When the first slot frees: the end of the oldest run that still holds one.
+function firstToFree(slots: WindowSlots, mask: number): number {
+  for (let j = 0; j < slots.size; j++) {
+    const at = (slots.start + j) & mask;
+    if ((slots.counts[at] as number) > 0) return slots.lasts[at] as number;
+  }
+  return slots.lasts[(slots.start + slots.size - 1) & mask] as number;
+}
+
+function newWindow(capacity: number): WindowSlots {
+  return {
+    firsts: new Float64Array(capacity),
+    lasts: new Float64Array(capacity),
+    seqs: new Float64Array(capacity),
+    counts: new Float64Array(capacity),
+    start: 0,
+    size: 0,
+    held: 0,
+    givenBack: new Set(),
+    givenBackOld: new Set(),
+  };
+}
+
+function growWindow(slots: WindowSlots): void {
+  const capacity = slots.lasts.length;
+  const grown = newWindow(capacity * 2);
   for (let i = 0; i < slots.size; i++) {
     const from = (slots.start + i) & (capacity - 1);
-    times[i] = slots.times[from] as number;
-    ids[i] = slots.ids[from] as number;
+    grown.firsts[i] = slots.firsts[from] as number;
+    grown.lasts[i] = slots.lasts[from] as number;
+    grown.seqs[i] = slots.seqs[from] as number;
+    grown.counts[i] = slots.counts[from] as number;
   }
-  slots.times = times;
-  slots.ids = ids;
+  slots.firsts = grown.firsts;
+  slots.lasts = grown.lasts;
+  slots.seqs = grown.seqs;
+  slots.counts = grown.counts;
   slots.start = 0;
 }

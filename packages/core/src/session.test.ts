@@ -191,6 +191,44 @@ describe('concurrency', () => {
     expect(reservations.every((r) => !r.allowed)).toBe(true);
   });
 
+  it('decideTool hands back the decision itself while the stores answer at once, a promise when one does not, a recorded deny when one fails', async () => {
+    const session = seed().session();
+    const now = session.decideTool('read_file', { input: { path: 'a' } });
+    expect(now).not.toBeInstanceOf(Promise);
+    expect(now).toMatchObject({ decision: 'allow', action: { name: 'read_file', input: { path: 'a' } } });
+    expect(session.decideTool('delete_prod_db')).toMatchObject({ decision: 'deny' });
+    expect(session.report().decisions.map((d) => d.decision)).toEqual(['allow', 'deny']);
+    const inner = new InMemoryBudgetStore();
+    const slow: BudgetStore = {
+      reserve: async (...args) => inner.reserve(...args),
+      charge: async (...args) => inner.charge(...args),
+      commit: (...args) => inner.commit(...args),
+      release: (...args) => inner.release(...args),
+      refund: (...args) => inner.refund(...args),
+      reconcile: (budget) => inner.reconcile(budget),
+      snapshot: (budget) => inner.snapshot(budget),
+    };
+    const paid = seed().session({ store: slow }).decideTool('read_file', { cost: 0.01 });
+    expect(paid).toBeInstanceOf(Promise);
+    expect(await paid).toMatchObject({ decision: 'allow', action: { cost: 0.01 } });
+    const failing: BudgetStore = { ...slow, charge: async () => Promise.reject(new Error('store down')) };
+    const denied = await seed().session({ store: failing }).decideTool('read_file', { cost: 0.01 });
+    expect(denied).toMatchObject({ decision: 'deny', rule: { section: 'error', message: 'store down' } });
+  });
+
+  it('consume takes an allow once, whether given the decision itself or a copy of it, and never another session\'s', async () => {
+    const session = seed().session({ id: 's1' });
+    const twin = seed().session({ id: 's1' });
+    const decision = await session.checkTool('read_file', { input: { path: 'a' } });
+    // Same session id, but this session never made the decision: not its allow to use.
+    expect(twin.consume(decision)).toBe(false);
+    expect(twin.consume(JSON.parse(JSON.stringify(decision)) as Decision)).toBe(false);
+    const copy = JSON.parse(JSON.stringify(decision)) as Decision;
+    expect(session.consume(copy)).toBe(true);
+    expect(session.consume(decision)).toBe(false);
+    expect(session.consume({ ...decision, id: 's1:999' })).toBe(false);
+  });
+
   it('a budget store that fails denies and records the denial', async () => {
     const broken: BudgetStore = {
       reserve: async () => {

@@ -163,11 +163,12 @@ type Mode = 'charge' | 'reserve';
 /** The verdict after the limits, and the slots taken (key, slot, key, slot, …) to give back unless allowed. */
 interface LimitCount {
   verdict: Verdict;
-  held: readonly string[];
+  /** Each slot taken: its key, then its id (a number from the in-memory store, a string from any other). */
+  held: readonly (string | number)[];
 }
 
 const NO_LIMITS: readonly CompiledLimit[] = Object.freeze([]);
-const NO_SLOTS: readonly string[] = Object.freeze([]);
+const NO_SLOTS: readonly (string | number)[] = Object.freeze([]);
 
 function describeRecorded(action: Action): string {
   if (action.type === 'tool') return `tool ${JSON.stringify(action.name)}`;
@@ -219,6 +220,7 @@ export class PolicySession {
   private readonly halts: HaltStore;
   private readonly ledger: BudgetLedger;
   private readonly limitStore: RateLimitStore;
+  private readonly localLimits: InMemoryRateLimitStore | undefined;
   private readonly limitKeys: string[] = [];
   private readonly trail: AuditTrail;
   private readonly keys = new CallKeys();
@@ -238,6 +240,8 @@ export class PolicySession {
   private readonly used = new UsedAllows();
   private readonly approvals: SessionApprovals;
   private seq = 0;
+  // The id nextId handed out last (its sequence number is `seq`).
+  private lastId = '';
   // `<session id>:`, built once: a decision id is this and a sequence number.
   private readonly idPrefix: string;
   private readonly startedMs = Date.now();
@@ -278,6 +282,8 @@ export class PolicySession {
       policy.normalized.mode === 'enforce',
     );
     this.limitStore = options.limitStore ?? new InMemoryRateLimitStore();
+    // The in-memory store (exactly that class: a subclass may change what take does) is counted without allocating.
+    this.localLimits = this.limitStore instanceof InMemoryRateLimitStore && Object.getPrototypeOf(this.limitStore) === InMemoryRateLimitStore.prototype ? this.limitStore : undefined;
     this.callKeyStore = options.callKeys;
     this.keyedCalls = options.callKeys === undefined ? undefined : new WeakMap();
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
@@ -298,6 +304,16 @@ export class PolicySession {
   /** Decides a tool call and records it; an allowed cost is charged at once. */
   checkTool(name: string, options?: CheckToolOptions): Promise<Decision> {
     return this.check(options === undefined ? { type: 'tool', name } : withOptions('tool', name, options), 'charge');
+  }
+
+  /**
+   * {@link checkTool} for integrations that run it on every tool call: the same decision, recorded and charged the
+   * same way, handed back as a value when every store answered at once (the in-memory defaults) and as a promise
+   * when one did not, so the caller awaits only when there is something to wait for. A check that fails is a
+   * recorded denial here too, never a throw.
+   */
+  decideTool(name: string, options?: CheckToolOptions): Decision | Promise<Decision> {
+    return this.decideNow(options === undefined ? { type: 'tool', name } : withOptions('tool', name, options), 'charge');
   }
 
   /** Decides an outbound request by its normalised host and records it; an allowed cost is charged at once. */
@@ -370,7 +386,9 @@ export class PolicySession {
       if (this.keyedCalls.has(decision)) {
         throw new AgentPolicyError('CLAIM_REQUIRED', `the allow ${decision.id} is kept in a shared call-key store: take its one execution with \`await session.claim(decision)\`, not consume()`);
       }
-      if (decision.settlement !== undefined && decision.settlement.status !== 'pending') return false;
+      // Only a decision this session object made counts here (its stamp): with the same session id in several
+      // processes, an id alone could name another process's decision, and a settled copy has run already.
+      if (DecisionStamp.seq(decision, this) === undefined) return false;
     }
     const seq = this.seqOf(decision);
     if (seq === 0 || this.used.has(seq)) return false;
@@ -382,8 +400,9 @@ export class PolicySession {
    * Takes the one execution an allow authorises, atomically across processes: like {@link consume}, true once per
    * allow and false for anything else, but with a shared call-key store (`callKeys`) a keyed allow is marked used in
    * the store, so when several processes hold the same allow (a call retried elsewhere) exactly one claim is true.
-   * Rejects (a `STORE_UNAVAILABLE` error) when the store cannot be reached: the action does not run. Without a shared
-   * store it is `consume`. Adapters and {@link runTool} use it.
+   * Without a shared store it is `consume` and answers at once (a boolean, no promise); with one it answers with a
+   * promise, which rejects (a `STORE_UNAVAILABLE` error) when the store cannot be reached: the action does not run.
+   * `await` it either way. Adapters and {@link runTool} use it.
    *
    * @example
    * ```ts
@@ -391,21 +410,15 @@ export class PolicySession {
    * if (decision.decision === 'allow' && (await session.claim(decision))) await sendEmail(input);
    * ```
    */
-  claim(decision: Decision): Promise<boolean> {
-    try {
-      const claimed = this.claimNow(decision);
-      return claimed instanceof Promise ? claimed : Promise.resolve(claimed);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-  }
-
-  // `consume`, or the store's claim for a decision a shared call-key store keeps.
-  private claimNow(decision: Decision): boolean | Promise<boolean> {
+  claim(decision: Decision): boolean | Promise<boolean> {
     const keyed = this.keyedCalls?.get(decision);
     if (keyed === undefined) return this.consume(decision);
     if (decision.decision !== 'allow') return false;
-    return (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token);
+    try {
+      return (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
@@ -429,7 +442,7 @@ export class PolicySession {
     const reservation = await this.reserveAction({ ...options, type: 'tool', name });
     const decision = reservation.decision;
     if (!reservation.allowed) throw decisionError(decision);
-    const claimed = this.claimNow(decision);
+    const claimed = this.claim(decision);
     if (!(claimed instanceof Promise ? await claimed : claimed)) {
       throw new AgentPolicyError('DECISION_USED', `the allow ${decision.id} for tool ${JSON.stringify(decision.action.type === 'tool' ? decision.action.name : '')} was already used for one execution`);
     }
@@ -779,11 +792,17 @@ export class PolicySession {
   }
 
   private check(action: ActionInput, mode: Mode): Promise<Decision> {
+    const result = this.decideNow(action, mode);
+    return result instanceof Promise ? result : Promise.resolve(result);
+  }
+
+  // A check, synchronous while the stores are.
+  private decideNow(action: ActionInput, mode: Mode): Decision | Promise<Decision> {
     try {
       const result = this.decideAndRecord(action, mode);
-      return result instanceof Promise ? result.catch((error: unknown) => this.failClosed(action, error)) : Promise.resolve(result);
+      return result instanceof Promise ? result.catch((error: unknown) => this.failClosed(action, error)) : result;
     } catch (error) {
-      return Promise.resolve(this.failClosed(action, error));
+      return this.failClosed(action, error);
     }
   }
 
@@ -839,12 +858,12 @@ export class PolicySession {
     if (this.ledger.recheckFirst && halt === undefined) {
       // Spend was seen past a shared or calendar budget: only its store can say whether that is still so.
       const rechecked = this.ledger.recheck();
-      if (rechecked instanceof Promise) return rechecked.then(() => this.decideNow(prepared, policy, mode, halt, bound, answer, approved));
+      if (rechecked instanceof Promise) return rechecked.then(() => this.decideChecked(prepared, policy, mode, halt, bound, answer, approved));
     }
-    return this.decideNow(prepared, policy, mode, halt, bound, answer, approved);
+    return this.decideChecked(prepared, policy, mode, halt, bound, answer, approved);
   }
 
-  private decideNow(prepared: Prepared, policy: PolicyEvaluator, mode: Mode, halt: HaltState | undefined, bound: BoundApprovalAnswer | undefined, answer: ReturnType<typeof normalizeAnswer> | undefined, approved: boolean): Decision | Promise<Decision> {
+  private decideChecked(prepared: Prepared, policy: PolicyEvaluator, mode: Mode, halt: HaltState | undefined, bound: BoundApprovalAnswer | undefined, answer: ReturnType<typeof normalizeAnswer> | undefined, approved: boolean): Decision | Promise<Decision> {
     const verdict = this.verdict(prepared, approved, policy, halt);
     const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
     if (limits.length === 0) return this.conclude(prepared, verdict, bound, answer, approved, mode);
@@ -960,15 +979,20 @@ export class PolicySession {
     return decision.decision === 'allow' ? decision : this.giveBackThen(held, decision);
   }
 
-  private giveBackThen(held: readonly string[], decision: Decision): Decision | Promise<Decision> {
+  private giveBackThen(held: readonly (string | number)[], decision: Decision): Decision | Promise<Decision> {
     const done = this.giveBack(held);
     return done instanceof Promise ? done.then(() => decision) : decision;
   }
 
-  private giveBack(held: readonly string[]): void | Promise<void> {
+  private giveBack(held: readonly (string | number)[]): void | Promise<void> {
     const pending: Promise<void>[] = [];
     for (let i = 0; i < held.length; i += 2) {
-      const done = this.limitStore.giveBack(held[i] as string, held[i + 1] as string);
+      const slot = held[i + 1];
+      if (typeof slot === 'number') {
+        (this.localLimits as InMemoryRateLimitStore).giveBackAt(held[i] as string, slot);
+        continue;
+      }
+      const done = this.limitStore.giveBack(held[i] as string, slot as string);
       if (done instanceof Promise) pending.push(done);
     }
     if (pending.length > 0) return Promise.all(pending).then(() => undefined);
@@ -991,6 +1015,8 @@ export class PolicySession {
    * given back); a full shadowed one is recorded as the shadow outcome. Synchronous while the store is.
    */
   private countLimits(limits: readonly CompiledLimit[], action: Action, verdict: Verdict): LimitCount | Promise<LimitCount> {
+    const local = this.localLimits;
+    if (local !== undefined) return this.countLocalLimits(local, limits, action, verdict);
     const held: string[] = [];
     let shadowHit: Verdict | undefined;
     for (let i = 0; i < limits.length; i++) {
@@ -1002,6 +1028,30 @@ export class PolicySession {
       else if (limit.enforced) return this.limitDenied(limit, taken.resetAtMs, action, verdict, held, shadowHit);
       else shadowHit ??= limitVerdict(limit, taken.resetAtMs, action);
     }
+    return { verdict: withLimitShadow(verdict, shadowHit), held };
+  }
+
+  // The same with the in-memory store, without allocating: one clock read for all the limits, slot ids as numbers.
+  private countLocalLimits(local: InMemoryRateLimitStore, limits: readonly CompiledLimit[], action: Action, verdict: Verdict): LimitCount {
+    // Sized once (the key and slot of each limit); a literal grown by push would allocate more on every check.
+    // oxlint-disable-next-line unicorn/no-new-array
+    const held: (string | number)[] = new Array(limits.length * 2);
+    let count = 0;
+    let shadowHit: Verdict | undefined;
+    const now = local.clock();
+    for (let i = 0; i < limits.length; i++) {
+      const limit = limits[i] as CompiledLimit;
+      const key = this.limitKeys[limit.index] ?? this.limitKey(limit);
+      const slot = local.takeAt(key, limit.maxCalls, limit.windowMs, now);
+      if (slot > 0) {
+        held[count++] = key;
+        held[count++] = slot;
+      } else if (limit.enforced) {
+        held.length = count;
+        return this.limitDenied(limit, local.lastResetAtMs, action, verdict, held, shadowHit) as LimitCount;
+      } else shadowHit ??= limitVerdict(limit, local.lastResetAtMs, action);
+    }
+    held.length = count;
     return { verdict: withLimitShadow(verdict, shadowHit), held };
   }
 
@@ -1034,7 +1084,7 @@ export class PolicySession {
     return { verdict: withLimitShadow(verdict, shadowHit), held };
   }
 
-  private limitDenied(limit: CompiledLimit, resetAtMs: number | null, action: Action, verdict: Verdict, held: string[], shadowHit: Verdict | undefined): LimitCount | Promise<LimitCount> {
+  private limitDenied(limit: CompiledLimit, resetAtMs: number | null, action: Action, verdict: Verdict, held: readonly (string | number)[], shadowHit: Verdict | undefined): LimitCount | Promise<LimitCount> {
     const denied = limitVerdict(limit, resetAtMs, action);
     // A shadow outcome that comes before the limits (or an earlier shadowed limit) is still what would have decided.
     if (verdict.shadow !== undefined && verdict.shadowAfterLimits !== true) denied.shadow = verdict.shadow;
@@ -1183,12 +1233,20 @@ export class PolicySession {
   }
 
   private nextId(): string {
-    return this.idPrefix + ++this.seq;
+    const id = this.idPrefix + ++this.seq;
+    this.lastId = id;
+    return id;
   }
 
-  // The sequence number of one of this session's decisions (its id is `<session id>:<n>`), or 0.
+  // The sequence number of one of this session's decisions (its id is `<session id>:<n>`), or 0. Read from the
+  // decision's stamp when this session made it; parsed from the id otherwise (a settled copy, a decision read back).
   private seqOf(decision: Decision): number {
-    const id = decision.id;
+    const stamped = DecisionStamp.seq(decision, this);
+    if (stamped !== undefined) return stamped;
+    return this.parseSeq(decision.id);
+  }
+
+  private parseSeq(id: unknown): number {
     if (typeof id !== 'string' || id.length <= this.id.length + 1 || id.charCodeAt(this.id.length) !== 58 || !id.startsWith(this.id)) return 0;
     const seq = Number(id.slice(this.id.length + 1));
     return Number.isSafeInteger(seq) && seq > 0 && seq <= this.seq ? seq : 0;
@@ -1202,11 +1260,13 @@ export class PolicySession {
     const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
     const identity = prepared.identity;
     const timestamp = isoNow();
+    const seq = id === this.lastId ? this.seq : this.parseSeq(id);
     const decision: Record<string, unknown> = identity.hashed
       ? approval
         ? { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp, approval }
         : { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp }
-      : lazyFingerprint({ id, sessionId: this.id }, identity, prepared.policyHash, verdict.decision, reason, rule, prepared.action, approval, timestamp);
+      : lazyFingerprint({ id, sessionId: this.id }, prepared.policyHash, verdict.decision, reason, rule, prepared.action, approval, timestamp);
+    new DecisionStamp(decision, identity, this, seq);
     if (extra !== undefined) Object.assign(decision, extra);
     const shadow = verdict.shadow;
     if (shadow !== undefined) decision['shadow'] = Object.freeze({ decision: shadow.decision, reason: shadow.reason, rule: Object.freeze(shadow.rule) });
@@ -1273,29 +1333,38 @@ function haltFailure(error: unknown): HaltState {
   return { reason: `the halt store cannot be read (${boundString((error as Error)?.message ?? String(error))}), so the action is denied`, at: new Date().toISOString() };
 }
 
-// A decision's identity rides on the decision itself, in a private field (stamped onto the plain object, so the
-// decision stays a plain object: no prototype, no extra key, nothing JSON, spread or equality would see).
+// A decision's identity, the session that made it and its sequence number ride on the decision itself, in private
+// fields (stamped onto the plain object, so the decision stays a plain object: no prototype, no extra key, nothing
+// JSON, spread or equality would see). A copy carries no stamp.
 class ReturnTarget {
   constructor(target: object) {
     // Returning the target makes the subclass stamp its private field onto it.
     return target as ReturnTarget;
   }
 }
-class IdentityStamp extends ReturnTarget {
+class DecisionStamp extends ReturnTarget {
   readonly #identity: ActionIdentity;
-  constructor(target: object, identity: ActionIdentity) {
+  readonly #owner: PolicySession;
+  readonly #seq: number;
+  constructor(target: object, identity: ActionIdentity, owner: PolicySession, seq: number) {
     super(target);
     this.#identity = identity;
+    this.#owner = owner;
+    this.#seq = seq;
   }
   static read(target: object): ActionIdentity | undefined {
-    return #identity in target ? (target as IdentityStamp).#identity : undefined;
+    return #identity in target ? (target as DecisionStamp).#identity : undefined;
+  }
+  /** The sequence number of a decision `owner` made, or undefined for any other. */
+  static seq(target: object, owner: PolicySession): number | undefined {
+    return #identity in target && (target as DecisionStamp).#owner === owner ? (target as DecisionStamp).#seq : undefined;
   }
 }
 
 // One getter for every such decision, so they all share one shape.
 const FINGERPRINT: PropertyDescriptor = Object.freeze({
   get(this: object): string {
-    return (IdentityStamp.read(this) as ActionIdentity).fingerprint;
+    return (DecisionStamp.read(this) as ActionIdentity).fingerprint;
   },
   enumerable: true,
   configurable: false,
@@ -1308,7 +1377,6 @@ const FINGERPRINT: PropertyDescriptor = Object.freeze({
  */
 function lazyFingerprint(
   head: { id: string; sessionId: string },
-  identity: ActionIdentity,
   policyHash: string,
   value: Decision['decision'],
   reason: string,
@@ -1327,13 +1395,12 @@ function lazyFingerprint(
   decision['approved'] = approval !== undefined;
   decision['timestamp'] = timestamp;
   if (approval !== undefined) decision['approval'] = approval;
-  new IdentityStamp(decision, identity);
   return decision;
 }
 
 /** The identity of a decision this session made. */
 function identityOf(decision: Decision): ActionIdentity {
-  return IdentityStamp.read(decision) ?? ActionIdentity.known(decision.fingerprint);
+  return DecisionStamp.read(decision) ?? ActionIdentity.known(decision.fingerprint);
 }
 
 function errorVerdict(what: string, error: unknown): Verdict {

@@ -178,6 +178,6 @@ export async function runAllowed<R>(
   // The tool never ran (a middleware further in answered on its own): nothing was spent, and the allow is spent so
   // that no later run of the call can use it without paying.
   // Its money goes back only if this run took the allow: one that another run (or process) took is settled there.
-  if (taken === undefined && (await session.claim(first.decision).catch(() => false)) && first.reservation && !first.reservation.settled) await first.reservation.release();
+  if (taken === undefined && (await Promise.resolve().then(() => session.claim(first.decision)).catch(() => false)) && first.reservation && !first.reservation.settled) await first.reservation.release();
   return result;
 }
