@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InMemoryBudgetStore } from './budget-store.js';
-import { InMemoryCallKeyStore, parseDecision, type CallKeyStore } from './call-key-store.js';
+import { InMemoryCallKeyStore, parseDecision, type CallKeyBegin, type CallKeyStore } from './call-key-store.js';
 import { AgentPolicyError } from './errors.js';
 import { AgentPolicy } from './policy.js';
 
@@ -65,8 +65,8 @@ describe('call keys in a shared call-key store', () => {
     expect(ran).toEqual(['b']);
   });
 
-  it('a call being decided in one process is denied in the other, not decided and charged twice', async () => {
-    const callKeys = new InMemoryCallKeyStore();
+  it('a call being decided in one process is denied in the other after waitMs, not decided and charged twice', async () => {
+    const callKeys = new InMemoryCallKeyStore({ waitMs: 30 });
     const store = new InMemoryBudgetStore();
     let answer!: (yes: boolean) => void;
     const slow = policy().session({ id: 'run-1', budgetKey: 't', store, callKeys, approver: () => new Promise<boolean>((resolve) => (answer = resolve)) });
@@ -84,14 +84,28 @@ describe('call keys in a shared call-key store', () => {
     expect(await other.checkTool('send_email', { input: { to: 'a' }, cost: 3, idempotencyKey: 'mail' })).toEqual(decided);
   });
 
+  it('a check that finds the call being decided waits for that decision and gets it', async () => {
+    const callKeys = new InMemoryCallKeyStore();
+    const store = new InMemoryBudgetStore();
+    const slow = policy().session({ id: 'run-1', budgetKey: 't', store, callKeys, approver: () => new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 50)) });
+    const other = policy().session({ id: 'run-1', budgetKey: 't', store, callKeys });
+    const first = slow.checkTool('send_email', { input: { to: 'a' }, cost: 3, idempotencyKey: 'mail' });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const waited = await other.checkTool('send_email', { input: { to: 'a' }, cost: 3, idempotencyKey: 'mail' });
+    expect(waited).toEqual(await first);
+    expect(waited.decision).toBe('allow');
+    expect(store.snapshot({ key: 't', period: 'session' }).spent).toBe(3 * USD);
+    expect([await slow.claim(await first), await other.claim(waited)].filter(Boolean)).toHaveLength(1);
+  });
+
   it('a marker left by a process that crashed while deciding expires, and the call is then decided', async () => {
     let now = 1_000_000;
-    const callKeys = new InMemoryCallKeyStore({ now: () => now });
+    const callKeys = new InMemoryCallKeyStore({ now: () => now, waitMs: 0 });
     const call = { sessionId: 'run-1', key: 'k', fingerprint: 'f' };
-    expect(callKeys.begin(call, { reuseApproval: true, lockMs: 30_000 }).status).toBe('new');
-    expect(callKeys.begin(call, { reuseApproval: true, lockMs: 30_000 }).status).toBe('busy');
+    expect((callKeys.begin(call, { reuseApproval: true, lockMs: 30_000 }) as CallKeyBegin).status).toBe('new');
+    expect((callKeys.begin(call, { reuseApproval: true, lockMs: 30_000 }) as CallKeyBegin).status).toBe('busy');
     now += 30_001;
-    expect(callKeys.begin(call, { reuseApproval: true, lockMs: 30_000 }).status).toBe('new');
+    expect((callKeys.begin(call, { reuseApproval: true, lockMs: 30_000 }) as CallKeyBegin).status).toBe('new');
   });
 
   it('a store that fails denies the check (rule section error) and a claim rejects: nothing runs', async () => {

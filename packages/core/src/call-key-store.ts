@@ -73,30 +73,53 @@ interface KeptCall {
 export interface InMemoryCallKeyStoreOptions {
   /** How long a remembered call is kept after its last use, in ms. Default 86,400,000 (a day). */
   ttlMs?: number;
+  /**
+   * How long a check waits for another session that is deciding the same call right now before it is denied, in ms.
+   * Default 2,000. Only a check that finds the call being decided waits (and gets a promise); others answer at once.
+   */
+  waitMs?: number;
   /** The clock (`Date.now` by default); tests pass their own. */
   now?: () => number;
 }
 
 /**
  * A {@link CallKeyStore} in this process, shared by every session given it (sessions with the same id see each
- * other's keys, as processes do on Redis). Synchronous; a "being decided" marker cannot be held across processes
- * here, so `begin` answers `busy` at once when another session holds it. Bounded only by `ttlMs`: expired entries
- * are swept as new ones come in.
+ * other's keys, as processes do on Redis). Synchronous, except for a check that finds the call being decided by
+ * another session: it waits (up to `waitMs`) for that decision. Bounded only by `ttlMs`: expired entries are swept
+ * as new ones come in.
  */
 export class InMemoryCallKeyStore implements CallKeyStore {
   private readonly calls = new Map<string, KeptCall>();
   private readonly locks = new Map<string, { lock: string; until: number }>();
   private readonly ttlMs: number;
+  private readonly waitMs: number;
   private readonly now: () => number;
 
   constructor(options: InMemoryCallKeyStoreOptions = {}) {
     const ttlMs = options.ttlMs ?? 86_400_000;
     if (!(Number.isSafeInteger(ttlMs) && ttlMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', 'ttlMs must be a whole number of milliseconds > 0');
     this.ttlMs = ttlMs;
+    const waitMs = options.waitMs ?? 2000;
+    if (!(Number.isFinite(waitMs) && waitMs >= 0)) throw new AgentPolicyError('INVALID_ARGUMENT', 'waitMs must be a number of milliseconds ≥ 0');
+    this.waitMs = waitMs;
     this.now = options.now ?? Date.now;
   }
 
-  begin(call: CallKeyRef, options: CallKeyBeginOptions): CallKeyBegin {
+  begin(call: CallKeyRef, options: CallKeyBeginOptions): CallKeyBegin | Promise<CallKeyBegin> {
+    const begun = this.tryBegin(call, options);
+    if (begun.status !== 'busy' || this.waitMs === 0) return begun;
+    return this.waitFor(call, options, Date.now() + this.waitMs);
+  }
+
+  private async waitFor(call: CallKeyRef, options: CallKeyBeginOptions, deadline: number): Promise<CallKeyBegin> {
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const begun = this.tryBegin(call, options);
+      if (begun.status !== 'busy' || Date.now() >= deadline) return begun;
+    }
+  }
+
+  private tryBegin(call: CallKeyRef, options: CallKeyBeginOptions): CallKeyBegin {
     const id = idOf(call);
     const now = this.now();
     const kept = this.live(id, now);
