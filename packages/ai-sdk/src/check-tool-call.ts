@@ -54,17 +54,26 @@ export function checkToolCall(
 ): ToolCallCheck | Promise<ToolCallCheck> {
   const resolved = resolveToolCost(cost, call.input);
   const key = toolCallKey(call);
-  // Built by assignment, not spreads: this runs before every tool execution.
-  const metadata: Record<string, unknown> = { via: 'ai-sdk' };
-  if (call.toolCallId !== undefined) metadata['toolCallId'] = call.toolCallId;
-  if (approval) metadata['approvalId'] = approval.approvalId;
-  if (resolved.error !== undefined) metadata['costError'] = resolved.error;
-  const options: CheckToolOptions = { input: call.input, metadata };
-  if (resolved.cost !== undefined) options.cost = resolved.cost;
-  if (key !== undefined) options.idempotencyKey = key;
-  if (approval?.requestId !== undefined) {
-    options.approval = { requestId: approval.requestId, approved: approval.approved, ...(approval.reason !== undefined ? { reason: approval.reason } : {}) };
+  // This runs before every tool execution: the usual call (an id, no answer, no cost error) is one literal each;
+  // core reads an option that is undefined as absent.
+  let metadata: Record<string, unknown>;
+  if (approval === undefined && resolved.error === undefined) metadata = call.toolCallId !== undefined ? { via: 'ai-sdk', toolCallId: call.toolCallId } : { via: 'ai-sdk' };
+  else {
+    metadata = { via: 'ai-sdk' };
+    if (call.toolCallId !== undefined) metadata['toolCallId'] = call.toolCallId;
+    if (approval) metadata['approvalId'] = approval.approvalId;
+    if (resolved.error !== undefined) metadata['costError'] = resolved.error;
   }
+  const options = {
+    input: call.input,
+    metadata,
+    cost: resolved.cost,
+    idempotencyKey: key,
+    approval:
+      approval?.requestId !== undefined
+        ? { requestId: approval.requestId, approved: approval.approved, ...(approval.reason !== undefined ? { reason: approval.reason } : {}) }
+        : undefined,
+  } as CheckToolOptions;
   if (!hold || resolved.cost === undefined || resolved.cost === 0) {
     // Decided without a promise while the session's stores answer at once (the in-memory defaults).
     const decided = session.decideTool(call.toolName, options);

@@ -86,7 +86,11 @@ let lastMs = 0;
 let lastIso = '';
 /** The current time in ISO 8601, formatted at most once per millisecond. */
 export function isoNow(): string {
-  const ms = Date.now();
+  return isoAt(Date.now());
+}
+
+/** {@link isoNow} for a time already read from `Date.now()`. */
+export function isoAt(ms: number): string {
   if (ms !== lastMs) {
     lastMs = ms;
     lastIso = new Date(ms).toISOString();

@@ -347,7 +347,8 @@ export class AgentPolicy implements PolicyEvaluator {
     // Conditional rules read the input (and the cost), and a paid action under a budget its store decides (shared,
     // or per period) is still denied here when it costs more than the whole budget: such actions are decided afresh
     // every time, so the verdict of one call never answers another of the same name.
-    if (action.type === 'cost' || action.costNanos !== 0 || this.applicable(action).rules.length > 0) return this.decide(action, 0, 0, false);
+    const applicable = this.applicable(action);
+    if (action.type === 'cost' || action.costNanos !== 0 || applicable.rules.length > 0) return this.decideApplicable(action, applicable, 0, 0, false);
     const memo = action.type === 'tool' ? this.freeToolVerdicts : this.freeHttpVerdicts;
     const key = action.type === 'tool' ? action.name : action.host;
     return memo.get(key) ?? memo.set(key, Object.freeze(this.decide(action, 0, 0, false)));
@@ -415,10 +416,13 @@ export class AgentPolicy implements PolicyEvaluator {
    * verdict's `shadow`.
    */
   decide(action: PreparedAction, spentNanos: number, reservedNanos: number, approved: boolean): Verdict {
+    return this.decideApplicable(action, this.applicable(action), spentNanos, reservedNanos, approved);
+  }
+
+  private decideApplicable(action: PreparedAction, applicable: Applicable, spentNanos: number, reservedNanos: number, approved: boolean): Verdict {
     const shadowAll = this.shadowAll;
     let shadow: Verdict | undefined;
     let shadowAfterLimits = false;
-    const applicable = this.applicable(action);
     const listed = applicable === NOTHING_APPLIES ? this.listVerdict(action) : applicable.listed;
     if (listed !== undefined) {
       if (!shadowAll) return listed;

@@ -88,6 +88,11 @@ export class InMemoryRateLimitStore implements RateLimitStore {
     return this.now();
   }
 
+  /** Whether {@link clock} is the system clock (`Date.now`), so a session may use the time it read for its record too. */
+  get systemClock(): boolean {
+    return this.now === Date.now;
+  }
+
   /**
    * {@link take} without allocating, at a time read from {@link clock}: the slot id (> 0), or 0 when the key is full
    * ({@link lastResetAtMs} says when it reopens). Give the slot back with {@link giveBackAt}.

@@ -212,6 +212,27 @@ describe('limits', () => {
     expect((await session.checkTool('search')).decision).toBe('deny');
   });
 
+  it('every decision is stamped with the time it was made, limits counted or not, approvals waited for or not', async () => {
+    vi.useFakeTimers({ now: Date.parse('2026-01-01T00:00:00Z'), toFake: ['Date'] });
+    let release: ((answer: boolean) => void) | undefined;
+    const session = AgentPolicy.fromDict({
+      limits: [{ tool: 'search', max_calls: 100, per: '1m' }],
+      approval: { require_for: [{ tool: 'search', cost_gt: 1 }] },
+    }).session({ approver: () => new Promise<boolean>((resolve) => (release = resolve)) });
+    expect((await session.checkTool('search')).timestamp).toBe('2026-01-01T00:00:00.000Z');
+    vi.setSystemTime(Date.parse('2026-01-01T00:00:05Z'));
+    expect((await session.checkTool('other')).timestamp).toBe('2026-01-01T00:00:05.000Z');
+    // A call that waits for its approver after its limits were counted: later decisions are stamped with their own time.
+    const waiting = session.checkTool('search', { cost: 2 });
+    vi.setSystemTime(Date.parse('2026-01-01T00:00:09Z'));
+    expect((await session.checkTool('other')).timestamp).toBe('2026-01-01T00:00:09.000Z');
+    vi.setSystemTime(Date.parse('2026-01-01T00:00:12Z'));
+    while (release === undefined) await new Promise((resolve) => setTimeout(resolve, 1));
+    release(true);
+    expect((await waiting).timestamp).toBe('2026-01-01T00:00:12.000Z');
+    expect((await session.checkTool('search')).timestamp).toBe('2026-01-01T00:00:12.000Z');
+  });
+
   it('a per-session limit never reopens; another session has its own count', async () => {
     const policy = AgentPolicy.fromDict({ limits: [{ tool: '*', max_calls: 1, per: 'session' }] });
     const one = policy.session();

@@ -15,7 +15,7 @@ import {
   type Approver,
   type BoundApprovalAnswer,
 } from './approvals.js';
-import { AuditTrail, isoNow, type SessionReport } from './audit-trail.js';
+import { AuditTrail, isoAt, isoNow, type SessionReport } from './audit-trail.js';
 import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
@@ -240,6 +240,9 @@ export class PolicySession {
   private readonly used = new UsedAllows();
   private readonly approvals: SessionApprovals;
   private seq = 0;
+  // The system time (ms) the limits of the check being decided were counted at, or 0: set and cleared within one
+  // synchronous step, so the decision made in it is stamped with that instant without reading the clock again.
+  private clockMs = 0;
   // The id nextId handed out last (its sequence number is `seq`).
   private lastId = '';
   // `<session id>:`, built once: a decision id is this and a sequence number.
@@ -867,10 +870,14 @@ export class PolicySession {
     const verdict = this.verdict(prepared, approved, policy, halt);
     const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
     if (limits.length === 0) return this.conclude(prepared, verdict, bound, answer, approved, mode);
-    const counted = this.countLimits(limits, prepared.action, verdict);
-    return counted instanceof Promise
-      ? counted.then((outcome) => this.concludeCounted(prepared, outcome, bound, answer, approved, mode))
-      : this.concludeCounted(prepared, counted, bound, answer, approved, mode);
+    try {
+      const counted = this.countLimits(limits, prepared.action, verdict);
+      return counted instanceof Promise
+        ? counted.then((outcome) => this.concludeCounted(prepared, outcome, bound, answer, approved, mode))
+        : this.concludeCounted(prepared, counted, bound, answer, approved, mode);
+    } finally {
+      this.clockMs = 0;
+    }
   }
 
   /**
@@ -1039,6 +1046,8 @@ export class PolicySession {
     let count = 0;
     let shadowHit: Verdict | undefined;
     const now = local.clock();
+    // The same instant stamps the decision made right after (see makeDecision).
+    if (local.systemClock) this.clockMs = now;
     for (let i = 0; i < limits.length; i++) {
       const limit = limits[i] as CompiledLimit;
       const key = this.limitKeys[limit.index] ?? this.limitKey(limit);
@@ -1254,18 +1263,22 @@ export class PolicySession {
 
   // Decisions are frozen values: nothing outside the session can change what it recorded.
   // The fingerprint is a plain value once it has been worked out, and an accessor that works it out on first read
-  // until then (see lazyFingerprint): most decisions are never asked for it.
+  // until then (see LazyDecision): most decisions are never asked for it.
   private makeDecision(prepared: Prepared, verdict: Verdict, id: string, approval: ApprovalRecord | undefined, extra?: DecisionExtra): Decision {
     const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
     const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
     const identity = prepared.identity;
-    const timestamp = isoNow();
+    const timestamp = this.clockMs !== 0 ? isoAt(this.clockMs) : isoNow();
     const seq = id === this.lastId ? this.seq : this.parseSeq(id);
-    const decision: Record<string, unknown> = identity.hashed
-      ? approval
-        ? { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp, approval }
-        : { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp }
-      : lazyFingerprint({ id, sessionId: this.id }, prepared.policyHash, verdict.decision, reason, rule, prepared.action, approval, timestamp);
+    let decision: Record<string, unknown>;
+    if (!identity.hashed) {
+      decision = new LazyDecision(id, this.id, prepared.policyHash, verdict.decision, reason, rule, prepared.action, approval !== undefined, timestamp);
+      if (approval !== undefined) decision['approval'] = approval;
+    } else if (approval !== undefined) {
+      decision = { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp, approval };
+    } else {
+      decision = { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp };
+    }
     new DecisionStamp(decision, identity, this, seq);
     if (extra !== undefined) Object.assign(decision, extra);
     const shadow = verdict.shadow;
@@ -1373,30 +1386,44 @@ const FINGERPRINT: PropertyDescriptor = Object.freeze({
 /**
  * A decision whose `fingerprint` is an own enumerable accessor that works the SHA-256 out on first read (from the
  * identity's frozen snapshot, so it is the fingerprint of the action as it was checked). JSON, spread, structured
- * clone and the audit sinks read it like a value.
+ * clone and the audit sinks read it like a value. Built by a constructor whose instances are plain objects (their
+ * prototype is Object.prototype): every field sits inside the object, where a literal extended afterwards would
+ * allocate and grow a separate property store on every decision.
  */
-function lazyFingerprint(
-  head: { id: string; sessionId: string },
+const LazyDecision = function LazyDecision(
+  this: Record<string, unknown>,
+  id: string,
+  sessionId: string,
   policyHash: string,
   value: Decision['decision'],
   reason: string,
   rule: RuleRef,
   action: Action,
-  approval: ApprovalRecord | undefined,
+  approved: boolean,
   timestamp: string,
-): Record<string, unknown> {
-  const decision = head as Record<string, unknown>;
-  Object.defineProperty(decision, 'fingerprint', FINGERPRINT);
-  decision['policyHash'] = policyHash;
-  decision['decision'] = value;
-  decision['reason'] = reason;
-  decision['rule'] = rule;
-  decision['action'] = action;
-  decision['approved'] = approval !== undefined;
-  decision['timestamp'] = timestamp;
-  if (approval !== undefined) decision['approval'] = approval;
-  return decision;
-}
+) {
+  this['id'] = id;
+  this['sessionId'] = sessionId;
+  Object.defineProperty(this, 'fingerprint', FINGERPRINT);
+  this['policyHash'] = policyHash;
+  this['decision'] = value;
+  this['reason'] = reason;
+  this['rule'] = rule;
+  this['action'] = action;
+  this['approved'] = approved;
+  this['timestamp'] = timestamp;
+} as unknown as new (
+  id: string,
+  sessionId: string,
+  policyHash: string,
+  value: Decision['decision'],
+  reason: string,
+  rule: RuleRef,
+  action: Action,
+  approved: boolean,
+  timestamp: string,
+) => Record<string, unknown>;
+(LazyDecision as unknown as { prototype: object }).prototype = Object.prototype;
 
 /** The identity of a decision this session made. */
 function identityOf(decision: Decision): ActionIdentity {
