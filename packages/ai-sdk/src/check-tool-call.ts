@@ -118,20 +118,13 @@ function takeExecution(
 ): ToolCallCheck | Promise<ToolCallCheck> {
   if (check.decision.decision !== 'allow') throw decisionError(check.decision);
   const claimed = session.claim(check.decision);
-  if (claimed instanceof Promise) return claimed.then((taken) => afterClaim(session, call, cost, approval, attempt, check, taken));
-  return afterClaim(session, call, cost, approval, attempt, check, claimed);
+  if (claimed === true) return check;
+  if (claimed === false) return decideAgain(session, call, cost, approval, attempt);
+  return claimed.then((taken) => (taken ? check : decideAgain(session, call, cost, approval, attempt)));
 }
 
-function afterClaim(
-  session: PolicySession,
-  call: ToolCallInfo,
-  cost: ToolCost<never> | undefined,
-  approval: ApprovalResponse | undefined,
-  attempt: number,
-  check: ToolCallCheck,
-  claimed: boolean,
-): ToolCallCheck | Promise<ToolCallCheck> {
-  if (claimed) return check;
+// The allow was taken by another run of the call: it is decided again, up to three times in all.
+function decideAgain(session: PolicySession, call: ToolCallInfo, cost: ToolCost<never> | undefined, approval: ApprovalResponse | undefined, attempt: number): ToolCallCheck | Promise<ToolCallCheck> {
   if (attempt >= 2) {
     throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.toolCallId ?? '')} of ${JSON.stringify(call.toolName)} is being run more than once at the same time`);
   }
