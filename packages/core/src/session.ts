@@ -1390,7 +1390,7 @@ const FINGERPRINT: PropertyDescriptor = Object.freeze({
  * prototype is Object.prototype): every field sits inside the object, where a literal extended afterwards would
  * allocate and grow a separate property store on every decision.
  */
-const LazyDecision = function LazyDecision(
+function lazyDecision(
   this: Record<string, unknown>,
   id: string,
   sessionId: string,
@@ -1401,7 +1401,7 @@ const LazyDecision = function LazyDecision(
   action: Action,
   approved: boolean,
   timestamp: string,
-) {
+): void {
   this['id'] = id;
   this['sessionId'] = sessionId;
   Object.defineProperty(this, 'fingerprint', FINGERPRINT);
@@ -1412,17 +1412,8 @@ const LazyDecision = function LazyDecision(
   this['action'] = action;
   this['approved'] = approved;
   this['timestamp'] = timestamp;
-} as unknown as new (
-  id: string,
-  sessionId: string,
-  policyHash: string,
-  value: Decision['decision'],
-  reason: string,
-  rule: RuleRef,
-  action: Action,
-  approved: boolean,
-  timestamp: string,
-) => Record<string, unknown>;
+}
+const LazyDecision = lazyDecision as unknown as new (...args: Parameters<typeof lazyDecision>) => Record<string, unknown>;
 (LazyDecision as unknown as { prototype: object }).prototype = Object.prototype;
 
 /** The identity of a decision this session made. */
