@@ -91,9 +91,10 @@ function held(reservation: Reservation): ToolCallCheck {
 }
 
 /**
- * Takes the one execution a tool call's allow authorises (core's `consume`), deciding the call again when its allow
- * was already used — a call id that ran before, or the same call run twice at once — so no call runs without an
- * unused allow of its own. Throws the policy error when the call may not run. Synchronous while the check is.
+ * Takes the one execution a tool call's allow authorises (core's `claim`, atomic across processes with a shared
+ * call-key store), deciding the call again when its allow was already used — a call id that ran before, or the same
+ * call run twice at once — so no call runs without an unused allow of its own. Throws the policy error when the call
+ * may not run. Synchronous while the check and the claim are.
  */
 export function acquireToolCall(
   session: PolicySession,
@@ -116,7 +117,14 @@ function takeExecution(
   check: ToolCallCheck,
 ): ToolCallCheck | Promise<ToolCallCheck> {
   if (check.decision.decision !== 'allow') throw decisionError(check.decision);
-  if (session.consume(check.decision)) return check;
+  const claimed = session.claim(check.decision);
+  if (claimed === true) return check;
+  if (claimed === false) return decideAgain(session, call, cost, approval, attempt);
+  return claimed.then((taken) => (taken ? check : decideAgain(session, call, cost, approval, attempt)));
+}
+
+// The allow was taken by another run of the call: it is decided again, up to three times in all.
+function decideAgain(session: PolicySession, call: ToolCallInfo, cost: ToolCost<never> | undefined, approval: ApprovalResponse | undefined, attempt: number): ToolCallCheck | Promise<ToolCallCheck> {
   if (attempt >= 2) {
     throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.toolCallId ?? '')} of ${JSON.stringify(call.toolName)} is being run more than once at the same time`);
   }

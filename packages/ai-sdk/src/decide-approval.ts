@@ -74,11 +74,14 @@ async function pendingRequestFor(session: PolicySession, call: ToolCallInfo, cos
 
 /**
  * A tool this package does not run (not wrapped, or without `execute`) runs as soon as the hook lets it: its allow's
- * one execution is taken here, so the same call id again is decided and charged again. A wrapped tool's `execute`
- * takes it itself.
+ * one execution is taken here (core's `claim`), so the same call id again is decided and charged again, and an allow
+ * that another run took first does not run. A wrapped tool's `execute` takes it itself.
  */
-function run(session: PolicySession, decision: Decision, runsTool: boolean): void {
-  if (!runsTool) session.consume(decision);
+async function run(session: PolicySession, decision: Decision, runsTool: boolean, resumed: boolean): Promise<ApprovalOutcome> {
+  if (runsTool || (await session.claim(decision))) return { kind: 'run', resumed };
+  // Another run of this call (in this process or another one sharing its call keys) took the allow first.
+  const error = new AgentPolicyError('DECISION_USED', `agentpolicy: the allow ${decision.id} was already used for one execution`);
+  return { kind: 'deny', resumed, reason: error.message, error };
 }
 
 /**
@@ -119,9 +122,9 @@ export async function decideApproval(session: PolicySession, input: ApprovalInpu
     if (approval !== undefined) {
       const { decision } = await checkToolCall(session, call, input.cost, approval, input.runsTool);
       if (decision.decision === 'allow') {
-        run(session, decision, input.runsTool);
-        if (unnamed) markUsed(session, approval.approvalId);
-        return { kind: 'run', resumed: true };
+        const outcome = await run(session, decision, input.runsTool, true);
+        if (unnamed && outcome.kind === 'run') markUsed(session, approval.approvalId);
+        return outcome;
       }
       // The answer did not count (another call's request, used, expired): ask again, for this call.
       if (decision.decision === 'require_approval') return ask(decision);
@@ -138,8 +141,7 @@ export async function decideApproval(session: PolicySession, input: ApprovalInpu
 
     const { decision } = await checkToolCall(session, call, input.cost, undefined, input.runsTool);
     if (decision.decision === 'allow') {
-      run(session, decision, input.runsTool);
-      return { kind: 'run', resumed: false };
+      return run(session, decision, input.runsTool, false);
     }
     if (decision.decision === 'require_approval') return ask(decision);
     return denial(decision, false);

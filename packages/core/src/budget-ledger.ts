@@ -22,6 +22,12 @@ export class BudgetLedger {
   /** The state the store last reported, for a shared store (whose snapshot may be stale). */
   readonly budget: BudgetRef;
   private exceededSeen = false;
+  /**
+   * True while this ledger has seen spend past the limit of a budget only the store can judge (shared, or with a
+   * calendar period): every check, free ones included, first asks the store ({@link recheck}). False on the normal
+   * path, so a free check costs no store round trip until an overrun has been seen.
+   */
+  recheckFirst = false;
 
   constructor(
     private readonly store: BudgetStore,
@@ -51,7 +57,7 @@ export class BudgetLedger {
   retarget(limit: number | null, softLimit: number | null): void {
     this.limit = limit;
     this.softLimit = softLimit;
-    if (this.exceededSeen && (limit === null || this.snapshot().spent <= limit)) this.exceededSeen = false;
+    if (this.exceededSeen && (limit === null || this.snapshot().spent <= limit)) this.setExceeded(false);
   }
 
   snapshot(): BudgetSnapshot {
@@ -102,15 +108,41 @@ export class BudgetLedger {
 
   /**
    * True once this ledger has seen spend go past the limit (a real cost above its estimate, or usage recorded after
-   * the fact). From then on every check is denied, free ones included: the run is over budget.
+   * the fact). From then on every check is denied, free ones included: the run is over budget. On a shared or
+   * calendar budget this is what the store said at the last {@link recheck} (made before each check while
+   * {@link recheckFirst}): it ends when the store's current window is no longer over the limit (a new window began,
+   * or the limit was raised).
    */
   get exceeded(): boolean {
-    // A shared or calendar budget is judged by its store on every paid check (another window may have begun).
-    return this.exceededSeen && !this.storeDecides;
+    return this.exceededSeen;
+  }
+
+  /**
+   * Asks the store whether its current window is still over the limit (settling expired leases first); clears
+   * {@link exceeded} when it is not. Rejects when the store cannot answer (the check is then denied).
+   */
+  recheck(): void | Promise<void> {
+    const snapshot = this.store.reconcile(this.budget);
+    if (snapshot instanceof Promise) return snapshot.then((read) => this.afterRecheck(read));
+    this.afterRecheck(snapshot);
+  }
+
+  private afterRecheck(snapshot: BudgetSnapshot): void {
+    if (!this.overLimit(snapshot)) this.setExceeded(false);
+  }
+
+  /** A refusal from the store shows the budget past its limit (another process's overrun): later checks recheck. */
+  noteRefusal(snapshot: BudgetSnapshot): void {
+    if (!this.exceededSeen && this.overLimit(snapshot)) this.setExceeded(true);
+  }
+
+  private setExceeded(exceeded: boolean): void {
+    this.exceededSeen = exceeded;
+    this.recheckFirst = exceeded && this.storeDecides;
   }
 
   private afterSpend(snapshot: BudgetSnapshot = this.snapshot()): void {
-    if (this.limit !== null && !this.exceededSeen && snapshot.spent > this.limit) this.exceededSeen = true;
+    if (this.limit !== null && !this.exceededSeen && snapshot.spent > this.limit) this.setExceeded(true);
     this.checkSoftLimit(snapshot);
   }
 

@@ -164,3 +164,68 @@ describe('a budget its store decides (shared or per period)', () => {
     expect(first.spent + second.spent).toBeCloseTo(0.4, 9);
   });
 });
+
+describe('free calls after an overrun on a budget its store decides', () => {
+  it('a daily budget: once spend passed the limit, free calls are denied until the next window starts', async () => {
+    let now = Date.parse('2026-11-30T23:00:00Z');
+    const store = new InMemoryBudgetStore({ now: () => now });
+    const session = new AgentPolicy({ budget: 1, period: 'day' }).session({ store, budgetKey: 'tenant' });
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    const call = await session.reserve(0.5, { source: 'llm' });
+    await call.commit(1.5);
+    const free = await session.checkTool('search');
+    expect(free).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+    expect(free.reason).toMatch(/spending has passed the budget/);
+    expect((await session.checkTool('search', { cost: 0.01 })).decision).toBe('deny');
+    now = Date.parse('2026-12-01T00:00:01Z');
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    expect((await session.checkTool('search', { cost: 0.5 })).decision).toBe('allow');
+    expect(session.report()).toMatchObject({ window: 'day:2026-12-01', spent: 0.5, previousWindow: { window: 'day:2026-11-30', spent: 1.5 } });
+  });
+
+  it('usage recorded past the limit of a shared budget denies free calls in that session; another process learns it at its first refused paid check', async () => {
+    const store = Object.assign(new InMemoryBudgetStore(), { shared: true });
+    const policy = new AgentPolicy({ budget: 1 });
+    const spender = policy.session({ store, budgetKey: 'team' });
+    const other = policy.session({ store, budgetKey: 'team' });
+    await spender.recordUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: 1_000_000, outputTokens: 0 });
+    expect(spender.spent).toBeGreaterThan(1);
+    expect(await spender.checkTool('search')).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+    expect(await spender.checkHttp('https://example.com/')).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+    // Another process has not seen the overrun yet: its free calls go ahead until its first paid check is refused.
+    expect((await other.checkTool('search')).decision).toBe('allow');
+    expect((await other.checkTool('search', { cost: 0.01 })).decision).toBe('deny');
+    expect(await other.checkTool('search')).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+  });
+
+  it('costs no store round trip for a free call before an overrun has been seen, and one per check after', async () => {
+    let now = Date.parse('2026-11-30T10:00:00Z');
+    const store = new InMemoryBudgetStore({ now: () => now });
+    let reads = 0;
+    const reconcile = store.reconcile.bind(store);
+    store.reconcile = (budget) => (reads++, reconcile(budget));
+    // This store's own synchronous snapshot is not a round trip.
+    store.snapshot = (budget) => reconcile(budget);
+    const session = new AgentPolicy({ budget: 1, period: 'hour' }).session({ store, budgetKey: 'tenant' });
+    for (let i = 0; i < 5; i++) expect((await session.checkTool('search')).decision).toBe('allow');
+    const before = reads;
+    await session.recordUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: 1_000_000, outputTokens: 0 });
+    reads = 0;
+    expect((await session.checkTool('search')).decision).toBe('deny');
+    expect(reads).toBe(1);
+    now += 3_600_000;
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    reads = 0;
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    expect(reads).toBe(0);
+    expect(before).toBe(0);
+  });
+
+  it('a store that cannot say whether the budget is still over denies (rule section error)', async () => {
+    const store = Object.assign(new InMemoryBudgetStore(), { shared: true });
+    const session = new AgentPolicy({ budget: 1 }).session({ store, budgetKey: 'team' });
+    await session.recordUsage({ model: 'gpt-4o', provider: 'openai', inputTokens: 1_000_000, outputTokens: 0 });
+    Object.assign(store, { reconcile: () => Promise.reject(new Error('store down')) });
+    expect(await session.checkTool('search')).toMatchObject({ decision: 'deny', rule: { section: 'error' } });
+  });
+});

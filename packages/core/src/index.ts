@@ -55,6 +55,7 @@ export {
   type PolicyIssue,
 } from './errors.js';
 export { InMemoryRateLimitStore, type InMemoryRateLimitStoreOptions, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
+export { InMemoryCallKeyStore, parseDecision, type CallKeyBegin, type CallKeyBeginOptions, type CallKeyRef, type CallKeyStore, type InMemoryCallKeyStoreOptions } from './call-key-store.js';
 export {
   InMemoryBudgetStore,
   windowEnd,

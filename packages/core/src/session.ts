@@ -20,6 +20,7 @@ import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
 import { CallKeys, UsedAllows } from './call-keys.js';
+import type { CallKeyRef, CallKeyStore } from './call-key-store.js';
 import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
@@ -53,6 +54,14 @@ export interface SessionOptions {
   store?: BudgetStore;
   /** Where `limits:` count allowed calls; an in-memory store by default (per process). */
   limitStore?: RateLimitStore;
+  /**
+   * Where keyed calls (`idempotencyKey`) keep their decisions. Default: this session's own memory. Pass a shared
+   * store (e.g. `@agentpolicy/redis`) when the same session id runs in several processes: a call retried in another
+   * process gets its first decision back (and is not charged again) while that allow is unused, and an allow runs at
+   * most once across all of them. Then run allowed calls through {@link PolicySession.claim} (or `runTool`), not
+   * `consume`.
+   */
+  callKeys?: CallKeyStore;
   /**
    * How long a reservation may stay open before the store charges it at its estimate (its process died, say).
    * Default 900,000 ms (15 minutes). A reservation held while an approver decides lives this long after the
@@ -215,6 +224,9 @@ export class PolicySession {
   private readonly limitKeys: string[] = [];
   private readonly trail: AuditTrail;
   private readonly keys = new CallKeys();
+  private readonly callKeyStore: CallKeyStore | undefined;
+  /** With a shared call-key store: the keyed decisions it holds, by decision, with the token that claims them. */
+  private readonly keyedCalls: WeakMap<Decision, { call: CallKeyRef; token: string }> | undefined;
   private readonly settling: ReservationContext;
   private readonly pending = new Set<Reservation>();
   private readonly sinks: readonly DecisionSink[];
@@ -275,6 +287,8 @@ export class PolicySession {
     this.limitStore = options.limitStore ?? new InMemoryRateLimitStore();
     // The in-memory store (exactly that class: a subclass may change what take does) is counted without allocating.
     this.localLimits = this.limitStore instanceof InMemoryRateLimitStore && Object.getPrototypeOf(this.limitStore) === InMemoryRateLimitStore.prototype ? this.limitStore : undefined;
+    this.callKeyStore = options.callKeys;
+    this.keyedCalls = options.callKeys === undefined ? undefined : new WeakMap();
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
     this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret);
     this.sinks = sessionSinks(options.sinks, options.telemetry !== false);
@@ -354,7 +368,9 @@ export class PolicySession {
   }
 
   /**
-   * Marks an allow as used for the one execution it authorises. Call it just before running what was allowed, and
+   * Marks an allow as used for the one execution it authorises, in this process (see {@link claim} for a session
+   * whose keyed calls sit in a shared call-key store: there `consume` throws `CLAIM_REQUIRED` for a keyed allow,
+   * never marking it where another process cannot see it). Call it just before running what was allowed, and
    * run it only if this returns true: it returns true once per allow this session recorded, and false for a deny, a
    * `require_approval`, an allow already used, or another session's decision. After it, a keyed repeat of the same
    * call (same `idempotencyKey`, same fingerprint) is a new action, decided and charged again, so a framework that
@@ -368,6 +384,15 @@ export class PolicySession {
    */
   consume(decision: Decision): boolean {
     if (typeof decision !== 'object' || decision === null || decision.decision !== 'allow' || decision.sessionId !== this.id) return false;
+    if (this.keyedCalls !== undefined) {
+      // Marking it here would let another process run it too: only the store can say who runs it.
+      if (this.keyedCalls.has(decision)) {
+        throw new AgentPolicyError('CLAIM_REQUIRED', `the allow ${decision.id} is kept in a shared call-key store: take its one execution with \`await session.claim(decision)\`, not consume()`);
+      }
+      // Only a decision this session object made counts here (its stamp): with the same session id in several
+      // processes, an id alone could name another process's decision, and a settled copy has run already.
+      if (DecisionStamp.seq(decision, this) === undefined) return false;
+    }
     const seq = this.seqOf(decision);
     if (seq === 0 || this.used.has(seq)) return false;
     this.used.add(seq);
@@ -375,9 +400,34 @@ export class PolicySession {
   }
 
   /**
+   * Takes the one execution an allow authorises, atomically across processes: like {@link consume}, true once per
+   * allow and false for anything else, but with a shared call-key store (`callKeys`) a keyed allow is marked used in
+   * the store, so when several processes hold the same allow (a call retried elsewhere) exactly one claim is true.
+   * Without a shared store it is `consume` and answers at once (a boolean, no promise); with one it answers with a
+   * promise, which rejects (a `STORE_UNAVAILABLE` error) when the store cannot be reached: the action does not run.
+   * `await` it either way. Adapters and {@link runTool} use it.
+   *
+   * @example
+   * ```ts
+   * const decision = await session.checkTool('send_email', { input, idempotencyKey: call.id });
+   * if (decision.decision === 'allow' && (await session.claim(decision))) await sendEmail(input);
+   * ```
+   */
+  claim(decision: Decision): boolean | Promise<boolean> {
+    const keyed = this.keyedCalls?.get(decision);
+    if (keyed === undefined) return this.consume(decision);
+    if (decision.decision !== 'allow') return false;
+    try {
+      return (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
    * Runs a tool call under the policy, exactly once per allow: decides the call (with its `input`, cost, key and
    * answer), throws {@link PolicyDeniedError} / {@link ApprovalRequiredError} unless it is allowed, marks the allow
-   * used ({@link consume}), runs `execute`, and settles the cost.
+   * used ({@link claim}), runs `execute`, and settles the cost.
    *
    * **The rule for a tool that throws** (the same in {@link guardTool} and every adapter): the call ran, so its
    * allow is used, and the error is rethrown unchanged. The declared cost is settled by {@link Reservation.fail}:
@@ -395,7 +445,8 @@ export class PolicySession {
     const reservation = await this.reserveAction({ ...options, type: 'tool', name });
     const decision = reservation.decision;
     if (!reservation.allowed) throw decisionError(decision);
-    if (!this.consume(decision)) {
+    const claimed = this.claim(decision);
+    if (!(claimed instanceof Promise ? await claimed : claimed)) {
       throw new AgentPolicyError('DECISION_USED', `the allow ${decision.id} for tool ${JSON.stringify(decision.action.type === 'tool' ? decision.action.name : '')} was already used for one execution`);
     }
     let result: Awaited<R>;
@@ -785,6 +836,7 @@ export class PolicySession {
     // One policy decides the whole check, even if a live source swaps it meanwhile.
     const policy = this.policy;
     const prepared = prepareAction(policy, action);
+    if (key !== undefined && this.callKeyStore !== undefined) return this.decideKeyed(this.callKeyStore, key, prepared, policy, mode, halt, bound, answer, approved, given === undefined);
     if (key !== undefined && halt === undefined) {
       // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
       // anything else is a new action. Under a halt it is decided again, so an allow from before the halt is not
@@ -792,21 +844,7 @@ export class PolicySession {
       const previous = this.keys.get(prepared.identity, key);
       if (previous !== undefined && !this.used.has(this.seqOf(previous)) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
     }
-    const verdict = this.verdict(prepared, approved, policy, halt);
-    let decision: Decision | Promise<Decision>;
-    const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
-    if (limits.length === 0) decision = this.conclude(prepared, verdict, bound, answer, approved, mode);
-    else {
-      try {
-        const counted = this.countLimits(limits, prepared.action, verdict);
-        decision =
-          counted instanceof Promise
-            ? counted.then((outcome) => this.concludeCounted(prepared, outcome, bound, answer, approved, mode))
-            : this.concludeCounted(prepared, counted, bound, answer, approved, mode);
-      } finally {
-        this.clockMs = 0;
-      }
-    }
+    const decision = this.decide(prepared, policy, mode, halt, bound, answer, approved);
     if (key === undefined) return decision;
     if (decision instanceof Promise) {
       return decision.then((settled) => {
@@ -816,6 +854,103 @@ export class PolicySession {
     }
     this.keys.remember(prepared.identity, key, decision);
     return decision;
+  }
+
+  /** Decides a prepared action and records it: the verdict, the limits, then the money and the approver. */
+  private decide(prepared: Prepared, policy: PolicyEvaluator, mode: Mode, halt: HaltState | undefined, bound: BoundApprovalAnswer | undefined, answer: ReturnType<typeof normalizeAnswer> | undefined, approved: boolean): Decision | Promise<Decision> {
+    if (this.ledger.recheckFirst && halt === undefined) {
+      // Spend was seen past a shared or calendar budget: only its store can say whether that is still so.
+      const rechecked = this.ledger.recheck();
+      if (rechecked instanceof Promise) return rechecked.then(() => this.decideChecked(prepared, policy, mode, halt, bound, answer, approved));
+    }
+    return this.decideChecked(prepared, policy, mode, halt, bound, answer, approved);
+  }
+
+  private decideChecked(prepared: Prepared, policy: PolicyEvaluator, mode: Mode, halt: HaltState | undefined, bound: BoundApprovalAnswer | undefined, answer: ReturnType<typeof normalizeAnswer> | undefined, approved: boolean): Decision | Promise<Decision> {
+    const verdict = this.verdict(prepared, approved, policy, halt);
+    const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
+    if (limits.length === 0) return this.conclude(prepared, verdict, bound, answer, approved, mode);
+    try {
+      const counted = this.countLimits(limits, prepared.action, verdict);
+      return counted instanceof Promise
+        ? counted.then((outcome) => this.concludeCounted(prepared, outcome, bound, answer, approved, mode))
+        : this.concludeCounted(prepared, counted, bound, answer, approved, mode);
+    } finally {
+      this.clockMs = 0;
+    }
+  }
+
+  /**
+   * A keyed check with a shared call-key store: the first decision of this call comes back from the store while its
+   * allow is unused (made by any process of this session); otherwise the call is decided under the store's "being
+   * decided" marker and remembered there. Under a halt it is decided again and nothing is handed out or remembered.
+   */
+  private async decideKeyed(
+    store: CallKeyStore,
+    key: string,
+    prepared: Prepared,
+    policy: PolicyEvaluator,
+    mode: Mode,
+    halt: HaltState | undefined,
+    bound: BoundApprovalAnswer | undefined,
+    answer: ReturnType<typeof normalizeAnswer> | undefined,
+    approved: boolean,
+    unanswered: boolean,
+  ): Promise<Decision> {
+    if (halt !== undefined) return this.decide(prepared, policy, mode, halt, bound, answer, approved);
+    const call: CallKeyRef = { sessionId: this.id, key, fingerprint: prepared.identity.fingerprint };
+    const begun = await store.begin(call, { reuseApproval: !approved && unanswered, lockMs: this.decidingMs });
+    if (begun.status === 'decided') {
+      const decision = begun.decision;
+      if (decision.sessionId !== this.id || decision.fingerprint !== call.fingerprint) {
+        throw new AgentPolicyError('STORE_UNAVAILABLE', 'the call-key store handed back the decision of another call');
+      }
+      (this.keyedCalls as WeakMap<Decision, { call: CallKeyRef; token: string }>).set(decision, { call, token: begun.token });
+      if (begun.lease !== undefined) this.leases.set(decision, begun.lease);
+      return decision;
+    }
+    if (begun.status === 'busy') {
+      const reason = `the same call (idempotencyKey ${JSON.stringify(boundString(key))}) is being decided in another process, so it is denied rather than decided and charged twice; retry it`;
+      return this.record(this.makeDecision(prepared, { decision: 'deny', reason, rule: { section: 'error', message: 'call being decided elsewhere' }, approvedRule: false }, this.nextId(), undefined));
+    }
+    let decision: Decision;
+    try {
+      decision = await this.decide(prepared, policy, mode, halt, bound, answer, approved);
+    } catch (error) {
+      await Promise.resolve(store.abandon(call, begun.lock)).catch(() => undefined);
+      throw error;
+    }
+    let remembered: boolean;
+    try {
+      remembered = await store.remember(call, begun.lock, decision, this.leases.get(decision));
+    } catch (error) {
+      await this.giveBackHeld(decision, prepared);
+      throw error;
+    }
+    if (!remembered) {
+      await this.giveBackHeld(decision, prepared);
+      throw new AgentPolicyError('STORE_UNAVAILABLE', `the call (idempotencyKey ${JSON.stringify(boundString(key))}) was decided too slowly: another process took it over meanwhile`);
+    }
+    (this.keyedCalls as WeakMap<Decision, { call: CallKeyRef; token: string }>).set(decision, { call, token: begun.lock });
+    return decision;
+  }
+
+  /** How long a keyed call may take to decide before another process may decide it instead (it crashed, say). */
+  private get decidingMs(): number {
+    return this.options.approver === undefined ? 30_000 : (this.options.approvalTimeoutMs ?? 300_000) + 30_000;
+  }
+
+  // An allow that could not be remembered never runs (no claim can find it): the money it holds goes back.
+  private async giveBackHeld(decision: Decision, prepared: Prepared): Promise<void> {
+    if (decision.decision !== 'allow') return;
+    const costNanos = prepared.prepared?.costNanos ?? 0;
+    const lease = this.leases.get(decision);
+    try {
+      if (lease !== undefined) await this.ledger.release(lease);
+      else if (costNanos > 0 && decision.settlement === undefined) await this.ledger.refund(costNanos);
+    } catch {
+      // The budget store is down too: a lease is charged at its estimate when it expires (never lost).
+    }
   }
 
   /** Turns a verdict into the recorded decision: a bound answer, the human's answer, the money, the approver. */
@@ -1005,7 +1140,10 @@ export class PolicySession {
   }
 
   private allowGranted(prepared: Prepared, verdict: Verdict, costNanos: number, mode: Mode, approval: ApprovalRecord | undefined, grant: BudgetGrant): Decision | Promise<Decision> {
-    if (!grant.ok) return this.recordRefused(prepared, costNanos, grant.snapshot);
+    if (!grant.ok) {
+      this.ledger.noteRefusal(grant.snapshot);
+      return this.recordRefused(prepared, costNanos, grant.snapshot);
+    }
     return this.allowHeld(prepared, verdict, costNanos, mode, approval, this.nextId(), grant.lease);
   }
 

@@ -98,7 +98,7 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
       for (let attempt = 0; attempt < 3; attempt++) {
         const run = await decide(this.session, name, check);
         if (run.decision.decision !== 'allow') throw decisionError(run.decision);
-        if (this.session.consume(run.decision)) {
+        if (await this.session.claim(run.decision)) {
           if (run.reservation) this.toolRuns.set(runId, run.reservation);
           return;
         }

@@ -136,10 +136,10 @@ export async function runAllowed<R>(
   const original = request.tool;
   let taken: ToolRun | undefined;
   const take = async (): Promise<ToolRun | ToolMessage> => {
-    if (session.consume(first.decision)) return first;
+    if (await session.claim(first.decision)) return first;
     // The same call ran under this allow already (a replayed call id, a second thread): a new decision.
     const again = await redecide();
-    if (again.decision.decision === 'allow' && session.consume(again.decision)) return again;
+    if (again.decision.decision === 'allow' && (await session.claim(again.decision))) return again;
     if (again.decision.decision === 'allow') {
       throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(request.toolCall.id ?? '')} is being run more than once at the same time`);
     }
@@ -181,9 +181,7 @@ export async function runAllowed<R>(
   const result = await handler({ ...request, tool: guarded } as never);
   // The tool never ran (a middleware further in answered on its own): nothing was spent, and the allow is spent so
   // that no later run of the call can use it without paying.
-  if (taken === undefined) {
-    session.consume(first.decision);
-    if (first.reservation && !first.reservation.settled) await first.reservation.release();
-  }
+  // Its money goes back only if this run took the allow: one that another run (or process) took is settled there.
+  if (taken === undefined && (await Promise.resolve().then(() => session.claim(first.decision)).catch(() => false)) && first.reservation && !first.reservation.settled) await first.reservation.release();
   return result;
 }

@@ -172,9 +172,8 @@ export class ToolGate {
       await held.reservation?.release();
       return { kind: 'cancelled' };
     }
-    // One execution per allow.
-    if (!this.session.consume(decision)) {
-      await held.reservation?.release();
+    // One execution per allow. An allow another run (or process) took is settled there: its money is not released here.
+    if (!(await this.session.claim(decision))) {
       return { kind: 'refuse', result: refusal(decision, `agentpolicy: the allow ${decision.id} was already used for one execution`) };
     }
     if (read.rejected && held.reservation !== undefined) this.rejected.add(held.reservation);

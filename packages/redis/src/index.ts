@@ -3,3 +3,4 @@ export { createRedisRateLimitStore, RedisRateLimitStore, type RedisRateLimitStor
 export { createRedisApprovalStore, RedisApprovalStore, type RedisApprovalStoreOptions } from './redis-approval-store.js';
 export type { IoRedisLike, NodeRedisLike, RedisClientLike, RedisStoreOptions } from './redis-client.js';
 export { createRedisHaltStore, RedisHaltStore } from './redis-halt-store.js';
+export { createRedisCallKeyStore, RedisCallKeyStore, type RedisCallKeyStoreOptions } from './redis-call-key-store.js';

@@ -16,8 +16,10 @@ async function until(check: () => Promise<boolean>, ms: number): Promise<boolean
 }
 
 describe.skipIf(!canStart)('Redis stopped mid-run', () => {
-  // Retried: on a heavily loaded machine node-redis 5 was once seen not to reconnect within 30 s (never in isolation).
-  it.each(CLIENT_KINDS)('%s: checks deny with a clear reason while it is down and allow again once it is back, without restarting the app', { retry: 2 }, async (kind) => {
+  // Not retried. node-redis before 5.11.0 could be left "ready" on a dead socket when the server went away during the
+  // reconnect handshake (node-redis #3108, fixed in 5.11.0), and then never reconnected: a loaded machine widened that
+  // window. The suite pins a node-redis 5 with the fix, and the peer range asks for one (≥ 5.11.0, or ≥ 6.2.0).
+  it.each(CLIENT_KINDS)('%s: checks deny with a clear reason while it is down and allow again once it is back, without restarting the app', async (kind) => {
     const port = await freePort();
     let server = await startRedis(port);
     const handle = await connect(kind, { url: server.url });

@@ -180,3 +180,31 @@ describe.skipIf(redisUrl === null)('store semantics on Redis', () => {
     expect(() => createRedisBudgetStore({ client, timeoutMs: 0 })).toThrow(/timeoutMs/);
   });
 });
+
+for (const [where, target] of targets) {
+  describe.skipIf(target === null)(`free calls after an overrun of a shared budget (${where})`, () => {
+    it.each(['node-redis@6', 'ioredis@6'] as const)('%s: denied in the session that saw the overrun; another process denies them from its first refused paid check', async (kind) => {
+      const one = await connect(kind, target!);
+      const two = await connect(kind, target!);
+      try {
+        const budgetKey = `overrun:${kind}:${where}:${Date.now()}`;
+        const policy = new AgentPolicy({ budget: 1 });
+        const spender = policy.session({ store: createRedisBudgetStore({ client: one.client }), budgetKey });
+        // Another process: its own client and store (nothing cached from the spender).
+        const other = policy.session({ store: createRedisBudgetStore({ client: two.client }), budgetKey });
+        expect((await spender.checkTool('search')).decision).toBe('allow');
+        const call = await spender.reserve(0.5, { source: 'llm' });
+        await call.commit(1.5);
+        const free = await spender.checkTool('search');
+        expect(free).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+        expect(free.reason).toMatch(/spending has passed the budget \(spent \$1\.50/);
+        expect((await other.checkTool('search')).decision).toBe('allow');
+        expect((await other.checkTool('search', { cost: 0.01 })).decision).toBe('deny');
+        expect(await other.checkTool('search')).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+      } finally {
+        await one.close();
+        await two.close();
+      }
+    });
+  });
+}

@@ -1,0 +1,128 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { AgentPolicyError, parseDecision, type CallKeyBegin, type CallKeyBeginOptions, type CallKeyRef, type CallKeyStore, type Decision } from '@agentpolicy/core';
+import { RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+
+/**
+ * One keyed call: a hash (d = the decision as JSON, k = its kind, t = its token, u = 1 once used, l = its budget
+ * lease) and a "being decided" marker beside it. Both keys share the session's hash tag, so one slot on a cluster.
+ * KEYS: 1 the hash, 2 the marker. ARGV: 1 op, then per op:
+ * - begin: 2 marker value, 3 marker ms, 4 '1' when a remembered require_approval is handed back.
+ *   Returns {'decided', d, t, l} | {'new'} | {'busy'}.
+ * - remember: 2 marker value (the token), 3 decision JSON, 4 kind, 5 ttl ms, 6 lease ('' for none). 1, or 0 when the
+ *   marker is not (or no longer) the caller's.
+ * - abandon: 2 marker value. Deletes the marker if it is the caller's.
+ * - claim: 2 token, 3 ttl ms. 1 for the first claim of that token, else 0.
+ */
+const CALL_KEY_SCRIPT = new RedisScript(`
+local op = ARGV[1]
+if op == 'begin' then
+  local rec = redis.call('HMGET', KEYS[1], 'd', 'k', 't', 'u', 'l')
+  if rec[1] and rec[4] ~= '1' and (ARGV[4] == '1' or rec[2] ~= 'require_approval') then
+    return {'decided', rec[1], rec[3], rec[5] or ''}
+  end
+  if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'new'} end
+  return {'busy'}
+elseif op == 'remember' then
+  if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[1], 'd', ARGV[3], 'k', ARGV[4], 't', ARGV[2], 'u', '0', 'l', ARGV[6])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return 1
+elseif op == 'abandon' then
+  if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+  return 1
+end
+local rec = redis.call('HMGET', KEYS[1], 't', 'u')
+if rec[1] ~= ARGV[2] or rec[2] == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'u', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`);
+
+/** Options of {@link createRedisCallKeyStore}. */
+export interface RedisCallKeyStoreOptions extends RedisStoreOptions {
+  /**
+   * How long a keyed call is remembered after it was decided or used, in ms. A repeat of the key after that is a new
+   * action (decided and charged again). Default 86,400,000 (a day).
+   */
+  ttlMs?: number;
+  /**
+   * How long a check waits for another process that is deciding the same call right now before it is denied
+   * (`rule.section` `error`, "being decided in another process"), in ms. Default 2,000.
+   */
+  waitMs?: number;
+}
+
+const POLL_MS = 20;
+
+/**
+ * Call-identity keys on Redis: a session's keyed calls (`idempotencyKey`) are shared by every process running that
+ * session id, each step one atomic script on the server (see {@link CallKeyStore} for the protocol). Keys:
+ * `<prefix>:{callkeys:<session id>}:<sha-256 of the key>:<fingerprint>` (a hash) and the same with `:lock` (the
+ * "being decided" marker, which expires on its own if its process dies while deciding).
+ */
+export class RedisCallKeyStore implements CallKeyStore {
+  private readonly runner: ScriptRunner;
+  private readonly ttlMs: string;
+  private readonly waitMs: number;
+
+  constructor(options: RedisCallKeyStoreOptions) {
+    this.runner = new ScriptRunner(options, 'createRedisCallKeyStore');
+    const ttlMs = options.ttlMs ?? 86_400_000;
+    if (!(Number.isSafeInteger(ttlMs) && ttlMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `ttlMs must be a whole number of ms > 0, got ${String(ttlMs)}`);
+    const waitMs = options.waitMs ?? 2000;
+    if (!(Number.isFinite(waitMs) && waitMs >= 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `waitMs must be a number of ms ≥ 0, got ${String(waitMs)}`);
+    this.ttlMs = String(ttlMs);
+    this.waitMs = waitMs;
+  }
+
+  async begin(call: CallKeyRef, options: CallKeyBeginOptions): Promise<CallKeyBegin> {
+    const keys = this.keysOf(call);
+    const deadline = Date.now() + this.waitMs;
+    const lock = randomUUID();
+    for (;;) {
+      const reply = await this.runner.run(CALL_KEY_SCRIPT, keys, ['begin', lock, String(Math.max(1, Math.ceil(options.lockMs))), options.reuseApproval ? '1' : '0']);
+      const [status, decision, token, lease] = Array.isArray(reply) ? (reply as unknown[]).map((part) => (part === null || part === undefined ? '' : String(part))) : [];
+      if (status === 'decided') return { status, decision: parseDecision(decision as string), token: token as string, ...(lease ? { lease } : {}) };
+      if (status === 'new') return { status, lock };
+      if (status !== 'busy') throw new AgentPolicyError('STORE_UNAVAILABLE', 'the call-key script gave an answer it should not');
+      // Another process is deciding this call: its decision is the answer, if it comes in time.
+      if (Date.now() + POLL_MS > deadline) return { status: 'busy' };
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+  }
+
+  async remember(call: CallKeyRef, lock: string, decision: Decision, lease: string | undefined): Promise<boolean> {
+    const reply = await this.runner.run(CALL_KEY_SCRIPT, this.keysOf(call), ['remember', lock, JSON.stringify(decision), decision.decision, this.ttlMs, lease ?? '']);
+    return Number(reply) === 1;
+  }
+
+  async abandon(call: CallKeyRef, lock: string): Promise<void> {
+    await this.runner.run(CALL_KEY_SCRIPT, this.keysOf(call), ['abandon', lock]);
+  }
+
+  async claim(call: CallKeyRef, token: string): Promise<boolean> {
+    return Number(await this.runner.run(CALL_KEY_SCRIPT, this.keysOf(call), ['claim', token, this.ttlMs])) === 1;
+  }
+
+  private keysOf(call: CallKeyRef): string[] {
+    const record = `${this.runner.tagged('callkeys', call.sessionId)}:${createHash('sha256').update(call.key).digest('hex')}:${call.fingerprint}`;
+    return [record, `${record}:lock`];
+  }
+}
+
+/**
+ * A {@link CallKeyStore} on Redis ≥ 7 (node-redis 5/6 or ioredis 5/6, single node or cluster). Pass it as the
+ * session's `callKeys` where the same session id runs in several processes: a keyed call retried in another process
+ * gets its first decision back (not charged again) while its allow is unused, and `session.claim` lets exactly one
+ * process run an allow. Keys expire `ttlMs` after their last use (a day by default).
+ *
+ * @example
+ * ```ts
+ * const session = policy.session({ id: runId, store: createRedisBudgetStore({ client }), callKeys: createRedisCallKeyStore({ client }) });
+ * const result = await session.runTool('send_email', { input, cost: 0.01, idempotencyKey: call.id }, () => send(input));
+ * ```
+ */
+export function createRedisCallKeyStore(options: RedisCallKeyStoreOptions): RedisCallKeyStore {
+  return new RedisCallKeyStore(options);
+}
