@@ -200,9 +200,12 @@ describe('runTools: decided on what the tool function gets', () => {
 });
 
 describe('parse() and stream(): parsed_arguments is what was decided', () => {
-  it('chat.completions.parse(): a default a rule denies rejects; an allowed call’s parsed_arguments is the decided input', async () => {
-    const { session, client } = setup();
-    const tools = [zodFunction({ name: 'delete_path', parameters: DeletePath }), zodFunction({ name: 'publish', parameters: Publish })];
+  it.each([
+    ['openai 7', OpenAI, zodFunction],
+    ['openai 6', OpenAIv6 as unknown as typeof OpenAI, zodFunctionV6 as unknown as typeof zodFunction],
+  ])('%s chat.completions.parse(): a default a rule denies rejects; an allowed call’s parsed_arguments is the decided input', async (_name, Client, zodTool) => {
+    const { session, client } = setup(Client);
+    const tools = [zodTool({ name: 'delete_path', parameters: DeletePath }), zodTool({ name: 'publish', parameters: Publish })];
     server.reply(call('d1', 'delete_path', { path: '/' }));
     const error = await failure(client.chat.completions.parse({ model: MODEL, messages: USER, tools }));
     expect(PolicyDeniedError.isInstance(error)).toBe(true);

@@ -27,7 +27,7 @@ const isObject = (value: unknown): value is Record<string, unknown> => typeof va
 /**
  * The parse functions of one helper run (`chat.completions.runTools()`, `chat.completions.parse()`,
  * `chat.completions.stream()`, `responses.parse()`, `responses.stream()`), by tool name. The run's tools are
- * handed to the client with each parse replaced by {@link ToolParsers.clientParse}: the wrapper parses a call's
+ * handed to the client with each parse replaced by the function {@link ToolParsers.add} returns: the wrapper parses a call's
  * arguments once, when the call comes back and is decided, and the client's own parse of the same arguments gets
  * that very result (the value, the returned promise, or the error thrown) instead of parsing again. So a transform
  * with side effects, or a default taken from the clock or a random id, gives the tool exactly the value the policy
