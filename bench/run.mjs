@@ -18,8 +18,55 @@ const TIME_MS = QUICK ? 30 : 1500;
 const rows = [];
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : undefined;
 const gc = globalThis.gc ?? (() => undefined);
+const wants = (group) => !ONLY || ONLY.test(group);
 
 const SEED = fileURLToPath(new URL('../examples/quickstart/policy.yaml', import.meta.url));
+
+// Each group runs in a Node process of its own, and this process only gathers what they measured: in one process, the
+// heap one group leaves behind (20,000 and 100,000 recorded decisions, a million checks for the memory figure) kept
+// the garbage collector busy during the next groups' samples and inflated their figures. A group's process is this
+// script with BENCH_ONLY set to that group and BENCH_CHILD_OUT naming the file it writes its results to.
+const CHILD_OUT = process.env.BENCH_CHILD_OUT;
+const GROUPS = [
+  ['seed policy', '^seed policy$'],
+  ['observability', '^observability$'],
+  ['1,000 tool patterns + 1,000 domains', '^1,000 tool patterns'],
+  ['20 conditional rules + 5 limits', '^20 conditional rules'],
+  ['16 KB host (1,000 domains)', '^16 KB host'],
+  ['report', '^report$'],
+  ['model-call estimate', '^model-call estimate$'],
+  ['adapter: AI SDK tool execute', '^adapter: AI SDK'],
+  ['adapter: openai chat.completions.create (local server)', '^adapter: openai'],
+  ['policy lifecycle', '^policy lifecycle$'],
+  ['adapter: MCP tools/call', '^adapter: MCP'],
+  ['memory', '^memory$'],
+  ['import', '^import$'],
+];
+if (CHILD_OUT === undefined) {
+  const gathered = { rows: [], notes: [], memory: null, importMs: {}, lifecycle: null };
+  const scratch = mkdtempSync(join(os.tmpdir(), 'agentpolicy-bench-'));
+  try {
+    for (const [name, pattern] of GROUPS) {
+      if (ONLY && !ONLY.test(name)) continue;
+      const out = join(scratch, `${gathered.rows.length}-${Date.now()}.json`);
+      execFileSync(process.execPath, ['--expose-gc', fileURLToPath(import.meta.url)], {
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: { ...process.env, BENCH_ONLY: pattern, BENCH_CHILD_OUT: out },
+      });
+      const part = JSON.parse(readFileSync(out, 'utf8'));
+      // Every process measures the floor; the first one's is kept.
+      for (const row of part.rows) if (row.group !== 'floor' || !gathered.rows.some((kept) => kept.group === 'floor')) gathered.rows.push(row);
+      gathered.notes.push(...part.notes);
+      gathered.memory ??= part.memory;
+      Object.assign(gathered.importMs, part.importMs);
+      if (part.lifecycle?.replayActionsPerSecond !== null && part.lifecycle !== undefined) gathered.lifecycle = part.lifecycle;
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+  printAndSave(gathered);
+  process.exit(0);
+}
 
 /** Runs batched tasks; reports per-operation median and p99 in microseconds. */
 async function measure(group, tasks, { batch = BATCH, time = TIME_MS } = {}) {
@@ -64,7 +111,7 @@ await measure('seed policy', [
 // A session that already holds 20,000 recorded decisions: the retained records are old-generation objects, so this
 // shows whether a check still costs the same once the audit trail is full of history.
 const fullSession = seed.session({ maxDecisions: 20_000 });
-for (let i = 0; i < 20_000; i++) await fullSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db');
+if (wants('seed policy')) for (let i = 0; i < 20_000; i++) await fullSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db');
 await measure('seed policy', [
   ['checkTool allow after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('search_docs'); }],
   ['checkTool deny after 20,000 decisions', async () => { for (let i = 0; i < BATCH; i++) await fullSession.checkTool('delete_prod_db'); }],
@@ -227,7 +274,7 @@ await measure('16 KB host (1,000 domains)', [
 
 // ---- report() over 100,000 decisions ---------------------------------------------------------------------------
 let reportSession = seed.session({ maxDecisions: 100_000 });
-for (let i = 0; i < 100_000; i++) await reportSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db', { cost: i % 5 ? 0 : 0.00001 });
+if (wants('report')) for (let i = 0; i < 100_000; i++) await reportSession.checkTool(i % 3 ? 'search_docs' : 'delete_prod_db', { cost: i % 5 ? 0 : 0.00001 });
 await measure('report', [['report() over 100,000 decisions', () => { sink += reportSession.report().decisions.length; }]], { batch: 1, time: QUICK ? 50 : 1500 });
 reportSession = undefined;
 
@@ -317,7 +364,7 @@ await (async () => {
 // A recorded log of 10,000 decisions (tools with input, requests, costs, some approved) under the seed policy, replayed
 // under a changed one: once from parsed records (the re-decision itself) and once from the file (reading included).
 const lifecycle = { replayDecisions: 0, replayActionsPerSecond: null, replayFileActionsPerSecond: null };
-if (!ONLY || ONLY.test('policy lifecycle')) {
+if (wants('policy lifecycle')) {
   const dir = mkdtempSync(join(os.tmpdir(), 'agentpolicy-bench-replay-'));
   try {
     const path = join(dir, 'audit.jsonl');
@@ -480,15 +527,18 @@ async function heapGrowth(maxDecisions, checks) {
   return (after - before) / 1024 / 1024;
 }
 const CHECKS = QUICK ? 20_000 : 1_000_000;
-const bounded = await heapGrowth(10_000, CHECKS);
-const unbounded = await heapGrowth(Infinity, CHECKS);
-const memory = { checks: CHECKS, boundedMaxDecisions: 10_000, boundedMB: bounded, unboundedMB: unbounded };
+let memory = null;
+if (wants('memory')) {
+  const bounded = await heapGrowth(10_000, CHECKS);
+  const unbounded = await heapGrowth(Infinity, CHECKS);
+  memory = { checks: CHECKS, boundedMaxDecisions: 10_000, boundedMB: bounded, unboundedMB: unbounded };
+}
 
 // ---- import time -------------------------------------------------------------------------------------------------
 // A cold import of each entry point, each in a fresh Node process (median of the runs). The LangChain package is not
 // a dependency of the bench: its entries are imported by path, and skipped when it has not been built.
 const importMs = {};
-if (!ONLY || ONLY.test('import')) {
+if (wants('import')) {
   const runs = QUICK ? 1 : 9;
   const entries = {
     '@agentpolicy/core': '../packages/core/dist/index.js',
@@ -513,90 +563,96 @@ if (!ONLY || ONLY.test('import')) {
 }
 
 // ---- output --------------------------------------------------------------------------------------------------------
-const floor = rows.find((row) => row.group === 'floor').medianUs;
-const targets = {
-  'checkTool allow (audit on)': 0.5,
-  'checkTool deny (audit on)': 0.5,
-  'checkTool allow after 20,000 decisions': 0.5,
-  'checkTool deny after 20,000 decisions': 0.5,
-  'checkTool allow (glob)': 3,
-  'checkTool allow (exact)': 3,
-  'checkTool deny (block glob)': 3,
-  'checkTool, 10k distinct names (memo misses)': 3,
-  'report() over 100,000 decisions': 100_000,
-  'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)': 1,
-  'checkTool with 20 rules + 5 limits, all on the checked tool': 1,
-  'policy.decide: 20 rules, refund meets 4': 1,
-  'policy.decide: 20 rules, all on refund': 1,
-  'estimate: typical chat request (max_tokens set)': 5,
-  'estimate: typical chat request (no output limit)': 5,
-  'replay: re-decide one recorded action (parsed records)': 2,
-};
-const fmt = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(3)} µs`);
-console.log(`\nagentpolicy bench ${QUICK ? '(quick mode: figures are not meaningful)' : ''}`);
-console.log(`node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
-console.log('| group | benchmark | median | p99 | × Set.has | target |');
-console.log('|---|---|---:|---:|---:|---|');
-for (const row of rows) {
-  const target = targets[row.name];
-  const verdict = target === undefined ? '' : `≤ ${fmt(target)} ${row.medianUs <= target ? '✓' : '✗'}`;
-  console.log(`| ${row.group} | ${row.name} | ${fmt(row.medianUs)} | ${fmt(row.p99Us)} | ${(row.medianUs / floor).toFixed(0)} | ${verdict} |`);
-}
-const pair = (a, b) => {
-  const raw = rows.find((row) => row.name === a);
-  const wrapped = rows.find((row) => row.name === b);
-  return raw && wrapped ? wrapped.medianUs - raw.medianUs : undefined;
-};
-const toolOverhead = pair('raw tool execute', 'wrapTools execute');
-const otelOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, OTel API present, no provider');
-const auditOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, audit log sink');
-const openaiOverhead = pair('raw client', 'wrapOpenAI client');
-const mcpMemoryOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client (in-memory)');
-const mcpFreeOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client, no cost (in-memory)');
-const mcpGateFree = pair('raw transport', 'wrapMcpTransport, no cost');
-const mcpGateCost = pair('raw transport', 'wrapMcpTransport, with a cost');
-const mcpHttpOverhead = pair('raw MCP client (HTTP)', 'wrapMcpTransport client (HTTP)');
-console.log('');
-if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
-if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
-if (otelOverhead !== undefined) console.log(`OpenTelemetry API present, no provider: ${fmt(otelOverhead)} added per decision (target ≤ 0.2 µs ${otelOverhead <= 0.2 ? '✓' : '✗'})`);
-if (auditOverhead !== undefined) console.log(`audit log sink: ${fmt(auditOverhead)} added per decision (one chained line, one write)`);
-if (mcpGateFree !== undefined) console.log(`wrapMcpTransport's own work per tools/call: ${fmt(mcpGateFree)} without a cost, ${fmt(mcpGateCost)} with a cost`);
-if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpFreeOverhead)} per tools/call without a cost, ${fmt(mcpMemoryOverhead)} with a cost (reserved, then settled from the response), over an in-memory transport`);
-if (mcpHttpOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpHttpOverhead)} per tools/call against a local Streamable HTTP server`);
-console.log(`heap growth over ${CHECKS.toLocaleString('en')} checks: ${bounded.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${bounded <= 50 ? '✓' : '✗'}); ${unbounded.toFixed(1)} MB keeping every decision`);
-if (lifecycle.replayActionsPerSecond !== null) {
-  console.log(`replay of ${lifecycle.replayDecisions.toLocaleString('en')} recorded decisions: ${lifecycle.replayActionsPerSecond.toLocaleString('en')} actions/s re-decided (goal ≥ 500,000 ${lifecycle.replayActionsPerSecond >= 500_000 ? '✓' : '✗'}); ${lifecycle.replayFileActionsPerSecond?.toLocaleString('en')} actions/s from the file, reading and parsing included`);
-}
-const liveOverhead = pair('checkTool allow, fixed policy', 'checkTool allow, live policy source');
-if (liveOverhead !== undefined) console.log(`live policy source: ${fmt(liveOverhead)} added per check`);
-
-const ours = rows.find((row) => row.name === 'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)');
-const cedarRow = rows.find((row) => row.name === 'cedar-wasm statefulIsAuthorized, same 20 conditions');
-const cedarRatio = ours && cedarRow ? cedarRow.medianUs / ours.medianUs : undefined;
-const inputOnly = rows.find((row) => row.name === 'checkTool with the same input, no rules or limits');
-if (ours && inputOnly) console.log(`20 rules + 5 limits add ${fmt(ours.medianUs - inputOnly.medianUs)} to a checkTool with the same input (${fmt(inputOnly.medianUs)} without them)`);
-if (cedarRatio !== undefined) console.log(`cedar-wasm deciding the same 20 conditions: ${fmt(cedarRow.medianUs)} per decision, ${cedarRatio.toFixed(0)}× checkTool with rules and limits (${fmt(ours.medianUs)})`);
-const decideRow = rows.find((row) => row.name === 'policy.decide: 20 rules, refund meets 4');
-if (cedarRow && decideRow) console.log(`cedar-wasm vs the rule step alone (policy.decide, same conditions): ${(cedarRow.medianUs / decideRow.medianUs).toFixed(0)}×`);
-for (const [name, ms] of Object.entries(importMs)) console.log(`import time (cold, fresh process, median): ${name} ${ms.toFixed(0)} ms`);
-for (const note of [...adapterNotes, ...cedarNotes]) console.log(`note: ${note}`);
-
-const out = {
-  date: new Date().toISOString(),
-  quick: QUICK,
-  machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
-  rows,
-  cedarRatio: cedarRatio ?? null,
-  overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null, mcpGate: mcpGateFree ?? null, mcpGateWithCost: mcpGateCost ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpFreeCallInMemory: mcpFreeOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
-  memory,
-  importMs,
-  lifecycle,
-  notes: [...adapterNotes, ...cedarNotes],
-};
-const dir = fileURLToPath(new URL('./results/', import.meta.url));
-mkdirSync(dir, { recursive: true });
-const file = `${dir}${QUICK ? 'quick.tmp.json' : SAVE ? 'latest.json' : 'run.tmp.json'}`;
-writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
-console.log(`results: ${file}${SAVE || QUICK ? '' : ' (BENCH_SAVE=1 writes bench/results/latest.json)'}`);
+const measured = { rows, notes: [...adapterNotes, ...cedarNotes], memory, importMs, lifecycle };
+if (CHILD_OUT !== undefined) writeFileSync(CHILD_OUT, JSON.stringify(measured));
 if (sink === -1) console.log(sink);
+
+/** Prints the table and the derived figures, and writes the results file. */
+function printAndSave({ rows, notes, memory, importMs, lifecycle }) {
+  const floor = rows.find((row) => row.group === 'floor').medianUs;
+  const targets = {
+    'checkTool allow (audit on)': 0.5,
+    'checkTool deny (audit on)': 0.5,
+    'checkTool allow after 20,000 decisions': 0.5,
+    'checkTool deny after 20,000 decisions': 0.5,
+    'checkTool allow (glob)': 3,
+    'checkTool allow (exact)': 3,
+    'checkTool deny (block glob)': 3,
+    'checkTool, 10k distinct names (memo misses)': 3,
+    'report() over 100,000 decisions': 100_000,
+    'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)': 1,
+    'checkTool with 20 rules + 5 limits, all on the checked tool': 1,
+    'policy.decide: 20 rules, refund meets 4': 1,
+    'policy.decide: 20 rules, all on refund': 1,
+    'estimate: typical chat request (max_tokens set)': 5,
+    'estimate: typical chat request (no output limit)': 5,
+    'replay: re-decide one recorded action (parsed records)': 2,
+  };
+  const fmt = (us) => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${us.toFixed(3)} µs`);
+  console.log(`\nagentpolicy bench ${QUICK ? '(quick mode: figures are not meaningful)' : ''}`);
+  console.log(`node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB\n`);
+  console.log('| group | benchmark | median | p99 | × Set.has | target |');
+  console.log('|---|---|---:|---:|---:|---|');
+  for (const row of rows) {
+    const target = targets[row.name];
+    const verdict = target === undefined ? '' : `≤ ${fmt(target)} ${row.medianUs <= target ? '✓' : '✗'}`;
+    console.log(`| ${row.group} | ${row.name} | ${fmt(row.medianUs)} | ${fmt(row.p99Us)} | ${(row.medianUs / floor).toFixed(0)} | ${verdict} |`);
+  }
+  const pair = (a, b) => {
+    const raw = rows.find((row) => row.name === a);
+    const wrapped = rows.find((row) => row.name === b);
+    return raw && wrapped ? wrapped.medianUs - raw.medianUs : undefined;
+  };
+  const toolOverhead = pair('raw tool execute', 'wrapTools execute');
+  const otelOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, OTel API present, no provider');
+  const auditOverhead = pair('checkTool allow, telemetry off', 'checkTool allow, audit log sink');
+  const openaiOverhead = pair('raw client', 'wrapOpenAI client');
+  const mcpMemoryOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client (in-memory)');
+  const mcpFreeOverhead = pair('raw MCP client (in-memory)', 'wrapMcpTransport client, no cost (in-memory)');
+  const mcpGateFree = pair('raw transport', 'wrapMcpTransport, no cost');
+  const mcpGateCost = pair('raw transport', 'wrapMcpTransport, with a cost');
+  const mcpHttpOverhead = pair('raw MCP client (HTTP)', 'wrapMcpTransport client (HTTP)');
+  console.log('');
+  if (toolOverhead !== undefined) console.log(`wrapped AI SDK tool overhead: ${fmt(toolOverhead)} per call (target ≤ 2 µs ${toolOverhead <= 2 ? '✓' : '✗'})`);
+  if (openaiOverhead !== undefined) console.log(`wrapOpenAI overhead: ${fmt(openaiOverhead)} per request against a local server`);
+  if (otelOverhead !== undefined) console.log(`OpenTelemetry API present, no provider: ${fmt(otelOverhead)} added per decision (target ≤ 0.2 µs ${otelOverhead <= 0.2 ? '✓' : '✗'})`);
+  if (auditOverhead !== undefined) console.log(`audit log sink: ${fmt(auditOverhead)} added per decision (one chained line, one write)`);
+  if (mcpGateFree !== undefined) console.log(`wrapMcpTransport's own work per tools/call: ${fmt(mcpGateFree)} without a cost, ${fmt(mcpGateCost)} with a cost`);
+  if (mcpMemoryOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpFreeOverhead)} per tools/call without a cost, ${fmt(mcpMemoryOverhead)} with a cost (reserved, then settled from the response), over an in-memory transport`);
+  if (mcpHttpOverhead !== undefined) console.log(`wrapMcpTransport overhead: ${fmt(mcpHttpOverhead)} per tools/call against a local Streamable HTTP server`);
+  if (memory) console.log(`heap growth over ${memory.checks.toLocaleString('en')} checks: ${memory.boundedMB.toFixed(1)} MB with maxDecisions 10,000 (target ≤ 50 MB ${memory.boundedMB <= 50 ? '✓' : '✗'}); ${memory.unboundedMB.toFixed(1)} MB keeping every decision`);
+  if (lifecycle && lifecycle.replayActionsPerSecond !== null) {
+    console.log(`replay of ${lifecycle.replayDecisions.toLocaleString('en')} recorded decisions: ${lifecycle.replayActionsPerSecond.toLocaleString('en')} actions/s re-decided (goal ≥ 500,000 ${lifecycle.replayActionsPerSecond >= 500_000 ? '✓' : '✗'}); ${lifecycle.replayFileActionsPerSecond?.toLocaleString('en')} actions/s from the file, reading and parsing included`);
+  }
+  const liveOverhead = pair('checkTool allow, fixed policy', 'checkTool allow, live policy source');
+  if (liveOverhead !== undefined) console.log(`live policy source: ${fmt(liveOverhead)} added per check`);
+
+  const ours = rows.find((row) => row.name === 'checkTool with 20 rules + 5 limits (meets 4 rules, 3 limits)');
+  const cedarRow = rows.find((row) => row.name === 'cedar-wasm statefulIsAuthorized, same 20 conditions');
+  const cedarRatio = ours && cedarRow ? cedarRow.medianUs / ours.medianUs : undefined;
+  const inputOnly = rows.find((row) => row.name === 'checkTool with the same input, no rules or limits');
+  if (ours && inputOnly) console.log(`20 rules + 5 limits add ${fmt(ours.medianUs - inputOnly.medianUs)} to a checkTool with the same input (${fmt(inputOnly.medianUs)} without them)`);
+  if (cedarRatio !== undefined) console.log(`cedar-wasm deciding the same 20 conditions: ${fmt(cedarRow.medianUs)} per decision, ${cedarRatio.toFixed(0)}× checkTool with rules and limits (${fmt(ours.medianUs)})`);
+  const decideRow = rows.find((row) => row.name === 'policy.decide: 20 rules, refund meets 4');
+  if (cedarRow && decideRow) console.log(`cedar-wasm vs the rule step alone (policy.decide, same conditions): ${(cedarRow.medianUs / decideRow.medianUs).toFixed(0)}×`);
+  for (const [name, ms] of Object.entries(importMs)) console.log(`import time (cold, fresh process, median): ${name} ${ms.toFixed(0)} ms`);
+  for (const note of notes) console.log(`note: ${note}`);
+
+  const out = {
+    date: new Date().toISOString(),
+    quick: QUICK,
+    machine: { node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, memoryGiB: Math.round(os.totalmem() / 2 ** 30) },
+    rows,
+    cedarRatio: cedarRatio ?? null,
+    overheadUs: { aiSdkTool: toolOverhead ?? null, openaiRequest: openaiOverhead ?? null, otelNoProvider: otelOverhead ?? null, auditSink: auditOverhead ?? null, mcpGate: mcpGateFree ?? null, mcpGateWithCost: mcpGateCost ?? null, mcpCallInMemory: mcpMemoryOverhead ?? null, mcpFreeCallInMemory: mcpFreeOverhead ?? null, mcpCallHttp: mcpHttpOverhead ?? null },
+    memory,
+    importMs,
+    lifecycle,
+    notes,
+  };
+  const dir = fileURLToPath(new URL('./results/', import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  const file = `${dir}${QUICK ? 'quick.tmp.json' : SAVE ? 'latest.json' : 'run.tmp.json'}`;
+  writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+  console.log(`results: ${file}${SAVE || QUICK ? '' : ' (BENCH_SAVE=1 writes bench/results/latest.json)'}`);
+}
