@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { AgentPolicy, type Decision } from '@agentpolicy/core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createRedisBudgetStore, createRedisCallKeyStore } from '../src/index.js';
-import { connect, type ClientHandle, type ClientKind } from './clients.js';
+import { CLIENT_KINDS, connect, type ClientHandle, type ClientKind } from './clients.js';
 import type { Target } from './workers.js';
 
 const redisUrl = inject('redisUrl');
@@ -12,7 +12,7 @@ const clusterNodes = inject('clusterNodes');
 const USD = 1_000_000_000;
 const WORKER = fileURLToPath(new URL('./call-key-worker.ts', import.meta.url));
 const DIST = fileURLToPath(new URL('../dist/index.js', import.meta.url));
-const KINDS: readonly ClientKind[] = ['node-redis@6', 'ioredis@6'];
+const KINDS: readonly ClientKind[] = CLIENT_KINDS;
 
 const targets: Array<[string, Target | null]> = [
   ['one node', redisUrl === null ? null : { url: redisUrl }],
