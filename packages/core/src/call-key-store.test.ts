@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InMemoryBudgetStore } from './budget-store.js';
 import { InMemoryCallKeyStore, parseDecision, type CallKeyBegin, type CallKeyStore } from './call-key-store.js';
+import type { Decision } from './decision.js';
 import { AgentPolicyError } from './errors.js';
 import { AgentPolicy } from './policy.js';
 
@@ -34,6 +35,18 @@ describe('call keys in a shared call-key store', () => {
     expect(again.id).not.toBe(first.id);
     expect(spent()).toBe(4);
     expect(await a.claim(again)).toBe(true);
+  });
+
+  it('the processes of one session never record two decisions under one id', async () => {
+    const { a, b } = twoProcesses();
+    const fromA = [await a.checkTool('search'), await a.checkTool('search', { input: { q: 'y' }, idempotencyKey: 'k1' })];
+    const fromB = [await b.checkTool('search'), await b.checkTool('search', { input: { q: 'z' }, idempotencyKey: 'k2' })];
+    const ids = [...fromA, ...fromB].map((decision) => decision.id);
+    expect(new Set(ids).size).toBe(4);
+    for (const id of ids) expect(id).toMatch(/^run-1:[0-9a-f]{8}\.\d+$/);
+    // Each takes its own unkeyed allow, never the other's.
+    expect(a.consume(fromB[0] as Decision)).toBe(false);
+    expect(a.consume(fromA[0] as Decision)).toBe(true);
   });
 
   it('another action under the same key is a new action', async () => {

@@ -59,7 +59,8 @@ export interface SessionOptions {
    * store (e.g. `@agentpolicy/redis`) when the same session id runs in several processes: a call retried in another
    * process gets its first decision back (and is not charged again) while that allow is unused, and an allow runs at
    * most once across all of them. Then run allowed calls through {@link PolicySession.claim} (or `runTool`), not
-   * `consume`.
+   * `consume`. Decision ids then carry a tag of this session object (`<session id>:<tag>.<n>`), so the processes of
+   * one session never record two decisions under one id.
    */
   callKeys?: CallKeyStore;
   /**
@@ -272,7 +273,9 @@ export class PolicySession {
     this.halts = options.halts ?? provider?.halts ?? policy.halts;
     this.options = options;
     this.id = options.id ?? randomUUID();
-    this.idPrefix = `${this.id}:`;
+    // With call keys shared by the processes of one session, each session object numbers its decisions under a tag
+    // of its own (`<session id>:<tag>.<n>`), so two processes never record two different decisions under one id.
+    this.idPrefix = options.callKeys === undefined ? `${this.id}:` : `${this.id}:${randomUUID().slice(0, 8)}.`;
     const budget = policy.normalized.budget;
     this.ledger = new BudgetLedger(
       options.store ?? new InMemoryBudgetStore(),
@@ -1256,8 +1259,8 @@ export class PolicySession {
   }
 
   private parseSeq(id: unknown): number {
-    if (typeof id !== 'string' || id.length <= this.id.length + 1 || id.charCodeAt(this.id.length) !== 58 || !id.startsWith(this.id)) return 0;
-    const seq = Number(id.slice(this.id.length + 1));
+    if (typeof id !== 'string' || id.length <= this.idPrefix.length || !id.startsWith(this.idPrefix)) return 0;
+    const seq = Number(id.slice(this.idPrefix.length));
     return Number.isSafeInteger(seq) && seq > 0 && seq <= this.seq ? seq : 0;
   }
 
