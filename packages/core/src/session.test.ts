@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import type { Decision } from './decision.js';
@@ -6,6 +8,7 @@ import type { Reservation } from './reservation.js';
 import { ApprovalRequiredError, PolicyDeniedError } from './errors.js';
 import { InMemoryBudgetStore, type BudgetStore } from './budget-store.js';
 import { AgentPolicy } from './policy.js';
+import type { PolicySession } from './session.js';
 
 const seed = () =>
   AgentPolicy.fromDict({
@@ -214,6 +217,23 @@ describe('concurrency', () => {
     const failing: BudgetStore = { ...slow, charge: async () => Promise.reject(new Error('store down')) };
     const denied = await seed().session({ store: failing }).decideTool('read_file', { cost: 0.01 });
     expect(denied).toMatchObject({ decision: 'deny', rule: { section: 'error', message: 'store down' } });
+  });
+
+  it('a decision the application keeps does not keep its session (audit trail, stores) alive', async () => {
+    setFlagsFromString('--expose_gc');
+    const collect = runInNewContext('gc') as () => void;
+    const policy = AgentPolicy.fromDict({ limits: [{ tool: '*', max_calls: 10, per: '1m' }] });
+    let session: PolicySession | undefined = policy.session();
+    const kept = [await session.checkTool('search', { input: { q: 1 } }), await session.checkTool('search'), await session.checkTool('other', { idempotencyKey: 'k' })];
+    const gone = new WeakRef(session);
+    session = undefined;
+    for (let i = 0; i < 5 && gone.deref() !== undefined; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      collect();
+    }
+    expect(gone.deref()).toBeUndefined();
+    // The kept decisions still work out their fingerprint.
+    expect(kept[0]?.fingerprint).toMatch(/^[0-9a-f]{64}$/);
   });
 
   it('consume takes an allow once, whether given the decision itself or a copy of it, and never another session\'s', async () => {

@@ -244,6 +244,9 @@ export class PolicySession {
   // The system time (ms) the limits of the check being decided were counted at, or 0: set and cleared within one
   // synchronous step, so the decision made in it is stamped with that instant without reading the clock again.
   private clockMs = 0;
+  // What this session's decisions name as their maker in their stamp: a token, not the session, so a decision kept
+  // by the application never keeps the whole session (its audit trail, its stores) alive.
+  private readonly stampOwner: object = Object.freeze({});
   // The id nextId handed out last (its sequence number is `seq`).
   private lastId = '';
   // `<session id>:`, built once: a decision id is this and a sequence number.
@@ -394,7 +397,7 @@ export class PolicySession {
       }
       // Only a decision this session object made counts here (its stamp): with the same session id in several
       // processes, an id alone could name another process's decision, and a settled copy has run already.
-      if (DecisionStamp.seq(decision, this) === undefined) return false;
+      if (DecisionStamp.seq(decision, this.stampOwner) === undefined) return false;
     }
     const seq = this.seqOf(decision);
     if (seq === 0 || this.used.has(seq)) return false;
@@ -1253,7 +1256,7 @@ export class PolicySession {
   // The sequence number of one of this session's decisions (its id is `<session id>:<n>`), or 0. Read from the
   // decision's stamp when this session made it; parsed from the id otherwise (a settled copy, a decision read back).
   private seqOf(decision: Decision): number {
-    const stamped = DecisionStamp.seq(decision, this);
+    const stamped = DecisionStamp.seq(decision, this.stampOwner);
     if (stamped !== undefined) return stamped;
     return this.parseSeq(decision.id);
   }
@@ -1282,7 +1285,7 @@ export class PolicySession {
     } else {
       decision = { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp };
     }
-    new DecisionStamp(decision, identity, this, seq);
+    new DecisionStamp(decision, identity, this.stampOwner, seq);
     if (extra !== undefined) Object.assign(decision, extra);
     const shadow = verdict.shadow;
     if (shadow !== undefined) decision['shadow'] = Object.freeze({ decision: shadow.decision, reason: shadow.reason, rule: Object.freeze(shadow.rule) });
@@ -1360,9 +1363,9 @@ class ReturnTarget {
 }
 class DecisionStamp extends ReturnTarget {
   readonly #identity: ActionIdentity;
-  readonly #owner: PolicySession;
+  readonly #owner: object;
   readonly #seq: number;
-  constructor(target: object, identity: ActionIdentity, owner: PolicySession, seq: number) {
+  constructor(target: object, identity: ActionIdentity, owner: object, seq: number) {
     super(target);
     this.#identity = identity;
     this.#owner = owner;
@@ -1372,7 +1375,7 @@ class DecisionStamp extends ReturnTarget {
     return #identity in target ? (target as DecisionStamp).#identity : undefined;
   }
   /** The sequence number of a decision `owner` made, or undefined for any other. */
-  static seq(target: object, owner: PolicySession): number | undefined {
+  static seq(target: object, owner: object): number | undefined {
     return #identity in target && (target as DecisionStamp).#owner === owner ? (target as DecisionStamp).#seq : undefined;
   }
 }
