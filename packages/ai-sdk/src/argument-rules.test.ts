@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { policyToolApproval } from './policy-tool-approval.js';
 import { lastToolOutput, textResult, toolCallResult, toolCallStreamParts, toolDecisions } from './test-utils.js';
 import { wrapTools } from './wrap-tools.js';
-import { ARGUMENT_RULES } from '@agentpolicy/test-servers';
+import { ARGUMENT_RULES, SHADOW_CALLS, SHADOW_OUTCOMES } from '@agentpolicy/test-servers';
 
 
 function makeTools(ran: string[]) {
@@ -47,7 +47,7 @@ function makeTools(ran: string[]) {
 const prompt: ModelMessage[] = [{ role: 'user', content: 'Do the task.' }];
 
 /** One generateText loop in which the model calls `calls` in turn (one per step), then answers. */
-async function runCalls(policy: Record<string, unknown>, calls: Array<[string, unknown]>, ran: string[]) {
+async function runCalls(policy: Record<string, unknown>, calls: ReadonlyArray<readonly [string, unknown]>, ran: string[]) {
   const session = AgentPolicy.fromDict(policy).session();
   const model = new MockLanguageModelV4({
     doGenerate: [...calls.map(([name, input], i) => toolCallResult(name, `call-${i}`, input)), textResult('done')],
@@ -219,27 +219,13 @@ describe('argument rules through the AI SDK loop', () => {
     const ran: string[] = [];
     const { session } = await runCalls(
       { ...ARGUMENT_RULES, mode: 'shadow' },
-      [
-        ['send_email', { to: 'eve@gmail.com' }],
-        ['refund', { amount: 250 }],
-        ['shell', { command: 'rm -rf /' }],
-        ['search', { query: 'a' }],
-        ['search', { query: 'b' }],
-        ['search', { query: 'c' }],
-      ],
+      SHADOW_CALLS,
       ran,
     );
 
     expect(ran).toEqual(['send_email eve@gmail.com', 'refund 250', 'shell rm -rf /', 'search a', 'search b', 'search c']);
     const decisions = toolDecisions(session.report().decisions);
     expect(decisions.map((d) => d.decision)).toEqual(['allow', 'allow', 'allow', 'allow', 'allow', 'allow']);
-    expect(decisions.map((d) => d.shadow && [d.shadow.decision, d.shadow.rule.section])).toEqual([
-      ['deny', 'rules'],
-      ['require_approval', 'rules'],
-      ['deny', 'rules'],
-      undefined,
-      undefined,
-      ['deny', 'limits'],
-    ]);
+    expect(decisions.map((d) => d.shadow && [d.shadow.decision, d.shadow.rule.section])).toEqual(SHADOW_OUTCOMES);
   });
 });

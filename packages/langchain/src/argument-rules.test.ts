@@ -10,8 +10,8 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { AgentPolicyCallbackHandler } from './agent-policy-callback-handler.js';
 import { agentPolicyMiddleware, type ToolApprovalRequest } from './agent-policy-middleware.js';
-import { USAGE, aiMessage } from './test-support.js';
-import { ARGUMENT_RULES } from '@agentpolicy/test-servers';
+import { USAGE, aiMessage, oneCallPerTurn, type Call } from './test-support.js';
+import { ARGUMENT_RULES, SHADOW_CALLS, SHADOW_OUTCOMES } from '@agentpolicy/test-servers';
 
 const FINAL = 'All done.';
 
@@ -48,23 +48,13 @@ function makeTools(ran: string[]) {
   ];
 }
 
-type Call = [name: string, args: Record<string, unknown>];
-
 /** A model that makes all `calls` in one turn, then answers. */
-function oneTurn(calls: Call[]) {
+function oneTurn(calls: readonly Call[]) {
   return fakeModel()
     .respond(aiMessage({ content: '', tool_calls: calls.map(([name, args], i) => ({ name, args, id: `call_${i}`, type: 'tool_call' as const })), usage_metadata: USAGE }))
     .respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
 }
 
-/** A model that makes one call per turn, then answers. */
-function oneCallPerTurn(calls: Call[]) {
-  let model = fakeModel();
-  calls.forEach(([name, args], i) => {
-    model = model.respond(aiMessage({ content: '', tool_calls: [{ name, args, id: `call_${i}`, type: 'tool_call' }], usage_metadata: USAGE }));
-  });
-  return model.respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
-}
 
 function agentFor(session: PolicySession, ran: string[], model: ReturnType<typeof fakeModel>) {
   return createAgent({ model, tools: makeTools(ran), middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
@@ -176,28 +166,14 @@ describe('argument rules through createAgent and agentPolicyMiddleware', () => {
   it('mode: shadow lets every call run, with no interrupt, and records what would have been decided', async () => {
     const ran: string[] = [];
     const session = AgentPolicy.fromDict({ ...ARGUMENT_RULES, mode: 'shadow' }).session();
-    const model = oneCallPerTurn([
-      ['send_email', { to: 'eve@gmail.com' }],
-      ['refund', { amount: 250 }],
-      ['shell', { command: 'rm -rf /' }],
-      ['search', { query: 'a' }],
-      ['search', { query: 'b' }],
-      ['search', { query: 'c' }],
-    ]);
+    const model = oneCallPerTurn(SHADOW_CALLS);
     const result = await agentFor(session, ran, model).invoke({ messages: [new HumanMessage('go')] }, thread('shadow'));
 
     expect(result.__interrupt__).toBeUndefined();
     expect(ran).toEqual(['send_email eve@gmail.com', 'refund 250', 'shell rm -rf /', 'search a', 'search b', 'search c']);
     const decisions = toolDecisions(session);
     expect(decisions.map((d) => d.decision)).toEqual(['allow', 'allow', 'allow', 'allow', 'allow', 'allow']);
-    expect(decisions.map((d) => d.shadow && [d.shadow.decision, d.shadow.rule.section])).toEqual([
-      ['deny', 'rules'],
-      ['require_approval', 'rules'],
-      ['deny', 'rules'],
-      undefined,
-      undefined,
-      ['deny', 'limits'],
-    ]);
+    expect(decisions.map((d) => d.shadow && [d.shadow.decision, d.shadow.rule.section])).toEqual(SHADOW_OUTCOMES);
   });
 });
 

@@ -3,7 +3,6 @@
 // with fakeModel(): rules, approval requests, fingerprints and declared costs all read the schema-parsed input.
 import { AgentPolicy, type PolicySession } from '@agentpolicy/core';
 import { HumanMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
-import { fakeModel } from '@langchain/core/testing';
 import { DynamicTool, tool } from '@langchain/core/tools';
 import { Command, MemorySaver } from '@langchain/langgraph';
 import { createAgent } from 'langchain';
@@ -11,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { AgentPolicyCallbackHandler } from './agent-policy-callback-handler.js';
 import { agentPolicyMiddleware, type AgentPolicyMiddlewareOptions, type ToolApprovalRequest } from './agent-policy-middleware.js';
-import { USAGE, aiMessage } from './test-support.js';
+import { oneCallPerTurn, type Call } from './test-support.js';
 
 const FINAL = 'All done.';
 
@@ -69,17 +68,8 @@ function makeTools(ran: string[]) {
   ];
 }
 
-type Call = [name: string, args: Record<string, unknown>];
 
-function oneCallPerTurn(calls: Call[]) {
-  let model = fakeModel();
-  calls.forEach(([name, args], i) => {
-    model = model.respond(aiMessage({ content: '', tool_calls: [{ name, args, id: `call_${i}`, type: 'tool_call' }], usage_metadata: USAGE }));
-  });
-  return model.respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
-}
-
-function agentFor(session: PolicySession, ran: string[], calls: Call[], options: AgentPolicyMiddlewareOptions = {}) {
+function agentFor(session: PolicySession, ran: string[], calls: readonly Call[], options: AgentPolicyMiddlewareOptions = {}) {
   return createAgent({ model: oneCallPerTurn(calls), tools: makeTools(ran), middleware: [agentPolicyMiddleware(session, options)], checkpointer: new MemorySaver() });
 }
 

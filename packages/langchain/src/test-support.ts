@@ -1,5 +1,6 @@
 // Shared by the tests only (not part of the package: tsup builds from index.ts).
 import { AIMessage, type StandardMessageStructure, type UsageMetadata } from '@langchain/core/messages';
+import { fakeModel } from '@langchain/core/testing';
 
 /** 10 input + 5 output tokens. */
 export const USAGE: UsageMetadata = { input_tokens: 10, output_tokens: 5, total_tokens: 15 };
@@ -28,4 +29,16 @@ export function aiMessage(fields: Exclude<Fields, string | unknown[]>): AIMessag
 /** An AI message that calls one tool. */
 export function toolCallMessage(name: string, args: Record<string, unknown>, id: string, usage: UsageMetadata = USAGE): AIMessage {
   return aiMessage({ content: '', tool_calls: [{ name, args, id, type: 'tool_call' }], usage_metadata: usage });
+}
+
+/** A tool call a scripted model makes: the tool's name and its arguments. */
+export type Call = readonly [name: string, args: Readonly<Record<string, unknown>>];
+
+/** A fake model that makes one of `calls` per turn (ids `call_0`, `call_1`, …), then answers `final`. */
+export function oneCallPerTurn(calls: readonly Call[], final = 'All done.') {
+  let model = fakeModel();
+  calls.forEach(([name, args], i) => {
+    model = model.respond(toolCallMessage(name, { ...args }, `call_${i}`));
+  });
+  return model.respond(aiMessage({ content: final, usage_metadata: USAGE }));
 }

@@ -7,7 +7,7 @@ import type { RunnableToolFunctionWithParse } from 'openai/lib/RunnableFunction'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
 import { wrapOpenAI } from './wrap-openai.js';
-import { ARGUMENT_RULES } from '@agentpolicy/test-servers';
+import { ARGUMENT_RULES, SHADOW_CALLS, SHADOW_OUTCOMES } from '@agentpolicy/test-servers';
 
 const USER = [{ role: 'user' as const, content: 'Do the task.' }];
 
@@ -133,12 +133,7 @@ describe('argument rules on the tool calls the model returns', () => {
   it('mode: shadow passes every call through and records what would have been decided', async () => {
     const { session, ran, runTools } = setup({ ...ARGUMENT_RULES, mode: 'shadow' });
     server.reply(
-      call('m1', 'send_email', { to: 'eve@gmail.com' }),
-      call('m2', 'refund', { amount: 250 }),
-      call('m3', 'shell', { command: 'rm -rf /' }),
-      call('m4', 'search', { query: 'a' }),
-      call('m5', 'search', { query: 'b' }),
-      call('m6', 'search', { query: 'c' }),
+      ...SHADOW_CALLS.map(([name, input], i) => call(`m${i + 1}`, name, input)),
       {},
     );
     await runTools('send_email', 'refund', 'shell', 'search').finalContent();
@@ -146,13 +141,6 @@ describe('argument rules on the tool calls the model returns', () => {
     expect(ran).toHaveLength(6);
     const decisions = toolDecisions(session);
     expect(decisions.map((d) => d.decision)).toEqual(['allow', 'allow', 'allow', 'allow', 'allow', 'allow']);
-    expect(decisions.map((d) => d.shadow && [d.shadow.decision, d.shadow.rule.section])).toEqual([
-      ['deny', 'rules'],
-      ['require_approval', 'rules'],
-      ['deny', 'rules'],
-      undefined,
-      undefined,
-      ['deny', 'limits'],
-    ]);
+    expect(decisions.map((d) => d.shadow && [d.shadow.decision, d.shadow.rule.section])).toEqual(SHADOW_OUTCOMES);
   });
 });
