@@ -1,11 +1,4 @@
 import { defineConfig } from 'tsup';
+import { packageBuild } from '../../tsup.base.ts';
 
-export default defineConfig({
-  entry: ['src/index.ts'],
-  format: ['esm', 'cjs'],
-  dts: true,
-  target: 'node22',
-  platform: 'node',
-  clean: true,
-  sourcemap: true,
-});
+export default defineConfig({ ...packageBuild, format: [...packageBuild.format], entry: [...packageBuild.entry] });
