@@ -21,6 +21,7 @@ export {
 } from './approval-store.js';
 export { signApprovalToken, verifyApprovalToken, type ApprovalTokenClaims, type TokenCheck } from './approval-token.js';
 export { actionFingerprint, canonicalInput, type FingerprintParts } from './action-fingerprint.js';
+export { waitingInputs, type ReturnedCall } from './waiting-inputs.js';
 export { boundString, boundValue, MAX_RECORDED_STRING } from './bounded-record.js';
 export type { SessionReport } from './audit-trail.js';
 export type { SoftLimitEvent } from './budget-ledger.js';

@@ -136,7 +136,7 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       const { name, id, args: raw } = request.toolCall;
       // What the tool will run with (its zod schema's defaults and transforms applied): what the rules, the approval
       // request, the fingerprint and the declared cost all read. The tool still parses the model's arguments itself.
-      const parsed = await waitingToolInputOf(session, request.tool, id, raw);
+      const parsed = await waitingToolInputOf(session, request.tool, name, id, raw);
       const { input: args, rejected } = parsed;
       const key = toolCallKey(id);
       const cost = toolCost(options.toolCosts, name, args);
@@ -151,7 +151,7 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       // take this call's interrupt slot again, so the answers further in keep their places.
       if (run.decision.decision === 'allow' && run.decision.approval?.via === 'request' && resumeWaiting().source === 'task') interrupt(approvalRequestOf(session, run.decision, name, args, id));
       // A resume runs this hook again: the call is decided again on the input the human is shown.
-      rememberWaiting(session, id, raw, parsed, run.decision.decision === 'require_approval');
+      rememberWaiting(session, name, id, raw, parsed, run.decision.decision === 'require_approval');
       while (run.decision.decision === 'require_approval' && run.decision.approvalRequest) {
         const waiting = resumeWaiting();
         if (waiting.source === 'broadcast') await refuseAmbiguous(session, waiting, run.decision.approvalRequest.id);
@@ -163,7 +163,7 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
         // Core decides again with the answer bound to its request: a rejection is a recorded denial with who and
         // why; an approval counts only for this call and still loses to a block or an exhausted budget.
         run = await decide(session, name, { ...check, approval: answer });
-        rememberWaiting(session, id, raw, parsed, run.decision.decision === 'require_approval');
+        rememberWaiting(session, name, id, raw, parsed, run.decision.decision === 'require_approval');
       }
       if (run.decision.decision !== 'allow') return denial(request.toolCall, run.decision, decisionError(run.decision).message);
       return runAllowed(session, run, request, handler, () => decide(session, name, check), rejected);

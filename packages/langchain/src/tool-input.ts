@@ -1,4 +1,4 @@
-import { canonicalInput, type PolicySession } from '@agentpolicy/core';
+import { waitingInputs, type PolicySession } from '@agentpolicy/core';
 import { interopParseAsync, isInteropZodSchema } from '@langchain/core/utils/types';
 
 /** A tool call's input as the policy decides it. */
@@ -33,46 +33,18 @@ export async function toolInputOf(tool: unknown, args: unknown): Promise<ToolInp
   return { input: typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? parsed : args, rejected: false };
 }
 
-const REMEMBERED = 1024;
-
-// Parsed inputs of tool calls waiting for an approval, per session, by tool call id and the model's arguments. A
-// resume runs the middleware again from the start, and a schema whose parse is not deterministic (a default taken
-// from the clock or a random id) would give that run another input, so another fingerprint, and the approval would
-// never match it. In memory: a resume in another process parses again.
-const waiting = new WeakMap<PolicySession, Map<string, ToolInput>>();
-
-function waitingKey(toolCallId: string | undefined, args: unknown): string | undefined {
-  if (toolCallId === undefined || toolCallId === '') return undefined;
-  try {
-    return `${toolCallId}\u0000${canonicalInput(args)}`;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * {@link toolInputOf}, or the input a call with this id and these arguments was decided on while it waits for an
- * approval (see {@link rememberWaiting}).
+ * approval (core's `waitingInputs`: a resume runs the middleware again from the start, and a parse that is not
+ * deterministic would give it another input).
  */
-export async function waitingToolInputOf(session: PolicySession, tool: unknown, toolCallId: string | undefined, args: unknown): Promise<ToolInput> {
-  const calls = waiting.get(session);
-  const key = calls !== undefined && calls.size > 0 ? waitingKey(toolCallId, args) : undefined;
-  const remembered = key === undefined ? undefined : calls?.get(key);
-  return remembered ?? toolInputOf(tool, args);
+export async function waitingToolInputOf(session: PolicySession, tool: unknown, name: string, toolCallId: string | undefined, args: unknown): Promise<ToolInput> {
+  const remembered = waitingInputs.get(session, { id: toolCallId, name, sent: args });
+  return remembered === undefined ? toolInputOf(tool, args) : { input: remembered.input, rejected: false };
 }
 
 /** Keeps the input of a call that waits for an approval (`waits`), or forgets it once the call is decided. */
-export function rememberWaiting(session: PolicySession, toolCallId: string | undefined, args: unknown, input: ToolInput, waits: boolean): void {
-  let calls = waiting.get(session);
+export function rememberWaiting(session: PolicySession, name: string, toolCallId: string | undefined, args: unknown, input: ToolInput, waits: boolean): void {
   // Arguments used as they are need no memory.
-  if (input.input === args || (!waits && (calls === undefined || calls.size === 0))) return;
-  const key = waitingKey(toolCallId, args);
-  if (key === undefined) return;
-  if (!waits) {
-    calls?.delete(key);
-    return;
-  }
-  if (calls === undefined) waiting.set(session, (calls = new Map()));
-  if (calls.size >= REMEMBERED) calls.clear();
-  calls.set(key, input);
+  if (input.input !== args) waitingInputs.set(session, { id: toolCallId, name, sent: args }, input.input, waits);
 }

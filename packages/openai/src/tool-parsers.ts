@@ -1,4 +1,4 @@
-import type { PolicySession } from '@agentpolicy/core';
+import { waitingInputs, type PolicySession, type ReturnedCall } from '@agentpolicy/core';
 import { toolInputOf, type ReturnedToolCall } from './tool-calls.js';
 
 /** Reads a function call's JSON `arguments` text into the value the tool function runs with. */
@@ -77,7 +77,7 @@ export class ToolParsers {
   async inputOf(session: PolicySession, call: ReturnedToolCall): Promise<ParsedToolInput | undefined> {
     const parser = this.parsers.get(call.name);
     if (parser === undefined) return undefined;
-    const remembered = waitingInput(session, call);
+    const remembered = waitingInputs.get(session, waitingCall(call));
     if (remembered !== undefined) {
       // An awaited parse and a synchronous one alike take the settled value.
       this.results?.set(key(call.name, call.arguments), { threw: false, value: remembered.input });
@@ -155,37 +155,14 @@ function governedTool(tool: unknown, parsers: ToolParsers): unknown {
 
 // ---- calls waiting for an approval ---------------------------------------------------------------------------------
 
-const REMEMBERED = 1024;
-
-// Parsed inputs of tool calls that wait for an approval, per session, by call id, tool name and arguments text. A
-// replay of the call (the conversation sent again after the answer, the model returning the same call) would parse
-// again, and a parse that is not deterministic (a default from the clock, a random id) would give it another input,
-// so another call identity, which the answer would not match. In memory: another process parses again.
-const waiting = new WeakMap<PolicySession, Map<string, { readonly input: unknown }>>();
-
-function waitingKey(call: ReturnedToolCall): string | undefined {
-  return call.id === '' ? undefined : `${call.id}\u0000${key(call.name, call.arguments)}`;
-}
-
-function waitingInput(session: PolicySession, call: ReturnedToolCall): { readonly input: unknown } | undefined {
-  const calls = waiting.get(session);
-  if (calls === undefined || calls.size === 0) return undefined;
-  const at = waitingKey(call);
-  return at === undefined ? undefined : calls.get(at);
+/** The call as core's {@link waitingInputs} keys it: its id, tool and arguments text. */
+function waitingCall(call: ReturnedToolCall): ReturnedCall {
+  return { id: call.id, name: call.name, sent: call.arguments };
 }
 
 /** Keeps the parsed input of a call that waits for an approval (`waits`), or forgets it once it is decided. */
 export function rememberWaiting(session: PolicySession, call: ReturnedToolCall, input: ParsedToolInput, waits: boolean): void {
-  const at = waitingKey(call);
-  if (at === undefined || input.rejected) return;
-  let calls = waiting.get(session);
-  if (!waits) {
-    calls?.delete(at);
-    return;
-  }
-  if (calls === undefined) waiting.set(session, (calls = new Map()));
-  if (calls.size >= REMEMBERED) calls.clear();
-  calls.set(at, { input: input.input });
+  if (!input.rejected) waitingInputs.set(session, waitingCall(call), input.input, waits);
 }
 
 // ---- the helpers that parse tool arguments -------------------------------------------------------------------------
