@@ -148,10 +148,11 @@ export async function runAllowed<R>(
   const settle = async (run: ToolRun, error: unknown, failed: boolean): Promise<void> => {
     if (!run.reservation) return;
     if (!failed) await run.reservation.commit();
-    // An interrupt raised inside the tool ends nothing: it runs again on resume. Arguments the tool's own schema
-    // rejected (checked before the call was decided, and rejected again by the tool) never reached its body.
-    else if (isGraphBubbleUp(error) || (rejectedInput && error instanceof ToolInputParsingException)) await run.reservation.release();
-    else await run.reservation.fail({ error });
+    // An interrupt raised inside the tool ends nothing: it runs again on resume.
+    else if (isGraphBubbleUp(error)) await run.reservation.release();
+    // Arguments the tool's own schema rejected (checked before the call was decided, and rejected again by the tool)
+    // never reached its body: a refused input, a 4xx under core's one rule for a tool that throws.
+    else await run.reservation.fail(rejectedInput && error instanceof ToolInputParsingException ? { status: 422, error } : { error });
   };
   const invoke = async (tool: ToolLike, input: unknown, config: unknown): Promise<unknown> => {
     const run = await take();
