@@ -123,3 +123,163 @@ describe('session.fetch', () => {
     await expect(paid(`http://127.0.0.1:${port}/again`)).rejects.toMatchObject({ code: 'BUDGET_EXCEEDED' });
   });
 });
+
+describe('session.fetch: what is checked is what is sent', () => {
+  // An underlying fetch that records what would be requested and answers 200, so hostnames are never resolved.
+  function recorder(answer: (request: Request) => Response = () => new Response('recorded')) {
+    const sent: string[] = [];
+    const fetch = async (input: string | URL | Request, init?: RequestInit) => {
+      const request = new Request(input, init);
+      sent.push(request.url);
+      return answer(request);
+    };
+    return { sent, fetch: fetch as typeof globalThis.fetch };
+  }
+  const policy = () => new AgentPolicy({ allowedDomains: ['allowed.example', '127.0.0.1'], blockedDomains: ['evil.example'] });
+
+  it('a URL subclass whose toString names another host is decided on the host it is sent to', async () => {
+    class Disguised extends URL {
+      override toString(): string {
+        return 'http://evil.example/steal';
+      }
+    }
+    const session = policy().session();
+    const { sent, fetch } = recorder();
+    const error = await session.createFetch({ fetch })(new Disguised('http://allowed.example/')).catch((e: unknown) => e);
+    expect(sent).not.toContain('http://evil.example/steal');
+    if (sent.length === 0) expect(PolicyDeniedError.isInstance(error)).toBe(true);
+    for (const decision of session.report().decisions.filter((d) => d.decision === 'allow')) expect(decision.action).toMatchObject({ domain: 'allowed.example' });
+  });
+
+  it('a URL subclass whose href getter lies is decided on the URL actually sent (and recorded as sent)', async () => {
+    class Disguised extends URL {
+      override get href(): string {
+        return 'http://allowed.example/';
+      }
+    }
+    const session = policy().session();
+    const { sent, fetch } = recorder();
+    const error = await session.createFetch({ fetch })(new Disguised('http://evil.example/x')).catch((e: unknown) => e);
+    expect(sent).toEqual([]);
+    expect(PolicyDeniedError.isInstance(error)).toBe(true);
+    expect(session.report().decisions.map((d) => [d.decision, d.action.type === 'http' && d.action.domain])).toEqual([['deny', 'evil.example']]);
+  });
+
+  it('a Request subclass whose url getter lies is decided on the URL it carries', async () => {
+    class Disguised extends Request {
+      override get url(): string {
+        return 'http://allowed.example/';
+      }
+    }
+    const session = policy().session();
+    const { sent, fetch } = recorder();
+    const error = await session.createFetch({ fetch })(new Disguised('http://evil.example/x', { method: 'POST', body: 'secret' })).catch((e: unknown) => e);
+    expect(sent).toEqual([]);
+    expect(PolicyDeniedError.isInstance(error)).toBe(true);
+  });
+
+  it('a URL changed while its check is pending is sent as it was checked', async () => {
+    const session = policy().session();
+    const { sent, fetch } = recorder();
+    const url = new URL('http://allowed.example/ok');
+    const pending = session.createFetch({ fetch })(url);
+    url.hostname = 'evil.example';
+    await pending.catch(() => undefined);
+    expect(sent).toEqual(['http://allowed.example/ok']);
+  });
+
+  it('the method decided is the method sent, for a Request and a later init', async () => {
+    const session = new AgentPolicy({ rules: [{ deny: 'no deletes', action: 'http', if: { method: { eq: 'DELETE' } } }] }).session();
+    const { fetch } = recorder();
+    const methods: string[] = [];
+    const sending = session.createFetch({
+      fetch: async (input, init) => {
+        methods.push(new Request(input, init).method);
+        return fetch(input, init);
+      },
+    });
+    await expect(sending(new Request('http://allowed.example/', { method: 'DELETE' }))).rejects.toBeInstanceOf(PolicyDeniedError);
+    await expect(sending(new Request('http://allowed.example/', { method: 'GET' }), { method: 'delete' })).rejects.toBeInstanceOf(PolicyDeniedError);
+    expect(methods).toEqual([]);
+  });
+
+  it('a URL that fetch refuses to build (userinfo, GET with a body) charges nothing; a blocked host in it is still a recorded deny', async () => {
+    const session = new AgentPolicy({ budget: 1, blockedDomains: ['evil.example'] }).session();
+    const { sent, fetch } = recorder();
+    const paid = session.createFetch({ fetch, cost: 0.5 });
+    const blocked = await paid('https://allowed.example@evil.example/').catch((e: unknown) => e);
+    expect(PolicyDeniedError.isInstance(blocked)).toBe(true);
+    expect((blocked as PolicyDeniedError).decision.rule).toMatchObject({ section: 'network', list: 'block' });
+    await expect(paid('https://user:pw@allowed.example/')).rejects.toThrow(TypeError);
+    await expect(paid('https://allowed.example/', { body: 'x' })).rejects.toThrow(TypeError);
+    expect(sent).toEqual([]);
+    expect(session.spent).toBe(0);
+  });
+
+  it.each([
+    ['absolute', 'http://evil.example/x'],
+    ['scheme-relative', '//evil.example/x'],
+    ['with userinfo naming an allowed host', 'http://allowed.example@evil.example/x'],
+    ['with a backslash', 'http:\\\\evil.example\\x'],
+    ['to file:', 'file:///etc/passwd'],
+    ['to an IPv6 form of a blocked address', 'http://[::ffff:a9fe:a9fe]/latest/meta-data/'],
+  ])('a redirect %s to a blocked host is refused before it is requested', async (_name, location) => {
+    const session = new AgentPolicy({ blockedDomains: ['evil.example', '169.254.169.254'] }).session();
+    const { sent, fetch } = recorder((request) => (request.url === 'http://allowed.example/start' ? new Response(null, { status: 302, headers: { location } }) : new Response('landed')));
+    await expect(session.createFetch({ fetch })('http://allowed.example/start')).rejects.toBeInstanceOf(PolicyDeniedError);
+    expect(sent).toEqual(['http://allowed.example/start']);
+  });
+
+  it.each([301, 302, 303, 307, 308])('a %i to a host outside network.allow is refused', async (status) => {
+    const session = policy().session();
+    const { sent, fetch } = recorder((request) => (request.url.endsWith('/start') ? new Response(null, { status, headers: { location: 'http://unlisted.example/' } }) : new Response('landed')));
+    await expect(session.createFetch({ fetch })('http://allowed.example/start', { method: 'POST', body: 'b' })).rejects.toBeInstanceOf(PolicyDeniedError);
+    expect(sent).toEqual(['http://allowed.example/start']);
+  });
+
+  it('an underlying fetch that follows redirects on its own: a response from a host the policy refuses is not handed back', async () => {
+    const session = policy().session();
+    const followed = (async () => {
+      const response = new Response('metadata secrets');
+      Object.defineProperty(response, 'redirected', { value: true });
+      Object.defineProperty(response, 'url', { value: 'http://evil.example/after' });
+      return response;
+    }) as typeof globalThis.fetch;
+    const error = await session.createFetch({ fetch: followed })('http://allowed.example/').catch((e: unknown) => e);
+    expect(PolicyDeniedError.isInstance(error)).toBe(true);
+    expect(session.report().decisions.at(-1)).toMatchObject({ decision: 'deny', action: { domain: 'evil.example' } });
+  });
+
+  it.each([Number.NaN, -1, 1.5, '3', Number.POSITIVE_INFINITY])('maxRedirects %j is refused with a clear error', (maxRedirects) => {
+    const session = new AgentPolicy({}).session();
+    expect(() => session.createFetch({ maxRedirects: maxRedirects as number })).toThrow(/maxRedirects/);
+  });
+
+  it('a Host header naming another host is not sent (a blocked virtual host on an allowed address)', async () => {
+    const session = new AgentPolicy({ allowedDomains: ['127.0.0.1'] }).session();
+    const before = hits.length;
+    const response = await session.fetch(`http://127.0.0.1:${port}/vhost`, { headers: { host: 'evil.example' } });
+    expect(response.status).toBe(200);
+    expect(hits.slice(before).map((hit) => hit.host)).toEqual([`127.0.0.1:${port}`]);
+    // An underlying fetch that would honour it never sees it either.
+    const seen: Array<string | null> = [];
+    const honouring = (async (input: string | URL | Request, init?: RequestInit) => {
+      seen.push(new Request(input, init).headers.get('host'));
+      return new Response('ok');
+    }) as typeof globalThis.fetch;
+    await session.createFetch({ fetch: honouring })('http://127.0.0.1/', { headers: { Host: 'evil.example' } });
+    expect(seen).toEqual([null]);
+  });
+
+  it('passes the caller’s dispatcher on to the underlying fetch', async () => {
+    const session = new AgentPolicy({}).session();
+    const seen: unknown[] = [];
+    const dispatcher = { marker: 'proxy' };
+    const inner = (async (_input: string | URL | Request, init?: RequestInit & { dispatcher?: unknown }) => {
+      seen.push(init?.dispatcher);
+      return new Response('ok');
+    }) as typeof globalThis.fetch;
+    await session.createFetch({ fetch: inner })('http://allowed.example/', { dispatcher } as RequestInit);
+    expect(seen).toEqual([dispatcher]);
+  });
+});
