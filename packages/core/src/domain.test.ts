@@ -253,3 +253,100 @@ describe('domain matching is linear in the host length', () => {
     expect((await session.checkHttp(`https://${'a'.repeat(16_000)}.good.example/`)).decision).toBe('allow');
   });
 });
+
+describe('an entry naming this machine blocks every way of reaching it', () => {
+  const thisMachine = [
+    'http://localhost/',
+    'http://LOCALHOST./',
+    'http://api.localhost/',
+    'http://127.0.0.1/',
+    'http://127.1/',
+    'http://127.0.0.2:8080/',
+    'http://2130706434/',
+    'http://0x7f000001/',
+    'http://0177.0.0.1/',
+    'http://0.0.0.0/',
+    'http://0/',
+    'http://[::1]/',
+    'http://[0:0:0:0:0:0:0:1]/',
+    'http://[::]/',
+    'http://[::ffff:127.0.0.2]/',
+    'http://[::ffff:0.0.0.0]/',
+    'http://[::127.0.0.1]/',
+    'http://[64:ff9b::7f00:1]/',
+    'http://[2002:7f00:1::]/',
+  ];
+
+  it.each(['localhost', '127.0.0.1', '::1', '0.0.0.0', '[::]', '127.0.0.53'])('block: [%s] denies every form of this machine', async (entry) => {
+    const session = new AgentPolicy({ blockedDomains: [entry] }).session();
+    for (const url of thisMachine) {
+      const decision = await session.checkHttp(url);
+      expect([url, decision.decision, decision.rule]).toEqual([url, 'deny', { section: 'network', list: 'block', entry }]);
+    }
+    expect((await session.checkHttp('http://localhost.example.com/')).decision).toBe('allow');
+    expect((await session.checkHttp('http://128.0.0.1/')).decision).toBe('allow');
+    expect((await session.checkHttp('http://[2001:db8::1]/')).decision).toBe('allow');
+  });
+
+  it('the most specific entry is still the one named', () => {
+    const block = new DomainMatcher(['localhost', '127.0.0.1'], 'subtree');
+    expect(block.match('127.0.0.1', true)).toBe('127.0.0.1');
+    expect(block.match('127.0.0.2', true)).toBe('localhost');
+    expect(block.match('localhost', false)).toBe('localhost');
+  });
+
+  it('an approval rule on localhost covers the loopback addresses; a *.localhost wildcard does not widen', async () => {
+    const rules = new AgentPolicy({ approvalRules: [{ domain: 'localhost' }] }).session();
+    expect((await rules.checkHttp('http://0.0.0.0:3000/')).decision).toBe('require_approval');
+    const wildcard = new DomainMatcher(['*.localhost'], 'subtree');
+    expect(wildcard.match('127.0.0.1', true)).toBeUndefined();
+    expect(wildcard.match('a.localhost', false)).toBe('*.localhost');
+  });
+
+  it('an allow list stays exact: allowing 127.0.0.1 allows neither localhost nor 127.0.0.2', async () => {
+    const session = new AgentPolicy({ allowedDomains: ['127.0.0.1'] }).session();
+    expect((await session.checkHttp('http://127.0.0.1/')).decision).toBe('allow');
+    expect((await session.checkHttp('http://localhost/')).decision).toBe('deny');
+    expect((await session.checkHttp('http://127.0.0.2/')).decision).toBe('deny');
+    expect((await session.checkHttp('http://0.0.0.0/')).decision).toBe('deny');
+  });
+});
+
+describe('URL tricks decide on the host the request goes to', () => {
+  const session = new AgentPolicy({ allowedDomains: ['allowed.example', '*.ourco.example'], blockedDomains: ['evil.example'] }).session();
+  it.each([
+    ['https://allowed.example@evil.example/', 'evil.example'],
+    ['https://allowed.example:443@evil.example/', 'evil.example'],
+    ['https://evil.example#@allowed.example', 'evil.example'],
+    ['https://evil.example?@allowed.example/', 'evil.example'],
+    ['https://evil.example\\@allowed.example', 'evil.example'],
+    ['https://evil.example\\.allowed.example/', 'evil.example'],
+    ['https:\\\\evil.example', 'evil.example'],
+    ['https:evil.example', 'evil.example'],
+    ['https:/evil.example', 'evil.example'],
+    ['https://ev\til.example/', 'evil.example'],
+    ['https://evil.ex\nample/', 'evil.example'],
+    [' \u0000https://evil.example/ ', 'evil.example'],
+    ['https://%65vil.example/', 'evil.example'],
+    ['https://evil.example%2e/', 'evil.example'],
+    ['HTTPS://EVIL.EXAMPLE/', 'evil.example'],
+    ['https://evil.example./', 'evil.example'],
+    ['https://evil。example/', 'evil.example'],
+    ['https://evil．example/', 'evil.example'],
+    ['https://ｅｖｉｌ.example/', 'evil.example'],
+    ['https://ourco.example.evil.example/', 'ourco.example.evil.example'],
+  ])('%j is decided as %s and denied', async (url, expected) => {
+    const decision = await session.checkHttp(url);
+    expect(decision.decision).toBe('deny');
+    expect(decision.action.type === 'http' && decision.action.domain).toBe(expected);
+  });
+
+  it.each(['https://evilourco.example/', 'https://ourco.example/', 'https://x.ourco.example.evil/'])('%s is not under *.ourco.example', async (url) => {
+    expect((await session.checkHttp(url)).decision).toBe('deny');
+  });
+
+  it.each(['http://[fe80::1%25eth0]/', 'http://allowed.example%00.evil.example/', 'http://allowed.example%40evil.example/', 'blob:https://allowed.example/x', 'wss://allowed.example/'])('%j is refused as input', async (url) => {
+    const decision = await session.checkHttp(url);
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'url' } });
+  });
+});

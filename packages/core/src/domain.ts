@@ -153,6 +153,19 @@ export function embeddedIpv4(host: string): string[] {
   return out;
 }
 
+/**
+ * Whether a normalised host names this machine: the name `localhost` and its subdomains (RFC 6761), a loopback
+ * address (`127.0.0.0/8`, `::1`), an address of "this network" (`0.0.0.0/8`, `::`; a connection to `0.0.0.0` reaches
+ * the local host on Linux and macOS), or an IPv6 literal that carries or routes to one of those IPv4 addresses.
+ */
+export function isThisMachine(host: string, isIp: boolean): boolean {
+  if (!isIp) return host === 'localhost' || host.endsWith('.localhost');
+  if (!host.startsWith('[')) return host.startsWith('127.') || host.startsWith('0.');
+  if (host === '[::1]' || host === '[::]') return true;
+  for (const ipv4 of embeddedIpv4(host)) if (ipv4.startsWith('127.') || ipv4.startsWith('0.')) return true;
+  return false;
+}
+
 interface DomainNode {
   children: Map<string, DomainNode> | undefined;
   /** The entry naming exactly this host. */
@@ -165,13 +178,17 @@ interface DomainNode {
  * A compiled domain list. In `exact` mode `example.com` matches only that host; in `subtree` mode it matches the
  * host and every subdomain, on a label boundary. In both modes `*.example.com` matches strict subdomains only.
  * IP entries match only the same canonical address; in `subtree` mode an IPv4 entry also matches the IPv6 forms that
- * embed it (see {@link embeddedIpv4}). Names are held in a trie of labels read from the right, so a match costs
- * time linear in the host's length, however many labels it has.
+ * embed it (see {@link embeddedIpv4}), and an entry naming this machine (`localhost`, a `127.x` address, `::1`,
+ * `0.0.0.0`, `::`) matches every host that reaches it (see {@link isThisMachine}), so blocking one of them blocks
+ * them all. Names are held in a trie of labels read from the right, so a match costs time linear in the host's
+ * length, however many labels it has.
  */
 export class DomainMatcher {
   private readonly ips = new Map<string, string>();
   private readonly root: DomainNode = { children: undefined, host: undefined, wildcard: undefined };
   private count = 0;
+  /** In `subtree` mode, the first entry naming this machine. */
+  private local: string | undefined;
 
   constructor(
     entries: readonly string[],
@@ -180,6 +197,7 @@ export class DomainMatcher {
     for (const entry of entries) {
       const normalized = normalizeDomainEntry(entry);
       if (!normalized.ok) continue;
+      if (mode === 'subtree' && !normalized.wildcard && this.local === undefined && isThisMachine(normalized.host, normalized.isIp)) this.local = entry;
       if (normalized.isIp) {
         if (!this.ips.has(normalized.host)) {
           this.ips.set(normalized.host, entry);
@@ -211,9 +229,16 @@ export class DomainMatcher {
 
   /**
    * The entry that matches `host` (already normalised by {@link parseTarget}), or `undefined`. The most specific
-   * entry wins: the host itself, then its nearest parent (a `*.` entry before a plain one at the same level).
+   * entry wins: the host itself, then its nearest parent (a `*.` entry before a plain one at the same level), then
+   * an entry naming this machine.
    */
   match(host: string, isIp: boolean): string | undefined {
+    const entry = this.matchListed(host, isIp);
+    if (entry !== undefined || this.local === undefined) return entry;
+    return isThisMachine(host, isIp) ? this.local : undefined;
+  }
+
+  private matchListed(host: string, isIp: boolean): string | undefined {
     if (isIp) {
       const direct = this.ips.get(host);
       if (direct !== undefined || this.mode === 'exact' || this.ips.size === 0 || !host.startsWith('[')) return direct;
