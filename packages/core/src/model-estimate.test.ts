@@ -175,3 +175,36 @@ describe('estimateModelCall on any input', () => {
     );
   });
 });
+
+describe('an unreadable count is refused, never read as absent', () => {
+  it.each([
+    ['inputTokens', -100],
+    ['inputTokens', Number.NaN],
+    ['inputTokens', '5000'],
+    ['inputTokens', 1.5],
+    ['maxOutputTokens', -1],
+    ['maxOutputTokens', Number.POSITIVE_INFINITY],
+    ['files', -1],
+    ['files', '2'],
+    ['characters', -5],
+    ['characters', Number.NaN],
+  ])('%s: %j', async (field, value) => {
+    const model = field === 'characters' ? 'tts-1' : 'gpt-4o';
+    const result = await estimate({ model, provider: 'openai', maxOutputTokens: 10, [field]: value } as ModelCallEstimate);
+    expect(result).toMatchObject({ ok: false, rule: { section: 'input', check: 'usage' } });
+    if (!result.ok) expect(result.reason).toContain(`${field} must be a whole number`);
+  });
+
+  it('a session denies the call before anything is reserved, under a budget or not', async () => {
+    for (const budget of [5, undefined]) {
+      const session = new AgentPolicy(budget === undefined ? {} : { budget }).session();
+      const reservation = await session.reserveModelCall({ model: 'gpt-4o', provider: 'openai', inputTokens: -100_000, maxOutputTokens: 10 });
+      expect(reservation.allowed).toBe(false);
+      expect(reservation.decision.rule).toMatchObject({ section: 'input', check: 'usage' });
+    }
+  });
+
+  it('null and undefined still mean "not given"', async () => {
+    expect((await estimate({ model: 'gpt-4o', provider: 'openai', prompt: 'x', inputTokens: null, files: null, maxOutputTokens: 10 } as unknown as ModelCallEstimate)).ok).toBe(true);
+  });
+});

@@ -203,6 +203,7 @@ function listedMaxOutput(model: string, provider: string | undefined): number | 
 // ---- the estimate ----------------------------------------------------------------------------------------------
 
 const NONE: readonly never[] = Object.freeze([]);
+const COUNTED = ['inputTokens', 'maxOutputTokens', 'files', 'characters'] as const;
 
 function count(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : undefined;
@@ -228,6 +229,15 @@ export function estimateModelCall(estimate: ModelCallEstimate, pricing: Readonly
   if (model.trim() === '') return refuse('the model call names no model', base, { section: 'input', check: 'usage' });
   const n = estimate.n === undefined || estimate.n === null ? 1 : count(estimate.n);
   if (n === undefined || n < 1) return refuse(`n must be a whole number ≥ 1, got ${describe(estimate.n)}`, base, { section: 'input', check: 'usage' });
+  // A count that is given but unreadable (negative, fractional, NaN, a string) is refused, never read as absent: an
+  // absent input count falls back to the prompt (to nothing, without one), and an absent character or file count
+  // to 0, which would reserve less than the call can cost.
+  for (const field of COUNTED) {
+    const value = estimate[field];
+    if (value !== undefined && value !== null && count(value) === undefined) {
+      return refuse(`${field} must be a whole number ≥ 0, got ${describe(value)}`, base, { section: 'input', check: 'usage' });
+    }
+  }
   const billing = billingOf(model, provider, pricing);
   const needsLimits =
     billing.tokens &&
