@@ -53,9 +53,10 @@ export interface Billing {
 
 export type PriceResult =
   | { ok: true; nanos: number; source: 'policy' | 'catalog'; model: string; provider: string | undefined }
-  | { ok: false; reason: string; unpriced: boolean };
+  | { ok: false; reason: string; unpriced: boolean; tooLarge?: true };
 
-const TOO_LARGE: PriceResult = Object.freeze({ ok: false, reason: 'cost is too large to record', unpriced: false });
+// Usage that prices above the most the ledger holds: spend that happened, recorded as that most (see MAX_NANOS).
+const TOO_LARGE: PriceResult = Object.freeze({ ok: false, reason: 'cost is too large to record', unpriced: false, tooLarge: true });
 
 const DATE_SUFFIX = /-(?:\d{4}-\d{2}-\d{2}|\d{8})$/;
 

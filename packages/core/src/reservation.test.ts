@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AgentPolicy } from './policy.js';
+import { MAX_NANOS } from './money.js';
 
 describe('overruns', () => {
   it('a real cost above the estimate is reported per decision and in the totals', async () => {
@@ -39,5 +40,105 @@ describe('overruns', () => {
     const held = await session.reserve(0.005, { source: 'job' });
     await held.commit(0.01);
     expect((await session.checkTool('free_tool')).decision).toBe('allow');
+  });
+});
+
+describe('settling a reservation under attack', () => {
+  it('commit twice, release after commit, commit after release: the first settlement stands, charged once', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const a = await session.reserve(1, { source: 'llm' });
+    await a.commit(0.5);
+    expect((await a.commit(3)).settlement).toMatchObject({ status: 'committed', actual: 0.5 });
+    expect((await a.release()).settlement).toMatchObject({ status: 'committed', actual: 0.5 });
+    expect((await a.fail({ status: 500 })).settlement).toMatchObject({ status: 'committed', actual: 0.5 });
+    const b = await session.reserve(1, { source: 'llm' });
+    await b.release();
+    expect((await b.commit(2)).settlement).toMatchObject({ status: 'released', actual: 0 });
+    expect(session.spent).toBe(0.5);
+    expect(session.report().reserved).toBe(0);
+  });
+
+  it('concurrent settlements of one reservation charge it once', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const held = await session.reserve(1, { source: 'llm' });
+    await Promise.all([held.commit(0.25), held.commit(0.75), held.release(), held.fail()]);
+    expect(session.spent).toBe(0.25);
+  });
+
+  it.each([
+    [Number.NaN, 1],
+    [-1, 1],
+    [Number.POSITIVE_INFINITY, 1],
+    ['0.5', 1],
+  ])('an unreadable actual cost %j charges the estimate, with a note', async (actual, charged) => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const held = await session.reserve(1, { source: 'llm' });
+    const settled = await held.commit(actual as number);
+    expect(session.spent).toBe(charged);
+    expect(settled.action.metadata).toMatchObject({ settlementNote: expect.any(String) });
+  });
+
+  it('a real cost past what the ledger holds is charged as the most it holds, and the budget is over', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const held = await session.reserve(1, { source: 'llm' });
+    const settled = await held.commit(1e308);
+    expect(settled.settlement).toMatchObject({ status: 'committed', actual: MAX_NANOS / 1e9 });
+    expect(settled.action.metadata).toMatchObject({ settlementNote: expect.stringContaining('too large') });
+    expect((await session.checkTool('free')).decision).toBe('deny');
+  });
+
+  it('usage pricing past what the ledger holds is recorded, not dropped, by commit and by recordUsage', async () => {
+    const huge = { inputTokens: Number.MAX_SAFE_INTEGER, outputTokens: 0 };
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const call = await session.reserveModelCall({ model: 'gpt-4o', provider: 'openai', prompt: 'hi', maxOutputTokens: 10 });
+    expect(call.allowed).toBe(true);
+    expect((await call.commit(huge)).settlement).toMatchObject({ actual: MAX_NANOS / 1e9 });
+    expect((await session.checkTool('free')).decision).toBe('deny');
+
+    const recorded = new AgentPolicy({ budget: 5 }).session();
+    const decision = await recorded.recordUsage({ model: 'gpt-4o', provider: 'openai', ...huge });
+    expect(decision).toMatchObject({ decision: 'allow', action: { cost: MAX_NANOS / 1e9 } });
+    expect(recorded.spent).toBe(MAX_NANOS / 1e9);
+    expect((await recorded.checkTool('free')).decision).toBe('deny');
+  });
+
+  it.each([
+    { model: 'gpt-4o', provider: 'openai', inputTokens: -5, outputTokens: 10 },
+    { model: 'gpt-4o', provider: 'openai', inputTokens: Number.NaN },
+    { model: 'gpt-4o', provider: 'openai', inputTokens: '100' },
+    { model: 'no-such-model-anywhere', inputTokens: 10, outputTokens: 10 },
+  ])('usage the session cannot price (%j) charges the estimate on commit, with a note', async (usage) => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const call = await session.reserveModelCall({ model: 'gpt-4o', provider: 'openai', prompt: 'hi', maxOutputTokens: 100 });
+    const settled = await call.commit(usage as never);
+    expect(session.spent).toBe(call.estimate);
+    expect(settled.action.metadata).toMatchObject({ settlementNote: expect.stringContaining('the estimate was charged') });
+  });
+
+  it('1,000 concurrent reservations of $0.01 against $5.00 hold exactly 500, by reserve, reserveAction and reserveModelCall', async () => {
+    const session = new AgentPolicy({ budget: 5, pricing: { 'flat-model': { input: 0, output: 1000 } } }).session();
+    const reservations = await Promise.all(
+      Array.from({ length: 1000 }, (_, i) =>
+        i % 3 === 0
+          ? session.reserve(0.01, { source: 'x' })
+          : i % 3 === 1
+            ? session.reserveAction({ type: 'tool', name: 'search', cost: 0.01 })
+            : session.reserveModelCall({ model: 'flat-model', inputTokens: 0, maxOutputTokens: 10 }),
+      ),
+    );
+    expect(reservations.filter((r) => r.allowed)).toHaveLength(500);
+    await Promise.all(reservations.map((r, i) => (i % 2 ? r.commit() : r.commit(0.02))));
+    const committed = reservations.filter((r, i) => r.allowed && i % 2 === 0).length * 0.02 + reservations.filter((r, i) => r.allowed && i % 2 === 1).length * 0.01;
+    expect(session.spent).toBeCloseTo(committed, 9);
+    expect(session.report().reserved).toBe(0);
+  });
+
+  it('a reservation never settled is charged at its estimate when the session ends (a stream whose usage never came)', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const call = await session.reserveModelCall({ model: 'gpt-4o', provider: 'openai', prompt: 'hi', maxOutputTokens: 100 });
+    session.end();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(session.spent).toBe(call.estimate);
+    expect(call.settled).toBe(true);
   });
 });

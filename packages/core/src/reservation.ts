@@ -4,7 +4,7 @@ import type { BudgetLedger } from './budget-ledger.js';
 import { boundMetadata } from './bounded-record.js';
 import { AgentPolicyError } from './errors.js';
 import { usageMetadata } from './model-usage.js';
-import { nanosToUsd, readCost } from './money.js';
+import { formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
 import type { PriceResult, TokenUsage } from './pricing.js';
 
 /** Actual usage passed to {@link Reservation.commit}; `model` defaults to the reserved model. */
@@ -114,12 +114,16 @@ export function createReservation(
       if (actual === undefined) return settle('committed', estimateNanos);
       if (typeof actual === 'number') {
         const read = readCost(actual);
-        // An unreadable actual cost charges the estimate: spend is never lost.
-        return settle('committed', read.ok ? read.nanos : estimateNanos, read.ok ? undefined : { settlementNote: read.reason });
+        if (read.ok) return settle('committed', read.nanos);
+        // A real cost past what the ledger holds is charged as the most it holds (the budget is certainly passed);
+        // any other unreadable actual cost charges the estimate: spend is never lost.
+        if (Number.isFinite(actual) && actual > 0) return settle('committed', MAX_NANOS, { settlementNote: `${read.reason}; charged as ${formatUsd(MAX_NANOS)}` });
+        return settle('committed', estimateNanos, { settlementNote: read.reason });
       }
       const usage = { ...actual, model: actual?.model ?? model?.model ?? '', ...(actual?.provider ?? model?.provider ? { provider: actual?.provider ?? model?.provider } : {}) } as TokenUsage;
       const price = context.priceUsage(usage);
       if (price.ok) return settle('committed', price.nanos, usageMetadata(usage));
+      if (price.tooLarge) return settle('committed', MAX_NANOS, { ...usageMetadata(usage), settlementNote: `${price.reason}; charged as ${formatUsd(MAX_NANOS)}` });
       return settle('committed', estimateNanos, { ...usageMetadata(usage), settlementNote: `${price.reason}; the estimate was charged` });
     },
     release: (): Promise<Decision> => settle('released', 0),

@@ -24,7 +24,7 @@ import type { CallKeyRef, CallKeyStore } from './call-key-store.js';
 import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
-import { formatUsd, nanosToUsd, readCost } from './money.js';
+import { formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
 import type { CompiledLimit } from './limits.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
 import type { PolicyEvaluator, PolicyProvider, PreparedAction, Verdict } from './policy-evaluator.js';
@@ -625,6 +625,8 @@ export class PolicySession {
       if (price.unpriced && this.ledger.limit === null) {
         return this.recordCharged({ type: 'cost', source, cost: 0, metadata }, 0, `usage of ${source} recorded at $0 (${price.reason})`);
       }
+      // Usage pricing above what the ledger holds happened all the same: charged as the most it holds.
+      if (price.tooLarge) return this.recordCharged({ type: 'cost', source, cost: nanosToUsd(MAX_NANOS), metadata }, MAX_NANOS, `usage of ${source} recorded as ${formatUsd(MAX_NANOS)} (${price.reason})`);
       return this.recordDenied({ type: 'cost', source, cost: 0, metadata }, price.reason, price.unpriced ? { section: 'pricing', model } : { section: 'input', check: 'usage' });
     }
     return this.recordCharged({ type: 'cost', source, cost: nanosToUsd(price.nanos), metadata }, price.nanos, `usage of ${source} recorded: ${formatUsd(price.nanos)}`);
