@@ -310,6 +310,17 @@ describe('an entry naming this machine blocks every way of reaching it', () => {
     expect((await session.checkHttp('http://127.0.0.2/')).decision).toBe('deny');
     expect((await session.checkHttp('http://0.0.0.0/')).decision).toBe('deny');
   });
+
+  it('an allow entry naming one form exactly still allows it beside a block of localhost; the other forms stay blocked', async () => {
+    const session = new AgentPolicy({ allowedDomains: ['127.0.0.1', 'api.localhost', '0.0.0.0'], blockedDomains: ['localhost'] }).session();
+    expect((await session.checkHttp('http://127.0.0.1/')).decision).toBe('allow');
+    expect((await session.checkHttp('http://[::ffff:7f00:1]/')).decision).toBe('allow');
+    expect((await session.checkHttp('http://0.0.0.0/')).decision).toBe('allow');
+    expect((await session.checkHttp('http://localhost/')).rule).toMatchObject({ list: 'block', entry: 'localhost' });
+    expect((await session.checkHttp('http://api.localhost/')).rule).toMatchObject({ list: 'block', entry: 'localhost' });
+    expect((await session.checkHttp('http://127.0.0.2/')).decision).toBe('deny');
+    expect((await session.checkHttp('http://[::1]/')).decision).toBe('deny');
+  });
 });
 
 describe('URL tricks decide on the host the request goes to', () => {

@@ -180,7 +180,7 @@ interface DomainNode {
  * IP entries match only the same canonical address; in `subtree` mode an IPv4 entry also matches the IPv6 forms that
  * embed it (see {@link embeddedIpv4}), and an entry naming this machine (`localhost`, a `127.x` address, `::1`,
  * `0.0.0.0`, `::`) matches every host that reaches it (see {@link isThisMachine}), so blocking one of them blocks
- * them all. Names are held in a trie of labels read from the right, so a match costs time linear in the host's
+ * them all (an allow-list entry naming one of them exactly still allows it: see the policy's list verdict). Names are held in a trie of labels read from the right, so a match costs time linear in the host's
  * length, however many labels it has.
  */
 export class DomainMatcher {
@@ -238,7 +238,8 @@ export class DomainMatcher {
     return isThisMachine(host, isIp) ? this.local : undefined;
   }
 
-  private matchListed(host: string, isIp: boolean): string | undefined {
+  /** {@link match} without the coverage of an entry naming this machine: only an entry naming the host or a parent. */
+  matchListed(host: string, isIp: boolean): string | undefined {
     if (isIp) {
       const direct = this.ips.get(host);
       if (direct !== undefined || this.mode === 'exact' || this.ips.size === 0 || !host.startsWith('[')) return direct;

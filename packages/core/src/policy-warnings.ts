@@ -56,7 +56,7 @@ export function policyWarnings(policy: NormalizedPolicy): PolicyWarning[] {
     policy.network.allow.forEach((entry, index) => {
       const normalized = normalizeDomainEntry(entry);
       if (!normalized.ok) return;
-      const by = blocked.match(normalized.host, normalized.isIp);
+      const by = blocked.matchListed(normalized.host, normalized.isIp);
       if (by === undefined) return;
       const what = normalized.wildcard ? `no subdomain of ${normalized.host}` : `${normalized.host}`;
       warnings.push({

@@ -483,7 +483,11 @@ export class AgentPolicy implements PolicyEvaluator {
       const listed = this.toolListVerdict(action.name);
       if (listed !== undefined) return listed;
     } else if (action.type === 'http') {
-      const blocked = this.blockedDomains.match(action.host, action.isIp);
+      let blocked = this.blockedDomains.match(action.host, action.isIp);
+      // A host blocked only as another form of this machine is still allowed by an allow entry naming it exactly.
+      if (blocked !== undefined && this.allowedDomains !== null && this.allowedDomains.match(action.host, action.isIp) !== undefined) {
+        blocked = this.blockedDomains.matchListed(action.host, action.isIp);
+      }
       if (blocked !== undefined) {
         return { decision: 'deny', reason: `domain ${action.host} is blocked by network.block entry ${JSON.stringify(blocked)}`, rule: { section: 'network', list: 'block', entry: blocked }, approvedRule: false };
       }
