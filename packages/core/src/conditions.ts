@@ -14,7 +14,7 @@ import type { PolicyIssue } from './errors.js';
 import { describe, parseMoney } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
 import { isPlainObject } from './policy-values.js';
-import { commandForms, parseShellCommand } from './shell-command.js';
+import { compileCommandTest, type CommandTest } from './shell-command.js';
 import { unknownKeyMessage } from './suggest.js';
 import { compileGlob } from './tool-matcher.js';
 
@@ -39,6 +39,8 @@ export interface NormalizedCondition {
 type Scalar = string | number | boolean | null;
 // A leaf test: 1 holds, 0 does not, 2 cannot be judged (wrong type, unparseable).
 type Test = (value: unknown) => 0 | 1 | 2;
+// A test of a whole list at the end of a path (a `command` argv), or undefined when the list is not one.
+type ListTest = (list: readonly unknown[]) => 0 | 1 | 2 | undefined;
 
 const MAX_DEPTH = 32;
 
@@ -286,51 +288,21 @@ function compileTest(condition: NormalizedCondition): Test {
       };
     }
     case 'command': {
-      const argvTest = compileArgvTest(operand as string[]);
-      return (value) => {
-        if (typeof value !== 'string') return 2;
-        const argv = parseShellCommand(value);
-        return argv === null ? 2 : argvTest(argv);
-      };
+      const command = compileCommandTest(operand as string[]);
+      return (value) => (typeof value === 'string' ? command.line(value) : 2);
     }
   }
 }
 
 /**
- * Matches an argv against command globs. Its forms (see {@link commandForms}): all matching holds (1), none fails (0),
- * some is undecided (2: holds under `if`, fails under `unless`).
+ * A list reached at the end of a `command` path may be one argv rather than several command lines: its reading as an
+ * argv, 2 when it mixes strings with other values (no argv holds those), or undefined when it holds no string.
  */
-function compileArgvTest(patterns: readonly string[]): (argv: readonly string[]) => 0 | 1 | 2 {
-  const globs = patterns.map(compileGlob);
-  return (argv) => {
-    if (argv.length === 0) return 2;
-    let all = true;
-    let any = false;
-    for (const form of commandForms(argv)) {
-      let matched = false;
-      for (const glob of globs) {
-        if (glob(form)) {
-          matched = true;
-          break;
-        }
-      }
-      if (matched) any = true;
-      else all = false;
-    }
-    return all ? 1 : any ? 2 : 0;
-  };
-}
-
-/** The value at a path when it is a non-empty list of strings reached without crossing an array, else undefined. */
-function directStrings(value: unknown, segments: readonly string[]): string[] | undefined {
-  let current = value;
-  for (const segment of segments) {
-    if (typeof current !== 'object' || current === null || Array.isArray(current) || !Object.hasOwn(current, segment)) return undefined;
-    current = (current as Record<string, unknown>)[segment];
-  }
-  if (!Array.isArray(current) || current.length === 0) return undefined;
-  for (const item of current) if (typeof item !== 'string') return undefined;
-  return current as string[];
+function argvReading(command: CommandTest, list: readonly unknown[]): 0 | 1 | 2 | undefined {
+  let strings = 0;
+  for (let i = 0; i < list.length; i++) if (typeof list[i] === 'string') strings++;
+  if (strings === 0) return undefined;
+  return strings === list.length ? command.argv(list as string[]) : 2;
 }
 
 /** A URL (with a scheme) or a bare host, normalised like request hosts; `undefined` when it is neither. */
@@ -380,31 +352,39 @@ function isIndex(segment: string): boolean {
  * Under `if`: whether some value at the path passes `test` or cannot be judged. Arrays fan out (a numeric segment
  * indexes instead); own properties only, so `__proto__` or `constructor` read nothing.
  */
-function anyHolds(value: unknown, segments: readonly string[], i: number, test: Test, depth: number): boolean {
+function anyHolds(value: unknown, segments: readonly string[], i: number, test: Test, depth: number, list?: ListTest): boolean {
   if (value === undefined || value === null) return false;
   if (depth > MAX_DEPTH) return true;
   if (Array.isArray(value)) {
     const segment = segments[i];
-    if (segment !== undefined && isIndex(segment)) return anyHolds(value[Number(segment)], segments, i + 1, test, depth + 1);
-    for (let k = 0; k < value.length; k++) if (anyHolds(value[k], segments, i, test, depth + 1)) return true;
+    if (segment !== undefined && isIndex(segment)) return anyHolds(value[Number(segment)], segments, i + 1, test, depth + 1, list);
+    if (list !== undefined && i === segments.length) {
+      const whole = list(value);
+      if (whole !== undefined && whole !== 0) return true;
+    }
+    for (let k = 0; k < value.length; k++) if (anyHolds(value[k], segments, i, test, depth + 1, list)) return true;
     return false;
   }
   if (i === segments.length) return test(value) !== 0;
   if (typeof value !== 'object') return false;
   const segment = segments[i] as string;
-  return Object.hasOwn(value, segment) ? anyHolds((value as Record<string, unknown>)[segment], segments, i + 1, test, depth + 1) : false;
+  return Object.hasOwn(value, segment) ? anyHolds((value as Record<string, unknown>)[segment], segments, i + 1, test, depth + 1, list) : false;
 }
 
 /** Under `unless`: how many values at the path there are if every one passes `test`, or -1 if one does not. */
-function everyHolds(value: unknown, segments: readonly string[], i: number, test: Test, depth: number): number {
+function everyHolds(value: unknown, segments: readonly string[], i: number, test: Test, depth: number, list?: ListTest): number {
   if (value === undefined || value === null) return 0;
   if (depth > MAX_DEPTH) return -1;
   if (Array.isArray(value)) {
     const segment = segments[i];
-    if (segment !== undefined && isIndex(segment)) return everyHolds(value[Number(segment)], segments, i + 1, test, depth + 1);
+    if (segment !== undefined && isIndex(segment)) return everyHolds(value[Number(segment)], segments, i + 1, test, depth + 1, list);
+    if (list !== undefined && i === segments.length) {
+      const whole = list(value);
+      if (whole !== undefined && whole !== 1) return -1;
+    }
     let count = 0;
     for (let k = 0; k < value.length; k++) {
-      const result = everyHolds(value[k], segments, i, test, depth + 1);
+      const result = everyHolds(value[k], segments, i, test, depth + 1, list);
       if (result < 0) return -1;
       count += result;
     }
@@ -413,7 +393,7 @@ function everyHolds(value: unknown, segments: readonly string[], i: number, test
   if (i === segments.length) return test(value) === 1 ? 1 : -1;
   if (typeof value !== 'object') return 0;
   const segment = segments[i] as string;
-  return Object.hasOwn(value, segment) ? everyHolds((value as Record<string, unknown>)[segment], segments, i + 1, test, depth + 1) : 0;
+  return Object.hasOwn(value, segment) ? everyHolds((value as Record<string, unknown>)[segment], segments, i + 1, test, depth + 1, list) : 0;
 }
 
 /** A compiled `if` / `unless` block: whether all its conditions hold for the action. */
@@ -431,19 +411,11 @@ export function compileConditions(conditions: readonly NormalizedCondition[], se
     }
     if (condition.op === 'command') {
       // A list of strings may be one argv rather than several command lines: both readings must pass an exception,
-      // and either reading holding makes a deny apply.
-      const argvTest = compileArgvTest(condition.operand as string[]);
-      const argvAt = (action: PreparedAction): string[] | undefined => directStrings(read(action), segments);
-      if (sense === 'unless') {
-        return (action: PreparedAction) => {
-          const argv = argvAt(action);
-          return everyHolds(read(action), segments, 0, test, 0) > 0 && (argv === undefined || argvTest(argv) === 1);
-        };
-      }
-      return (action: PreparedAction) => {
-        const argv = argvAt(action);
-        return anyHolds(read(action), segments, 0, test, 0) || (argv !== undefined && argvTest(argv) !== 0);
-      };
+      // and either reading holding makes a deny apply, at any depth of lists.
+      const command = compileCommandTest(condition.operand as string[]);
+      const list: ListTest = (items) => argvReading(command, items);
+      if (sense === 'unless') return (action: PreparedAction) => everyHolds(read(action), segments, 0, test, 0, list) > 0;
+      return (action: PreparedAction) => anyHolds(read(action), segments, 0, test, 0, list);
     }
     if (segments.length === 1 && condition.path.startsWith('input.')) {
       // The common shape, `input.<field>` holding a string, number or boolean, read without the general walk (which
