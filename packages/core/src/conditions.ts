@@ -16,7 +16,7 @@ import type { PreparedAction } from './policy-evaluator.js';
 import { isPlainObject } from './policy-values.js';
 import { compileCommandTest, type CommandTest } from './shell-command.js';
 import { unknownKeyMessage } from './suggest.js';
-import { compileGlob } from './tool-matcher.js';
+import { compileGlob, foldToolName } from './tool-matcher.js';
 
 /** The operators a condition may use. */
 export const OPERATORS = ['eq', 'ne', 'in', 'not_in', 'glob', 'lt', 'lte', 'gt', 'gte', 'exists', 'domain', 'command'] as const;
@@ -75,6 +75,61 @@ function scalarEquals(value: unknown, operand: Scalar): boolean {
   if (typeof operand === 'number' && typeof value === 'string') return numericString(value) === operand;
   if (typeof operand === 'string' && typeof value === 'number') return numericString(operand) === value;
   return false;
+}
+
+/**
+ * The text a lenient reader takes a string for: trimmed, without control or invisible characters, case-folded, NFKC,
+ * combining marks and common look-alikes folded (as block lists fold tool names). `test-fraud`, `TEST-FRAUD `,
+ * `ｔｅｓｔ-fraud` and `tést-fraud` are one text; a tool, a database collation or a mail server may not tell them apart.
+ */
+function variantText(text: string): string {
+  let plain = true;
+  const n = text.length;
+  for (let i = 0; i < n && plain; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) plain = false;
+  }
+  if (plain) return text.toLowerCase();
+  let kept = '';
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f || (c >= 0x80 && c <= 0x9f) || isInvisible(c)) continue;
+    kept += text[i];
+  }
+  kept = kept.trim();
+  return plainAscii(kept) ? kept.toLowerCase() : foldToolName(kept);
+}
+
+function plainAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+/** Zero-width and other format characters a reader cannot see (ZWSP, ZWJ, word joiner, BOM, bidi controls, soft hyphen). */
+function isInvisible(c: number): boolean {
+  return c === 0xad || c === 0x180e || (c >= 0x200b && c <= 0x200f) || (c >= 0x202a && c <= 0x202e) || (c >= 0x2060 && c <= 0x206f) || c === 0xfeff;
+}
+
+/** Whether a string holds a control or invisible character: it never satisfies an exception by matching. */
+function hasHidden(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f || (c >= 0x80 && (c <= 0x9f || isInvisible(c)))) return true;
+  }
+  return false;
+}
+
+/** The numbers a lenient parser reads a string as (`Number`, `parseFloat`, `parseInt`, thousands separators dropped). */
+function lenientNumberIs(text: string, want: number): boolean {
+  if (text.length > 64) return false;
+  let bare = '';
+  for (let i = 0; i < text.length; i++) if (text[i] !== ',' && text[i] !== '_') bare += text[i];
+  bare = bare.trim();
+  if (bare === '') return false;
+  return Number(bare) === want || Number.parseFloat(bare) === want || Number.parseInt(bare, 10) === want;
 }
 
 // ---- validation ---------------------------------------------------------------------------------------------------
@@ -227,22 +282,24 @@ function readCostOperand(value: unknown, path: string, issues: PolicyIssue[]): n
 
 // ---- compilation ----------------------------------------------------------------------------------------------------
 
-function compileTest(condition: NormalizedCondition): Test {
+/**
+ * A leaf test. `eq`, `in` and `glob` hold exactly (1) on the value as written; on a lenient reading of a string only
+ * (a case, width, accent, look-alike, whitespace or number-format variant) they cannot judge it (2). A string with a
+ * control or invisible character matches only as "cannot judge", so it never satisfies an exception. `ne` and
+ * `not_in` are their negations, with the same undecided middle. `sense` skips readings that cannot change the answer.
+ */
+function compileTest(condition: NormalizedCondition, sense: ConditionSense): Test {
   const operand = condition.operand;
   switch (condition.op) {
-    case 'eq': {
-      const want = operand as Scalar;
-      return (value) => (scalarEquals(value, want) ? 1 : 0);
-    }
-    case 'ne': {
-      const want = operand as Scalar;
-      return (value) => (scalarEquals(value, want) ? 0 : 1);
-    }
+    case 'eq':
+    case 'ne':
     case 'in':
     case 'not_in': {
-      const list = operand as Scalar[];
+      const list = condition.op === 'eq' || condition.op === 'ne' ? [operand as Scalar] : (operand as Scalar[]);
       const strings = new Set(list.filter((item): item is string => typeof item === 'string'));
       const others = list.filter((item) => typeof item !== 'string');
+      const numbers = list.filter((item): item is number => typeof item === 'number');
+      const variants = new Set([...strings].map(variantText));
       const inside = (value: unknown): boolean => {
         if (typeof value === 'string' && strings.has(value)) return true;
         for (let i = 0; i < others.length; i++) if (scalarEquals(value, others[i] as Scalar)) return true;
@@ -252,15 +309,33 @@ function compileTest(condition: NormalizedCondition): Test {
         }
         return false;
       };
-      return condition.op === 'in' ? (value) => (inside(value) ? 1 : 0) : (value) => (inside(value) ? 0 : 1);
+      const variant = (value: string): boolean => {
+        if (variants.has(variantText(value))) return true;
+        for (let i = 0; i < numbers.length; i++) if (lenientNumberIs(value, numbers[i] as number)) return true;
+        return false;
+      };
+      if (condition.op === 'eq' || condition.op === 'in') {
+        // Under unless a variant fails the exception as a miss does: only the hidden-character check is needed.
+        if (sense === 'unless') return (value) => (inside(value) ? (typeof value === 'string' && hasHidden(value) ? 2 : 1) : 0);
+        return (value) => (inside(value) ? 1 : typeof value === 'string' && variant(value) ? 2 : 0);
+      }
+      // ne / not_in: under if a variant holds as a miss does.
+      if (sense === 'if') return (value) => (inside(value) ? 0 : 1);
+      return (value) => (inside(value) ? 0 : typeof value === 'string' && (hasHidden(value) || variant(value)) ? 2 : 1);
     }
     case 'glob': {
-      const globs = (operand as string[]).map(compileGlob);
+      const patterns = operand as string[];
+      const globs = patterns.map(compileGlob);
+      const variantGlobs = patterns.map((pattern) => compileGlob(variantText(pattern)));
+      const any = (list: readonly ((text: string) => boolean)[], text: string): boolean => {
+        for (let i = 0; i < list.length; i++) if ((list[i] as (text: string) => boolean)(text)) return true;
+        return false;
+      };
       return (value) => {
         const text = typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'boolean' ? String(value) : undefined;
         if (text === undefined) return 2;
-        for (let i = 0; i < globs.length; i++) if ((globs[i] as (text: string) => boolean)(text)) return 1;
-        return 0;
+        if (any(globs, text)) return sense === 'unless' && hasHidden(text) ? 2 : 1;
+        return sense === 'if' && any(variantGlobs, variantText(text)) ? 2 : 0;
       };
     }
     case 'lt':
@@ -308,7 +383,17 @@ function argvReading(command: CommandTest, list: readonly unknown[]): 0 | 1 | 2 
 /** A URL (with a scheme) or a bare host, normalised like request hosts; `undefined` when it is neither. */
 function hostOf(value: string): { host: string; isIp: boolean } | undefined {
   let target;
-  if (value.includes('://')) target = parseTarget(value);
+  const scheme = value.indexOf('://');
+  if (scheme >= 0) {
+    // A backslash in the authority: WHATWG URL (fetch) reads it as a path separator, other URL parsers as part of the
+    // userinfo or host (`https://ok.com\@evil.com/` is ok.com to one and evil.com to another), so it is not judged.
+    for (let i = scheme + 3; i < value.length; i++) {
+      const c = value.charCodeAt(i);
+      if (c === 0x2f || c === 0x3f || c === 0x23) break;
+      if (c === 0x5c) return undefined;
+    }
+    target = parseTarget(value);
+  }
   else {
     for (let i = 0; i < value.length; i++) {
       const c = value.charCodeAt(i);
@@ -403,7 +488,7 @@ export type CompiledConditions = (action: PreparedAction) => boolean;
 export function compileConditions(conditions: readonly NormalizedCondition[], sense: ConditionSense): CompiledConditions {
   const compiled = conditions.map((condition) => {
     const { read, segments } = compileReader(condition.path);
-    const test = compileTest(condition);
+    const test = compileTest(condition, sense);
     if (condition.op === 'exists') {
       if (sense === 'unless') return (action: PreparedAction) => everyHolds(read(action), segments, 0, test, 0) > 0;
       const want = condition.operand as boolean;

@@ -137,3 +137,111 @@ describe('command: every way of running rm is denied by a rule on rm', () => {
     }
   });
 });
+
+const values = AgentPolicy.fromDict({
+  rules: [
+    { deny: 'large transfers', tool: 'transfer', if: { 'input.amount': { gt: 1000 } } },
+    { deny: 'that exact amount', tool: 'pay', if: { 'input.amount': { eq: 5000 } } },
+    { deny: 'fraud test account', tool: 'charge', if: { 'input.account': { in: ['test-fraud', 'blocked'] } } },
+    { deny: 'no mail to evil', tool: 'mail', if: { 'input.to': { glob: '*@evil.com' } } },
+    { deny: 'only ourco', tool: 'mail_in', unless: { 'input.to': { glob: '*@ourco.com' } } },
+    { deny: 'not production', tool: 'deploy', unless: { 'input.env': { not_in: ['production'] } } },
+    { deny: 'no evil hosts', tool: 'fetch', if: { 'input.url': { domain: 'evil.com' } } },
+    { deny: 'only ourco hosts', tool: 'fetch_in', unless: { 'input.url': { domain: 'ourco.com' } } },
+    { deny: 'no admin', tool: 'user', if: { 'input.user.role': { eq: 'admin' } } },
+    { deny: 'no deletes in a batch', tool: 'bulk', if: { 'input.ops.action': { eq: 'delete' } } },
+  ],
+});
+
+describe('type games: numbers, case, look-alikes, paths', () => {
+  it.each(['5000', '5e3', ' 5000', '5000 ', '5,000', '0x1388', '5000.0', '+5000', 'Infinity', '1e400', '5000\n', true, { n: 5000 }, [1, 5000]])(
+    'gt 1000 on %j is denied (over or cannot judge)',
+    async (amount) => {
+      expect(await decisionOf(values, 'transfer', { amount })).toBe('deny');
+    },
+  );
+
+  it.each(['5000', '5e3', ' 5000', '+5000', '5000.0', '0x1388', '5000\n', '05000'])('eq 5000 on %j is denied (a reading of it is 5000)', async (amount) => {
+    expect(await decisionOf(values, 'pay', { amount })).toBe('deny');
+  });
+
+  it.each(['TEST-FRAUD', 'test-fraud ', 'ｔｅｓｔ-fraud', 'te\u0301st-fraud', 'tеst-fraud', 'test-fraud\u200b', 'Blocked'])(
+    'in [test-fraud] on %j is denied (a variant the tool may not tell apart)',
+    async (account) => {
+      expect(await decisionOf(values, 'charge', { account })).toBe('deny');
+    },
+  );
+
+  it.each(['a@EVIL.COM', 'a@evil.com ', 'a@evil.com\n', 'a@Evil.Com'])('glob *@evil.com on %j is denied', async (to) => {
+    expect(await decisionOf(values, 'mail', { to })).toBe('deny');
+  });
+
+  // `a@evil.com@ourco.com` is left out: a glob compares text and does not parse addresses (see the README).
+  it.each(['a@evil.com\n@ourco.com', 'A@OURCO.COM.evil.io', 'x@ourco.com\u0000', ['a@ourco.com', 'b@evil.com']])(
+    'unless glob *@ourco.com on %j is denied',
+    async (to) => {
+      expect(await decisionOf(values, 'mail_in', { to })).toBe('deny');
+    },
+  );
+
+  it.each(['PRODUCTION', 'Production', 'production ', 'ｐｒｏｄｕｃｔｉｏｎ', ['staging', 'production']])('unless not_in [production] on %j is denied', async (env) => {
+    expect(await decisionOf(values, 'deploy', { env })).toBe('deny');
+  });
+
+  it.each([
+    'http://evil.com/',
+    'https://EVIL.COM./x',
+    'https://good.com@evil.com/',
+    'https://good.com\\@evil.com/',
+    'http://evil.com\\.good.com/',
+    'https://[::ffff:127.0.0.1]/',
+    'https://xn--evil-abc.com.evil.com/',
+    'evil.com',
+    'evil.com:443',
+    '//evil.com/x',
+    ' https://evil.com/',
+    'https://evil%2ecom/',
+    'https://evil。com/',
+    'https://ｅｖｉｌ.com/',
+  ])('domain evil.com on %j is denied', async (url) => {
+    // [::ffff:127.0.0.1] is not evil.com: checked apart below.
+    if (url.includes('::ffff')) return;
+    expect(await decisionOf(values, 'fetch', { url })).toBe('deny');
+  });
+
+  it.each(['https://ourco.com.evil.com/', 'https://evil.com/ourco.com', 'https://evil.com#@ourco.com', 'https://ourco.com\\@evil.com/', 'https://evil.com\\@ourco.com/', 'ftp://ourco.com/', 'ourco.com/x'])(
+    'unless domain ourco.com on %j is denied',
+    async (url) => {
+      expect(await decisionOf(values, 'fetch_in', { url })).toBe('deny');
+    },
+  );
+
+  it('a dotted key is not a nested path, and a nested path is read whatever else is there', async () => {
+    expect(await decisionOf(values, 'user', { user: { role: 'admin' } })).toBe('deny');
+    expect(await decisionOf(values, 'user', { 'user.role': 'admin', user: { role: 'admin' } })).toBe('deny');
+    expect(await decisionOf(values, 'user', { user: [{ role: 'guest' }, [{ role: 'admin' }]] })).toBe('deny');
+    // A key named "user.role" is another field: the tool reading input.user.role never sees it.
+    expect(await decisionOf(values, 'user', { 'user.role': 'admin' })).toBe('allow');
+  });
+
+  it('__proto__ and constructor keys never hide or forge a value', async () => {
+    const input = JSON.parse('{"__proto__": {"role": "admin"}, "user": {"__proto__": {"role": "guest"}, "role": "admin"}}');
+    expect(await decisionOf(values, 'user', input)).toBe('deny');
+    const forged = JSON.parse('{"user": {"__proto__": {"role": "admin"}}}');
+    expect(await decisionOf(values, 'user', forged)).toBe('allow');
+    expect(await decisionOf(values, 'user', { constructor: { role: 'admin' }, user: { constructor: 'x', role: 'admin' } })).toBe('deny');
+  });
+
+  it('the element at index 300, or 20 levels down, is judged: the record is bounded, the policy reads the whole input', async () => {
+    const ops = Array.from({ length: 400 }, (_, i) => ({ action: i === 300 ? 'delete' : 'read' }));
+    expect(await decisionOf(values, 'bulk', { ops })).toBe('deny');
+    let deep: unknown = { action: 'delete' };
+    for (let i = 0; i < 20; i++) deep = [deep];
+    expect(await decisionOf(values, 'bulk', { ops: deep })).toBe('deny');
+    let deeper: unknown = { action: 'delete' };
+    for (let i = 0; i < 100; i++) deeper = [deeper];
+    expect(await decisionOf(values, 'bulk', { ops: deeper })).toBe('deny');
+    const long = { ops: [{ action: 'read', note: 'x'.repeat(5000) }, { action: 'delete' }] };
+    expect(await decisionOf(values, 'bulk', long)).toBe('deny');
+  });
+});
