@@ -245,3 +245,111 @@ describe('type games: numbers, case, look-alikes, paths', () => {
     expect(await decisionOf(values, 'bulk', long)).toBe('deny');
   });
 });
+
+describe('limits cannot be overrun', () => {
+  it('1,000 concurrent checks against max_calls: 5 allow exactly 5, with an async store too, across two sessions of one budget', async () => {
+    const policy = AgentPolicy.fromDict({ limits: [{ tool: 'search', max_calls: 5, per: '1m', scope: 'budget' }] });
+    const local = policy.session();
+    const decisions = await Promise.all(Array.from({ length: 1000 }, () => local.checkTool('search')));
+    expect(decisions.filter((d) => d.decision === 'allow')).toHaveLength(5);
+
+    const store = new InMemoryRateLimitStore();
+    const asyncStore = {
+      take: async (key: string, max: number, windowMs: number | null) => {
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
+        return store.take(key, max, windowMs);
+      },
+      giveBack: async (key: string, slot: string) => store.giveBack(key, slot),
+    };
+    const a = policy.session({ budgetKey: 'acme', limitStore: asyncStore });
+    const b = policy.session({ budgetKey: 'acme', limitStore: asyncStore });
+    const shared = await Promise.all(Array.from({ length: 1000 }, (_, i) => (i % 2 ? a : b).checkTool('search')));
+    expect(shared.filter((d) => d.decision === 'allow')).toHaveLength(5);
+  });
+
+  it('calls an approver rejects, or whose approver throws, give their slot back; no more than max are ever allowed', async () => {
+    let n = 0;
+    const policy = AgentPolicy.fromDict({
+      limits: [{ tool: 'pay', max_calls: 3, per: 'session' }],
+      rules: [{ require_approval: 'all payments', tool: 'pay', if: { 'input.amount': { gt: 0 } } }],
+    });
+    const session = policy.session({
+      approver: async () => {
+        n++;
+        if (n % 3 === 0) throw new Error('approver down');
+        return n % 3 === 1;
+      },
+    });
+    const decisions = await Promise.all(Array.from({ length: 60 }, () => session.checkTool('pay', { input: { amount: 5 } })));
+    expect(decisions.filter((d) => d.decision === 'allow').length).toBeLessThanOrEqual(3);
+    const later = [];
+    for (let i = 0; i < 30; i++) later.push(await session.checkTool('pay', { input: { amount: 5 } }));
+    expect([...decisions, ...later].filter((d) => d.decision === 'allow')).toHaveLength(3);
+  });
+
+  it('the window edge: a slot frees exactly one window after it was taken, never earlier, with an injected clock', async () => {
+    let now = 1_000_000;
+    const store = new InMemoryRateLimitStore({ now: () => now });
+    const session = AgentPolicy.fromDict({ limits: [{ tool: 'search', max_calls: 2, per: '10s' }] }).session({ limitStore: store });
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    now += 5000;
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    now += 4999;
+    expect((await session.checkTool('search')).decision).toBe('deny');
+    now += 1;
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    expect((await session.checkTool('search')).decision).toBe('deny');
+    // A clock that steps back frees nothing.
+    now -= 60_000;
+    expect((await session.checkTool('search')).decision).toBe('deny');
+  });
+
+  it('a shadowed limit denies nothing and takes nothing from an enforced one; an enforced limit still denies under mode: shadow', async () => {
+    const policy = AgentPolicy.fromDict({
+      mode: 'shadow',
+      limits: [
+        { tool: 'search', max_calls: 1, per: 'session' },
+        { tool: 'search', max_calls: 3, per: 'session', mode: 'enforce' },
+      ],
+    });
+    const session = policy.session();
+    const decisions = [];
+    for (let i = 0; i < 5; i++) decisions.push(await session.checkTool('search'));
+    expect(decisions.map((d) => d.decision)).toEqual(['allow', 'allow', 'allow', 'deny', 'deny']);
+    expect(decisions[1]?.shadow).toMatchObject({ decision: 'deny', rule: { section: 'limits', index: 0 } });
+    expect(decisions[3]?.rule).toMatchObject({ section: 'limits', index: 1 });
+    expect(session.report().shadowSummary).toMatchObject({ total: 4, deny: 4, byRule: { 'limits[0]': 4 } });
+  });
+});
+
+describe('shadow rules never change the enforced decision', () => {
+  const policy = AgentPolicy.fromDict({
+    rules: [
+      { deny: 'trial deny', tool: 'send', mode: 'shadow', if: { 'input.to': { glob: '*@x.com' } } },
+      { require_approval: 'trial approval', tool: 'send', mode: 'shadow', if: { 'input.to': { glob: '*@y.com' } } },
+      { require_approval: 'enforced approval', tool: 'send', if: { 'input.to': { glob: '*@*.com' } } },
+      { deny: 'enforced deny', tool: 'send', if: { 'input.to': { glob: '*@y.com' } } },
+    ],
+  });
+
+  it.each([
+    ['a@x.com', 'require_approval', 'rules[0]'],
+    ['a@y.com', 'deny', undefined],
+    ['a@z.com', 'require_approval', undefined],
+    ['a@z.org', 'allow', undefined],
+  ])('%s: enforced %s', async (to, enforced, shadowRule) => {
+    const session = policy.session();
+    const decision = await session.checkTool('send', { input: { to } });
+    expect(decision.decision).toBe(enforced);
+    if (shadowRule) expect(decision.shadow).toMatchObject({ rule: { section: 'rules', index: Number(shadowRule.slice(6, -1)) } });
+    // The same policy with the shadowed rules removed decides the same.
+    const enforcedOnly = AgentPolicy.fromDict({ rules: policy.toDocument().rules?.filter((rule) => rule.mode !== 'shadow') });
+    expect((await enforcedOnly.session().checkTool('send', { input: { to } })).decision).toBe(enforced);
+  });
+
+  it('an approval given for a call does not let a shadowed deny turn into an enforced one, nor an enforced deny be skipped', async () => {
+    const session = policy.session();
+    expect((await session.checkTool('send', { input: { to: 'a@y.com' }, approved: true })).decision).toBe('deny');
+    expect((await session.checkTool('send', { input: { to: 'a@x.com' }, approved: true })).decision).toBe('allow');
+  });
+});
