@@ -100,6 +100,28 @@ function variantText(text: string): string {
   return plainAscii(kept) ? kept.toLowerCase() : foldToolName(kept);
 }
 
+/** Printable ASCII without a space at either end: its variant is its lower case. */
+function isPlain(text: string): boolean {
+  const n = text.length;
+  if (n === 0 || text.charCodeAt(0) === 0x20 || text.charCodeAt(n - 1) === 0x20) return n === 0;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+/** `text` lower-cased equals `lower` (itself lower case), without building the lower-cased copy. */
+function equalsIgnoringAsciiCase(text: string, lower: string): boolean {
+  if (text.length !== lower.length) return false;
+  for (let i = 0; i < text.length; i++) {
+    let c = text.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x5a) c += 0x20;
+    if (c !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
 function plainAscii(text: string): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -309,8 +331,12 @@ function compileTest(condition: NormalizedCondition, sense: ConditionSense): Tes
         }
         return false;
       };
+      const variantList = [...variants];
       const variant = (value: string): boolean => {
-        if (variants.has(variantText(value))) return true;
+        // The usual value (printable ASCII, no spaces at its ends) is compared without building its variant.
+        if (isPlain(value)) {
+          for (let i = 0; i < variantList.length; i++) if (equalsIgnoringAsciiCase(value, variantList[i] as string)) return true;
+        } else if (variants.has(variantText(value))) return true;
         for (let i = 0; i < numbers.length; i++) if (lenientNumberIs(value, numbers[i] as number)) return true;
         return false;
       };
