@@ -14,9 +14,9 @@ import type { PolicyIssue } from './errors.js';
 import { describe, parseMoney } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
 import { isPlainObject } from './policy-values.js';
-import { commandForms, parseShellCommand } from './shell-command.js';
+import { compileCommandTest, type CommandTest } from './shell-command.js';
 import { unknownKeyMessage } from './suggest.js';
-import { compileGlob } from './tool-matcher.js';
+import { compileGlob, foldToolName } from './tool-matcher.js';
 
 /** The operators a condition may use. */
 export const OPERATORS = ['eq', 'ne', 'in', 'not_in', 'glob', 'lt', 'lte', 'gt', 'gte', 'exists', 'domain', 'command'] as const;
@@ -39,6 +39,8 @@ export interface NormalizedCondition {
 type Scalar = string | number | boolean | null;
 // A leaf test: 1 holds, 0 does not, 2 cannot be judged (wrong type, unparseable).
 type Test = (value: unknown) => 0 | 1 | 2;
+// A test of a whole list at the end of a path (a `command` argv), or undefined when the list is not one.
+type ListTest = (list: readonly unknown[]) => 0 | 1 | 2 | undefined;
 
 const MAX_DEPTH = 32;
 
@@ -73,6 +75,83 @@ function scalarEquals(value: unknown, operand: Scalar): boolean {
   if (typeof operand === 'number' && typeof value === 'string') return numericString(value) === operand;
   if (typeof operand === 'string' && typeof value === 'number') return numericString(operand) === value;
   return false;
+}
+
+/**
+ * The text a lenient reader takes a string for: trimmed, without control or invisible characters, case-folded, NFKC,
+ * combining marks and common look-alikes folded (as block lists fold tool names). `test-fraud`, `TEST-FRAUD `,
+ * `ｔｅｓｔ-fraud` and `tést-fraud` are one text; a tool, a database collation or a mail server may not tell them apart.
+ */
+function variantText(text: string): string {
+  let plain = true;
+  const n = text.length;
+  for (let i = 0; i < n && plain; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) plain = false;
+  }
+  if (plain) return text.toLowerCase();
+  let kept = '';
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f || (c >= 0x80 && c <= 0x9f) || isInvisible(c)) continue;
+    kept += text[i];
+  }
+  kept = kept.trim();
+  return plainAscii(kept) ? kept.toLowerCase() : foldToolName(kept);
+}
+
+/** Printable ASCII without a space at either end: its variant is its lower case. */
+function isPlain(text: string): boolean {
+  const n = text.length;
+  if (n === 0 || text.charCodeAt(0) === 0x20 || text.charCodeAt(n - 1) === 0x20) return n === 0;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+/** `text` lower-cased equals `lower` (itself lower case), without building the lower-cased copy. */
+function equalsIgnoringAsciiCase(text: string, lower: string): boolean {
+  if (text.length !== lower.length) return false;
+  for (let i = 0; i < text.length; i++) {
+    let c = text.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x5a) c += 0x20;
+    if (c !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+function plainAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+/** Zero-width and other format characters a reader cannot see (ZWSP, ZWJ, word joiner, BOM, bidi controls, soft hyphen). */
+function isInvisible(c: number): boolean {
+  return c === 0xad || c === 0x180e || (c >= 0x200b && c <= 0x200f) || (c >= 0x202a && c <= 0x202e) || (c >= 0x2060 && c <= 0x206f) || c === 0xfeff;
+}
+
+/** Whether a string holds a control or invisible character: it never satisfies an exception by matching. */
+function hasHidden(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f || (c >= 0x80 && (c <= 0x9f || isInvisible(c)))) return true;
+  }
+  return false;
+}
+
+/** The numbers a lenient parser reads a string as (`Number`, `parseFloat`, `parseInt`, thousands separators dropped). */
+function lenientNumberIs(text: string, want: number): boolean {
+  if (text.length > 64) return false;
+  let bare = '';
+  for (let i = 0; i < text.length; i++) if (text[i] !== ',' && text[i] !== '_') bare += text[i];
+  bare = bare.trim();
+  if (bare === '') return false;
+  return Number(bare) === want || Number.parseFloat(bare) === want || Number.parseInt(bare, 10) === want;
 }
 
 // ---- validation ---------------------------------------------------------------------------------------------------
@@ -225,22 +304,24 @@ function readCostOperand(value: unknown, path: string, issues: PolicyIssue[]): n
 
 // ---- compilation ----------------------------------------------------------------------------------------------------
 
-function compileTest(condition: NormalizedCondition): Test {
+/**
+ * A leaf test. `eq`, `in` and `glob` hold exactly (1) on the value as written; on a lenient reading of a string only
+ * (a case, width, accent, look-alike, whitespace or number-format variant) they cannot judge it (2). A string with a
+ * control or invisible character matches only as "cannot judge", so it never satisfies an exception. `ne` and
+ * `not_in` are their negations, with the same undecided middle. `sense` skips readings that cannot change the answer.
+ */
+function compileTest(condition: NormalizedCondition, sense: ConditionSense): Test {
   const operand = condition.operand;
   switch (condition.op) {
-    case 'eq': {
-      const want = operand as Scalar;
-      return (value) => (scalarEquals(value, want) ? 1 : 0);
-    }
-    case 'ne': {
-      const want = operand as Scalar;
-      return (value) => (scalarEquals(value, want) ? 0 : 1);
-    }
+    case 'eq':
+    case 'ne':
     case 'in':
     case 'not_in': {
-      const list = operand as Scalar[];
+      const list = condition.op === 'eq' || condition.op === 'ne' ? [operand as Scalar] : (operand as Scalar[]);
       const strings = new Set(list.filter((item): item is string => typeof item === 'string'));
       const others = list.filter((item) => typeof item !== 'string');
+      const numbers = list.filter((item): item is number => typeof item === 'number');
+      const variants = new Set([...strings].map(variantText));
       const inside = (value: unknown): boolean => {
         if (typeof value === 'string' && strings.has(value)) return true;
         for (let i = 0; i < others.length; i++) if (scalarEquals(value, others[i] as Scalar)) return true;
@@ -250,15 +331,37 @@ function compileTest(condition: NormalizedCondition): Test {
         }
         return false;
       };
-      return condition.op === 'in' ? (value) => (inside(value) ? 1 : 0) : (value) => (inside(value) ? 0 : 1);
+      const variantList = [...variants];
+      const variant = (value: string): boolean => {
+        // The usual value (printable ASCII, no spaces at its ends) is compared without building its variant.
+        if (isPlain(value)) {
+          for (let i = 0; i < variantList.length; i++) if (equalsIgnoringAsciiCase(value, variantList[i] as string)) return true;
+        } else if (variants.has(variantText(value))) return true;
+        for (let i = 0; i < numbers.length; i++) if (lenientNumberIs(value, numbers[i] as number)) return true;
+        return false;
+      };
+      if (condition.op === 'eq' || condition.op === 'in') {
+        // Under unless a variant fails the exception as a miss does: only the hidden-character check is needed.
+        if (sense === 'unless') return (value) => (inside(value) ? (typeof value === 'string' && hasHidden(value) ? 2 : 1) : 0);
+        return (value) => (inside(value) ? 1 : typeof value === 'string' && variant(value) ? 2 : 0);
+      }
+      // ne / not_in: under if a variant holds as a miss does.
+      if (sense === 'if') return (value) => (inside(value) ? 0 : 1);
+      return (value) => (inside(value) ? 0 : typeof value === 'string' && (hasHidden(value) || variant(value)) ? 2 : 1);
     }
     case 'glob': {
-      const globs = (operand as string[]).map(compileGlob);
+      const patterns = operand as string[];
+      const globs = patterns.map(compileGlob);
+      const variantGlobs = patterns.map((pattern) => compileGlob(variantText(pattern)));
+      const any = (list: readonly ((text: string) => boolean)[], text: string): boolean => {
+        for (let i = 0; i < list.length; i++) if ((list[i] as (text: string) => boolean)(text)) return true;
+        return false;
+      };
       return (value) => {
         const text = typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'boolean' ? String(value) : undefined;
         if (text === undefined) return 2;
-        for (let i = 0; i < globs.length; i++) if ((globs[i] as (text: string) => boolean)(text)) return 1;
-        return 0;
+        if (any(globs, text)) return sense === 'unless' && hasHidden(text) ? 2 : 1;
+        return sense === 'if' && any(variantGlobs, variantText(text)) ? 2 : 0;
       };
     }
     case 'lt':
@@ -286,57 +389,37 @@ function compileTest(condition: NormalizedCondition): Test {
       };
     }
     case 'command': {
-      const argvTest = compileArgvTest(operand as string[]);
-      return (value) => {
-        if (typeof value !== 'string') return 2;
-        const argv = parseShellCommand(value);
-        return argv === null ? 2 : argvTest(argv);
-      };
+      const command = compileCommandTest(operand as string[]);
+      return (value) => (typeof value === 'string' ? command.line(value) : 2);
     }
   }
 }
 
 /**
- * Matches an argv against command globs. Its forms (see {@link commandForms}): all matching holds (1), none fails (0),
- * some is undecided (2: holds under `if`, fails under `unless`).
+ * A list reached at the end of a `command` path may be one argv rather than several command lines: its reading as an
+ * argv, 2 when it mixes strings with other values (no argv holds those), or undefined when it holds no string.
  */
-function compileArgvTest(patterns: readonly string[]): (argv: readonly string[]) => 0 | 1 | 2 {
-  const globs = patterns.map(compileGlob);
-  return (argv) => {
-    if (argv.length === 0) return 2;
-    let all = true;
-    let any = false;
-    for (const form of commandForms(argv)) {
-      let matched = false;
-      for (const glob of globs) {
-        if (glob(form)) {
-          matched = true;
-          break;
-        }
-      }
-      if (matched) any = true;
-      else all = false;
-    }
-    return all ? 1 : any ? 2 : 0;
-  };
-}
-
-/** The value at a path when it is a non-empty list of strings reached without crossing an array, else undefined. */
-function directStrings(value: unknown, segments: readonly string[]): string[] | undefined {
-  let current = value;
-  for (const segment of segments) {
-    if (typeof current !== 'object' || current === null || Array.isArray(current) || !Object.hasOwn(current, segment)) return undefined;
-    current = (current as Record<string, unknown>)[segment];
-  }
-  if (!Array.isArray(current) || current.length === 0) return undefined;
-  for (const item of current) if (typeof item !== 'string') return undefined;
-  return current as string[];
+function argvReading(command: CommandTest, list: readonly unknown[]): 0 | 1 | 2 | undefined {
+  let strings = 0;
+  for (let i = 0; i < list.length; i++) if (typeof list[i] === 'string') strings++;
+  if (strings === 0) return undefined;
+  return strings === list.length ? command.argv(list as string[]) : 2;
 }
 
 /** A URL (with a scheme) or a bare host, normalised like request hosts; `undefined` when it is neither. */
 function hostOf(value: string): { host: string; isIp: boolean } | undefined {
   let target;
-  if (value.includes('://')) target = parseTarget(value);
+  const scheme = value.indexOf('://');
+  if (scheme >= 0) {
+    // A backslash in the authority: WHATWG URL (fetch) reads it as a path separator, other URL parsers as part of the
+    // userinfo or host (`https://ok.com\@evil.com/` is ok.com to one and evil.com to another), so it is not judged.
+    for (let i = scheme + 3; i < value.length; i++) {
+      const c = value.charCodeAt(i);
+      if (c === 0x2f || c === 0x3f || c === 0x23) break;
+      if (c === 0x5c) return undefined;
+    }
+    target = parseTarget(value);
+  }
   else {
     for (let i = 0; i < value.length; i++) {
       const c = value.charCodeAt(i);
@@ -380,31 +463,39 @@ function isIndex(segment: string): boolean {
  * Under `if`: whether some value at the path passes `test` or cannot be judged. Arrays fan out (a numeric segment
  * indexes instead); own properties only, so `__proto__` or `constructor` read nothing.
  */
-function anyHolds(value: unknown, segments: readonly string[], i: number, test: Test, depth: number): boolean {
+function anyHolds(value: unknown, segments: readonly string[], i: number, test: Test, depth: number, list?: ListTest): boolean {
   if (value === undefined || value === null) return false;
   if (depth > MAX_DEPTH) return true;
   if (Array.isArray(value)) {
     const segment = segments[i];
-    if (segment !== undefined && isIndex(segment)) return anyHolds(value[Number(segment)], segments, i + 1, test, depth + 1);
-    for (let k = 0; k < value.length; k++) if (anyHolds(value[k], segments, i, test, depth + 1)) return true;
+    if (segment !== undefined && isIndex(segment)) return anyHolds(value[Number(segment)], segments, i + 1, test, depth + 1, list);
+    if (list !== undefined && i === segments.length) {
+      const whole = list(value);
+      if (whole !== undefined && whole !== 0) return true;
+    }
+    for (let k = 0; k < value.length; k++) if (anyHolds(value[k], segments, i, test, depth + 1, list)) return true;
     return false;
   }
   if (i === segments.length) return test(value) !== 0;
   if (typeof value !== 'object') return false;
   const segment = segments[i] as string;
-  return Object.hasOwn(value, segment) ? anyHolds((value as Record<string, unknown>)[segment], segments, i + 1, test, depth + 1) : false;
+  return Object.hasOwn(value, segment) ? anyHolds((value as Record<string, unknown>)[segment], segments, i + 1, test, depth + 1, list) : false;
 }
 
 /** Under `unless`: how many values at the path there are if every one passes `test`, or -1 if one does not. */
-function everyHolds(value: unknown, segments: readonly string[], i: number, test: Test, depth: number): number {
+function everyHolds(value: unknown, segments: readonly string[], i: number, test: Test, depth: number, list?: ListTest): number {
   if (value === undefined || value === null) return 0;
   if (depth > MAX_DEPTH) return -1;
   if (Array.isArray(value)) {
     const segment = segments[i];
-    if (segment !== undefined && isIndex(segment)) return everyHolds(value[Number(segment)], segments, i + 1, test, depth + 1);
+    if (segment !== undefined && isIndex(segment)) return everyHolds(value[Number(segment)], segments, i + 1, test, depth + 1, list);
+    if (list !== undefined && i === segments.length) {
+      const whole = list(value);
+      if (whole !== undefined && whole !== 1) return -1;
+    }
     let count = 0;
     for (let k = 0; k < value.length; k++) {
-      const result = everyHolds(value[k], segments, i, test, depth + 1);
+      const result = everyHolds(value[k], segments, i, test, depth + 1, list);
       if (result < 0) return -1;
       count += result;
     }
@@ -413,7 +504,7 @@ function everyHolds(value: unknown, segments: readonly string[], i: number, test
   if (i === segments.length) return test(value) === 1 ? 1 : -1;
   if (typeof value !== 'object') return 0;
   const segment = segments[i] as string;
-  return Object.hasOwn(value, segment) ? everyHolds((value as Record<string, unknown>)[segment], segments, i + 1, test, depth + 1) : 0;
+  return Object.hasOwn(value, segment) ? everyHolds((value as Record<string, unknown>)[segment], segments, i + 1, test, depth + 1, list) : 0;
 }
 
 /** A compiled `if` / `unless` block: whether all its conditions hold for the action. */
@@ -423,7 +514,7 @@ export type CompiledConditions = (action: PreparedAction) => boolean;
 export function compileConditions(conditions: readonly NormalizedCondition[], sense: ConditionSense): CompiledConditions {
   const compiled = conditions.map((condition) => {
     const { read, segments } = compileReader(condition.path);
-    const test = compileTest(condition);
+    const test = compileTest(condition, sense);
     if (condition.op === 'exists') {
       if (sense === 'unless') return (action: PreparedAction) => everyHolds(read(action), segments, 0, test, 0) > 0;
       const want = condition.operand as boolean;
@@ -431,19 +522,11 @@ export function compileConditions(conditions: readonly NormalizedCondition[], se
     }
     if (condition.op === 'command') {
       // A list of strings may be one argv rather than several command lines: both readings must pass an exception,
-      // and either reading holding makes a deny apply.
-      const argvTest = compileArgvTest(condition.operand as string[]);
-      const argvAt = (action: PreparedAction): string[] | undefined => directStrings(read(action), segments);
-      if (sense === 'unless') {
-        return (action: PreparedAction) => {
-          const argv = argvAt(action);
-          return everyHolds(read(action), segments, 0, test, 0) > 0 && (argv === undefined || argvTest(argv) === 1);
-        };
-      }
-      return (action: PreparedAction) => {
-        const argv = argvAt(action);
-        return anyHolds(read(action), segments, 0, test, 0) || (argv !== undefined && argvTest(argv) !== 0);
-      };
+      // and either reading holding makes a deny apply, at any depth of lists.
+      const command = compileCommandTest(condition.operand as string[]);
+      const list: ListTest = (items) => argvReading(command, items);
+      if (sense === 'unless') return (action: PreparedAction) => everyHolds(read(action), segments, 0, test, 0, list) > 0;
+      return (action: PreparedAction) => anyHolds(read(action), segments, 0, test, 0, list);
     }
     if (segments.length === 1 && condition.path.startsWith('input.')) {
       // The common shape, `input.<field>` holding a string, number or boolean, read without the general walk (which

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { commandForms, MAX_COMMAND_LENGTH, parseShellCommand } from './shell-command.js';
+import { commandForms, compileCommandTest, MAX_COMMAND_LENGTH, parseShellCommand } from './shell-command.js';
 
 describe('parseShellCommand', () => {
   it.each([
@@ -22,6 +22,9 @@ describe('parseShellCommand', () => {
     ["'A=1' y", ['A=1', 'y']],
     ["A='1' y", null],
     ['A\\=1 y', ['A=1', 'y']],
+    ['ls *.txt', ['ls', '*.txt']],
+    ["'/bin/r?' x", ['/bin/r?', 'x']],
+    ['[ -f x ]', ['[', '-f', 'x', ']']],
   ])('%j → %j', (line, argv) => {
     expect(parseShellCommand(line)).toEqual(argv);
   });
@@ -52,6 +55,14 @@ describe('parseShellCommand', () => {
     '# comment',
     'ls # comment',
     'a\u0000b',
+    'rm\u00a0-rf /',
+    'ls\u2028rm',
+    'ls\u0085rm',
+    'rm\u200b -rf',
+    'rm\ufeff -rf',
+    '/bin/r? -rf /',
+    '/bin/r* -rf /',
+    '/bin/[r]m -rf /',
   ])('%j cannot be read as one simple command', (line) => {
     expect(parseShellCommand(line)).toBeNull();
   });
@@ -94,5 +105,36 @@ describe('commandForms', () => {
   it('adds the base-name form when the program is given by path', () => {
     expect(commandForms(['rm', '-rf'])).toEqual(['rm -rf']);
     expect(commandForms(['/usr/bin/rm', '-rf', '/'])).toEqual(['/usr/bin/rm -rf /', 'rm -rf /']);
+  });
+});
+
+describe('compileCommandTest', () => {
+  const rm = compileCommandTest(['rm *']);
+  it.each([
+    ['rm -rf /', 1],
+    ['ls -la', 0],
+    ['RM -rf /', 2],
+    ['sudo rm -rf /', 2],
+    ['sudo -u root /BIN/RM -rf /', 2],
+    ["bash -c 'cd /tmp && rm -rf x'", 2],
+    ["sudo sh -c \"bash -c 'rm -rf x'\"", 2],
+    ["sh -c 'ls -la'", 0],
+    ['sudo ls -la', 0],
+    [`sudo ${'-n '.repeat(70)}ls`, 2],
+  ] as const)('%j → %i', (line, expected) => {
+    expect(rm.line(line)).toBe(expected);
+  });
+
+  it('judges an argv given as a list the same way', () => {
+    expect(rm.argv(['rm', '-rf', '/'])).toBe(1);
+    expect(rm.argv(['env', 'rm', '-rf', '/'])).toBe(2);
+    expect(rm.argv(['ls'])).toBe(0);
+  });
+
+  it('a folded program name matches a glob whose program is written in capitals too', () => {
+    const tool = compileCommandTest(['MyTool *']);
+    expect(tool.line('MyTool run')).toBe(1);
+    expect(tool.line('mytool run')).toBe(2);
+    expect(tool.line('other run')).toBe(0);
   });
 });
