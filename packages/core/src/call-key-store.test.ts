@@ -146,6 +146,36 @@ describe('call keys in a shared call-key store', () => {
     expect(session.spent).toBe(0);
   });
 
+  it('a decision slower than its marker is refused and gives its money back; the process that took over decides once', async () => {
+    let now = 1_000_000;
+    const inner = new InMemoryCallKeyStore({ now: () => now, waitMs: 0 });
+    const store = new InMemoryBudgetStore();
+    let takeOver: Promise<Decision> | undefined;
+    // Process A is stalled between deciding and remembering for longer than its marker lasts; meanwhile process B
+    // finds the marker expired and decides the call itself.
+    const slow: CallKeyStore = {
+      begin: (c, o) => inner.begin(c, o),
+      remember: async (c, l, d, lease) => {
+        now += 30_001;
+        takeOver = p.session({ id: 'run-1', budgetKey: 'tenant', store, callKeys: inner }).checkTool('search', { input: { q: 'x' }, cost: 1, idempotencyKey: 'k' });
+        await takeOver;
+        return inner.remember(c, l, d, lease);
+      },
+      abandon: (c, l) => inner.abandon(c, l),
+      claim: (c, t) => inner.claim(c, t),
+    };
+    const p = policy();
+    const a = p.session({ id: 'run-1', budgetKey: 'tenant', store, callKeys: slow });
+    const refused = await a.checkTool('search', { input: { q: 'x' }, cost: 1, idempotencyKey: 'k' });
+    expect(refused).toMatchObject({ decision: 'deny', rule: { section: 'error' } });
+    expect(refused.reason).toContain('decided too slowly');
+    const decidedByB = await (takeOver as Promise<Decision>);
+    expect(decidedByB.decision).toBe('allow');
+    // Charged once: A's charge was given back, B's stands.
+    expect(store.snapshot({ key: 'tenant', period: 'session' }).spent / USD).toBe(1);
+    expect(await a.claim(refused)).toBe(false);
+  });
+
   it('a stored record that is not a decision is a typed error, not a guess', () => {
     expect(() => parseDecision('{"id":1}')).toThrow(AgentPolicyError);
     expect(() => parseDecision('nope')).toThrow(AgentPolicyError);
