@@ -7,8 +7,8 @@ import type { ToolCost } from './tool-settings.js';
 export type ApprovalOutcome =
   /** Run the tool without asking anyone (allowed, or approved by a human and allowed again on resume). */
   | { readonly kind: 'run'; readonly resumed: boolean }
-  /** Ask a human: the SDK emits a `tool-approval-request`. */
-  | { readonly kind: 'ask'; readonly reason: string | undefined }
+  /** Ask a human: the SDK emits a `tool-approval-request`. `decision`: the recorded `require_approval`, if any. */
+  | { readonly kind: 'ask'; readonly reason: string | undefined; readonly decision?: Decision }
   /** Do not run the tool. */
   | { readonly kind: 'deny'; readonly resumed: boolean; readonly reason: string; readonly error: AgentPolicyError };
 
@@ -32,7 +32,19 @@ function denial(decision: Decision, resumed: boolean): ApprovalOutcome {
 
 function ask(decision: Decision): ApprovalOutcome {
   const request = decision.approvalRequest;
-  return { kind: 'ask', reason: request ? approvalReason(decision.reason, request.id) : `agentpolicy: ${decision.reason}` };
+  return { kind: 'ask', reason: request ? approvalReason(decision.reason, request.id) : `agentpolicy: ${decision.reason}`, decision };
+}
+
+/**
+ * The answer to a call the SDK resumes from an approval in the history that does not count (used, expired, for other
+ * input). Resuming, the SDK takes every status but `denied` as a yes and runs the call, so asking again is a denial.
+ */
+function refusedResume(call: ToolCallInfo, asked: Extract<ApprovalOutcome, { kind: 'ask' }>): ApprovalOutcome {
+  const decision = asked.decision;
+  const why = decision?.unusedAnswer?.detail ?? (decision === undefined ? 'it was used for one execution already, or answers a call with other input' : 'it answers another request');
+  const reason = `agentpolicy: tool ${JSON.stringify(call.toolName)}: the approval in the history does not count for this call (${why}); a new approval is needed`;
+  const error = new AgentPolicyError('ACTION_DENIED', reason, decision === undefined ? undefined : { cause: decisionError(decision) });
+  return { kind: 'deny', resumed: true, reason, error };
 }
 
 // Approvals that name no agentpolicy request (asked through a tool's `needsApproval`, which cannot give a reason)
@@ -97,8 +109,15 @@ async function run(session: PolicySession, decision: Decision, runsTool: boolean
  * same decision and does not record or charge it again.
  */
 export async function decideApproval(session: PolicySession, input: ApprovalInput): Promise<ApprovalOutcome> {
+  const found = findApprovalResponse(input.messages, input.call.toolCallId);
+  const outcome = await decideCall(session, input, found);
+  // A tool this package does not run has no second check in `execute`: the hook's answer is all there is.
+  if (outcome.kind === 'ask' && found?.approved === true && found.resumes && !input.runsTool) return refusedResume(input.call, outcome);
+  return outcome;
+}
+
+async function decideCall(session: PolicySession, input: ApprovalInput, found: ApprovalResponse | undefined): Promise<ApprovalOutcome> {
   const { call } = input;
-  const found = findApprovalResponse(input.messages, call.toolCallId);
   let approval = found?.approved === true ? found : undefined;
   // Without an agentpolicy request named in it (ai 6 and `needsApproval` give the SDK request no reason), an
   // approval counts only for exactly the call the human saw, once; it answers the pending request raised for that

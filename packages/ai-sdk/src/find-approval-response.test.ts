@@ -24,8 +24,8 @@ const history = [
 
 describe('findApprovalResponse', () => {
   it("finds the first human response for a call through its approval request's id", () => {
-    expect(findApprovalResponse(history, 'call-1')).toEqual({ approvalId: 'ap-1', approved: true, reason: 'fine', input: {}, hasInput: true });
-    expect(findApprovalResponse(history, 'call-2')).toEqual({ approvalId: 'ap-2', approved: false, reason: 'no', input: {}, hasInput: true });
+    expect(findApprovalResponse(history, 'call-1')).toEqual({ approvalId: 'ap-1', approved: true, reason: 'fine', input: {}, hasInput: true, resumes: true });
+    expect(findApprovalResponse(history, 'call-2')).toEqual({ approvalId: 'ap-2', approved: false, reason: 'no', input: {}, hasInput: true, resumes: true });
   });
 
   it('binds the answer to the agentpolicy request named in the reason and to the input of the call it was raised for', () => {
@@ -42,9 +42,9 @@ describe('findApprovalResponse', () => {
       ] },
     ];
     // Before the second request is answered, the latest answer is the first one, bound to its own request and input.
-    expect(findApprovalResponse(reused, 'call-0')).toEqual({ approvalId: 'ap-1', approved: true, requestId: 'apr_first', input: { to: 'ada' }, hasInput: true });
+    expect(findApprovalResponse(reused, 'call-0')).toEqual({ approvalId: 'ap-1', approved: true, requestId: 'apr_first', input: { to: 'ada' }, hasInput: true, resumes: false });
     const answered = [...reused, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-2', approved: false }] }];
-    expect(findApprovalResponse(answered, 'call-0')).toEqual({ approvalId: 'ap-2', approved: false, requestId: 'apr_second', input: { to: 'eve' }, hasInput: true });
+    expect(findApprovalResponse(answered, 'call-0')).toEqual({ approvalId: 'ap-2', approved: false, requestId: 'apr_second', input: { to: 'eve' }, hasInput: true, resumes: true });
   });
 
   it('reads no request id from a reason that does not end with one', () => {
@@ -52,9 +52,17 @@ describe('findApprovalResponse', () => {
       { role: 'assistant', content: [{ type: 'tool-approval-request', approvalId: 'ap-1', toolCallId: 'c', reason }] },
       { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-1', approved: true }] },
     ];
-    expect(findApprovalResponse(odd('needs a human'), 'c')).toEqual({ approvalId: 'ap-1', approved: true, hasInput: false });
+    expect(findApprovalResponse(odd('needs a human'), 'c')).toEqual({ approvalId: 'ap-1', approved: true, hasInput: false, resumes: true });
     expect(findApprovalResponse(odd('x (approval request a b)'), 'c')?.requestId).toBeUndefined();
     expect(findApprovalResponse(odd('x (approval request apr_1) and more'), 'c')?.requestId).toBeUndefined();
+  });
+
+  it('tells whether the SDK resumes the call from the answer: only from the last message, before the call has a result', () => {
+    const answered = [...history.slice(0, 2), { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-1', approved: true }] }];
+    expect(findApprovalResponse(answered, 'call-1')?.resumes).toBe(true);
+    const ran = [...answered.slice(0, 2), { role: 'tool', content: [...answered[2]!.content as object[], { type: 'tool-result', toolCallId: 'call-1', toolName: 'send_email', output: { type: 'text', value: 'ok' } }] }];
+    expect(findApprovalResponse(ran, 'call-1')?.resumes).toBe(false);
+    expect(findApprovalResponse([...answered, { role: 'user', content: 'next' }], 'call-1')?.resumes).toBe(false);
   });
 
   it('finds nothing for other calls, missing ids, or malformed history', () => {

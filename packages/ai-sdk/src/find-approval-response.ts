@@ -13,6 +13,11 @@ export interface ApprovalResponse {
   readonly input?: unknown;
   /** Whether the history holds that tool call (and so `input`). */
   readonly hasInput: boolean;
+  /**
+   * Whether the SDK resumes the call from this answer: it is in the last message of the history and that message
+   * holds no result for the call yet. There the SDK runs the call unless the approval hook answers `denied`.
+   */
+  readonly resumes: boolean;
 }
 
 type Part = { readonly type?: unknown; readonly [key: string]: unknown };
@@ -74,9 +79,13 @@ export function findApprovalResponse(messages: readonly unknown[] | undefined, t
   if (requests === undefined) return undefined;
   let found: ApprovalResponse | undefined;
   const answered = new Set<string>();
+  const last = messages[messages.length - 1];
   for (const message of messages) {
     if ((message as { role?: unknown } | null)?.role !== 'tool') continue;
-    for (const part of partsOf(message)) {
+    const parts = partsOf(message);
+    // As the SDK collects the answers it resumes from: those of the last message, for calls it holds no result of.
+    const resumable = message === last && !parts.some((part) => part.type === 'tool-result' && part.toolCallId === toolCallId);
+    for (const part of parts) {
       if (part.type !== 'tool-approval-response' || typeof part.approvalId !== 'string') continue;
       const request = requests.get(part.approvalId);
       // Like the AI SDK, only the first response to an approval request counts.
@@ -90,6 +99,7 @@ export function findApprovalResponse(messages: readonly unknown[] | undefined, t
         ...(request.requestId !== undefined ? { requestId: request.requestId } : {}),
         ...(request.hasInput ? { input: request.input } : {}),
         hasInput: request.hasInput,
+        resumes: resumable,
       };
     }
   }

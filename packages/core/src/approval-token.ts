@@ -41,14 +41,21 @@ export function signApprovalToken(claims: ApprovalTokenClaims, secret: string | 
   return `${PREFIX}.${payload}.${mac(keyOf(secret), payload).toString('base64url')}`;
 }
 
-/** Checks a token's signature (timing-safe) and expiry. A token that fails either is refused, never partly read. */
+/**
+ * Checks a token's signature (timing-safe; only its one canonical base64url spelling) and expiry. A token that fails
+ * either is refused, never partly read.
+ */
 export function verifyApprovalToken(token: unknown, secret: string | Uint8Array, now: number = Date.now()): TokenCheck {
   const key = keyOf(secret);
   if (typeof token !== 'string' || token.length > 4096) return { ok: false, problem: 'malformed', detail: 'the token is not a string of a sensible length' };
   const parts = token.split('.');
   if (parts.length !== 3 || parts[0] !== PREFIX) return { ok: false, problem: 'malformed', detail: 'the token is not an agentpolicy approval token' };
   const payload = parts[1] as string;
-  const given = Buffer.from(parts[2] as string, 'base64url');
+  const signature = parts[2] as string;
+  const given = Buffer.from(signature, 'base64url');
+  // Node's decoder skips characters outside the alphabet, padding and the unused low bits of the last digit: only the
+  // one canonical spelling of a signature is accepted, so a token is one string (a handler may key on it).
+  if (given.toString('base64url') !== signature) return { ok: false, problem: 'malformed', detail: 'the token signature is not canonical base64url' };
   const expected = mac(key, payload);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, problem: 'forged', detail: 'the token signature does not match' };
   let fields: unknown;

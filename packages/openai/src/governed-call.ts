@@ -5,7 +5,7 @@ import { audioDurations, describeRequest, type RequestSpec } from './request-spe
 import { SseParser, type SseEvent } from './sse-parser.js';
 import { readTokenUsage, type ReadUsage } from './token-usage.js';
 import { StreamToolCalls, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
-import { rememberWaiting, TOOL_PARSERS, ToolParsers } from './tool-parsers.js';
+import { rememberWaiting, RUNS_TOOLS, TOOL_PARSERS, ToolParsers } from './tool-parsers.js';
 
 /** The settings every governed request of one wrapped client shares. */
 export interface GovernorSettings {
@@ -269,6 +269,7 @@ export class GovernedCall {
     const found = this.options.__metadata?.[TOOL_PARSERS];
     const run = found instanceof ToolParsers ? found : undefined;
     const own = this.settings.toolParsers;
+    const runsTools = this.options.__metadata?.[RUNS_TOOLS] === true;
     let failure: Error | undefined;
     for (const call of calls) {
       const parsed = (await run?.inputOf(session, call)) ?? (await own?.inputOf(session, call));
@@ -279,7 +280,12 @@ export class GovernedCall {
         metadata: { ...this.settings.metadata, via: 'openai', endpoint: this.spec.endpoint, toolCallId: call.id, ...(parsed?.rejected ? { argumentsRejected: true } : {}) },
       });
       if (parsed !== undefined) rememberWaiting(session, call, parsed, decision.decision === 'require_approval');
-      if (decision.decision !== 'allow' && !failure) failure = decisionError(decision);
+      if (decision.decision !== 'allow') failure ??= decisionError(decision);
+      // runTools() runs the function itself, with nothing of ours around it: the call's one execution is taken now,
+      // so the same call id and arguments in a later turn are decided (and counted) again, not run on this allow.
+      else if (runsTools && !(await session.claim(decision))) {
+        failure ??= new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.id)} of ${JSON.stringify(call.name)} is being run more than once at the same time`);
+      }
     }
     return failure;
   }

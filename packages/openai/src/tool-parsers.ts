@@ -14,6 +14,12 @@ export interface ParsedToolInput {
 /** Where a helper run's parsers travel to its requests: the request options' `__metadata`. */
 export const TOOL_PARSERS = Symbol.for('agentpolicy.openai.toolParsers');
 
+/**
+ * Marks the requests of a helper run in which the client runs the tool functions itself (`runTools()`), in the
+ * request options' `__metadata`: an allowed call's one execution is taken when the call is decided.
+ */
+export const RUNS_TOOLS = Symbol.for('agentpolicy.openai.runsTools');
+
 type Parsed = { readonly threw: false; readonly value: unknown } | { readonly threw: true; readonly error: unknown };
 
 interface Parser {
@@ -181,7 +187,8 @@ const HELPERS: ReadonlyArray<readonly [resource: readonly string[], method: stri
 /**
  * Sets the client's parsing helpers (on this instance only) to hand the client the run's tools with their parse
  * replaced (see {@link ToolParsers}) and to carry the parsers to every request of the run in its `__metadata`, where
- * the returned tool calls are decided. A body without a parsing tool goes through untouched.
+ * the returned tool calls are decided; `runTools()` requests are also marked {@link RUNS_TOOLS}. Any other body
+ * without a parsing tool goes through untouched.
  */
 export function governParsingHelpers(client: unknown): void {
   for (const [path, method] of HELPERS) {
@@ -189,11 +196,15 @@ export function governParsingHelpers(client: unknown): void {
     for (const part of path) resource = isObject(resource) ? resource[part] : undefined;
     if (!isObject(resource) || typeof resource[method] !== 'function') continue;
     const helper = resource[method] as Helper;
+    const runsTools = method === 'runTools';
     resource[method] = function (this: unknown, body: unknown, options?: Record<string | symbol, unknown>): unknown {
       const governed = withToolParsers(body);
-      if (governed.parsers === undefined) return helper.call(this, body, options);
+      if (governed.parsers === undefined && !runsTools) return helper.call(this, body, options);
       const metadata = isObject(options?.['__metadata']) ? options['__metadata'] : undefined;
-      return helper.call(this, governed.body, { ...options, __metadata: { ...metadata, [TOOL_PARSERS]: governed.parsers } });
+      return helper.call(this, governed.body, {
+        ...options,
+        __metadata: { ...metadata, ...(governed.parsers !== undefined ? { [TOOL_PARSERS]: governed.parsers } : {}), ...(runsTools ? { [RUNS_TOOLS]: true } : {}) },
+      });
     };
   }
 }
