@@ -92,7 +92,18 @@ function replacer(_key: string, value: unknown): unknown {
   return typeof value === 'bigint' ? value.toString() : value;
 }
 
+// JSON leaves DEL, the C1 controls (NEL among them) and U+2028/U+2029 raw: readers that split lines on them (Python's
+// str.splitlines(), some log shippers) would cut a record in two, and a C1 CSI reaches a terminal that cats the log.
+const UNESCAPED = /[\u007f-\u009f\u2028\u2029]/;
+const UNESCAPED_ALL = /[\u007f-\u009f\u2028\u2029]/g;
+const escapeChar = (char: string) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
 function serialize(fields: Record<string, unknown>): string {
+  const text = stringify(fields);
+  return UNESCAPED.test(text) ? text.replace(UNESCAPED_ALL, escapeChar) : text;
+}
+
+function stringify(fields: Record<string, unknown>): string {
   try {
     // Without a replacer first: it is several times faster, and BigInts are rare.
     return JSON.stringify(fields);
@@ -233,7 +244,11 @@ export class AuditLog implements DecisionSink {
     acquireLock(this.lockPath, path);
     try {
       this.rotation = lastRotation(path);
-      this.fd = openSync(path, 'a+');
+      try {
+        this.fd = openSync(path, 'a+');
+      } catch (error) {
+        throw new AgentPolicyError('AUDIT_LOG_WRITE_FAILED', `cannot open audit log ${path}: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+      }
       const recovered = this.resume();
       openLogs.add(this);
       if (!exitHook) {
@@ -370,13 +385,33 @@ export class AuditLog implements DecisionSink {
     this.prev = line.hash;
   }
 
+  // The file is renamed while still open and the old descriptor closed only once the new file is open: whatever
+  // fails, the log keeps one descriptor it owns (a closed number could be reused by another file of the process and
+  // then closed, or written to, by the next record). A rotation that fails is tried again by the next record.
   private rotate(time: string): void {
-    closeSync(this.fd);
+    const rotated = rotatedName(this.path, this.rotation + 1);
+    let fd: number;
+    try {
+      if (existsSync(rotated)) throw new Error(`${rotated} exists already`);
+      renameSync(this.path, rotated);
+      try {
+        fd = openSync(this.path, 'a+');
+      } catch (error) {
+        renameSync(rotated, this.path);
+        throw error;
+      }
+    } catch (error) {
+      throw new AgentPolicyError('AUDIT_LOG_WRITE_FAILED', `audit log ${this.path} cannot rotate: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+    }
+    const old = this.fd;
+    this.fd = fd;
     this.rotation++;
-    const rotated = rotatedName(this.path, this.rotation);
-    renameSync(this.path, rotated);
-    this.fd = openSync(this.path, 'a+');
     this.size = 0;
+    try {
+      closeSync(old);
+    } catch {
+      // the records in it are written; nothing more to lose
+    }
     this.write(this.line({ kind: 'open', pid: process.pid, alg: this.key === undefined ? 'sha256' : 'hmac-sha256', rotatedFrom: basename(rotated) }, time));
   }
 }

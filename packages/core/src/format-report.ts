@@ -46,8 +46,22 @@ export function actionTarget(action: Action): string {
   return action.source;
 }
 
-function cut(text: string, width: number): string {
+// Controls (C0, DEL, C1) and bidi overrides, as a terminal would act on them: an escape sequence in a tool name
+// could clear the line, recolour a deny as an allow, set the clipboard or reverse the text around it.
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+const UNPRINTABLE_ALL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Text from a record made safe to print: line breaks and tabs become spaces, every other control or bidi character
+ * is shown as its `\uXXXX` escape, so what a tool name or reason holds is seen, never acted on by the terminal.
+ */
+export function printable(text: string): string {
   const flat = text.replace(/[\r\n\t]+/g, ' ');
+  return UNPRINTABLE.test(flat) ? flat.replace(UNPRINTABLE_ALL, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`) : flat;
+}
+
+function cut(text: string, width: number): string {
+  const flat = printable(text);
   return flat.length <= width ? flat : `${flat.slice(0, Math.max(1, width - 1))}…`;
 }
 
@@ -62,15 +76,15 @@ function cut(text: string, width: number): string {
  */
 export function formatDecision(decision: Decision, options: { maxWidth?: number } = {}): string {
   const width = options.maxWidth ?? 60;
-  return [decision.decision, `${decision.action.type} ${cut(actionTarget(decision.action), width)}`, usd(decision.action.cost), ruleId(decision.rule), decision.reason].join('  ');
+  return [printable(String(decision.decision)), `${printable(String(decision.action.type))} ${cut(actionTarget(decision.action), width)}`, usd(decision.action.cost), printable(ruleId(decision.rule)), printable(decision.reason)].join('  ');
 }
 
 /** Decisions as an aligned text table (outcome, action, cost, rule, reason), one row each, oldest first. */
 export function formatDecisions(decisions: readonly Decision[], options: { maxWidth?: number } = {}): string {
   const width = options.maxWidth ?? 60;
   const rows = decisions.map((d) => [
-    d.decision + (d.approved ? ' (approved)' : ''),
-    d.action.type,
+    printable(String(d.decision)) + (d.approved ? ' (approved)' : ''),
+    printable(String(d.action.type)),
     cut(actionTarget(d.action), width),
     usd(d.settlement && d.settlement.status !== 'pending' ? d.settlement.actual : d.action.cost),
     cut(ruleId(d.rule), 32),
@@ -120,7 +134,7 @@ export function formatReport(report: SessionReport, options: FormatReportOptions
   const width = options.maxWidth ?? 60;
   const out: string[] = [];
   const summary = report.decisionSummary;
-  out.push(`agentpolicy report: session ${report.sessionId}, policy ${report.policyHash.slice(0, 12)}`);
+  out.push(`agentpolicy report: session ${printable(report.sessionId)}, policy ${printable(report.policyHash.slice(0, 12))}`);
   if (report.budget === null) {
     out.push(`spent ${usd(report.spent)}${report.reserved > 0 ? `, reserved ${usd(report.reserved)}` : ''} (no budget)`);
   } else {
@@ -137,7 +151,7 @@ export function formatReport(report: SessionReport, options: FormatReportOptions
   if (types.length > 0) out.push(`by action type (allow/deny/require_approval): ${types.join(', ')}`);
   const shadow = report.shadowSummary;
   if (shadow !== undefined && shadow.total > 0) {
-    const parts = Object.entries(shadow.byRule).map(([rule, count]) => `${rule} ${count}`);
+    const parts = Object.entries(shadow.byRule).map(([rule, count]) => `${printable(rule)} ${count}`);
     out.push(`shadow (what enforcing would change) ${shadow.total}: deny ${shadow.deny}, require_approval ${shadow.require_approval}; by ${parts.join(', ')}`);
   }
   const decisions = report.decisions;
@@ -148,7 +162,7 @@ export function formatReport(report: SessionReport, options: FormatReportOptions
     out.push(
       table(
         ['rule', 'decision', 'count'],
-        byRule.map((row) => [cut(row.rule, 40), row.decision, String(row.count)]),
+        byRule.map((row) => [cut(row.rule, 40), printable(String(row.decision)), String(row.count)]),
         [false, false, true],
       )
         .split('\n')
@@ -176,7 +190,7 @@ export function formatReport(report: SessionReport, options: FormatReportOptions
         .join('\n'),
     );
   }
-  out.push('', `started ${report.startedAt}${report.endedAt ? `, ended ${report.endedAt}` : ''}, ${report.durationSeconds.toFixed(1)} s`);
+  out.push('', `started ${printable(String(report.startedAt))}${report.endedAt ? `, ended ${printable(String(report.endedAt))}` : ''}, ${report.durationSeconds.toFixed(1)} s`);
   return out.join('\n');
 }
 

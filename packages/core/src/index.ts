@@ -109,7 +109,7 @@ export {
 } from './audit-log.js';
 export { verifyAuditLog, type AuditVerification, type AuditBreak, type AuditBreakKind } from './audit-verify.js';
 export { readAuditLog, type AuditLogReport, type SpendPoint } from './audit-report.js';
-export { formatDecision, formatDecisions, formatReport, ruleId, type FormatReportOptions } from './format-report.js';
+export { formatDecision, formatDecisions, formatReport, printable, ruleId, type FormatReportOptions } from './format-report.js';
 export { renderHtmlReport, type HtmlReportOptions } from './html-report.js';
 export { PolicySource, type PolicyFileOptions, type PolicySourceOptions, type PolicyUpdate } from './policy-source.js';
 export { FileHaltStore, InMemoryHaltStore, haltState, type HaltOptions, type HaltState, type HaltStore } from './halt.js';

@@ -2,7 +2,7 @@ import type { AuditDecisionRecord, AuditRecord, AuditSettlementRecord } from './
 import { parseRecord, readLines } from './audit-verify.js';
 import type { Decision, DecisionValue, RuleRef } from './decision.js';
 import { parseTarget } from './domain.js';
-import { actionTarget, ruleId } from './format-report.js';
+import { actionTarget, printable, ruleId } from './format-report.js';
 import { formatUsd, nanosToUsd, readCost } from './money.js';
 import { escapeHtml } from './html-report.js';
 import type { AgentPolicy } from './policy.js';
@@ -411,7 +411,8 @@ export function formatReplayReport(report: ReplayReport, options: { source?: str
   }
   lines.push('', `spend that would have been refused: ${usd(report.refusedSpend)}${report.newlyAllowedSpend > 0 ? `; spend newly allowed: ${usd(report.newlyAllowedSpend)}` : ''}`);
   if (report.unreadableLines > 0) lines.push(`${report.unreadableLines} unreadable lines skipped; run agentpolicy audit verify`);
-  return lines;
+  // Names, reasons and session ids come from the log: shown, never acted on by the terminal.
+  return lines.map(printable);
 }
 
 /** The replay report as one self-contained HTML page (no scripts, no external resources). */
