@@ -1208,6 +1208,12 @@ export class PolicySession {
       throw error;
     }
     if (outcome.approved) {
+      // The human may have taken minutes: a halt set meanwhile stops the action they approved.
+      const halt = await this.haltState();
+      if (halt !== undefined) {
+        if (lease !== undefined) await this.ledger.release(lease);
+        return this.record(this.makeDecision(prepared, haltVerdict(halt), id, undefined));
+      }
       const approvedWith = approvedVerdict(verdict, outcome);
       return this.allowHeld(prepared, approvedWith, costNanos, mode, requestApproval('approver', requestId as string, outcome), id, lease);
     }
