@@ -6,8 +6,9 @@ import { RedisScript } from './redis-client.js';
  * tests set.
  *
  * KEYS: 1 state hash (w window start, s spent, r reserved, pw/ps previous window, xc/xn expired leases), 2 lease
- * expiry zset, 3 lease amounts hash, 4 expired-lease amounts hash (for a late commit; kept a day).
- * ARGV: 1 op (reserve | charge | refund | commit | release | read), 2 period, 3 clock offset ms, 4 amount, 5 limit (-1: none),
+ * expiry zset, 3 lease amounts hash, 4 expired-lease amounts hash (for a late commit; kept a day), which also marks
+ * leases cancelled before their reserve arrived (`cancelled`).
+ * ARGV: 1 op (reserve | charge | refund | commit | release | cancel | read), 2 period, 3 clock offset ms, 4 amount, 5 limit (-1: none),
  * 6 lease ttl ms, 7 lease id, 8 retention ms after a calendar window ends (0: keep).
  * Returns { ok, outcome (0 unknown, 1 settled, 2 late), spent, reserved, window start, previous window start (-1:
  * none), previous spent, expired count, expired nanos }.
@@ -97,6 +98,9 @@ if op == 'reserve' then
   local id = ARGV[7]
   if redis.call('HEXISTS', KEYS[3], id) == 1 then
     outcome = 1
+  elseif redis.call('HEXISTS', KEYS[4], id) == 1 then
+    -- cancelled before it arrived (its client gave up waiting): never held
+    ok = 0
   elseif (limit >= 0 and spent + reserved + amount > limit) or spent + reserved + amount > MAX then
     ok = 0
   else
@@ -114,7 +118,7 @@ elseif op == 'charge' then
   end
 elseif op == 'refund' then
   spent = math.max(0, spent - amount); dirty = math.max(dirty, 1)
-elseif op == 'commit' or op == 'release' then
+elseif op == 'commit' or op == 'release' or op == 'cancel' then
   local id = ARGV[7]
   local held = tonumber(redis.call('HGET', KEYS[3], id))
   if held then
@@ -123,6 +127,12 @@ elseif op == 'commit' or op == 'release' then
     reserved = reserved - held
     if op == 'commit' then spent = math.min(spent + amount, MAX) end
     dirty = math.max(dirty, 1); outcome = 1
+  elseif op == 'cancel' then
+    -- A reserve whose client timed out has not arrived (yet): mark it so it is refused if it does.
+    if not redis.call('HGET', KEYS[4], id) then
+      redis.call('HSET', KEYS[4], id, 'cancelled')
+      redis.call('PEXPIRE', KEYS[4], DAY)
+    end
   else
     local lapsed = tonumber(redis.call('HGET', KEYS[4], id))
     if lapsed then

@@ -95,7 +95,15 @@ export class RedisBudgetStore implements BudgetStore {
     checkAmount(amount);
     if (!(Number.isSafeInteger(ttlMs) && ttlMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `a lease TTL must be a whole number of ms > 0, got ${String(ttlMs)}`);
     const lease = randomUUID();
-    const result = await this.run(budget, 'reserve', amount, limit, ttlMs, lease);
+    let result: Awaited<ReturnType<RedisBudgetStore['run']>>;
+    try {
+      result = await this.run(budget, 'reserve', amount, limit, ttlMs, lease);
+    } catch (error) {
+      // The reserve may still reach Redis after this check was denied (a slow server, a reply lost): cancel it, so
+      // it is given back if it ran and refused if it runs later, instead of holding money until its lease expires.
+      this.run(budget, 'cancel', 0, null, 1, lease).catch(() => undefined);
+      throw error;
+    }
     return result.ok ? { ok: true, lease, snapshot: result.snapshot } : { ok: false, snapshot: result.snapshot };
   }
 
