@@ -327,3 +327,27 @@ describe('a stream aborted while the approved tool runs', () => {
     expect(started).toHaveLength(1);
   });
 });
+
+describe('inlineApprovals: false — an approval in the chat history does not count until the approval store has one', () => {
+  it('wrapped tool: the chat approval runs nothing; once the approvals handler approves, the resume runs it once', async () => {
+    const paid: unknown[] = [];
+    const session = makePolicy({ approvalRules: [{ tool: 'pay' }] }).session({ approvals: new InMemoryApprovalStore(), inlineApprovals: false });
+    const tools = wrapTools(payTools(paid), session);
+    const toolApproval = policyToolApproval(session);
+    const { request, history } = await raise(session, tools, { to: 'ada', amount: 5 });
+    const resumed = [...history, answer(request.approvalId)];
+
+    // The chat user approves in the chat: not an approver here.
+    await generateText({ model: new MockLanguageModelV4({ doGenerate: [textResult('done')] }), tools, toolApproval, stopWhen: isStepCount(2), messages: resumed });
+    expect(paid).toEqual([]);
+    const [pending] = await session.pendingApprovals();
+    expect(pending?.status).toBe('pending');
+
+    // Someone the approvals handler admits approves it (the handler resolves it in the store), and the client resumes.
+    expect((await session.resolveApproval(pending!.id, { approved: true, by: 'ops' })).ok).toBe(true);
+    await generateText({ model: new MockLanguageModelV4({ doGenerate: [textResult('done')] }), tools, toolApproval, stopWhen: isStepCount(2), messages: resumed });
+    expect(paid).toEqual([{ to: 'ada', amount: 5 }]);
+    await generateText({ model: new MockLanguageModelV4({ doGenerate: [textResult('done')] }), tools, toolApproval, stopWhen: isStepCount(2), messages: resumed });
+    expect(paid).toHaveLength(1);
+  });
+});

@@ -469,3 +469,30 @@ describe('the approver is told when the input shown is not all of it', () => {
     expect(articles[1]).toContain('Approving covers the whole input');
   });
 });
+
+describe('what the page shows is what the approval covers', () => {
+  it('a whole input with a cost shows no warning; one converted when recorded (not plain data) does', async () => {
+    const { session, handler } = setup({ authorize: byHeader });
+    const priced = await session.checkTool('send_email', { input: { to: 'exact@example.com', n: -0, big: 1e21 }, cost: 0.123456789 });
+    const converted = await raise(session, { to: 'map@example.com', extra: new Map([['bcc', 'everyone@example.com']]) });
+    const html = await (await handler(get(`${BASE}/`, { 'x-user': 'alice' }))).text();
+    const article = (id: string | undefined) => html.split('<article').find((part) => part.includes(`data-request-id="${id}"`)) ?? '';
+    expect(article(priced.approvalRequest?.id)).toContain('exact@example.com');
+    expect(article(priced.approvalRequest?.id)).not.toContain('input-cut');
+    expect(article(converted.id)).toContain('data-field="input-cut"');
+  });
+
+  it('hidden and right-to-left characters in any field are shown as codes, other non-ASCII text is marked', async () => {
+    const store = new InMemoryApprovalStore();
+    const session = policy().session({ id: 'ops\u202Etxen', approvals: store, approvalSecret: SECRET });
+    const handler = createApprovalsHandler({ store, secret: SECRET, basePath: BASE, authorize: () => ({ id: 'аlice' }) });
+    await raise(session, { to: 'bob@exаmple.com\u200b' });
+    const html = await (await handler(get(`${BASE}/`))).text();
+    expect(html).not.toMatch(/[\u202e\u200b]/);
+    expect(html).toContain('ops<mark class="hidden-char">\\u202e</mark>txen');
+    expect(html).toContain('&quot;bob@ex<mark>а</mark>mple.com<mark class="hidden-char">\\u200b</mark>&quot;');
+    expect(html).toContain('Signed in as <strong><mark>а</mark>lice</strong>');
+    expect(html).toContain('data-field="input-hidden"');
+    expect(html).toContain('data-field="input-marked"');
+  });
+});

@@ -59,6 +59,8 @@ export interface ApprovalsHandlerOptions {
   allowedOrigins?: readonly string[];
   /** The largest body read, in bytes. Default 16,384. */
   maxBodyBytes?: number;
+  /** How long a body may take to arrive, in milliseconds; a body still arriving then is refused with 408. Default 10,000. */
+  bodyTimeoutMs?: number;
   /** The longest reason accepted, in characters. Default 1,000. */
   maxReasonLength?: number;
   /** How long a page's form token stays valid. Default 12 hours. */
@@ -118,6 +120,8 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
   const secret = options.secret;
   const authorize = options.authorize ?? signedLinksOnly;
   const maxBody = options.maxBodyBytes ?? 16_384;
+  const bodyTimeoutMs = options.bodyTimeoutMs ?? 10_000;
+  if (!(Number.isFinite(bodyTimeoutMs) && bodyTimeoutMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', 'bodyTimeoutMs must be a positive number of milliseconds');
   const maxReason = options.maxReasonLength ?? 1000;
   const now = options.now ?? Date.now;
   const csrfMaxAgeMs = options.csrfMaxAgeMs ?? 12 * 3_600_000;
@@ -170,7 +174,7 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
   };
 
   const pageAnswer = async (request: Request, id: string): Promise<Response> => {
-    const body = await readBody(request, 'form', maxBody);
+    const body = await readBody(request, 'form', maxBody, bodyTimeoutMs);
     if (!body.ok) return html(body.status, messagePage('Not answered', body.message, { problem: true, backHref: `${base}/` }));
     const answer = body.fields.answer;
     if (answer !== 'approve' && answer !== 'reject') return html(400, messagePage('Not answered', 'The answer must be approve or reject.', { problem: true, backHref: `${base}/` }));
@@ -211,7 +215,7 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
   };
 
   const linkRedeem = async (request: Request, kind: 'form' | 'json'): Promise<Response> => {
-    const body = await readBody(request, kind, maxBody);
+    const body = await readBody(request, kind, maxBody, bodyTimeoutMs);
     if (!body.ok) return kind === 'form' ? html(body.status, messagePage('Not answered', body.message, { problem: true })) : json(body.status, error(body.code, body.message));
     const link = await checkLink(body.fields.token);
     if (!link.ok) return kind === 'form' ? html(link.status, messagePage('Link refused', link.message, { problem: true })) : json(link.status, error(link.code, link.message));
@@ -242,7 +246,7 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
   };
 
   const apiResolve = async (request: Request, id: string): Promise<Response> => {
-    const body = await readBody(request, 'json', maxBody);
+    const body = await readBody(request, 'json', maxBody, bodyTimeoutMs);
     if (!body.ok) return json(body.status, error(body.code, body.message));
     const answer = body.fields.answer;
     if (answer !== 'approve' && answer !== 'reject') return json(400, error('malformed_body', 'answer must be "approve" or "reject"'));

@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
-import { formatUsd, readCost, type ApprovalState, type ApprovalTokenClaims } from '@agentpolicy/core';
-import { escapeHtml } from './html.js';
+import { actionFingerprint, canonicalInput, foldToolName, formatUsd, readCost, toolNameProblem, type Action, type ApprovalState, type ApprovalTokenClaims } from '@agentpolicy/core';
+import { escapeHtml, showText } from './html.js';
 
 const STYLE = [
   'body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem;color:#1d1d1f;background:#fafafa}',
-  'h1{font-size:1.3rem}h2{font-size:1.05rem;margin:0 0 .5rem}',
+  'h1{font-size:1.3rem}h2{font-size:1.05rem;margin:0 0 .5rem;overflow-wrap:anywhere}',
   'article{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1rem;margin:0 0 1rem}',
   'dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;margin:0 0 .6rem}dt{color:#666}dd{margin:0;overflow-wrap:anywhere}',
-  'pre{background:#f3f3f3;padding:.5rem;overflow:auto;max-height:16rem;white-space:pre-wrap;overflow-wrap:anywhere;margin:0 0 .6rem}',
+  'pre{background:#f3f3f3;padding:.5rem;white-space:pre-wrap;overflow-wrap:anywhere;margin:0 0 .6rem}',
+  'mark{background:#ffe08a;color:inherit;unicode-bidi:isolate;outline:1px solid #c9a227}mark.hidden-char{background:#f4c7c3;outline-color:#b3261e;font-family:monospace}',
   'form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}label{flex:1 1 16rem;display:flex;gap:.4rem;align-items:center}',
   'input[type=text]{flex:1;padding:.3rem}button{padding:.35rem .9rem;border-radius:4px;border:1px solid #888;cursor:pointer}',
   '.approve{background:#e6f4ea;border-color:#3c8c50}.reject{background:#fdecea;border-color:#b3261e}',
@@ -31,8 +32,6 @@ export const CONTENT_SECURITY_POLICY = [
 const MAX_INPUT_CHARS = 64_000;
 /** The most requests one page shows (oldest first); the count says how many wait in all. */
 const MAX_SHOWN = 200;
-/** The markers core's bounded records leave where they cut a value. */
-const CUT_MARKER = /…\[truncated: |\[nested too deep\]|\[\d+ more (?:items|keys)\]/;
 
 /** A whole page around already-escaped body HTML. */
 export function page(title: string, bodyHtml: string): string {
@@ -45,7 +44,7 @@ export function page(title: string, bodyHtml: string): string {
 /** A page that only says something (a result, a refusal). */
 export function messagePage(title: string, message: string, options: { problem?: boolean; backHref?: string } = {}): string {
   const back = options.backHref === undefined ? '' : `<p><a href="${escapeHtml(options.backHref)}">Back to pending approvals</a></p>`;
-  return page(title, `<h1>${escapeHtml(title)}</h1><p class="notice${options.problem ? ' problem' : ''}" role="status">${escapeHtml(message)}</p>${back}`);
+  return page(title, `<h1>${escapeHtml(title)}</h1><p class="notice${options.problem ? ' problem' : ''}" role="status">${showText(message).html}</p>${back}`);
 }
 
 /** What the list page shows above the requests after an answer (a fixed message per outcome). */
@@ -72,7 +71,7 @@ export function pendingPage(states: readonly ApprovalState[], options: { base: s
         .join('\n');
   return page(
     'Pending approvals',
-    `<h1>Pending approvals</h1><p>Signed in as <strong>${escapeHtml(options.principal)}</strong>. ${states.length} waiting${states.length > MAX_SHOWN ? `, the oldest ${MAX_SHOWN} shown` : ''}.</p>${notice}${items}`,
+    `<h1>Pending approvals</h1><p>Signed in as <strong>${showText(options.principal).html}</strong>. ${states.length} waiting${states.length > MAX_SHOWN ? `, the oldest ${MAX_SHOWN} shown` : ''}.</p>${notice}${items}`,
   );
 }
 
@@ -103,17 +102,61 @@ function requestDetails(state: ApprovalState, now: number): string {
     ['Expires', `${Date.parse(state.expiresAt) >= now ? 'in ' + age(Date.parse(state.expiresAt) - now) : 'expired'} (${state.expiresAt})`],
     ['Request', state.id],
   ];
+  let hidden = false;
+  let marked = false;
+  const show = (text: string) => {
+    const shown = showText(text);
+    hidden ||= shown.hidden;
+    marked ||= shown.marked;
+    return shown.html;
+  };
+  const heading = `<h2>${show(title)}</h2>`;
+  const list = `<dl>${rows.map(([name, value]) => `<dt>${escapeHtml(name)}</dt><dd>${show(value)}</dd>`).join('')}</dl>`;
   let input = '';
+  let long = false;
   if (action.type === 'tool' && action.input !== undefined) {
     const text = inputText(action.input);
-    // Core records long strings and large inputs bounded; the approval still covers the whole input (its
-    // fingerprint), so the approver is told when what they read is not all of it.
-    const warning = CUT_MARKER.test(text) || text.length > MAX_INPUT_CHARS
-      ? `<p class="notice problem" data-field="input-cut">Part of this input is not shown (it was cut when recorded${text.length > MAX_INPUT_CHARS ? ' or is too long for this page; GET the request from the JSON API to read what was recorded' : ''}). Approving covers the whole input.</p>`
-      : '';
-    input = `${warning}<pre data-field="input">${escapeHtml(text.length > MAX_INPUT_CHARS ? `${text.slice(0, MAX_INPUT_CHARS)}\n… (${text.length - MAX_INPUT_CHARS} more characters)` : text)}</pre>`;
+    long = text.length > MAX_INPUT_CHARS;
+    input = `<pre data-field="input">${show(long ? `${text.slice(0, MAX_INPUT_CHARS)}\n… (${text.length - MAX_INPUT_CHARS} more characters)` : text)}</pre>`;
   }
-  return `<h2>${escapeHtml(title)}</h2><dl>${rows.map(([name, value]) => `<dt>${escapeHtml(name)}</dt><dd>${escapeHtml(value)}</dd>`).join('')}</dl>${input}`;
+  // What an approval covers is the action's fingerprint; what is shown is core's record of the action, which bounds
+  // long strings and large inputs (and converts what is not plain data). Worked out again from what is shown, the
+  // fingerprint tells whether the approver reads all of it; when not (cut, converted, or changed in the store since
+  // the request was raised), the page says so above everything else.
+  const notices = [
+    ...(long || !shownExactly(state)
+      ? [`<p class="notice problem" data-field="input-cut">Part of this request is not shown as the agent gave it (it was cut or converted when recorded${long ? ', or is too long for this page; GET the request from the JSON API to read what was recorded' : ', or changed since'}). Approving covers the whole input.</p>`]
+      : []),
+    ...(hidden
+      ? ['<p class="notice problem" data-field="input-hidden">This request holds invisible or direction-changing characters; each is shown as its \\u code, highlighted in red.</p>']
+      : []),
+    ...(marked ? ['<p class="notice" data-field="input-marked">Characters outside ASCII are highlighted: check letters that look like others.</p>'] : []),
+  ];
+  return `${heading}${notices.join('')}${list}${input}`;
+}
+
+/** Whether the recorded action, as shown, is exactly the action its fingerprint (what an approval covers) names. */
+function shownExactly(state: ApprovalState): boolean {
+  try {
+    return fingerprintOf(state.action) === state.fingerprint;
+  } catch {
+    return false;
+  }
+}
+
+function fingerprintOf(action: Action): string {
+  const read = readCost(action.cost);
+  const costNanos = read.ok ? read.nanos : -1;
+  switch (action.type) {
+    case 'tool': {
+      const name = toolNameProblem(action.name) === undefined ? foldToolName(action.name) : action.name;
+      return actionFingerprint({ type: 'tool', name, costNanos, input: action.input === undefined ? undefined : canonicalInput(action.input) });
+    }
+    case 'http':
+      return actionFingerprint({ type: 'http', url: action.url, method: action.method ?? '', costNanos });
+    default:
+      return actionFingerprint({ type: 'cost', source: action.source, costNanos });
+  }
 }
 
 function cost(usd: number): string {

@@ -53,7 +53,9 @@ function toRequest(req: IncomingMessage, res: ServerResponse, options: NodeHandl
   const protocol = forwarded('x-forwarded-proto') ?? (encrypted ? 'https' : 'http');
   const host = forwarded('x-forwarded-host') ?? req.headers.host;
   const path = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
-  if (!host || (protocol !== 'http' && protocol !== 'https') || !path.startsWith('/')) return undefined;
+  // A dot segment, plain or percent-encoded, is refused rather than resolved: a proxy in front that allows or guards
+  // paths by prefix would otherwise judge `/approvals/link/%2e%2e/api/…` by one route while the handler serves another.
+  if (!host || (protocol !== 'http' && protocol !== 'https') || !path.startsWith('/') || DOT_SEGMENT.test(path.split('?')[0] as string)) return undefined;
   let url: URL;
   try {
     url = new URL(`${protocol}://${host}${path}`);
@@ -76,6 +78,8 @@ function toRequest(req: IncomingMessage, res: ServerResponse, options: NodeHandl
     ...(hasBody ? { body: Readable.toWeb(req) as ReadableStream<Uint8Array>, duplex: 'half' } : {}),
   } as RequestInit);
 }
+
+const DOT_SEGMENT = /\/(?:\.|%2e){1,2}(?:\/|$)/i;
 
 function first(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;

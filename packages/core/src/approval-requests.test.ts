@@ -287,3 +287,37 @@ describe('a pending approval across processes', () => {
     expect(readFileSync(log, 'utf8').trim().split('\n')).toHaveLength(1);
   });
 });
+
+describe('inlineApprovals: false (only approvals stored through the approval store count)', () => {
+  it('an approval given with the check leaves the request pending; one given through the store then counts, once', async () => {
+    const store = new InMemoryApprovalStore();
+    const session = policy().session({ approvals: store, inlineApprovals: false });
+    const ran: string[] = [];
+    const { request } = await raise(session, { to: 'ceo@example.com' });
+    // A chat client (an AI SDK approval response, a LangChain resume value) approves inline: not used.
+    const inline = await session.checkTool('send_email', { input: { to: 'ceo@example.com' }, approval: { requestId: request.id, approved: true, by: 'chat-user' } });
+    expect(inline).toMatchObject({ decision: 'require_approval', approvalRequest: { id: request.id }, unusedAnswer: { requestId: request.id, problem: 'pending' } });
+    expect((await store.get(request.id, Date.now()))?.status).toBe('pending');
+    expect(await session.runTool('send_email', { input: { to: 'ceo@example.com' }, approval: { requestId: request.id, approved: true } }, () => ran.push('sent')).catch((error: unknown) => error)).toBeInstanceOf(ApprovalRequiredError);
+    expect(ran).toEqual([]);
+    // The approvals handler (here: resolveApproval, as the handler does through the store) approves it.
+    expect((await session.resolveApproval(request.id, { approved: true, by: 'ops' })).ok).toBe(true);
+    const approved = await session.checkTool('send_email', { input: { to: 'ceo@example.com' }, approval: { requestId: request.id, approved: true } });
+    expect(approved).toMatchObject({ decision: 'allow', approval: { via: 'request', requestId: request.id, by: 'ops' } });
+    const again = await session.checkTool('send_email', { input: { to: 'ceo@example.com' }, approval: { requestId: request.id, approved: true } });
+    expect(again.decision).toBe('require_approval');
+  });
+
+  it('a rejection given with the check still denies and answers the request', async () => {
+    const store = new InMemoryApprovalStore();
+    const session = policy().session({ approvals: store, inlineApprovals: false });
+    const { request } = await raise(session, { to: 'ceo@example.com' });
+    const rejected = await session.checkTool('send_email', { input: { to: 'ceo@example.com' }, approval: { requestId: request.id, approved: false, by: 'chat-user' } });
+    expect(rejected.decision).toBe('deny');
+    expect((await store.get(request.id, Date.now()))?.status).toBe('rejected');
+  });
+
+  it('is validated', () => {
+    expect(() => policy().session({ inlineApprovals: 'no' as unknown as boolean })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+  });
+});

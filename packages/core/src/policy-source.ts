@@ -66,7 +66,9 @@ export class PolicySource implements PolicyProvider {
 
   /**
    * Loads a policy file (an invalid first file throws {@link PolicyValidationError}: there is no policy to fall back
-   * on) and, unless `watch: false`, reloads it whenever it changes.
+   * on) and, unless `watch: false`, reloads it whenever it changes. Replace the file by renaming a finished one over
+   * it: a file written in place is read once its writes pause for `debounceMs`, and a half-written file that still
+   * parses (a list cut after a whole item) would be taken as the new policy until the rest is written.
    */
   static fromFile(path: string, options: PolicyFileOptions = {}): PolicySource {
     const source = new PolicySource(AgentPolicy.fromYaml(path), { ...options, file: path });

@@ -12,7 +12,7 @@ import type { Verdict } from './policy-evaluator.js';
 export type BoundOutcome =
   | { readonly kind: 'approved'; readonly requestId: string; readonly resolution: ApprovalResolution }
   | { readonly kind: 'refused'; readonly requestId: string; readonly rejection: Rejection }
-  | { readonly kind: 'pending'; readonly request: ApprovalRequestRef }
+  | { readonly kind: 'pending'; readonly request: ApprovalRequestRef; readonly unused?: UnusedAnswer }
   | { readonly kind: 'unused'; readonly unused: UnusedAnswer };
 
 /** Why a token was refused before its request was looked at. */
@@ -41,6 +41,8 @@ export class SessionApprovals {
     private readonly store: ApprovalStore,
     private readonly sessionId: string,
     private readonly secret: string | Uint8Array | undefined,
+    /** Whether an approval given with a check may answer a pending request (the session option `inlineApprovals`). */
+    private readonly inline: boolean = true,
   ) {}
 
   /** This session's requests still waiting for an answer, oldest first. */
@@ -125,7 +127,10 @@ export class SessionApprovals {
     if (state === undefined) return unused(requestId, 'unknown_request', 'no approval request has this id');
     if (state.sessionId !== this.sessionId) return unused(requestId, 'other_session', 'the request belongs to another session');
     if (state.fingerprint !== fingerprint) return unused(requestId, 'other_action', 'the request was raised for another action (its fingerprint differs)');
-    if (typeof bound.approved === 'boolean' && state.status === 'pending') {
+    // A rejection given with a check always answers (it can only stop the action); an approval only when the session
+    // accepts approvals given that way.
+    const refusedInline = bound.approved === true && !this.inline;
+    if (typeof bound.approved === 'boolean' && state.status === 'pending' && !refusedInline) {
       const result = await this.store.resolve(state.id, resolutionOf({ approved: bound.approved, ...optionalText(bound) }), Date.now());
       state = result.request ?? (await this.store.get(state.id, Date.now()));
     }
@@ -137,6 +142,10 @@ export class SessionApprovals {
       case 'expired':
         return { kind: 'refused', requestId: state.id, rejection: expiredOf(state) };
       case 'pending':
+        if (refusedInline) {
+          const detail = 'approvals given with a check are not accepted by this session (inlineApprovals: false): the request stays pending until it is approved through the approval store (the approvals handler, a token link, resolveApproval)';
+          return { kind: 'pending', request: refOf(state), unused: Object.freeze({ requestId: state.id, problem: 'pending', detail }) };
+        }
         return { kind: 'pending', request: refOf(state) };
       default:
         return unused(requestId, 'already_used', 'the approval was already used for one execution');

@@ -108,6 +108,16 @@ export interface SessionOptions {
    */
   approvalSecret?: string | Uint8Array;
   /**
+   * Whether an approval given with a check (`approval: { requestId, approved: true }`: what the AI SDK and LangChain
+   * adapters pass from a `tool-approval-response` in the chat history or a resume value) may answer the pending
+   * request it names. Default true: whoever sends those messages is an approver. Set false when only the people your
+   * approvals handler (or `approver`) admits may approve: such an approval is then not used, the request stays
+   * pending (recorded as `unusedAnswer.problem: 'pending'`), and the check counts only an approval stored through
+   * the approval store (the approvals handler, a token link, {@link PolicySession.resolveApproval}). A rejection
+   * given with a check still denies.
+   */
+  inlineApprovals?: boolean;
+  /**
    * Where halts are kept (see {@link AgentPolicy.halt}): the policy's (or its live source's) in-memory halts by
    * default. Pass a shared store ({@link FileHaltStore}, or one backed by Redis) so a halt set in any process stops
    * this session at its next check.
@@ -296,7 +306,10 @@ export class PolicySession {
     this.callKeyStore = options.callKeys;
     this.keyedCalls = options.callKeys === undefined ? undefined : new WeakMap();
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
-    this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret);
+    if (options.inlineApprovals !== undefined && typeof options.inlineApprovals !== 'boolean') {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'inlineApprovals must be true or false');
+    }
+    this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret, options.inlineApprovals ?? true);
     this.sinks = sessionSinks(options.sinks, options.telemetry !== false);
     this.settling = {
       ledger: this.ledger,
@@ -1123,7 +1136,10 @@ export class PolicySession {
     const outcome = await this.approvals.answer(bound, prepared.identity.fingerprint);
     if (outcome.kind === 'refused') return this.record(this.makeDecision(prepared, rejection(verdict, outcome.rejection, outcome.requestId), this.nextId(), undefined));
     if (verdict.decision === 'allow') return this.allowWithMoney(prepared, verdict, costNanos, mode, undefined);
-    if (outcome.kind === 'pending') return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, { approvalRequest: outcome.request }));
+    if (outcome.kind === 'pending') {
+      const extra = outcome.unused === undefined ? { approvalRequest: outcome.request } : { approvalRequest: outcome.request, unusedAnswer: outcome.unused };
+      return this.recordGated(this.makeDecision(prepared, verdict, this.nextId(), undefined, extra));
+    }
     if (outcome.kind === 'approved') {
       if (await this.approvals.use(outcome.requestId, prepared.identity.fingerprint)) {
         return this.allowWithMoney(prepared, approvedVerdict(verdict, outcome.resolution), costNanos, mode, requestApproval('request', outcome.requestId, outcome.resolution));

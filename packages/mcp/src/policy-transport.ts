@@ -20,6 +20,19 @@ function isRequest(message: Message): boolean {
 function isResponse(message: Message): boolean {
   return message['method'] === undefined && isId(message['id']) && ('result' in message || 'error' in message);
 }
+/**
+ * The call as it is decided and passed on: one JSON copy (what a transport puts on the wire anyway), so a caller that
+ * changes its arguments object while the call is being decided changes nothing that is sent. `undefined` when the
+ * call cannot be written as JSON (a cycle, a bigint): such a call is refused.
+ */
+function callCopy(request: Message): Message | undefined {
+  try {
+    const copy = JSON.parse(JSON.stringify(request)) as unknown;
+    return isObject(copy) ? copy : undefined;
+  } catch {
+    return undefined;
+  }
+}
 function cancelledId(message: Message): RequestId | undefined {
   if (message['method'] !== 'notifications/cancelled' || message['id'] !== undefined) return undefined;
   const id = (message['params'] as { requestId?: unknown } | undefined)?.requestId;
@@ -40,6 +53,11 @@ export class McpPolicyTransport implements Transport {
   /** Calls still being decided (an approval may be awaited), by request id. */
   private readonly deciding = new Map<RequestId, CallCancel>();
   private readonly listing = new Set<RequestId>();
+  /**
+   * Server side: other requests passed to the server and not yet answered, by id. A request under an id still in use
+   * is refused: its answer would be taken for the other one's (a "method not found" released a running call's cost).
+   */
+  private readonly open = new Set<RequestId>();
   private hooked = false;
 
   constructor(
@@ -90,7 +108,7 @@ export class McpPolicyTransport implements Transport {
     if (!isObject(value)) return this.inner.send(message, options);
     if (this.side === 'client') {
       if (isRequest(value)) {
-        if (value['method'] === 'tools/call') return this.callOut(value, message, options);
+        if (value['method'] === 'tools/call') return this.callOut(value, options);
         if (value['method'] === 'tools/list') this.listing.add(value['id'] as RequestId);
       } else {
         const cancelled = cancelledId(value);
@@ -116,11 +134,18 @@ export class McpPolicyTransport implements Transport {
       return;
     }
     if (isRequest(value)) {
+      const id = value['id'] as RequestId;
       if (value['method'] === 'tools/call') {
-        void this.callIn(value, message, extra);
+        void this.callIn(value, extra);
         return;
       }
-      if (value['method'] === 'tools/list') this.listing.add(value['id'] as RequestId);
+      if (this.inUse(id)) {
+        const error = { code: -32600, message: `agentpolicy: MCP request id ${JSON.stringify(id)} is already in use by another request; refused` };
+        void this.inner.send({ jsonrpc: '2.0', id, error } as JSONRPCMessage, { relatedRequestId: id }).catch((failure: unknown) => this.onerror?.(failure as Error));
+        return;
+      }
+      this.open.add(id);
+      if (value['method'] === 'tools/list') this.listing.add(id);
     } else {
       const cancelled = cancelledId(value);
       if (cancelled !== undefined) this.cancel(cancelled);
@@ -129,9 +154,10 @@ export class McpPolicyTransport implements Transport {
   }
 
   // Client side: decide before sending. A refusal is answered here and never reaches the server.
-  private async callOut(request: Message, message: JSONRPCMessage, options: TransportSendOptions | undefined): Promise<void> {
+  private async callOut(request: Message, options: TransportSendOptions | undefined): Promise<void> {
     const id = request['id'] as RequestId;
-    const outcome = await this.decide(id, request['params']);
+    const copy = callCopy(request);
+    const outcome = await this.decide(id, copy);
     if (outcome === undefined) return;
     if (outcome.kind === 'refuse') {
       this.onmessage?.({ jsonrpc: '2.0', id, result: outcome.result } as JSONRPCMessage);
@@ -139,7 +165,7 @@ export class McpPolicyTransport implements Transport {
     }
     this.running.set(id, outcome.reservation);
     try {
-      await this.inner.send(message, options);
+      await this.inner.send(copy as JSONRPCMessage, options);
     } catch (error) {
       this.running.delete(id);
       this.gate.settle(outcome.reservation, { lost: error });
@@ -148,27 +174,35 @@ export class McpPolicyTransport implements Transport {
   }
 
   // Server side: decide before the server sees the call. A refusal is answered here; the handler never runs.
-  private async callIn(request: Message, message: JSONRPCMessage, extra: MessageExtraInfo | undefined): Promise<void> {
+  private async callIn(request: Message, extra: MessageExtraInfo | undefined): Promise<void> {
     const id = request['id'] as RequestId;
-    const outcome = await this.decide(id, request['params']);
+    const copy = callCopy(request);
+    const outcome = await this.decide(id, copy);
     if (outcome === undefined) return;
     if (outcome.kind === 'refuse') {
       await this.inner.send({ jsonrpc: '2.0', id, result: outcome.result } as JSONRPCMessage, { relatedRequestId: id }).catch((error: unknown) => this.onerror?.(error as Error));
       return;
     }
     this.running.set(id, outcome.reservation);
-    this.onmessage?.(message, extra);
+    this.onmessage?.(copy as JSONRPCMessage, extra);
   }
 
-  private async decide(id: RequestId, params: unknown): Promise<Exclude<CallOutcome, { kind: 'cancelled' }> | undefined> {
-    if (this.deciding.has(id) || this.running.has(id)) {
+  private inUse(id: RequestId): boolean {
+    return this.deciding.has(id) || this.running.has(id) || this.open.has(id);
+  }
+
+  private async decide(id: RequestId, call: Message | undefined): Promise<Exclude<CallOutcome, { kind: 'cancelled' }> | undefined> {
+    if (this.inUse(id)) {
       // A second call under an id still in use would be answered (and settled) as the first one.
-      return { kind: 'refuse', result: plainRefusal(`agentpolicy: MCP request id ${JSON.stringify(id)} is already in use by another tool call; refused`, 'input') };
+      return { kind: 'refuse', result: plainRefusal(`agentpolicy: MCP request id ${JSON.stringify(id)} is already in use by another request; refused`, 'input') };
+    }
+    if (call === undefined) {
+      return { kind: 'refuse', result: plainRefusal(`agentpolicy: an MCP tool call on server ${JSON.stringify(this.gate.server)} that cannot be written as JSON (a cycle, a bigint) is refused`, 'input') };
     }
     const cancel = new CallCancel();
     this.deciding.set(id, cancel);
     try {
-      const outcome = await this.gate.decide(params, cancel);
+      const outcome = await this.gate.decide(call['params'], cancel);
       return outcome.kind === 'cancelled' ? undefined : outcome;
     } finally {
       this.deciding.delete(id);
@@ -178,6 +212,7 @@ export class McpPolicyTransport implements Transport {
   // A response to a call or a listing this transport let through: settle the call, filter the listing.
   private answered(response: Message): Message {
     const id = response['id'] as RequestId;
+    this.open.delete(id);
     if (this.running.has(id)) {
       const reservation = this.running.get(id);
       this.running.delete(id);
@@ -193,6 +228,7 @@ export class McpPolicyTransport implements Transport {
 
   // A cancelled call: stop deciding it; one already passed on may have run, so it is settled as lost.
   private cancel(id: RequestId): void {
+    this.open.delete(id);
     this.deciding.get(id)?.abort();
     if (this.running.has(id)) {
       const reservation = this.running.get(id);
@@ -206,6 +242,7 @@ export class McpPolicyTransport implements Transport {
     for (const reservation of this.running.values()) this.gate.settle(reservation, { lost: error });
     this.running.clear();
     this.listing.clear();
+    this.open.clear();
   }
 }
 

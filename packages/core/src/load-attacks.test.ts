@@ -1,0 +1,133 @@
+// A policy file edited by someone careless or hostile, or built by a config pipeline: loading never widens a policy
+// silently. Every trick below is a typed PolicyValidationError naming the place, or loads exactly what is written.
+import { truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { AgentPolicy, PolicySource, PolicyValidationError, type PolicyIssue } from './index.js';
+import { useTempDirs } from './test-support/temp-dirs.js';
+
+function issuesOf(load: () => unknown): PolicyIssue[] {
+  try {
+    load();
+  } catch (error) {
+    expect(PolicyValidationError.isInstance(error)).toBe(true);
+    return [...(error as PolicyValidationError).issues];
+  }
+  throw new Error('expected a PolicyValidationError');
+}
+const yamlIssues = (text: string) => issuesOf(() => AgentPolicy.fromYamlString(text));
+const PLAIN = 'tools:\n  block: [shell]\nbudget:\n  max_spend: 1\n';
+
+describe('YAML a hostile or careless editor writes', () => {
+  it.each([
+    ['a second block: under tools', 'tools:\n  block: [shell]\n  block: []\n', /unique/],
+    ['a second block: spelled with quotes', 'tools:\n  block: [shell]\n  "block": []\n', /unique/],
+    ['a second tools: mapping', 'tools:\n  block: [shell]\ntools:\n  allow: [shell]\n', /unique/],
+    ['a duplicate in flow style', 'tools: {block: [shell], block: []}\n', /unique/],
+    ['a merge key widening tools', 'base: &b {block: []}\ntools:\n  <<: *b\n', /unknown key "<<"|unknown key "base"/],
+    ['a merge key under %YAML 1.1', '%YAML 1.1\n---\ntools:\n  <<: {block: []}\n', /unknown key "<<"/],
+    ['mode: shadow slipped in through a merge', 'tools:\n  block: [shell]\n<<: {mode: shadow}\n', /unknown key "<<"/],
+    ['a second document with mode: shadow', `${PLAIN}---\nmode: shadow\n`, /one YAML document/],
+    ['!!js/function', 'tools:\n  block: !!js/function "function () {}"\n', /tag/],
+    ['!!binary', 'tools:\n  block: [!!binary c2hlbGw=]\n', /tag/],
+    ['a local tag', 'tools:\n  block: [!shell x]\n', /tag/],
+    ['a tag on the whole document', '!policy\ntools:\n  block: [shell]\n', /tag/],
+    ['the non-specific tag', 'tools:\n  block: [! shell]\n', /tag/],
+    ['a number key', '1: x\ntools:\n  block: [shell]\n', /unknown key "1"/],
+    ['a sequence as key', '? [tools]\n: {block: []}\n', /keys must be strings/],
+    ['a number for a tool name', 'tools:\n  block: [123]\n', /must be a string/],
+    ['true for a tool name', 'tools:\n  block: [true]\n', /must be a string/],
+    ['~ for a block list', 'tools:\n  block: ~\n', /has no value \(null\)/],
+    ['an empty allow list key', 'tools:\n  allow:\n', /has no value \(null\)/],
+    ['a typo at the top (tool:)', 'tool:\n  block: [shell]\n', /did you mean "tools"/],
+    ['a typo at the top (netwrok:)', 'netwrok:\n  block: [evil.example]\n', /did you mean "network"/],
+    ['a typo inside (tools.blok)', 'tools:\n  blok: [shell]\n', /unknown key "blok"/],
+    ['a look-alike key (Cyrillic o)', 't\u043eols:\n  block: [shell]\n', /unknown key/],
+    ['a tab for indentation', 'tools:\n\tblock: [shell]\n', /Tabs/],
+    ['mode written Shadow', 'mode: Shadow\n', /must be enforce or shadow/],
+  ])('%s is refused', (_, text, message) => {
+    const issues = yamlIssues(text);
+    expect(issues.length).toBeGreaterThan(0);
+    expect(issues.map((issue) => issue.message).join('\n')).toMatch(message);
+  });
+
+  it('anchors and aliases load exactly what they point at, within a bound', () => {
+    const aliased = AgentPolicy.fromYamlString('network:\n  block: &hosts [evil.example]\ntools:\n  block: &tools [shell]\napproval:\n  require_for: [{tool: publish}]\n');
+    expect(aliased.normalized.tools.block).toEqual(['shell']);
+    // A bomb that stays under 1 MB of text is stopped by the alias bound, quickly.
+    let bomb = 'a: &a [x, x, x, x, x, x, x, x, x, x]\n';
+    for (let i = 1; i < 12; i++) bomb += `l${i}: &l${i} [${Array(10).fill(i === 1 ? '*a' : `*l${i - 1}`).join(', ')}]\n`;
+    const started = Date.now();
+    expect(yamlIssues(`${bomb}tools:\n  block: *l11\n`).map((issue) => issue.message).join()).toMatch(/alias/i);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it('a deeply nested or oversized file is a typed error, never a crash', () => {
+    expect(yamlIssues(`tools:\n  block: ${'['.repeat(20_000)}${']'.repeat(20_000)}\n`).length).toBeGreaterThan(0);
+    expect(yamlIssues(`tools:\n  block:\n${'    - a\n'.repeat(200_000)}`)[0]?.message).toMatch(/larger than/);
+  });
+
+  it('a BOM or CRLF line ends load the same policy as the plain file', () => {
+    const plain = AgentPolicy.fromYamlString(PLAIN);
+    expect(AgentPolicy.fromYamlString(`\ufeff${PLAIN}`).hash).toBe(plain.hash);
+    expect(AgentPolicy.fromYamlString(PLAIN.replaceAll('\n', '\r\n')).hash).toBe(plain.hash);
+    // yes/no/on/off are strings in YAML 1.2 core: tool names, never booleans that change a list's meaning.
+    expect(AgentPolicy.fromYamlString('tools:\n  block: [yes, no, on, off]\n').normalized.tools.block).toEqual(['yes', 'no', 'on', 'off']);
+  });
+});
+
+describe('objects a config pipeline hands to fromDict', () => {
+  it('prototype tricks change nothing: __proto__ / constructor / prototype are unknown keys, inherited keys are not read', () => {
+    const json = JSON.parse('{"tools": {"block": ["shell"], "__proto__": {"allow": []}}, "prototype": {"mode": "shadow"}}');
+    expect(issuesOf(() => AgentPolicy.fromDict(json)).map((issue) => issue.path).sort()).toEqual(['prototype', 'tools.__proto__']);
+    expect(({} as Record<string, unknown>)['allow']).toBeUndefined();
+    expect(issuesOf(() => AgentPolicy.fromDict(Object.create({ mode: 'shadow' })))[0]?.message).toMatch(/mapping/);
+    class Config {
+      tools = { block: ['shell'] };
+    }
+    expect(issuesOf(() => AgentPolicy.fromDict(new Config()))[0]?.message).toMatch(/mapping/);
+  });
+
+  it('a key hidden from enumeration is still read and shows in the document and hash (never applied out of sight)', async () => {
+    const hidden = Object.defineProperty({ tools: { block: ['shell'] } }, 'mode', { value: 'shadow', enumerable: false });
+    const policy = AgentPolicy.fromDict(hidden);
+    expect(policy.toDocument().mode).toBe('shadow');
+    expect(policy.hash).toBe(AgentPolicy.fromDict({ tools: { block: ['shell'] }, mode: 'shadow' }).hash);
+    expect(policy.hash).not.toBe(AgentPolicy.fromDict({ tools: { block: ['shell'] } }).hash);
+    expect((await policy.session().checkTool('shell')).decision).toBe('allow');
+  });
+
+  it('lists that are not arrays, and holes in arrays, are refused', () => {
+    expect(issuesOf(() => AgentPolicy.fromDict({ tools: { block: new Set(['shell']) } }))[0]?.path).toBe('tools.block');
+    expect(issuesOf(() => AgentPolicy.fromDict({ tools: { block: 'shell' } }))[0]?.path).toBe('tools.block');
+    // eslint-disable-next-line no-sparse-arrays
+    expect(issuesOf(() => AgentPolicy.fromDict({ tools: { block: [, 'shell'] } }))[0]?.path).toBe('tools.block[0]');
+  });
+});
+
+describe('a watched policy file written in place', () => {
+  const tempDir = useTempDirs('agentpolicy-load-');
+
+  it('cut off mid-write (invalid), emptied, or removed: the old policy stays in force and the reload is refused with its cause', async () => {
+    const file = join(tempDir(), 'policy.yaml');
+    const full = 'tools:\n  block:\n    - deploy\n    - shell\nbudget:\n  max_spend: 1\n';
+    writeFileSync(file, full);
+    const rejected: string[] = [];
+    const source = PolicySource.fromFile(file, { watch: false, onReject: (event) => rejected.push(event.issues.map((issue) => issue.message).join()) });
+    const before = source.hash;
+    writeFileSync(file, full.slice(0, full.indexOf('shell') + 2).replace('    - sh', '    - [sh'));
+    expect(source.reload().ok).toBe(false);
+    truncateSync(file, 0);
+    expect(source.reload().ok).toBe(false);
+    writeFileSync(file, '');
+    writeFileSync(file, 'tools:\n  block: [deploy, shell\n');
+    expect(source.reload().ok).toBe(false);
+    writeFileSync(file, '\u0000\u0000\u0000');
+    expect(source.reload().ok).toBe(false);
+    expect(source.hash).toBe(before);
+    expect(rejected).toHaveLength(4);
+    expect(rejected[1]).toMatch(/empty/);
+    expect((await source.session().checkTool('shell')).decision).toBe('deny');
+    source.close();
+  });
+});
