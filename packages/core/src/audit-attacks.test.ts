@@ -156,7 +156,9 @@ describe('audit log: one record per line, whatever the action holds', () => {
     log.close();
     const text = readFileSync(path, 'utf8');
     // JavaScript's own line terminators and those of Python's str.splitlines() are all escaped.
+    // oxlint-disable-next-line no-control-regex -- control characters are what this matches
     expect(text.split(/\r\n|[\n\r\u000b\u000c\u001c\u001d\u001e\u0085\u2028\u2029]/).filter(Boolean)).toHaveLength(3);
+    // oxlint-disable-next-line no-control-regex -- control characters are what this matches
     expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f\u0085\u2028\u2029]/);
     expect(verifyAuditLog(path)).toMatchObject({ ok: true, records: 3 });
     const [, first, second] = records(path) as [AuditRecord, AuditDecisionRecord, AuditDecisionRecord];
@@ -167,6 +169,7 @@ describe('audit log: one record per line, whatever the action holds', () => {
 
 describe('terminal output never replays control sequences from a record', () => {
   const hostile = 'search\u001b[2K\r\u001b[32mallow\u001b[0m\u001b]52;c;cm0gLXJmIH4=\u0007\u009b31m\u202eevil';
+  // oxlint-disable-next-line no-control-regex -- control characters are what this matches
   const control = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 
   it('agentpolicy report and replay print a hostile tool name and reason as visible text', async () => {

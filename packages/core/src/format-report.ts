@@ -48,7 +48,9 @@ export function actionTarget(action: Action): string {
 
 // Controls (C0, DEL, C1) and bidi overrides, as a terminal would act on them: an escape sequence in a tool name
 // could clear the line, recolour a deny as an allow, set the clipboard or reverse the text around it.
+// oxlint-disable-next-line no-control-regex -- control characters are what this matches
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+// oxlint-disable-next-line no-control-regex -- control characters are what this matches
 const UNPRINTABLE_ALL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 /**
