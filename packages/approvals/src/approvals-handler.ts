@@ -57,6 +57,13 @@ export interface ApprovalsHandlerOptions {
   basePath?: string;
   /** Origins besides the request's own from which posts are accepted (a proxy's public origin). */
   allowedOrigins?: readonly string[];
+  /**
+   * The hosts (`name` or `name:port`, as a browser sends them in `Host`) this handler answers for; any other is refused
+   * with 421 before anything is read. Set it when `authorize` trusts the network (an IP range, a VPN) rather than a
+   * login: a page on another domain whose name an attacker points at this server (DNS rebinding) is then refused.
+   * Default: any host.
+   */
+  allowedHosts?: readonly string[];
   /** The largest body read, in bytes. Default 16,384. */
   maxBodyBytes?: number;
   /** How long a body may take to arrive, in milliseconds; a body still arriving then is refused with 408. Default 10,000. */
@@ -119,6 +126,7 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
   const store = options.store;
   const secret = options.secret;
   const authorize = options.authorize ?? signedLinksOnly;
+  const allowedHosts = readAllowedHosts(options.allowedHosts);
   const maxBody = options.maxBodyBytes ?? 16_384;
   const bodyTimeoutMs = options.bodyTimeoutMs ?? 10_000;
   if (!(Number.isFinite(bodyTimeoutMs) && bodyTimeoutMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', 'bodyTimeoutMs must be a positive number of milliseconds');
@@ -268,6 +276,7 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
     } catch {
       return json(400, error('bad_request', 'unreadable URL'));
     }
+    if (allowedHosts !== undefined && !allowedHosts.has(url.host)) return json(421, error('misdirected', 'this handler does not answer for this host'));
     if (url.pathname !== base && !url.pathname.startsWith(`${base}/`)) return json(404, error('not_found', 'not found'));
     const path = url.pathname.slice(base.length) || '/';
     const parts = path.split('/').slice(1);
@@ -308,6 +317,26 @@ function normalizeBase(basePath: string): string {
     throw new AgentPolicyError('INVALID_ARGUMENT', 'basePath must be a path such as /approvals');
   }
   return basePath.replace(/\/+$/, '');
+}
+
+// Each entry as the URL parser writes a host (lower case, punycode, default port dropped), so it compares with `url.host`.
+function readAllowedHosts(hosts: readonly string[] | undefined): ReadonlySet<string> | undefined {
+  if (hosts === undefined) return undefined;
+  if (!Array.isArray(hosts) || hosts.length === 0) throw new AgentPolicyError('INVALID_ARGUMENT', 'allowedHosts must be a non-empty list of host names such as ops.example.com or localhost:3000');
+  const out = new Set<string>();
+  for (const host of hosts) {
+    let parsed: URL | undefined;
+    try {
+      parsed = typeof host === 'string' && host !== '' && !/[/?#@\\\s]/.test(host) ? new URL(`http://${host}/`) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', `allowedHosts: ${JSON.stringify(host)} is not a host name (with an optional port)`);
+    out.add(parsed.host);
+    // The same host reached over https on its default port.
+    out.add(new URL(`https://${host}/`).host);
+  }
+  return out;
 }
 
 function validId(id: string | undefined): id is string {

@@ -231,3 +231,34 @@ describe('attacks on the handler over HTTP', () => {
     });
   });
 });
+
+describe('allowedHosts: a page on another domain pointed at this server (DNS rebinding) is refused', () => {
+  const store = new InMemoryApprovalStore();
+  const session = AgentPolicy.fromDict({ tools: { allow: ['transfer'] }, approval: { require_for: [{ tool: 'transfer' }] } }).session({ id: 'tenant-a', approvals: store, approvalSecret: SECRET });
+  // A hook that trusts the network: every request that reaches it is from an approver.
+  const handler = createApprovalsHandler({ store, secret: SECRET, basePath: '/approvals', allowedHosts: ['ops.example.com', 'localhost:3000'], authorize: () => ({ id: 'vpn-user' }) });
+
+  it('a request for another host is 421 and answers nothing; the allowed hosts are served', async () => {
+    const decision = await session.checkTool('transfer', { input: { to: 'mallory', amount: 1_000 } });
+    const id = decision.approvalRequest?.id as string;
+    // The rebound page posts same-origin from the browser's point of view: Host and Origin are the attacker's name.
+    const rebound = new Request(`http://attacker.example:3000/approvals/api/requests/${id}/resolve`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: 'http://attacker.example:3000', 'sec-fetch-site': 'same-origin' },
+      body: JSON.stringify({ answer: 'approve' }),
+    });
+    expect((await handler(rebound)).status).toBe(421);
+    expect((await handler(new Request(`http://attacker.example:3000/approvals/api/requests/${id}`))).status).toBe(421);
+    expect((await store.get(id, Date.now()))?.status).toBe('pending');
+
+    expect((await handler(new Request(`https://OPS.example.com/approvals/api/requests/${id}`))).status).toBe(200);
+    expect((await handler(new Request(`http://localhost:3000/approvals/api/requests/${id}`))).status).toBe(200);
+    expect((await handler(new Request(`http://localhost:4000/approvals/api/requests/${id}`))).status).toBe(421);
+  });
+
+  it('is validated', () => {
+    for (const bad of [[], [''], ['https://ops.example.com'], ['ops.example.com/path'], ['user@ops.example.com'], [42]]) {
+      expect(() => createApprovalsHandler({ store, secret: SECRET, allowedHosts: bad as string[] })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    }
+  });
+});
