@@ -496,3 +496,42 @@ describe('what the page shows is what the approval covers', () => {
     expect(html).toContain('data-field="input-marked"');
   });
 });
+
+describe('the page for one session (?session=)', () => {
+  it('lists only that session, asks the hook for it, and returns to it after an answer', async () => {
+    const store = new InMemoryApprovalStore();
+    const tenantA = policy().session({ id: 'tenant-a', approvals: store });
+    const tenantB = policy().session({ id: 'tenant-b', approvals: store });
+    // A tenant's user may list and answer only their own session's requests.
+    const asked: unknown[] = [];
+    const tenantHook: ApprovalsAuthorize = (_request, access) => {
+      asked.push(access);
+      if (access.kind === 'list') return access.sessionId === 'tenant-a' ? { id: 'alice' } : null;
+      if (access.kind === 'resolve') return access.approval?.sessionId === 'tenant-a' ? { id: 'alice' } : null;
+      return null;
+    };
+    const handler = createApprovalsHandler({ store, secret: SECRET, basePath: BASE, authorize: tenantHook });
+    const mine = await raise(tenantA, { to: 'a@example.com' });
+    const theirs = await raise(tenantB, { to: 'b@example.com' });
+
+    expect((await handler(get(`${BASE}/`))).status).toBe(403);
+    const page = await handler(get(`${BASE}/?session=tenant-a`));
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain(`data-request-id="${mine.id}"`);
+    expect(html).not.toContain(theirs.id);
+    expect(html).toContain('<input type="hidden" name="session" value="tenant-a">');
+    expect(asked).toContainEqual({ kind: 'list', sessionId: 'tenant-a' });
+
+    const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? '';
+    const cookie = (page.headers.get('set-cookie') ?? '').split(';')[0] ?? '';
+    const answered = await handler(postForm(`${BASE}/requests/${mine.id}`, { answer: 'approve', csrf, session: 'tenant-a' }, { cookie }));
+    expect(answered.status).toBe(303);
+    expect(answered.headers.get('location')).toBe(`${BASE}/?session=tenant-a&notice=approved`);
+    expect((await store.get(mine.id, Date.now()))?.status).toBe('approved');
+    // The session field only says where to go back to: another tenant's request stays refused by the hook.
+    const refused = await handler(postForm(`${BASE}/requests/${theirs.id}`, { answer: 'approve', csrf, session: 'tenant-b' }, { cookie }));
+    expect(refused.status).toBe(403);
+    expect((await store.get(theirs.id, Date.now()))?.status).toBe('pending');
+  });
+});

@@ -170,14 +170,16 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
   // ---- the page -------------------------------------------------------------------------------------------------
 
   const listPage = async (request: Request, url: URL): Promise<Response> => {
-    const principal = await ask(request, { kind: 'list' });
+    // `?session=<id>` lists one session's requests (and asks the hook for that), as `GET /api/requests` does.
+    const sessionId = url.searchParams.get('session') ?? undefined;
+    const principal = await ask(request, sessionId === undefined ? { kind: 'list' } : { kind: 'list', sessionId });
     if (principal instanceof Response) return principal;
-    const states = await store.listPending(undefined, now());
+    const states = await store.listPending(sessionId, now());
     const cookieNonce = readCookie(request, CSRF_COOKIE);
     const nonce = csrf.isNonce(cookieNonce) ? cookieNonce : csrf.nonce();
     const noticeKey = url.searchParams.get('notice');
     const notice = noticeKey !== null && Object.hasOwn(NOTICES, noticeKey) ? NOTICES[noticeKey] : undefined;
-    const body = pendingPage(states, { base, csrf: csrf.issue(principal.id, nonce, now()), now: now(), principal: principal.id, ...(notice ? { notice } : {}) });
+    const body = pendingPage(states, { base, csrf: csrf.issue(principal.id, nonce, now()), now: now(), principal: principal.id, ...(notice ? { notice } : {}), ...(sessionId !== undefined ? { sessionId } : {}) });
     return html(200, body, nonce === cookieNonce ? {} : { 'set-cookie': csrfCookie(nonce, base, url, csrfMaxAgeMs) });
   };
 
@@ -185,16 +187,20 @@ export function createApprovalsHandler(options: ApprovalsHandlerOptions): Approv
     const body = await readBody(request, 'form', maxBody, bodyTimeoutMs);
     if (!body.ok) return html(body.status, messagePage('Not answered', body.message, { problem: true, backHref: `${base}/` }));
     const answer = body.fields.answer;
-    if (answer !== 'approve' && answer !== 'reject') return html(400, messagePage('Not answered', 'The answer must be approve or reject.', { problem: true, backHref: `${base}/` }));
+    // Back to the page the form was on: one session's list when it was filtered.
+    const listed = body.fields.session;
+    const back = listed === undefined ? `${base}/` : `${base}/?session=${encodeURIComponent(listed)}`;
+    const after = (notice: string) => `${back}${listed === undefined ? '?' : '&'}notice=${notice}`;
+    if (answer !== 'approve' && answer !== 'reject') return html(400, messagePage('Not answered', 'The answer must be approve or reject.', { problem: true, backHref: back }));
     const approval = await store.get(id, now());
     const principal = await ask(request, { kind: 'resolve', requestId: id, answer, approval });
     if (principal instanceof Response) return principal;
-    if (!csrf.verify(body.fields.csrf, readCookie(request, CSRF_COOKIE), principal.id, now())) return html(403, messagePage('Not answered', NOTICES.csrf?.text ?? '', { problem: true, backHref: `${base}/` }));
+    if (!csrf.verify(body.fields.csrf, readCookie(request, CSRF_COOKIE), principal.id, now())) return html(403, messagePage('Not answered', NOTICES.csrf?.text ?? '', { problem: true, backHref: back }));
     const reason = readReason(body.fields);
-    if (!reason.ok) return html(400, messagePage('Not answered', reason.message, { problem: true, backHref: `${base}/` }));
-    if (approval === undefined) return redirect(`${base}/?notice=unknown`);
+    if (!reason.ok) return html(400, messagePage('Not answered', reason.message, { problem: true, backHref: back }));
+    if (approval === undefined) return redirect(after('unknown'));
     const result = await store.resolve(id, resolution(answer === 'approve', principal.id, reason.reason), now());
-    return redirect(`${base}/?notice=${result.ok ? (answer === 'approve' ? 'approved' : 'rejected') : result.problem}`);
+    return redirect(after(result.ok ? (answer === 'approve' ? 'approved' : 'rejected') : result.problem));
   };
 
   // ---- signed links ---------------------------------------------------------------------------------------------

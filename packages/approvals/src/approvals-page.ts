@@ -51,7 +51,8 @@ export function messagePage(title: string, message: string, options: { problem?:
 export type Notice = { readonly text: string; readonly problem: boolean };
 
 /** The page listing pending requests, each with an Approve / Reject form carrying the CSRF token. */
-export function pendingPage(states: readonly ApprovalState[], options: { base: string; csrf: string; now: number; principal: string; notice?: Notice }): string {
+export function pendingPage(states: readonly ApprovalState[], options: { base: string; csrf: string; now: number; principal: string; notice?: Notice; sessionId?: string }): string {
+  const session = options.sessionId === undefined ? '' : `<input type="hidden" name="session" value="${escapeHtml(options.sessionId)}">\n`;
   const notice = options.notice
     ? `<p class="notice${options.notice.problem ? ' problem' : ''}" role="status">${escapeHtml(options.notice.text)}</p>`
     : '';
@@ -63,7 +64,7 @@ export function pendingPage(states: readonly ApprovalState[], options: { base: s
           (state) => `<article data-request-id="${escapeHtml(state.id)}">${requestDetails(state, options.now)}
 <form method="post" action="${escapeHtml(`${options.base}/requests/${encodeURIComponent(state.id)}`)}">
 <input type="hidden" name="csrf" value="${escapeHtml(options.csrf)}">
-<label>Reason <input type="text" name="reason" maxlength="1000" autocomplete="off"></label>
+${session}<label>Reason <input type="text" name="reason" maxlength="1000" autocomplete="off"></label>
 <button class="approve" type="submit" name="answer" value="approve">Approve</button>
 <button class="reject" type="submit" name="answer" value="reject">Reject</button>
 </form></article>`,
@@ -71,7 +72,7 @@ export function pendingPage(states: readonly ApprovalState[], options: { base: s
         .join('\n');
   return page(
     'Pending approvals',
-    `<h1>Pending approvals</h1><p>Signed in as <strong>${showText(options.principal).html}</strong>. ${states.length} waiting${states.length > MAX_SHOWN ? `, the oldest ${MAX_SHOWN} shown` : ''}.</p>${notice}${items}`,
+    `<h1>Pending approvals</h1><p>Signed in as <strong>${showText(options.principal).html}</strong>.${options.sessionId === undefined ? '' : ` Session <strong>${showText(options.sessionId).html}</strong>.`} ${states.length} waiting${states.length > MAX_SHOWN ? `, the oldest ${MAX_SHOWN} shown` : ''}.</p>${notice}${items}`,
   );
 }
 
