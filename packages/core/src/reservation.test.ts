@@ -115,6 +115,21 @@ describe('settling a reservation under attack', () => {
     expect(settled.action.metadata).toMatchObject({ settlementNote: expect.stringContaining('the estimate was charged') });
   });
 
+  it('usage reported under a cheaper model name is priced as the reserved model; a dearer or equal name is kept', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const cheaper = await session.reserveModelCall({ model: 'gpt-4o', provider: 'openai', prompt: 'hi', maxOutputTokens: 1000 });
+    const settled = await cheaper.commit({ model: 'gpt-4o-mini', inputTokens: 1000, outputTokens: 500 });
+    // gpt-4o: $2.50 / 1M input, $10 / 1M output (gpt-4o-mini would be $0.00045)
+    expect(settled.settlement?.actual).toBe(0.0075);
+    expect(settled.action.metadata).toMatchObject({ model: 'gpt-4o-mini', settlementNote: expect.stringContaining('priced as the reserved gpt-4o') });
+    const dearer = await session.reserveModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: 'hi', maxOutputTokens: 1000 });
+    expect((await dearer.commit({ model: 'gpt-4o', inputTokens: 1000, outputTokens: 500 })).settlement?.actual).toBe(0.0075);
+    const dated = await session.reserveModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: 'hi', maxOutputTokens: 1000 });
+    const same = await dated.commit({ model: 'gpt-4o-mini-2024-07-18', inputTokens: 1000, outputTokens: 500 });
+    expect(same.settlement?.actual).toBe(0.00045);
+    expect(same.action.metadata?.['settlementNote']).toBeUndefined();
+  });
+
   it('1,000 concurrent reservations of $0.01 against $5.00 hold exactly 500, by reserve, reserveAction and reserveModelCall', async () => {
     const session = new AgentPolicy({ budget: 5, pricing: { 'flat-model': { input: 0, output: 1000 } } }).session();
     const reservations = await Promise.all(

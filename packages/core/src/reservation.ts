@@ -52,6 +52,23 @@ export function notBilled(failure: { status?: number; error?: unknown } | undefi
 }
 
 /**
+ * The price of usage reported under another model name than the one reserved (a dated name, an Azure deployment's
+ * model, or a provider that names a cheaper model): the reserved model's price for that usage when it is higher. A
+ * reported name can make a call cost more than its request said, never less. (A reported name with no price
+ * charges the estimate, like any usage that cannot be priced.)
+ */
+function reservedModelPrice(
+  context: ReservationContext,
+  usage: TokenUsage,
+  model: { model: string; provider: string | undefined } | undefined,
+  reported: PriceResult,
+): PriceResult {
+  if (!reported.ok || !model?.model || usage.model === model.model) return reported;
+  const reserved = context.priceUsage({ ...usage, model: model.model, ...(model.provider !== undefined ? { provider: model.provider } : {}) });
+  return reserved.ok && reserved.nanos > reported.nanos ? reserved : reported;
+}
+
+/**
  * The reservation of a recorded decision (allowed with a pending settlement, or not allowed and holding nothing).
  * `slot` is where the audit trail keeps the decision, so the settled version can take its place.
  */
@@ -121,7 +138,11 @@ export function createReservation(
         return settle('committed', estimateNanos, { settlementNote: read.reason });
       }
       const usage = { ...actual, model: actual?.model ?? model?.model ?? '', ...(actual?.provider ?? model?.provider ? { provider: actual?.provider ?? model?.provider } : {}) } as TokenUsage;
-      const price = context.priceUsage(usage);
+      const reported = context.priceUsage(usage);
+      const price = reservedModelPrice(context, usage, model, reported);
+      if (price !== reported && price.ok) {
+        return settle('committed', price.nanos, { ...usageMetadata(usage), settlementNote: `usage reported for ${usage.model}, priced as the reserved ${model!.model}, which costs more` });
+      }
       if (price.ok) return settle('committed', price.nanos, usageMetadata(usage));
       if (price.tooLarge) return settle('committed', MAX_NANOS, { ...usageMetadata(usage), settlementNote: `${price.reason}; charged as ${formatUsd(MAX_NANOS)}` });
       return settle('committed', estimateNanos, { ...usageMetadata(usage), settlementNote: `${price.reason}; the estimate was charged` });
