@@ -58,17 +58,53 @@ const ROUTES: ReadonlyArray<[string, MeteredEndpoint]> = [
 ];
 const METERED = new Map(ROUTES);
 
-/** `/deployments/x/chat/completions?y` (Azure) or `https://host/v1/chat/completions` → `chat/completions`. */
-export function normalizePath(path: unknown): string {
-  let text = typeof path === 'string' ? path : '';
-  if (/^https?:\/\//i.test(text)) {
+// Longest first, so `chat/completions` is found before `completions`.
+const ROUTES_BY_LENGTH = [...METERED.keys()].sort((a, b) => b.length - a.length);
+
+/**
+ * A request path as a server is likely to read it: resolved against a base the way the client builds its URL (dot
+ * segments removed), percent-escapes decoded, runs of slashes merged, lower-cased. `/./chat//completions`,
+ * `/x/../chat/completions` and `/chat/%63ompletions` all reach the chat completions route of a lenient server.
+ */
+function canonicalPath(text: string): string {
+  let path = text;
+  for (let pass = 0; pass < 3; pass++) {
+    let next: string;
     try {
-      text = new URL(text).pathname.replace(/^\/(?:openai\/)?v1(?=\/)/, '');
+      next = new URL(path.replace(/\/+/g, '/'), 'http://route.invalid/').pathname;
     } catch {
-      // keep the raw text; it then matches no metered route
+      next = path.split(/[?#]/)[0]!;
+    }
+    try {
+      next = decodeURIComponent(next);
+    } catch {
+      // a malformed escape: keep the text as the URL parser left it
+    }
+    if (next === path) break;
+    path = next;
+  }
+  return path.replace(/\/{2,}/g, '/').toLowerCase();
+}
+
+/**
+ * The route of a request path: a token-billed route when the path ends with one (whatever base path, API version or
+ * Azure deployment comes before it), else the path without its `v1` / `deployments/<name>` prefix.
+ * `/deployments/x/chat/completions?y` (Azure) or `https://host/v1/chat/completions` → `chat/completions`.
+ */
+export function normalizePath(path: unknown): string {
+  const text = typeof path === 'string' ? path : '';
+  const canonical = canonicalPath(text).replace(/^\/+|\/+$/g, '');
+  const metered = ROUTES_BY_LENGTH.find((route) => canonical === route || canonical.endsWith(`/${route}`));
+  if (metered) return metered;
+  let plain = text;
+  if (/^https?:\/\//i.test(plain)) {
+    try {
+      plain = new URL(plain).pathname.replace(/^\/(?:openai\/)?v1(?=\/)/, '');
+    } catch {
+      // keep the raw text
     }
   }
-  return text.split(/[?#]/)[0]!.replace(/^\/+|\/+$/g, '').replace(/^deployments\/[^/]+\//, '');
+  return plain.split(/[?#]/)[0]!.replace(/^\/+|\/+$/g, '').replace(/^deployments\/[^/]+\//, '');
 }
 
 type Fields = (name: string) => unknown;

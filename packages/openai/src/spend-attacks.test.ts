@@ -1,0 +1,164 @@
+import { AgentPolicy, type AgentPolicyOptions, type Decision, type PolicySession } from '@agentpolicy/core';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
+import { wrapOpenAI } from './wrap-openai.js';
+
+const GPT_4O_MINI_COST = 0.00045; // 1000 input, 500 output tokens
+const USER = [{ role: 'user' as const, content: 'Say hello' }];
+const costDecisions = (session: PolicySession): Decision[] => session.report().decisions.filter((d) => d.action.type === 'cost');
+const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+describe('spend attacks on the openai client', () => {
+  let server: MockOpenAIServer;
+  beforeAll(async () => {
+    server = await startMockOpenAI({ usage: { input: 1000, output: 500 } });
+  });
+  afterAll(() => server.close());
+  beforeEach(() => server.reset());
+
+  const setup = (policy: AgentPolicyOptions = { budget: 1 }, clientOptions: ConstructorParameters<typeof OpenAI>[0] = {}) => {
+    const session = new AgentPolicy(policy).session();
+    const client = wrapOpenAI(new OpenAI({ apiKey: 'k', baseURL: server.baseURL, maxRetries: 0, ...clientOptions }), session);
+    return { session, client };
+  };
+
+  describe('raw paths', () => {
+    // The client resolves dot segments; a lenient server (or a gateway in front of it) merges slashes and decodes
+    // escapes. Each of these reaches a paid route somewhere, so each is reserved and settled like create().
+    for (const path of ['chat/completions', '/./chat/completions', '/x/../chat/completions', '/chat//completions', '//chat/completions', '/chat/completions/', '/chat/completions?a=1', '/chat/%63ompletions', '/CHAT/Completions', '/../v1/chat/completions']) {
+      it(`client.post(${JSON.stringify(path)}) is reserved and settled`, async () => {
+        const { session, client } = setup();
+        await client.post(path, { body: { model: 'gpt-4o-mini', messages: USER, max_tokens: 100 } }).catch(() => undefined);
+        expect(server.count()).toBe(1);
+        const [decision, ...rest] = costDecisions(session);
+        expect(rest).toHaveLength(0);
+        expect(decision?.action.metadata).toMatchObject({ endpoint: 'chat.completions' });
+        expect(session.pendingReservations).toBe(0);
+        // Served: the usage; refused by the server (404): nothing.
+        expect(session.spent).toBe(server.requests[0]!.path === '/v1/chat/completions' ? GPT_4O_MINI_COST : 0);
+      });
+    }
+
+    it('asResponse(): the raw Response read by the caller is charged its usage', async () => {
+      const { session, client } = setup();
+      const response = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER }).asResponse();
+      const body = (await response.json()) as { usage: unknown };
+      expect(body.usage).toBeTruthy();
+      await settle();
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+    });
+
+    it('asResponse(): a raw stream cancelled unread is charged its estimate', async () => {
+      const { session, client } = setup();
+      const response = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true, max_tokens: 100 }).asResponse();
+      await response.body?.cancel();
+      await settle();
+      expect(session.pendingReservations).toBe(0);
+      expect(session.spent).toBe(costDecisions(session)[0]?.settlement?.estimated);
+    });
+
+    it('withResponse() charges once', async () => {
+      const { session, client } = setup();
+      const { data } = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER }).withResponse();
+      expect(data.usage?.prompt_tokens).toBe(1000);
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+    });
+  });
+
+  describe('streams', () => {
+    it('a tee()d stream read on both branches charges once', async () => {
+      const { session, client } = setup();
+      const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true });
+      const [a, b] = stream.tee();
+      for await (const _ of a) void _;
+      for await (const _ of b) void _;
+      expect(costDecisions(session)).toHaveLength(1);
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+    });
+
+    it('toReadableStream() read to its end charges the usage', async () => {
+      const { session, client } = setup();
+      const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true });
+      const reader = stream.toReadableStream().getReader();
+      while (!(await reader.read()).done);
+      expect(session.spent).toBe(GPT_4O_MINI_COST);
+    });
+
+    it('toReadableStream() cancelled early charges the estimate', async () => {
+      const { session, client } = setup();
+      server.reply({ holdAfterEvents: 2 });
+      const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true, max_tokens: 100 });
+      const reader = stream.toReadableStream().getReader();
+      await reader.read();
+      await reader.cancel();
+      await settle();
+      expect(session.pendingReservations).toBe(0);
+      expect(session.spent).toBe(costDecisions(session)[0]?.settlement?.estimated);
+    });
+
+    it('a stream the server cuts before its usage charges the estimate, once', async () => {
+      const cut = createServer((_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 0, model: 'gpt-4o-mini', choices: [{ index: 0, delta: { content: 'hi' }, finish_reason: null }] })}\n\n`);
+        setTimeout(() => res.socket?.destroy(), 20);
+      });
+      await new Promise<void>((resolve) => cut.listen(0, '127.0.0.1', resolve));
+      try {
+        const { session, client } = setup({ budget: 1 }, { baseURL: `http://127.0.0.1:${(cut.address() as AddressInfo).port}/v1` });
+        const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true, max_tokens: 100 });
+        const error = await (async () => {
+          for await (const _ of stream) void _;
+        })().catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(Error);
+        await settle();
+        const [decision, ...rest] = costDecisions(session);
+        expect(rest).toHaveLength(0);
+        expect(session.pendingReservations).toBe(0);
+        expect(session.spent).toBe(decision?.settlement?.estimated);
+        expect(session.spent).toBeGreaterThan(0);
+      } finally {
+        cut.closeAllConnections();
+        await new Promise((resolve) => cut.close(resolve));
+      }
+    });
+  });
+
+  describe('concurrency', () => {
+    it('50 parallel calls against a budget that fits 10 never reserve or commit more than it', async () => {
+      const probe = setup();
+      await probe.client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 500 });
+      const estimate = costDecisions(probe.session)[0]!.settlement!.estimated;
+      server.reset();
+      const budget = estimate * 10 + estimate / 2;
+      const { session, client } = setup({ budget });
+      // Every answer reports less than its estimate, so each call fits the budget it was let through on.
+      server.reply(...Array.from({ length: 50 }, () => ({ usage: { input: 10, output: 100 } })));
+      const results = await Promise.allSettled(Array.from({ length: 50 }, () => client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 500 })));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(10);
+      expect(server.count()).toBe(10);
+      expect(session.spent).toBeLessThanOrEqual(budget);
+    });
+  });
+
+  describe('usage lies', () => {
+    it('usage naming a cheaper model than the one asked for does not price it cheaper', async () => {
+      const { session, client } = setup();
+      server.reply({ model: 'gpt-4o-mini' });
+      await client.chat.completions.create({ model: 'gpt-4o', messages: USER, max_tokens: 600 });
+      // gpt-4o: $2.50 / 1M input, $10 / 1M output
+      expect(session.spent).toBeCloseTo(1000 * 2.5e-6 + 500 * 10e-6, 9);
+    });
+    it('negative, fractional, NaN and huge token counts are charged sensibly', async () => {
+      for (const usage of [{ input: -1000, output: -500 }, { input: 1.5, output: 2.5 }, { input: 1e300, output: 1 }]) {
+        const { session, client } = setup();
+        server.reply({ usage });
+        await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 100 });
+        const [decision] = costDecisions(session);
+        expect(session.spent).toBeGreaterThanOrEqual(decision!.settlement!.estimated);
+      }
+    });
+  });
+});
