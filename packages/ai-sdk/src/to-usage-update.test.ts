@@ -21,6 +21,13 @@ describe('toUsageUpdate', () => {
     expect(toUsageUpdate({ inputTokens: { total: 9 }, outputTokens: {} }, estimate)).toEqual({ inputTokens: 9, outputTokens: 500 });
   });
 
+  it('never rebuilds a side from its cache or reasoning details alone (a total of NaN beside zero details is unreported)', () => {
+    expect(
+      toUsageUpdate({ inputTokens: { total: Number.NaN, noCache: Number.NaN, cacheRead: 0, cacheWrite: 0 }, outputTokens: { total: Number.NaN, text: undefined, reasoning: 0 } }, estimate),
+    ).toBeUndefined();
+    expect(toUsageUpdate({ inputTokens: { total: 9 }, outputTokens: { reasoning: 30 } }, estimate)).toEqual({ inputTokens: 9, outputTokens: 500, reasoningTokens: 30 });
+  });
+
   it('maps the flat V2 shape', () => {
     expect(toUsageUpdate({ inputTokens: 12, outputTokens: 3, cachedInputTokens: 2, reasoningTokens: 1, totalTokens: 15 }, estimate)).toEqual({
       inputTokens: 12,

@@ -16,9 +16,10 @@ function sum(...values: Array<number | undefined>): number | undefined {
 /**
  * Maps the usage a language model reports (spec V3/V4: `inputTokens { total, noCache, cacheRead, cacheWrite }`,
  * `outputTokens { total, text, reasoning }`; or the flat V2 shape) onto core's token usage. A missing total is
- * rebuilt from its parts; a side the provider did not report at all is taken from the reservation's worst-case
- * estimate (`estimatedInputTokens` / `maxOutputTokens` in its metadata), so unreported usage is never charged as
- * zero. Returns undefined when nothing usable was reported (the caller then charges the estimate).
+ * rebuilt from its parts when its main part (`noCache`, `text`) is there; a side the provider did not report (only
+ * cache or reasoning counts are details of it, not all of it) is taken from the reservation's worst-case estimate
+ * (`estimatedInputTokens` / `maxOutputTokens` in its metadata), so unreported usage is never charged as zero.
+ * Returns undefined when nothing usable was reported (the caller then charges the estimate).
  */
 export function toUsageUpdate(usage: unknown, estimate: Metadata | undefined): UsageUpdate | undefined {
   const raw = record(usage);
@@ -34,8 +35,12 @@ export function toUsageUpdate(usage: unknown, estimate: Metadata | undefined): U
     cacheRead = count(nestedIn?.cacheRead);
     cacheWrite = count(nestedIn?.cacheWrite);
     reasoning = count(nestedOut?.reasoning);
-    input = count(nestedIn?.total) ?? sum(count(nestedIn?.noCache), cacheRead, cacheWrite);
-    output = count(nestedOut?.total) ?? sum(count(nestedOut?.text), reasoning);
+    // A total is rebuilt only around its main part (uncached input, text output): cache and reasoning counts alone
+    // are details of a side, not all of it, and a side that has only them counts as unreported.
+    const noCache = count(nestedIn?.noCache);
+    const text = count(nestedOut?.text);
+    input = count(nestedIn?.total) ?? (noCache === undefined ? undefined : sum(noCache, cacheRead, cacheWrite));
+    output = count(nestedOut?.total) ?? (text === undefined ? undefined : sum(text, reasoning));
   } else {
     input = count(raw.inputTokens);
     output = count(raw.outputTokens);
