@@ -96,11 +96,18 @@ export function promptOf(messages: unknown): unknown {
   });
 }
 
-/** Token usage of an AI message (`usage_metadata`), or undefined when it has none. */
+/** Whether both sides of a usage report are there (a count core then checks); a side left out is not a zero. */
+const bothSides = (input: unknown, output: unknown): boolean => typeof input === 'number' && typeof output === 'number';
+
+/**
+ * Token usage of an AI message (`usage_metadata`), or undefined when it has none, or lacks its input or output
+ * count (the caller then charges the estimate, never a missing side as zero).
+ */
 export function usageFromMessage(message: unknown): UsageUpdate | undefined {
   const usage = asBag(message)['usage_metadata'];
   if (typeof usage !== 'object' || usage === null) return undefined;
   const bag = asBag(usage);
+  if (!bothSides(bag['input_tokens'], bag['output_tokens'])) return undefined;
   const input = asBag(bag['input_token_details']);
   const output = asBag(bag['output_token_details']);
   const model = responseModel(message);
@@ -121,8 +128,9 @@ export function responseModel(message: unknown): string | undefined {
 }
 
 /**
- * Token usage of an `LLMResult`: the first generation's message that carries `usage_metadata` (providers that
- * return several candidates copy the same usage onto each), else `llmOutput` (legacy completion models).
+ * Token usage of an `LLMResult`: the first generation's message that carries `usage_metadata` with both counts
+ * (providers that return several candidates copy the same usage onto each), else `llmOutput` (legacy completion
+ * models). Undefined when no report has both an input and an output count.
  */
 export function usageFromResult(output: unknown): UsageUpdate | undefined {
   const generations = asBag(output)['generations'];
@@ -142,9 +150,9 @@ export function usageFromResult(output: unknown): UsageUpdate | undefined {
   const legacy = asBag(llmOutput['tokenUsage'] ?? llmOutput['estimatedTokenUsage'] ?? llmOutput['usage']);
   const inputTokens = legacy['promptTokens'] ?? legacy['prompt_tokens'] ?? legacy['input_tokens'];
   const outputTokens = legacy['completionTokens'] ?? legacy['completion_tokens'] ?? legacy['output_tokens'];
-  if (inputTokens === undefined && outputTokens === undefined) return undefined;
+  if (!bothSides(inputTokens, outputTokens)) return undefined;
   model ??= firstString(llmOutput['model_name'], llmOutput['model']);
-  return { inputTokens: (inputTokens ?? 0) as number, outputTokens: (outputTokens ?? 0) as number, ...(model !== undefined ? { model } : {}) };
+  return { inputTokens: inputTokens as number, outputTokens: outputTokens as number, ...(model !== undefined ? { model } : {}) };
 }
 
 /**
