@@ -443,6 +443,26 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       expect(models.status).toBe(200);
     });
 
+    it('a URL or Request object reaching the governed fetch is decided on what is sent (no lying getter picks the host)', async () => {
+      const { session, client } = setup({ allowedDomains: ['api.openai.com'] });
+      const internalFetch = (client as unknown as { fetch: typeof fetch }).fetch;
+      // The check once read `href` while fetch sends `toString()`: the two can name different hosts.
+      class LyingUrl extends URL {
+        override get href(): string {
+          return 'https://api.openai.com/v1/models';
+        }
+      }
+      class LyingRequest extends Request {
+        override get url(): string {
+          return 'https://api.openai.com/v1/models';
+        }
+      }
+      await expect(internalFetch(new LyingUrl(`${server.baseURL}/models`))).rejects.toSatisfy(PolicyDeniedError.isInstance);
+      await expect(internalFetch(new LyingRequest(`${server.baseURL}/models`))).rejects.toSatisfy(PolicyDeniedError.isInstance);
+      expect(server.count()).toBe(0);
+      expect(httpDecisions(session).map((decision) => [decision.decision, decision.action.domain])).toEqual([['deny', '127.0.0.1'], ['deny', '127.0.0.1']]);
+    });
+
     it('an AzureOpenAI client is governed through its deployment URLs', async () => {
       const session = new AgentPolicy({ budget: 1, allowedDomains: ['127.0.0.1'] }).session();
       const azure = new AzureClient({ apiKey: 'k', baseURL: server.baseURL, apiVersion: '2025-01-01-preview', deployment: 'gpt-4o-mini' });

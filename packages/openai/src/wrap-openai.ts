@@ -249,12 +249,16 @@ function governedFetch(context: Context, inner: Fetch): Fetch {
       return call.send(inner, input, init);
     }
     if (context.settings.checkNetwork) {
-      const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+      // A URL or Request object is read once, into the Request that is sent: what is decided is what goes out.
+      const sent = typeof input === 'string' ? undefined : new Request(input, init);
+      const url = sent === undefined ? (input as string) : sent.url;
+      const method = sent === undefined ? (init?.method ?? 'GET') : sent.method;
       const decision = await context.settings.session.checkHttp(url, {
-        method: (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase(),
+        method: method.toUpperCase(),
         metadata: { ...context.settings.metadata, via: 'openai' },
       });
       if (decision.decision !== 'allow') throw decisionError(decision);
+      if (sent !== undefined) return inner(sent);
     }
     return inner(input, init);
   };
