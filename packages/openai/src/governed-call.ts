@@ -48,10 +48,11 @@ function warn(error: unknown): void {
 }
 
 /**
- * One logical request of a wrapped client, across all its retry attempts: the network check and the budget
- * reservation made before its first attempt, and the single settlement of that reservation once the outcome is
- * known (real usage, a 4xx that charges nothing, or the estimate when the request failed, was aborted or was
- * abandoned without usage).
+ * One logical request of a wrapped client, across all its retry attempts: the network check made before its first
+ * attempt, and a budget reservation for each attempt, made before it is sent and settled once its outcome is known
+ * (real usage, a 4xx that charges nothing, or the estimate when the attempt failed, was aborted or was abandoned
+ * without usage). An attempt the client retries is settled by the same rule as a final one: the work behind a 5xx or
+ * a dropped connection may have been done and billed.
  */
 export class GovernedCall {
   readonly id = randomUUID();
@@ -64,7 +65,11 @@ export class GovernedCall {
   private readonly onAbort = (): void => this.aborted();
   private readonly settings: GovernorSettings;
   private readonly spec: RequestSpec;
-  private readonly reservation: Reservation | null;
+  private reservation: Reservation | null;
+  /** What each attempt reserves (null for a request that is not token-billed). */
+  private readonly estimate: Parameters<PolicySession['reserveModelCall']>[0] | null;
+  /** The attempt just failed was settled and the client retries it: the next attempt reserves anew. */
+  private retrying = false;
   private readonly options: RequestOptionsLike;
   private readonly maxRetries: number;
   private readonly prepared: Map<string, GovernedCall>;
@@ -73,6 +78,7 @@ export class GovernedCall {
     settings: GovernorSettings,
     spec: RequestSpec,
     reservation: Reservation | null,
+    estimate: Parameters<PolicySession['reserveModelCall']>[0] | null,
     options: RequestOptionsLike,
     maxRetries: number,
     prepared: Map<string, GovernedCall>,
@@ -80,6 +86,7 @@ export class GovernedCall {
     this.settings = settings;
     this.spec = spec;
     this.reservation = reservation;
+    this.estimate = estimate;
     this.options = options;
     this.maxRetries = maxRetries;
     this.prepared = prepared;
@@ -104,23 +111,42 @@ export class GovernedCall {
       if (decision.decision !== 'allow') throw decisionError(decision);
     }
     let reservation: Reservation | null = null;
+    let estimate: Parameters<PolicySession['reserveModelCall']>[0] | null = null;
     const metered = spec.metered;
     if (metered) {
-      const { kind: _kind, stream, audioFiles, audio, ...estimate } = metered;
-      reservation = await session.reserveModelCall({
-        ...estimate,
+      const { kind: _kind, stream, audioFiles, audio, ...call } = metered;
+      estimate = {
+        ...call,
         provider: settings.provider,
         ...(audioFiles && audioFiles.length > 0 ? { audio: await audioDurations(audioFiles) } : audio ? { audio } : {}),
         metadata: { ...metadata, stream },
-      });
+      };
+      reservation = await session.reserveModelCall(estimate);
       if (!reservation.allowed) throw decisionError(reservation.decision);
     }
-    return new GovernedCall(settings, spec, reservation, options, maxRetries, prepared);
+    return new GovernedCall(settings, spec, reservation, estimate, options, maxRetries, prepared);
   }
 
-  /** True once no further attempt belongs to this call (its reservation is settled). */
+  /** True once no further attempt belongs to this call (its reservation is settled and no retry is under way). */
   get finished(): boolean {
-    return this.reservation !== null && (this.phase === 'done' || this.reservation.settled);
+    return this.reservation !== null && !this.retrying && (this.phase === 'done' || this.reservation.settled);
+  }
+
+  /**
+   * Before a retry: the failed attempt was settled on its own, so this one reserves its estimate again. A budget that
+   * cannot cover it refuses it (the agentpolicy error is thrown before anything is sent, and the client gives up).
+   */
+  async reserveRetry(): Promise<void> {
+    if (!this.retrying || this.estimate === null) return;
+    this.retrying = false;
+    const estimate = this.estimate;
+    const reservation = await this.settings.session.reserveModelCall({ ...estimate, metadata: { ...estimate.metadata, attempt: this.attempts + 1 } });
+    this.reservation = reservation;
+    if (!reservation.allowed) {
+      this.phase = 'done';
+      this.refusal = decisionError(reservation.decision);
+      throw this.refusal;
+    }
   }
 
   /**
@@ -185,8 +211,14 @@ export class GovernedCall {
   private finish(outcome: Outcome): void {
     if (this.phase === 'done') return;
     this.phase = 'done';
+    this.retrying = false;
     this.prepared.delete(this.id);
     this.options.signal?.removeEventListener('abort', this.onAbort);
+    this.settle(outcome);
+  }
+
+  /** Settles the current attempt's reservation (once). */
+  private settle(outcome: Outcome): void {
     const reservation = this.reservation;
     if (!reservation || reservation.settled) return;
     let settled: Promise<unknown>;
@@ -198,21 +230,31 @@ export class GovernedCall {
   }
 
   /**
-   * The caller's signal aborted. Before the first attempt was sent nothing is charged; while waiting to retry, or
-   * while the response was being read, the usage seen so far or else the estimate is charged. (A request being sent
-   * fails, and {@link attemptFailed} settles it.)
+   * The caller's signal aborted. An attempt not sent yet charges nothing (an earlier failed attempt was settled when
+   * it failed); while the response was being read, the usage seen so far or else the estimate is charged. (A request
+   * being sent fails, and {@link attemptFailed} settles it.)
    */
   private aborted(): void {
-    if (this.phase === 'prepared') this.finish(this.attempts <= 1 ? 'release' : 'estimate');
+    if (this.phase === 'prepared') this.finish('release');
     else if (this.phase === 'waiting' || this.phase === 'body') this.commitLatest();
     else if (this.phase === 'error-body') this.finish(this.errorOutcome);
   }
 
-  /** A transport failure: the client retries it while retries remain (and the body can be resent). */
+  /**
+   * A transport failure: the client retries it while retries remain (and the body can be resent). The request may
+   * have reached the model before the connection failed, so the attempt is charged its estimate either way.
+   */
   private attemptFailed(): void {
     const retried = this.options.signal?.aborted !== true && this.attempts <= this.maxRetries && this.options.__metadata?.['hasStreamingBody'] !== true;
-    if (retried) this.phase = 'waiting';
+    if (retried) this.retryAfter('estimate');
     else this.finish('estimate');
+  }
+
+  /** The client retries the attempt just failed: it is settled now, and the retry reserves anew. */
+  private retryAfter(outcome: Outcome): void {
+    this.settle(outcome);
+    this.phase = 'waiting';
+    if (this.estimate !== null) this.retrying = true;
   }
 
   /**
@@ -236,7 +278,7 @@ export class GovernedCall {
         chunk: () => undefined,
         end: () => this.finish(final),
         abandoned: (how) => {
-          if (how === 'cancel' && this.phase === 'error-body') this.phase = 'waiting';
+          if (how === 'cancel' && this.phase === 'error-body') this.retryAfter(final);
           else this.finish(final);
         },
       }),

@@ -1,4 +1,4 @@
-import { AgentPolicy, ApprovalRequiredError, PolicyDeniedError, type AgentPolicyOptions, type Decision, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, ApprovalRequiredError, findPolicyError, PolicyDeniedError, type AgentPolicyOptions, type Decision, type PolicySession } from '@agentpolicy/core';
 import OpenAI, { AzureOpenAI, toFile } from 'openai';
 import OpenAIv6, { AzureOpenAI as AzureOpenAIv6 } from 'openai-v6';
 import { afterAll, beforeAll, beforeEach, describe, expect, expectTypeOf, it } from 'vitest';
@@ -294,25 +294,50 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
   });
 
   describe('retries and failures', () => {
-    it('a 503 retried twice then answered is reserved once and charged once', async () => {
+    // Each attempt is reserved before it is sent and settled by core's rule (Reservation.fail): a 5xx or a dropped
+    // connection may come after the model did the work, so a retried one is charged its estimate like a final one;
+    // a 4xx (429) charges nothing.
+    const settlements = (session: PolicySession) => costDecisions(session).map((decision) => decision.settlement);
+
+    it('a 503 retried twice then answered: each attempt reserved; the failed ones charged their estimate, the answer its usage', async () => {
       const { session, client } = setup({ budget: 1 });
       server.reply({ status: 503, headers: NO_WAIT }, { status: 503, headers: NO_WAIT });
-      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 100 });
       expect(server.count()).toBe(3);
       expect(httpDecisions(session)).toHaveLength(1);
-      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
-      expect(session.spent).toBe(GPT_4O_MINI_COST);
+      const [first, second, third] = settlements(session);
+      expect(first).toMatchObject({ status: 'committed', actual: first?.estimated });
+      expect(second).toMatchObject({ status: 'committed', actual: first?.estimated });
+      expect(third).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+      expect(costDecisions(session).map((decision) => decision.action.metadata?.['attempt'])).toEqual([undefined, 2, 3]);
+      expect(session.spent).toBeCloseTo(2 * (first?.estimated ?? 0) + GPT_4O_MINI_COST, 9);
+      expect(session.pendingReservations).toBe(0);
     });
 
-    it('a 503 on every attempt is charged its estimate once', async () => {
+    it('a 503 on every attempt is charged its estimate per attempt', async () => {
       const { session, client } = setup({ budget: 1 }, {}, { maxRetries: 1 });
       server.reply({ status: 503, headers: NO_WAIT }, { status: 503, headers: NO_WAIT });
       const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 100 }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(OpenAIClient.InternalServerError);
       expect(server.count()).toBe(2);
-      const { settlement } = only(costDecisions(session));
-      expect(settlement?.status).toBe('committed');
-      expect(session.spent).toBe(settlement?.estimated);
+      const all = settlements(session);
+      expect(all).toHaveLength(2);
+      for (const settlement of all) expect(settlement).toMatchObject({ status: 'committed', actual: settlement?.estimated });
+      expect(session.spent).toBeCloseTo(2 * (all[0]?.estimated ?? 0), 9);
+      expect(session.pendingReservations).toBe(0);
+    });
+
+    it('a retry the budget can no longer cover is not sent: the policy error ends the request', async () => {
+      // Room for the first attempt's estimate and less than a second one.
+      const probe = setup({ budget: 1 });
+      const estimate = (await probe.session.reserveModelCall({ model: 'gpt-4o-mini', provider: 'openai', prompt: USER, maxOutputTokens: 100 })).decision.action.cost;
+      const { session, client } = setup({ budget: estimate * 1.5 });
+      server.reply({ status: 503, headers: NO_WAIT }, { status: 503, headers: NO_WAIT });
+      const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 100 }).catch((e: unknown) => e);
+      expect((findPolicyError(error) as PolicyDeniedError | undefined)?.decision.rule).toMatchObject({ section: 'budget' });
+      expect(server.count()).toBe(1);
+      expect(session.spent).toBeCloseTo(estimate, 9);
+      expect(session.pendingReservations).toBe(0);
     });
 
     it('a 4xx error charges nothing', async () => {
@@ -326,33 +351,36 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       expect(session.pendingReservations).toBe(0);
     });
 
-    it('a 429 retried then answered is charged once', async () => {
+    it('a 429 retried then answered: the 429 attempt charges nothing, the answer its usage', async () => {
       const { session, client } = setup({ budget: 1 });
       server.reply({ status: 429, headers: NO_WAIT });
       await client.embeddings.create({ model: 'text-embedding-3-small', input: 'x' });
       expect(server.count()).toBe(2);
-      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: 0.00002 });
+      expect(settlements(session)).toEqual([expect.objectContaining({ status: 'released', actual: 0 }), expect.objectContaining({ status: 'committed', actual: 0.00002 })]);
+      expect(session.spent).toBe(0.00002);
     });
 
-    it('a dropped connection retried then answered is reserved once and charged its usage', async () => {
+    it('a dropped connection retried then answered: the dropped attempt charged its estimate (it may have been served), the answer its usage', async () => {
       const { session, client } = setup({ budget: 1 });
       server.reply({ drop: true });
-      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 100 });
       expect(server.count()).toBe(2);
-      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
-      expect(session.spent).toBe(GPT_4O_MINI_COST);
+      const [dropped, answered] = settlements(session);
+      expect(dropped).toMatchObject({ status: 'committed', actual: dropped?.estimated });
+      expect(answered).toMatchObject({ status: 'committed', actual: GPT_4O_MINI_COST });
+      expect(session.spent).toBeCloseTo((dropped?.estimated ?? 0) + GPT_4O_MINI_COST, 9);
     });
 
-    it('a connection failure after every retry is charged its estimate once', async () => {
+    it('a connection failure after every retry is charged its estimate per attempt', async () => {
       const closed = await startMockOpenAI();
       const baseURL = closed.baseURL;
       await closed.close();
       const { session, client } = setup({ budget: 1 }, {}, { baseURL, maxRetries: 1 });
       const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, max_tokens: 100 }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(OpenAIClient.APIConnectionError);
-      const { settlement } = only(costDecisions(session));
-      expect(settlement?.status).toBe('committed');
-      expect(session.spent).toBe(settlement?.estimated);
+      const all = settlements(session);
+      expect(all).toHaveLength(2);
+      for (const settlement of all) expect(settlement).toMatchObject({ status: 'committed', actual: settlement?.estimated });
       expect(session.pendingReservations).toBe(0);
     });
 

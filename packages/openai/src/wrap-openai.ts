@@ -185,7 +185,8 @@ function requestStreamUsage(options: RequestOptionsLike): void {
 /**
  * Runs before every attempt, after the request is built and before it is sent. The first attempt of a request opens
  * its call (network check and budget reservation; a denial throws here, which the client neither wraps nor
- * retries); a retry continues the same call. The call's id travels to the governed fetch in a header.
+ * retries); a retry continues the same call and reserves its own estimate (the failed attempt was settled). The
+ * call's id travels to the governed fetch in a header.
  */
 async function gate(client: ClientInternals, context: Context, request: RequestInit, url: string, options: RequestOptionsLike): Promise<void> {
   // An already aborted request is never sent: the client throws its abort error right after this hook.
@@ -200,7 +201,7 @@ async function gate(client: ClientInternals, context: Context, request: RequestI
     context.calls.set(options, call);
     // Kept in the request metadata too, which the client carries into a re-built options object (token refresh).
     options.__metadata = { ...metadata, [CALL_KEY]: call };
-  }
+  } else await call.reserveRetry();
   call.beginAttempt();
   setHeader(request, CALL_HEADER, call.id);
 }
