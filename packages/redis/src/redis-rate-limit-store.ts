@@ -5,15 +5,22 @@ import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from '
 /**
  * A sliding log in one sorted set per key (member: slot id, score: when it was taken, on the server's clock). With a
  * window, slots older than it are dropped first and the key expires with its last slot; without one, slots stay
- * until given back.
- * KEYS: 1 the slots. ARGV: 1 op (take | give), 2 max, 3 window ms (-1: none), 4 slot id, 5 clock offset ms.
- * Returns { 1, 0 } when taken, { 0, reset at ms (-1: none) } when full, { 1, 0 } for a give-back.
+ * until given back. A slot given back that is not held (a take whose client gave up waiting and that has not run
+ * yet) is marked in a second set, same hash tag, kept a day: a take that arrives later with that slot id is refused.
+ * KEYS: 1 the slots, 2 the slots given back before they were taken. ARGV: 1 op (take | give), 2 max, 3 window ms
+ * (-1: none), 4 slot id (take), 5 clock offset ms, 6… slot ids to give back first (a give gives back these only).
+ * Returns { 1, 0 } when taken, { 0, reset at ms (-1: none) } when full, { 2, 0 } when the slot was given back
+ * before it arrived, { 1, 0 } for a give-back.
  */
 const LIMIT_SCRIPT = new RedisScript(`
-if ARGV[1] == 'give' then
-  redis.call('ZREM', KEYS[1], ARGV[4])
-  return { 1, 0 }
+for i = 6, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 0 then
+    redis.call('SADD', KEYS[2], ARGV[i])
+    redis.call('PEXPIRE', KEYS[2], 86400000)
+  end
 end
+if ARGV[1] == 'give' then return { 1, 0 } end
+if redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then return { 2, 0 } end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
 local max, window = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -28,6 +35,9 @@ if window >= 0 then redis.call('PEXPIRE', KEYS[1], math.max(1, window)) end
 return { 1, 0 }
 `);
 
+/** Slots owed back to Redis (give-backs that failed) kept per store at most; past it the oldest are forgotten. */
+const OWED_KEPT = 10_000;
+
 /** Options of {@link createRedisRateLimitStore}. */
 export interface RedisRateLimitStoreOptions extends RedisStoreOptions {
   /** Added to the server's clock; for tests only. Default 0. */
@@ -38,6 +48,10 @@ export interface RedisRateLimitStoreOptions extends RedisStoreOptions {
 export class RedisRateLimitStore implements RateLimitStore {
   private readonly runner: ScriptRunner;
   private readonly offset: string;
+  /** Per limit key, the slots whose give-back (or the cancel of a take that timed out) has not reached Redis yet:
+   *  sent again with the next take of that key, so they are freed before it counts. */
+  private readonly owed = new Map<string, Set<string>>();
+  private owedCount = 0;
 
   constructor(options: RedisRateLimitStoreOptions) {
     this.runner = new ScriptRunner(options, 'createRedisRateLimitStore');
@@ -53,17 +67,77 @@ export class RedisRateLimitStore implements RateLimitStore {
   async take(key: string, max: number, windowMs: number | null): Promise<RateLimitTake> {
     if (!(Number.isSafeInteger(max) && max >= 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `max must be a whole number ≥ 0, got ${String(max)}`);
     if (windowMs !== null && !(Number.isSafeInteger(windowMs) && windowMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `windowMs must be a whole number of ms > 0 or null, got ${String(windowMs)}`);
+    const keys = this.keys(key);
     const slot = randomUUID();
-    const reply = await this.runner.run(LIMIT_SCRIPT, [this.key(key)], ['take', String(max), windowMs === null ? '-1' : String(windowMs), slot, this.offset]);
+    const owed = this.owed.get(key);
+    const giving = owed === undefined ? [] : [...owed];
+    let reply: unknown;
+    try {
+      reply = await this.runner.run(LIMIT_SCRIPT, keys, ['take', String(max), windowMs === null ? '-1' : String(windowMs), slot, this.offset, ...giving]);
+    } catch (error) {
+      // The take may still reach Redis after this check was denied (a slow server, a reply lost): give its slot back
+      // by id, so it is freed if it ran and refused if it runs later, instead of lowering the limit for good.
+      this.owe(key, slot);
+      this.give(key, [slot]).catch(() => undefined);
+      throw error;
+    }
+    this.paid(key, giving);
     if (!Array.isArray(reply) || reply.length !== 2) throw new AgentPolicyError('STORE_UNAVAILABLE', 'Redis answered the limit script with something unexpected');
     if (Number(reply[0]) === 1) return { ok: true, slot };
     const reset = Number(reply[1]);
-    return { ok: false, resetAtMs: reset < 0 ? null : reset };
+    return { ok: false, resetAtMs: Number(reply[0]) === 0 && reset >= 0 ? reset : null };
   }
 
   async giveBack(key: string, slot: string): Promise<void> {
     if (typeof slot !== 'string' || slot === '') return;
-    await this.runner.run(LIMIT_SCRIPT, [this.key(key)], ['give', '0', '-1', slot, this.offset]);
+    this.keys(key);
+    this.owe(key, slot);
+    await this.give(key, [slot]);
+  }
+
+  /** Slots owed back to Redis now (give-backs that have not reached it yet; each is sent again with the next take of its key). */
+  get owedSlots(): number {
+    return this.owedCount;
+  }
+
+  private keys(key: string): [string, string] {
+    const slots = this.key(key);
+    return [slots, `${slots}:given`];
+  }
+
+  private async give(key: string, slots: string[]): Promise<void> {
+    await this.runner.run(LIMIT_SCRIPT, this.keys(key), ['give', '0', '-1', '', this.offset, ...slots]);
+    this.paid(key, slots);
+  }
+
+  private owe(key: string, slot: string): void {
+    let owed = this.owed.get(key);
+    if (owed === undefined) {
+      owed = new Set();
+      this.owed.set(key, owed);
+    }
+    if (owed.has(slot)) return;
+    if (this.owedCount >= OWED_KEPT) this.forgetOldest();
+    owed.add(slot);
+    this.owedCount++;
+  }
+
+  private paid(key: string, slots: readonly string[]): void {
+    const owed = this.owed.get(key);
+    if (owed === undefined) return;
+    for (const slot of slots) if (owed.delete(slot)) this.owedCount--;
+    if (owed.size === 0) this.owed.delete(key);
+  }
+
+  private forgetOldest(): void {
+    for (const [key, owed] of this.owed) {
+      for (const slot of owed) {
+        owed.delete(slot);
+        this.owedCount--;
+        if (owed.size === 0) this.owed.delete(key);
+        return;
+      }
+    }
   }
 }
 
