@@ -109,5 +109,33 @@ for (const [where, target] of targets) {
         for (const worker of workers) if (worker.exitCode === null) worker.kill();
       }
     });
+
+    it('8 worker processes (4 on node-redis, 4 on ioredis) × 15 concurrent checks of each tool against max 5 per minute and max 5 per budget: never more than 5 of each', { timeout: 180_000 }, async () => {
+      const budgetKey = `procs8-${where}-${Date.now()}`;
+      const policy = {
+        limits: [
+          { tool: 'search', max_calls: 5, per: '1m', scope: 'budget' },
+          { tool: 'fetch', max_calls: 5, per: 'session', scope: 'budget' },
+        ],
+      };
+      const kinds: ClientKind[] = ['node-redis@6', 'ioredis@6'];
+      const workers = Array.from({ length: 8 }, (_, i) => startWorker(kinds[i % 2]!, target!, [budgetKey, 'limits', '15', '0', JSON.stringify(policy), 'search,fetch']));
+      try {
+        await Promise.all(workers.map((worker) => nextMessage<{ ready: boolean }>(worker)));
+        const results = Promise.all(workers.map((worker) => nextMessage<{ allowedByTool: Record<string, number>; denied: number; other: string[] }>(worker)));
+        for (const worker of workers) worker.send('go');
+        const counts = await results;
+        expect(counts.flatMap((c) => c.other)).toEqual([]);
+        expect(counts.reduce((sum, c) => sum + c.allowedByTool.search!, 0)).toBe(5);
+        expect(counts.reduce((sum, c) => sum + c.allowedByTool.fetch!, 0)).toBe(5);
+        expect(counts.reduce((sum, c) => sum + c.denied, 0)).toBe(8 * 30 - 10);
+        // A new session on the budget key later (another restarted app) still finds both full.
+        const here = await sessionOn('ioredis@6', target!, AgentPolicy.fromDict(policy), budgetKey);
+        expect(await here.checkTool('search')).toMatchObject({ decision: 'deny', rule: { section: 'limits', index: 0 } });
+        expect(await here.checkTool('fetch')).toMatchObject({ decision: 'deny', rule: { section: 'limits', index: 1 } });
+      } finally {
+        for (const worker of workers) if (worker.exitCode === null) worker.kill();
+      }
+    });
   });
 }

@@ -4,7 +4,7 @@ import { AgentPolicy } from '@agentpolicy/core';
 import { createRedisBudgetStore, createRedisRateLimitStore } from '../dist/index.js';
 import { connect, type ClientKind } from './clients.ts';
 
-const [kind, targetJson, budgetKey, mode, countText, costText, budgetText] = process.argv.slice(2);
+const [kind, targetJson, budgetKey, mode, countText, costText, budgetText, toolsText] = process.argv.slice(2);
 const handle = await connect(kind as ClientKind, JSON.parse(targetJson!) as { url: string } | { nodes: string[] });
 const store = createRedisBudgetStore({ client: handle.client, timeoutMs: 20_000 });
 // In `limits` mode the last argument is the policy as JSON; otherwise it is the budget in USD.
@@ -13,14 +13,16 @@ const cost = Number(costText);
 const count = Number(countText);
 
 if (mode === 'limits') {
-  // `count` concurrent checks of `search` under the policy the parent passed.
+  // `count` concurrent checks of each tool (`search` unless a comma-separated list follows) under the policy passed.
   const limitStore = createRedisRateLimitStore({ client: handle.client, timeoutMs: 20_000 });
   const session = policy.session({ store, limitStore, budgetKey: budgetKey!, id: `worker-${process.pid}` });
+  const tools = (toolsText ?? 'search').split(',');
   process.send!({ ready: true });
   process.once('message', async () => {
-    const decisions = await Promise.all(Array.from({ length: count }, (_, i) => session.checkTool('search', { input: { query: `q${i}` } })));
+    const decisions = await Promise.all(Array.from({ length: count * tools.length }, (_, i) => session.checkTool(tools[i % tools.length]!, { input: { query: `q${i}` } })));
     process.send!({
       allowed: decisions.filter((d) => d.decision === 'allow').length,
+      allowedByTool: Object.fromEntries(tools.map((tool) => [tool, decisions.filter((d) => d.decision === 'allow' && d.action.type === 'tool' && d.action.name === tool).length])),
       denied: decisions.filter((d) => d.decision === 'deny' && d.rule.section === 'limits').length,
       other: decisions.filter((d) => d.decision !== 'allow' && d.rule.section !== 'limits').map((d) => d.reason),
     });
