@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   AgentPolicyError,
   type ApprovalRequest,
@@ -12,8 +13,12 @@ import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from '
 /**
  * One approval request per hash (its own hash tag): the request as JSON, its status, its answer, and its expiry in
  * ms. Expiry is judged on the server's clock, so every process agrees on it; the first answer wins atomically.
- * KEYS: 1 the request hash. ARGV: 1 op (create | get | resolve | consume), 2 clock offset ms, 3 request JSON /
- * resolution JSON / fingerprint, 4 expires at ms (create) / approved 1|0 (resolve), 5 keep ms after expiry.
+ * An answer carries an id: a resolve whose caller gave up waiting is withdrawn by it (`withdraw`), so the caller's
+ * "it failed" stays true: an answer that ran is taken back (the request is pending again) unless it was already
+ * used, and one that has not arrived yet is marked (field `withdrawn:<id>`) and refused when it does.
+ * KEYS: 1 the request hash. ARGV: 1 op (create | get | resolve | consume | withdraw), 2 clock offset ms, 3 request
+ * JSON / resolution JSON / fingerprint / answer id (withdraw), 4 expires at ms (create) / approved 1|0 (resolve),
+ * 5 keep ms after expiry (create) / answer id (resolve), 6 fingerprint (create).
  * Returns { result, request JSON, status, resolution JSON } with status `expired` when past its expiry.
  */
 const APPROVAL_SCRIPT = new RedisScript(`
@@ -32,12 +37,22 @@ local status = h[2]
 if (status == 'pending' or status == 'approved') and now > tonumber(h[3]) then status = 'expired' end
 local result = 'ok'
 if op == 'resolve' then
-  if status == 'expired' then result = 'expired'
+  if redis.call('HEXISTS', KEYS[1], 'withdrawn:' .. ARGV[5]) == 1 then result = 'withdrawn'
+  elseif status == 'expired' then result = 'expired'
   elseif status ~= 'pending' then result = 'answered'
   else
     status = ARGV[4] == '1' and 'approved' or 'rejected'
-    redis.call('HSET', KEYS[1], 'status', status, 'resolution', ARGV[3])
+    redis.call('HSET', KEYS[1], 'status', status, 'resolution', ARGV[3], 'answer', ARGV[5])
     h[4] = ARGV[3]
+  end
+elseif op == 'withdraw' then
+  if (h[2] == 'approved' or h[2] == 'rejected') and redis.call('HGET', KEYS[1], 'answer') == ARGV[3] then
+    redis.call('HSET', KEYS[1], 'status', 'pending')
+    redis.call('HDEL', KEYS[1], 'resolution', 'answer')
+    status = status == 'expired' and 'expired' or 'pending'
+    h[4] = false
+  elseif h[2] == 'pending' then
+    redis.call('HSET', KEYS[1], 'withdrawn:' .. ARGV[3], '1')
   end
 elseif op == 'consume' then
   if status == 'approved' and h[5] == ARGV[3] then
@@ -137,7 +152,17 @@ export class RedisApprovalStore implements ApprovalStore {
   }
 
   async resolve(id: string, resolution: ApprovalResolution): Promise<ResolveResult> {
-    const { result, state } = await this.call('resolve', id, [JSON.stringify(resolution), resolution?.approved === true ? '1' : '0']);
+    const answer = randomUUID();
+    let outcome: Awaited<ReturnType<RedisApprovalStore['call']>>;
+    try {
+      outcome = await this.call('resolve', id, [JSON.stringify(resolution), resolution?.approved === true ? '1' : '0', answer]);
+    } catch (error) {
+      // The resolve may still reach Redis after its caller was told it failed (a slow server, a reply lost): withdraw
+      // it by its id, so an answer that ran is taken back unless already used, and one that runs later is refused.
+      if (AgentPolicyError.isInstance(error) && error.code === 'STORE_UNAVAILABLE') this.call('withdraw', id, [answer]).catch(() => undefined);
+      throw error;
+    }
+    const { result, state } = outcome;
     if (state === undefined) return { ok: false, problem: 'unknown' };
     if (result === 'ok') return { ok: true, request: state };
     return { ok: false, problem: result === 'expired' ? 'expired' : 'answered', request: state };

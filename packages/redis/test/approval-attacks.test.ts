@@ -74,3 +74,29 @@ for (const [where, target] of targets) {
     });
   });
 }
+
+describe.skipIf(!canStart)('a resolve that Redis runs after its caller gave up', () => {
+  it.each<ClientKind>(['node-redis@6', 'ioredis@6'])('%s: the caller was told it failed, so the answer is not recorded: the request is pending again and can be answered', async (kind) => {
+    const server = await startRedis(await freePort());
+    const handle = await connect(kind, { url: server.url });
+    const pauser = await connect('node-redis@6', { url: server.url });
+    const store = createRedisApprovalStore({ client: handle.client, timeoutMs: 150 });
+    const session = policy().session({ id: `late-resolve-${kind}`, approvals: store });
+    try {
+      const requestId = (await session.checkTool('send_email', { input: { to: 'a@example.com' } })).approvalRequest!.id;
+      await (pauser.client as unknown as { sendCommand(args: string[]): Promise<unknown> }).sendCommand(['CLIENT', 'PAUSE', '600', 'ALL']);
+      // A human's approval (an approvals page would answer "nothing was changed, retry"), and an inline one with a check.
+      await expect(store.resolve(requestId, { approved: true, by: 'alice', at: at() })).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+      await sleep(900);
+      expect((await store.get(requestId))?.status).toBe('pending');
+      expect(await session.checkTool('send_email', { input: { to: 'a@example.com' }, approval: { requestId } })).toMatchObject({ decision: 'require_approval' });
+      // Answered again once Redis answers: that answer is the one that stands.
+      expect(await store.resolve(requestId, { approved: false, by: 'alice', reason: 'changed my mind', at: at() })).toMatchObject({ ok: true, request: { status: 'rejected' } });
+      expect(await session.checkTool('send_email', { input: { to: 'a@example.com' }, approval: { requestId } })).toMatchObject({ decision: 'deny' });
+    } finally {
+      await handle.close();
+      await pauser.close();
+      await server.stop();
+    }
+  });
+});
