@@ -1,5 +1,5 @@
 import { AgentPolicy } from '@agentpolicy/core';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, describe, expect, inject, it, vi } from 'vitest';
 import { createRedisApprovalStore, createRedisRateLimitStore } from '../src/index.js';
 import { CLIENT_KINDS, connect, type ClientHandle, type ClientKind } from './clients.js';
 
@@ -120,6 +120,30 @@ describe.skipIf(redisUrl === null)('approval expiry on the server clock', () => 
     await store.create(request('old', 2_000, 3_600_000));
     await store.create(request('new', 1_000, 60_000));
     expect((await store.listPending(sessionId)).map((r) => r.id)).toEqual([`apr_old_${now}`, `apr_new_${now}`]);
+  });
+
+  it('a process whose own clock is hours off counts the same window: limits and approval expiry read the server clock only', async () => {
+    const handle = await open('ioredis@6', { url: redisUrl! });
+    const limits = createRedisRateLimitStore({ client: handle.client });
+    const approvals = createRedisApprovalStore({ client: handle.client });
+    const key = `skew:${Date.now()}`;
+    const now = Date.now();
+    const request = { id: `apr_skew_${now}`, sessionId: 's', fingerprint: 'f', action: { type: 'tool', name: 'x', cost: 0 }, reason: 'r', rule: { section: 'approval' }, createdAt: new Date(now).toISOString(), expiresAt: new Date(now + 60_000).toISOString() } as never;
+    await approvals.create(request);
+    expect((await limits.take(key, 1, 60_000)).ok).toBe(true);
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      for (const skew of [3 * 3_600_000, -3 * 3_600_000]) {
+        vi.setSystemTime(now + skew);
+        const refused = await limits.take(key, 1, 60_000);
+        expect(refused.ok).toBe(false);
+        // The reset is on the server's clock, about a minute from the real now, whatever this process believes.
+        if (!refused.ok) expect(Math.abs(refused.resetAtMs! - (now + 60_000))).toBeLessThan(10_000);
+        expect((await approvals.get(`apr_skew_${now}`))?.status).toBe('pending');
+      }
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('a windowed limit frees its slots when the window passes on the server clock', async () => {
