@@ -146,6 +146,31 @@ describe('call keys in a shared call-key store', () => {
     expect(session.spent).toBe(0);
   });
 
+  it('an allow that cannot be remembered gives its limit slots back too', async () => {
+    const inner = new InMemoryCallKeyStore();
+    let failNext = true;
+    const flaky: CallKeyStore = {
+      begin: (c, o) => inner.begin(c, o),
+      remember: (c, l, d, lease) => {
+        if (failNext) {
+          failNext = false;
+          return Promise.reject(new Error('write failed'));
+        }
+        return inner.remember(c, l, d, lease);
+      },
+      abandon: (c, l) => inner.abandon(c, l),
+      claim: (c, t) => inner.claim(c, t),
+    };
+    const session = AgentPolicy.fromDict({ tools: { allow: ['search'] }, limits: [{ tool: 'search', max_calls: 1, per: 'session' }] }).session({ callKeys: flaky });
+    const lost = await session.checkTool('search', { input: { q: 'x' }, idempotencyKey: 'k1' });
+    expect(lost).toMatchObject({ decision: 'deny', rule: { section: 'error' } });
+    // The lost allow never runs, so it does not count against max_calls: the next call is allowed.
+    const next = await session.checkTool('search', { input: { q: 'y' }, idempotencyKey: 'k2' });
+    expect(next.decision).toBe('allow');
+    const third = await session.checkTool('search', { input: { q: 'z' }, idempotencyKey: 'k3' });
+    expect(third).toMatchObject({ decision: 'deny', rule: { section: 'limits' } });
+  });
+
   it('a decision slower than its marker is refused and gives its money back; the process that took over decides once', async () => {
     let now = 1_000_000;
     const inner = new InMemoryCallKeyStore({ now: () => now, waitMs: 0 });

@@ -246,6 +246,9 @@ export class PolicySession {
   private readonly leases = new WeakMap<Decision, string>();
   // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
   private readonly slots = new WeakMap<Decision, number>();
+  // With a shared call-key store: the limit slots a keyed allow holds, given back if the store cannot keep it (it
+  // then never runs). Only kept on that path.
+  private readonly limitSlotsHeld: WeakMap<Decision, readonly (string | number)[]> | undefined;
   // Allows that have been used for their one execution, by the sequence number of their id (a settled version of a
   // decision keeps its id).
   private readonly used = new UsedAllows();
@@ -305,6 +308,7 @@ export class PolicySession {
     this.localLimits = this.limitStore instanceof InMemoryRateLimitStore && Object.getPrototypeOf(this.limitStore) === InMemoryRateLimitStore.prototype ? this.limitStore : undefined;
     this.callKeyStore = options.callKeys;
     this.keyedCalls = options.callKeys === undefined ? undefined : new WeakMap();
+    this.limitSlotsHeld = options.callKeys === undefined ? undefined : new WeakMap();
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
     if (options.inlineApprovals !== undefined && typeof options.inlineApprovals !== 'boolean') {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'inlineApprovals must be true or false');
@@ -961,9 +965,18 @@ export class PolicySession {
     return this.options.approver === undefined ? 30_000 : (this.options.approvalTimeoutMs ?? 300_000) + 30_000;
   }
 
-  // An allow that could not be remembered never runs (no claim can find it): the money it holds goes back.
+  // An allow that could not be remembered never runs (no claim can find it): the money and the limit slots it holds go
+  // back.
   private async giveBackHeld(decision: Decision, prepared: Prepared): Promise<void> {
     if (decision.decision !== 'allow') return;
+    const held = this.limitSlotsHeld?.get(decision);
+    if (held !== undefined) {
+      try {
+        await this.giveBack(held);
+      } catch {
+        // The limit store is down too: the slots stay taken (fewer calls, never more).
+      }
+    }
     const costNanos = prepared.prepared?.costNanos ?? 0;
     const lease = this.leases.get(decision);
     try {
@@ -997,14 +1010,20 @@ export class PolicySession {
     if (held.length === 0) return decision;
     if (decision instanceof Promise) {
       return decision.then(
-        (settled) => (settled.decision === 'allow' ? settled : this.giveBackThen(held, settled)),
+        (settled) => {
+          if (settled.decision !== 'allow') return this.giveBackThen(held, settled);
+          this.limitSlotsHeld?.set(settled, held);
+          return settled;
+        },
         async (error: unknown) => {
           await this.giveBack(held);
           throw error;
         },
       );
     }
-    return decision.decision === 'allow' ? decision : this.giveBackThen(held, decision);
+    if (decision.decision !== 'allow') return this.giveBackThen(held, decision);
+    this.limitSlotsHeld?.set(decision, held);
+    return decision;
   }
 
   private giveBackThen(held: readonly (string | number)[], decision: Decision): Decision | Promise<Decision> {
