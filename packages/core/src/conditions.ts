@@ -10,6 +10,7 @@
  */
 import type { ActionType } from './decision.js';
 import { DomainMatcher, normalizeDomainEntry, parseTarget } from './domain.js';
+import { hasHidden, isControl, isInvisible } from './hidden-characters.js';
 import type { PolicyIssue } from './errors.js';
 import { describe, parseMoney } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
@@ -93,7 +94,7 @@ function variantText(text: string): string {
   let kept = '';
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f || (c >= 0x80 && c <= 0x9f) || isInvisible(c)) continue;
+    if (isControl(c) || isInvisible(c)) continue;
     kept += text[i];
   }
   kept = kept.trim();
@@ -103,12 +104,7 @@ function variantText(text: string): string {
 /** Printable ASCII without a space at either end: its variant is its lower case. */
 function isPlain(text: string): boolean {
   const n = text.length;
-  if (n === 0 || text.charCodeAt(0) === 0x20 || text.charCodeAt(n - 1) === 0x20) return n === 0;
-  for (let i = 0; i < n; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x20 || c >= 0x7f) return false;
-  }
-  return true;
+  return n === 0 || (text.charCodeAt(0) !== 0x20 && text.charCodeAt(n - 1) !== 0x20 && plainAscii(text));
 }
 
 /** `text` lower-cased equals `lower` (itself lower case), without building the lower-cased copy. */
@@ -130,19 +126,6 @@ function plainAscii(text: string): boolean {
   return true;
 }
 
-/** Zero-width and other format characters a reader cannot see (ZWSP, ZWJ, word joiner, BOM, bidi controls, soft hyphen). */
-function isInvisible(c: number): boolean {
-  return c === 0xad || c === 0x180e || (c >= 0x200b && c <= 0x200f) || (c >= 0x202a && c <= 0x202e) || (c >= 0x2060 && c <= 0x206f) || c === 0xfeff;
-}
-
-/** Whether a string holds a control or invisible character: it never satisfies an exception by matching. */
-function hasHidden(text: string): boolean {
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f || (c >= 0x80 && (c <= 0x9f || isInvisible(c)))) return true;
-  }
-  return false;
-}
 
 /** The numbers a lenient parser reads a string as (`Number`, `parseFloat`, `parseInt`, thousands separators dropped). */
 function lenientNumberIs(text: string, want: number): boolean {

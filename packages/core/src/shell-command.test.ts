@@ -60,6 +60,8 @@ describe('parseShellCommand', () => {
     'ls\u0085rm',
     'rm\u200b -rf',
     'rm\ufeff -rf',
+    'r\u00adm -rf /',
+    'rm\u2066 -rf /',
     '/bin/r? -rf /',
     '/bin/r* -rf /',
     '/bin/[r]m -rf /',

@@ -6,6 +6,7 @@
  * the condition then resolves toward safety. A command run through another (`sudo rm`, `env rm`, `sh -c "rm …"`) is
  * judged by the command it runs too.
  */
+import { isInvisible } from './hidden-characters.js';
 import { compileGlob } from './tool-matcher.js';
 
 /** Longest command line read; a longer one is refused rather than scanned. */
@@ -138,17 +139,7 @@ export function parseShellCommand(line: string): string[] | null {
  * word, but a tool that splits on any whitespace (or a reader who cannot see it) does not, so the line is not judged.
  */
 function isUnicodeBlank(c: number): boolean {
-  return (
-    c === 0x85 ||
-    c === 0xa0 ||
-    c === 0x1680 ||
-    c === 0x180e ||
-    (c >= 0x2000 && c <= 0x200f) ||
-    (c >= 0x2028 && c <= 0x202f) ||
-    (c >= 0x205f && c <= 0x206f) ||
-    c === 0x3000 ||
-    c === 0xfeff
-  );
+  return c === 0x85 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || isInvisible(c);
 }
 
 function isName(text: string, end: number): boolean {

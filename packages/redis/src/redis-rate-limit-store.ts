@@ -90,7 +90,7 @@ export class RedisRateLimitStore implements RateLimitStore {
 
   async giveBack(key: string, slot: string): Promise<void> {
     if (typeof slot !== 'string' || slot === '') return;
-    this.keys(key);
+    this.key(key); // a key that is not one throws before anything is owed under it
     this.owe(key, slot);
     await this.give(key, [slot]);
   }
