@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAuditLog, GENESIS_HASH, recordHash, type AuditDecisionRecord, type AuditRecord } from './audit-log.js';
 import { readAuditLog } from './audit-report.js';
@@ -12,6 +11,7 @@ import { formatDecision, formatReport } from './format-report.js';
 import { AgentPolicy } from './policy.js';
 import { formatReplayReport, replayAuditLog } from './replay.js';
 import { main } from './run-cli.js';
+import { sourceChildScript, SOURCE_CHILD_ARGS } from './test-support/source-child.js';
 
 let dir: string;
 beforeEach(() => {
@@ -23,23 +23,10 @@ const lines = (path: string) => readFileSync(path, 'utf8').split('\n').filter(Bo
 const records = (path: string) => lines(path).map((line) => JSON.parse(line) as AuditRecord);
 const decisions = (path: string) => records(path).filter((record): record is AuditDecisionRecord => record.kind === 'decision');
 
-const here = fileURLToPath(new URL('.', import.meta.url));
 
 /** Runs `body` in a child Node process that imports the TypeScript sources; `shell` wraps it (e.g. a ulimit). */
 function runChild(body: string, shell = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const script = `
-    import { registerHooks } from 'node:module';
-    registerHooks({ resolve(specifier, context, next) {
-      try { return next(specifier, context); } catch (error) {
-        if (specifier.startsWith('.') && specifier.endsWith('.js')) return next(specifier.slice(0, -3) + '.ts', context);
-        throw error;
-      }
-    } });
-    const { createAuditLog } = await import(${JSON.stringify(join(here, 'audit-log.ts'))});
-    const { AgentPolicy } = await import(${JSON.stringify(join(here, 'policy.ts'))});
-    ${body}
-  `;
-  const args = ['--experimental-transform-types', '--no-warnings', '--input-type=module', '-e', script];
+  const args = [...SOURCE_CHILD_ARGS, sourceChildScript(body)];
   const child =
     shell === ''
       ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })

@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAuditLog, GENESIS_HASH, recordHash, type AuditDecisionRecord, type AuditRecord } from './audit-log.js';
@@ -10,6 +9,7 @@ import { readAuditLog } from './audit-report.js';
 import { verifyAuditLog } from './audit-verify.js';
 import { AgentPolicyError } from './errors.js';
 import { AgentPolicy } from './policy.js';
+import { sourceChildScript, SOURCE_CHILD_ARGS } from './test-support/source-child.js';
 
 let dir: string;
 beforeEach(() => {
@@ -321,25 +321,15 @@ describe('audit log', () => {
 
     it('a writer killed mid-run (SIGKILL) leaves a log that verifies up to its last whole line, and the next writer takes over', async () => {
       const path = join(dir, 'audit.jsonl');
-      const here = fileURLToPath(new URL('.', import.meta.url));
       // The child imports the TypeScript sources directly (Node's type transform, `.js` specifiers mapped to `.ts`).
-      const script = `
-        import { registerHooks } from 'node:module';
-        registerHooks({ resolve(specifier, context, next) {
-          try { return next(specifier, context); } catch (error) {
-            if (specifier.startsWith('.') && specifier.endsWith('.js')) return next(specifier.slice(0, -3) + '.ts', context);
-            throw error;
-          }
-        } });
-        const { createAuditLog } = await import(${JSON.stringify(join(here, 'audit-log.ts'))});
-        const { AgentPolicy } = await import(${JSON.stringify(join(here, 'policy.ts'))});
+      const script = sourceChildScript(`
         const log = createAuditLog(${JSON.stringify(path)});
         const session = AgentPolicy.fromDict({ tools: { block: ['delete_*'] } }).session({ id: 'child', sinks: [log], maxDecisions: 0 });
         const big = 'x'.repeat(20000);
         process.stdout.write('ready\\n');
         for (let i = 0; ; i++) await session.checkTool(i % 2 ? 'delete_prod' : 'search', { metadata: { i, big } });
-      `;
-      const child = spawn(process.execPath, ['--experimental-transform-types', '--no-warnings', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      `);
+      const child = spawn(process.execPath, [...SOURCE_CHILD_ARGS, script], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       child.stderr.on('data', (chunk) => (stderr += String(chunk)));
       await new Promise<void>((resolve, reject) => {
