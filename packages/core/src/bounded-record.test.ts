@@ -93,6 +93,34 @@ describe('recordInput', () => {
     expect(read.copy).toEqual({ to: 'a@ourco.com', amount: 50 });
   });
 
+  it('copies own keys only, even in a process whose Object.prototype has an enumerable property', () => {
+    const input = JSON.parse('{"to":"a@ourco.com","nested":{"amount":50}}') as Record<string, unknown>;
+    const prototype = Object.prototype as Record<string, unknown>;
+    prototype['polluted'] = [5000];
+    try {
+      const read = recordInput(input);
+      expect(Object.keys(read.copy as object)).toEqual(['to', 'nested']);
+      expect(Object.keys((read.copy as { nested: object }).nested)).toEqual(['amount']);
+      expect(Object.hasOwn(read.copy as object, 'polluted')).toBe(false);
+      expect(read.exact).toBe(true);
+      expect(deepFrozen(read.copy)).toBe(true);
+    } finally {
+      delete prototype['polluted'];
+    }
+    // And once it is gone, the fast copy is back: the same result.
+    expect(recordInput(input)).toEqual({ copy: { to: 'a@ourco.com', nested: { amount: 50 } }, exact: true });
+  });
+
+  it('leaves symbol-keyed properties out of the data: the fingerprint text and what is judged are the same as without them', () => {
+    const tag = Symbol('tag');
+    const input = { to: 'a@ourco.com', [tag]: { amount: 5000 } };
+    const read = recordInput(input);
+    expect(read.exact).toBe(true);
+    expect(canonicalInput(read.copy)).toBe(canonicalInput({ to: 'a@ourco.com' }));
+    expect(JSON.stringify(read.copy)).toBe('{"to":"a@ourco.com"}');
+    expect(Object.keys(read.copy as object)).toEqual(['to']);
+  });
+
   it('a getter that checks another input meanwhile does not disturb the copy in progress', () => {
     const inner = Array.from({ length: 200 }, (_, i) => i);
     const input = {

@@ -50,13 +50,22 @@ export function recordInput(value: unknown): RecordedInput {
   } finally {
     entriesLeft = outer;
   }
-  if (exact !== INEXACT) return { copy: exact, exact: true };
+  // The copy's loop walks its keys with for-in, which would also list an enumerable property added to
+  // Object.prototype: such a process gets the general copy (own keys only).
+  if (exact !== INEXACT && prototypeIsClean()) return { copy: exact, exact: true };
   const budget = { entries: MAX_RECORDED_ENTRIES, exact: true };
   const copied = copy(value, 0, budget, []);
   return { copy: copied, exact: budget.exact };
 }
 
 const INEXACT = Symbol('inexact');
+const EMPTY: object = Object.freeze({});
+
+function prototypeIsClean(): boolean {
+  for (const _ in EMPTY) return false;
+  return true;
+}
+
 // Entries the exact copy in progress may still take (saved and restored around each copy, so a getter that checks
 // another input meanwhile does not disturb it).
 let entriesLeft = 0;
@@ -84,17 +93,22 @@ function exactCopy(value: unknown, depth: number): unknown {
   }
   const prototype = Object.getPrototypeOf(value);
   if (prototype !== Object.prototype && prototype !== null) return INEXACT;
-  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return INEXACT;
-  const keys = Object.keys(value);
-  if (keys.length > entriesLeft) return INEXACT;
-  entriesLeft -= keys.length;
-  const out: Record<string, unknown> = {};
-  for (let i = 0; i < keys.length; i++) {
-    const key = keys[i] as string;
-    if (key.length > MAX_RECORDED_STRING || key === '__proto__') return INEXACT;
-    const item = exactCopy((value as Record<string, unknown>)[key], depth + 1);
-    if (item === INEXACT) return INEXACT;
-    out[key] = item;
+  // A spread reads every own enumerable property once (a getter included) into a new plain object, copying the
+  // source's layout in one step: cheaper than adding the keys one by one. What it copies is then checked and its
+  // objects copied in place. A symbol-keyed property rides along as it is: it is no part of the data (JSON, the
+  // fingerprint, the rules and a structured clone never read it), and looking for one costs more than the copy.
+  const out: Record<string, unknown> = { ...(value as Record<string, unknown>) };
+  if (typeof out['toJSON'] === 'function') return INEXACT;
+  for (const key in out) {
+    if (--entriesLeft < 0 || key.length > MAX_RECORDED_STRING || key === '__proto__') return INEXACT;
+    const item = out[key];
+    if (typeof item === 'object' && item !== null) {
+      const copied = exactCopy(item, depth + 1);
+      if (copied === INEXACT) return INEXACT;
+      out[key] = copied;
+    } else if (typeof item === 'string') {
+      if (item.length > MAX_RECORDED_STRING) return INEXACT;
+    } else if (typeof item !== 'number' && typeof item !== 'boolean' && item !== undefined) return INEXACT;
   }
   return Object.freeze(out);
 }
