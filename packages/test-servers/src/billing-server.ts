@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
  * A local stand-in for the OpenAI HTTP API that bills every request the most the provider could bill for it: the
  * whole output limit of every choice (gpt-4o's maximum when the request sets none), every image at its documented
  * high-detail maximum, every generated image at its largest size and quality, audio for its whole duration. It
- * speaks chat completions, Responses, embeddings, image generation, transcription and speech (JSON only). Requests
+ * speaks chat completions, Responses, embeddings, image generation and edits, transcription and speech. Requests
  * are held a little so a burst of them overlaps.
  */
 
@@ -101,7 +101,11 @@ function answer(path: string, body: Buffer): Json {
     };
   }
   if (path.endsWith('/embeddings')) {
-    return { object: 'list', model: request['model'], data: [{ object: 'embedding', index: 0, embedding: [0] }], usage: { prompt_tokens: inputTokens(request['input']), total_tokens: 0 } };
+    // One embedding per input (a list of strings or of token arrays), one for a single input.
+    const input = request['input'];
+    const count = Array.isArray(input) && input.length > 0 && input.every((item) => typeof item !== 'number') ? input.length : 1;
+    const data = Array.from({ length: count }, (_, index) => ({ object: 'embedding', index, embedding: [0] }));
+    return { object: 'list', model: request['model'], data, usage: { prompt_tokens: inputTokens(input), total_tokens: 0 } };
   }
   if (path.endsWith('/images/generations')) {
     const data = Array.from({ length: n }, () => ({ b64_json: 'AA==' }));
@@ -119,6 +123,32 @@ function answer(path: string, body: Buffer): Json {
   };
 }
 
+/**
+ * An image edit (multipart): `n` images, and for gpt-image the prompt, every uploaded image (`image`, `image[]`,
+ * `mask`) at gpt-4o's high-detail maximum (plus a full output image each under `input_fidelity: high`) and the
+ * largest output image per image asked for.
+ */
+function editAnswer(form: FormData): Json {
+  const field = (name: string): string | undefined => {
+    const value = form.get(name);
+    return typeof value === 'string' ? value : undefined;
+  };
+  const n = Number(field('n') ?? 1);
+  const data = Array.from({ length: n }, () => ({ b64_json: 'AA==' }));
+  const model = field('model') ?? '';
+  if (!model.startsWith('gpt-image')) return { created: 0, data };
+  const uploads = ['image', 'image[]', 'mask'].reduce((sum, name) => sum + form.getAll(name).filter((value) => typeof value !== 'string').length, 0);
+  const perUpload = GPT_4O_IMAGE_MAX + (field('input_fidelity') === 'high' ? GPT_IMAGE_MAX : 0);
+  return { created: 0, data, usage: { input_tokens: inputTokens(field('prompt') ?? '') + uploads * perUpload, output_tokens: GPT_IMAGE_MAX * n, total_tokens: 0 } };
+}
+
+async function reply(path: string, contentType: string, body: Buffer): Promise<Json> {
+  if (path.endsWith('/images/edits') && contentType.startsWith('multipart/form-data')) {
+    return editAnswer(await new Response(new Uint8Array(body), { headers: { 'content-type': contentType } }).formData());
+  }
+  return answer(path, body);
+}
+
 /** Starts the server on 127.0.0.1, on a free port. */
 export async function startBillingServer(): Promise<BillingServer> {
   let hits = 0;
@@ -129,8 +159,14 @@ export async function startBillingServer(): Promise<BillingServer> {
       hits++;
       const path = (req.url ?? '').split('?')[0]!;
       setTimeout(() => {
-        if (path.endsWith('/audio/speech')) res.writeHead(200, { 'content-type': 'audio/mpeg' }).end(Buffer.alloc(16));
-        else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer(path, Buffer.concat(chunks))));
+        if (path.endsWith('/audio/speech')) {
+          res.writeHead(200, { 'content-type': 'audio/mpeg' }).end(Buffer.alloc(16));
+          return;
+        }
+        reply(path, req.headers['content-type'] ?? '', Buffer.concat(chunks)).then(
+          (json) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(json)),
+          () => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'unreadable request body' } })),
+        );
       }, 15);
     });
   });
