@@ -7,4 +7,5 @@ export {
   type PolicyToolApprovalStatus,
 } from './policy-tool-approval.js';
 export { policyMiddleware } from './policy-middleware.js';
+export { policyEmbeddingMiddleware } from './policy-embedding-middleware.js';
 export type { OnDeny, ToolCost } from './tool-settings.js';
