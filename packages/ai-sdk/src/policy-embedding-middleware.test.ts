@@ -1,11 +1,11 @@
 import { AgentPolicy, PolicyDeniedError, findPolicyError, type AgentPolicyOptions, type PolicySession } from '@agentpolicy/core';
 import { createOpenAI } from '@ai-sdk/openai';
-import { startBillingServer, type BillingServer } from '@agentpolicy/test-servers';
+import { startBillingServer, startFlakyServer, type BillingServer } from '@agentpolicy/test-servers';
 import { RetryError, embed, embedMany, wrapEmbeddingModel, type EmbeddingModelMiddleware } from 'ai';
 import { MockEmbeddingModelV4 } from 'ai/test';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { policyEmbeddingMiddleware } from './policy-embedding-middleware.js';
-import { modelDecisions, startFlakyServer } from './test-utils.js';
+import { modelDecisions } from './test-utils.js';
 
 /** What the billing server reports for an input: about 4 bytes a token. */
 const billed = (input: unknown): number => Math.ceil(Buffer.byteLength(JSON.stringify(input)) / 4);

@@ -1,13 +1,13 @@
 import { AgentPolicy, PolicyDeniedError, findPolicyError, type AgentPolicyOptions, type PolicySession } from '@agentpolicy/core';
 import { createOpenAI } from '@ai-sdk/openai';
 import type { ImageModelV4, ImageModelV4CallOptions } from '@ai-sdk/provider';
-import { GPT_4O_IMAGE_MAX, GPT_IMAGE_MAX, startBillingServer, type BillingServer } from '@agentpolicy/test-servers';
+import { GPT_4O_IMAGE_MAX, GPT_IMAGE_MAX, startBillingServer, startFlakyServer, type BillingServer } from '@agentpolicy/test-servers';
 import { NoImageGeneratedError, RetryError, generateImage, wrapImageModel, wrapProvider } from 'ai';
 import { MockImageModelV4 } from 'ai/test';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { policyImageMiddleware } from './policy-image-middleware.js';
 import { policyMiddleware } from './policy-middleware.js';
-import { modelDecisions, startFlakyServer } from './test-utils.js';
+import { modelDecisions } from './test-utils.js';
 
 const PRICING: AgentPolicyOptions['pricing'] = {
   'dall-e-3': { perImage: { '1024x1024': 0.04, 'hd/1024x1024': 0.08, '1024x1792': 0.08, 'hd/1024x1792': 0.12 } },

@@ -1,6 +1,4 @@
 // Shared fixtures for the tests (not part of the package's API).
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { AgentPolicy, type AgentPolicyOptions, type Decision } from '@agentpolicy/core';
 import type { LanguageModelV4GenerateResult, LanguageModelV4StreamPart } from '@ai-sdk/provider';
 
@@ -80,48 +78,4 @@ export function toolDecisions(decisions: readonly Decision[]): Decision[] {
 
 export function modelDecisions(decisions: readonly Decision[]): Decision[] {
   return decisions.filter((d) => d.action.type === 'cost');
-}
-
-/** A local server that fails its first requests (with `statuses`, in order) and forwards the rest to `target`. */
-export interface FlakyServer {
-  /** `http://127.0.0.1:<port>/v1` */
-  readonly baseURL: string;
-  /** Requests received, failed ones included. */
-  readonly hits: number;
-  close(): Promise<void>;
-}
-
-/**
- * Starts a {@link FlakyServer} on 127.0.0.1 (a free port) in front of `target` (a billing server's base URL). A
- * failure carries `retry-after-ms: 0`, so the AI SDK retries at once.
- */
-export async function startFlakyServer(target: string, statuses: number[]): Promise<FlakyServer> {
-  const queue = [...statuses];
-  const origin = new URL(target).origin;
-  let hits = 0;
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      hits++;
-      const status = queue.shift();
-      if (status !== undefined) {
-        res.writeHead(status, { 'content-type': 'application/json', 'retry-after-ms': '0' }).end(JSON.stringify({ error: { message: `status ${status}`, type: 'server_error' } }));
-        return;
-      }
-      const headers = req.headers['content-type'] ? { 'content-type': req.headers['content-type'] } : undefined;
-      fetch(`${origin}${req.url ?? '/'}`, { method: req.method ?? 'POST', ...(headers ? { headers } : {}), body: new Uint8Array(Buffer.concat(chunks)) })
-        .then(async (answer) => res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' }).end(Buffer.from(await answer.arrayBuffer())))
-        .catch(() => res.writeHead(502).end());
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    baseURL: `http://127.0.0.1:${port}/v1`,
-    get hits() {
-      return hits;
-    },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
 }

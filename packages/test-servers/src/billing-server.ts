@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenLocal } from './listen-local.js';
 
 /**
  * A local stand-in for the OpenAI HTTP API that bills every request the most the provider could bill for it: the
@@ -170,16 +170,15 @@ export async function startBillingServer(): Promise<BillingServer> {
       }, 15);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  const local = await listenLocal(server);
   return {
-    baseURL: `http://127.0.0.1:${port}/v1`,
+    baseURL: local.baseURL,
     get hits() {
       return hits;
     },
     reset() {
       hits = 0;
     },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: local.close,
   };
 }
