@@ -1,11 +1,11 @@
-import { AgentPolicy, PolicyDeniedError, findPolicyError, type AgentPolicyOptions, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, type AgentPolicyOptions, type PolicySession } from '@agentpolicy/core';
 import { createOpenAI } from '@ai-sdk/openai';
 import { startBillingServer, startFlakyServer, type BillingServer } from '@agentpolicy/test-servers';
-import { RetryError, embed, embedMany, wrapEmbeddingModel, type EmbeddingModelMiddleware } from 'ai';
+import { embed, embedMany, wrapEmbeddingModel, type EmbeddingModelMiddleware } from 'ai';
 import { MockEmbeddingModelV4 } from 'ai/test';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { policyEmbeddingMiddleware } from './policy-embedding-middleware.js';
-import { modelDecisions } from './test-utils.js';
+import { denialOf as denial, modelDecisions } from './test-utils.js';
 
 /** What the billing server reports for an input: about 4 bytes a token. */
 const billed = (input: unknown): number => Math.ceil(Buffer.byteLength(JSON.stringify(input)) / 4);
@@ -19,11 +19,6 @@ const usd = (tokens: number): number => {
 };
 
 const VALUES = ['one sentence', 'another sentence'];
-/** The policy denial a call failed with (after a retry, the AI SDK wraps it in a RetryError as its `lastError`). */
-const denial = (error: unknown): PolicyDeniedError | undefined => {
-  const found = findPolicyError(RetryError.isInstance(error) ? error.lastError : error);
-  return found instanceof PolicyDeniedError ? found : undefined;
-};
 
 describe('policyEmbeddingMiddleware through the AI SDK and the openai provider', () => {
   let billing: BillingServer;

@@ -1,13 +1,13 @@
-import { AgentPolicy, PolicyDeniedError, findPolicyError, type AgentPolicyOptions, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, type AgentPolicyOptions, type PolicySession } from '@agentpolicy/core';
 import { createOpenAI } from '@ai-sdk/openai';
 import type { ImageModelV4, ImageModelV4CallOptions } from '@ai-sdk/provider';
 import { GPT_4O_IMAGE_MAX, GPT_IMAGE_MAX, startBillingServer, startFlakyServer, type BillingServer } from '@agentpolicy/test-servers';
-import { NoImageGeneratedError, RetryError, generateImage, wrapImageModel, wrapProvider } from 'ai';
+import { NoImageGeneratedError, generateImage, wrapImageModel, wrapProvider } from 'ai';
 import { MockImageModelV4 } from 'ai/test';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { policyImageMiddleware } from './policy-image-middleware.js';
 import { policyMiddleware } from './policy-middleware.js';
-import { modelDecisions } from './test-utils.js';
+import { denialOf as denial, modelDecisions } from './test-utils.js';
 
 const PRICING: AgentPolicyOptions['pricing'] = {
   'dall-e-3': { perImage: { '1024x1024': 0.04, 'hd/1024x1024': 0.08, '1024x1792': 0.08, 'hd/1024x1792': 0.12 } },
@@ -15,11 +15,6 @@ const PRICING: AgentPolicyOptions['pricing'] = {
 const DEAREST = 0.12;
 const PNG = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-/** The policy denial a call failed with (after a retry, the AI SDK wraps it in a RetryError as its `lastError`). */
-const denial = (error: unknown): PolicyDeniedError | undefined => {
-  const found = findPolicyError(RetryError.isInstance(error) ? error.lastError : error);
-  return found instanceof PolicyDeniedError ? found : undefined;
-};
 const settlements = (session: PolicySession) => modelDecisions(session.report().decisions).map((d) => [d.settlement?.status, d.settlement?.actual]);
 
 describe('policyImageMiddleware through the AI SDK and the openai provider', () => {
