@@ -1,6 +1,5 @@
 // Shared fixtures for the tests (not part of the package's API).
 import { AgentPolicy, PolicyDeniedError, findPolicyError, type AgentPolicyOptions, type Decision } from '@agentpolicy/core';
-import { RetryError } from 'ai';
 import type { LanguageModelV4GenerateResult, LanguageModelV4StreamPart } from '@ai-sdk/provider';
 
 /** USD per million tokens for the mock model: 1,000 input tokens cost $0.01, 1,000 output tokens $0.02. */
@@ -81,8 +80,8 @@ export function modelDecisions(decisions: readonly Decision[]): Decision[] {
   return decisions.filter((d) => d.action.type === 'cost');
 }
 
-/** The policy denial a call failed with (after a retry, the AI SDK wraps it in a RetryError as its `lastError`). */
+/** The policy denial a call failed with (after a retry, the AI SDK wraps it in a RetryError, which core looks into). */
 export function denialOf(error: unknown): PolicyDeniedError | undefined {
-  const found = findPolicyError(RetryError.isInstance(error) ? error.lastError : error);
+  const found = findPolicyError(error);
   return found instanceof PolicyDeniedError ? found : undefined;
 }

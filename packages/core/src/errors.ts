@@ -35,7 +35,12 @@ export class AgentPolicyError extends Error {
 
   /** True for any agentpolicy error, from this copy of the package or another. */
   static isInstance(value: unknown): value is AgentPolicyError {
-    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[MARKER] === true;
+    try {
+      return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[MARKER] === true;
+    } catch {
+      // a proxy whose reads throw is no agentpolicy error
+      return false;
+    }
   }
 }
 
@@ -102,14 +107,27 @@ export function decisionError(decision: Decision): PolicyDeniedError | ApprovalR
 }
 
 /**
- * Finds an agentpolicy error in `error` or along its `cause` chain (frameworks often wrap errors thrown inside
- * their hooks). Returns `undefined` when there is none.
+ * Finds an agentpolicy error in `error` or in the errors it wraps: its `cause` chain, and the attempts a retrying
+ * framework gathers (the AI SDK's `RetryError.lastError` and `errors`, an `AggregateError`'s `errors`), the latest
+ * attempt first. Returns `undefined` when there is none.
  */
 export function findPolicyError(error: unknown): AgentPolicyError | undefined {
-  let current: unknown = error;
-  for (let depth = 0; depth < 16 && current !== undefined && current !== null; depth++) {
+  // Depth first, the most recent wrapped error first; bounded, so a cycle or a huge tree ends the search.
+  const pending: unknown[] = [error];
+  const seen = new Set<unknown>();
+  for (let visited = 0; pending.length > 0 && visited < 64; visited++) {
+    const current = pending.pop();
+    if (typeof current !== 'object' || current === null || seen.has(current)) continue;
+    seen.add(current);
     if (AgentPolicyError.isInstance(current)) return current;
-    current = typeof current === 'object' ? (current as { cause?: unknown }).cause : undefined;
+    try {
+      const { cause, lastError, errors } = current as { cause?: unknown; lastError?: unknown; errors?: unknown };
+      if (Array.isArray(errors)) for (let i = Math.max(0, errors.length - 32); i < errors.length; i++) pending.push(errors[i]);
+      pending.push(cause);
+      pending.push(lastError);
+    } catch {
+      // an error whose properties cannot be read wraps nothing we can see
+    }
   }
   return undefined;
 }
