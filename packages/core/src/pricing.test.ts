@@ -3,7 +3,7 @@ import { AgentPolicy } from './policy.js';
 import type { PolicyValidationError } from './errors.js';
 import { describe, expect, it } from 'vitest';
 import { usdToNanosCeil } from './money.js';
-import { estimatePromptTokens, priceUsage } from './pricing.js';
+import { estimatePromptTokens, imagePrice, priceUsage } from './pricing.js';
 
 const none = new Map();
 
@@ -85,6 +85,31 @@ describe('pricing: entries', () => {
     expect(policy.normalized.pricing.get('dall-e-3')?.perImage?.get('hd/1024x1792')).toBe(120_000_000);
     expect(AgentPolicy.fromDict(policy.toDocument() as Record<string, unknown>).hash).toBe(policy.hash);
     expect(new AgentPolicy({ pricing: { 'tts-1': { perCharacter: 0.000015 }, m: { input: 1, output: 1, maxOutputTokens: 10 } } }).normalized.pricing.get('m')?.maxOutputTokens).toBe(10);
+  });
+
+  it('price an image exactly when its size and quality are listed, and at an upper bound otherwise', () => {
+    const prices = new Map(Object.entries({ '1024x1024': 40, 'hd/1024x1024': 80, 'hd/1024x1792': 120, '1024x1792': 80, '512x512': 20, 'low/256x256': 5, 'high/256x256': 15 }));
+    const cases: [string | undefined, string | undefined, number][] = [
+      ['1024x1024', 'hd', 80],
+      ['1024x1024', undefined, 40], // the size's own price is its default
+      ['1024X1024', 'HD', 80],
+      // A quality not listed with a size that has its own price: that price (the size at any other quality).
+      ['1024x1024', 'standard', 40],
+      ['1024x1792', 'auto', 80],
+      // A size listed only with qualities: no quality, or one not listed, is the dearest of them (not of all sizes).
+      ['256x256', undefined, 15],
+      ['256x256', 'medium', 15],
+      ['256x256', 'low', 5],
+      // A size with no quality prices takes its price whatever the quality.
+      ['512x512', 'hd', 20],
+      // Nothing known: the dearest listed.
+      ['4096x4096', undefined, 120],
+      [undefined, undefined, 120],
+      [undefined, 'hd', 120],
+    ];
+    for (const [size, quality, want] of cases) expect(imagePrice(prices, size, quality), `${quality}/${size}`).toBe(want);
+    expect(imagePrice(new Map([['default', 7], ['hd', 9]]), undefined, undefined)).toBe(7);
+    expect(imagePrice(new Map([['default', 7], ['hd', 9]]), undefined, 'hd')).toBe(9);
   });
 
   it('reject bad units and limits, every issue at once', () => {

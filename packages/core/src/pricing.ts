@@ -248,14 +248,31 @@ function findEntry(model: string, provider: string | undefined, overrides: Reado
   return undefined;
 }
 
-/** The price of one image at a size and quality: the exact entry, else the highest listed (an upper bound). */
+/**
+ * The price of one image at a size and quality: the exact entry, else an upper bound. Keys are a size (`1024x1024`),
+ * a quality (`hd`), both (`hd/1024x1024`) or `default`. A size's own price is what it costs at any quality not listed
+ * with it; a size listed only with qualities costs, at a quality not listed or none, the dearest of them; anything
+ * else unmatched, the dearest listed.
+ */
 export function imagePrice(prices: ReadonlyMap<string, number>, size: string | undefined, quality: string | undefined): number {
   const s = size?.toLowerCase();
   const q = quality?.toLowerCase();
-  for (const key of [q && s ? `${q}/${s}` : undefined, s, q]) {
-    if (key === undefined) continue;
-    const found = prices.get(key);
-    if (found !== undefined) return found;
+  if (q !== undefined && s !== undefined) {
+    const exact = prices.get(`${q}/${s}`);
+    if (exact !== undefined) return exact;
+  }
+  if (s !== undefined) {
+    // The prices of this size by quality: without a price of its own, an unnamed quality may be any of them.
+    let dearest: number | undefined;
+    const suffix = `/${s}`;
+    for (const [key, value] of prices) if (key.endsWith(suffix)) dearest = Math.max(dearest ?? 0, value);
+    const plain = prices.get(s);
+    if (plain !== undefined) return plain;
+    if (dearest !== undefined) return dearest;
+  }
+  if (q !== undefined) {
+    const byQuality = prices.get(q);
+    if (byQuality !== undefined) return byQuality;
   }
   if (s === undefined && q === undefined) {
     const fallback = prices.get('default');
