@@ -293,7 +293,14 @@ export class GovernedCall {
   }
 
   private commitUsage(usage: ReadUsage, model: unknown): void {
-    this.finish({ usage, model: this.pricedModel(model, usage) });
+    this.finish({ usage: this.billedAs(usage), model: this.pricedModel(model, usage) });
+  }
+
+  // What the Images API reports as output is image tokens (priced at the model's image rate where it has one), even
+  // when the response does not break its output down.
+  private billedAs(usage: ReadUsage): ReadUsage {
+    if (this.spec.metered?.kind !== 'images' || usage.outputImageTokens !== undefined || usage.outputTokens === 0) return usage;
+    return { ...usage, outputImageTokens: usage.outputTokens };
   }
 
   private commitLatest(): void {
@@ -411,7 +418,7 @@ export class GovernedCall {
     }
     const usage = readTokenUsage(data['usage']);
     if (!usage) return;
-    this.latest = { usage, model: this.pricedModel(data['model'], usage) };
+    this.latest = { usage: this.billedAs(usage), model: this.pricedModel(data['model'], usage) };
     // Chat and completion chunks: the final usage chunk has no choices. Any other event with usage is final
     // (image generation, transcription done).
     const chunk = data['object'] === 'chat.completion.chunk' || data['object'] === 'text_completion';

@@ -64,6 +64,17 @@ describe('readTokenUsage', () => {
     expect(readTokenUsage({ prompt_tokens: 7, total_tokens: 7 })).toEqual({ inputTokens: 7, outputTokens: 0 });
   });
 
+  it('reads the image part of the input and of the output', () => {
+    expect(readTokenUsage({ input_tokens: 50, output_tokens: 1100, input_tokens_details: { text_tokens: 20, image_tokens: 30 }, output_tokens_details: { text_tokens: 100, image_tokens: 1000 } })).toEqual({
+      inputTokens: 50,
+      outputTokens: 1100,
+      inputImageTokens: 30,
+      outputImageTokens: 1000,
+    });
+    // A breakdown larger than the total never counts more image tokens than there were tokens.
+    expect(readTokenUsage({ input_tokens: 5, output_tokens: 10, output_tokens_details: { image_tokens: 99 } })).toMatchObject({ outputTokens: 10, outputImageTokens: 10 });
+  });
+
   it('reads duration-billed audio as seconds and returns null for anything else', () => {
     expect(readTokenUsage({ type: 'duration', seconds: 12 })).toEqual({ inputTokens: 0, outputTokens: 0, audioSeconds: 12 });
     expect(readTokenUsage(null)).toBeNull();

@@ -9,6 +9,8 @@ export interface ReadUsage {
   audioSeconds?: number;
   inputAudioTokens?: number;
   inputImageTokens?: number;
+  /** The part of `outputTokens` that is images (`output_tokens_details.image_tokens`; all of it for the Images API). */
+  outputImageTokens?: number;
 }
 
 function tokens(value: unknown): number | undefined {
@@ -52,6 +54,8 @@ export function readTokenUsage(usage: unknown): ReadUsage | null {
   const image = detail(inputDetails, 'image_tokens');
   if (audio) read.inputAudioTokens = audio;
   if (image) read.inputImageTokens = image;
+  const outputImage = detail(u['output_tokens_details'] ?? u['completion_tokens_details'], 'image_tokens');
+  if (outputImage) read.outputImageTokens = Math.min(outputImage, read.outputTokens);
   if (cached) read.cachedInputTokens = cached;
   if (cacheWrite) read.cacheWriteTokens = cacheWrite;
   if (reasoning) read.reasoningTokens = reasoning;

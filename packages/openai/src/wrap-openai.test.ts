@@ -1,4 +1,4 @@
-import { AgentPolicy, ApprovalRequiredError, findPolicyError, PolicyDeniedError, type AgentPolicyOptions, type Decision, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, ApprovalRequiredError, findPolicyError, NANOS_PER_USD, PolicyDeniedError, priceUsage, type AgentPolicyOptions, type Decision, type PolicySession } from '@agentpolicy/core';
 import OpenAI, { AzureOpenAI, toFile } from 'openai';
 import OpenAIv6, { AzureOpenAI as AzureOpenAIv6 } from 'openai-v6';
 import { afterAll, beforeAll, beforeEach, describe, expect, expectTypeOf, it } from 'vitest';
@@ -168,6 +168,19 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       // gpt-image-1: $5 / 1M input, $40 / 1M output
       expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: 0.0405 });
       expect(only(costDecisions(session)).action.metadata).toMatchObject({ endpoint: 'images', model: 'gpt-image-1' });
+    });
+
+    it('of an image generation: its output is image tokens, priced at the model’s image rate', async () => {
+      const { session, client } = setup({ budget: 1 });
+      server.reply({ usage: { input: 100, output: 1000 } });
+      await client.images.generate({ model: 'gpt-image-1.5', prompt: 'a lighthouse' });
+      const usage = { model: 'gpt-image-1.5', provider: 'openai', inputTokens: 100, outputTokens: 1000 };
+      const asImages = priceUsage({ ...usage, outputImageTokens: 1000 }, new Map());
+      const asText = priceUsage(usage, new Map());
+      if (!asImages.ok || !asText.ok) throw new Error('gpt-image-1.5 has no catalog price');
+      // The catalog prices gpt-image-1.5's image output above its text output: charging text would undercharge.
+      expect(asImages.nanos).toBeGreaterThan(asText.nanos);
+      expect(only(costDecisions(session)).settlement).toMatchObject({ status: 'committed', actual: asImages.nanos / NANOS_PER_USD });
     });
 
     it('of a multipart audio transcription that reports token usage', async () => {
