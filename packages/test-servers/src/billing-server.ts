@@ -18,12 +18,27 @@ export const GPT_IMAGE_MAX = 6240;
 
 const IMAGE_TYPES = new Set(['image_url', 'input_image']);
 
+/** How the server answers one request instead of its normal answer. */
+export interface BillingReply {
+  /** Answer with this HTTP status and an OpenAI-style error body. */
+  readonly status?: number;
+  /** Close the connection without answering (a transport failure for the client). */
+  readonly drop?: boolean;
+  /** Answer normally, without `usage`. */
+  readonly omitUsage?: boolean;
+}
+
 /** A running billing server. */
 export interface BillingServer {
   /** `http://127.0.0.1:<port>/v1` */
   readonly baseURL: string;
   /** Requests received since the last reset. */
   readonly hits: number;
+  /** The JSON bodies of the requests received since the last reset, in order (`{}` for other bodies). */
+  readonly bodies: readonly Json[];
+  /** Queues replies for the next requests, one each, in order. */
+  script(...replies: BillingReply[]): void;
+  /** Forgets the count, the bodies and the queued replies. */
   reset(): void;
   close(): Promise<void>;
 }
@@ -101,7 +116,13 @@ function answer(path: string, body: Buffer): Json {
     };
   }
   if (path.endsWith('/embeddings')) {
-    return { object: 'list', model: request['model'], data: [{ object: 'embedding', index: 0, embedding: [0] }], usage: { prompt_tokens: inputTokens(request['input']), total_tokens: 0 } };
+    // One vector per input, as the API answers (a string or a token array is one input).
+    const input = request['input'];
+    const inputs = Array.isArray(input) && input.some((item) => typeof item !== 'number') ? input.length : 1;
+    const vector = (index: number): number[] | string =>
+      request['encoding_format'] === 'base64' ? Buffer.from(new Float32Array([index]).buffer).toString('base64') : [index];
+    const data = Array.from({ length: inputs }, (_, index) => ({ object: 'embedding', index, embedding: vector(index) }));
+    return { object: 'list', model: request['model'], data, usage: { prompt_tokens: inputTokens(input), total_tokens: 0 } };
   }
   if (path.endsWith('/images/generations')) {
     const data = Array.from({ length: n }, () => ({ b64_json: 'AA==' }));
@@ -122,15 +143,27 @@ function answer(path: string, body: Buffer): Json {
 /** Starts the server on 127.0.0.1, on a free port. */
 export async function startBillingServer(): Promise<BillingServer> {
   let hits = 0;
+  let bodies: Json[] = [];
+  let replies: BillingReply[] = [];
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       hits++;
+      const body = Buffer.concat(chunks);
+      bodies.push(parse(body));
+      const reply = replies.shift();
       const path = (req.url ?? '').split('?')[0]!;
       setTimeout(() => {
-        if (path.endsWith('/audio/speech')) res.writeHead(200, { 'content-type': 'audio/mpeg' }).end(Buffer.alloc(16));
-        else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer(path, Buffer.concat(chunks))));
+        if (reply?.drop) res.destroy();
+        else if (reply?.status !== undefined) {
+          res.writeHead(reply.status, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: `scripted ${reply.status}`, type: 'server_error', code: null } }));
+        } else if (path.endsWith('/audio/speech')) res.writeHead(200, { 'content-type': 'audio/mpeg' }).end(Buffer.alloc(16));
+        else {
+          const answered = answer(path, body);
+          if (reply?.omitUsage) delete answered['usage'];
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answered));
+        }
       }, 15);
     });
   });
@@ -141,8 +174,16 @@ export async function startBillingServer(): Promise<BillingServer> {
     get hits() {
       return hits;
     },
+    get bodies() {
+      return bodies;
+    },
+    script(...more) {
+      replies.push(...more);
+    },
     reset() {
       hits = 0;
+      bodies = [];
+      replies = [];
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
