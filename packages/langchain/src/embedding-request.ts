@@ -12,19 +12,21 @@ const running: AsyncLocalStorage<EmbeddingRequest> = ((globalThis as Record<symb
 const GOVERNED = Symbol.for('agentpolicy.langchain.governedEmbeddings');
 /** LangChain's own mark for an error its retry loop must not retry (`stampRetryable(error, false)`). */
 const RETRYABLE = Symbol.for('langchain.errors.retryable');
+/** Our mark for an error thrown inside an attempt that ends the retry loop (registered: seen by every module copy). */
+const FINAL = Symbol.for('agentpolicy.langchain.finalAttempt');
 
-/** Errors of ours thrown inside an attempt: the retry loop is stopped with them, never retried. */
-const final = new WeakSet<object>();
-
+/** Marks an error of ours thrown inside an attempt: the retry loop is stopped with it, never retried. */
 function stop<E extends Error>(error: E): E {
-  final.add(error);
   try {
+    Object.defineProperty(error, FINAL, { value: true, configurable: true });
     Object.defineProperty(error, RETRYABLE, { value: false, configurable: true });
   } catch {
-    // a frozen error: the onFailedAttempt override below still stops the retries
+    // a frozen error: LangChain's retry loop sees it as any other failure
   }
   return error;
 }
+
+const isFinal = (error: unknown): boolean => typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[FINAL] === true;
 
 function warn(error: unknown): void {
   process.emitWarning(`agentpolicy: settling an embeddings request failed: ${(error as Error)?.message ?? String(error)}`);
@@ -205,7 +207,7 @@ function governed(target: object, original: CallerLike): unknown {
     // A refused retry ends the retry loop, whatever handler the caller was built with.
     onFailedAttempt: {
       value(error: unknown) {
-        if (typeof error === 'object' && error !== null && final.has(error)) throw error;
+        if (isFinal(error)) throw error;
         const handler: unknown = Reflect.get(original, 'onFailedAttempt');
         return typeof handler === 'function' ? (handler as (error: unknown) => unknown).call(original, error) : undefined;
       },
