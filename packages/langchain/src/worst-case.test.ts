@@ -29,6 +29,13 @@ const FAMILIES: readonly Family[] = [
 type Way = 'callback handler' | 'middleware';
 const CASES: ReadonlyArray<[string, Way, Family]> = FAMILIES.flatMap((family) => (['callback handler', 'middleware'] as const).map((way) => [family.name, way, family] as [string, Way, Family]));
 
+type EmbeddingsCall = (embeddings: Embeddings) => Promise<unknown>;
+const EMBEDDINGS_CALLS: ReadonlyArray<[string, EmbeddingsCall]> = [
+  ['embedQuery', (embeddings) => embeddings.embedQuery('What does the policy allow?')],
+  ['embedDocuments', (embeddings) => embeddings.embedDocuments(['first passage', 'second passage\nwith a newline', 'third'])],
+  ['a vector store adding documents (it calls embedDocuments itself)', (embeddings) => FakeVectorStore.fromDocuments([new Document({ pageContent: 'a passage' }), new Document({ pageContent: 'another' })], embeddings)],
+];
+
 const isDenial = (reason: unknown): boolean => findPolicyError(reason) instanceof PolicyDeniedError;
 
 describe('worst-case estimates under a concurrent burst (LangChain)', () => {
@@ -54,22 +61,6 @@ describe('worst-case estimates under a concurrent burst (LangChain)', () => {
     const burst = await runBurst(billing, (budget) => setup(budget, way, family), { isDenial });
     expect(burst.problems).toEqual([]);
   });
-});
-
-type EmbeddingsCall = (embeddings: Embeddings) => Promise<unknown>;
-const EMBEDDINGS_CALLS: ReadonlyArray<[string, EmbeddingsCall]> = [
-  ['embedQuery', (embeddings) => embeddings.embedQuery('What does the policy allow?')],
-  ['embedDocuments', (embeddings) => embeddings.embedDocuments(['first passage', 'second passage\nwith a newline', 'third'])],
-  ['a vector store adding documents (it calls embedDocuments itself)', (embeddings) => FakeVectorStore.fromDocuments([new Document({ pageContent: 'a passage' }), new Document({ pageContent: 'another' })], embeddings)],
-];
-
-describe('worst-case estimates under a concurrent burst (LangChain embeddings)', () => {
-  let billing: BillingServer;
-  beforeAll(async () => {
-    billing = await startBillingServer();
-  });
-  afterAll(() => billing.close());
-  beforeEach(() => billing.reset());
 
   it.each(EMBEDDINGS_CALLS)('OpenAIEmbeddings, %s: a budget for 3 worst cases lets at most 3 calls reach the server and never overspends', async (_name, call) => {
     const burst = await runBurst(
