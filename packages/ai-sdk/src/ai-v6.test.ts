@@ -1,9 +1,11 @@
 // The same adapter under ai 6 (spec V3 models, tool-level needsApproval), through the `ai-v6` alias of ai@6.
 import { PolicyDeniedError } from '@agentpolicy/core';
-import { generateText, stepCountIs, streamText, tool, wrapLanguageModel, type ModelMessage } from 'ai-v6';
-import { convertArrayToReadableStream, MockLanguageModelV3 } from 'ai-v6/test';
+import { embedMany, generateImage, generateText, stepCountIs, streamText, tool, wrapEmbeddingModel, wrapImageModel, wrapLanguageModel, type ModelMessage } from 'ai-v6';
+import { convertArrayToReadableStream, MockEmbeddingModelV3, MockImageModelV3, MockLanguageModelV3 } from 'ai-v6/test';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { policyEmbeddingMiddleware } from './policy-embedding-middleware.js';
+import { policyImageMiddleware } from './policy-image-middleware.js';
 import { policyMiddleware } from './policy-middleware.js';
 import { lastToolOutput, makePolicy, modelDecisions, priceOf, textResult, textStreamParts, toolCallResult, toolDecisions, usage } from './test-utils.js';
 import { wrapTools } from './wrap-tools.js';
@@ -11,6 +13,8 @@ import { wrapTools } from './wrap-tools.js';
 type MockOptions = NonNullable<ConstructorParameters<typeof MockLanguageModelV3>[0]>;
 type V6GenerateResult = Exclude<MockOptions['doGenerate'], ((...args: never[]) => unknown) | unknown[] | undefined>;
 type V6Middleware = Parameters<typeof wrapLanguageModel>[0]['middleware'];
+type V6EmbeddingMiddleware = Parameters<typeof wrapEmbeddingModel>[0]['middleware'];
+type V6ImageMiddleware = Parameters<typeof wrapImageModel>[0]['middleware'];
 
 // The fixtures are written in spec V4 terms; the shapes used here are the same in spec V3.
 const v3 = (result: unknown) => result as V6GenerateResult;
@@ -181,5 +185,37 @@ describe('ai 6', () => {
     const error = await generateText({ model: wrapLanguageModel({ model, middleware: middlewareFor(session) }), prompt: 'x' }).catch((e: unknown) => e);
     expect(PolicyDeniedError.isInstance(error)).toBe(true);
     expect(model.doGenerateCalls).toHaveLength(0);
+  });
+
+  it('meters embedding models: each chunk reserved, the reported tokens charged', async () => {
+    const session = makePolicy({ budget: 1, pricing: { 'embed-v6': { input: 10, output: 0 } } }).session();
+    const model = new MockEmbeddingModelV3({
+      modelId: 'embed-v6',
+      maxEmbeddingsPerCall: 1,
+      doEmbed: async ({ values }) => ({ embeddings: values.map(() => [0]), usage: { tokens: 7 }, warnings: [] }),
+    });
+    const middleware = policyEmbeddingMiddleware(session) as unknown as V6EmbeddingMiddleware;
+    await embedMany({ model: wrapEmbeddingModel({ model, middleware }), values: ['a', 'b'] });
+    const decisions = modelDecisions(session.report().decisions);
+    expect(decisions.map((d) => d.settlement)).toMatchObject([
+      { status: 'committed', actual: 7e-5 },
+      { status: 'committed', actual: 7e-5 },
+    ]);
+    expect(session.spent).toBe(1.4e-4);
+  });
+
+  it('meters image models: a call past the budget is not made, a made one is charged per image', async () => {
+    const session = makePolicy({ budget: 0.05, pricing: { 'paint-v6': { perImage: 0.03 } } }).session();
+    const model = new MockImageModelV3({
+      modelId: 'paint-v6',
+      maxImagesPerCall: 1,
+      doGenerate: async () => ({ images: ['AA=='], warnings: [], response: { timestamp: new Date(0), modelId: 'paint-v6', headers: undefined } }),
+    });
+    const wrapped = wrapImageModel({ model, middleware: policyImageMiddleware(session) as unknown as V6ImageMiddleware });
+    await generateImage({ model: wrapped, prompt: 'a cat', maxRetries: 0 });
+    const error = await generateImage({ model: wrapped, prompt: 'a cat', maxRetries: 0 }).catch((e: unknown) => e);
+    expect(PolicyDeniedError.isInstance(error)).toBe(true);
+    expect(modelDecisions(session.report().decisions).map((d) => d.decision)).toEqual(['allow', 'deny']);
+    expect(session.spent).toBe(0.03);
   });
 });

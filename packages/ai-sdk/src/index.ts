@@ -7,4 +7,6 @@ export {
   type PolicyToolApprovalStatus,
 } from './policy-tool-approval.js';
 export { policyMiddleware } from './policy-middleware.js';
+export { policyEmbeddingMiddleware } from './policy-embedding-middleware.js';
+export { policyImageMiddleware } from './policy-image-middleware.js';
 export type { OnDeny, ToolCost } from './tool-settings.js';

@@ -1,6 +1,6 @@
-import { AgentPolicyError, decisionError, splitPromptMedia, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, splitPromptMedia, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { LanguageModelMiddleware } from 'ai';
-import { toUsageUpdate } from './to-usage-update.js';
+import { commitUsage, reserveModelCall, settleFailure } from './model-call-reservation.js';
 
 /** The call options read from the SDK (spec V3 and V4 alike). */
 interface CallParams {
@@ -24,28 +24,13 @@ async function reserve(session: PolicySession, model: ModelInfo, params: CallPar
   if (format?.type === 'json' && format.schema !== undefined) prompt.push({ responseFormat: format });
   // Images, audio and documents in the messages are bounded by core's media rules, not counted as text.
   const media = splitPromptMedia(prompt);
-  const reservation = await session.reserveModelCall({
+  return reserveModelCall(session, {
     model: model.modelId,
     provider: model.provider,
     ...media,
     ...(typeof params.maxOutputTokens === 'number' ? { maxOutputTokens: params.maxOutputTokens } : {}),
     metadata: { via: 'ai-sdk', call },
   });
-  if (!reservation.allowed) throw decisionError(reservation.decision);
-  return reservation;
-}
-
-async function commitUsage(reservation: Reservation, usage: unknown): Promise<void> {
-  const update = toUsageUpdate(usage, reservation.decision.action.metadata);
-  await (update ? reservation.commit(update) : reservation.commit());
-}
-
-/**
- * Settles a call that failed, by core's rule (`Reservation.fail`: a 4xx answer billed nothing, anything else may
- * have been billed). An aborted call is charged its estimate whatever error the abort surfaced as.
- */
-async function settleFailure(reservation: Reservation, error: unknown, signal: AbortSignal | undefined): Promise<void> {
-  await (signal?.aborted === true ? reservation.commit() : reservation.fail({ error }));
 }
 
 function warn(error: unknown): void {

@@ -1,5 +1,6 @@
 // Shared fixtures for the tests (not part of the package's API).
-import { AgentPolicy, type AgentPolicyOptions, type Decision } from '@agentpolicy/core';
+import { AgentPolicy, PolicyDeniedError, findPolicyError, type AgentPolicyOptions, type Decision } from '@agentpolicy/core';
+import { RetryError } from 'ai';
 import type { LanguageModelV4GenerateResult, LanguageModelV4StreamPart } from '@ai-sdk/provider';
 
 /** USD per million tokens for the mock model: 1,000 input tokens cost $0.01, 1,000 output tokens $0.02. */
@@ -78,4 +79,10 @@ export function toolDecisions(decisions: readonly Decision[]): Decision[] {
 
 export function modelDecisions(decisions: readonly Decision[]): Decision[] {
   return decisions.filter((d) => d.action.type === 'cost');
+}
+
+/** The policy denial a call failed with (after a retry, the AI SDK wraps it in a RetryError as its `lastError`). */
+export function denialOf(error: unknown): PolicyDeniedError | undefined {
+  const found = findPolicyError(RetryError.isInstance(error) ? error.lastError : error);
+  return found instanceof PolicyDeniedError ? found : undefined;
 }

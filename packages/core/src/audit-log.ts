@@ -1,5 +1,5 @@
-import { createHash, createHmac } from 'node:crypto';
-import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { isoNow } from './audit-trail.js';
 import type { Decision } from './decision.js';
@@ -133,27 +133,98 @@ function isAlive(pid: number): boolean {
   }
 }
 
-function acquireLock(lockPath: string, logPath: string): void {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(lockPath, 'wx');
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const owner = Number.parseInt(readFileSync(lockPath, 'utf8'), 10);
-      if (Number.isSafeInteger(owner) && owner > 0 && isAlive(owner)) {
-        throw new AgentPolicyError(
-          'AUDIT_LOG_LOCKED',
-          `audit log ${logPath} is being written by process ${owner}${owner === process.pid ? ' (this one: share one AuditLog between sessions)' : ''}; one writer per file keeps the chain whole`,
-        );
-      }
-      // Left by a process that died without closing the log.
-      unlinkSync(lockPath);
-    }
+function lockedError(logPath: string, owner: number): AgentPolicyError {
+  return new AgentPolicyError(
+    'AUDIT_LOG_LOCKED',
+    `audit log ${logPath} is being written by process ${owner}${owner === process.pid ? ' (this one: share one AuditLog between sessions)' : ''}; one writer per file keeps the chain whole`,
+  );
+}
+
+function removeQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // gone already
   }
-  throw new AgentPolicyError('AUDIT_LOG_LOCKED', `could not lock audit log ${logPath}`);
+}
+
+/**
+ * Takes the lock file beside a log, or throws AUDIT_LOG_LOCKED. Returns the lock's text (`<pid> <random>`), which
+ * {@link releaseLock} checks before removing it.
+ *
+ * The lock appears whole: it is written under a name of this process's own and hard-linked into place, which fails
+ * if a lock exists — so another process never reads a lock that is still empty and takes it for a dead one's. A lock
+ * whose process is dead is moved aside under a name of our own (one process wins the move) and checked: if what was
+ * moved is not the dead lock that was read (another process took it over meanwhile), it is put back and the log is
+ * locked.
+ */
+function acquireLock(lockPath: string, logPath: string): string {
+  const token = `${process.pid} ${randomUUID()}`;
+  const staged = `${lockPath}.${randomUUID()}`;
+  writeFileSync(staged, token, { flag: 'wx' });
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        linkSync(staged, lockPath);
+        return token;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        // A file system without hard links: the lock is created in place (briefly empty).
+        if (code !== 'EEXIST') return createLockInPlace(lockPath, logPath, token);
+      }
+      let held: string;
+      try {
+        held = readFileSync(lockPath, 'utf8');
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw error;
+      }
+      const owner = Number.parseInt(held, 10);
+      if (Number.isSafeInteger(owner) && owner > 0 && isAlive(owner)) throw lockedError(logPath, owner);
+      // Left by a process that died without closing the log.
+      const aside = `${lockPath}.${randomUUID()}.stale`;
+      try {
+        renameSync(lockPath, aside);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw error;
+      }
+      const moved = readFileSync(aside, 'utf8');
+      if (moved !== held) {
+        // Another process replaced the dead lock between the read and the move: its lock goes back.
+        try {
+          linkSync(aside, lockPath);
+        } catch {
+          // a third process holds it now
+        }
+        removeQuietly(aside);
+        throw lockedError(logPath, Number.parseInt(moved, 10));
+      }
+      removeQuietly(aside);
+    }
+    throw new AgentPolicyError('AUDIT_LOG_LOCKED', `could not lock audit log ${logPath}`);
+  } finally {
+    removeQuietly(staged);
+  }
+}
+
+function createLockInPlace(lockPath: string, logPath: string, token: string): string {
+  try {
+    writeFileSync(lockPath, token, { flag: 'wx' });
+    return token;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    throw lockedError(logPath, Number.parseInt(readFileSync(lockPath, 'utf8'), 10));
+  }
+}
+
+/** Removes the lock file if it is still the one this writer took. */
+function releaseLock(lockPath: string, token: string): void {
+  try {
+    if (readFileSync(lockPath, 'utf8') === token) unlinkSync(lockPath);
+  } catch {
+    // removed already
+  }
 }
 
 /** The last complete line of an open file and what follows it (an incomplete line, when a write was cut off). */
@@ -221,6 +292,7 @@ function parseHead(line: string, path: string): { seq: number; hash: string } {
 export class AuditLog implements DecisionSink {
   readonly path: string;
   private readonly lockPath: string;
+  private readonly lockToken: string;
   private readonly maxBytes: number;
   private readonly fsync: boolean;
   private readonly key: string | Uint8Array | undefined;
@@ -241,7 +313,7 @@ export class AuditLog implements DecisionSink {
     this.fsync = options.fsync === true;
     this.key = options.key;
     if (!existsSync(dirname(path))) throw new AgentPolicyError('INVALID_ARGUMENT', `audit log directory ${dirname(path)} does not exist`);
-    acquireLock(this.lockPath, path);
+    this.lockToken = acquireLock(this.lockPath, path);
     try {
       this.rotation = lastRotation(path);
       try {
@@ -259,11 +331,7 @@ export class AuditLog implements DecisionSink {
       }
       this.append({ kind: 'open', pid: process.pid, alg: this.key === undefined ? 'sha256' : 'hmac-sha256', ...(recovered ? { recovered } : {}) });
     } catch (error) {
-      try {
-        unlinkSync(this.lockPath);
-      } catch {
-        // already gone
-      }
+      releaseLock(this.lockPath, this.lockToken);
       throw error;
     }
   }
@@ -310,11 +378,7 @@ export class AuditLog implements DecisionSink {
     try {
       closeSync(this.fd);
     } finally {
-      try {
-        unlinkSync(this.lockPath);
-      } catch {
-        // removed already
-      }
+      releaseLock(this.lockPath, this.lockToken);
     }
   }
 

@@ -40,7 +40,13 @@ export type Action = ToolAction | HttpAction | CostAction;
 /** Which part of the policy decided, as data. */
 export type RuleRef =
   | { readonly section: 'tools'; readonly list: 'allow' | 'block'; readonly entry: string | null }
-  | { readonly section: 'network'; readonly list: 'allow' | 'block'; readonly entry: string | null }
+  | {
+      readonly section: 'network';
+      readonly list: 'allow' | 'block';
+      readonly entry: string | null;
+      /** For a connection refused by its resolved address ({@link PolicySession.lookup}): that address. */
+      readonly address?: string;
+    }
   | {
       readonly section: 'budget';
       readonly maxSpend: number;

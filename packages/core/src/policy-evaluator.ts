@@ -42,6 +42,8 @@ export interface PolicyEvaluator {
   neverAllowsTool(name: unknown): string | undefined;
   /** The verdict for an action that costs nothing and carries no approval. */
   decideFree(action: PreparedAction): Verdict;
+  /** The verdict for connecting to an address a name resolved to, or undefined when the policy does not block it. */
+  decideAddress(hostname: string, address: string): Verdict | undefined;
   /** The limits whose selector matches the action, in policy order. */
   limitsFor(action: PreparedAction): readonly CompiledLimit[];
   /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */

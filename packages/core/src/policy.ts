@@ -483,11 +483,7 @@ export class AgentPolicy implements PolicyEvaluator {
       const listed = this.toolListVerdict(action.name);
       if (listed !== undefined) return listed;
     } else if (action.type === 'http') {
-      let blocked = this.blockedDomains.match(action.host, action.isIp);
-      // A host blocked only as another form of this machine is still allowed by an allow entry naming it exactly.
-      if (blocked !== undefined && this.allowedDomains !== null && this.allowedDomains.match(action.host, action.isIp) !== undefined) {
-        blocked = this.blockedDomains.matchListed(action.host, action.isIp);
-      }
+      const blocked = this.blockEntry(action.host, action.isIp);
       if (blocked !== undefined) {
         return { decision: 'deny', reason: `domain ${action.host} is blocked by network.block entry ${JSON.stringify(blocked)}`, rule: { section: 'network', list: 'block', entry: blocked }, approvedRule: false };
       }
@@ -496,6 +492,34 @@ export class AgentPolicy implements PolicyEvaluator {
       }
     }
     return undefined;
+  }
+
+  // The network.block entry that covers a host. A host blocked only as another form of this machine is still allowed
+  // by an allow entry naming it exactly.
+  private blockEntry(host: string, isIp: boolean): string | undefined {
+    const blocked = this.blockedDomains.match(host, isIp);
+    if (blocked !== undefined && this.allowedDomains !== null && this.allowedDomains.match(host, isIp) !== undefined) return this.blockedDomains.matchListed(host, isIp);
+    return blocked;
+  }
+
+  /**
+   * The verdict for connecting to `address` (an IP in the form a URL host takes: `169.254.169.254`, `[::1]`), which
+   * `hostname` resolved to: a deny when `network.block` covers the address, as it would a request to that address;
+   * `undefined` when nothing blocks it. The allow-list is not consulted: it decides names, and the name was decided
+   * with the request. Under `mode: shadow` the deny is the shadow of an allow.
+   */
+  decideAddress(hostname: string, address: string): Verdict | undefined {
+    const blocked = this.blockEntry(address, true);
+    if (blocked === undefined) return undefined;
+    const shown = hostname.length > 253 ? `${hostname.slice(0, 253)}…` : hostname;
+    const hit: Verdict = {
+      decision: 'deny',
+      reason: `${JSON.stringify(shown)} resolves to ${address}, which network.block entry ${JSON.stringify(blocked)} blocks`,
+      rule: { section: 'network', list: 'block', entry: blocked, address },
+      approvedRule: false,
+    };
+    if (!this.shadowAll) return hit;
+    return { decision: 'allow', reason: `${JSON.stringify(shown)} resolves to ${address}, allowed`, rule: ALLOW_DEFAULT, approvedRule: false, shadow: { decision: 'deny', reason: hit.reason, rule: hit.rule } };
   }
 
   private ruleMatches(rule: CompiledRule, action: PreparedAction): boolean {

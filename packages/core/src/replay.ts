@@ -244,6 +244,13 @@ export class Replayer {
       if (info.problem !== undefined) return undefined;
       prepared = { type: 'tool', name: action.name, folded: info.folded, costNanos, input: action.input };
     } else if (action.type === 'http') {
+      // A connection refused by the address its name resolved to (session.lookup): that address is decided again.
+      const address = (rule as { address?: unknown }).address;
+      if (rule.section === 'network' && typeof address === 'string') {
+        const hostname = action.metadata?.['hostname'];
+        const name = typeof hostname === 'string' ? hostname : address;
+        return this.policy.decideAddress(name, address) ?? { decision: 'allow', reason: `${JSON.stringify(name)} resolves to ${address}, allowed`, rule: { section: 'default' }, approvedRule: false };
+      }
       const target = parseTarget(action.url);
       if (!target.ok) return undefined;
       prepared = { type: 'http', host: target.host, isIp: target.isIp, costNanos, method: action.method, path: target.path };

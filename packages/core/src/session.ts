@@ -21,7 +21,7 @@ import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
 import { CallKeys, UsedAllows } from './call-keys.js';
 import type { CallKeyRef, CallKeyStore } from './call-key-store.js';
-import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
+import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, HttpAction, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { describe, formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
@@ -34,6 +34,7 @@ import { InMemoryRateLimitStore, type RateLimitStore, type RateLimitTake } from 
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
 import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
+import { createPolicyLookup, type LookupFunction, type PolicyLookupOptions } from './address-lookup.js';
 import { sessionSinks, type DecisionSink } from './decision-sink.js';
 import { withReportInspect } from './format-report.js';
 
@@ -224,6 +225,14 @@ export class PolicySession {
    * throws {@link PolicyDeniedError} (or {@link ApprovalRequiredError}) and is never sent.
    */
   readonly fetch: typeof globalThis.fetch;
+  /**
+   * A `dns.lookup` for what opens the connections — `new http.Agent({ lookup: session.lookup })`, or undici's
+   * `new Agent({ connect: { lookup: session.lookup } })` passed to `session.fetch` as `dispatcher` — that decides the
+   * addresses a name resolves to: when `network.block` covers any of them (a metadata address, this machine), the
+   * connection is refused with a {@link PolicyDeniedError} and the deny is recorded. The socket connects to the
+   * address it answers, so a name that resolves elsewhere on its next lookup is decided again then.
+   */
+  readonly lookup: LookupFunction;
 
   private readonly options: SessionOptions;
   private fixed: PolicyEvaluator;
@@ -325,6 +334,7 @@ export class PolicySession {
       settled: (decision) => this.publishSettlement(decision),
     };
     this.fetch = createPolicyFetch(this);
+    this.lookup = this.createLookup();
   }
 
   // ---- checks -------------------------------------------------------------------------------------------------
@@ -697,6 +707,25 @@ export class PolicySession {
   /** A `fetch` with options: a cost per request, or another underlying fetch. */
   createFetch(options: PolicyFetchOptions = {}): typeof globalThis.fetch {
     return createPolicyFetch(this, options);
+  }
+
+  /** {@link lookup} with another resolver asked first (`dns.lookup` by default). */
+  createLookup(options: PolicyLookupOptions = {}): LookupFunction {
+    return createPolicyLookup((hostname, addresses) => this.checkAddresses(hostname, addresses), options);
+  }
+
+  // The addresses a name resolved to: the first one the policy blocks is a recorded deny (returned); under shadow mode
+  // it is recorded as the shadow of an allow.
+  private checkAddresses(hostname: string, addresses: readonly string[]): Decision | undefined {
+    const policy = this.policy;
+    for (const address of addresses) {
+      const verdict = policy.decideAddress(hostname, address);
+      if (verdict === undefined) continue;
+      const action: HttpAction = { type: 'http', url: `http://${address}/`, domain: address, cost: 0, metadata: { via: 'lookup', hostname: boundString(hostname) } };
+      const decision = this.record(this.makeDecision(this.recordOnly(action), verdict, this.nextId(), undefined));
+      if (decision.decision !== 'allow') return decision;
+    }
+    return undefined;
   }
 
   // ---- state --------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import { Embeddings } from '@langchain/core/embeddings';
 import { AsyncCaller } from '@langchain/core/utils/async_caller';
 import { FakeVectorStore } from '@langchain/core/utils/testing';
 import { OpenAIEmbeddings } from '@langchain/openai';
-import { startBillingServer, type BillingServer } from '@agentpolicy/test-servers';
+import { startBillingServer, startFlakyServer, type BillingServer, type FlakyFailure } from '@agentpolicy/test-servers';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { policyEmbeddings } from './policy-embeddings.js';
 import { EMBEDDING_MODEL, billedTokens } from './test-support.js';
@@ -92,15 +92,17 @@ describe('embeddings spend attacks: denials', () => {
 
 describe('embeddings spend attacks: retries inside LangChain', () => {
   for (const [failure, reply] of [
-    ['a 500', { status: 500 }],
-    ['a dropped connection', { drop: true }],
-  ] as const) {
+    ['a 500', 500],
+    ['a dropped connection', 'drop'],
+  ] as Array<[string, FlakyFailure]>) {
     it(`${failure} then a success under maxRetries: the failed attempt is charged its estimate, the retry was reserved before it was sent and is charged its reported tokens`, async () => {
       const session = new AgentPolicy({ budget: 1 }).session();
-      server.script(reply);
-      const vector = await policyEmbeddings(openAI({ maxRetries: 2 }), session).embedQuery('retry me');
+      const flaky = await startFlakyServer(server.baseURL, [reply]);
+      const vector = await policyEmbeddings(openAI({ maxRetries: 2, configuration: { baseURL: flaky.baseURL } }), session).embedQuery('retry me');
+      await flaky.close();
       expect(vector).toEqual([0]);
-      expect(server.hits).toBe(2);
+      expect(flaky.hits).toBe(2);
+      expect(server.hits).toBe(1);
       const [first, retry] = costs(session);
       expect(costs(session)).toHaveLength(2);
       expect(first!.settlement).toMatchObject({ status: 'committed', actual: first!.settlement!.estimated });
@@ -114,12 +116,13 @@ describe('embeddings spend attacks: retries inside LangChain', () => {
   it('a retry the budget cannot cover is refused before it is sent, and ends the retries (even with a handler that retries everything)', async () => {
     const estimate = await estimateOf('retry me');
     const session = new AgentPolicy({ budget: budgetOf(1.5 * estimate) }).session();
-    server.script({ status: 500 }, { status: 500 });
-    const embeddings = policyEmbeddings(openAI({ maxRetries: 6, onFailedAttempt: () => undefined }), session);
+    const flaky = await startFlakyServer(server.baseURL, [500, 500]);
+    const embeddings = policyEmbeddings(openAI({ maxRetries: 6, onFailedAttempt: () => undefined, configuration: { baseURL: flaky.baseURL } }), session);
     const error = await embeddings.embedQuery('retry me').catch((caught: unknown) => caught);
+    await flaky.close();
     expect(error).toBeInstanceOf(PolicyDeniedError);
     expect((error as PolicyDeniedError).code).toBe('BUDGET_EXCEEDED');
-    expect(server.hits).toBe(1);
+    expect(flaky.hits).toBe(1);
     expect(session.spent).toBe(estimate);
     expect(session.spent).toBeLessThanOrEqual(1.5 * estimate);
     expect(session.pendingReservations).toBe(0);

@@ -3,7 +3,7 @@ import { Document } from '@langchain/core/documents';
 import { Embeddings } from '@langchain/core/embeddings';
 import { FakeVectorStore } from '@langchain/core/utils/testing';
 import { OpenAIEmbeddings } from '@langchain/openai';
-import { startBillingServer, type BillingServer } from '@agentpolicy/test-servers';
+import { startBillingServer, startFlakyServer, type BillingServer, type FlakyFailure } from '@agentpolicy/test-servers';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { modelInfoFromEmbeddings } from './model-call.js';
 import { policyEmbeddings } from './policy-embeddings.js';
@@ -74,7 +74,7 @@ describe('policyEmbeddings: OpenAIEmbeddings under a budget', () => {
 
   it('a response without usage is charged its estimate, never $0', async () => {
     const session = new AgentPolicy({ budget: 1 }).session();
-    server.script({ omitUsage: true });
+    server.omitUsage();
     await policyEmbeddings(openAI(), session).embedQuery('no usage here');
     const [decision] = costs(session);
     expect(decision!.settlement).toMatchObject({ status: 'committed' });
@@ -83,16 +83,16 @@ describe('policyEmbeddings: OpenAIEmbeddings under a budget', () => {
   });
 
   it("a failed request is settled by core's rule: a 4xx charges nothing, a 5xx (or a dropped connection) its estimate", async () => {
-    for (const [reply, charged] of [
-      [{ status: 400 }, false],
-      [{ status: 500 }, true],
-      [{ drop: true }, true],
-    ] as const) {
-      server.reset();
-      server.script(reply);
+    for (const [failure, charged] of [
+      [400, false],
+      [500, true],
+      ['drop', true],
+    ] as Array<[FlakyFailure, boolean]>) {
+      const flaky = await startFlakyServer(server.baseURL, [failure]);
       const session = new AgentPolicy({ budget: 1 }).session();
-      await expect(policyEmbeddings(openAI(), session).embedQuery('x')).rejects.toThrow();
-      expect(server.hits).toBe(1);
+      await expect(policyEmbeddings(openAI({ configuration: { baseURL: flaky.baseURL } }), session).embedQuery('x')).rejects.toThrow();
+      await flaky.close();
+      expect(flaky.hits).toBe(1);
       const [decision] = costs(session);
       expect(decision!.settlement!.status).toBe(charged ? 'committed' : 'released');
       expect(session.spent).toBe(charged ? decision!.settlement!.estimated : 0);

@@ -1,11 +1,11 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenLocal } from './listen-local.js';
 
 /**
  * A local stand-in for the OpenAI HTTP API that bills every request the most the provider could bill for it: the
  * whole output limit of every choice (gpt-4o's maximum when the request sets none), every image at its documented
  * high-detail maximum, every generated image at its largest size and quality, audio for its whole duration. It
- * speaks chat completions, Responses, embeddings, image generation, transcription and speech (JSON only). Requests
+ * speaks chat completions, Responses, embeddings, image generation and edits, transcription and speech. Requests
  * are held a little so a burst of them overlaps.
  */
 
@@ -18,27 +18,17 @@ export const GPT_IMAGE_MAX = 6240;
 
 const IMAGE_TYPES = new Set(['image_url', 'input_image']);
 
-/** How the server answers one request instead of its normal answer. */
-export interface BillingReply {
-  /** Answer with this HTTP status and an OpenAI-style error body. */
-  readonly status?: number;
-  /** Close the connection without answering (a transport failure for the client). */
-  readonly drop?: boolean;
-  /** Answer normally, without `usage`. */
-  readonly omitUsage?: boolean;
-}
-
 /** A running billing server. */
 export interface BillingServer {
   /** `http://127.0.0.1:<port>/v1` */
   readonly baseURL: string;
   /** Requests received since the last reset. */
   readonly hits: number;
-  /** The JSON bodies of the requests received since the last reset, in order (`{}` for other bodies). */
-  readonly bodies: readonly Json[];
-  /** Queues replies for the next requests, one each, in order. */
-  script(...replies: BillingReply[]): void;
-  /** Forgets the count, the bodies and the queued replies. */
+  /** The JSON bodies of the requests received since the last reset, in order (`{}` for any other body). */
+  readonly bodies: readonly Record<string, unknown>[];
+  /** The next `count` answers (1 by default) carry no `usage`. */
+  omitUsage(count?: number): void;
+  /** Forgets the count, the bodies and the answers left without usage. */
   reset(): void;
   close(): Promise<void>;
 }
@@ -116,12 +106,13 @@ function answer(path: string, body: Buffer): Json {
     };
   }
   if (path.endsWith('/embeddings')) {
-    // One vector per input, as the API answers (a string or a token array is one input).
+    // One embedding per input (a list of strings or of token arrays), one for a single input.
     const input = request['input'];
-    const inputs = Array.isArray(input) && input.some((item) => typeof item !== 'number') ? input.length : 1;
+    const count = Array.isArray(input) && input.length > 0 && input.every((item) => typeof item !== 'number') ? input.length : 1;
+    // Each vector is its input's index, in the encoding asked for (the openai client asks for base64 by default).
     const vector = (index: number): number[] | string =>
       request['encoding_format'] === 'base64' ? Buffer.from(new Float32Array([index]).buffer).toString('base64') : [index];
-    const data = Array.from({ length: inputs }, (_, index) => ({ object: 'embedding', index, embedding: vector(index) }));
+    const data = Array.from({ length: count }, (_, index) => ({ object: 'embedding', index, embedding: vector(index) }));
     return { object: 'list', model: request['model'], data, usage: { prompt_tokens: inputTokens(input), total_tokens: 0 } };
   }
   if (path.endsWith('/images/generations')) {
@@ -140,51 +131,78 @@ function answer(path: string, body: Buffer): Json {
   };
 }
 
+/**
+ * An image edit (multipart): `n` images, and for gpt-image the prompt, every uploaded image (`image`, `image[]`,
+ * `mask`) at gpt-4o's high-detail maximum (plus a full output image each under `input_fidelity: high`) and the
+ * largest output image per image asked for.
+ */
+function editAnswer(form: FormData): Json {
+  const field = (name: string): string | undefined => {
+    const value = form.get(name);
+    return typeof value === 'string' ? value : undefined;
+  };
+  const n = Number(field('n') ?? 1);
+  const data = Array.from({ length: n }, () => ({ b64_json: 'AA==' }));
+  const model = field('model') ?? '';
+  if (!model.startsWith('gpt-image')) return { created: 0, data };
+  const uploads = ['image', 'image[]', 'mask'].reduce((sum, name) => sum + form.getAll(name).filter((value) => typeof value !== 'string').length, 0);
+  const perUpload = GPT_4O_IMAGE_MAX + (field('input_fidelity') === 'high' ? GPT_IMAGE_MAX : 0);
+  return { created: 0, data, usage: { input_tokens: inputTokens(field('prompt') ?? '') + uploads * perUpload, output_tokens: GPT_IMAGE_MAX * n, total_tokens: 0 } };
+}
+
+async function reply(path: string, contentType: string, body: Buffer): Promise<Json> {
+  if (path.endsWith('/images/edits') && contentType.startsWith('multipart/form-data')) {
+    return editAnswer(await new Response(new Uint8Array(body), { headers: { 'content-type': contentType } }).formData());
+  }
+  return answer(path, body);
+}
+
 /** Starts the server on 127.0.0.1, on a free port. */
 export async function startBillingServer(): Promise<BillingServer> {
   let hits = 0;
   let bodies: Json[] = [];
-  let replies: BillingReply[] = [];
+  let withoutUsage = 0;
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       hits++;
-      const body = Buffer.concat(chunks);
-      bodies.push(parse(body));
-      const reply = replies.shift();
+      bodies.push(parse(Buffer.concat(chunks)));
+      const omit = withoutUsage > 0;
+      if (omit) withoutUsage--;
       const path = (req.url ?? '').split('?')[0]!;
       setTimeout(() => {
-        if (reply?.drop) res.destroy();
-        else if (reply?.status !== undefined) {
-          res.writeHead(reply.status, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: `scripted ${reply.status}`, type: 'server_error', code: null } }));
-        } else if (path.endsWith('/audio/speech')) res.writeHead(200, { 'content-type': 'audio/mpeg' }).end(Buffer.alloc(16));
-        else {
-          const answered = answer(path, body);
-          if (reply?.omitUsage) delete answered['usage'];
-          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answered));
+        if (path.endsWith('/audio/speech')) {
+          res.writeHead(200, { 'content-type': 'audio/mpeg' }).end(Buffer.alloc(16));
+          return;
         }
+        reply(path, req.headers['content-type'] ?? '', Buffer.concat(chunks)).then(
+          (json) => {
+            if (omit) delete json['usage'];
+            res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(json));
+          },
+          () => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'unreadable request body' } })),
+        );
       }, 15);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  const local = await listenLocal(server);
   return {
-    baseURL: `http://127.0.0.1:${port}/v1`,
+    baseURL: local.baseURL,
     get hits() {
       return hits;
     },
     get bodies() {
       return bodies;
     },
-    script(...more) {
-      replies.push(...more);
+    omitUsage(count = 1) {
+      withoutUsage += count;
     },
     reset() {
       hits = 0;
       bodies = [];
-      replies = [];
+      withoutUsage = 0;
     },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: local.close,
   };
 }

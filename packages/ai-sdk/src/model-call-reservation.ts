@@ -1,0 +1,30 @@
+import { decisionError, type ModelCallEstimate, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { toUsageUpdate } from './to-usage-update.js';
+
+/**
+ * Reserves a model call's worst case through core (`session.reserveModelCall`) and throws the policy error when it
+ * is not allowed (over budget, no known price or bound under a budget, a malformed call option), so the call is
+ * never sent.
+ */
+export async function reserveModelCall(session: PolicySession, estimate: ModelCallEstimate): Promise<Reservation> {
+  const reservation = await session.reserveModelCall(estimate);
+  if (!reservation.allowed) throw decisionError(reservation.decision);
+  return reservation;
+}
+
+/**
+ * Commits a model call's reservation from the usage the model reported (read by {@link toUsageUpdate}: a side that
+ * was not reported is taken from the estimate), or at the estimate when nothing usable was reported.
+ */
+export async function commitUsage(reservation: Reservation, usage: unknown): Promise<void> {
+  const update = toUsageUpdate(usage, reservation.decision.action.metadata);
+  await (update ? reservation.commit(update) : reservation.commit());
+}
+
+/**
+ * Settles a call that failed, by core's rule (`Reservation.fail`: a 4xx answer billed nothing, anything else may
+ * have been billed). An aborted call is charged its estimate whatever error the abort surfaced as.
+ */
+export async function settleFailure(reservation: Reservation, error: unknown, signal: AbortSignal | undefined): Promise<void> {
+  await (signal?.aborted === true ? reservation.commit() : reservation.fail({ error }));
+}

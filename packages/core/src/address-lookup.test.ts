@@ -1,0 +1,204 @@
+import type { LookupAddress } from 'node:dns';
+import { createServer, get, Agent as HttpAgent, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { Agent as UndiciAgent } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentPolicy, createAuditLog, findPolicyError, PolicyDeniedError, PolicySource, replayAuditLog, type LookupFunction, type PolicyLookupOptions, type PolicySession } from './index.js';
+import { useTempDirs } from './test-support/temp-dirs.js';
+
+type Resolver = NonNullable<PolicyLookupOptions['lookup']>;
+
+/** A resolver answering from a table (each name's answers in turn, the last one repeated), counting lookups. */
+function resolver(table: Record<string, readonly (readonly LookupAddress[])[]>): Resolver & { asked: string[] } {
+  const asked: string[] = [];
+  const turns = new Map<string, number>();
+  const resolve = ((hostname: string, _options: unknown, callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => {
+    asked.push(hostname);
+    const answers = table[hostname];
+    if (answers === undefined) {
+      queueMicrotask(() => callback(Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }), []));
+      return;
+    }
+    const turn = turns.get(hostname) ?? 0;
+    turns.set(hostname, turn + 1);
+    const answer = answers[Math.min(turn, answers.length - 1)] as readonly LookupAddress[];
+    queueMicrotask(() => callback(null, [...answer]));
+  }) as Resolver & { asked: string[] };
+  resolve.asked = asked;
+  return resolve;
+}
+
+const v4 = (address: string): LookupAddress => ({ address, family: 4 });
+const v6 = (address: string): LookupAddress => ({ address, family: 6 });
+
+/** Calls a lookup the way net.connect does; resolves with what its callback got. */
+function ask(lookup: LookupFunction, hostname: string, options: object = {}): Promise<{ error: Error | null; address: unknown; family: number | undefined }> {
+  return new Promise((resolve) => lookup(hostname, options, (error, address, family) => resolve({ error, address, family })));
+}
+
+describe('session.lookup: the network policy on the addresses a name resolves to', () => {
+  it('refuses a name that resolves to a blocked address, recorded as a deny naming the address and the entry', async () => {
+    const session = new AgentPolicy({ blockedDomains: ['169.254.169.254'] }).session();
+    const lookup = session.createLookup({ lookup: resolver({ 'metadata.attacker.test': [[v4('169.254.169.254')]] }) });
+    const { error } = await ask(lookup, 'metadata.attacker.test');
+    expect(findPolicyError(error)).toBeInstanceOf(PolicyDeniedError);
+    const [decision] = session.report().decisions;
+    expect(decision).toMatchObject({
+      decision: 'deny',
+      rule: { section: 'network', list: 'block', entry: '169.254.169.254', address: '169.254.169.254' },
+      action: { type: 'http', url: 'http://169.254.169.254/', metadata: { via: 'lookup', hostname: 'metadata.attacker.test' } },
+    });
+    expect(decision?.reason).toBe('"metadata.attacker.test" resolves to 169.254.169.254, which network.block entry "169.254.169.254" blocks');
+  });
+
+  it('answers like dns.lookup for a name whose addresses are not blocked, and records nothing', async () => {
+    const session = new AgentPolicy({ allowedDomains: ['api.example.com'], blockedDomains: ['169.254.169.254'] }).session();
+    const lookup = session.createLookup({ lookup: resolver({ 'api.example.com': [[v4('93.184.216.34'), v6('2606:2800:220:1::1')]] }) });
+    // The allow-list decides names, not addresses: an address it does not list is not refused.
+    expect(await ask(lookup, 'api.example.com')).toEqual({ error: null, address: '93.184.216.34', family: 4 });
+    expect(await ask(lookup, 'api.example.com', { all: true })).toEqual({ error: null, address: [v4('93.184.216.34'), v6('2606:2800:220:1::1')], family: undefined });
+    expect(await ask(lookup, 'api.example.com', 4 as unknown as object)).toMatchObject({ error: null, address: '93.184.216.34' });
+    expect(session.report().decisions).toEqual([]);
+  });
+
+  it('sees the blocked address in every form a resolver can give it, and in any place of the answer', async () => {
+    const session = new AgentPolicy({ blockedDomains: ['169.254.169.254', 'localhost'] }).session();
+    const lookup = session.createLookup({
+      lookup: resolver({
+        mapped: [[v6('::ffff:169.254.169.254')]],
+        'mapped-hex': [[v6('::ffff:a9fe:a9fe')]],
+        nat64: [[v6('64:ff9b::a9fe:a9fe')]],
+        loopback6: [[v6('::1')]],
+        loopback4: [[v4('127.0.0.53')]],
+        unspecified: [[v4('0.0.0.0')]],
+        mixed: [[v4('93.184.216.34'), v4('169.254.169.254')]],
+      }),
+    });
+    for (const name of ['mapped', 'mapped-hex', 'nat64', 'loopback6', 'loopback4', 'unspecified', 'mixed']) {
+      const { error, address } = await ask(lookup, name);
+      expect(findPolicyError(error), name).toBeInstanceOf(PolicyDeniedError);
+      expect(address, name).toBe('');
+    }
+    expect(session.report().decisions.map((decision) => decision.decision)).toEqual(Array(7).fill('deny'));
+  });
+
+  it('an allow entry naming a local address exactly still lets a name reach it, as it does a request to it', async () => {
+    const session = new AgentPolicy({ allowedDomains: ['app.test', '127.0.0.1'], blockedDomains: ['127.0.0.2'] }).session();
+    const lookup = session.createLookup({ lookup: resolver({ 'app.test': [[v4('127.0.0.1')]], 'other.test': [[v4('127.0.0.3')]] }) });
+    expect(await ask(lookup, 'app.test')).toMatchObject({ error: null, address: '127.0.0.1' });
+    expect(findPolicyError((await ask(lookup, 'other.test')).error)).toBeInstanceOf(PolicyDeniedError);
+  });
+
+  it('never answers with an address it could not check: a resolver error, no address, or something that is not an address', async () => {
+    const session = new AgentPolicy({ blockedDomains: ['169.254.169.254'] }).session();
+    const garbage: Resolver = (_hostname, _options, callback) => callback(null, [{ address: 'not-an-ip', family: 4 }]);
+    const empty: Resolver = (_hostname, _options, callback) => callback(null, []);
+    const missing = await ask(session.createLookup({ lookup: resolver({}) }), 'nowhere.test');
+    expect(missing.error).toMatchObject({ code: 'ENOTFOUND' });
+    const none = await ask(session.createLookup({ lookup: empty }), 'empty.test');
+    expect(none.error).toMatchObject({ code: 'ENOTFOUND' });
+    const bad = await ask(session.createLookup({ lookup: garbage }), 'garbage.test');
+    expect(bad.error?.message).toMatch(/could not be checked: the resolver answered .*not an IP address/);
+    expect(bad.address).toBe('');
+    expect(() => session.createLookup({ lookup: 'dns' as unknown as Resolver })).toThrow(TypeError);
+  });
+
+  it('under mode: shadow, connects and records the deny as the shadow of an allow', async () => {
+    const session = AgentPolicy.fromDict({ mode: 'shadow', network: { block: ['169.254.169.254'] } }).session();
+    const lookup = session.createLookup({ lookup: resolver({ 'metadata.attacker.test': [[v4('169.254.169.254')]] }) });
+    expect(await ask(lookup, 'metadata.attacker.test')).toMatchObject({ error: null, address: '169.254.169.254' });
+    expect(session.report().decisions).toHaveLength(1);
+    expect(session.report().decisions[0]).toMatchObject({ decision: 'allow', shadow: { decision: 'deny', rule: { section: 'network', list: 'block', address: '169.254.169.254' } } });
+  });
+
+  it('follows a live policy: a session of a policy source decides with the policy in force', async () => {
+    const source = new PolicySource(new AgentPolicy({}));
+    const session = source.session();
+    const lookup = session.createLookup({ lookup: resolver({ 'a.test': [[v4('169.254.169.254')]] }) });
+    expect((await ask(lookup, 'a.test')).error).toBeNull();
+    expect(source.update({ network: { block: ['169.254.169.254'] } }).ok).toBe(true);
+    expect(findPolicyError((await ask(lookup, 'a.test')).error)).toBeInstanceOf(PolicyDeniedError);
+  });
+});
+
+describe('session.lookup in the agents that open real connections (servers on 127.0.0.1)', () => {
+  let server: Server;
+  let port: number;
+  let connections = 0;
+  let requests = 0;
+  beforeAll(async () => {
+    server = createServer((_req, res) => {
+      requests++;
+      res.writeHead(200, { connection: 'close', 'content-type': 'text/plain' }).end('ok');
+    });
+    server.on('connection', () => connections++);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  // A policy under which this server's address is allowed only because the allow-list names it exactly.
+  const policy = new AgentPolicy({ allowedDomains: ['app.test', 'rebind.test', '127.0.0.1'], blockedDomains: ['127.0.0.2'] });
+
+  const httpGet = (agent: HttpAgent, host: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      get({ host, port, path: '/', agent }, (res) => {
+        let body = '';
+        res.on('data', (chunk) => (body += String(chunk)));
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+
+  it('node:http: a name resolving to an allowed address connects; one resolving to a blocked address never does', async () => {
+    const session = policy.session();
+    const lookup = session.createLookup({ lookup: resolver({ 'app.test': [[v4('127.0.0.1')]], 'evil.test': [[v4('127.0.0.2')]] }) });
+    const agent = new HttpAgent({ lookup: lookup as never });
+    const before = connections;
+    expect(await httpGet(agent, 'app.test')).toBe('ok');
+    expect(connections - before).toBe(1);
+    const refused = await httpGet(agent, 'evil.test').catch((error: unknown) => error);
+    expect(findPolicyError(refused)).toBeInstanceOf(PolicyDeniedError);
+    expect(connections - before).toBe(1);
+    expect(session.report().decisions.map((decision) => decision.rule)).toEqual([{ section: 'network', list: 'block', entry: '127.0.0.2', address: '127.0.0.2' }]);
+    agent.destroy();
+  });
+
+  it('session.fetch with undici: a name that rebinds to a blocked address on its next lookup is refused then, before connecting', async () => {
+    const session = policy.session();
+    const resolve = resolver({ 'rebind.test': [[v4('127.0.0.1')], [v4('127.0.0.2')]] });
+    const dispatcher = new UndiciAgent({ connect: { lookup: session.createLookup({ lookup: resolve }) as never } });
+    const before = { connections, requests };
+    const first = await session.fetch(`http://rebind.test:${port}/`, { dispatcher } as RequestInit);
+    expect(await first.text()).toBe('ok');
+    // The server closed the connection: the next request opens another, and its lookup now answers 127.0.0.2.
+    const second = await session.fetch(`http://rebind.test:${port}/`, { dispatcher } as RequestInit).catch((error: unknown) => error);
+    expect(second).toBeInstanceOf(TypeError);
+    expect(findPolicyError(second)).toBeInstanceOf(PolicyDeniedError);
+    expect(resolve.asked).toEqual(['rebind.test', 'rebind.test']);
+    expect({ connections: connections - before.connections, requests: requests - before.requests }).toEqual({ connections: 1, requests: 1 });
+    // The request was allowed by name, then its connection refused by address: both on record.
+    expect(session.report().decisions.map((decision) => [decision.decision, decision.rule.section])).toEqual([
+      ['allow', 'default'],
+      ['allow', 'default'],
+      ['deny', 'network'],
+    ]);
+    await dispatcher.close();
+  });
+});
+
+describe('replaying a refused connection', () => {
+  const tempDir = useTempDirs('agentpolicy-lookup-');
+
+  it('decides the recorded address again under the new policy', async () => {
+    const path = join(tempDir(), 'audit.jsonl');
+    const log = createAuditLog(path);
+    const session: PolicySession = new AgentPolicy({ blockedDomains: ['169.254.169.254'] }).session({ sinks: [log] });
+    await ask(session.createLookup({ lookup: resolver({ 'metadata.attacker.test': [[v4('169.254.169.254')]] }) }), 'metadata.attacker.test');
+    log.close();
+    const unblocked = replayAuditLog(path, new AgentPolicy({ allowedDomains: ['metadata.attacker.test'] }));
+    expect(unblocked).toMatchObject({ decisions: 1, changed: 1, transitions: { 'deny → allow': 1 } });
+    const still = replayAuditLog(path, new AgentPolicy({ allowedDomains: ['metadata.attacker.test'], blockedDomains: ['169.254.0.0', '169.254.169.254'] }));
+    expect(still).toMatchObject({ decisions: 1, changed: 0 });
+  });
+});

@@ -1,0 +1,87 @@
+import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
+import type { Decision } from './decision.js';
+import { parseTarget } from './domain.js';
+import { decisionError } from './errors.js';
+
+/**
+ * A `dns.lookup`-shaped function, as `net.connect`, `http.Agent({ lookup })` and undici's
+ * `Agent({ connect: { lookup } })` call it.
+ */
+export type LookupFunction = (
+  hostname: string,
+  options: object | number,
+  callback: (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+) => void;
+
+/** Options of {@link PolicySession.createLookup}. */
+export interface PolicyLookupOptions {
+  /** The resolver asked first; `dns.lookup` by default. It is always asked for every address (`all: true`). */
+  lookup?: (hostname: string, options: LookupAllOptions, callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;
+}
+
+/**
+ * Decides the addresses a name resolved to: the recorded deny when one of them may not be connected to, else
+ * undefined. {@link PolicySession} supplies it.
+ */
+export type AddressCheck = (hostname: string, addresses: readonly string[]) => Decision | undefined;
+
+/**
+ * Builds the lookup of {@link PolicySession.lookup}: it resolves every address of the name, decides each one, and
+ * refuses the connection (the callback gets the {@link PolicyDeniedError}) when any of them is blocked; otherwise it
+ * answers as `dns.lookup` would have (the first address, or all of them when asked). The socket connects to the
+ * address this answer gives, so what was decided is what is reached: a name that answers differently on the next
+ * lookup (DNS rebinding) is decided again then.
+ */
+export function createPolicyLookup(check: AddressCheck, options: PolicyLookupOptions = {}): LookupFunction {
+  const resolve = options.lookup ?? (dnsLookup as NonNullable<PolicyLookupOptions['lookup']>);
+  if (typeof resolve !== 'function') throw new TypeError('agentpolicy: the lookup option must be a dns.lookup-shaped function');
+  return function policyLookup(hostname, given, callback) {
+    let cb = callback;
+    let lookupOptions: Record<string, unknown> = {};
+    if (typeof given === 'function') cb = given as unknown as typeof callback;
+    else if (typeof given === 'number') lookupOptions = { family: given };
+    else if (typeof given === 'object' && given !== null) lookupOptions = { ...(given as Record<string, unknown>) };
+    const wantsAll = lookupOptions['all'] === true;
+    resolve(hostname, { ...lookupOptions, all: true } as LookupAllOptions, (error, addresses) => {
+      if (error) {
+        cb(error, wantsAll ? [] : '');
+        return;
+      }
+      let refused: Error | undefined;
+      try {
+        if (!Array.isArray(addresses) || addresses.length === 0) {
+          refused = Object.assign(new Error(`agentpolicy: ${JSON.stringify(hostname)} resolved to no address`), { code: 'ENOTFOUND', hostname });
+        } else {
+          const hosts: string[] = [];
+          for (const entry of addresses) {
+            const host = addressHost(entry);
+            if (host === undefined) throw new TypeError(`the resolver answered ${JSON.stringify(entry)} for ${JSON.stringify(hostname)}, which is not an IP address`);
+            hosts.push(host);
+          }
+          const denied = check(String(hostname), hosts);
+          if (denied !== undefined) refused = decisionError(denied);
+        }
+      } catch (cause) {
+        // A check that cannot be made refuses the connection: never a silent allow.
+        refused = Object.assign(new Error(`agentpolicy: the addresses of ${JSON.stringify(hostname)} could not be checked: ${(cause as Error)?.message ?? String(cause)}`), { cause });
+      }
+      if (refused !== undefined) {
+        cb(refused as NodeJS.ErrnoException, wantsAll ? [] : '');
+        return;
+      }
+      const first = addresses[0] as LookupAddress;
+      if (wantsAll) cb(null, addresses);
+      else cb(null, first.address, first.family);
+    });
+  };
+}
+
+// An address as a URL host writes it (IPv6 in brackets, an IPv4-mapped IPv6 address as IPv4), or undefined.
+function addressHost(entry: unknown): string | undefined {
+  if (typeof entry !== 'object' || entry === null) return undefined;
+  const { address, family } = entry as { address?: unknown; family?: unknown };
+  if (typeof address !== 'string' || address === '' || address.length > 64) return undefined;
+  const v6 = family === 6 || address.includes(':');
+  const target = parseTarget(`http://${v6 ? `[${address}]` : address}/`);
+  return target.ok && target.isIp ? target.host : undefined;
+}
