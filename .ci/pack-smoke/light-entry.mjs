@@ -1,4 +1,4 @@
-// `@agentpolicy/langchain/handler` must not load `langchain` or `@langchain/langgraph` (import, then require).
+// `@agentpolicy/langchain/handler` and `/embeddings` must not load `langchain` or `@langchain/langgraph` (import, then require).
 import { registerHooks, createRequire } from 'node:module';
 
 const loaded = new Set();
@@ -15,4 +15,8 @@ if (typeof AgentPolicyCallbackHandler !== 'function') throw new Error('smoke: th
 if (heavy().length > 0) throw new Error(`smoke: the handler entry loaded ${heavy().join(', ')}`);
 createRequire(import.meta.url)('@agentpolicy/langchain/handler');
 if (heavy().length > 0) throw new Error(`smoke: require() of the handler entry loaded ${heavy().join(', ')}`);
-console.log('smoke ok: @agentpolicy/langchain/handler loads neither langchain nor LangGraph (import time: pnpm bench)');
+const { policyEmbeddings } = await import('@agentpolicy/langchain/embeddings');
+if (typeof policyEmbeddings !== 'function') throw new Error('smoke: the embeddings entry exports policyEmbeddings');
+createRequire(import.meta.url)('@agentpolicy/langchain/embeddings');
+if (heavy().length > 0) throw new Error(`smoke: the embeddings entry loaded ${heavy().join(', ')}`);
+console.log('smoke ok: @agentpolicy/langchain/handler and /embeddings load neither langchain nor LangGraph (import time: pnpm bench)');

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AgentPolicy } from './policy.js';
 import { MAX_NANOS } from './money.js';
+import { AgentPolicyError } from './errors.js';
 
 describe('overruns', () => {
   it('a real cost above the estimate is reported per decision and in the totals', async () => {
@@ -155,5 +156,62 @@ describe('settling a reservation under attack', () => {
     await new Promise((resolve) => setTimeout(resolve, 0));
     expect(session.spent).toBe(call.estimate);
     expect(call.settled).toBe(true);
+  });
+});
+
+describe('reserving a group of model calls (reserveModelCalls)', () => {
+  // $0.01 a call: 10 output tokens at $1,000 per million.
+  const PRICING = { 'flat-model': { input: 0, output: 1000 } };
+  const call = (batch: number) => ({ model: 'flat-model', inputTokens: 0, maxOutputTokens: 10, metadata: { batch } });
+
+  it('holds one reservation per call, in order, when every one is allowed', async () => {
+    const session = new AgentPolicy({ budget: 1, pricing: PRICING }).session();
+    const group = await session.reserveModelCalls([call(1), call(2), call(3)]);
+    expect(group.map((reservation) => [reservation.allowed, reservation.estimate, reservation.decision.action.metadata?.['batch']])).toEqual([
+      [true, 0.01, 1],
+      [true, 0.01, 2],
+      [true, 0.01, 3],
+    ]);
+    expect(session.report().reserved).toBeCloseTo(0.03, 12);
+    expect(await session.reserveModelCalls([])).toEqual([]);
+  });
+
+  it('all or none: the first call not allowed is returned alone and the ones reserved before it are released', async () => {
+    const session = new AgentPolicy({ budget: 0.025, pricing: PRICING }).session();
+    const group = await session.reserveModelCalls([call(1), call(2), call(3)]);
+    expect(group).toHaveLength(1);
+    expect(group[0]!.allowed).toBe(false);
+    expect(group[0]!.decision).toMatchObject({ decision: 'deny', rule: { section: 'budget' } });
+    expect(group[0]!.decision.action.metadata?.['batch']).toBe(3);
+    expect(session.report().reserved).toBe(0);
+    expect(session.spent).toBe(0);
+    expect(session.pendingReservations).toBe(0);
+    expect(session.report().decisions.filter((d) => d.decision === 'allow').map((d) => d.settlement?.status)).toEqual(['released', 'released']);
+
+    // An unpriced call in a group denies the group the same way.
+    const unpriced = await session.reserveModelCalls([call(1), { model: 'no-such-model', inputTokens: 1, maxOutputTokens: 1 }]);
+    expect(unpriced).toHaveLength(1);
+    expect(unpriced[0]!.decision.rule).toMatchObject({ section: 'pricing' });
+    expect(session.report().reserved).toBe(0);
+  });
+
+  it('groups reserved at once under a nearly spent budget never each hold a part and all fail: exactly as many as fit get all of theirs', async () => {
+    // Room for two groups of three and half a call: ten groups at once.
+    const session = new AgentPolicy({ budget: 0.065, pricing: PRICING }).session();
+    const groups = await Promise.all(Array.from({ length: 10 }, () => session.reserveModelCalls([call(1), call(2), call(3)])));
+    const whole = groups.filter((group) => group.length === 3 && group.every((reservation) => reservation.allowed));
+    expect(whole).toHaveLength(2);
+    expect(groups.filter((group) => group.length !== 3).every((group) => group.length === 1 && !group[0]!.allowed)).toBe(true);
+    expect(session.report().reserved).toBeCloseTo(0.06, 12);
+  });
+
+  it('what is not an array is refused with INVALID_ARGUMENT; a group keeps to the estimates it was given', async () => {
+    const session = new AgentPolicy({ budget: 1, pricing: PRICING }).session();
+    const error = await session.reserveModelCalls('flat-model' as never).catch((caught: unknown) => caught);
+    expect(AgentPolicyError.isInstance(error) && error.code).toBe('INVALID_ARGUMENT');
+    const estimates = [call(1)];
+    const reserved = session.reserveModelCalls(estimates);
+    estimates.push(call(2));
+    expect(await reserved).toHaveLength(1);
   });
 });

@@ -24,7 +24,7 @@ import type { CallKeyRef, CallKeyStore } from './call-key-store.js';
 import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, HttpAction, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
 import { AgentPolicyError, decisionError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
-import { formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
+import { describe, formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
 import type { CompiledLimit } from './limits.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
 import type { PolicyEvaluator, PolicyProvider, PreparedAction, Verdict } from './policy-evaluator.js';
@@ -251,6 +251,8 @@ export class PolicySession {
   private readonly pending = new Set<Reservation>();
   private readonly sinks: readonly DecisionSink[];
   private readonly reservations = new WeakMap<Decision, Reservation>();
+  /** The groups of {@link reserveModelCalls} are reserved one at a time: the end of the last one queued. */
+  private groupsReserved: Promise<void> = Promise.resolve();
   /** The store lease of each allowed reservation that holds money. */
   private readonly leases = new WeakMap<Decision, string>();
   // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
@@ -636,6 +638,44 @@ export class PolicySession {
     }
     const decision = await this.check({ type: 'cost', cost: nanosToUsd(worst.nanos), ...common }, 'reserve');
     return this.reservation(decision, { model, provider });
+  }
+
+  /**
+   * Reserves the worst cases of model calls that are one piece of work (the batched requests of one embeddings call):
+   * all of them or none, before any is sent. Returns one reservation per estimate, in order, when every one is
+   * allowed; otherwise only the first that is not (its decision says why), every one reserved before it released.
+   * The calls of one group are reserved one after another, and the groups of this session one group at a time, so
+   * two groups under a nearly spent budget cannot each hold a part and both be denied for want of the rest.
+   */
+  reserveModelCalls(estimates: readonly ModelCallEstimate[]): Promise<Reservation[]> {
+    if (!Array.isArray(estimates)) {
+      return Promise.reject(new AgentPolicyError('INVALID_ARGUMENT', `reserveModelCalls takes an array of model call estimates, got ${describe(estimates)}`));
+    }
+    const group = [...estimates];
+    const reserved = this.groupsReserved.then(() => this.reserveGroup(group));
+    this.groupsReserved = reserved.then(
+      () => undefined,
+      () => undefined,
+    );
+    return reserved;
+  }
+
+  private async reserveGroup(estimates: readonly ModelCallEstimate[]): Promise<Reservation[]> {
+    const held: Reservation[] = [];
+    try {
+      for (const estimate of estimates) {
+        const reservation = await this.reserveModelCall(estimate);
+        if (!reservation.allowed) {
+          await Promise.all(held.map((one) => one.release()));
+          return [reservation];
+        }
+        held.push(reservation);
+      }
+    } catch (error) {
+      await Promise.allSettled(held.map((one) => one.release()));
+      throw error;
+    }
+    return held;
   }
 
   /**

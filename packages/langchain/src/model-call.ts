@@ -164,3 +164,47 @@ export function failureOf(error: unknown): { status?: number; error: unknown } {
   const status = bag['status'] ?? bag['statusCode'] ?? asBag(bag['response'])['status'];
   return typeof status === 'number' ? { status, error } : { error };
 }
+
+/**
+ * The provider id core's price catalog knows each LangChain embeddings class by (LangChain reports no provider for
+ * embeddings, as it does for chat models with `ls_provider`). A subclass is known by the class it extends.
+ */
+const EMBEDDINGS_PROVIDERS: ReadonlyMap<string, string> = new Map([
+  ['OpenAIEmbeddings', 'openai'],
+  ['AzureOpenAIEmbeddings', 'azure'],
+  ['MistralAIEmbeddings', 'mistral'],
+  ['CohereEmbeddings', 'cohere'],
+  ['GoogleGenerativeAIEmbeddings', 'google'],
+  ['VertexAIEmbeddings', 'google-vertex'],
+  ['BedrockEmbeddings', 'bedrock'],
+  ['VoyageEmbeddings', 'voyage'],
+]);
+
+/**
+ * The model an embeddings instance calls: its `model` (or the older `modelName` / `modelId`), else its class name;
+ * the provider from its class (the nearest known one up its prototype chain), only with a real model name.
+ */
+export function modelInfoFromEmbeddings(embeddings: unknown): { model: string; provider?: string } {
+  const instance = asBag(embeddings);
+  const named = firstString(instance['model'], instance['modelName'], instance['modelId']);
+  const names: string[] = [];
+  for (let proto: unknown = Object.getPrototypeOf(embeddings); proto !== null && proto !== Object.prototype && names.length < 32; proto = Object.getPrototypeOf(proto)) {
+    const name = (proto as { constructor?: { name?: unknown } }).constructor?.name;
+    if (typeof name === 'string' && name !== '') names.push(name);
+  }
+  const provider = named !== undefined ? names.map((name) => EMBEDDINGS_PROVIDERS.get(name)).find((id) => id !== undefined) : undefined;
+  return { model: named ?? names[0] ?? 'unknown', ...(provider !== undefined ? { provider } : {}) };
+}
+
+/**
+ * The usage of one embeddings request, from what the request returned: OpenAI's `usage.prompt_tokens` (the
+ * response `OpenAIEmbeddings` receives, before it keeps the vectors only), with the model the provider names.
+ * Undefined when there is no readable count; the caller then charges the estimate.
+ */
+export function embeddingUsage(result: unknown): UsageUpdate | undefined {
+  const bag = asBag(result);
+  const inputTokens = firstCount(asBag(bag['usage'])['prompt_tokens']);
+  if (inputTokens === undefined) return undefined;
+  const model = firstString(bag['model']);
+  return { inputTokens, outputTokens: 0, ...(model !== undefined ? { model } : {}) };
+}

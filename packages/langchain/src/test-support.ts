@@ -42,3 +42,9 @@ export function oneCallPerTurn(calls: readonly Call[], final = 'All done.') {
   });
   return model.respond(aiMessage({ content: final, usage_metadata: USAGE }));
 }
+
+/** The embeddings model the embeddings tests price (text-embedding-3-small is in the price catalog). */
+export const EMBEDDING_MODEL = 'text-embedding-3-small';
+
+/** What the billing server reports for an embeddings input: about 4 bytes of its JSON a token. */
+export const billedTokens = (input: unknown): number => Math.ceil(Buffer.byteLength(JSON.stringify(input)) / 4);

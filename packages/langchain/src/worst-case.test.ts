@@ -1,10 +1,14 @@
 import { AgentPolicy, PolicyDeniedError, findPolicyError, type PolicySession } from '@agentpolicy/core';
 import { HumanMessage } from '@langchain/core/messages';
-import { ChatOpenAI } from '@langchain/openai';
+import { Document } from '@langchain/core/documents';
+import type { Embeddings } from '@langchain/core/embeddings';
+import { FakeVectorStore } from '@langchain/core/utils/testing';
+import { ChatOpenAI, OpenAIEmbeddings } from '@langchain/openai';
 import { createAgent } from 'langchain';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AgentPolicyCallbackHandler } from './agent-policy-callback-handler.js';
 import { agentPolicyMiddleware } from './agent-policy-middleware.js';
+import { policyEmbeddings } from './policy-embeddings.js';
 import { runBurst, startBillingServer, type BillingServer } from '@agentpolicy/test-servers';
 
 const IMAGE_MESSAGE = () =>
@@ -24,6 +28,13 @@ const FAMILIES: readonly Family[] = [
 
 type Way = 'callback handler' | 'middleware';
 const CASES: ReadonlyArray<[string, Way, Family]> = FAMILIES.flatMap((family) => (['callback handler', 'middleware'] as const).map((way) => [family.name, way, family] as [string, Way, Family]));
+
+type EmbeddingsCall = (embeddings: Embeddings) => Promise<unknown>;
+const EMBEDDINGS_CALLS: ReadonlyArray<[string, EmbeddingsCall]> = [
+  ['embedQuery', (embeddings) => embeddings.embedQuery('What does the policy allow?')],
+  ['embedDocuments', (embeddings) => embeddings.embedDocuments(['first passage', 'second passage\nwith a newline', 'third'])],
+  ['a vector store adding documents (it calls embedDocuments itself)', (embeddings) => FakeVectorStore.fromDocuments([new Document({ pageContent: 'a passage' }), new Document({ pageContent: 'another' })], embeddings)],
+];
 
 const isDenial = (reason: unknown): boolean => findPolicyError(reason) instanceof PolicyDeniedError;
 
@@ -48,6 +59,19 @@ describe('worst-case estimates under a concurrent burst (LangChain)', () => {
 
   it.each(CASES)('%s, %s: a budget for 3 worst cases lets at most 3 calls reach the server and never overspends', async (_name, way, family) => {
     const burst = await runBurst(billing, (budget) => setup(budget, way, family), { isDenial });
+    expect(burst.problems).toEqual([]);
+  });
+
+  it.each(EMBEDDINGS_CALLS)('OpenAIEmbeddings, %s: a budget for 3 worst cases lets at most 3 calls reach the server and never overspends', async (_name, call) => {
+    const burst = await runBurst(
+      billing,
+      (budget) => {
+        const session = new AgentPolicy({ budget }).session();
+        const embeddings = policyEmbeddings(new OpenAIEmbeddings({ model: 'text-embedding-3-small', apiKey: 'k', maxRetries: 0, configuration: { baseURL: billing.baseURL } }), session);
+        return { session, call: () => call(embeddings) };
+      },
+      { isDenial },
+    );
     expect(burst.problems).toEqual([]);
   });
 });

@@ -24,6 +24,11 @@ export interface BillingServer {
   readonly baseURL: string;
   /** Requests received since the last reset. */
   readonly hits: number;
+  /** The JSON bodies of the requests received since the last reset, in order (`{}` for any other body). */
+  readonly bodies: readonly Record<string, unknown>[];
+  /** The next `count` answers (1 by default) carry no `usage`. */
+  omitUsage(count?: number): void;
+  /** Forgets the count, the bodies and the answers left without usage. */
   reset(): void;
   close(): Promise<void>;
 }
@@ -104,7 +109,10 @@ function answer(path: string, body: Buffer): Json {
     // One embedding per input (a list of strings or of token arrays), one for a single input.
     const input = request['input'];
     const count = Array.isArray(input) && input.length > 0 && input.every((item) => typeof item !== 'number') ? input.length : 1;
-    const data = Array.from({ length: count }, (_, index) => ({ object: 'embedding', index, embedding: [0] }));
+    // Each vector is its input's index, in the encoding asked for (the openai client asks for base64 by default).
+    const vector = (index: number): number[] | string =>
+      request['encoding_format'] === 'base64' ? Buffer.from(new Float32Array([index]).buffer).toString('base64') : [index];
+    const data = Array.from({ length: count }, (_, index) => ({ object: 'embedding', index, embedding: vector(index) }));
     return { object: 'list', model: request['model'], data, usage: { prompt_tokens: inputTokens(input), total_tokens: 0 } };
   }
   if (path.endsWith('/images/generations')) {
@@ -152,11 +160,16 @@ async function reply(path: string, contentType: string, body: Buffer): Promise<J
 /** Starts the server on 127.0.0.1, on a free port. */
 export async function startBillingServer(): Promise<BillingServer> {
   let hits = 0;
+  let bodies: Json[] = [];
+  let withoutUsage = 0;
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       hits++;
+      bodies.push(parse(Buffer.concat(chunks)));
+      const omit = withoutUsage > 0;
+      if (omit) withoutUsage--;
       const path = (req.url ?? '').split('?')[0]!;
       setTimeout(() => {
         if (path.endsWith('/audio/speech')) {
@@ -164,7 +177,10 @@ export async function startBillingServer(): Promise<BillingServer> {
           return;
         }
         reply(path, req.headers['content-type'] ?? '', Buffer.concat(chunks)).then(
-          (json) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(json)),
+          (json) => {
+            if (omit) delete json['usage'];
+            res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(json));
+          },
           () => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'unreadable request body' } })),
         );
       }, 15);
@@ -176,8 +192,16 @@ export async function startBillingServer(): Promise<BillingServer> {
     get hits() {
       return hits;
     },
+    get bodies() {
+      return bodies;
+    },
+    omitUsage(count = 1) {
+      withoutUsage += count;
+    },
     reset() {
       hits = 0;
+      bodies = [];
+      withoutUsage = 0;
     },
     close: local.close,
   };

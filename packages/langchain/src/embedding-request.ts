@@ -1,0 +1,217 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { AgentPolicyError, decisionError, type ModelCallEstimate, type PolicySession, type Reservation, type UsageUpdate } from '@agentpolicy/core';
+import { embeddingUsage, failureOf } from './model-call.js';
+
+// The request running in this async context, shared by every copy of this module (ESM and CommonJS builds) under a
+// registered symbol, as the governed callers of one instance may come from either.
+const KEY = Symbol.for('agentpolicy.langchain.embeddingRequest');
+const running: AsyncLocalStorage<EmbeddingRequest> = ((globalThis as Record<symbol, unknown>)[KEY] ??=
+  new AsyncLocalStorage<EmbeddingRequest>()) as AsyncLocalStorage<EmbeddingRequest>;
+
+/** Marks an embeddings instance whose `caller` is governed (a registered symbol: one mark for every module copy). */
+const GOVERNED = Symbol.for('agentpolicy.langchain.governedEmbeddings');
+/** LangChain's own mark for an error its retry loop must not retry (`stampRetryable(error, false)`). */
+const RETRYABLE = Symbol.for('langchain.errors.retryable');
+/** Our mark for an error thrown inside an attempt that ends the retry loop (registered: seen by every module copy). */
+const FINAL = Symbol.for('agentpolicy.langchain.finalAttempt');
+
+/** Marks an error of ours thrown inside an attempt: the retry loop is stopped with it, never retried. */
+function stop<E extends Error>(error: E): E {
+  try {
+    Object.defineProperty(error, FINAL, { value: true, configurable: true });
+    Object.defineProperty(error, RETRYABLE, { value: false, configurable: true });
+  } catch {
+    // a frozen error: LangChain's retry loop sees it as any other failure
+  }
+  return error;
+}
+
+const isFinal = (error: unknown): boolean => typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[FINAL] === true;
+
+function warn(error: unknown): void {
+  process.emitWarning(`agentpolicy: settling an embeddings request failed: ${(error as Error)?.message ?? String(error)}`);
+}
+
+/** Settles without throwing: the request already happened, and its caller gets its answer (or its own error). */
+async function settle(settled: Promise<unknown>): Promise<void> {
+  try {
+    await settled;
+  } catch (error) {
+    warn(error);
+  }
+}
+
+/**
+ * One request an embeddings model is asked to make for a governed call (a batch of texts, or one query), with the
+ * reservation of its worst case made before anything was sent. Every attempt the model makes through its `caller`
+ * while the request runs is metered: the first takes that reservation, and every later one (a retry, or a second
+ * request the model splits it into, which can send no more than these texts) reserves the same estimate again
+ * before it runs. Each attempt is settled by its own outcome: the provider's reported usage, else the estimate, or
+ * core's rule for a failed call (`Reservation.fail`).
+ */
+export class EmbeddingRequest {
+  /** The reservation no attempt has taken yet. */
+  private first: Reservation | null;
+  private attempts = 0;
+
+  constructor(
+    /** The governed embeddings instance this request is for. */
+    readonly target: object,
+    private readonly session: PolicySession,
+    private readonly estimate: ModelCallEstimate,
+    reservation: Reservation,
+  ) {
+    this.first = reservation;
+  }
+
+  /**
+   * Runs `send` (the model's own method) with this request in context. A reservation no attempt took is settled when
+   * it ends: the model sent its request some other way than its caller (or answered from a cache), so it is charged
+   * the estimate; on a failure, by core's rule.
+   */
+  async run<T>(send: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await running.run(this, send);
+    } catch (error) {
+      const left = this.take();
+      if (left) await settle(left.fail(failureOf(error)));
+      throw error;
+    }
+    const left = this.take();
+    if (left) await settle(left.commit());
+    return result;
+  }
+
+  /** One attempt: reserved (the first by the request's own reservation), sent, and settled by its outcome. */
+  async attempt<R>(callable: (...args: never[]) => Promise<R>, args: never[]): Promise<R> {
+    const number = ++this.attempts;
+    let reservation = this.take();
+    if (!reservation) {
+      try {
+        reservation = await this.session.reserveModelCall({ ...this.estimate, metadata: { ...this.estimate.metadata, attempt: number } });
+      } catch (error) {
+        throw error instanceof Error ? stop(error) : error;
+      }
+      if (!reservation.allowed) throw stop(decisionError(reservation.decision));
+    }
+    let result: R;
+    try {
+      result = await callable(...args);
+    } catch (error) {
+      await settle(reservation.fail(failureOf(error)));
+      throw error;
+    }
+    await settle(reservation.commit(this.usage(result)));
+    return result;
+  }
+
+  private take(): Reservation | null {
+    const reservation = this.first;
+    this.first = null;
+    return reservation;
+  }
+
+  /** The usage a request reported, priced under the model the provider names only when that model has a price. */
+  private usage(result: unknown): UsageUpdate | undefined {
+    const usage = embeddingUsage(result);
+    if (usage?.model === undefined || usage.model === this.estimate.model) return usage;
+    const provider = this.estimate.provider;
+    if (this.session.priceUsage({ ...usage, model: usage.model, ...(provider !== undefined ? { provider } : {}) }).ok) return usage;
+    const { model: _unpriced, ...counts } = usage;
+    return counts;
+  }
+}
+
+type Callable = (...args: never[]) => Promise<unknown>;
+interface CallerLike {
+  call(callable: Callable, ...args: unknown[]): Promise<unknown>;
+  callWithOptions?(options: unknown, callable: Callable, ...args: unknown[]): Promise<unknown>;
+}
+
+const isCaller = (value: unknown): value is CallerLike => typeof value === 'object' && value !== null && typeof (value as CallerLike).call === 'function';
+
+/**
+ * Puts the `caller` of an embeddings instance (LangChain's `AsyncCaller`, through which an integration sends its
+ * requests and retries them) under governance, once: every attempt is metered by the {@link EmbeddingRequest} it runs
+ * for, and a call made on the instance outside one (its own `embedDocuments`, `embedQuery` or any other method that
+ * goes through its caller, called directly) is refused before anything is sent. A caller assigned later is governed
+ * as well. An instance without a caller is left as it is (its requests are metered per request, its retries unseen).
+ */
+export function governCaller(embeddings: object): void {
+  if (Object.hasOwn(embeddings, GOVERNED)) return;
+  const original: unknown = (embeddings as { caller?: unknown }).caller;
+  if (!isCaller(original)) return;
+  let current = governed(embeddings, original);
+  try {
+    Object.defineProperty(embeddings, 'caller', {
+      get: () => current,
+      set: (next: unknown) => {
+        current = isCaller(next) ? governed(embeddings, next) : next;
+      },
+      enumerable: true,
+      configurable: false,
+    });
+    Object.defineProperty(embeddings, GOVERNED, { value: true });
+  } catch (error) {
+    throw new AgentPolicyError('INVALID_ARGUMENT', 'agentpolicy: policyEmbeddings cannot meter this embeddings instance: its caller cannot be replaced (is it frozen?)', {
+      cause: error,
+    });
+  }
+}
+
+function governed(target: object, original: CallerLike): unknown {
+  const requestFor = (): EmbeddingRequest => {
+    const request = running.getStore();
+    if (request?.target === target) return request;
+    throw new AgentPolicyError(
+      'INVALID_ARGUMENT',
+      'agentpolicy: this embeddings model is metered by policyEmbeddings; call it through the Embeddings policyEmbeddings returned (nothing was sent)',
+    );
+  };
+  const wrap =
+    (request: EmbeddingRequest, callable: unknown): Callable =>
+    (...args: never[]) => {
+      if (typeof callable !== 'function') return Promise.reject(new TypeError('the caller was given no function to call'));
+      return request.attempt(callable as Callable, args);
+    };
+  // The original stays the prototype: its queue (so its concurrency limit is shared), its retry count and its own
+  // methods are read through; only the entry points and the failed-attempt handler are replaced.
+  const caller = Object.create(original) as CallerLike & { onFailedAttempt?: unknown };
+  const originalCall = original.call;
+  const originalWithOptions = original.callWithOptions;
+  Object.defineProperties(caller, {
+    call: {
+      value(callable: unknown, ...args: unknown[]) {
+        let request: EmbeddingRequest;
+        try {
+          request = requestFor();
+        } catch (error) {
+          return Promise.reject(error);
+        }
+        return originalCall.call(caller, wrap(request, callable), ...args);
+      },
+    },
+    callWithOptions: {
+      value(options: unknown, callable: unknown, ...args: unknown[]) {
+        let request: EmbeddingRequest;
+        try {
+          request = requestFor();
+        } catch (error) {
+          return Promise.reject(error);
+        }
+        if (typeof originalWithOptions !== 'function') return originalCall.call(caller, wrap(request, callable), ...args);
+        return originalWithOptions.call(caller, options, wrap(request, callable), ...args);
+      },
+    },
+    // A refused retry ends the retry loop, whatever handler the caller was built with.
+    onFailedAttempt: {
+      value(error: unknown) {
+        if (isFinal(error)) throw error;
+        const handler: unknown = Reflect.get(original, 'onFailedAttempt');
+        return typeof handler === 'function' ? (handler as (error: unknown) => unknown).call(original, error) : undefined;
+      },
+    },
+  });
+  return caller;
+}
