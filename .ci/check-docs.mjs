@@ -131,14 +131,20 @@ try {
   const { options } = ts.convertCompilerOptionsFromJson({ ...base, noEmit: true, declaration: false, typeRoots: [join(modules, '@types')] }, scratch);
   for (const readme of new Set([...files.values()].map((snippet) => snippet.file))) {
     const names = [...files].filter(([, snippet]) => snippet.file === readme).map(([name]) => name);
-    const ambient = join(import.meta.dirname, 'docs-check', `${relative(ROOT, readme).replace(/\.md$/, '').replaceAll('/', '__')}.d.ts`);
-    const program = ts.createProgram(existsSync(ambient) ? [...names, ambient] : names, options);
+    // The README's declarations are copied into the scratch project as a module that declares them globally (.ts,
+    // not .d.ts), so their `import('…')` types resolve through its node_modules and are checked like the snippets
+    // (a .d.ts would be skipped by skipLibCheck, and a name it could not resolve would quietly become any).
+    const declared = join(import.meta.dirname, 'docs-check', `${relative(ROOT, readme).replace(/\.md$/, '').replaceAll('/', '__')}.d.ts`);
+    const ambient = join(scratch, `ambient-${relative(ROOT, readme).replace(/\.md$/, '').replaceAll('/', '__')}.ts`);
+    if (existsSync(declared)) writeFileSync(ambient, `export {};\ndeclare global {\n${readFileSync(declared, 'utf8').replace(/^declare /gm, '')}\n}\n`);
+    const program = ts.createProgram(existsSync(declared) ? [...names, ambient] : names, options);
     const diagnostics = ts.getPreEmitDiagnostics(program).filter((d) => !d.file || names.includes(d.file.fileName) || d.file.fileName === ambient);
     for (const diagnostic of diagnostics) {
       const message = ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n');
       const snippet = diagnostic.file && files.get(diagnostic.file.fileName);
       if (!snippet) {
-        problems.push(`${diagnostic.file ? relative(ROOT, diagnostic.file.fileName) : 'compiler'}: ${message}`);
+        const shown = diagnostic.file?.fileName === ambient ? `${relative(ROOT, declared)}:${diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start ?? 0).line - 1}` : diagnostic.file ? relative(ROOT, diagnostic.file.fileName) : 'compiler';
+        problems.push(`${shown}: ${message}`);
         continue;
       }
       const { line } = diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start ?? 0);

@@ -4,7 +4,7 @@ declare const to: string;
 // The quick start calls it; the AI SDK snippet hands it to wrapTools as a tool.
 declare const sendEmail: ((to: string) => Promise<void>) & import('ai').Tool<{ to: string }, string>;
 declare const search: import('ai').Tool<{ query: string }, string>;
-declare const baseModel: import('ai').LanguageModel;
+declare const baseModel: import('@ai-sdk/provider').LanguageModelV4;
 declare const messages: import('ai').ModelMessage[];
 declare const session: import('@agentpolicy/core').PolicySession;
 declare const deleteRepo: import('@langchain/core/tools').StructuredToolInterface;
