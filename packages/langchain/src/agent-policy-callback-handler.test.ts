@@ -1,4 +1,7 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { AgentPolicy, ApprovalRequiredError, PolicyDeniedError, type AgentPolicyOptions } from '@agentpolicy/core';
+import { ChatOpenAI } from '@langchain/openai';
 import { AIMessage, HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { InMemoryCache } from '@langchain/core/caches';
 import { awaitAllCallbacks } from '@langchain/core/callbacks/promises';
@@ -319,3 +322,30 @@ function blockedTool(body: () => void) {
     { name: 'delete_repo', description: 'Delete a repository', schema: z.object({ name: z.string() }) },
   );
 }
+
+describe('a provider refusal LangChain rewraps', () => {
+  it('a context overflow (a 400 LangChain turns into a ContextOverflowError) releases the reservation: nothing was billed', async () => {
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(400, { 'content-type': 'application/json' }).end(
+          JSON.stringify({ error: { message: "This model's maximum context length is 128000 tokens.", type: 'invalid_request_error', code: 'context_length_exceeded' } }),
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const session = new AgentPolicy({ budget: 1 }).session();
+      const handler = new AgentPolicyCallbackHandler(session);
+      const model = new ChatOpenAI({ model: 'gpt-4o', apiKey: 'k', maxRetries: 0, configuration: { baseURL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1` } });
+      const error = await model.invoke('hello', { callbacks: [handler] }).catch((caught: unknown) => caught);
+      expect((error as Error).name).toBe('ContextOverflowError');
+      const [decision] = session.report().decisions;
+      expect(decision?.settlement?.status).toBe('released');
+      expect(session.spent).toBe(0);
+      expect(session.pendingReservations).toBe(0);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});

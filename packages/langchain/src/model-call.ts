@@ -156,13 +156,19 @@ export function usageFromResult(output: unknown): UsageUpdate | undefined {
 }
 
 /**
- * The HTTP status a LangChain model error carries (`status`, `statusCode` or `response.status`), for core's
+ * The HTTP status a LangChain model error carries (`status`, `statusCode` or `response.status`), on the error or on
+ * the provider error it wraps (`cause`: LangChain rewraps some, a context overflow among them), for core's
  * `Reservation.fail` rule.
  */
 export function failureOf(error: unknown): { status?: number; error: unknown } {
-  const bag = asBag(error);
-  const status = bag['status'] ?? bag['statusCode'] ?? asBag(bag['response'])['status'];
-  return typeof status === 'number' ? { status, error } : { error };
+  let current: unknown = error;
+  for (let depth = 0; depth < 8 && typeof current === 'object' && current !== null; depth++) {
+    const bag = asBag(current);
+    const status = bag['status'] ?? bag['statusCode'] ?? asBag(bag['response'])['status'];
+    if (typeof status === 'number') return { status, error };
+    current = bag['cause'];
+  }
+  return { error };
 }
 
 /**
