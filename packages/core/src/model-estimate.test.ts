@@ -53,6 +53,46 @@ describe('image token formulas', () => {
     expect(imageOutputTokens({ size: '1024x1536', quality: 'high' })).toBe(6240);
     expect(imageOutputTokens({})).toBe(6240);
     expect(imageOutputTokens({ quality: 'medium', size: '1024x1024', partialImages: 2 })).toBe(1056 + 200);
+    expect(imageOutputTokens({ size: '1024x1024', quality: 'high' }, 'openai/gpt-image-1.5-2025-12-16')).toBe(4160);
+    expect(imageOutputTokens({ size: '1024x1024', quality: 'low' }, 'gpt-image-1-mini')).toBe(272);
+    // A quality or size named like an Object property is not in the table: the largest image.
+    expect(imageOutputTokens({ quality: 'constructor', size: 'length' })).toBe(6240);
+    expect(imageOutputTokens({ quality: 'constructor', size: 'length' }, 'gpt-image-2')).toBeUndefined();
+  });
+
+  it('gpt-image-2 output tokens by its size formula; a size left to the provider or outside its limits, the dearest within them', () => {
+    // OpenAI's calculator: 1024×1024 high 7,024 tokens, 1536×1024 high 5,488 (more than the gpt-image-1 table's 4,160 / 6,208).
+    expect(imageOutputTokens({ size: '1024x1024', quality: 'high' }, 'gpt-image-2')).toBe(7024);
+    expect(imageOutputTokens({ size: '1536x1024', quality: 'high' }, 'gpt-image-2-2026-04-21')).toBe(5488);
+    expect(imageOutputTokens({ size: '1024x1024', quality: 'medium' }, 'gpt-image-2')).toBe(1756);
+    expect(imageOutputTokens({ size: '1024x1024', quality: 'low' }, 'gpt-image-2')).toBe(196);
+    expect(imageOutputTokens({ size: '3840x2160', quality: 'high' }, 'gpt-image-2')).toBe(13342);
+    const dearest = imageOutputTokens({}, 'gpt-image-2');
+    expect(dearest).toBe(23719);
+    for (const size of ['auto', '4096x4096', '3840x3840', '256x256', '1025x1024', '4000x1000', 'big', '2880X2880']) {
+      expect(imageOutputTokens({ size, quality: 'auto' }, 'gpt-image-2'), size).toBe(dearest);
+    }
+    expect(imageOutputTokens({ quality: 'high', partialImages: 3 }, 'gpt-image-2')).toBe(dearest! + 300);
+    // Every size within the limits costs at most the bound for an unknown size.
+    for (let width = 512; width <= 3840; width += 112) {
+      for (let height = 512; height <= 3840; height += 112) {
+        expect(imageOutputTokens({ size: `${width}x${height}`, quality: 'high' }, 'gpt-image-2')!, `${width}x${height}`).toBeLessThanOrEqual(dearest!);
+      }
+    }
+  });
+
+  it('no output bound for a gpt-image-2 quality past high, nor for a later OpenAI image model', () => {
+    for (const quality of ['xhigh', 'max', 'hd', 'standard']) expect(imageOutputTokens({ size: '1024x1024', quality }, 'gpt-image-2'), quality).toBeUndefined();
+    for (const model of ['gpt-image-2.5-flare', 'gpt-image-2.6-sunburst', 'chatgpt-image-latest', 'openai/gpt-image-3']) {
+      expect(imageOutputTokens({ size: '1024x1024', quality: 'low' }, model), model).toBeUndefined();
+    }
+    // A model of another family keeps the table's bound.
+    expect(imageOutputTokens({}, 'house-painter')).toBe(6240);
+  });
+
+  it('gpt-image-2 reads every input image at high fidelity', () => {
+    expect(imageTokens('gpt-image-2', { detail: 'high' })).toBe(85 + 8 * 170 + 6240);
+    expect(imageTokens('gpt-image-1.5', { detail: 'high' })).toBe(85 + 8 * 170);
   });
 });
 
@@ -65,6 +105,21 @@ describe('estimateModelCall', () => {
     expect(await usd({ model: 'dall-e-2', n: 3, imageOutput: {} })).toBe(0.06);
     expect((await estimate({ model: 'gpt-image-1', provider: 'openai', n: 2, imageOutput: { size: '1024x1024', quality: 'low' } })).metadata['maxOutputTokens']).toBe(544);
     expect((await estimate({ model: 'my-model', n: 0, maxOutputTokens: 1 })).ok).toBe(false);
+  });
+
+  it('token-billed images with no known output bound are refused, saying what to set; the policy\'s max_output_tokens is the bound of one image', async () => {
+    const pricing = new AgentPolicy({
+      pricing: { 'gpt-image-2.5-flare': { input: 5, output: 40 }, 'gpt-image-2.6-sunburst': { input: 5, output: 40, maxOutputTokens: 30_000 } },
+    }).normalized.pricing;
+    const flare = await estimateModelCall({ model: 'gpt-image-2.5-flare', provider: 'openai.image', imageOutput: { quality: 'max' } }, pricing);
+    expect(flare).toMatchObject({ ok: false, rule: { section: 'pricing', model: 'gpt-image-2.5-flare' } });
+    if (!flare.ok) expect(flare.reason).toContain('pricing: { "gpt-image-2.5-flare": { max_output_tokens: <tokens per image> } }');
+    const xhigh = await estimate({ model: 'gpt-image-2', provider: 'openai', imageOutput: { size: '1024x1024', quality: 'xhigh' } });
+    expect(xhigh).toMatchObject({ ok: false, rule: { section: 'pricing' } });
+    if (!xhigh.ok) expect(xhigh.reason).toMatch(/quality "xhigh" has no known token bound/);
+    const sunburst = await estimateModelCall({ model: 'gpt-image-2.6-sunburst', n: 2, imageOutput: { size: '3840x2160', partialImages: 1 } }, pricing);
+    expect(sunburst.ok && sunburst.metadata).toMatchObject({ maxOutputTokens: 2 * 30_100 });
+    expect((await estimate({ model: 'gpt-image-2', provider: 'openai', n: 2, imageOutput: { size: '1024x1024', quality: 'high' } })).metadata['maxOutputTokens']).toBe(2 * 7024);
   });
 
   it('without an output limit: the policy limit, else the listed maximum, else a refusal that says what to set', async () => {

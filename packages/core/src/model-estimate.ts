@@ -103,8 +103,10 @@ const size = (value: unknown): number | undefined => (typeof value === 'number' 
 /** Input tokens one image costs at most, by the model's formula, its detail and (when known) its size. */
 export function imageTokens(model: string, image: ImageInput): number {
   const name = splitModel(model, undefined).model.toLowerCase();
-  // High input fidelity (gpt-image edits) adds up to a full-detail image's tokens on top of the formula.
-  const fidelity = image?.fidelity === 'high' && name.startsWith('gpt-image') ? MAX_IMAGE_OUTPUT_TOKENS : 0;
+  // High input fidelity (gpt-image edits) adds up to a full-detail image's tokens on top of the formula; gpt-image-2
+  // reads every input image at high fidelity (it takes no `input_fidelity`).
+  const highFidelity = (image?.fidelity === 'high' && name.startsWith('gpt-image')) || GPT_IMAGE_2.test(name);
+  const fidelity = highFidelity ? MAX_IMAGE_OUTPUT_TOKENS : 0;
   return fidelity + formulaTokens(imageRule(name), image);
 }
 
@@ -138,22 +140,73 @@ function formulaTokens(rule: ImageRule, image: ImageInput): number {
   }
 }
 
-// gpt-image output tokens by quality and size, as OpenAI documents them; `auto` or an unknown pair takes the highest.
-const IMAGE_OUTPUT_TOKENS: Readonly<Record<string, Readonly<Record<string, number>>>> = {
-  low: { '1024x1024': 272, '1024x1536': 408, '1536x1024': 400 },
-  medium: { '1024x1024': 1056, '1024x1536': 1584, '1536x1024': 1568 },
-  high: { '1024x1024': 4160, '1024x1536': 6240, '1536x1024': 6208 },
-};
+// gpt-image-1 (and -mini, 1.5) output tokens by quality and size, as OpenAI documents them; `auto` or an unknown pair
+// takes the highest.
+// (Maps: a quality or size named like an Object property is not a price.)
+const IMAGE_OUTPUT_TOKENS: ReadonlyMap<string, ReadonlyMap<string, number>> = new Map([
+  ['low', new Map([['1024x1024', 272], ['1024x1536', 408], ['1536x1024', 400]])],
+  ['medium', new Map([['1024x1024', 1056], ['1024x1536', 1584], ['1536x1024', 1568]])],
+  ['high', new Map([['1024x1024', 4160], ['1024x1536', 6240], ['1536x1024', 6208]])],
+]);
 const MAX_IMAGE_OUTPUT_TOKENS = 6240;
 const PARTIAL_IMAGE_TOKENS = 100;
 
-/** Output tokens one generated image costs at most (token-billed image models). */
-export function imageOutputTokens(output: ImageOutput): number {
-  const quality = output.quality?.toLowerCase();
-  const table = quality !== undefined ? IMAGE_OUTPUT_TOKENS[quality] : undefined;
-  const found = table && output.size !== undefined ? table[output.size.toLowerCase()] : undefined;
-  const partial = typeof output.partialImages === 'number' && Number.isSafeInteger(output.partialImages) && output.partialImages > 0 ? output.partialImages : 0;
-  return (found ?? MAX_IMAGE_OUTPUT_TOKENS) + partial * PARTIAL_IMAGE_TOKENS;
+// gpt-image-2 takes any size within its limits (sides multiples of 16, at most 3840 px, 655,360 to 8,294,400 pixels,
+// sides at most 3:1) and bills by OpenAI's calculator: with q the quality's factor and s = q × short side ÷ long
+// side (rounded), q × s × (2,000,000 + width × height) ÷ 4,000,000 tokens, rounded up (1024×1024 high: 7,024).
+// `auto` quality is its highest (high); a size left to the provider, or outside the limits, takes the dearest one
+// within them, a 2880×2880 square (23,719 tokens at high).
+const GPT_IMAGE_2 = /^gpt-image-2(?:-\d{4}-\d{2}-\d{2})?$/;
+const GPT_IMAGE_2_QUALITY: ReadonlyMap<string, number> = new Map([['low', 16], ['medium', 48], ['high', 96]]);
+const GPT_IMAGE_2_DEAREST_SIDE = 2880;
+const GPT_IMAGE_1 = /^gpt-image-1(?:\.5)?(?:-|$)/;
+// Any other OpenAI image model: its sizes and qualities go past both (4K, `xhigh`, `max`).
+const OPENAI_IMAGE = /^(?:gpt-image-|chatgpt-image)/;
+
+function gptImage2Size(size: string | undefined): readonly [number, number] {
+  const match = size === undefined ? null : /^(\d{1,5})x(\d{1,5})$/.exec(size);
+  if (match) {
+    const width = Number(match[1]);
+    const height = Number(match[2]);
+    const pixels = width * height;
+    const within = width % 16 === 0 && height % 16 === 0 && Math.max(width, height) <= 3840 && Math.max(width, height) <= 3 * Math.min(width, height);
+    if (within && pixels >= 655_360 && pixels <= 8_294_400) return [width, height];
+  }
+  return [GPT_IMAGE_2_DEAREST_SIDE, GPT_IMAGE_2_DEAREST_SIDE];
+}
+
+function gptImage2Tokens(factor: number, [width, height]: readonly [number, number]): number {
+  const long = Math.max(width, height);
+  const short = Math.min(width, height);
+  const side = Math.floor((2 * factor * short + long) / (2 * long));
+  // Integers well below 2^53: exact.
+  return Math.floor((factor * side * (2_000_000 + width * height) + 3_999_999) / 4_000_000);
+}
+
+/**
+ * Output tokens one generated image costs at most (token-billed image models), partial images included: gpt-image-1
+ * by OpenAI's table, gpt-image-2 by its size formula, any other model by the table's largest image. Undefined when
+ * no bound is known: a later OpenAI image model (gpt-image-2.5, chatgpt-image-latest), whose sizes and qualities go
+ * past both, or a gpt-image-2 quality other than `low`, `medium`, `high` or `auto`. `model` defaults to gpt-image-1.
+ */
+export function imageOutputTokens(output: ImageOutput, model?: string): number | undefined {
+  const name = model === undefined ? 'gpt-image-1' : splitModel(model, undefined).model.toLowerCase();
+  const quality = typeof output?.quality === 'string' ? output.quality.toLowerCase() : undefined;
+  const size = typeof output?.size === 'string' ? output.size.toLowerCase() : undefined;
+  let image: number | undefined;
+  if (GPT_IMAGE_2.test(name)) {
+    const factor = GPT_IMAGE_2_QUALITY.get(quality === undefined || quality === 'auto' ? 'high' : quality);
+    image = factor === undefined ? undefined : gptImage2Tokens(factor, gptImage2Size(size));
+  } else if (GPT_IMAGE_1.test(name) || !OPENAI_IMAGE.test(name)) {
+    image = (quality !== undefined && size !== undefined ? IMAGE_OUTPUT_TOKENS.get(quality)?.get(size) : undefined) ?? MAX_IMAGE_OUTPUT_TOKENS;
+  }
+  return image === undefined ? undefined : image + partialImageTokens(output);
+}
+
+/** The output tokens of the partial images streamed before one final image. */
+function partialImageTokens(output: ImageOutput): number {
+  const partial = output?.partialImages;
+  return typeof partial === 'number' && Number.isSafeInteger(partial) && partial > 0 ? partial * PARTIAL_IMAGE_TOKENS : 0;
 }
 
 // ---- maximum output ------------------------------------------------------------------------------------------
@@ -334,7 +387,18 @@ function estimateWith(
   let outputImageTokens = 0;
   let limitSource: string;
   if (estimate.imageOutput !== undefined) {
-    perChoice = imageOutputTokens(estimate.imageOutput);
+    // The policy's `max_output_tokens` for an image model is the most one image bills: it replaces the tables.
+    const own = entry?.maxOutputTokens;
+    const bound = own != null ? own + partialImageTokens(estimate.imageOutput) : imageOutputTokens(estimate.imageOutput, model);
+    if (bound === undefined) {
+      return refuse(
+        `the output of ${JSON.stringify(model)}${estimate.imageOutput.quality ? ` at quality ${JSON.stringify(estimate.imageOutput.quality)}` : ''} has no known token bound; ` +
+          `set the most one image can bill: pricing: { ${JSON.stringify(named)}: { max_output_tokens: <tokens per image> } }`,
+        base,
+        { section: 'pricing', model },
+      );
+    }
+    perChoice = bound;
     outputImageTokens = perChoice * n;
     limitSource = 'image size and quality';
   } else {
