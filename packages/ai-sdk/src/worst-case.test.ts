@@ -75,6 +75,16 @@ const MEDIA_FAMILIES: readonly MediaFamily[] = [
         maxRetries: 0,
       }),
   ],
+  // gpt-image-2 bills by the size asked, up to 4K: more than gpt-image-1's largest image.
+  [
+    'generateImage: gpt-image-2 at 3840x2160, high quality',
+    (p, s) => generateImage({ model: imageModel(p, s, 'gpt-image-2'), prompt: 'a cat', size: '3840x2160', providerOptions: { openai: { quality: 'high' } }, maxRetries: 0 }),
+  ],
+  ['generateImage: gpt-image-2 n: 2, no size or quality (the dearest size)', (p, s) => generateImage({ model: imageModel(p, s, 'gpt-image-2'), prompt: 'a cat', n: 2, maxRetries: 0 })],
+  [
+    'generateImage: gpt-image-2 edit of two images (read at high fidelity)',
+    (p, s) => generateImage({ model: imageModel(p, s, 'gpt-image-2'), prompt: { text: 'add a hat', images: [PNG, PNG] }, size: '1024x1024', maxRetries: 0 }),
+  ],
 ];
 
 describe('worst-case estimates under a concurrent burst (AI SDK embedding and image middleware)', () => {

@@ -11,6 +11,8 @@ const PRICING: AgentPolicyOptions['pricing'] = {
   'tts-1': { perCharacter: '0.000015' },
 };
 const IMAGE = 'https://images.example/cat.png';
+/** The 8-byte PNG signature: enough for an upload the server counts as an image. */
+const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 type Call = (client: OpenAI) => Promise<unknown>;
 
@@ -32,6 +34,13 @@ const FAMILIES: ReadonlyArray<[string, Call]> = [
   ['embeddings', (c) => c.embeddings.create({ model: 'text-embedding-3-small', input: ['one sentence', 'another sentence'] })],
   ['images: dall-e-3 hd, priced per image', (c) => c.images.generate({ model: 'dall-e-3', prompt: 'a cat', size: '1024x1792', quality: 'hd' })],
   ['images: gpt-image-1 n: 2, token-billed', (c) => c.images.generate({ model: 'gpt-image-1', prompt: 'a cat', n: 2 })],
+  // gpt-image-2 bills by the size asked, up to 4K: more than gpt-image-1's largest image.
+  ['images: gpt-image-2 at 3840x2160, high quality', (c) => c.images.generate({ model: 'gpt-image-2', prompt: 'a cat', size: '3840x2160', quality: 'high' })],
+  ['images: gpt-image-2 n: 2, size auto (the dearest size)', (c) => c.images.generate({ model: 'gpt-image-2', prompt: 'a cat', n: 2, size: 'auto' })],
+  [
+    'images: gpt-image-2 edit of two images (read at high fidelity)',
+    async (c) => c.images.edit({ model: 'gpt-image-2', prompt: 'add a hat', size: '1024x1024', image: [await toFile(PNG, 'a.png', { type: 'image/png' }), await toFile(PNG, 'b.png', { type: 'image/png' })] }),
+  ],
   ['audio: whisper-1, billed by the second', async (c) => c.audio.transcriptions.create({ model: 'whisper-1', file: await toFile(wav(30), 'a.wav', { type: 'audio/wav' }) })],
   ['audio: tts-1, billed per character', (c) => c.audio.speech.create({ model: 'tts-1', voice: 'alloy', input: 'Hello there, this is a test.' })],
 ];

@@ -4,9 +4,9 @@ import { listenLocal } from './listen-local.js';
 /**
  * A local stand-in for the OpenAI HTTP API that bills every request the most the provider could bill for it: the
  * whole output limit of every choice (gpt-4o's maximum when the request sets none), every image at its documented
- * high-detail maximum, every generated image at its largest size and quality, audio for its whole duration. It
- * speaks chat completions, Responses, embeddings, image generation and edits, transcription and speech. Requests
- * are held a little so a burst of them overlaps.
+ * high-detail maximum, every generated image at its largest size and quality (a gpt-image-2 image at the size asked,
+ * by its size formula), audio for its whole duration. It speaks chat completions, Responses, embeddings, image
+ * generation and edits, transcription and speech. Requests are held a little so a burst of them overlaps.
  */
 
 /** gpt-4o's listed maximum output. */
@@ -16,7 +16,27 @@ export const GPT_4O_IMAGE_MAX = 85 + 8 * 170;
 /** gpt-image's largest output image (high quality, 1024×1536). */
 export const GPT_IMAGE_MAX = 6240;
 
+/** gpt-image-2's largest output image (high quality, the 2880×2880 square of its most pixels). */
+export const GPT_IMAGE_2_MAX = 23_719;
+
 const IMAGE_TYPES = new Set(['image_url', 'input_image']);
+
+/**
+ * What one gpt-image-2 image bills, by OpenAI's calculator: `q × s × (2,000,000 + w × h) ÷ 4,000,000` rounded up, q
+ * the quality's factor (16, 48, 96; `auto` is high) and s = q × short side ÷ long side rounded. A size left to the
+ * provider (or none) is billed as its dearest, 2880×2880.
+ */
+function gptImage2Tokens(quality: unknown, size: unknown): number {
+  const q = quality === 'low' ? 16 : quality === 'medium' ? 48 : 96;
+  const match = typeof size === 'string' ? /^(\d+)x(\d+)$/.exec(size) : null;
+  const [width, height] = match ? [Number(match[1]), Number(match[2])] : [2880, 2880];
+  const long = Math.max(width, height);
+  const s = Math.floor((2 * q * Math.min(width, height) + long) / (2 * long));
+  return Math.ceil((q * s * (2_000_000 + width * height)) / 4_000_000);
+}
+
+/** The output tokens of one generated image: gpt-image-2 by its size and quality, any other gpt-image its largest. */
+const imageTokens = (model: string, quality: unknown, size: unknown): number => (/^gpt-image-2(?:-\d{4}-\d{2}-\d{2})?$/.test(model) ? gptImage2Tokens(quality, size) : GPT_IMAGE_MAX);
 
 /** A running billing server. */
 export interface BillingServer {
@@ -118,7 +138,8 @@ function answer(path: string, body: Buffer): Json {
   if (path.endsWith('/images/generations')) {
     const data = Array.from({ length: n }, () => ({ b64_json: 'AA==' }));
     if (typeof request['model'] !== 'string' || !request['model'].startsWith('gpt-image')) return { created: 0, data };
-    return { created: 0, data, usage: { input_tokens: inputTokens(request['prompt']), output_tokens: GPT_IMAGE_MAX * n, total_tokens: 0 } };
+    const output = imageTokens(request['model'], request['quality'], request['size']) * n;
+    return { created: 0, data, usage: { input_tokens: inputTokens(request['prompt']), output_tokens: output, total_tokens: 0 } };
   }
   const limit = ((request['max_completion_tokens'] ?? request['max_tokens']) as number | undefined) ?? GPT_4O_MAX_OUTPUT;
   return {
@@ -133,8 +154,8 @@ function answer(path: string, body: Buffer): Json {
 
 /**
  * An image edit (multipart): `n` images, and for gpt-image the prompt, every uploaded image (`image`, `image[]`,
- * `mask`) at gpt-4o's high-detail maximum (plus a full output image each under `input_fidelity: high`) and the
- * largest output image per image asked for.
+ * `mask`) at gpt-4o's high-detail maximum (plus a full output image each under `input_fidelity: high`, and always for
+ * gpt-image-2) and the largest output image per image asked for (gpt-image-2's at the size asked).
  */
 function editAnswer(form: FormData): Json {
   const field = (name: string): string | undefined => {
@@ -146,8 +167,10 @@ function editAnswer(form: FormData): Json {
   const model = field('model') ?? '';
   if (!model.startsWith('gpt-image')) return { created: 0, data };
   const uploads = ['image', 'image[]', 'mask'].reduce((sum, name) => sum + form.getAll(name).filter((value) => typeof value !== 'string').length, 0);
-  const perUpload = GPT_4O_IMAGE_MAX + (field('input_fidelity') === 'high' ? GPT_IMAGE_MAX : 0);
-  return { created: 0, data, usage: { input_tokens: inputTokens(field('prompt') ?? '') + uploads * perUpload, output_tokens: GPT_IMAGE_MAX * n, total_tokens: 0 } };
+  // gpt-image-2 reads every input image at high fidelity.
+  const perUpload = GPT_4O_IMAGE_MAX + (field('input_fidelity') === 'high' || model.startsWith('gpt-image-2') ? GPT_IMAGE_MAX : 0);
+  const output = imageTokens(model, field('quality'), field('size')) * n;
+  return { created: 0, data, usage: { input_tokens: inputTokens(field('prompt') ?? '') + uploads * perUpload, output_tokens: output, total_tokens: 0 } };
 }
 
 async function reply(path: string, contentType: string, body: Buffer): Promise<Json> {
