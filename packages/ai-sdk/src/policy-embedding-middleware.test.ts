@@ -146,7 +146,9 @@ describe('policyEmbeddingMiddleware: what the model reports', () => {
     ['tokens as a string', { tokens: '3' }],
     ['infinite tokens', { tokens: Number.POSITIVE_INFINITY }],
     ['an empty usage object', {}],
-  ])('%s: charged the estimate, never $0', async (_name, usage) => {
+    // Values that were embedded were read: a count of 0 is no report.
+    ['zero tokens', { tokens: 0 }],
+  ])('%s: charged the estimate, never nothing', async (_name, usage) => {
     const session = new AgentPolicy({ budget: 1 }).session();
     await embedMany({ model: wrapEmbeddingModel({ model: mock(usage), middleware: policyEmbeddingMiddleware(session) }), values: VALUES });
     const [decision] = modelDecisions(session.report().decisions);

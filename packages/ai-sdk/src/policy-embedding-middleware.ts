@@ -7,8 +7,8 @@ import { commitUsage, reserveModelCall, settleFailure } from './model-call-reser
  * budget. Before each call (one per chunk `embedMany` sends, one per retry attempt) it reserves the worst case of
  * the values it embeds (their size, priced by core from the policy's `pricing:` or the price catalog; embeddings
  * have no output) and throws the policy error when the budget cannot cover it, so nothing is sent. After the call it
- * commits the real cost from the reported `usage.tokens`; a call that reports no usable count is charged its
- * estimate. Under a budget, a model with no known price is denied before the call.
+ * commits the real cost from the reported `usage.tokens`; a call that reports no usable count (0 included) is
+ * charged its estimate. Under a budget, a model with no known price is denied before the call.
  *
  * @example
  * ```ts
@@ -40,9 +40,10 @@ export function policyEmbeddingMiddleware(session: PolicySession): EmbeddingMode
         await settleFailure(reservation, error, params.abortSignal);
         throw error;
       }
-      // Embeddings report input tokens only; the output side is the estimate's, which is none.
-      const usage = result.usage as { tokens?: unknown } | undefined;
-      await commitUsage(reservation, usage == null ? undefined : { inputTokens: usage.tokens });
+      // Embeddings report input tokens only; the output side is the estimate's, which is none. Values that were
+      // embedded were read: a count of 0 is no report (the estimate is charged).
+      const tokens = (result.usage as { tokens?: unknown } | undefined)?.tokens;
+      await commitUsage(reservation, tokens === undefined || tokens === 0 ? undefined : { inputTokens: tokens });
       return result;
     },
   };

@@ -234,15 +234,20 @@ describe('policyImageMiddleware: what the model reports', () => {
     ['NaN counts', { inputTokens: Number.NaN, outputTokens: Number.NaN, totalTokens: Number.NaN }],
     ['negative counts', { inputTokens: -10, outputTokens: -4000, totalTokens: -4010 }],
     ['only a total', { inputTokens: undefined, outputTokens: undefined, totalTokens: 50 }],
-  ])('token-billed, %s: charged the estimate, never $0', async (_name, usage) => {
+    // An image call reads a prompt and bills the image it returns: a count of 0 is no report.
+    ['zero counts', { inputTokens: 0, outputTokens: 0, totalTokens: 0 }],
+  ])('token-billed, %s: charged the estimate, never nothing', async (_name, usage) => {
     const { session, decisions } = await run('gpt-image-1', [usage === undefined ? {} : { usage: usage as NonNullable<Result['usage']> }]);
     expect(decisions).toHaveLength(1);
     expect(session.spent).toBe(decisions[0]!.settlement!.estimated);
     expect(session.spent).toBeGreaterThan(0);
   });
 
-  it('token-billed, only the input reported: the output is charged at its estimate', async () => {
-    const { decisions } = await run('gpt-image-1', [{ usage: { inputTokens: 10, outputTokens: undefined, totalTokens: undefined } }]);
+  it.each([
+    ['not reported', undefined],
+    ['reported as 0 beside an image returned', 0],
+  ])('token-billed, only the input reported (the output %s): the output is charged at its estimate', async (_name, outputTokens) => {
+    const { decisions } = await run('gpt-image-1', [{ usage: { inputTokens: 10, outputTokens, totalTokens: undefined } }]);
     expect(decisions[0]!.action.metadata).toMatchObject({ inputTokens: 10, outputTokens: GPT_IMAGE_MAX });
     expect(decisions[0]!.settlement!.actual).toBeGreaterThan(0);
   });

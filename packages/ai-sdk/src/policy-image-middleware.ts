@@ -23,6 +23,8 @@ interface ModelInfo {
 const record = (value: unknown): Record<string, unknown> | undefined =>
   typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
 
+const unlessZero = (value: unknown): unknown => (value === 0 ? undefined : value);
+
 const chosen = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' && value.toLowerCase() !== 'auto' ? value : undefined);
 
 /**
@@ -58,7 +60,7 @@ function describeImageCall(model: ModelInfo, params: ImageCallParams): ModelCall
  * Commits an image call from its result. A model core priced per image (its estimate holds no token counts) is
  * charged for the images returned, at the size and quality reserved; a token-billed model for the tokens reported,
  * its output being images (and an edit's input too: the SDK does not pass on the text and image split). Nothing
- * usable reported, or no image returned, is charged the estimate.
+ * usable reported (a count of 0 is none), or no image returned, is charged the estimate.
  */
 async function commitImages(reservation: Reservation, result: { images?: unknown; usage?: unknown }, edit: boolean): Promise<void> {
   const estimate = reservation.decision.action.metadata;
@@ -79,7 +81,9 @@ async function commitImages(reservation: Reservation, result: { images?: unknown
     });
     return;
   }
-  const update = toUsageUpdate(result.usage, estimate);
+  // An image call reads a prompt and bills the images it makes: a side reported as 0 is no report.
+  const usage = record(result.usage);
+  const update = toUsageUpdate(usage && { ...usage, inputTokens: unlessZero(usage['inputTokens']), outputTokens: unlessZero(usage['outputTokens']) }, estimate);
   await (update
     ? reservation.commit({ ...update, outputImageTokens: update.outputTokens, ...(edit ? { inputImageTokens: update.inputTokens } : {}) })
     : reservation.commit());
