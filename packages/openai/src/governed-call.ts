@@ -293,14 +293,29 @@ export class GovernedCall {
   }
 
   private commitUsage(usage: ReadUsage, model: unknown): void {
-    this.finish({ usage: this.billedAs(usage), model: this.pricedModel(model, usage) });
+    const billed = this.billedAs(usage);
+    this.finish(billed ? { usage: billed, model: this.pricedModel(model, usage) } : 'estimate');
   }
 
-  // What the Images API reports as output is image tokens (priced at the model's image rate where it has one), even
-  // when the response does not break its output down.
-  private billedAs(usage: ReadUsage): ReadUsage {
-    if (this.spec.metered?.kind !== 'images' || usage.outputImageTokens !== undefined || usage.outputTokens === 0) return usage;
-    return { ...usage, outputImageTokens: usage.outputTokens };
+  /**
+   * The usage as it is billed, or null when it is no report of what the call cost (the estimate is charged). An
+   * embeddings call reads its input and an Images API call its prompt and makes its images, so a side of theirs
+   * counted 0 (or not given) is no report: it is charged at the estimate. An image model priced per image is
+   * billed by its images, not by tokens. What the Images API reports as output is image tokens (priced at the
+   * model's image rate where it has one), even when the response does not break its output down.
+   */
+  private billedAs(usage: ReadUsage): ReadUsage | null {
+    const kind = this.spec.metered?.kind;
+    if (kind === 'embeddings') return usage.inputTokens > 0 ? usage : null;
+    if (kind !== 'images') return usage;
+    const estimate = this.reservation?.decision.action.metadata;
+    const input = estimate?.['estimatedInputTokens'];
+    const output = estimate?.['maxOutputTokens'];
+    if (typeof input !== 'number' || typeof output !== 'number') return null;
+    const inputTokens = usage.inputTokens > 0 ? usage.inputTokens : input;
+    const outputTokens = usage.outputTokens > 0 ? usage.outputTokens : output;
+    const outputImageTokens = usage.outputTokens > 0 && usage.outputImageTokens !== undefined ? usage.outputImageTokens : outputTokens;
+    return { ...usage, inputTokens, outputTokens, outputImageTokens };
   }
 
   private commitLatest(): void {
@@ -418,7 +433,8 @@ export class GovernedCall {
     }
     const usage = readTokenUsage(data['usage']);
     if (!usage) return;
-    this.latest = { usage: this.billedAs(usage), model: this.pricedModel(data['model'], usage) };
+    const billed = this.billedAs(usage);
+    this.latest = billed ? { usage: billed, model: this.pricedModel(data['model'], usage) } : null;
     // Chat and completion chunks: the final usage chunk has no choices. Any other event with usage is final
     // (image generation, transcription done).
     const chunk = data['object'] === 'chat.completion.chunk' || data['object'] === 'text_completion';

@@ -161,4 +161,58 @@ describe('spend attacks on the openai client', () => {
       }
     });
   });
+
+  describe('media usage lies', () => {
+    // A server that answers embeddings and Images API calls with the usage it is given.
+    let usage: unknown;
+    let baseURL = '';
+    const lying = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const data = req.url?.endsWith('/embeddings')
+          ? [{ object: 'embedding', index: 0, embedding: Buffer.from(new Float32Array([0]).buffer).toString('base64') }]
+          : [{ b64_json: 'AA==' }];
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', created: 0, model: 'm', data, usage }));
+      });
+    });
+    beforeAll(async () => {
+      await new Promise<void>((resolve) => lying.listen(0, '127.0.0.1', resolve));
+      baseURL = `http://127.0.0.1:${(lying.address() as AddressInfo).port}/v1`;
+    });
+    afterAll(() => lying.close());
+    const client = (policy: AgentPolicyOptions = { budget: 10 }) => {
+      const session = new AgentPolicy(policy).session();
+      return { session, client: wrapOpenAI(new OpenAI({ apiKey: 'k', baseURL, maxRetries: 0 }), session) };
+    };
+
+    it.each([
+      ['0 input and 0 output tokens', { input_tokens: 0, output_tokens: 0, total_tokens: 0 }],
+      ['no output_tokens', { input_tokens: 20, total_tokens: 20 }],
+      ['0 output tokens', { input_tokens: 20, output_tokens: 0, total_tokens: 20 }],
+    ])('an image made and %s: the side counted 0 is charged at its estimate, never free', async (_name, reported) => {
+      usage = reported;
+      const { session, client: governed } = client();
+      await governed.images.generate({ model: 'gpt-image-1', prompt: 'a cat', size: '1024x1024', quality: 'low' });
+      const [decision] = costDecisions(session);
+      expect(decision!.action.metadata).toMatchObject({ outputTokens: 272 });
+      expect(decision!.action.metadata!['inputTokens']).toBeGreaterThan(0);
+      expect(session.spent).toBeGreaterThan(0);
+    });
+
+    it('an image priced per image, answered with a zero token usage: charged its images', async () => {
+      usage = { input_tokens: 0, output_tokens: 0, total_tokens: 0 };
+      const { session, client: governed } = client({ budget: 10, pricing: { 'dall-e-3': { perImage: { '1024x1024': 0.04 } } } });
+      await governed.images.generate({ model: 'dall-e-3', prompt: 'a cat', size: '1024x1024' });
+      expect(session.spent).toBe(0.04);
+    });
+
+    it('embeddings answered with prompt_tokens: 0: charged the estimate, never $0', async () => {
+      usage = { prompt_tokens: 0, total_tokens: 0 };
+      const { session, client: governed } = client();
+      await governed.embeddings.create({ model: 'text-embedding-3-small', input: 'one sentence' });
+      const [decision] = costDecisions(session);
+      expect(session.spent).toBe(decision!.settlement!.estimated);
+      expect(session.spent).toBeGreaterThan(0);
+    });
+  });
 });
