@@ -141,6 +141,21 @@ describe('policyImageMiddleware through the AI SDK and the openai provider', () 
     expect(await byQuality({ openai: { quality: 'standard' }, azure: { quality: 'hd' } })).toBe(0.05);
   });
 
+  it('a token-billed image with no known output bound (gpt-image-2 at xhigh, gpt-image-2.5) is denied, saying what to set, and nothing is sent', async () => {
+    const xhigh = setup({ budget: 10 }, 'gpt-image-2');
+    const refused = await generateImage({ model: xhigh.model, prompt: 'a cat', size: '1024x1024', providerOptions: { openai: { quality: 'xhigh' } }, maxRetries: 0 }).catch((e: unknown) => e);
+    expect(denial(refused)?.message).toMatch(/quality "xhigh" has no known token bound.*max_output_tokens/);
+    const later = setup({ budget: 10, pricing: { 'gpt-image-2.5-flare': { input: 5, output: 40 } } }, 'gpt-image-2.5-flare');
+    const unbounded = await generateImage({ model: later.model, prompt: 'a cat', maxRetries: 0 }).catch((e: unknown) => e);
+    expect(denial(unbounded)?.message).toMatch(/max_output_tokens: <tokens per image>/);
+    expect(billing.hits).toBe(0);
+    // With the bound of one image in the policy, the call is reserved at it and sent.
+    const bounded = setup({ budget: 10, pricing: { 'gpt-image-2.5-flare': { input: 5, output: 40, maxOutputTokens: 30_000 } } }, 'gpt-image-2.5-flare');
+    await generateImage({ model: bounded.model, prompt: 'a cat', n: 2, maxRetries: 0 });
+    expect(modelDecisions(bounded.session.report().decisions)[0]!.action.metadata).toMatchObject({ maxOutputTokens: 60_000 });
+    expect(billing.hits).toBe(1);
+  });
+
   it('malformed n: a count that is not a whole number ≥ 1, or one past the budget, is denied and nothing is sent', async () => {
     const { session, model } = setup({ budget: 1 }, 'dall-e-3');
     const half = await generateImage({ model, prompt: 'a cat', n: 0.5, maxRetries: 0 }).catch((e: unknown) => e);
