@@ -117,6 +117,12 @@ describe('estimateModelCall', () => {
     const xhigh = await estimate({ model: 'gpt-image-2', provider: 'openai', imageOutput: { size: '1024x1024', quality: 'xhigh' } });
     expect(xhigh).toMatchObject({ ok: false, rule: { section: 'pricing' } });
     if (!xhigh.ok) expect(xhigh.reason).toMatch(/quality "xhigh" has no known token bound/);
+    // A token-billed image model only the policy names (an Azure deployment, say) may be any model: no bound until the
+    // policy gives one. A model the catalog lists (Gemini's image models) keeps the table's largest image.
+    const deployment = await estimateModelCall({ model: 'my-painter', provider: 'azure.image', imageOutput: { size: '1024x1024' } }, new AgentPolicy({ pricing: { 'my-painter': { input: 5, output: 30 } } }).normalized.pricing);
+    expect(deployment).toMatchObject({ ok: false, rule: { section: 'pricing', model: 'my-painter' } });
+    if (!deployment.ok) expect(deployment.reason).toContain('pricing: { "my-painter": { max_output_tokens: <tokens per image> } }');
+    expect((await estimate({ model: 'gemini-2.5-flash-image', provider: 'google.image', imageOutput: {} })).metadata['maxOutputTokens']).toBe(6240);
     const sunburst = await estimateModelCall({ model: 'gpt-image-2.6-sunburst', n: 2, imageOutput: { size: '3840x2160', partialImages: 1 } }, pricing);
     expect(sunburst.ok && sunburst.metadata).toMatchObject({ maxOutputTokens: 2 * 30_100 });
     expect((await estimate({ model: 'gpt-image-2', provider: 'openai', n: 2, imageOutput: { size: '1024x1024', quality: 'high' } })).metadata['maxOutputTokens']).toBe(2 * 7024);

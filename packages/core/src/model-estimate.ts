@@ -203,6 +203,12 @@ export function imageOutputTokens(output: ImageOutput, model?: string): number |
   return image === undefined ? undefined : image + partialImageTokens(output);
 }
 
+/** Whether {@link imageOutputTokens} knows the model's own output formula (gpt-image-1 and gpt-image-2). */
+function hasImageOutputFormula(model: string): boolean {
+  const name = splitModel(model, undefined).model.toLowerCase();
+  return GPT_IMAGE_1.test(name) || GPT_IMAGE_2.test(name);
+}
+
 /** The output tokens of the partial images streamed before one final image. */
 function partialImageTokens(output: ImageOutput): number {
   const partial = output?.partialImages;
@@ -387,12 +393,16 @@ function estimateWith(
   let outputImageTokens = 0;
   let limitSource: string;
   if (estimate.imageOutput !== undefined) {
-    // The policy's `max_output_tokens` for an image model is the most one image bills: it replaces the tables.
+    // The policy's `max_output_tokens` for an image model is the most one image bills: it replaces the tables. A
+    // model of no family known here is bounded by the tables only when the price catalog lists it (its image models
+    // bill less than gpt-image-1's largest image): a name only the policy knows (an Azure deployment, say) may be
+    // any model, gpt-image-2 at 4K included.
     const own = entry?.maxOutputTokens;
-    const bound = own != null ? own + partialImageTokens(estimate.imageOutput) : imageOutputTokens(estimate.imageOutput, model);
+    const listed = hasImageOutputFormula(model) || billing.catalogListed;
+    const bound = own != null ? own + partialImageTokens(estimate.imageOutput) : listed ? imageOutputTokens(estimate.imageOutput, model) : undefined;
     if (bound === undefined) {
       return refuse(
-        `the output of ${JSON.stringify(model)}${estimate.imageOutput.quality ? ` at quality ${JSON.stringify(estimate.imageOutput.quality)}` : ''} has no known token bound; ` +
+        `the output of ${JSON.stringify(model)}${estimate.imageOutput.quality && listed ? ` at quality ${JSON.stringify(estimate.imageOutput.quality)}` : ''} has no known token bound; ` +
           `set the most one image can bill: pricing: { ${JSON.stringify(named)}: { max_output_tokens: <tokens per image> } }`,
         base,
         { section: 'pricing', model },

@@ -47,6 +47,8 @@ export interface Billing {
   readonly entry: NormalizedPrice | null;
   /** The catalog's context window for the model, if it lists one. */
   readonly contextWindow: number | null;
+  /** Whether the price catalog lists the model (its prices by tokens or by the second), whatever prices it here. */
+  readonly catalogListed: boolean;
   /** Name the model is listed under (the policy key, or the catalog id). */
   readonly listedAs: string;
 }
@@ -366,12 +368,13 @@ export function billingOf(model: string, provider: string | undefined, overrides
       characters: price.perCharacter !== null,
       entry: price,
       contextWindow: catalog?.contextWindow ?? null,
+      catalogListed: catalog !== null,
       listedAs: entry.name,
     };
   } else if (catalog) {
-    billing = { source: 'catalog', tokens: catalog.tokens, images: false, seconds: catalog.seconds, characters: false, entry: entry?.price ?? null, contextWindow: catalog.contextWindow, listedAs: catalog.id };
+    billing = { source: 'catalog', tokens: catalog.tokens, images: false, seconds: catalog.seconds, characters: false, entry: entry?.price ?? null, contextWindow: catalog.contextWindow, catalogListed: true, listedAs: catalog.id };
   } else {
-    billing = { source: 'none', tokens: false, images: false, seconds: false, characters: false, entry: entry?.price ?? null, contextWindow: null, listedAs: splitModel(model, provider).model };
+    billing = { source: 'none', tokens: false, images: false, seconds: false, characters: false, entry: entry?.price ?? null, contextWindow: null, catalogListed: false, listedAs: splitModel(model, provider).model };
   }
   if (billingMemo.size >= MEMO_LIMIT) billingMemo.clear();
   billingMemo.set(memoKey, billing);
