@@ -4,11 +4,17 @@ import { toUsageUpdate } from './to-usage-update.js';
 /**
  * Reserves a model call's worst case through core (`session.reserveModelCall`) and throws the policy error when it
  * is not allowed (over budget, no known price or bound under a budget, a malformed call option), so the call is
- * never sent.
+ * never sent. A call whose `signal` is aborted before it is sent is never sent either: it throws the abort reason,
+ * with nothing reserved (or the reservation released, when the abort came while reserving).
  */
-export async function reserveModelCall(session: PolicySession, estimate: ModelCallEstimate): Promise<Reservation> {
+export async function reserveModelCall(session: PolicySession, estimate: ModelCallEstimate, signal?: AbortSignal): Promise<Reservation> {
+  signal?.throwIfAborted();
   const reservation = await session.reserveModelCall(estimate);
   if (!reservation.allowed) throw decisionError(reservation.decision);
+  if (signal?.aborted) {
+    await reservation.release();
+    signal.throwIfAborted();
+  }
   return reservation;
 }
 

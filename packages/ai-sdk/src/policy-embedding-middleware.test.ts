@@ -48,6 +48,15 @@ describe('policyEmbeddingMiddleware through the AI SDK and the openai provider',
     expect(session.spent).toBe(usd(billed(VALUES)));
   });
 
+  it('a call whose signal is aborted before it is sent is not sent, and nothing is reserved or charged', async () => {
+    const { session, model } = setup({ budget: 1 });
+    const error = await embedMany({ model, values: VALUES, abortSignal: AbortSignal.abort(), maxRetries: 0 }).catch((e: unknown) => e);
+    expect((error as Error).name).toBe('AbortError');
+    expect(billing.hits).toBe(0);
+    expect(modelDecisions(session.report().decisions)).toEqual([]);
+    expect(session.spent).toBe(0);
+  });
+
   it('a call the budget cannot cover throws the policy error and sends nothing', async () => {
     const { session, model } = setup({ budget: Math.floor(usd(reserved(['one sentence'])) * 1e9 / 2) / 1e9 });
     const error = await embed({ model, value: 'one sentence', maxRetries: 3 }).catch((e: unknown) => e);

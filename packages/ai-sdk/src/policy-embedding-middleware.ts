@@ -32,7 +32,7 @@ export function policyEmbeddingMiddleware(session: PolicySession): EmbeddingMode
         prompt: params.values,
         maxOutputTokens: 0,
         metadata: { via: 'ai-sdk', call: 'embed' },
-      });
+      }, params.abortSignal);
       let result;
       try {
         result = await doEmbed();

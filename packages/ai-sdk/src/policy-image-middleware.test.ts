@@ -47,6 +47,15 @@ describe('policyImageMiddleware through the AI SDK and the openai provider', () 
     expect(session.spent).toBe(0.16);
   });
 
+  it('a call whose signal is aborted before it is sent is not sent, and nothing is reserved or charged', async () => {
+    const { session, model } = setup({ budget: 1 }, 'dall-e-3');
+    const error = await generateImage({ model, prompt: 'a cat', size: '1024x1024', abortSignal: AbortSignal.abort(), maxRetries: 0 }).catch((e: unknown) => e);
+    expect((error as Error).name).toBe('AbortError');
+    expect(billing.hits).toBe(0);
+    expect(modelDecisions(session.report().decisions)).toEqual([]);
+    expect(session.spent).toBe(0);
+  });
+
   it('a call the budget cannot cover throws the policy error and sends nothing', async () => {
     const { session, model } = setup({ budget: 0.05 }, 'dall-e-3');
     const error = await generateImage({ model, prompt: 'a cat', size: '1024x1024', providerOptions: { openai: { quality: 'hd' } }, maxRetries: 3 }).catch((e: unknown) => e);

@@ -117,7 +117,7 @@ export function policyImageMiddleware(session: PolicySession): ImageModelMiddlew
     async wrapGenerate({ doGenerate, params, model }) {
       const call = params as ImageCallParams;
       const estimate = describeImageCall(model, call);
-      const reservation = await reserveModelCall(session, estimate);
+      const reservation = await reserveModelCall(session, estimate, call.abortSignal);
       let result;
       try {
         result = await doGenerate();

@@ -159,6 +159,20 @@ describe('policyMiddleware', () => {
     expect(modelDecisions(report.decisions)[0]!.settlement).toEqual({ status: 'committed', estimated: estimate, actual: estimate });
   });
 
+  it('a call whose signal is aborted before it is sent is not sent, and nothing is reserved or charged', async () => {
+    const session = makePolicy({ budget: 1 }).session();
+    const base = new MockLanguageModelV4({ doGenerate: textResult('x'), doStream: { stream: convertArrayToReadableStream(textStreamParts(['x'])) } });
+    const model = wrapLanguageModel({ model: base, middleware: policyMiddleware(session) });
+    const signal = AbortSignal.abort();
+    await expect(generateText({ model, prompt: 'x', abortSignal: signal, maxRetries: 0 })).rejects.toThrow();
+    const streamed = streamText({ model, prompt: 'x', abortSignal: signal, maxRetries: 0, onError: () => undefined });
+    await streamed.consumeStream();
+    expect(base.doGenerateCalls).toHaveLength(0);
+    expect(base.doStreamCalls).toHaveLength(0);
+    expect(modelDecisions(session.report().decisions)).toEqual([]);
+    expect(session.spent).toBe(0);
+  });
+
   it('charges the estimate as soon as a stream is aborted', async () => {
     const session = makePolicy({ budget: 1 }).session();
     const words = Array.from({ length: 100 }, (_, i) => `word${i} `);

@@ -30,7 +30,7 @@ async function reserve(session: PolicySession, model: ModelInfo, params: CallPar
     ...media,
     ...(typeof params.maxOutputTokens === 'number' ? { maxOutputTokens: params.maxOutputTokens } : {}),
     metadata: { via: 'ai-sdk', call },
-  });
+  }, params.abortSignal);
 }
 
 function warn(error: unknown): void {
