@@ -195,6 +195,27 @@ describe('embeddings spend attacks: concurrency', () => {
     expect(session.pendingReservations).toBe(0);
   });
 
+  it('Korean texts, which a byte-level tokeniser bills at a token a byte: 8 concurrent calls under a budget for 2 never spend past it', async () => {
+    // A server billing each text at a token per UTF-8 byte, as cl100k_base (text-embedding-3-*) bills this Korean text.
+    const korean = await startBillingServer({ embeddingTokens: (text) => Buffer.byteLength(text) });
+    try {
+      const model = () => openAI({ configuration: { baseURL: korean.baseURL } });
+      const text = '뷁뷂뷃뷄뷅'.repeat(40);
+      const probe = new AgentPolicy({ budget: 1 }).session();
+      await policyEmbeddings(model(), probe).embedQuery(text);
+      const estimate = costs(probe)[0]!.settlement!.estimated;
+      const budget = budgetOf(2.5 * estimate);
+      const session = new AgentPolicy({ budget }).session();
+      const embeddings = policyEmbeddings(model(), session);
+      const results = await Promise.allSettled(Array.from({ length: 8 }, () => embeddings.embedQuery(text)));
+      expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(2);
+      expect(session.spent).toBeLessThanOrEqual(budget);
+      expect(session.report().overrun).toBe(0);
+    } finally {
+      await korean.close();
+    }
+  });
+
   it('one model wrapped for two sessions: each call is reserved and charged once, to its own session', async () => {
     const model = openAI();
     const first = new AgentPolicy({ budget: 1 }).session();
