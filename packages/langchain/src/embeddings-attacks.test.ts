@@ -44,6 +44,7 @@ async function estimateOf(texts: string[] | string): Promise<number> {
 }
 /** A budget in whole nano-dollars, as a policy takes it. */
 const budgetOf = (usd: number): number => Math.round(usd * 1e9) / 1e9;
+const sourceOf = (decision: Decision | undefined): unknown => (decision?.action.type === 'cost' ? decision.action.source : undefined);
 const codeOf = (error: unknown): unknown => (AgentPolicyError.isInstance(error) ? error.code : error);
 
 describe('embeddings spend attacks: denials', () => {
@@ -226,6 +227,41 @@ describe('embeddings spend attacks: concurrency', () => {
     expect(costs(second)).toHaveLength(1);
     expect(first.spent).toBe(usd(first, billedTokens('one')));
     expect(second.spent).toBe(usd(second, billedTokens(['two', 'three'])));
+  });
+});
+
+describe('embeddings spend attacks: a wrapper wrapped again', () => {
+  it('for its own session: each request is reserved and charged once, at the model its wrapper meters', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const twice = policyEmbeddings(policyEmbeddings(openAI({ batchSize: 2 }), session), session);
+    await twice.embedDocuments(['a', 'b', 'c']);
+    await twice.embedQuery('d');
+    expect(server.hits).toBe(3);
+    expect(costs(session).map((decision) => [decision.decision, sourceOf(decision), decision.settlement?.status])).toEqual(
+      Array(3).fill(['allow', `model:openai/${EMBEDDING_MODEL}`, 'committed']),
+    );
+    expect(session.spent).toBe(usd(session, billedTokens(['a', 'b']) + billedTokens(['c']) + billedTokens('d')));
+  });
+
+  it('for another session: both sessions meter the request, each under its own budget, priced as the model', async () => {
+    const inner = new AgentPolicy({ budget: 1 }).session();
+    const outer = new AgentPolicy({ budget: 1 }).session();
+    const embeddings = policyEmbeddings(policyEmbeddings(openAI(), inner), outer);
+    await embeddings.embedQuery('shared');
+    expect(server.hits).toBe(1);
+    expect(inner.spent).toBe(usd(inner, billedTokens('shared')));
+    // The outer session does not see the response: it is charged the request's estimate.
+    const [charged] = costs(outer);
+    expect(sourceOf(charged)).toBe(`model:openai/${EMBEDDING_MODEL}`);
+    expect(charged!.settlement).toMatchObject({ status: 'committed', actual: charged!.settlement!.estimated });
+    // Under an outer budget that cannot cover it, nothing is sent and the inner session records nothing.
+    const poor = new AgentPolicy({ budget: 1e-9 }).session();
+    const refused = await policyEmbeddings(policyEmbeddings(openAI(), inner), poor)
+      .embedQuery('shared')
+      .catch((caught: unknown) => caught);
+    expect(refused).toBeInstanceOf(PolicyDeniedError);
+    expect(server.hits).toBe(1);
+    expect(costs(inner)).toHaveLength(1);
   });
 });
 
