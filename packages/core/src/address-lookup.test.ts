@@ -104,6 +104,14 @@ describe('session.lookup: the network policy on the addresses a name resolves to
     expect(() => session.createLookup({ lookup: 'dns' as unknown as Resolver })).toThrow(TypeError);
   });
 
+  it('hears a resolver that answers one address as dns.lookup does without all (address, family)', async () => {
+    const session = new AgentPolicy({ blockedDomains: ['169.254.169.254'] }).session();
+    const single = (address: string): Resolver => ((_hostname: string, _options: unknown, callback: (error: null, address: string, family: number) => void) => callback(null, address, 4)) as unknown as Resolver;
+    expect(await ask(session.createLookup({ lookup: single('93.184.216.34') }), 'api.example.com')).toEqual({ error: null, address: '93.184.216.34', family: 4 });
+    expect(await ask(session.createLookup({ lookup: single('93.184.216.34') }), 'api.example.com', { all: true })).toMatchObject({ error: null, address: [v4('93.184.216.34')] });
+    expect(findPolicyError((await ask(session.createLookup({ lookup: single('169.254.169.254') }), 'metadata.attacker.test')).error)).toBeInstanceOf(PolicyDeniedError);
+  });
+
   it('under mode: shadow, connects and records the deny as the shadow of an allow', async () => {
     const session = AgentPolicy.fromDict({ mode: 'shadow', network: { block: ['169.254.169.254'] } }).session();
     const lookup = session.createLookup({ lookup: resolver({ 'metadata.attacker.test': [[v4('169.254.169.254')]] }) });

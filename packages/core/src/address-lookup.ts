@@ -16,7 +16,10 @@ export type LookupFunction = (
 
 /** Options of {@link PolicySession.createLookup}. */
 export interface PolicyLookupOptions {
-  /** The resolver asked first; `dns.lookup` by default. It is always asked for every address (`all: true`). */
+  /**
+   * The resolver asked first; `dns.lookup` by default. It is always asked for every address (`all: true`); one that
+   * answers a single address instead (`callback(null, address, family)`) is heard as well.
+   */
   lookup?: (hostname: string, options: LookupAllOptions, callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;
 }
 
@@ -45,15 +48,17 @@ export function createPolicyLookup(check: AddressCheck, options: PolicyLookupOpt
     else if (typeof given === 'number') lookupOptions = { family: given };
     else if (typeof given === 'object' && given !== null) lookupOptions = { ...(given as Record<string, unknown>) };
     const wantsAll = lookupOptions['all'] === true;
-    let answered = false;
-    resolve(hostname, { ...lookupOptions, all: true } as LookupAllOptions, (error, addresses) => {
+    let heardOnce = false;
+    const heard = (error: NodeJS.ErrnoException | null, resolved: LookupAddress[] | string, family?: number): void => {
       // dns.lookup answers once: a resolver calling back again is not heard (a refused connection stays refused).
-      if (answered) return;
-      answered = true;
+      if (heardOnce) return;
+      heardOnce = true;
       if (error) {
         cb(error, wantsAll ? [] : '');
         return;
       }
+      // A resolver that ignores `all` answers as dns.lookup does without it: one address and its family.
+      const addresses: unknown = typeof resolved === 'string' ? [{ address: resolved, family }] : resolved;
       let refused: Error | undefined;
       const answer: LookupAddress[] = [];
       try {
@@ -81,7 +86,8 @@ export function createPolicyLookup(check: AddressCheck, options: PolicyLookupOpt
       const first = answer[0] as LookupAddress;
       if (wantsAll) cb(null, answer);
       else cb(null, first.address, first.family);
-    });
+    };
+    resolve(hostname, { ...lookupOptions, all: true } as LookupAllOptions, heard as Parameters<typeof resolve>[2]);
   };
 }
 
