@@ -9,8 +9,8 @@ import { denialOf as denial, modelDecisions } from './test-utils.js';
 
 /** What the billing server reports for an input: about 4 bytes a token. */
 const billed = (input: unknown): number => Math.ceil(Buffer.byteLength(JSON.stringify(input)) / 4);
-/** What core reserves for a list of values: 3 bytes a token plus 4 a value (its worst case). */
-const reserved = (values: string[]): number => Math.ceil(Buffer.byteLength(JSON.stringify(values)) / 3) + 4 * values.length;
+/** What core reserves for a list of values: one token a byte plus 4 a value (its worst case). */
+const reserved = (values: string[]): number => Buffer.byteLength(JSON.stringify(values)) + 4 * values.length;
 /** USD core charges for input tokens of text-embedding-3-small (the catalog's USD 0.02 per million, rounded up to a nano-dollar). */
 const usd = (tokens: number): number => {
   const price = new AgentPolicy().session().priceUsage({ model: 'text-embedding-3-small', provider: 'openai.embedding', inputTokens: tokens, outputTokens: 0 });

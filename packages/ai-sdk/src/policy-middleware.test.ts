@@ -40,9 +40,9 @@ describe('policyMiddleware', () => {
 
   it('stops further model calls once the budget cannot cover the next one', async () => {
     let runs = 0;
-    // Each call reserves $0.002 for 100 output tokens at $20/M plus its growing prompt (about $0.0029, $0.0037, $0.0046)
-    // and really costs $0.001: the third call no longer fits in $0.005.
-    const session = makePolicy({ budget: 0.005 }).session();
+    // Each call reserves $0.002 for 100 output tokens at $20/M plus its growing prompt (about $0.0044, $0.0068, $0.0092)
+    // and really costs $0.001: the third call no longer fits in $0.01.
+    const session = makePolicy({ budget: 0.01 }).session();
     const base = new MockLanguageModelV4({
       doGenerate: [toolCallResult('step', 'call-1', {}, usage(40, 30)), toolCallResult('step', 'call-2', {}, usage(40, 30)), textResult('unreachable')],
     });

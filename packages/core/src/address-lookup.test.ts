@@ -1,6 +1,6 @@
 import type { LookupAddress } from 'node:dns';
 import { createServer, get, Agent as HttpAgent, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Agent as UndiciAgent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -104,6 +104,14 @@ describe('session.lookup: the network policy on the addresses a name resolves to
     expect(() => session.createLookup({ lookup: 'dns' as unknown as Resolver })).toThrow(TypeError);
   });
 
+  it('hears a resolver that answers one address as dns.lookup does without all (address, family)', async () => {
+    const session = new AgentPolicy({ blockedDomains: ['169.254.169.254'] }).session();
+    const single = (address: string): Resolver => ((_hostname: string, _options: unknown, callback: (error: null, address: string, family: number) => void) => callback(null, address, 4)) as unknown as Resolver;
+    expect(await ask(session.createLookup({ lookup: single('93.184.216.34') }), 'api.example.com')).toEqual({ error: null, address: '93.184.216.34', family: 4 });
+    expect(await ask(session.createLookup({ lookup: single('93.184.216.34') }), 'api.example.com', { all: true })).toMatchObject({ error: null, address: [v4('93.184.216.34')] });
+    expect(findPolicyError((await ask(session.createLookup({ lookup: single('169.254.169.254') }), 'metadata.attacker.test')).error)).toBeInstanceOf(PolicyDeniedError);
+  });
+
   it('under mode: shadow, connects and records the deny as the shadow of an allow', async () => {
     const session = AgentPolicy.fromDict({ mode: 'shadow', network: { block: ['169.254.169.254'] } }).session();
     const lookup = session.createLookup({ lookup: resolver({ 'metadata.attacker.test': [[v4('169.254.169.254')]] }) });
@@ -187,6 +195,131 @@ describe('session.lookup in the agents that open real connections (servers on 12
   });
 });
 
+describe('session.lookup answers with what it decided (servers on 127.0.0.1 and on the blocked 127.0.0.2)', () => {
+  // One port where 127.0.0.1 refuses connections and 127.0.0.2 (blocked) serves: reaching it is the bypass.
+  let blocked: Server;
+  let allowed: Server;
+  let port: number;
+  let reachedBlocked = 0;
+  let reachedAllowed = 0;
+  const refuses = (host: string, at: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      const socket = connect(at, host);
+      socket.on('connect', () => (socket.destroy(), resolve(false)));
+      socket.on('error', () => resolve(true));
+    });
+  beforeAll(async () => {
+    for (;;) {
+      blocked = createServer((_req, res) => res.writeHead(200, { connection: 'close' }).end('blocked'));
+      blocked.on('connection', () => reachedBlocked++);
+      await new Promise<void>((resolve) => blocked.listen(0, '127.0.0.2', resolve));
+      port = (blocked.address() as AddressInfo).port;
+      if (await refuses('127.0.0.1', port)) break;
+      await new Promise<void>((resolve) => blocked.close(() => resolve()));
+    }
+    reachedBlocked = 0;
+    allowed = createServer((_req, res) => res.writeHead(200, { connection: 'close' }).end('ok'));
+    allowed.on('connection', () => reachedAllowed++);
+    await new Promise<void>((resolve) => allowed.listen(0, '127.0.0.1', resolve));
+  });
+  afterAll(async () => {
+    await new Promise<void>((resolve) => blocked.close(() => resolve()));
+    await new Promise<void>((resolve) => allowed.close(() => resolve()));
+  });
+
+  const policy = new AgentPolicy({ allowedDomains: ['app.test', '127.0.0.1'], blockedDomains: ['127.0.0.2'] });
+  const fetchThrough = (agent: HttpAgent, at = port): Promise<string> =>
+    new Promise((resolve, reject) => {
+      get({ host: 'app.test', port: at, path: '/', agent }, (res) => {
+        let body = '';
+        res.on('data', (chunk) => (body += String(chunk)));
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+  const settleSockets = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+  it('an address that reads differently after it was checked (a getter) is connected to as it was checked', async () => {
+    const session = policy.session();
+    const blockedBefore = reachedBlocked;
+    let reads = 0;
+    const shifty = {
+      get address() {
+        return reads++ === 0 ? '127.0.0.1' : '127.0.0.2';
+      },
+      family: 4,
+    };
+    const agent = new HttpAgent({ lookup: session.createLookup({ lookup: (_hostname, _options, callback) => callback(null, [shifty as LookupAddress]) }) as never });
+    const outcome = await fetchThrough(agent).catch((error: unknown) => error);
+    await settleSockets();
+    expect(reachedBlocked - blockedBefore).toBe(0);
+    // 127.0.0.1 refuses on this port: the connection went where it was decided, and failed there.
+    expect(outcome).toMatchObject({ code: 'ECONNREFUSED', address: '127.0.0.1' });
+    agent.destroy();
+  });
+
+  it('happy eyeballs: a cache that updates its entries in place after answering cannot send a later attempt to a blocked address', async () => {
+    const session = policy.session();
+    const blockedBefore = reachedBlocked;
+    // Two allowed forms of 127.0.0.1; the first refuses, so net tries the second 10 ms later, reading it only then.
+    const cached: LookupAddress[] = [v4('127.0.0.1'), v6('::ffff:127.0.0.1')];
+    const lookup = session.createLookup({
+      lookup: (_hostname, _options, callback) => {
+        callback(null, cached);
+        // The name is rebound, and the cache refreshes the entries it handed out.
+        setImmediate(() => (cached[1]!.address = '::ffff:127.0.0.2'));
+      },
+    });
+    const agent = new HttpAgent({ lookup: lookup as never, autoSelectFamily: true, autoSelectFamilyAttemptTimeout: 10 } as never);
+    const outcome = await fetchThrough(agent).catch((error: unknown) => error);
+    await settleSockets();
+    expect(reachedBlocked - blockedBefore).toBe(0);
+    expect(outcome).toBeInstanceOf(Error);
+    expect(findPolicyError(outcome)).toBeUndefined();
+    agent.destroy();
+  });
+
+  it('a resolver that calls back twice is heard once: a refused connection opens none afterwards, an allowed one is not broken', async () => {
+    const session = policy.session();
+    const allowedPort = (allowed.address() as AddressInfo).port;
+    const twice = (first: LookupAddress, second: LookupAddress) =>
+      new HttpAgent({
+        lookup: session.createLookup({
+          lookup: (_hostname, _options, callback) => {
+            callback(null, [first]);
+            callback(null, [second]);
+          },
+        }) as never,
+      });
+    const before = reachedAllowed;
+    const refused = await fetchThrough(twice(v4('127.0.0.2'), v4('127.0.0.1')), allowedPort).catch((error: unknown) => error);
+    await settleSockets();
+    expect(findPolicyError(refused)).toBeInstanceOf(PolicyDeniedError);
+    expect(reachedAllowed - before).toBe(0);
+    expect(await fetchThrough(twice(v4('127.0.0.1'), v4('127.0.0.2')), allowedPort)).toBe('ok');
+    expect(session.report().decisions.map((decision) => decision.decision)).toEqual(['deny']);
+  });
+
+  it('answers in the forms dns.lookup does: the family is the address\'s own, a zone id is kept but not decided', async () => {
+    const session = new AgentPolicy({ allowedDomains: ['app.test', '127.0.0.1'], blockedDomains: ['127.0.0.2', 'fe80::1'] }).session();
+    const answering = (entry: unknown) => session.createLookup({ lookup: (_hostname, _options, callback) => callback(null, [entry as LookupAddress]) });
+    const allowedPort = (allowed.address() as AddressInfo).port;
+    // A resolver that leaves the family out, gives 0, or gives the other one still connects.
+    for (const family of [undefined, 0, 6]) {
+      const agent = new HttpAgent({ lookup: answering({ address: '127.0.0.1', family }) as never });
+      expect(await fetchThrough(agent, allowedPort), String(family)).toBe('ok');
+      agent.destroy();
+    }
+    expect(await ask(answering({ address: '::FFFF:127.0.0.1', family: 4 }), 'app.test', { all: true })).toMatchObject({ error: null, address: [v6('::FFFF:127.0.0.1')] });
+    expect(await ask(answering({ address: 'fe80::2%lo', family: 6 }), 'app.test')).toEqual({ error: null, address: 'fe80::2%lo', family: 6 });
+    const zoned = await ask(answering({ address: 'fe80::1%lo', family: 6 }), 'app.test');
+    expect((findPolicyError(zoned.error) as PolicyDeniedError).decision.rule).toMatchObject({ section: 'network', list: 'block', entry: 'fe80::1', address: '[fe80::1]' });
+    // Forms a URL reads as 127.0.0.1 but a socket does not take are refused, not decided as something else.
+    for (const address of ['0177.0.0.1', '127.1', '2130706433']) {
+      expect((await ask(answering({ address, family: 4 }), 'app.test')).error?.message, address).toMatch(/which is not an IP address/);
+    }
+  });
+});
+
 describe('replaying a refused connection', () => {
   const tempDir = useTempDirs('agentpolicy-lookup-');
 
@@ -200,5 +333,18 @@ describe('replaying a refused connection', () => {
     expect(unblocked).toMatchObject({ decisions: 1, changed: 1, transitions: { 'deny → allow': 1 } });
     const still = replayAuditLog(path, new AgentPolicy({ allowedDomains: ['metadata.attacker.test'], blockedDomains: ['169.254.0.0', '169.254.169.254'] }));
     expect(still).toMatchObject({ decisions: 1, changed: 0 });
+  });
+
+  it('a connection let through under mode: shadow is decided again as a lookup, by its address alone', async () => {
+    const path = join(tempDir(), 'audit.jsonl');
+    const log = createAuditLog(path);
+    const session = AgentPolicy.fromDict({ mode: 'shadow', network: { block: ['169.254.169.254'] } }).session({ sinks: [log] });
+    await ask(session.createLookup({ lookup: resolver({ 'metadata.attacker.test': [[v4('169.254.169.254')]] }) }), 'metadata.attacker.test');
+    log.close();
+    // An allow-list decides names: enforcing one that names the host still lets its connection through.
+    expect(replayAuditLog(path, new AgentPolicy({ allowedDomains: ['metadata.attacker.test'] }))).toMatchObject({ decisions: 1, changed: 0 });
+    const enforced = replayAuditLog(path, new AgentPolicy({ blockedDomains: ['169.254.169.254'] }));
+    expect(enforced).toMatchObject({ decisions: 1, changed: 1, transitions: { 'allow → deny': 1 } });
+    expect(enforced.byRule[0]?.examples[0]?.new.reason).toBe('"metadata.attacker.test" resolves to 169.254.169.254, which network.block entry "169.254.169.254" blocks');
   });
 });

@@ -4,6 +4,9 @@ import type { PolicyValidationError } from './errors.js';
 import { describe, expect, it } from 'vitest';
 import { usdToNanosCeil } from './money.js';
 import { estimatePromptTokens, imagePrice, priceUsage } from './pricing.js';
+import cl100k from 'js-tiktoken/ranks/cl100k_base';
+import o200k from 'js-tiktoken/ranks/o200k_base';
+import { Tiktoken } from 'js-tiktoken/lite';
 
 const none = new Map();
 
@@ -56,10 +59,35 @@ describe('catalog pricing', () => {
     if (!result.ok) expect(result.reason).toContain('pricing: { "acme-9": { input:');
   });
 
-  it('estimates prompt tokens generously', () => {
-    expect(estimatePromptTokens('a'.repeat(300))).toBe(104);
-    expect(estimatePromptTokens([{ role: 'user', content: 'hi' }])).toBeGreaterThan(5);
+  it('estimates prompt tokens as an upper bound: one per UTF-8 byte, plus 4 per message', () => {
+    expect(estimatePromptTokens('a'.repeat(300))).toBe(304);
+    expect(estimatePromptTokens('한')).toBe(3 + 4);
+    expect(estimatePromptTokens([{ role: 'user', content: 'hi' }])).toBe(Buffer.byteLength('[{"role":"user","content":"hi"}]') + 4);
     expect(estimatePromptTokens(undefined)).toBe(0);
+  });
+
+  it('never counts fewer tokens than a real tokeniser makes of the text, in any script (cl100k_base, o200k_base)', () => {
+    const tokenisers = { cl100k_base: new Tiktoken(cl100k), o200k_base: new Tiktoken(o200k) };
+    const texts = {
+      english: 'The quick brown fox jumps over the lazy dog. '.repeat(20),
+      korean: '뷁뷂뷃뷄뷅'.repeat(50),
+      chinese: '我们今天去公园散步了'.repeat(30),
+      'rare CJK': '龘靐齉爩鱻麤'.repeat(50),
+      emoji: '🦩🪼🫎🪿🧌'.repeat(40),
+      'spaced digits': '1 2 3 4 5 6 7 8 9 0 '.repeat(30),
+      punctuation: '!@#$%^&*()_+{}|:"<>?~`'.repeat(20),
+      'control characters': '\u0001\u0002\u0003'.repeat(100),
+      'combining marks': 'a\u0301\u0302\u0303\u0304'.repeat(60),
+      thai: 'ฃฅฆฌฎฏฐฑฒ'.repeat(40),
+    };
+    for (const [name, tokeniser] of Object.entries(tokenisers)) {
+      for (const [kind, text] of Object.entries(texts)) {
+        expect(estimatePromptTokens(text), `${kind}, ${name}`).toBeGreaterThanOrEqual(tokeniser.encode(text).length);
+        // An embeddings batch: the tokens of its texts.
+        const batch = [text, text.slice(7), ''];
+        expect(estimatePromptTokens(batch), `${kind} batch, ${name}`).toBeGreaterThanOrEqual(batch.reduce((sum, item) => sum + tokeniser.encode(item).length, 0));
+      }
+    }
   });
 });
 

@@ -558,8 +558,10 @@ function remember(key: string, shape: string, previous: Memo | undefined, prices
 }
 
 /**
- * A worst-case token count for a prompt: UTF-8 bytes of its JSON form divided by 3, plus a little per message.
- * Real tokenisers average about 4 bytes a token in English, so this overestimates on purpose.
+ * A worst-case token count for a prompt: one token per UTF-8 byte of its text (its JSON form when it is not a
+ * string), plus 4 per message. A byte-level tokeniser (OpenAI's, Anthropic's, and SentencePiece with byte fallback)
+ * never makes more than one token of a byte, so this bounds every script: English averages about 4 bytes a token,
+ * but Korean, rare CJK characters, emoji or spaced digits come close to one token a byte.
  */
 export function estimatePromptTokens(prompt: unknown): number {
   if (prompt === undefined || prompt === null) return 0;
@@ -570,5 +572,5 @@ export function estimatePromptTokens(prompt: unknown): number {
     text = String(prompt);
   }
   const messages = Array.isArray(prompt) ? prompt.length : 1;
-  return Math.ceil(Buffer.byteLength(text, 'utf8') / 3) + 4 * messages;
+  return Buffer.byteLength(text, 'utf8') + 4 * messages;
 }

@@ -86,6 +86,12 @@ function transitionsOf(counts: Float64Array): Record<string, number> {
 
 const KEPT_SECTIONS = new Set<RuleRef['section']>(['input', 'session', 'error', 'halt', 'pricing']);
 
+/** The address a session.lookup refusal names (`rule.address` of a network rule), or undefined. */
+function lookupAddress(rule: RuleRef | null | undefined): string | undefined {
+  const address = (rule as { address?: unknown } | null | undefined)?.address;
+  return rule?.section === 'network' && typeof address === 'string' ? address : undefined;
+}
+
 interface SessionState {
   spentNanos: number;
   /** Spend went past the budget (usage recorded after the fact, a settlement above its estimate): every check is denied. */
@@ -244,9 +250,10 @@ export class Replayer {
       if (info.problem !== undefined) return undefined;
       prepared = { type: 'tool', name: action.name, folded: info.folded, costNanos, input: action.input };
     } else if (action.type === 'http') {
-      // A connection refused by the address its name resolved to (session.lookup): that address is decided again.
-      const address = (rule as { address?: unknown }).address;
-      if (rule.section === 'network' && typeof address === 'string') {
+      // A connection decided by the address its name resolved to (session.lookup): refused, or let through under
+      // shadow mode with the refusal as its shadow. That address is decided again, as a lookup decides it.
+      const address = lookupAddress(rule) ?? (old.shadow ? lookupAddress(old.shadow.rule) : undefined);
+      if (address !== undefined) {
         const hostname = action.metadata?.['hostname'];
         const name = typeof hostname === 'string' ? hostname : address;
         return this.policy.decideAddress(name, address) ?? { decision: 'allow', reason: `${JSON.stringify(name)} resolves to ${address}, allowed`, rule: { section: 'default' }, approvedRule: false };

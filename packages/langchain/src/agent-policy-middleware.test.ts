@@ -250,7 +250,7 @@ describe('agentPolicyMiddleware: budget', () => {
     expect(model.callCount).toBe(0);
     const last = result.messages.at(-1);
     expect(AIMessage.isInstance(last)).toBe(true);
-    expect(last?.content).toMatch(/^agentpolicy: model call denied: cost \$0\.008\d* exceeds the remaining budget \$0\.001/);
+    expect(last?.content).toMatch(/^agentpolicy: model call denied: cost \$0\.00\d+ exceeds the remaining budget \$0\.001/);
     expect(trail(session)).toEqual(['cost:deny']);
     expect(session.spent).toBe(0);
   });

@@ -127,6 +127,7 @@ type Callable = (...args: never[]) => Promise<unknown>;
 interface CallerLike {
   call(callable: Callable, ...args: unknown[]): Promise<unknown>;
   callWithOptions?(options: unknown, callable: Callable, ...args: unknown[]): Promise<unknown>;
+  callWithRetries?(retries: unknown, callable: Callable, args: unknown): Promise<unknown>;
 }
 
 const isCaller = (value: unknown): value is CallerLike => typeof value === 'object' && value !== null && typeof (value as CallerLike).call === 'function';
@@ -169,39 +170,54 @@ function governed(target: object, original: CallerLike): unknown {
       'agentpolicy: this embeddings model is metered by policyEmbeddings; call it through the Embeddings policyEmbeddings returned (nothing was sent)',
     );
   };
-  const wrap =
-    (request: EmbeddingRequest, callable: unknown): Callable =>
-    (...args: never[]) => {
+  // The attempts this caller made: one entry point may hand its attempt to another (AsyncCaller's call and
+  // callWithOptions go through callWithRetries), which passes it on as it is.
+  const metered = new WeakSet<Callable>();
+  const attemptOf = (callable: unknown): Callable => {
+    if (typeof callable === 'function' && metered.has(callable as Callable)) return callable as Callable;
+    const request = requestFor();
+    const attempt: Callable = (...args: never[]) => {
       if (typeof callable !== 'function') return Promise.reject(new TypeError('the caller was given no function to call'));
       return request.attempt(callable as Callable, args);
     };
+    metered.add(attempt);
+    return attempt;
+  };
   // The original stays the prototype: its queue (so its concurrency limit is shared), its retry count and its own
-  // methods are read through; only the entry points and the failed-attempt handler are replaced.
+  // methods are read through; only the entry points and the failed-attempt handler are replaced. Each entry point
+  // refuses a call made outside a request for this model before anything is queued.
   const caller = Object.create(original) as CallerLike & { onFailedAttempt?: unknown };
   const originalCall = original.call;
   const originalWithOptions = original.callWithOptions;
+  const originalWithRetries = original.callWithRetries;
+  const entry = (send: (attempt: Callable) => Promise<unknown>) =>
+    (callable: unknown): Promise<unknown> => {
+      let attempt: Callable;
+      try {
+        attempt = attemptOf(callable);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return send(attempt);
+    };
   Object.defineProperties(caller, {
     call: {
       value(callable: unknown, ...args: unknown[]) {
-        let request: EmbeddingRequest;
-        try {
-          request = requestFor();
-        } catch (error) {
-          return Promise.reject(error);
-        }
-        return originalCall.call(caller, wrap(request, callable), ...args);
+        return entry((attempt) => originalCall.call(caller, attempt, ...args))(callable);
       },
     },
     callWithOptions: {
       value(options: unknown, callable: unknown, ...args: unknown[]) {
-        let request: EmbeddingRequest;
-        try {
-          request = requestFor();
-        } catch (error) {
-          return Promise.reject(error);
-        }
-        if (typeof originalWithOptions !== 'function') return originalCall.call(caller, wrap(request, callable), ...args);
-        return originalWithOptions.call(caller, options, wrap(request, callable), ...args);
+        return entry((attempt) =>
+          typeof originalWithOptions === 'function' ? originalWithOptions.call(caller, options, attempt, ...args) : originalCall.call(caller, attempt, ...args),
+        )(callable);
+      },
+    },
+    callWithRetries: {
+      value(retries: unknown, callable: unknown, args: unknown) {
+        return entry((attempt) =>
+          typeof originalWithRetries === 'function' ? originalWithRetries.call(caller, retries, attempt, args) : originalCall.call(caller, attempt, ...(Array.isArray(args) ? args : [])),
+        )(callable);
       },
     },
     // A refused retry ends the retry loop, whatever handler the caller was built with.

@@ -44,6 +44,8 @@ async function estimateOf(texts: string[] | string): Promise<number> {
 }
 /** A budget in whole nano-dollars, as a policy takes it. */
 const budgetOf = (usd: number): number => Math.round(usd * 1e9) / 1e9;
+const sourceOf = (decision: Decision | undefined): unknown => (decision?.action.type === 'cost' ? decision.action.source : undefined);
+type Retrying = { callWithRetries(retries: number, callable: () => Promise<unknown>, args: unknown[]): Promise<unknown> };
 const codeOf = (error: unknown): unknown => (AgentPolicyError.isInstance(error) ? error.code : error);
 
 describe('embeddings spend attacks: denials', () => {
@@ -195,6 +197,27 @@ describe('embeddings spend attacks: concurrency', () => {
     expect(session.pendingReservations).toBe(0);
   });
 
+  it('Korean texts, which a byte-level tokeniser bills at a token a byte: 8 concurrent calls under a budget for 2 never spend past it', async () => {
+    // A server billing each text at a token per UTF-8 byte, as cl100k_base (text-embedding-3-*) bills this Korean text.
+    const korean = await startBillingServer({ embeddingTokens: (text) => Buffer.byteLength(text) });
+    try {
+      const model = () => openAI({ configuration: { baseURL: korean.baseURL } });
+      const text = '뷁뷂뷃뷄뷅'.repeat(40);
+      const probe = new AgentPolicy({ budget: 1 }).session();
+      await policyEmbeddings(model(), probe).embedQuery(text);
+      const estimate = costs(probe)[0]!.settlement!.estimated;
+      const budget = budgetOf(2.5 * estimate);
+      const session = new AgentPolicy({ budget }).session();
+      const embeddings = policyEmbeddings(model(), session);
+      const results = await Promise.allSettled(Array.from({ length: 8 }, () => embeddings.embedQuery(text)));
+      expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(2);
+      expect(session.spent).toBeLessThanOrEqual(budget);
+      expect(session.report().overrun).toBe(0);
+    } finally {
+      await korean.close();
+    }
+  });
+
   it('one model wrapped for two sessions: each call is reserved and charged once, to its own session', async () => {
     const model = openAI();
     const first = new AgentPolicy({ budget: 1 }).session();
@@ -205,6 +228,41 @@ describe('embeddings spend attacks: concurrency', () => {
     expect(costs(second)).toHaveLength(1);
     expect(first.spent).toBe(usd(first, billedTokens('one')));
     expect(second.spent).toBe(usd(second, billedTokens(['two', 'three'])));
+  });
+});
+
+describe('embeddings spend attacks: a wrapper wrapped again', () => {
+  it('for its own session: each request is reserved and charged once, at the model its wrapper meters', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const twice = policyEmbeddings(policyEmbeddings(openAI({ batchSize: 2 }), session), session);
+    await twice.embedDocuments(['a', 'b', 'c']);
+    await twice.embedQuery('d');
+    expect(server.hits).toBe(3);
+    expect(costs(session).map((decision) => [decision.decision, sourceOf(decision), decision.settlement?.status])).toEqual(
+      Array(3).fill(['allow', `model:openai/${EMBEDDING_MODEL}`, 'committed']),
+    );
+    expect(session.spent).toBe(usd(session, billedTokens(['a', 'b']) + billedTokens(['c']) + billedTokens('d')));
+  });
+
+  it('for another session: both sessions meter the request, each under its own budget, priced as the model', async () => {
+    const inner = new AgentPolicy({ budget: 1 }).session();
+    const outer = new AgentPolicy({ budget: 1 }).session();
+    const embeddings = policyEmbeddings(policyEmbeddings(openAI(), inner), outer);
+    await embeddings.embedQuery('shared');
+    expect(server.hits).toBe(1);
+    expect(inner.spent).toBe(usd(inner, billedTokens('shared')));
+    // The outer session does not see the response: it is charged the request's estimate.
+    const [charged] = costs(outer);
+    expect(sourceOf(charged)).toBe(`model:openai/${EMBEDDING_MODEL}`);
+    expect(charged!.settlement).toMatchObject({ status: 'committed', actual: charged!.settlement!.estimated });
+    // Under an outer budget that cannot cover it, nothing is sent and the inner session records nothing.
+    const poor = new AgentPolicy({ budget: 1e-9 }).session();
+    const refused = await policyEmbeddings(policyEmbeddings(openAI(), inner), poor)
+      .embedQuery('shared')
+      .catch((caught: unknown) => caught);
+    expect(refused).toBeInstanceOf(PolicyDeniedError);
+    expect(server.hits).toBe(1);
+    expect(costs(inner)).toHaveLength(1);
   });
 });
 
@@ -251,6 +309,8 @@ describe('embeddings spend attacks: going around the wrapper', () => {
       () => around.embeddingWithRetry({ model: EMBEDDING_MODEL, input: 'a' }),
       () => around.caller.call(async () => fetch(`${server.baseURL}/embeddings`, { method: 'POST', body: '{}' })),
       () => around.caller.callWithOptions({}, async () => fetch(`${server.baseURL}/embeddings`, { method: 'POST', body: '{}' })),
+      // The method call and callWithOptions hand their work to (private in its types, callable all the same).
+      () => (around.caller as unknown as Retrying).callWithRetries(0, async () => fetch(`${server.baseURL}/embeddings`, { method: 'POST', body: '{}' }), []),
       () => around.caller.fetch(`${server.baseURL}/embeddings`, { method: 'POST', body: '{}' }),
       () => store.addDocuments([new Document({ pageContent: 'a' })]),
     ];

@@ -42,6 +42,20 @@ function batchSizeOf(embeddings: object, total: number): number {
   return typeof size === 'number' && Number.isSafeInteger(size) && size > 0 ? size : total;
 }
 
+/** Marks a wrapper (a registered symbol: a wrapper from either module copy is known to the other). */
+const WRAPPER = Symbol.for('agentpolicy.langchain.policyEmbeddings');
+
+interface Wrapped {
+  readonly embeddings: EmbeddingsInterface<unknown>;
+  readonly session: PolicySession;
+  readonly options: PolicyEmbeddingsOptions;
+}
+
+function wrappedBy(embeddings: object): Wrapped | undefined {
+  const wrapped: unknown = (embeddings as Record<symbol, unknown>)[WRAPPER];
+  return typeof wrapped === 'object' && wrapped !== null ? (wrapped as Wrapped) : undefined;
+}
+
 /**
  * An `Embeddings` that meters another under a session's budget. See {@link policyEmbeddings}.
  */
@@ -55,6 +69,8 @@ class PolicyEmbeddings<TOutput> extends Embeddings<TOutput> {
     this.embeddings = embeddings;
     this.session = session;
     this.options = options;
+    const wrapped: Wrapped = Object.freeze({ embeddings, session, options });
+    Object.defineProperty(this, WRAPPER, { value: wrapped });
   }
 
   /** Embeds the texts in the model's own batches, each one request reserved before any is sent. */
@@ -152,6 +168,21 @@ export function policyEmbeddings<TOutput = number[]>(
     const value: unknown = options?.[key];
     if (value !== undefined && (typeof value !== 'string' || value.trim() === '')) throw invalid(`policyEmbeddings: options.${key} must be a non-empty string, got ${kindOf(value)}`);
   }
+  const given: PolicyEmbeddingsOptions = {
+    ...(options?.model !== undefined ? { model: options.model } : {}),
+    ...(options?.provider !== undefined ? { provider: options.provider } : {}),
+  };
+  const wrapped = wrappedBy(embeddings);
+  if (wrapped !== undefined) {
+    // Wrapped again for its own session: the model is metered once, by one wrapper.
+    if (wrapped.session === session) return new PolicyEmbeddings(wrapped.embeddings as EmbeddingsInterface<TOutput>, session, { ...wrapped.options, ...given });
+    // For another session: both sessions meter the call, this one priced as the model the wrapper meters (and charged
+    // its estimate: the reported usage is read where the request is sent, by the inner wrapper).
+    const info = modelInfoFromEmbeddings(wrapped.embeddings);
+    const model = given.model ?? wrapped.options.model ?? info.model;
+    const provider = given.provider ?? wrapped.options.provider ?? info.provider;
+    return new PolicyEmbeddings(embeddings, session, { model, ...(provider !== undefined ? { provider } : {}) });
+  }
   governCaller(embeddings);
-  return new PolicyEmbeddings(embeddings, session, { ...options });
+  return new PolicyEmbeddings(embeddings, session, given);
 }

@@ -38,6 +38,15 @@ function gptImage2Tokens(quality: unknown, size: unknown): number {
 /** The output tokens of one generated image: gpt-image-2 by its size and quality, any other gpt-image its largest. */
 const imageTokens = (model: string, quality: unknown, size: unknown): number => (/^gpt-image-2(?:-\d{4}-\d{2}-\d{2})?$/.test(model) ? gptImage2Tokens(quality, size) : GPT_IMAGE_MAX);
 
+/** Options of {@link startBillingServer}. */
+export interface BillingServerOptions {
+  /**
+   * The tokens billed for one text of an embeddings request (each string of its `input`). Default: about 4 bytes a
+   * token, as text is billed everywhere else here.
+   */
+  embeddingTokens?: (text: string) => number;
+}
+
 /** A running billing server. */
 export interface BillingServer {
   /** `http://127.0.0.1:<port>/v1` */
@@ -107,7 +116,7 @@ function parse(body: Buffer): Json {
   }
 }
 
-function answer(path: string, body: Buffer): Json {
+function answer(path: string, body: Buffer, options: BillingServerOptions): Json {
   if (path.endsWith('/audio/transcriptions') || path.endsWith('/audio/translations')) {
     return { text: 'x', usage: { type: 'duration', seconds: wavSeconds(body) } };
   }
@@ -133,7 +142,10 @@ function answer(path: string, body: Buffer): Json {
     const vector = (index: number): number[] | string =>
       request['encoding_format'] === 'base64' ? Buffer.from(new Float32Array([index]).buffer).toString('base64') : [index];
     const data = Array.from({ length: count }, (_, index) => ({ object: 'embedding', index, embedding: vector(index) }));
-    return { object: 'list', model: request['model'], data, usage: { prompt_tokens: inputTokens(input), total_tokens: 0 } };
+    const tokensOf = options.embeddingTokens;
+    const texts: unknown[] = Array.isArray(input) ? input : [input];
+    const prompt = tokensOf && texts.every((text) => typeof text === 'string') ? (texts as string[]).reduce((sum, text) => sum + tokensOf(text), 0) : inputTokens(input);
+    return { object: 'list', model: request['model'], data, usage: { prompt_tokens: prompt, total_tokens: 0 } };
   }
   if (path.endsWith('/images/generations')) {
     const data = Array.from({ length: n }, () => ({ b64_json: 'AA==' }));
@@ -173,15 +185,15 @@ function editAnswer(form: FormData): Json {
   return { created: 0, data, usage: { input_tokens: inputTokens(field('prompt') ?? '') + uploads * perUpload, output_tokens: output, total_tokens: 0 } };
 }
 
-async function reply(path: string, contentType: string, body: Buffer): Promise<Json> {
+async function reply(path: string, contentType: string, body: Buffer, options: BillingServerOptions): Promise<Json> {
   if (path.endsWith('/images/edits') && contentType.startsWith('multipart/form-data')) {
     return editAnswer(await new Response(new Uint8Array(body), { headers: { 'content-type': contentType } }).formData());
   }
-  return answer(path, body);
+  return answer(path, body, options);
 }
 
 /** Starts the server on 127.0.0.1, on a free port. */
-export async function startBillingServer(): Promise<BillingServer> {
+export async function startBillingServer(options: BillingServerOptions = {}): Promise<BillingServer> {
   let hits = 0;
   let bodies: Json[] = [];
   let withoutUsage = 0;
@@ -199,7 +211,7 @@ export async function startBillingServer(): Promise<BillingServer> {
           res.writeHead(200, { 'content-type': 'audio/mpeg' }).end(Buffer.alloc(16));
           return;
         }
-        reply(path, req.headers['content-type'] ?? '', Buffer.concat(chunks)).then(
+        reply(path, req.headers['content-type'] ?? '', Buffer.concat(chunks), options).then(
           (json) => {
             if (omit) delete json['usage'];
             res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(json));
