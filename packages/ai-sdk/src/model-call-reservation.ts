@@ -1,5 +1,12 @@
-import { decisionError, type ModelCallEstimate, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, decisionError, type ModelCallEstimate, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { toUsageUpdate } from './to-usage-update.js';
+
+/** Refuses to build a model middleware (`name`) around anything but a session. */
+export function assertSession(session: PolicySession, name: string): void {
+  if (typeof session?.reserveModelCall !== 'function') {
+    throw new AgentPolicyError('INVALID_ARGUMENT', `${name} needs a PolicySession: ${name}(policy.session())`);
+  }
+}
 
 /**
  * Reserves a model call's worst case through core (`session.reserveModelCall`) and throws the policy error when it

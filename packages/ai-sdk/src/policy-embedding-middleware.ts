@@ -1,6 +1,6 @@
-import { AgentPolicyError, type PolicySession } from '@agentpolicy/core';
+import type { PolicySession } from '@agentpolicy/core';
 import type { EmbeddingModelMiddleware } from 'ai';
-import { commitUsage, reserveModelCall, settleFailure } from './model-call-reservation.js';
+import { assertSession, commitUsage, reserveModelCall, settleFailure } from './model-call-reservation.js';
 
 /**
  * An embedding model middleware (use with `wrapEmbeddingModel`) that puts every embedding call under the session's
@@ -18,9 +18,7 @@ import { commitUsage, reserveModelCall, settleFailure } from './model-call-reser
  * ```
  */
 export function policyEmbeddingMiddleware(session: PolicySession): EmbeddingModelMiddleware {
-  if (typeof session?.reserveModelCall !== 'function') {
-    throw new AgentPolicyError('INVALID_ARGUMENT', 'policyEmbeddingMiddleware needs a PolicySession: policyEmbeddingMiddleware(policy.session())');
-  }
+  assertSession(session, 'policyEmbeddingMiddleware');
   return {
     // Both ai 6 and ai 7 ignore this tag at run time; ai 6's types require 'v3', ai 7's accept any string.
     specificationVersion: 'v3',

@@ -1,6 +1,6 @@
-import { AgentPolicyError, type ImageInput, type ModelCallEstimate, type PolicySession, type Reservation } from '@agentpolicy/core';
+import type { ImageInput, ModelCallEstimate, PolicySession, Reservation } from '@agentpolicy/core';
 import type { ImageModelMiddleware } from 'ai';
-import { reserveModelCall, settleFailure } from './model-call-reservation.js';
+import { assertSession, reserveModelCall, settleFailure } from './model-call-reservation.js';
 import { toUsageUpdate } from './to-usage-update.js';
 
 /** The call options read from the SDK (image spec V3 and V4 alike). */
@@ -107,9 +107,7 @@ async function commitImages(reservation: Reservation, result: { images?: unknown
  * ```
  */
 export function policyImageMiddleware(session: PolicySession): ImageModelMiddleware {
-  if (typeof session?.reserveModelCall !== 'function') {
-    throw new AgentPolicyError('INVALID_ARGUMENT', 'policyImageMiddleware needs a PolicySession: policyImageMiddleware(policy.session())');
-  }
+  assertSession(session, 'policyImageMiddleware');
   return {
     // Both ai 6 and ai 7 ignore this tag at run time; ai 6's types require 'v3', ai 7's accept any string.
     specificationVersion: 'v3',

@@ -1,6 +1,6 @@
-import { AgentPolicyError, splitPromptMedia, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { splitPromptMedia, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { LanguageModelMiddleware } from 'ai';
-import { commitUsage, reserveModelCall, settleFailure } from './model-call-reservation.js';
+import { assertSession, commitUsage, reserveModelCall, settleFailure } from './model-call-reservation.js';
 
 /** The call options read from the SDK (spec V3 and V4 alike). */
 interface CallParams {
@@ -58,9 +58,7 @@ function warn(error: unknown): void {
  * ```
  */
 export function policyMiddleware(session: PolicySession): LanguageModelMiddleware {
-  if (typeof session?.reserveModelCall !== 'function') {
-    throw new AgentPolicyError('INVALID_ARGUMENT', 'policyMiddleware needs a PolicySession: policyMiddleware(policy.session())');
-  }
+  assertSession(session, 'policyMiddleware');
   return {
     // Both ai 6 and ai 7 ignore this tag at run time; ai 6's types require 'v3', ai 7's accept any string.
     specificationVersion: 'v3',
