@@ -1,25 +1,16 @@
 // Attacks on approval requests kept on Redis: answers racing from several clients, an approval used by several
 // processes at once, an answer of another session, and a resolve that Redis runs after its caller gave up.
 import { AgentPolicy } from '@agentpolicy/core';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { createRedisApprovalStore } from '../src/index.js';
-import { connect, type ClientHandle, type ClientKind } from './clients.js';
+import { clientsClosedAfterAll, connect, type ClientKind } from './clients.js';
 import { freePort, startRedis } from './redis-server.js';
 
 const redisUrl = inject('redisUrl');
 const clusterNodes = inject('clusterNodes');
 const canStart = inject('redisServer');
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const handles: ClientHandle[] = [];
-afterAll(async () => {
-  await Promise.all(handles.map((handle) => handle.close()));
-});
-
-async function open(kind: ClientKind, target: { url: string } | { nodes: string[] }): Promise<ClientHandle> {
-  const handle = await connect(kind, target);
-  handles.push(handle);
-  return handle;
-}
+const open = clientsClosedAfterAll();
 
 const policy = () => AgentPolicy.fromDict({ tools: { allow: ['send_email'] }, approval: { require_for: [{ tool: 'send_email' }] } });
 const at = () => new Date().toISOString();

@@ -1,20 +1,11 @@
 import { AgentPolicy } from '@agentpolicy/core';
-import { afterAll, describe, expect, inject, it, vi } from 'vitest';
+import { describe, expect, inject, it, vi } from 'vitest';
 import { createRedisApprovalStore, createRedisRateLimitStore } from '../src/index.js';
-import { CLIENT_KINDS, connect, type ClientHandle, type ClientKind } from './clients.js';
+import { CLIENT_KINDS, clientsClosedAfterAll } from './clients.js';
 
 const redisUrl = inject('redisUrl');
 const clusterNodes = inject('clusterNodes');
-const handles: ClientHandle[] = [];
-afterAll(async () => {
-  await Promise.all(handles.map((handle) => handle.close()));
-});
-
-async function open(kind: ClientKind, target: { url: string } | { nodes: string[] }): Promise<ClientHandle> {
-  const handle = await connect(kind, target);
-  handles.push(handle);
-  return handle;
-}
+const open = clientsClosedAfterAll();
 
 const policy = () =>
   AgentPolicy.fromDict({ budget: { max_spend: 10 }, tools: { allow: ['send_email', 'search'] }, approval: { require_for: [{ tool: 'send_email' }] } });

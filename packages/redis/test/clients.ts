@@ -3,6 +3,7 @@ import { Cluster as IoCluster6, Redis as IoRedis6 } from 'ioredis';
 import { Cluster as IoCluster5, Redis as IoRedis5 } from 'ioredis-v5';
 import { createClient as createClient6, createCluster as createCluster6 } from 'redis';
 import { createClient as createClient5, createCluster as createCluster5 } from 'redis-v5';
+import { afterAll } from 'vitest';
 import type { RedisClientLike } from '../src/index.js';
 
 export interface ClientHandle {
@@ -57,4 +58,17 @@ export async function connect(kind: ClientKind, target: { url: string } | { node
   cluster.on('error', () => undefined);
   await waitReady(cluster as never);
   return { client: cluster as unknown as RedisClientLike, ping: () => cluster.ping(), close: async () => void cluster.disconnect() };
+}
+
+/** Connects clients for one test file: each is closed once the file's tests are done. */
+export function clientsClosedAfterAll(): (kind: ClientKind, target: { url: string } | { nodes: string[] }) => Promise<ClientHandle> {
+  const handles: ClientHandle[] = [];
+  afterAll(async () => {
+    await Promise.all(handles.map((handle) => handle.close()));
+  });
+  return async (kind, target) => {
+    const handle = await connect(kind, target);
+    handles.push(handle);
+    return handle;
+  };
 }

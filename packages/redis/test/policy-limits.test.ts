@@ -3,9 +3,9 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { AgentPolicy } from '@agentpolicy/core';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { createRedisBudgetStore, createRedisRateLimitStore } from '../src/index.js';
-import { connect, type ClientHandle, type ClientKind } from './clients.js';
+import { clientsClosedAfterAll, type ClientKind } from './clients.js';
 import { nextMessage, startWorker, type Target } from './workers.js';
 
 const redisUrl = inject('redisUrl');
@@ -17,16 +17,7 @@ const targets: Array<[string, Target | null]> = [
   ['cluster', clusterNodes === null ? null : { nodes: clusterNodes }],
 ];
 
-const handles: ClientHandle[] = [];
-afterAll(async () => {
-  await Promise.all(handles.map((handle) => handle.close()));
-});
-
-async function open(kind: ClientKind, target: Target): Promise<ClientHandle> {
-  const handle = await connect(kind, target);
-  handles.push(handle);
-  return handle;
-}
+const open = clientsClosedAfterAll();
 
 /** A session of `policy` on Redis stores through its own client, as another app instance would open it. */
 async function sessionOn(kind: ClientKind, target: Target, policy: AgentPolicy, budgetKey: string) {
