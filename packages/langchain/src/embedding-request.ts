@@ -1,5 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { AgentPolicyError, decisionError, type ModelCallEstimate, type PolicySession, type Reservation, type UsageUpdate } from '@agentpolicy/core';
+import { failedAttemptHandler, stopRetries } from './attempt-stop.js';
+import { markMeteredCaller } from './model-attempts.js';
 import { embeddingUsage, failureOf } from './model-call.js';
 
 // The request running in this async context, shared by every copy of this module (ESM and CommonJS builds) under a
@@ -10,23 +12,6 @@ const running: AsyncLocalStorage<EmbeddingRequest> = ((globalThis as Record<symb
 
 /** Marks an embeddings instance whose `caller` is governed (a registered symbol: one mark for every module copy). */
 const GOVERNED = Symbol.for('agentpolicy.langchain.governedEmbeddings');
-/** LangChain's own mark for an error its retry loop must not retry (`stampRetryable(error, false)`). */
-const RETRYABLE = Symbol.for('langchain.errors.retryable');
-/** Our mark for an error thrown inside an attempt that ends the retry loop (registered: seen by every module copy). */
-const FINAL = Symbol.for('agentpolicy.langchain.finalAttempt');
-
-/** Marks an error of ours thrown inside an attempt: the retry loop is stopped with it, never retried. */
-function stop<E extends Error>(error: E): E {
-  try {
-    Object.defineProperty(error, FINAL, { value: true, configurable: true });
-    Object.defineProperty(error, RETRYABLE, { value: false, configurable: true });
-  } catch {
-    // a frozen error: LangChain's retry loop sees it as any other failure
-  }
-  return error;
-}
-
-const isFinal = (error: unknown): boolean => typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[FINAL] === true;
 
 function warn(error: unknown): void {
   process.emitWarning(`agentpolicy: settling an embeddings request failed: ${(error as Error)?.message ?? String(error)}`);
@@ -91,9 +76,9 @@ export class EmbeddingRequest {
       try {
         reservation = await this.session.reserveModelCall({ ...this.estimate, metadata: { ...this.estimate.metadata, attempt: number } });
       } catch (error) {
-        throw error instanceof Error ? stop(error) : error;
+        throw stopRetries(error);
       }
-      if (!reservation.allowed) throw stop(decisionError(reservation.decision));
+      if (!reservation.allowed) throw stopRetries(decisionError(reservation.decision));
     }
     let result: R;
     try {
@@ -221,13 +206,9 @@ function governed(target: object, original: CallerLike): unknown {
       },
     },
     // A refused retry ends the retry loop, whatever handler the caller was built with.
-    onFailedAttempt: {
-      value(error: unknown) {
-        if (isFinal(error)) throw error;
-        const handler: unknown = Reflect.get(original, 'onFailedAttempt');
-        return typeof handler === 'function' ? (handler as (error: unknown) => unknown).call(original, error) : undefined;
-      },
-    },
+    onFailedAttempt: { value: failedAttemptHandler(original) },
   });
+  // Its attempts are metered here: a chat model call running around it leaves them alone.
+  markMeteredCaller(caller);
   return caller;
 }
