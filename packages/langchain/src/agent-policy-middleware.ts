@@ -6,7 +6,7 @@ import { answerFor, approvalRequestOf, decide, refuseAmbiguous, resumeWaiting, r
 import { createMiddleware, type AgentMiddleware } from 'langchain';
 import { ModelAttempts, meterModelAttempts } from './model-attempts.js';
 import { runGated } from './model-gate.js';
-import { failureOf, modelInfoFromModel, promptOf, usageFromMessage } from './model-call.js';
+import { modelInfoFromModel, promptOf, usageFromMessage } from './model-call.js';
 import { toolCallKey, toolCost, type ToolCosts } from './tool-costs.js';
 import { rememberWaiting, waitingToolInputOf } from './tool-input.js';
 

@@ -1,11 +1,13 @@
 import { AgentPolicy, PolicyDeniedError, findPolicyError, type Decision, type PolicySession } from '@agentpolicy/core';
 import { AIMessage, type BaseMessage } from '@langchain/core/messages';
-import { ChatOpenAI } from '@langchain/openai';
+import { ChatOpenAI, OpenAIEmbeddings } from '@langchain/openai';
 import { startBillingServer, startFlakyServer, type BillingServer, type FlakyFailure, type FlakyServer } from '@agentpolicy/test-servers';
-import { createAgent } from 'langchain';
+import { createAgent, createMiddleware, modelRetryMiddleware, type AgentMiddleware } from 'langchain';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AgentPolicyCallbackHandler } from './agent-policy-callback-handler.js';
 import { agentPolicyMiddleware, type AgentPolicyMiddlewareOptions } from './agent-policy-middleware.js';
+import { policyEmbeddings } from './policy-embeddings.js';
+import { EMBEDDING_MODEL } from './test-support.js';
 
 // Every test runs against its own servers: a billing server that answers the OpenAI chat completions API, behind a
 // flaky one that fails the first requests as each test says. LangChain waits 1 to 2 s before a first retry and 2 to
@@ -247,6 +249,80 @@ describe.concurrent("a chat model's own retries through createAgent and the midd
       expect(settlements(session)).toEqual([['allow', 'committed']]);
       const [cut] = costs(session);
       expect(cut!.settlement!.actual).toBe(cut!.settlement!.estimated);
+      expect(session.pendingReservations).toBe(0);
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe.concurrent('retries around and after a metered model call', () => {
+  it("a retry middleware placed inside this one (langchain's modelRetryMiddleware) has each of its requests metered too", async () => {
+    const text = 'inner retry middleware';
+    const estimate = await estimateOf(text);
+    const { billing, flaky, close } = await servers([500]);
+    try {
+      const session = new AgentPolicy({ budget: 1 }).session();
+      const agent = createAgent({
+        model: chat(flaky.baseURL, { maxRetries: 0 }),
+        tools: [],
+        middleware: [agentPolicyMiddleware(session), modelRetryMiddleware({ maxRetries: 2, initialDelayMs: 0, jitter: false }) as unknown as AgentMiddleware],
+      });
+      await agent.invoke({ messages: [{ role: 'user', content: text }] });
+      expect(flaky.hits).toBe(2);
+      const [failed, success] = costs(session);
+      expect(costs(session)).toHaveLength(2);
+      expect(nanos(failed!.settlement!.actual)).toBe(estimate);
+      expect(nanos(success!.settlement!.actual)).toBe(billedNanos(session, billing, text));
+    } finally {
+      await close();
+    }
+  });
+
+  it('embeddings a middleware inside this one makes through policyEmbeddings are metered there once, not as attempts of the model call', async () => {
+    const text = 'embed then answer';
+    const { billing, flaky, close } = await servers([]);
+    try {
+      const session = new AgentPolicy({ budget: 1 }).session();
+      const policy = agentPolicyMiddleware(session);
+      // Wrapped once the middleware meters LangChain's retry loop: the wrapper's caller runs through that loop.
+      const embeddings = policyEmbeddings(new OpenAIEmbeddings({ model: EMBEDDING_MODEL, apiKey: 'k', maxRetries: 0, configuration: { baseURL: billing.baseURL } }), session);
+      const embedding = createMiddleware({
+        name: 'EmbedFirst',
+        wrapModelCall: async (request, handler) => {
+          await embeddings.embedQuery('what the user asked');
+          return handler(request);
+        },
+      }) as AgentMiddleware;
+      const agent = createAgent({ model: chat(flaky.baseURL), tools: [], middleware: [policy, embedding] });
+      await agent.invoke({ messages: [{ role: 'user', content: text }] });
+      expect(billing.hits).toBe(2);
+      const [model, embedded] = costs(session);
+      expect(costs(session)).toHaveLength(2);
+      expect(model!.action.metadata).toMatchObject({ middleware: true });
+      expect(nanos(model!.settlement!.actual)).toBe(billedNanos(session, billing, text));
+      expect(embedded!.action.metadata).toMatchObject({ endpoint: 'embeddings' });
+      expect(embedded!.settlement!.status).toBe('committed');
+    } finally {
+      await close();
+    }
+  });
+
+  it('an agent aborted while its model waits to retry sends nothing more: the retry LangChain still makes is refused, and nothing is left unhandled', async () => {
+    const { flaky, close } = await servers([500, 500]);
+    try {
+      const session = new AgentPolicy({ budget: 1 }).session();
+      const controller = new AbortController();
+      const run = agentOf(session, chat(flaky.baseURL))
+        .invoke({ messages: [{ role: 'user', content: 'abort me' }] }, { signal: controller.signal })
+        .catch((caught: unknown) => caught);
+      while (flaky.hits === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      controller.abort();
+      expect(await run).toBeInstanceOf(Error);
+      // Past LangChain's first retry delay (1 to 2 s): its retry loop, which the abort does not stop, has run again.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      expect(flaky.hits).toBe(1);
+      expect(settlements(session)).toEqual([['allow', 'committed']]);
       expect(session.pendingReservations).toBe(0);
     } finally {
       await close();
