@@ -75,7 +75,10 @@ export type ToolApprovalAnswer =
  *   checkpointer and a `thread_id`; a session with an `approver` answers in place instead.
  * - `beforeModel` ends the run with an AI message once the budget is used up; `wrapModelCall` reserves the worst-case
  *   cost of each model call before it is sent (over budget: no request, the run ends with a message) and charges the
- *   real cost from the answer's `usage_metadata`.
+ *   real cost from the answer's `usage_metadata`. Every request the model sends for the call, its own retries
+ *   (`maxRetries`) included, is reserved before it is sent and settled by its own outcome: a retry the budget cannot
+ *   cover is not sent and denies the call, a failed attempt is released (4xx) or charged its estimate (5xx, timeout,
+ *   reset connection), the attempt that answered is charged its usage.
  *
  * @example
  * ```ts
