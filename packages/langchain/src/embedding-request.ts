@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { AgentPolicyError, decisionError, type ModelCallEstimate, type PolicySession, type Reservation, type UsageUpdate } from '@agentpolicy/core';
-import { failedAttemptHandler, stopRetries } from './attempt-stop.js';
+import { AgentPolicyError, type ModelCallEstimate, type PolicySession, type Reservation, type UsageUpdate } from '@agentpolicy/core';
+import { failedAttemptHandler, reserveAttempt, settleAttempt } from './caller-attempt.js';
 import { markMeteredCaller } from './model-attempts.js';
 import { embeddingUsage, failureOf } from './model-call.js';
 
@@ -13,18 +13,7 @@ const running: AsyncLocalStorage<EmbeddingRequest> = ((globalThis as Record<symb
 /** Marks an embeddings instance whose `caller` is governed (a registered symbol: one mark for every module copy). */
 const GOVERNED = Symbol.for('agentpolicy.langchain.governedEmbeddings');
 
-function warn(error: unknown): void {
-  process.emitWarning(`agentpolicy: settling an embeddings request failed: ${(error as Error)?.message ?? String(error)}`);
-}
-
-/** Settles without throwing: the request already happened, and its caller gets its answer (or its own error). */
-async function settle(settled: Promise<unknown>): Promise<void> {
-  try {
-    await settled;
-  } catch (error) {
-    warn(error);
-  }
-}
+const settle = (settled: Promise<unknown>): Promise<void> => settleAttempt(settled, 'an embeddings request');
 
 /**
  * One request an embeddings model is asked to make for a governed call (a batch of texts, or one query), with the
@@ -71,15 +60,7 @@ export class EmbeddingRequest {
   /** One attempt: reserved (the first by the request's own reservation), sent, and settled by its outcome. */
   async attempt<R>(callable: (...args: never[]) => Promise<R>, args: never[]): Promise<R> {
     const number = ++this.attempts;
-    let reservation = this.take();
-    if (!reservation) {
-      try {
-        reservation = await this.session.reserveModelCall({ ...this.estimate, metadata: { ...this.estimate.metadata, attempt: number } });
-      } catch (error) {
-        throw stopRetries(error);
-      }
-      if (!reservation.allowed) throw stopRetries(decisionError(reservation.decision));
-    }
+    const reservation = this.take() ?? (await reserveAttempt(this.session, this.estimate, number));
     let result: R;
     try {
       result = await callable(...args);

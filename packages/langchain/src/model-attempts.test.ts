@@ -100,6 +100,15 @@ function billedNanos(session: PolicySession, billing: BillingServer, text: strin
   return price.nanos;
 }
 
+/** Two requests reached the server, each reserved: the first failed and was charged its estimate, the second answered and was charged what it billed. */
+function expectFailedThenAnswered(session: PolicySession, { billing, flaky }: Pick<Servers, 'billing' | 'flaky'>, text: string, estimate: number): void {
+  expect(flaky.hits).toBe(2);
+  const [failed, answered] = costs(session);
+  expect(costs(session)).toHaveLength(2);
+  expect(nanos(failed!.settlement!.actual)).toBe(estimate);
+  expect(nanos(answered!.settlement!.actual)).toBe(billedNanos(session, billing, text));
+}
+
 const lastMessage = (result: { messages: BaseMessage[] }): BaseMessage => result.messages.at(-1)!;
 
 describe.concurrent("a chat model's own retries through createAgent and the middleware: each attempt reserved and settled on its own", () => {
@@ -226,12 +235,8 @@ describe.concurrent("a chat model's own retries through createAgent and the midd
     try {
       const session = new AgentPolicy({ budget: 1 }).session();
       expect(await askStreaming(agentOf(session, chat(flaky.baseURL)), text)).toBe('x');
-      expect(flaky.hits).toBe(2);
       expect(billing.bodies[0]).toMatchObject({ stream: true });
-      const [failed, success] = costs(session);
-      expect(costs(session)).toHaveLength(2);
-      expect(nanos(failed!.settlement!.actual)).toBe(estimate);
-      expect(nanos(success!.settlement!.actual)).toBe(billedNanos(session, billing, text));
+      expectFailedThenAnswered(session, { billing, flaky }, text, estimate);
     } finally {
       await close();
     }
@@ -269,11 +274,7 @@ describe.concurrent('retries around and after a metered model call', () => {
         middleware: [agentPolicyMiddleware(session), modelRetryMiddleware({ maxRetries: 2, initialDelayMs: 0, jitter: false }) as unknown as AgentMiddleware],
       });
       await agent.invoke({ messages: [{ role: 'user', content: text }] });
-      expect(flaky.hits).toBe(2);
-      const [failed, success] = costs(session);
-      expect(costs(session)).toHaveLength(2);
-      expect(nanos(failed!.settlement!.actual)).toBe(estimate);
-      expect(nanos(success!.settlement!.actual)).toBe(billedNanos(session, billing, text));
+      expectFailedThenAnswered(session, { billing, flaky }, text, estimate);
     } finally {
       await close();
     }

@@ -1,18 +1,17 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import {
   AgentPolicyError,
-  decisionError,
+  ApprovalRequiredError,
+  PolicyDeniedError,
   findPolicyError,
-  type ApprovalRequiredError,
   type Decision,
   type ModelCallEstimate,
-  type PolicyDeniedError,
   type PolicySession,
   type Reservation,
   type UsageUpdate,
 } from '@agentpolicy/core';
 import { AsyncCaller } from '@langchain/core/utils/async_caller';
-import { failedAttemptHandler, stopRetries } from './attempt-stop.js';
+import { failedAttemptHandler, reserveAttempt, settleAttempt, stopRetries } from './caller-attempt.js';
 import { failureOf } from './model-call.js';
 
 // The model call whose requests are metered in this async context (`null`: none, below an attempt or a fetch). Kept
@@ -31,18 +30,7 @@ export function markMeteredCaller(caller: object): void {
   Object.defineProperty(caller, METERED, { value: true });
 }
 
-function warn(error: unknown): void {
-  process.emitWarning(`agentpolicy: settling a model request failed: ${(error as Error)?.message ?? String(error)}`);
-}
-
-/** Settles without throwing: the request already happened, and its caller gets its answer (or its own error). */
-async function settle(settled: Promise<unknown>): Promise<void> {
-  try {
-    await settled;
-  } catch (error) {
-    warn(error);
-  }
-}
+const settle = (settled: Promise<unknown>): Promise<void> => settleAttempt(settled, 'a model request');
 
 /**
  * The requests of one chat model call, each metered on its own. The call is reserved once before it starts (the
@@ -87,17 +75,11 @@ export class ModelAttempts {
     if (this.ended) throw stopRetries(new AgentPolicyError('INVALID_ARGUMENT', 'agentpolicy: the model call has ended; its request is not sent again'));
     const number = ++this.attempts;
     let reservation = this.take();
-    if (!reservation) {
-      try {
-        reservation = await this.session.reserveModelCall({ ...this.estimate, metadata: { ...this.estimate.metadata, attempt: number } });
-      } catch (error) {
-        throw stopRetries(error);
-      }
-      if (!reservation.allowed) {
-        const refusal = decisionError(reservation.decision);
-        this.refused = refusal;
-        throw stopRetries(refusal);
-      }
+    try {
+      reservation ??= await reserveAttempt(this.session, this.estimate, number);
+    } catch (error) {
+      if (error instanceof PolicyDeniedError || error instanceof ApprovalRequiredError) this.refused = error;
+      throw error;
     }
     let result: R;
     try {
