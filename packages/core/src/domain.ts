@@ -1,3 +1,4 @@
+import { networkInterfaces } from 'node:os';
 import { domainToASCII } from 'node:url';
 import { BoundedCache } from './bounded-cache.js';
 
@@ -268,14 +269,52 @@ interface DomainNode {
 }
 
 /**
+ * Whether a normalised IP host is an address of one of this machine's network interfaces (`10.0.0.5` of `eth0`, a
+ * container bridge, a public address): a server bound to all interfaces answers there as it does on loopback. The
+ * interfaces are read again when the last read is more than a second old; a machine whose interfaces cannot be read
+ * has none.
+ */
+export function isOwnAddress(host: string): boolean {
+  const now = Date.now();
+  if (now - ownAddressesReadAt > 1000 || now < ownAddressesReadAt) {
+    ownAddresses = readOwnAddresses();
+    ownAddressesReadAt = now;
+  }
+  return ownAddresses.has(host);
+}
+
+let ownAddresses: ReadonlySet<string> = new Set();
+let ownAddressesReadAt = Number.NEGATIVE_INFINITY;
+
+function readOwnAddresses(): ReadonlySet<string> {
+  const out = new Set<string>();
+  let interfaces: ReturnType<typeof networkInterfaces>;
+  try {
+    interfaces = networkInterfaces();
+  } catch {
+    return out;
+  }
+  for (const addresses of Object.values(interfaces)) {
+    for (const info of addresses ?? []) {
+      const address = String(info.address).split('%')[0] as string;
+      const target = parseTarget(`http://${address.includes(':') ? `[${address}]` : address}/`);
+      if (target.ok && target.isIp) out.add(target.host);
+    }
+  }
+  return out;
+}
+
+/**
  * A compiled domain list. In `exact` mode `example.com` matches only that host; in `subtree` mode it matches the
  * host and every subdomain, on a label boundary. In both modes `*.example.com` matches strict subdomains only.
  * IP entries match only the same canonical address, and a range entry (`10.0.0.0/8`, `fc00::/7`) every address it
- * contains (the longest prefix wins); in `subtree` mode an IPv4 entry or range also matches the IPv6 forms that embed
- * an address it covers (see {@link embeddedIpv4}), and an entry naming this machine (or a range reaching into them) (`localhost`, a `127.x` address, `::1`,
- * `0.0.0.0`, `::`) matches every host that reaches it (see {@link isThisMachine}), so blocking one of them blocks
- * them all (an allow-list entry naming one of them exactly still allows it: see the policy's list verdict). Names are held in a trie of labels read from the right, so a match costs time linear in the host's
- * length, however many labels it has.
+ * holds (the longest prefix wins). In `subtree` mode an IPv4 entry or range also matches the IPv6 forms that embed
+ * an address it covers (see {@link embeddedIpv4}), and an entry naming this machine (`localhost`, a `127.x` address,
+ * `::1`, `0.0.0.0`, `::`, or a range reaching into those) matches every host that reaches it (see
+ * {@link isThisMachine}), this machine's interface addresses too (see {@link isOwnAddress}), so blocking one of them
+ * blocks them all (an allow-list entry naming one of them exactly still allows it: see the policy's list verdict).
+ * Names are held in a trie of labels read from the right, so a match costs time linear in the host's length, however
+ * many labels it has.
  */
 export class DomainMatcher {
   private readonly ips = new Map<string, string>();
@@ -377,7 +416,11 @@ export class DomainMatcher {
   match(host: string, isIp: boolean): string | undefined {
     const entry = this.matchListed(host, isIp);
     if (entry !== undefined || this.local === undefined) return entry;
-    return isThisMachine(host, isIp) ? this.local : undefined;
+    if (isThisMachine(host, isIp)) return this.local;
+    if (!isIp) return undefined;
+    if (isOwnAddress(host)) return this.local;
+    for (const ipv4 of embeddedIpv4(host)) if (isOwnAddress(ipv4)) return this.local;
+    return undefined;
   }
 
   /** {@link match} without the coverage of an entry naming this machine: only an entry naming the host or a parent. */
