@@ -31,6 +31,7 @@ const GROUPS = [
   ['seed policy', '^seed policy$'],
   ['observability', '^observability$'],
   ['1,000 tool patterns + 1,000 domains', '^1,000 tool patterns'],
+  ['1,000 address ranges', '^1,000 address ranges'],
   ['20 conditional rules + 5 limits', '^20 conditional rules'],
   ['16 KB host (1,000 domains)', '^16 KB host'],
   ['report', '^report$'],
@@ -174,6 +175,22 @@ await measure('1,000 tool patterns + 1,000 domains', [
   ['checkHttp allow (wildcard)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkHttp('https://v2.api500.example.com/x'); }],
   ['checkHttp deny (allow-list miss)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkHttp('https://evil.example.com/'); }],
   ['checkHttp, 10k distinct URLs (memo misses)', async () => { for (let i = 0; i < BATCH; i++) await largeSession.checkHttp(coldUrls[cursor++ % coldUrls.length]); }],
+]);
+
+// ---- 1,000 address ranges: IPv4 /8 to /30 and IPv6 /16 to /64 network.block entries, one address of each kind -----
+const rangeEntries = [];
+for (let i = 0; i < 1000; i++) {
+  if (i % 2 === 0) {
+    const bits = 8 + (i % 23);
+    const value = ((((i * 2654435761) >>> 0) | 0x01000000) >>> (32 - bits)) << (32 - bits) >>> 0;
+    rangeEntries.push(`${value >>> 24}.${(value >>> 16) & 255}.${(value >>> 8) & 255}.${value & 255}/${bits}`);
+  } else rangeEntries.push(`2001:${((i * 7919) & 0xffff).toString(16)}::/32`);
+}
+const rangesSession = new AgentPolicy({ blockedDomains: rangeEntries }).session();
+const blockedInRange = rangeEntries.find((entry) => entry.endsWith('/24') && !entry.includes(':')).replace('.0/24', '.7');
+await measure('1,000 address ranges', [
+  ['checkHttp deny (IPv4 address in a /24 of 1,000 ranges)', async () => { for (let i = 0; i < BATCH; i++) await rangesSession.checkHttp(`http://${blockedInRange}/`); }],
+  ['checkHttp allow (IPv6 address outside 1,000 ranges)', async () => { for (let i = 0; i < BATCH; i++) await rangesSession.checkHttp('http://[2606:4700::1111]/'); }],
 ]);
 
 // ---- conditional rules and limits, and cedar-wasm deciding the same conditions ---------------------------------

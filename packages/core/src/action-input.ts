@@ -202,7 +202,8 @@ function settleRepeated(prepared: Prepared): void {
 
 function prepareUncached(policy: PolicyEvaluator, action: ActionInput, cost: ReturnType<typeof readCost>, metadata: Metadata | undefined, memo?: { free: Verdict | undefined }): Prepared {
   const prepared = readAction(policy, action, cost, metadata);
-  if (memo === undefined) return prepared;
+  // An address's verdict is not kept with it: it can change while the policy stands (see isOwnAddress).
+  if (memo === undefined || (prepared.prepared?.type === 'http' && prepared.prepared.isIp)) return prepared;
   return { policyHash: prepared.policyHash, action: prepared.action, identity: prepared.identity, prepared: prepared.prepared, invalid: prepared.invalid, memo };
 }
 

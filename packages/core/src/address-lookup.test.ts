@@ -1,6 +1,7 @@
 import type { LookupAddress } from 'node:dns';
 import { createServer, get, Agent as HttpAgent, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { Agent as UndiciAgent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -192,6 +193,49 @@ describe('session.lookup in the agents that open real connections (servers on 12
       ['deny', 'network'],
     ]);
     await dispatcher.close();
+  });
+});
+
+// One of this machine's own non-loopback IPv4 addresses (eth0, say), if it has one.
+const ownAddress = Object.values(networkInterfaces())
+  .flat()
+  .find((info) => info !== undefined && !info.internal && info.family === 'IPv4')?.address;
+
+describe.skipIf(ownAddress === undefined)("session.lookup and this machine's own interface address (a server listening on all interfaces)", () => {
+  let server: Server;
+  let port: number;
+  let connections = 0;
+  beforeAll(async () => {
+    server = createServer((_req, res) => res.writeHead(200, { connection: 'close' }).end('ok'));
+    server.on('connection', () => connections++);
+    await new Promise<void>((resolve) => server.listen(0, '0.0.0.0', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  const httpGet = (agent: HttpAgent): Promise<string> =>
+    new Promise((resolve, reject) => {
+      get({ host: 'self.attacker.test', port, path: '/', agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(String(res.statusCode)));
+      }).on('error', reject);
+    });
+
+  it(`a name resolving to ${ownAddress} reaches the server unless "localhost" is blocked; then it never connects`, async () => {
+    const table = { 'self.attacker.test': [[v4(ownAddress as string)]] };
+    const open = new HttpAgent({ lookup: new AgentPolicy({ blockedDomains: ['evil.example'] }).session().createLookup({ lookup: resolver(table) }) as never });
+    const before = connections;
+    expect(await httpGet(open)).toBe('200');
+    expect(connections - before).toBe(1);
+    open.destroy();
+
+    const session = new AgentPolicy({ blockedDomains: ['localhost'] }).session();
+    const guarded = new HttpAgent({ lookup: session.createLookup({ lookup: resolver(table) }) as never });
+    const refused = await httpGet(guarded).catch((error: unknown) => error);
+    expect(findPolicyError(refused)).toBeInstanceOf(PolicyDeniedError);
+    expect(connections - before).toBe(1);
+    expect(session.report().decisions.map((decision) => decision.rule)).toEqual([{ section: 'network', list: 'block', entry: 'localhost', address: ownAddress }]);
+    guarded.destroy();
   });
 });
 

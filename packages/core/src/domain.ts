@@ -1,3 +1,4 @@
+import { networkInterfaces } from 'node:os';
 import { domainToASCII } from 'node:url';
 import { BoundedCache } from './bounded-cache.js';
 
@@ -57,9 +58,13 @@ function redact(url: URL): string {
   return copy.href;
 }
 
-/** A domain entry of a policy after normalisation. */
+/**
+ * A domain entry of a policy after normalisation. An address range (`10.0.0.0/8`, `fc00::/7`) has `isIp` true, its
+ * canonical form as `host` (`10.0.0.0/8`, `fc00::/7`) and its prefix length as `prefix`; a `/32` (IPv4) or `/128`
+ * (IPv6) is the address itself.
+ */
 export type DomainEntry =
-  | { ok: true; host: string; wildcard: boolean; isIp: boolean }
+  | { ok: true; host: string; wildcard: boolean; isIp: boolean; prefix?: number }
   | { ok: false; message: string };
 
 /**
@@ -70,6 +75,8 @@ export function normalizeDomainEntry(entry: unknown): DomainEntry {
   if (typeof entry !== 'string') return { ok: false, message: `must be a domain string, got ${entry === null ? 'null' : typeof entry}` };
   const text = entry.trim();
   if (text !== entry || text === '') return { ok: false, message: `must be a domain like example.com, got ${JSON.stringify(entry)}` };
+  const range = RANGE.exec(text);
+  if (range !== null) return normalizeRange(entry, range[1] as string, range[2] as string);
   if (text.includes('://') || /[/?#@\s]/.test(text)) {
     return { ok: false, message: `must be a bare domain (no scheme, path or userinfo), got ${JSON.stringify(entry)}` };
   }
@@ -100,6 +107,43 @@ export function normalizeDomainEntry(entry: unknown): DomainEntry {
   return { ok: true, host, wildcard, isIp };
 }
 
+// An address range: an IP address, a slash and a prefix length (the address part is checked by normalizeRange).
+const RANGE = /^([0-9A-Fa-fXx.:[\]]+)\/([0-9]{1,3})$/;
+
+// `10.0.0.0/8`, `fc00::/7`, `[fc00::]/7`: the address read as a URL host reads it, canonicalised, with no bit set past
+// the prefix. An IPv4-mapped IPv6 range of /96 or more is the IPv4 range it maps.
+function normalizeRange(entry: string, address: string, bits: string): DomainEntry {
+  const fail = (why: string): DomainEntry => ({ ok: false, message: `${why}, got ${JSON.stringify(entry)}` });
+  const shape = 'an address range is an IP address (dotted decimal IPv4, or IPv6), "/" and a prefix length: 10.0.0.0/8, fc00::/7';
+  const v6 = address.includes(':');
+  let host: string;
+  try {
+    host = new URL(`http://${v6 && !address.startsWith('[') ? `[${address}]` : address}/`).hostname;
+  } catch {
+    return fail(shape);
+  }
+  // IPv4 exactly as written (no hex, octal or short forms, which read as other addresses than they seem to).
+  if (!v6 && host !== address) return fail(shape);
+  let prefix = Number(bits);
+  const words = addressWords(host);
+  if (words === undefined) return fail(shape);
+  let ipv4 = !host.startsWith('[');
+  if (!ipv4 && prefix >= 96 && isMapped(words)) {
+    ipv4 = true;
+    prefix -= 96;
+    host = dotted(words[6] as number, words[7] as number);
+  }
+  const max = ipv4 ? 32 : 128;
+  if (prefix > max) return fail(`an ${ipv4 ? 'IPv4' : 'IPv6'} prefix length is 0 to ${max}`);
+  const masked = maskWords(words, ipv4 ? prefix + 96 : prefix);
+  if (masked.some((word, index) => word !== words[index])) {
+    const start = ipv4 ? dotted(masked[6] as number, masked[7] as number) : ipv6Text(masked);
+    return fail(`an address range has no bit set past its prefix (the range starting at that address is ${start}/${prefix})`);
+  }
+  if (prefix === max) return { ok: true, host, wildcard: false, isIp: true };
+  return { ok: true, host: `${ipv4 ? host : ipv6Text(words)}/${prefix}`, wildcard: false, isIp: true, prefix };
+}
+
 /** How a domain list matches: `subtree` (block lists, approval rules) or `exact` (allow lists). */
 export type DomainMode = 'subtree' | 'exact';
 
@@ -121,6 +165,56 @@ function ipv6Words(host: string): number[] | undefined {
 function dotted(high: number, low: number): string {
   return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
 }
+
+const IPV4_WORDS = /^([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)$/;
+
+/**
+ * The eight 16-bit words of a canonical IP host (dotted IPv4 as its IPv4-mapped IPv6 form `::ffff:a.b.c.d`, IPv6 in
+ * brackets), or `undefined` for anything else.
+ */
+function addressWords(host: string): number[] | undefined {
+  if (host.startsWith('[')) return ipv6Words(host);
+  const parts = IPV4_WORDS.exec(host);
+  if (parts === null) return undefined;
+  const [a, b, c, d] = [Number(parts[1]), Number(parts[2]), Number(parts[3]), Number(parts[4])];
+  if (a > 255 || b > 255 || c > 255 || d > 255) return undefined;
+  return [0, 0, 0, 0, 0, 0xffff, (a << 8) | b, (c << 8) | d];
+}
+
+function isMapped(words: readonly number[]): boolean {
+  return words[0] === 0 && words[1] === 0 && words[2] === 0 && words[3] === 0 && words[4] === 0 && words[5] === 0xffff;
+}
+
+// The words with every bit past the first `prefix` cleared.
+function maskWords(words: readonly number[], prefix: number): number[] {
+  return words.map((word, index) => {
+    const kept = prefix - index * 16;
+    return kept >= 16 ? word : kept <= 0 ? 0 : word & ((0xffff << (16 - kept)) & 0xffff);
+  });
+}
+
+// The key of an address's first `prefix` bits: equal for two addresses exactly when those bits are.
+function prefixKey(words: readonly number[], prefix: number): string {
+  const whole = prefix >> 4;
+  let key = '';
+  for (let i = 0; i < whole; i++) key += `${words[i] as number}:`;
+  const rest = prefix & 15;
+  if (rest !== 0) key += `${(words[whole] as number) & ((0xffff << (16 - rest)) & 0xffff)}`;
+  return key;
+}
+
+// An IPv6 address in the form WHATWG `URL` gives it (lowercase, the longest run of zero words as `::`), unbracketed.
+function ipv6Text(words: readonly number[]): string {
+  return new URL(`http://[${words.map((word) => word.toString(16)).join(':')}]/`).hostname.slice(1, -1);
+}
+
+// The blocks an entry naming this machine covers (see isThisMachine), as 128-bit prefixes.
+const THIS_MACHINE_RANGES: readonly (readonly [number[], number])[] = [
+  [[0, 0, 0, 0, 0, 0xffff, 0x7f00, 0], 104],
+  [[0, 0, 0, 0, 0, 0xffff, 0, 0], 104],
+  [[0, 0, 0, 0, 0, 0, 0, 1], 128],
+  [[0, 0, 0, 0, 0, 0, 0, 0], 128],
+];
 
 /**
  * An IPv4-mapped IPv6 literal (`[::ffff:a9fe:a9fe]`, `[::ffff:169.254.169.254]`) is the IPv4 address it carries:
@@ -175,16 +269,57 @@ interface DomainNode {
 }
 
 /**
+ * Whether a normalised IP host is an address of one of this machine's network interfaces (`10.0.0.5` of `eth0`, a
+ * container bridge, a public address): a server bound to all interfaces answers there as it does on loopback. The
+ * interfaces are read again when the last read is more than a second old; a machine whose interfaces cannot be read
+ * has none.
+ */
+export function isOwnAddress(host: string): boolean {
+  const now = Date.now();
+  if (now - ownAddressesReadAt > 1000 || now < ownAddressesReadAt) {
+    ownAddresses = readOwnAddresses();
+    ownAddressesReadAt = now;
+  }
+  return ownAddresses.has(host);
+}
+
+let ownAddresses: ReadonlySet<string> = new Set();
+let ownAddressesReadAt = Number.NEGATIVE_INFINITY;
+
+function readOwnAddresses(): ReadonlySet<string> {
+  const out = new Set<string>();
+  let interfaces: ReturnType<typeof networkInterfaces>;
+  try {
+    interfaces = networkInterfaces();
+  } catch {
+    return out;
+  }
+  for (const addresses of Object.values(interfaces)) {
+    for (const info of addresses ?? []) {
+      const address = String(info.address).split('%')[0] as string;
+      const target = parseTarget(`http://${address.includes(':') ? `[${address}]` : address}/`);
+      if (target.ok && target.isIp) out.add(target.host);
+    }
+  }
+  return out;
+}
+
+/**
  * A compiled domain list. In `exact` mode `example.com` matches only that host; in `subtree` mode it matches the
  * host and every subdomain, on a label boundary. In both modes `*.example.com` matches strict subdomains only.
- * IP entries match only the same canonical address; in `subtree` mode an IPv4 entry also matches the IPv6 forms that
- * embed it (see {@link embeddedIpv4}), and an entry naming this machine (`localhost`, a `127.x` address, `::1`,
- * `0.0.0.0`, `::`) matches every host that reaches it (see {@link isThisMachine}), so blocking one of them blocks
- * them all (an allow-list entry naming one of them exactly still allows it: see the policy's list verdict). Names are held in a trie of labels read from the right, so a match costs time linear in the host's
- * length, however many labels it has.
+ * IP entries match only the same canonical address, and a range entry (`10.0.0.0/8`, `fc00::/7`) every address it
+ * holds (the longest prefix wins). In `subtree` mode an IPv4 entry or range also matches the IPv6 forms that embed
+ * an address it covers (see {@link embeddedIpv4}), and an entry naming this machine (`localhost`, a `127.x` address,
+ * `::1`, `0.0.0.0`, `::`, or a range reaching into those) matches every host that reaches it (see
+ * {@link isThisMachine}), this machine's interface addresses too (see {@link isOwnAddress}), so blocking one of them
+ * blocks them all (an allow-list entry naming one of them exactly still allows it: see the policy's list verdict).
+ * Names are held in a trie of labels read from the right, so a match costs time linear in the host's length, however
+ * many labels it has.
  */
 export class DomainMatcher {
   private readonly ips = new Map<string, string>();
+  /** Address ranges by prefix length (of the 128-bit form), longest first: the key of the prefix, and the entry. */
+  private readonly ranges: { prefix: number; entries: Map<string, string> }[] = [];
   private readonly root: DomainNode = { children: undefined, host: undefined, wildcard: undefined };
   private count = 0;
   /** In `subtree` mode, the first entry naming this machine. */
@@ -197,6 +332,10 @@ export class DomainMatcher {
     for (const entry of entries) {
       const normalized = normalizeDomainEntry(entry);
       if (!normalized.ok) continue;
+      if (normalized.prefix !== undefined) {
+        this.addRange(entry, normalized.host);
+        continue;
+      }
       if (mode === 'subtree' && !normalized.wildcard && this.local === undefined && isThisMachine(normalized.host, normalized.isIp)) this.local = entry;
       if (normalized.isIp) {
         if (!this.ips.has(normalized.host)) {
@@ -227,6 +366,48 @@ export class DomainMatcher {
     return this.count;
   }
 
+  // A range entry (canonical `address/prefix`), kept under its prefix in the 128-bit form. In `subtree` mode a range
+  // that reaches into what an entry naming this machine covers names this machine.
+  private addRange(entry: string, canonical: string): void {
+    const slash = canonical.lastIndexOf('/');
+    const address = canonical.slice(0, slash);
+    const ipv4 = !address.includes(':');
+    const words = addressWords(ipv4 ? address : `[${address}]`) as number[];
+    const prefix = Number(canonical.slice(slash + 1)) + (ipv4 ? 96 : 0);
+    if (this.mode === 'subtree' && this.local === undefined) {
+      for (const [block, size] of THIS_MACHINE_RANGES) {
+        const shorter = Math.min(prefix, size);
+        if (prefixKey(words, shorter) === prefixKey(block, shorter)) this.local = entry;
+      }
+    }
+    let group = this.ranges.find((candidate) => candidate.prefix === prefix);
+    if (group === undefined) {
+      group = { prefix, entries: new Map() };
+      this.ranges.push(group);
+      this.ranges.sort((a, b) => b.prefix - a.prefix);
+    }
+    const key = prefixKey(words, prefix);
+    if (!group.entries.has(key)) {
+      group.entries.set(key, entry);
+      this.count++;
+    }
+  }
+
+  // The range entry that covers an address (the longest prefix wins). An IPv4 address is its mapped IPv6 form: in
+  // `subtree` mode any range containing that form covers it (`::/0` too); in `exact` mode only a range within
+  // `::ffff:0:0/96` (an IPv4 range) allows it.
+  private rangeEntry(host: string): string | undefined {
+    const words = addressWords(host);
+    if (words === undefined) return undefined;
+    const ipv4 = !host.startsWith('[');
+    for (const group of this.ranges) {
+      if (ipv4 && this.mode === 'exact' && group.prefix < 96) break;
+      const entry = group.entries.get(prefixKey(words, group.prefix));
+      if (entry !== undefined) return entry;
+    }
+    return undefined;
+  }
+
   /**
    * The entry that matches `host` (already normalised by {@link parseTarget}), or `undefined`. The most specific
    * entry wins: the host itself, then its nearest parent (a `*.` entry before a plain one at the same level), then
@@ -235,16 +416,20 @@ export class DomainMatcher {
   match(host: string, isIp: boolean): string | undefined {
     const entry = this.matchListed(host, isIp);
     if (entry !== undefined || this.local === undefined) return entry;
-    return isThisMachine(host, isIp) ? this.local : undefined;
+    if (isThisMachine(host, isIp)) return this.local;
+    if (!isIp) return undefined;
+    if (isOwnAddress(host)) return this.local;
+    for (const ipv4 of embeddedIpv4(host)) if (isOwnAddress(ipv4)) return this.local;
+    return undefined;
   }
 
   /** {@link match} without the coverage of an entry naming this machine: only an entry naming the host or a parent. */
   matchListed(host: string, isIp: boolean): string | undefined {
     if (isIp) {
-      const direct = this.ips.get(host);
-      if (direct !== undefined || this.mode === 'exact' || this.ips.size === 0 || !host.startsWith('[')) return direct;
+      const direct = this.ips.get(host) ?? (this.ranges.length === 0 ? undefined : this.rangeEntry(host));
+      if (direct !== undefined || this.mode === 'exact' || !host.startsWith('[') || (this.ips.size === 0 && this.ranges.length === 0)) return direct;
       for (const ipv4 of embeddedIpv4(host)) {
-        const entry = this.ips.get(ipv4);
+        const entry = this.ips.get(ipv4) ?? (this.ranges.length === 0 ? undefined : this.rangeEntry(ipv4));
         if (entry !== undefined) return entry;
       }
       return undefined;

@@ -16,8 +16,9 @@ const toolPattern = {
 
 const domain = {
   type: 'string',
-  description: 'A bare host: example.com, *.example.com, an IPv4 address or an IPv6 address (optionally in brackets).',
-  pattern: '^(?:(?:\\*\\.)?[^\\s/?#@:*\\[\\]]+|\\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\\]?)$',
+  description:
+    'A bare host: example.com, *.example.com, an IPv4 address or an IPv6 address (optionally in brackets), or an address range: 10.0.0.0/8, fc00::/7.',
+  pattern: '^(?:(?:\\*\\.)?[^\\s/?#@:*\\[\\]]+|\\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\\]?|[0-9]+(?:\\.[0-9]+){3}/[0-9]{1,3}|\\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\\]?/[0-9]{1,3})$',
 } as const;
 
 const scalar = { type: ['string', 'number', 'boolean', 'null'] } as const;

@@ -1,4 +1,4 @@
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, watch, type BigIntStats, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { InMemoryBudgetStore, type MaybePromise } from './budget-store.js';
 import { InMemoryRateLimitStore } from './rate-limit-store.js';
@@ -29,6 +29,19 @@ export interface PolicyFileOptions extends PolicySourceOptions {
   watch?: boolean;
   /** Milliseconds to wait after a change before reading the file, so an editor's several writes read as one. Default 50. */
   debounceMs?: number;
+  /**
+   * Milliseconds the file must then stay unchanged (same bytes, size, modification and change times, inode) before
+   * it is parsed and can take effect, so a file written in place with pauses is never taken half-written. A writer
+   * that pauses longer than this between two writes can still be read in between. Default 200; 0 takes the file as
+   * soon as `debounceMs` has passed (only for files that are always replaced by renaming a finished one over them).
+   */
+  settleMs?: number;
+  /**
+   * Milliseconds a changing file is given to settle, from its first change. A file still changing then is not
+   * loaded: the reload is refused through `onReject`, the policy in force stays, and the file is watched for the next
+   * chance to settle. Default 5,000, and at least `settleMs`.
+   */
+  settleTimeoutMs?: number;
 }
 
 /**
@@ -52,6 +65,9 @@ export class PolicySource implements PolicyProvider {
   private readonly options: PolicySourceOptions;
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
+  // The change being waited on until the file settles: when it must have settled by, and the file as last read.
+  private settling: { deadline: number; last: FileSnapshot | undefined } | undefined;
+  private closed = false;
   private readonly file: string | undefined;
   // Keyed budgets (`budgetKey` without a store) and their limits, shared by this source's sessions across reloads.
   private keyed: { store: InMemoryBudgetStore; limitStore: InMemoryRateLimitStore } | undefined;
@@ -66,13 +82,26 @@ export class PolicySource implements PolicyProvider {
 
   /**
    * Loads a policy file (an invalid first file throws {@link PolicyValidationError}: there is no policy to fall back
-   * on) and, unless `watch: false`, reloads it whenever it changes. Replace the file by renaming a finished one over
-   * it: a file written in place is read once its writes pause for `debounceMs`, and a half-written file that still
-   * parses (a list cut after a whole item) would be taken as the new policy until the rest is written.
+   * on) and, unless `watch: false`, reloads it whenever it changes. A change is read `debounceMs` after the writes
+   * pause, then read again until it has stayed the same for `settleMs`: only a settled file is parsed, so a file
+   * written in place in several writes (a slow `cat > policy.yaml`, a tool writing in chunks) is not taken while a
+   * part that happens to parse on its own is written (a block list cut after a whole item would allow what the rest
+   * blocks). A file that keeps changing for `settleTimeoutMs`, or that settles empty, invalid or unreadable, is
+   * refused through `onReject` and the policy in force stays. Renaming a finished file over the policy file is still
+   * the safest way to replace it (readers never see part of it); with only renames, `settleMs: 0` reloads sooner.
+   *
+   * @example
+   * ```ts
+   * const source = PolicySource.fromFile('policy.yaml', {
+   *   settleMs: 500, // the file is written by a tool that pauses up to ~300 ms between writes
+   *   onReject: ({ issues }) => console.error('policy reload refused', issues),
+   * });
+   * ```
    */
   static fromFile(path: string, options: PolicyFileOptions = {}): PolicySource {
+    const watching = options.watch !== false ? watchTimes(options) : undefined;
     const source = new PolicySource(AgentPolicy.fromYaml(path), { ...options, file: path });
-    if (options.watch !== false) source.watchFile(options.debounceMs ?? 50);
+    if (watching) source.watchFile(watching);
     return source;
   }
 
@@ -116,7 +145,10 @@ export class PolicySource implements PolicyProvider {
     return { ok: true, changed: true, hash: policy.hash, previousHash };
   }
 
-  /** Reads the source's file again now (what the watcher does on a change). */
+  /**
+   * Reads the source's file again now, once, and applies it if it validates. The watcher does more before it applies a
+   * change: it waits for the file to settle (see {@link PolicySource.fromFile}).
+   */
   reload(): PolicyUpdate {
     if (this.file === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', 'this policy source has no file to reload; use update()');
     let text: string;
@@ -143,12 +175,14 @@ export class PolicySource implements PolicyProvider {
     return this.halts.list();
   }
 
-  /** Stops watching the file. */
+  /** Stops watching the file; a change still settling is dropped, and nothing is reloaded afterwards. */
   close(): void {
+    this.closed = true;
     this.watcher?.close();
     this.watcher = undefined;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    this.settling = undefined;
   }
 
   [Symbol.dispose](): void {
@@ -161,20 +195,119 @@ export class PolicySource implements PolicyProvider {
   }
 
   // Watches the directory (editors and deploys replace the file by renaming, which a watch on the file itself loses).
-  private watchFile(debounceMs: number): void {
+  // A change starts a settling: the file is read debounceMs after the last change event, then read again until two
+  // reads settleMs apart find it the same; only then is it parsed and applied (or refused). All of it runs in timer
+  // callbacks with synchronous reads, so close() can never fall between a read and the swap.
+  private watchFile(times: WatchTimes): void {
     const file = resolve(this.file as string);
     const name = basename(file);
     this.watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
-      if (changed !== null && changed !== name) return;
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.reload();
-      }, debounceMs);
-      this.timer.unref?.();
+      if (this.closed || (changed !== null && changed !== name)) return;
+      const now = performance.now();
+      this.settling ??= { deadline: now + times.settleTimeoutMs, last: undefined };
+      // Never later than the deadline: a file rewritten faster than debounceMs would otherwise never be looked at.
+      this.schedule(() => this.settle(file, times), Math.min(times.debounceMs, Math.max(0, this.settling.deadline - now)));
     });
     this.watcher.on('error', (error) => this.reject([{ path: '', message: `watching ${file} failed: ${error.message}` }]));
   }
+
+  private schedule(step: () => void, delayMs: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      step();
+    }, delayMs);
+    this.timer.unref?.();
+  }
+
+  private settle(file: string, times: WatchTimes): void {
+    const settling = this.settling;
+    if (this.closed || settling === undefined) return;
+    const now = performance.now();
+    const snapshot = readSnapshot(file, now);
+    const last = settling.last;
+    if (last !== undefined && sameSnapshot(last, snapshot)) {
+      const quiet = now - last.at;
+      if (quiet < times.settleMs) {
+        this.schedule(() => this.settle(file, times), times.settleMs - quiet);
+        return;
+      }
+      this.settling = undefined;
+      if (snapshot.error !== undefined) this.reject([{ path: '', message: snapshot.error }]);
+      else this.update(snapshot.text);
+      return;
+    }
+    if (last !== undefined && now >= settling.deadline) {
+      // It changed again since the last read: the file is still being written. Refuse, keep the policy in force, and
+      // treat what was just seen as the next change, so the file loads once it stops changing (one refusal per period).
+      this.settling = { deadline: now + times.settleTimeoutMs, last: snapshot };
+      this.reject([
+        {
+          path: '',
+          message: `${file} kept changing for ${Math.round(times.settleTimeoutMs)} ms without staying unchanged for ${times.settleMs} ms; not loaded, the policy in force stays until the file settles`,
+        },
+      ]);
+    } else {
+      settling.last = snapshot;
+    }
+    this.schedule(() => this.settle(file, times), times.settleMs);
+  }
+}
+
+interface WatchTimes {
+  readonly debounceMs: number;
+  readonly settleMs: number;
+  readonly settleTimeoutMs: number;
+}
+
+function watchTimes(options: PolicyFileOptions): WatchTimes {
+  const time = (name: 'debounceMs' | 'settleMs' | 'settleTimeoutMs', fallback: number): number => {
+    const value = options[name] ?? fallback;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', `${name} must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${String(value)}`);
+    }
+    return value;
+  };
+  const debounceMs = time('debounceMs', 50);
+  const settleMs = time('settleMs', 200);
+  const settleTimeoutMs = time('settleTimeoutMs', Math.max(5_000, settleMs));
+  if (settleTimeoutMs < settleMs) throw new AgentPolicyError('INVALID_ARGUMENT', `settleTimeoutMs (${settleTimeoutMs}) must be at least settleMs (${settleMs})`);
+  return { debounceMs, settleMs, settleTimeoutMs };
+}
+
+// The longest delay setTimeout honours (a longer one fires at once).
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** The policy file as read once: its bytes and what identifies that version of it, or why it could not be read. */
+type FileSnapshot = { readonly at: number } & (
+  | { readonly error: undefined; readonly text: string; readonly bytes: Buffer; readonly version: string }
+  | { readonly error: string }
+);
+
+function readSnapshot(file: string, at: number): FileSnapshot {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const before = fstatSync(fd, { bigint: true });
+    const bytes = readFileSync(fd);
+    const after = fstatSync(fd, { bigint: true });
+    // Written to while it was being read: a version no later read can match, so the wait starts over.
+    const version = fileVersion(before) === fileVersion(after) && BigInt(bytes.length) === after.size ? fileVersion(after) : `torn ${at}`;
+    return { at, error: undefined, text: bytes.toString('utf8'), bytes, version };
+  } catch (error) {
+    return { at, error: `cannot read ${file}: ${(error as Error).message}` };
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function fileVersion(stats: BigIntStats): string {
+  return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`;
+}
+
+function sameSnapshot(a: FileSnapshot, b: FileSnapshot): boolean {
+  if (a.error !== undefined || b.error !== undefined) return a.error === b.error;
+  return a.version === b.version && !a.version.startsWith('torn') && a.bytes.equals(b.bytes);
 }
 
 function issuesOf(error: unknown): readonly PolicyIssue[] {

@@ -66,6 +66,18 @@ describe('policy warnings', () => {
       expect((await fixed.checkHttp('https://docs.python.org/3/')).decision).toBe('allow');
     });
 
+    it('an allowed address or range that a block range covers whole warns; a range only partly covered does not', async () => {
+      const policy = AgentPolicy.fromDict({ network: { allow: ['10.1.2.3', '10.1.0.0/16', '10.0.0.0/7', '172.16.0.0/12', '[::a00:1]'], block: ['10.0.0.0/8', '172.16.0.0/13'] } });
+      expect(codes(policy)).toEqual(['allow_entry_blocked network.allow[0]', 'allow_entry_blocked network.allow[1]', 'allow_entry_blocked network.allow[4]']);
+      expect(policy.warnings[0]?.message).toBe('10.1.2.3 can never be reached: network.block entry "10.0.0.0/8" covers that address');
+      expect(policy.warnings[1]?.message).toBe('no address of 10.1.0.0/16 can be reached: network.block entry "10.0.0.0/8" covers that whole range');
+      const session = policy.session();
+      expect((await session.checkHttp('http://10.1.9.9/')).decision).toBe('deny');
+      expect((await session.checkHttp('http://11.1.9.9/')).decision).toBe('allow');
+      expect((await session.checkHttp('http://172.24.0.1/')).decision).toBe('allow');
+      expect((await session.checkHttp('http://172.17.0.1/')).decision).toBe('deny');
+    });
+
     it('a wildcard allow under a blocked domain warns; unrelated and parent entries do not', () => {
       expect(codes(AgentPolicy.fromDict({ network: { allow: ['*.twitter.com'], block: ['twitter.com'] } }))).toEqual([
         'allow_entry_blocked network.allow[0]',

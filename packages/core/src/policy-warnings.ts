@@ -56,16 +56,31 @@ export function policyWarnings(policy: NormalizedPolicy): PolicyWarning[] {
     policy.network.allow.forEach((entry, index) => {
       const normalized = normalizeDomainEntry(entry);
       if (!normalized.ok) return;
-      const by = blocked.matchListed(normalized.host, normalized.isIp);
+      const by = normalized.prefix === undefined ? blocked.matchListed(normalized.host, normalized.isIp) : blockingWholeRange(blocked, normalized.host);
       if (by === undefined) return;
-      const what = normalized.wildcard ? `no subdomain of ${normalized.host}` : `${normalized.host}`;
+      const what = normalized.wildcard ? `no subdomain of ${normalized.host}` : normalized.prefix !== undefined ? `no address of ${normalized.host}` : `${normalized.host}`;
+      const covers = normalized.isIp ? (normalized.prefix !== undefined ? 'covers that whole range' : 'covers that address') : 'blocks that domain and every subdomain (the Python agentpolicy blocked only the exact host)';
       warnings.push({
         code: 'allow_entry_blocked',
         path: `network.allow[${index}]`,
-        message: `${what} can ${normalized.wildcard ? 'be reached' : 'never be reached'}: network.block entry ${JSON.stringify(by)} blocks that domain and every subdomain (the Python agentpolicy blocked only the exact host)`,
+        message: `${what} can ${normalized.wildcard || normalized.prefix !== undefined ? 'be reached' : 'never be reached'}: network.block entry ${JSON.stringify(by)} ${covers}`,
         fix: `with network.allow present, hosts not listed are denied anyway: remove the network.block entry ${JSON.stringify(by)}, or remove the network.allow entry`,
       });
     });
   }
   return warnings;
+}
+
+// The block entry that covers every address of an allowed range (`10.1.0.0/16` under `10.0.0.0/8`), if one does: the
+// entry covering the range's first address, when its prefix is no longer than the range's.
+function blockingWholeRange(blocked: DomainMatcher, range: string): string | undefined {
+  const slash = range.lastIndexOf('/');
+  const start = range.slice(0, slash);
+  const ipv4 = !start.includes(':');
+  const by = blocked.matchListed(ipv4 ? start : `[${start}]`, true);
+  if (by === undefined) return undefined;
+  const entry = normalizeDomainEntry(by);
+  if (!entry.ok) return undefined;
+  const width = (prefix: number | undefined, host: string) => (prefix === undefined ? 128 : prefix + (host.includes(':') ? 0 : 96));
+  return width(entry.prefix, entry.host) <= width(Number(range.slice(slash + 1)), range) ? by : undefined;
 }

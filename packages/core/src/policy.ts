@@ -349,6 +349,8 @@ export class AgentPolicy implements PolicyEvaluator {
     // every time, so the verdict of one call never answers another of the same name.
     const applicable = this.applicable(action);
     if (action.type === 'cost' || action.costNanos !== 0 || applicable.rules.length > 0) return this.decideApplicable(action, applicable, 0, 0, false);
+    // An address's verdict can change while the policy stands (it becomes one of this machine's: see isOwnAddress).
+    if (action.type === 'http' && action.isIp) return this.decide(action, 0, 0, false);
     const memo = action.type === 'tool' ? this.freeToolVerdicts : this.freeHttpVerdicts;
     const key = action.type === 'tool' ? action.name : action.host;
     return memo.get(key) ?? memo.set(key, Object.freeze(this.decide(action, 0, 0, false)));
@@ -382,6 +384,7 @@ export class AgentPolicy implements PolicyEvaluator {
   private applicable(action: PreparedAction): Applicable {
     if (this.conditionRules.length === 0 && this.limits.length === 0) return NOTHING_APPLIES;
     if (action.type === 'cost') return (this.costApplicable.found ??= this.findApplicable(action));
+    if (action.type === 'http' && action.isIp) return this.findApplicable(action);
     const memo = action.type === 'tool' ? this.toolApplicable : this.httpApplicable;
     const key = action.type === 'tool' ? action.name : action.host;
     return memo.get(key) ?? memo.set(key, this.findApplicable(action));

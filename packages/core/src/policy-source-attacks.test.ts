@@ -1,0 +1,223 @@
+import { closeSync, openSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { AgentPolicy, AgentPolicyError, PolicySource, type PolicyFileOptions } from './index.js';
+import { useTempDirs } from './test-support/temp-dirs.js';
+
+// drop_db is blocked by the policy in force and by the one replacing it; only a part of the new file omits it.
+const OLD = `tools:\n  block:\n    - delete_file\n    - drop_db\n`;
+const NEW = `budget:\n  max_spend: 5\ntools:\n  block:\n    - delete_file\n    - drop_db\n`;
+// NEW as a writer in chunks leaves it on disk: each part parses on its own, and each would allow drop_db.
+const PARTS = [`budget:\n  max_spend: 5\n`, `tools:\n  block:\n    - delete_file\n`, `    - drop_db\n`];
+const FINAL = `budget:\n  max_spend: 7\ntools:\n  block: [delete_file, drop_db]\n`;
+
+const oldHash = AgentPolicy.fromYamlString(OLD).hash;
+const newHash = AgentPolicy.fromYamlString(NEW).hash;
+const finalHash = AgentPolicy.fromYamlString(FINAL).hash;
+
+const tempDir = useTempDirs('agentpolicy-source-attacks-');
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function policyFile(text: string): string {
+  const file = join(tempDir(), 'policy.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+// Writes the file in place (truncated, then written part by part with a pause after each but the last).
+async function writeInPlace(file: string, parts: readonly string[], pauseMs: number): Promise<void> {
+  const fd = openSync(file, 'w');
+  try {
+    for (const [i, part] of parts.entries()) {
+      if (i > 0) await sleep(pauseMs);
+      writeSync(fd, part);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+interface Watched {
+  source: PolicySource;
+  updates: string[];
+  rejects: string[];
+}
+
+function watched(file: string, options: PolicyFileOptions): Watched {
+  const updates: string[] = [];
+  const rejects: string[] = [];
+  const source = PolicySource.fromFile(file, {
+    ...options,
+    onUpdate: (event) => updates.push(event.hash),
+    onReject: (event) => rejects.push(event.issues.map((issue) => issue.message).join('; ')),
+  });
+  return { source, updates, rejects };
+}
+
+// A session of the source asking for drop_db over and over until stopped: what it was answered, under which policy.
+function keepChecking(source: PolicySource): () => Promise<{ checks: number; allowed: number; hashes: Set<string> }> {
+  const session = source.session({ id: 'checker' });
+  let stopped = false;
+  let checks = 0;
+  let allowed = 0;
+  const hashes = new Set<string>();
+  const running = (async () => {
+    while (!stopped) {
+      const decision = await session.checkTool('drop_db');
+      checks++;
+      hashes.add(decision.policyHash);
+      if (decision.decision !== 'deny') allowed++;
+      await sleep(1);
+    }
+  })();
+  return async () => {
+    stopped = true;
+    await running;
+    return { checks, allowed, hashes };
+  };
+}
+
+describe('a watched policy file written in place', () => {
+  it('written in parts with pauses longer than debounceMs: no part is ever taken, the whole file is', async () => {
+    const file = policyFile(OLD);
+    const { source, updates, rejects } = watched(file, { debounceMs: 20, settleMs: 800 });
+    try {
+      expect(source.hash).toBe(oldHash);
+      const stop = keepChecking(source);
+      // Each pause is long enough for a reader that only waits debounceMs to take the part written so far.
+      await writeInPlace(file, PARTS, 150);
+      await waitFor(() => source.hash === newHash, 'the new policy');
+      await sleep(50);
+      const seen = await stop();
+      expect(seen.checks).toBeGreaterThan(50);
+      expect(seen.allowed).toBe(0);
+      expect([...seen.hashes].sort()).toEqual([newHash, oldHash].sort());
+      expect(updates).toEqual([newHash]);
+      expect(rejects).toEqual([]);
+      expect((await source.session().checkTool('drop_db')).decision).toBe('deny');
+    } finally {
+      source.close();
+    }
+  });
+
+  it('emptied in place (truncated to zero, or only whitespace and comments) and left so: refused, the policy in force stays', async () => {
+    const file = policyFile(OLD);
+    const { source, updates, rejects } = watched(file, { debounceMs: 10, settleMs: 100 });
+    try {
+      truncateSync(file, 0);
+      await waitFor(() => rejects.length === 1, 'the refusal of the empty file');
+      expect(rejects[0]).toMatch(/empty/);
+      expect(source.hash).toBe(oldHash);
+      expect((await source.session().checkTool('drop_db')).decision).toBe('deny');
+
+      writeFileSync(file, '  \n\t\n');
+      await waitFor(() => rejects.length === 2, 'the refusal of the blank file');
+      writeFileSync(file, '# tools:\n#   block: [drop_db]\n');
+      await waitFor(() => rejects.length === 3, 'the refusal of the comment-only file');
+      expect(rejects.slice(1).every((message) => /empty/.test(message))).toBe(true);
+      expect(source.hash).toBe(oldHash);
+      expect(updates).toEqual([]);
+      expect((await source.session().checkTool('drop_db')).decision).toBe('deny');
+    } finally {
+      source.close();
+    }
+  });
+
+  it('truncated to zero and written after a pause: the empty file is never the policy, the written one is', async () => {
+    const file = policyFile(OLD);
+    const { source, updates, rejects } = watched(file, { debounceMs: 20, settleMs: 800 });
+    try {
+      const stop = keepChecking(source);
+      await writeInPlace(file, ['', NEW], 200);
+      await waitFor(() => source.hash === newHash, 'the new policy');
+      const seen = await stop();
+      expect(seen.allowed).toBe(0);
+      expect(updates).toEqual([newHash]);
+      // The empty file it went through was never read as a policy, so there was nothing to refuse either.
+      expect(rejects).toEqual([]);
+    } finally {
+      source.close();
+    }
+  });
+
+  it('a file that keeps changing is refused once settleTimeoutMs passes, never half-taken, and loads once it stops', async () => {
+    const file = policyFile(OLD);
+    const { source, updates, rejects } = watched(file, { debounceMs: 10, settleMs: 300, settleTimeoutMs: 700 });
+    try {
+      const stop = keepChecking(source);
+      const until = Date.now() + 1_800;
+      while (Date.now() < until) {
+        writeFileSync(file, `${PARTS[0]}${PARTS[1]}`);
+        await sleep(5);
+        writeFileSync(file, NEW);
+        await sleep(5);
+      }
+      writeFileSync(file, FINAL);
+      await waitFor(() => source.hash === finalHash, 'the final policy');
+      const seen = await stop();
+      expect(seen.allowed).toBe(0);
+      expect(rejects.length).toBeGreaterThan(0);
+      for (const message of rejects) expect(message).toMatch(/kept changing for 700 ms/);
+      // Only ever a whole version (and no other than the last in practice): never the part without drop_db.
+      for (const hash of updates) expect([newHash, finalHash]).toContain(hash);
+      expect(updates.at(-1)).toBe(finalHash);
+    } finally {
+      source.close();
+    }
+  });
+
+  it('renamed over with the default settling: reloaded', async () => {
+    const file = policyFile(OLD);
+    const { source, updates, rejects } = watched(file, {});
+    try {
+      writeFileSync(`${file}.new`, NEW);
+      renameSync(`${file}.new`, file);
+      await waitFor(() => source.hash === newHash, 'the renamed-over policy');
+      expect(updates).toEqual([newHash]);
+      expect(rejects).toEqual([]);
+    } finally {
+      source.close();
+    }
+  });
+
+  it('closed while a change settles: nothing is reloaded, then or after', async () => {
+    const file = policyFile(OLD);
+    const options = { debounceMs: 10, settleMs: 600 };
+    const closed = watched(file, options);
+    // A second source on the same file, left open, shows the change would have been taken.
+    const open = watched(file, options);
+    try {
+      writeFileSync(file, NEW);
+      // Past debounceMs: the file has been read once and the settling wait is running.
+      await sleep(150);
+      closed.source.close();
+      await waitFor(() => open.source.hash === newHash, 'the open source to reload');
+      writeFileSync(file, FINAL);
+      await waitFor(() => open.source.hash === finalHash, 'the open source to reload again');
+      await sleep(100);
+      expect(closed.source.hash).toBe(oldHash);
+      expect(closed.updates).toEqual([]);
+      expect(closed.rejects).toEqual([]);
+      closed.source.close();
+    } finally {
+      open.source.close();
+    }
+  });
+
+  it('settling times that are not milliseconds are refused with a typed error', () => {
+    const file = policyFile(OLD);
+    for (const options of [{ settleMs: -1 }, { settleMs: Number.NaN }, { debounceMs: Infinity }, { settleTimeoutMs: '5' as never }, { settleMs: 500, settleTimeoutMs: 100 }]) {
+      expect(() => PolicySource.fromFile(file, options), JSON.stringify(options)).toThrow(AgentPolicyError);
+    }
+    // Not watching: nothing to settle, the times are not read.
+    expect(PolicySource.fromFile(file, { watch: false, settleMs: -1 }).hash).toBe(oldHash);
+  });
+});
