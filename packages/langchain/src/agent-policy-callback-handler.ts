@@ -28,7 +28,9 @@ export interface AgentPolicyCallbackHandlerOptions {
  * - `handleChatModelStart` / `handleLLMStart` reserve the worst-case cost of the call; when the budget cannot cover
  *   it (or the model has no known price under a budget) they throw and no request is sent.
  * - `handleLLMEnd` charges the real cost from the message's `usage_metadata` (`llmOutput` for legacy LLMs) and
- *   releases the rest of the reservation.
+ *   releases the rest of the reservation. A run is reserved and settled once: the model's own retries
+ *   (`maxRetries`) happen inside it, unseen (set `maxRetries: 0`, or use {@link agentPolicyMiddleware}, which meters
+ *   every attempt).
  *
  * The handler is built with `raiseError: true`, so LangChain awaits it and lets its errors through whichever way it is
  * attached (`callbacks` on invoke, `withConfig`, or a constructor's `callbacks`). Without that flag LangChain runs

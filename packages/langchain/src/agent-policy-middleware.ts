@@ -1,11 +1,12 @@
-import { decisionError, splitPromptMedia, type Decision, type PolicySession, type RuleRef } from '@agentpolicy/core';
+import { decisionError, splitPromptMedia, type Decision, type ModelCallEstimate, type PolicySession, type RuleRef } from '@agentpolicy/core';
 import { AIMessage, ToolMessage } from '@langchain/core/messages';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { interrupt, isGraphBubbleUp } from '@langchain/langgraph';
 import { answerFor, approvalRequestOf, decide, refuseAmbiguous, resumeWaiting, runAllowed } from './tool-call.js';
 import { createMiddleware, type AgentMiddleware } from 'langchain';
+import { ModelAttempts, meterModelAttempts } from './model-attempts.js';
 import { runGated } from './model-gate.js';
-import { failureOf, modelInfoFromModel, promptOf, usageFromMessage } from './model-call.js';
+import { modelInfoFromModel, promptOf, usageFromMessage } from './model-call.js';
 import { toolCallKey, toolCost, type ToolCosts } from './tool-costs.js';
 import { rememberWaiting, waitingToolInputOf } from './tool-input.js';
 
@@ -74,7 +75,10 @@ export type ToolApprovalAnswer =
  *   checkpointer and a `thread_id`; a session with an `approver` answers in place instead.
  * - `beforeModel` ends the run with an AI message once the budget is used up; `wrapModelCall` reserves the worst-case
  *   cost of each model call before it is sent (over budget: no request, the run ends with a message) and charges the
- *   real cost from the answer's `usage_metadata`.
+ *   real cost from the answer's `usage_metadata`. Every request the model sends for the call, its own retries
+ *   (`maxRetries`) included, is reserved before it is sent and settled by its own outcome: a retry the budget cannot
+ *   cover is not sent and denies the call, a failed attempt is released (4xx) or charged its estimate (5xx, timeout,
+ *   reset connection), the attempt that answered is charged its usage.
  *
  * @example
  * ```ts
@@ -88,6 +92,11 @@ export type ToolApprovalAnswer =
  */
 export function agentPolicyMiddleware(session: PolicySession, options: AgentPolicyMiddlewareOptions = {}): AgentMiddleware {
   const exitBehavior = options.exitBehavior ?? 'end';
+  meterModelAttempts();
+  const refuse = (decision: Decision): AIMessage => {
+    if (exitBehavior === 'error') throw decisionError(decision);
+    return new AIMessage({ content: `agentpolicy: model call denied: ${decision.reason}`, response_metadata: policyMetadata(decision) });
+  };
   return createMiddleware({
     name: options.name ?? 'AgentPolicyMiddleware',
 
@@ -103,28 +112,31 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
     wrapModelCall: async (request, handler) => {
       const info = modelInfoFromModel(request.model);
       const threadId = request.runtime?.configurable?.thread_id;
-      const reservation = await session.reserveModelCall({
+      const estimate: ModelCallEstimate = {
         model: info.model,
         ...(info.provider !== undefined ? { provider: info.provider } : {}),
         ...splitPromptMedia({ system: request.systemMessage?.content ?? request.systemPrompt, messages: promptOf(request.messages), tools: toolSpecs(request.tools) }),
         ...(info.maxOutputTokens !== undefined ? { maxOutputTokens: info.maxOutputTokens } : {}),
         ...(info.n !== undefined ? { n: info.n } : {}),
         metadata: { middleware: true, ...(typeof threadId === 'string' ? { threadId } : {}) },
-      });
-      if (!reservation.allowed) {
-        if (exitBehavior === 'error') throw decisionError(reservation.decision);
-        return new AIMessage({ content: `agentpolicy: model call denied: ${reservation.decision.reason}`, response_metadata: policyMetadata(reservation.decision) });
-      }
+      };
+      const reservation = await session.reserveModelCall(estimate);
+      if (!reservation.allowed) return refuse(reservation.decision);
+      // Every request the model sends for this call (its own retries included) is reserved and settled on its own.
+      const attempts = new ModelAttempts(session, estimate, reservation);
       let response: AIMessage;
       try {
-        response = await runGated(session, () => handler(request));
+        response = await runGated(session, () => attempts.run(async () => handler(request)));
       } catch (error) {
         // An interrupt raised further in sent nothing; any other failure is settled by core's rule.
-        await (isGraphBubbleUp(error) ? reservation.release() : reservation.fail(failureOf(error)));
+        await attempts.failed(error, isGraphBubbleUp(error));
+        // A retry the budget could not cover ended the call: the same denial as a call refused before it started.
+        const refused = attempts.refusalIn(error);
+        if (refused !== undefined && exitBehavior === 'end') return refuse(refused);
         throw error;
       }
       try {
-        await reservation.commit(usageFromMessage(response));
+        await attempts.succeeded(usageFromMessage(response));
       } catch (error) {
         // The reservation stays open and session.end() charges its estimate: no spend is lost.
         process.emitWarning(`agentpolicy: recording model usage failed: ${(error as Error)?.message ?? String(error)}`);

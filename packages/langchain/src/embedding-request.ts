@@ -1,5 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { AgentPolicyError, decisionError, type ModelCallEstimate, type PolicySession, type Reservation, type UsageUpdate } from '@agentpolicy/core';
+import { AgentPolicyError, type ModelCallEstimate, type PolicySession, type Reservation, type UsageUpdate } from '@agentpolicy/core';
+import { failedAttemptHandler, reserveAttempt, settleAttempt } from './caller-attempt.js';
+import { markMeteredCaller } from './model-attempts.js';
 import { embeddingUsage, failureOf } from './model-call.js';
 
 // The request running in this async context, shared by every copy of this module (ESM and CommonJS builds) under a
@@ -10,36 +12,8 @@ const running: AsyncLocalStorage<EmbeddingRequest> = ((globalThis as Record<symb
 
 /** Marks an embeddings instance whose `caller` is governed (a registered symbol: one mark for every module copy). */
 const GOVERNED = Symbol.for('agentpolicy.langchain.governedEmbeddings');
-/** LangChain's own mark for an error its retry loop must not retry (`stampRetryable(error, false)`). */
-const RETRYABLE = Symbol.for('langchain.errors.retryable');
-/** Our mark for an error thrown inside an attempt that ends the retry loop (registered: seen by every module copy). */
-const FINAL = Symbol.for('agentpolicy.langchain.finalAttempt');
 
-/** Marks an error of ours thrown inside an attempt: the retry loop is stopped with it, never retried. */
-function stop<E extends Error>(error: E): E {
-  try {
-    Object.defineProperty(error, FINAL, { value: true, configurable: true });
-    Object.defineProperty(error, RETRYABLE, { value: false, configurable: true });
-  } catch {
-    // a frozen error: LangChain's retry loop sees it as any other failure
-  }
-  return error;
-}
-
-const isFinal = (error: unknown): boolean => typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[FINAL] === true;
-
-function warn(error: unknown): void {
-  process.emitWarning(`agentpolicy: settling an embeddings request failed: ${(error as Error)?.message ?? String(error)}`);
-}
-
-/** Settles without throwing: the request already happened, and its caller gets its answer (or its own error). */
-async function settle(settled: Promise<unknown>): Promise<void> {
-  try {
-    await settled;
-  } catch (error) {
-    warn(error);
-  }
-}
+const settle = (settled: Promise<unknown>): Promise<void> => settleAttempt(settled, 'an embeddings request');
 
 /**
  * One request an embeddings model is asked to make for a governed call (a batch of texts, or one query), with the
@@ -86,15 +60,7 @@ export class EmbeddingRequest {
   /** One attempt: reserved (the first by the request's own reservation), sent, and settled by its outcome. */
   async attempt<R>(callable: (...args: never[]) => Promise<R>, args: never[]): Promise<R> {
     const number = ++this.attempts;
-    let reservation = this.take();
-    if (!reservation) {
-      try {
-        reservation = await this.session.reserveModelCall({ ...this.estimate, metadata: { ...this.estimate.metadata, attempt: number } });
-      } catch (error) {
-        throw error instanceof Error ? stop(error) : error;
-      }
-      if (!reservation.allowed) throw stop(decisionError(reservation.decision));
-    }
+    const reservation = this.take() ?? (await reserveAttempt(this.session, this.estimate, number));
     let result: R;
     try {
       result = await callable(...args);
@@ -221,13 +187,9 @@ function governed(target: object, original: CallerLike): unknown {
       },
     },
     // A refused retry ends the retry loop, whatever handler the caller was built with.
-    onFailedAttempt: {
-      value(error: unknown) {
-        if (isFinal(error)) throw error;
-        const handler: unknown = Reflect.get(original, 'onFailedAttempt');
-        return typeof handler === 'function' ? (handler as (error: unknown) => unknown).call(original, error) : undefined;
-      },
-    },
+    onFailedAttempt: { value: failedAttemptHandler(original) },
   });
+  // Its attempts are metered here: a chat model call running around it leaves them alone.
+  markMeteredCaller(caller);
   return caller;
 }

@@ -6,7 +6,8 @@ import { listenLocal } from './listen-local.js';
  * whole output limit of every choice (gpt-4o's maximum when the request sets none), every image at its documented
  * high-detail maximum, every generated image at its largest size and quality (a gpt-image-2 image at the size asked,
  * by its size formula), audio for its whole duration. It speaks chat completions, Responses, embeddings, image
- * generation and edits, transcription and speech. Requests are held a little so a burst of them overlaps.
+ * generation and edits, transcription and speech; a chat completion asked for with `stream: true` is streamed.
+ * Requests are held a little so a burst of them overlaps.
  */
 
 /** gpt-4o's listed maximum output. */
@@ -192,6 +193,22 @@ async function reply(path: string, contentType: string, body: Buffer, options: B
   return answer(path, body, options);
 }
 
+/**
+ * A chat completion as the server-sent events of a streamed one: each choice's text, its finish reason, then (when
+ * the request asks for it with `stream_options.include_usage`) the usage in a last chunk of its own.
+ */
+function chatStream(completion: Json, request: Json): string {
+  const base = { id: completion['id'], object: 'chat.completion.chunk', created: 0, model: completion['model'] };
+  const choices = Array.isArray(completion['choices']) ? (completion['choices'] as Json[]) : [];
+  const events: Json[] = choices.flatMap((choice) => [
+    { ...base, choices: [{ index: choice['index'], delta: { role: 'assistant', content: (choice['message'] as Json | undefined)?.['content'] ?? '' }, finish_reason: null }] },
+    { ...base, choices: [{ index: choice['index'], delta: {}, finish_reason: choice['finish_reason'] }] },
+  ]);
+  const wantsUsage = (request['stream_options'] as Json | undefined)?.['include_usage'] === true;
+  if (wantsUsage && completion['usage'] !== undefined) events.push({ ...base, choices: [], usage: completion['usage'] });
+  return `${events.map((event) => `data: ${JSON.stringify(event)}\n\n`).join('')}data: [DONE]\n\n`;
+}
+
 /** Starts the server on 127.0.0.1, on a free port. */
 export async function startBillingServer(options: BillingServerOptions = {}): Promise<BillingServer> {
   let hits = 0;
@@ -214,6 +231,11 @@ export async function startBillingServer(options: BillingServerOptions = {}): Pr
         reply(path, req.headers['content-type'] ?? '', Buffer.concat(chunks), options).then(
           (json) => {
             if (omit) delete json['usage'];
+            const request = parse(Buffer.concat(chunks));
+            if (path.endsWith('/chat/completions') && request['stream'] === true) {
+              res.writeHead(200, { 'content-type': 'text/event-stream' }).end(chatStream(json, request));
+              return;
+            }
             res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(json));
           },
           () => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'unreadable request body' } })),
