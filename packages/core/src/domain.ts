@@ -366,6 +366,11 @@ export class DomainMatcher {
     return this.count;
   }
 
+  /** Whether some address can match: an IP or range entry, or (in `subtree` mode) an entry naming this machine. */
+  get coversAddresses(): boolean {
+    return this.ips.size > 0 || this.ranges.length > 0 || this.local !== undefined;
+  }
+
   // A range entry (canonical `address/prefix`), kept under its prefix in the 128-bit form. In `subtree` mode a range
   // that reaches into what an entry naming this machine covers names this machine.
   private addRange(entry: string, canonical: string): void {

@@ -44,6 +44,8 @@ export interface PolicyEvaluator {
   decideFree(action: PreparedAction): Verdict;
   /** The verdict for connecting to an address a name resolved to, or undefined when the policy does not block it. */
   decideAddress(hostname: string, address: string): Verdict | undefined;
+  /** Whether `network.block` covers any address (an IP address or range, or an entry naming this machine). */
+  readonly blocksAddresses: boolean;
   /** The limits whose selector matches the action, in policy order. */
   limitsFor(action: PreparedAction): readonly CompiledLimit[];
   /** Evaluates a prepared action. Pure: reads the budget view it is given and changes nothing. */

@@ -505,6 +505,11 @@ export class AgentPolicy implements PolicyEvaluator {
     return blocked;
   }
 
+  /** Whether `network.block` covers any address: an IP address or range, or an entry naming this machine. */
+  get blocksAddresses(): boolean {
+    return this.blockedDomains.coversAddresses;
+  }
+
   /**
    * The verdict for connecting to `address` (an IP in the form a URL host takes: `169.254.169.254`, `[::1]`), which
    * `hostname` resolved to: a deny when `network.block` covers the address, as it would a request to that address;

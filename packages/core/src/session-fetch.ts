@@ -4,6 +4,11 @@ import { decisionError } from './errors.js';
 /** What a governed fetch needs from a session: the network check. {@link PolicySession} is one. */
 export interface HttpChecker {
   checkHttp(url: string | URL, options?: { method?: string; cost?: number; metadata?: Metadata }): Promise<Decision>;
+  /**
+   * Resolves the URL's host and throws the policy error when it resolves to a blocked address (see
+   * {@link PolicySession.checkResolvedAddresses}); asked before each request sent without a `dispatcher`.
+   */
+  checkResolvedAddresses?(url: string | URL): Promise<void>;
 }
 
 /** Options of {@link PolicySession.createFetch}. */
@@ -76,7 +81,11 @@ export function createPolicyFetch(session: HttpChecker, options: PolicyFetchOpti
     const headers = new Headers(request.headers);
     headers.delete('host');
 
+    // Without a dispatcher of the caller's, the connection resolves the name by itself: the addresses it will find
+    // are checked first (a dispatcher connecting through session.lookup checks the very addresses it connects to).
+    const resolved = extra === undefined ? session.checkResolvedAddresses?.bind(session) : undefined;
     if (request.redirect !== 'follow') {
+      await resolved?.(request.url);
       const response = await send(new Request(request, { headers }), extra);
       return refuseUnchecked(session, request, response);
     }
@@ -86,6 +95,7 @@ export function createPolicyFetch(session: HttpChecker, options: PolicyFetchOpti
     let current = { url: request.url, method: request.method, headers, body };
     for (let hop = 0; ; hop++) {
       const sending = new Request(current.url, { method: current.method, headers: current.headers, body: current.body, redirect: 'manual', signal });
+      await resolved?.(sending.url);
       const response = await refuseUnchecked(session, sending, await send(sending, extra));
       const location = response.headers.get('location');
       if (!REDIRECTS.has(response.status) || location === null) return response;

@@ -22,7 +22,8 @@ import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type Budget
 import { CallKeys, UsedAllows } from './call-keys.js';
 import type { CallKeyRef, CallKeyStore } from './call-key-store.js';
 import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, HttpAction, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
-import { AgentPolicyError, decisionError } from './errors.js';
+import { parseTarget } from './domain.js';
+import { AgentPolicyError, decisionError, findPolicyError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { describe, formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
 import type { CompiledLimit } from './limits.js';
@@ -712,6 +713,29 @@ export class PolicySession {
   /** {@link lookup} with another resolver asked first (`dns.lookup` by default). */
   createLookup(options: PolicyLookupOptions = {}): LookupFunction {
     return createPolicyLookup((hostname, addresses) => this.checkAddresses(hostname, addresses), options);
+  }
+
+  /**
+   * Resolves the host of `url` with {@link lookup} and throws the recorded {@link PolicyDeniedError} when
+   * `network.block` covers an address it resolves to. Nothing is resolved when the host is an IP address (its request
+   * decides it) or when `network.block` names no address, range or this machine (no address could be blocked). A name
+   * that cannot be resolved is left to the request itself. {@link fetch} calls it before each request it sends
+   * without a `dispatcher`: the connection resolves the name again, so a name that rebinds in between is caught only
+   * by a dispatcher that connects through {@link lookup}.
+   */
+  async checkResolvedAddresses(url: string | URL): Promise<void> {
+    if (!this.policy.blocksAddresses) return;
+    const target = parseTarget(url);
+    if (!target.ok || target.isIp) return;
+    const refused = await new Promise<unknown>((resolve) => {
+      try {
+        this.lookup(target.host, { all: true }, (error) => resolve(error));
+      } catch (error) {
+        resolve(error);
+      }
+    });
+    const denied = findPolicyError(refused);
+    if (denied !== undefined) throw denied;
   }
 
   // The addresses a name resolved to: the first one the policy blocks is a recorded deny (returned); under shadow mode
