@@ -1,4 +1,5 @@
 import { AgentPolicyError, decisionError, type ModelCallEstimate, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { InvalidArgumentError, InvalidPromptError, LoadAPIKeyError, LoadSettingError, TooManyEmbeddingValuesForCallError, UnsupportedFunctionalityError } from 'ai';
 import { toUsageUpdate } from './to-usage-update.js';
 
 /** Refuses to build a model middleware (`name`) around anything but a session. */
@@ -36,8 +37,31 @@ export async function commitUsage(reservation: Reservation, usage: unknown): Pro
 
 /**
  * Settles a call that failed, by core's rule (`Reservation.fail`: a 4xx answer billed nothing, anything else may
- * have been billed). An aborted call is charged its estimate whatever error the abort surfaced as.
+ * have been billed), except that an error the AI SDK raises while building a request, before anything is sent
+ * ({@link isRaisedBeforeSending}), releases the reservation. An aborted call is charged its estimate whatever error
+ * the abort surfaced as.
  */
 export async function settleFailure(reservation: Reservation, error: unknown, signal: AbortSignal | undefined): Promise<void> {
-  await (signal?.aborted === true ? reservation.commit() : reservation.fail({ error }));
+  if (signal?.aborted === true) await reservation.commit();
+  else if (isRaisedBeforeSending(error)) await reservation.release();
+  else await reservation.fail({ error });
+}
+
+/**
+ * Whether a model call's error is one the AI SDK and its providers raise while preparing the request, so the request
+ * was never sent and nothing was billed: no API key or setting to load (`LoadAPIKeyError`, `LoadSettingError`), a
+ * prompt or option the provider cannot send (`InvalidPromptError`, `UnsupportedFunctionalityError`,
+ * `InvalidArgumentError`), too many values for one embedding call. Recognised by the SDK's own error markers, so
+ * they are found whichever copy of the SDK raised them. An error the provider raises after the answer (a response
+ * it cannot parse, an API error) is not one of these, and neither is anything wrapping one.
+ */
+export function isRaisedBeforeSending(error: unknown): boolean {
+  return (
+    LoadAPIKeyError.isInstance(error) ||
+    LoadSettingError.isInstance(error) ||
+    InvalidPromptError.isInstance(error) ||
+    UnsupportedFunctionalityError.isInstance(error) ||
+    InvalidArgumentError.isInstance(error) ||
+    TooManyEmbeddingValuesForCallError.isInstance(error)
+  );
 }
