@@ -364,11 +364,14 @@ function compileTest(condition: NormalizedCondition, sense: ConditionSense): Tes
       return () => 1;
     case 'domain': {
       const matcher = new DomainMatcher(operand as string[], 'subtree');
+      // Under unless the operator exempts, as an allow list does: an IPv6 literal is the address it is, never the IPv4
+      // address it routes to through a translator (64:ff9b::a.b.c.d, 2002:…) or carries.
+      const carried = sense === 'if';
       return (value) => {
         if (typeof value !== 'string') return 2;
         const host = hostOf(value);
         if (host === undefined) return 2;
-        return matcher.match(host.host, host.isIp) !== undefined ? 1 : 0;
+        return matcher.match(host.host, host.isIp, carried) !== undefined ? 1 : 0;
       };
     }
     case 'command': {

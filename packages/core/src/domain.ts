@@ -252,10 +252,11 @@ export function embeddedIpv4(host: string): string[] {
  * address (`127.0.0.0/8`, `::1`), an address of "this network" (`0.0.0.0/8`, `::`; a connection to `0.0.0.0` reaches
  * the local host on Linux and macOS), or an IPv6 literal that carries or routes to one of those IPv4 addresses.
  */
-export function isThisMachine(host: string, isIp: boolean): boolean {
+export function isThisMachine(host: string, isIp: boolean, carried = true): boolean {
   if (!isIp) return host === 'localhost' || host.endsWith('.localhost');
   if (!host.startsWith('[')) return host.startsWith('127.') || host.startsWith('0.');
   if (host === '[::1]' || host === '[::]') return true;
+  if (!carried) return false;
   for (const ipv4 of embeddedIpv4(host)) if (ipv4.startsWith('127.') || ipv4.startsWith('0.')) return true;
   return false;
 }
@@ -312,7 +313,7 @@ function readOwnAddresses(): ReadonlySet<string> {
  * an address it covers (see {@link embeddedIpv4}), and an entry naming this machine (`localhost`, a `127.x` address,
  * `::1`, `0.0.0.0`, `::`, or a range reaching into those) matches every host that reaches it (see
  * {@link isThisMachine}), this machine's interface addresses too (see {@link isOwnAddress}), so blocking one of them
- * blocks them all (an allow-list entry naming one of them exactly still allows it: see the policy's list verdict).
+ * blocks them all (an allow-list entry naming one of them exactly still allows it: see {@link matchNamed}).
  * Names are held in a trie of labels read from the right, so a match costs time linear in the host's length, however
  * many labels it has.
  */
@@ -324,6 +325,8 @@ export class DomainMatcher {
   private count = 0;
   /** In `subtree` mode, the first entry naming this machine. */
   private local: string | undefined;
+  /** Range entries that reach past what an entry naming this machine covers (`0.0.0.0/0`, `10.0.0.0/8`). */
+  private readonly wide = new Set<string>();
 
   constructor(
     entries: readonly string[],
@@ -379,12 +382,14 @@ export class DomainMatcher {
     const ipv4 = !address.includes(':');
     const words = addressWords(ipv4 ? address : `[${address}]`) as number[];
     const prefix = Number(canonical.slice(slash + 1)) + (ipv4 ? 96 : 0);
-    if (this.mode === 'subtree' && this.local === undefined) {
-      for (const [block, size] of THIS_MACHINE_RANGES) {
-        const shorter = Math.min(prefix, size);
-        if (prefixKey(words, shorter) === prefixKey(block, shorter)) this.local = entry;
-      }
+    let within = false;
+    for (const [block, size] of THIS_MACHINE_RANGES) {
+      const shorter = Math.min(prefix, size);
+      if (prefixKey(words, shorter) !== prefixKey(block, shorter)) continue;
+      if (this.mode === 'subtree') this.local ??= entry;
+      if (prefix >= size) within = true;
     }
+    if (!within) this.wide.add(entry);
     let group = this.ranges.find((candidate) => candidate.prefix === prefix);
     if (group === undefined) {
       group = { prefix, entries: new Map() };
@@ -418,21 +423,25 @@ export class DomainMatcher {
    * entry wins: the host itself, then its nearest parent (a `*.` entry before a plain one at the same level), then
    * an entry naming this machine.
    */
-  match(host: string, isIp: boolean): string | undefined {
-    const entry = this.matchListed(host, isIp);
+  match(host: string, isIp: boolean, carried = true): string | undefined {
+    const entry = this.matchListed(host, isIp, carried);
     if (entry !== undefined || this.local === undefined) return entry;
-    if (isThisMachine(host, isIp)) return this.local;
+    if (isThisMachine(host, isIp, carried)) return this.local;
     if (!isIp) return undefined;
     if (isOwnAddress(host)) return this.local;
-    for (const ipv4 of embeddedIpv4(host)) if (isOwnAddress(ipv4)) return this.local;
+    if (carried) for (const ipv4 of embeddedIpv4(host)) if (isOwnAddress(ipv4)) return this.local;
     return undefined;
   }
 
-  /** {@link match} without the coverage of an entry naming this machine: only an entry naming the host or a parent. */
-  matchListed(host: string, isIp: boolean): string | undefined {
+  /**
+   * {@link match} without the coverage of an entry naming this machine: only an entry naming the host or a parent.
+   * With `carried` false, an IPv6 literal is not matched by the IPv4 address it carries or routes to (NAT64, 6to4:
+   * those reach a translator first), only as the address it is.
+   */
+  matchListed(host: string, isIp: boolean, carried = true): string | undefined {
     if (isIp) {
       const direct = this.ips.get(host) ?? (this.ranges.length === 0 ? undefined : this.rangeEntry(host));
-      if (direct !== undefined || this.mode === 'exact' || !host.startsWith('[') || (this.ips.size === 0 && this.ranges.length === 0)) return direct;
+      if (direct !== undefined || this.mode === 'exact' || !carried || !host.startsWith('[') || (this.ips.size === 0 && this.ranges.length === 0)) return direct;
       for (const ipv4 of embeddedIpv4(host)) {
         const entry = this.ips.get(ipv4) ?? (this.ranges.length === 0 ? undefined : this.rangeEntry(ipv4));
         if (entry !== undefined) return entry;
@@ -451,5 +460,15 @@ export class DomainMatcher {
       else if (this.mode === 'subtree' && node.host !== undefined) best = node.host;
       end = dot;
     }
+  }
+  /**
+   * The entry that names `host` itself: {@link matchListed}, where an address range counts only when it lies within
+   * what an entry naming this machine covers (`127.0.0.0/8`, `0.0.0.0/8`). An allow list lets a host blocked only as
+   * a form of this machine through with such an entry; a wider range (`0.0.0.0/0`, `10.0.0.0/8`, `::/0`) allows many
+   * addresses and names none of this machine's.
+   */
+  matchNamed(host: string, isIp: boolean): string | undefined {
+    const entry = this.matchListed(host, isIp);
+    return entry === undefined || this.wide.has(entry) ? undefined : entry;
   }
 }

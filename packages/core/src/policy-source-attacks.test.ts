@@ -1,6 +1,6 @@
-import { closeSync, openSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, renameSync, statSync, symlinkSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { AgentPolicy, AgentPolicyError, PolicySource, type PolicyFileOptions } from './index.js';
 import { useTempDirs } from './test-support/temp-dirs.js';
 
@@ -14,6 +14,19 @@ const FINAL = `budget:\n  max_spend: 7\ntools:\n  block: [delete_file, drop_db]\
 const oldHash = AgentPolicy.fromYamlString(OLD).hash;
 const newHash = AgentPolicy.fromYamlString(NEW).hash;
 const finalHash = AgentPolicy.fromYamlString(FINAL).hash;
+
+// A hook run just before a watch starts: the moment between the first read of the file and the watch on it.
+const fsHooks = vi.hoisted(() => ({ beforeWatch: undefined as (() => void) | undefined }));
+vi.mock('node:fs', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('node:fs')>();
+  const watch = ((...args: Parameters<typeof actual.watch>) => {
+    const hook = fsHooks.beforeWatch;
+    fsHooks.beforeWatch = undefined;
+    hook?.();
+    return actual.watch(...args);
+  }) as typeof actual.watch;
+  return { ...actual, watch, default: { ...actual, watch } };
+});
 
 const tempDir = useTempDirs('agentpolicy-source-attacks-');
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -219,5 +232,159 @@ describe('a watched policy file written in place', () => {
     }
     // Not watching: nothing to settle, the times are not read.
     expect(PolicySource.fromFile(file, { watch: false, settleMs: -1 }).hash).toBe(oldHash);
+  });
+});
+
+describe('a watched policy file reached through a symlink', () => {
+  it('the link swapped to another file (ln -sfn, rename of a new link over it): reloaded', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'v1'));
+    mkdirSync(join(dir, 'v2'));
+    writeFileSync(join(dir, 'v1', 'policy.yaml'), OLD);
+    writeFileSync(join(dir, 'v2', 'policy.yaml'), NEW);
+    const file = join(dir, 'policy.yaml');
+    symlinkSync('v1/policy.yaml', file);
+    const { source, updates } = watched(file, { debounceMs: 10, settleMs: 100 });
+    try {
+      symlinkSync('v2/policy.yaml', `${file}.tmp`);
+      renameSync(`${file}.tmp`, file);
+      await waitFor(() => source.hash === newHash, 'the policy the link now names');
+      expect(updates).toEqual([newHash]);
+    } finally {
+      source.close();
+    }
+  });
+
+  it('a link into a directory link that is swapped (a Kubernetes ConfigMap volume): reloaded', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, '..2026_01'));
+    mkdirSync(join(dir, '..2026_02'));
+    writeFileSync(join(dir, '..2026_01', 'policy.yaml'), OLD);
+    writeFileSync(join(dir, '..2026_02', 'policy.yaml'), NEW);
+    symlinkSync('..2026_01', join(dir, '..data'));
+    const file = join(dir, 'policy.yaml');
+    symlinkSync('..data/policy.yaml', file);
+    const { source, updates, rejects } = watched(file, { debounceMs: 10, settleMs: 100 });
+    try {
+      expect(source.hash).toBe(oldHash);
+      symlinkSync('..2026_02', join(dir, '..data_tmp'));
+      renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+      await waitFor(() => source.hash === newHash, 'the policy of the new ConfigMap version');
+      expect(updates).toEqual([newHash]);
+      expect(rejects).toEqual([]);
+    } finally {
+      source.close();
+    }
+  });
+});
+
+describe('a watched policy file written while the source starts', () => {
+  it('the rest written between the first read and the start of the watch: the whole file is loaded, not the part', async () => {
+    const file = policyFile(`${PARTS[0]}${PARTS[1]}`);
+    fsHooks.beforeWatch = () => writeFileSync(file, NEW);
+    const { source, updates } = watched(file, { debounceMs: 10, settleMs: 100 });
+    try {
+      expect(source.hash).not.toBe(newHash);
+      await waitFor(() => source.hash === newHash, 'the whole file');
+      expect(updates).toEqual([newHash]);
+      expect((await source.session().checkTool('drop_db')).decision).toBe('deny');
+    } finally {
+      source.close();
+    }
+  });
+
+  it('a file that does not change after the start is read once more and changes nothing', async () => {
+    const file = policyFile(OLD);
+    const { source, updates, rejects } = watched(file, { debounceMs: 10, settleMs: 50 });
+    try {
+      await sleep(400);
+      expect(source.hash).toBe(oldHash);
+      expect(updates).toEqual([]);
+      expect(rejects).toEqual([]);
+    } finally {
+      source.close();
+    }
+  });
+});
+
+describe('other writers of a watched policy file', () => {
+  it('a writer that puts the modification time back after each part: the bytes differ, no part is taken', async () => {
+    const file = policyFile(OLD);
+    const { atime, mtime } = statSync(file);
+    const { source, updates, rejects } = watched(file, { debounceMs: 20, settleMs: 800 });
+    try {
+      const stop = keepChecking(source);
+      const fd = openSync(file, 'w');
+      try {
+        for (const [i, part] of PARTS.entries()) {
+          if (i > 0) await sleep(150);
+          writeSync(fd, part);
+          utimesSync(file, atime, mtime);
+        }
+      } finally {
+        closeSync(fd);
+      }
+      await waitFor(() => source.hash === newHash, 'the new policy');
+      const seen = await stop();
+      expect(seen.allowed).toBe(0);
+      expect(updates).toEqual([newHash]);
+      expect(rejects).toEqual([]);
+    } finally {
+      source.close();
+    }
+  });
+
+  it('a part renamed over while an in-place write settles: only the finished file is taken', async () => {
+    const file = policyFile(OLD);
+    const { source, updates, rejects } = watched(file, { debounceMs: 20, settleMs: 600 });
+    try {
+      const stop = keepChecking(source);
+      await writeInPlace(file, [PARTS[0] as string], 0);
+      await sleep(150);
+      writeFileSync(`${file}.new`, NEW);
+      renameSync(`${file}.new`, file);
+      await waitFor(() => source.hash === newHash, 'the renamed-over policy');
+      const seen = await stop();
+      expect(seen.allowed).toBe(0);
+      expect(updates).toEqual([newHash]);
+      expect(rejects).toEqual([]);
+    } finally {
+      source.close();
+    }
+  });
+
+  it('deleted and left so: refused once, the policy in force stays; recreated: loaded', async () => {
+    const file = policyFile(OLD);
+    const { source, updates, rejects } = watched(file, { debounceMs: 10, settleMs: 100 });
+    try {
+      unlinkSync(file);
+      await waitFor(() => rejects.length === 1, 'the refusal of the missing file');
+      expect(rejects[0]).toMatch(/cannot read/);
+      await sleep(300);
+      expect(rejects).toHaveLength(1);
+      expect((await source.session().checkTool('drop_db')).decision).toBe('deny');
+      writeFileSync(file, NEW);
+      await waitFor(() => source.hash === newHash, 'the recreated policy');
+      expect(updates).toEqual([newHash]);
+    } finally {
+      source.close();
+    }
+  });
+
+  it('invalid versions written on the way to a valid one within settleMs: no refusal, no flood, the valid one loads', async () => {
+    const file = policyFile(OLD);
+    const { source, updates, rejects } = watched(file, { debounceMs: 10, settleMs: 400 });
+    try {
+      for (let i = 0; i < 20; i++) {
+        writeFileSync(file, i % 2 === 0 ? 'tools: [' : 'tools:\n  block: {');
+        await sleep(5);
+      }
+      writeFileSync(file, NEW);
+      await waitFor(() => source.hash === newHash, 'the valid policy');
+      expect(updates).toEqual([newHash]);
+      expect(rejects).toEqual([]);
+    } finally {
+      source.close();
+    }
   });
 });

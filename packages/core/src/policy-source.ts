@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readFileSync, watch, type BigIntStats, type FSWatcher } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readFileSync, watch, type BigIntStats, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { InMemoryBudgetStore, type MaybePromise } from './budget-store.js';
 import { InMemoryRateLimitStore } from './rate-limit-store.js';
@@ -197,18 +197,25 @@ export class PolicySource implements PolicyProvider {
   // Watches the directory (editors and deploys replace the file by renaming, which a watch on the file itself loses).
   // A change starts a settling: the file is read debounceMs after the last change event, then read again until two
   // reads settleMs apart find it the same; only then is it parsed and applied (or refused). All of it runs in timer
-  // callbacks with synchronous reads, so close() can never fall between a read and the swap.
+  // callbacks with synchronous reads, so close() can never fall between a read and the swap. A file that is a
+  // symbolic link is looked at on every change in its directory: what it names can change through another entry (a
+  // Kubernetes ConfigMap volume swaps a `..data` link). One settling starts with the watch, so a write that landed
+  // between the first read and the start of the watch is not missed.
   private watchFile(times: WatchTimes): void {
     const file = resolve(this.file as string);
     const name = basename(file);
-    this.watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
-      if (this.closed || (changed !== null && changed !== name)) return;
+    const changed = (): void => {
       const now = performance.now();
       this.settling ??= { deadline: now + times.settleTimeoutMs, last: undefined };
       // Never later than the deadline: a file rewritten faster than debounceMs would otherwise never be looked at.
       this.schedule(() => this.settle(file, times), Math.min(times.debounceMs, Math.max(0, this.settling.deadline - now)));
+    };
+    this.watcher = watch(dirname(file), { persistent: false }, (_event, entry) => {
+      if (this.closed || (entry !== null && entry !== name && !isLink(file))) return;
+      changed();
     });
     this.watcher.on('error', (error) => this.reject([{ path: '', message: `watching ${file} failed: ${error.message}` }]));
+    changed();
   }
 
   private schedule(step: () => void, delayMs: number): void {
@@ -298,6 +305,14 @@ function readSnapshot(file: string, at: number): FileSnapshot {
     return { at, error: `cannot read ${file}: ${(error as Error).message}` };
   } finally {
     if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function isLink(file: string): boolean {
+  try {
+    return lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
   }
 }
 

@@ -498,10 +498,10 @@ export class AgentPolicy implements PolicyEvaluator {
   }
 
   // The network.block entry that covers a host. A host blocked only as another form of this machine is still allowed
-  // by an allow entry naming it exactly.
+  // by an allow entry naming it exactly (an address, or a range within 127.0.0.0/8 or 0.0.0.0/8; never 0.0.0.0/0).
   private blockEntry(host: string, isIp: boolean): string | undefined {
     const blocked = this.blockedDomains.match(host, isIp);
-    if (blocked !== undefined && this.allowedDomains !== null && this.allowedDomains.match(host, isIp) !== undefined) return this.blockedDomains.matchListed(host, isIp);
+    if (blocked !== undefined && this.allowedDomains !== null && this.allowedDomains.matchNamed(host, isIp) !== undefined) return this.blockedDomains.matchListed(host, isIp);
     return blocked;
   }
 
