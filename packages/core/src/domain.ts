@@ -193,14 +193,22 @@ function maskWords(words: readonly number[], prefix: number): number[] {
   });
 }
 
-// The key of an address's first `prefix` bits: equal for two addresses exactly when those bits are.
-function prefixKey(words: readonly number[], prefix: number): string {
-  const whole = prefix >> 4;
-  let key = '';
-  for (let i = 0; i < whole; i++) key += `${words[i] as number}:`;
-  const rest = prefix & 15;
-  if (rest !== 0) key += `${(words[whole] as number) & ((0xffff << (16 - rest)) & 0xffff)}`;
-  return key;
+// An address as 32 hex digits, four per word: the text its prefix keys are cut from.
+function addressHex(words: readonly number[]): string {
+  let hex = '';
+  for (const word of words) hex += (HEX_BYTES[word >> 8] as string) + (HEX_BYTES[word & 0xff] as string);
+  return hex;
+}
+
+const HEX_BYTES: readonly string[] = Array.from({ length: 0x100 }, (_, byte) => byte.toString(16).padStart(2, '0'));
+
+// The key of an address's first `prefix` bits (from its addressHex): equal for two addresses exactly when those bits
+// are.
+function prefixKey(hex: string, prefix: number): string {
+  const whole = prefix >> 2;
+  const rest = prefix & 3;
+  if (rest === 0) return hex.slice(0, whole);
+  return hex.slice(0, whole) + (Number.parseInt(hex[whole] as string, 16) & (0xf << (4 - rest)) & 0xf).toString(16);
 }
 
 // An IPv6 address in the form WHATWG `URL` gives it (lowercase, the longest run of zero words as `::`), unbracketed.
@@ -209,11 +217,11 @@ function ipv6Text(words: readonly number[]): string {
 }
 
 // The blocks an entry naming this machine covers (see isThisMachine), as 128-bit prefixes.
-const THIS_MACHINE_RANGES: readonly (readonly [number[], number])[] = [
-  [[0, 0, 0, 0, 0, 0xffff, 0x7f00, 0], 104],
-  [[0, 0, 0, 0, 0, 0xffff, 0, 0], 104],
-  [[0, 0, 0, 0, 0, 0, 0, 1], 128],
-  [[0, 0, 0, 0, 0, 0, 0, 0], 128],
+const THIS_MACHINE_RANGES: readonly (readonly [string, number])[] = [
+  [addressHex([0, 0, 0, 0, 0, 0xffff, 0x7f00, 0]), 104],
+  [addressHex([0, 0, 0, 0, 0, 0xffff, 0, 0]), 104],
+  [addressHex([0, 0, 0, 0, 0, 0, 0, 1]), 128],
+  [addressHex([0, 0, 0, 0, 0, 0, 0, 0]), 128],
 ];
 
 /**
@@ -233,7 +241,18 @@ function canonicalIp(host: string): string {
  * (`::a.b.c.d`, except `::` and `::1`), IPv4-translated (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::/96` and the local-use
  * `64:ff9b:1::/48`, address in the last 32 bits) and 6to4 (`2002:aabb:ccdd::/48`).
  */
-export function embeddedIpv4(host: string): string[] {
+export function embeddedIpv4(host: string): readonly string[] {
+  if (!host.startsWith('[')) return NONE;
+  const known = embeddedCache.get(host);
+  if (known !== undefined) return known;
+  return embeddedCache.set(host, Object.freeze(readEmbeddedIpv4(host)));
+}
+
+const NONE: readonly string[] = Object.freeze([]);
+// A pure function of the host, asked on every check of an IPv6 address: memoised, bounded.
+const embeddedCache = new BoundedCache<readonly string[]>(4096, 1024 * 1024, 64, (list) => 40 * list.length);
+
+function readEmbeddedIpv4(host: string): string[] {
   const words = ipv6Words(host);
   if (!words) return [];
   const [w0, w1, w2, w3, w4, w5, w6 = 0, w7 = 0] = words;
@@ -325,6 +344,8 @@ export class DomainMatcher {
   private count = 0;
   /** In `subtree` mode, the first entry naming this machine. */
   private local: string | undefined;
+  /** The entry {@link matchListed} found for an address (`null`: none), when there are ranges. */
+  private readonly listedAddresses = new BoundedCache<string | null>(4096, 1024 * 1024, 64, (entry) => 2 * (entry?.length ?? 0));
   /** Range entries that reach past what an entry naming this machine covers (`0.0.0.0/0`, `10.0.0.0/8`). */
   private readonly wide = new Set<string>();
 
@@ -380,12 +401,12 @@ export class DomainMatcher {
     const slash = canonical.lastIndexOf('/');
     const address = canonical.slice(0, slash);
     const ipv4 = !address.includes(':');
-    const words = addressWords(ipv4 ? address : `[${address}]`) as number[];
+    const hex = addressHex(addressWords(ipv4 ? address : `[${address}]`) as number[]);
     const prefix = Number(canonical.slice(slash + 1)) + (ipv4 ? 96 : 0);
     let within = false;
     for (const [block, size] of THIS_MACHINE_RANGES) {
       const shorter = Math.min(prefix, size);
-      if (prefixKey(words, shorter) !== prefixKey(block, shorter)) continue;
+      if (prefixKey(hex, shorter) !== prefixKey(block, shorter)) continue;
       if (this.mode === 'subtree') this.local ??= entry;
       if (prefix >= size) within = true;
     }
@@ -396,7 +417,7 @@ export class DomainMatcher {
       this.ranges.push(group);
       this.ranges.sort((a, b) => b.prefix - a.prefix);
     }
-    const key = prefixKey(words, prefix);
+    const key = prefixKey(hex, prefix);
     if (!group.entries.has(key)) {
       group.entries.set(key, entry);
       this.count++;
@@ -409,10 +430,11 @@ export class DomainMatcher {
   private rangeEntry(host: string): string | undefined {
     const words = addressWords(host);
     if (words === undefined) return undefined;
+    const hex = addressHex(words);
     const ipv4 = !host.startsWith('[');
     for (const group of this.ranges) {
       if (ipv4 && this.mode === 'exact' && group.prefix < 96) break;
-      const entry = group.entries.get(prefixKey(words, group.prefix));
+      const entry = group.entries.get(prefixKey(hex, group.prefix));
       if (entry !== undefined) return entry;
     }
     return undefined;
@@ -440,13 +462,14 @@ export class DomainMatcher {
    */
   matchListed(host: string, isIp: boolean, carried = true): string | undefined {
     if (isIp) {
-      const direct = this.ips.get(host) ?? (this.ranges.length === 0 ? undefined : this.rangeEntry(host));
-      if (direct !== undefined || this.mode === 'exact' || !carried || !host.startsWith('[') || (this.ips.size === 0 && this.ranges.length === 0)) return direct;
-      for (const ipv4 of embeddedIpv4(host)) {
-        const entry = this.ips.get(ipv4) ?? (this.ranges.length === 0 ? undefined : this.rangeEntry(ipv4));
-        if (entry !== undefined) return entry;
-      }
-      return undefined;
+      if (this.ranges.length === 0) return this.listedAddress(host, carried);
+      // With ranges an address costs a look-up per prefix length: the answer (the lists never change) is memoised.
+      const key = carried ? host : `!${host}`;
+      const known = this.listedAddresses.get(key);
+      if (known !== undefined) return known ?? undefined;
+      const found = this.listedAddress(host, carried);
+      this.listedAddresses.set(key, found ?? null);
+      return found;
     }
     let node: DomainNode | undefined = this.root;
     let best: string | undefined;
@@ -461,6 +484,16 @@ export class DomainMatcher {
       end = dot;
     }
   }
+  private listedAddress(host: string, carried: boolean): string | undefined {
+    const direct = this.ips.get(host) ?? (this.ranges.length === 0 ? undefined : this.rangeEntry(host));
+    if (direct !== undefined || this.mode === 'exact' || !carried || !host.startsWith('[') || (this.ips.size === 0 && this.ranges.length === 0)) return direct;
+    for (const ipv4 of embeddedIpv4(host)) {
+      const entry = this.ips.get(ipv4) ?? (this.ranges.length === 0 ? undefined : this.rangeEntry(ipv4));
+      if (entry !== undefined) return entry;
+    }
+    return undefined;
+  }
+
   /**
    * The entry that names `host` itself: {@link matchListed}, where an address range counts only when it lies within
    * what an entry naming this machine covers (`127.0.0.0/8`, `0.0.0.0/8`). An allow list lets a host blocked only as
