@@ -133,15 +133,16 @@ export class ModelAttempts {
 
 type Callable = (...args: never[]) => Promise<unknown>;
 type CallerMethods = {
-  callWithRetries(retries: unknown, callable: Callable, args: unknown): Promise<unknown>;
+  callWithRetries?(retries: unknown, callable: Callable, args: unknown): Promise<unknown>;
+  call(callable: Callable, ...args: unknown[]): Promise<unknown>;
   fetch(...args: unknown[]): Promise<unknown>;
 };
 
 /**
- * Meters the retry loop of LangChain's `AsyncCaller`, through which chat model integrations send their requests
- * (`call` and `callWithOptions` both run `callWithRetries`). Installed once on the class, it changes nothing
- * outside a model call a {@link ModelAttempts} runs: there it hands each attempt to that call, so every attempt is
- * reserved and settled on its own, and a refused retry ends the loop whatever `onFailedAttempt` the caller has.
+ * Meters the retry loop of LangChain's `AsyncCaller`, through which chat model integrations send their requests.
+ * Installed once on the class, it changes nothing outside a model call a {@link ModelAttempts} runs: there it hands
+ * each attempt to that call, so every attempt is reserved and settled on its own, and a refused retry ends the loop
+ * whatever `onFailedAttempt` the caller has.
  *
  * The class, not the model: a chat model is copied on the way to its request (`ChatOpenAI.bindTools` builds a new
  * instance with new callers), and one instance serves concurrent calls of several sessions, so the call is found
@@ -149,21 +150,35 @@ type CallerMethods = {
  * of the model and is left out.
  */
 export function meterModelAttempts(): void {
-  const proto = AsyncCaller.prototype as unknown as CallerMethods & Record<symbol, unknown>;
+  meterCallerClass(AsyncCaller.prototype as unknown as CallerMethods & Record<symbol, unknown>);
+}
+
+/**
+ * {@link meterModelAttempts} on one `AsyncCaller` class (exported for tests of other `@langchain/core` versions).
+ * The retry loop is `callWithRetries` from `@langchain/core` 1.2.8 on (`call` and `callWithOptions` both run it);
+ * before, it was inside `call` itself (`callWithOptions` runs `call`): whichever the class has is metered, once.
+ */
+export function meterCallerClass(proto: CallerMethods & Record<symbol, unknown>): void {
   if (Object.hasOwn(proto, PATCHED)) return;
-  const callWithRetries = proto.callWithRetries;
   const fetch = proto.fetch;
+  const loop = typeof proto.callWithRetries === 'function' ? 'callWithRetries' : 'call';
+  const original = proto[loop] as (this: unknown, ...args: unknown[]) => Promise<unknown>;
+  // Where the callable is among the loop's arguments: callWithRetries(retries, callable, args), call(callable, ...args).
+  const at = loop === 'callWithRetries' ? 1 : 0;
   Object.defineProperties(proto, {
-    callWithRetries: {
-      value: function (this: CallerMethods & Record<symbol, unknown>, retries: unknown, callable: Callable, args: unknown): Promise<unknown> {
+    [loop]: {
+      value: function (this: CallerMethods & Record<symbol, unknown>, ...args: unknown[]): Promise<unknown> {
         const call = running.getStore();
-        if (!call || typeof callable !== 'function' || this[METERED] === true) return callWithRetries.call(this, retries, callable, args);
+        const callable = args[at];
+        if (!call || typeof callable !== 'function' || this[METERED] === true) return original.apply(this, args);
         // The attempt is bound to the call now, in the call's own context: the queue may start it from another's.
-        const attempt: Callable = (...attemptArgs: never[]) => call.attempt(callable, attemptArgs);
+        const attempt: Callable = (...attemptArgs: never[]) => call.attempt(callable as Callable, attemptArgs);
         // This call's view of the caller: its queue and retry count read through, only the handler of failed
         // attempts its own (shared callers are never changed).
         const view = Object.create(this, { onFailedAttempt: { value: failedAttemptHandler(this) } }) as CallerMethods;
-        return callWithRetries.call(view, retries, attempt, args);
+        const forwarded = [...args];
+        forwarded[at] = attempt;
+        return original.apply(view, forwarded);
       },
       writable: true,
       configurable: true,
