@@ -98,6 +98,23 @@ function keepChecking(source: PolicySource): () => Promise<{ checks: number; all
   };
 }
 
+// Runs `write` while a session asks for drop_db over and over: drop_db is never allowed, NEW is the one policy
+// taken, and nothing is refused on the way.
+async function onlyNewTaken(file: string, options: PolicyFileOptions, write: () => Promise<void>, what = 'the new policy'): Promise<void> {
+  const { source, updates, rejects } = watched(file, options);
+  try {
+    const stop = keepChecking(source);
+    await write();
+    await waitFor(() => source.hash === newHash, what);
+    const seen = await stop();
+    expect(seen.allowed).toBe(0);
+    expect(updates).toEqual([newHash]);
+    expect(rejects).toEqual([]);
+  } finally {
+    source.close();
+  }
+}
+
 describe('a watched policy file written in place', () => {
   it('written in parts with pauses longer than debounceMs: no part is ever taken, the whole file is', async () => {
     const file = policyFile(OLD);
@@ -146,19 +163,8 @@ describe('a watched policy file written in place', () => {
 
   it('truncated to zero and written after a pause: the empty file is never the policy, the written one is', async () => {
     const file = policyFile(OLD);
-    const { source, updates, rejects } = watched(file, { debounceMs: 20, settleMs: 800 });
-    try {
-      const stop = keepChecking(source);
-      await writeInPlace(file, ['', NEW], 200);
-      await waitFor(() => source.hash === newHash, 'the new policy');
-      const seen = await stop();
-      expect(seen.allowed).toBe(0);
-      expect(updates).toEqual([newHash]);
-      // The empty file it went through was never read as a policy, so there was nothing to refuse either.
-      expect(rejects).toEqual([]);
-    } finally {
-      source.close();
-    }
+    // The empty file it went through is never read as a policy, so there is nothing to refuse either.
+    await onlyNewTaken(file, { debounceMs: 20, settleMs: 800 }, () => writeInPlace(file, ['', NEW], 200));
   });
 
   it('a file that keeps changing is refused once settleTimeoutMs passes, never half-taken, and loads once it stops', async () => {
@@ -311,9 +317,7 @@ describe('other writers of a watched policy file', () => {
   it('a writer that puts the modification time back after each part: the bytes differ, no part is taken', async () => {
     const file = policyFile(OLD);
     const { atime, mtime } = statSync(file);
-    const { source, updates, rejects } = watched(file, { debounceMs: 20, settleMs: 800 });
-    try {
-      const stop = keepChecking(source);
+    await onlyNewTaken(file, { debounceMs: 20, settleMs: 800 }, async () => {
       const fd = openSync(file, 'w');
       try {
         for (const [i, part] of PARTS.entries()) {
@@ -324,33 +328,22 @@ describe('other writers of a watched policy file', () => {
       } finally {
         closeSync(fd);
       }
-      await waitFor(() => source.hash === newHash, 'the new policy');
-      const seen = await stop();
-      expect(seen.allowed).toBe(0);
-      expect(updates).toEqual([newHash]);
-      expect(rejects).toEqual([]);
-    } finally {
-      source.close();
-    }
+    });
   });
 
   it('a part renamed over while an in-place write settles: only the finished file is taken', async () => {
     const file = policyFile(OLD);
-    const { source, updates, rejects } = watched(file, { debounceMs: 20, settleMs: 600 });
-    try {
-      const stop = keepChecking(source);
-      await writeInPlace(file, [PARTS[0] as string], 0);
-      await sleep(150);
-      writeFileSync(`${file}.new`, NEW);
-      renameSync(`${file}.new`, file);
-      await waitFor(() => source.hash === newHash, 'the renamed-over policy');
-      const seen = await stop();
-      expect(seen.allowed).toBe(0);
-      expect(updates).toEqual([newHash]);
-      expect(rejects).toEqual([]);
-    } finally {
-      source.close();
-    }
+    await onlyNewTaken(
+      file,
+      { debounceMs: 20, settleMs: 600 },
+      async () => {
+        await writeInPlace(file, [PARTS[0] as string], 0);
+        await sleep(150);
+        writeFileSync(`${file}.new`, NEW);
+        renameSync(`${file}.new`, file);
+      },
+      'the renamed-over policy',
+    );
   });
 
   it('deleted and left so: refused once, the policy in force stays; recreated: loaded', async () => {
