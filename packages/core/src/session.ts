@@ -219,6 +219,9 @@ function withLimitShadow(verdict: Verdict, shadowHit: Verdict | undefined): Verd
  * charges money in its {@link BudgetLedger}, asks the approver, and records the decision in its {@link AuditTrail}.
  * Every check that costs money reserves it before its first `await`, so concurrent checks never overspend.
  */
+// How recent an allow is when a claim takes it without reading a shared halt store again (its check read it).
+const SHARED_HALT_FRESH_MS = 1000;
+
 export class PolicySession {
   readonly id: string;
   /**
@@ -239,6 +242,8 @@ export class PolicySession {
   private fixed: PolicyEvaluator;
   private readonly provider: PolicyProvider | undefined;
   private readonly halts: HaltStore;
+  /** Set once the halt store has answered with a promise (a shared store: each read is a round trip). */
+  private haltsAnswerLater = false;
   private readonly ledger: BudgetLedger;
   private readonly limitStore: RateLimitStore;
   private readonly localLimits: InMemoryRateLimitStore | undefined;
@@ -410,7 +415,8 @@ export class PolicySession {
    * run it only if this returns true: it returns true once per allow this session recorded, and false for a deny, a
    * `require_approval`, an allow already used, or another session's decision. After it, a keyed repeat of the same
    * call (same `idempotencyKey`, same fingerprint) is a new action, decided and charged again, so a framework that
-   * re-runs a call id never runs it free.
+   * re-runs a call id never runs it free. While a halt covers the session (read from a halt store that answers at
+   * once) it throws the recorded halt {@link PolicyDeniedError} instead, and the allow stays unused.
    *
    * @example
    * ```ts
@@ -419,7 +425,22 @@ export class PolicySession {
    * ```
    */
   consume(decision: Decision): boolean {
-    if (typeof decision !== 'object' || decision === null || decision.decision !== 'allow' || decision.sessionId !== this.id) return false;
+    if (!this.isOwnAllow(decision)) return false;
+    // A halt in force stops what has not run yet. Only a halt store that answers at once can be read here; with one
+    // that answers later (shared), claim() waits for it.
+    if (!this.haltsAnswerLater) {
+      const halt = this.haltState();
+      if (halt !== undefined && !(halt instanceof Promise)) throw this.haltedBeforeRun(decision, halt).error;
+    }
+    return this.consumeUnhalted(decision);
+  }
+
+  // An allow this session made (by id: the stamp is checked where it matters).
+  private isOwnAllow(decision: Decision): boolean {
+    return typeof decision === 'object' && decision !== null && decision.decision === 'allow' && decision.sessionId === this.id;
+  }
+
+  private consumeUnhalted(decision: Decision): boolean {
     if (this.keyedCalls !== undefined) {
       // Marking it here would let another process run it too: only the store can say who runs it.
       if (this.keyedCalls.has(decision)) {
@@ -441,6 +462,8 @@ export class PolicySession {
    * the store, so when several processes hold the same allow (a call retried elsewhere) exactly one claim is true.
    * Without a shared store it is `consume` and answers at once (a boolean, no promise); with one it answers with a
    * promise, which rejects (a `STORE_UNAVAILABLE` error) when the store cannot be reached: the action does not run.
+   * While a halt covers the session it rejects with the recorded halt {@link PolicyDeniedError}, gives back the money
+   * reserved for the allow, and leaves the allow unused.
    * `await` it either way. Adapters and {@link runTool} use it.
    *
    * @example
@@ -450,8 +473,47 @@ export class PolicySession {
    * ```
    */
   claim(decision: Decision): boolean | Promise<boolean> {
+    if (this.isOwnAllow(decision) && this.haltMayHaveChanged(decision)) {
+      // A halt in force stops what has not run yet, an allow given before the halt included.
+      const halt = this.haltState();
+      if (halt instanceof Promise) return halt.then((state) => (state === undefined ? this.claimUnhalted(decision) : this.refuseHalted(decision, state)));
+      if (halt !== undefined) return this.refuseHalted(decision, halt);
+    }
+    return this.claimUnhalted(decision);
+  }
+
+  // Whether a claim reads the halts again: always from a store that answers at once (no cost); from a shared one (a
+  // round trip) only when the allow was decided more than a second ago, since its own check read the halts then.
+  private haltMayHaveChanged(decision: Decision): boolean {
+    if (!this.haltsAnswerLater) return true;
+    const decidedMs = Date.parse(decision.timestamp);
+    return !(Date.now() - decidedMs < SHARED_HALT_FRESH_MS);
+  }
+
+  private async refuseHalted(decision: Decision, halt: HaltState): Promise<never> {
+    const { error, givenBack } = this.haltedBeforeRun(decision, halt);
+    await givenBack;
+    throw error;
+  }
+
+  // An allow that a halt stops before it runs: the halt is recorded as a deny of its action, the money held for it
+  // is given back (a reservation made for it; a cost charged when it was decided stays charged), and it stays unused,
+  // so it can still be claimed once the halt is lifted. Returns the error to throw, and the release under way.
+  private haltedBeforeRun(decision: Decision, halt: HaltState): { error: Error; givenBack: Promise<unknown> | undefined } {
+    const reservation = this.reservations.get(decision);
+    const givenBack =
+      reservation !== undefined && !reservation.settled
+        ? reservation.release().catch((error: unknown) => process.emitWarning(`agentpolicy: could not give back the money of halted allow ${decision.id}: ${boundString((error as Error)?.message ?? String(error))}`))
+        : undefined;
+    const verdict = haltVerdict(halt);
+    const prepared = { policyHash: decision.policyHash, action: decision.action, identity: identityOf(decision), prepared: null, invalid: null };
+    const denied = this.record(this.makeDecision(prepared, { ...verdict, reason: `${verdict.reason}; the allow ${decision.id} was not run` }, this.nextId(), undefined));
+    return { error: decisionError(denied), givenBack };
+  }
+
+  private claimUnhalted(decision: Decision): boolean | Promise<boolean> {
     const keyed = this.keyedCalls?.get(decision);
-    if (keyed === undefined) return this.consume(decision);
+    if (keyed === undefined) return this.isOwnAllow(decision) && this.consumeUnhalted(decision);
     if (decision.decision !== 'allow') return false;
     try {
       return (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token);
@@ -864,7 +926,9 @@ export class PolicySession {
   haltState(): HaltState | undefined | Promise<HaltState | undefined> {
     try {
       const halt = this.halts.halted(this.ledger.budget.key);
-      return halt instanceof Promise ? halt.catch((error: unknown) => haltFailure(error)) : halt;
+      if (!(halt instanceof Promise)) return halt;
+      this.haltsAnswerLater = true;
+      return halt.catch((error: unknown) => haltFailure(error));
     } catch (error) {
       return haltFailure(error);
     }

@@ -1,7 +1,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { AgentPolicy, PolicySource } from '@agentpolicy/core';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { AgentPolicy, PolicyDeniedError, PolicySource } from '@agentpolicy/core';
+import { afterAll, describe, expect, inject, it, vi } from 'vitest';
 import { createRedisHaltStore } from '../src/index.js';
 import { connect, type ClientHandle, type ClientKind } from './clients.js';
 
@@ -55,6 +55,30 @@ for (const [where, target] of targets) {
       expect((await other.checkTool('search')).decision).toBe('allow');
       expect(await source.resume({ budgetKey: 'agent-1' })).toBe(true);
       expect((await session.checkTool('search')).decision).toBe('allow');
+    });
+
+    it.each(['node-redis@6', 'ioredis@6'] as const)('%s: an allow decided before a halt from a second process is refused where it would run, and its money given back', async (kind) => {
+      const handle = await connect(kind, target!);
+      handles.push(handle);
+      const name = `queue-${kind}-${where}-${Date.now()}`.replace(/[{}]/g, '');
+      const session = new AgentPolicy({ budget: 10 }).session({ id: 'worker-1', halts: createRedisHaltStore({ client: handle.client, name }) });
+      vi.useFakeTimers({ toFake: ['Date'] });
+      try {
+        // Decided now, run later (a job queue): the halt comes in between.
+        const queued = await session.reserveAction({ type: 'tool', name: 'deploy', cost: 2 });
+        expect(queued.allowed).toBe(true);
+        await secondProcess(kind, target!, [name, 'halt', 'release freeze']);
+        vi.setSystemTime(Date.now() + 1500);
+        const refused = await Promise.resolve(session.claim(queued.decision)).catch((error: unknown) => error);
+        expect(refused).toBeInstanceOf(PolicyDeniedError);
+        expect((refused as PolicyDeniedError).decision.rule).toMatchObject({ section: 'halt', reason: 'release freeze' });
+        expect(queued.settled).toBe(true);
+        expect(session.report().reserved).toBe(0);
+        expect(session.spent).toBe(0);
+        await secondProcess(kind, target!, [name, 'resume', '']);
+      } finally {
+        vi.useRealTimers();
+      }
     });
   });
 }
