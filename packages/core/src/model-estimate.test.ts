@@ -48,6 +48,17 @@ describe('image token formulas', () => {
     }
   });
 
+  it('SVG image output has no bound (a second model writes it, billed apart): refused as unpriced, whatever the image model', async () => {
+    for (const model of ['gpt-image-1', 'gpt-image-2', 'dall-e-3']) {
+      for (const format of ['svg', 'SVG', ' svg ']) {
+        const result = await estimate({ model, provider: 'openai', prompt: 'a cat', imageOutput: { size: '1024x1024', quality: 'low', format } });
+        expect(result.ok, `${model} ${format}`).toBe(false);
+        expect(result.ok ? undefined : result.rule).toEqual({ section: 'pricing', model });
+      }
+    }
+    expect((await estimate({ model: 'gpt-image-1', provider: 'openai', prompt: 'a cat', imageOutput: { size: '1024x1024', quality: 'low', format: 'png' } })).ok).toBe(true);
+  });
+
   it('gpt-image output tokens by quality and size, the largest when either is unknown', () => {
     expect(imageOutputTokens({ size: '1024x1024', quality: 'low' })).toBe(272);
     expect(imageOutputTokens({ size: '1024x1536', quality: 'high' })).toBe(6240);

@@ -27,6 +27,11 @@ export interface ImageOutput {
   readonly quality?: string | undefined;
   /** Partial images streamed before each final one (each bills extra output tokens). */
   readonly partialImages?: number | undefined;
+  /**
+   * The output format (`png`, `webp`, `jpeg`, `gif`, `svg`). `svg` is written by a second model from the image, billed
+   * apart from it (OpenAI's `svg_usage`) and with no output limit a request can set: its cost has no upper bound.
+   */
+  readonly format?: string | undefined;
 }
 
 /** What a model call asks for, as an adapter reads it from its request: the input to its worst-case estimate. */
@@ -326,6 +331,16 @@ function estimateWith(
   const priced = (usage: TokenUsage, metadata: Metadata): ModelEstimate => priceEstimate(usage, metadata, pricing, model);
   const common = provider !== undefined ? { model, provider } : { model };
   const audio = Array.isArray(estimate.audio) ? estimate.audio : NONE;
+
+  // SVG output: authored by a second model, billed apart from the image, with no output limit to bound it.
+  const format = estimate.imageOutput?.format;
+  if (typeof format === 'string' && format.trim().toLowerCase() === 'svg') {
+    return refuse(
+      `SVG output of ${JSON.stringify(model)} is written by a second model, billed apart from the image with no output limit a request can set, so its cost has no upper bound under a budget; ask for png, webp or jpeg`,
+      base,
+      { section: 'pricing', model },
+    );
+  }
 
   // Images generated at a price per image.
   if (estimate.imageOutput !== undefined && (billing.images || !billing.tokens)) {

@@ -370,10 +370,30 @@ export class GovernedCall {
         const usage = isObject(result) ? readTokenUsage(result['usage']) : null;
         if (usage && isObject(result)) this.commitUsage(usage, result['model']);
         else this.finish('estimate');
+        if (isObject(result)) this.recordSvgUsage(result['svg_usage']);
         return this.checkToolCalls(toolCallsOfResult(result));
       },
       abandoned: () => this.finish('estimate'),
     };
+  }
+
+  /**
+   * SVG output is written by a second model, billed apart from the image (`svg_usage`): spend that happened, recorded
+   * under that model. (Under a budget core refuses SVG output before it is sent: its cost has no upper bound.)
+   */
+  private recordSvgUsage(svg: unknown): void {
+    if (!isObject(svg) || typeof svg['model'] !== 'string') return;
+    const input = Number(svg['input_tokens']);
+    const output = Number(svg['output_tokens']);
+    const reasoning = Number(svg['reasoning_tokens']);
+    const total = Number(svg['total_tokens']);
+    if (!Number.isSafeInteger(input) || !Number.isSafeInteger(output) || input < 0 || output < 0) return;
+    // Reasoning is billed as output: counted on top unless the total says output already holds it.
+    const extra = Number.isSafeInteger(reasoning) && reasoning > 0 && total !== input + output ? reasoning : 0;
+    const provider = this.settings.provider;
+    this.settings.session
+      .recordUsage({ model: svg['model'], ...(provider !== undefined ? { provider } : {}), inputTokens: input, outputTokens: output + extra }, { metadata: { via: 'openai', endpoint: 'images', part: 'svg author' } })
+      .catch((error: unknown) => process.emitWarning(`agentpolicy: could not record the SVG authoring usage: ${(error as Error)?.message ?? String(error)}`));
   }
 
   private sseObserver(): StreamObserver {

@@ -209,6 +209,7 @@ export function describeRequest(method: unknown, path: unknown, body: unknown): 
             ...(typeof size === 'string' && size !== 'auto' ? { size } : {}),
             ...(typeof quality === 'string' && quality !== 'auto' ? { quality } : {}),
             ...(partial !== undefined ? { partialImages: partial } : {}),
+            ...(typeof field('output_format') === 'string' ? { format: field('output_format') as string } : {}),
           },
         },
       };

@@ -162,6 +162,59 @@ describe('spend attacks on the openai client', () => {
     });
   });
 
+  describe('SVG image output: a second model writes the SVG, billed apart from the image', () => {
+    let hits = 0;
+    let baseURL = '';
+    const svgServer = createServer((req, res) => {
+      hits++;
+      req.resume();
+      req.on('end', () => {
+        const body = {
+          created: 0,
+          data: [{ b64_json: 'PHN2Zy8+' }],
+          usage: { input_tokens: 20, output_tokens: 272, total_tokens: 292, input_tokens_details: { image_tokens: 0, text_tokens: 20 } },
+          svg_usage: { model: 'gpt-4o-mini', input_tokens: 1000, output_tokens: 2000, reasoning_tokens: 500, total_tokens: 3000 },
+        };
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      });
+    });
+    beforeAll(async () => {
+      await new Promise<void>((resolve) => svgServer.listen(0, '127.0.0.1', resolve));
+      baseURL = `http://127.0.0.1:${(svgServer.address() as AddressInfo).port}/v1`;
+    });
+    afterAll(() => svgServer.close());
+    beforeEach(() => {
+      hits = 0;
+    });
+    const generate = (client: OpenAI) =>
+      client.images.generate({ model: 'gpt-image-1', prompt: 'a cat', size: '1024x1024', quality: 'low', output_format: 'svg', svg: { model: 'gpt-4o-mini' } } as never);
+
+    it('under a budget it is refused before it is sent: the authoring cost has no upper bound', async () => {
+      const session = new AgentPolicy({ budget: 10 }).session();
+      const error = await generate(wrapOpenAI(new OpenAI({ apiKey: 'k', baseURL, maxRetries: 0 }), session)).catch((caught: unknown) => caught);
+      expect((error as Error).message).toMatch(/SVG output .* no upper bound/);
+      expect(hits).toBe(0);
+      expect(session.spent).toBe(0);
+    });
+
+    it('without a budget it is sent, and the authoring usage is recorded under its own model on top of the image', async () => {
+      const session = new AgentPolicy().session();
+      await generate(wrapOpenAI(new OpenAI({ apiKey: 'k', baseURL, maxRetries: 0 }), session));
+      await settle();
+      expect(hits).toBe(1);
+      const author = session.priceUsage({ model: 'gpt-4o-mini', provider: 'openai', inputTokens: 1000, outputTokens: 2000 });
+      const image = session.priceUsage({ model: 'gpt-image-1', provider: 'openai', inputTokens: 20, outputTokens: 272 });
+      expect(author.ok && image.ok).toBe(true);
+      const recorded = costDecisions(session).map((decision) => decision.action.metadata?.['part']);
+      expect(recorded).toContain('svg author');
+      // Output 2000 already holds the 500 reasoning tokens (total 3000 = 1000 + 2000): not counted twice.
+      const [imageCall] = costDecisions(session).filter((decision) => decision.action.metadata?.['part'] === undefined);
+      expect(imageCall!.settlement?.status).toBe('committed');
+      expect(session.spent).toBeCloseTo(imageCall!.settlement!.actual + (author.ok ? author.nanos : 0) / 1e9, 9);
+      expect(session.spent).toBeGreaterThan(imageCall!.settlement!.actual);
+    });
+  });
+
   describe('media usage lies', () => {
     // A server that answers embeddings and Images API calls with the usage it is given.
     let usage: unknown;
