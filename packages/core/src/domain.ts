@@ -232,7 +232,7 @@ const THIS_MACHINE_RANGES: readonly (readonly [string, number])[] = [
 function canonicalIp(host: string): string {
   if (!host.startsWith('[::ffff:')) return host;
   const words = ipv6Words(host);
-  if (words && words.slice(0, 5).every((word) => word === 0) && words[5] === 0xffff) return dotted(words[6] ?? 0, words[7] ?? 0);
+  if (words && isMapped(words)) return dotted(words[6] ?? 0, words[7] ?? 0);
   return host;
 }
 
