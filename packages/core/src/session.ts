@@ -416,7 +416,8 @@ export class PolicySession {
    * `require_approval`, an allow already used, or another session's decision. After it, a keyed repeat of the same
    * call (same `idempotencyKey`, same fingerprint) is a new action, decided and charged again, so a framework that
    * re-runs a call id never runs it free. While a halt covers the session (read from a halt store that answers at
-   * once) it throws the recorded halt {@link PolicyDeniedError} instead, and the allow stays unused.
+   * once) it throws the recorded halt {@link PolicyDeniedError} instead, and the allow stays unused; so it does when
+   * the policy changed since the allow was decided and the policy in force would not allow it.
    *
    * @example
    * ```ts
@@ -430,8 +431,10 @@ export class PolicySession {
     // that answers later (shared), claim() waits for it.
     if (!this.haltsAnswerLater) {
       const halt = this.haltState();
-      if (halt !== undefined && !(halt instanceof Promise)) throw this.haltedBeforeRun(decision, halt).error;
+      if (halt !== undefined && !(halt instanceof Promise)) throw this.stoppedBeforeRun(decision, haltVerdict(halt)).error;
     }
+    const changed = this.changedPolicyVerdict(decision);
+    if (changed !== undefined) throw this.stoppedBeforeRun(decision, changed).error;
     return this.consumeUnhalted(decision);
   }
 
@@ -463,7 +466,8 @@ export class PolicySession {
    * Without a shared store it is `consume` and answers at once (a boolean, no promise); with one it answers with a
    * promise, which rejects (a `STORE_UNAVAILABLE` error) when the store cannot be reached: the action does not run.
    * While a halt covers the session it rejects with the recorded halt {@link PolicyDeniedError}, gives back the money
-   * reserved for the allow, and leaves the allow unused.
+   * reserved for the allow, and leaves the allow unused; so it does when the policy changed since the allow was
+   * decided (a source updated or reloaded) and the policy in force would not allow it.
    * `await` it either way. Adapters and {@link runTool} use it.
    *
    * @example
@@ -491,27 +495,61 @@ export class PolicySession {
   }
 
   private async refuseHalted(decision: Decision, halt: HaltState): Promise<never> {
-    const { error, givenBack } = this.haltedBeforeRun(decision, halt);
+    return this.refuseBeforeRun(decision, haltVerdict(halt));
+  }
+
+  private async refuseBeforeRun(decision: Decision, verdict: Verdict): Promise<never> {
+    const { error, givenBack } = this.stoppedBeforeRun(decision, verdict);
     await givenBack;
     throw error;
   }
 
-  // An allow that a halt stops before it runs: the halt is recorded as a deny of its action, the money held for it
-  // is given back (a reservation made for it; a cost charged when it was decided stays charged), and it stays unused,
-  // so it can still be claimed once the halt is lifted. Returns the error to throw, and the release under way.
-  private haltedBeforeRun(decision: Decision, halt: HaltState): { error: Error; givenBack: Promise<unknown> | undefined } {
+  // An allow stopped before it runs (by a halt, or by the policy now in force): the deny is recorded against its
+  // action, the money held for it is given back (a reservation made for it; a cost charged when it was decided stays
+  // charged), and it stays unused, so it can still be claimed once the halt is lifted or the policy allows it again.
+  // Returns the error to throw, and the release under way.
+  private stoppedBeforeRun(decision: Decision, verdict: Verdict): { error: Error; givenBack: Promise<unknown> | undefined } {
     const reservation = this.reservations.get(decision);
     const givenBack =
       reservation !== undefined && !reservation.settled
-        ? reservation.release().catch((error: unknown) => process.emitWarning(`agentpolicy: could not give back the money of halted allow ${decision.id}: ${boundString((error as Error)?.message ?? String(error))}`))
+        ? reservation.release().catch((error: unknown) => process.emitWarning(`agentpolicy: could not give back the money of stopped allow ${decision.id}: ${boundString((error as Error)?.message ?? String(error))}`))
         : undefined;
-    const verdict = haltVerdict(halt);
-    const prepared = { policyHash: decision.policyHash, action: decision.action, identity: identityOf(decision), prepared: null, invalid: null };
+    const prepared = { policyHash: this.policy.hash, action: decision.action, identity: identityOf(decision), prepared: null, invalid: null };
     const denied = this.record(this.makeDecision(prepared, { ...verdict, reason: `${verdict.reason}; the allow ${decision.id} was not run` }, this.nextId(), undefined));
     return { error: decisionError(denied), givenBack };
   }
 
+  /**
+   * An allow decided under another policy than the one now in force (its source was updated or reloaded since, or
+   * another process decided it under its own policy) is judged again before it runs: by the new policy's lists,
+   * rules and approval rules, with the approval it had (its money and limit slots were taken when it was decided).
+   * Returns the verdict that stops it, or undefined when it may run. An action the record cannot give back exactly
+   * (its input or URL was cut when recorded) cannot be judged again, and is stopped: check it again.
+   */
+  private changedPolicyVerdict(decision: Decision): Verdict | undefined {
+    const policy = this.policy;
+    if (decision.policyHash === policy.hash) return undefined;
+    const changed = `the policy changed (${decision.policyHash.slice(0, 12)} → ${policy.hash.slice(0, 12)}) after this allow was decided`;
+    let verdict: Verdict;
+    try {
+      const prepared = prepareAction(policy, recordedAction(decision.action));
+      if (prepared.identity.fingerprint !== decision.fingerprint || prepared.prepared === null) {
+        return { decision: 'deny', reason: `${changed}, and its action cannot be judged again from the record (a part of it was cut when recorded): check it again`, rule: Object.freeze({ section: 'input', check: 'action' }), approvedRule: false };
+      }
+      verdict = policy.decide(prepared.prepared, 0, 0, decision.approved);
+    } catch (error) {
+      return errorVerdict(`${changed}, and judging it again failed`, error);
+    }
+    if (verdict.decision === 'allow') return undefined;
+    const why = verdict.decision === 'require_approval' ? `the policy in force requires approval: ${verdict.reason}` : verdict.reason;
+    return { decision: 'deny', reason: `${changed}: ${why}`, rule: verdict.rule, approvedRule: false };
+  }
+
   private claimUnhalted(decision: Decision): boolean | Promise<boolean> {
+    if (this.isOwnAllow(decision)) {
+      const changed = this.changedPolicyVerdict(decision);
+      if (changed !== undefined) return this.refuseBeforeRun(decision, changed);
+    }
     const keyed = this.keyedCalls?.get(decision);
     if (keyed === undefined) return this.isOwnAllow(decision) && this.consumeUnhalted(decision);
     if (decision.decision !== 'allow') return false;
@@ -1022,9 +1060,17 @@ export class PolicySession {
     if (key !== undefined && halt === undefined) {
       // The same call again (same key, same fingerprint) before its allow was used gets the first decision back;
       // anything else is a new action. Under a halt it is decided again, so an allow from before the halt is not
-      // handed out anew.
+      // handed out anew. After a policy change a deny is decided again, and so is an allow the policy in force would
+      // no longer give (a pending approval request stays the one to answer).
       const previous = this.keys.get(prepared.identity, key);
-      if (previous !== undefined && !this.used.has(this.seqOf(previous)) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) return previous;
+      if (
+        previous !== undefined &&
+        !this.used.has(this.seqOf(previous)) &&
+        (previous.decision !== 'require_approval' || (!approved && given === undefined)) &&
+        (previous.policyHash === policy.hash || previous.decision === 'require_approval' || (previous.decision === 'allow' && this.changedPolicyVerdict(previous) === undefined))
+      ) {
+        return previous;
+      }
     }
     const decision = this.decide(prepared, policy, mode, halt, bound, answer, approved);
     if (key === undefined) return decision;
@@ -1625,6 +1671,13 @@ const LazyDecision = lazyDecision as unknown as new (...args: Parameters<typeof 
 /** The identity of a decision this session made. */
 function identityOf(decision: Decision): ActionIdentity {
   return DecisionStamp.read(decision) ?? ActionIdentity.known(decision.fingerprint);
+}
+
+// The action input a recorded action was checked as (its fingerprint tells whether the record kept all of it).
+function recordedAction(action: Action): ActionInput {
+  if (action.type === 'tool') return action.input === undefined ? { type: 'tool', name: action.name, cost: action.cost } : { type: 'tool', name: action.name, cost: action.cost, input: action.input };
+  if (action.type === 'http') return action.method === undefined ? { type: 'http', url: action.url, cost: action.cost } : { type: 'http', url: action.url, method: action.method, cost: action.cost };
+  return { type: 'cost', source: action.source, cost: action.cost };
 }
 
 function errorVerdict(what: string, error: unknown): Verdict {

@@ -1,0 +1,175 @@
+import { describe, expect, it } from 'vitest';
+import { AgentPolicy, findPolicyError, PolicyDeniedError, PolicySource, type Decision, type PolicySession } from './index.js';
+
+// Code that decides now and runs later (a job queue, a run waiting on something): when the policy is tightened in
+// between (an update or a reload of its file), the allow is judged again by the policy in force before it runs.
+function sourceOf(document: Record<string, unknown>): PolicySource {
+  return new PolicySource(AgentPolicy.fromDict(document));
+}
+
+// The recorded deny a stopped claim threw.
+function stoppedBy(outcome: unknown): Decision | undefined {
+  const error = findPolicyError(outcome);
+  return error instanceof PolicyDeniedError ? error.decision : undefined;
+}
+
+async function claimOutcome(session: PolicySession, decision: Decision): Promise<boolean | Error> {
+  try {
+    return await session.claim(decision);
+  } catch (error) {
+    return error as Error;
+  }
+}
+
+describe('a policy change stops an allow that has not run yet when the new policy would not allow it', () => {
+  it('claim rejects with the recorded deny of the new policy; the allow stays unused and runs once allowed again', async () => {
+    const source = sourceOf({ tools: { allow: ['refund'] } });
+    const session = source.session();
+    const decision = await session.checkTool('refund', { input: { amount: 500 } });
+    expect(decision.decision).toBe('allow');
+    source.update({ tools: { block: ['refund'] } });
+
+    const refused = await claimOutcome(session, decision);
+    expect(findPolicyError(refused)).toBeInstanceOf(PolicyDeniedError);
+    const denied = session.report().decisions.at(-1);
+    expect(denied).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'block', entry: 'refund' }, action: decision.action, policyHash: source.current.hash });
+    expect(denied?.reason).toContain('the policy changed');
+    expect(denied?.reason).toContain(`the allow ${decision.id} was not run`);
+
+    // Not used: the policy allowing it again lets it run, once.
+    source.update({ tools: { allow: ['refund'] } });
+    expect(await session.claim(decision)).toBe(true);
+    expect(await session.claim(decision)).toBe(false);
+  });
+
+  it('consume throws it the same way', async () => {
+    const source = sourceOf({});
+    const session = source.session();
+    const decision = await session.checkTool('drop_db');
+    source.update({ tools: { block: ['drop_*'] } });
+    let ran = 0;
+    expect(() => {
+      if (session.consume(decision)) ran++;
+    }).toThrow(PolicyDeniedError);
+    expect(ran).toBe(0);
+  });
+
+  it('judges the recorded input against new rules: only the calls the new rule covers are stopped', async () => {
+    const source = sourceOf({});
+    const session = source.session();
+    const small = await session.checkTool('refund', { input: { amount: 50 } });
+    const large = await session.checkTool('refund', { input: { amount: 500 } });
+    source.update({ rules: [{ deny: 'large refunds', tool: 'refund', if: { 'input.amount': { gt: 100 } } }] });
+    expect(await session.claim(small)).toBe(true);
+    const refused = await claimOutcome(session, large);
+    expect(stoppedBy(refused)).toMatchObject({ decision: 'deny', rule: { section: 'rules', index: 0, reason: 'large refunds' } });
+  });
+
+  it('a new approval rule stops an unapproved allow; an allow a human approved runs while the new policy would still only ask', async () => {
+    const source = sourceOf({ approval: { require_for: [{ tool: 'refund' }] } });
+    const session = source.session();
+    const plain = await session.checkTool('send_email', { input: { to: 'a@ourco.com' } });
+    const asked = await session.checkTool('refund', { input: { amount: 5 } });
+    expect(asked.decision).toBe('require_approval');
+    const requestId = asked.approvalRequest?.id as string;
+    const approved = await session.checkTool('refund', { input: { amount: 5 }, approval: { requestId, approved: true, by: 'alice' } });
+    expect(approved).toMatchObject({ decision: 'allow', approved: true });
+    const alsoApproved = await session.checkTool('refund', { input: { amount: 6 }, approved: true });
+    expect(alsoApproved).toMatchObject({ decision: 'allow', approved: true });
+
+    source.update({ approval: { require_for: [{ tool: 'refund' }, { tool: 'send_email' }] } });
+    const refused = await claimOutcome(session, plain);
+    expect(stoppedBy(refused)).toMatchObject({ decision: 'deny', rule: { section: 'approval', index: 1 } });
+    expect(stoppedBy(refused)?.reason).toContain('requires approval');
+    expect(await session.claim(approved)).toBe(true);
+
+    // A block is not something an approval answers.
+    source.update({ tools: { block: ['refund'] } });
+    expect(stoppedBy(await claimOutcome(session, alsoApproved))?.rule).toMatchObject({ section: 'tools', list: 'block' });
+  });
+
+  it('gives back the money reserved for the stopped allow', async () => {
+    const source = sourceOf({ budget: { max_spend: 1 } });
+    const session = source.session();
+    const reservation = await session.reserveAction({ type: 'tool', name: 'deploy', cost: 0.4 });
+    expect(reservation.allowed).toBe(true);
+    source.update({ budget: { max_spend: 1 }, tools: { block: ['deploy'] } });
+    expect(findPolicyError(await claimOutcome(session, reservation.decision))).toBeInstanceOf(PolicyDeniedError);
+    expect(reservation.settled).toBe(true);
+    expect(session.report().reserved).toBe(0);
+    expect(session.spent).toBe(0);
+  });
+
+  it('stops HTTP allows a new block covers, and lets through what a shadowed rule alone would deny', async () => {
+    const source = sourceOf({});
+    const session = source.session();
+    const metadata = await session.checkHttp('http://169.254.169.254/latest/meta-data/');
+    const search = await session.checkTool('search', { input: { q: 'x' } });
+    source.update({ network: { block: ['169.254.0.0/16'] }, rules: [{ deny: 'trying it out', tool: 'search', if: { 'input.q': { exists: true } }, mode: 'shadow' }] });
+    const refused = await claimOutcome(session, metadata);
+    expect(stoppedBy(refused)?.rule).toMatchObject({ section: 'network', list: 'block' });
+    expect(await session.claim(search)).toBe(true);
+  });
+
+  it('an action the record cut cannot be judged again: it is stopped, saying to check it again', async () => {
+    const source = sourceOf({});
+    const session = source.session();
+    const decision = await session.checkTool('send_email', { input: { body: 'x'.repeat(5000) } });
+    source.update({ tools: { block: ['delete_*'] } });
+    const refused = await claimOutcome(session, decision);
+    expect(stoppedBy(refused)?.reason).toContain('cannot be judged again');
+    // The same call checked again is decided (and allowed) under the new policy.
+    const again = await session.checkTool('send_email', { input: { body: 'x'.repeat(5000) } });
+    expect(await session.claim(again)).toBe(true);
+  });
+
+  it('a reload to the same policy judges nothing again', async () => {
+    const source = sourceOf({ tools: { allow: ['search'] } });
+    const session = source.session();
+    const decision = await session.checkTool('search', { input: { q: 'x' } });
+    source.update({ tools: { allow: ['search'] } });
+    const before = session.report().decisions.length;
+    expect(await session.claim(decision)).toBe(true);
+    expect(session.report().decisions.length).toBe(before);
+  });
+
+  it('runTool on an allow from before the change does not run the tool', async () => {
+    const source = sourceOf({});
+    const session = source.session();
+    const decision = await session.checkTool('wire_money', { input: { to: 'acct-1' }, idempotencyKey: 'job-7' });
+    expect(decision.decision).toBe('allow');
+    source.update({ tools: { block: ['wire_money'] } });
+    let ran = 0;
+    // The queued job runs the same call (same key, same input): the repeat gets the earlier allow, which the new
+    // policy stops before the tool runs.
+    const outcome = await session
+      .runTool('wire_money', { input: { to: 'acct-1' }, idempotencyKey: 'job-7' }, () => {
+        ran++;
+        return 'sent';
+      })
+      .catch((error: unknown) => error);
+    expect(findPolicyError(outcome)).toBeInstanceOf(PolicyDeniedError);
+    expect(ran).toBe(0);
+  });
+});
+
+describe('a keyed repeat after a policy change', () => {
+  it('gets its earlier allow back only while the policy in force still allows it; a deny is decided again', async () => {
+    const source = sourceOf({});
+    const session = source.session();
+    const allowed = await session.checkTool('deploy', { input: { env: 'prod' }, idempotencyKey: 'k1' });
+    const denied = await session.checkTool('drop_db', { idempotencyKey: 'k2' });
+    expect(denied.decision).toBe('allow');
+    source.update({ tools: { block: ['deploy'] } });
+    const repeat = await session.checkTool('deploy', { input: { env: 'prod' }, idempotencyKey: 'k1' });
+    expect(repeat).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'block' } });
+    expect(repeat.id).not.toBe(allowed.id);
+    // Still allowed under the new policy: the same allow comes back, not a second one.
+    expect((await session.checkTool('drop_db', { idempotencyKey: 'k2' })).id).toBe(denied.id);
+
+    // A deny from the old policy is not handed out under a policy that allows the call.
+    source.update({});
+    const blockedBefore = await session.checkTool('deploy', { input: { env: 'prod' }, idempotencyKey: 'k1' });
+    expect(blockedBefore.decision).toBe('allow');
+  });
+});
