@@ -114,7 +114,11 @@ export function limitToDocument(limit: NormalizedLimit): LimitDocument {
   };
 }
 
-/** A limit ready to count: its store key prefix names the limit by content, so equal limits share counts. */
+/**
+ * A limit ready to count. Its store key prefix names what it counts (selector, window, scope), not its `max_calls`:
+ * the same limit in a changed or reloaded policy shares its counts, and a lowered `max_calls` applies to the calls
+ * already made in the window instead of starting over.
+ */
 export interface CompiledLimit {
   readonly index: number;
   readonly maxCalls: number;
@@ -122,13 +126,15 @@ export interface CompiledLimit {
   readonly windowMs: number | null;
   readonly scope: LimitScope;
   readonly enforced: boolean;
-  /** `limit:<hash of the limit>:<scope>:` — the session appends its id or budget key. */
+  /** `limit:<hash of what it counts>:<scope>:` — the session appends its id or budget key. */
   readonly keyPrefix: string;
   readonly selects: (action: PreparedAction) => boolean;
 }
 
-export function compileLimit(limit: NormalizedLimit, index: number, policyMode: PolicyMode): CompiledLimit {
-  const spec = JSON.stringify([limit.selector.tool ?? null, limit.selector.domain ?? null, limit.selector.action ?? null, limit.maxCalls, limit.windowMs]);
+function compileLimit(limit: NormalizedLimit, index: number, policyMode: PolicyMode, occurrence: number): CompiledLimit {
+  // `occurrence` tells apart limits of one policy that count the same calls in the same window (their counts are
+  // their own: a call takes a slot in each).
+  const spec = JSON.stringify([limit.selector.tool ?? null, limit.selector.domain ?? null, limit.selector.action ?? null, limit.windowMs, occurrence]);
   const hash = createHash('sha256').update(spec).digest('hex').slice(0, 16);
   return Object.freeze({
     index,
@@ -142,3 +148,14 @@ export function compileLimit(limit: NormalizedLimit, index: number, policyMode: 
   });
 }
 
+
+/** Compiles a policy's limits in order (see {@link compileLimit} for how their counts are named). */
+export function compileLimits(limits: readonly NormalizedLimit[], policyMode: PolicyMode): readonly CompiledLimit[] {
+  const seen = new Map<string, number>();
+  return limits.map((limit, index) => {
+    const counts = JSON.stringify([limit.selector.tool ?? null, limit.selector.domain ?? null, limit.selector.action ?? null, limit.windowMs, limit.scope]);
+    const occurrence = seen.get(counts) ?? 0;
+    seen.set(counts, occurrence + 1);
+    return compileLimit(limit, index, policyMode, occurrence);
+  });
+}

@@ -16,7 +16,7 @@ import {
   type PolicyDocument,
 } from './policy-document.js';
 import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
-import { compileLimit, limitToDocument, type CompiledLimit, type LimitDocument } from './limits.js';
+import { compileLimits, limitToDocument, type CompiledLimit, type LimitDocument } from './limits.js';
 import { compileRule, ruleToDocument, type CompiledRule as CompiledConditionRule, type PolicyMode, type RuleDocument } from './rules.js';
 import { prepareAction, type ActionInput } from './action-input.js';
 import type { PolicyWarning } from './policy-warnings.js';
@@ -227,7 +227,7 @@ export class AgentPolicy implements PolicyEvaluator {
     });
     this.costRuleFloor = Math.min(...normalized.approvalRules.map((rule) => rule.costGtNanos ?? Infinity), Infinity);
     this.conditionRules = normalized.rules.map((rule, index) => compileRule(rule, index, normalized.mode));
-    this.limits = normalized.limits.map((limit, index) => compileLimit(limit, index, normalized.mode));
+    this.limits = compileLimits(normalized.limits, normalized.mode);
     this.shadowAll = normalized.mode === 'shadow';
     Object.freeze(this);
   }

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AgentPolicy } from './policy.js';
+import { PolicySource } from './policy-source.js';
 import { PolicyValidationError } from './errors.js';
 import { validatePolicyDocument } from './policy-document.js';
 import { InMemoryRateLimitStore, type RateLimitStore } from './rate-limit-store.js';
@@ -210,6 +211,35 @@ describe('limits', () => {
     vi.advanceTimersByTime(40_000);
     expect((await session.checkTool('search')).decision).toBe('allow');
     expect((await session.checkTool('search')).decision).toBe('deny');
+  });
+
+  it('counts carry across policy changes: reordered limits keep their own counts, a lowered max applies to the calls already made', async () => {
+    const source = new PolicySource(AgentPolicy.fromDict({ limits: [{ tool: 'search', max_calls: 1000, per: 'session' }] }));
+    const session = source.session();
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    // A limit put where another one was counted has counts of its own (not the other's).
+    source.update({ limits: [{ tool: 'deploy', max_calls: 1, per: 'session' }] });
+    expect((await session.checkTool('deploy')).decision).toBe('allow');
+    source.update({ limits: [{ tool: 'search', max_calls: 1000, per: 'session' }, { tool: 'deploy', max_calls: 1, per: 'session' }] });
+    expect((await session.checkTool('deploy')).rule).toMatchObject({ section: 'limits', index: 1 });
+    expect((await session.checkTool('search')).decision).toBe('allow');
+
+    // 2 searches made; tightened to 2 per session: the next one is over it, not the first of a new count.
+    source.update({ limits: [{ tool: 'search', max_calls: 2, per: 'session' }] });
+    expect((await session.checkTool('search')).rule).toMatchObject({ section: 'limits', index: 0, maxCalls: 2 });
+  });
+
+  it('two limits counting the same calls in the same window keep separate counts', async () => {
+    const session = AgentPolicy.fromDict({
+      limits: [
+        { tool: 'search', max_calls: 2, per: '1m' },
+        { tool: 'search', max_calls: 2, per: '1m', scope: 'session' },
+      ],
+    }).session();
+    // Shared counts would hold 2 slots after the first call and refuse the second.
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    expect((await session.checkTool('search')).decision).toBe('allow');
+    expect((await session.checkTool('search')).rule).toMatchObject({ section: 'limits', index: 0 });
   });
 
   it('every decision is stamped with the time it was made, limits counted or not, approvals waited for or not', async () => {

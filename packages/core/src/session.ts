@@ -247,7 +247,10 @@ export class PolicySession {
   private readonly ledger: BudgetLedger;
   private readonly limitStore: RateLimitStore;
   private readonly localLimits: InMemoryRateLimitStore | undefined;
+  // The store key of each limit this session counted, by the limit's index, with the limit it was built for: a policy
+  // change can put another limit at an index, and that one has a key of its own.
   private readonly limitKeys: string[] = [];
+  private readonly limitKeyOwners: CompiledLimit[] = [];
   private readonly trail: AuditTrail;
   private readonly keys = new CallKeys();
   private readonly callKeyStore: CallKeyStore | undefined;
@@ -1255,8 +1258,10 @@ export class PolicySession {
 
   /** The store key of a limit for this session, built once (a flat string, so the store hashes it once). */
   private limitKey(limit: CompiledLimit): string {
+    if (this.limitKeyOwners[limit.index] === limit) return this.limitKeys[limit.index] as string;
     const key = `${limit.keyPrefix}${limit.scope === 'budget' ? this.budgetScopeId : this.id}`;
     this.limitKeys[limit.index] = key;
+    this.limitKeyOwners[limit.index] = limit;
     return key;
   }
 
@@ -1271,7 +1276,7 @@ export class PolicySession {
     let shadowHit: Verdict | undefined;
     for (let i = 0; i < limits.length; i++) {
       const limit = limits[i] as CompiledLimit;
-      const key = this.limitKeys[limit.index] ?? this.limitKey(limit);
+      const key = this.limitKey(limit);
       const taken = this.limitStore.take(key, limit.maxCalls, limit.windowMs);
       if (taken instanceof Promise) return this.countLimitsAsync(limits, i, taken, key, held, shadowHit, action, verdict);
       if (taken.ok) held.push(key, taken.slot);
@@ -1293,7 +1298,7 @@ export class PolicySession {
     if (local.systemClock) this.clockMs = now;
     for (let i = 0; i < limits.length; i++) {
       const limit = limits[i] as CompiledLimit;
-      const key = this.limitKeys[limit.index] ?? this.limitKey(limit);
+      const key = this.limitKey(limit);
       const slot = local.takeAt(key, limit.maxCalls, limit.windowMs, now);
       if (slot > 0) {
         held[count++] = key;
@@ -1322,7 +1327,7 @@ export class PolicySession {
     try {
       for (let i = from; i < limits.length; i++) {
         const limit = limits[i] as CompiledLimit;
-        if (pending === undefined) key = this.limitKeys[limit.index] ?? this.limitKey(limit);
+        if (pending === undefined) key = this.limitKey(limit);
         const taken = await (pending ?? this.limitStore.take(key, limit.maxCalls, limit.windowMs));
         pending = undefined;
         if (taken.ok) held.push(key, taken.slot);
