@@ -63,6 +63,17 @@ describe('PolicySource.update', () => {
     expect(session.spent).toBe(4);
   });
 
+  it('an open session keeps the budget period it opened with; a session opened after the change gets the new one', async () => {
+    const source = new PolicySource(AgentPolicy.fromYamlString('budget:\n  max_spend: 10\n  period: day\n'));
+    const open = source.session();
+    expect((await open.checkCost(4, { source: 'llm' })).decision).toBe('allow');
+    source.update('budget:\n  max_spend: 5\n  period: hour\n');
+    // The new max applies at once, in the window its spend lives in.
+    expect(open.report().period).toBe('day');
+    expect((await open.checkCost(2, { source: 'llm' })).decision).toBe('deny');
+    expect(source.session().report().period).toBe('hour');
+  });
+
   it('sessions of one budget key share their budget across a reload', async () => {
     const source = new PolicySource(AgentPolicy.fromYamlString('budget:\n  max_spend: 10\n'));
     const first = source.session({ budgetKey: 'tenant' });

@@ -117,7 +117,9 @@ export class PolicySource implements PolicyProvider {
 
   /**
    * Opens a session that follows this source: its policy, its halts. Sessions with the same `budgetKey` (and no
-   * store of their own) share one budget in this process, whatever policy version opened them.
+   * store of their own) share one budget in this process, whatever policy version opened them. A session follows
+   * `budget.max_spend` and `soft_limit` as they change, but keeps the `budget.period` it opened with (its spend and
+   * open reservations live in that period's window); a changed period applies to sessions opened after the change.
    */
   session(options?: SessionOptions): PolicySession {
     if (options?.budgetKey !== undefined && (options.store === undefined || options.limitStore === undefined)) {
