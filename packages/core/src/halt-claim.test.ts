@@ -92,4 +92,17 @@ describe('a halt stops an allow that has not run yet', () => {
     expect(session.claim(other)).toBe(false);
     expect(session.consume(null as never)).toBe(false);
   });
+
+  it('a keyed call denied under a halt is decided anew once the halt is lifted, not handed the halt deny again', async () => {
+    const policy = new AgentPolicy({});
+    const session = policy.session();
+    const before = await session.checkTool('search', { idempotencyKey: 'job-1' });
+    policy.halt('incident');
+    expect((await session.checkTool('search', { idempotencyKey: 'job-1' })).rule).toMatchObject({ section: 'halt' });
+    expect((await session.checkTool('export', { idempotencyKey: 'job-2' })).rule).toMatchObject({ section: 'halt' });
+    policy.resume();
+    // The allow from before the halt, still unused, comes back; a call first seen under the halt is decided now.
+    expect((await session.checkTool('search', { idempotencyKey: 'job-1' })).id).toBe(before.id);
+    expect((await session.checkTool('export', { idempotencyKey: 'job-2' })).decision).toBe('allow');
+  });
 });

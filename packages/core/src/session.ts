@@ -1076,7 +1076,9 @@ export class PolicySession {
       }
     }
     const decision = this.decide(prepared, policy, mode, halt, bound, answer, approved);
-    if (key === undefined) return decision;
+    // Under a halt nothing is remembered: once it is lifted, a keyed repeat gets the call's earlier decision (an
+    // unused allow from before the halt), or is decided anew, never the halt's deny again.
+    if (key === undefined || halt !== undefined) return decision;
     if (decision instanceof Promise) {
       return decision.then((settled) => {
         this.keys.remember(prepared.identity, key, settled);
