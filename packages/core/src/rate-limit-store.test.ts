@@ -136,4 +136,24 @@ describe('InMemoryRateLimitStore', () => {
     expect(d.ok).toBe(true);
     expect(store.take('k', 3, 3_600_000).ok).toBe(false);
   });
+
+  it('drops windowed keys whose slots have all freed as new keys come, and keeps (and counts) the ones still holding', () => {
+    let now = 1_000_000;
+    const store = new InMemoryRateLimitStore({ now: () => now });
+    // A key per session, as a server opening a session per request makes: 10,000 of them within a minute.
+    for (let i = 0; i < 10_000; i++) expect(store.take(`limit:a:session:${i}`, 1, 60_000).ok).toBe(true);
+    expect(store.size).toBe(10_000);
+    now += 60_001;
+    // Still holding its slot: kept and counted, however many keys come and go.
+    expect(store.take('limit:a:session:busy', 1, 3_600_000).ok).toBe(true);
+    for (let i = 0; i < 10_000; i++) {
+      now += 10;
+      expect(store.take(`limit:a:session:next-${i}`, 1, 60_000).ok).toBe(true);
+    }
+    expect(store.size).toBeLessThan(7_000);
+    expect(store.take('limit:a:session:busy', 1, 3_600_000).ok).toBe(false);
+    // A key taken again after it was dropped starts from nothing, as its freed slots would have let it.
+    expect(store.take('limit:a:session:0', 1, 60_000).ok).toBe(true);
+    expect(store.take('limit:a:session:0', 1, 60_000).ok).toBe(false);
+  });
 });

@@ -40,12 +40,16 @@ interface WindowSlots {
   size: number;
   /** Slots held in all runs. */
   held: number;
+  /** When every slot taken under the key has freed (the newest slot's time plus the window). */
+  freeAt: number;
   givenBack: Set<number>;
   givenBackOld: Set<number>;
 }
 
 /** Runs per window: the most a windowed key keeps (each a few numbers), and a slot's most extra holding time is `windowMs` / this. */
 const RUNS_PER_WINDOW = 4096;
+/** Windowed keys looked at for removal each time a new one is added (see InMemoryRateLimitStore.sweep). */
+const SWEEP_PER_NEW_KEY = 2;
 
 // A key without a window: a count, and the slots already given back (so giving back twice changes nothing), kept
 // for the last few thousand give-backs.
@@ -113,6 +117,7 @@ export class InMemoryRateLimitStore implements RateLimitStore {
     }
     let slots = this.windows.get(key);
     if (slots === undefined) {
+      this.sweep(now);
       slots = newWindow(8);
       this.windows.set(key, slots);
     }
@@ -129,6 +134,7 @@ export class InMemoryRateLimitStore implements RateLimitStore {
     }
     const id = ++this.seq;
     slots.held++;
+    if (now + windowMs > slots.freeAt) slots.freeAt = now + windowMs;
     if (slots.size > 0) {
       const newest = (slots.start + slots.size - 1) & mask;
       // Within the newest run's span: joins it (and the run is now timed by this slot, the later one).
@@ -150,6 +156,24 @@ export class InMemoryRateLimitStore implements RateLimitStore {
     slots.counts[at] = 1;
     slots.size++;
     return id;
+  }
+
+  // A key whose slots have all freed holds nothing a later take would count, so it is removed (a key per session is
+  // made for every session that counts a per-session limit: without this, a server opening a session per request
+  // would keep one for every request it ever served). Each new key looks at the oldest few: one whose slots have
+  // freed goes, one still holding some moves to the back, so every key is looked at again as keys are added.
+  private sweep(now: number): void {
+    let looked = 0;
+    for (const [key, slots] of this.windows) {
+      if (looked++ >= SWEEP_PER_NEW_KEY) break;
+      this.windows.delete(key);
+      if (slots.freeAt > now) this.windows.set(key, slots);
+    }
+  }
+
+  /** Keys the store holds counts for (windowed keys whose slots have all freed are removed as new keys come). */
+  get size(): number {
+    return this.windows.size + this.counts.size;
   }
 
   giveBack(key: string, slot: string): void {
@@ -208,6 +232,7 @@ function newWindow(capacity: number): WindowSlots {
     start: 0,
     size: 0,
     held: 0,
+    freeAt: 0,
     givenBack: new Set(),
     givenBackOld: new Set(),
   };
