@@ -75,6 +75,60 @@ describe('InMemoryBudgetStore leases', () => {
     store.commit(day, open.lease!, 0.5 * USD);
     expect(store.snapshot(day)).toMatchObject({ spent: 9.5 * USD, reserved: 0 });
   });
+
+  it('drops calendar budgets idle for a whole window as new keys come; keeps the ones still in use, and every session budget', () => {
+    let now = Date.parse('2026-11-30T10:00:00Z');
+    const store = new InMemoryBudgetStore({ now: () => now });
+    // A key per conversation with a daily budget, as a server giving each request its own budgetKey makes.
+    for (let i = 0; i < 10_000; i++) expect(store.charge({ key: `conv-${i}`, period: 'day' }, 1 * USD, 10 * USD).ok).toBe(true);
+    for (let i = 0; i < 1_000; i++) store.charge({ key: `session-${i}`, period: 'session' }, 1 * USD, 10 * USD);
+    const open = store.reserve({ key: 'conv-0', period: 'day' }, 1 * USD, 10 * USD, 7 * 86_400_000);
+    const crashed = store.reserve({ key: 'conv-1', period: 'day' }, 1 * USD, 10 * USD, 1000);
+    store.charge({ key: 'tenant', period: 'month' }, 5 * USD, 10 * USD);
+    // The next day, the day's budgets are still the report's `previous`: nothing goes.
+    now = Date.parse('2026-12-01T10:00:00Z');
+    for (let i = 0; i < 1_000; i++) store.charge({ key: `next-${i}`, period: 'day' }, 1 * USD, 10 * USD);
+    expect(store.size).toBe(11_001 + 1_000);
+    expect(store.snapshot({ key: 'conv-2', period: 'day' })).toMatchObject({ spent: 0, previous: { window: 'day:2026-11-30', spent: 1 * USD } });
+    // The day after, new keys sweep the idle ones out (conv-1's lease lapsed at 10:00 yesterday: still waited for).
+    now = Date.parse('2026-12-02T09:00:00Z');
+    for (let i = 0; i < 10_000; i++) store.charge({ key: `later-${i}`, period: 'day' }, 1 * USD, 10 * USD);
+    expect(store.size).toBeLessThan(12_001 + 10_000 - 9_000);
+    // Kept: a budget with a lease open, one whose lapsed lease may still be committed late, the month, every session.
+    expect(store.commit({ key: 'conv-0', period: 'day' }, open.lease!, 0.5 * USD)).toBe('settled');
+    expect(store.commit({ key: 'conv-1', period: 'day' }, crashed.lease!, 3 * USD)).toBe('late');
+    expect(store.snapshot({ key: 'tenant', period: 'month' })).toMatchObject({ spent: 0, previous: { spent: 5 * USD } });
+    for (let i = 0; i < 1_000; i++) expect(store.snapshot({ key: `session-${i}`, period: 'session' }).spent).toBe(1 * USD);
+    expect(store.charge({ key: 'session-0', period: 'session' }, 10 * USD, 10 * USD).ok).toBe(false);
+    // A dropped key comes back to a fresh window, as it would have anyway.
+    expect(store.snapshot({ key: 'conv-9999', period: 'day' })).toMatchObject({ window: 'day:2026-12-02', spent: 0, reserved: 0 });
+    // Later still, every idle calendar budget has gone; the session budgets and the month stay.
+    now = Date.parse('2026-12-04T10:00:00Z');
+    const before = store.size;
+    for (let i = 0; i < 20_000; i++) store.charge({ key: `last-${i}`, period: 'day' }, 1 * USD, 10 * USD);
+    expect(store.size).toBeLessThan(before + 20_000 - 10_000);
+    expect(store.snapshot({ key: 'session-999', period: 'session' }).spent).toBe(1 * USD);
+  });
+
+  it('keeps a calendar budget whose expired lease may still be committed late for a day, then lets it go', () => {
+    let now = Date.parse('2026-11-30T10:00:00Z');
+    const store = new InMemoryBudgetStore({ now: () => now });
+    const crashed = store.reserve({ key: 'conv', period: 'hour' }, 1 * USD, 10 * USD, 1000);
+    now += 2000;
+    expect(store.snapshot({ key: 'conv', period: 'hour' })).toMatchObject({ spent: 1 * USD, expired: { count: 1 } });
+    // Hours later (its window long past), new keys come: the lapsed lease keeps it.
+    now += 5 * 3_600_000;
+    for (let i = 0; i < 1_000; i++) store.charge({ key: `k-${i}`, period: 'hour' }, 1, null);
+    expect(store.commit({ key: 'conv', period: 'hour' }, crashed.lease!, 2 * USD)).toBe('late');
+    const other = store.reserve({ key: 'conv2', period: 'hour' }, 1 * USD, 10 * USD, 1000);
+    now += 2000;
+    store.snapshot({ key: 'conv2', period: 'hour' });
+    // A day after it lapsed, it goes with the rest; a commit after that is unknown (as on Redis).
+    now += 86_400_000;
+    for (let i = 0; i < 2_000; i++) store.charge({ key: `j-${i}`, period: 'hour' }, 1, null);
+    expect(store.size).toBe(2_000);
+    expect(store.commit({ key: 'conv2', period: 'hour' }, other.lease!, 2 * USD)).toBe('unknown');
+  });
 });
 
 describe('budget.period and budgetKey through the session', () => {

@@ -161,13 +161,23 @@ interface MemoryEntry {
   expiredNanos: number;
   /** Leases that expired and were charged at their estimate, for a late commit. Cleared when it grows large. */
   readonly lapsed: Map<string, number>;
+  /** Until when the lapsed leases are kept for a late commit (a day after the last one lapsed, as on Redis). */
+  lapsedUntil: number;
+  /** Leases of this budget still open (they hold this entry, whatever window it is in now). */
+  open: number;
+  readonly period: BudgetPeriod;
 }
 
 const LAPSED_KEPT = 10_000;
+const LAPSED_KEPT_MS = 86_400_000;
+/** Budgets looked at for removal each time a new one is added (see InMemoryBudgetStore.sweep). */
+const SWEEP_PER_NEW_KEY = 2;
 
 /**
  * The default store: budgets in a Map in this process, answering synchronously. Leases live in insertion order,
- * which is expiry order, so settling the expired ones costs nothing until one has expired.
+ * which is expiry order, so settling the expired ones costs nothing until one has expired. A calendar budget (`hour`,
+ * `day`, `week`, `month`) idle for a whole window after its last one, with no lease open, is removed as new keys come;
+ * a `session` budget is kept for as long as the store lives.
  */
 export class InMemoryBudgetStore implements BudgetStore {
   private readonly entries = new Map<string, MemoryEntry>();
@@ -184,6 +194,7 @@ export class InMemoryBudgetStore implements BudgetStore {
     const mapKey = budget.period === 'session' ? budget.key : `${budget.period}\u0000${budget.key}`;
     let entry = this.entries.get(mapKey);
     if (!entry) {
+      this.sweep(nowMs);
       const start = windowStart(budget.period, nowMs);
       entry = {
         spent: 0,
@@ -195,6 +206,9 @@ export class InMemoryBudgetStore implements BudgetStore {
         expiredCount: 0,
         expiredNanos: 0,
         lapsed: new Map(),
+        lapsedUntil: 0,
+        open: 0,
+        period: budget.period,
       };
       this.entries.set(mapKey, entry);
     } else if (nowMs >= entry.end || nowMs < entry.start) {
@@ -208,6 +222,27 @@ export class InMemoryBudgetStore implements BudgetStore {
     return entry;
   }
 
+  // A calendar budget idle for a whole window after its last one holds nothing a later operation would read: its
+  // spend belongs to a window that is neither current nor the one just before it (the report's `previous`), no lease
+  // of it is open, and a late commit of a lapsed one is no longer waited for. Such a budget is removed, so a store
+  // given a key per conversation or per user keeps only the budgets still in use. Each new key looks at the oldest
+  // few: one that can go goes, one still in use moves to the back, so every budget is looked at again as keys come.
+  // A `session` budget is never removed: its spend is the session's for good (its id may be opened again).
+  private sweep(nowMs: number): void {
+    let looked = 0;
+    for (const [key, entry] of this.entries) {
+      if (looked++ >= SWEEP_PER_NEW_KEY) break;
+      this.entries.delete(key);
+      const idle = entry.period !== 'session' && entry.open === 0 && (entry.lapsed.size === 0 || nowMs >= entry.lapsedUntil) && nowMs >= windowEnd(entry.period, entry.end);
+      if (!idle) this.entries.set(key, entry);
+    }
+  }
+
+  /** Budgets the store holds (calendar budgets idle for a whole window are removed as new keys come). */
+  get size(): number {
+    return this.entries.size;
+  }
+
   /** Charges every expired lease at its amount. */
   private expire(nowMs: number): void {
     for (const leases of this.leasesByTtl.values()) {
@@ -216,12 +251,14 @@ export class InMemoryBudgetStore implements BudgetStore {
         leases.delete(id);
         this.leases.delete(id);
         const entry = lease.entry;
+        entry.open--;
         entry.reserved -= lease.amount;
         entry.spent = Math.min(entry.spent + lease.amount, Number.MAX_SAFE_INTEGER);
         entry.expiredCount++;
         entry.expiredNanos += lease.amount;
         if (entry.lapsed.size >= LAPSED_KEPT) entry.lapsed.clear();
         entry.lapsed.set(id, lease.amount);
+        entry.lapsedUntil = nowMs + LAPSED_KEPT_MS;
       }
     }
   }
@@ -243,6 +280,7 @@ export class InMemoryBudgetStore implements BudgetStore {
     const total = entry.spent + entry.reserved + amount;
     if ((limit !== null && total > limit) || total > Number.MAX_SAFE_INTEGER) return { ok: false, snapshot: this.view(entry) };
     entry.reserved += amount;
+    entry.open++;
     const id = `m${++this.nextLease}`;
     const lease = { entry, amount, expiresAt: nowMs + ttlMs };
     this.leases.set(id, lease);
@@ -269,6 +307,7 @@ export class InMemoryBudgetStore implements BudgetStore {
     }
     this.leases.delete(id);
     for (const leases of this.leasesByTtl.values()) if (leases.delete(id)) break;
+    entry.open--;
     entry.reserved -= lease.amount;
     if (actual !== null) entry.spent = Math.min(entry.spent + actual, Number.MAX_SAFE_INTEGER);
     return 'settled';
