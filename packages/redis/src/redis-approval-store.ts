@@ -66,10 +66,11 @@ return { result, h[1], status, h[4] or '' }
 `);
 
 /** The index of pending requests (one sorted set, member `session\0id`, score its creation time, so the list is oldest
- * first as the ApprovalStore contract says): add, list, remove. */
+ * first as the ApprovalStore contract says): add, list, range (by rank), remove. */
 const INDEX_SCRIPT = new RedisScript(`
 if ARGV[1] == 'add' then return redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3]) end
 if ARGV[1] == 'list' then return redis.call('ZRANGE', KEYS[1], 0, -1) end
+if ARGV[1] == 'range' then return redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3]) end
 local removed = 0
 for i = 2, #ARGV do removed = removed + redis.call('ZREM', KEYS[1], ARGV[i]) end
 return removed
@@ -83,6 +84,9 @@ export interface RedisApprovalStoreOptions extends RedisStoreOptions {
   clockOffsetMs?: number;
 }
 
+/** Index members looked at for removal each time a request is created (see RedisApprovalStore.sweep). */
+const SWEEP_PER_NEW_REQUEST = 2;
+
 const STATUSES: ReadonlySet<string> = new Set<ApprovalStatus>(['pending', 'approved', 'rejected', 'used', 'expired']);
 
 /**
@@ -94,6 +98,8 @@ export class RedisApprovalStore implements ApprovalStore {
   private readonly runner: ScriptRunner;
   private readonly offset: string;
   private readonly retention: string;
+  // Where the next look at the index for requests no longer pending starts (a rank; see create).
+  private sweepAt = 0;
 
   constructor(options: RedisApprovalStoreOptions) {
     this.runner = new ScriptRunner(options, 'createRedisApprovalStore');
@@ -130,6 +136,26 @@ export class RedisApprovalStore implements ApprovalStore {
     // The index of pending requests lives in its own slot: kept apart from the atomic request, pruned when read.
     const created = Date.parse(request.createdAt);
     await this.runner.run(INDEX_SCRIPT, [this.index()], ['add', String(Number.isFinite(created) ? created : expires), `${request.sessionId}\u0000${request.id}`]);
+    await this.sweep().catch(() => undefined);
+  }
+
+  // Requests leave the index when answered (resolve) or when a listing finds them no longer pending. One never
+  // answered and never listed (requests answered by their id only, from links) would stay in it for good, one member
+  // per request ever raised: so each new request looks at two members, going round the index, and removes those no
+  // longer pending (expired, answered, or gone). The index then holds about the requests still pending.
+  private async sweep(): Promise<void> {
+    const members = await this.runner.run(INDEX_SCRIPT, [this.index()], ['range', String(this.sweepAt), String(this.sweepAt + SWEEP_PER_NEW_REQUEST - 1)]);
+    const looked = Array.isArray(members) ? members.map(String) : [];
+    const states = await Promise.all(looked.map((member) => this.get(member.slice(member.lastIndexOf('\u0000') + 1))));
+    const stale = looked.filter((_member, i) => states[i]?.status !== 'pending');
+    if (stale.length > 0) await this.runner.run(INDEX_SCRIPT, [this.index()], ['remove', ...stale]);
+    // Past the end: start again from the oldest.
+    this.sweepAt = looked.length < SWEEP_PER_NEW_REQUEST ? 0 : this.sweepAt + looked.length - stale.length;
+  }
+
+  private async unindex(state: ApprovalState | undefined): Promise<void> {
+    if (state === undefined || state.status === 'pending') return;
+    await this.runner.run(INDEX_SCRIPT, [this.index()], ['remove', `${state.sessionId}\u0000${state.id}`]).catch(() => undefined);
   }
 
   async get(id: string): Promise<ApprovalState | undefined> {
@@ -164,6 +190,7 @@ export class RedisApprovalStore implements ApprovalStore {
     }
     const { result, state } = outcome;
     if (state === undefined) return { ok: false, problem: 'unknown' };
+    await this.unindex(state);
     if (result === 'ok') return { ok: true, request: state };
     return { ok: false, problem: result === 'expired' ? 'expired' : 'answered', request: state };
   }

@@ -91,6 +91,38 @@ describe.skipIf(redisUrl === null)('approval expiry on the server clock', () => 
     expect(await store.consume(`apr_expiry_${now}`, 'f')).toBe(false);
   });
 
+  it('the index of pending requests holds about the pending ones, without a listing: answered ones leave it, expired ones are swept as new ones come', async () => {
+    const handle = await open('ioredis@6', { url: redisUrl! });
+    const prefix = `sweep${Date.now()}`;
+    const store = createRedisApprovalStore({ client: handle.client, prefix });
+    // Two minutes on, on the server clock: the first requests have expired.
+    const later = createRedisApprovalStore({ client: handle.client, prefix, clockOffsetMs: 120_000 });
+    const index = `${prefix}:approvals:pending`;
+    const now = Date.now();
+    const request = (id: string, expiresInMs: number) =>
+      ({
+        id,
+        sessionId: `s${id.length % 3}`,
+        fingerprint: 'f',
+        action: { type: 'tool', name: 'send_email', cost: 0 },
+        reason: 'r',
+        rule: { section: 'approval' },
+        createdAt: new Date(now).toISOString(),
+        expiresAt: new Date(now + expiresInMs).toISOString(),
+      }) as never;
+    // Answered by id (a link in a message), never listed: each answer takes its request out of the index.
+    for (let i = 0; i < 200; i++) await store.create(request(`apr_first_${i}`, 60_000));
+    for (let i = 0; i < 100; i++) expect((await store.resolve(`apr_first_${i}`, { approved: i % 2 === 0, at: new Date().toISOString() })).ok).toBe(true);
+    expect(Number(await handle.client.zcard(index))).toBe(100);
+    // The other 100 are never answered and expire; new requests sweep them out, and keep every one still pending.
+    for (let i = 0; i < 300; i++) await later.create(request(`apr_next_${i}`, 600_000));
+    expect(Number(await handle.client.zcard(index))).toBe(300);
+    expect(await later.listPending(undefined)).toHaveLength(300);
+    expect((await later.get('apr_first_150'))?.status).toBe('expired');
+    expect((await later.resolve('apr_next_0', { approved: true, at: new Date().toISOString() })).ok).toBe(true);
+    expect(await later.consume('apr_next_0', 'f')).toBe(true);
+  });
+
   it('pending requests are listed oldest first, whatever their expiry (as the ApprovalStore contract says)', async () => {
     const handle = await open('node-redis@6', { url: redisUrl! });
     const store = createRedisApprovalStore({ client: handle.client });
