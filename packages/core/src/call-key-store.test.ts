@@ -201,6 +201,38 @@ describe('call keys in a shared call-key store', () => {
     expect(await a.claim(refused)).toBe(false);
   });
 
+  it('one store shared by a session per request keeps only the decisions that can still be handed back', async () => {
+    const callKeys = new InMemoryCallKeyStore();
+    const store = new InMemoryBudgetStore();
+    const p = policy();
+    // 5,000 requests, each a session whose keyed call ran (claimed), as a server sharing one store makes.
+    for (let i = 0; i < 5_000; i++) {
+      const session = p.session({ id: `req-${i}`, store, callKeys });
+      const decision = await session.checkTool('search', { input: { q: i }, cost: 0.01, idempotencyKey: 'call_1' });
+      expect(await session.claim(decision)).toBe(true);
+    }
+    expect(callKeys.size).toBe(0);
+    // Kept: a deny, a require_approval and an allow not yet run, each handed back to a repeat of its key.
+    const session = p.session({ id: 'req-kept', store, callKeys });
+    const denied = await session.checkTool('delete_all', { idempotencyKey: 'd' });
+    const waiting = await session.checkTool('send_email', { input: { to: 'a' }, idempotencyKey: 'w' });
+    const pending = await session.checkTool('search', { input: { q: 'kept' }, cost: 1, idempotencyKey: 'p' });
+    expect(callKeys.size).toBe(3);
+    const retry = p.session({ id: 'req-kept', store, callKeys });
+    expect(await retry.checkTool('delete_all', { idempotencyKey: 'd' })).toEqual(denied);
+    expect(await retry.checkTool('send_email', { input: { to: 'a' }, idempotencyKey: 'w' })).toEqual(waiting);
+    const handedBack = await retry.checkTool('search', { input: { q: 'kept' }, cost: 1, idempotencyKey: 'p' });
+    expect(handedBack).toEqual(pending);
+    // Claimed once, in either: then forgotten, a second claim refused, a repeat decided (and charged) afresh.
+    expect(await retry.claim(handedBack)).toBe(true);
+    expect(await session.claim(pending)).toBe(false);
+    expect(callKeys.size).toBe(2);
+    const spent = store.snapshot({ key: 'req-kept', period: 'session' }).spent;
+    const again = await session.checkTool('search', { input: { q: 'kept' }, cost: 1, idempotencyKey: 'p' });
+    expect(again.id).not.toBe(pending.id);
+    expect(store.snapshot({ key: 'req-kept', period: 'session' }).spent - spent).toBe(1 * USD);
+  });
+
   it('a stored record that is not a decision is a typed error, not a guess', () => {
     expect(() => parseDecision('{"id":1}')).toThrow(AgentPolicyError);
     expect(() => parseDecision('nope')).toThrow(AgentPolicyError);

@@ -59,19 +59,18 @@ export interface CallKeyStore {
   claim(call: CallKeyRef, token: string): MaybePromise<boolean>;
 }
 
-/** The decision remembered under a call, as JSON, and whether its allow was used. */
+/** The decision remembered under a call, as JSON, while its allow is unused. */
 interface KeptCall {
   decision: string;
   token: string;
   lease: string | undefined;
   kind: Decision['decision'];
-  used: boolean;
   expiresAt: number;
 }
 
 /** Options of {@link InMemoryCallKeyStore}. */
 export interface InMemoryCallKeyStoreOptions {
-  /** How long a remembered call is kept after its last use, in ms. Default 86,400,000 (a day). */
+  /** How long a remembered call is kept after it was decided, in ms, unless its allow is claimed first (then it is forgotten at once). Default 86,400,000 (a day). */
   ttlMs?: number;
   /**
    * How long a check waits for another session that is deciding the same call right now before it is denied, in ms.
@@ -85,8 +84,9 @@ export interface InMemoryCallKeyStoreOptions {
 /**
  * A {@link CallKeyStore} in this process, shared by every session given it (sessions with the same id see each
  * other's keys, as processes do on Redis). Synchronous, except for a check that finds the call being decided by
- * another session: it waits (up to `waitMs`) for that decision. Bounded only by `ttlMs`: expired entries are swept
- * as new ones come in.
+ * another session: it waits (up to `waitMs`) for that decision. A decision is forgotten once its allow is claimed;
+ * one never claimed (a deny, a `require_approval`, an allow not run) is kept `ttlMs`: expired entries are swept as
+ * new ones come in.
  */
 export class InMemoryCallKeyStore implements CallKeyStore {
   private readonly calls = new Map<string, KeptCall>();
@@ -123,7 +123,7 @@ export class InMemoryCallKeyStore implements CallKeyStore {
     const id = idOf(call);
     const now = this.now();
     const kept = this.live(id, now);
-    if (kept !== undefined && !kept.used && (options.reuseApproval || kept.kind !== 'require_approval')) {
+    if (kept !== undefined && (options.reuseApproval || kept.kind !== 'require_approval')) {
       return { status: 'decided', decision: parseDecision(kept.decision), token: kept.token, ...(kept.lease !== undefined ? { lease: kept.lease } : {}) };
     }
     const held = this.locks.get(id);
@@ -140,7 +140,7 @@ export class InMemoryCallKeyStore implements CallKeyStore {
     const now = this.now();
     if (this.calls.size > 0 && this.calls.size % 1024 === 0) this.sweep(now);
     this.calls.delete(id);
-    this.calls.set(id, { decision: JSON.stringify(decision), token: lock, lease, kind: decision.decision, used: false, expiresAt: now + this.ttlMs });
+    this.calls.set(id, { decision: JSON.stringify(decision), token: lock, lease, kind: decision.decision, expiresAt: now + this.ttlMs });
     return true;
   }
 
@@ -149,13 +149,19 @@ export class InMemoryCallKeyStore implements CallKeyStore {
     if (this.locks.get(id)?.lock === lock) this.locks.delete(id);
   }
 
+  // A used decision is forgotten at once: nothing would hand it back again (begin decides afresh, a second claim is
+  // refused), exactly as if it were gone, so keeping it for ttlMs only held ~1 KB for every call ever allowed.
   claim(call: CallKeyRef, token: string): boolean {
-    const now = this.now();
-    const kept = this.live(idOf(call), now);
-    if (kept === undefined || kept.token !== token || kept.used) return false;
-    kept.used = true;
-    kept.expiresAt = now + this.ttlMs;
+    const id = idOf(call);
+    const kept = this.live(id, this.now());
+    if (kept === undefined || kept.token !== token) return false;
+    this.calls.delete(id);
     return true;
+  }
+
+  /** Calls the store remembers a decision of that can still be handed back (used ones are forgotten when claimed). */
+  get size(): number {
+    return this.calls.size;
   }
 
   private live(id: string, now: number): KeptCall | undefined {

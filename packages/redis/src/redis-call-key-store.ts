@@ -11,7 +11,9 @@ import { RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-clien
  * - remember: 2 marker value (the token), 3 decision JSON, 4 kind, 5 ttl ms, 6 lease ('' for none). 1, or 0 when the
  *   marker is not (or no longer) the caller's.
  * - abandon: 2 marker value. Deletes the marker if it is the caller's.
- * - claim: 2 token, 3 ttl ms. 1 for the first claim of that token, else 0.
+ * - claim: 2 token. 1 for the first claim of that token, else 0. A claimed call is deleted: a used decision is never
+ *   handed back and cannot be claimed again, exactly as if it were gone (keys of older versions marked u = 1 read so).
+ *   Keeping it for its ttl held one hash for every call ever allowed.
  */
 const CALL_KEY_SCRIPT = new RedisScript(`
 local op = ARGV[1]
@@ -34,16 +36,16 @@ elseif op == 'abandon' then
 end
 local rec = redis.call('HMGET', KEYS[1], 't', 'u')
 if rec[1] ~= ARGV[2] or rec[2] == '1' then return 0 end
-redis.call('HSET', KEYS[1], 'u', '1')
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('DEL', KEYS[1])
 return 1
 `);
 
 /** Options of {@link createRedisCallKeyStore}. */
 export interface RedisCallKeyStoreOptions extends RedisStoreOptions {
   /**
-   * How long a keyed call is remembered after it was decided or used, in ms. A repeat of the key after that is a new
-   * action (decided and charged again). Default 86,400,000 (a day).
+   * How long a keyed call is remembered after it was decided, in ms, unless its allow is claimed first (a claimed
+   * call is forgotten at once). A repeat of the key after that is a new action (decided and charged again). Default
+   * 86,400,000 (a day).
    */
   ttlMs?: number;
   /**
@@ -102,7 +104,7 @@ export class RedisCallKeyStore implements CallKeyStore {
   }
 
   async claim(call: CallKeyRef, token: string): Promise<boolean> {
-    return Number(await this.runner.run(CALL_KEY_SCRIPT, this.keysOf(call), ['claim', token, this.ttlMs])) === 1;
+    return Number(await this.runner.run(CALL_KEY_SCRIPT, this.keysOf(call), ['claim', token])) === 1;
   }
 
   private keysOf(call: CallKeyRef): string[] {
@@ -115,7 +117,7 @@ export class RedisCallKeyStore implements CallKeyStore {
  * A {@link CallKeyStore} on Redis ≥ 7 (node-redis 5/6 or ioredis 5/6, single node or cluster). Pass it as the
  * session's `callKeys` where the same session id runs in several processes: a keyed call retried in another process
  * gets its first decision back (not charged again) while its allow is unused, and `session.claim` lets exactly one
- * process run an allow. Keys expire `ttlMs` after their last use (a day by default).
+ * process run an allow. A claimed call's key is deleted; others expire `ttlMs` after they were decided (a day by default).
  *
  * @example
  * ```ts

@@ -122,6 +122,36 @@ for (const [where, target] of targets) {
 }
 
 describe.skipIf(redisUrl === null)('call keys on Redis in one process', () => {
+  it('a claimed call leaves no key behind; one not claimed keeps its decision for a repeat', async () => {
+    const handle = await connect('ioredis@6', { url: redisUrl! });
+    try {
+      const prefix = `claimed${Date.now()}`;
+      const callKeys = createRedisCallKeyStore({ client: handle.client, prefix });
+      const policy = new AgentPolicy({ budget: 1000, blockedTools: ['delete_*'] });
+      // 200 requests of a server sharing one store, each session's keyed call run (claimed).
+      for (let i = 0; i < 200; i++) {
+        const session = policy.session({ id: `req-${i}`, callKeys });
+        expect(await session.claim(await session.checkTool('search', { cost: 0.01, idempotencyKey: 'call_1' }))).toBe(true);
+      }
+      const keys = async () => (await (handle.client as unknown as { keys(pattern: string): Promise<string[]> }).keys(`${prefix}:*`)).length;
+      expect(await keys()).toBe(0);
+      const session = policy.session({ id: 'req-kept', callKeys });
+      const denied = await session.checkTool('delete_repo', { idempotencyKey: 'd' });
+      const allowed = await session.checkTool('search', { cost: 1, idempotencyKey: 'a' });
+      expect(await keys()).toBe(2);
+      const other = policy.session({ id: 'req-kept', callKeys });
+      expect(await other.checkTool('delete_repo', { idempotencyKey: 'd' })).toEqual(denied);
+      const handedBack = await other.checkTool('search', { cost: 1, idempotencyKey: 'a' });
+      expect(handedBack).toEqual(allowed);
+      expect(await other.claim(handedBack)).toBe(true);
+      expect(await session.claim(allowed)).toBe(false);
+      expect(await keys()).toBe(1);
+      expect((await session.checkTool('search', { cost: 1, idempotencyKey: 'a' })).id).not.toBe(allowed.id);
+    } finally {
+      await handle.close();
+    }
+  });
+
   it('keys expire after ttlMs: a repeat after that is a new action', async () => {
     const handle = await connect('node-redis@6', { url: redisUrl! });
     try {
