@@ -98,6 +98,7 @@ describe.skipIf(redisUrl === null)('approval expiry on the server clock', () => 
     // Two minutes on, on the server clock: the first requests have expired.
     const later = createRedisApprovalStore({ client: handle.client, prefix, clockOffsetMs: 120_000 });
     const index = `${prefix}:approvals:pending`;
+    const indexed = async () => Number(await (handle.client as unknown as { zcard(key: string): Promise<number> }).zcard(index));
     const now = Date.now();
     const request = (id: string, expiresInMs: number) =>
       ({
@@ -113,10 +114,10 @@ describe.skipIf(redisUrl === null)('approval expiry on the server clock', () => 
     // Answered by id (a link in a message), never listed: each answer takes its request out of the index.
     for (let i = 0; i < 200; i++) await store.create(request(`apr_first_${i}`, 60_000));
     for (let i = 0; i < 100; i++) expect((await store.resolve(`apr_first_${i}`, { approved: i % 2 === 0, at: new Date().toISOString() })).ok).toBe(true);
-    expect(Number(await handle.client.zcard(index))).toBe(100);
+    expect(await indexed()).toBe(100);
     // The other 100 are never answered and expire; new requests sweep them out, and keep every one still pending.
     for (let i = 0; i < 300; i++) await later.create(request(`apr_next_${i}`, 600_000));
-    expect(Number(await handle.client.zcard(index))).toBe(300);
+    expect(await indexed()).toBe(300);
     expect(await later.listPending(undefined)).toHaveLength(300);
     expect((await later.get('apr_first_150'))?.status).toBe('expired');
     expect((await later.resolve('apr_next_0', { approved: true, at: new Date().toISOString() })).ok).toBe(true);
