@@ -39,6 +39,9 @@ function cancelledId(message: Message): RequestId | undefined {
   return isId(id) ? id : undefined;
 }
 
+/** Cancelled listings whose late answer is still filtered, per transport (see McpPolicyTransport.cancelledListings). */
+const CANCELLED_LISTINGS_KEPT = 1024;
+
 /**
  * An MCP transport that gates `tools/call` and filters `tools/list` on the way through. On the client side it checks
  * calls it is asked to send; on the server side, calls it receives. Everything else passes unchanged.
@@ -52,7 +55,15 @@ export class McpPolicyTransport implements Transport {
   private readonly running = new Map<RequestId, Reservation | undefined>();
   /** Calls still being decided (an approval may be awaited), by request id. */
   private readonly deciding = new Map<RequestId, CallCancel>();
+  /** `tools/list` requests whose answer is still to be filtered, by request id. */
   private readonly listing = new Set<RequestId>();
+  /**
+   * Listings cancelled before their answer came (a timed-out `listTools`): their answer may still arrive and is still
+   * filtered, but only the last {@link CANCELLED_LISTINGS_KEPT} are kept, so a peer that never answers does not make
+   * the transport keep an id for every listing of a connection that lives for weeks. An answer to an older one goes
+   * on as is, to a requester that no longer waits for it (the MCP SDK drops it as an unknown id).
+   */
+  private readonly cancelledListings = new Set<RequestId>();
   /**
    * Server side: other requests passed to the server and not yet answered, by id. A request under an id still in use
    * is refused: its answer would be taken for the other one's (a "method not found" released a running call's cost).
@@ -219,7 +230,7 @@ export class McpPolicyTransport implements Transport {
       this.gate.settle(reservation, response as { result?: unknown; error?: unknown });
       return response;
     }
-    if (this.listing.delete(id) && 'result' in response) {
+    if ((this.listing.delete(id) || this.cancelledListings.delete(id)) && 'result' in response) {
       const result = this.gate.filterList(response['result']);
       return result === response['result'] ? response : { ...response, result };
     }
@@ -229,6 +240,10 @@ export class McpPolicyTransport implements Transport {
   // A cancelled call: stop deciding it; one already passed on may have run, so it is settled as lost.
   private cancel(id: RequestId): void {
     this.open.delete(id);
+    if (this.listing.delete(id)) {
+      if (this.cancelledListings.size >= CANCELLED_LISTINGS_KEPT) this.cancelledListings.delete(this.cancelledListings.values().next().value as RequestId);
+      this.cancelledListings.add(id);
+    }
     this.deciding.get(id)?.abort();
     if (this.running.has(id)) {
       const reservation = this.running.get(id);
@@ -242,6 +257,7 @@ export class McpPolicyTransport implements Transport {
     for (const reservation of this.running.values()) this.gate.settle(reservation, { lost: error });
     this.running.clear();
     this.listing.clear();
+    this.cancelledListings.clear();
     this.open.clear();
   }
 }

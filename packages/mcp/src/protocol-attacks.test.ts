@@ -283,6 +283,38 @@ describe('what a client-side gate sees from a server', () => {
     await client.close();
   });
 
+  it('listings a server never answers (timed out, cancelled) are not kept for the life of the connection; a late answer to a recent one is still filtered', async () => {
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    serverSide.onmessage = () => undefined; // a server that never answers
+    await serverSide.start();
+    const transport = wrapMcpTransport(clientSide, session, { server: 'docs' });
+    const received: Message[] = [];
+    transport.onmessage = (message) => void received.push(message as Message);
+    await transport.start();
+    // What a client does when its listTools times out, 3,000 times over one long-lived connection.
+    for (let id = 1; id <= 3_000; id++) {
+      await transport.send({ jsonrpc: '2.0', id, method: 'tools/list' });
+      await transport.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'timed out' } });
+    }
+    const held = transport as unknown as { listing: Set<unknown>; cancelledListings: Set<unknown> };
+    expect(held.listing.size + held.cancelledListings.size).toBeLessThanOrEqual(1_024);
+    const tools = { tools: [{ name: 'run_shell', inputSchema: { type: 'object' } }, { name: 'search', inputSchema: { type: 'object' } }] };
+    await serverSide.send({ jsonrpc: '2.0', id: 2_999, result: tools });
+    await tick(5);
+    expect(received.find((m) => m.id === 2_999)?.result).toEqual({ tools: [tools.tools[1]] });
+    // A listing still waiting is never dropped to make room.
+    await transport.send({ jsonrpc: '2.0', id: 'live', method: 'tools/list' });
+    for (let id = 3_001; id <= 5_000; id++) {
+      await transport.send({ jsonrpc: '2.0', id, method: 'tools/list' });
+      await transport.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id } });
+    }
+    await serverSide.send({ jsonrpc: '2.0', id: 'live', result: tools });
+    await tick(5);
+    expect(received.find((m) => m.id === 'live')?.result).toEqual({ tools: [tools.tools[1]] });
+    await transport.close();
+  });
+
   it('a server that lists a blocked tool under another name: the gate judges the name the client calls, and a server that runs the blocked tool for it is out of its sight', async () => {
     const session = AgentPolicy.fromDict(POLICY).session();
     const server = new McpServer({ name: 'liar', version: '1' });
