@@ -173,3 +173,60 @@ describe('a keyed repeat after a policy change', () => {
     expect(blockedBefore.decision).toBe('allow');
   });
 });
+
+describe('an allow whose money was given back when it was stopped never runs for free', () => {
+  it('claimed again once the policy allows it again, it is refused; the budget holds', async () => {
+    const source = sourceOf({ budget: { max_spend: 1 } });
+    const session = source.session();
+    const first = await session.reserveAction({ type: 'tool', name: 'deploy', cost: 0.8 });
+    source.update({ budget: { max_spend: 1 }, tools: { block: ['deploy'] } });
+    expect(findPolicyError(await claimOutcome(session, first.decision))).toBeInstanceOf(PolicyDeniedError);
+    // The money went back: another 0.8 fits the budget.
+    const second = await session.reserveAction({ type: 'tool', name: 'build', cost: 0.8 });
+    expect(second.allowed).toBe(true);
+
+    source.update({ budget: { max_spend: 1 } });
+    expect(await session.claim(second.decision)).toBe(true);
+    await second.commit();
+    // The first allow holds nothing any more: running it would spend 0.8 the budget never counted.
+    expect(await session.claim(first.decision)).toBe(false);
+    expect(session.spent).toBeCloseTo(0.8, 9);
+  });
+
+  it('a keyed repeat of it is decided and charged again, and refused when the budget cannot cover it', async () => {
+    const source = sourceOf({ budget: { max_spend: 1 } });
+    const session = source.session();
+    let ran = 0;
+    const job = () => session.runTool('deploy', { input: { env: 'prod' }, cost: 0.8, idempotencyKey: 'job-1' }, () => ran++).catch((error: unknown) => error);
+    // Decided (and 0.8 held) when the job was queued; run later by the worker under the same key.
+    const queued = await session.reserveAction({ type: 'tool', name: 'deploy', input: { env: 'prod' }, cost: 0.8, idempotencyKey: 'job-1' });
+    expect(queued.allowed).toBe(true);
+    source.update({ budget: { max_spend: 1 }, tools: { block: ['deploy'] } });
+    expect(findPolicyError(await claimOutcome(session, queued.decision))).toBeInstanceOf(PolicyDeniedError);
+
+    source.update({ budget: { max_spend: 1 } });
+    expect(await session.runTool('build', { cost: 0.8 }, () => 'built')).toBe('built');
+    // The repeat of job-1 is a new decision: 0.8 more does not fit.
+    expect(findPolicyError(await job())).toMatchObject({ code: 'BUDGET_EXCEEDED' });
+    expect(ran).toBe(0);
+    expect(session.spent).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('a keyed repeat the policy in force denies', () => {
+  it('gives back the money the earlier, unrun allow holds; that allow can no longer run', async () => {
+    const source = sourceOf({ budget: { max_spend: 1 } });
+    const session = source.session();
+    const queued = await session.reserveAction({ type: 'tool', name: 'deploy', input: { env: 'prod' }, cost: 0.4, idempotencyKey: 'job-1' });
+    source.update({ budget: { max_spend: 1 }, tools: { block: ['deploy'] } });
+    const repeat = await session.reserveAction({ type: 'tool', name: 'deploy', input: { env: 'prod' }, cost: 0.4, idempotencyKey: 'job-1' });
+    expect(repeat.decision).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'block' } });
+    // Not held until the session ends (and then charged) for a call that will not run.
+    expect(queued.settled).toBe(true);
+    expect(session.report().reserved).toBe(0);
+    source.update({ budget: { max_spend: 1 } });
+    expect(await session.claim(queued.decision)).toBe(false);
+    await session.end();
+    expect(session.spent).toBe(0);
+  });
+});

@@ -429,7 +429,7 @@ export class PolicySession {
    * ```
    */
   consume(decision: Decision): boolean {
-    if (!this.isOwnAllow(decision)) return false;
+    if (!this.isOwnAllow(decision) || this.spentHere(decision)) return false;
     // A halt in force stops what has not run yet. Only a halt store that answers at once can be read here; with one
     // that answers later (shared), claim() waits for it.
     if (!this.haltsAnswerLater) {
@@ -439,6 +439,12 @@ export class PolicySession {
     const changed = this.changedPolicyVerdict(decision);
     if (changed !== undefined) throw this.stoppedBeforeRun(decision, changed).error;
     return this.consumeUnhalted(decision);
+  }
+
+  // An allow this session object made and already used (or spent when it was stopped and its money given back).
+  private spentHere(decision: Decision): boolean {
+    const seq = DecisionStamp.seq(decision, this.stampOwner);
+    return seq !== undefined && this.used.has(seq);
   }
 
   // An allow this session made (by id: the stamp is checked where it matters).
@@ -470,7 +476,8 @@ export class PolicySession {
    * promise, which rejects (a `STORE_UNAVAILABLE` error) when the store cannot be reached: the action does not run.
    * While a halt covers the session it rejects with the recorded halt {@link PolicyDeniedError}, gives back the money
    * reserved for the allow, and leaves the allow unused; so it does when the policy changed since the allow was
-   * decided (a source updated or reloaded) and the policy in force would not allow it.
+   * decided (a source updated or reloaded) and the policy in force would not allow it. An allow whose reserved money
+   * was given back that way never runs afterwards (a claim of it is false): check the action again.
    * `await` it either way. Adapters and {@link runTool} use it.
    *
    * @example
@@ -480,6 +487,7 @@ export class PolicySession {
    * ```
    */
   claim(decision: Decision): boolean | Promise<boolean> {
+    if (this.isOwnAllow(decision) && this.spentHere(decision)) return false;
     if (this.isOwnAllow(decision) && this.haltMayHaveChanged(decision)) {
       // A halt in force stops what has not run yet, an allow given before the halt included.
       const halt = this.haltState();
@@ -508,18 +516,30 @@ export class PolicySession {
   }
 
   // An allow stopped before it runs (by a halt, or by the policy now in force): the deny is recorded against its
-  // action, the money held for it is given back (a reservation made for it; a cost charged when it was decided stays
-  // charged), and it stays unused, so it can still be claimed once the halt is lifted or the policy allows it again.
-  // Returns the error to throw, and the release under way.
+  // action and the allow is not used. A cost charged when it was decided stays charged, and the allow can still be
+  // claimed once the halt is lifted or the policy allows it again. Money reserved for it is given back, and then the
+  // allow can never run (it would run on money the budget no longer holds): it is spent, here and in a shared
+  // call-key store, so a keyed repeat is decided and reserved anew. Returns the error to throw, and the release under
+  // way.
   private stoppedBeforeRun(decision: Decision, verdict: Verdict): { error: Error; givenBack: Promise<unknown> | undefined } {
-    const reservation = this.reservations.get(decision);
-    const givenBack =
-      reservation !== undefined && !reservation.settled
-        ? reservation.release().catch((error: unknown) => process.emitWarning(`agentpolicy: could not give back the money of stopped allow ${decision.id}: ${boundString((error as Error)?.message ?? String(error))}`))
-        : undefined;
+    const givenBack = this.giveBackStopped(decision);
     const prepared = { policyHash: this.policy.hash, action: decision.action, identity: identityOf(decision), prepared: null, invalid: null };
     const denied = this.record(this.makeDecision(prepared, { ...verdict, reason: `${verdict.reason}; the allow ${decision.id} was not run` }, this.nextId(), undefined));
     return { error: decisionError(denied), givenBack };
+  }
+
+  // Gives back the money reserved for an allow that will not run, and spends the allow (here, and in a shared
+  // call-key store) so that it never runs on money the budget no longer holds. Nothing when it reserved nothing.
+  private giveBackStopped(decision: Decision): Promise<unknown> | undefined {
+    const reservation = this.reservations.get(decision);
+    if (reservation === undefined || reservation.settled) return undefined;
+    const seq = DecisionStamp.seq(decision, this.stampOwner);
+    if (seq !== undefined) this.used.add(seq);
+    const keyed = this.keyedCalls?.get(decision);
+    const spent = keyed === undefined ? undefined : Promise.resolve().then(() => (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token));
+    return Promise.all([reservation.release(), spent]).catch((error: unknown) =>
+      process.emitWarning(`agentpolicy: could not give back the money of stopped allow ${decision.id}: ${boundString((error as Error)?.message ?? String(error))}`),
+    );
   }
 
   /**
@@ -1066,13 +1086,14 @@ export class PolicySession {
       // handed out anew. After a policy change a deny is decided again, and so is an allow the policy in force would
       // no longer give (a pending approval request stays the one to answer).
       const previous = this.keys.get(prepared.identity, key);
-      if (
-        previous !== undefined &&
-        !this.used.has(this.seqOf(previous)) &&
-        (previous.decision !== 'require_approval' || (!approved && given === undefined)) &&
-        (previous.policyHash === policy.hash || previous.decision === 'require_approval' || (previous.decision === 'allow' && this.changedPolicyVerdict(previous) === undefined))
-      ) {
-        return previous;
+      if (previous !== undefined && !this.used.has(this.seqOf(previous)) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) {
+        if (previous.policyHash === policy.hash || previous.decision === 'require_approval') return previous;
+        if (previous.decision === 'allow') {
+          if (this.changedPolicyVerdict(previous) === undefined) return previous;
+          // The policy in force would not give this allow: the repeat is decided anew, and the earlier allow, which
+          // will not run now, gives back the money it holds (and so can never run).
+          void this.giveBackStopped(previous);
+        }
       }
     }
     const decision = this.decide(prepared, policy, mode, halt, bound, answer, approved);
