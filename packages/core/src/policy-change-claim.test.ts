@@ -230,3 +230,36 @@ describe('a keyed repeat the policy in force denies', () => {
     expect(session.spent).toBe(0);
   });
 });
+
+describe('a policy change while an approver decides', () => {
+  const asks = { approval: { require_for: [{ tool: 'wire_money' }, { tool: 'refund' }] } };
+
+  it('the approved action is judged again by the policy in force: denied if it would not allow it, its money given back', async () => {
+    const updates: Record<string, unknown>[] = [
+      { budget: { max_spend: 1 }, ...asks, tools: { block: ['wire_money'] } },
+      { budget: { max_spend: 1 }, ...asks, tools: { block: ['wire_money', 'drop_db'] } },
+      { budget: { max_spend: 1 }, ...asks, tools: { block: ['wire_money', 'drop_db'] }, rules: [{ deny: 'tiny refunds only', tool: 'refund', if: { 'input.amount': { gt: 10 } } }] },
+    ];
+    const source = sourceOf({ budget: { max_spend: 1 }, ...asks });
+    const session = source.session({
+      approver: () => {
+        // The policy is reloaded while the human looks at the request; then they approve what they saw.
+        source.update(updates.shift() as Record<string, unknown>);
+        return { approved: true, by: 'alice' };
+      },
+    });
+    const wire = await session.reserveAction({ type: 'tool', name: 'wire_money', input: { to: 'acct-9' }, cost: 0.5 });
+    expect(wire.decision).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'block' }, policyHash: source.current.hash });
+    expect(wire.decision.reason).toContain('while the approver decided');
+    expect(wire.decision.reason).toContain('alice');
+    expect(session.report().reserved).toBe(0);
+    // Still allowed by the changed policy (its approval rule asks, and it has the approval): it runs.
+    const refund = await session.checkTool('refund', { input: { amount: 5 } });
+    expect(refund).toMatchObject({ decision: 'allow', approval: { via: 'approver', by: 'alice' } });
+    expect(await session.claim(refund)).toBe(true);
+    // A new rule on its input, loaded while the human decided.
+    const large = await session.checkTool('refund', { input: { amount: 50 } });
+    expect(large).toMatchObject({ decision: 'deny', rule: { section: 'rules', reason: 'tiny refunds only' } });
+    expect(updates).toEqual([]);
+  });
+});

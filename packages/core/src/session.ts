@@ -550,16 +550,21 @@ export class PolicySession {
    * (its input or URL was cut when recorded) cannot be judged again, and is stopped: check it again.
    */
   private changedPolicyVerdict(decision: Decision): Verdict | undefined {
+    return this.judgedAgain(decision.policyHash, decision.action, decision.fingerprint, decision.approved === true, 'after this allow was decided');
+  }
+
+  // The verdict of the policy in force on an action allowed under the policy `decidedUnder` (see changedPolicyVerdict).
+  private judgedAgain(decidedUnder: string, action: Action, fingerprint: string, approved: boolean, when: string): Verdict | undefined {
     const policy = this.policy;
-    if (decision.policyHash === policy.hash) return undefined;
-    const changed = `the policy changed (${decision.policyHash.slice(0, 12)} → ${policy.hash.slice(0, 12)}) after this allow was decided`;
+    if (decidedUnder === policy.hash) return undefined;
+    const changed = `the policy changed (${decidedUnder.slice(0, 12)} → ${policy.hash.slice(0, 12)}) ${when}`;
     let verdict: Verdict;
     try {
-      const prepared = prepareAction(policy, recordedAction(decision.action));
-      if (prepared.identity.fingerprint !== decision.fingerprint || prepared.prepared === null) {
+      const prepared = prepareAction(policy, recordedAction(action));
+      if (prepared.identity.fingerprint !== fingerprint || prepared.prepared === null) {
         return { decision: 'deny', reason: `${changed}, and its action cannot be judged again from the record (a part of it was cut when recorded): check it again`, rule: Object.freeze({ section: 'input', check: 'action' }), approvedRule: false };
       }
-      verdict = policy.decide(prepared.prepared, 0, 0, decision.approved);
+      verdict = policy.decide(prepared.prepared, 0, 0, approved);
     } catch (error) {
       return errorVerdict(`${changed}, and judging it again failed`, error);
     }
@@ -1479,6 +1484,14 @@ export class PolicySession {
       if (halt !== undefined) {
         if (lease !== undefined) await this.ledger.release(lease);
         return this.record(this.makeDecision(prepared, haltVerdict(halt), id, undefined));
+      }
+      // So may a policy change (a source updated, a file reloaded): the approved action is judged again by the policy
+      // now in force, with its approval, and denied if that policy would not allow it.
+      const changed = this.judgedAgain(prepared.policyHash, prepared.action, prepared.identity.fingerprint, true, 'while the approver decided');
+      if (changed !== undefined) {
+        if (lease !== undefined) await this.ledger.release(lease);
+        const why = { ...changed, reason: `${changed.reason} (approved by ${boundString(outcome.by ?? 'the approver')}, not run)` };
+        return this.record(this.makeDecision({ policyHash: this.policy.hash, action: prepared.action, identity: prepared.identity, prepared: null, invalid: null }, why, id, undefined));
       }
       const approvedWith = approvedVerdict(verdict, outcome);
       return this.allowHeld(prepared, approvedWith, costNanos, mode, requestApproval('approver', requestId as string, outcome), id, lease);
