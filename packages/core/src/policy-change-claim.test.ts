@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AgentPolicy, findPolicyError, PolicyDeniedError, PolicySource, type Decision, type PolicySession } from './index.js';
+import { AgentPolicy, findPolicyError, InMemoryBudgetStore, InMemoryCallKeyStore, PolicyDeniedError, PolicySource, type Decision, type PolicySession } from './index.js';
 
 // Code that decides now and runs later (a job queue, a run waiting on something): when the policy is tightened in
 // between (an update or a reload of its file), the allow is judged again by the policy in force before it runs.
@@ -261,5 +261,20 @@ describe('a policy change while an approver decides', () => {
     const large = await session.checkTool('refund', { input: { amount: 50 } });
     expect(large).toMatchObject({ decision: 'deny', rule: { section: 'rules', reason: 'tiny refunds only' } });
     expect(updates).toEqual([]);
+  });
+});
+
+describe('processes of one session on two policy versions, sharing call keys', () => {
+  it('a call decided by the old policy and checked again by the new one that blocks it is decided anew; it runs in neither', async () => {
+    const callKeys = new InMemoryCallKeyStore();
+    const budget = new InMemoryBudgetStore();
+    const old = AgentPolicy.fromDict({ budget: { max_spend: 1 } }).session({ id: 'rolling', callKeys, store: budget });
+    const next = AgentPolicy.fromDict({ budget: { max_spend: 1 }, tools: { block: ['refund'] } }).session({ id: 'rolling', callKeys, store: budget });
+    const call = { type: 'tool' as const, name: 'refund', input: { order: 'A1' }, cost: 0.4, idempotencyKey: 'call_1' };
+    const decided = await old.reserveAction(call);
+    const retried = await next.reserveAction(call);
+    expect(retried.decision).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'block' } });
+    expect(await old.claim(decided.decision)).toBe(false);
+    expect((await next.reconcile()).reserved).toBe(0);
   });
 });

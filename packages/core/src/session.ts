@@ -1141,8 +1141,8 @@ export class PolicySession {
 
   /**
    * A keyed check with a shared call-key store: the first decision of this call comes back from the store while its
-   * allow is unused (made by any process of this session); otherwise the call is decided under the store's "being
-   * decided" marker and remembered there. Under a halt it is decided again and nothing is handed out or remembered.
+   * allow is unused (made by any process of this session) and the policy in force would still give it; otherwise the
+   * call is decided under the store's "being decided" marker and remembered there. Under a halt it is decided again and nothing is handed out or remembered.
    */
   private async decideKeyed(
     store: CallKeyStore,
@@ -1155,6 +1155,7 @@ export class PolicySession {
     answer: ReturnType<typeof normalizeAnswer> | undefined,
     approved: boolean,
     unanswered: boolean,
+    retry = true,
   ): Promise<Decision> {
     if (halt !== undefined) return this.decide(prepared, policy, mode, halt, bound, answer, approved);
     const call: CallKeyRef = { sessionId: this.id, key, fingerprint: prepared.identity.fingerprint };
@@ -1163,6 +1164,13 @@ export class PolicySession {
       const decision = begun.decision;
       if (decision.sessionId !== this.id || decision.fingerprint !== call.fingerprint) {
         throw new AgentPolicyError('STORE_UNAVAILABLE', 'the call-key store handed back the decision of another call');
+      }
+      // An allow decided under another policy (another process still on the old one, a reload since) that the policy
+      // in force would not give: it is spent in the store so that it runs nowhere, its money goes back, and the call
+      // is decided anew here. Once: an old allow found again after that is stopped where it would run.
+      if (retry && decision.decision === 'allow' && this.changedPolicyVerdict(decision) !== undefined) {
+        if ((await store.claim(call, begun.token)) && begun.lease !== undefined) await this.ledger.release(begun.lease);
+        return this.decideKeyed(store, key, prepared, policy, mode, halt, bound, answer, approved, unanswered, false);
       }
       (this.keyedCalls as WeakMap<Decision, { call: CallKeyRef; token: string }>).set(decision, { call, token: begun.token });
       if (begun.lease !== undefined) this.leases.set(decision, begun.lease);
