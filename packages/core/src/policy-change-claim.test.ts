@@ -278,3 +278,39 @@ describe('processes of one session on two policy versions, sharing call keys', (
     expect((await next.reconcile()).reserved).toBe(0);
   });
 });
+
+describe('a budget lowered before reserved allows run', () => {
+  it('allows that would take spend past the new max_spend are stopped, their money given back; the rest run', async () => {
+    const source = sourceOf({ budget: { max_spend: 10 } });
+    const session = source.session();
+    const queued = [];
+    for (let i = 0; i < 3; i++) queued.push(await session.reserveAction({ type: 'tool', name: 'render', input: { frame: i }, cost: 3 }));
+    expect(queued.every((r) => r.allowed)).toBe(true);
+    // An emergency cap: $4 from now on.
+    source.update({ budget: { max_spend: 4 } });
+
+    const outcomes: Array<boolean | Error> = [];
+    for (const reservation of queued) {
+      const outcome = await claimOutcome(session, reservation.decision);
+      outcomes.push(outcome);
+      if (outcome === true) await reservation.commit();
+    }
+    expect(outcomes.filter((o) => o === true)).toHaveLength(1);
+    const stopped = outcomes.filter((o): o is Error => o instanceof Error).map(stoppedBy);
+    expect(stopped).toHaveLength(2);
+    expect(stopped[0]).toMatchObject({ decision: 'deny', rule: { section: 'budget', maxSpend: 4 } });
+    expect(stopped[0]?.reason).toContain('the policy changed');
+    expect(session.spent).toBe(3);
+    expect(session.report().reserved).toBe(0);
+  });
+
+  it('a raised budget, or a change that leaves room for them, stops nothing', async () => {
+    const source = sourceOf({ budget: { max_spend: 10 } });
+    const session = source.session();
+    const a = await session.reserveAction({ type: 'tool', name: 'render', cost: 3 });
+    const b = await session.reserveAction({ type: 'tool', name: 'render', cost: 3 });
+    source.update({ budget: { max_spend: 6 } });
+    expect(await session.claim(a.decision)).toBe(true);
+    expect(await session.claim(b.decision)).toBe(true);
+  });
+});

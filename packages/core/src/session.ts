@@ -545,12 +545,22 @@ export class PolicySession {
   /**
    * An allow decided under another policy than the one now in force (its source was updated or reloaded since, or
    * another process decided it under its own policy) is judged again before it runs: by the new policy's lists,
-   * rules and approval rules, with the approval it had (its money and limit slots were taken when it was decided).
+   * rules and approval rules, with the approval it had (its limit slots were taken when it was decided, and so was its
+   * money: a reservation is stopped only when a lowered max_spend is below what is spent and held).
    * Returns the verdict that stops it, or undefined when it may run. An action the record cannot give back exactly
    * (its input or URL was cut when recorded) cannot be judged again, and is stopped: check it again.
    */
   private changedPolicyVerdict(decision: Decision): Verdict | undefined {
-    return this.judgedAgain(decision.policyHash, decision.action, decision.fingerprint, decision.approved === true, 'after this allow was decided');
+    const when = 'after this allow was decided';
+    const judged = this.judgedAgain(decision.policyHash, decision.action, decision.fingerprint, decision.approved === true, when);
+    if (judged !== undefined || decision.policyHash === this.policy.hash) return judged;
+    // Its money is held already: it still fits unless the new limit is below what is spent and held (a lowered
+    // max_spend), and then it is stopped and its money given back, so what runs stays within the new limit.
+    const reservation = this.reservations.get(decision);
+    if (reservation === undefined || reservation.settled) return undefined;
+    const past = this.ledger.heldPastLimit(Math.round(reservation.estimate * 1e9));
+    if (past === undefined) return undefined;
+    return { ...past, reason: `the policy changed (${decision.policyHash.slice(0, 12)} → ${this.policy.hash.slice(0, 12)}) ${when}: ${past.reason}` };
   }
 
   // The verdict of the policy in force on an action allowed under the policy `decidedUnder` (see changedPolicyVerdict).
