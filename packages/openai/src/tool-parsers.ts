@@ -1,5 +1,6 @@
 import { waitingInputs, type PolicySession, type ReturnedCall } from '@agentpolicy/core';
 import { toolInputOf, type ReturnedToolCall } from './tool-calls.js';
+import { withToolPieces } from './tool-pieces.js';
 import { ToolRuns } from './tool-runs.js';
 
 /** Reads a function call's JSON `arguments` text into the value the tool function runs with. */
@@ -138,27 +139,7 @@ export function withToolParsers<Body>(body: Body): { body: Body; parsers: ToolPa
 }
 
 function governedTool(tool: unknown, parsers: ToolParsers): unknown {
-  if (!isObject(tool) || tool['type'] !== 'function') return tool;
-  const fn = isObject(tool['function']) ? tool['function'] : undefined;
-  // `zodFunction()` / `zodResponsesFunction()`: a copy with the same hidden brand, parse and callback.
-  if (tool['$brand'] === 'auto-parseable-tool' && typeof tool['$parseRaw'] === 'function') {
-    const name = typeof fn?.['name'] === 'string' ? fn['name'] : tool['name'];
-    if (typeof name !== 'string' || name === '') return tool;
-    const copy = { ...tool };
-    Object.defineProperties(copy, {
-      $brand: { value: tool['$brand'], enumerable: false },
-      $parseRaw: { value: parsers.add(name, tool['$parseRaw'] as ToolArgumentsParser, tool), enumerable: false },
-      $callback: { value: tool['$callback'], enumerable: false },
-    });
-    return copy;
-  }
-  // A `runTools()` function with a parse (`RunnableToolFunctionWithParse`), named as the runner names it.
-  if (fn !== undefined && typeof fn['parse'] === 'function' && typeof fn['function'] === 'function') {
-    const name = typeof fn['name'] === 'string' && fn['name'] !== '' ? fn['name'] : (fn['function'] as { name?: unknown }).name;
-    if (typeof name !== 'string' || name === '') return tool;
-    return { ...tool, function: { ...fn, parse: parsers.add(name, fn['parse'] as ToolArgumentsParser, fn) } };
-  }
-  return tool;
+  return withToolPieces(tool, ({ name, parse, owner }) => (parse === undefined ? undefined : { parse: parsers.add(name, parse, owner) }));
 }
 
 // ---- calls waiting for an approval ---------------------------------------------------------------------------------

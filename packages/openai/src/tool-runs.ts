@@ -1,5 +1,6 @@
 import { AgentPolicyError, type Decision, type PolicySession } from '@agentpolicy/core';
 import type { ReturnedToolCall } from './tool-calls.js';
+import { withToolPieces, type ToolFunction } from './tool-pieces.js';
 
 /** An allowed call of a `runTools()` run, waiting for the client to run its function. */
 interface Allowed {
@@ -9,8 +10,6 @@ interface Allowed {
   readonly input: unknown;
   readonly decision: Decision;
 }
-
-type ToolFunction = (this: unknown, ...args: unknown[]) => unknown;
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
 
@@ -73,26 +72,6 @@ export class ToolRuns {
   }
 
   private governTool(tool: unknown): unknown {
-    if (!isObject(tool) || tool['type'] !== 'function') return tool;
-    const fn = isObject(tool['function']) ? tool['function'] : undefined;
-    // `zodFunction()`: the client runs its hidden `$callback`.
-    if (tool['$brand'] === 'auto-parseable-tool' && typeof tool['$callback'] === 'function') {
-      const name = typeof fn?.['name'] === 'string' ? fn['name'] : tool['name'];
-      if (typeof name !== 'string' || name === '') return tool;
-      const copy = { ...tool };
-      Object.defineProperties(copy, {
-        $brand: { value: tool['$brand'], enumerable: false },
-        $parseRaw: { value: tool['$parseRaw'], enumerable: false },
-        $callback: { value: this.wrap(name, tool['$callback'] as ToolFunction), enumerable: false },
-      });
-      return copy;
-    }
-    // A `runTools()` function, named as the runner names it.
-    if (fn !== undefined && typeof fn['function'] === 'function') {
-      const name = typeof fn['name'] === 'string' && fn['name'] !== '' ? fn['name'] : (fn['function'] as { name?: unknown }).name;
-      if (typeof name !== 'string' || name === '') return tool;
-      return { ...tool, function: { ...fn, function: this.wrap(name, fn['function'] as ToolFunction) } };
-    }
-    return tool;
+    return withToolPieces(tool, ({ name, run }) => (run === undefined ? undefined : { run: this.wrap(name, run) }));
   }
 }
