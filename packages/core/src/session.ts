@@ -551,9 +551,12 @@ export class PolicySession {
    * (its input or URL was cut when recorded) cannot be judged again, and is stopped: check it again.
    */
   private changedPolicyVerdict(decision: Decision): Verdict | undefined {
+    // The usual case, on every claim: the policy that decided it is still in force (compared before the fingerprint
+    // is read: reading it works out its SHA-256).
+    if (decision.policyHash === this.policy.hash) return undefined;
     const when = 'after this allow was decided';
     const judged = this.judgedAgain(decision.policyHash, decision.action, decision.fingerprint, decision.approved === true, when);
-    if (judged !== undefined || decision.policyHash === this.policy.hash) return judged;
+    if (judged !== undefined) return judged;
     // Its money is held already: it still fits unless the new limit is below what is spent and held (a lowered
     // max_spend), and then it is stopped and its money given back, so what runs stays within the new limit.
     const reservation = this.reservations.get(decision);
@@ -1505,7 +1508,7 @@ export class PolicySession {
       }
       // So may a policy change (a source updated, a file reloaded): the approved action is judged again by the policy
       // now in force, with its approval, and denied if that policy would not allow it.
-      const changed = this.judgedAgain(prepared.policyHash, prepared.action, prepared.identity.fingerprint, true, 'while the approver decided');
+      const changed = prepared.policyHash === this.policy.hash ? undefined : this.judgedAgain(prepared.policyHash, prepared.action, prepared.identity.fingerprint, true, 'while the approver decided');
       if (changed !== undefined) {
         if (lease !== undefined) await this.ledger.release(lease);
         const why = { ...changed, reason: `${changed.reason} (approved by ${boundString(outcome.by ?? 'the approver')}, not run)` };
