@@ -178,6 +178,17 @@ export class BudgetLedger {
     return `the budget is used up (max_spend ${formatUsd(this.limit)}${window === 'session' ? '' : ` for ${window}`}, spent ${formatUsd(spent)}${reserved > 0 ? `, reserved ${formatUsd(reserved)}` : ''})`;
   }
 
+  /**
+   * The denial of an allow that already holds `heldNanos` in a reservation, when spend and every reservation together
+   * are past the limit (a limit lowered since it was reserved); undefined while they fit, or without a limit.
+   */
+  heldPastLimit(heldNanos: number): Verdict | undefined {
+    if (this.limit === null || !this.enforced) return undefined;
+    const snapshot = this.snapshot();
+    if (snapshot.spent + snapshot.reserved <= this.limit) return undefined;
+    return this.refusal(heldNanos, { ...snapshot, reserved: Math.max(0, snapshot.reserved - heldNanos) });
+  }
+
   /** The denial for money the store refused (another check took it first); `snapshot` is the store's state then. */
   refusal(costNanos: number, snapshot: BudgetSnapshot): Verdict {
     const { spent, reserved, window } = snapshot;

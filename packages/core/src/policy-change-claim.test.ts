@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AgentPolicy, findPolicyError, PolicyDeniedError, PolicySource, type Decision, type PolicySession } from './index.js';
+import { AgentPolicy, findPolicyError, InMemoryBudgetStore, InMemoryCallKeyStore, PolicyDeniedError, PolicySource, type Decision, type PolicySession } from './index.js';
 
 // Code that decides now and runs later (a job queue, a run waiting on something): when the policy is tightened in
 // between (an update or a reload of its file), the allow is judged again by the policy in force before it runs.
@@ -171,5 +171,146 @@ describe('a keyed repeat after a policy change', () => {
     source.update({});
     const blockedBefore = await session.checkTool('deploy', { input: { env: 'prod' }, idempotencyKey: 'k1' });
     expect(blockedBefore.decision).toBe('allow');
+  });
+});
+
+describe('an allow whose money was given back when it was stopped never runs for free', () => {
+  it('claimed again once the policy allows it again, it is refused; the budget holds', async () => {
+    const source = sourceOf({ budget: { max_spend: 1 } });
+    const session = source.session();
+    const first = await session.reserveAction({ type: 'tool', name: 'deploy', cost: 0.8 });
+    source.update({ budget: { max_spend: 1 }, tools: { block: ['deploy'] } });
+    expect(findPolicyError(await claimOutcome(session, first.decision))).toBeInstanceOf(PolicyDeniedError);
+    // The money went back: another 0.8 fits the budget.
+    const second = await session.reserveAction({ type: 'tool', name: 'build', cost: 0.8 });
+    expect(second.allowed).toBe(true);
+
+    source.update({ budget: { max_spend: 1 } });
+    expect(await session.claim(second.decision)).toBe(true);
+    await second.commit();
+    // The first allow holds nothing any more: running it would spend 0.8 the budget never counted.
+    expect(await session.claim(first.decision)).toBe(false);
+    expect(session.spent).toBeCloseTo(0.8, 9);
+  });
+
+  it('a keyed repeat of it is decided and charged again, and refused when the budget cannot cover it', async () => {
+    const source = sourceOf({ budget: { max_spend: 1 } });
+    const session = source.session();
+    let ran = 0;
+    const job = () => session.runTool('deploy', { input: { env: 'prod' }, cost: 0.8, idempotencyKey: 'job-1' }, () => ran++).catch((error: unknown) => error);
+    // Decided (and 0.8 held) when the job was queued; run later by the worker under the same key.
+    const queued = await session.reserveAction({ type: 'tool', name: 'deploy', input: { env: 'prod' }, cost: 0.8, idempotencyKey: 'job-1' });
+    expect(queued.allowed).toBe(true);
+    source.update({ budget: { max_spend: 1 }, tools: { block: ['deploy'] } });
+    expect(findPolicyError(await claimOutcome(session, queued.decision))).toBeInstanceOf(PolicyDeniedError);
+
+    source.update({ budget: { max_spend: 1 } });
+    expect(await session.runTool('build', { cost: 0.8 }, () => 'built')).toBe('built');
+    // The repeat of job-1 is a new decision: 0.8 more does not fit.
+    expect(findPolicyError(await job())).toMatchObject({ code: 'BUDGET_EXCEEDED' });
+    expect(ran).toBe(0);
+    expect(session.spent).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('a keyed repeat the policy in force denies', () => {
+  it('gives back the money the earlier, unrun allow holds; that allow can no longer run', async () => {
+    const source = sourceOf({ budget: { max_spend: 1 } });
+    const session = source.session();
+    const queued = await session.reserveAction({ type: 'tool', name: 'deploy', input: { env: 'prod' }, cost: 0.4, idempotencyKey: 'job-1' });
+    source.update({ budget: { max_spend: 1 }, tools: { block: ['deploy'] } });
+    const repeat = await session.reserveAction({ type: 'tool', name: 'deploy', input: { env: 'prod' }, cost: 0.4, idempotencyKey: 'job-1' });
+    expect(repeat.decision).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'block' } });
+    // Not held until the session ends (and then charged) for a call that will not run.
+    expect(queued.settled).toBe(true);
+    expect(session.report().reserved).toBe(0);
+    source.update({ budget: { max_spend: 1 } });
+    expect(await session.claim(queued.decision)).toBe(false);
+    await session.end();
+    expect(session.spent).toBe(0);
+  });
+});
+
+describe('a policy change while an approver decides', () => {
+  const asks = { approval: { require_for: [{ tool: 'wire_money' }, { tool: 'refund' }] } };
+
+  it('the approved action is judged again by the policy in force: denied if it would not allow it, its money given back', async () => {
+    const updates: Record<string, unknown>[] = [
+      { budget: { max_spend: 1 }, ...asks, tools: { block: ['wire_money'] } },
+      { budget: { max_spend: 1 }, ...asks, tools: { block: ['wire_money', 'drop_db'] } },
+      { budget: { max_spend: 1 }, ...asks, tools: { block: ['wire_money', 'drop_db'] }, rules: [{ deny: 'tiny refunds only', tool: 'refund', if: { 'input.amount': { gt: 10 } } }] },
+    ];
+    const source = sourceOf({ budget: { max_spend: 1 }, ...asks });
+    const session = source.session({
+      approver: () => {
+        // The policy is reloaded while the human looks at the request; then they approve what they saw.
+        source.update(updates.shift() as Record<string, unknown>);
+        return { approved: true, by: 'alice' };
+      },
+    });
+    const wire = await session.reserveAction({ type: 'tool', name: 'wire_money', input: { to: 'acct-9' }, cost: 0.5 });
+    expect(wire.decision).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'block' }, policyHash: source.current.hash });
+    expect(wire.decision.reason).toContain('while the approver decided');
+    expect(wire.decision.reason).toContain('alice');
+    expect(session.report().reserved).toBe(0);
+    // Still allowed by the changed policy (its approval rule asks, and it has the approval): it runs.
+    const refund = await session.checkTool('refund', { input: { amount: 5 } });
+    expect(refund).toMatchObject({ decision: 'allow', approval: { via: 'approver', by: 'alice' } });
+    expect(await session.claim(refund)).toBe(true);
+    // A new rule on its input, loaded while the human decided.
+    const large = await session.checkTool('refund', { input: { amount: 50 } });
+    expect(large).toMatchObject({ decision: 'deny', rule: { section: 'rules', reason: 'tiny refunds only' } });
+    expect(updates).toEqual([]);
+  });
+});
+
+describe('processes of one session on two policy versions, sharing call keys', () => {
+  it('a call decided by the old policy and checked again by the new one that blocks it is decided anew; it runs in neither', async () => {
+    const callKeys = new InMemoryCallKeyStore();
+    const budget = new InMemoryBudgetStore();
+    const old = AgentPolicy.fromDict({ budget: { max_spend: 1 } }).session({ id: 'rolling', callKeys, store: budget });
+    const next = AgentPolicy.fromDict({ budget: { max_spend: 1 }, tools: { block: ['refund'] } }).session({ id: 'rolling', callKeys, store: budget });
+    const call = { type: 'tool' as const, name: 'refund', input: { order: 'A1' }, cost: 0.4, idempotencyKey: 'call_1' };
+    const decided = await old.reserveAction(call);
+    const retried = await next.reserveAction(call);
+    expect(retried.decision).toMatchObject({ decision: 'deny', rule: { section: 'tools', list: 'block' } });
+    expect(await old.claim(decided.decision)).toBe(false);
+    expect((await next.reconcile()).reserved).toBe(0);
+  });
+});
+
+describe('a budget lowered before reserved allows run', () => {
+  it('allows that would take spend past the new max_spend are stopped, their money given back; the rest run', async () => {
+    const source = sourceOf({ budget: { max_spend: 10 } });
+    const session = source.session();
+    const queued = [];
+    for (let i = 0; i < 3; i++) queued.push(await session.reserveAction({ type: 'tool', name: 'render', input: { frame: i }, cost: 3 }));
+    expect(queued.every((r) => r.allowed)).toBe(true);
+    // An emergency cap: $4 from now on.
+    source.update({ budget: { max_spend: 4 } });
+
+    const outcomes: Array<boolean | Error> = [];
+    for (const reservation of queued) {
+      const outcome = await claimOutcome(session, reservation.decision);
+      outcomes.push(outcome);
+      if (outcome === true) await reservation.commit();
+    }
+    expect(outcomes.filter((o) => o === true)).toHaveLength(1);
+    const stopped = outcomes.filter((o): o is Error => o instanceof Error).map(stoppedBy);
+    expect(stopped).toHaveLength(2);
+    expect(stopped[0]).toMatchObject({ decision: 'deny', rule: { section: 'budget', maxSpend: 4 } });
+    expect(stopped[0]?.reason).toContain('the policy changed');
+    expect(session.spent).toBe(3);
+    expect(session.report().reserved).toBe(0);
+  });
+
+  it('a raised budget, or a change that leaves room for them, stops nothing', async () => {
+    const source = sourceOf({ budget: { max_spend: 10 } });
+    const session = source.session();
+    const a = await session.reserveAction({ type: 'tool', name: 'render', cost: 3 });
+    const b = await session.reserveAction({ type: 'tool', name: 'render', cost: 3 });
+    source.update({ budget: { max_spend: 6 } });
+    expect(await session.claim(a.decision)).toBe(true);
+    expect(await session.claim(b.decision)).toBe(true);
   });
 });

@@ -85,7 +85,7 @@ describe('PolicySource.update', () => {
     expect((await first.checkCost(0.01, { source: 'llm' })).decision).toBe('deny');
   });
 
-  it('an approval in flight while the policy is swapped is decided and recorded under the policy that asked', async () => {
+  it('an approval in flight while the policy is swapped is decided again, wholly, by the policy in force when the answer comes', async () => {
     const a = AgentPolicy.fromYamlString(A);
     const source = new PolicySource(a);
     let answer!: (value: boolean) => void;
@@ -95,8 +95,9 @@ describe('PolicySource.update', () => {
     expect(source.update(B).ok).toBe(true);
     answer(true);
     const decision = await pending;
-    // Policy A asked for the approval and the human said yes: A's hash, A's rule, never B's block mixed in.
-    expect(decision).toMatchObject({ decision: 'allow', policyHash: a.hash, rule: { section: 'approval' } });
+    // Policy A asked and the human said yes, but B blocks the tool: B's hash and B's rule, never A's allow kept.
+    expect(decision).toMatchObject({ decision: 'deny', policyHash: source.hash, rule: { section: 'tools', list: 'block', entry: 'send_email' } });
+    expect(decision.policyHash).not.toBe(a.hash);
     expect((await session.checkTool('send_email')).policyHash).toBe(source.hash);
   });
 

@@ -429,7 +429,7 @@ export class PolicySession {
    * ```
    */
   consume(decision: Decision): boolean {
-    if (!this.isOwnAllow(decision)) return false;
+    if (!this.isOwnAllow(decision) || this.spentHere(decision)) return false;
     // A halt in force stops what has not run yet. Only a halt store that answers at once can be read here; with one
     // that answers later (shared), claim() waits for it.
     if (!this.haltsAnswerLater) {
@@ -439,6 +439,12 @@ export class PolicySession {
     const changed = this.changedPolicyVerdict(decision);
     if (changed !== undefined) throw this.stoppedBeforeRun(decision, changed).error;
     return this.consumeUnhalted(decision);
+  }
+
+  // An allow this session object made and already used (or spent when it was stopped and its money given back).
+  private spentHere(decision: Decision): boolean {
+    const seq = DecisionStamp.seq(decision, this.stampOwner);
+    return seq !== undefined && this.used.has(seq);
   }
 
   // An allow this session made (by id: the stamp is checked where it matters).
@@ -470,7 +476,8 @@ export class PolicySession {
    * promise, which rejects (a `STORE_UNAVAILABLE` error) when the store cannot be reached: the action does not run.
    * While a halt covers the session it rejects with the recorded halt {@link PolicyDeniedError}, gives back the money
    * reserved for the allow, and leaves the allow unused; so it does when the policy changed since the allow was
-   * decided (a source updated or reloaded) and the policy in force would not allow it.
+   * decided (a source updated or reloaded) and the policy in force would not allow it. An allow whose reserved money
+   * was given back that way never runs afterwards (a claim of it is false): check the action again.
    * `await` it either way. Adapters and {@link runTool} use it.
    *
    * @example
@@ -480,6 +487,7 @@ export class PolicySession {
    * ```
    */
   claim(decision: Decision): boolean | Promise<boolean> {
+    if (this.isOwnAllow(decision) && this.spentHere(decision)) return false;
     if (this.isOwnAllow(decision) && this.haltMayHaveChanged(decision)) {
       // A halt in force stops what has not run yet, an allow given before the halt included.
       const halt = this.haltState();
@@ -508,38 +516,68 @@ export class PolicySession {
   }
 
   // An allow stopped before it runs (by a halt, or by the policy now in force): the deny is recorded against its
-  // action, the money held for it is given back (a reservation made for it; a cost charged when it was decided stays
-  // charged), and it stays unused, so it can still be claimed once the halt is lifted or the policy allows it again.
-  // Returns the error to throw, and the release under way.
+  // action and the allow is not used. A cost charged when it was decided stays charged, and the allow can still be
+  // claimed once the halt is lifted or the policy allows it again. Money reserved for it is given back, and then the
+  // allow can never run (it would run on money the budget no longer holds): it is spent, here and in a shared
+  // call-key store, so a keyed repeat is decided and reserved anew. Returns the error to throw, and the release under
+  // way.
   private stoppedBeforeRun(decision: Decision, verdict: Verdict): { error: Error; givenBack: Promise<unknown> | undefined } {
-    const reservation = this.reservations.get(decision);
-    const givenBack =
-      reservation !== undefined && !reservation.settled
-        ? reservation.release().catch((error: unknown) => process.emitWarning(`agentpolicy: could not give back the money of stopped allow ${decision.id}: ${boundString((error as Error)?.message ?? String(error))}`))
-        : undefined;
+    const givenBack = this.giveBackStopped(decision);
     const prepared = { policyHash: this.policy.hash, action: decision.action, identity: identityOf(decision), prepared: null, invalid: null };
     const denied = this.record(this.makeDecision(prepared, { ...verdict, reason: `${verdict.reason}; the allow ${decision.id} was not run` }, this.nextId(), undefined));
     return { error: decisionError(denied), givenBack };
   }
 
+  // Gives back the money reserved for an allow that will not run, and spends the allow (here, and in a shared
+  // call-key store) so that it never runs on money the budget no longer holds. Nothing when it reserved nothing.
+  private giveBackStopped(decision: Decision): Promise<unknown> | undefined {
+    const reservation = this.reservations.get(decision);
+    if (reservation === undefined || reservation.settled) return undefined;
+    const seq = DecisionStamp.seq(decision, this.stampOwner);
+    if (seq !== undefined) this.used.add(seq);
+    const keyed = this.keyedCalls?.get(decision);
+    const spent = keyed === undefined ? undefined : Promise.resolve().then(() => (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token));
+    return Promise.all([reservation.release(), spent]).catch((error: unknown) =>
+      process.emitWarning(`agentpolicy: could not give back the money of stopped allow ${decision.id}: ${boundString((error as Error)?.message ?? String(error))}`),
+    );
+  }
+
   /**
    * An allow decided under another policy than the one now in force (its source was updated or reloaded since, or
    * another process decided it under its own policy) is judged again before it runs: by the new policy's lists,
-   * rules and approval rules, with the approval it had (its money and limit slots were taken when it was decided).
+   * rules and approval rules, with the approval it had (its limit slots were taken when it was decided, and so was its
+   * money: a reservation is stopped only when a lowered max_spend is below what is spent and held).
    * Returns the verdict that stops it, or undefined when it may run. An action the record cannot give back exactly
    * (its input or URL was cut when recorded) cannot be judged again, and is stopped: check it again.
    */
   private changedPolicyVerdict(decision: Decision): Verdict | undefined {
+    // The usual case, on every claim: the policy that decided it is still in force (compared before the fingerprint
+    // is read: reading it works out its SHA-256).
+    if (decision.policyHash === this.policy.hash) return undefined;
+    const when = 'after this allow was decided';
+    const judged = this.judgedAgain(decision.policyHash, decision.action, decision.fingerprint, decision.approved === true, when);
+    if (judged !== undefined) return judged;
+    // Its money is held already: it still fits unless the new limit is below what is spent and held (a lowered
+    // max_spend), and then it is stopped and its money given back, so what runs stays within the new limit.
+    const reservation = this.reservations.get(decision);
+    if (reservation === undefined || reservation.settled) return undefined;
+    const past = this.ledger.heldPastLimit(Math.round(reservation.estimate * 1e9));
+    if (past === undefined) return undefined;
+    return { ...past, reason: `the policy changed (${decision.policyHash.slice(0, 12)} → ${this.policy.hash.slice(0, 12)}) ${when}: ${past.reason}` };
+  }
+
+  // The verdict of the policy in force on an action allowed under the policy `decidedUnder` (see changedPolicyVerdict).
+  private judgedAgain(decidedUnder: string, action: Action, fingerprint: string, approved: boolean, when: string): Verdict | undefined {
     const policy = this.policy;
-    if (decision.policyHash === policy.hash) return undefined;
-    const changed = `the policy changed (${decision.policyHash.slice(0, 12)} → ${policy.hash.slice(0, 12)}) after this allow was decided`;
+    if (decidedUnder === policy.hash) return undefined;
+    const changed = `the policy changed (${decidedUnder.slice(0, 12)} → ${policy.hash.slice(0, 12)}) ${when}`;
     let verdict: Verdict;
     try {
-      const prepared = prepareAction(policy, recordedAction(decision.action));
-      if (prepared.identity.fingerprint !== decision.fingerprint || prepared.prepared === null) {
+      const prepared = prepareAction(policy, recordedAction(action));
+      if (prepared.identity.fingerprint !== fingerprint || prepared.prepared === null) {
         return { decision: 'deny', reason: `${changed}, and its action cannot be judged again from the record (a part of it was cut when recorded): check it again`, rule: Object.freeze({ section: 'input', check: 'action' }), approvedRule: false };
       }
-      verdict = policy.decide(prepared.prepared, 0, 0, decision.approved);
+      verdict = policy.decide(prepared.prepared, 0, 0, approved);
     } catch (error) {
       return errorVerdict(`${changed}, and judging it again failed`, error);
     }
@@ -1066,13 +1104,14 @@ export class PolicySession {
       // handed out anew. After a policy change a deny is decided again, and so is an allow the policy in force would
       // no longer give (a pending approval request stays the one to answer).
       const previous = this.keys.get(prepared.identity, key);
-      if (
-        previous !== undefined &&
-        !this.used.has(this.seqOf(previous)) &&
-        (previous.decision !== 'require_approval' || (!approved && given === undefined)) &&
-        (previous.policyHash === policy.hash || previous.decision === 'require_approval' || (previous.decision === 'allow' && this.changedPolicyVerdict(previous) === undefined))
-      ) {
-        return previous;
+      if (previous !== undefined && !this.used.has(this.seqOf(previous)) && (previous.decision !== 'require_approval' || (!approved && given === undefined))) {
+        if (previous.policyHash === policy.hash || previous.decision === 'require_approval') return previous;
+        if (previous.decision === 'allow') {
+          if (this.changedPolicyVerdict(previous) === undefined) return previous;
+          // The policy in force would not give this allow: the repeat is decided anew, and the earlier allow, which
+          // will not run now, gives back the money it holds (and so can never run).
+          void this.giveBackStopped(previous);
+        }
       }
     }
     const decision = this.decide(prepared, policy, mode, halt, bound, answer, approved);
@@ -1115,8 +1154,8 @@ export class PolicySession {
 
   /**
    * A keyed check with a shared call-key store: the first decision of this call comes back from the store while its
-   * allow is unused (made by any process of this session); otherwise the call is decided under the store's "being
-   * decided" marker and remembered there. Under a halt it is decided again and nothing is handed out or remembered.
+   * allow is unused (made by any process of this session) and the policy in force would still give it; otherwise the
+   * call is decided under the store's "being decided" marker and remembered there. Under a halt it is decided again and nothing is handed out or remembered.
    */
   private async decideKeyed(
     store: CallKeyStore,
@@ -1129,6 +1168,7 @@ export class PolicySession {
     answer: ReturnType<typeof normalizeAnswer> | undefined,
     approved: boolean,
     unanswered: boolean,
+    retry = true,
   ): Promise<Decision> {
     if (halt !== undefined) return this.decide(prepared, policy, mode, halt, bound, answer, approved);
     const call: CallKeyRef = { sessionId: this.id, key, fingerprint: prepared.identity.fingerprint };
@@ -1137,6 +1177,13 @@ export class PolicySession {
       const decision = begun.decision;
       if (decision.sessionId !== this.id || decision.fingerprint !== call.fingerprint) {
         throw new AgentPolicyError('STORE_UNAVAILABLE', 'the call-key store handed back the decision of another call');
+      }
+      // An allow decided under another policy (another process still on the old one, a reload since) that the policy
+      // in force would not give: it is spent in the store so that it runs nowhere, its money goes back, and the call
+      // is decided anew here. Once: an old allow found again after that is stopped where it would run.
+      if (retry && decision.decision === 'allow' && this.changedPolicyVerdict(decision) !== undefined) {
+        if ((await store.claim(call, begun.token)) && begun.lease !== undefined) await this.ledger.release(begun.lease);
+        return this.decideKeyed(store, key, prepared, policy, mode, halt, bound, answer, approved, unanswered, false);
       }
       (this.keyedCalls as WeakMap<Decision, { call: CallKeyRef; token: string }>).set(decision, { call, token: begun.token });
       if (begun.lease !== undefined) this.leases.set(decision, begun.lease);
@@ -1458,6 +1505,14 @@ export class PolicySession {
       if (halt !== undefined) {
         if (lease !== undefined) await this.ledger.release(lease);
         return this.record(this.makeDecision(prepared, haltVerdict(halt), id, undefined));
+      }
+      // So may a policy change (a source updated, a file reloaded): the approved action is judged again by the policy
+      // now in force, with its approval, and denied if that policy would not allow it.
+      const changed = prepared.policyHash === this.policy.hash ? undefined : this.judgedAgain(prepared.policyHash, prepared.action, prepared.identity.fingerprint, true, 'while the approver decided');
+      if (changed !== undefined) {
+        if (lease !== undefined) await this.ledger.release(lease);
+        const why = { ...changed, reason: `${changed.reason} (approved by ${boundString(outcome.by ?? 'the approver')}, not run)` };
+        return this.record(this.makeDecision({ policyHash: this.policy.hash, action: prepared.action, identity: prepared.identity, prepared: null, invalid: null }, why, id, undefined));
       }
       const approvedWith = approvedVerdict(verdict, outcome);
       return this.allowHeld(prepared, approvedWith, costNanos, mode, requestApproval('approver', requestId as string, outcome), id, lease);

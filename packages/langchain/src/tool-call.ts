@@ -1,4 +1,4 @@
-import { AgentPolicyError, decisionError, type BoundApprovalAnswer, type Decision, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicyError, PolicyDeniedError, decisionError, type BoundApprovalAnswer, type Decision, type PolicySession } from '@agentpolicy/core';
 import { ToolMessage } from '@langchain/core/messages';
 import { ToolInputParsingException } from '@langchain/core/tools';
 import { getConfig, isGraphBubbleUp } from '@langchain/langgraph';
@@ -134,16 +134,35 @@ export async function runAllowed<R>(
   rejectedInput = false,
 ): Promise<R | ToolMessage> {
   const original = request.tool;
-  let taken: ToolRun | undefined;
+  const refused = (decision: Decision): ToolMessage =>
+    new ToolMessage({
+      content: decisionError(decision).message,
+      tool_call_id: request.toolCall.id ?? '',
+      name: request.toolCall.name,
+      status: 'error',
+      response_metadata: { agentpolicy: { decisionId: decision.id, decision: decision.decision, rule: decision.rule.section } },
+    });
   const take = async (): Promise<ToolRun | ToolMessage> => {
-    if (await session.claim(first.decision)) return first;
+    // A claim stopped before the run (a halt, or a policy changed since the decision that would not allow it now)
+    // is a recorded deny: the model gets it like any other, and the rest of the turn goes on.
+    const claim = async (decision: Decision): Promise<boolean | ToolMessage> => {
+      try {
+        return await session.claim(decision);
+      } catch (error) {
+        if (PolicyDeniedError.isInstance(error) && error.decision.sessionId === session.id) return refused(error.decision);
+        throw error;
+      }
+    };
+    const firstTaken = await claim(first.decision);
+    if (firstTaken instanceof ToolMessage) return firstTaken;
+    if (firstTaken) return first;
     // The same call ran under this allow already (a replayed call id, a second thread): a new decision.
     const again = await redecide();
-    if (again.decision.decision === 'allow' && (await session.claim(again.decision))) return again;
-    if (again.decision.decision === 'allow') {
-      throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(request.toolCall.id ?? '')} is being run more than once at the same time`);
-    }
-    return new ToolMessage({ content: decisionError(again.decision).message, tool_call_id: request.toolCall.id ?? '', name: request.toolCall.name, status: 'error' });
+    if (again.decision.decision !== 'allow') return refused(again.decision);
+    const againTaken = await claim(again.decision);
+    if (againTaken instanceof ToolMessage) return againTaken;
+    if (againTaken) return again;
+    throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(request.toolCall.id ?? '')} is being run more than once at the same time`);
   };
   const settle = async (run: ToolRun, error: unknown, failed: boolean): Promise<void> => {
     if (!run.reservation) return;
@@ -154,10 +173,11 @@ export async function runAllowed<R>(
     // never reached its body: a refused input, a 4xx under core's one rule for a tool that throws.
     else await run.reservation.fail(rejectedInput && error instanceof ToolInputParsingException ? { status: 422, error } : { error });
   };
+  let attempted = false;
   const invoke = async (tool: ToolLike, input: unknown, config: unknown): Promise<unknown> => {
+    attempted = true;
     const run = await take();
     if (run instanceof ToolMessage) return run;
-    taken = run;
     const id = request.toolCall.id;
     if (id !== undefined) markGovernedToolCall(session, id, true);
     let output: unknown;
@@ -183,6 +203,6 @@ export async function runAllowed<R>(
   // The tool never ran (a middleware further in answered on its own): nothing was spent, and the allow is spent so
   // that no later run of the call can use it without paying.
   // Its money goes back only if this run took the allow: one that another run (or process) took is settled there.
-  if (taken === undefined && (await Promise.resolve().then(() => session.claim(first.decision)).catch(() => false)) && first.reservation && !first.reservation.settled) await first.reservation.release();
+  if (!attempted && (await Promise.resolve().then(() => session.claim(first.decision)).catch(() => false)) && first.reservation && !first.reservation.settled) await first.reservation.release();
   return result;
 }

@@ -1,4 +1,4 @@
-import { AgentPolicyError, canonicalInput, decisionError, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, PolicyDeniedError, canonicalInput, decisionError, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { governedToolName, readServerName } from './governed-tool-name.js';
 import type { ToolInput, ToolInputReader } from './server-tool-input.js';
 import { toolCost, type McpToolCosts } from './tool-costs.js';
@@ -173,7 +173,16 @@ export class ToolGate {
       return { kind: 'cancelled' };
     }
     // One execution per allow. An allow another run (or process) took is settled there: its money is not released here.
-    if (!(await this.session.claim(decision))) {
+    // A claim stopped before the run (a halt, or a policy changed since the decision that would not allow the call
+    // now) is a recorded deny, answered like any other.
+    let claimed: boolean;
+    try {
+      claimed = await this.session.claim(decision);
+    } catch (error) {
+      if (PolicyDeniedError.isInstance(error) && error.decision.sessionId === this.session.id) return { kind: 'refuse', result: refusal(error.decision) };
+      throw error;
+    }
+    if (!claimed) {
       return { kind: 'refuse', result: refusal(decision, `agentpolicy: the allow ${decision.id} was already used for one execution`) };
     }
     if (read.rejected && held.reservation !== undefined) this.rejected.add(held.reservation);

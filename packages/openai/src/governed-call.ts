@@ -6,6 +6,7 @@ import { SseParser, type SseEvent } from './sse-parser.js';
 import { readTokenUsage, type ReadUsage } from './token-usage.js';
 import { StreamToolCalls, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
 import { rememberWaiting, RUNS_TOOLS, TOOL_PARSERS, ToolParsers } from './tool-parsers.js';
+import { ToolRuns } from './tool-runs.js';
 
 /** The settings every governed request of one wrapped client shares. */
 export interface GovernorSettings {
@@ -333,7 +334,8 @@ export class GovernedCall {
     const found = this.options.__metadata?.[TOOL_PARSERS];
     const run = found instanceof ToolParsers ? found : undefined;
     const own = this.settings.toolParsers;
-    const runsTools = this.options.__metadata?.[RUNS_TOOLS] === true;
+    const runs = this.options.__metadata?.[RUNS_TOOLS];
+    const toolRuns = runs instanceof ToolRuns ? runs : undefined;
     let failure: Error | undefined;
     for (const call of calls) {
       const parsed = (await run?.inputOf(session, call)) ?? (await own?.inputOf(session, call));
@@ -345,9 +347,11 @@ export class GovernedCall {
       });
       if (parsed !== undefined) rememberWaiting(session, call, parsed, decision.decision === 'require_approval');
       if (decision.decision !== 'allow') failure ??= decisionError(decision);
-      // runTools() runs the function itself, with nothing of ours around it: the call's one execution is taken now,
-      // so the same call id and arguments in a later turn are decided (and counted) again, not run on this allow.
-      else if (runsTools && !(await session.claim(decision))) {
+      // runTools() runs the function itself: its wrapped function takes the call's one execution when it runs (a halt or
+      // a policy change before then stops it), so the same call id and arguments in a later turn are decided (and
+      // counted) again, not run on this allow. A function it could not wrap has its allow taken now.
+      else if (toolRuns?.runs(call.name)) toolRuns.decided(session, call, input, decision);
+      else if (toolRuns !== undefined && !(await session.claim(decision))) {
         failure ??= new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.id)} of ${JSON.stringify(call.name)} is being run more than once at the same time`);
       }
     }

@@ -1,5 +1,7 @@
 import { waitingInputs, type PolicySession, type ReturnedCall } from '@agentpolicy/core';
 import { toolInputOf, type ReturnedToolCall } from './tool-calls.js';
+import { withToolPieces } from './tool-pieces.js';
+import { ToolRuns } from './tool-runs.js';
 
 /** Reads a function call's JSON `arguments` text into the value the tool function runs with. */
 export type ToolArgumentsParser = (args: string) => unknown;
@@ -15,8 +17,9 @@ export interface ParsedToolInput {
 export const TOOL_PARSERS = Symbol.for('agentpolicy.openai.toolParsers');
 
 /**
- * Marks the requests of a helper run in which the client runs the tool functions itself (`runTools()`), in the
- * request options' `__metadata`: an allowed call's one execution is taken when the call is decided.
+ * Carries the {@link ToolRuns} of a helper run in which the client runs the tool functions itself (`runTools()`) to
+ * its requests, in the request options' `__metadata`: an allowed call's one execution is taken when the client runs
+ * its function.
  */
 export const RUNS_TOOLS = Symbol.for('agentpolicy.openai.runsTools');
 
@@ -136,27 +139,7 @@ export function withToolParsers<Body>(body: Body): { body: Body; parsers: ToolPa
 }
 
 function governedTool(tool: unknown, parsers: ToolParsers): unknown {
-  if (!isObject(tool) || tool['type'] !== 'function') return tool;
-  const fn = isObject(tool['function']) ? tool['function'] : undefined;
-  // `zodFunction()` / `zodResponsesFunction()`: a copy with the same hidden brand, parse and callback.
-  if (tool['$brand'] === 'auto-parseable-tool' && typeof tool['$parseRaw'] === 'function') {
-    const name = typeof fn?.['name'] === 'string' ? fn['name'] : tool['name'];
-    if (typeof name !== 'string' || name === '') return tool;
-    const copy = { ...tool };
-    Object.defineProperties(copy, {
-      $brand: { value: tool['$brand'], enumerable: false },
-      $parseRaw: { value: parsers.add(name, tool['$parseRaw'] as ToolArgumentsParser, tool), enumerable: false },
-      $callback: { value: tool['$callback'], enumerable: false },
-    });
-    return copy;
-  }
-  // A `runTools()` function with a parse (`RunnableToolFunctionWithParse`), named as the runner names it.
-  if (fn !== undefined && typeof fn['parse'] === 'function' && typeof fn['function'] === 'function') {
-    const name = typeof fn['name'] === 'string' && fn['name'] !== '' ? fn['name'] : (fn['function'] as { name?: unknown }).name;
-    if (typeof name !== 'string' || name === '') return tool;
-    return { ...tool, function: { ...fn, parse: parsers.add(name, fn['parse'] as ToolArgumentsParser, fn) } };
-  }
-  return tool;
+  return withToolPieces(tool, ({ name, parse, owner }) => (parse === undefined ? undefined : { parse: parsers.add(name, parse, owner) }));
 }
 
 // ---- calls waiting for an approval ---------------------------------------------------------------------------------
@@ -187,7 +170,8 @@ const HELPERS: ReadonlyArray<readonly [resource: readonly string[], method: stri
 /**
  * Sets the client's parsing helpers (on this instance only) to hand the client the run's tools with their parse
  * replaced (see {@link ToolParsers}) and to carry the parsers to every request of the run in its `__metadata`, where
- * the returned tool calls are decided; `runTools()` requests are also marked {@link RUNS_TOOLS}. Any other body
+ * the returned tool calls are decided; `runTools()` also has its tool functions wrapped to take each call's allow
+ * when it runs, and its requests carry them ({@link RUNS_TOOLS}). Any other body
  * without a parsing tool goes through untouched.
  */
 export function governParsingHelpers(client: unknown): void {
@@ -200,10 +184,11 @@ export function governParsingHelpers(client: unknown): void {
     resource[method] = function (this: unknown, body: unknown, options?: Record<string | symbol, unknown>): unknown {
       const governed = withToolParsers(body);
       if (governed.parsers === undefined && !runsTools) return helper.call(this, body, options);
+      const runs = runsTools ? new ToolRuns() : undefined;
       const metadata = isObject(options?.['__metadata']) ? options['__metadata'] : undefined;
-      return helper.call(this, governed.body, {
+      return helper.call(this, runs === undefined ? governed.body : runs.govern(governed.body), {
         ...options,
-        __metadata: { ...metadata, ...(governed.parsers !== undefined ? { [TOOL_PARSERS]: governed.parsers } : {}), ...(runsTools ? { [RUNS_TOOLS]: true } : {}) },
+        __metadata: { ...metadata, ...(governed.parsers !== undefined ? { [TOOL_PARSERS]: governed.parsers } : {}), ...(runs !== undefined ? { [RUNS_TOOLS]: runs } : {}) },
       });
     };
   }

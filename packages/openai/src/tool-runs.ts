@@ -1,0 +1,77 @@
+import { AgentPolicyError, type Decision, type PolicySession } from '@agentpolicy/core';
+import type { ReturnedToolCall } from './tool-calls.js';
+import { withToolPieces, type ToolFunction } from './tool-pieces.js';
+
+/** An allowed call of a `runTools()` run, waiting for the client to run its function. */
+interface Allowed {
+  readonly session: PolicySession;
+  readonly call: ReturnedToolCall;
+  /** The input it was decided on: what a function with a parse gets (the very value), else its JSON arguments. */
+  readonly input: unknown;
+  readonly decision: Decision;
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
+
+/**
+ * The tool functions of one `chat.completions.runTools()` run, which the client runs itself after a response's calls
+ * were decided (when the response came back). Each function is handed to the client wrapped: an allowed call's one
+ * execution is taken (`session.claim`) when the client calls the function, not when the response arrives, so what
+ * happens in between — a halt, or a policy change (a source updated, a file reloaded) while an earlier call of the
+ * turn runs — stops a call that has not run yet. The function then throws the recorded deny and does not run.
+ */
+export class ToolRuns {
+  private readonly allowed = new Map<string, Allowed[]>();
+  private readonly wrapped = new Set<string>();
+
+  /** Whether the client runs the function of tool `name` through this run's wrapper. */
+  runs(name: string): boolean {
+    return this.wrapped.has(name);
+  }
+
+  /** Keeps an allowed call of this run until the client runs its function. */
+  decided(session: PolicySession, call: ReturnedToolCall, input: unknown, decision: Decision): void {
+    let calls = this.allowed.get(call.name);
+    if (calls === undefined) this.allowed.set(call.name, (calls = []));
+    calls.push({ session, call, input, decision });
+  }
+
+  /**
+   * The allowed call the client is running with `argument` (the arguments text for a function without a parse, the
+   * parse's result for one with it), taken out.
+   */
+  private take(name: string, argument: unknown): Allowed | undefined {
+    const calls = this.allowed.get(name);
+    if (calls === undefined) return undefined;
+    const index = calls.findIndex((allowed) => (typeof argument === 'string' && allowed.call.arguments === argument) || Object.is(allowed.input, argument));
+    if (index < 0) return undefined;
+    return calls.splice(index, 1)[0];
+  }
+
+  /** The function to hand to the client in place of `fn`: it takes the call's allow, then runs `fn`. */
+  wrap(name: string, fn: ToolFunction): ToolFunction {
+    const take = (argument: unknown): Allowed | undefined => this.take(name, argument);
+    this.wrapped.add(name);
+    return async function (this: unknown, ...args: unknown[]): Promise<unknown> {
+      const allowed = take(args[0]);
+      if (allowed === undefined) {
+        throw new AgentPolicyError('DECISION_USED', `agentpolicy: the client is running a call of ${JSON.stringify(name)} that has no unused allow in this run, so it is not run`);
+      }
+      // Rejects with the recorded deny when a halt or the policy in force stops it now.
+      if (!(await allowed.session.claim(allowed.decision))) {
+        throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(allowed.call.id)} of ${JSON.stringify(name)} is being run more than once at the same time`);
+      }
+      return fn.apply(this, args);
+    };
+  }
+
+  /** A `runTools()` body with every tool function wrapped (see {@link wrap}); the caller's body and tools are not changed. */
+  govern<Body>(body: Body): Body {
+    if (!isObject(body) || !Array.isArray(body['tools'])) return body;
+    return { ...body, tools: body['tools'].map((tool: unknown) => this.governTool(tool)) } as Body;
+  }
+
+  private governTool(tool: unknown): unknown {
+    return withToolPieces(tool, ({ name, run }) => (run === undefined ? undefined : { run: this.wrap(name, run) }));
+  }
+}
