@@ -1,3 +1,5 @@
+import { sweepIdle } from './idle-sweep.js';
+
 /** May be a value or a promise of it, so a shared (networked) store can implement the same interface. */
 export type MaybePromise<T> = T | Promise<T>;
 
@@ -170,8 +172,6 @@ interface MemoryEntry {
 
 const LAPSED_KEPT = 10_000;
 const LAPSED_KEPT_MS = 86_400_000;
-/** Budgets looked at for removal each time a new one is added (see InMemoryBudgetStore.sweep). */
-const SWEEP_PER_NEW_KEY = 2;
 
 /**
  * The default store: budgets in a Map in this process, answering synchronously. Leases live in insertion order,
@@ -224,18 +224,11 @@ export class InMemoryBudgetStore implements BudgetStore {
 
   // A calendar budget idle for a whole window after its last one holds nothing a later operation would read: its
   // spend belongs to a window that is neither current nor the one just before it (the report's `previous`), no lease
-  // of it is open, and a late commit of a lapsed one is no longer waited for. Such a budget is removed, so a store
-  // given a key per conversation or per user keeps only the budgets still in use. Each new key looks at the oldest
-  // few: one that can go goes, one still in use moves to the back, so every budget is looked at again as keys come.
-  // A `session` budget is never removed: its spend is the session's for good (its id may be opened again).
+  // of it is open, and a late commit of a lapsed one is no longer waited for. Such a budget is removed as new keys
+  // come, so a store given a key per conversation or per user keeps only the budgets still in use. A `session` budget
+  // is never removed: its spend is the session's for good (its id may be opened again).
   private sweep(nowMs: number): void {
-    let looked = 0;
-    for (const [key, entry] of this.entries) {
-      if (looked++ >= SWEEP_PER_NEW_KEY) break;
-      this.entries.delete(key);
-      const idle = entry.period !== 'session' && entry.open === 0 && (entry.lapsed.size === 0 || nowMs >= entry.lapsedUntil) && nowMs >= windowEnd(entry.period, entry.end);
-      if (!idle) this.entries.set(key, entry);
-    }
+    sweepIdle(this.entries, (entry) => entry.period !== 'session' && entry.open === 0 && (entry.lapsed.size === 0 || nowMs >= entry.lapsedUntil) && nowMs >= windowEnd(entry.period, entry.end));
   }
 
   /** Budgets the store holds (calendar budgets idle for a whole window are removed as new keys come). */

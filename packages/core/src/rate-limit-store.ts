@@ -1,4 +1,5 @@
 import type { MaybePromise } from './budget-store.js';
+import { sweepIdle } from './idle-sweep.js';
 
 /** The answer of {@link RateLimitStore.take}. */
 export type RateLimitTake = { ok: true; slot: string } | { ok: false; resetAtMs: number | null };
@@ -48,8 +49,6 @@ interface WindowSlots {
 
 /** Runs per window: the most a windowed key keeps (each a few numbers), and a slot's most extra holding time is `windowMs` / this. */
 const RUNS_PER_WINDOW = 4096;
-/** Windowed keys looked at for removal each time a new one is added (see InMemoryRateLimitStore.sweep). */
-const SWEEP_PER_NEW_KEY = 2;
 
 // A key without a window: a count, and the slots already given back (so giving back twice changes nothing), kept
 // for the last few thousand give-backs.
@@ -158,17 +157,11 @@ export class InMemoryRateLimitStore implements RateLimitStore {
     return id;
   }
 
-  // A key whose slots have all freed holds nothing a later take would count, so it is removed (a key per session is
-  // made for every session that counts a per-session limit: without this, a server opening a session per request
-  // would keep one for every request it ever served). Each new key looks at the oldest few: one whose slots have
-  // freed goes, one still holding some moves to the back, so every key is looked at again as keys are added.
+  // A key whose slots have all freed holds nothing a later take would count, so it is removed as new keys come (a key
+  // per session is made for every session that counts a per-session limit: without this, a server opening a session
+  // per request would keep one for every request it ever served).
   private sweep(now: number): void {
-    let looked = 0;
-    for (const [key, slots] of this.windows) {
-      if (looked++ >= SWEEP_PER_NEW_KEY) break;
-      this.windows.delete(key);
-      if (slots.freeAt > now) this.windows.set(key, slots);
-    }
+    sweepIdle(this.windows, (slots) => slots.freeAt <= now);
   }
 
   /** Keys the store holds counts for (windowed keys whose slots have all freed are removed as new keys come). */
