@@ -2,7 +2,7 @@ import { AgentPolicy, ApprovalRequiredError, findPolicyError, NANOS_PER_USD, Pol
 import OpenAI, { AzureOpenAI, toFile } from 'openai';
 import OpenAIv6, { AzureOpenAI as AzureOpenAIv6 } from 'openai-v6';
 import { afterAll, beforeAll, beforeEach, describe, expect, expectTypeOf, it } from 'vitest';
-import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
+import { startMockOpenAI, type MockOpenAIServer } from '@agentpolicy/test-servers';
 import { wrapOpenAI, type WrapOpenAIOptions } from './wrap-openai.js';
 
 // gpt-4o-mini in the catalog: $0.15 / 1M input, $0.075 / 1M cached input, $0.60 / 1M output.
