@@ -1,0 +1,26 @@
+/**
+ * Declared USD costs of the tool calls the model returns: a map from the tool's name to USD, or a function of the
+ * call that returns USD (or `undefined` for no cost). A tool with no declared cost costs nothing. `args` is the input
+ * the policy decides (the call's JSON arguments, or the parsed value where the tool's parse runs: see
+ * `toolParsers`). A function that throws, or a value that is not a non-negative number, makes the call denied.
+ *
+ * @example
+ * ```ts
+ * const toolCosts: ToolCosts = { web_search: 0.005, send_email: 0.01 };
+ * const byArgs: ToolCosts = ({ name, args }) => (name === 'sms' ? 0.02 * (args as { to: string[] }).to.length : undefined);
+ * ```
+ */
+export type ToolCosts =
+  | Readonly<Record<string, number>>
+  | ((call: { readonly name: string; readonly args: unknown }) => number | undefined);
+
+/** The declared cost of one call (`NaN` with the error when a cost function threw, which core denies). */
+export function toolCost(costs: ToolCosts | undefined, name: string, args: unknown): { cost: number | undefined; error?: string } {
+  if (costs === undefined) return { cost: undefined };
+  if (typeof costs !== 'function') return { cost: Object.hasOwn(costs, name) ? costs[name] : undefined };
+  try {
+    return { cost: costs({ name, args }) };
+  } catch (error) {
+    return { cost: Number.NaN, error: (error as Error)?.message ?? String(error) };
+  }
+}
