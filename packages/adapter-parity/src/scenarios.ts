@@ -1,0 +1,155 @@
+/**
+ * The scenarios every way of running a tool must agree on. Each is a policy, the tools it names (their declared cost
+ * and what their body does) and a sequence of tool calls; core's `session.runTool` is the reference. A scenario is one
+ * entry of {@link SCENARIOS}.
+ */
+
+/** What a tool's body does when it runs. */
+export type Behaviour = 'returns' | 'throws' | 'throws 404' | 'throws 500';
+
+/** One tool of a scenario. */
+export interface ToolSpec {
+  /** The declared cost of one call, in USD (none: the call is free). */
+  readonly cost?: number;
+  /** Default `returns`. */
+  readonly behaviour?: Behaviour;
+}
+
+/** One tool call the model makes (each in its own turn). */
+export interface Call {
+  readonly tool: string;
+  readonly input: Readonly<Record<string, string | number>>;
+  /** The model's tool call id (MCP has none on the wire: there every call is its own request). */
+  readonly id: string;
+}
+
+/** What a call came to: what was recorded for it, whether the tool body ran, and the tools' spend after it. */
+export interface Outcome {
+  /** `decision:rule.section` of each tool decision recorded during the call, in order. */
+  readonly decisions: readonly string[];
+  readonly ran: boolean;
+  /** USD the tool decisions of the session came to after the call (settled, or held while pending). */
+  readonly spent: number;
+}
+
+export type OutcomeField = keyof Outcome;
+
+export interface Scenario {
+  readonly name: string;
+  /** The policy (as a policy file is written); `tool` turns a tool's name into the action name the adapter uses. */
+  readonly policy: (tool: (name: string) => string) => Record<string, unknown>;
+  readonly tools: Readonly<Record<string, ToolSpec>>;
+  readonly calls: readonly Call[];
+  /**
+   * The fields every adapter must match the reference on (default: all). Only the approval row narrows it: each
+   * framework has its own native approval flow, and what must be equal is that the tool does not run and nothing is
+   * charged.
+   */
+  readonly compare?: readonly OutcomeField[];
+  /** What core's `runTool` gives for each call, by core's documented rules: the reference is checked against it. */
+  readonly expected: readonly Outcome[];
+  /**
+   * A deliberate difference an adapter documents in its README, by adapter (the runner's `adapter`): that adapter's
+   * runners are held to these outcomes instead, so the difference stays visible and cannot drift.
+   */
+  readonly documented?: Readonly<Record<string, { readonly why: string; readonly outcomes: readonly Outcome[] }>>;
+}
+
+/** One call's outcome: the decisions recorded for it, whether the tool ran, and the tools' spend after it. */
+const outcome = (decisions: readonly string[], ran: boolean, spent: number): Outcome => ({ decisions, ran, spent });
+
+/** The tool input fields the scenarios use (every tool takes them, each optional). */
+export const INPUT_FIELDS = { q: 'string', x: 'number' } as const;
+
+const budget = (maxSpend: number) => ({ budget: { max_spend: maxSpend } });
+
+export const SCENARIOS: readonly Scenario[] = [
+  {
+    name: 'an allowed call with a cost',
+    policy: () => budget(1),
+    tools: { search: { cost: 0.25 } },
+    calls: [{ tool: 'search', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['allow:default'], true, 0.25)],
+  },
+  {
+    name: 'a blocked tool',
+    policy: (tool) => ({ ...budget(1), tools: { block: [tool('shell')] } }),
+    tools: { shell: { cost: 0.25 } },
+    calls: [{ tool: 'shell', input: { q: 'rm -rf /' }, id: 'call_1' }],
+    expected: [outcome(['deny:tools'], false, 0)],
+  },
+  {
+    name: 'a rule that denies on the input',
+    policy: (tool) => ({ ...budget(1), rules: [{ deny: 'transfers over 5', tool: tool('transfer'), if: { 'input.x': { gt: 5 } } }] }),
+    tools: { transfer: { cost: 0.1 } },
+    calls: [
+      { tool: 'transfer', input: { x: 3 }, id: 'call_1' },
+      { tool: 'transfer', input: { x: 10 }, id: 'call_2' },
+    ],
+    expected: [outcome(['allow:default'], true, 0.1), outcome(['deny:rules'], false, 0.1)],
+  },
+  {
+    name: 'a limit of one call: the second is denied',
+    policy: (tool) => ({ ...budget(1), limits: [{ tool: tool('search'), max_calls: 1, per: '1h' }] }),
+    tools: { search: { cost: 0.1 } },
+    calls: [
+      { tool: 'search', input: { q: 'a' }, id: 'call_1' },
+      { tool: 'search', input: { q: 'b' }, id: 'call_2' },
+    ],
+    expected: [outcome(['allow:default'], true, 0.1), outcome(['deny:limits'], false, 0.1)],
+  },
+  {
+    name: 'a budget too small for the declared cost',
+    policy: () => budget(0.5),
+    tools: { search: { cost: 2 } },
+    calls: [{ tool: 'search', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['deny:budget'], false, 0)],
+  },
+  {
+    name: 'a tool that throws a plain Error: charged',
+    policy: () => budget(1),
+    tools: { fetch_page: { cost: 0.25, behaviour: 'throws' } },
+    calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['allow:default'], true, 0.25)],
+  },
+  {
+    name: 'a tool that throws with status 404: released',
+    policy: () => budget(1),
+    tools: { fetch_page: { cost: 0.25, behaviour: 'throws 404' } },
+    calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['allow:default'], true, 0)],
+    documented: {
+      // packages/mcp/README.md, "its response": an error result (the tool ran and failed) is charged. A handler that
+      // throws reaches the gate only as such a result: McpServer turns any throw into `isError: true` text, and no
+      // status crosses the protocol, so on either side of the connection a thrown 404 cannot be told from a 500.
+      mcp: { why: 'MCP results carry no status: an error result is charged', outcomes: [outcome(['allow:default'], true, 0.25)] },
+    },
+  },
+  {
+    name: 'a tool that throws with status 500: charged',
+    policy: () => budget(1),
+    tools: { fetch_page: { cost: 0.25, behaviour: 'throws 500' } },
+    calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['allow:default'], true, 0.25)],
+  },
+  {
+    name: 'require_approval with no approver',
+    policy: (tool) => ({ ...budget(1), approval: { require_for: [{ tool: tool('send_email') }] } }),
+    tools: { send_email: { cost: 0.25 } },
+    calls: [{ tool: 'send_email', input: { q: 'bob@example.com' }, id: 'call_1' }],
+    compare: ['ran', 'spent'],
+    expected: [outcome(['require_approval:approval'], false, 0)],
+  },
+  {
+    name: 'the same tool call id with other input is another call',
+    policy: (tool) => ({ ...budget(1), limits: [{ tool: tool('search'), max_calls: 2, per: '1h' }] }),
+    tools: { search: { cost: 0.25 } },
+    calls: [
+      { tool: 'search', input: { q: 'a' }, id: 'call_1' },
+      { tool: 'search', input: { q: 'b' }, id: 'call_1' },
+      { tool: 'search', input: { q: 'a' }, id: 'call_1' },
+    ],
+    // The third is the first call again after it ran: decided again, so the limit of two refuses it.
+    expected: [outcome(['allow:default'], true, 0.25), outcome(['allow:default'], true, 0.5), outcome(['deny:limits'], false, 0.5)],
+  },
+];
