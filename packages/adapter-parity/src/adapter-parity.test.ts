@@ -15,7 +15,7 @@ describe.each(SCENARIOS)('$name', (scenario) => {
   });
 
   it.each(RUNNERS)('$name does what core does', async (runner) => {
-    const documented = scenario.documented?.[runner.adapter];
+    const documented = scenario.documented?.[runner.family];
     const fields = scenario.compare ?? FIELDS;
     expect(only(await runScenario(runner, scenario), fields), documented?.why).toEqual(only(documented?.outcomes ?? scenario.expected, fields));
   });

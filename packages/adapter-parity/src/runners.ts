@@ -4,9 +4,9 @@
  * its framework and makes one call per turn; {@link runScenario} observes the session the same way for all of them.
  * Adding an adapter is one entry of {@link RUNNERS}.
  */
-import { AgentPolicy, type Decision, type PolicySession } from '@agentpolicy/core';
-import { wrapTools } from '@agentpolicy/ai-sdk';
-import { agentPolicyMiddleware } from '@agentpolicy/langchain';
+import { AgentPolicy, AgentPolicyError, type Decision, type PolicySession } from '@agentpolicy/core';
+import { policyToolApproval, wrapTools } from '@agentpolicy/ai-sdk';
+import { AgentPolicyCallbackHandler, agentPolicyMiddleware } from '@agentpolicy/langchain';
 import { gateMcpServer, wrapMcpTransport } from '@agentpolicy/mcp';
 import { wrapOpenAI } from '@agentpolicy/openai';
 import { startMockOpenAI } from '@agentpolicy/test-servers';
@@ -40,8 +40,11 @@ export interface Driver {
 
 export interface Runner {
   readonly name: string;
-  /** The package it exercises (what a scenario's `documented` differences are keyed by). */
-  readonly adapter: string;
+  /**
+   * What it exercises, which a scenario's `documented` differences are keyed by: the package, or the package and the
+   * path its README gives its own rule for.
+   */
+  readonly family: string;
   /** The action name the adapter gives tool `name` (MCP prefixes the server), for the policy. */
   readonly toolName?: (name: string) => string;
   start(context: RunnerContext): Promise<Driver> | Driver;
@@ -68,6 +71,10 @@ function failureOf(spec: ToolSpec | undefined): Error | undefined {
       return Object.assign(new Error('not found'), { status: 404 });
     case 'throws 500':
       return Object.assign(new Error('upstream failed'), { status: 500 });
+    case 'throws statusCode 422':
+      return Object.assign(new Error('invalid input'), { statusCode: 422 });
+    case 'throws an agentpolicy error':
+      return new AgentPolicyError('INVALID_ARGUMENT', 'the tool refused its input');
   }
 }
 
@@ -97,9 +104,41 @@ async function mcpPair(server: McpServer, clientSide: (transport: InMemoryTransp
   };
 }
 
+/** The scenario's tools as AI SDK tools. */
+const aiTools = (scenario: Scenario, body: RunnerContext['body']) =>
+  Object.fromEntries(Object.keys(scenario.tools).map((name) => [name, aiTool({ description: name, inputSchema: INPUT_SCHEMA, execute: async () => body(name) })]));
+
+const AI_USAGE = { inputTokens: { total: 10, noCache: 10, cacheRead: 0, cacheWrite: undefined }, outputTokens: { total: 5, text: 5, reasoning: 0 } };
+
+/** One AI SDK turn: the mock model calls the tool, then answers. */
+function aiTurn(call: Call, tools: ReturnType<typeof aiTools>, toolApproval: ReturnType<typeof policyToolApproval> | undefined) {
+  return generateText({
+    model: new MockLanguageModelV4({
+      doGenerate: [
+        { content: [{ type: 'tool-call', toolCallId: call.id, toolName: call.tool, input: JSON.stringify(call.input) }], finishReason: { unified: 'tool-calls', raw: 'tool_calls' }, usage: AI_USAGE, warnings: [] },
+        { content: [{ type: 'text', text: 'done' }], finishReason: { unified: 'stop', raw: 'stop' }, usage: AI_USAGE, warnings: [] },
+      ],
+    }),
+    tools,
+    ...(toolApproval ? { toolApproval } : {}),
+    stopWhen: isStepCount(2),
+    prompt: 'go',
+  });
+}
+
+/** The scenario's tools as LangChain tools. */
+const langchainTools = (scenario: Scenario, body: RunnerContext['body']) =>
+  Object.keys(scenario.tools).map((name) => langchainTool(async () => body(name), { name, description: name, schema: INPUT_SCHEMA }));
+
+/** LangChain's fake model for one turn: it calls the tool, then answers. */
+const langchainModel = (call: Call) =>
+  fakeModel()
+    .respond(new AIMessage({ content: '', tool_calls: [{ name: call.tool, args: { ...call.input }, id: call.id, type: 'tool_call' }] }))
+    .respond(new AIMessage('done'));
+
 export const CORE: Runner = {
   name: 'core runTool',
-  adapter: 'core',
+  family: 'core',
   start: ({ scenario, session, body }) => ({
     call: (call) => {
       const cost = scenario.tools[call.tool]?.cost;
@@ -110,47 +149,58 @@ export const CORE: Runner = {
 
 export const RUNNERS: readonly Runner[] = [
   {
-    // wrapTools on the tool set, generateText with the SDK's own mock model: one tool call, then an answer.
-    name: 'ai-sdk wrapTools + generateText',
-    adapter: 'ai-sdk',
+    // The README's quick start: wrapTools on the tool set and policyToolApproval as the SDK's toolApproval (ai 7),
+    // generateText with the SDK's own mock model: one tool call, then an answer.
+    name: 'ai-sdk wrapTools + policyToolApproval',
+    family: 'ai-sdk',
     start: ({ scenario, session, body }) => {
-      const tools = wrapTools(
-        Object.fromEntries(Object.keys(scenario.tools).map((name) => [name, aiTool({ description: name, inputSchema: INPUT_SCHEMA, execute: async () => body(name) })])),
-        session,
-        { costs: costsOf(scenario) },
-      );
-      const usage = { inputTokens: { total: 10, noCache: 10, cacheRead: 0, cacheWrite: undefined }, outputTokens: { total: 5, text: 5, reasoning: 0 } };
-      return {
-        call: (call) =>
-          generateText({
-            model: new MockLanguageModelV4({
-              doGenerate: [
-                { content: [{ type: 'tool-call', toolCallId: call.id, toolName: call.tool, input: JSON.stringify(call.input) }], finishReason: { unified: 'tool-calls', raw: 'tool_calls' }, usage, warnings: [] },
-                { content: [{ type: 'text', text: 'done' }], finishReason: { unified: 'stop', raw: 'stop' }, usage, warnings: [] },
-              ],
-            }),
-            tools,
-            stopWhen: isStepCount(2),
-            prompt: 'go',
-          }),
-      };
+      const tools = wrapTools(aiTools(scenario, body), session, { costs: costsOf(scenario) });
+      return { call: (call) => aiTurn(call, tools, policyToolApproval(session)) };
     },
+  },
+  {
+    // wrapTools alone: its needsApproval asks the policy (the ai 6 way).
+    name: 'ai-sdk wrapTools',
+    family: 'ai-sdk',
+    start: ({ scenario, session, body }) => {
+      const tools = wrapTools(aiTools(scenario, body), session, { costs: costsOf(scenario) });
+      return { call: (call) => aiTurn(call, tools, undefined) };
+    },
+  },
+  {
+    // policyToolApproval alone, on tools wrapTools did not wrap: the hook is the only check.
+    name: 'ai-sdk policyToolApproval on unwrapped tools',
+    family: 'ai-sdk approval hook',
+    start: ({ scenario, session, body }) => ({ call: (call) => aiTurn(call, aiTools(scenario, body), policyToolApproval(session, { costs: costsOf(scenario) })) }),
   },
   {
     // createAgent with LangChain's fakeModel() and the adapter's middleware (a checkpointer, for its interrupts).
     name: 'langchain createAgent + middleware',
-    adapter: 'langchain',
+    family: 'langchain',
     start: ({ scenario, session, body }) => {
-      const tools = Object.keys(scenario.tools).map((name) => langchainTool(async () => body(name), { name, description: name, schema: INPUT_SCHEMA }));
+      const tools = langchainTools(scenario, body);
       const middleware = agentPolicyMiddleware(session, { toolCosts: costsOf(scenario) });
       let turn = 0;
       return {
         call: (call) => {
-          const model = fakeModel()
-            .respond(new AIMessage({ content: '', tool_calls: [{ name: call.tool, args: { ...call.input }, id: call.id, type: 'tool_call' }] }))
-            .respond(new AIMessage('done'));
-          const agent = createAgent({ model, tools, middleware: [middleware], checkpointer: new MemorySaver() });
+          const agent = createAgent({ model: langchainModel(call), tools, middleware: [middleware], checkpointer: new MemorySaver() });
           return agent.invoke({ messages: [new HumanMessage('go')] }, { configurable: { thread_id: `turn-${turn++}` } });
+        },
+      };
+    },
+  },
+  {
+    // The callback handler on the run (createAgent without the middleware, the handler in `callbacks`).
+    name: 'langchain createAgent + callback handler',
+    family: 'langchain',
+    start: ({ scenario, session, body }) => {
+      const tools = langchainTools(scenario, body);
+      const handler = new AgentPolicyCallbackHandler(session, { toolCosts: costsOf(scenario) });
+      let turn = 0;
+      return {
+        call: (call) => {
+          const agent = createAgent({ model: langchainModel(call), tools, checkpointer: new MemorySaver() });
+          return agent.invoke({ messages: [new HumanMessage('go')] }, { configurable: { thread_id: `turn-${turn++}` }, callbacks: [handler] });
         },
       };
     },
@@ -160,7 +210,7 @@ export const RUNNERS: readonly Runner[] = [
     // calls (checkToolCalls, with the tools' costs) and the app's loop runs each with session.runTool and the same
     // cost, as the adapter's README shows.
     name: 'openai wrapOpenAI + runTool loop',
-    adapter: 'openai',
+    family: 'openai',
     start: async ({ scenario, session, body }) => {
       const server = await startMockOpenAI();
       const client = wrapOpenAI(new OpenAI({ apiKey: 'test', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: costsOf(scenario) });
@@ -183,7 +233,7 @@ export const RUNNERS: readonly Runner[] = [
   {
     // The same client's runTools(): the client runs the functions, the wrapper hands it each one wrapped.
     name: 'openai wrapOpenAI + runTools()',
-    adapter: 'openai',
+    family: 'openai',
     start: async ({ scenario, session, body }) => {
       const server = await startMockOpenAI();
       const client = wrapOpenAI(new OpenAI({ apiKey: 'test', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: costsOf(scenario) });
@@ -203,14 +253,14 @@ export const RUNNERS: readonly Runner[] = [
   {
     // The client-side gate: the SDK's Client over the wrapped transport to a real McpServer (in memory).
     name: 'mcp wrapMcpTransport (client)',
-    adapter: 'mcp',
+    family: 'mcp',
     toolName: mcpName,
     start: (context) => mcpPair(mcpServer(context), (transport) => wrapMcpTransport(transport, context.session, { server: MCP_SERVER, costs: costsOf(context.scenario) })),
   },
   {
     // The server-side gate on the McpServer; the client is a plain SDK Client.
     name: 'mcp gateMcpServer (server)',
-    adapter: 'mcp',
+    family: 'mcp',
     toolName: mcpName,
     start: (context) => {
       const server = mcpServer(context);
@@ -231,7 +281,9 @@ const toolDecisions = (session: PolicySession): readonly Decision[] => session.r
 
 /** Runs a scenario's calls through `runner`, one per turn, and observes each. */
 export async function runScenario(runner: Runner, scenario: Scenario): Promise<Outcome[]> {
-  const session = AgentPolicy.fromDict({ pricing: PRICING, ...scenario.policy(runner.toolName ?? ((name) => name)) }).session();
+  const policy = AgentPolicy.fromDict({ pricing: PRICING, ...scenario.policy(runner.toolName ?? ((name) => name)) });
+  const answer = scenario.approver;
+  const session = policy.session(answer === undefined ? {} : { approver: () => ({ approved: answer === 'yes', by: 'reviewer' }) });
   let runs = 0;
   const body = (name: string): string => {
     runs++;

@@ -5,7 +5,7 @@
  */
 
 /** What a tool's body does when it runs. */
-export type Behaviour = 'returns' | 'throws' | 'throws 404' | 'throws 500';
+export type Behaviour = 'returns' | 'throws' | 'throws 404' | 'throws 500' | 'throws statusCode 422' | 'throws an agentpolicy error';
 
 /** One tool of a scenario. */
 export interface ToolSpec {
@@ -40,6 +40,8 @@ export interface Scenario {
   readonly policy: (tool: (name: string) => string) => Record<string, unknown>;
   readonly tools: Readonly<Record<string, ToolSpec>>;
   readonly calls: readonly Call[];
+  /** The session's approver, asked in place for a call that needs approval: always yes, or always no. */
+  readonly approver?: 'yes' | 'no';
   /**
    * The fields every adapter must match the reference on (default: all). Only the approval row narrows it: each
    * framework has its own native approval flow, and what must be equal is that the tool does not run and nothing is
@@ -57,6 +59,19 @@ export interface Scenario {
 
 /** One call's outcome: the decisions recorded for it, whether the tool ran, and the tools' spend after it. */
 const outcome = (decisions: readonly string[], ran: boolean, spent: number): Outcome => ({ decisions, ran, spent });
+
+/**
+ * packages/mcp/README.md, "its response": an error result (the tool ran and failed) is charged. A handler that throws
+ * reaches either gate only as such a result: McpServer turns any throw into `isError: true` text, and no status or
+ * error class crosses the protocol, so a refusal (a 4xx, an agentpolicy error) cannot be told from a failure there.
+ */
+const MCP_ERROR_RESULT_CHARGED = { why: 'MCP results carry no status: an error result is charged', outcomes: [outcome(['allow:default'], true, 0.25)] };
+
+/**
+ * packages/ai-sdk/README.md, `policyToolApproval`: for a tool `wrapTools` did not wrap, the hook is the only check and
+ * its cost is charged when the hook lets the call run; the hook never sees how the tool's `execute` ends.
+ */
+const HOOK_CHARGES_ON_RUN = { why: 'the approval hook alone charges when it lets the call run', outcomes: [outcome(['allow:default'], true, 0.25)] };
 
 /** The tool input fields the scenarios use (every tool takes them, each optional). */
 export const INPUT_FIELDS = { q: 'string', x: 'number' } as const;
@@ -118,12 +133,7 @@ export const SCENARIOS: readonly Scenario[] = [
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws 404' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
     expected: [outcome(['allow:default'], true, 0)],
-    documented: {
-      // packages/mcp/README.md, "its response": an error result (the tool ran and failed) is charged. A handler that
-      // throws reaches the gate only as such a result: McpServer turns any throw into `isError: true` text, and no
-      // status crosses the protocol, so on either side of the connection a thrown 404 cannot be told from a 500.
-      mcp: { why: 'MCP results carry no status: an error result is charged', outcomes: [outcome(['allow:default'], true, 0.25)] },
-    },
+    documented: { mcp: MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
   },
   {
     name: 'a tool that throws with status 500: charged',
@@ -131,6 +141,38 @@ export const SCENARIOS: readonly Scenario[] = [
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws 500' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
     expected: [outcome(['allow:default'], true, 0.25)],
+  },
+  {
+    name: 'a tool that throws with statusCode 422: released',
+    policy: () => budget(1),
+    tools: { fetch_page: { cost: 0.25, behaviour: 'throws statusCode 422' } },
+    calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['allow:default'], true, 0)],
+    documented: { mcp: MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
+  },
+  {
+    name: 'a tool that throws an agentpolicy error: released',
+    policy: () => budget(1),
+    tools: { fetch_page: { cost: 0.25, behaviour: 'throws an agentpolicy error' } },
+    calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['allow:default'], true, 0)],
+    documented: { mcp: MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
+  },
+  {
+    name: "require_approval answered yes by the session's approver",
+    policy: (tool) => ({ ...budget(1), approval: { require_for: [{ tool: tool('send_email') }] } }),
+    tools: { send_email: { cost: 0.25 } },
+    approver: 'yes',
+    calls: [{ tool: 'send_email', input: { q: 'bob@example.com' }, id: 'call_1' }],
+    expected: [outcome(['allow:approval'], true, 0.25)],
+  },
+  {
+    name: "require_approval answered no by the session's approver",
+    policy: (tool) => ({ ...budget(1), approval: { require_for: [{ tool: tool('send_email') }] } }),
+    tools: { send_email: { cost: 0.25 } },
+    approver: 'no',
+    calls: [{ tool: 'send_email', input: { q: 'bob@example.com' }, id: 'call_1' }],
+    expected: [outcome(['deny:approver'], false, 0)],
   },
   {
     name: 'require_approval with no approver',
