@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { CORE, RUNNERS, runScenario } from './runners.js';
 import { SCENARIOS, type Outcome, type OutcomeField } from './scenarios.js';
 
-const FIELDS: readonly OutcomeField[] = ['decisions', 'ran', 'spent'];
+const FIELDS: readonly OutcomeField[] = ['decisions', 'runs', 'spent'];
 
 const only = (outcomes: readonly Outcome[], fields: readonly OutcomeField[]) => outcomes.map((outcome) => Object.fromEntries(fields.map((field) => [field, outcome[field]])));
 

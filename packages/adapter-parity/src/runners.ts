@@ -1,7 +1,7 @@
 /**
  * One runner per way of running a tool under a policy: core's `session.runTool` (the reference) and each adapter,
  * used the way its README documents, against the framework's own mock or a real local server. A runner only starts
- * its framework and makes one call per turn; {@link runScenario} observes the session the same way for all of them.
+ * its framework and makes each turn's calls; {@link runScenario} observes the session the same way for all of them.
  * Adding an adapter is one entry of {@link RUNNERS}.
  */
 import { AgentPolicy, AgentPolicyError, type Decision, type PolicySession } from '@agentpolicy/core';
@@ -32,9 +32,9 @@ export interface RunnerContext {
   readonly body: (name: string) => string;
 }
 
-/** A started framework: makes one tool call in its own turn; its errors are the framework's business. */
+/** A started framework: makes one turn of tool calls; its errors are the framework's business. */
 export interface Driver {
-  call(call: Call): Promise<unknown>;
+  turn(calls: readonly Call[]): Promise<unknown>;
   close?(): Promise<void>;
 }
 
@@ -96,7 +96,8 @@ async function mcpPair(server: McpServer, clientSide: (transport: InMemoryTransp
   const client = new Client({ name: 'agent', version: '1.0.0' });
   await client.connect(clientSide(clientTransport));
   return {
-    call: (call) => client.callTool({ name: call.tool, arguments: { ...call.input } }),
+    // Calls of one turn are sent side by side, as a framework runs parallel tool calls.
+    turn: (calls) => Promise.all(calls.map((call) => client.callTool({ name: call.tool, arguments: { ...call.input } }))),
     close: async () => {
       await client.close();
       await server.close();
@@ -104,18 +105,26 @@ async function mcpPair(server: McpServer, clientSide: (transport: InMemoryTransp
   };
 }
 
+/** The calls of one turn as the mock OpenAI server returns them. */
+const openaiToolCalls = (calls: readonly Call[]) => calls.map((call) => ({ id: call.id, name: call.tool, arguments: JSON.stringify(call.input) }));
+
 /** The scenario's tools as AI SDK tools. */
 const aiTools = (scenario: Scenario, body: RunnerContext['body']) =>
   Object.fromEntries(Object.keys(scenario.tools).map((name) => [name, aiTool({ description: name, inputSchema: INPUT_SCHEMA, execute: async () => body(name) })]));
 
 const AI_USAGE = { inputTokens: { total: 10, noCache: 10, cacheRead: 0, cacheWrite: undefined }, outputTokens: { total: 5, text: 5, reasoning: 0 } };
 
-/** One AI SDK turn: the mock model calls the tool, then answers. */
-function aiTurn(call: Call, tools: ReturnType<typeof aiTools>, toolApproval: ReturnType<typeof policyToolApproval> | undefined) {
+/** One AI SDK turn: the mock model calls the tools, then answers. */
+function aiTurn(calls: readonly Call[], tools: ReturnType<typeof aiTools>, toolApproval: ReturnType<typeof policyToolApproval> | undefined) {
   return generateText({
     model: new MockLanguageModelV4({
       doGenerate: [
-        { content: [{ type: 'tool-call', toolCallId: call.id, toolName: call.tool, input: JSON.stringify(call.input) }], finishReason: { unified: 'tool-calls', raw: 'tool_calls' }, usage: AI_USAGE, warnings: [] },
+        {
+          content: calls.map((call) => ({ type: 'tool-call' as const, toolCallId: call.id, toolName: call.tool, input: JSON.stringify(call.input) })),
+          finishReason: { unified: 'tool-calls', raw: 'tool_calls' },
+          usage: AI_USAGE,
+          warnings: [],
+        },
         { content: [{ type: 'text', text: 'done' }], finishReason: { unified: 'stop', raw: 'stop' }, usage: AI_USAGE, warnings: [] },
       ],
     }),
@@ -130,20 +139,24 @@ function aiTurn(call: Call, tools: ReturnType<typeof aiTools>, toolApproval: Ret
 const langchainTools = (scenario: Scenario, body: RunnerContext['body']) =>
   Object.keys(scenario.tools).map((name) => langchainTool(async () => body(name), { name, description: name, schema: INPUT_SCHEMA }));
 
-/** LangChain's fake model for one turn: it calls the tool, then answers. */
-const langchainModel = (call: Call) =>
+/** LangChain's fake model for one turn: it calls the tools, then answers. */
+const langchainModel = (calls: readonly Call[]) =>
   fakeModel()
-    .respond(new AIMessage({ content: '', tool_calls: [{ name: call.tool, args: { ...call.input }, id: call.id, type: 'tool_call' }] }))
+    .respond(new AIMessage({ content: '', tool_calls: calls.map((call) => ({ name: call.tool, args: { ...call.input }, id: call.id, type: 'tool_call' as const })) }))
     .respond(new AIMessage('done'));
 
 export const CORE: Runner = {
   name: 'core runTool',
   family: 'core',
   start: ({ scenario, session, body }) => ({
-    call: (call) => {
-      const cost = scenario.tools[call.tool]?.cost;
-      return session.runTool(call.tool, { input: call.input, ...(cost !== undefined ? { cost } : {}), idempotencyKey: call.id }, () => body(call.tool));
-    },
+    // Calls of one turn side by side, each settled on its own.
+    turn: (calls) =>
+      Promise.allSettled(
+        calls.map((call) => {
+          const cost = scenario.tools[call.tool]?.cost;
+          return session.runTool(call.tool, { input: call.input, ...(cost !== undefined ? { cost } : {}), idempotencyKey: call.id }, () => body(call.tool));
+        }),
+      ),
   }),
 };
 
@@ -155,7 +168,7 @@ export const RUNNERS: readonly Runner[] = [
     family: 'ai-sdk',
     start: ({ scenario, session, body }) => {
       const tools = wrapTools(aiTools(scenario, body), session, { costs: costsOf(scenario) });
-      return { call: (call) => aiTurn(call, tools, policyToolApproval(session)) };
+      return { turn: (calls) => aiTurn(calls, tools, policyToolApproval(session)) };
     },
   },
   {
@@ -164,14 +177,14 @@ export const RUNNERS: readonly Runner[] = [
     family: 'ai-sdk',
     start: ({ scenario, session, body }) => {
       const tools = wrapTools(aiTools(scenario, body), session, { costs: costsOf(scenario) });
-      return { call: (call) => aiTurn(call, tools, undefined) };
+      return { turn: (calls) => aiTurn(calls, tools, undefined) };
     },
   },
   {
     // policyToolApproval alone, on tools wrapTools did not wrap: the hook is the only check.
     name: 'ai-sdk policyToolApproval on unwrapped tools',
     family: 'ai-sdk approval hook',
-    start: ({ scenario, session, body }) => ({ call: (call) => aiTurn(call, aiTools(scenario, body), policyToolApproval(session, { costs: costsOf(scenario) })) }),
+    start: ({ scenario, session, body }) => ({ turn: (calls) => aiTurn(calls, aiTools(scenario, body), policyToolApproval(session, { costs: costsOf(scenario) })) }),
   },
   {
     // createAgent with LangChain's fakeModel() and the adapter's middleware (a checkpointer, for its interrupts).
@@ -182,8 +195,8 @@ export const RUNNERS: readonly Runner[] = [
       const middleware = agentPolicyMiddleware(session, { toolCosts: costsOf(scenario) });
       let turn = 0;
       return {
-        call: (call) => {
-          const agent = createAgent({ model: langchainModel(call), tools, middleware: [middleware], checkpointer: new MemorySaver() });
+        turn: (calls) => {
+          const agent = createAgent({ model: langchainModel(calls), tools, middleware: [middleware], checkpointer: new MemorySaver() });
           return agent.invoke({ messages: [new HumanMessage('go')] }, { configurable: { thread_id: `turn-${turn++}` } });
         },
       };
@@ -198,8 +211,8 @@ export const RUNNERS: readonly Runner[] = [
       const handler = new AgentPolicyCallbackHandler(session, { toolCosts: costsOf(scenario) });
       let turn = 0;
       return {
-        call: (call) => {
-          const agent = createAgent({ model: langchainModel(call), tools, checkpointer: new MemorySaver() });
+        turn: (calls) => {
+          const agent = createAgent({ model: langchainModel(calls), tools, checkpointer: new MemorySaver() });
           return agent.invoke({ messages: [new HumanMessage('go')] }, { configurable: { thread_id: `turn-${turn++}` }, callbacks: [handler] });
         },
       };
@@ -215,8 +228,8 @@ export const RUNNERS: readonly Runner[] = [
       const server = await startMockOpenAI();
       const client = wrapOpenAI(new OpenAI({ apiKey: 'test', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: costsOf(scenario) });
       return {
-        call: async (call) => {
-          server.reply({ toolCalls: [{ id: call.id, name: call.tool, arguments: JSON.stringify(call.input) }] });
+        turn: async (calls) => {
+          server.reply({ toolCalls: openaiToolCalls(calls) });
           const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100 });
           for (const returned of completion.choices[0]?.message.tool_calls ?? []) {
             if (returned.type !== 'function') continue;
@@ -242,8 +255,8 @@ export const RUNNERS: readonly Runner[] = [
         function: { name, description: name, parameters: { type: 'object', properties: { q: { type: 'string' }, x: { type: 'number' } } }, function: () => body(name) },
       }));
       return {
-        call: (call) => {
-          server.reply({ toolCalls: [{ id: call.id, name: call.tool, arguments: JSON.stringify(call.input) }] }, {});
+        turn: (calls) => {
+          server.reply({ toolCalls: openaiToolCalls(calls) }, {});
           return client.chat.completions.runTools({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100, tools }).finalChatCompletion();
         },
         close: () => server.close(),
@@ -279,7 +292,7 @@ function toolSpend(decisions: readonly Decision[]): number {
 
 const toolDecisions = (session: PolicySession): readonly Decision[] => session.report().decisions.filter((d) => d.action.type === 'tool');
 
-/** Runs a scenario's calls through `runner`, one per turn, and observes each. */
+/** Runs a scenario's turns through `runner` and observes each. */
 export async function runScenario(runner: Runner, scenario: Scenario): Promise<Outcome[]> {
   const policy = AgentPolicy.fromDict({ pricing: PRICING, ...scenario.policy(runner.toolName ?? ((name) => name)) });
   const answer = scenario.approver;
@@ -294,15 +307,15 @@ export async function runScenario(runner: Runner, scenario: Scenario): Promise<O
   const driver = await runner.start({ scenario, session, body });
   const outcomes: Outcome[] = [];
   try {
-    for (const call of scenario.calls) {
+    for (const turn of scenario.calls) {
       const before = runs;
       const seen = toolDecisions(session).length;
       // A denial, an approval request or the tool's own error ends the turn in each framework's own way; what it
       // did to the session is what is compared.
-      await driver.call(call).catch(() => undefined);
+      await driver.turn(Array.isArray(turn) ? turn : [turn]).catch(() => undefined);
       await new Promise((resolve) => setImmediate(resolve));
       const decisions = toolDecisions(session);
-      outcomes.push({ decisions: decisions.slice(seen).map((d) => `${d.decision}:${d.rule.section}`), ran: runs > before, spent: toolSpend(decisions) });
+      outcomes.push({ decisions: decisions.slice(seen).map((d) => `${d.decision}:${d.rule.section}`).sort(), runs: runs - before, spent: toolSpend(decisions) });
     }
   } finally {
     await driver.close?.();

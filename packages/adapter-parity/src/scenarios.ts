@@ -15,7 +15,7 @@ export interface ToolSpec {
   readonly behaviour?: Behaviour;
 }
 
-/** One tool call the model makes (each in its own turn). */
+/** One tool call the model makes. */
 export interface Call {
   readonly tool: string;
   readonly input: Readonly<Record<string, string | number>>;
@@ -23,12 +23,13 @@ export interface Call {
   readonly id: string;
 }
 
-/** What a call came to: what was recorded for it, whether the tool body ran, and the tools' spend after it. */
+/** What a turn came to: what was recorded in it, how many times a tool body ran, and the tools' spend after it. */
 export interface Outcome {
-  /** `decision:rule.section` of each tool decision recorded during the call, in order. */
+  /** `decision:rule.section` of each tool decision recorded during the turn, sorted (calls of one turn run side by side). */
   readonly decisions: readonly string[];
-  readonly ran: boolean;
-  /** USD the tool decisions of the session came to after the call (settled, or held while pending). */
+  /** Tool bodies run during the turn. */
+  readonly runs: number;
+  /** USD the tool decisions of the session came to after the turn (settled, or held while pending). */
   readonly spent: number;
 }
 
@@ -39,7 +40,11 @@ export interface Scenario {
   /** The policy (as a policy file is written); `tool` turns a tool's name into the action name the adapter uses. */
   readonly policy: (tool: (name: string) => string) => Record<string, unknown>;
   readonly tools: Readonly<Record<string, ToolSpec>>;
-  readonly calls: readonly Call[];
+  /**
+   * The turns, one after another: a call the model makes alone, or several it returns together (one response), which
+   * the framework runs as it runs parallel calls.
+   */
+  readonly calls: ReadonlyArray<Call | readonly Call[]>;
   /** The session's approver, asked in place for a call that needs approval: always yes, or always no. */
   readonly approver?: 'yes' | 'no';
   /**
@@ -48,7 +53,7 @@ export interface Scenario {
    * charged.
    */
   readonly compare?: readonly OutcomeField[];
-  /** What core's `runTool` gives for each call, by core's documented rules: the reference is checked against it. */
+  /** What core's `runTool` gives for each turn, by core's documented rules: the reference is checked against it. */
   readonly expected: readonly Outcome[];
   /**
    * A deliberate difference an adapter documents in its README, by adapter (the runner's `adapter`): that adapter's
@@ -57,21 +62,30 @@ export interface Scenario {
   readonly documented?: Readonly<Record<string, { readonly why: string; readonly outcomes: readonly Outcome[] }>>;
 }
 
-/** One call's outcome: the decisions recorded for it, whether the tool ran, and the tools' spend after it. */
-const outcome = (decisions: readonly string[], ran: boolean, spent: number): Outcome => ({ decisions, ran, spent });
+/** One turn's outcome: the decisions recorded in it, the tool runs, and the tools' spend after it. */
+const outcome = (decisions: readonly string[], runs: number, spent: number): Outcome => ({ decisions: [...decisions].sort(), runs, spent });
 
 /**
  * packages/mcp/README.md, "its response": an error result (the tool ran and failed) is charged. A handler that throws
  * reaches either gate only as such a result: McpServer turns any throw into `isError: true` text, and no status or
  * error class crosses the protocol, so a refusal (a 4xx, an agentpolicy error) cannot be told from a failure there.
  */
-const MCP_ERROR_RESULT_CHARGED = { why: 'MCP results carry no status: an error result is charged', outcomes: [outcome(['allow:default'], true, 0.25)] };
+const MCP_ERROR_RESULT_CHARGED = { why: 'MCP results carry no status: an error result is charged', outcomes: [outcome(['allow:default'], 1, 0.25)] };
 
 /**
  * packages/ai-sdk/README.md, `policyToolApproval`: for a tool `wrapTools` did not wrap, the hook is the only check and
  * its cost is charged when the hook lets the call run; the hook never sees how the tool's `execute` ends.
  */
-const HOOK_CHARGES_ON_RUN = { why: 'the approval hook alone charges when it lets the call run', outcomes: [outcome(['allow:default'], true, 0.25)] };
+/**
+ * packages/openai/README.md, "Tool calls": a response with a call that is not allowed is refused as a whole (the
+ * request rejects before the caller can run any of its calls), and the cost its allowed calls held is given back.
+ */
+const OPENAI_RESPONSE_REFUSED = (turns: ReadonlyArray<readonly string[]>) => ({
+  why: 'the wrapped client refuses a response with a call that is not allowed: none of its calls run',
+  outcomes: turns.map((decisions) => outcome(decisions, 0, 0)),
+});
+
+const HOOK_CHARGES_ON_RUN = { why: 'the approval hook alone charges when it lets the call run', outcomes: [outcome(['allow:default'], 1, 0.25)] };
 
 /** The tool input fields the scenarios use (every tool takes them, each optional). */
 export const INPUT_FIELDS = { q: 'string', x: 'number' } as const;
@@ -84,14 +98,14 @@ export const SCENARIOS: readonly Scenario[] = [
     policy: () => budget(1),
     tools: { search: { cost: 0.25 } },
     calls: [{ tool: 'search', input: { q: 'a' }, id: 'call_1' }],
-    expected: [outcome(['allow:default'], true, 0.25)],
+    expected: [outcome(['allow:default'], 1, 0.25)],
   },
   {
     name: 'a blocked tool',
     policy: (tool) => ({ ...budget(1), tools: { block: [tool('shell')] } }),
     tools: { shell: { cost: 0.25 } },
     calls: [{ tool: 'shell', input: { q: 'rm -rf /' }, id: 'call_1' }],
-    expected: [outcome(['deny:tools'], false, 0)],
+    expected: [outcome(['deny:tools'], 0, 0)],
   },
   {
     name: 'a rule that denies on the input',
@@ -101,7 +115,7 @@ export const SCENARIOS: readonly Scenario[] = [
       { tool: 'transfer', input: { x: 3 }, id: 'call_1' },
       { tool: 'transfer', input: { x: 10 }, id: 'call_2' },
     ],
-    expected: [outcome(['allow:default'], true, 0.1), outcome(['deny:rules'], false, 0.1)],
+    expected: [outcome(['allow:default'], 1, 0.1), outcome(['deny:rules'], 0, 0.1)],
   },
   {
     name: 'a limit of one call: the second is denied',
@@ -111,28 +125,28 @@ export const SCENARIOS: readonly Scenario[] = [
       { tool: 'search', input: { q: 'a' }, id: 'call_1' },
       { tool: 'search', input: { q: 'b' }, id: 'call_2' },
     ],
-    expected: [outcome(['allow:default'], true, 0.1), outcome(['deny:limits'], false, 0.1)],
+    expected: [outcome(['allow:default'], 1, 0.1), outcome(['deny:limits'], 0, 0.1)],
   },
   {
     name: 'a budget too small for the declared cost',
     policy: () => budget(0.5),
     tools: { search: { cost: 2 } },
     calls: [{ tool: 'search', input: { q: 'a' }, id: 'call_1' }],
-    expected: [outcome(['deny:budget'], false, 0)],
+    expected: [outcome(['deny:budget'], 0, 0)],
   },
   {
     name: 'a tool that throws a plain Error: charged',
     policy: () => budget(1),
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
-    expected: [outcome(['allow:default'], true, 0.25)],
+    expected: [outcome(['allow:default'], 1, 0.25)],
   },
   {
     name: 'a tool that throws with status 404: released',
     policy: () => budget(1),
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws 404' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
-    expected: [outcome(['allow:default'], true, 0)],
+    expected: [outcome(['allow:default'], 1, 0)],
     documented: { mcp: MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
   },
   {
@@ -140,14 +154,14 @@ export const SCENARIOS: readonly Scenario[] = [
     policy: () => budget(1),
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws 500' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
-    expected: [outcome(['allow:default'], true, 0.25)],
+    expected: [outcome(['allow:default'], 1, 0.25)],
   },
   {
     name: 'a tool that throws with statusCode 422: released',
     policy: () => budget(1),
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws statusCode 422' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
-    expected: [outcome(['allow:default'], true, 0)],
+    expected: [outcome(['allow:default'], 1, 0)],
     documented: { mcp: MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
   },
   {
@@ -155,7 +169,7 @@ export const SCENARIOS: readonly Scenario[] = [
     policy: () => budget(1),
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws an agentpolicy error' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
-    expected: [outcome(['allow:default'], true, 0)],
+    expected: [outcome(['allow:default'], 1, 0)],
     documented: { mcp: MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
   },
   {
@@ -164,7 +178,7 @@ export const SCENARIOS: readonly Scenario[] = [
     tools: { send_email: { cost: 0.25 } },
     approver: 'yes',
     calls: [{ tool: 'send_email', input: { q: 'bob@example.com' }, id: 'call_1' }],
-    expected: [outcome(['allow:approval'], true, 0.25)],
+    expected: [outcome(['allow:approval'], 1, 0.25)],
   },
   {
     name: "require_approval answered no by the session's approver",
@@ -172,15 +186,15 @@ export const SCENARIOS: readonly Scenario[] = [
     tools: { send_email: { cost: 0.25 } },
     approver: 'no',
     calls: [{ tool: 'send_email', input: { q: 'bob@example.com' }, id: 'call_1' }],
-    expected: [outcome(['deny:approver'], false, 0)],
+    expected: [outcome(['deny:approver'], 0, 0)],
   },
   {
     name: 'require_approval with no approver',
     policy: (tool) => ({ ...budget(1), approval: { require_for: [{ tool: tool('send_email') }] } }),
     tools: { send_email: { cost: 0.25 } },
     calls: [{ tool: 'send_email', input: { q: 'bob@example.com' }, id: 'call_1' }],
-    compare: ['ran', 'spent'],
-    expected: [outcome(['require_approval:approval'], false, 0)],
+    compare: ['runs', 'spent'],
+    expected: [outcome(['require_approval:approval'], 0, 0)],
   },
   {
     name: 'the same tool call id with other input is another call',
@@ -192,6 +206,32 @@ export const SCENARIOS: readonly Scenario[] = [
       { tool: 'search', input: { q: 'a' }, id: 'call_1' },
     ],
     // The third is the first call again after it ran: decided again, so the limit of two refuses it.
-    expected: [outcome(['allow:default'], true, 0.25), outcome(['allow:default'], true, 0.5), outcome(['deny:limits'], false, 0.5)],
+    expected: [outcome(['allow:default'], 1, 0.25), outcome(['allow:default'], 1, 0.5), outcome(['deny:limits'], 0, 0.5)],
+  },
+  {
+    name: 'two calls in one turn and a budget for one',
+    policy: () => budget(0.3),
+    tools: { search: { cost: 0.25 } },
+    calls: [
+      [
+        { tool: 'search', input: { q: 'a' }, id: 'call_1' },
+        { tool: 'search', input: { q: 'b' }, id: 'call_2' },
+      ],
+    ],
+    expected: [outcome(['allow:default', 'deny:budget'], 1, 0.25)],
+    documented: { openai: OPENAI_RESPONSE_REFUSED([['allow:default', 'deny:budget']]) },
+  },
+  {
+    name: 'two calls in one turn and a limit of one',
+    policy: (tool) => ({ ...budget(1), limits: [{ tool: tool('search'), max_calls: 1, per: '1h' }] }),
+    tools: { search: { cost: 0.1 } },
+    calls: [
+      [
+        { tool: 'search', input: { q: 'a' }, id: 'call_1' },
+        { tool: 'search', input: { q: 'b' }, id: 'call_2' },
+      ],
+    ],
+    expected: [outcome(['allow:default', 'deny:limits'], 1, 0.1)],
+    documented: { openai: OPENAI_RESPONSE_REFUSED([['allow:default', 'deny:limits']]) },
   },
 ];
