@@ -229,6 +229,7 @@ export const RUNNERS: readonly Runner[] = [
       const client = wrapOpenAI(new OpenAI({ apiKey: 'test', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: costsOf(scenario) });
       return {
         turn: async (calls) => {
+          server.reset();
           server.reply({ toolCalls: openaiToolCalls(calls) });
           const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100 });
           for (const returned of completion.choices[0]?.message.tool_calls ?? []) {
@@ -256,6 +257,8 @@ export const RUNNERS: readonly Runner[] = [
       }));
       return {
         turn: (calls) => {
+          // A turn refused before its follow-up request leaves that reply queued: each turn starts from none.
+          server.reset();
           server.reply({ toolCalls: openaiToolCalls(calls) }, {});
           return client.chat.completions.runTools({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100, tools }).finalChatCompletion();
         },

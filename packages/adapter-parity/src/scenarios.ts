@@ -108,6 +108,23 @@ export const SCENARIOS: readonly Scenario[] = [
     expected: [outcome(['deny:tools'], 0, 0)],
   },
   {
+    name: 'a tool outside tools.allow',
+    policy: (tool) => ({ ...budget(1), tools: { allow: [tool('search')] } }),
+    tools: { search: { cost: 0.1 }, shell: { cost: 0.1 } },
+    calls: [
+      { tool: 'shell', input: { q: 'ls' }, id: 'call_1' },
+      { tool: 'search', input: { q: 'a' }, id: 'call_2' },
+    ],
+    expected: [outcome(['deny:tools'], 0, 0), outcome(['allow:default'], 1, 0.1)],
+  },
+  {
+    name: 'shadow mode: a blocked tool runs, and the deny it would have been is recorded',
+    policy: (tool) => ({ ...budget(1), mode: 'shadow', tools: { block: [tool('shell')] } }),
+    tools: { shell: { cost: 0.25 } },
+    calls: [{ tool: 'shell', input: { q: 'ls' }, id: 'call_1' }],
+    expected: [outcome(['allow:default'], 1, 0.25)],
+  },
+  {
     name: 'a rule that denies on the input',
     policy: (tool) => ({ ...budget(1), rules: [{ deny: 'transfers over 5', tool: tool('transfer'), if: { 'input.x': { gt: 5 } } }] }),
     tools: { transfer: { cost: 0.1 } },
