@@ -251,4 +251,11 @@ export const SCENARIOS: readonly Scenario[] = [
     expected: [outcome(['allow:default', 'deny:limits'], 1, 0.1)],
     documented: { openai: OPENAI_RESPONSE_REFUSED([['allow:default', 'deny:limits']]) },
   },
+  {
+    name: 'a negative declared cost is refused',
+    policy: () => budget(1),
+    tools: { search: { cost: -1 } },
+    calls: [{ tool: 'search', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['deny:input'], 0, 0)],
+  },
 ];
