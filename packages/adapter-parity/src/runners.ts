@@ -307,6 +307,7 @@ export async function runScenario(runner: Runner, scenario: Scenario): Promise<O
     if (failure) throw failure;
     return `${name} done`;
   };
+  await scenario.before?.(policy, session);
   const driver = await runner.start({ scenario, session, body });
   const outcomes: Outcome[] = [];
   try {

@@ -1,3 +1,5 @@
+import type { AgentPolicy, PolicySession } from '@agentpolicy/core';
+
 /**
  * The scenarios every way of running a tool must agree on. Each is a policy, the tools it names (their declared cost
  * and what their body does) and a sequence of tool calls; core's `session.runTool` is the reference. A scenario is one
@@ -45,6 +47,8 @@ export interface Scenario {
    * the framework runs as it runs parallel calls.
    */
   readonly calls: ReadonlyArray<Call | readonly Call[]>;
+  /** Done to the policy and the session before the first turn (a halt, an ended session). */
+  readonly before?: (policy: AgentPolicy, session: PolicySession) => unknown;
   /** The session's approver, asked in place for a call that needs approval: always yes, or always no. */
   readonly approver?: 'yes' | 'no';
   /**
@@ -84,6 +88,14 @@ const OPENAI_RESPONSE_REFUSED = (turns: ReadonlyArray<readonly string[]>) => ({
   why: 'the wrapped client refuses a response with a call that is not allowed: none of its calls run',
   outcomes: turns.map((decisions) => outcome(decisions, 0, 0)),
 });
+
+/**
+ * packages/langchain/README.md (`beforeModel`, `wrapModelCall`, `handleChatModelStart`) and packages/openai/README.md
+ * ("Failure behaviour": refused before sending): these adapters govern the model call too, and refuse it first under
+ * a halt or after the session ended, so the model never returns a tool call to decide. (The AI SDK runners here do
+ * not wrap the model, so their tool call is what is refused.)
+ */
+const MODEL_CALL_REFUSED_FIRST = { why: 'the model call is refused first, so no tool call is made', outcomes: [outcome([], 0, 0)] };
 
 const HOOK_CHARGES_ON_RUN = { why: 'the approval hook alone charges when it lets the call run', outcomes: [outcome(['allow:default'], 1, 0.25)] };
 
@@ -250,6 +262,24 @@ export const SCENARIOS: readonly Scenario[] = [
     ],
     expected: [outcome(['allow:default', 'deny:limits'], 1, 0.1)],
     documented: { openai: OPENAI_RESPONSE_REFUSED([['allow:default', 'deny:limits']]) },
+  },
+  {
+    name: 'a halted policy runs nothing',
+    policy: () => budget(1),
+    tools: { search: { cost: 0.25 } },
+    before: (policy) => policy.halt('incident 42'),
+    calls: [{ tool: 'search', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['deny:halt'], 0, 0)],
+    documented: { langchain: MODEL_CALL_REFUSED_FIRST, openai: MODEL_CALL_REFUSED_FIRST },
+  },
+  {
+    name: 'an ended session runs nothing',
+    policy: () => budget(1),
+    tools: { search: { cost: 0.25 } },
+    before: (_policy, session) => session.end(),
+    calls: [{ tool: 'search', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['deny:session'], 0, 0)],
+    documented: { langchain: MODEL_CALL_REFUSED_FIRST, openai: MODEL_CALL_REFUSED_FIRST },
   },
   {
     name: 'a negative declared cost is refused',
