@@ -67,6 +67,11 @@ export class GovernedCall {
   /** The policy error that refused a redirect hop of this call; a retry of the call throws it before sending. */
   refusal: AgentPolicyError | undefined;
   private readonly onAbort = (): void => this.aborted();
+  /**
+   * The declared costs (`toolCosts`) the allowed tool calls of this response hold. A stream's calls are checked as
+   * each completes: if a later one is refused, the response is, and these are given back.
+   */
+  private readonly heldToolCosts: Reservation[] = [];
   private readonly settings: GovernorSettings;
   private readonly spec: RequestSpec;
   private reservation: Reservation | null;
@@ -341,7 +346,7 @@ export class GovernedCall {
     const toolRuns = runs instanceof ToolRuns ? runs : undefined;
     let failure: Error | undefined;
     // Allowed calls holding their declared cost: if the response is refused, they never run on these allows.
-    const held: Reservation[] = [];
+    const held = this.heldToolCosts;
     for (const call of calls) {
       const parsed = (await run?.inputOf(session, call)) ?? (await own?.inputOf(session, call));
       const input = parsed === undefined ? toolInputOf(call) : parsed.input;

@@ -688,6 +688,23 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
         expect(toolSpend(session)).toBe(0.1);
       });
 
+      it('a streamed response refused at a later call gives back the cost an earlier call of it held', async () => {
+        const { session, client } = setup({ ...blocked, budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        server.reply({ toolCalls: [{ id: 'call_ok', name: 'get_weather', arguments: '{}' }, { id: 'call_bad', name: 'send_email', arguments: '{}' }] });
+        const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true });
+        const read = async () => {
+          for await (const _chunk of stream) {
+            // read to the end
+          }
+        };
+        await expect(read()).rejects.toThrow(/blocked|not allowed/);
+        await settle();
+        // The calls of a stream are checked as each completes: the first was allowed (its cost held) before the
+        // second was refused. Before, its reservation stayed open until session.end() charged it.
+        expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([['allow', 'released'], ['deny', undefined]]);
+        expect(toolSpend(session)).toBe(0);
+      });
+
       it.each([
         ['returns', () => 'sunny', 0.1],
         ['throws a plain Error (it may have done the work): charged', () => { throw new Error('boom'); }, 0.1],
