@@ -17,8 +17,8 @@ import { MemorySaver } from '@langchain/langgraph';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { generateText, isStepCount, tool as aiTool } from 'ai';
-import { MockLanguageModelV4 } from 'ai/test';
+import { generateText, isStepCount, streamText, tool as aiTool } from 'ai';
+import { convertArrayToReadableStream, MockLanguageModelV4 } from 'ai/test';
 import { createAgent } from 'langchain';
 import OpenAI from 'openai';
 import { z } from 'zod';
@@ -135,6 +135,39 @@ function aiTurn(calls: readonly Call[], tools: ReturnType<typeof aiTools>, toolA
   });
 }
 
+/** One streamed AI SDK turn, read to its end: the mock model streams the tool calls, then an answer. */
+async function aiStreamTurn(calls: readonly Call[], tools: ReturnType<typeof aiTools>, toolApproval: ReturnType<typeof policyToolApproval>) {
+  const finish = (unified: 'tool-calls' | 'stop') => ({ type: 'finish' as const, finishReason: { unified, raw: unified }, usage: AI_USAGE });
+  const result = streamText({
+    model: new MockLanguageModelV4({
+      doStream: [
+        {
+          stream: convertArrayToReadableStream([
+            { type: 'stream-start' as const, warnings: [] },
+            ...calls.map((call) => ({ type: 'tool-call' as const, toolCallId: call.id, toolName: call.tool, input: JSON.stringify(call.input) })),
+            finish('tool-calls'),
+          ]),
+        },
+        {
+          stream: convertArrayToReadableStream([
+            { type: 'stream-start' as const, warnings: [] },
+            { type: 'text-start' as const, id: 't' },
+            { type: 'text-delta' as const, id: 't', delta: 'done' },
+            { type: 'text-end' as const, id: 't' },
+            finish('stop'),
+          ]),
+        },
+      ],
+    }),
+    tools,
+    toolApproval,
+    stopWhen: isStepCount(2),
+    prompt: 'go',
+  });
+  await result.consumeStream();
+  return result.steps;
+}
+
 /** The scenario's tools as LangChain tools. */
 const langchainTools = (scenario: Scenario, body: RunnerContext['body']) =>
   Object.keys(scenario.tools).map((name) => langchainTool(async () => body(name), { name, description: name, schema: INPUT_SCHEMA }));
@@ -169,6 +202,15 @@ export const RUNNERS: readonly Runner[] = [
     start: ({ scenario, session, body }) => {
       const tools = wrapTools(aiTools(scenario, body), session, { costs: costsOf(scenario) });
       return { turn: (calls) => aiTurn(calls, tools, policyToolApproval(session)) };
+    },
+  },
+  {
+    // The same with streamText, read to its end.
+    name: 'ai-sdk wrapTools + policyToolApproval, streamText',
+    family: 'ai-sdk',
+    start: ({ scenario, session, body }) => {
+      const tools = wrapTools(aiTools(scenario, body), session, { costs: costsOf(scenario) });
+      return { turn: (calls) => aiStreamTurn(calls, tools, policyToolApproval(session)) };
     },
   },
   {
@@ -232,6 +274,30 @@ export const RUNNERS: readonly Runner[] = [
           server.reset();
           server.reply({ toolCalls: openaiToolCalls(calls) });
           const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100 });
+          for (const returned of completion.choices[0]?.message.tool_calls ?? []) {
+            if (returned.type !== 'function') continue;
+            const name = returned.function.name;
+            const cost = scenario.tools[name]?.cost;
+            const input: unknown = JSON.parse(returned.function.arguments);
+            await session.runTool(name, { input, ...(cost !== undefined ? { cost } : {}), idempotencyKey: returned.id }, () => body(name));
+          }
+        },
+        close: () => server.close(),
+      };
+    },
+  },
+  {
+    // The client's stream() helper: the calls are checked as the stream completes each; the loop runs them.
+    name: 'openai wrapOpenAI stream() + runTool loop',
+    family: 'openai',
+    start: async ({ scenario, session, body }) => {
+      const server = await startMockOpenAI();
+      const client = wrapOpenAI(new OpenAI({ apiKey: 'test', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: costsOf(scenario) });
+      return {
+        turn: async (calls) => {
+          server.reset();
+          server.reply({ toolCalls: openaiToolCalls(calls) });
+          const completion = await client.chat.completions.stream({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100 }).finalChatCompletion();
           for (const returned of completion.choices[0]?.message.tool_calls ?? []) {
             if (returned.type !== 'function') continue;
             const name = returned.function.name;
