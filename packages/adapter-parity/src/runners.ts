@@ -335,14 +335,14 @@ export const RUNNERS: readonly Runner[] = [
   {
     // The client-side gate: the SDK's Client over the wrapped transport to a real McpServer (in memory).
     name: 'mcp wrapMcpTransport (client)',
-    family: 'mcp',
+    family: 'mcp client',
     toolName: mcpName,
     start: (context) => mcpPair(mcpServer(context), (transport) => wrapMcpTransport(transport, context.session, { server: MCP_SERVER, costs: costsOf(context.scenario) })),
   },
   {
     // The server-side gate on the McpServer; the client is a plain SDK Client.
     name: 'mcp gateMcpServer (server)',
-    family: 'mcp',
+    family: 'mcp server',
     toolName: mcpName,
     start: (context) => {
       const server = mcpServer(context);

@@ -70,9 +70,10 @@ export interface Scenario {
 const outcome = (decisions: readonly string[], runs: number, spent: number): Outcome => ({ decisions: [...decisions].sort(), runs, spent });
 
 /**
- * packages/mcp/README.md, "its response": an error result (the tool ran and failed) is charged. A handler that throws
- * reaches either gate only as such a result: McpServer turns any throw into `isError: true` text, and no status or
- * error class crosses the protocol, so a refusal (a 4xx, an agentpolicy error) cannot be told from a failure there.
+ * packages/mcp/README.md, "its response": on the client side an error result (the tool ran and failed) is charged. A
+ * handler that throws reaches the client only as such a result (McpServer turns any throw into `isError: true` text,
+ * and no status or error class crosses the protocol), so a refusal cannot be told from a failure there. The server
+ * side gate (`gateMcpServer` on an McpServer) sees the thrown error and applies core's rule.
  */
 const MCP_ERROR_RESULT_CHARGED = { why: 'MCP results carry no status: an error result is charged', outcomes: [outcome(['allow:default'], 1, 0.25)] };
 
@@ -176,7 +177,7 @@ export const SCENARIOS: readonly Scenario[] = [
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws 404' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
     expected: [outcome(['allow:default'], 1, 0)],
-    documented: { mcp: MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
+    documented: { 'mcp client': MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
   },
   {
     name: 'a tool that throws with status 500: charged',
@@ -191,7 +192,7 @@ export const SCENARIOS: readonly Scenario[] = [
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws statusCode 422' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
     expected: [outcome(['allow:default'], 1, 0)],
-    documented: { mcp: MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
+    documented: { 'mcp client': MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
   },
   {
     name: 'a tool that throws an agentpolicy error: released',
@@ -199,7 +200,7 @@ export const SCENARIOS: readonly Scenario[] = [
     tools: { fetch_page: { cost: 0.25, behaviour: 'throws an agentpolicy error' } },
     calls: [{ tool: 'fetch_page', input: { q: 'a' }, id: 'call_1' }],
     expected: [outcome(['allow:default'], 1, 0)],
-    documented: { mcp: MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
+    documented: { 'mcp client': MCP_ERROR_RESULT_CHARGED, 'ai-sdk approval hook': HOOK_CHARGES_ON_RUN },
   },
   {
     name: "require_approval answered yes by the session's approver",
