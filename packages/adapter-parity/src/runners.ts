@@ -108,6 +108,34 @@ async function mcpPair(server: McpServer, clientSide: (transport: InMemoryTransp
 /** The calls of one turn as the mock OpenAI server returns them. */
 const openaiToolCalls = (calls: readonly Call[]) => calls.map((call) => ({ id: call.id, name: call.tool, arguments: JSON.stringify(call.input) }));
 
+/** A wrapped OpenAI client on a local mock server, with the tools' costs: `checkToolCalls` decides what the model returns. */
+async function openaiClient({ scenario, session }: RunnerContext) {
+  const server = await startMockOpenAI();
+  return { server, client: wrapOpenAI(new OpenAI({ apiKey: 'test', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: costsOf(scenario) }) };
+}
+
+/** The README's own loop: each returned call run with session.runTool, its input, its cost and its call id. */
+async function openaiLoop(context: RunnerContext, complete: (client: OpenAI) => Promise<OpenAI.Chat.Completions.ChatCompletion>): Promise<Driver> {
+  const { scenario, session, body } = context;
+  const { server, client } = await openaiClient(context);
+  return {
+    turn: async (calls) => {
+      // A turn refused before its follow-up request leaves that reply queued: each turn starts from none.
+      server.reset();
+      server.reply({ toolCalls: openaiToolCalls(calls) });
+      const completion = await complete(client);
+      for (const returned of completion.choices[0]?.message.tool_calls ?? []) {
+        if (returned.type !== 'function') continue;
+        const name = returned.function.name;
+        const cost = scenario.tools[name]?.cost;
+        const input: unknown = JSON.parse(returned.function.arguments);
+        await session.runTool(name, { input, ...(cost !== undefined ? { cost } : {}), idempotencyKey: returned.id }, () => body(name));
+      }
+    },
+    close: () => server.close(),
+  };
+}
+
 /** The scenario's tools as AI SDK tools. */
 const aiTools = (scenario: Scenario, body: RunnerContext['body']) =>
   Object.fromEntries(Object.keys(scenario.tools).map((name) => [name, aiTool({ description: name, inputSchema: INPUT_SCHEMA, execute: async () => body(name) })]));
@@ -266,64 +294,28 @@ export const RUNNERS: readonly Runner[] = [
     // cost, as the adapter's README shows.
     name: 'openai wrapOpenAI + runTool loop',
     family: 'openai',
-    start: async ({ scenario, session, body }) => {
-      const server = await startMockOpenAI();
-      const client = wrapOpenAI(new OpenAI({ apiKey: 'test', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: costsOf(scenario) });
-      return {
-        turn: async (calls) => {
-          server.reset();
-          server.reply({ toolCalls: openaiToolCalls(calls) });
-          const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100 });
-          for (const returned of completion.choices[0]?.message.tool_calls ?? []) {
-            if (returned.type !== 'function') continue;
-            const name = returned.function.name;
-            const cost = scenario.tools[name]?.cost;
-            const input: unknown = JSON.parse(returned.function.arguments);
-            await session.runTool(name, { input, ...(cost !== undefined ? { cost } : {}), idempotencyKey: returned.id }, () => body(name));
-          }
-        },
-        close: () => server.close(),
-      };
-    },
+    start: (context) => openaiLoop(context, (client) => client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100 })),
   },
   {
     // The client's stream() helper: the calls are checked as the stream completes each; the loop runs them.
     name: 'openai wrapOpenAI stream() + runTool loop',
     family: 'openai',
-    start: async ({ scenario, session, body }) => {
-      const server = await startMockOpenAI();
-      const client = wrapOpenAI(new OpenAI({ apiKey: 'test', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: costsOf(scenario) });
-      return {
-        turn: async (calls) => {
-          server.reset();
-          server.reply({ toolCalls: openaiToolCalls(calls) });
-          const completion = await client.chat.completions.stream({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100 }).finalChatCompletion();
-          for (const returned of completion.choices[0]?.message.tool_calls ?? []) {
-            if (returned.type !== 'function') continue;
-            const name = returned.function.name;
-            const cost = scenario.tools[name]?.cost;
-            const input: unknown = JSON.parse(returned.function.arguments);
-            await session.runTool(name, { input, ...(cost !== undefined ? { cost } : {}), idempotencyKey: returned.id }, () => body(name));
-          }
-        },
-        close: () => server.close(),
-      };
-    },
+    start: (context) =>
+      openaiLoop(context, (client) => client.chat.completions.stream({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100 }).finalChatCompletion()),
   },
   {
     // The same client's runTools(): the client runs the functions, the wrapper hands it each one wrapped.
     name: 'openai wrapOpenAI + runTools()',
     family: 'openai',
-    start: async ({ scenario, session, body }) => {
-      const server = await startMockOpenAI();
-      const client = wrapOpenAI(new OpenAI({ apiKey: 'test', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: costsOf(scenario) });
+    start: async (context) => {
+      const { scenario, body } = context;
+      const { server, client } = await openaiClient(context);
       const tools = Object.keys(scenario.tools).map((name) => ({
         type: 'function' as const,
         function: { name, description: name, parameters: { type: 'object', properties: { q: { type: 'string' }, x: { type: 'number' } } }, function: () => body(name) },
       }));
       return {
         turn: (calls) => {
-          // A turn refused before its follow-up request leaves that reply queued: each turn starts from none.
           server.reset();
           server.reply({ toolCalls: openaiToolCalls(calls) }, {});
           return client.chat.completions.runTools({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'go' }], max_tokens: 100, tools }).finalChatCompletion();
