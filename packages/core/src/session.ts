@@ -26,12 +26,12 @@ import { parseTarget } from './domain.js';
 import { AgentPolicyError, decisionError, findPolicyError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { describe, formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
-import type { CompiledLimit } from './limits.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
 import type { PolicyEvaluator, PolicyProvider, PreparedAction, Verdict } from './policy-evaluator.js';
 import { haltVerdict, type HaltState, type HaltStore } from './halt.js';
 import { priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
-import { InMemoryRateLimitStore, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
+import { InMemoryRateLimitStore, type RateLimitStore } from './rate-limit-store.js';
+import { LimitCounter, NO_LIMITS, type LimitCount } from './limit-counter.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
 import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
@@ -173,47 +173,6 @@ interface DecisionExtra {
 
 type Mode = 'charge' | 'reserve';
 
-/** The verdict after the limits, and the slots taken (key, slot, key, slot, …) to give back unless allowed. */
-interface LimitCount {
-  verdict: Verdict;
-  /** Each slot taken: its key, then its id (a number from the in-memory store, a string from any other). */
-  held: readonly (string | number)[];
-}
-
-const NO_LIMITS: readonly CompiledLimit[] = Object.freeze([]);
-const NO_SLOTS: readonly (string | number)[] = Object.freeze([]);
-
-function describeRecorded(action: Action): string {
-  if (action.type === 'tool') return `tool ${JSON.stringify(action.name)}`;
-  if (action.type === 'http') return `request to ${action.domain}`;
-  return `cost (${action.source})`;
-}
-
-/** The denial of a full limit: which one, and when it lets a call through again. */
-/** The denial of a full limit (also what a replay of an audit log reports). */
-export function limitVerdict(limit: CompiledLimit, resetAtMs: number | null, action: Action): Verdict {
-  const shared = limit.scope === 'budget' ? ' across sessions sharing the budget' : '';
-  let when: string;
-  if (resetAtMs === null) when = limit.scope === 'budget' ? 'no more such calls under this budget' : 'no more such calls in this session';
-  else {
-    const seconds = Math.max(0, Math.ceil((resetAtMs - Date.now()) / 1000));
-    when = `the window reopens at ${new Date(resetAtMs).toISOString()} (in ${seconds}s)`;
-  }
-  const per = limit.windowMs === null ? (limit.scope === 'budget' ? 'per budget' : 'per session') : `per ${limit.per}`;
-  return {
-    decision: 'deny',
-    reason: `${describeRecorded(action)} reached limits[${limit.index}]: ${limit.maxCalls} call${limit.maxCalls === 1 ? '' : 's'} ${per}${shared}; ${when}`,
-    rule: { section: 'limits', index: limit.index, maxCalls: limit.maxCalls, per: limit.per, scope: limit.scope, resetAt: resetAtMs === null ? null : new Date(resetAtMs).toISOString() },
-    approvedRule: false,
-  };
-}
-
-/** A full shadowed limit comes before budget and approval: it replaces a shadow outcome from after the limits. */
-function withLimitShadow(verdict: Verdict, shadowHit: Verdict | undefined): Verdict {
-  if (shadowHit === undefined || (verdict.shadow !== undefined && verdict.shadowAfterLimits !== true)) return verdict;
-  return { ...verdict, shadow: { decision: shadowHit.decision, reason: shadowHit.reason, rule: shadowHit.rule }, shadowAfterLimits: false };
-}
-
 /**
  * One agent run under a policy. The session coordinates: it reads each action once, asks the policy, holds or
  * charges money in its {@link BudgetLedger}, asks the approver, and records the decision in its {@link AuditTrail}.
@@ -245,12 +204,7 @@ export class PolicySession {
   /** Set once the halt store has answered with a promise (a shared store: each read is a round trip). */
   private haltsAnswerLater = false;
   private readonly ledger: BudgetLedger;
-  private readonly limitStore: RateLimitStore;
-  private readonly localLimits: InMemoryRateLimitStore | undefined;
-  // The store key of each limit this session counted, by the limit's index, with the limit it was built for: a policy
-  // change can put another limit at an index, and that one has a key of its own.
-  private readonly limitKeys: string[] = [];
-  private readonly limitKeyOwners: CompiledLimit[] = [];
+  private readonly limits: LimitCounter;
   private readonly trail: AuditTrail;
   private readonly keys = new CallKeys();
   private readonly callKeyStore: CallKeyStore | undefined;
@@ -276,7 +230,6 @@ export class PolicySession {
   private seq = 0;
   // The system time (ms) the limits of the check being decided were counted at, or 0: set and cleared within one
   // synchronous step, so the decision made in it is stamped with that instant without reading the clock again.
-  private clockMs = 0;
   // What this session's decisions name as their maker in their stamp: a token, not the session, so a decision kept
   // by the application never keeps the whole session (its audit trail, its stores) alive.
   private readonly stampOwner: object = Object.freeze({});
@@ -323,9 +276,7 @@ export class PolicySession {
       options.leaseTtlMs ?? 900_000,
       policy.normalized.mode === 'enforce',
     );
-    this.limitStore = options.limitStore ?? new InMemoryRateLimitStore();
-    // The in-memory store (exactly that class: a subclass may change what take does) is counted without allocating.
-    this.localLimits = this.limitStore instanceof InMemoryRateLimitStore && Object.getPrototypeOf(this.limitStore) === InMemoryRateLimitStore.prototype ? this.limitStore : undefined;
+    this.limits = new LimitCounter(options.limitStore ?? new InMemoryRateLimitStore(), this.id, this.ledger.budget.key);
     this.callKeyStore = options.callKeys;
     this.keyedCalls = options.callKeys === undefined ? undefined : new WeakMap();
     this.limitSlotsHeld = options.callKeys === undefined ? undefined : new WeakMap();
@@ -1143,12 +1094,12 @@ export class PolicySession {
     const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
     if (limits.length === 0) return this.conclude(prepared, verdict, bound, answer, approved, mode);
     try {
-      const counted = this.countLimits(limits, prepared.action, verdict);
+      const counted = this.limits.count(limits, prepared.action, verdict);
       return counted instanceof Promise
         ? counted.then((outcome) => this.concludeCounted(prepared, outcome, bound, answer, approved, mode))
         : this.concludeCounted(prepared, counted, bound, answer, approved, mode);
     } finally {
-      this.clockMs = 0;
+      this.limits.clockMs = 0;
     }
   }
 
@@ -1227,7 +1178,7 @@ export class PolicySession {
     const held = this.limitSlotsHeld?.get(decision);
     if (held !== undefined) {
       try {
-        await this.giveBack(held);
+        await this.limits.giveBack(held);
       } catch {
         // The limit store is down too: the slots stay taken (fewer calls, never more).
       }
@@ -1266,138 +1217,19 @@ export class PolicySession {
     if (decision instanceof Promise) {
       return decision.then(
         (settled) => {
-          if (settled.decision !== 'allow') return this.giveBackThen(held, settled);
+          if (settled.decision !== 'allow') return this.limits.giveBackThen(held, settled);
           this.limitSlotsHeld?.set(settled, held);
           return settled;
         },
         async (error: unknown) => {
-          await this.giveBack(held);
+          await this.limits.giveBack(held);
           throw error;
         },
       );
     }
-    if (decision.decision !== 'allow') return this.giveBackThen(held, decision);
+    if (decision.decision !== 'allow') return this.limits.giveBackThen(held, decision);
     this.limitSlotsHeld?.set(decision, held);
     return decision;
-  }
-
-  private giveBackThen(held: readonly (string | number)[], decision: Decision): Decision | Promise<Decision> {
-    const done = this.giveBack(held);
-    return done instanceof Promise ? done.then(() => decision) : decision;
-  }
-
-  private giveBack(held: readonly (string | number)[]): void | Promise<void> {
-    const pending: Promise<void>[] = [];
-    for (let i = 0; i < held.length; i += 2) {
-      const slot = held[i + 1];
-      if (typeof slot === 'number') {
-        (this.localLimits as InMemoryRateLimitStore).giveBackAt(held[i] as string, slot);
-        continue;
-      }
-      const done = this.limitStore.giveBack(held[i] as string, slot as string);
-      if (done instanceof Promise) pending.push(done);
-    }
-    if (pending.length > 0) return Promise.all(pending).then(() => undefined);
-  }
-
-  /** The scope id of `scope: budget` limits: every session that shares the budget key shares those counts. */
-  private get budgetScopeId(): string {
-    return this.ledger.budget.key;
-  }
-
-  /** The store key of a limit for this session, built once (a flat string, so the store hashes it once). */
-  private limitKey(limit: CompiledLimit): string {
-    if (this.limitKeyOwners[limit.index] === limit) return this.limitKeys[limit.index] as string;
-    const key = `${limit.keyPrefix}${limit.scope === 'budget' ? this.budgetScopeId : this.id}`;
-    this.limitKeys[limit.index] = key;
-    this.limitKeyOwners[limit.index] = limit;
-    return key;
-  }
-
-  /**
-   * Takes a slot of every limit the action meets, in order. A full enforced limit denies (slots already taken are
-   * given back); a full shadowed one is recorded as the shadow outcome. Synchronous while the store is.
-   */
-  private countLimits(limits: readonly CompiledLimit[], action: Action, verdict: Verdict): LimitCount | Promise<LimitCount> {
-    const local = this.localLimits;
-    if (local !== undefined) return this.countLocalLimits(local, limits, action, verdict);
-    const held: string[] = [];
-    let shadowHit: Verdict | undefined;
-    for (let i = 0; i < limits.length; i++) {
-      const limit = limits[i] as CompiledLimit;
-      const key = this.limitKey(limit);
-      const taken = this.limitStore.take(key, limit.maxCalls, limit.windowMs);
-      if (taken instanceof Promise) return this.countLimitsAsync(limits, i, taken, key, held, shadowHit, action, verdict);
-      if (taken.ok) held.push(key, taken.slot);
-      else if (limit.enforced) return this.limitDenied(limit, taken.resetAtMs, action, verdict, held, shadowHit);
-      else shadowHit ??= limitVerdict(limit, taken.resetAtMs, action);
-    }
-    return { verdict: withLimitShadow(verdict, shadowHit), held };
-  }
-
-  // The same with the in-memory store, without allocating: one clock read for all the limits, slot ids as numbers.
-  private countLocalLimits(local: InMemoryRateLimitStore, limits: readonly CompiledLimit[], action: Action, verdict: Verdict): LimitCount {
-    // Sized once (the key and slot of each limit); a literal grown by push would allocate more on every check.
-    // oxlint-disable-next-line unicorn/no-new-array
-    const held: (string | number)[] = new Array(limits.length * 2);
-    let count = 0;
-    let shadowHit: Verdict | undefined;
-    const now = local.clock();
-    // The same instant stamps the decision made right after (see makeDecision).
-    if (local.systemClock) this.clockMs = now;
-    for (let i = 0; i < limits.length; i++) {
-      const limit = limits[i] as CompiledLimit;
-      const key = this.limitKey(limit);
-      const slot = local.takeAt(key, limit.maxCalls, limit.windowMs, now);
-      if (slot > 0) {
-        held[count++] = key;
-        held[count++] = slot;
-      } else if (limit.enforced) {
-        held.length = count;
-        return this.limitDenied(limit, local.lastResetAtMs, action, verdict, held, shadowHit) as LimitCount;
-      } else shadowHit ??= limitVerdict(limit, local.lastResetAtMs, action);
-    }
-    held.length = count;
-    return { verdict: withLimitShadow(verdict, shadowHit), held };
-  }
-
-  private async countLimitsAsync(
-    limits: readonly CompiledLimit[],
-    from: number,
-    first: Promise<RateLimitTake>,
-    firstKey: string,
-    held: string[],
-    shadowHit: Verdict | undefined,
-    action: Action,
-    verdict: Verdict,
-  ): Promise<LimitCount> {
-    let pending: Promise<RateLimitTake> | undefined = first;
-    let key = firstKey;
-    try {
-      for (let i = from; i < limits.length; i++) {
-        const limit = limits[i] as CompiledLimit;
-        if (pending === undefined) key = this.limitKey(limit);
-        const taken = await (pending ?? this.limitStore.take(key, limit.maxCalls, limit.windowMs));
-        pending = undefined;
-        if (taken.ok) held.push(key, taken.slot);
-        else if (limit.enforced) return await this.limitDenied(limit, taken.resetAtMs, action, verdict, held, shadowHit);
-        else shadowHit ??= limitVerdict(limit, taken.resetAtMs, action);
-      }
-    } catch (error) {
-      await this.giveBack(held);
-      throw error;
-    }
-    return { verdict: withLimitShadow(verdict, shadowHit), held };
-  }
-
-  private limitDenied(limit: CompiledLimit, resetAtMs: number | null, action: Action, verdict: Verdict, held: readonly (string | number)[], shadowHit: Verdict | undefined): LimitCount | Promise<LimitCount> {
-    const denied = limitVerdict(limit, resetAtMs, action);
-    // A shadow outcome that comes before the limits (or an earlier shadowed limit) is still what would have decided.
-    if (verdict.shadow !== undefined && verdict.shadowAfterLimits !== true) denied.shadow = verdict.shadow;
-    else if (shadowHit !== undefined) denied.shadow = { decision: shadowHit.decision, reason: shadowHit.reason, rule: shadowHit.rule };
-    const outcome: LimitCount = { verdict: denied, held: NO_SLOTS };
-    const done = this.giveBack(held);
-    return done instanceof Promise ? done.then(() => outcome) : outcome;
   }
 
   // An action that needs approval and has none that counts: the approver is asked, or a request is raised.
@@ -1582,7 +1414,8 @@ export class PolicySession {
     const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
     const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
     const identity = prepared.identity;
-    const timestamp = this.clockMs !== 0 ? isoAt(this.clockMs) : isoNow();
+    const clockMs = this.limits.clockMs;
+    const timestamp = clockMs !== 0 ? isoAt(clockMs) : isoNow();
     const seq = id === this.lastId ? this.seq : this.parseSeq(id);
     let decision: Record<string, unknown>;
     if (!identity.hashed) {
