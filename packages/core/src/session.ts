@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { ActionIdentity } from './action-fingerprint.js';
 import { prepareAction, withOptions, type ActionInput, type CheckCostOptions, type CheckHttpOptions, type CheckToolOptions, type Prepared } from './action-input.js';
 import { InMemoryApprovalStore, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
 import {
@@ -15,13 +14,13 @@ import {
   type Approver,
   type BoundApprovalAnswer,
 } from './approvals.js';
-import { AuditTrail, isoAt, isoNow, type SessionReport } from './audit-trail.js';
+import { AuditTrail, type SessionReport } from './audit-trail.js';
 import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
 import { CallKeys, UsedAllows } from './call-keys.js';
 import type { CallKeyRef, CallKeyStore } from './call-key-store.js';
-import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, HttpAction, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
+import type { Action, ApprovalRecord, Decision, HttpAction, Metadata, RuleRef, UnusedAnswer } from './decision.js';
 import { parseTarget } from './domain.js';
 import { AgentPolicyError, decisionError, findPolicyError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
@@ -38,6 +37,7 @@ import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
 import { createPolicyLookup, type LookupFunction, type PolicyLookupOptions } from './address-lookup.js';
 import { sessionSinks, type DecisionSink } from './decision-sink.js';
 import { withReportInspect } from './format-report.js';
+import { DecisionRecords, identityOf, type DecisionExtra } from './decision-record.js';
 
 /** Options of {@link AgentPolicy.session}. */
 export interface SessionOptions {
@@ -164,13 +164,6 @@ export interface ApprovalTokenOptions {
 
 const DAY_MS = 86_400_000;
 
-/** Extra fields a decision may carry. */
-interface DecisionExtra {
-  readonly approvalRequest?: ApprovalRequestRef;
-  readonly unusedAnswer?: UnusedAnswer;
-  readonly settlement?: Settlement;
-}
-
 type Mode = 'charge' | 'reserve';
 
 /**
@@ -227,16 +220,7 @@ export class PolicySession {
   // decision keeps its id).
   private readonly used = new UsedAllows();
   private readonly approvals: SessionApprovals;
-  private seq = 0;
-  // The system time (ms) the limits of the check being decided were counted at, or 0: set and cleared within one
-  // synchronous step, so the decision made in it is stamped with that instant without reading the clock again.
-  // What this session's decisions name as their maker in their stamp: a token, not the session, so a decision kept
-  // by the application never keeps the whole session (its audit trail, its stores) alive.
-  private readonly stampOwner: object = Object.freeze({});
-  // The id nextId handed out last (its sequence number is `seq`).
-  private lastId = '';
-  // `<session id>:`, built once: a decision id is this and a sequence number.
-  private readonly idPrefix: string;
+  private readonly records: DecisionRecords;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
   private endedMs: number | null = null;
@@ -264,7 +248,7 @@ export class PolicySession {
     this.id = options.id ?? randomUUID();
     // With call keys shared by the processes of one session, each session object numbers its decisions under a tag
     // of its own (`<session id>:<tag>.<n>`), so two processes never record two different decisions under one id.
-    this.idPrefix = options.callKeys === undefined ? `${this.id}:` : `${this.id}:${randomUUID().slice(0, 8)}.`;
+    this.records = new DecisionRecords(this.id, options.callKeys === undefined ? `${this.id}:` : `${this.id}:${randomUUID().slice(0, 8)}.`);
     const budget = policy.normalized.budget;
     this.ledger = new BudgetLedger(
       options.store ?? new InMemoryBudgetStore(),
@@ -394,7 +378,7 @@ export class PolicySession {
 
   // An allow this session object made and already used (or spent when it was stopped and its money given back).
   private spentHere(decision: Decision): boolean {
-    const seq = DecisionStamp.seq(decision, this.stampOwner);
+    const seq = this.records.stampedSeq(decision);
     return seq !== undefined && this.used.has(seq);
   }
 
@@ -411,7 +395,7 @@ export class PolicySession {
       }
       // Only a decision this session object made counts here (its stamp): with the same session id in several
       // processes, an id alone could name another process's decision, and a settled copy has run already.
-      if (DecisionStamp.seq(decision, this.stampOwner) === undefined) return false;
+      if (this.records.stampedSeq(decision) === undefined) return false;
     }
     const seq = this.seqOf(decision);
     if (seq === 0 || this.used.has(seq)) return false;
@@ -484,7 +468,7 @@ export class PolicySession {
   private giveBackStopped(decision: Decision): Promise<unknown> | undefined {
     const reservation = this.reservations.get(decision);
     if (reservation === undefined || reservation.settled) return undefined;
-    const seq = DecisionStamp.seq(decision, this.stampOwner);
+    const seq = this.records.stampedSeq(decision);
     if (seq !== undefined) this.used.add(seq);
     const keyed = this.keyedCalls?.get(decision);
     const spent = keyed === undefined ? undefined : Promise.resolve().then(() => (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token));
@@ -1388,49 +1372,15 @@ export class PolicySession {
   }
 
   private nextId(): string {
-    const id = this.idPrefix + ++this.seq;
-    this.lastId = id;
-    return id;
+    return this.records.nextId();
   }
 
-  // The sequence number of one of this session's decisions (its id is `<session id>:<n>`), or 0. Read from the
-  // decision's stamp when this session made it; parsed from the id otherwise (a settled copy, a decision read back).
   private seqOf(decision: Decision): number {
-    const stamped = DecisionStamp.seq(decision, this.stampOwner);
-    if (stamped !== undefined) return stamped;
-    return this.parseSeq(decision.id);
+    return this.records.seqOf(decision);
   }
 
-  private parseSeq(id: unknown): number {
-    if (typeof id !== 'string' || id.length <= this.idPrefix.length || !id.startsWith(this.idPrefix)) return 0;
-    const seq = Number(id.slice(this.idPrefix.length));
-    return Number.isSafeInteger(seq) && seq > 0 && seq <= this.seq ? seq : 0;
-  }
-
-  // Decisions are frozen values: nothing outside the session can change what it recorded.
-  // The fingerprint is a plain value once it has been worked out, and an accessor that works it out on first read
-  // until then (see LazyDecision): most decisions are never asked for it.
   private makeDecision(prepared: Prepared, verdict: Verdict, id: string, approval: ApprovalRecord | undefined, extra?: DecisionExtra): Decision {
-    const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
-    const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
-    const identity = prepared.identity;
-    const clockMs = this.limits.clockMs;
-    const timestamp = clockMs !== 0 ? isoAt(clockMs) : isoNow();
-    const seq = id === this.lastId ? this.seq : this.parseSeq(id);
-    let decision: Record<string, unknown>;
-    if (!identity.hashed) {
-      decision = new LazyDecision(id, this.id, prepared.policyHash, verdict.decision, reason, rule, prepared.action, approval !== undefined, timestamp);
-      if (approval !== undefined) decision['approval'] = approval;
-    } else if (approval !== undefined) {
-      decision = { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp, approval };
-    } else {
-      decision = { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp };
-    }
-    new DecisionStamp(decision, identity, this.stampOwner, seq);
-    if (extra !== undefined) Object.assign(decision, extra);
-    const shadow = verdict.shadow;
-    if (shadow !== undefined) decision['shadow'] = Object.freeze({ decision: shadow.decision, reason: shadow.reason, rule: Object.freeze(shadow.rule) });
-    return Object.freeze(decision) as unknown as Decision;
+    return this.records.make(prepared, verdict, id, approval, extra, this.limits.clockMs);
   }
 
   // Records a decision that lets nothing run (a deny), or spend that already happened: a sink failure is a warning.
@@ -1491,81 +1441,6 @@ export class PolicySession {
 
 function haltFailure(error: unknown): HaltState {
   return { reason: `the halt store cannot be read (${boundString((error as Error)?.message ?? String(error))}), so the action is denied`, at: new Date().toISOString() };
-}
-
-// A decision's identity, the session that made it and its sequence number ride on the decision itself, in private
-// fields (stamped onto the plain object, so the decision stays a plain object: no prototype, no extra key, nothing
-// JSON, spread or equality would see). A copy carries no stamp.
-class ReturnTarget {
-  constructor(target: object) {
-    // Returning the target makes the subclass stamp its private field onto it.
-    return target as ReturnTarget;
-  }
-}
-class DecisionStamp extends ReturnTarget {
-  readonly #identity: ActionIdentity;
-  readonly #owner: object;
-  readonly #seq: number;
-  constructor(target: object, identity: ActionIdentity, owner: object, seq: number) {
-    super(target);
-    this.#identity = identity;
-    this.#owner = owner;
-    this.#seq = seq;
-  }
-  static read(target: object): ActionIdentity | undefined {
-    return #identity in target ? (target as DecisionStamp).#identity : undefined;
-  }
-  /** The sequence number of a decision `owner` made, or undefined for any other. */
-  static seq(target: object, owner: object): number | undefined {
-    return #identity in target && (target as DecisionStamp).#owner === owner ? (target as DecisionStamp).#seq : undefined;
-  }
-}
-
-// One getter for every such decision, so they all share one shape.
-const FINGERPRINT: PropertyDescriptor = Object.freeze({
-  get(this: object): string {
-    return (DecisionStamp.read(this) as ActionIdentity).fingerprint;
-  },
-  enumerable: true,
-  configurable: false,
-});
-
-/**
- * A decision whose `fingerprint` is an own enumerable accessor that works the SHA-256 out on first read (from the
- * identity's frozen snapshot, so it is the fingerprint of the action as it was checked). JSON, spread, structured
- * clone and the audit sinks read it like a value. Built by a constructor whose instances are plain objects (their
- * prototype is Object.prototype): every field sits inside the object, where a literal extended afterwards would
- * allocate and grow a separate property store on every decision.
- */
-function lazyDecision(
-  this: Record<string, unknown>,
-  id: string,
-  sessionId: string,
-  policyHash: string,
-  value: Decision['decision'],
-  reason: string,
-  rule: RuleRef,
-  action: Action,
-  approved: boolean,
-  timestamp: string,
-): void {
-  this['id'] = id;
-  this['sessionId'] = sessionId;
-  Object.defineProperty(this, 'fingerprint', FINGERPRINT);
-  this['policyHash'] = policyHash;
-  this['decision'] = value;
-  this['reason'] = reason;
-  this['rule'] = rule;
-  this['action'] = action;
-  this['approved'] = approved;
-  this['timestamp'] = timestamp;
-}
-const LazyDecision = lazyDecision as unknown as new (...args: Parameters<typeof lazyDecision>) => Record<string, unknown>;
-(LazyDecision as unknown as { prototype: object }).prototype = Object.prototype;
-
-/** The identity of a decision this session made. */
-function identityOf(decision: Decision): ActionIdentity {
-  return DecisionStamp.read(decision) ?? ActionIdentity.known(decision.fingerprint);
 }
 
 // The action input a recorded action was checked as (its fingerprint tells whether the record kept all of it).
