@@ -35,7 +35,7 @@ import { createReservation, type Reservation, type ReservationContext } from './
 import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
 import { createPolicyLookup, type LookupFunction, type PolicyLookupOptions } from './address-lookup.js';
-import { sessionSinks, type DecisionSink } from './decision-sink.js';
+import { DecisionPublisher, sessionSinks, type DecisionSink } from './decision-sink.js';
 import { withReportInspect } from './format-report.js';
 import { DecisionRecords, identityOf, type DecisionExtra } from './decision-record.js';
 
@@ -205,7 +205,7 @@ export class PolicySession {
   private readonly keyedCalls: WeakMap<Decision, { call: CallKeyRef; token: string }> | undefined;
   private readonly settling: ReservationContext;
   private readonly pending = new Set<Reservation>();
-  private readonly sinks: readonly DecisionSink[];
+  private readonly publisher: DecisionPublisher;
   private readonly reservations = new WeakMap<Decision, Reservation>();
   /** The groups of {@link reserveModelCalls} are reserved one at a time: the end of the last one queued. */
   private groupsReserved: Promise<void> = Promise.resolve();
@@ -269,13 +269,13 @@ export class PolicySession {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'inlineApprovals must be true or false');
     }
     this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret, options.inlineApprovals ?? true);
-    this.sinks = sessionSinks(options.sinks, options.telemetry !== false);
+    this.publisher = new DecisionPublisher(options.onDecision, options.onDecisionError ?? 'deny', sessionSinks(options.sinks, options.telemetry !== false));
     this.settling = {
       ledger: this.ledger,
       trail: this.trail,
       pending: this.pending,
       priceUsage: (usage) => this.priceUsage(usage),
-      settled: (decision) => this.publishSettlement(decision),
+      settled: (decision) => this.publisher.settled(decision, this),
     };
     this.fetch = createPolicyFetch(this);
     this.lookup = this.createLookup();
@@ -1271,7 +1271,7 @@ export class PolicySession {
       mode === 'reserve'
         ? this.makeDecision(prepared, verdict, id, approval, { settlement: Object.freeze({ status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) }) })
         : this.makeDecision(prepared, verdict, id, approval);
-    const failure = this.publish(decision, true);
+    const failure = this.publisher.publish(decision, this, true);
     if (failure !== undefined) {
       const givenBack = costNanos <= 0 ? undefined : lease !== undefined ? this.ledger.release(lease) : this.ledger.refund(costNanos);
       const denied = this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
@@ -1386,56 +1386,19 @@ export class PolicySession {
   // Records a decision that lets nothing run (a deny), or spend that already happened: a sink failure is a warning.
   private record(decision: Decision): Decision {
     this.trail.add(decision);
-    this.publish(decision, false);
+    this.publisher.publish(decision, this, false);
     return decision;
   }
 
   // Records a require_approval: if the sink fails it was not audited, so it becomes a deny.
   private recordGated(decision: Decision): Decision {
-    const failure = this.publish(decision, true);
+    const failure = this.publisher.publish(decision, this, true);
     if (failure === undefined) {
       this.trail.add(decision);
       return decision;
     }
     const prepared = { policyHash: decision.policyHash, action: decision.action, identity: identityOf(decision), prepared: null, invalid: null };
     return this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
-  }
-
-  // Hands a decision to the onDecision sink. Returns the error when the sink threw and that must stop the action.
-  // The sinks (an audit log, OpenTelemetry) are sinks like onDecision: one that throws did not record the decision.
-  private publish(decision: Decision, gated: boolean): unknown {
-    const listener = this.options.onDecision;
-    let failure: unknown;
-    if (listener) {
-      try {
-        listener(decision);
-      } catch (error) {
-        process.emitWarning(`agentpolicy: onDecision threw: ${boundString((error as Error)?.message ?? String(error))}`);
-        failure = error ?? new Error('onDecision threw');
-        // Denied instead: the sinks are given that deny, not this decision.
-        if (gated && this.options.onDecisionError !== 'warn') return failure;
-      }
-    }
-    for (const sink of this.sinks) {
-      try {
-        sink.decision(decision, this);
-      } catch (error) {
-        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
-        failure ??= error ?? new Error('a decision sink threw');
-      }
-    }
-    return failure !== undefined && gated && this.options.onDecisionError !== 'warn' ? failure : undefined;
-  }
-
-  // A settlement is spend that happened: a sink that fails is reported, never undone.
-  private publishSettlement(decision: Decision): void {
-    for (const sink of this.sinks) {
-      try {
-        sink.settlement?.(decision, this);
-      } catch (error) {
-        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
-      }
-    }
   }
 }
 
