@@ -720,6 +720,21 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
         expect(session.pendingReservations).toBe(0);
       });
 
+      it('a call that needs approval, answered elsewhere, runs once with its cost and is charged once', async () => {
+        const { session, client } = setup({ budget: 1, approvalRules: [{ tool: 'send_email' }] }, { checkToolCalls: true, toolCosts: { send_email: 0.2 } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'send_email', arguments: '{"to":"bob@example.com"}' }] });
+        const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER }).catch((e: unknown) => e);
+        expect(ApprovalRequiredError.isInstance(error)).toBe(true);
+        const requestId = (error as ApprovalRequiredError).decision.approvalRequest!.id;
+        expect(toolSpend(session)).toBe(0);
+        await session.resolveApproval(requestId, { approved: true, by: 'alice' });
+        let sent = 0;
+        await session.runTool('send_email', { input: { to: 'bob@example.com' }, cost: 0.2, idempotencyKey: 'call_1', approval: { requestId } }, () => ++sent);
+        expect(sent).toBe(1);
+        expect(toolDecisions(session).map((d) => `${d.decision}:${d.settlement?.status ?? '-'}`)).toEqual(['require_approval:-', 'allow:committed']);
+        expect(toolSpend(session)).toBe(0.2);
+      });
+
       it('a cost function that throws denies the call', async () => {
         const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: () => { throw new Error('no price list'); } });
         server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }] });
