@@ -24,3 +24,20 @@ export function toolCost(costs: ToolCosts | undefined, name: string, args: unkno
     return { cost: Number.NaN, error: (error as Error)?.message ?? String(error) };
   }
 }
+
+/**
+ * Reads the `toolCosts` option: a function is kept as it is; a map is copied, each entry a finite USD amount ≥ 0.
+ * Anything else is a TypeError naming the entry, so a cost is never silently read as none.
+ */
+export function readToolCosts(costs: unknown): ToolCosts | undefined {
+  if (costs === undefined || typeof costs === 'function') return costs as ToolCosts | undefined;
+  if (typeof costs !== 'object' || costs === null || Array.isArray(costs)) {
+    throw new TypeError('wrapOpenAI: toolCosts must be { [toolName]: usd } or a function ({ name, args }) => usd');
+  }
+  const out: Record<string, number> = Object.create(null) as Record<string, number>;
+  for (const [name, usd] of Object.entries(costs)) {
+    if (typeof usd !== 'number' || !Number.isFinite(usd) || usd < 0) throw new TypeError(`wrapOpenAI: toolCosts.${name} must be a finite number of USD ≥ 0 (got ${String(usd)})`);
+    out[name] = usd;
+  }
+  return Object.freeze(out);
+}

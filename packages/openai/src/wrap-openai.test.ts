@@ -38,6 +38,18 @@ it('returns a client of the same type (openai 6 and 7) and refuses anything else
   expect(() => wrapOpenAI(new OpenAI({ apiKey: 'k' }), {})).toThrow(TypeError);
 });
 
+it('refuses toolCosts it cannot read, and toolCosts without checkToolCalls, instead of charging nothing', () => {
+  const session = new AgentPolicy({ budget: 1 }).session();
+  const client = new OpenAI({ apiKey: 'k' });
+  for (const toolCosts of ['0.1', 5, [0.1], { get_weather: '0.1' }, { get_weather: -1 }, { get_weather: Number.NaN }, { get_weather: Infinity }]) {
+    // @ts-expect-error not a ToolCosts value
+    expect(() => wrapOpenAI(client, session, { checkToolCalls: true, toolCosts })).toThrow(TypeError);
+  }
+  expect(() => wrapOpenAI(client, session, { toolCosts: { get_weather: 0.1 } })).toThrow(/checkToolCalls/);
+  expect(() => wrapOpenAI(client, session, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } })).not.toThrow();
+  expect(() => wrapOpenAI(client, session, { checkToolCalls: true, toolCosts: () => 0.1 })).not.toThrow();
+});
+
 describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) => {
   let server: MockOpenAIServer;
 

@@ -1,7 +1,7 @@
 import { decisionError, type Metadata, type PolicySession } from '@agentpolicy/core';
 import { GovernedCall, type GovernorSettings, type RequestOptionsLike } from './governed-call.js';
 import { normalizePath } from './request-spec.js';
-import type { ToolCosts } from './tool-costs.js';
+import { readToolCosts, type ToolCosts } from './tool-costs.js';
 import { governParsingHelpers, ToolParsers, type ToolArgumentsParser } from './tool-parsers.js';
 
 /** Options of {@link wrapOpenAI}. */
@@ -124,6 +124,10 @@ export function wrapOpenAI<Client extends OpenAIClientLike>(client: Client, sess
     throw new TypeError('wrapOpenAI: expected a client of the `openai` package (OpenAI, AzureOpenAI or a subclass)');
   }
   if (typeof session?.reserveModelCall !== 'function') throw new TypeError('wrapOpenAI: expected a PolicySession as the second argument');
+  const toolCosts = readToolCosts(options.toolCosts);
+  if (toolCosts !== undefined && options.checkToolCalls !== true) {
+    throw new TypeError('wrapOpenAI: toolCosts declares what returned tool calls cost, which only checkToolCalls: true checks');
+  }
   const governed = source[GOVERNED];
   const context: Context = {
     settings: {
@@ -132,7 +136,7 @@ export function wrapOpenAI<Client extends OpenAIClientLike>(client: Client, sess
       checkNetwork: options.checkNetwork ?? true,
       checkToolCalls: options.checkToolCalls ?? false,
       toolParsers: ToolParsers.fromOptions(options.toolParsers),
-      toolCosts: options.toolCosts,
+      toolCosts,
       metadata: options.metadata ?? {},
     },
     includeStreamUsage: options.includeStreamUsage ?? true,
