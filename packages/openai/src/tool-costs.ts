@@ -26,8 +26,9 @@ export function toolCost(costs: ToolCosts | undefined, name: string, args: unkno
 }
 
 /**
- * Reads the `toolCosts` option: a function is kept as it is; a map is copied, each entry a finite USD amount ≥ 0.
- * Anything else is a TypeError naming the entry, so a cost is never silently read as none.
+ * Reads the `toolCosts` option: a function is kept as it is; a map is copied, each entry a number of USD. Anything
+ * else is a TypeError naming the entry, so a cost is never silently read as none. A number core cannot charge (below
+ * 0, not finite) is kept: the call is denied when it is checked, and that denial is recorded, as in every adapter.
  */
 export function readToolCosts(costs: unknown): ToolCosts | undefined {
   if (costs === undefined || typeof costs === 'function') return costs as ToolCosts | undefined;
@@ -36,7 +37,7 @@ export function readToolCosts(costs: unknown): ToolCosts | undefined {
   }
   const out: Record<string, number> = Object.create(null) as Record<string, number>;
   for (const [name, usd] of Object.entries(costs)) {
-    if (typeof usd !== 'number' || !Number.isFinite(usd) || usd < 0) throw new TypeError(`wrapOpenAI: toolCosts.${name} must be a finite number of USD ≥ 0 (got ${String(usd)})`);
+    if (typeof usd !== 'number') throw new TypeError(`wrapOpenAI: toolCosts.${name} must be a number of USD (got ${typeof usd})`);
     out[name] = usd;
   }
   return Object.freeze(out);

@@ -38,10 +38,10 @@ it('returns a client of the same type (openai 6 and 7) and refuses anything else
   expect(() => wrapOpenAI(new OpenAI({ apiKey: 'k' }), {})).toThrow(TypeError);
 });
 
-it('refuses toolCosts it cannot read, and toolCosts without checkToolCalls, instead of charging nothing', () => {
+it('refuses toolCosts it cannot read, and toolCosts without checkToolCalls, instead of charging nothing (a negative cost is denied when checked, see the parity table)', () => {
   const session = new AgentPolicy({ budget: 1 }).session();
   const client = new OpenAI({ apiKey: 'k' });
-  for (const toolCosts of ['0.1', 5, [0.1], { get_weather: '0.1' }, { get_weather: -1 }, { get_weather: Number.NaN }, { get_weather: Infinity }]) {
+  for (const toolCosts of ['0.1', 5, null, [0.1], { get_weather: '0.1' }, { get_weather: null }]) {
     // @ts-expect-error not a ToolCosts value
     expect(() => wrapOpenAI(client, session, { checkToolCalls: true, toolCosts })).toThrow(TypeError);
   }
