@@ -53,13 +53,13 @@ export class RedisBudgetStore implements BudgetStore {
     this.offsetMs = Number(this.offset);
   }
 
-  /** The four keys of a budget, sharing one hash tag. */
+  /** The five keys of a budget, sharing one hash tag. */
   keys(budget: BudgetRef): string[] {
     if (typeof budget?.key !== 'string' || budget.key === '' || !PERIODS.has(budget?.period)) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'a budget needs a non-empty key and a period of session, hour, day, week or month');
     }
     const base = this.runner.tagged(`budget:${budget.period}`, budget.key);
-    return [base, `${base}:leases`, `${base}:amounts`, `${base}:expired`];
+    return [base, `${base}:leases`, `${base}:amounts`, `${base}:expired`, `${base}:ran`];
   }
 
   private async run(budget: BudgetRef, op: string, amount: number, limit: number | null, ttlMs: number, lease: string): Promise<{ ok: boolean; outcome: LeaseOutcome; snapshot: BudgetSnapshot }> {
@@ -101,7 +101,8 @@ export class RedisBudgetStore implements BudgetStore {
     } catch (error) {
       // The reserve may still reach Redis after this check was denied (a slow server, a reply lost): cancel it, so
       // it is given back if it ran and refused if it runs later, instead of holding money until its lease expires.
-      this.run(budget, 'cancel', 0, null, 1, lease).catch(() => undefined);
+      // Sent until Redis has it: a dropped connection fails it at first.
+      this.runEventually(budget, 'cancel', 0, lease);
       throw error;
     }
     return result.ok ? { ok: true, lease, snapshot: result.snapshot } : { ok: false, snapshot: result.snapshot };
@@ -116,15 +117,38 @@ export class RedisBudgetStore implements BudgetStore {
     return (await this.run(budget, 'release', 0, null, 1, checkLease(lease))).outcome;
   }
 
+  /**
+   * Charges once, even when the command runs twice (its reply lost, the client sending it again). A charge against a
+   * limit (a check) that fails here is cancelled, so the denied action is not charged if it ran; spend that already
+   * happened (`limit` null) is left as it is.
+   */
   async charge(budget: BudgetRef, amount: number, limit: number | null): Promise<BudgetGrant> {
     checkAmount(amount);
-    const result = await this.run(budget, 'charge', amount, limit, 1, '');
+    const id = randomUUID();
+    let result: Awaited<ReturnType<RedisBudgetStore['run']>>;
+    try {
+      result = await this.run(budget, 'charge', amount, limit, 1, id);
+    } catch (error) {
+      if (limit !== null) this.runEventually(budget, 'uncharge', amount, id);
+      throw error;
+    }
     return { ok: result.ok, snapshot: result.snapshot };
   }
 
+  /** Gives back once, even when the command runs twice; one that fails here is sent again until Redis has it. */
   async refund(budget: BudgetRef, amount: number): Promise<void> {
     checkAmount(amount);
-    await this.run(budget, 'refund', amount, null, 1, '');
+    const id = randomUUID();
+    try {
+      await this.run(budget, 'refund', amount, null, 1, id);
+    } catch (error) {
+      this.runEventually(budget, 'refund', amount, id);
+      throw error;
+    }
+  }
+
+  private runEventually(budget: BudgetRef, op: 'cancel' | 'uncharge' | 'refund', amount: number, id: string): void {
+    this.runner.runEventually(BUDGET_SCRIPT, this.keys(budget), [op, budget.period, this.offset, String(amount), '-1', '1', id, this.retention]);
   }
 
   /** Settles the budget's expired leases and reads it: the documented reconcile call. */
