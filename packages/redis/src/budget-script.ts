@@ -7,10 +7,9 @@ import { RAN_KEPT_MS, RedisScript } from './redis-client.js';
  *
  * KEYS: 1 state hash (w window start, s spent, r reserved, pw/ps previous window, xc/xn expired leases), 2 lease
  * expiry zset, 3 lease amounts hash, 4 expired-lease amounts hash (for a late commit; kept a day), which also marks
- * leases cancelled before their reserve arrived (`cancelled`), 5 charges and refunds that ran (zset: operation id,
- * score when it ran; `~id` marks a charge cancelled), kept five minutes: a command sent again after its reply was lost
- * (ioredis re-sends on reconnect) finds its id there and changes nothing. Every lease operation is idempotent by its
- * lease id already.
+ * leases cancelled before their reserve arrived (`cancelled`), 5 the marker of this charge or refund (`1` ran, `~`
+ * charge cancelled), kept five minutes: a command sent again after its reply was lost (ioredis re-sends on reconnect)
+ * finds it and changes nothing. Every lease operation is idempotent by its lease id already.
  * ARGV: 1 op (reserve | charge | refund | commit | release | cancel | uncharge | read), 2 period, 3 clock offset ms,
  * 4 amount, 5 limit (-1: none), 6 lease ttl ms, 7 lease id (reserve, commit, release, cancel) or operation id (charge,
  * refund, uncharge), 8 retention ms after a calendar window ends (0: keep).
@@ -117,29 +116,24 @@ if op == 'reserve' then
     reserved = reserved + amount; dirty = math.max(dirty, 1); outcome = 1
   end
 elseif op == 'charge' or op == 'refund' or op == 'uncharge' then
-  local id = ARGV[7]
-  local ran = redis.call('ZSCORE', KEYS[5], id)
-  local cancelled = ran and redis.call('ZSCORE', KEYS[5], '~' .. id)
   if op == 'uncharge' then
-    if not cancelled then
+    local ran = redis.call('GET', KEYS[5])
+    if ran ~= '~' then
       if ran then spent = math.max(0, spent - amount); dirty = math.max(dirty, 1) end
-      redis.call('ZADD', KEYS[5], fmt(now), id, fmt(now), '~' .. id)
+      redis.call('SET', KEYS[5], '~', 'PX', RAN_KEPT)
     end
-  elseif ran then
-    -- Ran before (its reply was lost and it was sent again): the first run stands.
-    if cancelled then ok = 0 end
+  elseif not redis.call('SET', KEYS[5], '1', 'NX', 'PX', RAN_KEPT) then
+    -- Ran before (its reply was lost and it was sent again), or cancelled: the first run stands.
+    if redis.call('GET', KEYS[5]) == '~' then ok = 0 end
   elseif op == 'refund' then
     spent = math.max(0, spent - amount); dirty = math.max(dirty, 1)
-    redis.call('ZADD', KEYS[5], fmt(now), id)
   elseif limit >= 0 and spent + reserved + amount > limit then
-    -- Refused, nothing changed: not remembered, a second run decides afresh (and its answer is the one heard).
+    -- Refused, nothing changed: forgotten, so a second run decides afresh (and its answer is the one heard).
     ok = 0
+    redis.call('DEL', KEYS[5])
   else
     spent = math.min(spent + amount, MAX); dirty = math.max(dirty, 1)
-    redis.call('ZADD', KEYS[5], fmt(now), id)
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', fmt(now - RAN_KEPT))
-  redis.call('PEXPIRE', KEYS[5], RAN_KEPT)
 elseif op == 'commit' or op == 'release' or op == 'cancel' then
   local id = ARGV[7]
   local held = tonumber(redis.call('HGET', KEYS[3], id))

@@ -53,25 +53,26 @@ export class RedisBudgetStore implements BudgetStore {
     this.offsetMs = Number(this.offset);
   }
 
-  /** The five keys of a budget, sharing one hash tag. */
+  /** The four keys of a budget, sharing one hash tag (a charge or refund adds its own marker, `<first>:ran:<id>`). */
   keys(budget: BudgetRef): string[] {
     if (typeof budget?.key !== 'string' || budget.key === '' || !PERIODS.has(budget?.period)) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'a budget needs a non-empty key and a period of session, hour, day, week or month');
     }
     const base = this.runner.tagged(`budget:${budget.period}`, budget.key);
-    return [base, `${base}:leases`, `${base}:amounts`, `${base}:expired`, `${base}:ran`];
+    return [base, `${base}:leases`, `${base}:amounts`, `${base}:expired`];
   }
 
-  private async run(budget: BudgetRef, op: string, amount: number, limit: number | null, ttlMs: number, lease: string): Promise<{ ok: boolean; outcome: LeaseOutcome; snapshot: BudgetSnapshot }> {
+  /** One run of the budget script; `id` is the lease (reserve, commit, release, cancel) or the operation (charge, refund, uncharge). */
+  private async run(budget: BudgetRef, op: string, amount: number, limit: number | null, ttlMs: number, id: string): Promise<{ ok: boolean; outcome: LeaseOutcome; snapshot: BudgetSnapshot }> {
     const keys = this.keys(budget);
-    const reply = await this.runner.run(BUDGET_SCRIPT, keys, [
+    const reply = await this.runner.run(BUDGET_SCRIPT, [...keys, `${keys[0]!}:ran:${id}`], [
       op,
       budget.period,
       this.offset,
       String(amount),
       limit === null ? '-1' : String(limit),
       String(ttlMs),
-      lease,
+      id,
       this.retention,
     ]);
     if (!Array.isArray(reply) || reply.length !== 9) throw new AgentPolicyError('STORE_UNAVAILABLE', 'Redis answered the budget script with something unexpected');
@@ -148,7 +149,8 @@ export class RedisBudgetStore implements BudgetStore {
   }
 
   private runEventually(budget: BudgetRef, op: 'cancel' | 'uncharge' | 'refund', amount: number, id: string): void {
-    this.runner.runEventually(BUDGET_SCRIPT, this.keys(budget), [op, budget.period, this.offset, String(amount), '-1', '1', id, this.retention]);
+    const keys = this.keys(budget);
+    this.runner.runEventually(BUDGET_SCRIPT, [...keys, `${keys[0]!}:ran:${id}`], [op, budget.period, this.offset, String(amount), '-1', '1', id, this.retention]);
   }
 
   /** Settles the budget's expired leases and reads it: the documented reconcile call. */
