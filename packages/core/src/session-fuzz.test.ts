@@ -242,6 +242,7 @@ const SHAPES: Record<string, Record<string, unknown>> = {
     limits: [{ tool: 'search', max_calls: 2, per: 'session' }],
     approval: { require_for: [{ tool: 'pay' }] },
   },
+  shadow: { mode: 'shadow', budget: { max_spend: 2 }, tools: { block: [BLOCKED_TOOL] }, network: { block: ['evil.com'] }, approval: { require_for: [{ tool: 'send_email' }] } },
   unbudgeted: { tools: { block: [BLOCKED_TOOL] }, network: { block: ['evil.com'] }, approval: { require_for: [{ tool: 'send_email' }] } },
 };
 const shapeName = fc.constantFrom(...Object.keys(SHAPES));
@@ -512,6 +513,7 @@ async function step(world: World, op: Op): Promise<void> {
         if (allow.action.type === 'tool' && allow.action.name === 'refund' && world.policy.normalized.rules.length > 0) {
           const amount = (allow.action.input as { amount?: unknown } | undefined)?.amount;
           if (typeof amount === 'number' && amount > 100 && allow.approved !== true) throw new Violation(`refund of ${amount} ran without an approval`);
+          if (typeof amount === 'number' && amount > 1000) throw new Violation(`refund of ${amount} ran although rules[0] denies it`);
         }
       }
       return;
@@ -613,8 +615,9 @@ async function step(world: World, op: Op): Promise<void> {
       const result = await attempt(world, 'update', () => (world.source as PolicySource).update(SHAPES[op.shape] as Record<string, unknown>));
       if ((result as { ok?: boolean } | undefined)?.ok) {
         world.policy = world.source.current;
-        const limit = maxSpendOf(op.shape);
+        const limit = op.shape === 'shadow' ? null : maxSpendOf(op.shape);
         world.bound = world.bound === null || limit === null ? null : Math.max(world.bound, limit);
+        if (op.shape === 'shadow') world.shadow = true;
       }
       return;
     }
@@ -680,7 +683,7 @@ afterAll(() => {
 });
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_201 : Number(process.env['FUZZ_SEED']);
-const RUNS = process.env['FUZZ_RUNS'] === undefined ? 120 : Number(process.env['FUZZ_RUNS']);
+const RUNS = process.env['FUZZ_RUNS'] === undefined ? 1000 : Number(process.env['FUZZ_RUNS']);
 
 /** One step or a few steps at once (they race: checks, claims and settlements interleave). */
 const aBatch = fc.array(anOp, { minLength: 1, maxLength: 3 }).chain((ops) => fc.tuple(fc.constant(ops), fc.boolean()));
@@ -694,7 +697,9 @@ describe('session fuzz: hostile calls in random order keep every promise', () =>
         const options = { approvalSecret: 'fuzz-secret-of-at-least-32-bytes!!' };
         const session = source ? source.session(options) : policy.session(options);
         const limit = maxSpendOf(shape);
-        const world: World = { session, policy, source, handedOut: new Map(), reservations: [], bodiesRun: [], externalNanos: 0, bound: limit, shadow: false };
+        // Shadow mode records what enforcement would have done and lets everything through, the budget included.
+        const shadow = shape === 'shadow';
+        const world: World = { session, policy, source, handedOut: new Map(), reservations: [], bodiesRun: [], externalNanos: 0, bound: shadow ? null : limit, shadow };
         unhandled.length = 0;
         try {
           for (const [ops, together] of batches) {
@@ -713,6 +718,59 @@ describe('session fuzz: hostile calls in random order keep every promise', () =>
         }
       }),
       { seed: SEED, numRuns: RUNS, ...(process.env['FUZZ_PATH'] ? { path: process.env['FUZZ_PATH'] } : {}), endOnFailure: false },
+    );
+  }, 120_000);
+
+  it('hostile session options are refused with a typed error, or give a session whose checks decide and record', async () => {
+    const OPTION_VALUES: Record<string, Hostile[]> = {
+      id: [plain('"s1"', 's1'), plain('""', ''), ...HOSTILE_OBJECTS.slice(0, 10)],
+      budgetKey: [plain('"tenant"', 'tenant'), ...HOSTILE_OBJECTS.slice(0, 8)],
+      maxDecisions: [plain('0', 0), plain('Infinity', Infinity), ...NUMBERS.slice(8, 12), ...HOSTILE_OBJECTS.slice(0, 6)],
+      leaseTtlMs: [plain('1', 1), ...NUMBERS.slice(8, 14), ...HOSTILE_OBJECTS.slice(0, 6)],
+      approvalTimeoutMs: [plain('10', 10), ...NUMBERS.slice(8, 12)],
+      approvalTtlMs: [plain('10', 10), ...NUMBERS.slice(8, 12)],
+      inlineApprovals: [plain('false', false), plain('"no"', 'no'), ...HOSTILE_OBJECTS.slice(0, 4)],
+      onDecisionError: [plain('"warn"', 'warn'), plain('"explode"', 'explode')],
+      telemetry: [plain('false', false), plain('"no"', 'no')],
+      approvalSecret: [plain('short', 'short'), plain('32 bytes', 'x'.repeat(32)), ...HOSTILE_OBJECTS.slice(0, 6)],
+      defaultMaxOutputTokens: [...NUMBERS.slice(8, 14)],
+      onDecision: [hostile('throws', () => () => { throw new Error('sink'); }), plain('"x"', 'x'), ...HOSTILE_OBJECTS.slice(0, 4)],
+      sinks: [plain('"x"', 'x'), hostile('[{}]', () => [{}]), hostile('[throwing sink]', () => [{ decision: () => { throw new Error('sink'); } }]), ...HOSTILE_OBJECTS.slice(0, 8)],
+      store: [hostile('{}', () => ({})), ...HOSTILE_OBJECTS.slice(6, 10)],
+      limitStore: [hostile('{}', () => ({})), ...HOSTILE_OBJECTS.slice(6, 10)],
+      approvals: [hostile('{}', () => ({})), ...HOSTILE_OBJECTS.slice(6, 10)],
+      halts: [hostile('{}', () => ({})), ...HOSTILE_OBJECTS.slice(6, 10)],
+      callKeys: [hostile('{}', () => ({})), ...HOSTILE_OBJECTS.slice(6, 10)],
+      approver: [hostile('approves', () => () => true), hostile('throws', () => () => { throw new Error('approver'); }), hostile('never answers', () => () => new Promise(() => {})), ...HOSTILE_OBJECTS.slice(0, 6)],
+      onSoftLimit: [hostile('throws', () => () => { throw new Error('soft'); }), ...HOSTILE_OBJECTS.slice(0, 4)],
+    };
+    const anOptionsRecord = fc.record(Object.fromEntries(Object.entries(OPTION_VALUES).map(([key, values]) => [key, fc.constantFrom(...values)])), { requiredKeys: [] });
+    await fc.assert(
+      fc.asyncProperty(shapeName, anOptionsRecord, fc.array(fc.constantFrom(...STRINGS.slice(0, 13)), { minLength: 1, maxLength: 4 }), async (shape, spec, names) => {
+        const policy = AgentPolicy.fromDict(SHAPES[shape]);
+        const options: Record<string, unknown> = { approvalTimeoutMs: 20 };
+        for (const [key, value] of Object.entries(spec)) options[key] = (value as Hostile).make();
+        const world: World = { session: undefined as unknown as PolicySession, policy, source: undefined, handedOut: new Map(), reservations: [], bodiesRun: [], externalNanos: 0, bound: null, shadow: shape === 'shadow' };
+        const session = await attempt(world, 'session', () => policy.session(options as never));
+        if (session === undefined) return;
+        world.session = session as PolicySession;
+        unhandled.length = 0;
+        for (const name of names) {
+          const options = { cost: 0.5, input: { amount: 5 } };
+          // An approver that never answers is given approvalTimeoutMs (20 ms here): a check that takes seconds hangs.
+          await bounded(
+            attempt(world, 'checkTool', () => world.session.checkTool(name.make() as string, options)).then((value: unknown) => {
+              if (value !== undefined) noteDecision(world, value, 'checkTool');
+            }),
+            { op: 'checkTool', name, options: { kind: 'absent' } },
+          );
+          await bounded(attempt(world, 'runTool', () => world.session.runTool(name.make() as string, { input: { amount: 5 } }, () => 'done')).then(() => undefined), { op: 'runTool', name, options: { kind: 'absent' }, body: 'value' });
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        if (unhandled.length > 0) throw new Violation(`unhandled rejection: ${String(unhandled[0])}`);
+        if (typeof options['maxDecisions'] !== 'number' || (options['maxDecisions'] as number) >= 100) invariants(world, 'session options');
+      }),
+      { seed: SEED, numRuns: Math.max(50, Math.round(RUNS / 4)) },
     );
   }, 120_000);
 });

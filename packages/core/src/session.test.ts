@@ -697,6 +697,18 @@ describe('options and actions that cannot be read', () => {
     expect(session.evaluate(unreadable() as never)).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'action' }, reason: 'the action cannot be read (trap); denied' });
   });
 
+  it('session options whose stores or callbacks are not what they name are refused when the session opens', () => {
+    const policy = seed();
+    expect(() => policy.session({ store: {} as never })).toThrow(/store must be a BudgetStore \(it has no reserve, commit, release, charge, snapshot\)/);
+    expect(() => policy.session({ halts: { halt: () => undefined } as never })).toThrow(/halts must be a HaltStore \(it has no halted\)/);
+    expect(() => policy.session({ halts: 'file' as never })).toThrow(/halts must be a HaltStore/);
+    expect(() => policy.session({ onDecision: 'log' as never })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => policy.session({ sinks: 'x' as never })).toThrow(/sinks must be a list/);
+    expect(() => policy.session(null as never)).toThrow(/session options must be an object/);
+    const unreadable = Object.defineProperty({}, 'store', { enumerable: true, get: () => { throw new Error('getter'); } });
+    expect(() => policy.session(unreadable)).toThrow('session options cannot be read: getter');
+  });
+
   it('claim and consume of something that cannot be read are false', async () => {
     const session = seed().session();
     expect(session.consume(unreadable() as never)).toBe(false);

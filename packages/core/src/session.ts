@@ -295,6 +295,7 @@ export class PolicySession {
    * @param provider A live policy source: the session takes its current policy at every check (and its halts).
    */
   constructor(policy: PolicyEvaluator, options: SessionOptions = {}, provider?: PolicyProvider) {
+    checkSessionOptions(options);
     if (options.id !== undefined && (typeof options.id !== 'string' || options.id === '')) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'session id must be a non-empty string');
     }
@@ -1727,6 +1728,42 @@ export class PolicySession {
         process.emitWarning(`agentpolicy: a decision sink threw: ${errorMessage(error)}`);
       }
     }
+  }
+}
+
+// The methods a session calls on each store option on its everyday paths, and the callbacks that must be functions:
+// an object without them is refused when the session is opened, rather than failing every check (or the report)
+// later. (A halt store's halt/resume/list are the policy's to call; a budget store's refund and reconcile are called
+// on rarer paths and fail closed there.)
+const STORE_METHODS: readonly (readonly [keyof SessionOptions, string, readonly string[]])[] = [
+  ['store', 'BudgetStore', ['reserve', 'commit', 'release', 'charge', 'snapshot']],
+  ['limitStore', 'RateLimitStore', ['take', 'giveBack']],
+  ['approvals', 'ApprovalStore', ['create', 'get', 'listPending', 'resolve', 'consume']],
+  ['halts', 'HaltStore', ['halted']],
+  ['callKeys', 'CallKeyStore', ['begin', 'remember', 'abandon', 'claim']],
+];
+const CALLBACKS: readonly (keyof SessionOptions)[] = ['approver', 'onDecision', 'onSoftLimit'];
+
+function checkSessionOptions(options: SessionOptions): void {
+  if (typeof options !== 'object' || options === null) throw new AgentPolicyError('INVALID_ARGUMENT', `session options must be an object, got ${describe(options)}`);
+  try {
+    for (const [option, kind, methods] of STORE_METHODS) {
+      const value = options[option] as Record<string, unknown> | undefined;
+      if (value === undefined) continue;
+      const missing = typeof value === 'object' && value !== null ? methods.filter((method) => typeof value[method] !== 'function') : methods;
+      if (missing.length > 0) throw new AgentPolicyError('INVALID_ARGUMENT', `${option} must be a ${kind} (it has no ${missing.join(', ')})`);
+    }
+    for (const option of CALLBACKS) {
+      const value = options[option];
+      if (value !== undefined && typeof value !== 'function') throw new AgentPolicyError('INVALID_ARGUMENT', `${option} must be a function, got ${describe(value)}`);
+    }
+    const sinks = options.sinks;
+    if (sinks !== undefined && (!Array.isArray(sinks) || sinks.some((sink) => typeof (sink as DecisionSink | null)?.decision !== 'function'))) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'sinks must be a list of decision sinks (objects with a decision method)');
+    }
+  } catch (error) {
+    if (AgentPolicyError.isInstance(error)) throw error;
+    throw new AgentPolicyError('INVALID_ARGUMENT', `session options cannot be read: ${errorMessage(error)}`, { cause: error });
   }
 }
 
