@@ -246,6 +246,9 @@ const SHAPES: Record<string, Record<string, unknown>> = {
   unbudgeted: { tools: { block: [BLOCKED_TOOL] }, network: { block: ['evil.com'] }, approval: { require_for: [{ tool: 'send_email' }] } },
 };
 const shapeName = fc.constantFrom(...Object.keys(SHAPES));
+/** The policies that block `rm` and evil.com (every shape but shadow): a decision made under another may allow them. */
+const RULES_HASH = AgentPolicy.fromDict(SHAPES['rules']).hash;
+const BLOCKING = new Set(Object.entries(SHAPES).filter(([name]) => name !== 'shadow').map(([, document]) => AgentPolicy.fromDict(document).hash));
 
 const maxSpendOf = (shape: string): number | null => ((SHAPES[shape] as { budget?: { max_spend: number } }).budget?.max_spend ?? null);
 
@@ -270,7 +273,8 @@ type Op =
   | { op: 'model'; estimate: Hostile; usage: boolean }
   | { op: 'wouldExceed'; cost: Hostile }
   | { op: 'report' } | { op: 'end' } | { op: 'settlePending' }
-  | { op: 'update'; shape: string };
+  | { op: 'update'; shape: string }
+  | { op: 'updateHostile'; document: Hostile; path: 'update' | 'fromDict' };
 
 const PICK = fc.nat(50);
 const tookName = fc.constantFrom(...STRINGS.slice(0, 13));
@@ -301,6 +305,16 @@ const anOp: fc.Arbitrary<Op> = fc.oneof(
   { weight: 5, arbitrary: fc.record({ op: fc.constant('wouldExceed'), cost: aCost }) },
   { weight: 5, arbitrary: fc.constantFrom({ op: 'report' } as const, { op: 'settlePending' } as const) },
   { weight: 5, arbitrary: fc.record({ op: fc.constant('update'), shape: shapeName }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('updateHostile'), document: fc.oneof(anyValue, fc.constantFrom(
+  hostile('budget NaN', () => ({ budget: { max_spend: Number.NaN } })),
+  hostile('budget getter throws', () => ({ get budget() { throw new Error('doc getter'); } })),
+  hostile('tools proxy', () => ({ tools: throwingProxy() })),
+  hostile('rules cyclic', () => { const rule: Record<string, unknown> = { deny: 'x', tool: 't' }; rule['if'] = rule; return { rules: [rule] }; }),
+  hostile('__proto__ budget', () => JSON.parse('{"__proto__":{"budget":{"max_spend":0}},"tools":{"allow":["search"]}}')),
+  hostile('YAML text', () => 'budget:\n  max_spend: 1\n'),
+  hostile('YAML bomb', () => `a: &a ["x","x","x","x","x","x","x","x","x"]\n${Array.from({ length: 12 }, (_, i) => `b${i}: &b${i} [*${i === 0 ? 'a' : `b${i - 1}`},*${i === 0 ? 'a' : `b${i - 1}`},*${i === 0 ? 'a' : `b${i - 1}`}]`).join('\n')}\n`),
+  hostile('limits huge', () => ({ limits: [{ tool: 'search', max_calls: 1e308, per: 'session' }] })),
+)), path: fc.constantFrom('update', 'fromDict') }) },
   { weight: 1, arbitrary: fc.constant({ op: 'end' } as const) },
 ) as fc.Arbitrary<Op>;
 
@@ -509,8 +523,8 @@ async function step(world: World, op: Op): Promise<void> {
           .decisions.filter((d) => d.action.type === 'tool' && d.decision === 'allow')
           .at(-1);
         if (allow === undefined) throw new Violation(`runTool ran ${String(name)} with no allow recorded`);
-        if (!world.shadow && allow.action.type === 'tool' && foldToolName(allow.action.name) === BLOCKED_TOOL) throw new Violation('runTool ran a blocked tool');
-        if (allow.action.type === 'tool' && allow.action.name === 'refund' && world.policy.normalized.rules.length > 0) {
+        if (BLOCKING.has(allow.policyHash) && allow.action.type === 'tool' && foldToolName(allow.action.name) === BLOCKED_TOOL) throw new Violation('runTool ran a blocked tool');
+        if (allow.action.type === 'tool' && allow.action.name === 'refund' && allow.policyHash === RULES_HASH) {
           const amount = (allow.action.input as { amount?: unknown } | undefined)?.amount;
           if (typeof amount === 'number' && amount > 100 && allow.approved !== true) throw new Violation(`refund of ${amount} ran without an approval`);
           if (typeof amount === 'number' && amount > 1000) throw new Violation(`refund of ${amount} ran although rules[0] denies it`);
@@ -610,6 +624,26 @@ async function step(world: World, op: Op): Promise<void> {
     case 'end':
       await attempt(world, 'end', () => session.end());
       return;
+    case 'updateHostile': {
+      const document = op.document.make();
+      if (op.path === 'fromDict') {
+        await attempt(world, 'fromDict', () => AgentPolicy.fromDict(document));
+        return;
+      }
+      if (world.source === undefined) return;
+      const result = await attempt(world, 'update', () => (world.source as PolicySource).update(document as never));
+      if (result !== undefined && typeof (result as { ok?: unknown }).ok !== 'boolean') throw new Violation('update answered no result');
+      if ((result as { ok?: boolean } | undefined)?.ok) {
+        world.policy = world.source.current;
+        const limit = world.policy.normalized.budget?.maxSpendNanos;
+        world.bound = world.bound === null || limit === undefined ? null : Math.max(world.bound, limit / 1e9);
+        if (world.policy.normalized.mode !== 'enforce') {
+          world.shadow = true;
+          world.bound = null;
+        }
+      }
+      return;
+    }
     case 'update': {
       if (world.source === undefined) return;
       const result = await attempt(world, 'update', () => (world.source as PolicySource).update(SHAPES[op.shape] as Record<string, unknown>));
@@ -662,9 +696,9 @@ function invariants(world: World, where: string): void {
     }
     if (JSON.stringify(recorded.rule) !== JSON.stringify(given.rule)) throw new Violation(`after ${where}: decision ${id}'s rule differs in the report`);
   }
-  if (!world.shadow) {
+  {
     for (const d of report.decisions) {
-      if (d.decision !== 'allow') continue;
+      if (d.decision !== 'allow' || !BLOCKING.has(d.policyHash)) continue;
       if (d.action.type === 'tool' && foldToolName(d.action.name) === BLOCKED_TOOL) throw new Violation(`after ${where}: blocked tool allowed: ${d.id}`);
       if (d.action.type === 'http' && /(^|\.)evil\.com$/.test(d.action.domain)) throw new Violation(`after ${where}: blocked host allowed: ${d.id} ${d.action.url}`);
     }
@@ -733,7 +767,7 @@ describe('session fuzz: hostile calls in random order keep every promise', () =>
       onDecisionError: [plain('"warn"', 'warn'), plain('"explode"', 'explode')],
       telemetry: [plain('false', false), plain('"no"', 'no')],
       approvalSecret: [plain('short', 'short'), plain('32 bytes', 'x'.repeat(32)), ...HOSTILE_OBJECTS.slice(0, 6)],
-      defaultMaxOutputTokens: [...NUMBERS.slice(8, 14)],
+      defaultMaxOutputTokens: NUMBERS.slice(8, 14),
       onDecision: [hostile('throws', () => () => { throw new Error('sink'); }), plain('"x"', 'x'), ...HOSTILE_OBJECTS.slice(0, 4)],
       sinks: [plain('"x"', 'x'), hostile('[{}]', () => [{}]), hostile('[throwing sink]', () => [{ decision: () => { throw new Error('sink'); } }]), ...HOSTILE_OBJECTS.slice(0, 8)],
       store: [hostile('{}', () => ({})), ...HOSTILE_OBJECTS.slice(6, 10)],
