@@ -2,7 +2,7 @@ import { closeSync, fstatSync, lstatSync, openSync, readFileSync, watch, type Bi
 import { basename, dirname, resolve } from 'node:path';
 import { InMemoryBudgetStore, type MaybePromise } from './budget-store.js';
 import { InMemoryRateLimitStore } from './rate-limit-store.js';
-import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
+import { AgentPolicyError, errorMessage, PolicyValidationError, type PolicyIssue } from './errors.js';
 import { haltState, InMemoryHaltStore, resumeKey, type HaltOptions, type HaltState, type HaltStore } from './halt.js';
 import { AgentPolicy } from './policy.js';
 import type { PolicyProvider } from './policy-evaluator.js';
@@ -329,5 +329,5 @@ function sameSnapshot(a: FileSnapshot, b: FileSnapshot): boolean {
 
 function issuesOf(error: unknown): readonly PolicyIssue[] {
   if (PolicyValidationError.isInstance(error)) return error.issues;
-  return [{ path: '', message: (error as Error)?.message ?? String(error) }];
+  return [{ path: '', message: errorMessage(error) }];
 }
