@@ -12,6 +12,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { Decision } from './decision.js';
+import { InMemoryCallKeyStore } from './call-key-store.js';
 import { AgentPolicyError } from './errors.js';
 import { AgentPolicy } from './policy.js';
 import { PolicySource } from './policy-source.js';
@@ -725,10 +726,11 @@ const aBatch = fc.array(anOp, { minLength: 1, maxLength: 3 }).chain((ops) => fc.
 describe('session fuzz: hostile calls in random order keep every promise', () => {
   it('errors are typed, decisions are kept, the budget holds, nothing blocked runs', async () => {
     await fc.assert(
-      fc.asyncProperty(shapeName, fc.boolean(), fc.array(aBatch, { minLength: 1, maxLength: 25 }), async (shape, live, batches) => {
+      fc.asyncProperty(shapeName, fc.boolean(), fc.boolean(), fc.array(aBatch, { minLength: 1, maxLength: 25 }), async (shape, live, sharedKeys, batches) => {
         const policy = AgentPolicy.fromDict(SHAPES[shape]);
         const source = live ? new PolicySource(policy) : undefined;
-        const options = { approvalSecret: 'fuzz-secret-of-at-least-32-bytes!!' };
+        // With a shared call-key store, keyed allows are claimed through the store (consume refuses them, typed).
+        const options = { approvalSecret: 'fuzz-secret-of-at-least-32-bytes!!', ...(sharedKeys ? { callKeys: new InMemoryCallKeyStore() } : {}) };
         const session = source ? source.session(options) : policy.session(options);
         const limit = maxSpendOf(shape);
         // Shadow mode records what enforcement would have done and lets everything through, the budget included.
