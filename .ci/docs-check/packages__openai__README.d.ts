@@ -8,3 +8,4 @@ declare let reply: import('openai/resources/chat/completions').ChatCompletion;
 declare function runLocalTool(name: string, input: unknown): Promise<unknown>;
 declare function notifyReviewer(requestId: string, action: import('@agentpolicy/core').Action): Promise<void>;
 declare function sendEmail(input: unknown): Promise<string>;
+declare const toolCosts: Readonly<Record<string, number>>;

@@ -37,6 +37,21 @@ describe('wrapTools', () => {
     expect(tools.weather.needsApproval).toBeUndefined();
   });
 
+  it('under a halt, without toolApproval, a call is recorded denied once: execute throws the denial needsApproval recorded', async () => {
+    const counters = { weather: 0, deleteFiles: 0 };
+    const policy = makePolicy({ budget: 1 });
+    await policy.halt('incident 42');
+    const session = policy.session();
+    const model = new MockLanguageModelV4({ doGenerate: [toolCallResult('weather', 'call-1', { city: 'Paris' }), textResult('Stopped')] });
+
+    await generateText({ model, tools: wrapTools(makeTools(counters), session, { costs: { weather: 0.05 } }), stopWhen: isStepCount(3), prompt: 'Weather in Paris?' });
+
+    expect(counters.weather).toBe(0);
+    // Before, execute decided the call again (core keeps no halt decision to find by the call's key): two denials.
+    expect(toolDecisions(session.report().decisions).map((d) => `${d.decision}:${d.rule.section}`)).toEqual(['deny:halt']);
+    expect(session.spent).toBe(0);
+  });
+
   it('runs an allowed tool in a multi-step loop and records its declared cost and call id', async () => {
     const counters = { weather: 0, deleteFiles: 0 };
     const session = makePolicy({ budget: 1, allowedTools: ['weather'] }).session();

@@ -1,4 +1,4 @@
-import { AgentPolicyError, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicyError, type Decision, type PolicySession } from '@agentpolicy/core';
 import { acquireToolCall, type ToolCallCheck, type ToolCallInfo } from './check-tool-call.js';
 import { decideApproval } from './decide-approval.js';
 import { findApprovalResponse } from './find-approval-response.js';
@@ -41,6 +41,9 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   return typeof value === 'object' && value !== null && typeof (value as Record<symbol, unknown>)[Symbol.asyncIterator] === 'function';
 }
 
+/** Denials a tool's needsApproval keeps for its execute (one each; the SDK calls execute right after). */
+const REMEMBERED_DENIALS = 1024;
+
 function callInfo(toolName: string, input: unknown, options: CallOptions | undefined): ToolCallInfo {
   return { toolName, toolCallId: typeof options?.toolCallId === 'string' ? options.toolCallId : undefined, input };
 }
@@ -66,6 +69,8 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
   const acquire = (input: unknown, options: CallOptions | undefined): ToolCallCheck | Promise<ToolCallCheck> => {
     try {
       const call = callInfo(name, input, options);
+      const earlier = takeDenied(call);
+      if (earlier !== undefined) throw earlier;
       const approval = findApprovalResponse(options?.messages, call.toolCallId);
       const check = acquireToolCall(session, call, cost, approval?.approved ? approval : undefined);
       return check instanceof Promise ? check.catch(failed) : check;
@@ -116,9 +121,23 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
         return result;
       };
 
+  // The denial needsApproval just recorded for a call, which execute throws as it is: the SDK runs execute after a
+  // `false`, and deciding the same call again would record it twice where core keeps no decision to find by its key
+  // (a halt's deny). Only for the very input it was decided on, and while the policy is the one that decided it (a
+  // changed policy decides the call again). Bounded: an entry execute never comes for is dropped first.
+  const denied = new Map<string, { readonly input: unknown; readonly error: AgentPolicyError }>();
+  const takeDenied = (call: ToolCallInfo): AgentPolicyError | undefined => {
+    const earlier = call.toolCallId === undefined ? undefined : denied.get(call.toolCallId);
+    if (earlier === undefined) return undefined;
+    denied.delete(call.toolCallId as string);
+    const decision = (earlier.error as { decision?: Decision }).decision;
+    return earlier.input === call.input && decision?.policyHash === session.policy.hash ? earlier.error : undefined;
+  };
+
   const needsApproval = async (input: unknown, options: CallOptions | undefined): Promise<boolean> => {
+    const call = callInfo(name, input, options);
     const outcome = await decideApproval(session, {
-      call: callInfo(name, input, options),
+      call,
       messages: options?.messages,
       cost,
       appNeedsApproval,
@@ -127,6 +146,10 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
     });
     if (outcome.kind === 'ask') return true;
     if (outcome.kind === 'deny' && onDeny === 'stop') throw outcome.error;
+    if (outcome.kind === 'deny' && !outcome.resumed && call.toolCallId !== undefined) {
+      if (denied.size >= REMEMBERED_DENIALS) denied.delete(denied.keys().next().value as string);
+      denied.set(call.toolCallId, { input, error: outcome.error });
+    }
     // On a resume the human's approval must stay valid (ai 6 treats `false` as a forged approval); execute then
     // enforces the decision just made. Otherwise nothing to ask: execute runs, or throws the recorded denial.
     return outcome.resumed;

@@ -7,7 +7,7 @@ import { formatUsd, nanosToUsd, readCost } from './money.js';
 import { escapeHtml } from './html-report.js';
 import type { AgentPolicy } from './policy.js';
 import type { PreparedAction, Verdict } from './policy-evaluator.js';
-import { limitVerdict } from './session.js';
+import { limitVerdict } from './limit-counter.js';
 
 /** One recorded action whose decision the new policy changes. */
 export interface ReplayChange {

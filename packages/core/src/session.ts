@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { ActionIdentity } from './action-fingerprint.js';
 import { prepareAction, unreadableAction, withOptions, type ActionInput, type CheckCostOptions, type CheckHttpOptions, type CheckToolOptions, type Prepared } from './action-input.js';
 import { InMemoryApprovalStore, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
 import {
@@ -15,29 +14,30 @@ import {
   type Approver,
   type BoundApprovalAnswer,
 } from './approvals.js';
-import { AuditTrail, isoAt, isoNow, type SessionReport } from './audit-trail.js';
+import { AuditTrail, type SessionReport } from './audit-trail.js';
 import { boundString } from './bounded-record.js';
 import { BudgetLedger, type SoftLimitEvent } from './budget-ledger.js';
 import { InMemoryBudgetStore, type BudgetGrant, type BudgetSnapshot, type BudgetStore } from './budget-store.js';
 import { CallKeys, UsedAllows } from './call-keys.js';
 import type { CallKeyRef, CallKeyStore } from './call-key-store.js';
-import type { Action, ApprovalRecord, ApprovalRequestRef, Decision, HttpAction, Metadata, RuleRef, Settlement, UnusedAnswer } from './decision.js';
+import type { Action, ApprovalRecord, Decision, HttpAction, Metadata, RuleRef, UnusedAnswer } from './decision.js';
 import { parseTarget } from './domain.js';
 import { AgentPolicyError, decisionError, errorMessage, findPolicyError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { describe, formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
-import type { CompiledLimit } from './limits.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
 import type { PolicyEvaluator, PolicyProvider, PreparedAction, Verdict } from './policy-evaluator.js';
 import { haltVerdict, type HaltState, type HaltStore } from './halt.js';
 import { priceUsage, type PriceResult, type TokenUsage } from './pricing.js';
-import { InMemoryRateLimitStore, type RateLimitStore, type RateLimitTake } from './rate-limit-store.js';
+import { InMemoryRateLimitStore, type RateLimitStore } from './rate-limit-store.js';
+import { LimitCounter, NO_LIMITS, type LimitCount } from './limit-counter.js';
 import { createReservation, type Reservation, type ReservationContext } from './reservation.js';
 import { refOf, SessionApprovals, type TokenRefusal } from './session-approvals.js';
 import { createPolicyFetch, type PolicyFetchOptions } from './session-fetch.js';
 import { createPolicyLookup, type LookupFunction, type PolicyLookupOptions } from './address-lookup.js';
-import { sessionSinks, type DecisionSink } from './decision-sink.js';
+import { DecisionPublisher, sessionSinks, type DecisionSink } from './decision-sink.js';
 import { withReportInspect } from './format-report.js';
+import { DecisionRecords, identityOf, type DecisionExtra } from './decision-record.js';
 
 /** Options of {@link AgentPolicy.session}. */
 export interface SessionOptions {
@@ -167,55 +167,7 @@ const DAY_MS = 86_400_000;
 /** Most model calls {@link PolicySession.reserveModelCalls} reserves as one group. */
 const MAX_MODEL_CALLS = 65_536;
 
-/** Extra fields a decision may carry. */
-interface DecisionExtra {
-  readonly approvalRequest?: ApprovalRequestRef;
-  readonly unusedAnswer?: UnusedAnswer;
-  readonly settlement?: Settlement;
-}
-
 type Mode = 'charge' | 'reserve';
-
-/** The verdict after the limits, and the slots taken (key, slot, key, slot, …) to give back unless allowed. */
-interface LimitCount {
-  verdict: Verdict;
-  /** Each slot taken: its key, then its id (a number from the in-memory store, a string from any other). */
-  held: readonly (string | number)[];
-}
-
-const NO_LIMITS: readonly CompiledLimit[] = Object.freeze([]);
-const NO_SLOTS: readonly (string | number)[] = Object.freeze([]);
-
-function describeRecorded(action: Action): string {
-  if (action.type === 'tool') return `tool ${JSON.stringify(action.name)}`;
-  if (action.type === 'http') return `request to ${action.domain}`;
-  return `cost (${action.source})`;
-}
-
-/** The denial of a full limit: which one, and when it lets a call through again. */
-/** The denial of a full limit (also what a replay of an audit log reports). */
-export function limitVerdict(limit: CompiledLimit, resetAtMs: number | null, action: Action): Verdict {
-  const shared = limit.scope === 'budget' ? ' across sessions sharing the budget' : '';
-  let when: string;
-  if (resetAtMs === null) when = limit.scope === 'budget' ? 'no more such calls under this budget' : 'no more such calls in this session';
-  else {
-    const seconds = Math.max(0, Math.ceil((resetAtMs - Date.now()) / 1000));
-    when = `the window reopens at ${new Date(resetAtMs).toISOString()} (in ${seconds}s)`;
-  }
-  const per = limit.windowMs === null ? (limit.scope === 'budget' ? 'per budget' : 'per session') : `per ${limit.per}`;
-  return {
-    decision: 'deny',
-    reason: `${describeRecorded(action)} reached limits[${limit.index}]: ${limit.maxCalls} call${limit.maxCalls === 1 ? '' : 's'} ${per}${shared}; ${when}`,
-    rule: { section: 'limits', index: limit.index, maxCalls: limit.maxCalls, per: limit.per, scope: limit.scope, resetAt: resetAtMs === null ? null : new Date(resetAtMs).toISOString() },
-    approvedRule: false,
-  };
-}
-
-/** A full shadowed limit comes before budget and approval: it replaces a shadow outcome from after the limits. */
-function withLimitShadow(verdict: Verdict, shadowHit: Verdict | undefined): Verdict {
-  if (shadowHit === undefined || (verdict.shadow !== undefined && verdict.shadowAfterLimits !== true)) return verdict;
-  return { ...verdict, shadow: { decision: shadowHit.decision, reason: shadowHit.reason, rule: shadowHit.rule }, shadowAfterLimits: false };
-}
 
 /**
  * One agent run under a policy. The session coordinates: it reads each action once, asks the policy, holds or
@@ -248,12 +200,7 @@ export class PolicySession {
   /** Set once the halt store has answered with a promise (a shared store: each read is a round trip). */
   private haltsAnswerLater = false;
   private readonly ledger: BudgetLedger;
-  private readonly limitStore: RateLimitStore;
-  private readonly localLimits: InMemoryRateLimitStore | undefined;
-  // The store key of each limit this session counted, by the limit's index, with the limit it was built for: a policy
-  // change can put another limit at an index, and that one has a key of its own.
-  private readonly limitKeys: string[] = [];
-  private readonly limitKeyOwners: CompiledLimit[] = [];
+  private readonly limits: LimitCounter;
   private readonly trail: AuditTrail;
   private readonly keys = new CallKeys();
   private readonly callKeyStore: CallKeyStore | undefined;
@@ -261,7 +208,7 @@ export class PolicySession {
   private readonly keyedCalls: WeakMap<Decision, { call: CallKeyRef; token: string }> | undefined;
   private readonly settling: ReservationContext;
   private readonly pending = new Set<Reservation>();
-  private readonly sinks: readonly DecisionSink[];
+  private readonly publisher: DecisionPublisher;
   private readonly reservations = new WeakMap<Decision, Reservation>();
   /** The groups of {@link reserveModelCalls} are reserved one at a time: the end of the last one queued. */
   private groupsReserved: Promise<void> = Promise.resolve();
@@ -276,17 +223,7 @@ export class PolicySession {
   // decision keeps its id).
   private readonly used = new UsedAllows();
   private readonly approvals: SessionApprovals;
-  private seq = 0;
-  // The system time (ms) the limits of the check being decided were counted at, or 0: set and cleared within one
-  // synchronous step, so the decision made in it is stamped with that instant without reading the clock again.
-  private clockMs = 0;
-  // What this session's decisions name as their maker in their stamp: a token, not the session, so a decision kept
-  // by the application never keeps the whole session (its audit trail, its stores) alive.
-  private readonly stampOwner: object = Object.freeze({});
-  // The id nextId handed out last (its sequence number is `seq`).
-  private lastId = '';
-  // `<session id>:`, built once: a decision id is this and a sequence number.
-  private readonly idPrefix: string;
+  private readonly records: DecisionRecords;
   private readonly startedMs = Date.now();
   private readonly startedAt = new Date(this.startedMs).toISOString();
   private endedMs: number | null = null;
@@ -315,7 +252,7 @@ export class PolicySession {
     this.id = options.id ?? randomUUID();
     // With call keys shared by the processes of one session, each session object numbers its decisions under a tag
     // of its own (`<session id>:<tag>.<n>`), so two processes never record two different decisions under one id.
-    this.idPrefix = options.callKeys === undefined ? `${this.id}:` : `${this.id}:${randomUUID().slice(0, 8)}.`;
+    this.records = new DecisionRecords(this.id, options.callKeys === undefined ? `${this.id}:` : `${this.id}:${randomUUID().slice(0, 8)}.`);
     const budget = policy.normalized.budget;
     this.ledger = new BudgetLedger(
       options.store ?? new InMemoryBudgetStore(),
@@ -327,9 +264,7 @@ export class PolicySession {
       options.leaseTtlMs ?? 900_000,
       policy.normalized.mode === 'enforce',
     );
-    this.limitStore = options.limitStore ?? new InMemoryRateLimitStore();
-    // The in-memory store (exactly that class: a subclass may change what take does) is counted without allocating.
-    this.localLimits = this.limitStore instanceof InMemoryRateLimitStore && Object.getPrototypeOf(this.limitStore) === InMemoryRateLimitStore.prototype ? this.limitStore : undefined;
+    this.limits = new LimitCounter(options.limitStore ?? new InMemoryRateLimitStore(), this.id, this.ledger.budget.key);
     this.callKeyStore = options.callKeys;
     this.keyedCalls = options.callKeys === undefined ? undefined : new WeakMap();
     this.limitSlotsHeld = options.callKeys === undefined ? undefined : new WeakMap();
@@ -338,13 +273,13 @@ export class PolicySession {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'inlineApprovals must be true or false');
     }
     this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret, options.inlineApprovals ?? true);
-    this.sinks = sessionSinks(options.sinks, options.telemetry !== false);
+    this.publisher = new DecisionPublisher(options.onDecision, options.onDecisionError ?? 'deny', sessionSinks(options.sinks, options.telemetry !== false));
     this.settling = {
       ledger: this.ledger,
       trail: this.trail,
       pending: this.pending,
       priceUsage: (usage) => this.priceUsage(usage),
-      settled: (decision) => this.publishSettlement(decision),
+      settled: (decision) => this.publisher.settled(decision, this),
     };
     this.fetch = createPolicyFetch(this);
     this.lookup = this.createLookup();
@@ -465,7 +400,7 @@ export class PolicySession {
 
   // An allow this session object made and already used (or spent when it was stopped and its money given back).
   private spentHere(decision: Decision): boolean {
-    const seq = DecisionStamp.seq(decision, this.stampOwner);
+    const seq = this.records.stampedSeq(decision);
     return seq !== undefined && this.used.has(seq);
   }
 
@@ -482,7 +417,7 @@ export class PolicySession {
       }
       // Only a decision this session object made counts here (its stamp): with the same session id in several
       // processes, an id alone could name another process's decision, and a settled copy has run already.
-      if (DecisionStamp.seq(decision, this.stampOwner) === undefined) return false;
+      if (this.records.stampedSeq(decision) === undefined) return false;
     }
     const seq = this.seqOf(decision);
     if (seq === 0 || this.used.has(seq)) return false;
@@ -565,7 +500,7 @@ export class PolicySession {
   private giveBackStopped(decision: Decision): Promise<unknown> | undefined {
     const reservation = this.reservations.get(decision);
     if (reservation === undefined || reservation.settled) return undefined;
-    const seq = DecisionStamp.seq(decision, this.stampOwner);
+    const seq = this.records.stampedSeq(decision);
     if (seq !== undefined) this.used.add(seq);
     const keyed = this.keyedCalls?.get(decision);
     const spent = keyed === undefined ? undefined : Promise.resolve().then(() => (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token));
@@ -1218,12 +1153,12 @@ export class PolicySession {
     const limits = verdict.afterLimits === true && prepared.prepared !== null ? policy.limitsFor(prepared.prepared) : NO_LIMITS;
     if (limits.length === 0) return this.conclude(prepared, verdict, bound, answer, approved, mode);
     try {
-      const counted = this.countLimits(limits, prepared.action, verdict);
+      const counted = this.limits.count(limits, prepared.action, verdict);
       return counted instanceof Promise
         ? counted.then((outcome) => this.concludeCounted(prepared, outcome, bound, answer, approved, mode))
         : this.concludeCounted(prepared, counted, bound, answer, approved, mode);
     } finally {
-      this.clockMs = 0;
+      this.limits.clockMs = 0;
     }
   }
 
@@ -1302,7 +1237,7 @@ export class PolicySession {
     const held = this.limitSlotsHeld?.get(decision);
     if (held !== undefined) {
       try {
-        await this.giveBack(held);
+        await this.limits.giveBack(held);
       } catch {
         // The limit store is down too: the slots stay taken (fewer calls, never more).
       }
@@ -1341,138 +1276,19 @@ export class PolicySession {
     if (decision instanceof Promise) {
       return decision.then(
         (settled) => {
-          if (settled.decision !== 'allow') return this.giveBackThen(held, settled);
+          if (settled.decision !== 'allow') return this.limits.giveBackThen(held, settled);
           this.limitSlotsHeld?.set(settled, held);
           return settled;
         },
         async (error: unknown) => {
-          await this.giveBack(held);
+          await this.limits.giveBack(held);
           throw error;
         },
       );
     }
-    if (decision.decision !== 'allow') return this.giveBackThen(held, decision);
+    if (decision.decision !== 'allow') return this.limits.giveBackThen(held, decision);
     this.limitSlotsHeld?.set(decision, held);
     return decision;
-  }
-
-  private giveBackThen(held: readonly (string | number)[], decision: Decision): Decision | Promise<Decision> {
-    const done = this.giveBack(held);
-    return done instanceof Promise ? done.then(() => decision) : decision;
-  }
-
-  private giveBack(held: readonly (string | number)[]): void | Promise<void> {
-    const pending: Promise<void>[] = [];
-    for (let i = 0; i < held.length; i += 2) {
-      const slot = held[i + 1];
-      if (typeof slot === 'number') {
-        (this.localLimits as InMemoryRateLimitStore).giveBackAt(held[i] as string, slot);
-        continue;
-      }
-      const done = this.limitStore.giveBack(held[i] as string, slot as string);
-      if (done instanceof Promise) pending.push(done);
-    }
-    if (pending.length > 0) return Promise.all(pending).then(() => undefined);
-  }
-
-  /** The scope id of `scope: budget` limits: every session that shares the budget key shares those counts. */
-  private get budgetScopeId(): string {
-    return this.ledger.budget.key;
-  }
-
-  /** The store key of a limit for this session, built once (a flat string, so the store hashes it once). */
-  private limitKey(limit: CompiledLimit): string {
-    if (this.limitKeyOwners[limit.index] === limit) return this.limitKeys[limit.index] as string;
-    const key = `${limit.keyPrefix}${limit.scope === 'budget' ? this.budgetScopeId : this.id}`;
-    this.limitKeys[limit.index] = key;
-    this.limitKeyOwners[limit.index] = limit;
-    return key;
-  }
-
-  /**
-   * Takes a slot of every limit the action meets, in order. A full enforced limit denies (slots already taken are
-   * given back); a full shadowed one is recorded as the shadow outcome. Synchronous while the store is.
-   */
-  private countLimits(limits: readonly CompiledLimit[], action: Action, verdict: Verdict): LimitCount | Promise<LimitCount> {
-    const local = this.localLimits;
-    if (local !== undefined) return this.countLocalLimits(local, limits, action, verdict);
-    const held: string[] = [];
-    let shadowHit: Verdict | undefined;
-    for (let i = 0; i < limits.length; i++) {
-      const limit = limits[i] as CompiledLimit;
-      const key = this.limitKey(limit);
-      const taken = this.limitStore.take(key, limit.maxCalls, limit.windowMs);
-      if (taken instanceof Promise) return this.countLimitsAsync(limits, i, taken, key, held, shadowHit, action, verdict);
-      if (taken.ok) held.push(key, taken.slot);
-      else if (limit.enforced) return this.limitDenied(limit, taken.resetAtMs, action, verdict, held, shadowHit);
-      else shadowHit ??= limitVerdict(limit, taken.resetAtMs, action);
-    }
-    return { verdict: withLimitShadow(verdict, shadowHit), held };
-  }
-
-  // The same with the in-memory store, without allocating: one clock read for all the limits, slot ids as numbers.
-  private countLocalLimits(local: InMemoryRateLimitStore, limits: readonly CompiledLimit[], action: Action, verdict: Verdict): LimitCount {
-    // Sized once (the key and slot of each limit); a literal grown by push would allocate more on every check.
-    // oxlint-disable-next-line unicorn/no-new-array
-    const held: (string | number)[] = new Array(limits.length * 2);
-    let count = 0;
-    let shadowHit: Verdict | undefined;
-    const now = local.clock();
-    // The same instant stamps the decision made right after (see makeDecision).
-    if (local.systemClock) this.clockMs = now;
-    for (let i = 0; i < limits.length; i++) {
-      const limit = limits[i] as CompiledLimit;
-      const key = this.limitKey(limit);
-      const slot = local.takeAt(key, limit.maxCalls, limit.windowMs, now);
-      if (slot > 0) {
-        held[count++] = key;
-        held[count++] = slot;
-      } else if (limit.enforced) {
-        held.length = count;
-        return this.limitDenied(limit, local.lastResetAtMs, action, verdict, held, shadowHit) as LimitCount;
-      } else shadowHit ??= limitVerdict(limit, local.lastResetAtMs, action);
-    }
-    held.length = count;
-    return { verdict: withLimitShadow(verdict, shadowHit), held };
-  }
-
-  private async countLimitsAsync(
-    limits: readonly CompiledLimit[],
-    from: number,
-    first: Promise<RateLimitTake>,
-    firstKey: string,
-    held: string[],
-    shadowHit: Verdict | undefined,
-    action: Action,
-    verdict: Verdict,
-  ): Promise<LimitCount> {
-    let pending: Promise<RateLimitTake> | undefined = first;
-    let key = firstKey;
-    try {
-      for (let i = from; i < limits.length; i++) {
-        const limit = limits[i] as CompiledLimit;
-        if (pending === undefined) key = this.limitKey(limit);
-        const taken = await (pending ?? this.limitStore.take(key, limit.maxCalls, limit.windowMs));
-        pending = undefined;
-        if (taken.ok) held.push(key, taken.slot);
-        else if (limit.enforced) return await this.limitDenied(limit, taken.resetAtMs, action, verdict, held, shadowHit);
-        else shadowHit ??= limitVerdict(limit, taken.resetAtMs, action);
-      }
-    } catch (error) {
-      await this.giveBack(held);
-      throw error;
-    }
-    return { verdict: withLimitShadow(verdict, shadowHit), held };
-  }
-
-  private limitDenied(limit: CompiledLimit, resetAtMs: number | null, action: Action, verdict: Verdict, held: readonly (string | number)[], shadowHit: Verdict | undefined): LimitCount | Promise<LimitCount> {
-    const denied = limitVerdict(limit, resetAtMs, action);
-    // A shadow outcome that comes before the limits (or an earlier shadowed limit) is still what would have decided.
-    if (verdict.shadow !== undefined && verdict.shadowAfterLimits !== true) denied.shadow = verdict.shadow;
-    else if (shadowHit !== undefined) denied.shadow = { decision: shadowHit.decision, reason: shadowHit.reason, rule: shadowHit.rule };
-    const outcome: LimitCount = { verdict: denied, held: NO_SLOTS };
-    const done = this.giveBack(held);
-    return done instanceof Promise ? done.then(() => outcome) : outcome;
   }
 
   // An action that needs approval and has none that counts: the approver is asked, or a request is raised.
@@ -1530,7 +1346,7 @@ export class PolicySession {
       mode === 'reserve'
         ? this.makeDecision(prepared, verdict, id, approval, { settlement: Object.freeze({ status: 'pending', estimated: nanosToUsd(costNanos), actual: nanosToUsd(costNanos) }) })
         : this.makeDecision(prepared, verdict, id, approval);
-    const failure = this.publish(decision, true);
+    const failure = this.publisher.publish(decision, this, true);
     if (failure !== undefined) {
       const givenBack = costNanos <= 0 ? undefined : lease !== undefined ? this.ledger.release(lease) : this.ledger.refund(costNanos);
       const denied = this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
@@ -1631,103 +1447,33 @@ export class PolicySession {
   }
 
   private nextId(): string {
-    const id = this.idPrefix + ++this.seq;
-    this.lastId = id;
-    return id;
+    return this.records.nextId();
   }
 
-  // The sequence number of one of this session's decisions (its id is `<session id>:<n>`), or 0. Read from the
-  // decision's stamp when this session made it; parsed from the id otherwise (a settled copy, a decision read back).
   private seqOf(decision: Decision): number {
-    const stamped = DecisionStamp.seq(decision, this.stampOwner);
-    if (stamped !== undefined) return stamped;
-    return this.parseSeq(decision.id);
+    return this.records.seqOf(decision);
   }
 
-  private parseSeq(id: unknown): number {
-    if (typeof id !== 'string' || id.length <= this.idPrefix.length || !id.startsWith(this.idPrefix)) return 0;
-    const seq = Number(id.slice(this.idPrefix.length));
-    return Number.isSafeInteger(seq) && seq > 0 && seq <= this.seq ? seq : 0;
-  }
-
-  // Decisions are frozen values: nothing outside the session can change what it recorded.
-  // The fingerprint is a plain value once it has been worked out, and an accessor that works it out on first read
-  // until then (see LazyDecision): most decisions are never asked for it.
   private makeDecision(prepared: Prepared, verdict: Verdict, id: string, approval: ApprovalRecord | undefined, extra?: DecisionExtra): Decision {
-    const reason = verdict.reason.length > 1024 ? boundString(verdict.reason) : verdict.reason;
-    const rule = Object.isFrozen(verdict.rule) ? verdict.rule : Object.freeze(verdict.rule);
-    const identity = prepared.identity;
-    const timestamp = this.clockMs !== 0 ? isoAt(this.clockMs) : isoNow();
-    const seq = id === this.lastId ? this.seq : this.parseSeq(id);
-    let decision: Record<string, unknown>;
-    if (!identity.hashed) {
-      decision = new LazyDecision(id, this.id, prepared.policyHash, verdict.decision, reason, rule, prepared.action, approval !== undefined, timestamp);
-      if (approval !== undefined) decision['approval'] = approval;
-    } else if (approval !== undefined) {
-      decision = { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: true, timestamp, approval };
-    } else {
-      decision = { id, sessionId: this.id, fingerprint: identity.fingerprint, policyHash: prepared.policyHash, decision: verdict.decision, reason, rule, action: prepared.action, approved: false, timestamp };
-    }
-    new DecisionStamp(decision, identity, this.stampOwner, seq);
-    if (extra !== undefined) Object.assign(decision, extra);
-    const shadow = verdict.shadow;
-    if (shadow !== undefined) decision['shadow'] = Object.freeze({ decision: shadow.decision, reason: shadow.reason, rule: Object.freeze(shadow.rule) });
-    return Object.freeze(decision) as unknown as Decision;
+    return this.records.make(prepared, verdict, id, approval, extra, this.limits.clockMs);
   }
 
   // Records a decision that lets nothing run (a deny), or spend that already happened: a sink failure is a warning.
   private record(decision: Decision): Decision {
     this.trail.add(decision);
-    this.publish(decision, false);
+    this.publisher.publish(decision, this, false);
     return decision;
   }
 
   // Records a require_approval: if the sink fails it was not audited, so it becomes a deny.
   private recordGated(decision: Decision): Decision {
-    const failure = this.publish(decision, true);
+    const failure = this.publisher.publish(decision, this, true);
     if (failure === undefined) {
       this.trail.add(decision);
       return decision;
     }
     const prepared = { policyHash: decision.policyHash, action: decision.action, identity: identityOf(decision), prepared: null, invalid: null };
     return this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
-  }
-
-  // Hands a decision to the onDecision sink. Returns the error when the sink threw and that must stop the action.
-  // The sinks (an audit log, OpenTelemetry) are sinks like onDecision: one that throws did not record the decision.
-  private publish(decision: Decision, gated: boolean): unknown {
-    const listener = this.options.onDecision;
-    let failure: unknown;
-    if (listener) {
-      try {
-        listener(decision);
-      } catch (error) {
-        process.emitWarning(`agentpolicy: onDecision threw: ${errorMessage(error)}`);
-        failure = error ?? new Error('onDecision threw');
-        // Denied instead: the sinks are given that deny, not this decision.
-        if (gated && this.options.onDecisionError !== 'warn') return failure;
-      }
-    }
-    for (const sink of this.sinks) {
-      try {
-        sink.decision(decision, this);
-      } catch (error) {
-        process.emitWarning(`agentpolicy: a decision sink threw: ${errorMessage(error)}`);
-        failure ??= error ?? new Error('a decision sink threw');
-      }
-    }
-    return failure !== undefined && gated && this.options.onDecisionError !== 'warn' ? failure : undefined;
-  }
-
-  // A settlement is spend that happened: a sink that fails is reported, never undone.
-  private publishSettlement(decision: Decision): void {
-    for (const sink of this.sinks) {
-      try {
-        sink.settlement?.(decision, this);
-      } catch (error) {
-        process.emitWarning(`agentpolicy: a decision sink threw: ${errorMessage(error)}`);
-      }
-    }
   }
 }
 
@@ -1793,81 +1539,6 @@ function readWaitOptions(options: unknown): { timeoutMs?: number; intervalMs?: n
 
 function haltFailure(error: unknown): HaltState {
   return { reason: `the halt store cannot be read (${errorMessage(error)}), so the action is denied`, at: new Date().toISOString() };
-}
-
-// A decision's identity, the session that made it and its sequence number ride on the decision itself, in private
-// fields (stamped onto the plain object, so the decision stays a plain object: no prototype, no extra key, nothing
-// JSON, spread or equality would see). A copy carries no stamp.
-class ReturnTarget {
-  constructor(target: object) {
-    // Returning the target makes the subclass stamp its private field onto it.
-    return target as ReturnTarget;
-  }
-}
-class DecisionStamp extends ReturnTarget {
-  readonly #identity: ActionIdentity;
-  readonly #owner: object;
-  readonly #seq: number;
-  constructor(target: object, identity: ActionIdentity, owner: object, seq: number) {
-    super(target);
-    this.#identity = identity;
-    this.#owner = owner;
-    this.#seq = seq;
-  }
-  static read(target: object): ActionIdentity | undefined {
-    return #identity in target ? (target as DecisionStamp).#identity : undefined;
-  }
-  /** The sequence number of a decision `owner` made, or undefined for any other. */
-  static seq(target: object, owner: object): number | undefined {
-    return #identity in target && (target as DecisionStamp).#owner === owner ? (target as DecisionStamp).#seq : undefined;
-  }
-}
-
-// One getter for every such decision, so they all share one shape.
-const FINGERPRINT: PropertyDescriptor = Object.freeze({
-  get(this: object): string {
-    return (DecisionStamp.read(this) as ActionIdentity).fingerprint;
-  },
-  enumerable: true,
-  configurable: false,
-});
-
-/**
- * A decision whose `fingerprint` is an own enumerable accessor that works the SHA-256 out on first read (from the
- * identity's frozen snapshot, so it is the fingerprint of the action as it was checked). JSON, spread, structured
- * clone and the audit sinks read it like a value. Built by a constructor whose instances are plain objects (their
- * prototype is Object.prototype): every field sits inside the object, where a literal extended afterwards would
- * allocate and grow a separate property store on every decision.
- */
-function lazyDecision(
-  this: Record<string, unknown>,
-  id: string,
-  sessionId: string,
-  policyHash: string,
-  value: Decision['decision'],
-  reason: string,
-  rule: RuleRef,
-  action: Action,
-  approved: boolean,
-  timestamp: string,
-): void {
-  this['id'] = id;
-  this['sessionId'] = sessionId;
-  Object.defineProperty(this, 'fingerprint', FINGERPRINT);
-  this['policyHash'] = policyHash;
-  this['decision'] = value;
-  this['reason'] = reason;
-  this['rule'] = rule;
-  this['action'] = action;
-  this['approved'] = approved;
-  this['timestamp'] = timestamp;
-}
-const LazyDecision = lazyDecision as unknown as new (...args: Parameters<typeof lazyDecision>) => Record<string, unknown>;
-(LazyDecision as unknown as { prototype: object }).prototype = Object.prototype;
-
-/** The identity of a decision this session made. */
-function identityOf(decision: Decision): ActionIdentity {
-  return DecisionStamp.read(decision) ?? ActionIdentity.known(decision.fingerprint);
 }
 
 // The action input a recorded action was checked as (its fingerprint tells whether the record kept all of it).

@@ -1,11 +1,12 @@
 // The server-side gate: an McpServer whose tool handlers run only when the policy allows, reached by a plain
 // (ungoverned) SDK client over Streamable HTTP on 127.0.0.1 and in a child process over stdio.
-import { AgentPolicy, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, AgentPolicyError, type PolicySession } from '@agentpolicy/core';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { gateMcpServer } from './gate-mcp-server.js';
 import { wrapMcpServerTransport } from './policy-transport.js';
 import { createDocsServer } from './test-support/docs-server.js';
@@ -156,5 +157,55 @@ describe('wrapMcpServerTransport', () => {
     const wrapped = wrapMcpServerTransport(serverSide, session, { server: 'docs' });
     expect(() => wrapMcpServerTransport(wrapped, session, { server: 'docs' })).toThrow(/already wrapped/);
     expect(() => gateMcpServer(new McpServer({ name: 'x', version: '1' }), session, { server: 'mcp*' })).toThrow(/server/);
+  });
+});
+
+describe('gateMcpServer: a tool handler that throws is settled by core rule on what it threw', () => {
+  async function gatedLookup(handler: () => unknown) {
+    const session = AgentPolicy.fromDict({ budget: { max_spend: 1 } }).session();
+    const server = new McpServer({ name: 'svc', version: '1.0.0' });
+    server.registerTool('lookup', { inputSchema: { q: z.string() } }, async () => handler() as CallToolResult);
+    gateMcpServer(server, session, { server: 'svc', costs: { lookup: 0.25 } });
+    const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair();
+    await server.connect(serverTransport);
+    const client = new Client({ name: 'plain-client', version: '1.0.0' });
+    await client.connect(clientTransport);
+    const call = async () => {
+      const result = await client.callTool({ name: 'lookup', arguments: { q: 'x' } });
+      await new Promise((resolve) => setImmediate(resolve));
+      return result;
+    };
+    return { session, call, close: () => client.close() };
+  }
+
+  it.each([
+    ['a plain Error (it may have done the work): charged', () => new Error('boom'), 0.25],
+    ['status 500: charged', () => Object.assign(new Error('upstream'), { status: 500 }), 0.25],
+    ['status 404 (it refused the input): released', () => Object.assign(new Error('no such page'), { status: 404 }), 0],
+    ['statusCode 422: released', () => Object.assign(new Error('bad query'), { statusCode: 422 }), 0],
+    ['an agentpolicy error: released', () => new AgentPolicyError('INVALID_ARGUMENT', 'refused'), 0],
+  ])('%s', async (_what, error, spent) => {
+    const { session, call, close } = await gatedLookup(() => {
+      throw error();
+    });
+    try {
+      const result = await call();
+      expect(result.isError).toBe(true);
+      // Before, every error result was charged: the status stayed inside the server.
+      expect(session.spent).toBe(spent);
+      expect(session.pendingReservations).toBe(0);
+    } finally {
+      await close();
+    }
+  });
+
+  it('an error result the handler returns itself is charged (only what a handler throws is read)', async () => {
+    const { session, call, close } = await gatedLookup(() => ({ content: [{ type: 'text', text: 'no such page' }], isError: true }));
+    try {
+      expect((await call()).isError).toBe(true);
+      expect(session.spent).toBe(0.25);
+    } finally {
+      await close();
+    }
   });
 });

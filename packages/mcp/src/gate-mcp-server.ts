@@ -1,6 +1,7 @@
 import { AgentPolicyError, type PolicySession } from '@agentpolicy/core';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { serverTransport, wrapMcpTransport } from './policy-transport.js';
+import { mcpServerHandlerErrors, type HandlerErrors } from './server-tool-errors.js';
 import { mcpServerInputReader } from './server-tool-input.js';
 import { readServerName } from './governed-tool-name.js';
 import { ToolGate, type McpPolicyOptions } from './tool-gate.js';
@@ -54,7 +55,11 @@ export function gateMcpServer<T extends Connectable>(server: T, session: Session
   // An McpServer parses a call's arguments with the tool's input schema before its handler runs: calls are decided
   // on that parse, so a default or a transform the handler gets is what the policy judged.
   const inputOf = mcpServerInputReader(server);
-  return patchConnect(server, session, options, 'gateMcpServer', (transport, each, gateOptions) => serverTransport(transport, each, gateOptions, 'gateMcpServer', inputOf));
+  // A tool handler that throws is answered with a bare error result: what it threw is kept for the call's settlement.
+  let thrown: HandlerErrors | undefined;
+  const gated = patchConnect(server, session, options, 'gateMcpServer', (transport, each, gateOptions) => serverTransport(transport, each, gateOptions, 'gateMcpServer', inputOf, thrown));
+  thrown = mcpServerHandlerErrors(server);
+  return gated;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { AgentPolicyError, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, MessageExtraInfo, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { HandlerErrors } from './server-tool-errors.js';
 import type { ToolInputReader } from './server-tool-input.js';
 import { CallCancel, ToolGate, plainRefusal, type CallOutcome, type McpPolicyOptions } from './tool-gate.js';
 
@@ -75,6 +76,8 @@ export class McpPolicyTransport implements Transport {
     private readonly inner: Transport,
     private readonly gate: ToolGate,
     private readonly side: Side,
+    /** Server side, on an `McpServer`: what its tool handlers threw, by request. */
+    private readonly thrown?: HandlerErrors,
   ) {}
 
   get sessionId(): string | undefined {
@@ -227,7 +230,7 @@ export class McpPolicyTransport implements Transport {
     if (this.running.has(id)) {
       const reservation = this.running.get(id);
       this.running.delete(id);
-      this.gate.settle(reservation, response as { result?: unknown; error?: unknown });
+      this.gate.settle(reservation, response as { result?: unknown; error?: unknown }, this.thrown?.take(id));
       return response;
     }
     if ((this.listing.delete(id) || this.cancelledListings.delete(id)) && 'result' in response) {
@@ -301,9 +304,19 @@ export function wrapMcpServerTransport<T extends Transport>(transport: T, sessio
   return serverTransport(transport, session, options, 'wrapMcpServerTransport', undefined);
 }
 
-/** The server-side wrapper, deciding calls on the arguments as `inputOf` reads them (see `gateMcpServer`). */
-export function serverTransport<T extends Transport>(transport: T, session: PolicySession, options: McpPolicyOptions, where: string, inputOf: ToolInputReader | undefined): McpPolicyTransport {
-  return new McpPolicyTransport(checkTransport(transport, where), new ToolGate(session, options, 'mcp-server', where, inputOf), 'server');
+/**
+ * The server-side wrapper, deciding calls on the arguments as `inputOf` reads them and settling a handler that threw
+ * by what `thrown` says it threw (see `gateMcpServer`).
+ */
+export function serverTransport<T extends Transport>(
+  transport: T,
+  session: PolicySession,
+  options: McpPolicyOptions,
+  where: string,
+  inputOf: ToolInputReader | undefined,
+  thrown?: HandlerErrors,
+): McpPolicyTransport {
+  return new McpPolicyTransport(checkTransport(transport, where), new ToolGate(session, options, 'mcp-server', where, inputOf), 'server', thrown);
 }
 
 function checkTransport<T extends Transport>(transport: T, where: string): T {

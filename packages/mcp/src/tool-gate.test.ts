@@ -39,6 +39,10 @@ describe('settling a call from its response (core decides how: Reservation.fail)
     ['a JSON-RPC internal error is charged (it may have run)', { error: { code: -32603, message: 'boom' } }, 0.05],
     ['invalid params: refused before running, released', { error: { code: -32602, message: 'bad' } }, 0],
     ['method not found: released', { error: { code: -32601, message: 'no' } }, 0],
+    // A server cannot make a failed call free by adding fields of its own: no status crosses MCP.
+    ['an error result with a status field added by the server is still charged', { result: { content: [], isError: true, status: 404 } }, 0.05],
+    ['an error result with a statusCode field added by the server is still charged', { result: { content: [], isError: true, statusCode: 400 } }, 0.05],
+    ['a JSON-RPC internal error with a status field added is still charged', { error: { code: -32603, message: 'boom', status: 404 } }, 0.05],
   ])('%s', async (_, reply, spent) => {
     const session = AgentPolicy.fromDict({ budget: { max_spend: 1 } }).session();
     const { transport } = scripted(() => reply);

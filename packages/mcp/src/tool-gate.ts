@@ -223,9 +223,12 @@ export class ToolGate {
    * Settles a call that ran, from its JSON-RPC response, by core's rule ({@link Reservation.fail}): a result commits
    * the declared cost; an error result (the tool ran and failed) or a lost response is settled as a failure; a
    * JSON-RPC "invalid params" / "method not found" error (the server refused the call before running it) counts as
-   * a 4xx, and so does an error result for arguments the server's schema rejects (its handler never ran).
+   * a 4xx, and so does an error result for arguments the server's schema rejects (its handler never ran). An error
+   * result for a handler whose thrown error is known (`thrown`: `gateMcpServer` on an `McpServer`) is settled by that
+   * error, as a local tool's; any other error result or error answer is charged (fields a peer adds to it, such as a
+   * `status`, are not read).
    */
-  settle(reservation: Reservation | undefined, response: { result?: unknown; error?: unknown } | { lost: unknown }): void {
+  settle(reservation: Reservation | undefined, response: { result?: unknown; error?: unknown } | { lost: unknown }, thrown?: { readonly error: unknown }): void {
     if (reservation === undefined) return;
     let done: Promise<unknown>;
     if ('lost' in response) done = reservation.fail({ error: response.lost });
@@ -234,8 +237,10 @@ export class ToolGate {
     }
     else if (response.error !== undefined) {
       const code = (response.error as { code?: unknown } | null)?.code;
-      done = reservation.fail(code === -32602 || code === -32601 || code === -32600 ? { status: 400, error: response.error } : { error: response.error });
-    } else if ((response.result as { isError?: unknown } | null)?.isError === true) done = reservation.fail({ error: response.result });
+      // Only these codes say the call was not run. What else a peer puts in its answer (a `status` field of its own)
+      // is not an error's status: the call may have run, so it is charged.
+      done = code === -32602 || code === -32601 || code === -32600 ? reservation.fail({ status: 400, error: response.error }) : reservation.commit();
+    } else if ((response.result as { isError?: unknown } | null)?.isError === true) done = thrown !== undefined ? reservation.fail({ error: thrown.error }) : reservation.commit();
     else done = reservation.commit();
     done.catch((error: unknown) => {
       // The reservation stays open and session.end() charges its estimate: no spend is lost.

@@ -5,9 +5,8 @@ import { AgentPolicy, ApprovalRequiredError, PolicyDeniedError, type PolicySessi
 import OpenAI from 'openai';
 import type { RunnableToolFunctionWithParse } from 'openai/lib/RunnableFunction';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
 import { wrapOpenAI } from './wrap-openai.js';
-import { ARGUMENT_RULES, SHADOW_CALLS, SHADOW_OUTCOMES } from '@agentpolicy/test-servers';
+import { ARGUMENT_RULES, SHADOW_CALLS, SHADOW_OUTCOMES, startMockOpenAI, type MockOpenAIServer } from '@agentpolicy/test-servers';
 
 const USER = [{ role: 'user' as const, content: 'Do the task.' }];
 

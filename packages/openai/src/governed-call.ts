@@ -5,6 +5,7 @@ import { audioDurations, describeRequest, type RequestSpec } from './request-spe
 import { SseParser, type SseEvent } from './sse-parser.js';
 import { readTokenUsage, type ReadUsage } from './token-usage.js';
 import { StreamToolCalls, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
+import { toolCost, type ToolCosts } from './tool-costs.js';
 import { rememberWaiting, RUNS_TOOLS, TOOL_PARSERS, ToolParsers } from './tool-parsers.js';
 import { ToolRuns } from './tool-runs.js';
 
@@ -16,6 +17,8 @@ export interface GovernorSettings {
   readonly checkToolCalls: boolean;
   /** The `toolParsers` option: parse functions of the caller's own loop, by tool name. */
   readonly toolParsers: ToolParsers | undefined;
+  /** The `toolCosts` option: the declared cost of each returned tool call. */
+  readonly toolCosts: ToolCosts | undefined;
   readonly metadata: Metadata;
 }
 
@@ -64,6 +67,11 @@ export class GovernedCall {
   /** The policy error that refused a redirect hop of this call; a retry of the call throws it before sending. */
   refusal: AgentPolicyError | undefined;
   private readonly onAbort = (): void => this.aborted();
+  /**
+   * The declared costs (`toolCosts`) the allowed tool calls of this response hold. A stream's calls are checked as
+   * each completes: if a later one is refused, the response is, and these are given back.
+   */
+  private readonly heldToolCosts: Reservation[] = [];
   private readonly settings: GovernorSettings;
   private readonly spec: RequestSpec;
   private reservation: Reservation | null;
@@ -337,25 +345,55 @@ export class GovernedCall {
     const runs = this.options.__metadata?.[RUNS_TOOLS];
     const toolRuns = runs instanceof ToolRuns ? runs : undefined;
     let failure: Error | undefined;
+    // Allowed calls holding their declared cost: if the response is refused, they never run on these allows.
+    const held = this.heldToolCosts;
     for (const call of calls) {
       const parsed = (await run?.inputOf(session, call)) ?? (await own?.inputOf(session, call));
       const input = parsed === undefined ? toolInputOf(call) : parsed.input;
-      const decision = await session.checkTool(call.name, {
+      const declared = toolCost(this.settings.toolCosts, call.name, input);
+      const check = {
         ...(input !== undefined ? { input } : {}),
+        ...(declared.cost !== undefined ? { cost: declared.cost } : {}),
         ...(call.id ? { idempotencyKey: call.id } : {}),
-        metadata: { ...this.settings.metadata, via: 'openai', endpoint: this.spec.endpoint, toolCallId: call.id, ...(parsed?.rejected ? { argumentsRejected: true } : {}) },
-      });
+        metadata: {
+          ...this.settings.metadata,
+          via: 'openai',
+          endpoint: this.spec.endpoint,
+          toolCallId: call.id,
+          ...(parsed?.rejected ? { argumentsRejected: true } : {}),
+          ...(declared.error !== undefined ? { costError: declared.error } : {}),
+        },
+      };
+      // A call with a cost is reserved, so the cost is held from the decision until the call has run: the loop's
+      // session.runTool with the same key and cost takes this decision and its reservation (one record, one charge).
+      const reservation = declared.cost === undefined ? undefined : await session.reserveAction({ type: 'tool', name: call.name, ...check });
+      const decision = reservation ? reservation.decision : await session.checkTool(call.name, check);
       if (parsed !== undefined) rememberWaiting(session, call, parsed, decision.decision === 'require_approval');
       if (decision.decision !== 'allow') failure ??= decisionError(decision);
       // runTools() runs the function itself: its wrapped function takes the call's one execution when it runs (a halt or
       // a policy change before then stops it), so the same call id and arguments in a later turn are decided (and
-      // counted) again, not run on this allow. A function it could not wrap has its allow taken now.
-      else if (toolRuns?.runs(call.name)) toolRuns.decided(session, call, input, decision);
-      else if (toolRuns !== undefined && !(await session.claim(decision))) {
-        failure ??= new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.id)} of ${JSON.stringify(call.name)} is being run more than once at the same time`);
-      }
+      // counted) again, not run on this allow. A function it could not wrap has its allow taken now, and its cost
+      // charged (its outcome is not seen).
+      else if (toolRuns?.runs(call.name)) {
+        toolRuns.decided(session, call, input, decision, reservation);
+        if (reservation !== undefined) held.push(reservation);
+      } else if (toolRuns !== undefined) {
+        if (await session.claim(decision)) await reservation?.commit();
+        else failure ??= new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.id)} of ${JSON.stringify(call.name)} is being run more than once at the same time`);
+      } else if (reservation !== undefined) held.push(reservation);
     }
+    if (failure !== undefined) await this.giveBackHeld(session, held);
     return failure;
+  }
+
+  /**
+   * The caller never gets the calls of a refused response: the allowed ones that hold a cost are taken (so a keyed
+   * repeat is decided anew, never run on them) and their money given back.
+   */
+  private async giveBackHeld(session: PolicySession, held: readonly Reservation[]): Promise<void> {
+    for (const reservation of held) {
+      if (!reservation.settled && (await Promise.resolve().then(() => session.claim(reservation.decision)).catch(() => false))) await reservation.release();
+    }
   }
 
   // ---- body observers -------------------------------------------------------------------------------------------

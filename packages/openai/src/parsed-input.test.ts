@@ -12,7 +12,7 @@ import OpenAIv6 from 'openai-v6';
 import { zodFunction as zodFunctionV6 } from 'openai-v6/helpers/zod';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
+import { startMockOpenAI, type MockOpenAIServer } from '@agentpolicy/test-servers';
 import { wrapOpenAI } from './wrap-openai.js';
 
 const USER = [{ role: 'user' as const, content: 'Do the task.' }];

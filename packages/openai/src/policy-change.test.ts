@@ -5,7 +5,7 @@ import { AgentPolicy, findPolicyError, PolicyDeniedError, PolicySource } from '@
 import OpenAI from 'openai';
 import OpenAIv6 from 'openai-v6';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
+import { startMockOpenAI, type MockOpenAIServer } from '@agentpolicy/test-servers';
 import { wrapOpenAI } from './wrap-openai.js';
 
 const CLIENTS: ReadonlyArray<[string, typeof OpenAI]> = [

@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
+import { startMockOpenAI, type MockOpenAIServer } from '@agentpolicy/test-servers';
 import { wrapOpenAI } from './wrap-openai.js';
 
 const GPT_4O_MINI_COST = 0.00045; // 1000 input, 500 output tokens

@@ -1,4 +1,4 @@
-import { AgentPolicyError, type Decision, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicyError, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { ReturnedToolCall } from './tool-calls.js';
 import { withToolPieces, type ToolFunction } from './tool-pieces.js';
 
@@ -9,6 +9,8 @@ interface Allowed {
   /** The input it was decided on: what a function with a parse gets (the very value), else its JSON arguments. */
   readonly input: unknown;
   readonly decision: Decision;
+  /** The declared cost it holds (`toolCosts`), settled when the function returns or throws. */
+  readonly reservation: Reservation | undefined;
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null;
@@ -30,10 +32,10 @@ export class ToolRuns {
   }
 
   /** Keeps an allowed call of this run until the client runs its function. */
-  decided(session: PolicySession, call: ReturnedToolCall, input: unknown, decision: Decision): void {
+  decided(session: PolicySession, call: ReturnedToolCall, input: unknown, decision: Decision, reservation: Reservation | undefined): void {
     let calls = this.allowed.get(call.name);
     if (calls === undefined) this.allowed.set(call.name, (calls = []));
-    calls.push({ session, call, input, decision });
+    calls.push({ session, call, input, decision, reservation });
   }
 
   /**
@@ -48,7 +50,7 @@ export class ToolRuns {
     return calls.splice(index, 1)[0];
   }
 
-  /** The function to hand to the client in place of `fn`: it takes the call's allow, then runs `fn`. */
+  /** The function to hand to the client in place of `fn`: it takes the call's allow, runs `fn` and settles its cost. */
   wrap(name: string, fn: ToolFunction): ToolFunction {
     const take = (argument: unknown): Allowed | undefined => this.take(name, argument);
     this.wrapped.add(name);
@@ -61,7 +63,17 @@ export class ToolRuns {
       if (!(await allowed.session.claim(allowed.decision))) {
         throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(allowed.call.id)} of ${JSON.stringify(name)} is being run more than once at the same time`);
       }
-      return fn.apply(this, args);
+      // The function ran: a declared cost is charged, or settled by core's rule for a function that throws
+      // (released for an agentpolicy error or a 4xx status / statusCode, charged otherwise).
+      let result: unknown;
+      try {
+        result = await fn.apply(this, args);
+      } catch (error) {
+        await allowed.reservation?.fail({ error });
+        throw error;
+      }
+      await allowed.reservation?.commit();
+      return result;
     };
   }
 

@@ -2,7 +2,7 @@ import { AgentPolicy, ApprovalRequiredError, findPolicyError, NANOS_PER_USD, Pol
 import OpenAI, { AzureOpenAI, toFile } from 'openai';
 import OpenAIv6, { AzureOpenAI as AzureOpenAIv6 } from 'openai-v6';
 import { afterAll, beforeAll, beforeEach, describe, expect, expectTypeOf, it } from 'vitest';
-import { startMockOpenAI, type MockOpenAIServer } from './test-server.js';
+import { startMockOpenAI, type MockOpenAIServer } from '@agentpolicy/test-servers';
 import { wrapOpenAI, type WrapOpenAIOptions } from './wrap-openai.js';
 
 // gpt-4o-mini in the catalog: $0.15 / 1M input, $0.075 / 1M cached input, $0.60 / 1M output.
@@ -36,6 +36,18 @@ it('returns a client of the same type (openai 6 and 7) and refuses anything else
   expect(() => wrapOpenAI({}, session)).toThrow(TypeError);
   // @ts-expect-error not a session
   expect(() => wrapOpenAI(new OpenAI({ apiKey: 'k' }), {})).toThrow(TypeError);
+});
+
+it('refuses toolCosts it cannot read, and toolCosts without checkToolCalls, instead of charging nothing (a negative cost is denied when checked, see the parity table)', () => {
+  const session = new AgentPolicy({ budget: 1 }).session();
+  const client = new OpenAI({ apiKey: 'k' });
+  for (const toolCosts of ['0.1', 5, null, [0.1], { get_weather: '0.1' }, { get_weather: null }]) {
+    // @ts-expect-error not a ToolCosts value
+    expect(() => wrapOpenAI(client, session, { checkToolCalls: true, toolCosts })).toThrow(TypeError);
+  }
+  expect(() => wrapOpenAI(client, session, { toolCosts: { get_weather: 0.1 } })).toThrow(/checkToolCalls/);
+  expect(() => wrapOpenAI(client, session, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } })).not.toThrow();
+  expect(() => wrapOpenAI(client, session, { checkToolCalls: true, toolCosts: () => 0.1 })).not.toThrow();
 });
 
 describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) => {
@@ -644,6 +656,104 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       // Used once: the same answer again does not run it again.
       await expect(session.runTool('send_email', { input: { to: 'bob@example.com' }, idempotencyKey: 'call_1', approval: { requestId } }, () => send('bob@example.com'))).rejects.toThrow(/requires approval/);
       expect(sent).toEqual(['bob@example.com']);
+    });
+
+    describe('declared tool costs (toolCosts)', () => {
+      const toolDecisions = (session: PolicySession) => session.report().decisions.filter((d) => d.action.type === 'tool');
+      const toolSpend = (session: PolicySession) => round(toolDecisions(session).reduce((sum, d) => sum + (d.settlement?.actual ?? 0), 0));
+      const weatherTool = (run: () => unknown) => ({ type: 'function' as const, function: { name: 'get_weather', description: 'weather', parameters: { type: 'object', properties: {} }, function: run } });
+
+      it('the loop runs a call with its cost under the allow the response got: one decision, counted once by a limit, charged once', async () => {
+        const { session, client } = setup({ budget: 1, limits: [{ tool: 'get_weather', max_calls: 1, per: '1h' }] }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{"city":"Paris"}' }] });
+        const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER });
+        // Reserved when the response arrived: the money is held until the call has run.
+        expect(toolDecisions(session)).toEqual([expect.objectContaining({ decision: 'allow', action: expect.objectContaining({ cost: 0.1 }), settlement: expect.objectContaining({ status: 'pending' }) })]);
+        const call = completion.choices[0]!.message.tool_calls![0]!;
+        if (call.type !== 'function') throw new Error('not a function call');
+        let ran = 0;
+        await session.runTool('get_weather', { input: JSON.parse(call.function.arguments), cost: 0.1, idempotencyKey: call.id }, () => ++ran);
+        // Before, the response was checked at no cost and the loop's call with its cost was another action: decided
+        // again, and denied by the limit the first check had counted, so the tool never ran.
+        expect(ran).toBe(1);
+        expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([['allow', 'committed']]);
+        expect(toolSpend(session)).toBe(0.1);
+      });
+
+      it('a call the budget cannot cover is refused when the response arrives, and nothing is held', async () => {
+        const { session, client } = setup({ budget: 0.5 }, { checkToolCalls: true, toolCosts: { get_weather: 2 } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }] });
+        const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER }).catch((e: unknown) => e);
+        expect(PolicyDeniedError.isInstance(error)).toBe(true);
+        expect(toolDecisions(session).map((d) => `${d.decision}:${d.rule.section}`)).toEqual(['deny:budget']);
+        expect(session.pendingReservations).toBe(0);
+      });
+
+      it('a refused response gives back the cost its allowed calls held; their call id is decided anew', async () => {
+        const { session, client } = setup({ ...blocked, budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        server.reply({ toolCalls: [{ id: 'call_ok', name: 'get_weather', arguments: '{}' }, { id: 'call_bad', name: 'send_email', arguments: '{}' }] });
+        await expect(client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER })).rejects.toThrow(/blocked|not allowed/);
+        expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([['allow', 'released'], ['deny', undefined]]);
+        expect(session.pendingReservations).toBe(0);
+        await session.runTool('get_weather', { input: {}, cost: 0.1, idempotencyKey: 'call_ok' }, () => 'ok');
+        expect(toolDecisions(session)).toHaveLength(3);
+        expect(toolSpend(session)).toBe(0.1);
+      });
+
+      it('a streamed response refused at a later call gives back the cost an earlier call of it held', async () => {
+        const { session, client } = setup({ ...blocked, budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        server.reply({ toolCalls: [{ id: 'call_ok', name: 'get_weather', arguments: '{}' }, { id: 'call_bad', name: 'send_email', arguments: '{}' }] });
+        const stream = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true });
+        const read = async () => {
+          for await (const _chunk of stream) {
+            // read to the end
+          }
+        };
+        await expect(read()).rejects.toThrow(/blocked|not allowed/);
+        await settle();
+        // The calls of a stream are checked as each completes: the first was allowed (its cost held) before the
+        // second was refused. Before, its reservation stayed open until session.end() charged it.
+        expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([['allow', 'released'], ['deny', undefined]]);
+        expect(toolSpend(session)).toBe(0);
+      });
+
+      it.each([
+        ['returns', () => 'sunny', 0.1],
+        ['throws a plain Error (it may have done the work): charged', () => { throw new Error('boom'); }, 0.1],
+        ['throws with status 500: charged', () => { throw Object.assign(new Error('upstream'), { status: 500 }); }, 0.1],
+        ['throws with status 404 (it refused the input): released', () => { throw Object.assign(new Error('no such city'), { status: 404 }); }, 0],
+        ['throws with statusCode 422: released', () => { throw Object.assign(new Error('bad city'), { statusCode: 422 }); }, 0],
+      ])('runTools(): a function that %s settles its cost by core\'s rule', async (_what, run, spent) => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }] }, {});
+        await client.chat.completions.runTools({ model: 'gpt-4o-mini', messages: USER, tools: [weatherTool(run)] }).finalContent().catch(() => undefined);
+        expect(toolDecisions(session).map((d) => d.decision)).toEqual(['allow']);
+        expect(toolSpend(session)).toBe(spent);
+        expect(session.pendingReservations).toBe(0);
+      });
+
+      it('a call that needs approval, answered elsewhere, runs once with its cost and is charged once', async () => {
+        const { session, client } = setup({ budget: 1, approvalRules: [{ tool: 'send_email' }] }, { checkToolCalls: true, toolCosts: { send_email: 0.2 } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'send_email', arguments: '{"to":"bob@example.com"}' }] });
+        const error = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER }).catch((e: unknown) => e);
+        expect(ApprovalRequiredError.isInstance(error)).toBe(true);
+        const requestId = (error as ApprovalRequiredError).decision.approvalRequest!.id;
+        expect(toolSpend(session)).toBe(0);
+        await session.resolveApproval(requestId, { approved: true, by: 'alice' });
+        let sent = 0;
+        await session.runTool('send_email', { input: { to: 'bob@example.com' }, cost: 0.2, idempotencyKey: 'call_1', approval: { requestId } }, () => ++sent);
+        expect(sent).toBe(1);
+        expect(toolDecisions(session).map((d) => `${d.decision}:${d.settlement?.status ?? '-'}`)).toEqual(['require_approval:-', 'allow:committed']);
+        expect(toolSpend(session)).toBe(0.2);
+      });
+
+      it('a cost function that throws denies the call', async () => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: () => { throw new Error('no price list'); } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }] });
+        await expect(client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER })).rejects.toThrow();
+        const [decision] = toolDecisions(session);
+        expect(decision).toMatchObject({ decision: 'deny', action: { metadata: { costError: 'no price list' } } });
+      });
     });
 
     it('runTools() never runs a blocked tool', async () => {

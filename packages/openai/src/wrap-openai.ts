@@ -1,6 +1,7 @@
 import { decisionError, type Metadata, type PolicySession } from '@agentpolicy/core';
 import { GovernedCall, type GovernorSettings, type RequestOptionsLike } from './governed-call.js';
 import { normalizePath } from './request-spec.js';
+import { readToolCosts, type ToolCosts } from './tool-costs.js';
 import { governParsingHelpers, ToolParsers, type ToolArgumentsParser } from './tool-parsers.js';
 
 /** Options of {@link wrapOpenAI}. */
@@ -34,6 +35,14 @@ export interface WrapOpenAIOptions {
    * id), or the tool runs on a value that was not decided. Arguments it rejects are decided as sent.
    */
   toolParsers?: Readonly<Record<string, ToolArgumentsParser>>;
+  /**
+   * With `checkToolCalls`: the declared cost of each returned call, by tool name (`{ web_search: 0.005 }`) or as a
+   * function of the call (`({ name, args }) => usd`). The call is decided with its cost and the cost is reserved then,
+   * so a call the budget cannot cover is refused before it runs. `runTools()` settles it when the client runs the
+   * function (by core's rule for a function that throws); your own loop runs the call with `session.runTool` and
+   * the same cost, which takes that allow and its reservation (one decision, one charge).
+   */
+  toolCosts?: ToolCosts;
   /** Extra metadata recorded with every decision this client makes. */
   metadata?: Metadata;
 }
@@ -115,6 +124,10 @@ export function wrapOpenAI<Client extends OpenAIClientLike>(client: Client, sess
     throw new TypeError('wrapOpenAI: expected a client of the `openai` package (OpenAI, AzureOpenAI or a subclass)');
   }
   if (typeof session?.reserveModelCall !== 'function') throw new TypeError('wrapOpenAI: expected a PolicySession as the second argument');
+  const toolCosts = readToolCosts(options.toolCosts);
+  if (toolCosts !== undefined && options.checkToolCalls !== true) {
+    throw new TypeError('wrapOpenAI: toolCosts declares what returned tool calls cost, which only checkToolCalls: true checks');
+  }
   const governed = source[GOVERNED];
   const context: Context = {
     settings: {
@@ -123,6 +136,7 @@ export function wrapOpenAI<Client extends OpenAIClientLike>(client: Client, sess
       checkNetwork: options.checkNetwork ?? true,
       checkToolCalls: options.checkToolCalls ?? false,
       toolParsers: ToolParsers.fromOptions(options.toolParsers),
+      toolCosts,
       metadata: options.metadata ?? {},
     },
     includeStreamUsage: options.includeStreamUsage ?? true,

@@ -2,7 +2,7 @@ import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'nod
 import type { AddressInfo } from 'node:net';
 
 /**
- * A small local stand-in for the OpenAI HTTP API, for tests only (not part of the public API). It listens on
+ * A small local stand-in for the OpenAI HTTP API, for the tests only. It listens on
  * 127.0.0.1 and speaks `/v1/chat/completions`, `/v1/responses` and `/v1/embeddings` in JSON and SSE (plus
  * `/v1/images/generations`, `/v1/audio/transcriptions` and `/v1/models` in JSON), with scripted failures, tool
  * calls and held streams.
