@@ -1533,7 +1533,14 @@ function readWaitOptions(options: unknown): { timeoutMs?: number; intervalMs?: n
     }
   }
   const signal = read.signal as AbortSignal | undefined;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new AgentPolicyError('INVALID_ARGUMENT', `waitForApproval signal must be an AbortSignal, got ${describe(signal)}`);
+  // Read as an AbortSignal is used here (from any realm or polyfill): `aborted` and the two listener methods.
+  let usable = false;
+  try {
+    usable = typeof signal === 'object' && signal !== null && typeof signal.aborted === 'boolean' && typeof signal.addEventListener === 'function' && typeof signal.removeEventListener === 'function';
+  } catch {
+    // A signal whose reading throws is no signal.
+  }
+  if (signal !== undefined && !usable) throw new AgentPolicyError('INVALID_ARGUMENT', `waitForApproval signal must be an AbortSignal, got ${describe(signal)}`);
   return read as { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal };
 }
 
