@@ -1,4 +1,4 @@
-import { AgentPolicyError, decisionError, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, declaredCost, decisionError, type CheckToolOptions, type DeclaredCost, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { ApprovalResponse } from './find-approval-response.js';
 import type { ToolCost } from './tool-settings.js';
 
@@ -25,17 +25,9 @@ export function toolCallKey(call: ToolCallInfo): string | undefined {
   return typeof call.toolCallId === 'string' && call.toolCallId !== '' ? call.toolCallId : undefined;
 }
 
-/** Reads a declared cost. A cost function that throws yields NaN, which core denies as an invalid cost. */
-const NO_COST = Object.freeze({ cost: undefined });
-
-export function resolveToolCost(cost: ToolCost<never> | undefined, input: unknown): { cost: number | undefined; error?: string } {
-  if (cost === undefined) return NO_COST;
-  if (typeof cost !== 'function') return { cost };
-  try {
-    return { cost: (cost as (input: unknown) => number)(input) };
-  } catch (error) {
-    return { cost: Number.NaN, error: (error as Error)?.message ?? String(error) };
-  }
+/** Reads a tool's declared cost (core's one rule: a cost function that throws yields NaN, which the check denies). */
+export function resolveToolCost(cost: ToolCost<never> | undefined, input: unknown): DeclaredCost {
+  return declaredCost(cost as number | ((input: unknown) => number) | undefined, input);
 }
 
 /**

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { AgentPolicy } from './policy.js';
 import { ActionIdentity, actionFingerprint, canonicalInput, InputShapeError, MAX_KEY_TEXT } from './action-fingerprint.js';
 
 function shuffleKeys(value: unknown, seed: number): unknown {
@@ -45,6 +46,17 @@ describe('canonicalInput', () => {
     // The same object twice (not a cycle) is fine.
     const shared = { x: 1 };
     expect(canonicalInput([shared, shared])).toBe('[{"x":1},{"x":1}]');
+  });
+
+  it('refuses a list whose length costs nothing to set (a sparse array, a proxy) instead of writing gigabytes', () => {
+    const sparse: unknown[] = [];
+    sparse.length = 2 ** 32 - 1;
+    expect(() => canonicalInput(sparse)).toThrow(/list of 4294967295 items, more than 16777216/);
+    const lying = new Proxy([], { get: (target, key) => (key === 'length' ? 2 ** 31 : Reflect.get(target, key)) });
+    expect(() => canonicalInput({ rows: lying })).toThrow(InputShapeError);
+    // A checked tool with such an input is a recorded deny, at once.
+    const session = new AgentPolicy({ allowedTools: ['upload'] }).session();
+    expect(session.decideTool('upload', { input: { rows: sparse } })).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'input' } });
   });
 });
 

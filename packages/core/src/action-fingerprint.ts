@@ -3,14 +3,22 @@ import { hash } from 'node:crypto';
 /** Deepest nesting a tool input may have; deeper input is refused (denied), never cut. */
 export const MAX_INPUT_DEPTH = 256;
 
-/** Why an input has no canonical form (a cycle, or nesting deeper than {@link MAX_INPUT_DEPTH}). */
+/**
+ * Most items one array (or Map, or Set) of a tool input may have; a longer one is refused (denied), never cut. An
+ * array's length costs nothing to set (`list.length = 2 ** 32 - 1`, or a proxy that says so), but writing it out
+ * item by item would take gigabytes.
+ */
+export const MAX_INPUT_ITEMS = 1 << 24;
+
+/** Why an input has no canonical form (a cycle, nesting deeper than {@link MAX_INPUT_DEPTH}, an array too long). */
 export class InputShapeError extends Error {}
 
 /**
  * The canonical text of a tool's input: JSON with object keys sorted, so equal inputs give equal text whatever their
  * key order. `undefined` and functions are left out of objects (and are `null` in arrays), as in JSON; `toJSON` is
  * honoured (dates); bigints, non-finite numbers, Maps, Sets and binary data get tagged forms, so two different
- * inputs never share a text. A cycle, or nesting deeper than {@link MAX_INPUT_DEPTH}, throws {@link InputShapeError}.
+ * inputs never share a text. A cycle, nesting deeper than {@link MAX_INPUT_DEPTH}, or an array, Map or Set of more than
+ * {@link MAX_INPUT_ITEMS} items throws {@link InputShapeError}.
  */
 export function canonicalInput(value: unknown): string {
   return write(value, 0, []);
@@ -48,6 +56,10 @@ function sortKeys(keys: string[]): void {
   }
 }
 
+function tooLong(items: number): InputShapeError {
+  return new InputShapeError(`input has a list of ${items} items, more than ${MAX_INPUT_ITEMS}`);
+}
+
 // The objects on the path from the root to the current value: a cycle is an object already on it. Paths are short,
 // so a scan beats a Set.
 function write(value: unknown, depth: number, path: object[]): string {
@@ -73,11 +85,13 @@ function write(value: unknown, depth: number, path: object[]): string {
   try {
     if (Array.isArray(object)) {
       if (object.length === 0) return '[]';
+      if (object.length > MAX_INPUT_ITEMS) throw tooLong(object.length);
       let out = `[${write(object[0], depth + 1, path)}`;
       for (let i = 1; i < object.length; i++) out += `,${write(object[i], depth + 1, path)}`;
       return `${out}]`;
     }
     if (typeof (object as { toJSON?: unknown }).toJSON === 'function') return write((object as { toJSON: (key: string) => unknown }).toJSON(''), depth + 1, path);
+    if ((object instanceof Map || object instanceof Set) && object.size > MAX_INPUT_ITEMS) throw tooLong(object.size);
     if (object instanceof Map) return `{"$map":${write([...object], depth + 1, path)}}`;
     if (object instanceof Set) return `{"$set":${write([...object], depth + 1, path)}}`;
     if (ArrayBuffer.isView(object) || object instanceof ArrayBuffer) {

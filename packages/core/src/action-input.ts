@@ -3,7 +3,8 @@ import type { ApprovalAnswer, BoundApprovalAnswer } from './approvals.js';
 import { boundMetadata, boundString, recordInput } from './bounded-record.js';
 import type { Action, CostAction, HttpAction, Metadata, RuleRef, ToolAction } from './decision.js';
 import { parseTarget } from './domain.js';
-import { nanosToUsd, readCost } from './money.js';
+import { describe, nanosToUsd, readCost } from './money.js';
+import { errorMessage } from './errors.js';
 import type { PolicyEvaluator, PreparedAction, Verdict } from './policy-evaluator.js';
 
 interface CommonCheckOptions {
@@ -130,15 +131,65 @@ const httpMemos = new WeakMap<PolicyEvaluator, Map<string, CostMemo<Prepared>>>(
 
 /**
  * Copies a check method's options once (each property read once) into one object literal: no spread and no property
- * added afterwards on the hot path. Absent options stay `undefined`, which every reader treats as absent.
+ * added afterwards on the hot path. Absent options stay `undefined`, which every reader treats as absent. Options that
+ * are not an object, or whose reading throws (a getter, a proxy), give an action that is read as a denial saying so.
  */
-export function withOptions(type: 'tool' | 'http', target: string | URL, options: CheckToolOptions | CheckHttpOptions): ActionInput {
-  const { cost, metadata, approved, approval, idempotencyKey, method, input } = options as CheckToolOptions & CheckHttpOptions;
-  return (
-    type === 'tool'
-      ? { type, name: target, cost, metadata, approved, approval, idempotencyKey, input }
-      : { type, url: target, cost, metadata, approved, approval, idempotencyKey, method }
-  ) as ActionInput;
+export function withOptions(type: 'tool' | 'http', target: string | URL, options: CheckToolOptions | CheckHttpOptions): ActionInput;
+export function withOptions(type: 'cost', target: number, options: CheckCostOptions): ActionInput;
+export function withOptions(type: 'tool' | 'http' | 'cost', target: string | URL | number, options: CheckToolOptions | CheckHttpOptions | CheckCostOptions): ActionInput {
+  if (typeof options !== 'object' || options === null) return unreadableOptions(type, target, `options must be an object, got ${describe(options)}`);
+  try {
+    const { cost, metadata, approved, approval, idempotencyKey, method, input, source } = options as CheckToolOptions & CheckHttpOptions & Partial<CheckCostOptions>;
+    if (type === 'tool') return { type, name: target, cost, metadata, approved, approval, idempotencyKey, input } as ActionInput;
+    if (type === 'http') return { type, url: target, cost, metadata, approved, approval, idempotencyKey, method } as ActionInput;
+    return { type, cost: target, source, metadata, approved, approval, idempotencyKey } as ActionInput;
+  } catch (error) {
+    return unreadableOptions(type, target, `options cannot be read (${errorMessage(error)})`);
+  }
+}
+
+// The action of a check whose options could not be read: only readAction knows this type (a symbol no input can name).
+const UNREADABLE_OPTIONS = Symbol('unreadable options');
+interface UnreadableOptions {
+  readonly type: typeof UNREADABLE_OPTIONS;
+  readonly checked: 'tool' | 'http' | 'cost';
+  readonly target: unknown;
+  readonly reason: string;
+}
+
+function unreadableOptions(checked: 'tool' | 'http' | 'cost', target: unknown, reason: string): ActionInput {
+  const action: UnreadableOptions = { type: UNREADABLE_OPTIONS, checked, target, reason: boundString(reason) };
+  return action as unknown as ActionInput;
+}
+
+/** The action of a check whose action object could not be read (a getter or proxy threw): read as a denial. */
+export function unreadableAction(error: unknown): ActionInput {
+  return unreadableOptions('cost', undefined, `the action cannot be read (${errorMessage(error)})`);
+}
+
+// The denial recorded for options that could not be read: the tool, request or cost it was for, at no cost.
+function readUnreadable(policy: PolicyEvaluator, action: UnreadableOptions, metadata: Metadata | undefined): Prepared {
+  const target = action.target;
+  const shown = boundString(typeof target === 'string' ? target : target instanceof URL ? safeHref(target) : describe(target));
+  const invalid = { reason: `${action.reason}; denied`, rule: { section: 'input', check: 'action' } as const };
+  if (action.checked === 'tool') {
+    const recorded: ToolAction = Object.freeze(metadata === undefined ? { type: 'tool', name: shown, cost: 0 } : { type: 'tool', name: shown, cost: 0, metadata });
+    return { policyHash: policy.hash, action: recorded, identity: ActionIdentity.tool(shown, -1, '!options'), prepared: null, invalid };
+  }
+  if (action.checked === 'http') {
+    const recorded: HttpAction = Object.freeze(metadata === undefined ? { type: 'http', url: shown, domain: '', cost: 0 } : { type: 'http', url: shown, domain: '', cost: 0, metadata });
+    return { policyHash: policy.hash, action: recorded, identity: ActionIdentity.http(shown, '', -1), prepared: null, invalid };
+  }
+  const recorded: CostAction = Object.freeze(metadata === undefined ? { type: 'cost', source: 'invalid', cost: 0 } : { type: 'cost', source: 'invalid', cost: 0, metadata });
+  return { policyHash: policy.hash, action: recorded, identity: ActionIdentity.cost('invalid', -1), prepared: null, invalid };
+}
+
+function safeHref(url: URL): string {
+  try {
+    return url.href;
+  } catch {
+    return 'an unreadable URL';
+  }
 }
 
 /**
@@ -280,6 +331,7 @@ function readAction(policy: PolicyEvaluator, action: ActionInput, cost: ReturnTy
     }
     default: {
       const type = (action as { type?: unknown }).type;
+      if (type === UNREADABLE_OPTIONS) return readUnreadable(policy, action as unknown as UnreadableOptions, metadata);
       const source = boundString(`unknown action type ${String(type)}`);
       const recorded = { type: 'cost', source, cost: 0 } as { -readonly [K in keyof CostAction]: CostAction[K] };
       if (metadata !== undefined) recorded.metadata = metadata;

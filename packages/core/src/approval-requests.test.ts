@@ -187,6 +187,37 @@ describe('signed approval tokens', () => {
   });
 });
 
+describe('answers that cannot be read', () => {
+  it('resolveApproval reads the answer once; one that throws or is no object is a typed error, and the request stays pending', async () => {
+    const session = policy().session();
+    const { request } = await raise(session, { to: 'x' });
+    const unreadable = new Proxy({}, { get: () => { throw new Error('trap'); } });
+    await expect(session.resolveApproval(request.id, unreadable as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: 'resolveApproval cannot read its answer: trap' });
+    await expect(session.resolveApproval(request.id, null as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect((await session.getApproval(request.id))?.status).toBe('pending');
+    // Read once: what was checked (a boolean) is what is stored.
+    let reads = 0;
+    const flipping = { get approved() { return reads++ === 0 ? false : 'yes'; }, by: 'bob' };
+    expect(await session.resolveApproval(request.id, flipping as never)).toMatchObject({ ok: true, request: { status: 'rejected', resolution: { approved: false, by: 'bob' } } });
+    expect(reads).toBe(1);
+  });
+
+  it('a request id that is not a string names no request (and is never turned into text)', async () => {
+    const session = policy().session({ approvalSecret: SECRET });
+    const id = { toString: () => { throw new Error('toString'); } };
+    expect(await session.getApproval(id as never)).toBeUndefined();
+    expect(await session.resolveApproval(id as never, { approved: true })).toEqual({ ok: false, problem: 'unknown' });
+    await expect(session.approvalToken(id as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
+  it('resolveApprovalToken takes null as no answer details', async () => {
+    const session = policy().session({ approvalSecret: SECRET });
+    const { request } = await raise(session, { to: 'x' });
+    const token = await session.approvalToken(request.id);
+    expect(await session.resolveApprovalToken(token, null as never)).toMatchObject({ ok: true, request: { status: 'approved', resolution: { by: 'approval-token' } } });
+  });
+});
+
 describe('a pending approval across processes', () => {
   const coreDist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
   const storeModule = fileURLToPath(new URL('./test-support/file-approval-store.ts', import.meta.url));

@@ -1,4 +1,4 @@
-import { boundString } from './bounded-record.js';
+import { errorMessage } from './errors.js';
 import type { Decision } from './decision.js';
 import type { PolicySession } from './session.js';
 import { telemetrySink } from './otel.js';
@@ -43,7 +43,7 @@ export class DecisionPublisher {
       try {
         listener(decision);
       } catch (error) {
-        process.emitWarning(`agentpolicy: onDecision threw: ${boundString((error as Error)?.message ?? String(error))}`);
+        process.emitWarning(`agentpolicy: onDecision threw: ${errorMessage(error)}`);
         failure = error ?? new Error('onDecision threw');
         // Denied instead: the sinks are given that deny, not this decision.
         if (gated && this.onError !== 'warn') return failure;
@@ -53,7 +53,7 @@ export class DecisionPublisher {
       try {
         sink.decision(decision, session);
       } catch (error) {
-        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
+        process.emitWarning(`agentpolicy: a decision sink threw: ${errorMessage(error)}`);
         failure ??= error ?? new Error('a decision sink threw');
       }
     }
@@ -66,7 +66,7 @@ export class DecisionPublisher {
       try {
         sink.settlement?.(decision, session);
       } catch (error) {
-        process.emitWarning(`agentpolicy: a decision sink threw: ${boundString((error as Error)?.message ?? String(error))}`);
+        process.emitWarning(`agentpolicy: a decision sink threw: ${errorMessage(error)}`);
       }
     }
   }

@@ -1,4 +1,5 @@
 import type { Decision } from './decision.js';
+import { boundString } from './bounded-record.js';
 
 const MARKER = Symbol.for('agentpolicy.error');
 
@@ -130,4 +131,18 @@ export function findPolicyError(error: unknown): AgentPolicyError | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * The message of whatever was thrown, for a reason or a warning: an error's `message`, or the value as text. Never
+ * throws itself (a thrown proxy whose every read throws, a value whose `toString` throws) and never returns more than
+ * a recorded string holds.
+ */
+export function errorMessage(error: unknown): string {
+  try {
+    const message = error instanceof Error ? error.message : String(error);
+    return typeof message === 'string' ? boundString(message) : 'an error without a message';
+  } catch {
+    return 'an unreadable error';
+  }
 }

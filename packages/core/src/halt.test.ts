@@ -73,6 +73,35 @@ describe('halt in memory', () => {
   });
 });
 
+describe('halt and resume options', () => {
+  it('resume with options that are not an object is refused, never read as "resume everything"', async () => {
+    const policy = new AgentPolicy({ budget: 5 });
+    policy.halt('incident', { budgetKey: 'tenant-b' });
+    policy.halt('everything');
+    for (const options of ['tenant-a', null, 7, Symbol('x')]) {
+      expect(() => policy.resume(options as never), String(options)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    }
+    const unreadable = Object.defineProperty({}, 'budgetKey', {
+      get() {
+        throw new Error('getter');
+      },
+    });
+    expect(() => policy.resume(unreadable)).toThrow(/resume options cannot be read: getter/);
+    expect(await policy.session({ id: 'tenant-a' }).checkTool('search')).toMatchObject({ decision: 'deny', rule: { section: 'halt' } });
+    const source = new PolicySource(policy);
+    expect(() => source.resume('tenant-a' as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    source.close();
+  });
+
+  it('halt options that are not an object, or cannot be read, are refused with a typed error', () => {
+    const policy = new AgentPolicy({ budget: 5 });
+    expect(() => policy.halt('x', null as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    const by = { toString: () => { throw new Error('toString'); } };
+    expect(() => policy.halt('x', { by: by as never })).toThrow(/halt options cannot be read: toString/);
+    expect(policy.resume()).toBe(false);
+  });
+});
+
 describe('halt through a shared halt file', () => {
   it('a corrupt or unreadable halt file denies (fail closed); the CLI replaces it', async () => {
     const file = join(tempDir(), 'halt.json');

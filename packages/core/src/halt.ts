@@ -1,6 +1,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import type { MaybePromise } from './budget-store.js';
-import { AgentPolicyError } from './errors.js';
+import { AgentPolicyError, errorMessage } from './errors.js';
+import { describe } from './money.js';
 import type { Verdict } from './policy-evaluator.js';
 
 /** An emergency stop in force: every action it covers is denied until it is resumed. */
@@ -42,15 +43,38 @@ export function haltState(reason: unknown, options: HaltOptions = {}): HaltState
   if (typeof reason !== 'string' || reason.trim() === '') {
     throw new AgentPolicyError('INVALID_ARGUMENT', 'halt needs a reason (a non-empty string): every denial it causes names it');
   }
-  if (options.budgetKey !== undefined && (typeof options.budgetKey !== 'string' || options.budgetKey === '')) {
-    throw new AgentPolicyError('INVALID_ARGUMENT', 'halt budgetKey must be a non-empty string');
-  }
+  const { by, budgetKey } = readHaltOptions(options, 'halt');
   return Object.freeze({
     reason: reason.slice(0, 1024),
     at: new Date().toISOString(),
-    ...(options.by !== undefined ? { by: String(options.by).slice(0, 256) } : {}),
-    ...(options.budgetKey !== undefined ? { budgetKey: options.budgetKey } : {}),
+    ...(by !== undefined ? { by: by.slice(0, 256) } : {}),
+    ...(budgetKey !== undefined ? { budgetKey } : {}),
   });
+}
+
+/**
+ * The budget key a resume lifts the halt of (undefined: every halt). Options that are not an object are refused
+ * rather than read as "resume everything": `resume('tenant-a')` must not lift every halt.
+ */
+export function resumeKey(options: { budgetKey?: string } | undefined): string | undefined {
+  return readHaltOptions(options === undefined ? {} : options, 'resume').budgetKey;
+}
+
+// Halt or resume options, each field read once; anything unreadable or of the wrong type is an INVALID_ARGUMENT.
+function readHaltOptions(options: unknown, method: 'halt' | 'resume'): { by?: string; budgetKey?: string } {
+  if (typeof options !== 'object' || options === null) throw new AgentPolicyError('INVALID_ARGUMENT', `${method} options must be an object, got ${describe(options)}`);
+  let by: unknown;
+  let budgetKey: unknown;
+  try {
+    ({ by, budgetKey } = options as { by?: unknown; budgetKey?: unknown });
+    by = by === undefined ? undefined : String(by);
+  } catch (error) {
+    throw new AgentPolicyError('INVALID_ARGUMENT', `${method} options cannot be read: ${errorMessage(error)}`, { cause: error });
+  }
+  if (budgetKey !== undefined && (typeof budgetKey !== 'string' || budgetKey === '')) {
+    throw new AgentPolicyError('INVALID_ARGUMENT', `${method} budgetKey must be a non-empty string`);
+  }
+  return { ...(by !== undefined ? { by: by as string } : {}), ...(budgetKey !== undefined ? { budgetKey: budgetKey as string } : {}) };
 }
 
 /** The denial a halt causes: it names the halt, who set it and when. */

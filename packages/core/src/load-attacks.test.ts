@@ -103,6 +103,17 @@ describe('objects a config pipeline hands to fromDict', () => {
     // eslint-disable-next-line no-sparse-arrays
     expect(issuesOf(() => AgentPolicy.fromDict({ tools: { block: [, 'shell'] } }))[0]?.path).toBe('tools.block[0]');
   });
+
+  it('a document whose reads throw something that cannot itself be read is a validation error, and update() refuses it', () => {
+    const unreadable = (): object => new Proxy({}, { get: () => { throw new Error('trap'); }, getPrototypeOf: () => { throw new Error('trap'); } });
+    const document = new Proxy({}, { get: () => { throw unreadable(); }, ownKeys: () => { throw unreadable(); }, getPrototypeOf: () => { throw unreadable(); } });
+    expect(issuesOf(() => AgentPolicy.fromDict(document))).toEqual([{ path: '', message: 'the policy could not be read: an unreadable error' }]);
+    const source = new PolicySource(AgentPolicy.fromDict({ tools: { block: ['shell'] } }));
+    const before = source.hash;
+    expect(source.update(document as never)).toMatchObject({ ok: false, issues: [{ path: '' }] });
+    expect(source.hash).toBe(before);
+    source.close();
+  });
 });
 
 describe('a watched policy file written in place', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatUsd, parseMoney, readCost } from './money.js';
+import { declaredCost, formatUsd, parseMoney, readCost } from './money.js';
 
 describe('parseMoney (policy amounts)', () => {
   it.each([
@@ -85,5 +85,32 @@ describe('readCost (runtime costs)', () => {
     expect(formatUsd(300_000_000)).toBe('$0.30');
     expect(formatUsd(5_000)).toBe('$0.000005');
     expect(formatUsd(1)).toBe('$0.000000001');
+  });
+});
+
+describe('declaredCost (what adapters read from their costs options)', () => {
+  it('passes a number or no cost through, asks a function with the call, and turns a throw into NaN with its message', () => {
+    expect(declaredCost(undefined, {})).toEqual({ cost: undefined });
+    expect(declaredCost(0.25, {})).toEqual({ cost: 0.25 });
+    expect(declaredCost((call: { to: string[] }) => 0.02 * call.to.length, { to: ['a', 'b'] })).toEqual({ cost: 0.04 });
+    expect(declaredCost(() => undefined, {})).toEqual({ cost: undefined });
+    const thrown = declaredCost(() => {
+      throw new Error('no price');
+    }, {});
+    expect(thrown.cost).toBeNaN();
+    expect(thrown.error).toBe('no price');
+    // Anything thrown, not only errors: its text.
+    expect(
+      declaredCost(() => {
+        throw 'nope';
+      }, {}).error,
+    ).toBe('nope');
+  });
+
+  it('leaves judging the value to the check: what a function returns comes back as it is, and readCost refuses it', () => {
+    const odd = declaredCost(() => -1, {});
+    expect(odd).toEqual({ cost: -1 });
+    expect(readCost(odd.cost).ok).toBe(false);
+    expect(readCost(Number.NaN).ok).toBe(false);
   });
 });

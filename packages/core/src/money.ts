@@ -76,6 +76,38 @@ export function readCost(value: unknown): CostParse {
   return { ok: true, nanos: parsed.nanos };
 }
 
+/** A declared cost as read by {@link declaredCost}: USD (or undefined: no cost), and why it could not be read. */
+export interface DeclaredCost {
+  readonly cost: number | undefined;
+  /** The message of a cost function that threw (`cost` is then NaN). Adapters record it as `costError` metadata. */
+  readonly error?: string;
+}
+
+const NO_DECLARED_COST: DeclaredCost = Object.freeze({ cost: undefined });
+
+/**
+ * Reads what a call is declared to cost, the one way every adapter reads its `costs` / `toolCosts` option: a number
+ * (or undefined: no cost) as it is, or a function asked with the call. A function that throws gives NaN and its
+ * message, so the check denies the call and records why (fail closed: a cost that cannot be read is never taken as
+ * free, and never crashes the run). Whatever comes back is checked by the check itself, like any `cost`.
+ *
+ * @example
+ * ```ts
+ * const perRecipient = (args: { to: string[] }) => 0.02 * args.to.length;
+ * const { cost, error } = declaredCost(perRecipient, args);
+ * const decision = await session.checkTool('send_sms', { input: args, cost, metadata: error ? { costError: error } : {} });
+ * ```
+ */
+export function declaredCost<C>(cost: number | ((call: C) => number | undefined) | undefined, call: C): DeclaredCost {
+  if (cost === undefined) return NO_DECLARED_COST;
+  if (typeof cost !== 'function') return { cost };
+  try {
+    return { cost: cost(call) };
+  } catch (error) {
+    return { cost: Number.NaN, error: (error as Error)?.message ?? String(error) };
+  }
+}
+
 /** Converts a USD number to nanos, rounding up (used for catalog prices, which are binary floats). */
 export function usdToNanosCeil(value: number): number {
   const read = readCost(value);

@@ -1,6 +1,6 @@
 import type { BudgetPeriod } from './budget-store.js';
 import type { ActionType } from './decision.js';
-import type { PolicyIssue } from './errors.js';
+import { errorMessage, type PolicyIssue } from './errors.js';
 import { normalizeDomainEntry } from './domain.js';
 import { describe, parseMoney } from './money.js';
 import { isPlainObject } from './policy-values.js';
@@ -278,8 +278,7 @@ export function validatePolicyDocument(
   try {
     return validate(input);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    return { ok: false, issues: [{ path: '', message: `the policy could not be read: ${message}` }] };
+    return { ok: false, issues: [{ path: '', message: `the policy could not be read: ${errorMessage(error)}` }] };
   }
 }
 

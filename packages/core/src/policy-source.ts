@@ -2,8 +2,8 @@ import { closeSync, fstatSync, lstatSync, openSync, readFileSync, watch, type Bi
 import { basename, dirname, resolve } from 'node:path';
 import { InMemoryBudgetStore, type MaybePromise } from './budget-store.js';
 import { InMemoryRateLimitStore } from './rate-limit-store.js';
-import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
-import { haltState, InMemoryHaltStore, type HaltOptions, type HaltState, type HaltStore } from './halt.js';
+import { AgentPolicyError, errorMessage, PolicyValidationError, type PolicyIssue } from './errors.js';
+import { haltState, InMemoryHaltStore, resumeKey, type HaltOptions, type HaltState, type HaltStore } from './halt.js';
 import { AgentPolicy } from './policy.js';
 import type { PolicyProvider } from './policy-evaluator.js';
 import { PolicySession, type SessionOptions } from './session.js';
@@ -169,7 +169,7 @@ export class PolicySource implements PolicyProvider {
 
   /** Lifts the halt of everything (or of one budget key). Returns whether one was in force. */
   resume(options: { budgetKey?: string } = {}): MaybePromise<boolean> {
-    return this.halts.resume(options.budgetKey);
+    return this.halts.resume(resumeKey(options));
   }
 
   /** The halts in force. */
@@ -329,5 +329,5 @@ function sameSnapshot(a: FileSnapshot, b: FileSnapshot): boolean {
 
 function issuesOf(error: unknown): readonly PolicyIssue[] {
   if (PolicyValidationError.isInstance(error)) return error.issues;
-  return [{ path: '', message: (error as Error)?.message ?? String(error) }];
+  return [{ path: '', message: errorMessage(error) }];
 }

@@ -25,7 +25,7 @@ import { foldToolName, globMatch, ToolMatcher, toolNameProblem } from './tool-ma
 import type { SessionReport } from './audit-trail.js';
 import { PolicySession, type SessionOptions } from './session.js';
 import { InMemoryBudgetStore, type BudgetPeriod, type MaybePromise } from './budget-store.js';
-import { haltState, InMemoryHaltStore, type HaltOptions, type HaltStore } from './halt.js';
+import { haltState, InMemoryHaltStore, resumeKey, type HaltOptions, type HaltStore } from './halt.js';
 import { InMemoryRateLimitStore } from './rate-limit-store.js';
 
 /** The in-memory store each policy's sessions share for keyed budgets (`budgetKey` without a `store`). */
@@ -330,7 +330,7 @@ export class AgentPolicy implements PolicyEvaluator {
 
   /** Lifts the halt of everything (or of one budget key). Returns whether one was in force. */
   resume(options: { budgetKey?: string } = {}): MaybePromise<boolean> {
-    return this.halts.resume(options.budgetKey);
+    return this.halts.resume(resumeKey(options));
   }
 
   /** Name checks and the folded form of a tool name, memoised. */

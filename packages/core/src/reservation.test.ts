@@ -159,6 +159,54 @@ describe('settling a reservation under attack', () => {
   });
 });
 
+describe('usage, failures and estimates that cannot be read', () => {
+  const unreadable = (): object => {
+    const boom = (): never => {
+      throw new Error('trap');
+    };
+    return new Proxy({}, { get: boom, has: boom, ownKeys: boom, getOwnPropertyDescriptor: boom, getPrototypeOf: boom });
+  };
+
+  it('a commit with unreadable usage charges the estimate (spend is never lost) and says why', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const reservation = await session.reserve(1, { source: 'llm' });
+    let settled: Promise<unknown> | undefined;
+    expect(() => (settled = reservation.commit(unreadable() as never))).not.toThrow();
+    expect(await settled).toMatchObject({ settlement: { status: 'committed', actual: 1 }, action: { metadata: { settlementNote: 'the usage cannot be read (trap); the estimate was charged' } } });
+    expect(session.report()).toMatchObject({ spent: 1, reserved: 0 });
+  });
+
+  it('a fail with an unreadable failure charges the estimate (it may have been billed)', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const reservation = await session.reserve(1, { source: 'llm' });
+    expect(() => reservation.fail(unreadable() as never)).not.toThrow();
+    expect(session.report()).toMatchObject({ spent: 1, reserved: 0 });
+    const second = await session.reserve(1, { source: 'llm' });
+    await second.fail({ error: unreadable() });
+    expect(session.report()).toMatchObject({ spent: 2, reserved: 0 });
+  });
+
+  it('a model call estimate or usage that cannot be read is a recorded deny, not a raw error', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const reservation = await session.reserveModelCall(unreadable() as never);
+    expect(reservation.allowed).toBe(false);
+    expect(reservation.decision).toMatchObject({ decision: 'deny', reason: 'the model call estimate cannot be read (trap); denied', rule: { section: 'input', check: 'usage' } });
+    const usage = await session.recordUsage(unreadable() as never);
+    expect(usage).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'usage' } });
+    expect(usage.reason).toMatch(/^the usage cannot be read \(trap\)/);
+    await expect(session.recordUsage({ model: 'gpt-4o', inputTokens: 1, outputTokens: 1 }, null as never)).resolves.toMatchObject({ decision: 'deny' });
+    expect(session.report()).toMatchObject({ spent: 0, reserved: 0, decisionSummary: { total: 3, deny: 3 } });
+  });
+
+  it('reserveModelCalls refuses a list whose length costs nothing to set instead of copying billions of slots', async () => {
+    const session = new AgentPolicy({ budget: 5 }).session();
+    const sparse: unknown[] = [];
+    sparse.length = 2 ** 32 - 1;
+    await expect(session.reserveModelCalls(sparse as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: 'reserveModelCalls takes at most 65536 estimates at once, got 4294967295' });
+    expect(session.report().decisionSummary.total).toBe(0);
+  });
+});
+
 describe('reserving a group of model calls (reserveModelCalls)', () => {
   // $0.01 a call: 10 output tokens at $1,000 per million.
   const PRICING = { 'flat-model': { input: 0, output: 1000 } };

@@ -2,7 +2,7 @@ import type { Action, Decision, Metadata } from './decision.js';
 import type { AuditTrail } from './audit-trail.js';
 import type { BudgetLedger } from './budget-ledger.js';
 import { boundMetadata } from './bounded-record.js';
-import { AgentPolicyError } from './errors.js';
+import { AgentPolicyError, errorMessage } from './errors.js';
 import { usageMetadata } from './model-usage.js';
 import { formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
 import type { PriceResult, TokenUsage } from './pricing.js';
@@ -45,10 +45,15 @@ export interface ReservationContext {
 
 /** Whether a failed call was certainly not billed: an agentpolicy error or a 4xx answer. */
 export function notBilled(failure: { status?: number; error?: unknown } | undefined): boolean {
-  if (AgentPolicyError.isInstance(failure?.error)) return true;
-  const bag = (typeof failure?.error === 'object' && failure.error !== null ? failure.error : {}) as { status?: unknown; statusCode?: unknown };
-  const status = failure?.status ?? bag.status ?? bag.statusCode;
-  return typeof status === 'number' && status >= 400 && status < 500;
+  try {
+    if (AgentPolicyError.isInstance(failure?.error)) return true;
+    const bag = (typeof failure?.error === 'object' && failure.error !== null ? failure.error : {}) as { status?: unknown; statusCode?: unknown };
+    const status = failure?.status ?? bag.status ?? bag.statusCode;
+    return typeof status === 'number' && status >= 400 && status < 500;
+  } catch {
+    // A failure that cannot be read (a getter or proxy that throws) may have been billed: the estimate is charged.
+    return false;
+  }
 }
 
 /**
@@ -137,7 +142,15 @@ export function createReservation(
         if (Number.isFinite(actual) && actual > 0) return settle('committed', MAX_NANOS, { settlementNote: `${read.reason}; charged as ${formatUsd(MAX_NANOS)}` });
         return settle('committed', estimateNanos, { settlementNote: read.reason });
       }
-      const usage = { ...actual, model: actual?.model ?? model?.model ?? '', ...(actual?.provider ?? model?.provider ? { provider: actual?.provider ?? model?.provider } : {}) } as TokenUsage;
+      let usage: TokenUsage;
+      try {
+        // A copy, each field read once: what is priced is what is recorded.
+        const copy = { ...actual } as UsageUpdate;
+        usage = { ...copy, model: copy.model ?? model?.model ?? '', ...(copy.provider ?? model?.provider ? { provider: copy.provider ?? model?.provider } : {}) } as TokenUsage;
+      } catch (error) {
+        // Usage that cannot be read (a getter or proxy that throws) still ended a call that may have cost money.
+        return settle('committed', estimateNanos, { settlementNote: `the usage cannot be read (${errorMessage(error)}); the estimate was charged` });
+      }
       const reported = context.priceUsage(usage);
       const price = reservedModelPrice(context, usage, model, reported);
       if (price !== reported && price.ok) {

@@ -5,7 +5,8 @@ import { signApprovalToken, verifyApprovalToken } from './approval-token.js';
 import type { ApprovalOutcome, BoundApprovalAnswer, Rejection } from './approvals.js';
 import { boundString } from './bounded-record.js';
 import type { ApprovalRequestRef, UnusedAnswer } from './decision.js';
-import { AgentPolicyError } from './errors.js';
+import { AgentPolicyError, errorMessage } from './errors.js';
+import { describe } from './money.js';
 import type { Verdict } from './policy-evaluator.js';
 
 /** What an answer that names a request amounts to for the action it came with. */
@@ -52,25 +53,26 @@ export class SessionApprovals {
 
   /** One of this session's requests, or undefined. */
   async get(requestId: string): Promise<ApprovalState | undefined> {
-    const state = await this.store.get(String(requestId), Date.now());
+    // Request ids are strings: anything else names no request (and is never turned into text that could throw).
+    if (typeof requestId !== 'string') return undefined;
+    const state = await this.store.get(requestId, Date.now());
     return state?.sessionId === this.sessionId ? state : undefined;
   }
 
   /** Answers one of this session's requests (the first answer wins). */
   async resolve(requestId: string, answer: AnswerInput): Promise<ResolveResult> {
-    if (typeof answer !== 'object' || answer === null || typeof answer.approved !== 'boolean') {
-      throw new AgentPolicyError('INVALID_ARGUMENT', 'resolveApproval needs { approved: boolean, by?, reason? }');
-    }
+    const given = readAnswer(answer, 'resolveApproval');
+    if (typeof given.approved !== 'boolean') throw new AgentPolicyError('INVALID_ARGUMENT', 'resolveApproval needs { approved: boolean, by?, reason? }');
     const state = await this.get(requestId);
     if (state === undefined) return { ok: false, problem: 'unknown' };
-    return this.store.resolve(state.id, resolutionOf(answer), Date.now());
+    return this.store.resolve(state.id, resolutionOf(given as AnswerInput), Date.now());
   }
 
   /** Signs a token that answers one pending request of this session. */
   async token(requestId: string, answer: 'approve' | 'reject'): Promise<string> {
     const secret = this.requireSecret();
     const state = await this.get(requestId);
-    if (state === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', `no approval request ${JSON.stringify(boundString(String(requestId)))} in this session`);
+    if (state === undefined) throw new AgentPolicyError('INVALID_ARGUMENT', `no approval request ${typeof requestId === 'string' ? JSON.stringify(boundString(requestId)) : `(${describe(requestId)})`} in this session`);
     if (state.status !== 'pending') throw new AgentPolicyError('INVALID_ARGUMENT', `approval request ${state.id} is ${state.status}, not pending`);
     return signApprovalToken({ requestId: state.id, fingerprint: state.fingerprint, expiresAt: Date.parse(state.expiresAt), answer }, secret);
   }
@@ -83,7 +85,8 @@ export class SessionApprovals {
     const state = await this.get(claims.requestId);
     if (state === undefined) return { ok: false, problem: 'unknown' };
     if (state.fingerprint !== claims.fingerprint) return { ok: false, problem: 'other_action', detail: 'the token was signed for another action' };
-    const given = { approved: claims.answer === 'approve', by: answer.by ?? 'approval-token', ...(answer.reason !== undefined ? { reason: answer.reason } : {}) };
+    const { by, reason } = readAnswer(answer ?? {}, 'resolveApprovalToken');
+    const given = { approved: claims.answer === 'approve', by: by ?? 'approval-token', ...(reason !== undefined ? { reason } : {}) };
     return this.store.resolve(state.id, resolutionOf(given), Date.now());
   }
 
@@ -191,6 +194,24 @@ function optionalText(answer: { by?: unknown; reason?: unknown }): { by?: string
     ...(typeof answer.by === 'string' ? { by: boundString(answer.by) } : {}),
     ...(typeof answer.reason === 'string' ? { reason: boundString(answer.reason) } : {}),
   };
+}
+
+/**
+ * An answer read once (each field once: a getter that changes its answer cannot make the check and the record differ),
+ * `by` and `reason` kept only when they are strings. A value that is not an object, or whose reading throws, is an
+ * {@link AgentPolicyError} (`INVALID_ARGUMENT`) naming the method.
+ */
+function readAnswer(answer: unknown, method: string): { approved: unknown; by?: string; reason?: string } {
+  if (typeof answer !== 'object' || answer === null) throw new AgentPolicyError('INVALID_ARGUMENT', `${method} needs an answer object, got ${describe(answer)}`);
+  let approved: unknown;
+  let by: unknown;
+  let reason: unknown;
+  try {
+    ({ approved, by, reason } = answer as { approved?: unknown; by?: unknown; reason?: unknown });
+  } catch (error) {
+    throw new AgentPolicyError('INVALID_ARGUMENT', `${method} cannot read its answer: ${errorMessage(error)}`, { cause: error });
+  }
+  return { approved, ...(typeof by === 'string' ? { by } : {}), ...(typeof reason === 'string' ? { reason } : {}) };
 }
 
 function resolutionOf(answer: { approved: boolean; by?: string; reason?: string }): ApprovalResolution {

@@ -613,6 +613,109 @@ describe('evaluate, enforce, guardTool', () => {
   });
 });
 
+describe('options and actions that cannot be read', () => {
+  // A proxy whose every read throws, and one that throws such a proxy (so even `instanceof Error` on it throws).
+  const unreadable = (): object => {
+    const boom = (): never => {
+      throw new Error('trap');
+    };
+    return new Proxy({}, { get: boom, has: boom, ownKeys: boom, getOwnPropertyDescriptor: boom, getPrototypeOf: boom });
+  };
+  const throwsUnreadable = (): object => {
+    const boom = (): never => {
+      throw unreadable();
+    };
+    return new Proxy({}, { get: boom, ownKeys: boom, getOwnPropertyDescriptor: boom, getPrototypeOf: boom });
+  };
+  const getterThrows = () =>
+    Object.defineProperty({}, 'cost', {
+      enumerable: true,
+      get() {
+        throw new Error('getter');
+      },
+    });
+
+  it('options that are not an object, or whose reading throws, are a recorded deny, never a throw', async () => {
+    const session = seed().session();
+    const calls: [string, () => Promise<Decision>][] = [
+      ['checkTool null', () => session.checkTool('read_file', null as never)],
+      ['checkTool string', () => session.checkTool('read_file', 'read_file' as never)],
+      ['checkTool getter', () => session.checkTool('read_file', getterThrows())],
+      ['checkTool proxy', () => session.checkTool('read_file', unreadable() as never)],
+      ['checkHttp getter', () => session.checkHttp('https://docs.python.org', getterThrows())],
+      ['checkCost null', () => session.checkCost(1, null as never)],
+      ['checkCost getter', () => session.checkCost(1, getterThrows() as never)],
+    ];
+    for (const [what, call] of calls) {
+      let promise: Promise<Decision> | undefined;
+      expect(() => (promise = call()), what).not.toThrow();
+      const decision = await (promise as Promise<Decision>);
+      expect(decision, what).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'action' } });
+      expect(decision.reason, what).toMatch(/^options (must be an object|cannot be read)/);
+    }
+    expect(session.decideTool('read_file', null as never)).toMatchObject({ decision: 'deny', action: { type: 'tool', name: 'read_file', cost: 0 } });
+    const reserved = await session.reserve(1, getterThrows() as never);
+    expect(reserved.allowed).toBe(false);
+    expect(session.report()).toMatchObject({ spent: 0, reserved: 0, decisionSummary: { total: 9, deny: 9 } });
+  });
+
+  it('runTool with unreadable options rejects with the recorded deny and never runs the tool', async () => {
+    const session = seed().session();
+    const body = vi.fn(() => 'ran');
+    await expect(session.runTool('read_file', getterThrows(), body)).rejects.toBeInstanceOf(PolicyDeniedError);
+    await expect(session.runTool('read_file', null as never, body)).rejects.toBeInstanceOf(PolicyDeniedError);
+    expect(body).not.toHaveBeenCalled();
+  });
+
+  it('guardTool refuses options that are not an object or cannot be read, and reads them once', async () => {
+    const session = seed().session();
+    const read_file = async () => 'ok';
+    expect(() => session.guardTool(read_file, null as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => session.guardTool(read_file, unreadable() as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    let reads = 0;
+    const guarded = session.guardTool(read_file, {
+      get cost() {
+        return reads++ === 0 ? 0.5 : 0;
+      },
+    });
+    await guarded();
+    await guarded();
+    expect(session.spent).toBe(1);
+  });
+
+  it('an approval that throws a value whose every read throws is a recorded deny', async () => {
+    const session = seed().session();
+    let promise: Promise<Decision> | undefined;
+    expect(() => (promise = session.checkTool('send_email', { approval: throwsUnreadable() as never }))).not.toThrow();
+    const decision = await (promise as Promise<Decision>);
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'error', message: 'an unreadable error' } });
+    expect(session.report().decisions).toEqual([decision]);
+  });
+
+  it('evaluate of an action whose reading throws is a deny, not a throw', () => {
+    const session = seed().session();
+    expect(session.evaluate(unreadable() as never)).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'action' }, reason: 'the action cannot be read (trap); denied' });
+  });
+
+  it('session options whose stores or callbacks are not what they name are refused when the session opens', () => {
+    const policy = seed();
+    expect(() => policy.session({ store: {} as never })).toThrow(/store must be a BudgetStore \(it has no reserve, commit, release, charge, snapshot\)/);
+    expect(() => policy.session({ halts: { halt: () => undefined } as never })).toThrow(/halts must be a HaltStore \(it has no halted\)/);
+    expect(() => policy.session({ halts: 'file' as never })).toThrow(/halts must be a HaltStore/);
+    expect(() => policy.session({ onDecision: 'log' as never })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => policy.session({ sinks: 'x' as never })).toThrow(/sinks must be a list/);
+    expect(() => policy.session(null as never)).toThrow(/session options must be an object/);
+    const unreadable = Object.defineProperty({}, 'store', { enumerable: true, get: () => { throw new Error('getter'); } });
+    expect(() => policy.session(unreadable)).toThrow('session options cannot be read: getter');
+  });
+
+  it('claim and consume of something that cannot be read are false', async () => {
+    const session = seed().session();
+    expect(session.consume(unreadable() as never)).toBe(false);
+    expect(await session.claim(throwsUnreadable() as never)).toBe(false);
+  });
+});
+
 describe('idempotency keys', () => {
   it('a repeat returns the first decision without recording or charging again', async () => {
     const session = new AgentPolicy({ budget: 1 }).session();
@@ -826,6 +929,17 @@ describe('audit trail and report', () => {
 
 describe('waitForApproval', () => {
   const policy = AgentPolicy.fromDict({ approval: { require_for: [{ tool: 'deploy' }] } });
+
+  it('refuses a NaN timeout (it would wait forever) and options of the wrong type, with a typed error', async () => {
+    const session = policy.session();
+    const requestId = (await session.checkTool('deploy')).approvalRequest?.id as string;
+    for (const options of [{ timeoutMs: Number.NaN }, { intervalMs: '5' }, { signal: {} }, null, 'fast']) {
+      await expect(session.waitForApproval(requestId, options as never), JSON.stringify(options)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    }
+    const unreadable = Object.defineProperty({}, 'timeoutMs', { get: () => { throw new Error('getter'); } });
+    await expect(session.waitForApproval(requestId, unreadable)).rejects.toThrow('waitForApproval options cannot be read: getter');
+    expect(await session.waitForApproval(requestId, { timeoutMs: 0 })).toMatchObject({ status: 'pending' });
+  });
 
   it('resolves once the request is answered from elsewhere, and the answer then applies to exactly that action', async () => {
     const session = policy.session();

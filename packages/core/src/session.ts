@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { prepareAction, withOptions, type ActionInput, type CheckCostOptions, type CheckHttpOptions, type CheckToolOptions, type Prepared } from './action-input.js';
+import { prepareAction, unreadableAction, withOptions, type ActionInput, type CheckCostOptions, type CheckHttpOptions, type CheckToolOptions, type Prepared } from './action-input.js';
 import { InMemoryApprovalStore, type ApprovalState, type ApprovalStore, type ResolveResult } from './approval-store.js';
 import {
   approvedVerdict,
@@ -22,7 +22,7 @@ import { CallKeys, UsedAllows } from './call-keys.js';
 import type { CallKeyRef, CallKeyStore } from './call-key-store.js';
 import type { Action, ApprovalRecord, Decision, HttpAction, Metadata, RuleRef, UnusedAnswer } from './decision.js';
 import { parseTarget } from './domain.js';
-import { AgentPolicyError, decisionError, findPolicyError } from './errors.js';
+import { AgentPolicyError, decisionError, errorMessage, findPolicyError } from './errors.js';
 import { modelSource, usageMetadata } from './model-usage.js';
 import { describe, formatUsd, MAX_NANOS, nanosToUsd, readCost } from './money.js';
 import { estimateModelCall, type ModelCallEstimate, type ModelEstimate } from './model-estimate.js';
@@ -164,6 +164,9 @@ export interface ApprovalTokenOptions {
 
 const DAY_MS = 86_400_000;
 
+/** Most model calls {@link PolicySession.reserveModelCalls} reserves as one group. */
+const MAX_MODEL_CALLS = 65_536;
+
 type Mode = 'charge' | 'reserve';
 
 /**
@@ -229,6 +232,7 @@ export class PolicySession {
    * @param provider A live policy source: the session takes its current policy at every check (and its halts).
    */
   constructor(policy: PolicyEvaluator, options: SessionOptions = {}, provider?: PolicyProvider) {
+    checkSessionOptions(options);
     if (options.id !== undefined && (typeof options.id !== 'string' || options.id === '')) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'session id must be a non-empty string');
     }
@@ -305,7 +309,7 @@ export class PolicySession {
 
   /** Decides spending that is neither a tool nor a request and records it; allowed spend is charged at once. */
   checkCost(cost: number, options: CheckCostOptions): Promise<Decision> {
-    return this.check({ type: 'cost', cost, ...options }, 'charge');
+    return this.check(options === undefined ? ({ type: 'cost', cost } as ActionInput) : withOptions('cost', cost, options), 'charge');
   }
 
   /**
@@ -314,10 +318,18 @@ export class PolicySession {
    */
   evaluate(action: ActionInput): Decision {
     const policy = this.policy;
-    const prepared = prepareAction(policy, action);
-    const halt = this.halts.halted(this.ledger.budget.key);
-    const verdict = this.verdict(prepared, action?.approved === true, policy, halt instanceof Promise ? undefined : halt);
-    return this.makeDecision(prepared, verdict, randomUUID(), action?.approved === true && verdict.approvedRule ? CALLER_APPROVAL : undefined);
+    let prepared: Prepared;
+    let approved: boolean;
+    try {
+      prepared = prepareAction(policy, action);
+      approved = action?.approved === true;
+    } catch (error) {
+      prepared = prepareAction(policy, unreadableAction(error));
+      approved = false;
+    }
+    const halt = this.haltState();
+    const verdict = this.verdict(prepared, approved, policy, halt instanceof Promise ? undefined : halt);
+    return this.makeDecision(prepared, verdict, randomUUID(), approved && verdict.approvedRule ? CALLER_APPROVAL : undefined);
   }
 
   /** Decides and records an action, then throws {@link PolicyDeniedError} / {@link ApprovalRequiredError} unless it is allowed. */
@@ -364,6 +376,16 @@ export class PolicySession {
    * ```
    */
   consume(decision: Decision): boolean {
+    try {
+      return this.consumeRead(decision);
+    } catch (error) {
+      // Something that cannot even be read (a proxy or getter that throws) is no allow of this session: nothing runs.
+      if (AgentPolicyError.isInstance(error)) throw error;
+      return false;
+    }
+  }
+
+  private consumeRead(decision: Decision): boolean {
     if (!this.isOwnAllow(decision) || this.spentHere(decision)) return false;
     // A halt in force stops what has not run yet. Only a halt store that answers at once can be read here; with one
     // that answers later (shared), claim() waits for it.
@@ -422,6 +444,16 @@ export class PolicySession {
    * ```
    */
   claim(decision: Decision): boolean | Promise<boolean> {
+    try {
+      return this.claimRead(decision);
+    } catch (error) {
+      // Something that cannot even be read (a proxy or getter that throws) is no allow of this session: nothing runs.
+      if (AgentPolicyError.isInstance(error)) throw error;
+      return false;
+    }
+  }
+
+  private claimRead(decision: Decision): boolean | Promise<boolean> {
     if (this.isOwnAllow(decision) && this.spentHere(decision)) return false;
     if (this.isOwnAllow(decision) && this.haltMayHaveChanged(decision)) {
       // A halt in force stops what has not run yet, an allow given before the halt included.
@@ -473,7 +505,7 @@ export class PolicySession {
     const keyed = this.keyedCalls?.get(decision);
     const spent = keyed === undefined ? undefined : Promise.resolve().then(() => (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token));
     return Promise.all([reservation.release(), spent]).catch((error: unknown) =>
-      process.emitWarning(`agentpolicy: could not give back the money of stopped allow ${decision.id}: ${boundString((error as Error)?.message ?? String(error))}`),
+      process.emitWarning(`agentpolicy: could not give back the money of stopped allow ${decision.id}: ${errorMessage(error)}`),
     );
   }
 
@@ -554,7 +586,7 @@ export class PolicySession {
    */
   async runTool<R>(name: string, options: RunToolOptions, execute: () => R | Promise<R>): Promise<Awaited<R>> {
     if (typeof execute !== 'function') throw new AgentPolicyError('INVALID_ARGUMENT', 'runTool needs a function to run');
-    const reservation = await this.reserveAction({ ...options, type: 'tool', name });
+    const reservation = await this.reserveAction(options === undefined ? { type: 'tool', name } : withOptions('tool', name, options));
     const decision = reservation.decision;
     if (!reservation.allowed) throw decisionError(decision);
     const claimed = this.claim(decision);
@@ -584,14 +616,20 @@ export class PolicySession {
    */
   guardTool<A extends unknown[], R>(fn: (...args: A) => R | Promise<R>, options: GuardToolOptions = {}): (...args: A) => Promise<Awaited<R>> {
     if (typeof fn !== 'function') throw new AgentPolicyError('INVALID_ARGUMENT', 'guardTool needs a function');
-    const name = options.name ?? fn.name;
+    if (typeof options !== 'object' || options === null) throw new AgentPolicyError('INVALID_ARGUMENT', `guardTool options must be an object, got ${describe(options)}`);
+    // Read once: every call is checked under the same name, cost and metadata.
+    let name: unknown;
+    let cost: number | undefined;
+    let metadata: Metadata | undefined;
+    try {
+      ({ cost, metadata } = options);
+      name = options.name ?? fn.name;
+    } catch (error) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', `guardTool options cannot be read: ${errorMessage(error)}`, { cause: error });
+    }
     if (!name) throw new AgentPolicyError('INVALID_ARGUMENT', 'guardTool needs a name for an anonymous function: guardTool(fn, { name })');
     return (...args: A): Promise<Awaited<R>> =>
-      this.runTool(
-        name,
-        { input: args, ...(options.cost !== undefined ? { cost: options.cost } : {}), ...(options.metadata ? { metadata: options.metadata } : {}) },
-        () => fn(...args),
-      );
+      this.runTool(name as string, { input: args, ...(cost !== undefined ? { cost } : {}), ...(metadata ? { metadata } : {}) }, () => fn(...args));
   }
 
   // ---- approvals ----------------------------------------------------------------------------------------------
@@ -619,21 +657,22 @@ export class PolicySession {
    * ```
    */
   async waitForApproval(requestId: string, options: { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } = {}): Promise<ApprovalState | undefined> {
-    const deadline = Date.now() + Math.max(0, options.timeoutMs ?? 0);
-    const interval = Math.max(1, options.intervalMs ?? 250);
+    const { timeoutMs, intervalMs, signal } = readWaitOptions(options);
+    const deadline = Date.now() + Math.max(0, timeoutMs ?? 0);
+    const interval = Math.max(1, intervalMs ?? 250);
     for (;;) {
       const state = await this.getApproval(requestId);
-      if (state?.status !== 'pending' || options.signal?.aborted) return state;
+      if (state?.status !== 'pending' || signal?.aborted) return state;
       const left = deadline - Date.now();
       if (left <= 0) return state;
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);
-          options.signal?.removeEventListener('abort', done);
+          signal?.removeEventListener('abort', done);
           resolve();
         };
         const timer = setTimeout(done, Math.min(interval, left));
-        options.signal?.addEventListener('abort', done, { once: true });
+        signal?.addEventListener('abort', done, { once: true });
       });
     }
   }
@@ -655,7 +694,13 @@ export class PolicySession {
    * with {@link resolveApprovalToken} in any process with the same secret and store.
    */
   approvalToken(requestId: string, options: ApprovalTokenOptions = {}): Promise<string> {
-    return this.approvals.token(requestId, options.answer ?? 'approve');
+    let answer: 'approve' | 'reject';
+    try {
+      answer = options?.answer ?? 'approve';
+    } catch (error) {
+      return Promise.reject(new AgentPolicyError('INVALID_ARGUMENT', `approvalToken options cannot be read: ${errorMessage(error)}`, { cause: error }));
+    }
+    return this.approvals.token(requestId, answer);
   }
 
   /**
@@ -671,7 +716,7 @@ export class PolicySession {
 
   /** Reserves an estimated cost (USD) for work whose real cost comes later. See {@link Reservation}. */
   reserve(estimate: number, options: CheckCostOptions): Promise<Reservation> {
-    return this.reserveAction({ type: 'cost', cost: estimate, ...options });
+    return this.reserveAction(options === undefined ? ({ type: 'cost', cost: estimate } as ActionInput) : withOptions('cost', estimate, options));
   }
 
   /** Reserves any action's cost (a tool or request whose real cost comes later). */
@@ -688,21 +733,33 @@ export class PolicySession {
    * usage afterwards, or release on a request that was never billed.
    */
   async reserveModelCall(estimate: ModelCallEstimate): Promise<Reservation> {
-    const model = typeof estimate?.model === 'string' ? estimate.model : '';
-    const provider = estimate?.provider;
+    // The estimate's own fields, read once; an estimate that cannot be read (a getter or proxy that throws) is denied.
+    let model: string;
+    let provider: string | undefined;
+    let given: { source: unknown; approved: unknown; idempotencyKey: unknown };
+    try {
+      const { model: named, provider: by, source, approved, idempotencyKey } = estimate ?? ({} as Partial<ModelCallEstimate>);
+      model = typeof named === 'string' ? named : '';
+      provider = by;
+      given = { source, approved, idempotencyKey };
+    } catch (error) {
+      const decision = this.recordDenied({ type: 'cost', source: 'invalid', cost: 0 }, `the model call estimate cannot be read (${errorMessage(error)}); denied`, { section: 'input', check: 'usage' });
+      return this.reservation(decision, undefined);
+    }
     let worst: ModelEstimate | Promise<ModelEstimate>;
+    const failed = (error: unknown): ModelEstimate => ({ ok: false, reason: `the estimate failed: ${errorMessage(error)}`, unpriced: false, rule: { section: 'error', message: errorMessage(error) }, metadata: {} });
     try {
       worst = estimateModelCall(estimate, this.policy.normalized.pricing, { fallbackMaxOutputTokens: this.options.defaultMaxOutputTokens });
     } catch (error) {
-      worst = { ok: false, reason: `the estimate failed: ${(error as Error)?.message ?? String(error)}`, unpriced: false, rule: { section: 'error', message: String(error) }, metadata: {} };
+      worst = failed(error);
     }
-    if (worst instanceof Promise) worst = await worst;
-    const source = estimate?.source ?? modelSource(model, provider);
+    if (worst instanceof Promise) worst = await worst.catch(failed);
+    const source = (given.source ?? modelSource(model, provider)) as string;
     const common = {
       source,
       metadata: worst.metadata,
-      ...(estimate?.approved !== undefined ? { approved: estimate.approved } : {}),
-      ...(estimate?.idempotencyKey !== undefined ? { idempotencyKey: estimate.idempotencyKey } : {}),
+      ...(given.approved !== undefined ? { approved: given.approved as boolean } : {}),
+      ...(given.idempotencyKey !== undefined ? { idempotencyKey: given.idempotencyKey as string } : {}),
     };
     if (!worst.ok) {
       // Without a budget no bound is needed: a model with no price or no known limit is recorded at $0.
@@ -728,7 +785,16 @@ export class PolicySession {
     if (!Array.isArray(estimates)) {
       return Promise.reject(new AgentPolicyError('INVALID_ARGUMENT', `reserveModelCalls takes an array of model call estimates, got ${describe(estimates)}`));
     }
-    const group = [...estimates];
+    // A length costs nothing to set (a sparse array, a proxy): copying one of billions of slots would exhaust memory.
+    if (estimates.length > MAX_MODEL_CALLS) {
+      return Promise.reject(new AgentPolicyError('INVALID_ARGUMENT', `reserveModelCalls takes at most ${MAX_MODEL_CALLS} estimates at once, got ${estimates.length}`));
+    }
+    let group: ModelCallEstimate[];
+    try {
+      group = [...estimates];
+    } catch (error) {
+      return Promise.reject(new AgentPolicyError('INVALID_ARGUMENT', `reserveModelCalls cannot read its estimates: ${errorMessage(error)}`, { cause: error }));
+    }
     const reserved = this.groupsReserved.then(() => this.reserveGroup(group));
     this.groupsReserved = reserved.then(
       () => undefined,
@@ -761,10 +827,19 @@ export class PolicySession {
    * unpriced model under a budget is recorded as a denial that says how to add a price.
    */
   async recordUsage(usage: TokenUsage, options: { source?: string; metadata?: Metadata } = {}): Promise<Decision> {
-    const price = this.priceUsage(usage);
-    const model = typeof usage?.model === 'string' ? usage.model : '';
-    const source = options.source ?? modelSource(model, usage?.provider);
-    const metadata: Metadata = { ...options.metadata, ...usageMetadata(usage) };
+    let price: PriceResult;
+    let source: string;
+    let model: string;
+    let metadata: Metadata;
+    try {
+      price = this.priceUsage(usage);
+      model = typeof usage?.model === 'string' ? usage.model : '';
+      source = options.source ?? modelSource(model, usage?.provider);
+      metadata = { ...options.metadata, ...usageMetadata(usage) };
+    } catch (error) {
+      // Usage (or options) that cannot be read, by a getter or proxy that throws: no amount can be recorded from it.
+      return this.recordDenied({ type: 'cost', source: 'invalid', cost: 0 }, `the usage cannot be read (${errorMessage(error)}), so no spend could be recorded from it`, { section: 'input', check: 'usage' });
+    }
     if (!price.ok) {
       if (price.unpriced && this.ledger.limit === null) {
         return this.recordCharged({ type: 'cost', source, cost: 0, metadata }, 0, `usage of ${source} recorded at $0 (${price.reason})`);
@@ -1010,8 +1085,8 @@ export class PolicySession {
     let prepared: Prepared;
     try {
       prepared = prepareAction(this.policy, action);
-    } catch {
-      prepared = prepareAction(this.policy, { type: 'cost', source: 'unknown', cost: 0 });
+    } catch (readError) {
+      prepared = prepareAction(this.policy, unreadableAction(readError));
     }
     return this.record(this.makeDecision(prepared, errorVerdict('the check failed, so the action is denied', error), this.nextId(), undefined));
   }
@@ -1357,7 +1432,7 @@ export class PolicySession {
       snapshot = (await this.ledger.charge(nanos))?.snapshot;
     } catch (error) {
       // The spend happened whatever the store says: record it here, and say loudly that the store missed it.
-      const message = (error as Error)?.message ?? String(error);
+      const message = errorMessage(error);
       note = ` (the budget store could not record it: ${message})`;
       process.emitWarning(`agentpolicy: spend of ${formatUsd(nanos)} could not be recorded in the budget store: ${message}`);
     }
@@ -1402,8 +1477,75 @@ export class PolicySession {
   }
 }
 
+// The methods a session calls on each store option on its everyday paths, and the callbacks that must be functions:
+// an object without them is refused when the session is opened, rather than failing every check (or the report)
+// later. (A halt store's halt/resume/list are the policy's to call; a budget store's refund and reconcile are called
+// on rarer paths and fail closed there.)
+const STORE_METHODS: readonly (readonly [keyof SessionOptions, string, readonly string[]])[] = [
+  ['store', 'BudgetStore', ['reserve', 'commit', 'release', 'charge', 'snapshot']],
+  ['limitStore', 'RateLimitStore', ['take', 'giveBack']],
+  ['approvals', 'ApprovalStore', ['create', 'get', 'listPending', 'resolve', 'consume']],
+  ['halts', 'HaltStore', ['halted']],
+  ['callKeys', 'CallKeyStore', ['begin', 'remember', 'abandon', 'claim']],
+];
+const CALLBACKS: readonly (keyof SessionOptions)[] = ['approver', 'onDecision', 'onSoftLimit'];
+
+function checkSessionOptions(options: SessionOptions): void {
+  if (typeof options !== 'object' || options === null) throw new AgentPolicyError('INVALID_ARGUMENT', `session options must be an object, got ${describe(options)}`);
+  try {
+    for (const [option, kind, methods] of STORE_METHODS) {
+      const value = options[option] as Record<string, unknown> | undefined;
+      if (value === undefined) continue;
+      const missing = typeof value === 'object' && value !== null ? methods.filter((method) => typeof value[method] !== 'function') : methods;
+      if (missing.length > 0) throw new AgentPolicyError('INVALID_ARGUMENT', `${option} must be a ${kind} (it has no ${missing.join(', ')})`);
+    }
+    for (const option of CALLBACKS) {
+      const value = options[option];
+      if (value !== undefined && typeof value !== 'function') throw new AgentPolicyError('INVALID_ARGUMENT', `${option} must be a function, got ${describe(value)}`);
+    }
+    const sinks = options.sinks;
+    if (sinks !== undefined && (!Array.isArray(sinks) || sinks.some((sink) => typeof (sink as DecisionSink | null)?.decision !== 'function'))) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', 'sinks must be a list of decision sinks (objects with a decision method)');
+    }
+  } catch (error) {
+    if (AgentPolicyError.isInstance(error)) throw error;
+    throw new AgentPolicyError('INVALID_ARGUMENT', `session options cannot be read: ${errorMessage(error)}`, { cause: error });
+  }
+}
+
+/**
+ * The options of {@link PolicySession.waitForApproval}, each read once. A NaN time would wait forever, and anything
+ * else of the wrong type would fail midway: both are refused with an `INVALID_ARGUMENT` error.
+ */
+function readWaitOptions(options: unknown): { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } {
+  if (typeof options !== 'object' || options === null) throw new AgentPolicyError('INVALID_ARGUMENT', `waitForApproval options must be an object, got ${describe(options)}`);
+  let read: { timeoutMs?: unknown; intervalMs?: unknown; signal?: unknown };
+  try {
+    const { timeoutMs, intervalMs, signal } = options as typeof read;
+    read = { timeoutMs, intervalMs, signal };
+  } catch (error) {
+    throw new AgentPolicyError('INVALID_ARGUMENT', `waitForApproval options cannot be read: ${errorMessage(error)}`, { cause: error });
+  }
+  for (const field of ['timeoutMs', 'intervalMs'] as const) {
+    const value = read[field];
+    if (value !== undefined && (typeof value !== 'number' || Number.isNaN(value))) {
+      throw new AgentPolicyError('INVALID_ARGUMENT', `waitForApproval ${field} must be a number of milliseconds, got ${describe(value)}`);
+    }
+  }
+  const signal = read.signal as AbortSignal | undefined;
+  // Read as an AbortSignal is used here (from any realm or polyfill): `aborted` and the two listener methods.
+  let usable = false;
+  try {
+    usable = typeof signal === 'object' && signal !== null && typeof signal.aborted === 'boolean' && typeof signal.addEventListener === 'function' && typeof signal.removeEventListener === 'function';
+  } catch {
+    // A signal whose reading throws is no signal.
+  }
+  if (signal !== undefined && !usable) throw new AgentPolicyError('INVALID_ARGUMENT', `waitForApproval signal must be an AbortSignal, got ${describe(signal)}`);
+  return read as { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal };
+}
+
 function haltFailure(error: unknown): HaltState {
-  return { reason: `the halt store cannot be read (${boundString((error as Error)?.message ?? String(error))}), so the action is denied`, at: new Date().toISOString() };
+  return { reason: `the halt store cannot be read (${errorMessage(error)}), so the action is denied`, at: new Date().toISOString() };
 }
 
 // The action input a recorded action was checked as (its fingerprint tells whether the record kept all of it).
@@ -1414,6 +1556,6 @@ function recordedAction(action: Action): ActionInput {
 }
 
 function errorVerdict(what: string, error: unknown): Verdict {
-  const message = boundString(error instanceof Error ? error.message : String(error));
+  const message = errorMessage(error);
   return { decision: 'deny', reason: `${what}: ${message}`, rule: Object.freeze({ section: 'error', message }), approvedRule: false };
 }

@@ -81,6 +81,21 @@ describe('AgentPolicyCallbackHandler: tools', () => {
     expect(decision).toMatchObject({ decision: 'allow', action: { type: 'tool', name: 'send_email', cost: 0.01 } });
   });
 
+  it('a toolCosts function that throws denies the call and records why; the tool never runs and the caller gets the recorded denial', async () => {
+    const { session, runs, sendEmail } = setup({ budget: 1 });
+    const handler = new AgentPolicyCallbackHandler(session, {
+      toolCosts: () => {
+        throw new Error('no price for this recipient');
+      },
+    });
+    const error = await sendEmail.invoke({ to: 'bob@example.com' }, { callbacks: [handler] }).catch((caught: unknown) => caught);
+    expect(PolicyDeniedError.isInstance(error)).toBe(true);
+    expect(runs.send_email).toBe(0);
+    const [decision] = session.report().decisions;
+    expect(decision).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'cost' }, action: { name: 'send_email', metadata: { costError: 'no price for this recipient' } } });
+    expect(session.spent).toBe(0);
+  });
+
   it('blocks however it is attached', async () => {
     const attachments: Array<[string, (handler: AgentPolicyCallbackHandler, body: () => void) => Promise<unknown>]> = [
       ['invoke({ callbacks })', (handler, body) => blockedTool(body).invoke({ name: 'x' }, { callbacks: [handler] })],

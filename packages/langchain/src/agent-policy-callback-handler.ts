@@ -84,14 +84,14 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
     if (isGovernedToolCall(this.session, toolCallId) || isDecidedToolRun(this.session, runId)) return;
     const name = runName ?? '';
     const args = parseInput(input);
-    const cost = toolCost(this.toolCosts, name, args);
+    const { cost, error: costError } = toolCost(this.toolCosts, name, args);
     // Keyed by the tool call id (shared with the middleware) or the run id; core binds the key to the input, so the
     // same id with other input is another call, and a call id that already ran is decided (and charged) again.
     const key = toolCallKey(toolCallId) ?? `langchain:tool-run:${runId}`;
     const check = {
       input: args,
       ...(cost !== undefined ? { cost } : {}),
-      metadata: { ...(toolCallId !== undefined ? { toolCallId } : {}), runId },
+      metadata: { ...(toolCallId !== undefined ? { toolCallId } : {}), runId, ...(costError !== undefined ? { costError } : {}) },
       idempotencyKey: key,
     };
     // Marked before the first await: LangChain runs handlers side by side, and one decision is enough.

@@ -67,6 +67,23 @@ describe('agentPolicyMiddleware: tools', () => {
     expect(session.spent).toBe(2 * CALL_COST);
   });
 
+  it('a toolCosts function that throws denies that call with a recorded reason; the run goes on instead of failing', async () => {
+    const { session, runs, tools } = setup({ budget: 1 });
+    const model = fakeModel().respond(toolCallMessage('search', { query: 'x' }, 'call_1')).respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+    const agent = agentFor(session, tools, model, {
+      toolCosts: () => {
+        throw new Error('price list unavailable');
+      },
+    });
+    const result = await agent.invoke({ messages: [new HumanMessage('search x')] }, thread('cost-throws'));
+    expect(runs.search).toBe(0);
+    const [denied] = toolMessages(result.messages);
+    expect(denied).toMatchObject({ status: 'error', tool_call_id: 'call_1', name: 'search' });
+    expect(result.messages.at(-1)?.content).toBe(FINAL);
+    const tool = session.report().decisions.find((d) => d.action.type === 'tool');
+    expect(tool).toMatchObject({ decision: 'deny', rule: { section: 'input', check: 'cost' }, action: { metadata: { toolCallId: 'call_1', costError: 'price list unavailable' } } });
+  });
+
   it('approval: interrupt, then resume with approve runs the tool once and records it once', async () => {
     const { session, runs, tools } = setup({ budget: 1 });
     const model = fakeModel().respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1')).respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));

@@ -151,11 +151,11 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       const parsed = await waitingToolInputOf(session, request.tool, name, id, raw);
       const { input: args, rejected } = parsed;
       const key = toolCallKey(id);
-      const cost = toolCost(options.toolCosts, name, args);
+      const { cost, error: costError } = toolCost(options.toolCosts, name, args);
       const check = {
         input: args,
         ...(cost !== undefined ? { cost } : {}),
-        metadata: id !== undefined ? { toolCallId: id } : {},
+        metadata: { ...(id !== undefined ? { toolCallId: id } : {}), ...(costError !== undefined ? { costError } : {}) },
         ...(key !== undefined ? { idempotencyKey: key } : {}),
       };
       let run = await decide(session, name, check);

@@ -1,3 +1,5 @@
+import { declaredCost, type DeclaredCost } from '@agentpolicy/core';
+
 /**
  * Declared USD costs of tool calls: a map from exact tool name to USD, or a function of the call that returns USD
  * (or `undefined` for no cost). A tool with no declared cost costs nothing. The function's `args` are the input the
@@ -14,11 +16,13 @@ export type ToolCosts =
   | Readonly<Record<string, number>>
   | ((call: { readonly name: string; readonly args: unknown }) => number | undefined);
 
-/** The declared cost of one call, or undefined. An invalid value is passed on for core to deny. */
-export function toolCost(costs: ToolCosts | undefined, name: string, args: unknown): number | undefined {
-  if (costs === undefined) return undefined;
-  if (typeof costs === 'function') return costs({ name, args });
-  return Object.hasOwn(costs, name) ? costs[name] : undefined;
+/**
+ * The declared cost of one call, read by core's one rule: an invalid value is passed on for the check to deny, and a
+ * cost function that throws gives NaN with its message (denied and recorded, never a crash of the run).
+ */
+export function toolCost(costs: ToolCosts | undefined, name: string, args: unknown): DeclaredCost {
+  if (typeof costs === 'function') return declaredCost(costs, { name, args });
+  return declaredCost(costs !== undefined && Object.hasOwn(costs, name) ? costs[name] : undefined, { name, args });
 }
 
 /** The idempotency key of a tool call, shared by the handler and the middleware so a call is decided once. */

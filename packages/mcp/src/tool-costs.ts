@@ -1,3 +1,5 @@
+import { declaredCost, type DeclaredCost } from '@agentpolicy/core';
+
 /**
  * Declared USD costs of an MCP server's tool calls: a map from the tool's name on the server to USD, or a function of
  * the call that returns USD (or `undefined` for no cost). A tool with no declared cost costs nothing. A function
@@ -13,13 +15,8 @@ export type McpToolCosts =
   | Readonly<Record<string, number>>
   | ((call: { readonly tool: string; readonly args: unknown }) => number | undefined);
 
-/** The declared cost of one call (`NaN` with the error when a cost function threw, which core denies). */
-export function toolCost(costs: McpToolCosts | undefined, tool: string, args: unknown): { cost: number | undefined; error?: string } {
-  if (costs === undefined) return { cost: undefined };
-  if (typeof costs !== 'function') return { cost: Object.hasOwn(costs, tool) ? costs[tool] : undefined };
-  try {
-    return { cost: costs({ tool, args }) };
-  } catch (error) {
-    return { cost: Number.NaN, error: (error as Error)?.message ?? String(error) };
-  }
+/** The declared cost of one call, read by core's one rule (`NaN` with the error when a cost function threw: denied). */
+export function toolCost(costs: McpToolCosts | undefined, tool: string, args: unknown): DeclaredCost {
+  if (typeof costs === 'function') return declaredCost(costs, { tool, args });
+  return declaredCost(costs !== undefined && Object.hasOwn(costs, tool) ? costs[tool] : undefined, { tool, args });
 }

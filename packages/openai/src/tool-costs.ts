@@ -1,3 +1,5 @@
+import { declaredCost, type DeclaredCost } from '@agentpolicy/core';
+
 /**
  * Declared USD costs of the tool calls the model returns: a map from the tool's name to USD, or a function of the
  * call that returns USD (or `undefined` for no cost). A tool with no declared cost costs nothing. `args` is the input
@@ -14,15 +16,10 @@ export type ToolCosts =
   | Readonly<Record<string, number>>
   | ((call: { readonly name: string; readonly args: unknown }) => number | undefined);
 
-/** The declared cost of one call (`NaN` with the error when a cost function threw, which core denies). */
-export function toolCost(costs: ToolCosts | undefined, name: string, args: unknown): { cost: number | undefined; error?: string } {
-  if (costs === undefined) return { cost: undefined };
-  if (typeof costs !== 'function') return { cost: Object.hasOwn(costs, name) ? costs[name] : undefined };
-  try {
-    return { cost: costs({ name, args }) };
-  } catch (error) {
-    return { cost: Number.NaN, error: (error as Error)?.message ?? String(error) };
-  }
+/** The declared cost of one call, read by core's one rule (`NaN` with the error when a cost function threw: denied). */
+export function toolCost(costs: ToolCosts | undefined, name: string, args: unknown): DeclaredCost {
+  if (typeof costs === 'function') return declaredCost(costs, { name, args });
+  return declaredCost(costs !== undefined && Object.hasOwn(costs, name) ? costs[name] : undefined, { name, args });
 }
 
 /**
