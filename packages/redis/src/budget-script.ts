@@ -142,6 +142,11 @@ elseif op == 'commit' or op == 'release' or op == 'cancel' then
     redis.call('ZREM', KEYS[2], id)
     reserved = reserved - held
     if op == 'commit' then spent = math.min(spent + amount, MAX) end
+    if op == 'cancel' then
+      -- Given back; the same reserve sent again later (its reply was lost) is refused too.
+      redis.call('HSET', KEYS[4], id, 'cancelled')
+      redis.call('PEXPIRE', KEYS[4], DAY)
+    end
     dirty = math.max(dirty, 1); outcome = 1
   elseif op == 'cancel' then
     -- A reserve whose client timed out has not arrived (yet): mark it so it is refused if it does.

@@ -147,6 +147,18 @@ describe.skipIf(!canStart)('a reply lost on a dropped connection, the command re
       expect(session.report().spent).toBe(expected);
     });
 
+    it('a reservation cancelled after it ran, then sent again (its reply lost), is refused: nothing stays held', async () => {
+      const client = await open('node-redis@6');
+      const store = createRedisBudgetStore({ client: client.client });
+      const budget = { key: name('cancelled', 'node-redis@6'), period: 'session' as const };
+      // The store's own operations, in the order a re-sent reserve could meet them (one lease id throughout).
+      const run = (store as unknown as { run(b: typeof budget, op: string, amount: number, limit: number | null, ttl: number, id: string): Promise<{ ok: boolean }> }).run.bind(store);
+      expect((await run(budget, 'reserve', 4 * USD, 10 * USD, 60_000, 'lease-1')).ok).toBe(true);
+      await run(budget, 'cancel', 0, null, 1, 'lease-1');
+      expect((await run(budget, 'reserve', 4 * USD, 10 * USD, 60_000, 'lease-1')).ok).toBe(false);
+      expect(await store.reconcile(budget)).toMatchObject({ spent: 0, reserved: 0 });
+    });
+
     it.each(KINDS)('%s: a release whose reply was lost gives the lease back once and charges nothing', async (kind) => {
       const client = await open(kind);
       const store = createRedisBudgetStore({ client: client.client });
