@@ -6,8 +6,8 @@ export {
   type ApprovalTokenOptions,
   type GuardToolOptions,
   type RunToolOptions,
-  type SessionOptions,
 } from './session.js';
+export type { SessionOptions } from './session-options.js';
 export type { ActionInput, CheckCostOptions, CheckHttpOptions, CheckToolOptions } from './action-input.js';
 export type { ApprovalAnswer, Approver, ApproverRequest, BoundApprovalAnswer } from './approvals.js';
 export {

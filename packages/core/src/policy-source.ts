@@ -6,7 +6,8 @@ import { AgentPolicyError, errorMessage, PolicyValidationError, type PolicyIssue
 import { haltState, InMemoryHaltStore, resumeKey, type HaltOptions, type HaltState, type HaltStore } from './halt.js';
 import { AgentPolicy } from './policy.js';
 import type { PolicyProvider } from './policy-evaluator.js';
-import { PolicySession, type SessionOptions } from './session.js';
+import { PolicySession } from './session.js';
+import type { SessionOptions } from './session-options.js';
 
 /** What an update of a {@link PolicySource} did. */
 export type PolicyUpdate =

@@ -709,6 +709,24 @@ describe('options and actions that cannot be read', () => {
     expect(() => policy.session(unreadable)).toThrow('session options cannot be read: getter');
   });
 
+  it('session options are read once, when the session opens: a getter that changes its answer, or the caller changing its object later, changes nothing', async () => {
+    const policy = new AgentPolicy({ approvalRules: [{ tool: 'deploy' }] });
+    let reads = 0;
+    const options: { id?: string; approver?: () => boolean } = {
+      get id() {
+        reads++;
+        return reads === 1 ? 'first' : 'second';
+      },
+      approver: () => false,
+    };
+    const session = policy.session(options);
+    expect(reads).toBe(1);
+    expect(session.id).toBe('first');
+    options.approver = () => true;
+    expect(await session.checkTool('deploy')).toMatchObject({ decision: 'deny', rule: { section: 'approver', outcome: 'rejected' } });
+    expect(session.report().sessionId).toBe('first');
+  });
+
   it('claim and consume of something that cannot be read are false', async () => {
     const session = seed().session();
     expect(session.consume(unreadable() as never)).toBe(false);
