@@ -7,13 +7,14 @@ import { RAN_KEPT_MS, RedisScript } from './redis-client.js';
  *
  * KEYS: 1 state hash (w window start, s spent, r reserved, pw/ps previous window, xc/xn expired leases), 2 lease
  * expiry zset, 3 lease amounts hash, 4 expired-lease amounts hash (for a late commit; kept a day), which also marks
- * leases cancelled before their reserve arrived (`cancelled`), 5 the marker of this charge or refund (`1` ran, `~`
- * charge cancelled), kept five minutes: a command sent again after its reply was lost (ioredis re-sends on reconnect)
- * finds it and changes nothing. Every lease operation is idempotent by its lease id already.
- * ARGV: 1 op (reserve | charge | refund | commit | release | cancel | uncharge | read), 2 period, 3 clock offset ms,
- * 4 amount, 5 limit (-1: none), 6 lease ttl ms, 7 lease id (reserve, commit, release, cancel) or operation id (charge,
- * refund, uncharge), 8 retention ms after a calendar window ends (0: keep).
- * `uncharge` cancels a charge whose caller was told it failed: gives it back if it ran, refuses it if it runs later.
+ * leases cancelled before their reserve arrived (`cancelled`), 5 the markers of recent refunds, a hash by operation
+ * id that expires five minutes after it was created: a refund sent again after its reply was lost (ioredis re-sends
+ * on reconnect) finds its marker and gives nothing back twice. Every lease operation is idempotent by its lease id
+ * already. A charge is not marked (a marker costs every check a write): one sent again counts twice, on the side of
+ * spending less.
+ * ARGV: 1 op (reserve | charge | refund | commit | release | cancel | read), 2 period, 3 clock offset ms, 4 amount,
+ * 5 limit (-1: none), 6 lease ttl ms, 7 lease id (reserve, commit, release, cancel) or operation id (refund), 8
+ * retention ms after a calendar window ends (0: keep).
  * Returns { ok, outcome (0 unknown, 1 settled, 2 late), spent, reserved, window start, previous window start (-1:
  * none), previous spent, expired count, expired nanos }.
  */
@@ -115,24 +116,17 @@ if op == 'reserve' then
     if not nx or expires < nx then nx = expires; redis.call('HSET', KEYS[1], 'nx', fmt(nx)) end
     reserved = reserved + amount; dirty = math.max(dirty, 1); outcome = 1
   end
-elseif op == 'charge' or op == 'refund' or op == 'uncharge' then
-  if op == 'uncharge' then
-    local ran = redis.call('GET', KEYS[5])
-    if ran ~= '~' then
-      if ran then spent = math.max(0, spent - amount); dirty = math.max(dirty, 1) end
-      redis.call('SET', KEYS[5], '~', 'PX', RAN_KEPT)
-    end
-  elseif not redis.call('SET', KEYS[5], '1', 'NX', 'PX', RAN_KEPT) then
-    -- Ran before (its reply was lost and it was sent again), or cancelled: the first run stands.
-    if redis.call('GET', KEYS[5]) == '~' then ok = 0 end
-  elseif op == 'refund' then
-    spent = math.max(0, spent - amount); dirty = math.max(dirty, 1)
-  elseif limit >= 0 and spent + reserved + amount > limit then
-    -- Refused, nothing changed: forgotten, so a second run decides afresh (and its answer is the one heard).
+elseif op == 'charge' then
+  if limit >= 0 and spent + reserved + amount > limit then
     ok = 0
-    redis.call('DEL', KEYS[5])
   else
     spent = math.min(spent + amount, MAX); dirty = math.max(dirty, 1)
+  end
+elseif op == 'refund' then
+  -- Gives back once: the same refund sent again (its reply lost) finds its marker and changes nothing.
+  if redis.call('HSETNX', KEYS[5], ARGV[7], '1') == 1 then
+    redis.call('PEXPIRE', KEYS[5], RAN_KEPT, 'NX')
+    spent = math.max(0, spent - amount); dirty = math.max(dirty, 1)
   end
 elseif op == 'commit' or op == 'release' or op == 'cancel' then
   local id = ARGV[7]

@@ -53,7 +53,7 @@ export class RedisBudgetStore implements BudgetStore {
     this.offsetMs = Number(this.offset);
   }
 
-  /** The four keys of a budget, sharing one hash tag (a charge or refund adds its own marker, `<first>:ran:<id>`). */
+  /** The four keys of a budget, sharing one hash tag (the script's fifth, `<first>:ran`, holds recent charge markers). */
   keys(budget: BudgetRef): string[] {
     if (typeof budget?.key !== 'string' || budget.key === '' || !PERIODS.has(budget?.period)) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'a budget needs a non-empty key and a period of session, hour, day, week or month');
@@ -62,10 +62,10 @@ export class RedisBudgetStore implements BudgetStore {
     return [base, `${base}:leases`, `${base}:amounts`, `${base}:expired`];
   }
 
-  /** One run of the budget script; `id` is the lease (reserve, commit, release, cancel) or the operation (charge, refund, uncharge). */
+  /** One run of the budget script; `id` is the lease (reserve, commit, release, cancel) or the operation (refund). */
   private async run(budget: BudgetRef, op: string, amount: number, limit: number | null, ttlMs: number, id: string): Promise<{ ok: boolean; outcome: LeaseOutcome; snapshot: BudgetSnapshot }> {
     const keys = this.keys(budget);
-    const reply = await this.runner.run(BUDGET_SCRIPT, [...keys, `${keys[0]!}:ran:${id}`], [
+    const reply = await this.runner.run(BUDGET_SCRIPT, [...keys, `${keys[0]!}:ran`], [
       op,
       budget.period,
       this.offset,
@@ -119,20 +119,13 @@ export class RedisBudgetStore implements BudgetStore {
   }
 
   /**
-   * Charges once, even when the command runs twice (its reply lost, the client sending it again). A charge against a
-   * limit (a check) that fails here is cancelled, so the denied action is not charged if it ran; spend that already
-   * happened (`limit` null) is left as it is.
+   * Charges `amount` if it fits under `limit`. Not marked by an id (that would cost every check a write in Redis): a
+   * charge whose reply was lost runs once or twice (ioredis sends it again on reconnect), and one that failed here
+   * may have run. Either way it errs on the side of recording more spend, never less.
    */
   async charge(budget: BudgetRef, amount: number, limit: number | null): Promise<BudgetGrant> {
     checkAmount(amount);
-    const id = randomUUID();
-    let result: Awaited<ReturnType<RedisBudgetStore['run']>>;
-    try {
-      result = await this.run(budget, 'charge', amount, limit, 1, id);
-    } catch (error) {
-      if (limit !== null) this.runEventually(budget, 'uncharge', amount, id);
-      throw error;
-    }
+    const result = await this.run(budget, 'charge', amount, limit, 1, '');
     return { ok: result.ok, snapshot: result.snapshot };
   }
 
@@ -148,9 +141,9 @@ export class RedisBudgetStore implements BudgetStore {
     }
   }
 
-  private runEventually(budget: BudgetRef, op: 'cancel' | 'uncharge' | 'refund', amount: number, id: string): void {
+  private runEventually(budget: BudgetRef, op: 'cancel' | 'refund', amount: number, id: string): void {
     const keys = this.keys(budget);
-    this.runner.runEventually(BUDGET_SCRIPT, [...keys, `${keys[0]!}:ran:${id}`], [op, budget.period, this.offset, String(amount), '-1', '1', id, this.retention]);
+    this.runner.runEventually(BUDGET_SCRIPT, [...keys, `${keys[0]!}:ran`], [op, budget.period, this.offset, String(amount), '-1', '1', id, this.retention]);
   }
 
   /** Settles the budget's expired leases and reads it: the documented reconcile call. */
