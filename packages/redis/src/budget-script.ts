@@ -1,4 +1,4 @@
-import { RedisScript } from './redis-client.js';
+import { RAN_KEPT_MS, RedisScript } from './redis-client.js';
 
 /**
  * Every budget operation, in one script so each check is one EVALSHA. Amounts are integer nano-dollars (exact in
@@ -7,15 +7,21 @@ import { RedisScript } from './redis-client.js';
  *
  * KEYS: 1 state hash (w window start, s spent, r reserved, pw/ps previous window, xc/xn expired leases), 2 lease
  * expiry zset, 3 lease amounts hash, 4 expired-lease amounts hash (for a late commit; kept a day), which also marks
- * leases cancelled before their reserve arrived (`cancelled`).
- * ARGV: 1 op (reserve | charge | refund | commit | release | cancel | read), 2 period, 3 clock offset ms, 4 amount, 5 limit (-1: none),
- * 6 lease ttl ms, 7 lease id, 8 retention ms after a calendar window ends (0: keep).
+ * leases cancelled before their reserve arrived (`cancelled`), 5 the markers of recent refunds, a hash by operation
+ * id that expires five minutes after it was created: a refund sent again after its reply was lost (ioredis re-sends
+ * on reconnect) finds its marker and gives nothing back twice. Every lease operation is idempotent by its lease id
+ * already. A charge is not marked (a marker costs every check a write): one sent again counts twice, on the side of
+ * spending less.
+ * ARGV: 1 op (reserve | charge | refund | commit | release | cancel | read), 2 period, 3 clock offset ms, 4 amount,
+ * 5 limit (-1: none), 6 lease ttl ms, 7 lease id (reserve, commit, release, cancel) or operation id (refund), 8
+ * retention ms after a calendar window ends (0: keep).
  * Returns { ok, outcome (0 unknown, 1 settled, 2 late), spent, reserved, window start, previous window start (-1:
  * none), previous spent, expired count, expired nanos }.
  */
 export const BUDGET_SCRIPT = new RedisScript(`
 local MAX = 9007199254740991
 local HOUR, DAY = 3600000, 86400000
+local RAN_KEPT = ${RAN_KEPT_MS}
 local function fmt(n) return string.format('%.0f', n) end
 local op, period = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
@@ -117,7 +123,11 @@ elseif op == 'charge' then
     spent = math.min(spent + amount, MAX); dirty = math.max(dirty, 1)
   end
 elseif op == 'refund' then
-  spent = math.max(0, spent - amount); dirty = math.max(dirty, 1)
+  -- Gives back once: the same refund sent again (its reply lost) finds its marker and changes nothing.
+  if redis.call('HSETNX', KEYS[5], ARGV[7], '1') == 1 then
+    redis.call('PEXPIRE', KEYS[5], RAN_KEPT, 'NX')
+    spent = math.max(0, spent - amount); dirty = math.max(dirty, 1)
+  end
 elseif op == 'commit' or op == 'release' or op == 'cancel' then
   local id = ARGV[7]
   local held = tonumber(redis.call('HGET', KEYS[3], id))
@@ -126,6 +136,11 @@ elseif op == 'commit' or op == 'release' or op == 'cancel' then
     redis.call('ZREM', KEYS[2], id)
     reserved = reserved - held
     if op == 'commit' then spent = math.min(spent + amount, MAX) end
+    if op == 'cancel' then
+      -- Given back; the same reserve sent again later (its reply was lost) is refused too.
+      redis.call('HSET', KEYS[4], id, 'cancelled')
+      redis.call('PEXPIRE', KEYS[4], DAY)
+    end
     dirty = math.max(dirty, 1); outcome = 1
   elseif op == 'cancel' then
     -- A reserve whose client timed out has not arrived (yet): mark it so it is refused if it does.

@@ -17,8 +17,10 @@ import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from '
  * "it failed" stays true: an answer that ran is taken back (the request is pending again) unless it was already
  * used, and one that has not arrived yet is marked (field `withdrawn:<id>`) and refused when it does.
  * KEYS: 1 the request hash. ARGV: 1 op (create | get | resolve | consume | withdraw), 2 clock offset ms, 3 request
- * JSON / resolution JSON / fingerprint / answer id (withdraw), 4 expires at ms (create) / approved 1|0 (resolve),
- * 5 keep ms after expiry (create) / answer id (resolve), 6 fingerprint (create).
+ * JSON / resolution JSON / fingerprint / answer id (withdraw), 4 expires at ms (create) / approved 1|0 (resolve) /
+ * use id (consume), 5 keep ms after expiry (create) / answer id (resolve), 6 fingerprint (create), 7 create id (create).
+ * Each operation sent twice (its reply lost; ioredis re-sends on reconnect) answers as its first run did: a create
+ * with the same create id, a resolve with the same answer id, a consume with the same use id.
  * Returns { result, request JSON, status, resolution JSON } with status `expired` when past its expiry.
  */
 const APPROVAL_SCRIPT = new RedisScript(`
@@ -26,18 +28,23 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
 local op = ARGV[1]
 if op == 'create' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return { 'exists', '', '', '' } end
-  redis.call('HSET', KEYS[1], 'request', ARGV[3], 'status', 'pending', 'expires', ARGV[4], 'fingerprint', ARGV[6])
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    -- This very create, run before (its reply lost, the command sent again): created, once.
+    if redis.call('HGET', KEYS[1], 'created') == ARGV[7] then return { 'ok', '', 'pending', '' } end
+    return { 'exists', '', '', '' }
+  end
+  redis.call('HSET', KEYS[1], 'request', ARGV[3], 'status', 'pending', 'expires', ARGV[4], 'fingerprint', ARGV[6], 'created', ARGV[7])
   redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(ARGV[4]) + tonumber(ARGV[5])))
   return { 'ok', '', 'pending', '' }
 end
-local h = redis.call('HMGET', KEYS[1], 'request', 'status', 'expires', 'resolution', 'fingerprint')
+local h = redis.call('HMGET', KEYS[1], 'request', 'status', 'expires', 'resolution', 'fingerprint', 'answer', 'use')
 if not h[1] then return { 'unknown', '', '', '' } end
 local status = h[2]
 if (status == 'pending' or status == 'approved') and now > tonumber(h[3]) then status = 'expired' end
 local result = 'ok'
 if op == 'resolve' then
   if redis.call('HEXISTS', KEYS[1], 'withdrawn:' .. ARGV[5]) == 1 then result = 'withdrawn'
+  elseif h[6] == ARGV[5] then result = 'ok' -- this very answer, run before (its reply lost, sent again)
   elseif status == 'expired' then result = 'expired'
   elseif status ~= 'pending' then result = 'answered'
   else
@@ -46,7 +53,7 @@ if op == 'resolve' then
     h[4] = ARGV[3]
   end
 elseif op == 'withdraw' then
-  if (h[2] == 'approved' or h[2] == 'rejected') and redis.call('HGET', KEYS[1], 'answer') == ARGV[3] then
+  if (h[2] == 'approved' or h[2] == 'rejected') and h[6] == ARGV[3] then
     redis.call('HSET', KEYS[1], 'status', 'pending')
     redis.call('HDEL', KEYS[1], 'resolution', 'answer')
     status = status == 'expired' and 'expired' or 'pending'
@@ -57,7 +64,9 @@ elseif op == 'withdraw' then
 elseif op == 'consume' then
   if status == 'approved' and h[5] == ARGV[3] then
     status = 'used'
-    redis.call('HSET', KEYS[1], 'status', 'used')
+    redis.call('HSET', KEYS[1], 'status', 'used', 'use', ARGV[4])
+  elseif h[2] == 'used' and h[7] == ARGV[4] then
+    -- this very use, run before (its reply lost, sent again): still the one use
   else
     result = 'refused'
   end
@@ -131,7 +140,7 @@ export class RedisApprovalStore implements ApprovalStore {
   async create(request: ApprovalRequest): Promise<void> {
     const expires = Date.parse(request?.expiresAt);
     if (!Number.isFinite(expires)) throw new AgentPolicyError('INVALID_ARGUMENT', 'an approval request needs an ISO 8601 expiresAt');
-    const { result } = await this.call('create', request.id, [JSON.stringify(request), String(expires), this.retention, request.fingerprint]);
+    const { result } = await this.call('create', request.id, [JSON.stringify(request), String(expires), this.retention, request.fingerprint, randomUUID()]);
     if (result === 'exists') throw new AgentPolicyError('INVALID_ARGUMENT', `an approval request with id ${request.id} already exists`);
     // The index of pending requests lives in its own slot: kept apart from the atomic request, pruned when read.
     const created = Date.parse(request.createdAt);
@@ -185,7 +194,8 @@ export class RedisApprovalStore implements ApprovalStore {
     } catch (error) {
       // The resolve may still reach Redis after its caller was told it failed (a slow server, a reply lost): withdraw
       // it by its id, so an answer that ran is taken back unless already used, and one that runs later is refused.
-      if (AgentPolicyError.isInstance(error) && error.code === 'STORE_UNAVAILABLE') this.call('withdraw', id, [answer]).catch(() => undefined);
+      // Sent until Redis has it: a dropped connection fails it at first.
+      if (AgentPolicyError.isInstance(error) && error.code === 'STORE_UNAVAILABLE') this.runner.runEventually(APPROVAL_SCRIPT, [this.key(id)], ['withdraw', this.offset, answer]);
       throw error;
     }
     const { result, state } = outcome;
@@ -197,7 +207,7 @@ export class RedisApprovalStore implements ApprovalStore {
 
   async consume(id: string, fingerprint: string): Promise<boolean> {
     if (typeof fingerprint !== 'string') return false;
-    return (await this.call('consume', id, [fingerprint])).result === 'ok';
+    return (await this.call('consume', id, [fingerprint, randomUUID()])).result === 'ok';
   }
 }
 

@@ -53,7 +53,7 @@ export class RedisBudgetStore implements BudgetStore {
     this.offsetMs = Number(this.offset);
   }
 
-  /** The four keys of a budget, sharing one hash tag. */
+  /** The four keys of a budget, sharing one hash tag (the script's fifth, `<first>:ran`, holds recent charge markers). */
   keys(budget: BudgetRef): string[] {
     if (typeof budget?.key !== 'string' || budget.key === '' || !PERIODS.has(budget?.period)) {
       throw new AgentPolicyError('INVALID_ARGUMENT', 'a budget needs a non-empty key and a period of session, hour, day, week or month');
@@ -62,16 +62,17 @@ export class RedisBudgetStore implements BudgetStore {
     return [base, `${base}:leases`, `${base}:amounts`, `${base}:expired`];
   }
 
-  private async run(budget: BudgetRef, op: string, amount: number, limit: number | null, ttlMs: number, lease: string): Promise<{ ok: boolean; outcome: LeaseOutcome; snapshot: BudgetSnapshot }> {
+  /** One run of the budget script; `id` is the lease (reserve, commit, release, cancel) or the operation (refund). */
+  private async run(budget: BudgetRef, op: string, amount: number, limit: number | null, ttlMs: number, id: string): Promise<{ ok: boolean; outcome: LeaseOutcome; snapshot: BudgetSnapshot }> {
     const keys = this.keys(budget);
-    const reply = await this.runner.run(BUDGET_SCRIPT, keys, [
+    const reply = await this.runner.run(BUDGET_SCRIPT, [...keys, `${keys[0]!}:ran`], [
       op,
       budget.period,
       this.offset,
       String(amount),
       limit === null ? '-1' : String(limit),
       String(ttlMs),
-      lease,
+      id,
       this.retention,
     ]);
     if (!Array.isArray(reply) || reply.length !== 9) throw new AgentPolicyError('STORE_UNAVAILABLE', 'Redis answered the budget script with something unexpected');
@@ -101,7 +102,8 @@ export class RedisBudgetStore implements BudgetStore {
     } catch (error) {
       // The reserve may still reach Redis after this check was denied (a slow server, a reply lost): cancel it, so
       // it is given back if it ran and refused if it runs later, instead of holding money until its lease expires.
-      this.run(budget, 'cancel', 0, null, 1, lease).catch(() => undefined);
+      // Sent until Redis has it: a dropped connection fails it at first.
+      this.runEventually(budget, 'cancel', 0, lease);
       throw error;
     }
     return result.ok ? { ok: true, lease, snapshot: result.snapshot } : { ok: false, snapshot: result.snapshot };
@@ -116,15 +118,32 @@ export class RedisBudgetStore implements BudgetStore {
     return (await this.run(budget, 'release', 0, null, 1, checkLease(lease))).outcome;
   }
 
+  /**
+   * Charges `amount` if it fits under `limit`. Not marked by an id (that would cost every check a write in Redis): a
+   * charge whose reply was lost runs once or twice (ioredis sends it again on reconnect), and one that failed here
+   * may have run. Either way it errs on the side of recording more spend, never less.
+   */
   async charge(budget: BudgetRef, amount: number, limit: number | null): Promise<BudgetGrant> {
     checkAmount(amount);
     const result = await this.run(budget, 'charge', amount, limit, 1, '');
     return { ok: result.ok, snapshot: result.snapshot };
   }
 
+  /** Gives back once, even when the command runs twice; one that fails here is sent again until Redis has it. */
   async refund(budget: BudgetRef, amount: number): Promise<void> {
     checkAmount(amount);
-    await this.run(budget, 'refund', amount, null, 1, '');
+    const id = randomUUID();
+    try {
+      await this.run(budget, 'refund', amount, null, 1, id);
+    } catch (error) {
+      this.runEventually(budget, 'refund', amount, id);
+      throw error;
+    }
+  }
+
+  private runEventually(budget: BudgetRef, op: 'cancel' | 'refund', amount: number, id: string): void {
+    const keys = this.keys(budget);
+    this.runner.runEventually(BUDGET_SCRIPT, [...keys, `${keys[0]!}:ran`], [op, budget.period, this.offset, String(amount), '-1', '1', id, this.retention]);
   }
 
   /** Settles the budget's expired leases and reads it: the documented reconcile call. */

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { AgentPolicyError, parseDecision, type CallKeyBegin, type CallKeyBeginOptions, type CallKeyRef, type CallKeyStore, type Decision } from '@agentpolicy/core';
-import { RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+import { RAN_KEPT_MS, RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
 
 /**
  * One keyed call: a hash (d = the decision as JSON, k = its kind, t = its token, u = 1 once used, l = its budget
@@ -11,9 +11,11 @@ import { RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-clien
  * - remember: 2 marker value (the token), 3 decision JSON, 4 kind, 5 ttl ms, 6 lease ('' for none). 1, or 0 when the
  *   marker is not (or no longer) the caller's.
  * - abandon: 2 marker value. Deletes the marker if it is the caller's.
- * - claim: 2 token. 1 for the first claim of that token, else 0. A claimed call is deleted: a used decision is never
- *   handed back and cannot be claimed again, exactly as if it were gone (keys of older versions marked u = 1 read so).
- *   Keeping it for its ttl held one hash for every call ever allowed.
+ * - claim: 2 token, 3 claim id (new for every claim call). 1 for the first claim of that token, else 0. A claimed call
+ *   keeps only its token and who claimed it (c), for five minutes: a used decision is never handed back and cannot be
+ *   claimed again, exactly as if it were gone, but the same claim sent again (its reply lost; ioredis re-sends on
+ *   reconnect) answers 1 again. Keeping the whole call for its ttl held one hash for every call ever allowed.
+ * begin and remember sent twice answer as they did the first time too (the marker, the token are the caller's).
  */
 const CALL_KEY_SCRIPT = new RedisScript(`
 local op = ARGV[1]
@@ -23,9 +25,15 @@ if op == 'begin' then
     return {'decided', rec[1], rec[3], rec[5] or ''}
   end
   if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'new'} end
+  -- The marker is this very begin's (it ran before, its reply lost): still the caller's.
+  if redis.call('GET', KEYS[2]) == ARGV[2] then return {'new'} end
   return {'busy'}
 elseif op == 'remember' then
-  if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+  if redis.call('GET', KEYS[2]) ~= ARGV[2] then
+    -- Already remembered by this very call (it ran before, its reply lost): the answer it gave then.
+    if redis.call('HGET', KEYS[1], 't') == ARGV[2] then return 1 end
+    return 0
+  end
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'd', ARGV[3], 'k', ARGV[4], 't', ARGV[2], 'u', '0', 'l', ARGV[6])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -34,9 +42,15 @@ elseif op == 'abandon' then
   if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
   return 1
 end
-local rec = redis.call('HMGET', KEYS[1], 't', 'u')
-if rec[1] ~= ARGV[2] or rec[2] == '1' then return 0 end
+local rec = redis.call('HMGET', KEYS[1], 't', 'u', 'c')
+if rec[1] ~= ARGV[2] then return 0 end
+if rec[2] == '1' then
+  if rec[3] == ARGV[3] then return 1 end
+  return 0
+end
 redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 't', ARGV[2], 'u', '1', 'c', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ${RAN_KEPT_MS})
 return 1
 `);
 
@@ -104,7 +118,7 @@ export class RedisCallKeyStore implements CallKeyStore {
   }
 
   async claim(call: CallKeyRef, token: string): Promise<boolean> {
-    return Number(await this.runner.run(CALL_KEY_SCRIPT, this.keysOf(call), ['claim', token])) === 1;
+    return Number(await this.runner.run(CALL_KEY_SCRIPT, this.keysOf(call), ['claim', token, randomUUID()])) === 1;
   }
 
   private keysOf(call: CallKeyRef): string[] {

@@ -22,6 +22,17 @@ export interface IoRedisLike {
   readonly status: string;
 }
 
+/** How long {@link ScriptRunner.runEventually} keeps trying. */
+const EVENTUALLY_MS = 60_000;
+
+/**
+ * How long a store remembers an operation it ran, by its id, so that the same command sent again (ioredis re-sends
+ * commands left unanswered when a connection drops, once it has reconnected) changes nothing and answers as the
+ * first run did: five minutes. With its default options (maxRetriesPerRequest 20) ioredis gives such a command up
+ * well within that: one re-sent later would run again.
+ */
+export const RAN_KEPT_MS = 300_000;
+
 /** Options shared by every store of this package. */
 export interface RedisStoreOptions {
   /** A connected node-redis or ioredis client (or cluster). The store never connects, quits or reconfigures it. */
@@ -114,6 +125,24 @@ export class ScriptRunner {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Runs an operation that is safe to run twice (a cancel, a withdrawal, a give-back) until Redis has taken it: now,
+   * and again while it fails (the client is reconnecting, say), for up to a minute. Nothing waits for it; it does not
+   * keep the process alive.
+   */
+  runEventually(script: RedisScript, keys: string[], args: string[]): void {
+    const until = Date.now() + EVENTUALLY_MS;
+    let delay = 50;
+    const attempt = (): void => {
+      this.run(script, keys, args).catch(() => {
+        if (Date.now() + delay > until) return;
+        setTimeout(attempt, delay).unref();
+        delay = Math.min(delay * 2, 2000);
+      });
+    };
+    attempt();
   }
 
   /** The key prefix of a budget or counter: every key of it shares one hash tag, so one script touches one slot. */

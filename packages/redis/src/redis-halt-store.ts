@@ -1,9 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import { AgentPolicyError, type HaltState, type HaltStore } from '@agentpolicy/core';
-import { RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+import { RAN_KEPT_MS, RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
 
 /**
  * Every halt in one hash (one hash tag, so one slot on a cluster): field `*` halts everything, `k:<budget key>` one key.
- * KEYS: 1 the hash. ARGV: 1 op (get | set | del | all), 2 field (get: the key's field), 3 value (set).
+ * KEYS: 1 the hash, 2 (del) this resume's marker. ARGV: 1 op (get | set | del | all), 2 field (get: the key's field),
+ * 3 value (set). A set sent twice writes the same value.
  * get returns the halt of everything, else the key's, else nil; del returns 1 when a halt was lifted; all returns
  * every value.
  */
@@ -17,7 +19,13 @@ elseif op == 'set' then
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
   return 1
 elseif op == 'del' then
-  return redis.call('HDEL', KEYS[1], ARGV[2])
+  -- KEYS[2] marks this very resume as the one that lifted the halt, for five minutes: sent again (its reply lost,
+  -- ioredis re-sends on reconnect), it still says so.
+  if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 then
+    redis.call('SET', KEYS[2], '1', 'PX', ${RAN_KEPT_MS})
+    return 1
+  end
+  return redis.call('EXISTS', KEYS[2])
 end
 return redis.call('HVALS', KEYS[1])
 `);
@@ -63,7 +71,7 @@ export class RedisHaltStore implements HaltStore {
   }
 
   async resume(budgetKey?: string): Promise<boolean> {
-    return Number(await this.runner.run(HALT_SCRIPT, [this.key], ['del', field(budgetKey), ''])) === 1;
+    return Number(await this.runner.run(HALT_SCRIPT, [this.key, `${this.key}:lifted:${randomUUID()}`], ['del', field(budgetKey), ''])) === 1;
   }
 
   async list(): Promise<readonly HaltState[]> {

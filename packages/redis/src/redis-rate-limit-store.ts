@@ -10,7 +10,8 @@ import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from '
  * KEYS: 1 the slots, 2 the slots given back before they were taken. ARGV: 1 op (take | give), 2 max, 3 window ms
  * (-1: none), 4 slot id (take), 5 clock offset ms, 6… slot ids to give back first (a give gives back these only).
  * Returns { 1, 0 } when taken, { 0, reset at ms (-1: none) } when full, { 2, 0 } when the slot was given back
- * before it arrived, { 1, 0 } for a give-back.
+ * before it arrived, { 1, 0 } for a give-back. A take run twice (its reply lost, the command sent again) holds one
+ * slot and answers "taken" both times; a give-back run twice frees that one slot.
  */
 const LIMIT_SCRIPT = new RedisScript(`
 for i = 6, #ARGV do
@@ -26,6 +27,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber
 local max, window = tonumber(ARGV[2]), tonumber(ARGV[3])
 if window >= 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window)) end
 if redis.call('ZCARD', KEYS[1]) >= max then
+  -- This very take ran before (its reply was lost and it was sent again): the slot it holds is its answer.
+  if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return { 1, 0 } end
   if window < 0 then return { 0, -1 } end
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return { 0, string.format('%.0f', tonumber(oldest[2]) + window) }
