@@ -1310,6 +1310,9 @@ export class PolicySession {
     if (existing) return existing;
     const reservation = createReservation(this.settling, decision, this.slots.get(decision) ?? -1, model, this.leases.get(decision));
     this.reservations.set(decision, reservation);
+    // Decided before the session ended but handed over after (end() ran while the check was settling): it is charged
+    // at its estimate like every reservation open at the end, rather than held until its lease expires.
+    if (this.endedMs !== null && !reservation.settled) void reservation.commit();
     return reservation;
   }
 
