@@ -128,7 +128,7 @@ function open(world: World, key: string): Opened {
       ? (world.source as PolicySource).session(options)
       : world.mode === 'keyed'
         ? world.policy.session(options)
-        : world.policy.session({ ...options, store: world.store, limitStore: world.limitStore });
+        : world.policy.session({ ...options, store: world.store as InMemoryBudgetStore, limitStore: world.limitStore as InMemoryRateLimitStore });
   const opened = { session, key, period: session.report().period, gone: false, ended: false };
   world.sessions.push(opened);
   world.sessionsOpened++;
