@@ -57,6 +57,8 @@ export class LimitCounter {
   // put another limit at an index, and that one has a key of its own.
   private readonly keys: string[] = [];
   private readonly keyOwners: CompiledLimit[] = [];
+  // The keys of this session's own counts (`scope: session`) made so far, under every policy version it has seen.
+  private readonly sessionKeys: string[] = [];
   /**
    * The instant the last count read from the in-memory store's system clock, else 0: the decision made right after
    * is stamped with it (one clock read per check). The session sets it back to 0 once that decision is made.
@@ -71,6 +73,19 @@ export class LimitCounter {
   ) {
     this.store = store;
     this.local = store instanceof InMemoryRateLimitStore && Object.getPrototypeOf(store) === InMemoryRateLimitStore.prototype ? store : undefined;
+  }
+
+  /**
+   * Lets go of this session's own counts (`scope: session`) in the in-memory store, once the session has ended and
+   * its id cannot be opened again (it was generated): nothing can count under those keys any more, and a store
+   * shared by the sessions of a budget key would otherwise keep one count for every session a server ever opened.
+   * Counts in another store (shared by processes) are left to it; `scope: budget` counts stay.
+   */
+  forgetSessionCounts(): void {
+    const local = this.local;
+    if (local === undefined) return;
+    for (const key of this.sessionKeys) local.forget(key);
+    this.sessionKeys.length = 0;
   }
 
   /** Gives the slots back, then hands back `decision`. */
@@ -98,6 +113,7 @@ export class LimitCounter {
   private keyOf(limit: CompiledLimit): string {
     if (this.keyOwners[limit.index] === limit) return this.keys[limit.index] as string;
     const key = `${limit.keyPrefix}${limit.scope === 'budget' ? this.budgetKey : this.sessionId}`;
+    if (limit.scope === 'session' && !this.sessionKeys.includes(key)) this.sessionKeys.push(key);
     this.keys[limit.index] = key;
     this.keyOwners[limit.index] = limit;
     return key;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { AgentPolicy } from './policy.js';
 import { InMemoryRateLimitStore } from './rate-limit-store.js';
 
 describe('InMemoryRateLimitStore', () => {
@@ -155,5 +156,30 @@ describe('InMemoryRateLimitStore', () => {
     // A key taken again after it was dropped starts from nothing, as its freed slots would have let it.
     expect(store.take('limit:a:session:0', 1, 60_000).ok).toBe(true);
     expect(store.take('limit:a:session:0', 1, 60_000).ok).toBe(false);
+  });
+
+  it('keeps the per-session counts of sessions on one budget key bounded as a server opens and ends them', async () => {
+    const policy = AgentPolicy.fromDict({ limits: [{ tool: 'fetch', max_calls: 1, per: 'session' }, { tool: 'search', max_calls: 100, per: 'session', scope: 'budget' }] });
+    const limitStore = new InMemoryRateLimitStore();
+    // A session per request, on the tenant's budget key: each counts its own `fetch` and the tenant's `search`.
+    for (let i = 0; i < 50; i++) {
+      const session = policy.session({ budgetKey: 'tenant', limitStore });
+      expect((await session.checkTool('fetch', {})).decision).toBe('allow');
+      expect((await session.checkTool('fetch', {})).decision).toBe('deny');
+      await session.checkTool('search', {});
+      session.end();
+    }
+    // The tenant's count is kept (and still counts); the ended sessions' own counts are gone.
+    expect(limitStore.size).toBe(1);
+    const last = policy.session({ budgetKey: 'tenant', limitStore });
+    for (let i = 0; i < 50; i++) expect((await last.checkTool('search', {})).decision).toBe('allow');
+    expect((await last.checkTool('search', {})).decision).toBe('deny');
+    // A session given its id may be opened again: its count stays after it ends and still counts when it is.
+    const named = policy.session({ id: 'conversation-1', budgetKey: 'tenant', limitStore });
+    expect((await named.checkTool('fetch', {})).decision).toBe('allow');
+    named.end();
+    expect(limitStore.size).toBe(2);
+    const reopened = policy.session({ id: 'conversation-1', budgetKey: 'tenant', limitStore });
+    expect((await reopened.checkTool('fetch', {})).decision).toBe('deny');
   });
 });

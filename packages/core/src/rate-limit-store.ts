@@ -169,6 +169,12 @@ export class InMemoryRateLimitStore implements RateLimitStore {
     return this.windows.size + this.counts.size;
   }
 
+  /** Drops a key and every slot it holds (the counts of a session that has ended for good). */
+  forget(key: string): void {
+    this.counts.delete(key);
+    this.windows.delete(key);
+  }
+
   giveBack(key: string, slot: string): void {
     this.giveBackAt(key, Number(slot));
   }

@@ -157,6 +157,27 @@ describe('settling a reservation under attack', () => {
     expect(session.spent).toBe(call.estimate);
     expect(call.settled).toBe(true);
   });
+
+  it('a reservation asked for before the session ends and handed over after it is charged at its estimate too', async () => {
+    const policy = new AgentPolicy({ budget: 5 });
+    const session = policy.session({ budgetKey: 'tenant' });
+    // end() runs while each check is still settling (a server's request ending while the agent reserves).
+    const asked = [session.reserve(0.5, { source: 'model:x' }), session.reserve(0, { source: 'model:x' }), session.reserveModelCall({ model: 'gpt-4o', prompt: 'hi', maxOutputTokens: 100 })];
+    const final = session.end();
+    const reservations = await Promise.all(asked);
+    expect(reservations.map((r) => [r.allowed, r.settled])).toEqual([[true, true], [true, true], [true, true]]);
+    const report = session.report();
+    expect(report.reserved).toBe(0);
+    expect(report.spent).toBeCloseTo(0.5 + (reservations[2] as { estimate: number }).estimate, 9);
+    expect(report.decisions.map((d) => d.settlement?.status)).toEqual(['committed', 'committed', 'committed']);
+    expect(session.pendingReservations).toBe(0);
+    // The report end() returned was taken before they were handed over; the budget key holds what they were charged.
+    expect(final.endedAt).not.toBeNull();
+    expect(policy.session({ budgetKey: 'tenant' }).report().spent).toBe(report.spent);
+    // A commit after that changes nothing: the reservation is settled.
+    await reservations[0]?.commit(3);
+    expect(session.report().spent).toBe(report.spent);
+  });
 });
 
 describe('usage, failures and estimates that cannot be read', () => {

@@ -19,6 +19,7 @@ import { PolicySource } from './policy-source.js';
 import type { PolicySession } from './session.js';
 import type { Reservation } from './reservation.js';
 import { foldToolName } from './tool-matcher.js';
+import { nanos, pastBudgetNanos, Violation } from './test-support/fuzz.js';
 
 // ---- hostile values ---------------------------------------------------------------------------------------------
 
@@ -324,8 +325,6 @@ const anOp: fc.Arbitrary<Op> = fc.oneof(
 /** An error the caller's own function throws: it must come back unchanged. */
 class CallerError extends Error {}
 
-class Violation extends Error {}
-
 interface World {
   session: PolicySession;
   policy: AgentPolicy;
@@ -342,15 +341,12 @@ interface World {
   shadow: boolean;
 }
 
-const nanos = (usd: number): number => Math.round(usd * 1e9);
-
 function noteDecision(world: World, value: unknown, where: string): void {
   if (typeof value !== 'object' || value === null || !('id' in value)) throw new Violation(`${where} handed out ${String(value)}, not a decision`);
   const decision = value as Decision;
   if (!Object.isFrozen(decision) || !Object.isFrozen(decision.action) || !Object.isFrozen(decision.rule)) throw new Violation(`${where}: decision ${decision.id} is not frozen`);
   if (decision.sessionId === world.session.id && !world.handedOut.has(decision.id)) world.handedOut.set(decision.id, decision);
-  if (decision.decision === 'allow' && decision.action.type === 'cost' && decision.reason.startsWith('usage of')) world.externalNanos += nanos(decision.action.cost);
-  if (decision.settlement?.overrun !== undefined) world.externalNanos += nanos(decision.settlement.overrun);
+  world.externalNanos += pastBudgetNanos(decision);
 }
 
 /** What a call did: its value, or the error it threw (synchronously or by rejecting). */

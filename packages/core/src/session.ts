@@ -819,12 +819,16 @@ export class PolicySession {
 
   /**
    * Ends the session: its duration is fixed, later checks are denied, and every reservation still open (a stream
-   * its consumer abandoned, say) is charged at its estimate, so no spend is lost. Returns the final report.
+   * its consumer abandoned, say) is charged at its estimate, so no spend is lost. A session whose id was generated
+   * lets go of its own `limits:` counts in the in-memory store (one given an `id` keeps them: it may be opened
+   * again). Returns the final report.
    */
   end(): SessionReport {
     if (this.endedMs === null) {
       this.endedMs = Date.now();
       this.settlePending();
+      // A generated id never comes again: the session's own limit counts can go (a reused id keeps them).
+      if (this.options.id === undefined) this.limits.forgetSessionCounts();
     }
     return this.report();
   }
@@ -1306,6 +1310,9 @@ export class PolicySession {
     if (existing) return existing;
     const reservation = createReservation(this.settling, decision, this.slots.get(decision) ?? -1, model, this.leases.get(decision));
     this.reservations.set(decision, reservation);
+    // Decided before the session ended but handed over after (end() ran while the check was settling): it is charged
+    // at its estimate like every reservation open at the end, rather than held until its lease expires.
+    if (this.endedMs !== null && !reservation.settled) void reservation.commit();
     return reservation;
   }
 
