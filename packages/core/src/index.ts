@@ -93,7 +93,7 @@ export {
 } from './model-estimate.js';
 export { parseTarget, normalizeDomainEntry } from './domain.js';
 export { globMatch, foldToolName, toolNameProblem } from './tool-matcher.js';
-export { parseMoney, readCost, declaredCost, formatUsd, NANOS_PER_USD, type DeclaredCost } from './money.js';
+export { parseMoney, readCost, declaredCost, declaredCostIn, formatUsd, NANOS_PER_USD, type CostTable, type DeclaredCost } from './money.js';
 export { createPolicyFetch, type HttpChecker, type PolicyFetchOptions } from './session-fetch.js';
 export { type LookupFunction, type PolicyLookupOptions } from './address-lookup.js';
 export type { DecisionSink } from './decision-sink.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { declaredCost, formatUsd, parseMoney, readCost } from './money.js';
+import { declaredCost, declaredCostIn, formatUsd, parseMoney, readCost } from './money.js';
 
 describe('parseMoney (policy amounts)', () => {
   it.each([
@@ -112,5 +112,25 @@ describe('declaredCost (what adapters read from their costs options)', () => {
     expect(odd).toEqual({ cost: -1 });
     expect(readCost(odd.cost).ok).toBe(false);
     expect(readCost(Number.NaN).ok).toBe(false);
+  });
+});
+
+describe('declaredCostIn (a cost table: a map by name, or a function of the call)', () => {
+  it("reads the map's own entry only: an inherited name such as constructor or toString costs nothing and is never called", () => {
+    const table = { search: 0.01 };
+    expect(declaredCostIn(table, 'search', {})).toEqual({ cost: 0.01 });
+    expect(declaredCostIn(table, 'other', {})).toEqual({ cost: undefined });
+    expect(declaredCostIn(table, 'constructor', {})).toEqual({ cost: undefined });
+    expect(declaredCostIn(table, 'toString', {})).toEqual({ cost: undefined });
+    expect(declaredCostIn(undefined, 'search', {})).toEqual({ cost: undefined });
+  });
+
+  it('asks a function with the call, and a throw is NaN with its message', () => {
+    expect(declaredCostIn(({ name }: { name: string }) => (name === 'sms' ? 0.02 : undefined), 'sms', { name: 'sms' })).toEqual({ cost: 0.02 });
+    const thrown = declaredCostIn(() => {
+      throw new Error('price list down');
+    }, 'sms', {});
+    expect(thrown.cost).toBeNaN();
+    expect(thrown.error).toBe('price list down');
   });
 });

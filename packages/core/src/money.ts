@@ -108,6 +108,18 @@ export function declaredCost<C>(cost: number | ((call: C) => number | undefined)
   }
 }
 
+/** Declared costs by name, as adapters take them: a map from a name to USD, or a function of the call. */
+export type CostTable<C> = Readonly<Record<string, number>> | ((call: C) => number | undefined);
+
+/**
+ * {@link declaredCost} read from a {@link CostTable}: the function asked with `call`, or the map's own entry for
+ * `name` (never one it inherits, such as `constructor`); a name with no entry costs nothing.
+ */
+export function declaredCostIn<C>(costs: CostTable<C> | undefined, name: string, call: C): DeclaredCost {
+  if (typeof costs === 'function') return declaredCost(costs, call);
+  return declaredCost(costs !== undefined && Object.hasOwn(costs, name) ? costs[name] : undefined, call);
+}
+
 /** Converts a USD number to nanos, rounding up (used for catalog prices, which are binary floats). */
 export function usdToNanosCeil(value: number): number {
   const read = readCost(value);

@@ -1,4 +1,4 @@
-import { declaredCost, type DeclaredCost } from '@agentpolicy/core';
+import { declaredCostIn, type CostTable, type DeclaredCost } from '@agentpolicy/core';
 
 /**
  * Declared USD costs of tool calls: a map from exact tool name to USD, or a function of the call that returns USD
@@ -12,17 +12,14 @@ import { declaredCost, type DeclaredCost } from '@agentpolicy/core';
  * const byArgs: ToolCosts = ({ name, args }) => (name === 'sms' ? 0.02 * recipients(args) : undefined);
  * ```
  */
-export type ToolCosts =
-  | Readonly<Record<string, number>>
-  | ((call: { readonly name: string; readonly args: unknown }) => number | undefined);
+export type ToolCosts = CostTable<{ readonly name: string; readonly args: unknown }>;
 
 /**
  * The declared cost of one call, read by core's one rule: an invalid value is passed on for the check to deny, and a
  * cost function that throws gives NaN with its message (denied and recorded, never a crash of the run).
  */
 export function toolCost(costs: ToolCosts | undefined, name: string, args: unknown): DeclaredCost {
-  if (typeof costs === 'function') return declaredCost(costs, { name, args });
-  return declaredCost(costs !== undefined && Object.hasOwn(costs, name) ? costs[name] : undefined, { name, args });
+  return declaredCostIn(costs, name, { name, args });
 }
 
 /** The idempotency key of a tool call, shared by the handler and the middleware so a call is decided once. */

@@ -1,4 +1,4 @@
-import { declaredCost, type DeclaredCost } from '@agentpolicy/core';
+import { declaredCostIn, type CostTable, type DeclaredCost } from '@agentpolicy/core';
 
 /**
  * Declared USD costs of an MCP server's tool calls: a map from the tool's name on the server to USD, or a function of
@@ -11,12 +11,9 @@ import { declaredCost, type DeclaredCost } from '@agentpolicy/core';
  * const byArgs: McpToolCosts = ({ tool, args }) => (tool === 'sms' ? 0.02 * (args as { to: string[] }).to.length : undefined);
  * ```
  */
-export type McpToolCosts =
-  | Readonly<Record<string, number>>
-  | ((call: { readonly tool: string; readonly args: unknown }) => number | undefined);
+export type McpToolCosts = CostTable<{ readonly tool: string; readonly args: unknown }>;
 
 /** The declared cost of one call, read by core's one rule (`NaN` with the error when a cost function threw: denied). */
 export function toolCost(costs: McpToolCosts | undefined, tool: string, args: unknown): DeclaredCost {
-  if (typeof costs === 'function') return declaredCost(costs, { tool, args });
-  return declaredCost(costs !== undefined && Object.hasOwn(costs, tool) ? costs[tool] : undefined, { tool, args });
+  return declaredCostIn(costs, tool, { tool, args });
 }

@@ -1,4 +1,4 @@
-import { declaredCost, type DeclaredCost } from '@agentpolicy/core';
+import { declaredCostIn, type CostTable, type DeclaredCost } from '@agentpolicy/core';
 
 /**
  * Declared USD costs of the tool calls the model returns: a map from the tool's name to USD, or a function of the
@@ -12,14 +12,11 @@ import { declaredCost, type DeclaredCost } from '@agentpolicy/core';
  * const byArgs: ToolCosts = ({ name, args }) => (name === 'sms' ? 0.02 * (args as { to: string[] }).to.length : undefined);
  * ```
  */
-export type ToolCosts =
-  | Readonly<Record<string, number>>
-  | ((call: { readonly name: string; readonly args: unknown }) => number | undefined);
+export type ToolCosts = CostTable<{ readonly name: string; readonly args: unknown }>;
 
 /** The declared cost of one call, read by core's one rule (`NaN` with the error when a cost function threw: denied). */
 export function toolCost(costs: ToolCosts | undefined, name: string, args: unknown): DeclaredCost {
-  if (typeof costs === 'function') return declaredCost(costs, { name, args });
-  return declaredCost(costs !== undefined && Object.hasOwn(costs, name) ? costs[name] : undefined, { name, args });
+  return declaredCostIn(costs, name, { name, args });
 }
 
 /**
