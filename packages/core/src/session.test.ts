@@ -945,6 +945,34 @@ describe('audit trail and report', () => {
   });
 });
 
+describe('an allow not run yet when the session ends', () => {
+  it('is refused when claimed or consumed after end(): the tool never runs, the refusal is recorded, its money stays charged at the estimate', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    const reserved = await session.reserveAction({ type: 'tool', name: 'send_email', cost: 0.25, input: { to: 'a@b.c' } });
+    const plain = await session.checkTool('search');
+    expect(reserved.allowed).toBe(true);
+    session.end();
+    let ran = 0;
+    await expect(Promise.resolve(session.claim(reserved.decision)).then(() => ran++)).rejects.toMatchObject({ decision: { decision: 'deny', rule: { section: 'session', check: 'ended' } } });
+    expect(() => session.consume(plain)).toThrow(/the session has ended/);
+    expect(ran).toBe(0);
+    const refusals = session.report().decisions.filter((d) => d.rule.section === 'session');
+    expect(refusals.map((d) => d.reason)).toEqual([`the session has ended; the allow ${reserved.decision.id} was not run`, `the session has ended; the allow ${plain.id} was not run`]);
+    // end() charged the open reservation at its estimate (spend is never lost), and nothing more.
+    expect(reserved.settled).toBe(true);
+    expect(session.spent).toBe(0.25);
+  });
+
+  it('runTool racing end(): the tool does not run once the session has ended', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    let ran = 0;
+    const run = session.runTool('search', { cost: 0.1 }, () => ran++);
+    session.end();
+    await expect(run).rejects.toMatchObject({ decision: { rule: { section: 'session', check: 'ended' } } });
+    expect(ran).toBe(0);
+  });
+});
+
 describe('waitForApproval', () => {
   const policy = AgentPolicy.fromDict({ approval: { require_for: [{ tool: 'deploy' }] } });
 

@@ -281,8 +281,8 @@ export class PolicySession {
       const halt = this.haltState();
       if (halt !== undefined && !(halt instanceof Promise)) throw this.stoppedBeforeRun(decision, haltVerdict(halt)).error;
     }
-    const changed = this.changedPolicyVerdict(decision);
-    if (changed !== undefined) throw this.stoppedBeforeRun(decision, changed).error;
+    const stop = this.endedVerdict() ?? this.changedPolicyVerdict(decision);
+    if (stop !== undefined) throw this.stoppedBeforeRun(decision, stop).error;
     return this.consumeUnhalted(decision);
   }
 
@@ -321,7 +321,8 @@ export class PolicySession {
    * promise, which rejects (a `STORE_UNAVAILABLE` error) when the store cannot be reached: the action does not run.
    * While a halt covers the session it rejects with the recorded halt {@link PolicyDeniedError}, gives back the money
    * reserved for the allow, and leaves the allow unused; so it does when the policy changed since the allow was
-   * decided (a source updated or reloaded) and the policy in force would not allow it. An allow whose reserved money
+   * decided (a source updated or reloaded) and the policy in force would not allow it, and once the session has ended
+   * (`end()`: its reserved money was charged at its estimate then). An allow whose reserved money
    * was given back that way never runs afterwards (a claim of it is false): check the action again.
    * `await` it either way. Adapters and {@link runTool} use it.
    *
@@ -397,6 +398,13 @@ export class PolicySession {
     );
   }
 
+  // An ended session runs nothing more: an allow it gave before end() and not run yet is stopped like one a halt
+  // stops (its reserved money was charged at its estimate by end(), as every reservation open then is).
+  private endedVerdict(): Verdict | undefined {
+    if (this.endedMs === null) return undefined;
+    return { decision: 'deny', reason: 'the session has ended', rule: { section: 'session', check: 'ended' }, approvedRule: false };
+  }
+
   /**
    * An allow decided under another policy than the one now in force (its source was updated or reloaded since, or
    * another process decided it under its own policy) is judged again before it runs: by the new policy's lists,
@@ -443,8 +451,8 @@ export class PolicySession {
 
   private claimUnhalted(decision: Decision): boolean | Promise<boolean> {
     if (this.isOwnAllow(decision)) {
-      const changed = this.changedPolicyVerdict(decision);
-      if (changed !== undefined) return this.refuseBeforeRun(decision, changed);
+      const stop = this.endedVerdict() ?? this.changedPolicyVerdict(decision);
+      if (stop !== undefined) return this.refuseBeforeRun(decision, stop);
     }
     const keyed = this.keyedCalls?.get(decision);
     if (keyed === undefined) return this.isOwnAllow(decision) && this.consumeUnhalted(decision);
@@ -821,7 +829,8 @@ export class PolicySession {
    * Ends the session: its duration is fixed, later checks are denied, and every reservation still open (a stream
    * its consumer abandoned, say) is charged at its estimate, so no spend is lost. A session whose id was generated
    * lets go of its own `limits:` counts in the in-memory store (one given an `id` keeps them: it may be opened
-   * again). Returns the final report.
+   * again). An allow given before and not run yet is refused when claimed or consumed afterwards (a recorded deny,
+   * as under a halt). Returns the final report.
    */
   end(): SessionReport {
     if (this.endedMs === null) {
@@ -919,9 +928,8 @@ export class PolicySession {
     if (prepared.invalid || !prepared.prepared) {
       return { decision: 'deny', reason: prepared.invalid?.reason ?? 'invalid action', rule: prepared.invalid?.rule ?? { section: 'input', check: 'action' }, approvedRule: false };
     }
-    if (this.endedMs !== null) {
-      return { decision: 'deny', reason: 'the session has ended', rule: { section: 'session', check: 'ended' }, approvedRule: false };
-    }
+    const ended = this.endedVerdict();
+    if (ended !== undefined) return ended;
     if (halt !== undefined) return haltVerdict(halt);
     const cost = prepared.prepared.costNanos;
     if (this.ledger.exceeded) return this.ledger.exceededVerdict(cost);
