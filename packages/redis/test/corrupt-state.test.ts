@@ -38,6 +38,17 @@ function expectUnreadable(decision: Decision, ...named: string[]): void {
   expect(decision.reason).toMatch(/did not write/);
 }
 
+/** The warning a commit the store refused emits (the session's rule for a commit that cannot be recorded). */
+async function warningOf(commit: () => Promise<unknown>): Promise<string> {
+  const warned = vi.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+  try {
+    await commit();
+    return String(warned.mock.calls[0]?.[0]);
+  } finally {
+    warned.mockRestore();
+  }
+}
+
 const budgetKeyOf = (period: string, key: string) => `agentpolicy:{budget:${period}:${key}}`;
 
 describe.skipIf(redisUrl === null)('a budget whose state in Redis cannot be read', () => {
@@ -134,13 +145,7 @@ describe.skipIf(redisUrl === null)('a budget whose state in Redis cannot be read
 
     // The commit fails too (the session warns, as for any commit the store refused): the lease is neither settled
     // as nothing nor forgotten.
-    const warned = vi.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
-    try {
-      await reservation.commit(6);
-      expect(String(warned.mock.calls[0]?.[0])).toContain(`field ${lease!} of Redis key ${key}:amounts`);
-    } finally {
-      warned.mockRestore();
-    }
+    expect(await warningOf(() => reservation.commit(6))).toContain(`field ${lease!} of Redis key ${key}:amounts`);
     expect(await r.hget(`${key}:amounts`, lease!)).toBe('lots');
     expect(await r.hget(key, 's')).toBe('0');
 
@@ -160,13 +165,7 @@ describe.skipIf(redisUrl === null)('a budget whose state in Redis cannot be read
     // As if it had expired and been settled at an amount that was then overwritten.
     await r.hdel(`${key}:amounts`, lease!);
     await r.hset(`${key}:expired`, lease!, 'two dollars');
-    const warned = vi.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
-    try {
-      await reservation.commit(5);
-      expect(String(warned.mock.calls[0]?.[0])).toContain(`field ${lease!} of Redis key ${key}:expired`);
-    } finally {
-      warned.mockRestore();
-    }
+    expect(await warningOf(() => reservation.commit(5))).toContain(`field ${lease!} of Redis key ${key}:expired`);
     expect(await r.hget(`${key}:expired`, lease!)).toBe('two dollars');
   });
 
