@@ -4,7 +4,7 @@
  * its framework and makes each turn's calls; {@link runScenario} observes the session the same way for all of them.
  * Adding an adapter is one entry of {@link RUNNERS}.
  */
-import { AgentPolicy, AgentPolicyError, type Decision, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, AgentPolicyError, declaredCost, type Decision, type PolicySession } from '@agentpolicy/core';
 import { policyToolApproval, wrapTools } from '@agentpolicy/ai-sdk';
 import { AgentPolicyCallbackHandler, agentPolicyMiddleware } from '@agentpolicy/langchain';
 import { gateMcpServer, wrapMcpTransport } from '@agentpolicy/mcp';
@@ -57,8 +57,34 @@ const PRICING = { FakeBuiltModel: { input: 1, output: 2, max_output_tokens: 4096
 const INPUT_SHAPE = { q: z.string().optional(), x: z.number().optional() };
 const INPUT_SCHEMA = z.object(INPUT_SHAPE);
 
-const costsOf = (scenario: Scenario): Record<string, number> =>
-  Object.fromEntries(Object.entries(scenario.tools).flatMap(([name, spec]) => (spec.cost === undefined ? [] : [[name, spec.cost]])));
+/** The cost function of a tool whose cost is `'throws'`. */
+const costThrows = (): never => {
+  throw new Error('no price for this call');
+};
+
+/** A tool's declared cost as an option gives it: USD, a function of the call, or none. */
+const costOf = (spec: ToolSpec | undefined): number | (() => never) | undefined => (spec?.cost === 'throws' ? costThrows : spec?.cost);
+
+/** The tools' costs by name, each USD or a function of the call's input (the AI SDK's `costs`). */
+const toolCostsOf = (scenario: Scenario): Record<string, number | (() => never)> =>
+  Object.fromEntries(Object.entries(scenario.tools).flatMap(([name, spec]) => (spec.cost === undefined ? [] : [[name, costOf(spec) as number | (() => never)]])));
+
+/**
+ * The tools' costs as a cost table (LangChain, OpenAI and MCP `toolCosts` / `costs`): a map of USD, or one function of
+ * the call, which each adapter passes its own call shape; a scenario with a cost that throws has that tool only.
+ */
+function costsOf(scenario: Scenario): Record<string, number> | (() => never) {
+  const specs = Object.values(scenario.tools);
+  if (!specs.some((spec) => spec.cost === 'throws')) return toolCostsOf(scenario) as Record<string, number>;
+  if (specs.length !== 1) throw new Error(`scenario "${scenario.name}": a cost that throws must be its only tool`);
+  return costThrows;
+}
+
+/** session.runTool for one call as the README loops write it: the declared cost read by core's rule, the call id. */
+function runToolCall(session: PolicySession, scenario: Scenario, name: string, input: unknown, id: string, body: RunnerContext['body']): Promise<unknown> {
+  const { cost, error } = declaredCost(costOf(scenario.tools[name]), input);
+  return session.runTool(name, { input, ...(cost !== undefined ? { cost } : {}), ...(error !== undefined ? { metadata: { costError: error } } : {}), idempotencyKey: id }, () => body(name));
+}
 
 /** The error a tool of `spec` throws, or undefined when it returns. */
 function failureOf(spec: ToolSpec | undefined): Error | undefined {
@@ -127,9 +153,7 @@ async function openaiLoop(context: RunnerContext, complete: (client: OpenAI) => 
       for (const returned of completion.choices[0]?.message.tool_calls ?? []) {
         if (returned.type !== 'function') continue;
         const name = returned.function.name;
-        const cost = scenario.tools[name]?.cost;
-        const input: unknown = JSON.parse(returned.function.arguments);
-        await session.runTool(name, { input, ...(cost !== undefined ? { cost } : {}), idempotencyKey: returned.id }, () => body(name));
+        await runToolCall(session, scenario, name, JSON.parse(returned.function.arguments), returned.id, body);
       }
     },
     close: () => server.close(),
@@ -213,10 +237,7 @@ export const CORE: Runner = {
     // Calls of one turn side by side, each settled on its own.
     turn: (calls) =>
       Promise.allSettled(
-        calls.map((call) => {
-          const cost = scenario.tools[call.tool]?.cost;
-          return session.runTool(call.tool, { input: call.input, ...(cost !== undefined ? { cost } : {}), idempotencyKey: call.id }, () => body(call.tool));
-        }),
+        calls.map((call) => runToolCall(session, scenario, call.tool, call.input, call.id, body)),
       ),
   }),
 };
@@ -228,7 +249,7 @@ export const RUNNERS: readonly Runner[] = [
     name: 'ai-sdk wrapTools + policyToolApproval',
     family: 'ai-sdk',
     start: ({ scenario, session, body }) => {
-      const tools = wrapTools(aiTools(scenario, body), session, { costs: costsOf(scenario) });
+      const tools = wrapTools(aiTools(scenario, body), session, { costs: toolCostsOf(scenario) });
       return { turn: (calls) => aiTurn(calls, tools, policyToolApproval(session)) };
     },
   },
@@ -237,7 +258,7 @@ export const RUNNERS: readonly Runner[] = [
     name: 'ai-sdk wrapTools + policyToolApproval, streamText',
     family: 'ai-sdk',
     start: ({ scenario, session, body }) => {
-      const tools = wrapTools(aiTools(scenario, body), session, { costs: costsOf(scenario) });
+      const tools = wrapTools(aiTools(scenario, body), session, { costs: toolCostsOf(scenario) });
       return { turn: (calls) => aiStreamTurn(calls, tools, policyToolApproval(session)) };
     },
   },
@@ -246,7 +267,7 @@ export const RUNNERS: readonly Runner[] = [
     name: 'ai-sdk wrapTools',
     family: 'ai-sdk',
     start: ({ scenario, session, body }) => {
-      const tools = wrapTools(aiTools(scenario, body), session, { costs: costsOf(scenario) });
+      const tools = wrapTools(aiTools(scenario, body), session, { costs: toolCostsOf(scenario) });
       return { turn: (calls) => aiTurn(calls, tools, undefined) };
     },
   },
@@ -254,7 +275,7 @@ export const RUNNERS: readonly Runner[] = [
     // policyToolApproval alone, on tools wrapTools did not wrap: the hook is the only check.
     name: 'ai-sdk policyToolApproval on unwrapped tools',
     family: 'ai-sdk approval hook',
-    start: ({ scenario, session, body }) => ({ turn: (calls) => aiTurn(calls, aiTools(scenario, body), policyToolApproval(session, { costs: costsOf(scenario) })) }),
+    start: ({ scenario, session, body }) => ({ turn: (calls) => aiTurn(calls, aiTools(scenario, body), policyToolApproval(session, { costs: toolCostsOf(scenario) })) }),
   },
   {
     // createAgent with LangChain's fakeModel() and the adapter's middleware (a checkpointer, for its interrupts).

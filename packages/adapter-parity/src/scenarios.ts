@@ -11,8 +11,11 @@ export type Behaviour = 'returns' | 'throws' | 'throws 404' | 'throws 500' | 'th
 
 /** One tool of a scenario. */
 export interface ToolSpec {
-  /** The declared cost of one call, in USD (none: the call is free). */
-  readonly cost?: number;
+  /**
+   * The declared cost of one call, in USD (none: the call is free), or `'throws'`: the cost is a function of the call
+   * that throws (each adapter's cost option takes one), so the call has no price.
+   */
+  readonly cost?: number | 'throws';
   /** Default `returns`. */
   readonly behaviour?: Behaviour;
 }
@@ -163,6 +166,15 @@ export const SCENARIOS: readonly Scenario[] = [
     tools: { search: { cost: 2 } },
     calls: [{ tool: 'search', input: { q: 'a' }, id: 'call_1' }],
     expected: [outcome(['deny:budget'], 0, 0)],
+  },
+  {
+    // core's declaredCost rule, which every adapter reads its cost option by: a cost that cannot be worked out is
+    // never taken as free. (The only tool of its scenario: a cost table that is one function throws for every call.)
+    name: 'a cost function that throws: denied, never run, nothing charged',
+    policy: () => budget(1),
+    tools: { quote: { cost: 'throws' } },
+    calls: [{ tool: 'quote', input: { q: 'a' }, id: 'call_1' }],
+    expected: [outcome(['deny:input'], 0, 0)],
   },
   {
     name: 'a tool that throws a plain Error: charged',
