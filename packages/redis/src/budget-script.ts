@@ -29,29 +29,37 @@ local HOUR, DAY = 3600000, 86400000
 local RAN_KEPT = ${RAN_KEPT_MS}
 local NANOS = 'a whole number of nano-dollars'
 local function fmt(n) return string.format('%.0f', n) end
--- A whole number 0..MAX as this script writes it (digits only), nil when absent; anything else fails the script.
+-- A lease amount: a whole number 0..MAX, nil when absent; anything else fails the script.
 local function whole(value, key, field, expected)
   if not value then return nil end
-  if #value <= 16 and string.find(value, '^%d+$') then
-    local n = tonumber(value)
-    if n <= MAX then return n end
-  end
-  bad(key, field, value, expected)
+  local n = tonumber(value)
+  if n and n >= 0 and n <= MAX and n % 1 == 0 then return n end
+  unreadable(key, field, value, expected)
 end
 local op, period = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
 
 local st = rc('a hash', 'HMGET', KEYS[1], 'w', 's', 'r', 'pw', 'ps', 'xc', 'xn', 'nx')
-local w = whole(st[1], KEYS[1], 'w', 'a window start in ms')
-local spent = whole(st[2], KEYS[1], 's', NANOS) or 0
-local reserved = whole(st[3], KEYS[1], 'r', NANOS) or 0
-local pw = st[4] == '-1' and -1 or whole(st[4], KEYS[1], 'pw', 'a window start in ms or -1') or -1
-local ps = whole(st[5], KEYS[1], 'ps', NANOS) or 0
-local xc = whole(st[6], KEYS[1], 'xc', 'a whole number') or 0
-local xn = whole(st[7], KEYS[1], 'xn', NANOS) or 0
+-- Each field present is a whole number 0..MAX (pw may be -1: no previous window), checked inline: this runs on every
+-- check. A string Lua reads as such a number in another notation (' 9', '1e2') is read as that number.
+for i = 1, 8 do
+  local value = st[i]
+  if value then
+    local n = tonumber(value)
+    if n and n >= 0 and n <= MAX and n % 1 == 0 then
+      st[i] = n
+    elseif i == 4 and n == -1 then
+      st[i] = -1
+    else
+      local what = (i == 1 or i == 4) and 'a window start in ms' or i == 6 and 'a whole number' or i == 8 and 'a time in ms' or NANOS
+      unreadable(KEYS[1], ({ 'w', 's', 'r', 'pw', 'ps', 'xc', 'xn', 'nx' })[i], value, what)
+    end
+  end
+end
+local w, spent, reserved, pw, ps, xc, xn = st[1] or nil, st[2] or 0, st[3] or 0, st[4] or -1, st[5] or 0, st[6] or 0, st[7] or 0
 -- nx: no lease expires before it (absent: no lease is open), so most operations skip the sweep.
-local nx = whole(st[8], KEYS[1], 'nx', 'a time in ms')
+local nx = st[8] or nil
 
 local start, stop = 0, -1
 -- A window start other than this one must still be one of this period's (checked only when the window changes).
@@ -100,7 +108,7 @@ else
   -- a session budget has one window, which starts at 0
   if other then other = nil end
 end
-if other == nil then bad(KEYS[1], 'w', st[1], 'the start of a ' .. period .. ' window') end
+if other == nil then unreadable(KEYS[1], 'w', fmt(w), 'the start of a ' .. period .. ' window') end
 
 -- dirty: 1 only spent/reserved changed, 2 everything is written
 local dirty = 0

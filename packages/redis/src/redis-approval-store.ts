@@ -43,12 +43,10 @@ end
 local h = rc('a hash', 'HMGET', KEYS[1], 'request', 'status', 'expires', 'resolution', 'fingerprint', 'answer', 'use')
 if not h[1] then return { 'unknown', '', '', '' } end
 if not STATUSES[h[2]] then
-  if h[2] then bad(KEYS[1], 'status', h[2], 'pending, approved, rejected or used') end
-  unreadable(KEYS[1], 'status', 'nothing', 'pending, approved, rejected or used')
+  unreadable(KEYS[1], 'status', h[2], 'pending, approved, rejected or used')
 end
 if not (h[3] and #h[3] <= 16 and string.find(h[3], '^%-?%d+$')) then
-  if h[3] then bad(KEYS[1], 'expires', h[3], 'a time in ms') end
-  unreadable(KEYS[1], 'expires', 'nothing', 'a time in ms')
+  unreadable(KEYS[1], 'expires', h[3], 'a time in ms')
 end
 local status = h[2]
 if (status == 'pending' or status == 'approved') and now > tonumber(h[3]) then status = 'expired' end

@@ -21,7 +21,7 @@ import { quoted, RAN_KEPT_MS, RedisScript, ScriptRunner, UNREADABLE_LUA, unreada
  */
 const CALL_KEY_SCRIPT = new RedisScript(`${UNREADABLE_LUA}
 local function flag(value)
-  if value and value ~= '0' and value ~= '1' then bad(KEYS[1], 'u', value, '0 or 1') end
+  if value and value ~= '0' and value ~= '1' then unreadable(KEYS[1], 'u', value, '0 or 1') end
 end
 local op = ARGV[1]
 if op == 'begin' then
@@ -29,7 +29,7 @@ if op == 'begin' then
   if rec[1] then
     flag(rec[4])
     if rec[2] ~= 'allow' and rec[2] ~= 'deny' and rec[2] ~= 'require_approval' then
-      if rec[2] then bad(KEYS[1], 'k', rec[2], 'a decision kind') else unreadable(KEYS[1], 'k', 'nothing', 'a decision kind') end
+      unreadable(KEYS[1], 'k', rec[2], 'a decision kind')
     end
   end
   if rec[1] and rec[4] ~= '1' and (ARGV[4] == '1' or rec[2] ~= 'require_approval') then

@@ -34,29 +34,30 @@ const EVENTUALLY_MS = 60_000;
 export const RAN_KEPT_MS = 300_000;
 
 /**
- * Lua shared by every script: how a script says that a key holds something this package did not write. `unreadable`
- * fails the script with an `AGENTPOLICY_UNREADABLE` error naming the key, the field and what is there (the
- * {@link ScriptRunner} turns it into a typed error); `settle_before_error`, when a script sets it, first writes back
- * what the script already did, so nothing is left half done. `rc` is `redis.call` that names the key when Redis
- * answers WRONGTYPE (the key holds another kind of value). Only values already read are looked at: no extra command.
+ * Lua shared by every script: how a script says that a key holds something this package did not write.
+ * `unreadable(key, field, value, expected)` fails the script with an `AGENTPOLICY_UNREADABLE` error naming the key,
+ * the field and what is there (`value`, quoted; nothing when it is absent; or `shown`), which the
+ * {@link ScriptRunner} turns into a typed error; `settle_before_error`, when a script sets it, first writes back what
+ * the script already did, so nothing is left half done. `rc` is `redis.call` that names the key when Redis answers
+ * WRONGTYPE (the key holds another kind of value). Only values already read are looked at: no extra command, and
+ * little work on the way that does not fail (a check's cost is measured in the package's benchmark).
  */
 export const UNREADABLE_LUA = `
 local settle_before_error
-local function unreadable(key, field, shown, expected)
+local function unreadable(key, field, value, expected, shown)
   if settle_before_error then settle_before_error() end
+  if not shown then
+    shown = value and ('"' .. (string.gsub(string.sub(value, 1, 40), '[%c"\\\\]', '?')) .. (#value > 40 and '…"' or '"')) or 'nothing'
+  end
   local where = field and ('field ' .. field .. ' of ') or ''
   error({ err = 'AGENTPOLICY_UNREADABLE ' .. where .. 'Redis key ' .. key .. ' holds ' .. shown .. ', not ' .. expected })
 end
-local function quoted(value)
-  return '"' .. (string.gsub(string.sub(value, 1, 40), '[%c"\\\\]', '?')) .. (#value > 40 and '…"' or '"')
-end
-local function bad(key, field, value, expected) unreadable(key, field, quoted(value), expected) end
 local function rc(kind, ...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err then
     if string.find(reply.err, '^WRONGTYPE') then
       local key = select(2, ...)
-      unreadable(key, nil, 'a ' .. redis.call('TYPE', key).ok, kind)
+      unreadable(key, nil, nil, kind, 'a ' .. redis.call('TYPE', key).ok)
     end
     error(reply)
   end

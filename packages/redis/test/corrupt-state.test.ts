@@ -52,7 +52,7 @@ async function warningOf(commit: () => Promise<unknown>): Promise<string> {
 const budgetKeyOf = (period: string, key: string) => `agentpolicy:{budget:${period}:${key}}`;
 
 describe.skipIf(redisUrl === null)('a budget whose state in Redis cannot be read', () => {
-  const GARBAGE = ['abc', '', '1e400', '-5', '12.5', '0x10', ' 9', 'inf', '99999999999999999999'];
+  const GARBAGE = ['abc', '', '1e400', '-5', '12.5', 'inf', 'nan', '99999999999999999999'];
 
   for (const kind of KINDS) {
     it.each(GARBAGE)(`${kind}: spent s = %j denies every check, keeps the garbage, and works again once fixed`, async (garbage) => {
