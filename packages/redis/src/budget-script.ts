@@ -112,14 +112,6 @@ if other == nil then unreadable(KEYS[1], 'w', fmt(w), 'the start of a ' .. perio
 
 -- dirty: 1 only spent/reserved changed, 2 everything is written
 local dirty = 0
-local function settle()
-  if dirty == 1 then
-    redis.call('HSET', KEYS[1], 's', fmt(spent), 'r', fmt(reserved))
-  elseif dirty == 2 then
-    redis.call('HSET', KEYS[1], 'w', fmt(w), 's', fmt(spent), 'r', fmt(reserved), 'pw', fmt(pw), 'ps', fmt(ps), 'xc', fmt(xc), 'xn', fmt(xn))
-  end
-end
-settle_before_error = settle
 if w ~= start then
   if w ~= nil then pw = w; ps = spent end
   spent = 0; w = start; dirty = 2
@@ -130,10 +122,18 @@ local due = {}
 if nx and nx <= now then
   due = rc('a sorted set', 'ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 512)
 end
--- Every amount is read before the first lease is settled: one that cannot be read settles none.
+-- Every amount is read before the first lease is settled: one that cannot be read settles none. Past this point,
+-- the one write that can fail on a value it meets comes before anything else the script writes for that step, and
+-- a failure first writes back the leases already settled (only here: a check that settles nothing writes nothing
+-- before it could fail, and makes no closure for it).
 local amounts = #due > 0 and rc('a hash', 'HMGET', KEYS[3], unpack(due)) or due
 for i, id in ipairs(due) do
   amounts[i] = whole(amounts[i], KEYS[3], id, 'a lease amount in nano-dollars') or 0
+end
+if #due > 0 then
+  settle_before_error = function()
+    redis.call('HSET', KEYS[1], 'w', fmt(w), 's', fmt(spent), 'r', fmt(reserved), 'pw', fmt(pw), 'ps', fmt(ps), 'xc', fmt(xc), 'xn', fmt(xn))
+  end
 end
 for i, id in ipairs(due) do
   local amount = amounts[i]
@@ -186,15 +186,15 @@ elseif op == 'commit' or op == 'release' or op == 'cancel' then
   local id = ARGV[7]
   local held = whole(rc('a hash', 'HGET', KEYS[3], id), KEYS[3], id, 'a lease amount in nano-dollars')
   if held then
-    rc('a sorted set', 'ZREM', KEYS[2], id)
-    redis.call('HDEL', KEYS[3], id)
-    reserved = reserved - held
-    if op == 'commit' then spent = math.min(spent + amount, MAX) end
     if op == 'cancel' then
       -- Given back; the same reserve sent again later (its reply was lost) is refused too.
       rc('a hash', 'HSET', KEYS[4], id, 'cancelled')
       redis.call('PEXPIRE', KEYS[4], DAY)
     end
+    rc('a sorted set', 'ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+    reserved = reserved - held
+    if op == 'commit' then spent = math.min(spent + amount, MAX) end
     dirty = math.max(dirty, 1); outcome = 1
   elseif op == 'cancel' then
     -- A reserve whose client timed out has not arrived (yet): mark it so it is refused if it does.
@@ -213,7 +213,11 @@ elseif op == 'commit' or op == 'release' or op == 'cancel' then
   end
 end
 
-settle()
+if dirty == 1 then
+  redis.call('HSET', KEYS[1], 's', fmt(spent), 'r', fmt(reserved))
+elseif dirty == 2 then
+  redis.call('HSET', KEYS[1], 'w', fmt(w), 's', fmt(spent), 'r', fmt(reserved), 'pw', fmt(pw), 'ps', fmt(ps), 'xc', fmt(xc), 'xn', fmt(xn))
+end
 if dirty > 0 then
   local retention = tonumber(ARGV[8])
   if stop > 0 and retention > 0 then

@@ -155,6 +155,30 @@ describe.skipIf(redisUrl === null)('a budget whose state in Redis cannot be read
     expect(await r.hget(key, 's')).toBe(String(6 * USD));
   });
 
+  it('a commit that meets garbage after settling expired leases writes those back before it fails: nothing half done', async () => {
+    const r = await raw();
+    const budgetKey = unique('settled');
+    const policy = new AgentPolicy({ budget: 10 });
+    const now = policy.session({ store: createRedisBudgetStore({ client: r as never }), budgetKey });
+    // A process two hours ahead, holding a lease for ten hours: its commit is the first to see the other lease expired.
+    const ahead = policy.session({ store: createRedisBudgetStore({ client: r as never, clockOffsetMs: 7_200_000 }), budgetKey, leaseTtlMs: 36_000_000 });
+    const held = await ahead.reserve(3, { source: 'llm' });
+    const expiring = await now.reserve(2, { source: 'llm' });
+    expect(expiring.allowed && held.allowed).toBe(true);
+    const key = budgetKeyOf('session', budgetKey);
+    const leases = await r.hgetall(`${key}:amounts`);
+    const heldLease = Object.keys(leases).find((id) => leases[id] === String(3 * USD))!;
+    const expiredLease = Object.keys(leases).find((id) => leases[id] === String(2 * USD))!;
+    await r.hset(`${key}:amounts`, heldLease, 'three');
+
+    expect(await warningOf(() => held.commit(3))).toContain(`field ${heldLease} of Redis key ${key}:amounts`);
+    // The expired lease was charged at its estimate, and that is recorded in the state, not lost with the failure.
+    expect(await r.hmget(key, 's', 'r', 'xc', 'xn')).toEqual([String(2 * USD), String(3 * USD), '1', String(2 * USD)]);
+    expect(await r.hget(`${key}:expired`, expiredLease)).toBe(String(2 * USD));
+    expect(await r.zscore(`${key}:leases`, expiredLease)).toBeNull();
+    expect(await r.hget(`${key}:amounts`, heldLease)).toBe('three');
+  });
+
   it('an expired-lease entry that cannot be read fails a late commit instead of charging nothing', async () => {
     const r = await raw();
     const budgetKey = unique('lapsed');
