@@ -8,7 +8,7 @@ import {
   type ApprovalStore,
   type ResolveResult,
 } from '@agentpolicy/core';
-import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+import { clockOffset, quoted, RedisScript, ScriptRunner, UNREADABLE_LUA, unreadableError, type RedisStoreOptions } from './redis-client.js';
 
 /**
  * One approval request per hash (its own hash tag): the request as JSON, its status, its answer, and its expiry in
@@ -22,23 +22,32 @@ import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from '
  * Each operation sent twice (its reply lost; ioredis re-sends on reconnect) answers as its first run did: a create
  * with the same create id, a resolve with the same answer id, a consume with the same use id.
  * Returns { result, request JSON, status, resolution JSON } with status `expired` when past its expiry.
+ * A status or expiry that is not one this script writes, or a key of another type, fails the script (naming the key
+ * and field): such a request is neither answered nor used.
  */
-const APPROVAL_SCRIPT = new RedisScript(`
+const APPROVAL_SCRIPT = new RedisScript(`${UNREADABLE_LUA}
+local STATUSES = { pending = true, approved = true, rejected = true, used = true }
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
 local op = ARGV[1]
 if op == 'create' then
   if redis.call('EXISTS', KEYS[1]) == 1 then
     -- This very create, run before (its reply lost, the command sent again): created, once.
-    if redis.call('HGET', KEYS[1], 'created') == ARGV[7] then return { 'ok', '', 'pending', '' } end
+    if rc('a hash', 'HGET', KEYS[1], 'created') == ARGV[7] then return { 'ok', '', 'pending', '' } end
     return { 'exists', '', '', '' }
   end
   redis.call('HSET', KEYS[1], 'request', ARGV[3], 'status', 'pending', 'expires', ARGV[4], 'fingerprint', ARGV[6], 'created', ARGV[7])
   redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(ARGV[4]) + tonumber(ARGV[5])))
   return { 'ok', '', 'pending', '' }
 end
-local h = redis.call('HMGET', KEYS[1], 'request', 'status', 'expires', 'resolution', 'fingerprint', 'answer', 'use')
+local h = rc('a hash', 'HMGET', KEYS[1], 'request', 'status', 'expires', 'resolution', 'fingerprint', 'answer', 'use')
 if not h[1] then return { 'unknown', '', '', '' } end
+if not STATUSES[h[2]] then
+  unreadable(KEYS[1], 'status', h[2], 'pending, approved, rejected or used')
+end
+if not (h[3] and #h[3] <= 16 and string.find(h[3], '^%-?%d+$')) then
+  unreadable(KEYS[1], 'expires', h[3], 'a time in ms')
+end
 local status = h[2]
 if (status == 'pending' or status == 'approved') and now > tonumber(h[3]) then status = 'expired' end
 local result = 'ok'
@@ -95,6 +104,7 @@ export interface RedisApprovalStoreOptions extends RedisStoreOptions {
 
 /** Index members looked at for removal each time a request is created (see RedisApprovalStore.sweep). */
 const SWEEP_PER_NEW_REQUEST = 2;
+const APPROVAL_ADVICE = 'the request is neither answered nor used until the key is fixed or deleted (it is then unknown: raise it again)';
 
 const STATUSES: ReadonlySet<string> = new Set<ApprovalStatus>(['pending', 'approved', 'rejected', 'used', 'expired']);
 
@@ -111,7 +121,7 @@ export class RedisApprovalStore implements ApprovalStore {
   private sweepAt = 0;
 
   constructor(options: RedisApprovalStoreOptions) {
-    this.runner = new ScriptRunner(options, 'createRedisApprovalStore');
+    this.runner = new ScriptRunner(options, 'createRedisApprovalStore', APPROVAL_ADVICE);
     this.offset = clockOffset(options);
     const retentionMs = options.retentionMs ?? 7 * 86_400_000;
     if (!(Number.isSafeInteger(retentionMs) && retentionMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `retentionMs must be a whole number of ms > 0, got ${String(retentionMs)}`);
@@ -132,8 +142,9 @@ export class RedisApprovalStore implements ApprovalStore {
     if (!Array.isArray(reply) || reply.length !== 4) throw new AgentPolicyError('STORE_UNAVAILABLE', 'Redis answered the approval script with something unexpected');
     const [result, requestJson, status, resolutionJson] = reply.map(String) as [string, string, string, string];
     if (requestJson === '' || !STATUSES.has(status)) return { result, state: undefined };
-    const request = JSON.parse(requestJson) as ApprovalRequest;
-    const state = resolutionJson === '' ? { ...request, status: status as ApprovalStatus } : { ...request, status: status as ApprovalStatus, resolution: Object.freeze(JSON.parse(resolutionJson) as ApprovalResolution) };
+    const key = this.key(id);
+    const request = readJson(key, 'request', requestJson) as ApprovalRequest;
+    const state = resolutionJson === '' ? { ...request, status: status as ApprovalStatus } : { ...request, status: status as ApprovalStatus, resolution: Object.freeze(readJson(key, 'resolution', resolutionJson) as ApprovalResolution) };
     return { result, state: Object.freeze(state) };
   }
 
@@ -209,6 +220,18 @@ export class RedisApprovalStore implements ApprovalStore {
     if (typeof fingerprint !== 'string') return false;
     return (await this.call('consume', id, [fingerprint, randomUUID()])).result === 'ok';
   }
+}
+
+/** A JSON object kept in a field of a request's hash; anything else names the key to fix. */
+function readJson(key: string, field: string, json: string): object {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    // below
+  }
+  if (typeof value === 'object' && value !== null && !Array.isArray(value) && (field !== 'request' || typeof (value as { id?: unknown }).id === 'string')) return value;
+  throw unreadableError(`field ${field} of Redis key ${key} holds ${quoted(json)}, not ${field === 'request' ? 'an approval request' : 'an answer'} as JSON`, APPROVAL_ADVICE);
 }
 
 /**

@@ -45,7 +45,11 @@ export class RedisBudgetStore implements BudgetStore {
   private readonly seen = new Map<string, BudgetSnapshot>();
 
   constructor(options: RedisBudgetStoreOptions) {
-    this.runner = new ScriptRunner(options, 'createRedisBudgetStore');
+    this.runner = new ScriptRunner(
+      options,
+      'createRedisBudgetStore',
+      'set the field to the right value, or delete the key (the budget then starts again from zero)',
+    );
     const retentionMs = options.retentionMs ?? 35 * 86_400_000;
     if (!(Number.isSafeInteger(retentionMs) && retentionMs >= 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `retentionMs must be a whole number of ms ≥ 0, got ${String(retentionMs)}`);
     this.retention = String(retentionMs);

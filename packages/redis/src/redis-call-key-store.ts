@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { AgentPolicyError, parseDecision, type CallKeyBegin, type CallKeyBeginOptions, type CallKeyRef, type CallKeyStore, type Decision } from '@agentpolicy/core';
-import { RAN_KEPT_MS, RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+import { quoted, RAN_KEPT_MS, RedisScript, ScriptRunner, UNREADABLE_LUA, unreadableError, type RedisStoreOptions } from './redis-client.js';
 
 /**
  * One keyed call: a hash (d = the decision as JSON, k = its kind, t = its token, u = 1 once used, l = its budget
@@ -16,22 +16,33 @@ import { RAN_KEPT_MS, RedisScript, ScriptRunner, type RedisStoreOptions } from '
  *   claimed again, exactly as if it were gone, but the same claim sent again (its reply lost; ioredis re-sends on
  *   reconnect) answers 1 again. Keeping the whole call for its ttl held one hash for every call ever allowed.
  * begin and remember sent twice answer as they did the first time too (the marker, the token are the caller's).
+ * A kind or used flag that is not one this script writes, or a key of another type, fails the script (naming the key
+ * and field) rather than being read as a fresh or unused call.
  */
-const CALL_KEY_SCRIPT = new RedisScript(`
+const CALL_KEY_SCRIPT = new RedisScript(`${UNREADABLE_LUA}
+local function flag(value)
+  if value and value ~= '0' and value ~= '1' then unreadable(KEYS[1], 'u', value, '0 or 1') end
+end
 local op = ARGV[1]
 if op == 'begin' then
-  local rec = redis.call('HMGET', KEYS[1], 'd', 'k', 't', 'u', 'l')
+  local rec = rc('a hash', 'HMGET', KEYS[1], 'd', 'k', 't', 'u', 'l')
+  if rec[1] then
+    flag(rec[4])
+    if rec[2] ~= 'allow' and rec[2] ~= 'deny' and rec[2] ~= 'require_approval' then
+      unreadable(KEYS[1], 'k', rec[2], 'a decision kind')
+    end
+  end
   if rec[1] and rec[4] ~= '1' and (ARGV[4] == '1' or rec[2] ~= 'require_approval') then
     return {'decided', rec[1], rec[3], rec[5] or ''}
   end
   if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'new'} end
   -- The marker is this very begin's (it ran before, its reply lost): still the caller's.
-  if redis.call('GET', KEYS[2]) == ARGV[2] then return {'new'} end
+  if rc('a string', 'GET', KEYS[2]) == ARGV[2] then return {'new'} end
   return {'busy'}
 elseif op == 'remember' then
-  if redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  if rc('a string', 'GET', KEYS[2]) ~= ARGV[2] then
     -- Already remembered by this very call (it ran before, its reply lost): the answer it gave then.
-    if redis.call('HGET', KEYS[1], 't') == ARGV[2] then return 1 end
+    if rc('a hash', 'HGET', KEYS[1], 't') == ARGV[2] then return 1 end
     return 0
   end
   redis.call('DEL', KEYS[1], KEYS[2])
@@ -39,11 +50,12 @@ elseif op == 'remember' then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   return 1
 elseif op == 'abandon' then
-  if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+  if rc('a string', 'GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
   return 1
 end
-local rec = redis.call('HMGET', KEYS[1], 't', 'u', 'c')
+local rec = rc('a hash', 'HMGET', KEYS[1], 't', 'u', 'c')
 if rec[1] ~= ARGV[2] then return 0 end
+flag(rec[2])
 if rec[2] == '1' then
   if rec[3] == ARGV[3] then return 1 end
   return 0
@@ -70,6 +82,7 @@ export interface RedisCallKeyStoreOptions extends RedisStoreOptions {
 }
 
 const POLL_MS = 20;
+const CALL_KEY_ADVICE = 'delete the key (the call is then decided afresh, as a new one)';
 
 /**
  * Call-identity keys on Redis: a session's keyed calls (`idempotencyKey`) are shared by every process running that
@@ -83,7 +96,7 @@ export class RedisCallKeyStore implements CallKeyStore {
   private readonly waitMs: number;
 
   constructor(options: RedisCallKeyStoreOptions) {
-    this.runner = new ScriptRunner(options, 'createRedisCallKeyStore');
+    this.runner = new ScriptRunner(options, 'createRedisCallKeyStore', CALL_KEY_ADVICE);
     const ttlMs = options.ttlMs ?? 86_400_000;
     if (!(Number.isSafeInteger(ttlMs) && ttlMs > 0)) throw new AgentPolicyError('INVALID_ARGUMENT', `ttlMs must be a whole number of ms > 0, got ${String(ttlMs)}`);
     const waitMs = options.waitMs ?? 2000;
@@ -99,7 +112,7 @@ export class RedisCallKeyStore implements CallKeyStore {
     for (;;) {
       const reply = await this.runner.run(CALL_KEY_SCRIPT, keys, ['begin', lock, String(Math.max(1, Math.ceil(options.lockMs))), options.reuseApproval ? '1' : '0']);
       const [status, decision, token, lease] = Array.isArray(reply) ? (reply as unknown[]).map((part) => (part === null || part === undefined ? '' : String(part))) : [];
-      if (status === 'decided') return { status, decision: parseDecision(decision as string), token: token as string, ...(lease ? { lease } : {}) };
+      if (status === 'decided') return { status, decision: this.decisionIn(keys[0]!, decision as string), token: token as string, ...(lease ? { lease } : {}) };
       if (status === 'new') return { status, lock };
       if (status !== 'busy') throw new AgentPolicyError('STORE_UNAVAILABLE', 'the call-key script gave an answer it should not');
       // Another process is deciding this call: its decision is the answer, if it comes in time.
@@ -119,6 +132,15 @@ export class RedisCallKeyStore implements CallKeyStore {
 
   async claim(call: CallKeyRef, token: string): Promise<boolean> {
     return Number(await this.runner.run(CALL_KEY_SCRIPT, this.keysOf(call), ['claim', token, randomUUID()])) === 1;
+  }
+
+  /** The decision kept in field d, read; one that is not a decision names the key to delete. */
+  private decisionIn(key: string, json: string): Decision {
+    try {
+      return parseDecision(json);
+    } catch (error) {
+      throw unreadableError(`field d of Redis key ${key} holds ${quoted(json)}, not a decision`, CALL_KEY_ADVICE, error);
+    }
   }
 
   private keysOf(call: CallKeyRef): string[] {

@@ -33,6 +33,57 @@ const EVENTUALLY_MS = 60_000;
  */
 export const RAN_KEPT_MS = 300_000;
 
+/**
+ * Lua shared by every script: how a script says that a key holds something this package did not write.
+ * `unreadable(key, field, value, expected)` fails the script with an `AGENTPOLICY_UNREADABLE` error naming the key,
+ * the field and what is there (`value`, quoted; nothing when it is absent; or `shown`), which the
+ * {@link ScriptRunner} turns into a typed error; `settle_before_error`, when a script sets it, first writes back what
+ * the script already did, so nothing is left half done. `rc` is `redis.call` that names the key when Redis answers
+ * WRONGTYPE (the key holds another kind of value). Only values already read are looked at: no extra command, and
+ * little work on the way that does not fail (a check's cost is measured in the package's benchmark).
+ */
+export const UNREADABLE_LUA = `
+local settle_before_error
+local function unreadable(key, field, value, expected, shown)
+  if settle_before_error then settle_before_error() end
+  if not shown then
+    shown = value and ('"' .. (string.gsub(string.sub(value, 1, 40), '[%c"\\\\]', '?')) .. (#value > 40 and '…"' or '"')) or 'nothing'
+  end
+  local where = field and ('field ' .. field .. ' of ') or ''
+  error({ err = 'AGENTPOLICY_UNREADABLE ' .. where .. 'Redis key ' .. key .. ' holds ' .. shown .. ', not ' .. expected })
+end
+local function rc(kind, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    if string.find(reply.err, '^WRONGTYPE') then
+      local key = select(2, ...)
+      unreadable(key, nil, nil, kind, 'a ' .. redis.call('TYPE', key).ok)
+    end
+    error(reply)
+  end
+  return reply
+end
+`;
+
+const UNREADABLE = 'AGENTPOLICY_UNREADABLE ';
+
+/**
+ * The error for a key that holds something this package did not write: `what` names the key, the field and what is
+ * there; `advice` says what to do about it.
+ */
+export function unreadableError(what: string, advice: string, cause?: unknown): AgentPolicyError {
+  return new AgentPolicyError(
+    'STORE_UNAVAILABLE',
+    `${what}: agentpolicy did not write that (another application using the same key prefix, an edit by hand, another version, a partial restore?), so it is not read as empty and every operation on it fails until it is fixed: ${advice}`,
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+/** A value read from Redis, quoted for an error message (at most 40 characters of it). */
+export function quoted(value: string): string {
+  return `${JSON.stringify(value.slice(0, 40))}${value.length > 40 ? '…' : ''}`;
+}
+
 /** Options shared by every store of this package. */
 export interface RedisStoreOptions {
   /** A connected node-redis or ioredis client (or cluster). The store never connects, quits or reconfigures it. */
@@ -67,7 +118,11 @@ export class ScriptRunner {
   readonly prefix: string;
   readonly timeoutMs: number;
 
-  constructor(options: RedisStoreOptions, what: string) {
+  /**
+   * @param what the factory's name, for argument errors.
+   * @param unreadable what an operator should do about a key of this store that holds something unreadable.
+   */
+  constructor(options: RedisStoreOptions, what: string, private readonly unreadable = 'fix or delete the key') {
     const client = options?.client as unknown as Record<string, unknown> | undefined;
     if (client && typeof client.evalSha === 'function') this.kind = 'node-redis';
     else if (client && typeof client.evalsha === 'function') this.kind = 'ioredis';
@@ -121,7 +176,13 @@ export class ScriptRunner {
         call.catch(() => undefined);
         throw error;
       }
-      throw new AgentPolicyError('STORE_UNAVAILABLE', `Redis failed: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+      const message = String((error as Error)?.message ?? error);
+      if (message.startsWith(UNREADABLE)) {
+        // Redis appends where in the script the error was raised: not for the reader.
+        const what = message.slice(UNREADABLE.length).replace(/ script: [0-9a-f]{40}, on @user_script:\d+\.?$/, '');
+        throw unreadableError(what, this.unreadable, error);
+      }
+      throw new AgentPolicyError('STORE_UNAVAILABLE', `Redis failed: ${message}`, { cause: error });
     } finally {
       clearTimeout(timer);
     }

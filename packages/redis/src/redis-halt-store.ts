@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { AgentPolicyError, type HaltState, type HaltStore } from '@agentpolicy/core';
-import { RAN_KEPT_MS, RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+import { RAN_KEPT_MS, RedisScript, ScriptRunner, UNREADABLE_LUA, type RedisStoreOptions } from './redis-client.js';
 
 /**
  * Every halt in one hash (one hash tag, so one slot on a cluster): field `*` halts everything, `k:<budget key>` one key.
@@ -9,25 +9,25 @@ import { RAN_KEPT_MS, RedisScript, ScriptRunner, type RedisStoreOptions } from '
  * get returns the halt of everything, else the key's, else nil; del returns 1 when a halt was lifted; all returns
  * every value.
  */
-const HALT_SCRIPT = new RedisScript(`
+const HALT_SCRIPT = new RedisScript(`${UNREADABLE_LUA}
 local op = ARGV[1]
 if op == 'get' then
-  local all = redis.call('HGET', KEYS[1], '*')
+  local all = rc('a hash', 'HGET', KEYS[1], '*')
   if all then return all end
   return redis.call('HGET', KEYS[1], ARGV[2])
 elseif op == 'set' then
-  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  rc('a hash', 'HSET', KEYS[1], ARGV[2], ARGV[3])
   return 1
 elseif op == 'del' then
   -- KEYS[2] marks this very resume as the one that lifted the halt, for five minutes: sent again (its reply lost,
   -- ioredis re-sends on reconnect), it still says so.
-  if redis.call('HDEL', KEYS[1], ARGV[2]) == 1 then
+  if rc('a hash', 'HDEL', KEYS[1], ARGV[2]) == 1 then
     redis.call('SET', KEYS[2], '1', 'PX', ${RAN_KEPT_MS})
     return 1
   end
   return redis.call('EXISTS', KEYS[2])
 end
-return redis.call('HVALS', KEYS[1])
+return rc('a hash', 'HVALS', KEYS[1])
 `);
 
 function field(budgetKey: string | undefined): string {
@@ -55,7 +55,7 @@ export class RedisHaltStore implements HaltStore {
   private readonly key: string;
 
   constructor(options: RedisStoreOptions & { name?: string }) {
-    this.runner = new ScriptRunner(options, 'createRedisHaltStore');
+    this.runner = new ScriptRunner(options, 'createRedisHaltStore', 'delete the key (it holds every halt: set the ones you want again) or fix it');
     const name = options.name ?? 'default';
     if (typeof name !== 'string' || name === '' || /[{}]/.test(name)) throw new AgentPolicyError('INVALID_ARGUMENT', 'name must be a non-empty string without braces');
     this.key = this.runner.tagged('halt', name);

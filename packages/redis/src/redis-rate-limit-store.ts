@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { AgentPolicyError, type RateLimitStore, type RateLimitTake } from '@agentpolicy/core';
-import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from './redis-client.js';
+import { clockOffset, RedisScript, ScriptRunner, UNREADABLE_LUA, type RedisStoreOptions } from './redis-client.js';
 
 /**
  * A sliding log in one sorted set per key (member: slot id, score: when it was taken, on the server's clock). With a
@@ -11,22 +11,23 @@ import { clockOffset, RedisScript, ScriptRunner, type RedisStoreOptions } from '
  * (-1: none), 4 slot id (take), 5 clock offset ms, 6… slot ids to give back first (a give gives back these only).
  * Returns { 1, 0 } when taken, { 0, reset at ms (-1: none) } when full, { 2, 0 } when the slot was given back
  * before it arrived, { 1, 0 } for a give-back. A take run twice (its reply lost, the command sent again) holds one
- * slot and answers "taken" both times; a give-back run twice frees that one slot.
+ * slot and answers "taken" both times; a give-back run twice frees that one slot. A key of another type fails the
+ * script, naming the key.
  */
-const LIMIT_SCRIPT = new RedisScript(`
+const LIMIT_SCRIPT = new RedisScript(`${UNREADABLE_LUA}
 for i = 6, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 0 then
-    redis.call('SADD', KEYS[2], ARGV[i])
+  if rc('a sorted set', 'ZREM', KEYS[1], ARGV[i]) == 0 then
+    rc('a set', 'SADD', KEYS[2], ARGV[i])
     redis.call('PEXPIRE', KEYS[2], 86400000)
   end
 end
 if ARGV[1] == 'give' then return { 1, 0 } end
-if redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then return { 2, 0 } end
+if rc('a set', 'SISMEMBER', KEYS[2], ARGV[4]) == 1 then return { 2, 0 } end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[5])
 local max, window = tonumber(ARGV[2]), tonumber(ARGV[3])
-if window >= 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window)) end
-if redis.call('ZCARD', KEYS[1]) >= max then
+if window >= 0 then rc('a sorted set', 'ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window)) end
+if rc('a sorted set', 'ZCARD', KEYS[1]) >= max then
   -- This very take ran before (its reply was lost and it was sent again): the slot it holds is its answer.
   if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return { 1, 0 } end
   if window < 0 then return { 0, -1 } end
@@ -57,7 +58,7 @@ export class RedisRateLimitStore implements RateLimitStore {
   private owedCount = 0;
 
   constructor(options: RedisRateLimitStoreOptions) {
-    this.runner = new ScriptRunner(options, 'createRedisRateLimitStore');
+    this.runner = new ScriptRunner(options, 'createRedisRateLimitStore', 'delete the key (its slots are then all free)');
     this.offset = clockOffset(options);
   }
 
