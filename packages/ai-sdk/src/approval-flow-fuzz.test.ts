@@ -419,7 +419,7 @@ afterAll(() => {
 
 const PROMPT: ModelMessage[] = [{ role: 'user', content: 'Do the chores.' }];
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_201 : Number(process.env['FUZZ_SEED']);
-const RUNS = process.env['FUZZ_RUNS'] === undefined ? 150 : Number(process.env['FUZZ_RUNS']);
+const RUNS = process.env['FUZZ_RUNS'] === undefined ? 600 : Number(process.env['FUZZ_RUNS']);
 
 describe('approval flow fuzz: random conversations through generateText / streamText keep every promise', () => {
   it('bodies run only when allowed or approved for exactly that call, once; spend is what ran; only documented errors', async () => {
