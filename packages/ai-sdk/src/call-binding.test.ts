@@ -333,4 +333,25 @@ describe('two calls of one step with the same tool call id, one of them held bac
     expect(paid).toEqual([]);
     expect(session.end().spent).toBe(0);
   });
+
+  it('a used approval found for an allowed call with the same id is no approval: the repeated payment is asked about, not auto-approved', async () => {
+    const paid: unknown[] = [];
+    const session = makePolicy(largeNeedsApproval).session();
+    const tools = { ...wrapTools(payTools(paid), session), search: wrapTools({ search: tool({ inputSchema: z.object({ q: z.string() }), execute: async () => 'found' }) }, session).search };
+    const toolApproval = policyToolApproval(session);
+    const model = (result: ReturnType<typeof twoCalls>) => new MockLanguageModelV4({ doGenerate: [result, textResult('done')] });
+    const first = await generateText({ model: model(twoCalls([['pay', 'c2', { amount: 500 }]])), tools, toolApproval, messages: prompt });
+    let history: ModelMessage[] = [...prompt, ...first.responseMessages, approve(approvalRequestOf(first.content).approvalId)];
+    // The approved payment runs; the model pays again and searches, both under the id c2.
+    const second = await generateText({ model: model(twoCalls([['pay', 'c2', { amount: 500 }], ['search', 'c2', { q: 'x' }]])), tools, toolApproval, stopWhen: isStepCount(2), messages: history });
+    expect(paid).toEqual([{ amount: 500 }]);
+    const asked = second.content.filter((p) => p.type === 'tool-approval-request');
+    expect(asked).toEqual([expect.objectContaining({ toolCall: expect.objectContaining({ toolName: 'pay' }) })]);
+    expect(asked[0]).not.toHaveProperty('isAutomatic', true);
+
+    // The human says no: the repeated payment never runs.
+    history = [...history, ...second.responseMessages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: (asked[0] as { approvalId: string }).approvalId, approved: false }] }];
+    await generateText({ model: model(twoCalls([['search', 'c1', { q: 'y' }]])), tools, toolApproval, stopWhen: isStepCount(2), messages: history });
+    expect(paid).toEqual([{ amount: 500 }]);
+  });
 });

@@ -159,14 +159,16 @@ async function decideCall(session: PolicySession, input: ApprovalInput, found: A
     if (approval !== undefined) {
       const check = await checkToolCall(session, call, input.cost, approval, input.runsTool);
       const { decision } = check;
+      // `resumed` only where the SDK resumes the call from this answer: a status of `approved` for any other call
+      // would make the SDK write an automatic approval of its own into the history.
       if (decision.decision === 'allow') {
-        const outcome = await run(session, check, input.runsTool, true);
+        const outcome = await run(session, check, input.runsTool, approval.resumes);
         if (unnamed && outcome.kind === 'run') markUsed(session, approval.approvalId);
         return outcome;
       }
       // The answer did not count (another call's request, used, expired): ask again, for this call.
       if (decision.decision === 'require_approval') return ask(decision);
-      return denial(decision, true);
+      return denial(decision, approval.resumes);
     }
     if (appAsks) {
       const cost = resolveToolCost(input.cost, call.input).cost;

@@ -107,4 +107,13 @@ describe('findApprovalResponse', () => {
     const noCall = findApprovalResponse([{ role: 'assistant', content: [{ type: 'tool-approval-request', approvalId: 'a', toolCallId: 'c' }] }, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'a', approved: true }] }], 'c')!;
     expect(answersCall(noCall, { toolName: 'pay', input: undefined })).toBe(false);
   });
+
+  it("skips the SDK's automatic approval requests: they record a hook's answer, not a human's", () => {
+    const automatic = [
+      { role: 'assistant', content: [{ type: 'tool-call', toolCallId: 'c', toolName: 'pay', input: {} }, { type: 'tool-approval-request', approvalId: 'auto', toolCallId: 'c', isAutomatic: true }] },
+      { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'auto', approved: true }] },
+    ];
+    expect(findApprovalResponse(automatic, 'c')).toBeUndefined();
+  });
 });
+

@@ -76,6 +76,8 @@ export function findApprovalResponse(messages: readonly unknown[] | undefined, t
     const parts = partsOf(message);
     for (const part of parts) {
       if (part.type !== 'tool-approval-request' || typeof part.approvalId !== 'string' || typeof part.toolCallId !== 'string') continue;
+      // The SDK's record of an approval hook's own answer (`approved` / `denied`), not a question to a human.
+      if (part.isAutomatic === true) continue;
       const requestId = requestIdOf(part.reason);
       if (part.toolCallId !== toolCallId && requestId === undefined) continue;
       forThisCall ||= part.toolCallId === toolCallId;
