@@ -67,10 +67,10 @@ const CALL_IDS = ['c1', 'c2', 'c3'];
 /** How a body ends: returns, throws (the tool did work: its cost is kept), or refuses with a 4xx (released). */
 type Outcome = 'returned' | 'threw' | 'refused';
 
-function outcomeOf(name: ToolName, input: Record<string, unknown>): Outcome {
+function outcomeOf(input: Record<string, unknown>): Outcome {
   if (input['q'] === 'boom' || input['units'] === 3 || input['to'] === 'boom') return 'threw';
   if (input['units'] === 4 || input['to'] === 'refuse') return 'refused';
-  return name === 'wipe' ? 'returned' : 'returned';
+  return 'returned';
 }
 
 function costOf(name: ToolName, input: Record<string, unknown>): number {
@@ -95,7 +95,7 @@ const keyOf = (name: string, toolCallId: string, input: unknown): string => `${n
 function makeTools(runs: Run[]) {
   const body = (name: ToolName) => async (input: Record<string, unknown>, options: { toolCallId: string }) => {
     runs.push({ name, toolCallId: options.toolCallId, input, key: keyOf(name, options.toolCallId, input) });
-    const outcome = outcomeOf(name, input);
+    const outcome = outcomeOf(input);
     if (outcome === 'threw') throw new Error(`${name} broke halfway`);
     if (outcome === 'refused') throw Object.assign(new Error(`${name} refused`), { status: 409 });
     return `${name} done`;
@@ -399,7 +399,7 @@ function invariants(world: World, where: string): void {
     }
   }
   // 3. Spend: the cost of every body that ran, except those that refused with a 4xx; never past the budget.
-  const expected = world.runs.reduce((sum, run) => sum + (outcomeOf(run.name, run.input) === 'refused' ? 0 : costOf(run.name, run.input)), 0);
+  const expected = world.runs.reduce((sum, run) => sum + (outcomeOf(run.input) === 'refused' ? 0 : costOf(run.name, run.input)), 0);
   if (Math.abs(report.spent - expected) > 1e-9) {
     throw new Violation(`${where}: spent ${report.spent}, the bodies that ran cost ${expected} (runs: ${world.runs.map((r) => r.key).join(', ')})`);
   }

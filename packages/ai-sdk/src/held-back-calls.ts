@@ -76,7 +76,8 @@ export async function heldBack(session: PolicySession, messages: readonly unknow
 export async function runStopped(session: PolicySession, messages: readonly unknown[] | undefined): Promise<void> {
   const byId = heldAllows.get(session);
   if (byId === undefined || typeof messages !== 'object' || messages === null) return;
-  for (const [toolCallId, held] of [...byId]) {
+  // Deleting or replacing the entry being visited is safe while iterating a Map.
+  for (const [toolCallId, held] of byId) {
     const stopped = held.filter((entry) => entry.step === messages);
     if (stopped.length === 0) continue;
     const rest = held.filter((entry) => entry.step !== messages);
