@@ -481,7 +481,12 @@ export class GovernedCall {
         this.commitLatest();
         return refused;
       },
-      abandoned: () => this.commitLatest(),
+      // Broken off, aborted or cut before its end: the caller never got this response whole, so the costs its
+      // allowed calls hold are given back (a call run later anyway is decided anew), as for a refused response.
+      abandoned: () => {
+        this.commitLatest();
+        this.giveBackHeld(this.settings.session, this.heldToolCosts).catch(warn);
+      },
     };
   }
 

@@ -61,7 +61,16 @@ export class ToolRuns {
       }
       // Rejects with the recorded deny when a halt or the policy in force stops it now.
       if (!(await allowed.session.claim(allowed.decision))) {
-        throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(allowed.call.id)} of ${JSON.stringify(name)} is being run more than once at the same time`);
+        // The model returned the same call (id and arguments) more than once in this response: its repeats got the
+        // first one's decision, which the first run has taken. A repeat is decided anew, as in your own loop's
+        // session.runTool (counted by limits, its cost charged again), and runs only if that allows it.
+        const { session, call, input, reservation } = allowed;
+        const cost = reservation?.decision.action.cost;
+        return session.runTool(
+          name,
+          { ...(input !== undefined ? { input } : {}), ...(cost !== undefined ? { cost } : {}), ...(call.id ? { idempotencyKey: call.id } : {}), metadata: { ...allowed.decision.action.metadata, repeated: true } },
+          () => fn.apply(this, args),
+        );
       }
       // The function ran: a declared cost is charged, or settled by core's rule for a function that throws
       // (released for an agentpolicy error or a 4xx status / statusCode, charged otherwise).
