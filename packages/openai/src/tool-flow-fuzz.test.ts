@@ -32,7 +32,7 @@ import { wrapOpenAI } from './wrap-openai.js';
 
 // ---- the world: tools, costs, policy -----------------------------------------------------------------------------
 
-const BUDGET = 0.01;
+const BUDGET = 0.0064;
 const CHARGE = 0.003;
 const TOOL_COSTS: Readonly<Record<string, number>> = { charge: CHARGE };
 const PING_LIMIT = 2;
@@ -111,8 +111,13 @@ type Mode =
 
 interface Turn {
   readonly mode: Mode;
-  /** One response for the loop modes; up to three for runTools (then a text answer ends the run). */
+  /**
+   * The server's answers, one per request in order: the loop modes use the first (and the second when the first
+   * failed and the client retried); runTools() goes on while they hold calls (then a text answer ends the run).
+   */
   readonly responses: readonly ModelResponse[];
+  /** The client retries once (a 500 then says `retry-after-ms: 0`; a dropped or cut answer becomes such a 500). */
+  readonly retry: boolean;
 }
 
 const aCall: fc.Arbitrary<Call> = fc
@@ -134,7 +139,7 @@ const aMode: fc.Arbitrary<Mode> = fc.oneof(
 );
 
 const aTurn: fc.Arbitrary<Turn> = aMode.chain((mode) =>
-  fc.array(aResponse, { minLength: 1, maxLength: mode.kind === 'run-tools' ? 3 : 1 }).map((responses) => ({ mode, responses })),
+  fc.record({ mode: fc.constant(mode), responses: fc.array(aResponse, { minLength: 1, maxLength: mode.kind === 'run-tools' ? 3 : 2 }), retry: fc.boolean() }),
 );
 
 // ---- the application --------------------------------------------------------------------------------------------
@@ -176,8 +181,10 @@ function body(world: World, name: ToolName, id: string, args: string, response: 
   return `${name} done`;
 }
 
-function replyOf(response: ModelResponse, streamed: boolean): MockReply {
+function replyOf(response: ModelResponse, streamed: boolean, retry: boolean): MockReply {
   const toolCalls = response.calls.map((c) => ({ ...c }));
+  // A retried connection failure waits the client's backoff (no header can shorten it): a retried turn gets a 500.
+  if (retry && response.fault !== 'none') return { status: 500, headers: { 'retry-after-ms': '0' } };
   switch (response.fault) {
     case 'status-500':
       return { status: 500 };
@@ -196,7 +203,8 @@ const isPolicyRefusal = (error: unknown): boolean => {
 };
 
 /** The README's loop: each call of an allowed response run with `session.runTool`, under its call id and declared cost. */
-async function runLoop(world: World, calls: readonly ChatCompletionMessageToolCall[] | undefined): Promise<void> {
+async function runLoop(world: World, server: MockOpenAIServer, calls: readonly ChatCompletionMessageToolCall[] | undefined): Promise<void> {
+  const response = server.count();
   for (const call of calls ?? []) {
     if (call.type !== 'function') continue;
     const name = call.function.name as ToolName;
@@ -204,7 +212,7 @@ async function runLoop(world: World, calls: readonly ChatCompletionMessageToolCa
     const input = inputOf(args);
     const cost = TOOL_COSTS[name] ?? 0;
     try {
-      await world.session.runTool(name, { ...(input !== undefined ? { input } : {}), cost, idempotencyKey: call.id }, () => body(world, name, call.id, args, 1));
+      await world.session.runTool(name, { ...(input !== undefined ? { input } : {}), cost, idempotencyKey: call.id }, () => body(world, name, call.id, args, response));
     } catch (error) {
       if (error instanceof BodyError || isPolicyRefusal(error)) continue;
       throw new Violation(`runTool(${name}, ${JSON.stringify(args)}) threw an undocumented error: ${describe_(error)}`);
@@ -223,25 +231,25 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
   const { client } = world;
   const base = { model: 'gpt-4o-mini', messages: [{ role: 'user' as const, content: 'Do the chores.' }], max_tokens: 40 };
   const mode = turn.mode;
-  const first = turn.responses[0]!;
+  const options = { maxRetries: turn.retry ? 1 : 0 };
   try {
     switch (mode.kind) {
       case 'create': {
-        server.reply(replyOf(first, false));
-        const completion = await client.chat.completions.create({ ...base, tools: TOOL_SPECS });
-        await runLoop(world, completion.choices[0]?.message.tool_calls);
+        server.reply(...turn.responses.map((r) => replyOf(r, false, turn.retry)));
+        const completion = await client.chat.completions.create({ ...base, tools: TOOL_SPECS }, options);
+        await runLoop(world, server, completion.choices[0]?.message.tool_calls);
         return undefined;
       }
       case 'stream-final': {
-        server.reply(replyOf(first, true));
-        const stream = client.chat.completions.stream({ ...base, tools: TOOL_SPECS });
+        server.reply(...turn.responses.map((r) => replyOf(r, true, turn.retry)));
+        const stream = client.chat.completions.stream({ ...base, tools: TOOL_SPECS }, options);
         const completion: ChatCompletion = await stream.finalChatCompletion();
-        await runLoop(world, completion.choices[0]?.message.tool_calls);
+        await runLoop(world, server, completion.choices[0]?.message.tool_calls);
         return undefined;
       }
       case 'stream-iterate': {
-        server.reply(replyOf(first, true));
-        const stream = client.chat.completions.stream({ ...base, tools: TOOL_SPECS });
+        server.reply(...turn.responses.map((r) => replyOf(r, true, turn.retry)));
+        const stream = client.chat.completions.stream({ ...base, tools: TOOL_SPECS }, options);
         let seen = 0;
         let stopped = false;
         for await (const _chunk of stream) {
@@ -255,11 +263,11 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
         // Broken off: the application does not run the calls it may have seen.
         if (stopped) return undefined;
         const completion = await stream.finalChatCompletion();
-        await runLoop(world, completion.choices[0]?.message.tool_calls);
+        await runLoop(world, server, completion.choices[0]?.message.tool_calls);
         return undefined;
       }
       case 'run-tools': {
-        server.reply(...turn.responses.map((r) => replyOf(r, false)), {});
+        server.reply(...turn.responses.map((r) => replyOf(r, false, turn.retry)), {});
         const tools = TOOL_NAMES.map((name) => ({
           type: 'function' as const,
           function: {
@@ -269,7 +277,7 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
             function: (args: string) => body(world, name, '', args, server.count()),
           },
         }));
-        const runner = client.chat.completions.runTools({ ...base, tools });
+        const runner = client.chat.completions.runTools({ ...base, tools }, options);
         await runner.done();
         return undefined;
       }
@@ -363,6 +371,45 @@ function invariants(world: World, where: string, turn: Turn | undefined, turnErr
   if (report.spent > BUDGET + overrun + 1e-9) throw new Violation(`${where}: spent ${report.spent} > budget ${BUDGET}`);
 }
 
+// ---- coverage: what the runs went through (so the fuzz cannot pass by exercising nothing) ---------------------------
+
+const coverage = {
+  'body ran (create)': 0,
+  'body ran (stream-final)': 0,
+  'body ran (stream-iterate)': 0,
+  'body ran (run-tools)': 0,
+  'response refused by the policy': 0,
+  'tool call denied for money': 0,
+  'model call denied for money': 0,
+  'approver said yes': 0,
+  'approver said no': 0,
+  'limit reached': 0,
+  'held cost given back': 0,
+  'stream broken off': 0,
+  'server fault': 0,
+  'body threw': 0,
+};
+
+function count(world: World, turn: Turn, error: unknown, runsBefore: number): void {
+  coverage[`body ran (${turn.mode.kind})`] += world.runs.length - runsBefore;
+  if (isPolicyRefusal(error)) coverage['response refused by the policy']++;
+  if (turn.mode.kind === 'stream-iterate' && turn.mode.stopAfter !== null) coverage['stream broken off']++;
+  if (turn.responses.some((r) => r.fault !== 'none')) coverage['server fault']++;
+  coverage['body threw'] += world.runs.slice(runsBefore).filter((run) => outcomeOf(run.arguments) !== 'returned').length;
+}
+
+function countEnd(session: PolicySession): void {
+  for (const decision of session.report().decisions) {
+    const section = decision.rule?.section;
+    if (decision.decision === 'deny' && section === 'budget') coverage[decision.action.type === 'tool' ? 'tool call denied for money' : 'model call denied for money']++;
+    if (decision.decision === 'deny' && section === 'approver') coverage['approver said no']++;
+    if (decision.decision === 'allow' && decision.approval?.via === 'approver') coverage['approver said yes']++;
+    if (decision.decision === 'deny' && section === 'limits') coverage['limit reached']++;
+    // Released without a body refusing it with its 404: held for a refused or abandoned response, and given back.
+    if (decision.action.type === 'tool' && decision.settlement?.status === 'released' && outcomeOf(JSON.stringify(decision.action.input ?? '')) !== 'not-found') coverage['held cost given back']++;
+  }
+}
+
 // ---- the run ------------------------------------------------------------------------------------------------------
 
 const unhandled: unknown[] = [];
@@ -372,7 +419,7 @@ const settle = async (): Promise<void> => {
 };
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_202 : Number(process.env['FUZZ_SEED']);
-const RUNS = process.env['FUZZ_RUNS'] === undefined ? 150 : Number(process.env['FUZZ_RUNS']);
+const RUNS = process.env['FUZZ_RUNS'] === undefined ? 400 : Number(process.env['FUZZ_RUNS']);
 
 describe('tool flow fuzz: random runs through create() + runTool, stream() and runTools() keep every promise', () => {
   let server: MockOpenAIServer;
@@ -387,7 +434,7 @@ describe('tool flow fuzz: random runs through create() + runTool, stream() and r
 
   it('bodies run only on their own allow, once; tool spend is what ran, nothing stays held; only documented errors', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(aTurn, { minLength: 1, maxLength: 6 }), async (turns) => {
+      fc.asyncProperty(fc.array(aTurn, { minLength: 1, maxLength: 8 }), async (turns) => {
         const session = makeSession();
         const client = wrapOpenAI(new OpenAI({ apiKey: 'k', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: TOOL_COSTS });
         const world: World = { session, client, runs: [], turn: 0 };
@@ -395,18 +442,26 @@ describe('tool flow fuzz: random runs through create() + runTool, stream() and r
         for (const [index, turn] of turns.entries()) {
           world.turn = index + 1;
           server.reset();
+          const runsBefore = world.runs.length;
           const error = await runTurn(world, server, turn);
           await settle();
           const where = `turn ${index + 1} (${turn.mode.kind})`;
+          count(world, turn, error, runsBefore);
           checkError(error, turn.mode);
           invariants(world, where, turn, error, server.count());
           if (unhandled.length > 0) throw new Violation(`${where}: unhandled rejection: ${describe_(unhandled[0])}`);
         }
         session.end();
         invariants(world, 'end', undefined, undefined, 0);
+        countEnd(session);
       }),
       { seed: SEED, numRuns: RUNS, ...(process.env['FUZZ_PATH'] ? { path: process.env['FUZZ_PATH'] } : {}), endOnFailure: false },
     );
+    if (process.env['FUZZ_PATH'] === undefined) {
+      const missing = Object.entries(coverage).filter(([, n]) => n === 0).map(([what]) => what);
+      if (missing.length > 0) throw new Error(`the runs never went through: ${missing.join(', ')} (${JSON.stringify(coverage)})`);
+    }
+    if (process.env['FUZZ_STATS'] !== undefined) console.log(coverage);
   }, 120_000);
 });
 
