@@ -205,17 +205,27 @@ const isPolicyRefusal = (error: unknown): boolean => {
 /** The README's loop: each call of an allowed response run with `session.runTool`, under its call id and declared cost. */
 async function runLoop(world: World, server: MockOpenAIServer, calls: readonly ChatCompletionMessageToolCall[] | undefined): Promise<void> {
   const response = server.count();
+  const seen = new Set<string>();
   for (const call of calls ?? []) {
     if (call.type !== 'function') continue;
     const name = call.function.name as ToolName;
     const args = call.function.arguments;
     const input = inputOf(args);
     const cost = TOOL_COSTS[name] ?? 0;
+    // The first time a call (id, tool, input) of an allowed response runs, runTool takes the allow the response
+    // got: no second decision (a limit would count the call twice). A repeat within the response is decided anew.
+    const first = !seen.has(`${call.id}|${name}|${inputKey(input)}`);
+    seen.add(`${call.id}|${name}|${inputKey(input)}`);
+    const before = toolDecisions(world.session).length;
     try {
       await world.session.runTool(name, { ...(input !== undefined ? { input } : {}), cost, idempotencyKey: call.id }, () => body(world, name, call.id, args, response));
     } catch (error) {
-      if (error instanceof BodyError || isPolicyRefusal(error)) continue;
-      throw new Violation(`runTool(${name}, ${JSON.stringify(args)}) threw an undocumented error: ${describe_(error)}`);
+      if (!(error instanceof BodyError || isPolicyRefusal(error))) throw new Violation(`runTool(${name}, ${JSON.stringify(args)}) threw an undocumented error: ${describe_(error)}`);
+    } finally {
+      const added = toolDecisions(world.session).slice(before);
+      if (first && added.length > 0) {
+        throw new Violation(`runTool(${name}, ${JSON.stringify(args)}, ${call.id}) of an allowed response was decided again: ${added.map((d) => `${d.decision} (${d.reason})`).join('; ')}`);
+      }
     }
   }
 }
@@ -367,8 +377,8 @@ function invariants(world: World, where: string, turn: Turn | undefined, turnErr
     const held = report.decisions.filter((d) => d.settlement?.status === 'pending').map((d) => `${d.action.type} ${(d.action as { name?: string }).name ?? ''} ${inputKey((d.action as { input?: unknown }).input)}`);
     throw new Violation(`${where}: ${report.reserved} USD still held after the turn (${held.join(', ')})`);
   }
-  const overrun = report.decisions.reduce((sum, d) => sum + (d.settlement?.overrun ?? 0), 0);
-  if (report.spent > BUDGET + overrun + 1e-9) throw new Violation(`${where}: spent ${report.spent} > budget ${BUDGET}`);
+  // The server reports less usage than any request's estimate, so nothing may pass the budget, not even as an overrun.
+  if (report.spent > BUDGET + 1e-12) throw new Violation(`${where}: spent ${report.spent} > budget ${BUDGET}`);
 }
 
 // ---- coverage: what the runs went through (so the fuzz cannot pass by exercising nothing) ---------------------------
