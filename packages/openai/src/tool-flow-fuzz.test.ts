@@ -217,15 +217,18 @@ async function runLoop(world: World, server: MockOpenAIServer, calls: readonly C
     const first = !seen.has(`${call.id}|${name}|${inputKey(input)}`);
     seen.add(`${call.id}|${name}|${inputKey(input)}`);
     const before = toolDecisions(world.session).length;
+    let failure: unknown;
     try {
       await world.session.runTool(name, { ...(input !== undefined ? { input } : {}), cost, idempotencyKey: call.id }, () => body(world, name, call.id, args, response));
     } catch (error) {
-      if (!(error instanceof BodyError || isPolicyRefusal(error))) throw new Violation(`runTool(${name}, ${JSON.stringify(args)}) threw an undocumented error: ${describe_(error)}`);
-    } finally {
-      const added = toolDecisions(world.session).slice(before);
-      if (first && added.length > 0) {
-        throw new Violation(`runTool(${name}, ${JSON.stringify(args)}, ${call.id}) of an allowed response was decided again: ${added.map((d) => `${d.decision} (${d.reason})`).join('; ')}`);
-      }
+      failure = error;
+    }
+    const added = toolDecisions(world.session).slice(before);
+    if (first && added.length > 0) {
+      throw new Violation(`runTool(${name}, ${JSON.stringify(args)}, ${call.id}) of an allowed response was decided again: ${added.map((d) => `${d.decision} (${d.reason})`).join('; ')}`);
+    }
+    if (failure !== undefined && !(failure instanceof BodyError || isPolicyRefusal(failure))) {
+      throw new Violation(`runTool(${name}, ${JSON.stringify(args)}) threw an undocumented error: ${describe_(failure)}`);
     }
   }
 }

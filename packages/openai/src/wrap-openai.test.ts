@@ -817,7 +817,7 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: args }, { id: 'call_1', name: 'send_email', arguments: '{}' }], argumentChunks: [1, 2] });
       // Before, the second call was skipped as already seen (its id was), so the stream passed with a blocked call in it.
       const error = await client.chat.completions.stream({ model: 'gpt-4o-mini', messages: USER }).finalChatCompletion().catch((e: unknown) => e);
-      expect(findPolicyError(error)?.decision.action).toMatchObject({ type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_1' } });
+      expect(findPolicyError(error)).toMatchObject({ decision: { action: { type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_1' } } } });
       expect(session.report().decisions.filter((d) => d.action.type === 'tool').map((d) => `${d.action.type === 'tool' ? d.action.name : ''}:${d.decision}`)).toEqual(['get_weather:allow', 'send_email:deny']);
     });
 
@@ -831,7 +831,7 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
         for await (const _event of await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true })) void _event;
       };
       const error = await read().catch((e: unknown) => e);
-      expect(findPolicyError(error)?.decision.action).toMatchObject({ type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_2' } });
+      expect(findPolicyError(error)).toMatchObject({ decision: { action: { type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_2' } } } });
     });
 
     it('runTools() never runs a blocked tool', async () => {
