@@ -86,6 +86,20 @@ export class ToolRuns {
     };
   }
 
+  /**
+   * The run ended (done, failed or aborted): an allowed call the client never ran — the run stopped at an earlier
+   * function's error (openai 6, or `parallel_tool_calls: false`, runs them one after another), or was aborted — gives
+   * back the cost it holds, and its allow is used up, so a repeat of it is decided anew.
+   */
+  async finish(): Promise<void> {
+    const left = [...this.allowed.values()].flat();
+    this.allowed.clear();
+    for (const { session, decision, reservation } of left) {
+      if (reservation === undefined || reservation.settled) continue;
+      if (await Promise.resolve().then(() => session.claim(decision)).catch(() => false)) await reservation.release();
+    }
+  }
+
   /** A `runTools()` body with every tool function wrapped (see {@link wrap}); the caller's body and tools are not changed. */
   govern<Body>(body: Body): Body {
     if (!isObject(body) || !Array.isArray(body['tools'])) return body;

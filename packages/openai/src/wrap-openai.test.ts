@@ -758,6 +758,25 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
         expect(toolSpend(session)).toBe(0.2);
       });
 
+      it('runTools(): a call the client never runs (the run stopped at an earlier function\'s error) gives back its cost', async () => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'lookup', arguments: '{}' }, { id: 'call_2', name: 'get_weather', arguments: '{}' }] }, {});
+        let ran = 0;
+        const lookup = { type: 'function' as const, function: { name: 'lookup', description: 'lookup', parameters: { type: 'object', properties: {} }, function: () => { throw new Error('lookup broke'); } } };
+        // One call after another (openai 6 always does so): the first function's error ends the run before the second.
+        const error = await client.chat.completions
+          .runTools({ model: 'gpt-4o-mini', messages: USER, parallel_tool_calls: false, tools: [lookup, weatherTool(() => ++ran)] })
+          .finalContent()
+          .catch((e: unknown) => e);
+        expect(String((error as Error).message)).toMatch(/lookup broke/);
+        await settle();
+        expect(ran).toBe(0);
+        // Before, its cost stayed held until session.end() charged it.
+        expect(toolDecisions(session).map((d) => [d.action.type === 'tool' ? d.action.name : '', d.settlement?.status])).toEqual([['lookup', undefined], ['get_weather', 'released']]);
+        expect(session.pendingReservations).toBe(0);
+        expect(toolSpend(session)).toBe(0);
+      });
+
       it('runTools(): the repeat is decided anew, so a limit the first run used up stops it', async () => {
         const { session, client } = setup({ budget: 1, limits: [{ tool: 'get_weather', max_calls: 1, per: '1h' }] }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
         const twice = { id: 'call_1', name: 'get_weather', arguments: '{}' };
