@@ -486,13 +486,14 @@ export class GovernedCall {
         this.commitLatest();
         return refused;
       },
-      // Broken off or aborted by the caller (the client aborts the request then), or cut before its last event: the
-      // caller never got this response whole, so the costs its allowed calls hold are given back (a call run later
-      // anyway is decided anew), as for a refused response. The client also cancels the body, without aborting, once
-      // it has read the last event: that response is whole, and its calls keep what they hold until they run.
-      abandoned: () => {
+      // Broken off or aborted by the caller (the client aborts the request then), cut before its last event, or failed
+      // under the reader (openai 6 reads on past the last event and fails with the cut): the caller never gets this
+      // response whole, so the costs its allowed calls hold are given back (a call run later anyway is decided anew),
+      // as for a refused response. The client also cancels the body, without aborting, once it has read the last
+      // event: that response is whole, and its calls keep what they hold until they run.
+      abandoned: (how) => {
         this.commitLatest();
-        if (!whole || signal?.aborted === true || this.options.signal?.aborted === true) this.giveBackHeld(this.settings.session, this.heldToolCosts).catch(warn);
+        if (!whole || how === 'error' || signal?.aborted === true || this.options.signal?.aborted === true) this.giveBackHeld(this.settings.session, this.heldToolCosts).catch(warn);
       },
     };
   }

@@ -108,7 +108,7 @@ type Mode =
   | { readonly kind: 'create' }
   | { readonly kind: 'stream-final' }
   | { readonly kind: 'stream-iterate'; readonly stopAfter: number | null; readonly how: 'break' | 'abort' }
-  | { readonly kind: 'run-tools'; readonly sequential: boolean };
+  | { readonly kind: 'run-tools'; readonly sequential: boolean; readonly streamed: boolean };
 
 interface Turn {
   readonly mode: Mode;
@@ -136,7 +136,7 @@ const aMode: fc.Arbitrary<Mode> = fc.oneof(
   fc.constant<Mode>({ kind: 'create' }),
   fc.constant<Mode>({ kind: 'stream-final' }),
   fc.record({ stopAfter: fc.option(fc.integer({ min: 0, max: 8 }), { nil: null }), how: fc.constantFrom<'break' | 'abort'>('break', 'abort') }).map((m): Mode => ({ kind: 'stream-iterate', ...m })),
-  fc.boolean().map((sequential): Mode => ({ kind: 'run-tools', sequential })),
+  fc.record({ sequential: fc.boolean(), streamed: fc.boolean() }).map((m): Mode => ({ kind: 'run-tools', ...m })),
 );
 
 const aTurn: fc.Arbitrary<Turn> = aMode.chain((mode) =>
@@ -281,7 +281,7 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
         return undefined;
       }
       case 'run-tools': {
-        server.reply(...turn.responses.map((r) => replyOf(r, false, turn.retry)), {});
+        server.reply(...turn.responses.map((r) => replyOf(r, mode.streamed, turn.retry)), {});
         const tools = TOOL_NAMES.map((name) => ({
           type: 'function' as const,
           function: {
@@ -292,7 +292,7 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
           },
         }));
         // parallel_tool_calls: false has the client run a response's calls one after another (openai 6 always does).
-        const runner = client.chat.completions.runTools({ ...base, tools, ...(mode.sequential ? { parallel_tool_calls: false } : {}) }, options);
+        const runner = client.chat.completions.runTools({ ...base, tools, ...(mode.sequential ? { parallel_tool_calls: false } : {}), ...(mode.streamed ? { stream: true as const } : {}) }, options);
         await runner.done();
         return undefined;
       }

@@ -746,6 +746,24 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
         expect(toolSpend(session)).toBe(0.1);
       });
 
+      it('a stream cut after its last event: where the client fails the read, the cost its call held is given back; where it returns the response, it waits for the loop', async () => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        // Six events (role, call, arguments, finish, usage, [DONE]), then the connection is cut instead of ended.
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }], dropAfterEvents: 6 });
+        const completion = await client.chat.completions.stream({ model: 'gpt-4o-mini', messages: USER }).finalChatCompletion().catch(() => undefined);
+        await settle();
+        expect(completion === undefined).toBe(_name === 'openai 6');
+        if (completion === undefined) {
+          // openai 6 reads on past [DONE] and fails with the cut: the caller never gets the call. Before, its cost stayed held.
+          expect(toolDecisions(session).map((d) => d.settlement?.status)).toEqual(['released']);
+          expect(session.pendingReservations).toBe(0);
+          return;
+        }
+        // openai 7 stops reading at [DONE]: the caller has the call, and its loop runs it on the response's allow.
+        await session.runTool('get_weather', { input: {}, cost: 0.1, idempotencyKey: 'call_1' }, () => 'sunny');
+        expect(toolDecisions(session).map((d) => d.settlement?.status)).toEqual(['committed']);
+      });
+
       it('runTools(): the same call (id and arguments) twice in one response runs twice, each on an allow of its own, charged twice', async () => {
         const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
         const twice = { id: 'call_1', name: 'get_weather', arguments: '{}' };
