@@ -7,14 +7,16 @@
  * response and across turns, the same id comes with other arguments; malformed JSON and an empty string are in the
  * pools). Each turn goes through one of the ways the README documents: `chat.completions.create()` and the README's
  * `session.runTool` loop, `chat.completions.stream()` read with `finalChatCompletion()` or chunk by chunk (sometimes
- * broken off or aborted early), or `runTools()` over several responses. Streamed arguments arrive in random pieces;
- * the server sometimes answers 500, drops the connection, or cuts a stream mid-way; tool bodies return, throw, or
- * throw with status 404; the budget is small enough that some calls are refused for money.
+ * broken off or aborted early), or `runTools()` over several responses (streamed or not, calls side by side or one
+ * after another). Streamed arguments arrive in random pieces; the server sometimes answers 500 (sometimes retried),
+ * drops the connection, or cuts a stream mid-way; tool bodies return, throw, or throw with status 404; the budget is
+ * small enough that some calls are refused for money. It runs with openai 7 and openai 6.
  *
  * After every turn it checks:
  * 1. a body runs only for a call the policy allowed for exactly that input (tool and input), at most once per allow;
  *    never the blocked tool, never a call the approver rejected, never a call of a refused response (a response
- *    that holds a call the policy denies is refused as a whole), never more than the limit;
+ *    that holds a call the policy denies is refused as a whole), never more than the limit; the README's loop runs
+ *    each call of an allowed response on the allow the response got (no second decision);
  * 2. the tool spend recorded is the declared cost of the bodies that ran (released when the body threw with a 4xx
  *    status), nothing stays held once the turn is over (costs held for a refused or abandoned response are given
  *    back), and spend never passes the budget;
