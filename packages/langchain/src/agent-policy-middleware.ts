@@ -2,7 +2,7 @@ import { decisionError, splitPromptMedia, type Decision, type ModelCallEstimate,
 import { AIMessage, ToolMessage } from '@langchain/core/messages';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { interrupt, isGraphBubbleUp } from '@langchain/langgraph';
-import { answerFor, approvalRequestOf, decide, refuseAmbiguous, resumeWaiting, runAllowed } from './tool-call.js';
+import { answerFor, approvalRequestOf, decide, namesRequests, refuseAmbiguous, resumeWaiting, runAllowed } from './tool-call.js';
 import { createMiddleware, type AgentMiddleware } from 'langchain';
 import { ModelAttempts, meterModelAttempts } from './model-attempts.js';
 import { runGated } from './model-gate.js';
@@ -164,11 +164,19 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       if (run.decision.decision === 'allow' && run.decision.approval?.via === 'request' && resumeWaiting().source === 'task') interrupt(approvalRequestOf(session, run.decision, name, args, id));
       // A resume runs this hook again: the call is decided again on the input the human is shown.
       rememberWaiting(session, name, id, raw, parsed, run.decision.decision === 'require_approval');
+      let first = true;
       while (run.decision.decision === 'require_approval' && run.decision.approvalRequest) {
         const waiting = resumeWaiting();
         if (waiting.source === 'broadcast') await refuseAmbiguous(session, waiting, run.decision.approvalRequest.id);
         const value = interrupt<ToolApprovalRequest, unknown>(approvalRequestOf(session, run.decision, name, args, id));
         if (waiting.source === 'unknown') await refuseAmbiguous(session, { source: 'unknown', value }, run.decision.approvalRequest.id);
+        // A value that names no request, kept for an earlier interrupt of this call, answered the request that
+        // interrupt showed: the call was asked again since (that answer did not count), and it is no answer to this.
+        if (waiting.source === 'task' && !namesRequests(value) && (waiting.earlier === true || (first && askedAgain(run.decision)))) {
+          first = false;
+          continue;
+        }
+        first = false;
         const answer = answerFor(value, run.decision.approvalRequest.id);
         // An answer for another request leaves this one unanswered: ask again.
         if (answer === undefined) continue;
@@ -181,6 +189,11 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       return runAllowed(session, run, request, handler, () => decide(session, name, check), rejected);
     },
   }) as AgentMiddleware;
+}
+
+/** A require_approval made after an answer to another request did not count: the call was asked again. */
+function askedAgain(decision: Decision): boolean {
+  return decision.unusedAnswer !== undefined && decision.unusedAnswer.requestId !== decision.approvalRequest?.id;
 }
 
 function denial(toolCall: { name: string; id?: string | undefined }, decision: Decision, content: string): ToolMessage {

@@ -102,6 +102,34 @@ describe('interrupt answers are bound to the request they answer', () => {
     expect(toolTrail(session)).toEqual(['require_approval', 'require_approval', 'allow(request)', 'deny']);
   });
 
+  it("an answer given by interrupt id counts for the request its interrupt showed, not for one the call is asked later", async () => {
+    const { session, sent, sendEmail } = setup();
+    // The same call twice in one turn (a provider that repeats an id): one request, shown by both interrupts.
+    const same = { name: 'send_email', args: { to: 'bob@example.com' }, id: 'call_1', type: 'tool_call' as const };
+    const model = fakeModel()
+      .respond(aiMessage({ content: '', tool_calls: [same, { ...same }], usage_metadata: USAGE }))
+      .respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+    const agent = createAgent({ model, tools: [sendEmail], middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
+
+    const first = await agent.invoke({ messages: [new HumanMessage('email bob')] }, thread('slots'));
+    const [request] = new Set(requestsOf(first).map((r) => r.requestId));
+    expect(requestsOf(first).map((r) => r.requestId)).toEqual([request, request]);
+
+    // Both interrupts approved: the approval runs its call once, and the other call is asked about again.
+    const second = await agent.invoke(new Command({ resume: Object.fromEntries(first.__interrupt__!.map((i) => [i.id!, { approved: true, by: 'alice' }])) }), thread('slots'));
+    expect(sent).toEqual(['bob@example.com']);
+    const [again] = requestsOf(second);
+    expect(again?.requestId).not.toBe(request);
+
+    // The human says no to that new request. The earlier approval, kept by LangGraph for the first interrupt of the
+    // call, is not an answer to it.
+    const done = await agent.invoke(new Command({ resume: { [again!.requestId]: false } }), thread('slots'));
+    expect(sent).toEqual(['bob@example.com']);
+    expect(done.messages.at(-1)?.content).toBe(FINAL);
+    expect((await session.getApproval(again!.requestId))?.status).toBe('rejected');
+    expect(session.report().decisions.filter((d) => d.decision === 'allow' && d.action.type === 'tool').map((d) => d.approval?.requestId)).toEqual([request]);
+  });
+
   it('an answer given elsewhere (resolveApproval) is picked up by a resume that names the request', async () => {
     const { session, sent, sendEmail } = setup();
     const model = fakeModel().respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1')).respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));

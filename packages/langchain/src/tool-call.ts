@@ -35,6 +35,12 @@ export interface WaitingResume {
    */
   readonly source: 'task' | 'broadcast' | 'none' | 'unknown';
   readonly value?: unknown;
+  /**
+   * `task` only: the value was given for an earlier interrupt of this task than the one it waits on now (LangGraph
+   * keeps a value for each interrupt a task raised, and a re-run takes them again in order), so it answered the
+   * request that interrupt showed.
+   */
+  readonly earlier?: boolean;
 }
 
 /** Reads what the next `interrupt()` of this task will return, without taking it. */
@@ -49,7 +55,7 @@ export function resumeWaiting(): WaitingResume {
   if (typeof scratchpad !== 'object' || scratchpad === null) return { source: 'unknown' };
   const pad = scratchpad as { resume?: unknown; nullResume?: unknown; interruptCounter?: unknown };
   const next = (typeof pad.interruptCounter === 'number' ? pad.interruptCounter : -1) + 1;
-  if (Array.isArray(pad.resume) && pad.resume.length > next) return { source: 'task' };
+  if (Array.isArray(pad.resume) && pad.resume.length > next) return { source: 'task', earlier: pad.resume.length > next + 1 || pad.nullResume !== undefined };
   return pad.nullResume !== undefined ? { source: 'broadcast', value: pad.nullResume } : { source: 'none' };
 }
 
@@ -70,7 +76,7 @@ function bind(requestId: string, value: unknown): BoundApprovalAnswer {
 }
 
 /** Whether a resume value names the request(s) it answers (`{ requestId }`, or answers by request id). */
-function namesRequests(value: unknown): boolean {
+export function namesRequests(value: unknown): boolean {
   return isRecord(value) && (typeof value['requestId'] === 'string' || !Object.hasOwn(value, 'approved'));
 }
 
