@@ -2,7 +2,7 @@ import { decisionError, splitPromptMedia, type Decision, type ModelCallEstimate,
 import { AIMessage, ToolMessage } from '@langchain/core/messages';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { interrupt, isGraphBubbleUp } from '@langchain/langgraph';
-import { answerFor, approvalRequestOf, decide, namesRequests, refuseAmbiguous, resumeWaiting, runAllowed } from './tool-call.js';
+import { answerFor, approvalRequestOf, decide, refuseAmbiguous, resumeWaiting, runAllowed } from './tool-call.js';
 import { createMiddleware, type AgentMiddleware } from 'langchain';
 import { ModelAttempts, meterModelAttempts } from './model-attempts.js';
 import { runGated } from './model-gate.js';
@@ -158,25 +158,23 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
         metadata: { ...(id !== undefined ? { toolCallId: id } : {}), ...(costError !== undefined ? { costError } : {}) },
         ...(key !== undefined ? { idempotencyKey: key } : {}),
       };
+      // On a resume, the requests pending before the call is decided again: one raised now was never shown.
+      const resumed = resumeWaiting().source;
+      const shown = resumed === 'task' || resumed === 'broadcast' ? new Set((await session.pendingApprovals()).map((r) => r.id)) : undefined;
       let run = await decide(session, name, check);
       // A re-run after an approval finds the approved allow (not yet used: a middleware further in interrupted, say):
       // take this call's interrupt slot again, so the answers further in keep their places.
       if (run.decision.decision === 'allow' && run.decision.approval?.via === 'request' && resumeWaiting().source === 'task') interrupt(approvalRequestOf(session, run.decision, name, args, id));
       // A resume runs this hook again: the call is decided again on the input the human is shown.
       rememberWaiting(session, name, id, raw, parsed, run.decision.decision === 'require_approval');
-      let first = true;
+      // The request the call showed was settled since (another call of the same tool and input used it), and the call
+      // is asked about anew: the answer waiting was given for the request shown, never for this one. Not run.
+      if (shown !== undefined && (await raisedNow(session, run.decision, shown))) return denial(request.toolCall, run.decision, decisionError(run.decision).message);
       while (run.decision.decision === 'require_approval' && run.decision.approvalRequest) {
         const waiting = resumeWaiting();
-        if (waiting.source === 'broadcast') await refuseAmbiguous(session, waiting, run.decision.approvalRequest.id);
+        if (waiting.source === 'broadcast') await refuseAmbiguous(session, waiting);
         const value = interrupt<ToolApprovalRequest, unknown>(approvalRequestOf(session, run.decision, name, args, id));
-        if (waiting.source === 'unknown') await refuseAmbiguous(session, { source: 'unknown', value }, run.decision.approvalRequest.id);
-        // A value that names no request, kept for an earlier interrupt of this call, answered the request that
-        // interrupt showed: the call was asked again since (that answer did not count), and it is no answer to this.
-        if (waiting.source === 'task' && !namesRequests(value) && (waiting.earlier === true || (first && askedAgain(run.decision)))) {
-          first = false;
-          continue;
-        }
-        first = false;
+        if (waiting.source === 'unknown') await refuseAmbiguous(session, { source: 'unknown', value });
         const answer = answerFor(value, run.decision.approvalRequest.id);
         // An answer for another request leaves this one unanswered: ask again.
         if (answer === undefined) continue;
@@ -184,6 +182,10 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
         // why; an approval counts only for this call and still loses to a block or an exhausted budget.
         run = await decide(session, name, { ...check, approval: answer });
         rememberWaiting(session, name, id, raw, parsed, run.decision.decision === 'require_approval');
+        // The answer did not count (its approval was used by another call of the same tool and input, say) and core
+        // raised a new request: the call is not run. Asking again here would put the new request behind the answer
+        // LangGraph keeps for this interrupt, which a resume hands back first; the model can call again.
+        if (run.decision.decision === 'require_approval' && run.decision.approvalRequest?.id !== answer.requestId) break;
       }
       if (run.decision.decision !== 'allow') return denial(request.toolCall, run.decision, decisionError(run.decision).message);
       return runAllowed(session, run, request, handler, () => decide(session, name, check), rejected);
@@ -191,9 +193,11 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
   }) as AgentMiddleware;
 }
 
-/** A require_approval made after an answer to another request did not count: the call was asked again. */
-function askedAgain(decision: Decision): boolean {
-  return decision.unusedAnswer !== undefined && decision.unusedAnswer.requestId !== decision.approvalRequest?.id;
+/** Whether `decision` waits on an approval request raised by this check: pending now, and not before it. */
+async function raisedNow(session: PolicySession, decision: Decision, before: ReadonlySet<string>): Promise<boolean> {
+  const request = decision.decision === 'require_approval' ? decision.approvalRequest : undefined;
+  if (request === undefined || before.has(request.id)) return false;
+  return (await session.getApproval(request.id))?.status === 'pending';
 }
 
 function denial(toolCall: { name: string; id?: string | undefined }, decision: Decision, content: string): ToolMessage {

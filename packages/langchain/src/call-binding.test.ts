@@ -102,7 +102,7 @@ describe('interrupt answers are bound to the request they answer', () => {
     expect(toolTrail(session)).toEqual(['require_approval', 'require_approval', 'allow(request)', 'deny']);
   });
 
-  it("an answer given by interrupt id counts for the request its interrupt showed, not for one the call is asked later", async () => {
+  it('an answer given by interrupt id counts for the request its interrupt showed, once; it never answers a request raised later', async () => {
     const { session, sent, sendEmail } = setup();
     // The same call twice in one turn (a provider that repeats an id): one request, shown by both interrupts.
     const same = { name: 'send_email', args: { to: 'bob@example.com' }, id: 'call_1', type: 'tool_call' as const };
@@ -115,19 +115,57 @@ describe('interrupt answers are bound to the request they answer', () => {
     const [request] = new Set(requestsOf(first).map((r) => r.requestId));
     expect(requestsOf(first).map((r) => r.requestId)).toEqual([request, request]);
 
-    // Both interrupts approved: the approval runs its call once, and the other call is asked about again.
-    const second = await agent.invoke(new Command({ resume: Object.fromEntries(first.__interrupt__!.map((i) => [i.id!, { approved: true, by: 'alice' }])) }), thread('slots'));
+    // Both interrupts approved: the approval runs one call, once. The other call's answer was for the used request:
+    // it is refused, not carried over to a request raised for it now, which the human never saw.
+    const result = await agent.invoke(new Command({ resume: Object.fromEntries(first.__interrupt__!.map((i) => [i.id!, { approved: true, by: 'alice' }])) }), thread('slots'));
     expect(sent).toEqual(['bob@example.com']);
-    const [again] = requestsOf(second);
-    expect(again?.requestId).not.toBe(request);
-
-    // The human says no to that new request. The earlier approval, kept by LangGraph for the first interrupt of the
-    // call, is not an answer to it.
-    const done = await agent.invoke(new Command({ resume: { [again!.requestId]: false } }), thread('slots'));
-    expect(sent).toEqual(['bob@example.com']);
-    expect(done.messages.at(-1)?.content).toBe(FINAL);
-    expect((await session.getApproval(again!.requestId))?.status).toBe('rejected');
+    expect(toolMessages(result.messages).map((m) => m.status).sort()).toEqual(['error', 'success']);
+    expect(result.__interrupt__ ?? []).toEqual([]);
+    expect(result.messages.at(-1)?.content).toBe(FINAL);
     expect(session.report().decisions.filter((d) => d.decision === 'allow' && d.action.type === 'tool').map((d) => d.approval?.requestId)).toEqual([request]);
+  });
+
+  it("a call whose request another thread's call used is refused on resume, not run on a request raised then", async () => {
+    const { session, sent, sendEmail } = setup();
+    const middleware = agentPolicyMiddleware(session);
+    const agentFor = () =>
+      createAgent({
+        model: fakeModel().respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1')).respond(aiMessage({ content: FINAL, usage_metadata: USAGE })),
+        tools: [sendEmail],
+        middleware: [middleware],
+        checkpointer: new MemorySaver(),
+      });
+    const [a, b] = [agentFor(), agentFor()];
+    const [shownA] = requestsOf(await a.invoke({ messages: [new HumanMessage('email bob')] }, thread('a')));
+    const [shownB] = requestsOf(await b.invoke({ messages: [new HumanMessage('email bob')] }, thread('b')));
+    // One request for one tool and input while it is open: both threads show it. Thread a's human approves it.
+    expect(shownB?.requestId).toBe(shownA?.requestId);
+    await a.invoke(new Command({ resume: { [shownA!.requestId]: true } }), thread('a'));
+    expect(sent).toEqual(['bob@example.com']);
+
+    // Thread b's human says yes to the same request, used by now: b's call does not run on a new request.
+    const result = await b.invoke(new Command({ resume: true }), thread('b'));
+    expect(sent).toEqual(['bob@example.com']);
+    expect(toolMessages(result.messages).map((m) => m.status)).toEqual(['error']);
+    expect(session.report().decisions.filter((d) => d.decision === 'allow' && d.action.type === 'tool')).toHaveLength(1);
+  });
+
+  it('a bare value with one request pending: the call whose request was answered elsewhere takes that answer, and the run goes on', async () => {
+    const { session, sent, sendEmail } = setup();
+    const model = fakeModel().respond(twoEmails()).respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+    const agent = createAgent({ model, tools: [sendEmail], middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
+
+    const requests = requestsOf(await agent.invoke({ messages: [new HumanMessage('email both')] }, thread('one-left')));
+    const bob = requests.find((r) => (r.args as { to: string }).to === 'bob@example.com')!;
+    const eve = requests.find((r) => (r.args as { to: string }).to === 'eve@example.com')!;
+    // Eve's request is answered elsewhere; Bob's is the only one pending, and a bare value answers it.
+    await session.resolveApproval(eve.requestId, { approved: false, by: 'ops' });
+    const result = await agent.invoke(new Command({ resume: true }), thread('one-left'));
+
+    // Bob's call ran once and the model was told; Eve's call got the answer given for its request.
+    expect(sent).toEqual(['bob@example.com']);
+    expect(Object.fromEntries(toolMessages(result.messages).map((m) => [m.tool_call_id, m.status]))).toEqual({ call_1: 'success', call_2: 'error' });
+    expect(result.messages.at(-1)?.content).toBe(FINAL);
   });
 
   it('an answer given elsewhere (resolveApproval) is picked up by a resume that names the request', async () => {

@@ -214,21 +214,14 @@ class World {
 
   /** What a resume value means to the human who gave it, on a slot whose interrupts are `waiting`. */
   private heard(value: unknown, waiting: readonly Interrupt[]): void {
-    if (typeof value !== 'object' || value === null) {
-      // A bare value: it answers the one request shown, only while it is the only one pending.
+    const bag = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined;
+    if (bag === undefined || (typeof bag['requestId'] !== 'string' && 'approved' in bag)) {
+      // A bare value answers a request shown here only while it is the one request pending; it answers no other.
       const pending = [...this.requests.values()].filter((r) => r.state === 'pending');
-      const shown = new Set(waiting.map((i) => i.request.requestId));
-      if (pending.length === 1 && shown.size === 1 && shown.has(pending[0]!.request.requestId)) this.answer(pending[0]!.request.requestId, value);
+      if (pending.length === 1 && waiting.some((i) => i.request.requestId === pending[0]!.request.requestId)) this.answer(pending[0]!.request.requestId, value);
       return;
     }
-    const bag = value as Record<string, unknown>;
     if (typeof bag['requestId'] === 'string') return this.answer(bag['requestId'], bag);
-    if ('approved' in bag) {
-      const pending = [...this.requests.values()].filter((r) => r.state === 'pending');
-      const shown = new Set(waiting.map((i) => i.request.requestId));
-      if (pending.length === 1 && shown.size === 1 && shown.has(pending[0]!.request.requestId)) this.answer(pending[0]!.request.requestId, value);
-      return;
-    }
     for (const [key, verdict] of Object.entries(bag)) {
       const byInterrupt = waiting.find((i) => i.id === key);
       this.answer(byInterrupt?.request.requestId ?? key, verdict);
@@ -251,6 +244,7 @@ class World {
     const agent = this.agents[op.slot]!;
     const config = () => ({ configurable: { thread_id: slot.thread } });
     let invoke: (() => Promise<unknown>) | undefined;
+    let before: Map<string, Requested['state']> | undefined;
     if (op.kind === 'abandon') {
       slot.thread = this.newThread();
       slot.waiting = [];
@@ -268,6 +262,7 @@ class World {
       if (slot.waiting.length === 0) return;
       const value = this.resumeValue(op, slot);
       this.log.push(`[${op.slot}] ${op.form} on ${slot.thread}: ${JSON.stringify(value)}`);
+      before = new Map([...this.requests].map(([id, r]) => [id, r.state]));
       this.heard(value, slot.waiting);
       slot.last = value;
       invoke = () => agent.invoke(new Command({ resume: value }), config());
@@ -278,8 +273,10 @@ class World {
     } catch (error) {
       if (!expected(error)) this.violations.push(`invoke threw an unexpected error: ${describeError(error)}`);
       this.log.push(`  threw: ${describeError(error)}`);
-      // A bare value refused before it was taken leaves the thread waiting; any other error ends the thread.
-      if (!refusal(error)) Object.assign(slot, { thread: this.newThread(), waiting: [], last: undefined });
+      // A bare value refused before it was taken answered nothing and leaves the thread waiting; any other error
+      // ends the thread.
+      if (refusal(error)) for (const [id, state] of before ?? []) this.requests.get(id)!.state = state;
+      else Object.assign(slot, { thread: this.newThread(), waiting: [], last: undefined });
       // Tasks of the step that were still running when the step failed finish before anything is checked.
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
@@ -334,7 +331,18 @@ class World {
     for (const r of this.requests.values()) if (r.runs > 1) problems.push(`request ${r.request.requestId} ran its call ${r.runs} times`);
     if (Math.abs(this.session.spent - this.expectedSpend) > 1e-9) problems.push(`spent ${this.session.spent}, but the bodies that ran cost ${this.expectedSpend}`);
     if (this.session.spent > MAX_SPEND + 1e-9 || report.spent + report.reserved > MAX_SPEND + 1e-9) problems.push(`spent ${report.spent} + reserved ${report.reserved} passes max_spend ${MAX_SPEND}`);
-    if (problems.length > 0) throw new Violation(`${problems.join('\n')}\n--- steps ---\n${this.log.join('\n')}`);
+    if (problems.length > 0) {
+      const trail = report.decisions
+        .filter((d) => d.action.type === 'tool')
+        .map((d) => {
+          const id = (d.action.metadata as { toolCallId?: string } | undefined)?.toolCallId;
+          const request = d.approvalRequest?.id.slice(-6) ?? '';
+          const approval = d.approval ? ` approval=${d.approval.via}:${d.approval.requestId?.slice(-6) ?? ''}` : '';
+          const unused = d.unusedAnswer ? ` unused=${d.unusedAnswer.requestId.slice(-6)}:${d.unusedAnswer.problem}` : '';
+          return `  ${d.decision} ${d.action.name} ${id} ${JSON.stringify(d.action.input)} ${request}${approval}${unused}`;
+        });
+      throw new Violation(`${problems.join('\n')}\n--- steps ---\n${this.log.join('\n')}\n--- tool decisions ---\n${trail.join('\n')}`);
+    }
   }
 }
 

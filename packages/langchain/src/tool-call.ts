@@ -35,12 +35,6 @@ export interface WaitingResume {
    */
   readonly source: 'task' | 'broadcast' | 'none' | 'unknown';
   readonly value?: unknown;
-  /**
-   * `task` only: the value was given for an earlier interrupt of this task than the one it waits on now (LangGraph
-   * keeps a value for each interrupt a task raised, and a re-run takes them again in order), so it answered the
-   * request that interrupt showed.
-   */
-  readonly earlier?: boolean;
 }
 
 /** Reads what the next `interrupt()` of this task will return, without taking it. */
@@ -55,7 +49,7 @@ export function resumeWaiting(): WaitingResume {
   if (typeof scratchpad !== 'object' || scratchpad === null) return { source: 'unknown' };
   const pad = scratchpad as { resume?: unknown; nullResume?: unknown; interruptCounter?: unknown };
   const next = (typeof pad.interruptCounter === 'number' ? pad.interruptCounter : -1) + 1;
-  if (Array.isArray(pad.resume) && pad.resume.length > next) return { source: 'task', earlier: pad.resume.length > next + 1 || pad.nullResume !== undefined };
+  if (Array.isArray(pad.resume) && pad.resume.length > next) return { source: 'task' };
   return pad.nullResume !== undefined ? { source: 'broadcast', value: pad.nullResume } : { source: 'none' };
 }
 
@@ -76,20 +70,22 @@ function bind(requestId: string, value: unknown): BoundApprovalAnswer {
 }
 
 /** Whether a resume value names the request(s) it answers (`{ requestId }`, or answers by request id). */
-export function namesRequests(value: unknown): boolean {
+function namesRequests(value: unknown): boolean {
   return isRecord(value) && (typeof value['requestId'] === 'string' || !Object.hasOwn(value, 'approved'));
 }
 
 /**
- * Refuses a bare resume value (one that names no request) before it is taken, unless `requestId` is the only
- * approval request of the session still pending: LangGraph hands a bare value to every pending interrupt, and one
- * value must never approve requests the human did not see. Checked before `interrupt()` takes the value, so a
+ * Refuses a bare resume value (one that names no request) before it is taken while more than one approval request
+ * of the session is pending: LangGraph hands a bare value to every pending interrupt, and one value must never
+ * approve requests the human did not see. With one pending, every interrupt of the step takes it alike: the call of
+ * that request is answered, and a call whose request was answered already (elsewhere, or before) gets that answer,
+ * so no call of the step refuses a value another one ran on. Checked before `interrupt()` takes the value, so a
  * refused value is not kept for a later run.
  */
-export async function refuseAmbiguous(session: PolicySession, waiting: WaitingResume, requestId: string): Promise<void> {
+export async function refuseAmbiguous(session: PolicySession, waiting: WaitingResume): Promise<void> {
   if ((waiting.source !== 'broadcast' && waiting.source !== 'unknown') || namesRequests(waiting.value)) return;
   const pending = await session.pendingApprovals();
-  if (pending.length === 1 && pending[0]!.id === requestId) return;
+  if (pending.length <= 1) return;
   const ids = pending.map((request) => request.id);
   throw new AgentPolicyError(
     'INVALID_ARGUMENT',
