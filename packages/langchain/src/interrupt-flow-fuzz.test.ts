@@ -68,6 +68,20 @@ class ToolFailure extends Error {
 /** A broken promise, found by the fuzz. */
 class Violation extends Error {}
 
+/** What the runs exercised, summed over all of them: a fuzz that stops reaching a path fails instead of passing. */
+const seen = {
+  approvedRun: 0,
+  rejected: 0,
+  bareRefused: 0,
+  bareAnswered: 0,
+  askedAgain: 0,
+  keptCostOnThrow: 0,
+  releasedOnThrow: 0,
+  repeatedIdRun: 0,
+  budgetDenied: 0,
+  twoThreads: 0,
+};
+
 const isTrue = (value: unknown): boolean => value === true || (typeof value === 'object' && value !== null && (value as { approved?: unknown }).approved === true);
 const keyOf = (name: string, id: string | undefined, input: unknown) => `${name}|${id ?? ''}|${JSON.stringify(input)}`;
 
@@ -163,6 +177,7 @@ class World {
       async (input: Record<string, unknown>, config: { toolCall?: { id?: string } }): Promise<string> => {
         const id = config.toolCall?.id;
         this.log.push(`  ran ${name} ${id} ${JSON.stringify(input)}`);
+        if ([...this.runs.keys()].some((key) => key.split('|')[1] === id)) seen.repeatedIdRun++;
         this.runs.set(keyOf(name, id, input), (this.runs.get(keyOf(name, id, input)) ?? 0) + 1);
         run(input, id);
         return `${name} ok`;
@@ -174,9 +189,15 @@ class World {
       ),
       tool(
         body('charge', ({ q }) => {
-          if (q === 'declined') throw new ToolFailure('card declined', 402);
+          if (q === 'declined') {
+            seen.releasedOnThrow++;
+            throw new ToolFailure('card declined', 402);
+          }
           this.expectedSpend += COSTS.charge;
-          if (q === 'boom') throw new ToolFailure('gateway timeout');
+          if (q === 'boom') {
+            seen.keptCostOnThrow++;
+            throw new ToolFailure('gateway timeout');
+          }
         }),
         { name: 'charge', description: 'Charge', schema: z.object({ q: z.string() }) },
       ),
@@ -201,7 +222,10 @@ class World {
       (r) => r.state === 'approved' && r.runs === 0 && r.request.tool === 'pay' && r.shownFor.has(id ?? null) && JSON.stringify(r.request.args) === JSON.stringify(input),
     );
     if (approved === undefined) this.violations.push(`pay ${id} ${JSON.stringify(input)} ran without an unused human approval for it`);
-    else approved.runs++;
+    else {
+      approved.runs++;
+      seen.approvedRun++;
+    }
   }
 
   /** The human's answer `verdict` to request `requestId`, if it is pending (an answer to a settled request is no answer). */
@@ -209,6 +233,7 @@ class World {
     const requested = this.requests.get(requestId);
     if (requested?.state !== 'pending') return;
     requested.state = isTrue(verdict) ? 'approved' : 'rejected';
+    if (requested.state === 'rejected') seen.rejected++;
     this.log.push(`  human: ${requestId.slice(-6)} ${requested.state}`);
   }
 
@@ -218,7 +243,10 @@ class World {
     if (bag === undefined || (typeof bag['requestId'] !== 'string' && 'approved' in bag)) {
       // A bare value answers a request shown here only while it is the one request pending; it answers no other.
       const pending = [...this.requests.values()].filter((r) => r.state === 'pending');
-      if (pending.length === 1 && waiting.some((i) => i.request.requestId === pending[0]!.request.requestId)) this.answer(pending[0]!.request.requestId, value);
+      if (pending.length === 1 && waiting.some((i) => i.request.requestId === pending[0]!.request.requestId)) {
+        seen.bareAnswered++;
+        this.answer(pending[0]!.request.requestId, value);
+      }
       return;
     }
     if (typeof bag['requestId'] === 'string') return this.answer(bag['requestId'], bag);
@@ -275,7 +303,10 @@ class World {
       this.log.push(`  threw: ${describeError(error)}`);
       // A bare value refused before it was taken answered nothing and leaves the thread waiting; any other error
       // ends the thread.
-      if (refusal(error)) for (const [id, state] of before ?? []) this.requests.get(id)!.state = state;
+      if (refusal(error)) {
+        seen.bareRefused++;
+        for (const [id, state] of before ?? []) this.requests.get(id)!.state = state;
+      }
       else Object.assign(slot, { thread: this.newThread(), waiting: [], last: undefined });
       // Tasks of the step that were still running when the step failed finish before anything is checked.
       await new Promise((resolve) => setTimeout(resolve, 5));
@@ -362,7 +393,8 @@ const describeError = (error: unknown): string => chain(error).map((e) => `${(e 
 // ---- the property --------------------------------------------------------------------------------------------------
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_201 : Number(process.env['FUZZ_SEED']);
-const RUNS = Number(process.env['FUZZ_RUNS'] ?? 60);
+const DEFAULT_RUNS = 500;
+const RUNS = Number(process.env['FUZZ_RUNS'] ?? DEFAULT_RUNS);
 
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => unhandled.push(reason);
@@ -379,9 +411,20 @@ describe('createAgent + agentPolicyMiddleware under random interrupt answers', (
           world.check();
         }
         if (process.env['FUZZ_LOG']) console.log(world.log.join('\n') + '\n=====');
+        for (const d of world.session.report().decisions) {
+          if (d.action.type === 'tool' && d.decision === 'deny' && d.rule.section === 'budget') seen.budgetDenied++;
+          if (d.unusedAnswer?.problem === 'already_used') seen.askedAgain++;
+        }
+        if (slots === 2) seen.twoThreads++;
         if (unhandled.length > 0) throw new Violation(`unhandled rejection: ${unhandled.map(describeError).join('; ')}\n${world.log.join('\n')}`);
       }),
       { seed: SEED, numRuns: RUNS, ...(process.env['FUZZ_PATH'] ? { path: process.env['FUZZ_PATH'] } : {}), endOnFailure: false },
     );
+    // Every path the invariants are about was reached (the default number of runs reaches each many times).
+    if (RUNS >= DEFAULT_RUNS) {
+      const missed = Object.entries(seen).filter(([, count]) => count === 0);
+      if (missed.length > 0) throw new Error(`the fuzz never reached: ${missed.map(([name]) => name).join(', ')} (${JSON.stringify(seen)})`);
+    }
+    if (process.env['FUZZ_LOG']) console.log(seen);
   });
 });
