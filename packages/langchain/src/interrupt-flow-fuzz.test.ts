@@ -90,7 +90,7 @@ const keyOf = (name: string, id: string | undefined, input: unknown) => `${name}
 type Verdict = boolean | { approved: boolean; by: string };
 type Form = 'byRequest' | 'byInterrupt' | 'oneNamed' | 'bare' | 'replay' | 'unknown' | 'same' | 'empty';
 type Op =
-  | { readonly kind: 'message'; readonly slot: number; readonly turns: readonly (readonly Call[])[] }
+  | { readonly kind: 'message'; readonly slot: number; readonly turns: readonly (readonly Call[])[]; readonly again: boolean }
   | { readonly kind: 'answer'; readonly slot: number; readonly form: Form; readonly verdicts: readonly Verdict[]; readonly pick: number }
   | { readonly kind: 'abandon'; readonly slot: number };
 
@@ -104,7 +104,16 @@ const callArb: fc.Arbitrary<Call> = fc.oneof(
 const verdictArb: fc.Arbitrary<Verdict> = fc.oneof(fc.boolean(), fc.record({ approved: fc.boolean(), by: fc.constantFrom('alice', 'bob') }));
 const opArb = (slots: number): fc.Arbitrary<Op> =>
   fc.oneof(
-    { weight: 2, arbitrary: fc.record({ kind: fc.constant('message' as const), slot: fc.nat(slots - 1), turns: fc.array(fc.array(callArb, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 3 }) }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        kind: fc.constant('message' as const),
+        slot: fc.nat(slots - 1),
+        turns: fc.array(fc.array(callArb, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 3 }),
+        // The same message as the last one (the same prompt on another thread): the same calls, ids and input.
+        again: fc.boolean(),
+      }),
+    },
     {
       weight: 5,
       arbitrary: fc.record({
@@ -148,6 +157,7 @@ class World {
   readonly log: string[] = [];
   expectedSpend = 0;
   private threads = 0;
+  private lastTurns: readonly (readonly Call[])[] | undefined;
   private readonly queue: Call[][] = [];
   readonly slots: Slot[];
   readonly agents: ReturnType<typeof this.agent>[];
@@ -283,8 +293,10 @@ class World {
     if (op.kind === 'message') {
       // A new message to a thread that waits for answers goes to a new thread: the old one is abandoned.
       if (slot.waiting.length > 0) Object.assign(slot, { thread: this.newThread(), waiting: [], last: undefined });
-      this.queue.push(...op.turns.map((turn) => [...turn]));
-      this.log.push(`[${op.slot}] message on ${slot.thread}: ${op.turns.map((t) => t.map((c) => `${c.name}#${c.id}${JSON.stringify(c.args)}`).join(',')).join(' | ')}`);
+      const turns = op.again && this.lastTurns !== undefined ? this.lastTurns : op.turns;
+      this.lastTurns = turns;
+      this.queue.push(...turns.map((turn) => [...turn]));
+      this.log.push(`[${op.slot}] message on ${slot.thread}: ${turns.map((t) => t.map((c) => `${c.name}#${c.id}${JSON.stringify(c.args)}`).join(',')).join(' | ')}`);
       invoke = () => agent.invoke({ messages: [new HumanMessage('go')] }, config());
     } else {
       if (slot.waiting.length === 0) return;
@@ -394,6 +406,26 @@ const describeError = (error: unknown): string => chain(error).map((e) => `${(e 
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_201 : Number(process.env['FUZZ_SEED']);
 const DEFAULT_RUNS = 500;
+
+const pay = (id: string, amount: number): Call => ({ name: 'pay', id, args: { amount } });
+const message = (slot: number, ...turns: Call[][]): Op => ({ kind: 'message', slot, turns, again: false });
+const answer = (slot: number, form: Form, ...verdicts: Verdict[]): Op => ({ kind: 'answer', slot, form, verdicts: [...verdicts, false, false, false].slice(0, 3), pick: 0 });
+/** Runs that broke an invariant once (shrunk counterexamples), replayed before the random ones. */
+const EXAMPLES: [{ slots: number; ops: Op[] }][] = [
+  // The same call twice in one turn: two requests were raised at once, and the answers given by interrupt id went to
+  // each other's request (the human's "no" recorded as alice's approval).
+  [{ slots: 1, ops: [message(0, [pay('call_2', 900), pay('call_2', 900)]), answer(0, 'byInterrupt', { approved: true, by: 'alice' }, { approved: false, by: 'alice' })] }],
+  // Then the call asked again for a new request: the yes LangGraph kept for its first interrupt answered the new
+  // request, and the tool ran after the human said no to it.
+  [{ slots: 1, ops: [message(0, [pay('call_1', 150), pay('call_1', 150)]), answer(0, 'byInterrupt', { approved: true, by: 'alice' }), answer(0, 'byRequest', false)] }],
+  [{ slots: 1, ops: [message(0, [pay('call_1', 150), pay('call_1', 150)]), answer(0, 'replay'), answer(0, 'bare', true), answer(0, 'byRequest', false)] }],
+  // Two threads show one request; one thread's human approves it; the other's yes was taken by a request raised on
+  // its resume, which nobody saw.
+  [{ slots: 2, ops: [message(1, [pay('call_2', 150)]), message(0, [pay('call_2', 150)]), answer(0, 'byRequest', { approved: true, by: 'alice' }), answer(1, 'bare', { approved: true, by: 'alice' })] }],
+  // A bare value with one request pending, shown next to an interrupt whose request was answered already: one call
+  // ran on it and the other refused it, so the run failed after the tool ran.
+  [{ slots: 1, ops: [message(0, [pay('call_2', 900), pay('call_1', 150)]), message(0, [pay('call_1', 900)]), answer(0, 'byRequest', false), message(0, [pay('call_1', 150), pay('call_2', 900)]), answer(0, 'bare', true)] }],
+];
 const RUNS = Number(process.env['FUZZ_RUNS'] ?? DEFAULT_RUNS);
 
 const unhandled: unknown[] = [];
@@ -418,7 +450,7 @@ describe('createAgent + agentPolicyMiddleware under random interrupt answers', (
         if (slots === 2) seen.twoThreads++;
         if (unhandled.length > 0) throw new Violation(`unhandled rejection: ${unhandled.map(describeError).join('; ')}\n${world.log.join('\n')}`);
       }),
-      { seed: SEED, numRuns: RUNS, ...(process.env['FUZZ_PATH'] ? { path: process.env['FUZZ_PATH'] } : {}), endOnFailure: false },
+      { seed: SEED, numRuns: RUNS, examples: EXAMPLES, ...(process.env['FUZZ_PATH'] ? { path: process.env['FUZZ_PATH'] } : {}), endOnFailure: false },
     );
     // Every path the invariants are about was reached (the default number of runs reaches each many times).
     if (RUNS >= DEFAULT_RUNS) {
