@@ -156,7 +156,6 @@ describe('interrupt answers are bound to the request they answer', () => {
     const agent = createAgent({ model, tools: [sendEmail], middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
 
     const requests = requestsOf(await agent.invoke({ messages: [new HumanMessage('email both')] }, thread('one-left')));
-    const bob = requests.find((r) => (r.args as { to: string }).to === 'bob@example.com')!;
     const eve = requests.find((r) => (r.args as { to: string }).to === 'eve@example.com')!;
     // Eve's request is answered elsewhere; Bob's is the only one pending, and a bare value answers it.
     await session.resolveApproval(eve.requestId, { approved: false, by: 'ops' });

@@ -18,7 +18,7 @@
  *
  * Seeded: a failure prints its seed and path; re-run it with FUZZ_SEED=<seed> (and FUZZ_PATH=<path>).
  */
-import { AgentPolicy, AgentPolicyError, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, AgentPolicyError, type PolicySession, type ToolAction } from '@agentpolicy/core';
 import { HumanMessage } from '@langchain/core/messages';
 import { fakeModel } from '@langchain/core/testing';
 import { tool } from '@langchain/core/tools';
@@ -378,11 +378,12 @@ class World {
       const trail = report.decisions
         .filter((d) => d.action.type === 'tool')
         .map((d) => {
-          const id = (d.action.metadata as { toolCallId?: string } | undefined)?.toolCallId;
+          const action = d.action as ToolAction;
+          const id = (action.metadata as { toolCallId?: string } | undefined)?.toolCallId;
           const request = d.approvalRequest?.id.slice(-6) ?? '';
           const approval = d.approval ? ` approval=${d.approval.via}:${d.approval.requestId?.slice(-6) ?? ''}` : '';
           const unused = d.unusedAnswer ? ` unused=${d.unusedAnswer.requestId.slice(-6)}:${d.unusedAnswer.problem}` : '';
-          return `  ${d.decision} ${d.action.name} ${id} ${JSON.stringify(d.action.input)} ${request}${approval}${unused}`;
+          return `  ${d.decision} ${action.name} ${id} ${JSON.stringify(action.input)} ${request}${approval}${unused}`;
         });
       throw new Violation(`${problems.join('\n')}\n--- steps ---\n${this.log.join('\n')}\n--- tool decisions ---\n${trail.join('\n')}`);
     }
