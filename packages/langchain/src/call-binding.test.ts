@@ -167,6 +167,24 @@ describe('interrupt answers are bound to the request they answer', () => {
     expect(result.messages.at(-1)?.content).toBe(FINAL);
   });
 
+  it('a call of the next model turn, reached by a resume, is asked about: the resume value is not taken for its new request', async () => {
+    for (const answer of [(id: string) => ({ [id]: true }), () => true, (id: string) => ({ requestId: id, approved: true })]) {
+      const { session, sent, sendEmail } = setup();
+      const model = fakeModel()
+        .respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1'))
+        .respond(toolCallMessage('send_email', { to: 'eve@example.com' }, 'call_2'))
+        .respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+      const agent = createAgent({ model, tools: [sendEmail], middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
+      const [bob] = requestsOf(await agent.invoke({ messages: [new HumanMessage('email both')] }, thread('next')));
+      const second = await agent.invoke(new Command({ resume: answer(bob!.requestId) }), thread('next'));
+      expect(sent).toEqual(['bob@example.com']);
+      const [eve] = requestsOf(second);
+      expect(eve).toMatchObject({ args: { to: 'eve@example.com' } });
+      await agent.invoke(new Command({ resume: answer(eve!.requestId) }), thread('next'));
+      expect(sent).toEqual(['bob@example.com', 'eve@example.com']);
+    }
+  });
+
   it('an answer given elsewhere (resolveApproval) is picked up by a resume that names the request', async () => {
     const { session, sent, sendEmail } = setup();
     const model = fakeModel().respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1')).respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
