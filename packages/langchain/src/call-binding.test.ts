@@ -244,6 +244,23 @@ describe('one decision authorises one execution', () => {
     expect(session.spent).toBeCloseTo(0.8 + 4 * 0.00002, 9);
   });
 
+  it('the same call three times in one model turn: each is decided and charged, and the run goes on', async () => {
+    const { session, sent, sendEmail } = setup({ approvalRules: [], budget: 1 });
+    const same = { name: 'send_email', args: { to: 'bob@example.com' }, id: 'call_0', type: 'tool_call' as const };
+    const model = fakeModel()
+      .respond(aiMessage({ content: '', tool_calls: [same, { ...same }, { ...same }], usage_metadata: USAGE }))
+      .respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+    const agent = createAgent({ model, tools: [sendEmail], middleware: [agentPolicyMiddleware(session, { toolCosts: { send_email: 0.3 } })], checkpointer: new MemorySaver() });
+
+    const result = await agent.invoke({ messages: [new HumanMessage('spam bob')] }, thread('thrice'));
+
+    expect(sent).toHaveLength(3);
+    expect(toolTrail(session)).toEqual(['allow', 'allow', 'allow']);
+    expect(result.messages.at(-1)?.content).toBe(FINAL);
+    expect(session.spent).toBeCloseTo(0.9 + 2 * 0.00002, 9);
+    expect(session.pendingReservations).toBe(0);
+  });
+
   it('one session shared by two threads whose calls carry the same id: neither runs free', async () => {
     const { session, sent, sendEmail } = setup({ approvalRules: [], budget: 0.5 });
     const middleware = agentPolicyMiddleware(session, { toolCosts: { send_email: 0.3 } });

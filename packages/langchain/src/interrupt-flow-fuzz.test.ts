@@ -409,6 +409,7 @@ const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_201 : Number(proces
 const DEFAULT_RUNS = 500;
 
 const pay = (id: string, amount: number): Call => ({ name: 'pay', id, args: { amount } });
+const lookup = (id: string): Call => ({ name: 'lookup', id, args: { q: 'b' } });
 const message = (slot: number, ...turns: Call[][]): Op => ({ kind: 'message', slot, turns, again: false });
 const answer = (slot: number, form: Form, ...verdicts: Verdict[]): Op => ({ kind: 'answer', slot, form, verdicts: [...verdicts, false, false, false].slice(0, 3), pick: 0 });
 /** Runs that broke an invariant once (shrunk counterexamples), replayed before the random ones. */
@@ -426,6 +427,8 @@ const EXAMPLES: [{ slots: number; ops: Op[] }][] = [
   // A bare value with one request pending, shown next to an interrupt whose request was answered already: one call
   // ran on it and the other refused it, so the run failed after the tool ran.
   [{ slots: 1, ops: [message(0, [pay('call_2', 900), pay('call_1', 150)]), message(0, [pay('call_1', 900)]), answer(0, 'byRequest', false), message(0, [pay('call_1', 150), pay('call_2', 900)]), answer(0, 'bare', true)] }],
+  // The same call three times in one turn: the third run found the second's fresh allow taken and failed the run.
+  [{ slots: 1, ops: [message(0, [lookup('call_1'), lookup('call_1'), lookup('call_1')])] }],
 ];
 const RUNS = Number(process.env['FUZZ_RUNS'] ?? DEFAULT_RUNS);
 

@@ -114,6 +114,9 @@ export function answerFor(value: unknown, requestId: string): BoundApprovalAnswe
   return bind(requestId, value);
 }
 
+/** How many runs of one tool call at once (the same id and input) each get a decision of their own. */
+const SAME_CALL_RUNS = 16;
+
 interface ToolLike {
   invoke(input: unknown, config?: unknown): Promise<unknown>;
 }
@@ -158,12 +161,16 @@ export async function runAllowed<R>(
     const firstTaken = await claim(first.decision);
     if (firstTaken instanceof ToolMessage) return firstTaken;
     if (firstTaken) return first;
-    // The same call ran under this allow already (a replayed call id, a second thread): a new decision.
-    const again = await redecide();
-    if (again.decision.decision !== 'allow') return refused(again.decision);
-    const againTaken = await claim(again.decision);
-    if (againTaken instanceof ToolMessage) return againTaken;
-    if (againTaken) return again;
+    // The same call ran under this allow already (a replayed call id, a second thread, the call repeated in one
+    // model turn): a new decision. Another run of the same call may take that one first (three of them at once):
+    // then it is used, and deciding again gives a new one.
+    for (let attempt = 0; attempt < SAME_CALL_RUNS; attempt++) {
+      const again = await redecide();
+      if (again.decision.decision !== 'allow') return refused(again.decision);
+      const againTaken = await claim(again.decision);
+      if (againTaken instanceof ToolMessage) return againTaken;
+      if (againTaken) return again;
+    }
     throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(request.toolCall.id ?? '')} is being run more than once at the same time`);
   };
   const settle = async (run: ToolRun, error: unknown, failed: boolean): Promise<void> => {
