@@ -295,6 +295,9 @@ class World {
       if (slot.waiting.length > 0) Object.assign(slot, { thread: this.newThread(), waiting: [], last: undefined });
       const turns = op.again && this.lastTurns !== undefined ? this.lastTurns : op.turns;
       this.lastTurns = turns;
+      // Turns an earlier run left (it ended on an error or an interrupt) are dropped: one message, at most three
+      // turns, well inside LangGraph's recursion limit. A thread resumed later finds the turns queued then.
+      this.queue.length = 0;
       this.queue.push(...turns.map((turn) => [...turn]));
       this.log.push(`[${op.slot}] message on ${slot.thread}: ${turns.map((t) => t.map((c) => `${c.name}#${c.id}${JSON.stringify(c.args)}`).join(',')).join(' | ')}`);
       invoke = () => agent.invoke({ messages: [new HumanMessage('go')] }, config());
