@@ -169,7 +169,7 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
       rememberWaiting(session, name, id, raw, parsed, run.decision.decision === 'require_approval');
       // The request the call showed was settled since (another call of the same tool and input used it), and the call
       // is asked about anew: the answer waiting was given for the request shown, never for this one. Not run.
-      if (shown !== undefined && (await raisedNow(session, run.decision, shown))) return denial(request.toolCall, run.decision, decisionError(run.decision).message);
+      if (shown !== undefined && (await raisedNow(session, run.decision, shown))) return refuseUnshown(session, request.toolCall, run.decision);
       while (run.decision.decision === 'require_approval' && run.decision.approvalRequest) {
         const waiting = resumeWaiting();
         if (waiting.source === 'broadcast') await refuseAmbiguous(session, waiting);
@@ -185,7 +185,7 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
         // The answer did not count (its approval was used by another call of the same tool and input, say) and core
         // raised a new request: the call is not run. Asking again here would put the new request behind the answer
         // LangGraph keeps for this interrupt, which a resume hands back first; the model can call again.
-        if (run.decision.decision === 'require_approval' && run.decision.approvalRequest?.id !== answer.requestId) break;
+        if (run.decision.decision === 'require_approval' && run.decision.approvalRequest?.id !== answer.requestId) return refuseUnshown(session, request.toolCall, run.decision);
       }
       if (run.decision.decision !== 'allow') return denial(request.toolCall, run.decision, decisionError(run.decision).message);
       return runAllowed(session, run, request, handler, () => decide(session, name, check), rejected);
@@ -198,6 +198,20 @@ async function raisedNow(session: PolicySession, decision: Decision, before: Rea
   const request = decision.decision === 'require_approval' ? decision.approvalRequest : undefined;
   if (request === undefined || before.has(request.id)) return false;
   return (await session.getApproval(request.id))?.status === 'pending';
+}
+
+/**
+ * Refuses a call whose approval request was raised where no human will see it (see above), and closes that request
+ * as rejected, saying why: left pending, another call of the same tool and input (the same call id in another thread)
+ * would be decided under it, and an answer given for the request that call showed would approve it.
+ */
+async function refuseUnshown(session: PolicySession, toolCall: { name: string; id?: string | undefined }, decision: Decision): Promise<ToolMessage> {
+  const id = decision.approvalRequest?.id;
+  if (id !== undefined) {
+    const reason = 'agentpolicy: raised for a tool call that was refused: the answer it was given was for another request, already used';
+    await session.resolveApproval(id, { approved: false, by: 'agentpolicy', reason });
+  }
+  return denial(toolCall, decision, decisionError(decision).message);
 }
 
 function denial(toolCall: { name: string; id?: string | undefined }, decision: Decision, content: string): ToolMessage {

@@ -123,6 +123,11 @@ describe('interrupt answers are bound to the request they answer', () => {
     expect(result.__interrupt__ ?? []).toEqual([]);
     expect(result.messages.at(-1)?.content).toBe(FINAL);
     expect(session.report().decisions.filter((d) => d.decision === 'allow' && d.action.type === 'tool').map((d) => d.approval?.requestId)).toEqual([request]);
+    // The request raised for the refused call is closed, saying why: no later call of the same tool and input (the
+    // same id in another thread) can be decided under it and approved by an answer given for what that call showed.
+    expect(await session.pendingApprovals()).toEqual([]);
+    const closed = session.report().decisions.find((d) => d.decision === 'require_approval' && d.approvalRequest?.id !== request);
+    expect(await session.getApproval(closed!.approvalRequest!.id)).toMatchObject({ status: 'rejected', resolution: { approved: false, by: 'agentpolicy' } });
   });
 
   it("a call whose request another thread's call used is refused on resume, not run on a request raised then", async () => {

@@ -134,7 +134,8 @@ interface Requested {
   readonly request: ToolApprovalRequest;
   /** The tool call ids the request was shown for: core raises one request for one tool and input while it is open. */
   readonly shownFor: Set<string | null>;
-  state: 'pending' | 'approved' | 'rejected';
+  /** `closed`: rejected by the middleware itself, which raised it for a call it refused (no human saw it). */
+  state: 'pending' | 'approved' | 'rejected' | 'closed';
   runs: number;
 }
 
@@ -266,6 +267,15 @@ class World {
     }
   }
 
+  /** Requests the middleware closed (rejected by `agentpolicy`): no human answers them any more. */
+  private async learnClosed(): Promise<void> {
+    for (const r of this.requests.values()) {
+      if (r.state !== 'pending') continue;
+      const state = await this.session.getApproval(r.request.requestId);
+      if (state?.status === 'rejected' && state.resolution?.by === 'agentpolicy') r.state = 'closed';
+    }
+  }
+
   private show(slot: Slot, result: { __interrupt__?: { id?: string; value?: unknown }[] }): void {
     slot.waiting = (result.__interrupt__ ?? []).map((i) => ({ id: i.id, request: i.value as ToolApprovalRequest }));
     for (const { request } of slot.waiting) {
@@ -305,6 +315,7 @@ class World {
       if (slot.waiting.length === 0) return;
       const value = this.resumeValue(op, slot);
       this.log.push(`[${op.slot}] ${op.form} on ${slot.thread}: ${JSON.stringify(value)}`);
+      await this.learnClosed();
       before = new Map([...this.requests].map(([id, r]) => [id, r.state]));
       this.heard(value, slot.waiting);
       slot.last = value;
@@ -432,6 +443,9 @@ const EXAMPLES: [{ slots: number; ops: Op[] }][] = [
   [{ slots: 1, ops: [message(0, [pay('call_2', 900), pay('call_1', 150)]), message(0, [pay('call_1', 900)]), answer(0, 'byRequest', false), message(0, [pay('call_1', 150), pay('call_2', 900)]), answer(0, 'bare', true)] }],
   // The same call three times in one turn: the third run found the second's fresh allow taken and failed the run.
   [{ slots: 1, ops: [message(0, [lookup('call_1'), lookup('call_1'), lookup('call_1')])] }],
+  // The request raised for the refused call stayed pending; another thread's call with the same id and input was
+  // decided under it, and a bare yes given for the request that thread showed approved it.
+  [{ slots: 2, ops: [message(1, [pay('call_1', 150)]), message(0, [pay('call_1', 150), pay('call_1', 150)]), answer(0, 'byRequest', { approved: true, by: 'alice' }), answer(1, 'bare', { approved: true, by: 'alice' })] }],
 ];
 const RUNS = Number(process.env['FUZZ_RUNS'] ?? DEFAULT_RUNS);
 
