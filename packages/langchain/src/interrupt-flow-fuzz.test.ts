@@ -446,6 +446,9 @@ const EXAMPLES: [{ slots: number; ops: Op[] }][] = [
   // The request raised for the refused call stayed pending; another thread's call with the same id and input was
   // decided under it, and a bare yes given for the request that thread showed approved it.
   [{ slots: 2, ops: [message(1, [pay('call_1', 150)]), message(0, [pay('call_1', 150), pay('call_1', 150)]), answer(0, 'byRequest', { approved: true, by: 'alice' }), answer(1, 'bare', { approved: true, by: 'alice' })] }],
+  // The same call id and input in two threads: after thread 0's call used the request both showed, its next call
+  // got a new one; thread 1's bare yes (given for the used request it showed) approved that, which it never showed.
+  [{ slots: 2, ops: [message(1, [pay('call_1', 150)]), message(0, [pay('call_1', 150)]), answer(0, 'byRequest', { approved: true, by: 'alice' }), message(0, [pay('call_1', 150)]), answer(1, 'bare', { approved: true, by: 'alice' })] }],
 ];
 const RUNS = Number(process.env['FUZZ_RUNS'] ?? DEFAULT_RUNS);
 
