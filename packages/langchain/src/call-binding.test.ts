@@ -155,6 +155,31 @@ describe('interrupt answers are bound to the request they answer', () => {
     expect(session.report().decisions.filter((d) => d.decision === 'allow' && d.action.type === 'tool')).toHaveLength(1);
   });
 
+  it("a call resumed under a request shown only in another thread is refused, not approved by the answer for what it showed", async () => {
+    const { session, sent, sendEmail } = setup();
+    const middleware = agentPolicyMiddleware(session);
+    const bobTwice = () =>
+      fakeModel()
+        .respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1'))
+        .respond(aiMessage({ content: 'Sent.', usage_metadata: USAGE }))
+        .respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1'))
+        .respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+    const [a, b] = [0, 1].map(() => createAgent({ model: bobTwice(), tools: [sendEmail], middleware: [middleware], checkpointer: new MemorySaver() }));
+    const [shown] = requestsOf(await a!.invoke({ messages: [new HumanMessage('email bob')] }, thread('a')));
+    requestsOf(await b!.invoke({ messages: [new HumanMessage('email bob')] }, thread('b')));
+    await a!.invoke(new Command({ resume: { [shown!.requestId]: true } }), thread('a'));
+    // Thread a's next turn repeats the call: a new request, shown in thread a only.
+    const [next] = requestsOf(await a!.invoke({ messages: [new HumanMessage('again')] }, thread('a')));
+    expect(next?.requestId).not.toBe(shown?.requestId);
+
+    // Thread b's human says yes to what b showed (the used request): b's call, now decided under a's new request, is
+    // refused, and a's request stays a's to answer.
+    const result = await b!.invoke(new Command({ resume: true }), thread('b'));
+    expect(sent).toEqual(['bob@example.com']);
+    expect(toolMessages(result.messages).map((m) => m.status)).toEqual(['error']);
+    expect((await session.getApproval(next!.requestId))?.status).toBe('pending');
+  });
+
   it('a bare value with one request pending: the call whose request was answered elsewhere takes that answer, and the run goes on', async () => {
     const { session, sent, sendEmail } = setup();
     const model = fakeModel().respond(twoEmails()).respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
