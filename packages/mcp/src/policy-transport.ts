@@ -34,6 +34,16 @@ function callCopy(request: Message): Message | undefined {
     return undefined;
   }
 }
+/**
+ * A `tools/call` that is not a request (no id, or an id that is neither a string nor a number, such as `null`): MCP
+ * has no such message, so it is never decided, and a peer that ran it anyway would run it ungoverned.
+ */
+function isStrayCall(message: Message): boolean {
+  return message['method'] === 'tools/call' && !isId(message['id']);
+}
+function strayCallError(where: string): AgentPolicyError {
+  return new AgentPolicyError('INVALID_ARGUMENT', `agentpolicy: an MCP tools/call without a request id (a string or a number) is ${where}: it cannot be decided or answered`);
+}
 function cancelledId(message: Message): RequestId | undefined {
   if (message['method'] !== 'notifications/cancelled' || message['id'] !== undefined) return undefined;
   const id = (message['params'] as { requestId?: unknown } | undefined)?.requestId;
@@ -124,6 +134,8 @@ export class McpPolicyTransport implements Transport {
       if (isRequest(value)) {
         if (value['method'] === 'tools/call') return this.callOut(value, options);
         if (value['method'] === 'tools/list') this.listing.add(value['id'] as RequestId);
+      } else if (isStrayCall(value)) {
+        throw strayCallError('not sent');
       } else {
         const cancelled = cancelledId(value);
         if (cancelled !== undefined) this.cancel(cancelled);
@@ -160,6 +172,9 @@ export class McpPolicyTransport implements Transport {
       }
       this.open.add(id);
       if (value['method'] === 'tools/list') this.listing.add(id);
+    } else if (isStrayCall(value)) {
+      this.onerror?.(strayCallError('not passed to the server'));
+      return;
     } else {
       const cancelled = cancelledId(value);
       if (cancelled !== undefined) this.cancel(cancelled);

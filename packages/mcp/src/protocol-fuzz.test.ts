@@ -1,0 +1,358 @@
+/**
+ * A model-based fuzz of the MCP gates at the JSON-RPC level.
+ *
+ * Client side: random JSON-RPC traffic in both directions through `wrapMcpTransport` over the SDK's in-memory
+ * transport pair — `tools/call` requests (single and batched) from a small tool set (free, with a cost, needing an
+ * approver's yes by a rule on the arguments, blocked, under a `max_calls` limit) under ids from a small pool (`1` and
+ * `"1"`, a huge id, null, none), odd arguments, cancellations, and a peer that answers with results, error results,
+ * JSON-RPC errors, answers for ids never asked or already answered, batches, or never, until a close from either end.
+ *
+ * Server side: a real `McpServer` behind `gateMcpServer`, driven by an SDK `Client` with random calls whose handlers
+ * return, throw, throw with a 4xx status, refuse their arguments or hang until cancelled.
+ *
+ * After every step the gate is compared with a model of the README's rules: a call reaches the peer (runs its handler)
+ * only when the policy allowed exactly that call, once; the session's spend and reservations equal the model's (a
+ * result or an error result charged, a cancelled or lost call charged, invalid-params / method-not-found released, a
+ * 4xx throw released) and never pass max_spend; every call that ran has its allow recorded; an answer the gate did
+ * not expect goes on unchanged and settles nothing; no error escapes. After the close and `session.end()` nothing is
+ * left reserved.
+ *
+ * Seeded: a failure prints its seed and path; re-run it with FUZZ_SEED=<seed> (and FUZZ_PATH=<path>).
+ */
+import { actionFingerprint, AgentPolicy, AgentPolicyError, canonicalInput, type ApprovalRequest, type PolicySession } from '@agentpolicy/core';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { gateMcpServer } from './gate-mcp-server.js';
+import { wrapMcpTransport } from './policy-transport.js';
+
+const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_201 : Number(process.env['FUZZ_SEED']);
+const RUNS = Number(process.env['FUZZ_RUNS'] ?? 120);
+const fuzzOptions = (runs: number) => ({ seed: SEED, numRuns: runs, ...(process.env['FUZZ_PATH'] ? { path: process.env['FUZZ_PATH'] } : {}), endOnFailure: false });
+
+// ---- the policy and the model's reading of it -------------------------------------------------------------------
+
+const SERVER = 'fz';
+/** Costs in tenths of a dollar, so the model counts in integers; the budget is 10 tenths. */
+const COST_TENTHS: Record<string, number> = { paid: 3, gated: 2, limited: 1 };
+const BUDGET_TENTHS = 10;
+const LIMITED_MAX = 2;
+const COSTS = Object.fromEntries(Object.entries(COST_TENTHS).map(([tool, tenths]) => [tool, tenths / 10]));
+const POLICY = {
+  tools: { block: [`mcp__${SERVER}__blocked`] },
+  rules: [{ require_approval: 'a high level needs a human', tool: `mcp__${SERVER}__gated`, if: { 'input.level': { gt: 5 } } }],
+  limits: [{ tool: `mcp__${SERVER}__limited`, max_calls: LIMITED_MAX, per: 'session' }],
+  budget: { max_spend: BUDGET_TENTHS / 10 },
+};
+/** The approver says yes exactly when the arguments it is shown carry `ok: true`. */
+const approver = async (request: ApprovalRequest): Promise<boolean> => {
+  const input = request.action.type === 'tool' ? request.action.input : undefined;
+  return typeof input === 'object' && input !== null && (input as { ok?: unknown }).ok === true;
+};
+const TOOLS = ['free', 'paid', 'gated', 'blocked', 'limited'] as const;
+type ToolName = (typeof TOOLS)[number] | 7;
+
+const isPlainObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+/** Whether the approval rule applies: arguments with an own `level` above 5 (the only levels generated are 3 and 9). */
+const needsApproval = (input: unknown) => isPlainObject(input) && Object.hasOwn(input, 'level') && input['level'] === 9;
+
+// ---- odd arguments, named so a counterexample reads well ----------------------------------------------------------
+
+type ArgsShape = 'missing' | 'empty' | 'level9-ok' | 'level9-no' | 'level3' | 'array' | 'deep' | 'proto' | 'long' | 'null' | 'string';
+const ARG_SHAPES: ArgsShape[] = ['missing', 'empty', 'level9-ok', 'level9-no', 'level3', 'array', 'deep', 'proto', 'long', 'null', 'string'];
+function materialise(shape: ArgsShape): unknown {
+  switch (shape) {
+    case 'missing':
+      return undefined;
+    case 'empty':
+      return {};
+    case 'level9-ok':
+      return { level: 9, ok: true };
+    case 'level9-no':
+      return { level: 9, ok: false };
+    case 'level3':
+      return { level: 3 };
+    case 'array':
+      return ['level', 9, { ok: true }];
+    case 'deep': {
+      let value: unknown = { leaf: 'x' };
+      for (let i = 0; i < 40; i++) value = { a: value };
+      return value;
+    }
+    case 'proto':
+      // An own "__proto__" key (what JSON.parse makes of it): not a `level` of the arguments.
+      return JSON.parse('{"__proto__": {"level": 9, "ok": true}, "q": "p"}') as unknown;
+    case 'long':
+      return { q: 'x'.repeat(20_000) };
+    case 'null':
+      return null;
+    case 'string':
+      return 'level=9';
+  }
+}
+
+// ---- request ids --------------------------------------------------------------------------------------------------
+
+type Id = number | string | null | undefined;
+const HUGE = Number.MAX_SAFE_INTEGER;
+const ID_POOL: Id[] = [1, '1', 2, 'a', HUGE, null, undefined];
+const idArb = fc.constantFrom(...ID_POOL);
+const validId = (id: Id): id is number | string => typeof id === 'number' || typeof id === 'string';
+const keyOf = (id: number | string) => `${typeof id}:${String(id)}`;
+
+function callMessage(id: Id, name: ToolName, shape: ArgsShape): Record<string, unknown> {
+  const args = materialise(shape);
+  const params: Record<string, unknown> = { name };
+  if (args !== undefined) params['arguments'] = args;
+  return { jsonrpc: '2.0', ...(id === undefined ? {} : { id }), method: 'tools/call', params };
+}
+
+/** The fingerprint core records for a call of `tool` with these arguments (what an allow binds to). */
+function fingerprintOf(tool: string, args: unknown): string {
+  return actionFingerprint({ type: 'tool', name: `mcp__${SERVER}__${tool}`, costNanos: (COST_TENTHS[tool] ?? 0) * 100_000_000, input: canonicalInput(args === undefined ? {} : args) });
+}
+function allowedFingerprints(session: PolicySession): string[] {
+  return session
+    .report()
+    .decisions.filter((d) => d.action.type === 'tool' && d.decision === 'allow')
+    .map((d) => d.fingerprint);
+}
+
+const settle = async () => {
+  for (let i = 0; i < 6; i++) await new Promise((resolve) => setImmediate(resolve));
+};
+
+/** Spend and reservations in tenths, as the session reports them. */
+function money(session: PolicySession): { spent: number; reserved: number } {
+  const report = session.report();
+  return { spent: Math.round(report.spent * 10 * 1e6) / 1e6, reserved: Math.round(report.reserved * 10 * 1e6) / 1e6 };
+}
+
+let unhandled: unknown[] = [];
+const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+beforeAll(() => {
+  process.on('unhandledRejection', onUnhandled);
+});
+afterAll(() => {
+  process.off('unhandledRejection', onUnhandled);
+});
+
+// ---- client side ---------------------------------------------------------------------------------------------------
+
+type Reply = 'result' | 'error-result' | 'internal-error' | 'invalid-params' | 'method-not-found';
+type ClientStep =
+  | { readonly kind: 'call'; readonly id: Id; readonly tool: ToolName; readonly args: ArgsShape }
+  | { readonly kind: 'batch'; readonly calls: readonly { readonly id: Id; readonly tool: ToolName; readonly args: ArgsShape }[] }
+  | { readonly kind: 'cancel'; readonly id: Id }
+  | { readonly kind: 'reply'; readonly id: Id; readonly reply: Reply }
+  | { readonly kind: 'reply-batch'; readonly replies: readonly { readonly id: Id; readonly reply: Reply }[] }
+  | { readonly kind: 'peer-cancel'; readonly id: Id };
+
+const toolArb = fc.constantFrom<ToolName>(...TOOLS, 7);
+const callArb = fc.record({ id: idArb, tool: toolArb, args: fc.constantFrom(...ARG_SHAPES) });
+const replyArb = fc.constantFrom<Reply>('result', 'error-result', 'internal-error', 'invalid-params', 'method-not-found');
+const clientStepArb: fc.Arbitrary<ClientStep> = fc.oneof(
+  { weight: 5, arbitrary: callArb.map((call) => ({ kind: 'call' as const, ...call })) },
+  { weight: 1, arbitrary: fc.array(callArb, { minLength: 1, maxLength: 3 }).map((calls) => ({ kind: 'batch' as const, calls })) },
+  { weight: 2, arbitrary: idArb.map((id) => ({ kind: 'cancel' as const, id })) },
+  { weight: 4, arbitrary: fc.record({ id: idArb, reply: replyArb }).map((r) => ({ kind: 'reply' as const, ...r })) },
+  { weight: 1, arbitrary: fc.array(fc.record({ id: idArb, reply: replyArb }), { minLength: 1, maxLength: 3 }).map((replies) => ({ kind: 'reply-batch' as const, replies })) },
+  { weight: 1, arbitrary: idArb.map((id) => ({ kind: 'peer-cancel' as const, id })) },
+);
+
+function replyMessage(id: Id, reply: Reply): Record<string, unknown> {
+  const base = { jsonrpc: '2.0', id: id ?? null };
+  switch (reply) {
+    case 'result':
+      return { ...base, result: { content: [{ type: 'text', text: `done ${String(id)}` }] } };
+    case 'error-result':
+      return { ...base, result: { content: [{ type: 'text', text: 'tool failed' }], isError: true } };
+    case 'internal-error':
+      return { ...base, error: { code: -32603, message: 'boom' } };
+    case 'invalid-params':
+      return { ...base, error: { code: -32602, message: 'bad arguments' } };
+    case 'method-not-found':
+      return { ...base, error: { code: -32601, message: 'no such method' } };
+  }
+}
+
+/** What the wrapper should hand up to the client: a message exactly, or a refusal of a call under this id. */
+type Up = { readonly exact: Record<string, unknown> } | { readonly refusalOf: number | string };
+
+class ClientModel {
+  spent = 0;
+  limitedUsed = 0;
+  /** Calls passed to the peer and not yet settled, by id. */
+  readonly running = new Map<string, { readonly tool: string; readonly cost: number }>();
+  /** Every tools/call the peer should have received, in order. */
+  readonly sent: Record<string, unknown>[] = [];
+  readonly up: Up[] = [];
+
+  get reserved(): number {
+    let sum = 0;
+    for (const call of this.running.values()) sum += call.cost;
+    return sum;
+  }
+
+  /** `busy`: the ids of the calls before it in the same batch, still being decided when it comes. */
+  call(message: Record<string, unknown>, busy: ReadonlySet<string> = new Set()): void {
+    const id = message['id'] as Id;
+    // A tools/call without a usable id is not a request: the wrapper never puts it on the wire undecided.
+    if (!validId(id)) return;
+    if (this.running.has(keyOf(id)) || busy.has(keyOf(id))) return void this.up.push({ refusalOf: id });
+    const params = message['params'] as { name: unknown; arguments?: unknown };
+    const tool = params.name;
+    const input = params.arguments === undefined ? {} : params.arguments;
+    if (typeof tool !== 'string' || tool === 'blocked') return void this.up.push({ refusalOf: id });
+    if (tool === 'gated' && needsApproval(input) && (input as { ok?: unknown }).ok !== true) return void this.up.push({ refusalOf: id });
+    const cost = COST_TENTHS[tool] ?? 0;
+    if (cost > 0 && this.spent + this.reserved + cost > BUDGET_TENTHS) return void this.up.push({ refusalOf: id });
+    if (tool === 'limited') {
+      if (this.limitedUsed >= LIMITED_MAX) return void this.up.push({ refusalOf: id });
+      this.limitedUsed++;
+    }
+    this.running.set(keyOf(id), { tool, cost });
+    this.sent.push(message);
+  }
+
+  reply(message: Record<string, unknown>, reply: Reply): void {
+    const id = message['id'] as Id;
+    this.up.push({ exact: message });
+    if (!validId(id)) return;
+    const running = this.running.get(keyOf(id));
+    if (running === undefined) return;
+    this.running.delete(keyOf(id));
+    if (reply !== 'invalid-params' && reply !== 'method-not-found') this.spent += running.cost;
+  }
+
+  /** A cancelled or lost call may have run: charged. */
+  lose(id: number | string): void {
+    const running = this.running.get(keyOf(id));
+    if (running === undefined) return;
+    this.running.delete(keyOf(id));
+    this.spent += running.cost;
+  }
+
+  loseAll(): void {
+    for (const running of this.running.values()) this.spent += running.cost;
+    this.running.clear();
+  }
+}
+
+async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'peer'): Promise<void> {
+  unhandled = [];
+  const session = AgentPolicy.fromDict(POLICY).session({ approver });
+  const model = new ClientModel();
+  const [clientSide, peer] = InMemoryTransport.createLinkedPair();
+  const peerGot: Record<string, unknown>[] = [];
+  peer.onmessage = (message) => void peerGot.push(message as Record<string, unknown>);
+  await peer.start();
+  const wrapped = wrapMcpTransport(clientSide, session, { server: SERVER, costs: COSTS });
+  const up: Record<string, unknown>[] = [];
+  const errors: unknown[] = [];
+  wrapped.onmessage = (message) => void up.push(message as Record<string, unknown>);
+  wrapped.onerror = (error) => void errors.push(error);
+  await wrapped.start();
+
+  // The calls of a batch are decided side by side, so what they give back may come in another order: compared sorted.
+  const sorted = (values: readonly unknown[]) => values.map((value) => JSON.stringify(value)).sort();
+  const upKey = (message: Record<string, unknown> | undefined): unknown => {
+    const result = message?.['result'] as { isError?: unknown; _meta?: Record<string, { decision?: unknown }> } | undefined;
+    const decision = result?._meta?.['agentpolicy/decision']?.decision;
+    // A refusal: an error result under the call's id that carries a decision other than allow.
+    return result?.isError === true && typeof decision === 'string' && decision !== 'allow' ? { refusalOf: message?.['id'] } : message;
+  };
+  const check = (where: string) => {
+    const calls = peerGot.filter((m) => m['method'] === 'tools/call');
+    // (1) what reached the peer is exactly the calls the model allowed, each once, with the arguments decided.
+    expect(sorted(calls), `${where}: tools/call messages the peer received`).toEqual(sorted(model.sent));
+    // (3) each of them has its allow recorded, for that name and those arguments, and no allow went unsent.
+    const expected = calls.map((m) => {
+      const params = m['params'] as { name: string; arguments?: unknown };
+      return fingerprintOf(params.name, params.arguments);
+    });
+    expect(allowedFingerprints(session).sort(), `${where}: allows recorded`).toEqual(expected.sort());
+    // (2) spend and reservations are the model's, within the budget.
+    const { spent, reserved } = money(session);
+    expect({ spent, reserved }, `${where}: spent and reserved (tenths)`).toEqual({ spent: model.spent, reserved: model.reserved });
+    expect(spent + reserved).toBeLessThanOrEqual(BUDGET_TENTHS);
+    // (3) what the client was handed: refusals for refused calls, the peer's answers unchanged (never re-matched).
+    expect(sorted(up.map(upKey)), `${where}: messages handed to the client`).toEqual(sorted(model.up.map((u) => ('exact' in u ? u.exact : u))));
+    expect(errors, `${where}: errors reported by the transport`).toEqual([]);
+    expect(unhandled, `${where}: unhandled rejections`).toEqual([]);
+  };
+
+  for (const [index, step] of steps.entries()) {
+    const where = `step ${index} (${JSON.stringify(step)})`;
+    switch (step.kind) {
+      case 'call':
+      case 'batch': {
+        const calls = step.kind === 'call' ? [step] : step.calls;
+        const messages = calls.map((call) => callMessage(call.id, call.tool, call.args));
+        const busy = new Set<string>();
+        for (const message of messages) {
+          model.call(message, busy);
+          if (validId(message['id'] as Id)) busy.add(keyOf(message['id'] as number | string));
+        }
+        // A call without a usable id is refused with a typed error (the others of a batch are still decided).
+        const stray = calls.some((call) => !validId(call.id));
+        const sent = await wrapped.send((step.kind === 'call' ? messages[0] : messages) as JSONRPCMessage).then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+        if (stray) expect(AgentPolicyError.isInstance(sent) && sent.code === 'INVALID_ARGUMENT', `${where}: send of a call without an id rejects with INVALID_ARGUMENT, got ${String(sent)}`).toBe(true);
+        else expect(sent, `${where}: send`).toBeUndefined();
+        break;
+      }
+      case 'cancel': {
+        if (validId(step.id)) model.lose(step.id);
+        await wrapped.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: step.id, reason: 'fuzz' } } as JSONRPCMessage);
+        break;
+      }
+      case 'reply': {
+        const message = replyMessage(step.id, step.reply);
+        model.reply(message, step.reply);
+        await peer.send(message as JSONRPCMessage);
+        break;
+      }
+      case 'reply-batch': {
+        const messages = step.replies.map((r) => replyMessage(r.id, r.reply));
+        step.replies.forEach((r, i) => model.reply(messages[i] as Record<string, unknown>, r.reply));
+        await peer.send(messages as unknown as JSONRPCMessage);
+        break;
+      }
+      case 'peer-cancel': {
+        // A cancellation from the server's side concerns its own requests: passed to the client, settles nothing.
+        const message = { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: step.id ?? null } };
+        model.up.push({ exact: message });
+        await peer.send(message as JSONRPCMessage);
+        break;
+      }
+    }
+    await settle();
+    check(where);
+  }
+
+  // A close from either end loses every call still running: charged. Then nothing stays reserved.
+  model.loseAll();
+  await (closeFrom === 'client' ? wrapped.close() : peer.close());
+  await settle();
+  check(`after a close from the ${closeFrom}`);
+  session.end();
+  await settle();
+  expect(session.pendingReservations, 'reservations open after session.end()').toBe(0);
+  check('after session.end()');
+}
+
+describe('client side: random JSON-RPC traffic through wrapMcpTransport, both directions', () => {
+  it('calls reach the peer only as allowed, once; spend follows the settlement rule; stray answers settle nothing', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(clientStepArb, { minLength: 1, maxLength: 24 }), fc.constantFrom<'client' | 'peer'>('client', 'peer'), (steps, closeFrom) => runClient(steps, closeFrom)),
+      fuzzOptions(RUNS),
+    );
+  });
+});
