@@ -150,7 +150,8 @@ type ClientStep =
   | { readonly kind: 'cancel'; readonly id: Id }
   | { readonly kind: 'reply'; readonly id: Id; readonly reply: Reply }
   | { readonly kind: 'reply-batch'; readonly replies: readonly { readonly id: Id; readonly reply: Reply }[] }
-  | { readonly kind: 'peer-cancel'; readonly id: Id };
+  | { readonly kind: 'peer-cancel'; readonly id: Id }
+  | { readonly kind: 'close'; readonly from: 'client' | 'peer' };
 
 const toolArb = fc.constantFrom<ToolName>(...TOOLS, 7);
 const callArb = fc.record({ id: idArb, tool: toolArb, args: fc.constantFrom(...ARG_SHAPES) });
@@ -162,6 +163,7 @@ const clientStepArb: fc.Arbitrary<ClientStep> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ id: idArb, reply: replyArb }).map((r) => ({ kind: 'reply' as const, ...r })) },
   { weight: 1, arbitrary: fc.array(fc.record({ id: idArb, reply: replyArb }), { minLength: 1, maxLength: 3 }).map((replies) => ({ kind: 'reply-batch' as const, replies })) },
   { weight: 1, arbitrary: idArb.map((id) => ({ kind: 'peer-cancel' as const, id })) },
+  { weight: 1, arbitrary: fc.constantFrom<'client' | 'peer'>('client', 'peer').map((from) => ({ kind: 'close' as const, from })) },
 );
 
 function replyMessage(id: Id, reply: Reply): Record<string, unknown> {
@@ -191,6 +193,9 @@ class ClientModel {
   /** Every tools/call the peer should have received, in order. */
   readonly sent: Record<string, unknown>[] = [];
   readonly up: Up[] = [];
+  /** Allowed after the connection closed: their send failed, and they are charged (they may have gone out). */
+  readonly failed: Record<string, unknown>[] = [];
+  closed = false;
 
   get reserved(): number {
     let sum = 0;
@@ -214,6 +219,11 @@ class ClientModel {
     if (tool === 'limited') {
       if (this.limitedUsed >= LIMITED_MAX) return void this.up.push({ refusalOf: id });
       this.limitedUsed++;
+    }
+    if (this.closed) {
+      this.failed.push(message);
+      this.spent += cost;
+      return;
     }
     this.running.set(keyOf(id), { tool, cost });
     this.sent.push(message);
@@ -271,7 +281,7 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
     // (1) what reached the peer is exactly the calls the model allowed, each once, with the arguments decided.
     expect(sorted(calls), `${where}: tools/call messages the peer received`).toEqual(sorted(model.sent));
     // (3) each of them has its allow recorded, for that name and those arguments, and no allow went unsent.
-    const expected = calls.map((m) => {
+    const expected = [...calls, ...model.failed].map((m) => {
       const params = m['params'] as { name: string; arguments?: unknown };
       return fingerprintOf(params.name, params.arguments);
     });
@@ -293,39 +303,53 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
       case 'batch': {
         const calls = step.kind === 'call' ? [step] : step.calls;
         const messages = calls.map((call) => callMessage(call.id, call.tool, call.args));
+        const failed = model.failed.length;
         const busy = new Set<string>();
         for (const message of messages) {
           model.call(message, busy);
           if (validId(message['id'] as Id)) busy.add(keyOf(message['id'] as number | string));
         }
-        // A call without a usable id is refused with a typed error (the others of a batch are still decided).
+        // A call without a usable id is refused with a typed error (the others of a batch are still decided); an
+        // allowed one after the close fails to send.
         const stray = calls.some((call) => !validId(call.id));
         const sent = await wrapped.send((step.kind === 'call' ? messages[0] : messages) as JSONRPCMessage).then(
           () => undefined,
           (error: unknown) => error,
         );
         if (stray) expect(AgentPolicyError.isInstance(sent) && sent.code === 'INVALID_ARGUMENT', `${where}: send of a call without an id rejects with INVALID_ARGUMENT, got ${String(sent)}`).toBe(true);
+        else if (model.failed.length > failed) expect(String(sent), `${where}: send after the close`).toMatch(/Not connected/);
         else expect(sent, `${where}: send`).toBeUndefined();
         break;
       }
       case 'cancel': {
         if (validId(step.id)) model.lose(step.id);
-        await wrapped.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: step.id, reason: 'fuzz' } } as JSONRPCMessage);
+        const sent = wrapped.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: step.id, reason: 'fuzz' } } as JSONRPCMessage);
+        if (model.closed) await expect(sent, `${where}: a notification after the close`).rejects.toThrow(/Not connected/);
+        else await sent;
+        break;
+      }
+      case 'close': {
+        model.loseAll();
+        model.closed = true;
+        await (step.from === 'client' ? wrapped.close() : peer.close());
         break;
       }
       case 'reply': {
+        if (model.closed) break; // a closed peer sends nothing
         const message = replyMessage(step.id, step.reply);
         model.reply(message, step.reply);
         await peer.send(message as JSONRPCMessage);
         break;
       }
       case 'reply-batch': {
+        if (model.closed) break; // a closed peer sends nothing
         const messages = step.replies.map((r) => replyMessage(r.id, r.reply));
         step.replies.forEach((r, i) => model.reply(messages[i] as Record<string, unknown>, r.reply));
         await peer.send(messages as unknown as JSONRPCMessage);
         break;
       }
       case 'peer-cancel': {
+        if (model.closed) break; // a closed peer sends nothing
         // A cancellation from the server's side concerns its own requests: passed to the client, settles nothing.
         const message = { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: step.id ?? null } };
         model.up.push({ exact: message });
@@ -337,8 +361,10 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
     check(where);
   }
 
-  // A close from either end loses every call still running: charged. Then nothing stays reserved.
+  // A close from either end (again, if it closed already) loses every call still running: charged. Then nothing
+  // stays reserved.
   model.loseAll();
+  model.closed = true;
   await (closeFrom === 'client' ? wrapped.close() : peer.close());
   await settle();
   check(`after a close from the ${closeFrom}`);
@@ -353,6 +379,177 @@ describe('client side: random JSON-RPC traffic through wrapMcpTransport, both di
     await fc.assert(
       fc.asyncProperty(fc.array(clientStepArb, { minLength: 1, maxLength: 24 }), fc.constantFrom<'client' | 'peer'>('client', 'peer'), (steps, closeFrom) => runClient(steps, closeFrom)),
       fuzzOptions(RUNS),
+    );
+  });
+});
+
+// ---- server side ---------------------------------------------------------------------------------------------------
+
+type Mode = 'return' | 'throw' | 'throw-400' | 'hang';
+const MODES: Mode[] = ['return', 'throw', 'throw-400', 'hang'];
+const INPUT_SCHEMA = { mode: z.enum(['return', 'throw', 'throw-400', 'hang']), level: z.number().optional(), ok: z.boolean().optional(), q: z.string().optional() };
+const parseInput = z.object(INPUT_SCHEMA);
+/** Arguments of a server-side call: what the schema accepts (a level, an ok, extra keys it strips) or rejects. */
+type ServerArgs = 'plain' | 'level9-ok' | 'level9-no' | 'level3' | 'extra-key' | 'wrong-type' | 'missing-mode';
+const SERVER_ARGS: ServerArgs[] = ['plain', 'level9-ok', 'level9-no', 'level3', 'extra-key', 'wrong-type', 'missing-mode'];
+function serverArgs(shape: ServerArgs, mode: Mode): Record<string, unknown> {
+  switch (shape) {
+    case 'plain':
+      return { mode };
+    case 'level9-ok':
+      return { mode, level: 9, ok: true };
+    case 'level9-no':
+      return { mode, level: 9, ok: false };
+    case 'level3':
+      return { mode, level: 3 };
+    case 'extra-key':
+      return { mode, level: 9, ok: true, sneaky: 'x' };
+    case 'wrong-type':
+      return { mode, level: 'nine' };
+    case 'missing-mode':
+      return { level: 3 };
+  }
+}
+
+type ServerStep =
+  | { readonly kind: 'call'; readonly tool: (typeof TOOLS)[number]; readonly mode: Mode; readonly args: ServerArgs }
+  | { readonly kind: 'cancel'; readonly which: number };
+const serverStepArb: fc.Arbitrary<ServerStep> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ tool: fc.constantFrom(...TOOLS), mode: fc.constantFrom(...MODES), args: fc.constantFrom(...SERVER_ARGS) }).map((call) => ({ kind: 'call' as const, ...call })) },
+  { weight: 1, arbitrary: fc.nat(3).map((which) => ({ kind: 'cancel' as const, which })) },
+);
+
+class ServerModel {
+  spent = 0;
+  limitedUsed = 0;
+  /** Handlers still running (hanging), in call order. */
+  readonly hanging: { readonly cost: number; readonly abort: AbortController; readonly done: Promise<unknown> }[] = [];
+  /** Fingerprints of the allows the model expects, and the handler runs (tool and the arguments it got). */
+  readonly allowed: string[] = [];
+  readonly ran: string[] = [];
+
+  get reserved(): number {
+    return this.hanging.reduce((sum, call) => sum + call.cost, 0);
+  }
+
+  /** What becomes of one call: refused, rejected by the schema, or run with the handler's behaviour. */
+  decide(tool: string, args: Record<string, unknown>): 'refuse' | 'rejected' | 'run' {
+    const parsed = parseInput.safeParse(args);
+    const input = parsed.success ? parsed.data : args;
+    if (tool === 'blocked') return 'refuse';
+    // The rule applies to a level above 5, and to one it cannot read as a number (a word counts as holding).
+    const level = (input as { level?: unknown }).level;
+    const needsHuman = level !== undefined && (typeof level !== 'number' || level > 5);
+    if (tool === 'gated' && needsHuman && (input as { ok?: unknown }).ok !== true) return 'refuse';
+    const cost = COST_TENTHS[tool] ?? 0;
+    if (cost > 0 && this.spent + this.reserved + cost > BUDGET_TENTHS) return 'refuse';
+    if (tool === 'limited') {
+      if (this.limitedUsed >= LIMITED_MAX) return 'refuse';
+      this.limitedUsed++;
+    }
+    this.allowed.push(fingerprintOf(tool, input));
+    if (!parsed.success) return 'rejected';
+    this.ran.push(JSON.stringify([tool, parsed.data]));
+    return 'run';
+  }
+}
+
+async function runServer(steps: readonly ServerStep[]): Promise<void> {
+  unhandled = [];
+  const session = AgentPolicy.fromDict(POLICY).session({ approver });
+  const model = new ServerModel();
+  const ran: string[] = [];
+  const closed = new AbortController();
+  const server = new McpServer({ name: 'fuzz', version: '1.0.0' });
+  for (const tool of TOOLS) {
+    server.registerTool(tool, { inputSchema: INPUT_SCHEMA }, async (args, extra) => {
+      ran.push(JSON.stringify([tool, args]));
+      if (args.mode === 'throw') throw new Error('upstream 503');
+      if (args.mode === 'throw-400') throw Object.assign(new Error('no such page'), { status: 404 });
+      if (args.mode === 'hang') {
+        await new Promise((resolve) => {
+          extra.signal.addEventListener('abort', resolve);
+          closed.signal.addEventListener('abort', resolve);
+        });
+      }
+      return { content: [{ type: 'text' as const, text: `${tool} done` }] };
+    });
+  }
+  const errors: unknown[] = [];
+  server.server.onerror = (error) => void errors.push(error);
+  gateMcpServer(server, session, { server: SERVER, costs: COSTS });
+  const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+  await server.connect(serverSide);
+  const client = new Client({ name: 'fuzz', version: '1.0.0' });
+  client.onerror = (error) => void errors.push(error);
+  await client.connect(clientSide);
+
+  const check = (where: string) => {
+    // (1) a handler ran only for an allowed call, with the arguments decided, once per allow.
+    expect([...ran].sort(), `${where}: handlers that ran`).toEqual([...model.ran].sort());
+    expect(allowedFingerprints(session).sort(), `${where}: allows recorded`).toEqual([...model.allowed].sort());
+    // (2) spend and reservations are the model's, within the budget.
+    const { spent, reserved } = money(session);
+    expect({ spent, reserved }, `${where}: spent and reserved (tenths)`).toEqual({ spent: model.spent, reserved: model.reserved });
+    expect(spent + reserved).toBeLessThanOrEqual(BUDGET_TENTHS);
+    expect(errors, `${where}: errors reported`).toEqual([]);
+    expect(unhandled, `${where}: unhandled rejections`).toEqual([]);
+  };
+
+  try {
+    for (const [index, step] of steps.entries()) {
+      const where = `step ${index} (${JSON.stringify(step)})`;
+      if (step.kind === 'call') {
+        const args = serverArgs(step.args, step.mode);
+        const outcome = model.decide(step.tool, args);
+        const cost = COST_TENTHS[step.tool] ?? 0;
+        const abort = new AbortController();
+        const pending = client.callTool({ name: step.tool, arguments: args }, undefined, { signal: abort.signal });
+        if (outcome === 'run' && step.mode === 'hang') {
+          // Caught here: the call is settled by its cancellation or the close.
+          const done = pending.catch((error: unknown) => error);
+          model.hanging.push({ cost, abort, done });
+          while (ran.length < model.ran.length) await settle();
+        } else {
+          const result = await pending;
+          const decision = (result._meta?.['agentpolicy/decision'] as { decision?: unknown } | undefined)?.decision;
+          expect(decision === undefined ? 'answered' : decision === 'allow' ? 'allow?' : 'refused', `${where}: how the call came back`).toBe(outcome === 'refuse' ? 'refused' : 'answered');
+          expect(result.isError === true, `${where}: an error result`).toBe(outcome !== 'run' || step.mode !== 'return');
+          // The handler's answer is the spend: a result or a plain throw charged; a 4xx throw or a schema rejection released.
+          if (outcome === 'run' && step.mode !== 'throw-400') model.spent += cost;
+        }
+      } else {
+        const call = model.hanging.splice(step.which % Math.max(1, model.hanging.length), 1)[0];
+        if (call !== undefined) {
+          call.abort.abort('cancelled by the fuzz');
+          model.spent += call.cost;
+          await call.done;
+        }
+      }
+      await settle();
+      check(where);
+    }
+  } finally {
+    // Calls still hanging are lost with the connection: charged.
+    for (const call of model.hanging) model.spent += call.cost;
+    const hanging = model.hanging.splice(0).map((call) => call.done);
+    await client.close();
+    closed.abort();
+    await Promise.all(hanging);
+  }
+  await settle();
+  check('after the close');
+  session.end();
+  await settle();
+  expect(session.pendingReservations, 'reservations open after session.end()').toBe(0);
+  check('after session.end()');
+}
+
+describe('server side: random calls through an SDK Client to a gated McpServer', () => {
+  it('handlers run only as allowed; throws, 4xx throws, schema rejections, cancellations and a close settle by the rule', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(serverStepArb, { minLength: 1, maxLength: 16 }), (steps) => runServer(steps)),
+      fuzzOptions(Math.max(20, Math.round(RUNS / 3))),
     );
   });
 });
