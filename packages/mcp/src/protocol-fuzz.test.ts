@@ -53,6 +53,18 @@ const approver = async (request: ApprovalRequest): Promise<boolean> => {
   const input = request.action.type === 'tool' ? request.action.input : undefined;
   return typeof input === 'object' && input !== null && (input as { ok?: unknown }).ok === true;
 };
+/** The same approver, but for arguments with `hold: true` it answers only when `release` is called (in order). */
+function holdingApprover(): { approver: (request: ApprovalRequest) => Promise<boolean>; held: (() => void)[] } {
+  const held: (() => void)[] = [];
+  return {
+    held,
+    approver: async (request) => {
+      const input = request.action.type === 'tool' ? (request.action.input as { hold?: unknown }) : undefined;
+      if (input?.hold === true) await new Promise<void>((resolve) => held.push(resolve));
+      return approver(request);
+    },
+  };
+}
 const TOOLS = ['free', 'paid', 'gated', 'blocked', 'limited'] as const;
 type ToolName = (typeof TOOLS)[number] | 7;
 
@@ -62,8 +74,10 @@ const needsApproval = (input: unknown) => isPlainObject(input) && Object.hasOwn(
 
 // ---- odd arguments, named so a counterexample reads well ----------------------------------------------------------
 
-type ArgsShape = 'missing' | 'empty' | 'level9-ok' | 'level9-no' | 'level3' | 'array' | 'deep' | 'proto' | 'long' | 'null' | 'string';
-const ARG_SHAPES: ArgsShape[] = ['missing', 'empty', 'level9-ok', 'level9-no', 'level3', 'array', 'deep', 'proto', 'long', 'null', 'string'];
+type ArgsShape = 'missing' | 'empty' | 'level9-ok' | 'level9-no' | 'level9-ok-held' | 'level9-no-held' | 'level3' | 'array' | 'deep' | 'proto' | 'long' | 'null' | 'string';
+/** Shapes of a batch's calls: none whose approver holds its answer (the batch's send would wait for it). */
+const BATCH_ARG_SHAPES: ArgsShape[] = ['missing', 'empty', 'level9-ok', 'level9-no', 'level3', 'array', 'deep', 'proto', 'long', 'null', 'string'];
+const ARG_SHAPES: ArgsShape[] = [...BATCH_ARG_SHAPES, 'level9-ok-held', 'level9-no-held'];
 function materialise(shape: ArgsShape): unknown {
   switch (shape) {
     case 'missing':
@@ -74,6 +88,11 @@ function materialise(shape: ArgsShape): unknown {
       return { level: 9, ok: true };
     case 'level9-no':
       return { level: 9, ok: false };
+    // The approver holds its answer until a later step gives it (the call is still being decided meanwhile).
+    case 'level9-ok-held':
+      return { level: 9, ok: true, hold: true };
+    case 'level9-no-held':
+      return { level: 9, ok: false, hold: true };
     case 'level3':
       return { level: 3 };
     case 'array':
@@ -151,19 +170,22 @@ type ClientStep =
   | { readonly kind: 'reply'; readonly id: Id; readonly reply: Reply }
   | { readonly kind: 'reply-batch'; readonly replies: readonly { readonly id: Id; readonly reply: Reply }[] }
   | { readonly kind: 'peer-cancel'; readonly id: Id }
-  | { readonly kind: 'close'; readonly from: 'client' | 'peer' };
+  | { readonly kind: 'close'; readonly from: 'client' | 'peer' }
+  | { readonly kind: 'answer'; readonly which: number };
 
 const toolArb = fc.constantFrom<ToolName>(...TOOLS, 7);
 const callArb = fc.record({ id: idArb, tool: toolArb, args: fc.constantFrom(...ARG_SHAPES) });
+const batchCallArb = fc.record({ id: idArb, tool: toolArb, args: fc.constantFrom(...BATCH_ARG_SHAPES) });
 const replyArb = fc.constantFrom<Reply>('result', 'error-result', 'internal-error', 'invalid-params', 'method-not-found');
 const clientStepArb: fc.Arbitrary<ClientStep> = fc.oneof(
   { weight: 5, arbitrary: callArb.map((call) => ({ kind: 'call' as const, ...call })) },
-  { weight: 1, arbitrary: fc.array(callArb, { minLength: 1, maxLength: 3 }).map((calls) => ({ kind: 'batch' as const, calls })) },
+  { weight: 1, arbitrary: fc.array(batchCallArb, { minLength: 1, maxLength: 3 }).map((calls) => ({ kind: 'batch' as const, calls })) },
   { weight: 2, arbitrary: idArb.map((id) => ({ kind: 'cancel' as const, id })) },
   { weight: 4, arbitrary: fc.record({ id: idArb, reply: replyArb }).map((r) => ({ kind: 'reply' as const, ...r })) },
   { weight: 1, arbitrary: fc.array(fc.record({ id: idArb, reply: replyArb }), { minLength: 1, maxLength: 3 }).map((replies) => ({ kind: 'reply-batch' as const, replies })) },
   { weight: 1, arbitrary: idArb.map((id) => ({ kind: 'peer-cancel' as const, id })) },
   { weight: 1, arbitrary: fc.constantFrom<'client' | 'peer'>('client', 'peer').map((from) => ({ kind: 'close' as const, from })) },
+  { weight: 2, arbitrary: fc.nat(3).map((which) => ({ kind: 'answer' as const, which })) },
 );
 
 function replyMessage(id: Id, reply: Reply): Record<string, unknown> {
@@ -195,27 +217,63 @@ class ClientModel {
   readonly up: Up[] = [];
   /** Allowed after the connection closed: their send failed, and they are charged (they may have gone out). */
   readonly failed: Record<string, unknown>[] = [];
+  /** Allowed while cancelled (or closed) as their approver decided: never sent, their money given back. */
+  readonly dropped: Record<string, unknown>[] = [];
+  /** Calls whose approver holds its answer, in the order asked; their money is held meanwhile. */
+  readonly deciding: { readonly key: string; readonly message: Record<string, unknown>; readonly cost: number; readonly ok: boolean; cancelled: boolean; readonly sent: Promise<unknown> }[] = [];
   closed = false;
 
   get reserved(): number {
     let sum = 0;
     for (const call of this.running.values()) sum += call.cost;
+    for (const call of this.deciding) sum += call.cost;
     return sum;
   }
 
-  /** `busy`: the ids of the calls before it in the same batch, still being decided when it comes. */
-  call(message: Record<string, unknown>, busy: ReadonlySet<string> = new Set()): void {
+  /**
+   * The approver's held answer comes: the call runs (or is dropped, if it was cancelled or lost meanwhile) or is
+   * refused. `failed` when it was allowed on a connection closed since it came (not by the close that dropped it).
+   */
+  answer(index: number): 'failed' | undefined {
+    const [call] = this.deciding.splice(index, 1);
+    if (call === undefined) return;
+    const id = call.message['id'] as number | string;
+    if (!call.ok) return void this.up.push({ refusalOf: id });
+    if (call.cancelled) return void this.dropped.push(call.message);
+    if (this.closed) {
+      this.failed.push(call.message);
+      this.spent += call.cost;
+      return 'failed';
+    }
+    this.running.set(call.key, { tool: 'gated', cost: call.cost });
+    this.sent.push(call.message);
+  }
+
+  /** A call cancelled while its approver decides is never sent; the notification settles nothing else. */
+  cancelDeciding(id: number | string): void {
+    for (const call of this.deciding) if (call.key === keyOf(id)) call.cancelled = true;
+  }
+
+  /**
+   * `busy`: the ids of the calls before it in the same batch, still being decided when it comes. Returns `held` for
+   * a call whose approver holds its answer (its money held): the caller records how its send ends.
+   */
+  call(message: Record<string, unknown>, busy: ReadonlySet<string> = new Set()): 'held' | undefined {
     const id = message['id'] as Id;
     // A tools/call without a usable id is not a request: the wrapper never puts it on the wire undecided.
     if (!validId(id)) return;
-    if (this.running.has(keyOf(id)) || busy.has(keyOf(id))) return void this.up.push({ refusalOf: id });
+    const inUse = this.running.has(keyOf(id)) || busy.has(keyOf(id)) || this.deciding.some((call) => call.key === keyOf(id));
+    if (inUse) return void this.up.push({ refusalOf: id });
     const params = message['params'] as { name: unknown; arguments?: unknown };
     const tool = params.name;
     const input = params.arguments === undefined ? {} : params.arguments;
     if (typeof tool !== 'string' || tool === 'blocked') return void this.up.push({ refusalOf: id });
-    if (tool === 'gated' && needsApproval(input) && (input as { ok?: unknown }).ok !== true) return void this.up.push({ refusalOf: id });
+    const held = tool === 'gated' && needsApproval(input) && (input as { hold?: unknown }).hold === true;
+    if (!held && tool === 'gated' && needsApproval(input) && (input as { ok?: unknown }).ok !== true) return void this.up.push({ refusalOf: id });
     const cost = COST_TENTHS[tool] ?? 0;
+    // The money is held before the approver is asked: a call that does not fit is refused without asking.
     if (cost > 0 && this.spent + this.reserved + cost > BUDGET_TENTHS) return void this.up.push({ refusalOf: id });
+    if (held) return 'held';
     if (tool === 'limited') {
       if (this.limitedUsed >= LIMITED_MAX) return void this.up.push({ refusalOf: id });
       this.limitedUsed++;
@@ -247,15 +305,26 @@ class ClientModel {
     this.spent += running.cost;
   }
 
+  /**
+   * A close: from the client's end it always reaches the wrapper; from the peer's, only while the pair is still
+   * linked (a peer closed already tells nobody).
+   */
+  close(from: 'client' | 'peer'): void {
+    if (from === 'client' || !this.closed) this.loseAll();
+    this.closed = true;
+  }
+
   loseAll(): void {
     for (const running of this.running.values()) this.spent += running.cost;
     this.running.clear();
+    for (const call of this.deciding) call.cancelled = true;
   }
 }
 
 async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'peer'): Promise<void> {
   unhandled = [];
-  const session = AgentPolicy.fromDict(POLICY).session({ approver });
+  const approvals = holdingApprover();
+  const session = AgentPolicy.fromDict(POLICY).session({ approver: approvals.approver });
   const model = new ClientModel();
   const [clientSide, peer] = InMemoryTransport.createLinkedPair();
   const peerGot: Record<string, unknown>[] = [];
@@ -281,7 +350,7 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
     // (1) what reached the peer is exactly the calls the model allowed, each once, with the arguments decided.
     expect(sorted(calls), `${where}: tools/call messages the peer received`).toEqual(sorted(model.sent));
     // (3) each of them has its allow recorded, for that name and those arguments, and no allow went unsent.
-    const expected = [...calls, ...model.failed].map((m) => {
+    const expected = [...calls, ...model.failed, ...model.dropped].map((m) => {
       const params = m['params'] as { name: string; arguments?: unknown };
       return fingerprintOf(params.name, params.arguments);
     });
@@ -305,9 +374,22 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
         const messages = calls.map((call) => callMessage(call.id, call.tool, call.args));
         const failed = model.failed.length;
         const busy = new Set<string>();
+        let held = false;
         for (const message of messages) {
-          model.call(message, busy);
+          held = model.call(message, busy) === 'held' || held;
           if (validId(message['id'] as Id)) busy.add(keyOf(message['id'] as number | string));
+        }
+        if (held) {
+          // Its send ends when the approver answers: kept, and checked by the answer step.
+          const message = messages[0] as Record<string, unknown>;
+          const sent = wrapped.send(message as JSONRPCMessage).then(
+            () => undefined,
+            (error: unknown) => error,
+          );
+          await settle();
+          expect(approvals.held.length, `${where}: the approver was asked`).toBe(model.deciding.length + 1);
+          model.deciding.push({ key: keyOf(message['id'] as number | string), message, cost: COST_TENTHS['gated'] as number, ok: (materialise(step.kind === 'call' ? step.args : 'missing') as { ok?: unknown }).ok === true, cancelled: false, sent });
+          break;
         }
         // A call without a usable id is refused with a typed error (the others of a batch are still decided); an
         // allowed one after the close fails to send.
@@ -321,16 +403,29 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
         else expect(sent, `${where}: send`).toBeUndefined();
         break;
       }
+      case 'answer': {
+        if (model.deciding.length === 0) break;
+        const index = step.which % model.deciding.length;
+        const call = model.deciding[index];
+        approvals.held.splice(index, 1)[0]?.();
+        const failed = model.answer(index) === 'failed';
+        const sent = await call?.sent;
+        if (failed) expect(String(sent), `${where}: the held call's send after the close`).toMatch(/Not connected/);
+        else expect(sent, `${where}: the held call's send`).toBeUndefined();
+        break;
+      }
       case 'cancel': {
-        if (validId(step.id)) model.lose(step.id);
+        if (validId(step.id)) {
+          model.lose(step.id);
+          model.cancelDeciding(step.id);
+        }
         const sent = wrapped.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: step.id, reason: 'fuzz' } } as JSONRPCMessage);
         if (model.closed) await expect(sent, `${where}: a notification after the close`).rejects.toThrow(/Not connected/);
         else await sent;
         break;
       }
       case 'close': {
-        model.loseAll();
-        model.closed = true;
+        model.close(step.from);
         await (step.from === 'client' ? wrapped.close() : peer.close());
         break;
       }
@@ -361,11 +456,18 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
     check(where);
   }
 
-  // A close from either end (again, if it closed already) loses every call still running: charged. Then nothing
-  // stays reserved.
-  model.loseAll();
-  model.closed = true;
+  // A close from either end (again, if it closed already) loses every call still running: charged; and drops every
+  // call still being decided, whose approver then answers. Then nothing stays reserved.
+  model.close(closeFrom);
   await (closeFrom === 'client' ? wrapped.close() : peer.close());
+  while (model.deciding.length > 0) {
+    const call = model.deciding[0];
+    approvals.held.shift()?.();
+    const failed = model.answer(0) === 'failed';
+    const sent = await call?.sent;
+    if (failed) expect(String(sent), 'the send of a call answered after the close').toMatch(/Not connected/);
+    else expect(sent, 'the send of a call answered after the close').toBeUndefined();
+  }
   await settle();
   check(`after a close from the ${closeFrom}`);
   session.end();
