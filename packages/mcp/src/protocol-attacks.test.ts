@@ -10,7 +10,7 @@ import { ErrorCode, McpError, type JSONRPCMessage } from '@modelcontextprotocol/
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { gateMcpServer } from './gate-mcp-server.js';
-import { wrapMcpTransport } from './policy-transport.js';
+import { wrapMcpServerTransport, wrapMcpTransport } from './policy-transport.js';
 import { createDocsServer } from './test-support/docs-server.js';
 import { callLog, startHttpServer } from './test-support/servers.js';
 
@@ -265,6 +265,46 @@ describe('request ids and cancellation against a gated McpServer (costs)', () =>
     expect(raw.calls()).toEqual(['search', 'search', 'search']);
     expect(session.spent).toBeCloseTo(0.9, 10);
     await raw.close();
+  });
+});
+
+describe('a tools/call without a request id', () => {
+  const strays: [string, Record<string, unknown>][] = [
+    ['no id', { jsonrpc: '2.0', method: 'tools/call', params: { name: 'run_shell', arguments: { cmd: 'id' } } }],
+    ['id null', { jsonrpc: '2.0', id: null, method: 'tools/call', params: { name: 'run_shell', arguments: { cmd: 'id' } } }],
+    ['an object id', { jsonrpc: '2.0', id: { n: 1 }, method: 'tools/call', params: { name: 'search', arguments: { q: 'x' } } }],
+  ];
+
+  it.each(strays)('client side (%s): never put on the wire undecided; send rejects with a typed error', async (_, stray) => {
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const [clientSide, peer] = InMemoryTransport.createLinkedPair();
+    const got: unknown[] = [];
+    peer.onmessage = (message) => void got.push(message);
+    await peer.start();
+    const transport = wrapMcpTransport(clientSide, session, { server: 'docs' });
+    await transport.start();
+    await expect(transport.send(stray as JSONRPCMessage)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    // In a batch, the others are still decided and sent.
+    await expect(transport.send([stray, call(1, 'search', { q: 'y' })] as unknown as JSONRPCMessage)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(got).toEqual([call(1, 'search', { q: 'y' })]);
+    await transport.close();
+  });
+
+  it.each(strays)('server side (%s): never handed to the server; reported through onerror', async (_, stray) => {
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    const transport = wrapMcpServerTransport(serverSide, session, { server: 'docs' });
+    const handed: unknown[] = [];
+    const errors: unknown[] = [];
+    transport.onmessage = (message) => void handed.push(message);
+    transport.onerror = (error) => void errors.push(error);
+    await transport.start();
+    await clientSide.start();
+    await clientSide.send(stray as JSONRPCMessage);
+    expect(handed).toEqual([]);
+    expect(errors).toMatchObject([{ code: 'INVALID_ARGUMENT' }]);
+    expect(session.report().decisions).toEqual([]);
+    await clientSide.close();
   });
 });
 

@@ -130,15 +130,18 @@ function callMessage(id: Id, name: ToolName, shape: ArgsShape): Record<string, u
   return { jsonrpc: '2.0', ...(id === undefined ? {} : { id }), method: 'tools/call', params };
 }
 
-/** The fingerprint core records for a call of `tool` with these arguments (what an allow binds to). */
+/**
+ * The tool and the fingerprint core records for a call of `tool` with these arguments (what an allow binds to: its
+ * name, cost and whole input), as `mcp__fz__tool #<fingerprint>`.
+ */
 function fingerprintOf(tool: string, args: unknown): string {
-  return actionFingerprint({ type: 'tool', name: `mcp__${SERVER}__${tool}`, costNanos: (COST_TENTHS[tool] ?? 0) * 100_000_000, input: canonicalInput(args === undefined ? {} : args) });
+  return `mcp__${SERVER}__${tool} #` + actionFingerprint({ type: 'tool', name: `mcp__${SERVER}__${tool}`, costNanos: (COST_TENTHS[tool] ?? 0) * 100_000_000, input: canonicalInput(args === undefined ? {} : args) });
 }
 function allowedFingerprints(session: PolicySession): string[] {
   return session
     .report()
     .decisions.filter((d) => d.action.type === 'tool' && d.decision === 'allow')
-    .map((d) => d.fingerprint);
+    .map((d) => `${d.action.type === 'tool' ? d.action.name : ''} #${d.fingerprint}`);
 }
 
 const settle = async () => {
