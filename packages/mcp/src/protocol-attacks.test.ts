@@ -323,6 +323,39 @@ describe('what a client-side gate sees from a server', () => {
     await client.close();
   });
 
+  it('a request reusing the id of a running call is refused, not sent: its answer cannot settle the call', async () => {
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const [clientSide, peer] = InMemoryTransport.createLinkedPair();
+    const got: Message[] = [];
+    peer.onmessage = (message) => void got.push(message as Message);
+    await peer.start();
+    const transport = wrapMcpTransport(clientSide, session, { server: 'docs', costs: { slow: 0.4 } });
+    const received: Message[] = [];
+    transport.onmessage = (message) => void received.push(message as Message);
+    await transport.start();
+    await transport.send(call(7, 'slow', { ms: 1 }) as JSONRPCMessage);
+    // Sent, a "method not found" for it would have released the running call's cost.
+    await transport.send({ jsonrpc: '2.0', id: 7, method: 'prompts/get', params: { name: 'missing' } });
+    expect(got.map((m) => m['method'])).toEqual(['tools/call']);
+    expect(received).toEqual([{ jsonrpc: '2.0', id: 7, error: { code: -32600, message: 'agentpolicy: MCP request id 7 is already in use by another request; refused' } }]);
+    await peer.send({ jsonrpc: '2.0', id: 7, result: { content: [] } });
+    await tick(5);
+    expect(session.spent).toBe(0.4);
+    expect(session.pendingReservations).toBe(0);
+    // And the other way: a call under the id of a listing still unanswered is refused before it is decided.
+    await transport.send({ jsonrpc: '2.0', id: 8, method: 'tools/list' });
+    await transport.send(call(8, 'slow', { ms: 1 }) as JSONRPCMessage);
+    expect(got.map((m) => m['method'])).toEqual(['tools/call', 'tools/list']);
+    expect(received.at(-1)).toMatchObject({ id: 8, result: { isError: true, content: [{ text: 'agentpolicy: MCP request id 8 is already in use by another request; refused' }] } });
+    expect(session.report().decisions).toHaveLength(1);
+    // Once answered, the id is free again.
+    await peer.send({ jsonrpc: '2.0', id: 8, result: { tools: [] } });
+    await transport.send(call(8, 'slow', { ms: 1 }) as JSONRPCMessage);
+    expect(got.map((m) => m['method'])).toEqual(['tools/call', 'tools/list', 'tools/call']);
+    await transport.close();
+    expect(session.spent).toBe(0.8);
+  });
+
   it('listings a server never answers (timed out, cancelled) are not kept for the life of the connection; a late answer to a recent one is still filtered', async () => {
     const session = AgentPolicy.fromDict(POLICY).session();
     const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();

@@ -174,7 +174,8 @@ type ClientStep =
   | { readonly kind: 'reply-batch'; readonly replies: readonly { readonly id: Id; readonly reply: Reply }[] }
   | { readonly kind: 'peer-cancel'; readonly id: Id }
   | { readonly kind: 'close'; readonly from: 'client' | 'peer' }
-  | { readonly kind: 'answer'; readonly which: number };
+  | { readonly kind: 'answer'; readonly which: number }
+  | { readonly kind: 'request'; readonly id: Id; readonly method: 'tools/list' | 'ping' };
 
 const toolArb = fc.constantFrom<ToolName>(...TOOLS, 7);
 const callArb = fc.record({ id: idArb, tool: toolArb, args: fc.constantFrom(...ARG_SHAPES) });
@@ -189,6 +190,7 @@ const clientStepArb: fc.Arbitrary<ClientStep> = fc.oneof(
   { weight: 1, arbitrary: idArb.map((id) => ({ kind: 'peer-cancel' as const, id })) },
   { weight: 1, arbitrary: fc.constantFrom<'client' | 'peer'>('client', 'peer').map((from) => ({ kind: 'close' as const, from })) },
   { weight: 2, arbitrary: fc.nat(3).map((which) => ({ kind: 'answer' as const, which })) },
+  { weight: 1, arbitrary: fc.record({ id: idArb, method: fc.constantFrom<'tools/list' | 'ping'>('tools/list', 'ping') }).map((r) => ({ kind: 'request' as const, ...r })) },
 );
 
 function replyMessage(id: Id, reply: Reply): Record<string, unknown> {
@@ -207,8 +209,11 @@ function replyMessage(id: Id, reply: Reply): Record<string, unknown> {
   }
 }
 
-/** What the wrapper should hand up to the client: a message exactly, or a refusal of a call under this id. */
-type Up = { readonly exact: Record<string, unknown> } | { readonly refusalOf: number | string };
+/**
+ * What the wrapper should hand up to the client: a message exactly, a refusal of a call under this id, or the
+ * JSON-RPC error refusing another request under an id in use.
+ */
+type Up = { readonly exact: Record<string, unknown> } | { readonly refusalOf: number | string } | { readonly requestRefusedOf: number | string };
 
 class ClientModel {
   spent = 0;
@@ -224,7 +229,20 @@ class ClientModel {
   readonly dropped: Record<string, unknown>[] = [];
   /** Calls whose approver holds its answer, in the order asked; their money is held meanwhile. */
   readonly deciding: { readonly key: string; readonly message: Record<string, unknown>; readonly cost: number; readonly ok: boolean; cancelled: boolean; readonly sent: Promise<unknown> }[] = [];
+  /** Other requests sent and not answered yet, by id. */
+  readonly open = new Set<string>();
   closed = false;
+
+  /** Another request: refused under an id still in use (its answer would settle or answer the other); else sent. */
+  request(id: Id): void {
+    if (!validId(id) || this.closed) return;
+    if (this.inUse(keyOf(id))) return void this.up.push({ requestRefusedOf: id });
+    this.open.add(keyOf(id));
+  }
+
+  inUse(key: string): boolean {
+    return this.running.has(key) || this.open.has(key) || this.deciding.some((call) => call.key === key);
+  }
 
   get reserved(): number {
     let sum = 0;
@@ -265,8 +283,7 @@ class ClientModel {
     const id = message['id'] as Id;
     // A tools/call without a usable id is not a request: the wrapper never puts it on the wire undecided.
     if (!validId(id)) return;
-    const inUse = this.running.has(keyOf(id)) || busy.has(keyOf(id)) || this.deciding.some((call) => call.key === keyOf(id));
-    if (inUse) return void this.up.push({ refusalOf: id });
+    if (this.inUse(keyOf(id)) || busy.has(keyOf(id))) return void this.up.push({ refusalOf: id });
     const params = message['params'] as { name: unknown; arguments?: unknown };
     const tool = params.name;
     const input = params.arguments === undefined ? {} : params.arguments;
@@ -294,6 +311,7 @@ class ClientModel {
     const id = message['id'] as Id;
     this.up.push({ exact: message });
     if (!validId(id)) return;
+    this.open.delete(keyOf(id));
     const running = this.running.get(keyOf(id));
     if (running === undefined) return;
     this.running.delete(keyOf(id));
@@ -302,6 +320,7 @@ class ClientModel {
 
   /** A cancelled or lost call may have run: charged. */
   lose(id: number | string): void {
+    this.open.delete(keyOf(id));
     const running = this.running.get(keyOf(id));
     if (running === undefined) return;
     this.running.delete(keyOf(id));
@@ -320,6 +339,7 @@ class ClientModel {
   loseAll(): void {
     for (const running of this.running.values()) this.spent += running.cost;
     this.running.clear();
+    this.open.clear();
     for (const call of this.deciding) call.cancelled = true;
   }
 }
@@ -346,7 +366,10 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
     const result = message?.['result'] as { isError?: unknown; _meta?: Record<string, { decision?: unknown }> } | undefined;
     const decision = result?._meta?.['agentpolicy/decision']?.decision;
     // A refusal: an error result under the call's id that carries a decision other than allow.
-    return result?.isError === true && typeof decision === 'string' && decision !== 'allow' ? { refusalOf: message?.['id'] } : message;
+    if (result?.isError === true && typeof decision === 'string' && decision !== 'allow') return { refusalOf: message?.['id'] };
+    const error = message?.['error'] as { code?: unknown; message?: unknown } | undefined;
+    if (error?.code === -32600 && String(error.message).startsWith('agentpolicy:')) return { requestRefusedOf: message?.['id'] };
+    return message;
   };
   const check = (where: string) => {
     const calls = peerGot.filter((m) => m['method'] === 'tools/call');
@@ -444,6 +467,13 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
         const messages = step.replies.map((r) => replyMessage(r.id, r.reply));
         step.replies.forEach((r, i) => model.reply(messages[i] as Record<string, unknown>, r.reply));
         await peer.send(messages as unknown as JSONRPCMessage);
+        break;
+      }
+      case 'request': {
+        model.request(step.id);
+        const sent = wrapped.send({ jsonrpc: '2.0', ...(step.id === undefined ? {} : { id: step.id }), method: step.method } as JSONRPCMessage);
+        if (model.closed) await expect(sent, `${where}: a request after the close`).rejects.toThrow(/Not connected/);
+        else await sent;
         break;
       }
       case 'peer-cancel': {
