@@ -154,6 +154,16 @@ function money(session: PolicySession): { spent: number; reserved: number } {
   return { spent: Math.round(report.spent * 10 * 1e6) / 1e6, reserved: Math.round(report.reserved * 10 * 1e6) / 1e6 };
 }
 
+/** After the close: the invariants hold, and once the session ends nothing stays reserved. */
+async function endChecked(session: PolicySession, check: (where: string) => void, where: string): Promise<void> {
+  await settle();
+  check(where);
+  session.end();
+  await settle();
+  expect(session.pendingReservations, 'reservations open after session.end()').toBe(0);
+  check('after session.end()');
+}
+
 let unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => void unhandled.push(reason);
 beforeAll(() => {
@@ -502,12 +512,7 @@ async function runClient(steps: readonly ClientStep[], closeFrom: 'client' | 'pe
     if (failed) expect(String(sent), 'the send of a call answered after the close').toMatch(/Not connected/);
     else expect(sent, 'the send of a call answered after the close').toBeUndefined();
   }
-  await settle();
-  check(`after a close from the ${closeFrom}`);
-  session.end();
-  await settle();
-  expect(session.pendingReservations, 'reservations open after session.end()').toBe(0);
-  check('after session.end()');
+  await endChecked(session, check, `after a close from the ${closeFrom}`);
 }
 
 describe('client side: random JSON-RPC traffic through wrapMcpTransport, both directions', () => {
@@ -673,12 +678,7 @@ async function runServer(steps: readonly ServerStep[]): Promise<void> {
     closed.abort();
     await Promise.all(hanging);
   }
-  await settle();
-  check('after the close');
-  session.end();
-  await settle();
-  expect(session.pendingReservations, 'reservations open after session.end()').toBe(0);
-  check('after session.end()');
+  await endChecked(session, check, 'after the close');
 }
 
 describe('server side: random calls through an SDK Client to a gated McpServer', () => {
