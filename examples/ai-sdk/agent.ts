@@ -111,7 +111,7 @@ console.log(`run 1 paused (finish reason: ${first.finishReason}); spent so far $
 console.log('\n— human approves send_email; run 2 resumes');
 const second = await run([
   ...messages,
-  ...first.response.messages,
+  ...first.responseMessages,
   { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request.approvalId, approved: true, reason: 'approved by Bob' }] },
 ]);
 console.log(`run 2 finished (finish reason: ${second.finishReason})`);

@@ -268,3 +268,90 @@ describe('a tool that throws is settled by the one rule', () => {
     expect(toolDecisions(session.report().decisions)[0]).toMatchObject({ decision: 'allow', settlement: { status: 'released', actual: 0 } });
   });
 });
+
+describe('two calls of one step with the same tool call id, one of them held back by the SDK', () => {
+  function payTools(paid: unknown[]) {
+    return {
+      pay: tool({
+        inputSchema: z.object({ amount: z.number() }),
+        execute: async (input) => {
+          paid.push(input);
+          return 'paid';
+        },
+      }),
+      wipe: tool({ inputSchema: z.object({ path: z.string() }), execute: async () => 'wiped' }),
+    };
+  }
+  const twoCalls = (calls: Array<[string, string, unknown]>) => ({
+    content: calls.map(([toolName, toolCallId, input]) => ({ type: 'tool-call' as const, toolCallId, toolName, input: JSON.stringify(input) })),
+    finishReason: { unified: 'tool-calls' as const, raw: 'tool_calls' },
+    usage: { inputTokens: { total: 1, noCache: 1, cacheRead: 0, cacheWrite: undefined }, outputTokens: { total: 1, text: 1, reasoning: 0 } },
+    warnings: [],
+  });
+  const largeNeedsApproval = { rules: [{ require_approval: 'large payments', tool: 'pay', if: { 'input.amount': { gt: 100 } } }] };
+
+  it('the allowed call, which the SDK does not run because the other call with its id waits for approval, is not charged', async () => {
+    for (const order of [
+      [['pay', 'c3', { amount: 500 }], ['pay', 'c3', { amount: 5 }]],
+      [['pay', 'c3', { amount: 5 }], ['pay', 'c3', { amount: 500 }]],
+    ] as Array<Array<[string, string, unknown]>>) {
+      const paid: unknown[] = [];
+      const session = makePolicy({ budget: 1, ...largeNeedsApproval }).session();
+      const tools = wrapTools(payTools(paid), session, { costs: { pay: 0.05 } });
+      const result = await generateText({ model: new MockLanguageModelV4({ doGenerate: [twoCalls(order)] }), tools, toolApproval: policyToolApproval(session), messages: prompt });
+
+      expect(paid).toEqual([]);
+      expect(approvalRequestOf(result.content).toolCall.input).toEqual({ amount: 500 });
+      // The SDK ran neither call: nothing is held or spent, now or when the session ends.
+      expect(session.report()).toMatchObject({ spent: 0, reserved: 0 });
+      expect(session.end().spent).toBe(0);
+      const allow = toolDecisions(session.report().decisions).find((d) => d.decision === 'allow')!;
+      expect(allow.settlement?.status).toBe('released');
+    }
+  });
+
+  it('the same small payment in a later turn is decided and charged once, and runs', async () => {
+    const paid: unknown[] = [];
+    const session = makePolicy({ budget: 1, ...largeNeedsApproval }).session();
+    const tools = wrapTools(payTools(paid), session, { costs: { pay: 0.05 } });
+    const toolApproval = policyToolApproval(session);
+    const first = await generateText({ model: new MockLanguageModelV4({ doGenerate: [twoCalls([['pay', 'c3', { amount: 500 }], ['pay', 'c3', { amount: 5 }]])] }), tools, toolApproval, messages: prompt });
+    const history: ModelMessage[] = [...prompt, ...first.responseMessages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: approvalRequestOf(first.content).approvalId, approved: false }] }];
+    await generateText({ model: new MockLanguageModelV4({ doGenerate: [twoCalls([['pay', 'c3', { amount: 5 }]]), textResult('done')] }), tools, toolApproval, stopWhen: isStepCount(2), messages: history });
+
+    expect(paid).toEqual([{ amount: 5 }]);
+    expect(session.end().spent).toBeCloseTo(0.05, 9);
+  });
+
+  it("onDeny: 'stop': an allowed call of the step the run stopped in is not charged", async () => {
+    const paid: unknown[] = [];
+    const session = makePolicy({ budget: 1, blockedTools: ['wipe'] }).session();
+    const tools = wrapTools(payTools(paid), session, { costs: { pay: 0.15 }, onDeny: 'stop' });
+    const model = new MockLanguageModelV4({ doGenerate: [twoCalls([['pay', 'c1', { amount: 1 }], ['wipe', 'c2', { path: '/' }]])] });
+    await expect(generateText({ model, tools, toolApproval: policyToolApproval(session, { onDeny: 'stop' }), messages: prompt })).rejects.toThrow(/blocked/);
+
+    expect(paid).toEqual([]);
+    expect(session.end().spent).toBe(0);
+  });
+
+  it('a used approval found for an allowed call with the same id is no approval: the repeated payment is asked about, not auto-approved', async () => {
+    const paid: unknown[] = [];
+    const session = makePolicy(largeNeedsApproval).session();
+    const tools = { ...wrapTools(payTools(paid), session), search: wrapTools({ search: tool({ inputSchema: z.object({ q: z.string() }), execute: async () => 'found' }) }, session).search };
+    const toolApproval = policyToolApproval(session);
+    const model = (result: ReturnType<typeof twoCalls>) => new MockLanguageModelV4({ doGenerate: [result, textResult('done')] });
+    const first = await generateText({ model: model(twoCalls([['pay', 'c2', { amount: 500 }]])), tools, toolApproval, messages: prompt });
+    let history: ModelMessage[] = [...prompt, ...first.responseMessages, approve(approvalRequestOf(first.content).approvalId)];
+    // The approved payment runs; the model pays again and searches, both under the id c2.
+    const second = await generateText({ model: model(twoCalls([['pay', 'c2', { amount: 500 }], ['search', 'c2', { q: 'x' }]])), tools, toolApproval, stopWhen: isStepCount(2), messages: history });
+    expect(paid).toEqual([{ amount: 500 }]);
+    const asked = second.content.filter((p) => p.type === 'tool-approval-request');
+    expect(asked).toEqual([expect.objectContaining({ toolCall: expect.objectContaining({ toolName: 'pay' }) })]);
+    expect(asked[0]).not.toHaveProperty('isAutomatic', true);
+
+    // The human says no: the repeated payment never runs.
+    history = [...history, ...second.responseMessages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: (asked[0] as { approvalId: string }).approvalId, approved: false }] }];
+    await generateText({ model: model(twoCalls([['search', 'c1', { q: 'y' }]])), tools, toolApproval, stopWhen: isStepCount(2), messages: history });
+    expect(paid).toEqual([{ amount: 500 }]);
+  });
+});

@@ -1,12 +1,15 @@
-import { AgentPolicyError, canonicalInput, decisionError, type Decision, type PolicySession } from '@agentpolicy/core';
-import { checkToolCall, resolveToolCost, type ToolCallInfo } from './check-tool-call.js';
-import { approvalReason, findApprovalResponse, type ApprovalResponse } from './find-approval-response.js';
+import { AgentPolicyError, decisionError, type Decision, type PolicySession } from '@agentpolicy/core';
+import { checkToolCall, resolveToolCost, type ToolCallCheck, type ToolCallInfo } from './check-tool-call.js';
+import { answersCall, approvalReason, findApprovalResponse, type ApprovalResponse } from './find-approval-response.js';
 import type { ToolCost } from './tool-settings.js';
 
 /** What the approval hook should tell the AI SDK. */
 export type ApprovalOutcome =
-  /** Run the tool without asking anyone (allowed, or approved by a human and allowed again on resume). */
-  | { readonly kind: 'run'; readonly resumed: boolean }
+  /**
+   * Run the tool without asking anyone (allowed, or approved by a human and allowed again on resume). `check`: the
+   * allow recorded for a tool the wrapped `execute` runs, with the money it holds until then.
+   */
+  | { readonly kind: 'run'; readonly resumed: boolean; readonly check?: ToolCallCheck }
   /** Ask a human: the SDK emits a `tool-approval-request`. `decision`: the recorded `require_approval`, if any. */
   | { readonly kind: 'ask'; readonly reason: string | undefined; readonly decision?: Decision }
   /** Do not run the tool. */
@@ -52,20 +55,12 @@ function refusedResume(call: ToolCallInfo, asked: Extract<ApprovalOutcome, { kin
 const usedApprovals = new WeakMap<PolicySession, Set<string>>();
 const USED_APPROVALS = 4096;
 
-function sameInput(a: unknown, b: unknown): boolean {
-  try {
-    return canonicalInput(a) === canonicalInput(b);
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Whether an approval that names no agentpolicy request covers this call: it must answer a request raised for a
  * call with exactly this input (what the human saw) and not have been used for an execution yet.
  */
-function covers(session: PolicySession, approval: ApprovalResponse, input: unknown): boolean {
-  return approval.hasInput && sameInput(approval.input, input) && usedApprovals.get(session)?.has(approval.approvalId) !== true;
+function covers(session: PolicySession, approval: ApprovalResponse, call: ToolCallInfo): boolean {
+  return answersCall(approval, call) && usedApprovals.get(session)?.has(approval.approvalId) !== true;
 }
 
 function markUsed(session: PolicySession, approvalId: string): void {
@@ -76,9 +71,29 @@ function markUsed(session: PolicySession, approvalId: string): void {
 }
 
 /** The pending agentpolicy request raised for exactly this call (same fingerprint), if there is one. */
-async function pendingRequestFor(session: PolicySession, call: ToolCallInfo, cost: ToolCost<never> | undefined): Promise<string | undefined> {
+function fingerprintOf(session: PolicySession, call: ToolCallInfo, cost: ToolCost<never> | undefined): string {
   const resolved = resolveToolCost(cost, call.input).cost;
-  const { fingerprint } = session.evaluate({ type: 'tool', name: call.toolName, input: call.input, ...(resolved !== undefined ? { cost: resolved } : {}) });
+  return session.evaluate({ type: 'tool', name: call.toolName, input: call.input, ...(resolved !== undefined ? { cost: resolved } : {}) }).fingerprint;
+}
+
+/**
+ * Whether a named answer that the history shows beside another call (other tool or input) names the agentpolicy
+ * request of exactly this action: a request written beside a call the human did not see it for. It must not approve
+ * this call. (When it names a request about another action, core records it as not counting.)
+ */
+async function misplacedFor(session: PolicySession, approval: ApprovalResponse, call: ToolCallInfo, cost: ToolCost<never> | undefined): Promise<boolean> {
+  if (approval.requestId === undefined || answersCall(approval, call)) return false;
+  try {
+    const state = await session.getApproval(approval.requestId);
+    return state !== undefined && state.fingerprint === fingerprintOf(session, call, cost);
+  } catch {
+    // The request cannot be read: the answer is not used (the human is asked again).
+    return true;
+  }
+}
+
+async function pendingRequestFor(session: PolicySession, call: ToolCallInfo, cost: ToolCost<never> | undefined): Promise<string | undefined> {
+  const fingerprint = fingerprintOf(session, call, cost);
   const pending = await session.pendingApprovals();
   for (let i = pending.length - 1; i >= 0; i--) if (pending[i]!.fingerprint === fingerprint) return pending[i]!.id;
   return undefined;
@@ -89,8 +104,10 @@ async function pendingRequestFor(session: PolicySession, call: ToolCallInfo, cos
  * one execution is taken here (core's `claim`), so the same call id again is decided and charged again, and an allow
  * that another run took first does not run. A wrapped tool's `execute` takes it itself.
  */
-async function run(session: PolicySession, decision: Decision, runsTool: boolean, resumed: boolean): Promise<ApprovalOutcome> {
-  if (runsTool || (await session.claim(decision))) return { kind: 'run', resumed };
+async function run(session: PolicySession, check: ToolCallCheck, runsTool: boolean, resumed: boolean): Promise<ApprovalOutcome> {
+  const decision = check.decision;
+  if (runsTool) return { kind: 'run', resumed, check };
+  if (await session.claim(decision)) return { kind: 'run', resumed };
   // Another run of this call (in this process or another one sharing its call keys) took the allow first.
   const error = new AgentPolicyError('DECISION_USED', `agentpolicy: the allow ${decision.id} was already used for one execution`);
   return { kind: 'deny', resumed, reason: error.message, error };
@@ -123,8 +140,9 @@ async function decideCall(session: PolicySession, input: ApprovalInput, found: A
   // approval counts only for exactly the call the human saw, once; it answers the pending request raised for that
   // call, if the policy raised one.
   const unnamed = approval !== undefined && approval.requestId === undefined;
+  if (approval !== undefined && !unnamed && (await misplacedFor(session, approval, call, input.cost))) approval = undefined;
   if (approval !== undefined && unnamed) {
-    if (!covers(session, approval, call.input)) approval = undefined;
+    if (!covers(session, approval, call)) approval = undefined;
     else {
       const requestId = await pendingRequestFor(session, call, input.cost);
       if (requestId !== undefined) approval = { ...approval, requestId };
@@ -139,15 +157,18 @@ async function decideCall(session: PolicySession, input: ApprovalInput, found: A
       : app === true);
   try {
     if (approval !== undefined) {
-      const { decision } = await checkToolCall(session, call, input.cost, approval, input.runsTool);
+      const check = await checkToolCall(session, call, input.cost, approval, input.runsTool);
+      const { decision } = check;
+      // `resumed` only where the SDK resumes the call from this answer: a status of `approved` for any other call
+      // would make the SDK write an automatic approval of its own into the history.
       if (decision.decision === 'allow') {
-        const outcome = await run(session, decision, input.runsTool, true);
+        const outcome = await run(session, check, input.runsTool, approval.resumes);
         if (unnamed && outcome.kind === 'run') markUsed(session, approval.approvalId);
         return outcome;
       }
       // The answer did not count (another call's request, used, expired): ask again, for this call.
       if (decision.decision === 'require_approval') return ask(decision);
-      return denial(decision, true);
+      return denial(decision, approval.resumes);
     }
     if (appAsks) {
       const cost = resolveToolCost(input.cost, call.input).cost;
@@ -158,9 +179,10 @@ async function decideCall(session: PolicySession, input: ApprovalInput, found: A
       return decision.decision === 'require_approval' ? ask(decision) : { kind: 'ask', reason: undefined };
     }
 
-    const { decision } = await checkToolCall(session, call, input.cost, undefined, input.runsTool);
+    const check = await checkToolCall(session, call, input.cost, undefined, input.runsTool);
+    const { decision } = check;
     if (decision.decision === 'allow') {
-      return run(session, decision, input.runsTool, false);
+      return run(session, check, input.runsTool, false);
     }
     if (decision.decision === 'require_approval') return ask(decision);
     return denial(decision, false);

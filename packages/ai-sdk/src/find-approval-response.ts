@@ -1,3 +1,5 @@
+import { canonicalInput } from '@agentpolicy/core';
+
 /** A human's answer to a tool approval request, as found in the AI SDK message history. */
 export interface ApprovalResponse {
   /** The SDK's approval id: the `tool-approval-request` the answer names. */
@@ -9,7 +11,8 @@ export interface ApprovalResponse {
    * policy asked for the approval; absent when the tool's own `needsApproval` asked.
    */
   readonly requestId?: string;
-  /** The input of the tool call the request was raised for, as the history holds it (what the human saw). */
+  /** The tool and input of the call the request was raised for, as the history holds them (what the human saw). */
+  readonly toolName?: unknown;
   readonly input?: unknown;
   /** Whether the history holds that tool call (and so `input`). */
   readonly hasInput: boolean;
@@ -45,7 +48,11 @@ function requestIdOf(reason: unknown): string | undefined {
 }
 
 interface RequestInfo {
+  /** The tool call the request asks about, and where in the history it was raised. */
+  readonly toolCallId: string;
+  readonly at: number;
   readonly requestId: string | undefined;
+  readonly toolName: unknown;
   readonly input: unknown;
   readonly hasInput: boolean;
 }
@@ -61,47 +68,85 @@ interface RequestInfo {
  */
 export function findApprovalResponse(messages: readonly unknown[] | undefined, toolCallId: string | undefined): ApprovalResponse | undefined {
   if (!Array.isArray(messages) || messages.length === 0 || typeof toolCallId !== 'string' || toolCallId === '') return undefined;
+  // Every SDK request of the history (a rejection of an agentpolicy request counts whichever call it was asked for).
   let requests: Map<string, RequestInfo> | undefined;
-  for (const message of messages) {
-    if ((message as { role?: unknown } | null)?.role !== 'assistant') continue;
+  let forThisCall = false;
+  messages.forEach((message, at) => {
+    if ((message as { role?: unknown } | null)?.role !== 'assistant') return;
     const parts = partsOf(message);
     for (const part of parts) {
-      if (part.type !== 'tool-approval-request' || part.toolCallId !== toolCallId || typeof part.approvalId !== 'string') continue;
+      if (part.type !== 'tool-approval-request' || typeof part.approvalId !== 'string' || typeof part.toolCallId !== 'string') continue;
+      // The SDK's record of an approval hook's own answer (`approved` / `denied`), not a question to a human.
+      if (part.isAutomatic === true) continue;
+      const requestId = requestIdOf(part.reason);
+      if (part.toolCallId !== toolCallId && requestId === undefined) continue;
+      forThisCall ||= part.toolCallId === toolCallId;
       // The call it asks about is the tool call with this id in the same assistant message.
-      const call = parts.find((candidate) => candidate.type === 'tool-call' && candidate.toolCallId === toolCallId);
+      const call = parts.find((candidate) => candidate.type === 'tool-call' && candidate.toolCallId === part.toolCallId);
       (requests ??= new Map()).set(part.approvalId, {
-        requestId: requestIdOf(part.reason),
+        toolCallId: part.toolCallId,
+        at,
+        requestId,
+        toolName: call?.['toolName'],
         input: call?.['input'],
         hasInput: call !== undefined && Object.hasOwn(call, 'input'),
       });
     }
-  }
-  if (requests === undefined) return undefined;
+  });
+  if (requests === undefined || !forThisCall) return undefined;
   let found: ApprovalResponse | undefined;
+  let foundAt = -1;
+  // Where the last rejection of each agentpolicy request was given.
+  const rejectedAt = new Map<string, number>();
   const answered = new Set<string>();
   const last = messages[messages.length - 1];
-  for (const message of messages) {
-    if ((message as { role?: unknown } | null)?.role !== 'tool') continue;
+  messages.forEach((message, at) => {
+    if ((message as { role?: unknown } | null)?.role !== 'tool') return;
     const parts = partsOf(message);
     // As the SDK collects the answers it resumes from: those of the last message, for calls it holds no result of.
     const resumable = message === last && !parts.some((part) => part.type === 'tool-result' && part.toolCallId === toolCallId);
     for (const part of parts) {
       if (part.type !== 'tool-approval-response' || typeof part.approvalId !== 'string') continue;
-      const request = requests.get(part.approvalId);
+      const request = requests!.get(part.approvalId);
       // Like the AI SDK, only the first response to an approval request counts.
       if (request === undefined || answered.has(part.approvalId)) continue;
       answered.add(part.approvalId);
+      // Only a literal `true` approves.
+      const approved = part.approved === true;
+      if (!approved && request.requestId !== undefined) rejectedAt.set(request.requestId, at);
+      if (request.toolCallId !== toolCallId) continue;
+      foundAt = request.at;
       found = {
         approvalId: part.approvalId,
-        // Only a literal `true` approves.
-        approved: part.approved === true,
+        approved,
         ...(typeof part.reason === 'string' ? { reason: part.reason } : {}),
         ...(request.requestId !== undefined ? { requestId: request.requestId } : {}),
-        ...(request.hasInput ? { input: request.input } : {}),
+        ...(request.hasInput ? { toolName: request.toolName, input: request.input } : {}),
         hasInput: request.hasInput,
         resumes: resumable,
       };
     }
-  }
+  });
+  // A human's no to an agentpolicy request stands against every yes to it asked before that no (another SDK request
+  // written into the history for the same request, answered beside the rejection): only a request raised after the
+  // rejection (the call asked about again) can be approved.
+  if (found?.approved && found.requestId !== undefined && (rejectedAt.get(found.requestId) ?? -1) > foundAt) return { ...found, approved: false };
   return found;
+}
+
+function sameInput(a: unknown, b: unknown): boolean {
+  try {
+    return canonicalInput(a) === canonicalInput(b);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether the SDK request an answer belongs to was raised for this call: the history holds it beside a call of this
+ * tool with exactly this input (what the human saw). An answer to a request written beside another call approves
+ * nothing else, even when the agentpolicy request it names is about the same action.
+ */
+export function answersCall(approval: ApprovalResponse, call: { readonly toolName: string; readonly input: unknown }): boolean {
+  return approval.hasInput && approval.toolName === call.toolName && sameInput(approval.input, call.input);
 }

@@ -1,5 +1,6 @@
 import { AgentPolicyError, type PolicySession } from '@agentpolicy/core';
 import { decideApproval } from './decide-approval.js';
+import { allowedToRun, heldBack, runStopped } from './held-back-calls.js';
 import { readOnDeny, toolSettings, type OnDeny, type ToolCost } from './tool-settings.js';
 
 /** Options of {@link policyToolApproval}. */
@@ -79,13 +80,20 @@ export function policyToolApproval(session: PolicySession, options: PolicyToolAp
       appNeedsApprovalOptions: { toolCallId: toolCall.toolCallId, messages, context },
       runsTool: settings !== undefined && typeof (settings.original as { execute?: unknown }).execute === 'function',
     });
+    // The SDK runs no call of this step with a tool call id it was told to ask about or deny.
+    if (outcome.kind === 'run') {
+      if (outcome.check) await allowedToRun(session, messages, toolCall.toolCallId, outcome.check);
+    } else await heldBack(session, messages, toolCall.toolCallId);
     switch (outcome.kind) {
       case 'run':
         return outcome.resumed ? { type: 'approved' } : 'not-applicable';
       case 'ask':
         return outcome.reason !== undefined ? { type: 'user-approval', reason: outcome.reason } : { type: 'user-approval' };
       case 'deny':
-        if (onDeny === 'stop') throw outcome.error;
+        if (onDeny === 'stop') {
+          await runStopped(session, messages);
+          throw outcome.error;
+        }
         return { type: 'denied', reason: outcome.reason };
     }
   };

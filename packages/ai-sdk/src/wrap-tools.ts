@@ -1,7 +1,8 @@
 import { AgentPolicyError, type Decision, type PolicySession } from '@agentpolicy/core';
 import { acquireToolCall, type ToolCallCheck, type ToolCallInfo } from './check-tool-call.js';
 import { decideApproval } from './decide-approval.js';
-import { findApprovalResponse } from './find-approval-response.js';
+import { answersCall, findApprovalResponse } from './find-approval-response.js';
+import { allowedToRun, heldBack, runStopped } from './held-back-calls.js';
 import { readOnDeny, toolSettings, type OnDeny, type ToolCost, type ToolSettings } from './tool-settings.js';
 
 /** The input type of a tool, read from its `execute` (works for ai 6 and ai 7 tool types). */
@@ -72,7 +73,7 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
       const earlier = takeDenied(call);
       if (earlier !== undefined) throw earlier;
       const approval = findApprovalResponse(options?.messages, call.toolCallId);
-      const check = acquireToolCall(session, call, cost, approval?.approved ? approval : undefined);
+      const check = acquireToolCall(session, call, cost, approval?.approved && answersCall(approval, call) ? approval : undefined);
       return check instanceof Promise ? check.catch(failed) : check;
     } catch (cause) {
       return failed(cause);
@@ -144,8 +145,16 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
       appNeedsApprovalOptions: options,
       runsTool: true,
     });
-    if (outcome.kind === 'ask') return true;
-    if (outcome.kind === 'deny' && onDeny === 'stop') throw outcome.error;
+    // Asked about, the SDK runs no call of this step with this tool call id (a denial still reaches execute).
+    if (outcome.kind === 'ask') {
+      await heldBack(session, options?.messages, call.toolCallId);
+      return true;
+    }
+    if (outcome.kind === 'run' && outcome.check) await allowedToRun(session, options?.messages, call.toolCallId, outcome.check);
+    if (outcome.kind === 'deny' && onDeny === 'stop') {
+      await runStopped(session, options?.messages);
+      throw outcome.error;
+    }
     if (outcome.kind === 'deny' && !outcome.resumed && call.toolCallId !== undefined) {
       if (denied.size >= REMEMBERED_DENIALS) denied.delete(denied.keys().next().value as string);
       denied.set(call.toolCallId, { input, error: outcome.error });
