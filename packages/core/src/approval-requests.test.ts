@@ -42,6 +42,14 @@ describe('approval requests have identity', () => {
     expect((await session.pendingApprovals()).map((r) => r.id).sort()).toEqual([request.id, other.request.id].sort());
   });
 
+  it('the same action checked twice at once waits on one request, not two', async () => {
+    // Two tool calls of one model turn that are the same call (a provider that repeats an id) are decided concurrently.
+    const session = policy().session();
+    const [a, b] = await Promise.all([raise(session, { to: 'ceo@example.com' }), raise(session, { to: 'ceo@example.com' })]);
+    expect(b.request.id).toBe(a.request.id);
+    expect((await session.pendingApprovals()).map((r) => r.id)).toEqual([a.request.id]);
+  });
+
   it('an approval counts for exactly the action it was raised for, once', async () => {
     const session = policy().session();
     const { request } = await raise(session, { to: 'a@example.com' });

@@ -37,6 +37,8 @@ const OPEN_REQUESTS = 4096;
 export class SessionApprovals {
   // The open request of each action (fingerprint) raised without an approver: a repeat waits on it.
   private readonly open = new Map<string, string>();
+  // The raise of each action (fingerprint) under way: the next raise of that action waits for it.
+  private readonly raising = new Map<string, Promise<ApprovalRequest>>();
 
   constructor(
     private readonly store: ApprovalStore,
@@ -107,8 +109,24 @@ export class SessionApprovals {
     return request;
   }
 
-  /** The open request this action already waits on, or a new one. */
-  async raise(prepared: Prepared, verdict: Verdict, ttlMs: number): Promise<ApprovalRequest> {
+  /**
+   * The open request this action already waits on, or a new one. Raises for one action run one at a time, so two
+   * checks of the same action at once (two tool calls of one model turn) wait on one request, not two.
+   */
+  raise(prepared: Prepared, verdict: Verdict, ttlMs: number): Promise<ApprovalRequest> {
+    const fingerprint = prepared.identity.fingerprint;
+    const raised = (this.raising.get(fingerprint) ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => this.raiseOne(prepared, verdict, ttlMs));
+    this.raising.set(fingerprint, raised);
+    const forget = (): void => {
+      if (this.raising.get(fingerprint) === raised) this.raising.delete(fingerprint);
+    };
+    raised.then(forget, forget);
+    return raised;
+  }
+
+  private async raiseOne(prepared: Prepared, verdict: Verdict, ttlMs: number): Promise<ApprovalRequest> {
     const openId = this.open.get(prepared.identity.fingerprint);
     if (openId !== undefined) {
       const open = await this.get(openId);

@@ -158,29 +158,88 @@ export function agentPolicyMiddleware(session: PolicySession, options: AgentPoli
         metadata: { ...(id !== undefined ? { toolCallId: id } : {}), ...(costError !== undefined ? { costError } : {}) },
         ...(key !== undefined ? { idempotencyKey: key } : {}),
       };
+      // On a resume, the requests pending before the call is decided again: one raised now was never shown.
+      const resumed = resumeWaiting().source;
+      const shown = resumed === 'task' || resumed === 'broadcast' ? new Set((await session.pendingApprovals()).map((r) => r.id)) : undefined;
       let run = await decide(session, name, check);
       // A re-run after an approval finds the approved allow (not yet used: a middleware further in interrupted, say):
       // take this call's interrupt slot again, so the answers further in keep their places.
       if (run.decision.decision === 'allow' && run.decision.approval?.via === 'request' && resumeWaiting().source === 'task') interrupt(approvalRequestOf(session, run.decision, name, args, id));
       // A resume runs this hook again: the call is decided again on the input the human is shown.
       rememberWaiting(session, name, id, raw, parsed, run.decision.decision === 'require_approval');
+      // The request the call showed was settled since (another call of the same tool and input used it), and the call
+      // is asked about anew: under a request raised now, or one shown only in another thread (the same call id there).
+      // The answer waiting was given for the request shown, never for this one. Not run.
+      const thread = request.runtime?.configurable?.thread_id;
+      if (shown !== undefined && (await raisedNow(session, run.decision, shown))) return refuseUnshown(session, request.toolCall, run.decision, true);
+      if (shown !== undefined && shownElsewhereOnly(session, run.decision, thread)) return refuseUnshown(session, request.toolCall, run.decision, false);
       while (run.decision.decision === 'require_approval' && run.decision.approvalRequest) {
         const waiting = resumeWaiting();
-        if (waiting.source === 'broadcast') await refuseAmbiguous(session, waiting, run.decision.approvalRequest.id);
+        if (waiting.source === 'broadcast') await refuseAmbiguous(session, waiting);
+        markShown(session, run.decision, thread);
         const value = interrupt<ToolApprovalRequest, unknown>(approvalRequestOf(session, run.decision, name, args, id));
-        if (waiting.source === 'unknown') await refuseAmbiguous(session, { source: 'unknown', value }, run.decision.approvalRequest.id);
+        if (waiting.source === 'unknown') await refuseAmbiguous(session, { source: 'unknown', value });
         const answer = answerFor(value, run.decision.approvalRequest.id);
         // An answer for another request leaves this one unanswered: ask again.
         if (answer === undefined) continue;
         // Core decides again with the answer bound to its request: a rejection is a recorded denial with who and
         // why; an approval counts only for this call and still loses to a block or an exhausted budget.
+        const before = new Set((await session.pendingApprovals()).map((r) => r.id));
         run = await decide(session, name, { ...check, approval: answer });
         rememberWaiting(session, name, id, raw, parsed, run.decision.decision === 'require_approval');
+        // The answer did not count (its approval was used by another call of the same tool and input, say) and core
+        // raised a new request: the call is not run. Asking again here would put the new request behind the answer
+        // LangGraph keeps for this interrupt, which a resume hands back first; the model can call again.
+        if (run.decision.decision === 'require_approval' && run.decision.approvalRequest?.id !== answer.requestId) {
+          return refuseUnshown(session, request.toolCall, run.decision, await raisedNow(session, run.decision, before));
+        }
       }
       if (run.decision.decision !== 'allow') return denial(request.toolCall, run.decision, decisionError(run.decision).message);
       return runAllowed(session, run, request, handler, () => decide(session, name, check), rejected);
     },
   }) as AgentMiddleware;
+}
+
+// The threads each approval request was shown in (by this process), per session.
+const shownIn = new WeakMap<PolicySession, Map<string, Set<unknown>>>();
+const SHOWN_REQUESTS = 4096;
+
+function markShown(session: PolicySession, decision: Decision, thread: unknown): void {
+  const id = decision.approvalRequest?.id;
+  if (id === undefined) return;
+  let requests = shownIn.get(session);
+  if (requests === undefined) shownIn.set(session, (requests = new Map()));
+  if (requests.size >= SHOWN_REQUESTS && !requests.has(id)) requests.clear();
+  requests.set(id, (requests.get(id) ?? new Set()).add(thread));
+}
+
+/** Whether `decision` waits on a request shown in other threads only (known in this process). */
+function shownElsewhereOnly(session: PolicySession, decision: Decision, thread: unknown): boolean {
+  const id = decision.decision === 'require_approval' ? decision.approvalRequest?.id : undefined;
+  const threads = id === undefined ? undefined : shownIn.get(session)?.get(id);
+  return threads !== undefined && !threads.has(thread);
+}
+
+/** Whether `decision` waits on an approval request raised by this check: pending now, and not before it. */
+async function raisedNow(session: PolicySession, decision: Decision, before: ReadonlySet<string>): Promise<boolean> {
+  const request = decision.decision === 'require_approval' ? decision.approvalRequest : undefined;
+  if (request === undefined || before.has(request.id)) return false;
+  return (await session.getApproval(request.id))?.status === 'pending';
+}
+
+/**
+ * Refuses a call whose approval request was raised where no human will see it (see above), and closes that request
+ * as rejected, saying why: left pending, another call of the same tool and input (the same call id in another thread)
+ * would be decided under it, and an answer given for the request that call showed would approve it.
+ */
+async function refuseUnshown(session: PolicySession, toolCall: { name: string; id?: string | undefined }, decision: Decision, raised: boolean): Promise<ToolMessage> {
+  const id = decision.approvalRequest?.id;
+  // Only a request this check raised: an open one (shown to another thread's human) stays theirs to answer.
+  if (raised && id !== undefined) {
+    const reason = 'agentpolicy: raised for a tool call that was refused: the answer it was given was for another request, already used';
+    await session.resolveApproval(id, { approved: false, by: 'agentpolicy', reason });
+  }
+  return denial(toolCall, decision, decisionError(decision).message);
 }
 
 function denial(toolCall: { name: string; id?: string | undefined }, decision: Decision, content: string): ToolMessage {

@@ -102,6 +102,119 @@ describe('interrupt answers are bound to the request they answer', () => {
     expect(toolTrail(session)).toEqual(['require_approval', 'require_approval', 'allow(request)', 'deny']);
   });
 
+  it('an answer given by interrupt id counts for the request its interrupt showed, once; it never answers a request raised later', async () => {
+    const { session, sent, sendEmail } = setup();
+    // The same call twice in one turn (a provider that repeats an id): one request, shown by both interrupts.
+    const same = { name: 'send_email', args: { to: 'bob@example.com' }, id: 'call_1', type: 'tool_call' as const };
+    const model = fakeModel()
+      .respond(aiMessage({ content: '', tool_calls: [same, { ...same }], usage_metadata: USAGE }))
+      .respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+    const agent = createAgent({ model, tools: [sendEmail], middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
+
+    const first = await agent.invoke({ messages: [new HumanMessage('email bob')] }, thread('slots'));
+    const [request] = new Set(requestsOf(first).map((r) => r.requestId));
+    expect(requestsOf(first).map((r) => r.requestId)).toEqual([request, request]);
+
+    // Both interrupts approved: the approval runs one call, once. The other call's answer was for the used request:
+    // it is refused, not carried over to a request raised for it now, which the human never saw.
+    const result = await agent.invoke(new Command({ resume: Object.fromEntries(first.__interrupt__!.map((i) => [i.id!, { approved: true, by: 'alice' }])) }), thread('slots'));
+    expect(sent).toEqual(['bob@example.com']);
+    expect(toolMessages(result.messages).map((m) => m.status).sort()).toEqual(['error', 'success']);
+    expect(result.__interrupt__ ?? []).toEqual([]);
+    expect(result.messages.at(-1)?.content).toBe(FINAL);
+    expect(session.report().decisions.filter((d) => d.decision === 'allow' && d.action.type === 'tool').map((d) => d.approval?.requestId)).toEqual([request]);
+    // The request raised for the refused call is closed, saying why: no later call of the same tool and input (the
+    // same id in another thread) can be decided under it and approved by an answer given for what that call showed.
+    expect(await session.pendingApprovals()).toEqual([]);
+    const closed = session.report().decisions.find((d) => d.decision === 'require_approval' && d.approvalRequest?.id !== request);
+    expect(await session.getApproval(closed!.approvalRequest!.id)).toMatchObject({ status: 'rejected', resolution: { approved: false, by: 'agentpolicy' } });
+  });
+
+  it("a call whose request another thread's call used is refused on resume, not run on a request raised then", async () => {
+    const { session, sent, sendEmail } = setup();
+    const middleware = agentPolicyMiddleware(session);
+    const agentFor = () =>
+      createAgent({
+        model: fakeModel().respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1')).respond(aiMessage({ content: FINAL, usage_metadata: USAGE })),
+        tools: [sendEmail],
+        middleware: [middleware],
+        checkpointer: new MemorySaver(),
+      });
+    const [a, b] = [agentFor(), agentFor()];
+    const [shownA] = requestsOf(await a.invoke({ messages: [new HumanMessage('email bob')] }, thread('a')));
+    const [shownB] = requestsOf(await b.invoke({ messages: [new HumanMessage('email bob')] }, thread('b')));
+    // One request for one tool and input while it is open: both threads show it. Thread a's human approves it.
+    expect(shownB?.requestId).toBe(shownA?.requestId);
+    await a.invoke(new Command({ resume: { [shownA!.requestId]: true } }), thread('a'));
+    expect(sent).toEqual(['bob@example.com']);
+
+    // Thread b's human says yes to the same request, used by now: b's call does not run on a new request.
+    const result = await b.invoke(new Command({ resume: true }), thread('b'));
+    expect(sent).toEqual(['bob@example.com']);
+    expect(toolMessages(result.messages).map((m) => m.status)).toEqual(['error']);
+    expect(session.report().decisions.filter((d) => d.decision === 'allow' && d.action.type === 'tool')).toHaveLength(1);
+  });
+
+  it("a call resumed under a request shown only in another thread is refused, not approved by the answer for what it showed", async () => {
+    const { session, sent, sendEmail } = setup();
+    const middleware = agentPolicyMiddleware(session);
+    const bobTwice = () =>
+      fakeModel()
+        .respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1'))
+        .respond(aiMessage({ content: 'Sent.', usage_metadata: USAGE }))
+        .respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1'))
+        .respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+    const [a, b] = [0, 1].map(() => createAgent({ model: bobTwice(), tools: [sendEmail], middleware: [middleware], checkpointer: new MemorySaver() }));
+    const [shown] = requestsOf(await a!.invoke({ messages: [new HumanMessage('email bob')] }, thread('a')));
+    requestsOf(await b!.invoke({ messages: [new HumanMessage('email bob')] }, thread('b')));
+    await a!.invoke(new Command({ resume: { [shown!.requestId]: true } }), thread('a'));
+    // Thread a's next turn repeats the call: a new request, shown in thread a only.
+    const [next] = requestsOf(await a!.invoke({ messages: [new HumanMessage('again')] }, thread('a')));
+    expect(next?.requestId).not.toBe(shown?.requestId);
+
+    // Thread b's human says yes to what b showed (the used request): b's call, now decided under a's new request, is
+    // refused, and a's request stays a's to answer.
+    const result = await b!.invoke(new Command({ resume: true }), thread('b'));
+    expect(sent).toEqual(['bob@example.com']);
+    expect(toolMessages(result.messages).map((m) => m.status)).toEqual(['error']);
+    expect((await session.getApproval(next!.requestId))?.status).toBe('pending');
+  });
+
+  it('a bare value with one request pending: the call whose request was answered elsewhere takes that answer, and the run goes on', async () => {
+    const { session, sent, sendEmail } = setup();
+    const model = fakeModel().respond(twoEmails()).respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+    const agent = createAgent({ model, tools: [sendEmail], middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
+
+    const requests = requestsOf(await agent.invoke({ messages: [new HumanMessage('email both')] }, thread('one-left')));
+    const eve = requests.find((r) => (r.args as { to: string }).to === 'eve@example.com')!;
+    // Eve's request is answered elsewhere; Bob's is the only one pending, and a bare value answers it.
+    await session.resolveApproval(eve.requestId, { approved: false, by: 'ops' });
+    const result = await agent.invoke(new Command({ resume: true }), thread('one-left'));
+
+    // Bob's call ran once and the model was told; Eve's call got the answer given for its request.
+    expect(sent).toEqual(['bob@example.com']);
+    expect(Object.fromEntries(toolMessages(result.messages).map((m) => [m.tool_call_id, m.status]))).toEqual({ call_1: 'success', call_2: 'error' });
+    expect(result.messages.at(-1)?.content).toBe(FINAL);
+  });
+
+  it('a call of the next model turn, reached by a resume, is asked about: the resume value is not taken for its new request', async () => {
+    for (const answer of [(id: string) => ({ [id]: true }), () => true, (id: string) => ({ requestId: id, approved: true })]) {
+      const { session, sent, sendEmail } = setup();
+      const model = fakeModel()
+        .respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1'))
+        .respond(toolCallMessage('send_email', { to: 'eve@example.com' }, 'call_2'))
+        .respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+      const agent = createAgent({ model, tools: [sendEmail], middleware: [agentPolicyMiddleware(session)], checkpointer: new MemorySaver() });
+      const [bob] = requestsOf(await agent.invoke({ messages: [new HumanMessage('email both')] }, thread('next')));
+      const second = await agent.invoke(new Command({ resume: answer(bob!.requestId) }), thread('next'));
+      expect(sent).toEqual(['bob@example.com']);
+      const [eve] = requestsOf(second);
+      expect(eve).toMatchObject({ args: { to: 'eve@example.com' } });
+      await agent.invoke(new Command({ resume: answer(eve!.requestId) }), thread('next'));
+      expect(sent).toEqual(['bob@example.com', 'eve@example.com']);
+    }
+  });
+
   it('an answer given elsewhere (resolveApproval) is picked up by a resume that names the request', async () => {
     const { session, sent, sendEmail } = setup();
     const model = fakeModel().respond(toolCallMessage('send_email', { to: 'bob@example.com' }, 'call_1')).respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
@@ -159,6 +272,23 @@ describe('one decision authorises one execution', () => {
     expect(toolTrail(session)).toEqual(['allow', 'allow', 'deny']);
     expect(toolMessages(result.messages).map((m) => m.status)).toEqual(['success', 'success', 'error']);
     expect(session.spent).toBeCloseTo(0.8 + 4 * 0.00002, 9);
+  });
+
+  it('the same call three times in one model turn: each is decided and charged, and the run goes on', async () => {
+    const { session, sent, sendEmail } = setup({ approvalRules: [], budget: 1 });
+    const same = { name: 'send_email', args: { to: 'bob@example.com' }, id: 'call_0', type: 'tool_call' as const };
+    const model = fakeModel()
+      .respond(aiMessage({ content: '', tool_calls: [same, { ...same }, { ...same }], usage_metadata: USAGE }))
+      .respond(aiMessage({ content: FINAL, usage_metadata: USAGE }));
+    const agent = createAgent({ model, tools: [sendEmail], middleware: [agentPolicyMiddleware(session, { toolCosts: { send_email: 0.3 } })], checkpointer: new MemorySaver() });
+
+    const result = await agent.invoke({ messages: [new HumanMessage('spam bob')] }, thread('thrice'));
+
+    expect(sent).toHaveLength(3);
+    expect(toolTrail(session)).toEqual(['allow', 'allow', 'allow']);
+    expect(result.messages.at(-1)?.content).toBe(FINAL);
+    expect(session.spent).toBeCloseTo(0.9 + 2 * 0.00002, 9);
+    expect(session.pendingReservations).toBe(0);
   });
 
   it('one session shared by two threads whose calls carry the same id: neither runs free', async () => {

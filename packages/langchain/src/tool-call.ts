@@ -75,15 +75,17 @@ function namesRequests(value: unknown): boolean {
 }
 
 /**
- * Refuses a bare resume value (one that names no request) before it is taken, unless `requestId` is the only
- * approval request of the session still pending: LangGraph hands a bare value to every pending interrupt, and one
- * value must never approve requests the human did not see. Checked before `interrupt()` takes the value, so a
+ * Refuses a bare resume value (one that names no request) before it is taken while more than one approval request
+ * of the session is pending: LangGraph hands a bare value to every pending interrupt, and one value must never
+ * approve requests the human did not see. With one pending, every interrupt of the step takes it alike: the call of
+ * that request is answered, and a call whose request was answered already (elsewhere, or before) gets that answer,
+ * so no call of the step refuses a value another one ran on. Checked before `interrupt()` takes the value, so a
  * refused value is not kept for a later run.
  */
-export async function refuseAmbiguous(session: PolicySession, waiting: WaitingResume, requestId: string): Promise<void> {
+export async function refuseAmbiguous(session: PolicySession, waiting: WaitingResume): Promise<void> {
   if ((waiting.source !== 'broadcast' && waiting.source !== 'unknown') || namesRequests(waiting.value)) return;
   const pending = await session.pendingApprovals();
-  if (pending.length === 1 && pending[0]!.id === requestId) return;
+  if (pending.length <= 1) return;
   const ids = pending.map((request) => request.id);
   throw new AgentPolicyError(
     'INVALID_ARGUMENT',
@@ -111,6 +113,9 @@ export function answerFor(value: unknown, requestId: string): BoundApprovalAnswe
   if (namesRequests(value)) return Object.hasOwn(value as object, requestId) ? bind(requestId, (value as Record<string, unknown>)[requestId]) : undefined;
   return bind(requestId, value);
 }
+
+/** How many runs of one tool call at once (the same id and input) each get a decision of their own. */
+const SAME_CALL_RUNS = 16;
 
 interface ToolLike {
   invoke(input: unknown, config?: unknown): Promise<unknown>;
@@ -156,12 +161,16 @@ export async function runAllowed<R>(
     const firstTaken = await claim(first.decision);
     if (firstTaken instanceof ToolMessage) return firstTaken;
     if (firstTaken) return first;
-    // The same call ran under this allow already (a replayed call id, a second thread): a new decision.
-    const again = await redecide();
-    if (again.decision.decision !== 'allow') return refused(again.decision);
-    const againTaken = await claim(again.decision);
-    if (againTaken instanceof ToolMessage) return againTaken;
-    if (againTaken) return again;
+    // The same call ran under this allow already (a replayed call id, a second thread, the call repeated in one
+    // model turn): a new decision. Another run of the same call may take that one first (three of them at once):
+    // then it is used, and deciding again gives a new one.
+    for (let attempt = 0; attempt < SAME_CALL_RUNS; attempt++) {
+      const again = await redecide();
+      if (again.decision.decision !== 'allow') return refused(again.decision);
+      const againTaken = await claim(again.decision);
+      if (againTaken instanceof ToolMessage) return againTaken;
+      if (againTaken) return again;
+    }
     throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(request.toolCall.id ?? '')} is being run more than once at the same time`);
   };
   const settle = async (run: ToolRun, error: unknown, failed: boolean): Promise<void> => {

@@ -34,6 +34,20 @@ function callCopy(request: Message): Message | undefined {
     return undefined;
   }
 }
+/**
+ * A `tools/call` that is not a request (no id, or an id that is neither a string nor a number, such as `null`): MCP
+ * has no such message, so it is never decided, and a peer that ran it anyway would run it ungoverned.
+ */
+function isStrayCall(message: Message): boolean {
+  return message['method'] === 'tools/call' && !isId(message['id']);
+}
+function strayCallError(where: string): AgentPolicyError {
+  return new AgentPolicyError('INVALID_ARGUMENT', `agentpolicy: an MCP tools/call without a request id (a string or a number) is ${where}: it cannot be decided or answered`);
+}
+/** The JSON-RPC error refusing a request (other than a call) under an id still in use by another request. */
+function idInUse(id: RequestId): { code: number; message: string } {
+  return { code: -32600, message: `agentpolicy: MCP request id ${JSON.stringify(id)} is already in use by another request; refused` };
+}
 function cancelledId(message: Message): RequestId | undefined {
   if (message['method'] !== 'notifications/cancelled' || message['id'] !== undefined) return undefined;
   const id = (message['params'] as { requestId?: unknown } | undefined)?.requestId;
@@ -66,8 +80,9 @@ export class McpPolicyTransport implements Transport {
    */
   private readonly cancelledListings = new Set<RequestId>();
   /**
-   * Server side: other requests passed to the server and not yet answered, by id. A request under an id still in use
-   * is refused: its answer would be taken for the other one's (a "method not found" released a running call's cost).
+   * Other requests passed on (client side: sent to the server; server side: passed to the server) and not yet
+   * answered, by id. A request under an id still in use is refused: its answer would be taken for the other one's (a
+   * "method not found" released a running call's cost).
    */
   private readonly open = new Set<RequestId>();
   private hooked = false;
@@ -123,7 +138,24 @@ export class McpPolicyTransport implements Transport {
     if (this.side === 'client') {
       if (isRequest(value)) {
         if (value['method'] === 'tools/call') return this.callOut(value, options);
-        if (value['method'] === 'tools/list') this.listing.add(value['id'] as RequestId);
+        const id = value['id'] as RequestId;
+        if (this.inUse(id)) {
+          // Its answer would be taken for the other request's: an error answer would settle a running call.
+          this.onmessage?.({ jsonrpc: '2.0', id, error: idInUse(id) } as JSONRPCMessage);
+          return;
+        }
+        this.open.add(id);
+        if (value['method'] === 'tools/list') this.listing.add(id);
+        try {
+          return await this.inner.send(message, options);
+        } catch (error) {
+          // Not sent: no answer will come for it.
+          this.open.delete(id);
+          this.listing.delete(id);
+          throw error;
+        }
+      } else if (isStrayCall(value)) {
+        throw strayCallError('not sent');
       } else {
         const cancelled = cancelledId(value);
         if (cancelled !== undefined) this.cancel(cancelled);
@@ -154,12 +186,14 @@ export class McpPolicyTransport implements Transport {
         return;
       }
       if (this.inUse(id)) {
-        const error = { code: -32600, message: `agentpolicy: MCP request id ${JSON.stringify(id)} is already in use by another request; refused` };
-        void this.inner.send({ jsonrpc: '2.0', id, error } as JSONRPCMessage, { relatedRequestId: id }).catch((failure: unknown) => this.onerror?.(failure as Error));
+        void this.inner.send({ jsonrpc: '2.0', id, error: idInUse(id) } as JSONRPCMessage, { relatedRequestId: id }).catch((failure: unknown) => this.onerror?.(failure as Error));
         return;
       }
       this.open.add(id);
       if (value['method'] === 'tools/list') this.listing.add(id);
+    } else if (isStrayCall(value)) {
+      this.onerror?.(strayCallError('not passed to the server'));
+      return;
     } else {
       const cancelled = cancelledId(value);
       if (cancelled !== undefined) this.cancel(cancelled);

@@ -10,7 +10,7 @@ import { ErrorCode, McpError, type JSONRPCMessage } from '@modelcontextprotocol/
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { gateMcpServer } from './gate-mcp-server.js';
-import { wrapMcpTransport } from './policy-transport.js';
+import { wrapMcpServerTransport, wrapMcpTransport } from './policy-transport.js';
 import { createDocsServer } from './test-support/docs-server.js';
 import { callLog, startHttpServer } from './test-support/servers.js';
 
@@ -268,6 +268,46 @@ describe('request ids and cancellation against a gated McpServer (costs)', () =>
   });
 });
 
+describe('a tools/call without a request id', () => {
+  const strays: [string, Record<string, unknown>][] = [
+    ['no id', { jsonrpc: '2.0', method: 'tools/call', params: { name: 'run_shell', arguments: { cmd: 'id' } } }],
+    ['id null', { jsonrpc: '2.0', id: null, method: 'tools/call', params: { name: 'run_shell', arguments: { cmd: 'id' } } }],
+    ['an object id', { jsonrpc: '2.0', id: { n: 1 }, method: 'tools/call', params: { name: 'search', arguments: { q: 'x' } } }],
+  ];
+
+  it.each(strays)('client side (%s): never put on the wire undecided; send rejects with a typed error', async (_, stray) => {
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const [clientSide, peer] = InMemoryTransport.createLinkedPair();
+    const got: unknown[] = [];
+    peer.onmessage = (message) => void got.push(message);
+    await peer.start();
+    const transport = wrapMcpTransport(clientSide, session, { server: 'docs' });
+    await transport.start();
+    await expect(transport.send(stray as JSONRPCMessage)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    // In a batch, the others are still decided and sent.
+    await expect(transport.send([stray, call(1, 'search', { q: 'y' })] as unknown as JSONRPCMessage)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(got).toEqual([call(1, 'search', { q: 'y' })]);
+    await transport.close();
+  });
+
+  it.each(strays)('server side (%s): never handed to the server; reported through onerror', async (_, stray) => {
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    const transport = wrapMcpServerTransport(serverSide, session, { server: 'docs' });
+    const handed: unknown[] = [];
+    const errors: unknown[] = [];
+    transport.onmessage = (message) => void handed.push(message);
+    transport.onerror = (error) => void errors.push(error);
+    await transport.start();
+    await clientSide.start();
+    await clientSide.send(stray as JSONRPCMessage);
+    expect(handed).toEqual([]);
+    expect(errors).toMatchObject([{ code: 'INVALID_ARGUMENT' }]);
+    expect(session.report().decisions).toEqual([]);
+    await clientSide.close();
+  });
+});
+
 describe('what a client-side gate sees from a server', () => {
   it('a call whose answer never comes: the client times out, the cost is charged once and nothing stays open', async () => {
     const session = AgentPolicy.fromDict(POLICY).session();
@@ -281,6 +321,39 @@ describe('what a client-side gate sees from a server', () => {
     expect(session.pendingReservations).toBe(0);
     expect(session.spent).toBe(0.2);
     await client.close();
+  });
+
+  it('a request reusing the id of a running call is refused, not sent: its answer cannot settle the call', async () => {
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const [clientSide, peer] = InMemoryTransport.createLinkedPair();
+    const got: Message[] = [];
+    peer.onmessage = (message) => void got.push(message as Message);
+    await peer.start();
+    const transport = wrapMcpTransport(clientSide, session, { server: 'docs', costs: { slow: 0.4 } });
+    const received: Message[] = [];
+    transport.onmessage = (message) => void received.push(message as Message);
+    await transport.start();
+    await transport.send(call(7, 'slow', { ms: 1 }) as JSONRPCMessage);
+    // Sent, a "method not found" for it would have released the running call's cost.
+    await transport.send({ jsonrpc: '2.0', id: 7, method: 'prompts/get', params: { name: 'missing' } });
+    expect(got.map((m) => m['method'])).toEqual(['tools/call']);
+    expect(received).toEqual([{ jsonrpc: '2.0', id: 7, error: { code: -32600, message: 'agentpolicy: MCP request id 7 is already in use by another request; refused' } }]);
+    await peer.send({ jsonrpc: '2.0', id: 7, result: { content: [] } });
+    await tick(5);
+    expect(session.spent).toBe(0.4);
+    expect(session.pendingReservations).toBe(0);
+    // And the other way: a call under the id of a listing still unanswered is refused before it is decided.
+    await transport.send({ jsonrpc: '2.0', id: 8, method: 'tools/list' });
+    await transport.send(call(8, 'slow', { ms: 1 }) as JSONRPCMessage);
+    expect(got.map((m) => m['method'])).toEqual(['tools/call', 'tools/list']);
+    expect(received.at(-1)).toMatchObject({ id: 8, result: { isError: true, content: [{ text: 'agentpolicy: MCP request id 8 is already in use by another request; refused' }] } });
+    expect(session.report().decisions).toHaveLength(1);
+    // Once answered, the id is free again.
+    await peer.send({ jsonrpc: '2.0', id: 8, result: { tools: [] } });
+    await transport.send(call(8, 'slow', { ms: 1 }) as JSONRPCMessage);
+    expect(got.map((m) => m['method'])).toEqual(['tools/call', 'tools/list', 'tools/call']);
+    await transport.close();
+    expect(session.spent).toBe(0.8);
   });
 
   it('listings a server never answers (timed out, cancelled) are not kept for the life of the connection; a late answer to a recent one is still filtered', async () => {
