@@ -294,7 +294,8 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
           },
         }));
         // parallel_tool_calls: false has the client run a response's calls one after another (openai 6 always does).
-        const runner = client.chat.completions.runTools({ ...base, tools, ...(mode.sequential ? { parallel_tool_calls: false } : {}), ...(mode.streamed ? { stream: true as const } : {}) }, options);
+        const params = { ...base, tools, ...(mode.sequential ? { parallel_tool_calls: false } : {}) };
+        const runner = mode.streamed ? client.chat.completions.runTools({ ...params, stream: true }, options) : client.chat.completions.runTools(params, options);
         await runner.done();
         return undefined;
       }
