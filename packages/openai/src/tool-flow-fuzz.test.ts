@@ -231,12 +231,12 @@ async function runLoop(world: World, server: MockOpenAIServer, calls: readonly C
       throw new Violation(`runTool(${name}, ${JSON.stringify(args)}, ${call.id}) of an allowed response was decided again: ${added.map((d) => `${d.decision} (${d.reason})`).join('; ')}`);
     }
     if (failure !== undefined && !(failure instanceof BodyError || isPolicyRefusal(failure))) {
-      throw new Violation(`runTool(${name}, ${JSON.stringify(args)}) threw an undocumented error: ${describe_(failure)}`);
+      throw new Violation(`runTool(${name}, ${JSON.stringify(args)}) threw an undocumented error: ${explain(failure)}`);
     }
   }
 }
 
-const describe_ = (error: unknown): string => {
+const explain = (error: unknown): string => {
   const policy = findPolicyError(error);
   const base = `${(error as Error)?.name ?? typeof error}: ${String((error as Error)?.message ?? error)}`;
   return policy !== undefined && policy !== error ? `${base} (cause ${policy.name} ${policy.code}: ${policy.message})` : base;
@@ -313,14 +313,14 @@ function checkError(error: unknown, turn: Turn): void {
   const policy = findPolicyError(error);
   if (policy !== undefined) {
     if (PolicyDeniedError.isInstance(policy) || ApprovalRequiredError.isInstance(policy)) return;
-    throw new Violation(`an undocumented agentpolicy error escaped ${mode.kind}: ${describe_(error)}`);
+    throw new Violation(`an undocumented agentpolicy error escaped ${mode.kind}: ${explain(error)}`);
   }
   if (mode.kind === 'run-tools' && (error instanceof BodyError || (error as { cause?: unknown })?.cause instanceof BodyError)) return;
   if (error instanceof OpenAI.OpenAIError || error instanceof OpenAIv6.OpenAIError) return;
   // openai 6 lets the fetch's own error through when the server cuts a stream it is reading.
   const cut = turn.responses.some((response) => response.fault === 'cut' || response.fault === 'drop');
   if (cut && error instanceof TypeError && /terminated|fetch failed|other side closed/i.test(error.message)) return;
-  throw new Violation(`an unexpected error escaped ${mode.kind}: ${describe_(error)}`);
+  throw new Violation(`an unexpected error escaped ${mode.kind}: ${explain(error)}`);
 }
 
 // ---- the invariants -------------------------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ function invariants(world: World, where: string, turn: Turn | undefined, turnErr
       const ranHere = world.runs.filter((run) => run.turn === world.turn && run.response === index + 1);
       if (ranHere.length > 0) throw new Violation(`${where}: response ${index + 1} holds a denied call, yet ${ranHere.map((r) => `${r.name} ${r.arguments}`).join(', ')} ran`);
       if (!stoppedEarly && !isPolicyRefusal(turnError)) {
-        throw new Violation(`${where}: response ${index + 1} holds a denied call (${response.calls.map((c) => `${c.id} ${c.name} ${c.arguments}`).join('; ')}) and was not refused (${turnError === undefined ? 'no error' : describe_(turnError)})`);
+        throw new Violation(`${where}: response ${index + 1} holds a denied call (${response.calls.map((c) => `${c.id} ${c.name} ${c.arguments}`).join('; ')}) and was not refused (${turnError === undefined ? 'no error' : explain(turnError)})`);
       }
     });
   }
@@ -478,7 +478,7 @@ describe.each(CLIENTS)('tool flow fuzz with %s: random runs through create() + r
           count(world, turn, error, runsBefore);
           checkError(error, turn);
           invariants(world, where, turn, error, server.count());
-          if (unhandled.length > 0) throw new Violation(`${where}: unhandled rejection: ${describe_(unhandled[0])}`);
+          if (unhandled.length > 0) throw new Violation(`${where}: unhandled rejection: ${explain(unhandled[0])}`);
         }
         session.end();
         invariants(world, 'end', undefined, undefined, 0);
