@@ -208,7 +208,7 @@ export class GovernedCall {
     }
     const type = response.headers.get('content-type') ?? '';
     const observer = type.includes('text/event-stream')
-      ? this.sseObserver()
+      ? this.sseObserver(init?.signal ?? undefined)
       : type.includes('json')
         ? this.jsonObserver()
         : this.opaqueObserver();
@@ -438,15 +438,19 @@ export class GovernedCall {
       .catch((error: unknown) => process.emitWarning(`agentpolicy: could not record the SVG authoring usage: ${(error as Error)?.message ?? String(error)}`));
   }
 
-  private sseObserver(): StreamObserver {
+  /** `signal`: the fetch's own, which the client aborts when the caller breaks out of a stream early. */
+  private sseObserver(signal: AbortSignal | undefined): StreamObserver {
     const parser = new SseParser();
     const tools = new StreamToolCalls();
     let refused: Error | undefined;
+    // The stream's last event was read (chat `[DONE]`, a Responses terminal event): the caller has the whole response.
+    let whole = false;
     // Usage is read from every event; tool calls are checked until one is refused (the stream then fails with it
     // once this chunk's events have been read).
     const onEvents = async (events: SseEvent[]): Promise<Error | undefined> => {
       for (const event of events) {
         if (event.data === '[DONE]') {
+          whole = true;
           this.commitLatest();
           refused ??= await this.checkToolCalls(tools.flush());
           continue;
@@ -458,6 +462,7 @@ export class GovernedCall {
           continue;
         }
         if (!isObject(data)) continue;
+        if (typeof data['type'] === 'string' && TERMINAL_RESPONSE_EVENTS.has(data['type'])) whole = true;
         this.seeUsage(data);
         const calls = tools.see(data);
         if (!refused) refused = await this.checkToolCalls(calls);
@@ -481,7 +486,15 @@ export class GovernedCall {
         this.commitLatest();
         return refused;
       },
-      abandoned: () => this.commitLatest(),
+      // Broken off or aborted by the caller (the client aborts the request then), cut before its last event, or failed
+      // under the reader (openai 6 reads on past the last event and fails with the cut): the caller never gets this
+      // response whole, so the costs its allowed calls hold are given back (a call run later anyway is decided anew),
+      // as for a refused response. The client also cancels the body, without aborting, once it has read the last
+      // event: that response is whole, and its calls keep what they hold until they run.
+      abandoned: (how) => {
+        this.commitLatest();
+        if (!whole || how === 'error' || signal?.aborted === true || this.options.signal?.aborted === true) this.giveBackHeld(this.settings.session, this.heldToolCosts).catch(warn);
+      },
     };
   }
 

@@ -75,7 +75,8 @@ export function toolCallsOfResult(result: unknown): ReturnedToolCall[] {
  */
 export class StreamToolCalls {
   private readonly open = new Map<string, { choice: string; id: string; name: string; arguments: string }>();
-  private readonly seen = new Set<string>();
+  /** Responses call items already handed out (by item id): an item's call is handed out at its arguments' end, not again when the item is done. */
+  private readonly handed = new Set<string>();
   // Responses call items by item id, from `output_item.added` until their arguments are whole.
   private readonly items = new Map<string, ReturnedToolCall>();
 
@@ -94,11 +95,12 @@ export class StreamToolCalls {
     if (type === 'response.function_call_arguments.done' || type === 'response.custom_tool_call_input.done') {
       const call = this.items.get(text(event['item_id']));
       if (!call) return [];
-      return this.complete([{ ...call, arguments: text(event['arguments']) || text(event['input']) }]);
+      return this.handOut(text(event['item_id']), { ...call, arguments: text(event['arguments']) || text(event['input']) });
     }
     if (type === 'response.output_item.done') {
-      const call = responsesItemCall(event['item']);
-      return call ? this.complete([call]) : [];
+      const item = event['item'];
+      const call = responsesItemCall(item);
+      return call && isObject(item) ? this.handOut(text(item['id']) || `call:${call.id}`, call) : [];
     }
     if (!Array.isArray(event['choices'])) return [];
     const ready: ReturnedToolCall[] = [];
@@ -130,14 +132,14 @@ export class StreamToolCalls {
       }
       if (choice['finish_reason'] !== null && choice['finish_reason'] !== undefined) ready.push(...this.closeChoice(index));
     }
-    return this.complete(ready);
+    return ready;
   }
 
   /** Every call still open (the stream ended). */
   flush(): ReturnedToolCall[] {
     const all = [...this.open.values()].map(({ id, name, arguments: args }) => ({ id, name, arguments: args }));
     this.open.clear();
-    return this.complete(all);
+    return all;
   }
 
   private closeChoice(choice: string): ReturnedToolCall[] {
@@ -150,12 +152,16 @@ export class StreamToolCalls {
     return done;
   }
 
-  private complete(calls: ReturnedToolCall[]): ReturnedToolCall[] {
-    return calls.filter((call) => {
-      const key = call.id || `${call.name}#${this.seen.size}`;
-      if (this.seen.has(key)) return false;
-      this.seen.add(key);
-      return true;
-    });
+  /**
+   * A Responses call item handed out once. Chat calls need no such guard: each is handed out when it closes and is
+   * then forgotten, so two calls that share an id (the model repeating one, with the same or other arguments) are
+   * each handed out, and each checked.
+   */
+  private handOut(item: string, call: ReturnedToolCall): ReturnedToolCall[] {
+    if (item !== '') {
+      if (this.handed.has(item)) return [];
+      this.handed.add(item);
+    }
+    return [call];
   }
 }

@@ -186,10 +186,17 @@ export function governParsingHelpers(client: unknown): void {
       if (governed.parsers === undefined && !runsTools) return helper.call(this, body, options);
       const runs = runsTools ? new ToolRuns() : undefined;
       const metadata = isObject(options?.['__metadata']) ? options['__metadata'] : undefined;
-      return helper.call(this, runs === undefined ? governed.body : runs.govern(governed.body), {
+      const runner = helper.call(this, runs === undefined ? governed.body : runs.govern(governed.body), {
         ...options,
         __metadata: { ...metadata, ...(governed.parsers !== undefined ? { [TOOL_PARSERS]: governed.parsers } : {}), ...(runs !== undefined ? { [RUNS_TOOLS]: runs } : {}) },
       });
+      // 'end' comes after the run finished, failed or was aborted (listening to it leaves the client's error handling as it is).
+      if (runs !== undefined && isObject(runner) && typeof runner['on'] === 'function') {
+        (runner['on'] as (event: string, listener: () => void) => unknown).call(runner, 'end', () => {
+          runs.finish().catch((error: unknown) => process.emitWarning(`agentpolicy/openai: giving back the costs of calls runTools() did not run failed: ${(error as Error)?.message ?? String(error)}`));
+        });
+      }
+      return runner;
     };
   }
 }

@@ -61,7 +61,16 @@ export class ToolRuns {
       }
       // Rejects with the recorded deny when a halt or the policy in force stops it now.
       if (!(await allowed.session.claim(allowed.decision))) {
-        throw new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(allowed.call.id)} of ${JSON.stringify(name)} is being run more than once at the same time`);
+        // The model returned the same call (id and arguments) more than once in this response: its repeats got the
+        // first one's decision, which the first run has taken. A repeat is decided anew, as in your own loop's
+        // session.runTool (counted by limits, its cost charged again), and runs only if that allows it.
+        const { session, call, input, reservation } = allowed;
+        const cost = reservation?.decision.action.cost;
+        return session.runTool(
+          name,
+          { ...(input !== undefined ? { input } : {}), ...(cost !== undefined ? { cost } : {}), ...(call.id ? { idempotencyKey: call.id } : {}), metadata: { ...allowed.decision.action.metadata, repeated: true } },
+          () => fn.apply(this, args),
+        );
       }
       // The function ran: a declared cost is charged, or settled by core's rule for a function that throws
       // (released for an agentpolicy error or a 4xx status / statusCode, charged otherwise).
@@ -75,6 +84,20 @@ export class ToolRuns {
       await allowed.reservation?.commit();
       return result;
     };
+  }
+
+  /**
+   * The run ended (done, failed or aborted): an allowed call the client never ran — the run stopped at an earlier
+   * function's error (openai 6, or `parallel_tool_calls: false`, runs them one after another), or was aborted — gives
+   * back the cost it holds, and its allow is used up, so a repeat of it is decided anew.
+   */
+  async finish(): Promise<void> {
+    const left = [...this.allowed.values()].flat();
+    this.allowed.clear();
+    for (const { session, decision, reservation } of left) {
+      if (reservation === undefined || reservation.settled) continue;
+      if (await Promise.resolve().then(() => session.claim(decision)).catch(() => false)) await reservation.release();
+    }
   }
 
   /** A `runTools()` body with every tool function wrapped (see {@link wrap}); the caller's body and tools are not changed. */

@@ -718,6 +718,96 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       });
 
       it.each([
+        ['broken out of', 'break'],
+        ['aborted', 'abort'],
+      ] as const)('a stream %s before its end gives back the cost its allowed calls hold; one read whole keeps it for the loop', async (_what, how) => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        const call = { toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{"city":"Paris"}' }], argumentChunks: [3] };
+        server.reply(call, call);
+        const stream = client.chat.completions.stream({ model: 'gpt-4o-mini', messages: USER });
+        let chunks = 0;
+        for await (const _chunk of stream) {
+          // The call is complete (and its cost held) once its choice finishes; the caller stops before the stream ends.
+          if (++chunks === 7) {
+            if (how === 'abort') stream.abort();
+            break;
+          }
+        }
+        await settle();
+        // Before, the cost stayed held until session.end() charged it, for a call that never ran.
+        expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([['allow', 'released']]);
+        expect(session.pendingReservations).toBe(0);
+        // Read whole (the client cancels the body after its last event): the allow and its cost wait for the loop.
+        const completion = await client.chat.completions.stream({ model: 'gpt-4o-mini', messages: USER }).finalChatCompletion();
+        const returned = completion.choices[0]!.message.tool_calls![0]!;
+        if (returned.type !== 'function') throw new Error('not a function call');
+        await session.runTool('get_weather', { input: JSON.parse(returned.function.arguments), cost: 0.1, idempotencyKey: returned.id }, () => 'sunny');
+        expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([['allow', 'released'], ['allow', 'committed']]);
+        expect(toolSpend(session)).toBe(0.1);
+      });
+
+      it('a stream cut after its last event: where the client fails the read, the cost its call held is given back; where it returns the response, it waits for the loop', async () => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        // Six events (role, call, arguments, finish, usage, [DONE]), then the connection is cut instead of ended.
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }], dropAfterEvents: 6 });
+        const completion = await client.chat.completions.stream({ model: 'gpt-4o-mini', messages: USER }).finalChatCompletion().catch(() => undefined);
+        await settle();
+        expect(completion === undefined).toBe(_name === 'openai 6');
+        if (completion === undefined) {
+          // openai 6 reads on past [DONE] and fails with the cut: the caller never gets the call. Before, its cost stayed held.
+          expect(toolDecisions(session).map((d) => d.settlement?.status)).toEqual(['released']);
+          expect(session.pendingReservations).toBe(0);
+          return;
+        }
+        // openai 7 stops reading at [DONE]: the caller has the call, and its loop runs it on the response's allow.
+        await session.runTool('get_weather', { input: {}, cost: 0.1, idempotencyKey: 'call_1' }, () => 'sunny');
+        expect(toolDecisions(session).map((d) => d.settlement?.status)).toEqual(['committed']);
+      });
+
+      it('runTools(): the same call (id and arguments) twice in one response runs twice, each on an allow of its own, charged twice', async () => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        const twice = { id: 'call_1', name: 'get_weather', arguments: '{}' };
+        server.reply({ toolCalls: [twice, twice] }, {});
+        let ran = 0;
+        // Before, the second run found the first's allow taken and the run failed with DECISION_USED.
+        await client.chat.completions.runTools({ model: 'gpt-4o-mini', messages: USER, tools: [weatherTool(() => ++ran)] }).finalContent();
+        expect(ran).toBe(2);
+        expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([['allow', 'committed'], ['allow', 'committed']]);
+        expect(toolSpend(session)).toBe(0.2);
+      });
+
+      it('runTools(): a call the client never runs (the run stopped at an earlier function\'s error) gives back its cost', async () => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'lookup', arguments: '{}' }, { id: 'call_2', name: 'get_weather', arguments: '{}' }] }, {});
+        let ran = 0;
+        const lookup = { type: 'function' as const, function: { name: 'lookup', description: 'lookup', parameters: { type: 'object', properties: {} }, function: () => { throw new Error('lookup broke'); } } };
+        // One call after another (openai 6 always does so): the first function's error ends the run before the second.
+        const error = await client.chat.completions
+          .runTools({ model: 'gpt-4o-mini', messages: USER, parallel_tool_calls: false, tools: [lookup, weatherTool(() => ++ran)] })
+          .finalContent()
+          .catch((e: unknown) => e);
+        expect(String((error as Error).message)).toMatch(/lookup broke/);
+        await settle();
+        expect(ran).toBe(0);
+        // Before, its cost stayed held until session.end() charged it.
+        expect(toolDecisions(session).map((d) => [d.action.type === 'tool' ? d.action.name : '', d.settlement?.status])).toEqual([['lookup', undefined], ['get_weather', 'released']]);
+        expect(session.pendingReservations).toBe(0);
+        expect(toolSpend(session)).toBe(0);
+      });
+
+      it('runTools(): the repeat is decided anew, so a limit the first run used up stops it', async () => {
+        const { session, client } = setup({ budget: 1, limits: [{ tool: 'get_weather', max_calls: 1, per: '1h' }] }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        const twice = { id: 'call_1', name: 'get_weather', arguments: '{}' };
+        server.reply({ toolCalls: [twice, twice] }, {});
+        let ran = 0;
+        const error = await client.chat.completions.runTools({ model: 'gpt-4o-mini', messages: USER, tools: [weatherTool(() => ++ran)] }).finalContent().catch((e: unknown) => e);
+        expect(findPolicyError(error)).toMatchObject({ name: 'PolicyDeniedError', decision: { rule: { section: 'limits' } } });
+        expect(ran).toBe(1);
+        expect(toolSpend(session)).toBe(0.1);
+        expect(session.pendingReservations).toBe(0);
+      });
+
+      it.each([
         ['returns', () => 'sunny', 0.1],
         ['throws a plain Error (it may have done the work): charged', () => { throw new Error('boom'); }, 0.1],
         ['throws with status 500: charged', () => { throw Object.assign(new Error('upstream'), { status: 500 }); }, 0.1],
@@ -754,6 +844,31 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
         const [decision] = toolDecisions(session);
         expect(decision).toMatchObject({ decision: 'deny', action: { metadata: { costError: 'no price list' } } });
       });
+    });
+
+    it.each([
+      ['the same arguments', '{}'],
+      ['other arguments', '{"city":"Paris"}'],
+    ])('a stream that repeats a call id with %s checks every call: a blocked one refuses it', async (_what, args) => {
+      const { session, client } = setup(blocked, { checkToolCalls: true });
+      server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: args }, { id: 'call_1', name: 'send_email', arguments: '{}' }], argumentChunks: [1, 2] });
+      // Before, the second call was skipped as already seen (its id was), so the stream passed with a blocked call in it.
+      const error = await client.chat.completions.stream({ model: 'gpt-4o-mini', messages: USER }).finalChatCompletion().catch((e: unknown) => e);
+      expect(findPolicyError(error)).toMatchObject({ decision: { action: { type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_1' } } } });
+      expect(session.report().decisions.filter((d) => d.action.type === 'tool').map((d) => `${d.action.type === 'tool' ? d.action.name : ''}:${d.decision}`)).toEqual(['get_weather:allow', 'send_email:deny']);
+    });
+
+    it('a Responses stream decides each call item once, and a repeated call id in another item again', async () => {
+      const { session, client } = setup(blocked, { checkToolCalls: true });
+      server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }] });
+      for await (const _event of await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true })) void _event;
+      expect(session.report().decisions.filter((d) => d.action.type === 'tool')).toHaveLength(1);
+      server.reply({ toolCalls: [{ id: 'call_2', name: 'get_weather', arguments: '{}' }, { id: 'call_2', name: 'send_email', arguments: '{}' }] });
+      const read = async () => {
+        for await (const _event of await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true })) void _event;
+      };
+      const error = await read().catch((e: unknown) => e);
+      expect(findPolicyError(error)).toMatchObject({ decision: { action: { type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_2' } } } });
     });
 
     it('runTools() never runs a blocked tool', async () => {

@@ -27,6 +27,13 @@ export interface MockReply {
   toolCalls?: ReadonlyArray<{ id: string; name: string; arguments: string }>;
   /** Send only this many SSE events, then hold the connection open until the client goes away. */
   holdAfterEvents?: number;
+  /** Send only this many SSE events, then close the connection abruptly (a stream cut mid-way). */
+  dropAfterEvents?: number;
+  /**
+   * Streamed chat: send each tool call's `arguments` in deltas of these sizes (in characters, cycled; a size below 1
+   * counts as 1) instead of one delta, as a real model splits them at arbitrary points.
+   */
+  argumentChunks?: readonly number[];
   usage?: MockUsage;
   /** Answer without any usage. */
   omitUsage?: boolean;
@@ -176,14 +183,31 @@ function responsesUsage(usage: MockUsage) {
   };
 }
 
-/** Writes SSE events; with `holdAfter`, stops after that many and keeps the connection open. */
-function sse(res: ServerResponse, events: ReadonlyArray<{ event?: string; data: string }>, holdAfter: number | undefined): void {
+/** Writes SSE events; with `script.holdAfterEvents`, stops after that many and keeps the connection open; with `script.dropAfterEvents`, stops and cuts it. */
+function sse(res: ServerResponse, events: ReadonlyArray<{ event?: string; data: string }>, script: MockReply): void {
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-  const limit = holdAfter ?? events.length;
+  const limit = script.dropAfterEvents ?? script.holdAfterEvents ?? events.length;
   for (const item of events.slice(0, limit)) {
     res.write(`${item.event ? `event: ${item.event}\n` : ''}data: ${item.data}\n\n`);
   }
-  if (holdAfter === undefined) res.end();
+  if (script.dropAfterEvents !== undefined) {
+    // Let what was written reach the client first, then cut the connection without ending the response.
+    setTimeout(() => res.socket?.destroy(), 5);
+    return;
+  }
+  if (script.holdAfterEvents === undefined) res.end();
+}
+
+/** `text` cut into pieces of the given sizes (cycled), for argument deltas split at arbitrary points. */
+function pieces(text: string, sizes: readonly number[] | undefined): string[] {
+  if (sizes === undefined || sizes.length === 0 || text === '') return [text];
+  const out: string[] = [];
+  for (let at = 0, i = 0; at < text.length; i++) {
+    const size = Math.max(1, Math.floor(sizes[i % sizes.length] ?? 1));
+    out.push(text.slice(at, at + size));
+    at += size;
+  }
+  return out;
 }
 
 function chat(res: ServerResponse, id: number, body: Record<string, unknown>, model: string, usage: MockUsage | null, script: MockReply, text: string): void {
@@ -208,7 +232,9 @@ function chat(res: ServerResponse, id: number, body: Record<string, unknown>, mo
   if (toolCalls.length > 0) {
     toolCalls.forEach((call, index) => {
       events.push(chunk([{ index: 0, delta: { tool_calls: [{ index, id: call.id, type: 'function', function: { name: call.name, arguments: '' } }] }, finish_reason: null }]));
-      events.push(chunk([{ index: 0, delta: { tool_calls: [{ index, function: { arguments: call.arguments } }] }, finish_reason: null }]));
+      for (const piece of pieces(call.arguments, script.argumentChunks)) {
+        events.push(chunk([{ index: 0, delta: { tool_calls: [{ index, function: { arguments: piece } }] }, finish_reason: null }]));
+      }
     });
     events.push(chunk([{ index: 0, delta: {}, finish_reason: 'tool_calls' }]));
   } else {
@@ -218,7 +244,7 @@ function chat(res: ServerResponse, id: number, body: Record<string, unknown>, mo
   const options = body['stream_options'] as { include_usage?: boolean } | undefined;
   if (usage && options?.include_usage === true) events.push(chunk([], { usage: chatUsage(usage) }));
   events.push({ data: '[DONE]' });
-  sse(res, events, script.holdAfterEvents);
+  sse(res, events, script);
 }
 
 function responses(res: ServerResponse, id: number, body: Record<string, unknown>, model: string, usage: MockUsage | null, script: MockReply, text: string): void {
@@ -278,7 +304,7 @@ function responses(res: ServerResponse, id: number, body: Record<string, unknown
     push('response.output_item.done', { output_index: 0, item: message });
   }
   push('response.completed', { response: response('completed', output, true) });
-  sse(res, events, script.holdAfterEvents);
+  sse(res, events, script);
 }
 
 function embeddings(res: ServerResponse, body: Record<string, unknown>, model: string, usage: MockUsage | null): void {
