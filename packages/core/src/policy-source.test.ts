@@ -25,6 +25,15 @@ function replaceFile(file: string, text: string): void {
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** Waits until `done()` holds (checked every millisecond), failing after 10 s with what it waited for. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  const give = Date.now() + 10_000;
+  while (!done()) {
+    if (Date.now() > give) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
 describe('PolicySource.update', () => {
   it('swaps to a valid policy; an invalid one is refused with its issues and the old policy stays', async () => {
     const a = AgentPolicy.fromYamlString(A);
@@ -144,9 +153,12 @@ describe('live reload under load', () => {
         }
         if (round % 14 === 7) {
           pendingAtWrites.push(checks.length - settled);
-          replaceFile(file, writes[(round / 14) | 0] as string);
-          // Let the watcher fire while checks are in flight.
-          await new Promise((resolve) => setTimeout(resolve, 5));
+          const text = writes[(round / 14) | 0] as string;
+          const seenBefore = text === INVALID ? rejects.length : updates.length;
+          replaceFile(file, text);
+          // Each version is taken (or refused) while checks are in flight, before the next write replaces it: on a
+          // loaded machine the watcher may otherwise first read the file after the next write.
+          await until(() => (text === INVALID ? rejects.length : updates.length) > seenBefore, `the watcher to take write ${(round / 14) | 0}`);
         } else {
           await tick();
         }
