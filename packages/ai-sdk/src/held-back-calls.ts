@@ -1,4 +1,4 @@
-import { AgentPolicyError, type PolicySession } from '@agentpolicy/core';
+import { withdrawAllow, type PolicySession } from '@agentpolicy/core';
 import type { ToolCallCheck } from './check-tool-call.js';
 
 // The AI SDK holds a step's tool calls back by tool call id: when the approval hook asks a human about a call, or
@@ -20,16 +20,6 @@ const heldBackIds = new WeakMap<object, Set<string>>();
 /** Tool call ids remembered per session (the oldest are forgotten first: those calls ran long ago). */
 const HELD_ALLOWS = 1024;
 
-/** Takes the allow's one execution and gives its money back: it will not run. Nothing when it ran already. */
-async function giveBack(session: PolicySession, check: ToolCallCheck): Promise<void> {
-  try {
-    if ((await session.claim(check.decision)) && check.reservation && !check.reservation.settled) await check.reservation.release();
-  } catch (error) {
-    // A halt or a policy change stopped it: core gave its money back when it refused the claim.
-    if (!AgentPolicyError.isInstance(error)) throw error;
-  }
-}
-
 /**
  * Called when the hook lets a call run that the wrapped `execute` will run: remembers its allow until then. If the
  * hook already held its tool call id back in this step, the SDK will not run it: its allow is given back at once.
@@ -37,7 +27,7 @@ async function giveBack(session: PolicySession, check: ToolCallCheck): Promise<v
 export async function allowedToRun(session: PolicySession, messages: readonly unknown[] | undefined, toolCallId: string | undefined, check: ToolCallCheck): Promise<void> {
   if (toolCallId === undefined || check.reservation === undefined || check.reservation.settled) return;
   if (typeof messages === 'object' && messages !== null && heldBackIds.get(messages)?.has(toolCallId)) {
-    await giveBack(session, check);
+    await withdrawAllow(session, check.decision, check.reservation);
     return;
   }
   let byId = heldAllows.get(session);
@@ -66,7 +56,7 @@ export async function heldBack(session: PolicySession, messages: readonly unknow
   const held = byId?.get(toolCallId);
   if (held === undefined) return;
   byId!.delete(toolCallId);
-  for (const { check } of held) await giveBack(session, check);
+  for (const { check } of held) await withdrawAllow(session, check.decision, check.reservation);
 }
 
 /**
@@ -83,6 +73,6 @@ export async function runStopped(session: PolicySession, messages: readonly unkn
     const rest = held.filter((entry) => entry.step !== messages);
     if (rest.length > 0) byId.set(toolCallId, rest);
     else byId.delete(toolCallId);
-    for (const { check } of stopped) await giveBack(session, check);
+    for (const { check } of stopped) await withdrawAllow(session, check.decision, check.reservation);
   }
 }

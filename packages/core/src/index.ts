@@ -26,6 +26,7 @@ export { boundString, boundValue, MAX_RECORDED_STRING } from './bounded-record.j
 export type { SessionReport } from './audit-trail.js';
 export type { SoftLimitEvent } from './budget-ledger.js';
 export type { Reservation, UsageUpdate } from './reservation.js';
+export { withdrawAllow } from './reservation.js';
 export type {
   Action,
   ActionType,

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { AgentPolicy } from './policy.js';
 import { MAX_NANOS } from './money.js';
 import { AgentPolicyError } from './errors.js';
+import { withdrawAllow } from './reservation.js';
 
 describe('overruns', () => {
   it('a real cost above the estimate is reported per decision and in the totals', async () => {
@@ -282,5 +283,42 @@ describe('reserving a group of model calls (reserveModelCalls)', () => {
     const reserved = session.reserveModelCalls(estimates);
     estimates.push(call(2));
     expect(await reserved).toHaveLength(1);
+  });
+});
+
+describe('withdrawAllow: an allow whose call will not run', () => {
+  const policy = () => AgentPolicy.fromDict({ budget: { max_spend: 1 } });
+
+  it('takes the allow and gives its money back; a repeat of the call is decided and charged anew', async () => {
+    const session = policy().session();
+    const reservation = await session.reserveAction({ type: 'tool', name: 'search', cost: 0.4, idempotencyKey: 'call_1' });
+    expect(session.report().reserved).toBeCloseTo(0.4);
+    expect(await withdrawAllow(session, reservation.decision, reservation)).toBe(true);
+    expect(reservation.settled).toBe(true);
+    expect(session.report().reserved).toBe(0);
+    expect(session.spent).toBe(0);
+    // The allow is used: nothing can run on it, and the same call is a new decision.
+    expect(await session.claim(reservation.decision)).toBe(false);
+    const again = await session.checkTool('search', { cost: 0.4, idempotencyKey: 'call_1' });
+    expect(again.id).not.toBe(reservation.decision.id);
+  });
+
+  it('leaves an allow that ran (or another run took) to the run that has it', async () => {
+    const session = policy().session();
+    const reservation = await session.reserveAction({ type: 'tool', name: 'search', cost: 0.4 });
+    expect(await session.claim(reservation.decision)).toBe(true);
+    expect(await withdrawAllow(session, reservation.decision, reservation)).toBe(false);
+    expect(reservation.settled).toBe(false);
+    await reservation.commit();
+    expect(session.spent).toBeCloseTo(0.4);
+  });
+
+  it('spends a free allow too, and a claim that throws is no withdrawal', async () => {
+    const session = policy().session();
+    const decision = await session.checkTool('search');
+    expect(await withdrawAllow(session, decision)).toBe(true);
+    expect(await session.claim(decision)).toBe(false);
+    const throwing = { claim: () => { throw new AgentPolicyError('STORE_UNAVAILABLE', 'down'); } };
+    expect(await withdrawAllow(throwing, decision)).toBe(false);
   });
 });

@@ -1,4 +1,4 @@
-import { AgentPolicyError, PolicyDeniedError, decisionError, type BoundApprovalAnswer, type Decision, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicyError, PolicyDeniedError, decisionError, withdrawAllow, type BoundApprovalAnswer, type Decision, type PolicySession } from '@agentpolicy/core';
 import { ToolMessage } from '@langchain/core/messages';
 import { ToolInputParsingException } from '@langchain/core/tools';
 import { getConfig, isGraphBubbleUp } from '@langchain/langgraph';
@@ -212,6 +212,6 @@ export async function runAllowed<R>(
   // The tool never ran (a middleware further in answered on its own): nothing was spent, and the allow is spent so
   // that no later run of the call can use it without paying.
   // Its money goes back only if this run took the allow: one that another run (or process) took is settled there.
-  if (!attempted && (await Promise.resolve().then(() => session.claim(first.decision)).catch(() => false)) && first.reservation && !first.reservation.settled) await first.reservation.release();
+  if (!attempted) await withdrawAllow(session, first.decision, first.reservation);
   return result;
 }

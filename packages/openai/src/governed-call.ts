@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { AgentPolicyError, decisionError, type Metadata, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, decisionError, withdrawAllow, type Metadata, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { observeStream, type StreamObserver } from './observe-stream.js';
 import { audioDurations, describeRequest, type RequestSpec } from './request-spec.js';
 import { SseParser, type SseEvent } from './sse-parser.js';
@@ -391,9 +391,7 @@ export class GovernedCall {
    * repeat is decided anew, never run on them) and their money given back.
    */
   private async giveBackHeld(session: PolicySession, held: readonly Reservation[]): Promise<void> {
-    for (const reservation of held) {
-      if (!reservation.settled && (await Promise.resolve().then(() => session.claim(reservation.decision)).catch(() => false))) await reservation.release();
-    }
+    for (const reservation of held) if (!reservation.settled) await withdrawAllow(session, reservation.decision, reservation);
   }
 
   // ---- body observers -------------------------------------------------------------------------------------------

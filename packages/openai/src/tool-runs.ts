@@ -1,4 +1,4 @@
-import { AgentPolicyError, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, withdrawAllow, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
 import type { ReturnedToolCall } from './tool-calls.js';
 import { withToolPieces, type ToolFunction } from './tool-pieces.js';
 
@@ -95,8 +95,7 @@ export class ToolRuns {
     const left = [...this.allowed.values()].flat();
     this.allowed.clear();
     for (const { session, decision, reservation } of left) {
-      if (reservation === undefined || reservation.settled) continue;
-      if (await Promise.resolve().then(() => session.claim(decision)).catch(() => false)) await reservation.release();
+      if (reservation !== undefined && !reservation.settled) await withdrawAllow(session, decision, reservation);
     }
   }
 
