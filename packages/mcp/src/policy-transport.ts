@@ -251,7 +251,15 @@ export class McpPolicyTransport implements Transport {
     this.deciding.set(id, cancel);
     try {
       const outcome = await this.gate.decide(call['params'], cancel);
-      return outcome.kind === 'cancelled' ? undefined : outcome;
+      if (outcome.kind === 'cancelled') return undefined;
+      // Cancelled while it was decided: its requester no longer waits for an answer (MCP: none is sent for a cancelled
+      // request, and the SDK reports one as an unknown id). A refusal is recorded, not sent; an allow taken as the
+      // cancellation came is given back, and the call never runs.
+      if (cancel.aborted) {
+        if (outcome.kind === 'run') await this.gate.withdraw(outcome.reservation);
+        return undefined;
+      }
+      return outcome;
     } finally {
       this.deciding.delete(id);
     }

@@ -1,4 +1,4 @@
-import { AgentPolicyError, PolicyDeniedError, canonicalInput, decisionError, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, PolicyDeniedError, canonicalInput, decisionError, withdrawAllow, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { governedToolName, readServerName } from './governed-tool-name.js';
 import type { ToolInput, ToolInputReader } from './server-tool-input.js';
 import { toolCost, type McpToolCosts } from './tool-costs.js';
@@ -169,7 +169,8 @@ export class ToolGate {
     if (memo !== undefined) this.remember(memo, decision, input);
     if (decision.decision !== 'allow') return { kind: 'refuse', result: refusal(decision) };
     if (cancel.aborted) {
-      await held.reservation?.release();
+      // Taken, so no run can use it, and its money given back.
+      await withdrawAllow(this.session, decision, held.reservation);
       return { kind: 'cancelled' };
     }
     // One execution per allow. An allow another run (or process) took is settled there: its money is not released here.
@@ -187,6 +188,11 @@ export class ToolGate {
     }
     if (read.rejected && held.reservation !== undefined) this.rejected.add(held.reservation);
     return { kind: 'run', reservation: held.reservation };
+  }
+
+  /** Gives back the money of a call allowed (its allow taken) that will not be sent after all. */
+  async withdraw(reservation: Reservation | undefined): Promise<void> {
+    if (reservation !== undefined && !reservation.settled) await reservation.release();
   }
 
   // A call with a declared cost holds it in a reservation, settled from the response; a free call is only decided.
