@@ -124,7 +124,7 @@ async function startServer(prepare: (server: McpServer) => void, ran: { tool: To
   return {
     url,
     close: async () => {
-      for (const release of [...slow]) release();
+      for (const release of slow) release();
       for (const transport of all) await transport.close();
       http.closeAllConnections();
       await new Promise<void>((resolve) => http.close(() => resolve()));
@@ -227,7 +227,7 @@ async function run(side: 'client' | 'server', requestTimeoutMs: number, steps: r
           break;
         }
         case 'release':
-          for (const release of [...slow]) release();
+          for (const release of slow) release();
           await tick(15);
           break;
         case 'cancel': {
@@ -258,7 +258,7 @@ async function run(side: 'client' | 'server', requestTimeoutMs: number, steps: r
     }
     // Every handler finishes; every answer that is coming comes.
     for (let i = 0; i < 100 && (slow.size > 0 || waiting().some((s) => !s.shadowed)); i++) {
-      for (const release of [...slow]) release();
+      for (const release of slow) release();
       await tick(10);
     }
     await Promise.all(sends);
