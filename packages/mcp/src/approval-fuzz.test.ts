@@ -8,7 +8,9 @@
  * blocked, its approval dropped, a tool limited), and calls again — the same arguments, other arguments, an extra key
  * the tool's schema strips, two identical calls at once.
  *
- * With an approver that holds its answers: the policy is swapped while the approver decides, then the answer comes.
+ * With a call held open — by an approver that holds its answers, or by the gate waiting (`approvalWaitMs`) for an
+ * answer to the call's request from outside — the policy is swapped and calls are cancelled meanwhile, then the
+ * answer comes.
  *
  * Checked after every step: a handler runs only for a call allowed for exactly that input, at most once per allow; a
  * run that needed a human used an approved request raised for exactly what the handler got, each request once; a
@@ -29,6 +31,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { gateMcpServer, wrapMcpClient } from './gate-mcp-server.js';
+import type { McpPolicyOptions } from './tool-gate.js';
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_202 : Number(process.env['FUZZ_SEED']);
 const RUNS = Number(process.env['FUZZ_RUNS'] ?? 400);
@@ -105,7 +108,7 @@ interface Harness {
   close(): Promise<void>;
 }
 
-async function harness(side: 'client' | 'server', approver?: (request: ApprovalRequest) => Promise<boolean>): Promise<Harness> {
+async function harness(side: 'client' | 'server', approver?: (request: ApprovalRequest) => Promise<boolean>, gateOptions: Partial<McpPolicyOptions> = {}): Promise<Harness> {
   const source = new PolicySource(AgentPolicy.fromDict(policyDict(0)));
   const store = new InMemoryApprovalStore();
   const session = source.session({ id: 'fuzz-session', approvals: store, approvalSecret: SECRET, ...(approver ? { approver } : {}) });
@@ -119,7 +122,7 @@ async function harness(side: 'client' | 'server', approver?: (request: ApprovalR
     });
   }
   server.server.onerror = (error) => void errors.push(error);
-  const options = { server: SERVER, costs: COSTS };
+  const options = { server: SERVER, costs: COSTS, ...gateOptions };
   if (side === 'server') gateMcpServer(server, session, options);
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await server.connect(serverSide);
@@ -354,26 +357,60 @@ const heldStepArb: fc.Arbitrary<HeldStep> = fc.oneof(
   { weight: 1, arbitrary: fc.nat(3).map((which) => ({ kind: 'cancel' as const, which })) },
 );
 
-async function runWithApprover(side: 'client' | 'server', steps: readonly HeldStep[]): Promise<void> {
+/**
+ * `approver`: the session's approver holds each answer (the call's money held meanwhile). `wait`: no approver; the
+ * gate waits (`approvalWaitMs`) for an answer given from outside (the session, another session on the same store,
+ * a token), nothing held meanwhile, and decides the call again when it comes.
+ */
+async function runHeld(side: 'client' | 'server', mode: 'approver' | 'wait', steps: readonly HeldStep[]): Promise<void> {
   unhandled = [];
   const waiting: { readonly request: ApprovalRequest; readonly answer: (yes: boolean) => void }[] = [];
-  const h = await harness(side, (request) => new Promise<boolean>((answer) => waiting.push({ request, answer })));
+  const h =
+    mode === 'approver'
+      ? await harness(side, (request) => new Promise<boolean>((answer) => waiting.push({ request, answer })))
+      : await harness(side, undefined, { approvalWaitMs: 60_000, approvalPollMs: 2 });
+  const other = AgentPolicy.fromDict(policyDict(0)).session({ id: 'fuzz-session', approvals: h.store, approvalSecret: SECRET });
+  let answers = 0;
+  /** Wait mode: the request a new call waits on, once the gate raised it; answering it answers the call. */
+  const raisedFor = async (input: string, known: ReadonlySet<string>): Promise<ApprovalRequest> => {
+    for (;;) {
+      const found = (await h.session.pendingApprovals()).find((r) => !known.has(r.id) && handled(r.action.type === 'tool' ? r.action.input : undefined) === input);
+      if (found !== undefined) return found;
+      await settle();
+    }
+  };
+  if (mode === 'wait') {
+    // The "approver" of a waiting call is whoever answers its stored request.
+    const answerFrom = async (request: ApprovalRequest, yes: boolean) => {
+      const how = answers++ % 3;
+      const given = { approved: yes, by: 'fuzz' };
+      const result =
+        how === 0
+          ? await h.session.resolveApproval(request.id, given)
+          : how === 1
+            ? await other.resolveApproval(request.id, given)
+            : await h.session.resolveApprovalToken(await h.session.approvalToken(request.id, { answer: yes ? 'approve' : 'reject' }));
+      expect(result.ok, 'an answer to a pending request is taken').toBe(true);
+    };
+    answerOutside = answerFrom;
+  }
   let policy: PolicyIndex = 0;
   /** Calls still being decided (their approver holds its answer), in order asked. */
   const pending: { readonly tool: Tool; readonly input: string; readonly result: Promise<CallToolResult>; readonly policyAsked: PolicyIndex; readonly abort: AbortController; cancelled: boolean }[] = [];
+  // Money is held while an approver decides; a call waiting for an answer from outside holds none.
+  const heldTenths = () => (mode === 'approver' ? pending.reduce((sum, call) => sum + COST_TENTHS[call.tool], 0) : 0);
   const expectedRuns: { tool: Tool; input: string }[] = [];
   let limitedAllowed = 0;
 
   const check = (where: string) => {
     expect([...h.ran].map((r) => `${r.tool} ${r.input}`).sort(), `${where}: handlers that ran`).toEqual(expectedRuns.map((r) => `${r.tool} ${r.input}`).sort());
     const { spent, reserved } = money(h.session);
-    const held = pending.reduce((sum, call) => sum + COST_TENTHS[call.tool], 0);
-    expect({ spent, reserved }, `${where}: spent and reserved (tenths)`).toEqual({ spent: expectedRuns.reduce((sum, run) => sum + COST_TENTHS[run.tool], 0), reserved: held });
+    expect({ spent, reserved }, `${where}: spent and reserved (tenths)`).toEqual({ spent: expectedRuns.reduce((sum, run) => sum + COST_TENTHS[run.tool], 0), reserved: heldTenths() });
     expect(spent + reserved).toBeLessThanOrEqual(BUDGET_TENTHS);
     expect(h.errors, `${where}: errors reported`).toEqual([]);
     expect(unhandled, `${where}: unhandled rejections`).toEqual([]);
   };
-  const fits = (tool: Tool) => money(h.session).spent + pending.reduce((sum, call) => sum + COST_TENTHS[call.tool], 0) + COST_TENTHS[tool] <= BUDGET_TENTHS;
+  const fits = (tool: Tool) => money(h.session).spent + heldTenths() + COST_TENTHS[tool] <= BUDGET_TENTHS;
 
   try {
     for (const [index, step] of steps.entries()) {
@@ -382,6 +419,8 @@ async function runWithApprover(side: 'client' | 'server', steps: readonly HeldSt
         const args = argsOf(step.args);
         const input = handled(args);
         const needsHuman = (POLICIES[policy].approval as readonly string[]).includes(step.tool);
+        // Wait mode: two calls waiting on one request would both be answered by one answer; one at a time.
+        if (mode === 'wait' && needsHuman && pending.some((c) => c.tool === step.tool && c.input === input)) continue;
         const limitedOver = step.tool === 'limited' && limitedAllowed >= LIMITED_MAX;
         const blocked = (POLICIES[policy].blocked as readonly string[]).includes(step.tool);
         const fitting = fits(step.tool);
@@ -389,7 +428,11 @@ async function runWithApprover(side: 'client' | 'server', steps: readonly HeldSt
         const abort = new AbortController();
         const result = h.call(step.tool, args, abort.signal);
         if (needsHuman && fitting && !limitedOver && !blocked) {
-          // Held by the approver, its money held meanwhile.
+          // Held by the approver, its money held meanwhile; or waiting for an answer to its request from outside.
+          if (mode === 'wait') {
+            const request = await raisedFor(input, new Set(waiting.map((w) => w.request.id)));
+            waiting.push({ request, answer: (yes) => void answerOutside(request, yes) });
+          }
           while (waiting.length === asked) await settle();
           const shown = waiting.at(-1)?.request.action;
           expect(handled(shown?.type === 'tool' ? shown.input : undefined), `${where}: the approver is shown the input`).toBe(input);
@@ -412,7 +455,7 @@ async function runWithApprover(side: 'client' | 'server', steps: readonly HeldSt
         call.abort.abort('the user gave up');
         await expect(call.result, `${where}: the cancelled call rejects at the client`).rejects.toThrow();
       } else if (step.kind === 'swap') {
-        if (pending.length > 0 && step.policy !== policy) reach('policy swapped while the approver decides');
+        if (pending.length > 0 && step.policy !== policy) reach(`${mode}: policy swapped while the approver decides`);
         policy = step.policy;
         h.source.update(policyDict(policy));
       } else {
@@ -421,25 +464,28 @@ async function runWithApprover(side: 'client' | 'server', steps: readonly HeldSt
         const [call] = pending.splice(i, 1);
         const [held] = waiting.splice(i, 1);
         if (call === undefined || held === undefined) continue;
-        held.answer(step.approve);
+        const spentBefore = money(h.session).spent;
+        if (mode === 'wait') await answerOutside(held.request, step.approve);
+        else held.answer(step.approve);
         if (call.cancelled) {
           // Never runs, whatever the answer; nothing is answered under its id (the client would report an unknown id).
           // Its money comes back once the gate has the answer.
-          const heldNow = pending.reduce((sum, c) => sum + COST_TENTHS[c.tool], 0);
-          for (let i = 0; i < 50 && money(h.session).reserved !== heldNow; i++) await settle();
-          reach('cancelled while the approver decides, then answered');
+          for (let i = 0; i < 50 && money(h.session).reserved !== heldTenths(); i++) await settle();
+          reach(`${mode}: cancelled while the approver decides, then answered`);
         } else {
           const answer = await call.result;
           await settle();
-          // It runs only on a yes, and only if the policy in force when the answer comes still allows it.
+          // It runs only on a yes, and only if the policy in force when the answer comes still allows it (waiting
+          // for an answer from outside, its money is reserved then: it must fit then).
           const blockedNow = (POLICIES[policy].blocked as readonly string[]).includes(call.tool);
-          if (step.approve && !blockedNow) {
+          const fitsNow = mode === 'approver' || spentBefore + COST_TENTHS[call.tool] <= BUDGET_TENTHS;
+          if (step.approve && !blockedNow && fitsNow) {
             expect(answer.isError, `${where}: approved and still allowed: ran`).not.toBe(true);
             expectedRuns.push({ tool: call.tool, input: call.input });
-            if (call.policyAsked !== policy) reach('approved, policy changed, still allowed: ran');
+            if (call.policyAsked !== policy) reach(`${mode}: approved, policy changed, still allowed: ran`);
           } else {
             refusalOf(h.session, answer, where);
-            if (step.approve) reach('approved, then blocked by the new policy: refused');
+            if (step.approve) reach(`${mode}: approved, then blocked by the new policy: refused`);
           }
         }
       }
@@ -447,15 +493,22 @@ async function runWithApprover(side: 'client' | 'server', steps: readonly HeldSt
       check(where);
     }
   } finally {
-    // The approver answers the rest with a no before the close.
-    for (const held of waiting.splice(0)) held.answer(false);
+    // The rest are answered with a no before the close.
+    for (const held of waiting.splice(0)) {
+      if (mode === 'wait') await answerOutside(held.request, false);
+      else held.answer(false);
+    }
     await Promise.all(pending.splice(0).map((call) => call.result.catch(() => undefined)));
     await h.close();
   }
   await settle();
   h.session.end();
+  other.end();
   check('after the close and session.end()');
 }
+
+/** Answers a stored request from outside the call (set per run in wait mode). */
+let answerOutside: (request: ApprovalRequest, yes: boolean) => Promise<void> = async () => undefined;
 
 describe('approvals answered from outside the call, and policy changes mid-run', () => {
   afterAll(() => {
@@ -470,12 +523,15 @@ describe('approvals answered from outside the call, and policy changes mid-run',
       'two calls at once on one approval',
       'forged token refused',
       'policy swapped with a request open',
-      'policy swapped while the approver decides',
-      'approved, policy changed, still allowed: ran',
-      'approved, then blocked by the new policy: refused',
-      'cancelled while the approver decides, then answered',
+      ...(['approver', 'wait'] as const).flatMap((mode) => [
+        `${mode}: policy swapped while the approver decides`,
+        `${mode}: approved, policy changed, still allowed: ran`,
+        `${mode}: approved, then blocked by the new policy: refused`,
+        `${mode}: cancelled while the approver decides, then answered`,
+      ]),
     ];
-    console.log('paths reached (runs per path):', Object.fromEntries(paths.map((path) => [path, reached.get(path) ?? 0])));
+    if (process.env['FUZZ_PATH']) return; // one replayed run reaches only its own paths
+    console.log(`seed ${SEED}, paths reached (runs per path):`, Object.fromEntries(paths.map((path) => [path, reached.get(path) ?? 0])));
     for (const path of paths) expect(reached.get(path) ?? 0, `the fuzz never reached: ${path}`).toBeGreaterThan(0);
   });
 
@@ -486,10 +542,15 @@ describe('approvals answered from outside the call, and policy changes mid-run',
     );
   });
 
-  it('with an approver deciding while the policy changes: a yes runs only what the policy in force then allows', async () => {
+  it('with an approver deciding, or a call waiting for an answer from outside, while the policy changes: a yes runs only what the policy in force then allows', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom<'client' | 'server'>('client', 'server'), fc.array(heldStepArb, { minLength: 1, maxLength: 16 }), (side, steps) => runWithApprover(side, steps)),
-      fuzzOptions(RUNS),
+      fc.asyncProperty(
+        fc.constantFrom<'client' | 'server'>('client', 'server'),
+        fc.constantFrom<'approver' | 'wait'>('approver', 'wait'),
+        fc.array(heldStepArb, { minLength: 1, maxLength: 16 }),
+        (side, mode, steps) => runHeld(side, mode, steps),
+      ),
+      fuzzOptions(RUNS * 3),
     );
   });
 });
