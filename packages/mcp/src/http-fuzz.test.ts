@@ -186,10 +186,15 @@ async function run(side: 'client' | 'server', requestTimeoutMs: number, steps: r
       // An answer goes to the oldest call under its id on this connection still waiting for one.
       // (A cancelled one gets none: MCP sends no answer for a cancelled request.)
       const under = sent.filter((s) => s.conn === mine && s.id === m.id);
-      // The refusal of a call under an id in use is the newest's; any other answer the oldest's.
+      // The refusal of a call under an id in use is the newest's; a handler's result is its tool's; any other
+      // answer the oldest's.
       const inUse = JSON.stringify(m).includes('is already in use by another request');
-      const open = under.filter((s) => !s.lost && s.answers.length === 0);
-      const to = (inUse ? open.at(-1) : open[0]) ?? under.find((s) => s.answers.length === 0) ?? under[0];
+      const text = (m.result?.['content'] as { text?: unknown }[] | undefined)?.[0]?.text;
+      const byTool = typeof text === 'string' && text.endsWith(' done') ? text.slice(0, -' done'.length) : undefined;
+      const open = under.filter((s) => !s.lost && s.answers.length === 0 && (byTool === undefined || s.tool === byTool));
+      // (A call whose id was reused while it ran may have lost its answer: the others are served first.)
+      const served = open.filter((s) => !s.shadowed);
+      const to = (inUse ? open.at(-1) : (served[0] ?? open[0])) ?? under.find((s) => s.answers.length === 0) ?? under[0];
       if (to === undefined) throw new Error(`an answer for no call: ${JSON.stringify(m)}`);
       to.answers.push(m);
     };
