@@ -28,8 +28,9 @@ import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { moneyInTenths, pathCounter, settle, unhandledRejections } from './test-support/fuzz-support.js';
 import { gateMcpServer, wrapMcpClient } from './gate-mcp-server.js';
 import type { McpPolicyOptions } from './tool-gate.js';
 
@@ -78,22 +79,9 @@ const canon = (value: unknown) => canonicalInput(value);
 /** What a handler gets for these arguments (the server's parse), as text. */
 const handled = (args: unknown) => canon(parseInput.parse(args));
 
-const settle = async () => {
-  for (let i = 0; i < 6; i++) await new Promise((resolve) => setImmediate(resolve));
-};
-function money(session: PolicySession): { spent: number; reserved: number } {
-  const report = session.report();
-  return { spent: Math.round(report.spent * 10 * 1e6) / 1e6, reserved: Math.round(report.reserved * 10 * 1e6) / 1e6 };
-}
 
-let unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => void unhandled.push(reason);
-beforeAll(() => void process.on('unhandledRejection', onUnhandled));
-afterAll(() => void process.off('unhandledRejection', onUnhandled));
-
-/** Paths the runs must reach, counted over all runs of a property. */
-const reached = new Map<string, number>();
-const reach = (path: string) => void reached.set(path, (reached.get(path) ?? 0) + 1);
+const unhandled = unhandledRejections();
+const { reach, expectReached } = pathCounter(SEED);
 
 // ---- the harness: a gated McpServer and an SDK Client, the gate on one side ------------------------------------
 
@@ -187,7 +175,7 @@ interface Raised {
 }
 
 async function runWithoutApprover(side: 'client' | 'server', steps: readonly Step[]): Promise<void> {
-  unhandled = [];
+  unhandled.reset();
   const h = await harness(side);
   const other = AgentPolicy.fromDict(policyDict(0)).session({ id: 'fuzz-session', approvals: h.store, approvalSecret: SECRET });
   let policy: PolicyIndex = 0;
@@ -200,7 +188,7 @@ async function runWithoutApprover(side: 'client' | 'server', steps: readonly Ste
   const check = async (where: string) => {
     // Every run is accounted for: each run that needed a human used one approved request raised for what it got.
     for (const run of h.ran.slice(checkedRuns)) expect(run, `${where}: a run the model did not expect`).toBeUndefined();
-    const { spent, reserved } = money(h.session);
+    const { spent, reserved } = moneyInTenths(h.session);
     const expectedSpent = h.ran.reduce((sum, run) => sum + COST_TENTHS[run.tool], 0);
     expect({ spent, reserved }, `${where}: spent and reserved (tenths)`).toEqual({ spent: expectedSpent, reserved: 0 });
     expect(spent).toBeLessThanOrEqual(BUDGET_TENTHS);
@@ -211,7 +199,7 @@ async function runWithoutApprover(side: 'client' | 'server', steps: readonly Ste
       .map((d) => `${d.action.type === 'tool' ? d.action.name : ''} ${handled(d.action.type === 'tool' ? d.action.input : undefined)}`);
     expect(allows.sort(), `${where}: allows recorded`).toEqual(h.ran.map((run) => `${name(run.tool)} ${run.input}`).sort());
     expect(h.errors, `${where}: errors reported`).toEqual([]);
-    expect(unhandled, `${where}: unhandled rejections`).toEqual([]);
+    expect(unhandled.list(), `${where}: unhandled rejections`).toEqual([]);
   };
 
   /** One call's outcome, judged against the policy in force and the approvals given. */
@@ -363,7 +351,7 @@ const heldStepArb: fc.Arbitrary<HeldStep> = fc.oneof(
  * a token), nothing held meanwhile, and decides the call again when it comes.
  */
 async function runHeld(side: 'client' | 'server', mode: 'approver' | 'wait', steps: readonly HeldStep[]): Promise<void> {
-  unhandled = [];
+  unhandled.reset();
   const waiting: { readonly request: ApprovalRequest; readonly answer: (yes: boolean) => void }[] = [];
   const h =
     mode === 'approver'
@@ -404,13 +392,13 @@ async function runHeld(side: 'client' | 'server', mode: 'approver' | 'wait', ste
 
   const check = (where: string) => {
     expect([...h.ran].map((r) => `${r.tool} ${r.input}`).sort(), `${where}: handlers that ran`).toEqual(expectedRuns.map((r) => `${r.tool} ${r.input}`).sort());
-    const { spent, reserved } = money(h.session);
+    const { spent, reserved } = moneyInTenths(h.session);
     expect({ spent, reserved }, `${where}: spent and reserved (tenths)`).toEqual({ spent: expectedRuns.reduce((sum, run) => sum + COST_TENTHS[run.tool], 0), reserved: heldTenths() });
     expect(spent + reserved).toBeLessThanOrEqual(BUDGET_TENTHS);
     expect(h.errors, `${where}: errors reported`).toEqual([]);
-    expect(unhandled, `${where}: unhandled rejections`).toEqual([]);
+    expect(unhandled.list(), `${where}: unhandled rejections`).toEqual([]);
   };
-  const fits = (tool: Tool) => money(h.session).spent + heldTenths() + COST_TENTHS[tool] <= BUDGET_TENTHS;
+  const fits = (tool: Tool) => moneyInTenths(h.session).spent + heldTenths() + COST_TENTHS[tool] <= BUDGET_TENTHS;
 
   try {
     for (const [index, step] of steps.entries()) {
@@ -464,13 +452,13 @@ async function runHeld(side: 'client' | 'server', mode: 'approver' | 'wait', ste
         const [call] = pending.splice(i, 1);
         const [held] = waiting.splice(i, 1);
         if (call === undefined || held === undefined) continue;
-        const spentBefore = money(h.session).spent;
+        const spentBefore = moneyInTenths(h.session).spent;
         if (mode === 'wait') await answerOutside(held.request, step.approve);
         else held.answer(step.approve);
         if (call.cancelled) {
           // Never runs, whatever the answer; nothing is answered under its id (the client would report an unknown id).
           // Its money comes back once the gate has the answer.
-          for (let i = 0; i < 50 && money(h.session).reserved !== heldTenths(); i++) await settle();
+          for (let i = 0; i < 50 && moneyInTenths(h.session).reserved !== heldTenths(); i++) await settle();
           reach(`${mode}: cancelled while the approver decides, then answered`);
         } else {
           const answer = await call.result;
@@ -530,9 +518,7 @@ describe('approvals answered from outside the call, and policy changes mid-run',
         `${mode}: cancelled while the approver decides, then answered`,
       ]),
     ];
-    if (process.env['FUZZ_PATH']) return; // one replayed run reaches only its own paths
-    console.log(`seed ${SEED}, paths reached (runs per path):`, Object.fromEntries(paths.map((path) => [path, reached.get(path) ?? 0])));
-    for (const path of paths) expect(reached.get(path) ?? 0, `the fuzz never reached: ${path}`).toBeGreaterThan(0);
+    expectReached(paths);
   });
 
   it('without an approver: an answer counts only for its request, for exactly the input shown, once', async () => {

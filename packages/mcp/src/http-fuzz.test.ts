@@ -24,20 +24,18 @@
  *
  * Seeded: a failure prints its seed and path; re-run it with FUZZ_SEED=<seed> (and FUZZ_PATH=<path>).
  */
-import { randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { AgentPolicy, canonicalInput, type ApprovalRequest, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, canonicalInput, type ApprovalRequest } from '@agentpolicy/core';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { moneyInTenths, pathCounter, settle, unhandledRejections } from './test-support/fuzz-support.js';
 import { gateMcpServer } from './gate-mcp-server.js';
 import { wrapMcpTransport } from './policy-transport.js';
+import { serveHttp } from './test-support/servers.js';
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_203 : Number(process.env['FUZZ_SEED']);
 const RUNS = Number(process.env['FUZZ_RUNS'] ?? 150);
@@ -64,70 +62,40 @@ const INIT = { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { na
 
 type Message = Record<string, unknown> & { id?: unknown; result?: Record<string, unknown>; error?: { code?: unknown; message?: unknown } };
 const tick = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const settle = async () => {
-  for (let i = 0; i < 6; i++) await new Promise((resolve) => setImmediate(resolve));
-};
-function money(session: PolicySession): { spent: number; reserved: number } {
-  const report = session.report();
-  return { spent: Math.round(report.spent * 10 * 1e6) / 1e6, reserved: Math.round(report.reserved * 10 * 1e6) / 1e6 };
-}
 
-let unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => void unhandled.push(reason);
-beforeAll(() => void process.on('unhandledRejection', onUnhandled));
-afterAll(() => void process.off('unhandledRejection', onUnhandled));
-const reached = new Map<string, number>();
-const reach = (path: string) => void reached.set(path, (reached.get(path) ?? 0) + 1);
+const unhandled = unhandledRejections();
+const { reach, expectReached } = pathCounter(SEED);
 
-/** An HTTP server on 127.0.0.1 with one McpServer per MCP session; `prepare` gates it (server side). */
+/** One McpServer per MCP session on 127.0.0.1; `prepare` gates it (server side). */
 async function startServer(prepare: (server: McpServer) => void, ran: { tool: Tool; input: string }[], slow: Set<() => void>) {
-  const sessions = new Map<string, StreamableHTTPServerTransport>();
-  const all = new Set<StreamableHTTPServerTransport>();
-  const http: Server = createServer((req, res) => {
-    void (async () => {
-      const id = req.headers['mcp-session-id'];
-      let transport = typeof id === 'string' ? sessions.get(id) : undefined;
-      if (transport === undefined) {
-        const created = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID(), onsessioninitialized: (sid) => void sessions.set(sid, created) });
-        all.add(created);
-        const server = new McpServer({ name: 'fuzz', version: '1.0.0' });
-        for (const tool of TOOLS) {
-          server.registerTool(tool, { inputSchema: INPUT_SCHEMA }, async (args, extra) => {
-            ran.push({ tool, input: canonicalInput(args) });
-            if (tool === 'slow') {
-              await new Promise<void>((resolve) => {
-                const done = () => {
-                  slow.delete(done);
-                  resolve();
-                };
-                slow.add(done);
-                extra.signal.addEventListener('abort', done);
-              });
-            }
-            return { content: [{ type: 'text' as const, text: `${tool} done` }] };
+  const http = await serveHttp(() => {
+    const server = new McpServer({ name: 'fuzz', version: '1.0.0' });
+    for (const tool of TOOLS) {
+      server.registerTool(tool, { inputSchema: INPUT_SCHEMA }, async (args, extra) => {
+        ran.push({ tool, input: canonicalInput(args) });
+        if (tool === 'slow') {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              slow.delete(done);
+              resolve();
+            };
+            slow.add(done);
+            extra.signal.addEventListener('abort', done);
           });
         }
-        // A reply that cannot be delivered (its HTTP stream was cut) is the SDK's to report; the fuzz checks money.
-        server.server.onerror = () => undefined;
-        prepare(server);
-        await server.connect(created);
-        transport = created;
-      }
-      await transport.handleRequest(req, res);
-    })().catch((error: unknown) => {
-      res.statusCode = 500;
-      res.end(String(error));
-    });
+        return { content: [{ type: 'text' as const, text: `${tool} done` }] };
+      });
+    }
+    // A reply that cannot be delivered (its HTTP stream was cut) is the SDK's to report; the fuzz checks money.
+    server.server.onerror = () => undefined;
+    prepare(server);
+    return server;
   });
-  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-  const url = new URL(`http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`);
   return {
-    url,
+    url: http.url,
     close: async () => {
       for (const release of slow) release();
-      for (const transport of all) await transport.close();
-      http.closeAllConnections();
-      await new Promise<void>((resolve) => http.close(() => resolve()));
+      await http.close();
     },
   };
 }
@@ -159,7 +127,7 @@ interface Sent {
 }
 
 async function run(side: 'client' | 'server', requestTimeoutMs: number, steps: readonly Step[]): Promise<void> {
-  unhandled = [];
+  unhandled.reset();
   const session = AgentPolicy.fromDict(POLICY).session({ approver });
   const ran: { tool: Tool; input: string }[] = [];
   const slow = new Set<() => void>();
@@ -208,9 +176,9 @@ async function run(side: 'client' | 'server', requestTimeoutMs: number, steps: r
   const waiting = () => sent.filter((s) => s.conn === conn && !s.lost && s.answers.length === 0);
 
   const check = (where: string) => {
-    const { spent, reserved } = money(session);
+    const { spent, reserved } = moneyInTenths(session);
     expect(spent + reserved, `${where}: spent + reserved (tenths)`).toBeLessThanOrEqual(BUDGET_TENTHS);
-    expect(unhandled, `${where}: unhandled rejections`).toEqual([]);
+    expect(unhandled.list(), `${where}: unhandled rejections`).toEqual([]);
   };
 
   try {
@@ -293,7 +261,7 @@ async function run(side: 'client' | 'server', requestTimeoutMs: number, steps: r
   expect(ran.filter((r) => r.tool === 'limited').length, 'limited runs').toBeLessThanOrEqual(LIMITED_MAX);
   // Money: at least what ran, at most what was allowed, within the budget; nothing held.
   const cost = (keys: readonly string[]) => keys.reduce((sum, key) => sum + COST_TENTHS[key.split(' ')[0] as Tool], 0);
-  const { spent, reserved } = money(session);
+  const { spent, reserved } = moneyInTenths(session);
   expect(reserved, 'reserved after session.end()').toBe(0);
   expect(session.pendingReservations).toBe(0);
   expect(spent, 'spent, at least the costs of the handlers that ran').toBeGreaterThanOrEqual(cost(ran.map((r) => `${r.tool} x`)));
@@ -323,9 +291,7 @@ async function run(side: 'client' | 'server', requestTimeoutMs: number, steps: r
 describe('Streamable HTTP on 127.0.0.1: sessions, reconnects, cut requests, reused ids, concurrent calls', () => {
   afterAll(() => {
     const paths = ['ended by requestTimeoutMs', 'id reused while its call waits', 'calls at once', 'cancelled while running', 'cut mid-call, reconnected', 'a refusal read by the client'];
-    if (process.env['FUZZ_PATH']) return; // one replayed run reaches only its own paths
-    console.log(`seed ${SEED}, paths reached (runs per path):`, Object.fromEntries(paths.map((path) => [path, reached.get(path) ?? 0])));
-    for (const path of paths) expect(reached.get(path) ?? 0, `the fuzz never reached: ${path}`).toBeGreaterThan(0);
+    expectReached(paths);
   });
 
   it('handlers run only as allowed, once; spend stays within what ran and was allowed; every call gets one answer', async () => {
