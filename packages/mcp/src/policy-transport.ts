@@ -296,7 +296,10 @@ export class McpPolicyTransport implements Transport {
   private answered(response: Message): Message | undefined {
     const id = response['id'] as RequestId;
     this.deadlines.delete(id);
-    if (this.expired.delete(id)) return undefined;
+    if (this.expired.delete(id)) {
+      this.cancelledListings.delete(id);
+      return undefined;
+    }
     this.open.delete(id);
     if (this.running.has(id)) {
       const reservation = this.running.get(id);
