@@ -49,6 +49,10 @@ function isScalar(value: unknown): value is Scalar {
   return value === null || typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value));
 }
 
+// Why `eq: null` (or an `eq:` written without a value) is refused: a null or missing value never holds a condition
+// under `if` and never makes an exception under `unless`, so the rule would silently never apply.
+const NULL_OPERAND = 'has no value (null); null never matches (a missing or null value never holds a condition), so the rule would never apply. Give a value, or test for a missing value with exists: false under if';
+
 /** A decimal number written as a string (`"150"`, `"-2.5"`), read without a regular expression; else NaN. */
 function numericString(text: string): number {
   const n = text.length;
@@ -148,9 +152,10 @@ function readScalarList(value: unknown, path: string, issues: PolicyIssue[], wha
     issues.push({ path, message: `must be a non-empty list of ${what}, got ${describe(value)}` });
     return undefined;
   }
-  const bad = value.findIndex((item) => !isScalar(item));
+  const bad = value.findIndex((item) => !isScalar(item) || item === null);
   if (bad >= 0) {
-    issues.push({ path: `${path}[${bad}]`, message: `must be a string, number, boolean or null, got ${describe(value[bad])}` });
+    const item = value[bad];
+    issues.push({ path: `${path}[${bad}]`, message: item === null ? NULL_OPERAND : `must be a string, number or boolean, got ${describe(item)}` });
     return undefined;
   }
   return [...(value as Scalar[])];
@@ -198,6 +203,11 @@ export function readConditions(raw: unknown, path: string, sense: ConditionSense
       issues.push({ path: keyPath, message: `empty segment in path ${JSON.stringify(key)}; write dot paths like input.recipient.email` });
       continue;
     }
+    // `input.to ` reads a field named "to " that the input does not have: the rule would never apply.
+    if (segments.some((segment) => segment.trim() !== segment || hasHidden(segment))) {
+      issues.push({ path: keyPath, message: `path ${JSON.stringify(key)} has a space or an invisible character at the start or end of a segment, so it would read another field than meant; write dot paths like input.recipient.email` });
+      continue;
+    }
     if (root !== 'input' && segments.length > 1) {
       issues.push({ path: keyPath, message: `${root} has no fields; write ${root}: { … }` });
       continue;
@@ -233,7 +243,8 @@ function readOperand(op: Operator, value: unknown, root: Root, path: string, sen
   switch (op) {
     case 'eq':
     case 'ne':
-      if (!isScalar(value)) return fail(`must be a string, number, boolean or null, got ${describe(value)}`);
+      if (value === null) return fail(NULL_OPERAND);
+      if (!isScalar(value)) return fail(`must be a string, number or boolean, got ${describe(value)}`);
       if (numericRoot) return readCostOperand(value, path, issues);
       return root === 'method' && typeof value === 'string' ? value.toUpperCase() : value;
     case 'in':

@@ -160,6 +160,20 @@ const NO_VALUE_HINTS: Readonly<Record<string, string>> = {
   mode: 'write enforce or shadow, or leave the key out (enforce)',
 };
 
+// Why a section written as an empty mapping is refused: `{}` would load as the section left out, with nothing restricted.
+const EMPTY_SECTION_HINTS: Readonly<Record<string, string>> = {
+  tools: 'which would load as no tool restrictions. Give it allow and/or block lists (allow: [] allows no tool), or leave the key out',
+  network: 'which would load as no network restrictions. Give it allow and/or block lists (allow: [] allows no host), or leave the key out',
+  approval: 'which would load as no approval rules. Give it require_for rules, or leave the key out',
+  pricing: 'give it model prices, or leave the key out',
+};
+
+/** Refuses a section written as `{}` (one with only unknown keys has those reported already). */
+function emptySection(section: Record<string, unknown>, path: string, issues: Issues): void {
+  if (Object.keys(section).length > 0) return;
+  issues.push({ path, message: `is empty ({}); ${EMPTY_SECTION_HINTS[path] ?? 'give it a value, or leave the key out'}` });
+}
+
 /**
  * Whether `key` is written in `value`: `absent`, `empty` (present with null/undefined, an issue is recorded) or
  * `present`.
@@ -246,6 +260,7 @@ function readLists(
   // A list written without a value is an issue (recorded by presence); it loads as nothing allowed meanwhile.
   const allowState = presence(section, 'allow', path, issues);
   const blockState = presence(section, 'block', path, issues);
+  if (allowState === 'absent' && blockState === 'absent') emptySection(section, path, issues);
   const allow = allowState === 'absent' ? null : allowState === 'empty' ? [] : (readList(section.allow, join(path, 'allow'), issues) ?? []);
   const block = blockState === 'present' ? (readList(section.block, join(path, 'block'), issues) ?? []) : [];
   if (allow) {
@@ -329,7 +344,9 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
   const approvalRules = readSection(document, 'approval', issues, (section, path) => {
     checkKeys(section, APPROVAL_KEYS, path, issues);
     const rules: NormalizedApprovalRule[] = [];
-    if (presence(section, 'require_for', path, issues) !== 'present') return rules;
+    const state = presence(section, 'require_for', path, issues);
+    if (state === 'absent') emptySection(section, path, issues);
+    if (state !== 'present') return rules;
     const list = section.require_for;
     const listPath = join(path, 'require_for');
     if (!Array.isArray(list)) {
@@ -345,6 +362,7 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
 
   const pricing = readSection(document, 'pricing', issues, (section, path) => {
     const prices = new Map<string, NormalizedPrice>();
+    emptySection(section, path, issues);
     for (const model of Object.keys(section)) {
       const modelPath = join(path, model);
       const entry = section[model];

@@ -9,6 +9,17 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
   return proto === Object.prototype || proto === null;
 }
 
+/**
+ * Reports each known key of `item` that is present with the value `undefined` (from code): like `null`, a key
+ * without a value, never read as "not set" (a rule's `tool: undefined` would widen what it matches, its
+ * `mode: undefined` would follow a shadow policy instead of enforcing).
+ */
+export function reportUndefinedKeys(item: Record<string, unknown>, known: readonly string[], path: string, issues: PolicyIssue[]): void {
+  for (const key of Object.keys(item)) {
+    if (known.includes(key) && item[key] === undefined) issues.push({ path: `${path}.${key}`, message: 'has no value (undefined); give it a value, or leave the key out' });
+  }
+}
+
 /** Reads a list of entries (`rules:`, `limits:`): each through `readItem` with its path; non-lists are an issue. */
 export function readEntries<T>(list: unknown, path: string, what: string, issues: PolicyIssue[], readItem: (item: unknown, path: string) => T | undefined): T[] {
   const out: T[] = [];

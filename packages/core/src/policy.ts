@@ -276,7 +276,7 @@ export class AgentPolicy implements PolicyEvaluator {
         ...(rule.action !== undefined ? { action: rule.action } : {}),
         ...(rule.costGtNanos !== undefined ? { costGt: usd(rule.costGtNanos) } : {}),
       })),
-      pricing: Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceOption(priceDocument(price))])),
+      ...(policy.pricing.size > 0 ? { pricing: Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceOption(priceDocument(price))])) } : {}),
       rules: policy.rules.map(ruleToDocument),
       limits: policy.limits.map(limitToDocument),
       mode: policy.mode,
@@ -773,9 +773,9 @@ function optionsToDocument(options: unknown): { document: unknown; issues: Polic
         )
       : pricing;
   }
-  if (options.rules !== undefined) document.rules = copyList(options.rules);
-  if (options.limits !== undefined) document.limits = copyList(options.limits);
-  if (options.mode !== undefined) document.mode = options.mode;
+  if (has('rules')) document.rules = copyList(options.rules);
+  if (has('limits')) document.limits = copyList(options.limits);
+  if (has('mode')) document.mode = options.mode;
   return { document, issues };
 }
 

@@ -7,7 +7,7 @@ import { compileConditions, conditionsToDocument, readConditions, type CompiledC
 import type { PolicyIssue } from './errors.js';
 import { describe } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
-import { isPlainObject, readEntries } from './policy-values.js';
+import { isPlainObject, readEntries, reportUndefinedKeys } from './policy-values.js';
 import { admittedTypes, compileSelector, readSelector, selectorToDocument, type Selector } from './selector.js';
 import { unknownKeyMessage } from './suggest.js';
 
@@ -61,6 +61,7 @@ function readRule(item: unknown, path: string, issues: PolicyIssue[]): Normalize
   for (const key of Object.keys(item)) {
     if (!(RULE_KEYS as readonly string[]).includes(key)) issues.push({ path: `${path}.${key}`, message: unknownKeyMessage(key, RULE_KEYS) });
   }
+  reportUndefinedKeys(item, RULE_KEYS, path, issues);
   const get = (key: string) => (Object.hasOwn(item, key) ? item[key] : undefined);
   const deny = get('deny');
   const approval = get('require_approval');
