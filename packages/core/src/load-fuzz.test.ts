@@ -604,3 +604,144 @@ describe('loading never widens a policy (property)', () => {
     expect(refused).toBeGreaterThan(RUNS / 2);
   });
 });
+
+// ---- YAML text attacks ----------------------------------------------------------------------------------------------
+
+interface FlowEdit {
+  /** Text before the value (an anchor, a tag). */
+  prefix?: string;
+  /** Raw text instead of the value (an alias, a bomb). */
+  replace?: string;
+  /** Raw entries added first to the mapping (a merge key). */
+  entries?: string[];
+}
+
+/** The document as one line of flow YAML, edited at the places `edit` names (by validator path). */
+function flowYaml(doc: unknown, edit: (path: string) => FlowEdit = () => ({})): string {
+  const emit = (node: unknown, path: readonly Segment[]): string => {
+    const { prefix = '', replace, entries = [] } = edit(pathText(path));
+    if (replace !== undefined) return replace;
+    if (Array.isArray(node)) return `${prefix}[${node.map((item, index) => emit(item, [...path, index])).join(', ')}]`;
+    if (isObject(node)) {
+      const parts = [...entries, ...Object.entries(node).map(([key, item]) => `${JSON.stringify(key)}: ${emit(item, [...path, key])}`)];
+      return `${prefix}{${parts.join(', ')}}`;
+    }
+    return `${prefix}${JSON.stringify(node)}`;
+  };
+  return emit(doc, []);
+}
+
+function yamlIssues(text: string): readonly PolicyIssue[] {
+  const loaded = load(() => AgentPolicy.fromYamlString(text));
+  if (loaded.ok) throw new Error(`expected the YAML to be refused, it loaded:\n${text.slice(0, 2000)}`);
+  return loaded.issues;
+}
+
+const siteArb = (at: Site['at']) =>
+  fc.tuple(documentArb, fc.nat()).map(([doc, n]) => {
+    const sites = sitesOf(doc).filter((site) => site.at === at);
+    return { doc, site: pathText((sites[n % sites.length] as Site).path) };
+  });
+
+describe('YAML text attacks on generated policies', () => {
+  const runs = { seed: SEED, numRuns: Math.max(50, Math.round(RUNS / 10)) };
+
+  it('a BOM, CRLF line ends, document markers, comments and flow style load the very same policy', () => {
+    fc.assert(
+      fc.property(documentArb, (doc) => {
+        const hash = AgentPolicy.fromDict(doc).hash;
+        const block = stringify(doc);
+        for (const text of [`\ufeff${block}`, block.replaceAll('\n', '\r\n'), `---\n${block}...\n`, `# policy\n---\n${flowYaml(doc)}\n`]) {
+          expect(AgentPolicy.fromYamlString(text).hash).toBe(hash);
+        }
+        // An empty document before or after it: the same policy, or refused as a second document.
+        for (const text of [`${block}---\n`, `---\n---\n${block}`, `${flowYaml(doc)}\n---\n`]) {
+          const loaded = load(() => AgentPolicy.fromYamlString(text));
+          if (loaded.ok) expect(loaded.policy.hash).toBe(hash);
+          else expect(loaded.issues.map((issue) => issue.message).join()).toMatch(/one YAML document/);
+        }
+      }),
+      runs,
+    );
+  });
+
+  it('an anchor and its aliases load exactly the value they point at', () => {
+    fc.assert(
+      fc.property(siteArb('value'), ({ doc, site }) => {
+        expect(AgentPolicy.fromYamlString(flowYaml(doc, (path) => (path === site ? { prefix: '&x ' } : {}))).hash).toBe(AgentPolicy.fromDict(doc).hash);
+        const rules = doc['rules'] as Doc[] | undefined;
+        if (rules === undefined) return;
+        // The first rule written again through an alias: the policy has it twice, and nothing else.
+        const twice = { ...doc, rules: [...rules, rules[0]] };
+        const text = flowYaml(twice, (path) => (path === 'rules[0]' ? { prefix: '&r ' } : path === `rules[${rules.length}]` ? { replace: '*r' } : {}));
+        expect(text).toContain('*r');
+        expect(AgentPolicy.fromYamlString(text).hash).toBe(AgentPolicy.fromDict(twice).hash);
+      }),
+      runs,
+    );
+  });
+
+  it('a merge key (<<) in any mapping is refused, whatever it would merge', () => {
+    const merged = fc.constantFrom('{mode: shadow}', '{allow: []}', '{block: []}', '{}', '[{mode: shadow}, {allow: []}]', '*x');
+    fc.assert(
+      fc.property(siteArb('object'), merged, fc.constantFrom('<<', '"<<"', '? <<'), ({ doc, site }, what, key) => {
+        // `*x` merges the document's own top-level mapping, anchored (at the top level itself: an empty mapping).
+        const text = flowYaml(doc, (path) => ({ ...(path === site ? { entries: [`${key}: ${what === '*x' && site === '' ? '{}' : what}`] } : {}), ...(what === '*x' && path === '' ? { prefix: '&x ' } : {}) }));
+        const issues = yamlIssues(text);
+        expect(issues.some((issue) => issue.message.includes('"<<"') || /YAML/.test(issue.message)), JSON.stringify(issues)).toBe(true);
+      }),
+      runs,
+    );
+  });
+
+  it('a tag other than the core ones, on any value, is refused (the non-specific ! on a mapping or list changes nothing)', () => {
+    const tags = fc.constantFrom('!!js/function', '!!js/regexp', '!!binary', '!!set', '!!omap', '!!pairs', '!!timestamp', '!!python/object:os.system', '!policy', '!', '!<tag:example.com,2000:x>');
+    fc.assert(
+      fc.property(siteArb('value'), tags, ({ doc, site }, tag) => {
+        const loaded = load(() => AgentPolicy.fromYamlString(flowYaml(doc, (path) => (path === site ? { prefix: `${tag} ` } : {}))));
+        if (loaded.ok) {
+          // `!` on a collection is its default tag: the same mapping or list, so the same policy.
+          expect(tag).toBe('!');
+          expect(loaded.policy.hash).toBe(AgentPolicy.fromDict(doc).hash);
+        } else expect(loaded.issues.some((issue) => /tag/i.test(issue.message)), JSON.stringify(loaded.issues)).toBe(true);
+      }),
+      runs,
+    );
+  });
+
+  it('a second document is refused whether it is wider, narrower or the same', () => {
+    const second = fc.oneof(documentArb.map((doc) => stringify(doc)), fc.constantFrom('mode: shadow\n', 'tools: {}\n', '{}\n', '[]\n', 'x\n'));
+    fc.assert(
+      fc.property(documentArb, second, fc.boolean(), (doc, other, otherFirst) => {
+        const text = otherFirst ? `${other}---\n${stringify(doc)}` : `${stringify(doc)}---\n${other}`;
+        expect(yamlIssues(text).map((issue) => issue.message).join()).toMatch(/one YAML document/);
+      }),
+      runs,
+    );
+  });
+
+  it('an alias bomb (billion laughs) at any place is refused by its alias count, before it expands', () => {
+    fc.assert(
+      fc.property(siteArb('value'), fc.integer({ min: 2, max: 10 }), fc.integer({ min: 2, max: 40 }), ({ doc, site }, width, depth) => {
+        const levels = [`&l0 ["lol"]`];
+        for (let i = 1; i < depth; i++) levels.push(`&l${i} [${Array(width).fill(`*l${i - 1}`).join(', ')}]`);
+        const bomb = `[${levels.join(', ')}, *l${depth - 1}]`;
+        const aliases = width * (depth - 1) + 1;
+        const issues = yamlIssues(flowYaml(doc, (path) => (path === site ? { replace: bomb } : {})));
+        if (aliases > 100) expect(issues.map((issue) => issue.message).join()).toMatch(/alias/i);
+      }),
+      { ...runs, numRuns: Math.min(runs.numRuns, 60) },
+    );
+  });
+
+  it('deep nesting at any place and an oversized file are typed errors, never a crash', () => {
+    fc.assert(
+      fc.property(siteArb('value'), fc.integer({ min: 100, max: 20_000 }), fc.constantFrom('[', '{"a": '), ({ doc, site }, depth, open) => {
+        const nested = `${open.repeat(depth)}1${(open === '[' ? ']' : '}').repeat(depth)}`;
+        expect(yamlIssues(flowYaml(doc, (path) => (path === site ? { replace: nested } : {}))).length).toBeGreaterThan(0);
+      }),
+      { ...runs, numRuns: Math.min(runs.numRuns, 40) },
+    );
+    expect(yamlIssues(`tools:\n  block:\n${'    - tool_with_a_long_name\n'.repeat(40_000)}`)[0]?.message).toMatch(/larger than/);
+  });
+});
