@@ -524,11 +524,12 @@ function summary(loaded: Loaded): string {
 }
 
 const caseArb = fc.record({ doc: documentArb, site: fc.nat(), mutation: fc.nat(), flow: fc.boolean() });
+type CaseValue = { doc: Doc; site: number; mutation: number; flow: boolean };
 
 type Tally = Map<string, { refused: number; loaded: number }>;
 
 /** One case of the property: throws when the changed policy is refused without its place, loads unequally or widens. */
-async function checkCase({ doc, site: siteIndex, mutation: mutationIndex, flow }: fc.RecordValue<typeof caseArb>, tally: Tally): Promise<void> {
+async function checkCase({ doc, site: siteIndex, mutation: mutationIndex, flow }: CaseValue, tally: Tally): Promise<void> {
   const sites = sitesOf(doc);
   fc.pre(sites.length > 0);
   const site = sites[siteIndex % sites.length] as Site;
