@@ -18,7 +18,7 @@
  * Left out on purpose, as explicit user choices rather than absent-ish values: an explicitly empty `block: []` list
  * (emptying a list is not generated: `[]` only replaces values that were not lists), another valid scalar for a
  * condition's `eq` / `ne` / `in` / `not_in` operand (`''`, a number or `true` is a value to compare with), a number for
- * an amount of money (numbers are amounts), one pattern for a list of them (`glob`, `domain`, `command` take either),
+ * an amount of money (numbers are amounts), another name for a model under `pricing` (it prices another model), one pattern for a list of them (`glob`, `domain`, `command` take either),
  * and renaming a field of a condition path below `input.` (`input.to` →
  * `input.t` reads another field, which the tool's input may well have). `null` for an operand is tested: it is a key
  * written without a value.
@@ -30,6 +30,7 @@ import fc from 'fast-check';
 import { stringify } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import type { ActionInput } from './action-input.js';
+import type { TokenUsage } from './pricing.js';
 import { AgentPolicy, PolicyValidationError, type AgentPolicyOptions, type PolicyIssue } from './index.js';
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_202 : Number(process.env['FUZZ_SEED']);
@@ -169,6 +170,16 @@ function listsArb(entries: readonly string[], fold: (entry: string) => string): 
     });
 }
 
+const MODELS = ['acme-small', 'gpt-4o'];
+const priceArb: fc.Arbitrary<Doc> = fc.oneof(
+  fc.record(
+    { input: fc.constantFrom(0.15, '2.50'), output: fc.constantFrom(0.6, '$10'), cached_input: fc.constantFrom(0.075, 1), max_output_tokens: fc.constantFrom(4096, 16_384) },
+    { requiredKeys: ['input', 'output'] },
+  ),
+  fc.record({ per_image: fc.constantFrom<unknown>(0.04, { '1024x1024': 0.04, 'hd/1024x1024': '0.08', default: 0.1 }) }),
+  fc.record({ per_second: fc.constantFrom(0.0001, '0.006') }),
+);
+
 const documentArb: fc.Arbitrary<Doc> = fc
   .record(
   {
@@ -183,6 +194,7 @@ const documentArb: fc.Arbitrary<Doc> = fc
     rules: fc.array(ruleArb, { minLength: 1, maxLength: 3 }),
     limits: fc.array(limitArb, { minLength: 1, maxLength: 2 }),
     mode: fc.constantFrom('enforce', 'shadow'),
+    pricing: fc.uniqueArray(fc.constantFrom(...MODELS), { minLength: 1 }).chain((models) => fc.tuple(...models.map(() => priceArb)).map((prices) => Object.fromEntries(models.map((model, i) => [model, prices[i]])))),
   },
   { requiredKeys: [] },
   )
@@ -211,12 +223,23 @@ const ACTIONS: readonly ActionInput[] = [
   ...[0.2, 0.75, 1.5, 10].map((cost): ActionInput => ({ type: 'cost', cost, source: 'model:test' })),
 ];
 
+const USAGES: readonly TokenUsage[] = MODELS.flatMap((model) => [
+  { model, inputTokens: 1000, outputTokens: 500 },
+  { model, inputTokens: 1000, outputTokens: 0, cachedInputTokens: 800 },
+  { model, inputTokens: 0, outputTokens: 0, audioSeconds: 30 },
+]);
+
 const SEVERITY = { allow: 0, require_approval: 1, deny: 2 } as const;
 
 /** How the policy decides each sample action: severity of a fresh evaluation, and allows of three checks in a row. */
-async function outcomes(policy: AgentPolicy): Promise<{ severity: number[]; allows: number[] }> {
+async function outcomes(policy: AgentPolicy): Promise<{ severity: number[]; allows: number[]; prices: number[] }> {
   const severity: number[] = [];
   const allows: number[] = [];
+  // What a model's usage costs under the policy's prices; a model it cannot price is refused, the most strict.
+  const prices = USAGES.map((usage) => {
+    const price = policy.session().priceUsage(usage);
+    return price.ok ? price.nanos : Number.POSITIVE_INFINITY;
+  });
   for (const action of ACTIONS) {
     severity.push(SEVERITY[policy.session().evaluate(action).decision]);
     const session = policy.session();
@@ -232,7 +255,7 @@ async function outcomes(policy: AgentPolicy): Promise<{ severity: number[]; allo
     }
     allows.push(allowed);
   }
-  return { severity, allows };
+  return { severity, allows, prices };
 }
 
 function describeAction(action: ActionInput): string {
@@ -244,7 +267,11 @@ function describeAction(action: ActionInput): string {
 // ---- mutation sites -----------------------------------------------------------------------------------------------
 
 type Segment = string | number;
-type Site = { path: readonly Segment[]; at: 'value' } | { path: readonly Segment[]; at: 'key' } | { path: readonly Segment[]; at: 'object' };
+/** A place to change: the value at a path, the key naming it, or the mapping at a path (to add a key to). */
+interface Site {
+  readonly path: readonly Segment[];
+  readonly at: 'value' | 'key' | 'object';
+}
 
 function sitesOf(value: unknown, path: Segment[] = [], out: Site[] = []): Site[] {
   if (path.length > 0) out.push({ path, at: 'value' });
@@ -272,8 +299,9 @@ function pathText(path: readonly Segment[]): string {
 }
 
 /** Where the site sits: a condition's path key, its operator, its operand (or an item of it), money. */
-function roleOf(site: Site): 'condition-path' | 'operator' | 'scalar-operand' | 'pattern-operand' | 'money' | 'other' {
+function roleOf(site: Site): 'condition-path' | 'model-name' | 'operator' | 'scalar-operand' | 'pattern-operand' | 'money' | 'other' {
   const path = site.path;
+  if (path[0] === 'pricing' && path.length === 2 && site.at === 'key') return 'model-name';
   if (path[0] === 'rules' && (path[2] === 'if' || path[2] === 'unless')) {
     if (path.length === 4 && site.at === 'key') return 'condition-path';
     if (path.length === 5 && site.at === 'key') return 'operator';
@@ -286,7 +314,8 @@ function roleOf(site: Site): 'condition-path' | 'operator' | 'scalar-operand' | 
     return 'other';
   }
   const last = path[path.length - 1];
-  return site.at === 'value' && (last === 'max_spend' || last === 'cost_gt') ? 'money' : 'other';
+  const amount = last === 'max_spend' || last === 'cost_gt' || (path[0] === 'pricing' && !String(last).startsWith('max_'));
+  return site.at === 'value' && amount && typeof last === 'string' ? 'money' : 'other';
 }
 
 type Mutation =
@@ -316,6 +345,11 @@ function mutationsFor(site: Site, original: unknown): Mutation[] {
       { kind: 'duplicate', label: 'the key written again with [] after it (YAML)', value: [], first: false },
       { kind: 'duplicate', label: 'the key written with {} before it (YAML)', value: {}, first: true },
     ];
+    if (role === 'model-name') {
+      // A model's name is the user's own: another name prices another model.
+      out.push({ kind: 'rename', label: 'a model name with a trailing space', key: (key) => `${key} ` });
+      return out;
+    }
     if (role === 'condition-path') {
       // Only the root word: a field below input. is the user's own name.
       out.push(
@@ -351,7 +385,14 @@ function mutationsFor(site: Site, original: unknown): Mutation[] {
   if (!scalarOperand) out.push({ kind: 'replace', label: "''", make: () => '' });
   if (!list) out.push({ kind: 'replace', label: '[]', make: () => [] });
   if (typeof original === 'string' && role !== 'money' && !scalarOperand) out.push({ kind: 'replace', label: 'a number for a string', make: () => 42 });
-  if (typeof original === 'number' && !scalarOperand) out.push({ kind: 'replace', label: 'a word for a number', make: () => 'many' });
+  if (typeof original === 'number' && !scalarOperand) {
+    out.push(
+      { kind: 'replace', label: 'a word for a number', make: () => 'many' },
+      { kind: 'replace', label: 'NaN', make: () => Number.NaN, jsOnly: true },
+      { kind: 'replace', label: 'Infinity', make: () => Number.POSITIVE_INFINITY, jsOnly: true },
+      { kind: 'replace', label: 'a negative number', make: () => -(original as number) - 1 },
+    );
+  }
   if (!scalarOperand && typeof original !== 'boolean') out.push({ kind: 'replace', label: 'true', make: () => true });
   if (list) {
     out.push(
@@ -376,13 +417,15 @@ function clone(value: unknown): unknown {
   return value;
 }
 
-function parentOf(root: Doc, path: readonly Segment[]): Record<string | number, unknown> {
+function nodeAt(root: Doc, path: readonly Segment[]): Record<Segment, unknown> {
   let node: unknown = root;
-  for (const segment of path.slice(0, -1)) node = (node as Record<Segment, unknown>)[segment];
-  return node as Record<string | number, unknown>;
+  for (const segment of path) node = (node as Record<Segment, unknown>)[segment];
+  return node as Record<Segment, unknown>;
 }
 
-/** Sets an own property, in place, keeping the key order (a renamed key stays where it was). */
+const parentOf = (root: Doc, path: readonly Segment[]) => nodeAt(root, path.slice(0, -1));
+
+/** Rewrites the own properties of `object` in place, in order (a renamed key stays where it was; `__proto__` stays a key). */
 function rebuild(object: Doc, edit: (entries: Array<[string, unknown]>) => Array<[string, unknown]>): Doc {
   const entries = edit(Object.entries(object));
   for (const key of Object.keys(object)) delete object[key];
@@ -416,7 +459,7 @@ function mutate(original: Doc, site: Site, mutation: Mutation, flow: boolean): M
       return { doc, yaml: text(doc), where: [pathText([...path.slice(0, -1), renamed]), pathText(path)] };
     }
     case 'add': {
-      const target = (path.length === 0 ? doc : (parentOf(doc, [...path, 'x']) as Doc));
+      const target = nodeAt(doc, path) as Doc;
       rebuild(target, (entries) => [...entries, [mutation.key, clone(mutation.value)]]);
       return { doc, yaml: text(doc), where: [pathText([...path, mutation.key])] };
     }
@@ -488,6 +531,17 @@ function toOptions(doc: Doc): AgentPolicyOptions | undefined {
       case 'mode':
         out[key] = value;
         break;
+      case 'pricing': {
+        if (!isObject(value) || Object.keys(value).length === 0) return undefined;
+        const camel: Record<string, string> = { cached_input: 'cachedInput', per_image: 'perImage', per_second: 'perSecond', per_character: 'perCharacter', max_output_tokens: 'maxOutputTokens', max_input_tokens: 'maxInputTokens', max_audio_seconds: 'maxAudioSeconds' };
+        const models: Record<string, unknown> = {};
+        for (const [model, price] of Object.entries(value)) {
+          if (!isObject(price) || Object.keys(price).some((field) => Object.values(camel).includes(field))) return undefined;
+          models[model] = Object.fromEntries(Object.entries(price).map(([field, amount]) => [camel[field] ?? field, amount]));
+        }
+        out.pricing = models;
+        break;
+      }
       default:
         return undefined;
     }
@@ -575,6 +629,9 @@ async function checkCase({ doc, site: siteIndex, mutation: mutationIndex, flow }
     if ((after.allows[i] as number) > (before.allows[i] as number)) {
       throw new Error(`${label} loads and widens: ${describeAction(action)} three times in a row was allowed ${before.allows[i]}×, now ${after.allows[i]}×`);
     }
+  });
+  USAGES.forEach((usage, i) => {
+    if ((after.prices[i] as number) < (before.prices[i] as number)) throw new Error(`${label} loads and prices lower: ${JSON.stringify(usage)} cost ${before.prices[i]} nanos, now ${after.prices[i]}`);
   });
 }
 
@@ -689,7 +746,7 @@ describe('YAML text attacks on generated policies', () => {
         // `*x` merges the document's own top-level mapping, anchored (at the top level itself: an empty mapping).
         const text = flowYaml(doc, (path) => ({ ...(path === site ? { entries: [`${key}: ${what === '*x' && site === '' ? '{}' : what}`] } : {}), ...(what === '*x' && path === '' ? { prefix: '&x ' } : {}) }));
         const issues = yamlIssues(text);
-        expect(issues.some((issue) => issue.message.includes('"<<"') || /YAML/.test(issue.message)), JSON.stringify(issues)).toBe(true);
+        expect(issues.some((issue) => issue.message.includes('"<<"') || issue.path.includes('<<') || /YAML/.test(issue.message)), JSON.stringify(issues)).toBe(true);
       }),
       runs,
     );
