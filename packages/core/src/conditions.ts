@@ -14,7 +14,7 @@ import { hasHidden, isControl, isInvisible } from './hidden-characters.js';
 import type { PolicyIssue } from './errors.js';
 import { describe, parseMoney } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
-import { isPlainObject } from './policy-values.js';
+import { isPlainObject, listLengthProblem } from './policy-values.js';
 import { compileCommandTest, type CommandTest } from './shell-command.js';
 import { unknownKeyMessage } from './suggest.js';
 import { compileGlob, foldToolName } from './tool-matcher.js';
@@ -152,6 +152,11 @@ function readScalarList(value: unknown, path: string, issues: PolicyIssue[], wha
     issues.push({ path, message: `must be a non-empty list of ${what}, got ${describe(value)}` });
     return undefined;
   }
+  const tooLong = listLengthProblem(value);
+  if (tooLong !== undefined) {
+    issues.push({ path, message: tooLong });
+    return undefined;
+  }
   const bad = value.findIndex((item) => !isScalar(item) || item === null);
   if (bad >= 0) {
     const item = value[bad];
@@ -165,6 +170,11 @@ function readStringOrList(value: unknown, path: string, issues: PolicyIssue[], w
   const list = typeof value === 'string' ? [value] : value;
   if (!Array.isArray(list) || list.length === 0) {
     issues.push({ path, message: `must be ${what} or a non-empty list of them, got ${describe(value)}` });
+    return undefined;
+  }
+  const tooLong = listLengthProblem(list);
+  if (tooLong !== undefined) {
+    issues.push({ path, message: tooLong });
     return undefined;
   }
   const bad = list.findIndex((item) => typeof item !== 'string' || item.trim() === '');

@@ -191,3 +191,29 @@ describe('changes that loaded as "not set" (found by load-fuzz.test.ts)', () => 
     expect(paths(() => new AgentPolicy({ mode: undefined } as never))).toEqual(['mode']);
   });
 });
+
+describe('lists and mappings from code that only a program can build', () => {
+  it('a list claiming billions of entries (sparse, or a proxy) is refused by its length at once, through fromDict and the constructor', () => {
+    const sparse = () => Object.assign([] as string[], { length: 2 ** 32 - 1 });
+    const endless = () => new Proxy(['shell'], { get: (target, key) => (key === 'length' ? 2 ** 32 - 1 : typeof key === 'string' && /^\d+$/.test(key) ? 'shell' : Reflect.get(target, key)) });
+    for (const list of [sparse, endless]) {
+      expect(issuesOf(() => AgentPolicy.fromDict({ tools: { block: list() } }))).toEqual([{ path: 'tools.block', message: 'has 4294967295 entries; at most 1000000 are allowed' }]);
+      expect(issuesOf(() => AgentPolicy.fromDict({ rules: list() }))[0]?.path).toBe('rules');
+      expect(issuesOf(() => AgentPolicy.fromDict({ approval: { require_for: list() } }))[0]?.path).toBe('approval.require_for');
+      expect(issuesOf(() => AgentPolicy.fromDict({ rules: [{ deny: 'x', tool: 't', if: { 'input.a': { in: list() } } }] }))[0]?.path).toBe('rules[0].if.input.a.in');
+      expect(issuesOf(() => new AgentPolicy({ blockedDomains: list(), approvalRules: list() as never }))).toHaveLength(2);
+    }
+    // A hole is reported, in every list (rules and limits too), and the walk stops there.
+    // eslint-disable-next-line no-sparse-arrays
+    expect(issuesOf(() => AgentPolicy.fromDict({ rules: [, { deny: 'x', tool: 't', if: { 'input.a': { eq: 1 } } }] })).map((issue) => issue.path)).toEqual(['rules[0]']);
+    expect(issuesOf(() => AgentPolicy.fromDict({ tools: { block: Object.assign(['a'], { length: 1_000_000 }) } })).map((issue) => issue.path)).toEqual(['tools.block[1]']);
+  });
+
+  it('a rule or limit key read through a getter is read once: it cannot pass the check and then answer undefined', () => {
+    let reads = 0;
+    const rule = { deny: 'no', tool: 'deploy', if: { 'input.env': { eq: 'prod' } }, get mode() { return reads++ === 0 ? 'enforce' : undefined; } };
+    const policy = AgentPolicy.fromDict({ mode: 'shadow', rules: [rule] });
+    expect(policy.normalized.rules[0]?.mode).toBe('enforce');
+    expect(reads).toBe(1);
+  });
+});

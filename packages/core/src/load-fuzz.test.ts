@@ -5,8 +5,8 @@
  * and soft limit, approval rules, `rules:` with `if` / `unless` and every operator, `limits:`, `mode` and per-rule
  * and per-limit `mode`) is generated, then changed in exactly one place toward "absent-ish": the value replaced by
  * `null`, `undefined` (from code), `''`, `{}`, `[]` (where it was not a list), a value of a wrong type (a number for
- * a string, a string for a list, an object for a list, a `Map`, `Set` or class instance for a mapping or list), a key
- * renamed to a near miss (`alow`, `Allow`, `allow ` with a trailing space, `__proto__`, `constructor`), a
+ * a string, a string for a list, an object for a list, a `Map`, `Set` or class instance for a mapping or list), a list
+ * claiming billions of entries, a key renamed to a near miss (`alow`, `Allow`, `allow ` with a trailing space, `__proto__`, `constructor`), a
  * prototype-ish key added, an operator renamed to one that does not exist, or (in YAML text) a key written twice.
  *
  * The property, through `AgentPolicy.fromDict`, `new AgentPolicy(options)` and `AgentPolicy.fromYamlString` (which
@@ -399,6 +399,7 @@ function mutationsFor(site: Site, original: unknown): Mutation[] {
       ...(role === 'pattern-operand' ? [] : [{ kind: 'replace' as const, label: 'a string for a list', make: () => (original as unknown[]).join(',') || 'x' }]),
       { kind: 'replace', label: 'an object for a list', make: () => ({ ...(original as unknown[]) }) },
       { kind: 'replace', label: 'a Set for a list', make: () => new Set(original as unknown[]), jsOnly: true },
+      { kind: 'replace', label: 'a list claiming 2^32-1 entries', make: () => Object.assign([...(original as unknown[])], { length: 2 ** 32 - 1 }), jsOnly: true },
     );
   }
   if (isObject(original)) {
@@ -521,7 +522,7 @@ function toOptions(doc: Doc): AgentPolicyOptions | undefined {
       case 'approval': {
         if (!known(value, ['require_for']) || !Object.hasOwn(value as Doc, 'require_for')) return undefined;
         const rules = (value as Doc).require_for;
-        out.approvalRules = Array.isArray(rules)
+        out.approvalRules = Array.isArray(rules) && rules.length < 1000
           ? rules.map((rule: unknown) => (isObject(rule) ? Object.fromEntries(Object.entries(rule).map(([k, v]) => [k === 'cost_gt' ? 'costGt' : k, v])) : rule))
           : rules;
         break;

@@ -3,7 +3,7 @@ import type { ActionType } from './decision.js';
 import { errorMessage, type PolicyIssue } from './errors.js';
 import { normalizeDomainEntry } from './domain.js';
 import { describe, parseMoney } from './money.js';
-import { isPlainObject } from './policy-values.js';
+import { forEachEntry, isPlainObject } from './policy-values.js';
 import { limitToDocument, readLimits, type LimitDocument, type NormalizedLimit } from './limits.js';
 import { policyWarnings, type PolicyWarning } from './policy-warnings.js';
 import { readMode, readRules, ruleToDocument, type NormalizedRule, type PolicyMode, type RuleDocument } from './rules.js';
@@ -195,18 +195,13 @@ function readMoney(value: unknown, path: string, issues: Issues): number | undef
   return undefined;
 }
 
-// Every index up to the length, holes included (a hole reads as undefined and is reported, never skipped).
-function forEachItem(list: readonly unknown[], visit: (item: unknown, index: number) => void): void {
-  for (let index = 0; index < list.length; index++) visit(list[index], index);
-}
-
 function readToolList(value: unknown, path: string, issues: Issues): string[] | undefined {
   if (!Array.isArray(value)) {
     issues.push({ path, message: `must be a list of tool names, got ${describe(value)}` });
     return undefined;
   }
   const out: string[] = [];
-  forEachItem(value, (item, index) => {
+  forEachEntry(value, path, issues, (item, index) => {
     const problem = toolNameProblem(item);
     if (problem) {
       issues.push({ path: join(path, index), message: problem.replace('tool name', 'tool name pattern') });
@@ -225,7 +220,7 @@ function readDomainList(value: unknown, path: string, issues: Issues): string[] 
     return undefined;
   }
   const out: string[] = [];
-  forEachItem(value, (item, index) => {
+  forEachEntry(value, path, issues, (item, index) => {
     const normalized = normalizeDomainEntry(item);
     if (!normalized.ok) issues.push({ path: join(path, index), message: normalized.message });
     else out.push(item as string);
@@ -353,7 +348,7 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
       issues.push({ path: listPath, message: `must be a list of rules, got ${describe(list)}` });
       return rules;
     }
-    forEachItem(list, (item, index) => {
+    forEachEntry(list, listPath, issues, (item, index) => {
       const rule = readApprovalRule(item, join(listPath, index), issues);
       if (rule) rules.push(rule);
     });
