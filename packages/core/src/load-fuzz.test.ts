@@ -35,6 +35,8 @@ import { AgentPolicy, PolicyValidationError, type AgentPolicyOptions, type Polic
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_202 : Number(process.env['FUZZ_SEED']);
 const RUNS = process.env['FUZZ_RUNS'] === undefined ? 2000 : Number(process.env['FUZZ_RUNS']);
+// A longer run (FUZZ_RUNS) gets the time it needs.
+const TIMEOUT = Math.max(30_000, RUNS * 10);
 
 type Doc = Record<string, unknown>;
 
@@ -648,7 +650,7 @@ describe('loading never widens a policy (property)', () => {
       }),
       { seed: SEED, numRuns: Math.max(50, Math.round(RUNS / 4)) },
     );
-  });
+  }, TIMEOUT);
 
   it('one absent-ish change anywhere is refused with its path, or decides every action at least as strictly', async () => {
     const tally: Tally = new Map();
@@ -661,7 +663,7 @@ describe('loading never widens a policy (property)', () => {
     if (RUNS >= 400) expect(tally.size).toBeGreaterThanOrEqual(30);
     const refused = [...tally.values()].reduce((sum, count) => sum + count.refused, 0);
     expect(refused).toBeGreaterThan(RUNS / 2);
-  });
+  }, TIMEOUT);
 });
 
 // ---- YAML text attacks ----------------------------------------------------------------------------------------------
