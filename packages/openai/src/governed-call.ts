@@ -491,7 +491,13 @@ export class GovernedCall {
       // event: that response is whole, and its calls keep what they hold until they run.
       abandoned: (how) => {
         this.commitLatest();
-        if (!whole || how === 'error' || signal?.aborted === true || this.options.signal?.aborted === true) this.giveBackHeld(this.settings.session, this.heldToolCosts).catch(warn);
+        const giveBack = (): void => void this.giveBackHeld(this.settings.session, this.heldToolCosts).catch(warn);
+        if (!whole || how === 'error' || signal?.aborted === true || this.options.signal?.aborted === true) return giveBack();
+        // Cancelled after the last event was read from the server, but not necessarily by the caller: openai 6 cancels
+        // the body first and aborts the request after it when the caller breaks out of a stream whose last events
+        // arrived in the same chunk as the ones the caller read. An abort that follows is such a break-off.
+        signal?.addEventListener('abort', giveBack, { once: true });
+        this.options.signal?.addEventListener('abort', giveBack, { once: true });
       },
     };
   }

@@ -746,6 +746,29 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
         expect(toolSpend(session)).toBe(0.1);
       });
 
+      it.each([
+        ['chat.completions.create({ stream: true })', 'chat'],
+        ['responses.create({ stream: true })', 'responses'],
+      ] as const)('%s broken out of at its first event, its last events already received, gives back the cost its calls hold', async (_what, api) => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        // The whole answer arrives in one chunk: the call is decided (its cost held) and the last event read before the
+        // caller sees the first event.
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }] });
+        const stream =
+          api === 'chat'
+            ? await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true })
+            : await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true });
+        for await (const _event of stream as AsyncIterable<unknown>) {
+          void _event;
+          break;
+        }
+        await settle();
+        // Before, with openai 6 (which cancels the body before it aborts the request), the cost stayed held until
+        // session.end() charged it, for a call the caller never got.
+        expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([['allow', 'released']]);
+        expect(session.pendingReservations).toBe(0);
+      });
+
       it('a stream cut after its last event: where the client fails the read, the cost its call held is given back; where it returns the response, it waits for the loop', async () => {
         const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
         // Six events (role, call, arguments, finish, usage, [DONE]), then the connection is cut instead of ended.

@@ -30,8 +30,8 @@ export interface MockReply {
   /** Send only this many SSE events, then close the connection abruptly (a stream cut mid-way). */
   dropAfterEvents?: number;
   /**
-   * Streamed chat: send each tool call's `arguments` in deltas of these sizes (in characters, cycled; a size below 1
-   * counts as 1) instead of one delta, as a real model splits them at arbitrary points.
+   * Streamed chat and Responses: send each tool call's `arguments` in deltas of these sizes (in characters, cycled; a
+   * size below 1 counts as 1) instead of one delta, as a real model splits them at arbitrary points.
    */
   argumentChunks?: readonly number[];
   usage?: MockUsage;
@@ -289,7 +289,9 @@ function responses(res: ServerResponse, id: number, body: Record<string, unknown
     output.forEach((item, index) => {
       const fc = item as { id: string; arguments: string };
       push('response.output_item.added', { output_index: index, item: { ...item, arguments: '', status: 'in_progress' } });
-      push('response.function_call_arguments.delta', { item_id: fc.id, output_index: index, delta: fc.arguments });
+      for (const piece of pieces(fc.arguments, script.argumentChunks)) {
+        push('response.function_call_arguments.delta', { item_id: fc.id, output_index: index, delta: piece });
+      }
       push('response.function_call_arguments.done', { item_id: fc.id, output_index: index, arguments: fc.arguments });
       push('response.output_item.done', { output_index: index, item });
     });
