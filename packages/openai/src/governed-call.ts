@@ -6,7 +6,7 @@ import { SseParser, type SseEvent } from './sse-parser.js';
 import { readTokenUsage, type ReadUsage } from './token-usage.js';
 import { StreamToolCalls, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
 import { toolCost, type ToolCosts } from './tool-costs.js';
-import { rememberWaiting, RUNS_TOOLS, TOOL_PARSERS, ToolParsers } from './tool-parsers.js';
+import { rememberWaiting, RUNS_TOOLS, TOOL_PARSERS, ToolParsers, type ParsedToolInput } from './tool-parsers.js';
 import { ToolRuns } from './tool-runs.js';
 
 /** The settings every governed request of one wrapped client shares. */
@@ -72,6 +72,11 @@ export class GovernedCall {
    * each completes: if a later one is refused, the response is, and these are given back.
    */
   private readonly heldToolCosts: Reservation[] = [];
+  /**
+   * The input each arguments text of a tool was parsed into, in this response: a call the model repeats with the
+   * same arguments is decided on the same value, the one the client's parse is handed for all of them.
+   */
+  private readonly parsedInputs = new Map<string, ParsedToolInput | undefined>();
   private readonly settings: GovernorSettings;
   private readonly spec: RequestSpec;
   private reservation: Reservation | null;
@@ -348,7 +353,15 @@ export class GovernedCall {
     // Allowed calls holding their declared cost: if the response is refused, they never run on these allows.
     const held = this.heldToolCosts;
     for (const call of calls) {
-      const parsed = (await run?.inputOf(session, call)) ?? (await own?.inputOf(session, call));
+      const parsedKey = `${call.name}\u0000${call.arguments}`;
+      let parsed = this.parsedInputs.get(parsedKey);
+      if (!this.parsedInputs.has(parsedKey)) {
+        parsed = (await run?.inputOf(session, call)) ?? (await own?.inputOf(session, call));
+        this.parsedInputs.set(parsedKey, parsed);
+      }
+      // parse() and stream() throw the parse's error when the client parses this call: the caller never gets the
+      // response, so the costs its allowed calls hold are given back then (runTools() tells the model and runs on).
+      if (parsed?.rejected && run !== undefined && toolRuns === undefined) run.onRejectionHandedOut(call, () => void this.giveBackHeld(session, held).catch(warn));
       const input = parsed === undefined ? toolInputOf(call) : parsed.input;
       const declared = toolCost(this.settings.toolCosts, call.name, input);
       const check = {

@@ -11,16 +11,28 @@ export interface ReturnedToolCall {
 }
 
 /**
- * The tool input a call's arguments stand for: the parsed JSON of a function call's arguments, or the text itself
- * when it is not JSON (a custom tool's free-form input, or arguments the model left malformed).
+ * The input `checkToolCalls` decides a returned call on, from its arguments text: the parsed JSON, the text itself
+ * when it is not JSON (a custom tool's free-form input, or arguments the model left malformed), nothing for an empty
+ * text. Never throws. Your own loop passes the same value to `session.runTool`, so the call runs on the decision its
+ * response got (a malformed call included, which your tool then refuses).
+ *
+ * @example
+ * ```ts
+ * const input = toolCallInput(call.function.arguments); // not JSON.parse, which throws on malformed arguments
+ * ```
  */
-export function toolInputOf(call: ReturnedToolCall): unknown {
-  if (call.arguments === '') return undefined;
+export function toolCallInput(args: string): unknown {
+  if (args === '') return undefined;
   try {
-    return JSON.parse(call.arguments);
+    return JSON.parse(args) as unknown;
   } catch {
-    return call.arguments;
+    return args;
   }
+}
+
+/** The tool input a returned call is decided on (see {@link toolCallInput}). */
+export function toolInputOf(call: ReturnedToolCall): unknown {
+  return toolCallInput(call.arguments);
 }
 
 type Json = Record<string, unknown>;
