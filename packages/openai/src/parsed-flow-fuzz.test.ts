@@ -485,7 +485,7 @@ describe.each(CLIENTS)('parsed tool input fuzz with %s: runTools(), parse(), str
         invariants(world, 'end', undefined, undefined, 0);
         countEnd(session);
       }),
-      fuzzSettings(20_261_204, 150),
+      fuzzSettings(20_261_204, 300),
     );
     checkCoverage(coverage);
   }, 120_000);

@@ -8,7 +8,7 @@
  * are in the pools). Each turn goes through `responses.create()`, `responses.stream()` read with `finalResponse()` or
  * event by event (sometimes broken off or aborted early), or `responses.create({ stream: true })` read event by event,
  * and then the README's loop runs the calls of the response it got with `session.runTool` (arguments read with
- * `toolCallInput`). Streamed arguments arrive in random pieces; the server sometimes answers 500 (sometimes retried),
+ * `toolCallInput`; arguments that are not a JSON object refused by the tool with a 400). Streamed arguments arrive in random pieces; the server sometimes answers 500 (sometimes retried),
  * drops the connection, or cuts a stream mid-way; tool bodies return, throw, or throw with status 404; the budget is
  * small enough that some calls are refused for money.
  *
@@ -165,7 +165,7 @@ function replyOf(response: ModelResponse, streamed: boolean, retry: boolean): Mo
 
 /**
  * The README's loop over a Responses turn: each `function_call` item run with `session.runTool` under its `call_id`
- * and declared cost, its input read with `toolCallInput` (malformed arguments as text, which the body is given).
+ * and declared cost, its input read with `toolCallInput` (malformed arguments as text, which the tool refuses).
  */
 async function runLoop(world: World, server: MockOpenAIServer, response: OpenAIResponse | undefined): Promise<void> {
   const served = server.count();
@@ -181,7 +181,14 @@ async function runLoop(world: World, server: MockOpenAIServer, response: OpenAIR
     const before = toolDecisions(world.session).length;
     let failure: unknown;
     try {
-      await world.session.runTool(name, { input, cost, idempotencyKey: item.call_id }, () => body(world, name, input, served));
+      await world.session.runTool(name, { input, cost, idempotencyKey: item.call_id }, () => {
+        // As the README's loop: arguments that are not a JSON object are refused with a 400 (the cost is given back).
+        if (typeof input !== 'object' || input === null) {
+          coverage['malformed arguments refused by the loop']++;
+          throw new BodyError(`${name}: arguments are not a JSON object`, 400);
+        }
+        return body(world, name, input, served);
+      });
     } catch (error) {
       failure = error;
     }
@@ -197,7 +204,7 @@ async function runLoop(world: World, server: MockOpenAIServer, response: OpenAIR
 
 async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Promise<unknown> {
   const { client } = world;
-  const params = { model: 'gpt-4o-mini', input: 'Do the chores.', max_output_tokens: 40, tools: TOOL_SPECS };
+  const params = { model: 'gpt-4o-mini', input: 'Do the chores.', max_output_tokens: 2000, tools: TOOL_SPECS };
   const options = { maxRetries: turn.retry ? 1 : 0 };
   const mode = turn.mode;
   const streamed = mode.kind !== 'create';
@@ -289,7 +296,7 @@ const coverage = {
   'stream broken off': 0,
   'stream cut': 0,
   'server fault': 0,
-  'malformed arguments ran': 0,
+  'malformed arguments refused by the loop': 0,
   'call id repeated in a response': 0,
   'body threw': 0,
 };
@@ -302,7 +309,6 @@ function count(world: World, turn: Turn, error: unknown, runsBefore: number): vo
   if (turn.mode.kind !== 'create' && turn.responses.some((r) => r.fault === 'cut')) coverage['stream cut']++;
   if (turn.responses.some((r) => r.fault !== 'none')) coverage['server fault']++;
   if (turn.responses.some((r) => new Set(r.calls.map((c) => c.id)).size < r.calls.length)) coverage['call id repeated in a response']++;
-  coverage['malformed arguments ran'] += ran.filter((run) => typeof run.input === 'string').length;
   coverage['body threw'] += ran.filter((run) => outcomeOf(run.input) !== 'returned').length;
 }
 
@@ -360,7 +366,7 @@ describe.each(CLIENTS)('Responses flow fuzz with %s: create(), stream() and crea
         invariants(world, 'end', undefined, undefined, 0);
         countEnd(session);
       }),
-      fuzzSettings(20_261_203, 200),
+      fuzzSettings(20_261_203, 400),
     );
     checkCoverage(coverage);
   }, 120_000);
