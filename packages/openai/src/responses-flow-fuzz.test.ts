@@ -19,15 +19,18 @@
  *
  * Seeded: a failure prints its seed and path; re-run it with FUZZ_SEED=<seed> FUZZ_PATH=<path> (FUZZ_RUNS=<n>).
  */
-import { AgentPolicy, type Decision, type PolicySession } from '@agentpolicy/core';
-import { startMockOpenAI, type MockOpenAIServer, type MockReply } from '@agentpolicy/test-servers';
+import type { Decision, PolicySession } from '@agentpolicy/core';
+import { startMockOpenAI, type MockOpenAIServer } from '@agentpolicy/test-servers';
 import fc from 'fast-check';
 import OpenAI from 'openai';
 import OpenAIv6 from 'openai-v6';
 import type { Response as OpenAIResponse, ResponseStreamEvent } from 'openai/resources/responses/responses';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import {
+  aResponse,
+  approverSays,
   BodyError,
+  BUDGET,
   checkCoverage,
   checkLedger,
   checkTurnError,
@@ -35,71 +38,31 @@ import {
   fuzzSettings,
   inputKey,
   isPolicyRefusal,
+  makeSession,
+  needsApproval,
+  outcomeOf,
+  PING_LIMIT,
+  replyOf,
   settle,
+  surelyDenied,
+  TOOL_COSTS,
+  TOOL_NAMES,
   toolDecisions,
   UnhandledRejections,
   Violation,
   type BodyRun,
+  type ModelResponse,
+  type ToolName,
 } from './test-support/tool-fuzz.js';
 import { toolCallInput } from './tool-calls.js';
 import { wrapOpenAI } from './wrap-openai.js';
 
-// ---- the world: tools, costs, policy -----------------------------------------------------------------------------
-
-const BUDGET = 0.0064;
-const CHARGE = 0.003;
-const TOOL_COSTS: Readonly<Record<string, number>> = { charge: CHARGE };
-const PING_LIMIT = 2;
-
-const ARGUMENTS = {
-  lookup: ['{"q":"a"}', '{"q":"boom"}', '{"q":"gone"}', '{"q":', ''],
-  charge: ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":', ''],
-  send: ['{"to":"ada","amount":5}', '{"to":"ada","amount":500}', '{"to":"eve","amount":500}', '{"to":"boom","amount":500}'],
-  wipe: ['{"path":"/"}'],
-  ping: ['{}', '{"x":1}'],
-} as const;
-type ToolName = keyof typeof ARGUMENTS;
-const TOOL_NAMES = Object.keys(ARGUMENTS) as ToolName[];
-const CALL_IDS = ['call_a', 'call_b', 'call_c'];
-
-type Outcome = 'returned' | 'threw' | 'not-found';
-function outcomeOf(input: unknown): Outcome {
-  const text = JSON.stringify(input ?? '');
-  if (text.includes('boom') || /"n":2\b/.test(text)) return 'threw';
-  if (text.includes('gone') || /"n":3\b/.test(text)) return 'not-found';
-  return 'returned';
-}
-
-const needsApproval = (name: string, input: unknown): boolean =>
-  name === 'send' && typeof input === 'object' && input !== null && Number((input as { amount?: unknown }).amount) > 100;
-const approverSays = (input: unknown): boolean => (input as { to?: unknown }).to !== 'eve';
-const surelyDenied = (name: string, input: unknown): boolean => name === 'wipe' || (needsApproval(name, input) && !approverSays(input));
-
-function makeSession(): PolicySession {
-  return new AgentPolicy({
-    budget: BUDGET,
-    blockedTools: ['wipe'],
-    rules: [{ require_approval: 'large sends', tool: 'send', if: { 'input.amount': { gt: 100 } } }],
-    limits: [{ tool: 'ping', max_calls: PING_LIMIT, per: 'session' }],
-  } as never).session({ approver: (request) => approverSays(request.action.type === 'tool' ? request.action.input : undefined) });
-}
+// ---- the world: tools, costs, policy (shared with the chat fuzz) ------------------------------------------------
 
 const TOOL_SPECS = TOOL_NAMES.map((name) => ({ type: 'function' as const, name, description: name, parameters: { type: 'object', properties: {} }, strict: false }));
 
 // ---- what is generated --------------------------------------------------------------------------------------------
 
-interface Call {
-  readonly id: string;
-  readonly name: ToolName;
-  readonly arguments: string;
-}
-type Fault = 'none' | 'status-500' | 'drop' | 'cut';
-interface ModelResponse {
-  readonly calls: readonly Call[];
-  readonly fault: Fault;
-  readonly cutAfter: number;
-  readonly chunks: readonly number[];
-}
 type Mode =
   | { readonly kind: 'create' }
   | { readonly kind: 'stream-final' }
@@ -111,17 +74,6 @@ interface Turn {
   readonly retry: boolean;
 }
 
-const aCall: fc.Arbitrary<Call> = fc
-  .record({ id: fc.constantFrom(...CALL_IDS), name: fc.constantFrom(...TOOL_NAMES), pick: fc.nat() })
-  .map(({ id, name, pick }) => ({ id, name, arguments: ARGUMENTS[name][pick % ARGUMENTS[name].length]! }));
-
-const aResponse: fc.Arbitrary<ModelResponse> = fc.record({
-  calls: fc.array(aCall, { minLength: 0, maxLength: 3 }),
-  fault: fc.constantFrom<Fault>('none', 'none', 'none', 'none', 'none', 'none', 'status-500', 'drop', 'cut'),
-  cutAfter: fc.integer({ min: 1, max: 14 }),
-  chunks: fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 4 }),
-});
-
 const aMode: fc.Arbitrary<Mode> = fc.oneof(
   fc.constant<Mode>({ kind: 'create' }),
   fc.constant<Mode>({ kind: 'stream-final' }),
@@ -129,7 +81,7 @@ const aMode: fc.Arbitrary<Mode> = fc.oneof(
   fc.record({ stopAfter: fc.option(fc.integer({ min: 0, max: 14 }), { nil: null }) }).map((m): Mode => ({ kind: 'create-stream', ...m })),
 );
 
-const aTurn: fc.Arbitrary<Turn> = fc.record({ mode: aMode, responses: fc.array(aResponse, { minLength: 1, maxLength: 2 }), retry: fc.boolean() });
+const aTurn: fc.Arbitrary<Turn> = fc.record({ mode: aMode, responses: fc.array(aResponse(14), { minLength: 1, maxLength: 2 }), retry: fc.boolean() });
 
 // ---- the application --------------------------------------------------------------------------------------------
 
@@ -146,21 +98,6 @@ function body(world: World, name: ToolName, input: unknown, response: number): u
   if (outcome === 'threw') throw new BodyError(`${name} broke halfway`);
   if (outcome === 'not-found') throw new BodyError(`${name}: not found`, 404);
   return `${name} done`;
-}
-
-function replyOf(response: ModelResponse, streamed: boolean, retry: boolean): MockReply {
-  const toolCalls = response.calls.map((c) => ({ ...c }));
-  if (retry && response.fault !== 'none') return { status: 500, headers: { 'retry-after-ms': '0' } };
-  switch (response.fault) {
-    case 'status-500':
-      return { status: 500 };
-    case 'drop':
-      return { drop: true };
-    case 'cut':
-      return streamed ? { toolCalls, argumentChunks: response.chunks, dropAfterEvents: response.cutAfter } : { drop: true };
-    default:
-      return { toolCalls, argumentChunks: response.chunks };
-  }
 }
 
 /**

@@ -4,7 +4,9 @@
  * input, once per allow; tool spend is the declared cost of what ran; nothing stays held; spend within the budget;
  * only documented errors; no unhandled rejection). Not part of the package.
  */
-import { ApprovalRequiredError, canonicalInput, findPolicyError, PolicyDeniedError, type Decision, type PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, ApprovalRequiredError, canonicalInput, findPolicyError, PolicyDeniedError, type Decision, type PolicySession } from '@agentpolicy/core';
+import type { MockReply } from '@agentpolicy/test-servers';
+import fc from 'fast-check';
 import OpenAI from 'openai';
 import OpenAIv6 from 'openai-v6';
 
@@ -162,4 +164,94 @@ export function fuzzSettings(seed: number, runs: number): { seed: number; numRun
     ...(path !== undefined ? { path } : {}),
     endOnFailure: false,
   };
+}
+
+// ---- the world of the fuzzes whose tools take JSON arguments (chat and Responses) --------------------------------
+
+export const BUDGET = 0.0064;
+export const CHARGE = 0.003;
+export const TOOL_COSTS: Readonly<Record<string, number>> = { charge: CHARGE };
+export const PING_LIMIT = 2;
+
+/** Argument texts each tool may be called with: valid JSON, malformed JSON, an empty string. */
+export const ARGUMENTS = {
+  lookup: ['{"q":"a"}', '{"q":"boom"}', '{"q":"gone"}', '{"q":', ''],
+  charge: ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":', ''],
+  send: ['{"to":"ada","amount":5}', '{"to":"ada","amount":500}', '{"to":"eve","amount":500}', '{"to":"boom","amount":500}'],
+  wipe: ['{"path":"/"}'],
+  ping: ['{}', '{"x":1}'],
+} as const;
+export type ToolName = keyof typeof ARGUMENTS;
+export const TOOL_NAMES = Object.keys(ARGUMENTS) as ToolName[];
+export const CALL_IDS = ['call_a', 'call_b', 'call_c'];
+
+/** How a body ends, read from its input: returns, throws (its cost is kept), or throws with status 404 (released). */
+export type Outcome = 'returned' | 'threw' | 'not-found';
+export function outcomeOf(input: unknown): Outcome {
+  const text = JSON.stringify(input ?? '');
+  if (text.includes('boom') || /"n":2\b/.test(text)) return 'threw';
+  if (text.includes('gone') || /"n":3\b/.test(text)) return 'not-found';
+  return 'returned';
+}
+
+export const needsApproval = (name: string, input: unknown): boolean =>
+  name === 'send' && typeof input === 'object' && input !== null && Number((input as { amount?: unknown }).amount) > 100;
+export const approverSays = (input: unknown): boolean => (input as { to?: unknown }).to !== 'eve';
+/** A call the policy denies whatever the budget: the blocked tool, or a send the approver rejects. */
+export const surelyDenied = (name: string, input: unknown): boolean => name === 'wipe' || (needsApproval(name, input) && !approverSays(input));
+
+/** A budget, a blocked tool, an approval rule for large sends (the approver refuses eve), a `max_calls` limit. */
+export function makeSession(): PolicySession {
+  return new AgentPolicy({
+    budget: BUDGET,
+    blockedTools: ['wipe'],
+    rules: [{ require_approval: 'large sends', tool: 'send', if: { 'input.amount': { gt: 100 } } }],
+    limits: [{ tool: 'ping', max_calls: PING_LIMIT, per: 'session' }],
+  } as never).session({ approver: (request) => approverSays(request.action.type === 'tool' ? request.action.input : undefined) });
+}
+
+export interface Call {
+  readonly id: string;
+  readonly name: ToolName;
+  readonly arguments: string;
+}
+
+export type Fault = 'none' | 'status-500' | 'drop' | 'cut';
+
+export interface ModelResponse {
+  readonly calls: readonly Call[];
+  readonly fault: Fault;
+  /** Where a cut stream stops (events sent), and the sizes its argument deltas are split into. */
+  readonly cutAfter: number;
+  readonly chunks: readonly number[];
+}
+
+export const aCall: fc.Arbitrary<Call> = fc
+  .record({ id: fc.constantFrom(...CALL_IDS), name: fc.constantFrom(...TOOL_NAMES), pick: fc.nat() })
+  .map(({ id, name, pick }) => ({ id, name, arguments: ARGUMENTS[name][pick % ARGUMENTS[name].length]! }));
+
+/** A response of 0–3 calls, now and then a fault; a cut stream stops after 1–`maxCut` events. */
+export const aResponse = (maxCut: number): fc.Arbitrary<ModelResponse> =>
+  fc.record({
+    calls: fc.array(aCall, { minLength: 0, maxLength: 3 }),
+    fault: fc.constantFrom<Fault>('none', 'none', 'none', 'none', 'none', 'none', 'status-500', 'drop', 'cut'),
+    cutAfter: fc.integer({ min: 1, max: maxCut }),
+    chunks: fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 4 }),
+  });
+
+/** The server's answer for a response; `retry`: the client retries once (a fault becomes a 500 it may retry at once). */
+export function replyOf(response: ModelResponse, streamed: boolean, retry: boolean): MockReply {
+  const toolCalls = response.calls.map((c) => ({ ...c }));
+  // A retried connection failure waits the client's backoff (no header can shorten it): a retried turn gets a 500.
+  if (retry && response.fault !== 'none') return { status: 500, headers: { 'retry-after-ms': '0' } };
+  switch (response.fault) {
+    case 'status-500':
+      return { status: 500 };
+    case 'drop':
+      return { drop: true };
+    case 'cut':
+      return streamed ? { toolCalls, argumentChunks: response.chunks, dropAfterEvents: response.cutAfter } : { drop: true };
+    default:
+      return { toolCalls, argumentChunks: response.chunks };
+  }
 }
