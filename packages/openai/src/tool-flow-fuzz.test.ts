@@ -7,8 +7,8 @@
  * response and across turns, the same id comes with other arguments; malformed JSON and an empty string are in the
  * pools). Each turn goes through one of the ways the README documents: `chat.completions.create()` and the README's
  * `session.runTool` loop, `chat.completions.stream()` read with `finalChatCompletion()` or chunk by chunk (sometimes
- * broken off or aborted early), or `runTools()` over several responses (streamed or not, calls side by side or one
- * after another). Streamed arguments arrive in random pieces; the server sometimes answers 500 (sometimes retried),
+ * broken off or aborted early), `chat.completions.create({ stream: true })` read by hand (sometimes broken off), or
+ * `runTools()` over several responses (streamed or not, calls side by side or one after another). Streamed arguments arrive in random pieces; the server sometimes answers 500 (sometimes retried),
  * drops the connection, or cuts a stream mid-way; tool bodies return, throw, or throw with status 404; the budget is
  * small enough that some calls are refused for money. It runs with openai 7 and openai 6.
  *
@@ -70,6 +70,7 @@ type Mode =
   | { readonly kind: 'create' }
   | { readonly kind: 'stream-final' }
   | { readonly kind: 'stream-iterate'; readonly stopAfter: number | null; readonly how: 'break' | 'abort' }
+  | { readonly kind: 'create-stream'; readonly stopAfter: number | null }
   | { readonly kind: 'run-tools'; readonly sequential: boolean; readonly streamed: boolean };
 
 interface Turn {
@@ -87,6 +88,7 @@ const aMode: fc.Arbitrary<Mode> = fc.oneof(
   fc.constant<Mode>({ kind: 'create' }),
   fc.constant<Mode>({ kind: 'stream-final' }),
   fc.record({ stopAfter: fc.option(fc.integer({ min: 0, max: 8 }), { nil: null }), how: fc.constantFrom<'break' | 'abort'>('break', 'abort') }).map((m): Mode => ({ kind: 'stream-iterate', ...m })),
+  fc.record({ stopAfter: fc.option(fc.integer({ min: 0, max: 8 }), { nil: null }) }).map((m): Mode => ({ kind: 'create-stream', ...m })),
   fc.record({ sequential: fc.boolean(), streamed: fc.boolean() }).map((m): Mode => ({ kind: 'run-tools', ...m })),
 );
 
@@ -191,6 +193,24 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
         await runLoop(world, server, completion.choices[0]?.message.tool_calls);
         return undefined;
       }
+      case 'create-stream': {
+        // The raw stream read chunk by chunk, its tool calls put together from their deltas by the application.
+        server.reply(...turn.responses.map((r) => replyOf(r, true, turn.retry)));
+        const stream = await client.chat.completions.create({ ...base, tools: TOOL_SPECS, stream: true }, options);
+        const calls: { id: string; type: 'function'; function: { name: string; arguments: string } }[] = [];
+        let seen = 0;
+        for await (const chunk of stream) {
+          if (mode.stopAfter !== null && seen++ >= mode.stopAfter) return undefined;
+          for (const part of chunk.choices[0]?.delta.tool_calls ?? []) {
+            const call = (calls[part.index] ??= { id: '', type: 'function', function: { name: '', arguments: '' } });
+            call.id ||= part.id ?? '';
+            call.function.name += part.function?.name ?? '';
+            call.function.arguments += part.function?.arguments ?? '';
+          }
+        }
+        await runLoop(world, server, calls);
+        return undefined;
+      }
       case 'run-tools': {
         server.reply(...turn.responses.map((r) => replyOf(r, mode.streamed, turn.retry)), {});
         const tools = TOOL_NAMES.map((name) => ({
@@ -269,7 +289,7 @@ function invariants(world: World, where: string, turn: Turn | undefined, turnErr
   // 1. A response holding a call the policy denies is refused as a whole: the turn ends with the policy error and none
   //    of that response's calls run.
   if (turn !== undefined) {
-    const stoppedEarly = turn.mode.kind === 'stream-iterate' && turn.mode.stopAfter !== null;
+    const stoppedEarly = (turn.mode.kind === 'stream-iterate' || turn.mode.kind === 'create-stream') && turn.mode.stopAfter !== null;
     turn.responses.forEach((response, index) => {
       const served = index + 1 <= requests && response.fault === 'none';
       if (!served || !response.calls.some((call) => surelyDenied(call.name, inputOf(call.arguments)))) return;
@@ -301,6 +321,7 @@ const coverage = {
   'body ran (create)': 0,
   'body ran (stream-final)': 0,
   'body ran (stream-iterate)': 0,
+  'body ran (create-stream)': 0,
   'body ran (run-tools)': 0,
   'response refused by the policy': 0,
   'tool call denied for money': 0,
@@ -317,7 +338,7 @@ const coverage = {
 function count(world: World, turn: Turn, error: unknown, runsBefore: number): void {
   coverage[`body ran (${turn.mode.kind})`] += world.runs.length - runsBefore;
   if (isPolicyRefusal(error)) coverage['response refused by the policy']++;
-  if (turn.mode.kind === 'stream-iterate' && turn.mode.stopAfter !== null) coverage['stream broken off']++;
+  if ((turn.mode.kind === 'stream-iterate' || turn.mode.kind === 'create-stream') && turn.mode.stopAfter !== null) coverage['stream broken off']++;
   if (turn.responses.some((r) => r.fault !== 'none')) coverage['server fault']++;
   coverage['body threw'] += world.runs.slice(runsBefore).filter((run) => outcomeOf(inputOf(run.arguments)) !== 'returned').length;
 }
