@@ -4,7 +4,7 @@ import { observeStream, type StreamObserver } from './observe-stream.js';
 import { audioDurations, describeRequest, type RequestSpec } from './request-spec.js';
 import { SseParser, type SseEvent } from './sse-parser.js';
 import { readTokenUsage, type ReadUsage } from './token-usage.js';
-import { StreamToolCalls, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
+import { StreamToolCalls, TERMINAL_RESPONSE_EVENTS, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
 import { toolCost, type ToolCosts } from './tool-costs.js';
 import { rememberWaiting, RUNS_TOOLS, TOOL_PARSERS, ToolParsers, type ParsedToolInput } from './tool-parsers.js';
 import { ToolRuns } from './tool-runs.js';
@@ -38,8 +38,6 @@ type Json = Record<string, unknown>;
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
-/** Events that end a Responses stream and carry `response.usage`. */
-const TERMINAL_RESPONSE_EVENTS = new Set(['response.completed', 'response.incomplete', 'response.failed']);
 
 const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
 

@@ -6,9 +6,11 @@
  * blocked tool and a tool under a `max_calls` limit, with call ids and argument texts from small pools (a call id
  * repeats within a response and across turns, with the same or other arguments; malformed JSON and an empty string
  * are in the pools). Each turn goes through `responses.create()`, `responses.stream()` read with `finalResponse()` or
- * event by event (sometimes broken off or aborted early), or `responses.create({ stream: true })` read event by event,
- * and then the README's loop runs the calls of the response it got with `session.runTool` (arguments read with
- * `toolCallInput`; arguments that are not a JSON object refused by the tool with a 400). Streamed arguments arrive in random pieces; the server sometimes answers 500 (sometimes retried),
+ * event by event (sometimes broken off or aborted early), or `responses.create({ stream: true })` read event by event
+ * (streams send every event, or now and then only the terminal one, whose output holds the calls), and then the
+ * README's loop runs the calls of the response it got with `session.runTool` (arguments read with `toolCallInput`;
+ * arguments that are not a JSON object refused by the tool with a 400). Streamed arguments arrive in random pieces;
+ * the server sometimes answers 500 (sometimes retried),
  * drops the connection, or cuts a stream mid-way; tool bodies return, throw, or throw with status 404; the budget is
  * small enough that some calls are refused for money.
  *
@@ -72,6 +74,8 @@ interface Turn {
   readonly mode: Mode;
   readonly responses: readonly ModelResponse[];
   readonly retry: boolean;
+  /** Streams send every event, or only the terminal one whose output holds the calls (a minimal compatible server). */
+  readonly events: 'full' | 'terminal-only';
 }
 
 const aMode: fc.Arbitrary<Mode> = fc.oneof(
@@ -81,7 +85,12 @@ const aMode: fc.Arbitrary<Mode> = fc.oneof(
   fc.record({ stopAfter: fc.option(fc.integer({ min: 0, max: 14 }), { nil: null }) }).map((m): Mode => ({ kind: 'create-stream', ...m })),
 );
 
-const aTurn: fc.Arbitrary<Turn> = fc.record({ mode: aMode, responses: fc.array(aResponse(14), { minLength: 1, maxLength: 2 }), retry: fc.boolean() });
+const aTurn: fc.Arbitrary<Turn> = fc.record({
+  mode: aMode,
+  responses: fc.array(aResponse(14), { minLength: 1, maxLength: 2 }),
+  retry: fc.boolean(),
+  events: fc.constantFrom<Turn['events']>('full', 'full', 'full', 'terminal-only'),
+});
 
 // ---- the application --------------------------------------------------------------------------------------------
 
@@ -145,7 +154,7 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
   const options = { maxRetries: turn.retry ? 1 : 0 };
   const mode = turn.mode;
   const streamed = mode.kind !== 'create';
-  server.reply(...turn.responses.map((r) => replyOf(r, streamed, turn.retry)));
+  server.reply(...turn.responses.map((r) => ({ ...replyOf(r, streamed, turn.retry), responsesEvents: turn.events })));
   try {
     switch (mode.kind) {
       case 'create': {
@@ -232,6 +241,7 @@ const coverage = {
   'held cost given back': 0,
   'stream broken off': 0,
   'stream cut': 0,
+  'calls only in the terminal event': 0,
   'server fault': 0,
   'malformed arguments refused by the loop': 0,
   'call id repeated in a response': 0,
@@ -244,6 +254,7 @@ function count(world: World, turn: Turn, error: unknown, runsBefore: number): vo
   if (isPolicyRefusal(error)) coverage['response refused by the policy']++;
   if ((turn.mode.kind === 'stream-iterate' || turn.mode.kind === 'create-stream') && turn.mode.stopAfter !== null) coverage['stream broken off']++;
   if (turn.mode.kind !== 'create' && turn.responses.some((r) => r.fault === 'cut')) coverage['stream cut']++;
+  if (turn.mode.kind !== 'create' && turn.events === 'terminal-only') coverage['calls only in the terminal event'] += ran.length;
   if (turn.responses.some((r) => r.fault !== 'none')) coverage['server fault']++;
   if (turn.responses.some((r) => new Set(r.calls.map((c) => c.id)).size < r.calls.length)) coverage['call id repeated in a response']++;
   coverage['body threw'] += ran.filter((run) => outcomeOf(run.input) !== 'returned').length;

@@ -40,6 +40,9 @@ type Json = Record<string, unknown>;
 const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
 const text = (value: unknown): string => (typeof value === 'string' ? value : '');
 
+/** Events that end a Responses stream; they carry the whole `response` (its `output` and `usage`). */
+export const TERMINAL_RESPONSE_EVENTS: ReadonlySet<string> = new Set(['response.completed', 'response.incomplete', 'response.failed']);
+
 /** Responses item types the caller executes itself, named by the developer. Built-in tools are not listed. */
 const RESPONSES_CALL_TYPES = new Set(['function_call', 'custom_tool_call']);
 
@@ -87,8 +90,12 @@ export function toolCallsOfResult(result: unknown): ReturnedToolCall[] {
  */
 export class StreamToolCalls {
   private readonly open = new Map<string, { choice: string; id: string; name: string; arguments: string }>();
-  /** Responses call items already handed out (by item id): an item's call is handed out at its arguments' end, not again when the item is done. */
-  private readonly handed = new Set<string>();
+  /**
+   * Responses call items already handed out (by item id), with the arguments they were handed out with: an item's
+   * call is handed out at its arguments' end, and not again when the item is done or the response ends with it,
+   * unless it then carries other arguments (those are what the caller gets, so they are checked too).
+   */
+  private readonly handed = new Map<string, string>();
   // Responses call items by item id, from `output_item.added` until their arguments are whole.
   private readonly items = new Map<string, ReturnedToolCall>();
 
@@ -109,10 +116,12 @@ export class StreamToolCalls {
       if (!call) return [];
       return this.handOut(text(event['item_id']), { ...call, arguments: text(event['arguments']) || text(event['input']) });
     }
-    if (type === 'response.output_item.done') {
-      const item = event['item'];
-      const call = responsesItemCall(item);
-      return call && isObject(item) ? this.handOut(text(item['id']) || `call:${call.id}`, call) : [];
+    if (type === 'response.output_item.done') return this.handOutItem(event['item']);
+    // The response the stream ends with is the one the client returns (`finalResponse()`): a call item in its output
+    // that no earlier event announced, or that comes with other arguments, is handed out now.
+    if (TERMINAL_RESPONSE_EVENTS.has(type)) {
+      const output = isObject(event['response']) ? event['response']['output'] : undefined;
+      return Array.isArray(output) ? output.flatMap((item: unknown) => this.handOutItem(item)) : [];
     }
     if (!Array.isArray(event['choices'])) return [];
     const ready: ReturnedToolCall[] = [];
@@ -171,9 +180,15 @@ export class StreamToolCalls {
    */
   private handOut(item: string, call: ReturnedToolCall): ReturnedToolCall[] {
     if (item !== '') {
-      if (this.handed.has(item)) return [];
-      this.handed.add(item);
+      if (this.handed.get(item) === call.arguments) return [];
+      this.handed.set(item, call.arguments);
     }
     return [call];
+  }
+
+  /** A Responses output item: its call, handed out unless it already was with these arguments. */
+  private handOutItem(item: unknown): ReturnedToolCall[] {
+    const call = responsesItemCall(item);
+    return call && isObject(item) ? this.handOut(text(item['id']) || `call:${call.id}`, call) : [];
   }
 }

@@ -894,6 +894,27 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       expect(findPolicyError(error)).toMatchObject({ decision: { action: { type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_2' } } } });
     });
 
+    it.each([
+      ['responses.stream().finalResponse()', 'helper'],
+      ['responses.create({ stream: true }) read whole', 'raw'],
+    ] as const)('a Responses stream whose calls are only in its terminal event is checked too: %s rejects a blocked call', async (_what, how) => {
+      const { session, client } = setup(blocked, { checkToolCalls: true });
+      // No output_item or arguments events: the blocked call is only in response.completed's output, which is what
+      // finalResponse() returns. Before, such a call was never checked and the stream passed with it.
+      server.reply({ toolCalls: [{ id: 'call_1', name: 'send_email', arguments: '{}' }], responsesEvents: 'terminal-only' });
+      const read = async () => {
+        if (how === 'helper') return client.responses.stream({ model: 'gpt-4o-mini', input: 'x' }).finalResponse();
+        for await (const _event of await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true })) void _event;
+        return undefined;
+      };
+      const error = await read().catch((e: unknown) => e);
+      expect(findPolicyError(error)).toMatchObject({ decision: { decision: 'deny', action: { type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_1' } } } });
+      // A call already checked at its arguments' end is not decided again when the response ends with it.
+      server.reply({ toolCalls: [{ id: 'call_2', name: 'get_weather', arguments: '{}' }] });
+      await client.responses.stream({ model: 'gpt-4o-mini', input: 'x' }).finalResponse();
+      expect(session.report().decisions.filter((d) => d.action.type === 'tool').map((d) => d.decision)).toEqual(['deny', 'allow']);
+    });
+
     it('runTools() never runs a blocked tool', async () => {
       const { client } = setup(blocked, { checkToolCalls: true });
       let ran = 0;

@@ -34,6 +34,12 @@ export interface MockReply {
    * size below 1 counts as 1) instead of one delta, as a real model splits them at arbitrary points.
    */
   argumentChunks?: readonly number[];
+  /**
+   * Streamed Responses: `'terminal-only'` sends `response.created` and then only the terminal `response.completed`
+   * event, whose `output` holds the answer (as a minimal Responses-compatible server may), instead of every item
+   * and delta event. Default `'full'`.
+   */
+  responsesEvents?: 'full' | 'terminal-only';
   usage?: MockUsage;
   /** Answer without any usage. */
   omitUsage?: boolean;
@@ -284,8 +290,10 @@ function responses(res: ServerResponse, id: number, body: Record<string, unknown
   const events: { event: string; data: string }[] = [];
   const push = (type: string, payload: Record<string, unknown>) => events.push({ event: type, data: JSON.stringify({ type, sequence_number: n++, ...payload }) });
   push('response.created', { response: response('in_progress', [], false) });
-  push('response.in_progress', { response: response('in_progress', [], false) });
-  if (toolCalls.length > 0) {
+  if (script.responsesEvents === 'terminal-only') {
+    // Nothing between the response's creation and its end: the calls are only in the terminal event's output.
+  } else if (toolCalls.length > 0) {
+    push('response.in_progress', { response: response('in_progress', [], false) });
     output.forEach((item, index) => {
       const fc = item as { id: string; arguments: string };
       push('response.output_item.added', { output_index: index, item: { ...item, arguments: '', status: 'in_progress' } });
@@ -296,6 +304,7 @@ function responses(res: ServerResponse, id: number, body: Record<string, unknown
       push('response.output_item.done', { output_index: index, item });
     });
   } else {
+    push('response.in_progress', { response: response('in_progress', [], false) });
     push('response.output_item.added', { output_index: 0, item: { ...message, status: 'in_progress', content: [] } });
     push('response.content_part.added', { item_id: message.id, output_index: 0, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
     for (const word of text.split(/(?<= )/)) {
