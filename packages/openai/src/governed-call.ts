@@ -75,6 +75,8 @@ export class GovernedCall {
    * same arguments is decided on the same value, the one the client's parse is handed for all of them.
    */
   private readonly parsedInputs = new Map<string, ParsedToolInput | undefined>();
+  /** The cost each streamed Responses item's call holds, by item id: an item handed out again replaces its call. */
+  private readonly heldByItem = new Map<string, Reservation>();
   private readonly settings: GovernorSettings;
   private readonly spec: RequestSpec;
   private reservation: Reservation | null;
@@ -351,6 +353,9 @@ export class GovernedCall {
     // Allowed calls holding their declared cost: if the response is refused, they never run on these allows.
     const held = this.heldToolCosts;
     for (const call of calls) {
+      // The item came again with other arguments: the caller gets those, never the earlier call, whose hold is given back.
+      const replaced = call.item === undefined ? undefined : this.heldByItem.get(call.item);
+      if (replaced !== undefined && !replaced.settled) await withdrawAllow(session, replaced.decision, replaced);
       const parsedKey = `${call.name}\u0000${call.arguments}`;
       let parsed = this.parsedInputs.get(parsedKey);
       if (!this.parsedInputs.has(parsedKey)) {
@@ -392,6 +397,7 @@ export class GovernedCall {
         if (await session.claim(decision)) await reservation?.commit();
         else failure ??= new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.id)} of ${JSON.stringify(call.name)} is being run more than once at the same time`);
       } else if (reservation !== undefined) held.push(reservation);
+      if (reservation !== undefined && call.item !== undefined) this.heldByItem.set(call.item, reservation);
     }
     if (failure !== undefined) await this.giveBackHeld(session, held);
     return failure;

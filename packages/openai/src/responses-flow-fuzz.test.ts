@@ -7,7 +7,8 @@
  * repeats within a response and across turns, with the same or other arguments; malformed JSON and an empty string
  * are in the pools). Each turn goes through `responses.create()`, `responses.stream()` read with `finalResponse()` or
  * event by event (sometimes broken off or aborted early), or `responses.create({ stream: true })` read event by event
- * (streams send every event, or now and then only the terminal one, whose output holds the calls), and then the
+ * (streams send every event, or now and then only the terminal one, whose output holds the calls; now and then the
+ * terminal event gives the calls other arguments than their events did), and then the
  * README's loop runs the calls of the response it got with `session.runTool` (arguments read with `toolCallInput`;
  * arguments that are not a JSON object refused by the tool with a 400). Streamed arguments arrive in random pieces;
  * the server sometimes answers 500 (sometimes retried),
@@ -31,6 +32,7 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import {
   aResponse,
   approverSays,
+  ARGUMENTS,
   BodyError,
   BUDGET,
   checkCoverage,
@@ -76,7 +78,21 @@ interface Turn {
   readonly retry: boolean;
   /** Streams send every event, or only the terminal one whose output holds the calls (a minimal compatible server). */
   readonly events: 'full' | 'terminal-only';
+  /** Streams end with other arguments for each call item than its own events had (the next text of its tool's pool). */
+  readonly changedAtEnd: boolean;
 }
+
+/** The arguments a call item has in the terminal event of a stream that changes them at the end. */
+const changedArguments = (call: { readonly name: ToolName; readonly arguments: string }): string => {
+  const pool: readonly string[] = ARGUMENTS[call.name];
+  return pool[(pool.indexOf(call.arguments) + 1) % pool.length]!;
+};
+
+/** The argument texts a response's calls are seen with: their own, and in a changing stream the terminal ones. */
+const argumentsSeen = (turn: Turn, call: { readonly name: ToolName; readonly arguments: string }): string[] => {
+  if (turn.mode.kind === 'create' || !turn.changedAtEnd) return [call.arguments];
+  return turn.events === 'terminal-only' ? [changedArguments(call)] : [call.arguments, changedArguments(call)];
+};
 
 const aMode: fc.Arbitrary<Mode> = fc.oneof(
   fc.constant<Mode>({ kind: 'create' }),
@@ -90,6 +106,7 @@ const aTurn: fc.Arbitrary<Turn> = fc.record({
   responses: fc.array(aResponse(14), { minLength: 1, maxLength: 2 }),
   retry: fc.boolean(),
   events: fc.constantFrom<Turn['events']>('full', 'full', 'full', 'terminal-only'),
+  changedAtEnd: fc.constantFrom(false, false, false, false, true),
 });
 
 // ---- the application --------------------------------------------------------------------------------------------
@@ -154,7 +171,13 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
   const options = { maxRetries: turn.retry ? 1 : 0 };
   const mode = turn.mode;
   const streamed = mode.kind !== 'create';
-  server.reply(...turn.responses.map((r) => ({ ...replyOf(r, streamed, turn.retry), responsesEvents: turn.events })));
+  server.reply(
+    ...turn.responses.map((r) => ({
+      ...replyOf(r, streamed, turn.retry),
+      responsesEvents: turn.events,
+      ...(turn.changedAtEnd ? { terminalArguments: r.calls.map(changedArguments) } : {}),
+    })),
+  );
   try {
     switch (mode.kind) {
       case 'create': {
@@ -216,7 +239,7 @@ function invariants(world: World, where: string, turn: Turn | undefined, turnErr
   const stoppedEarly = (turn.mode.kind === 'stream-iterate' || turn.mode.kind === 'create-stream') && turn.mode.stopAfter !== null;
   turn.responses.forEach((response, index) => {
     const served = index + 1 <= requests && response.fault === 'none';
-    if (!served || !response.calls.some((call) => surelyDenied(call.name, toolCallInput(call.arguments)))) return;
+    if (!served || !response.calls.some((call) => argumentsSeen(turn, call).some((args) => surelyDenied(call.name, toolCallInput(args))))) return;
     const ranHere = world.runs.filter((run) => run.turn === world.turn && run.response === index + 1);
     if (ranHere.length > 0) throw new Violation(`${where}: response ${index + 1} holds a denied call, yet ${ranHere.map((r) => `${r.name} ${inputKey(r.input)}`).join(', ')} ran`);
     if (!stoppedEarly && !isPolicyRefusal(turnError)) {
@@ -242,6 +265,7 @@ const coverage = {
   'stream broken off': 0,
   'stream cut': 0,
   'calls only in the terminal event': 0,
+  'arguments changed at the end': 0,
   'server fault': 0,
   'malformed arguments refused by the loop': 0,
   'call id repeated in a response': 0,
@@ -255,6 +279,7 @@ function count(world: World, turn: Turn, error: unknown, runsBefore: number): vo
   if ((turn.mode.kind === 'stream-iterate' || turn.mode.kind === 'create-stream') && turn.mode.stopAfter !== null) coverage['stream broken off']++;
   if (turn.mode.kind !== 'create' && turn.responses.some((r) => r.fault === 'cut')) coverage['stream cut']++;
   if (turn.mode.kind !== 'create' && turn.events === 'terminal-only') coverage['calls only in the terminal event'] += ran.length;
+  if (turn.mode.kind !== 'create' && turn.events === 'full' && turn.changedAtEnd) coverage['arguments changed at the end'] += ran.length;
   if (turn.responses.some((r) => r.fault !== 'none')) coverage['server fault']++;
   if (turn.responses.some((r) => new Set(r.calls.map((c) => c.id)).size < r.calls.length)) coverage['call id repeated in a response']++;
   coverage['body threw'] += ran.filter((run) => outcomeOf(run.input) !== 'returned').length;

@@ -8,6 +8,11 @@ export interface ReturnedToolCall {
    * `input` text), whole once the call is complete.
    */
   readonly arguments: string;
+  /**
+   * A streamed Responses call: its output item's id. The same item handed out again with other arguments replaces
+   * the earlier call (the caller gets the later arguments).
+   */
+  readonly item?: string;
 }
 
 /**
@@ -179,11 +184,10 @@ export class StreamToolCalls {
    * each handed out, and each checked.
    */
   private handOut(item: string, call: ReturnedToolCall): ReturnedToolCall[] {
-    if (item !== '') {
-      if (this.handed.get(item) === call.arguments) return [];
-      this.handed.set(item, call.arguments);
-    }
-    return [call];
+    if (item === '') return [call];
+    if (this.handed.get(item) === call.arguments) return [];
+    this.handed.set(item, call.arguments);
+    return [{ ...call, item }];
   }
 
   /** A Responses output item: its call, handed out unless it already was with these arguments. */

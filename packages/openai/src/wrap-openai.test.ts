@@ -769,6 +769,23 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
         expect(session.pendingReservations).toBe(0);
       });
 
+      it('a Responses stream that ends with other arguments for a call item: that call is decided, and the cost of the one it replaces given back', async () => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{"city":"Paris"}' }], terminalArguments: ['{"city":"Rome"}'] });
+        const response = await client.responses.stream({ model: 'gpt-4o-mini', input: 'x' }).finalResponse();
+        const item = response.output.find((o) => o.type === 'function_call');
+        if (item?.type !== 'function_call') throw new Error('no function call');
+        expect(item.arguments).toBe('{"city":"Rome"}');
+        await session.runTool('get_weather', { input: JSON.parse(item.arguments), cost: 0.1, idempotencyKey: item.call_id }, () => 'sunny');
+        // Before, the Paris call's cost stayed held until session.end() charged it, for a call the caller never got.
+        expect(toolDecisions(session).map((d) => [d.action.type === 'tool' ? d.action.input : undefined, d.settlement?.status])).toEqual([
+          [{ city: 'Paris' }, 'released'],
+          [{ city: 'Rome' }, 'committed'],
+        ]);
+        expect(session.pendingReservations).toBe(0);
+        expect(toolSpend(session)).toBe(0.1);
+      });
+
       it('a stream cut after its last event: where the client fails the read, the cost its call held is given back; where it returns the response, it waits for the loop', async () => {
         const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
         // Six events (role, call, arguments, finish, usage, [DONE]), then the connection is cut instead of ended.

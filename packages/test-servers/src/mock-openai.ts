@@ -40,6 +40,11 @@ export interface MockReply {
    * and delta event. Default `'full'`.
    */
   responsesEvents?: 'full' | 'terminal-only';
+  /**
+   * Streamed Responses: the arguments each call's item has in the terminal event's output (by position), where they
+   * differ from what its own events said (a server that changes them at the end).
+   */
+  terminalArguments?: readonly string[];
   usage?: MockUsage;
   /** Answer without any usage. */
   omitUsage?: boolean;
@@ -314,7 +319,9 @@ function responses(res: ServerResponse, id: number, body: Record<string, unknown
     push('response.content_part.done', { item_id: message.id, output_index: 0, content_index: 0, part: message.content[0] });
     push('response.output_item.done', { output_index: 0, item: message });
   }
-  push('response.completed', { response: response('completed', output, true) });
+  const terminal = script.terminalArguments;
+  const finalOutput = terminal === undefined ? output : output.map((item, index) => (terminal[index] === undefined ? item : { ...item, arguments: terminal[index] }));
+  push('response.completed', { response: response('completed', finalOutput, true) });
   sse(res, events, script);
 }
 
