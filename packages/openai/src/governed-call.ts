@@ -512,9 +512,9 @@ export class GovernedCall {
         if (!whole || how === 'error' || signal?.aborted === true || this.options.signal?.aborted === true) return giveBack();
         // Cancelled after the last event was read from the server, but not necessarily by the caller: openai 6 cancels
         // the body first and aborts the request after it when the caller breaks out of a stream whose last events
-        // arrived in the same chunk as the ones the caller read. An abort that follows is such a break-off.
-        signal?.addEventListener('abort', giveBack, { once: true });
-        this.options.signal?.addEventListener('abort', giveBack, { once: true });
+        // arrived in the same chunk as the ones the caller read. An abort that follows is such a break-off. The fetch's
+        // own signal lives as long as this request (the caller's may serve many, and would keep a listener for each).
+        (signal ?? this.options.signal)?.addEventListener('abort', giveBack, { once: true });
       },
     };
   }
