@@ -14,7 +14,7 @@ import { hasHidden, isControl, isInvisible } from './hidden-characters.js';
 import type { PolicyIssue } from './errors.js';
 import { describe, parseMoney } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
-import { isPlainObject } from './policy-values.js';
+import { isPlainObject, listLengthProblem } from './policy-values.js';
 import { compileCommandTest, type CommandTest } from './shell-command.js';
 import { unknownKeyMessage } from './suggest.js';
 import { compileGlob, foldToolName } from './tool-matcher.js';
@@ -48,6 +48,10 @@ const MAX_DEPTH = 32;
 function isScalar(value: unknown): value is Scalar {
   return value === null || typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value));
 }
+
+// Why `eq: null` (or an `eq:` written without a value) is refused: a null or missing value never holds a condition
+// under `if` and never makes an exception under `unless`, so the rule would silently never apply.
+const NULL_OPERAND = 'has no value (null); null never matches (a missing or null value never holds a condition), so the rule would never apply. Give a value, or test for a missing value with exists: false under if';
 
 /** A decimal number written as a string (`"150"`, `"-2.5"`), read without a regular expression; else NaN. */
 function numericString(text: string): number {
@@ -148,9 +152,15 @@ function readScalarList(value: unknown, path: string, issues: PolicyIssue[], wha
     issues.push({ path, message: `must be a non-empty list of ${what}, got ${describe(value)}` });
     return undefined;
   }
-  const bad = value.findIndex((item) => !isScalar(item));
+  const tooLong = listLengthProblem(value);
+  if (tooLong !== undefined) {
+    issues.push({ path, message: tooLong });
+    return undefined;
+  }
+  const bad = value.findIndex((item) => !isScalar(item) || item === null);
   if (bad >= 0) {
-    issues.push({ path: `${path}[${bad}]`, message: `must be a string, number, boolean or null, got ${describe(value[bad])}` });
+    const item = value[bad];
+    issues.push({ path: `${path}[${bad}]`, message: item === null ? NULL_OPERAND : `must be a string, number or boolean, got ${describe(item)}` });
     return undefined;
   }
   return [...(value as Scalar[])];
@@ -160,6 +170,11 @@ function readStringOrList(value: unknown, path: string, issues: PolicyIssue[], w
   const list = typeof value === 'string' ? [value] : value;
   if (!Array.isArray(list) || list.length === 0) {
     issues.push({ path, message: `must be ${what} or a non-empty list of them, got ${describe(value)}` });
+    return undefined;
+  }
+  const tooLong = listLengthProblem(list);
+  if (tooLong !== undefined) {
+    issues.push({ path, message: tooLong });
     return undefined;
   }
   const bad = list.findIndex((item) => typeof item !== 'string' || item.trim() === '');
@@ -198,6 +213,11 @@ export function readConditions(raw: unknown, path: string, sense: ConditionSense
       issues.push({ path: keyPath, message: `empty segment in path ${JSON.stringify(key)}; write dot paths like input.recipient.email` });
       continue;
     }
+    // `input.to ` reads a field named "to " that the input does not have: the rule would never apply.
+    if (segments.some((segment) => segment.trim() !== segment || hasHidden(segment))) {
+      issues.push({ path: keyPath, message: `path ${JSON.stringify(key)} has a space or an invisible character at the start or end of a segment, so it would read another field than meant; write dot paths like input.recipient.email` });
+      continue;
+    }
     if (root !== 'input' && segments.length > 1) {
       issues.push({ path: keyPath, message: `${root} has no fields; write ${root}: { … }` });
       continue;
@@ -233,7 +253,8 @@ function readOperand(op: Operator, value: unknown, root: Root, path: string, sen
   switch (op) {
     case 'eq':
     case 'ne':
-      if (!isScalar(value)) return fail(`must be a string, number, boolean or null, got ${describe(value)}`);
+      if (value === null) return fail(NULL_OPERAND);
+      if (!isScalar(value)) return fail(`must be a string, number or boolean, got ${describe(value)}`);
       if (numericRoot) return readCostOperand(value, path, issues);
       return root === 'method' && typeof value === 'string' ? value.toUpperCase() : value;
     case 'in':

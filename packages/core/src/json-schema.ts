@@ -21,7 +21,8 @@ const domain = {
   pattern: '^(?:(?:\\*\\.)?[^\\s/?#@:*\\[\\]]+|\\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\\]?|[0-9]+(?:\\.[0-9]+){3}/[0-9]{1,3}|\\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\\]?/[0-9]{1,3})$',
 } as const;
 
-const scalar = { type: ['string', 'number', 'boolean', 'null'] } as const;
+// No null: a null or missing value never matches, so `eq: null` (or `eq:` without a value) is refused.
+const scalar = { type: ['string', 'number', 'boolean'] } as const;
 const stringOrList = (description: string) =>
   ({ description, anyOf: [{ type: 'string', pattern: '\\S' }, { type: 'array', minItems: 1, items: { type: 'string', pattern: '\\S' } }] }) as const;
 const domainOrList = { description: 'A domain (example.com, *.example.com) or a list of them; matched like network.block.', anyOf: [domain, { type: 'array', minItems: 1, items: domain }] } as const;
@@ -63,7 +64,7 @@ const conditions = (sense: 'if' | 'unless') => {
         ? 'When the rule applies: every entry must hold; over an array, any element; a value that cannot be judged counts as holding.'
         : 'Exceptions: every entry must hold for every element; a missing value or one that cannot be judged is no exception.',
     patternProperties: {
-      '^input(\\.[^.]+)*$': block({ ...valueOperators, exists, command }),
+      '^input(\\.[^.\\s](?:[^.]*[^.\\s])?)*$': block({ ...valueOperators, exists, command }),
       '^(method|host|path)$': block({ ...valueOperators, exists }),
       '^cost$': block({ ...costOperators, exists }),
     },
@@ -108,6 +109,7 @@ export const policyJsonSchema = {
     },
     tools: {
       type: 'object',
+      minProperties: 1,
       additionalProperties: false,
       properties: {
         allow: list(toolPattern, 'Only these tools may run (exact names and * globs). Absent: every tool not blocked.'),
@@ -116,6 +118,7 @@ export const policyJsonSchema = {
     },
     network: {
       type: 'object',
+      minProperties: 1,
       additionalProperties: false,
       properties: {
         allow: list(domain, 'Only these exact hosts (and *.domain subdomains) may be reached.'),
@@ -124,6 +127,7 @@ export const policyJsonSchema = {
     },
     approval: {
       type: 'object',
+      minProperties: 1,
       additionalProperties: false,
       properties: {
         require_for: {
@@ -195,6 +199,7 @@ export const policyJsonSchema = {
     mode,
     pricing: {
       type: 'object',
+      minProperties: 1,
       description: 'Model → prices (USD per million tokens, or per image / second / character) and limits; wins over the built-in price catalog.',
       propertyNames: { pattern: '^\\S(?:.*\\S)?$' },
       additionalProperties: {

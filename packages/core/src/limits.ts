@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type { PolicyIssue } from './errors.js';
 import { describe } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
-import { isPlainObject, readEntries } from './policy-values.js';
+import { isPlainObject, readEntries, readKnownKeys } from './policy-values.js';
 import { readMode, type PolicyMode } from './rules.js';
 import { compileSelector, readSelector, selectorToDocument, type Selector } from './selector.js';
 import { unknownKeyMessage } from './suggest.js';
@@ -62,26 +62,29 @@ export function readLimits(list: unknown, path: string, issues: PolicyIssue[]): 
   return readEntries(list, path, 'limits', issues, (item, at) => readLimit(item, at, issues));
 }
 
-function readLimit(item: unknown, at: string, issues: PolicyIssue[]): NormalizedLimit | undefined {
-  if (!isPlainObject(item)) {
-    issues.push({ path: at, message: `must be a limit mapping such as { tool: search, max_calls: 5, per: 1m }, got ${describe(item)}` });
+function readLimit(raw: unknown, at: string, issues: PolicyIssue[]): NormalizedLimit | undefined {
+  if (!isPlainObject(raw)) {
+    issues.push({ path: at, message: `must be a limit mapping such as { tool: search, max_calls: 5, per: 1m }, got ${describe(raw)}` });
     return undefined;
   }
   const before = issues.length;
-  for (const key of Object.keys(item)) {
+  for (const key of Object.keys(raw)) {
     if (!(LIMIT_KEYS as readonly string[]).includes(key)) issues.push({ path: `${at}.${key}`, message: unknownKeyMessage(key, LIMIT_KEYS) });
   }
+  const item = readKnownKeys(raw, LIMIT_KEYS, at, issues);
   const get = (key: string) => (Object.hasOwn(item, key) ? item[key] : undefined);
   const selector = readSelector(item, at, issues);
   const max = get('max_calls');
-  if (max === undefined) issues.push({ path: `${at}.max_calls`, message: 'is required: how many calls the window allows' });
-  else if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 1) {
+  if (max === undefined) {
+    if (!Object.hasOwn(raw, 'max_calls')) issues.push({ path: `${at}.max_calls`, message: 'is required: how many calls the window allows' });
+  } else if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 1) {
     issues.push({ path: `${at}.max_calls`, message: `must be a whole number ≥ 1, got ${describe(max)}` });
   }
   const per = get('per');
   let windowMs: number | null | undefined;
-  if (per === undefined) issues.push({ path: `${at}.per`, message: 'is required: a window like 30s, 1m, 2h, 1d, or session' });
-  else {
+  if (per === undefined) {
+    if (!Object.hasOwn(raw, 'per')) issues.push({ path: `${at}.per`, message: 'is required: a window like 30s, 1m, 2h, 1d, or session' });
+  } else {
     const parsed = parseWindow(per);
     if (parsed.ok) windowMs = parsed.windowMs;
     else issues.push({ path: `${at}.per`, message: parsed.message });

@@ -142,3 +142,78 @@ describe('a watched policy file written in place', () => {
     source.close();
   });
 });
+
+describe('changes that loaded as "not set" (found by load-fuzz.test.ts)', () => {
+  const paths = (load: () => unknown) => issuesOf(load).map((issue) => issue.path);
+
+  it('an empty section ({}) is refused: it would load as the section left out, restricting nothing', () => {
+    for (const section of ['tools', 'network', 'approval', 'pricing']) {
+      const issues = issuesOf(() => AgentPolicy.fromDict({ [section]: {} }));
+      expect(issues).toEqual([{ path: section, message: expect.stringMatching(/^is empty \(\{\}\); .*leave the key out/) }]);
+      expect(yamlIssues(`${section}: {}\n`)[0]?.path).toBe(section);
+    }
+    // What it says instead, and what an empty allow-list means.
+    expect(issuesOf(() => AgentPolicy.fromDict({ network: {} }))[0]?.message).toMatch(/allow: \[\] allows no host/);
+    expect(AgentPolicy.fromDict({ tools: { allow: [] } }).normalized.tools.allow).toEqual([]);
+  });
+
+  it('a condition operand written without a value (eq: null, in: [.., null]) is refused: null never matches, so the rule never applied', () => {
+    expect(yamlIssues('rules:\n  - deny: no evil mail\n    tool: send_email\n    if:\n      input.to:\n        eq:\n')).toEqual([
+      { path: 'rules[0].if.input.to.eq', message: expect.stringMatching(/has no value \(null\).*exists: false/) },
+    ]);
+    for (const [op, operand, at] of [['eq', null, 'eq'], ['ne', null, 'ne'], ['in', ['x@evil.example', null], 'in[1]'], ['not_in', [null], 'not_in[0]']] as const) {
+      expect(paths(() => AgentPolicy.fromDict({ rules: [{ deny: 'no', tool: 'send_email', if: { 'input.to': { [op]: operand } } }] }))).toEqual([`rules[0].if.input.to.${at}`]);
+    }
+  });
+
+  it('a condition path with a space or invisible character at the end of a segment is refused: it read another field, so the rule never applied', () => {
+    for (const key of ['input.to ', 'input.to\u200b', 'input. to', 'input.user .email']) {
+      expect(paths(() => AgentPolicy.fromDict({ rules: [{ deny: 'no', tool: 'send_email', if: { [key]: { glob: '*@evil.example' } } }] }))).toEqual([`rules[0].if.${key}`]);
+    }
+    // A space inside a field name is a field name.
+    expect(AgentPolicy.fromDict({ rules: [{ deny: 'no', tool: 't', if: { 'input.first name': { eq: 'x' } } }] }).normalized.rules).toHaveLength(1);
+  });
+
+  it('a rule or limit key set to undefined from code is refused, not read as "not set" (a rule mode: undefined followed a shadow policy)', () => {
+    const rule = { deny: 'no', tool: 'deploy', if: { 'input.env': { eq: 'prod' } } };
+    expect(paths(() => AgentPolicy.fromDict({ mode: 'shadow', rules: [{ ...rule, mode: undefined }] }))).toEqual(['rules[0].mode']);
+    expect(paths(() => AgentPolicy.fromDict({ rules: [{ ...rule, tool: undefined }] }))).toEqual(['rules[0].tool']);
+    expect(paths(() => AgentPolicy.fromDict({ rules: [{ ...rule, unless: undefined }] }))).toEqual(['rules[0].unless']);
+    const limit = { tool: 'search', max_calls: 1, per: '1m' };
+    expect(paths(() => AgentPolicy.fromDict({ limits: [{ ...limit, scope: undefined }] }))).toEqual(['limits[0].scope']);
+    expect(paths(() => AgentPolicy.fromDict({ mode: 'shadow', limits: [{ ...limit, mode: undefined }] }))).toEqual(['limits[0].mode']);
+    expect(paths(() => AgentPolicy.fromDict({ limits: [{ ...limit, max_calls: undefined }] }))).toEqual(['limits[0].max_calls']);
+  });
+
+  it('new AgentPolicy({ rules: undefined }) (and limits, mode) is refused like every other option without a value', () => {
+    expect(paths(() => new AgentPolicy({ blockedTools: ['shell'], rules: undefined } as never))).toEqual(['rules']);
+    expect(paths(() => new AgentPolicy({ limits: undefined } as never))).toEqual(['limits']);
+    expect(paths(() => new AgentPolicy({ mode: undefined } as never))).toEqual(['mode']);
+  });
+});
+
+describe('lists and mappings from code that only a program can build', () => {
+  it('a list claiming billions of entries (sparse, or a proxy) is refused by its length at once, through fromDict and the constructor', () => {
+    const sparse = () => Object.assign([] as string[], { length: 2 ** 32 - 1 });
+    const endless = () => new Proxy(['shell'], { get: (target, key) => (key === 'length' ? 2 ** 32 - 1 : typeof key === 'string' && /^\d+$/.test(key) ? 'shell' : Reflect.get(target, key)) });
+    for (const list of [sparse, endless]) {
+      expect(issuesOf(() => AgentPolicy.fromDict({ tools: { block: list() } }))).toEqual([{ path: 'tools.block', message: 'has 4294967295 entries; at most 1000000 are allowed' }]);
+      expect(issuesOf(() => AgentPolicy.fromDict({ rules: list() }))[0]?.path).toBe('rules');
+      expect(issuesOf(() => AgentPolicy.fromDict({ approval: { require_for: list() } }))[0]?.path).toBe('approval.require_for');
+      expect(issuesOf(() => AgentPolicy.fromDict({ rules: [{ deny: 'x', tool: 't', if: { 'input.a': { in: list() } } }] }))[0]?.path).toBe('rules[0].if.input.a.in');
+      expect(issuesOf(() => new AgentPolicy({ blockedDomains: list(), approvalRules: list() as never }))).toHaveLength(2);
+    }
+    // A hole is reported, in every list (rules and limits too), and the walk stops there.
+    // eslint-disable-next-line no-sparse-arrays
+    expect(issuesOf(() => AgentPolicy.fromDict({ rules: [, { deny: 'x', tool: 't', if: { 'input.a': { eq: 1 } } }] })).map((issue) => issue.path)).toEqual(['rules[0]']);
+    expect(issuesOf(() => AgentPolicy.fromDict({ tools: { block: Object.assign(['a'], { length: 1_000_000 }) } })).map((issue) => issue.path)).toEqual(['tools.block[1]']);
+  });
+
+  it('a rule or limit key read through a getter is read once: it cannot pass the check and then answer undefined', () => {
+    let reads = 0;
+    const rule = { deny: 'no', tool: 'deploy', if: { 'input.env': { eq: 'prod' } }, get mode() { return reads++ === 0 ? 'enforce' : undefined; } };
+    const policy = AgentPolicy.fromDict({ mode: 'shadow', rules: [rule] });
+    expect(policy.normalized.rules[0]?.mode).toBe('enforce');
+    expect(reads).toBe(1);
+  });
+});

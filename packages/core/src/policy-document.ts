@@ -3,7 +3,7 @@ import type { ActionType } from './decision.js';
 import { errorMessage, type PolicyIssue } from './errors.js';
 import { normalizeDomainEntry } from './domain.js';
 import { describe, parseMoney } from './money.js';
-import { isPlainObject } from './policy-values.js';
+import { forEachEntry, isPlainObject } from './policy-values.js';
 import { limitToDocument, readLimits, type LimitDocument, type NormalizedLimit } from './limits.js';
 import { policyWarnings, type PolicyWarning } from './policy-warnings.js';
 import { readMode, readRules, ruleToDocument, type NormalizedRule, type PolicyMode, type RuleDocument } from './rules.js';
@@ -160,6 +160,20 @@ const NO_VALUE_HINTS: Readonly<Record<string, string>> = {
   mode: 'write enforce or shadow, or leave the key out (enforce)',
 };
 
+// Why a section written as an empty mapping is refused: `{}` would load as the section left out, with nothing restricted.
+const EMPTY_SECTION_HINTS: Readonly<Record<string, string>> = {
+  tools: 'which would load as no tool restrictions. Give it allow and/or block lists (allow: [] allows no tool), or leave the key out',
+  network: 'which would load as no network restrictions. Give it allow and/or block lists (allow: [] allows no host), or leave the key out',
+  approval: 'which would load as no approval rules. Give it require_for rules, or leave the key out',
+  pricing: 'give it model prices, or leave the key out',
+};
+
+/** Refuses a section written as `{}` (one with only unknown keys has those reported already). */
+function emptySection(section: Record<string, unknown>, path: string, issues: Issues): void {
+  if (Object.keys(section).length > 0) return;
+  issues.push({ path, message: `is empty ({}); ${EMPTY_SECTION_HINTS[path] ?? 'give it a value, or leave the key out'}` });
+}
+
 /**
  * Whether `key` is written in `value`: `absent`, `empty` (present with null/undefined, an issue is recorded) or
  * `present`.
@@ -181,18 +195,13 @@ function readMoney(value: unknown, path: string, issues: Issues): number | undef
   return undefined;
 }
 
-// Every index up to the length, holes included (a hole reads as undefined and is reported, never skipped).
-function forEachItem(list: readonly unknown[], visit: (item: unknown, index: number) => void): void {
-  for (let index = 0; index < list.length; index++) visit(list[index], index);
-}
-
 function readToolList(value: unknown, path: string, issues: Issues): string[] | undefined {
   if (!Array.isArray(value)) {
     issues.push({ path, message: `must be a list of tool names, got ${describe(value)}` });
     return undefined;
   }
   const out: string[] = [];
-  forEachItem(value, (item, index) => {
+  forEachEntry(value, path, issues, (item, index) => {
     const problem = toolNameProblem(item);
     if (problem) {
       issues.push({ path: join(path, index), message: problem.replace('tool name', 'tool name pattern') });
@@ -211,7 +220,7 @@ function readDomainList(value: unknown, path: string, issues: Issues): string[] 
     return undefined;
   }
   const out: string[] = [];
-  forEachItem(value, (item, index) => {
+  forEachEntry(value, path, issues, (item, index) => {
     const normalized = normalizeDomainEntry(item);
     if (!normalized.ok) issues.push({ path: join(path, index), message: normalized.message });
     else out.push(item as string);
@@ -246,6 +255,7 @@ function readLists(
   // A list written without a value is an issue (recorded by presence); it loads as nothing allowed meanwhile.
   const allowState = presence(section, 'allow', path, issues);
   const blockState = presence(section, 'block', path, issues);
+  if (allowState === 'absent' && blockState === 'absent') emptySection(section, path, issues);
   const allow = allowState === 'absent' ? null : allowState === 'empty' ? [] : (readList(section.allow, join(path, 'allow'), issues) ?? []);
   const block = blockState === 'present' ? (readList(section.block, join(path, 'block'), issues) ?? []) : [];
   if (allow) {
@@ -329,14 +339,16 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
   const approvalRules = readSection(document, 'approval', issues, (section, path) => {
     checkKeys(section, APPROVAL_KEYS, path, issues);
     const rules: NormalizedApprovalRule[] = [];
-    if (presence(section, 'require_for', path, issues) !== 'present') return rules;
+    const state = presence(section, 'require_for', path, issues);
+    if (state === 'absent') emptySection(section, path, issues);
+    if (state !== 'present') return rules;
     const list = section.require_for;
     const listPath = join(path, 'require_for');
     if (!Array.isArray(list)) {
       issues.push({ path: listPath, message: `must be a list of rules, got ${describe(list)}` });
       return rules;
     }
-    forEachItem(list, (item, index) => {
+    forEachEntry(list, listPath, issues, (item, index) => {
       const rule = readApprovalRule(item, join(listPath, index), issues);
       if (rule) rules.push(rule);
     });
@@ -345,6 +357,7 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
 
   const pricing = readSection(document, 'pricing', issues, (section, path) => {
     const prices = new Map<string, NormalizedPrice>();
+    emptySection(section, path, issues);
     for (const model of Object.keys(section)) {
       const modelPath = join(path, model);
       const entry = section[model];

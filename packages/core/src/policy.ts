@@ -6,7 +6,7 @@ import { DomainMatcher } from './domain.js';
 import { AgentPolicyError, PolicyValidationError, type PolicyIssue } from './errors.js';
 import { describe, formatUsd, nanosToUsd } from './money.js';
 import { parseYamlPolicy } from './load-yaml.js';
-import { isPlainObject } from './policy-values.js';
+import { isPlainObject, listLengthProblem } from './policy-values.js';
 import {
   priceDocument,
   toPolicyDocument,
@@ -276,7 +276,7 @@ export class AgentPolicy implements PolicyEvaluator {
         ...(rule.action !== undefined ? { action: rule.action } : {}),
         ...(rule.costGtNanos !== undefined ? { costGt: usd(rule.costGtNanos) } : {}),
       })),
-      pricing: Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceOption(priceDocument(price))])),
+      ...(policy.pricing.size > 0 ? { pricing: Object.fromEntries([...policy.pricing].map(([model, price]) => [model, priceOption(priceDocument(price))])) } : {}),
       rules: policy.rules.map(ruleToDocument),
       limits: policy.limits.map(limitToDocument),
       mode: policy.mode,
@@ -717,7 +717,10 @@ function optionsToDocument(options: unknown): { document: unknown; issues: Polic
     if (!(OPTION_KEYS as readonly string[]).includes(key)) issues.push({ path: key, message: unknownKeyMessage(key, OPTION_KEYS) });
   }
   const has = (key: (typeof OPTION_KEYS)[number]) => Object.hasOwn(options, key);
-  const copyList = (value: unknown) => (Array.isArray(value) ? Array.from(value as unknown[]) : value);
+  // A copy, so changing the caller's array later changes nothing; a list too long to copy goes on as it is, for the
+  // validator to refuse by its length.
+  const copyable = (value: unknown): value is unknown[] => Array.isArray(value) && listLengthProblem(value) === undefined;
+  const copyList = (value: unknown) => (copyable(value) ? Array.from(value) : value);
   const document: Record<string, unknown> = {};
   if (has('budget') || has('softLimit') || has('period')) {
     document.budget = {
@@ -741,8 +744,8 @@ function optionsToDocument(options: unknown): { document: unknown; issues: Polic
   if (has('approvalRules')) {
     const rules = options.approvalRules;
     document.approval = {
-      require_for: Array.isArray(rules)
-        ? Array.from(rules as unknown[], (rule, index) => {
+      require_for: copyable(rules)
+        ? Array.from(rules, (rule, index) => {
             if (!isPlainObject(rule)) return rule;
             const out: Record<string, unknown> = {};
             for (const key of Object.keys(rule)) {
@@ -773,9 +776,9 @@ function optionsToDocument(options: unknown): { document: unknown; issues: Polic
         )
       : pricing;
   }
-  if (options.rules !== undefined) document.rules = copyList(options.rules);
-  if (options.limits !== undefined) document.limits = copyList(options.limits);
-  if (options.mode !== undefined) document.mode = options.mode;
+  if (has('rules')) document.rules = copyList(options.rules);
+  if (has('limits')) document.limits = copyList(options.limits);
+  if (has('mode')) document.mode = options.mode;
   return { document, issues };
 }
 

@@ -7,7 +7,7 @@ import { compileConditions, conditionsToDocument, readConditions, type CompiledC
 import type { PolicyIssue } from './errors.js';
 import { describe } from './money.js';
 import type { PreparedAction } from './policy-evaluator.js';
-import { isPlainObject, readEntries } from './policy-values.js';
+import { isPlainObject, readEntries, readKnownKeys } from './policy-values.js';
 import { admittedTypes, compileSelector, readSelector, selectorToDocument, type Selector } from './selector.js';
 import { unknownKeyMessage } from './suggest.js';
 
@@ -52,15 +52,16 @@ export function readRules(list: unknown, path: string, issues: PolicyIssue[]): N
   return readEntries(list, path, 'rules', issues, (item, at) => readRule(item, at, issues));
 }
 
-function readRule(item: unknown, path: string, issues: PolicyIssue[]): NormalizedRule | undefined {
-  if (!isPlainObject(item)) {
-    issues.push({ path, message: `must be a rule mapping such as { deny: "reason", tool: "send_email", if: { … } }, got ${describe(item)}` });
+function readRule(raw: unknown, path: string, issues: PolicyIssue[]): NormalizedRule | undefined {
+  if (!isPlainObject(raw)) {
+    issues.push({ path, message: `must be a rule mapping such as { deny: "reason", tool: "send_email", if: { … } }, got ${describe(raw)}` });
     return undefined;
   }
   const before = issues.length;
-  for (const key of Object.keys(item)) {
+  for (const key of Object.keys(raw)) {
     if (!(RULE_KEYS as readonly string[]).includes(key)) issues.push({ path: `${path}.${key}`, message: unknownKeyMessage(key, RULE_KEYS) });
   }
+  const item = readKnownKeys(raw, RULE_KEYS, path, issues);
   const get = (key: string) => (Object.hasOwn(item, key) ? item[key] : undefined);
   const deny = get('deny');
   const approval = get('require_approval');

@@ -4,9 +4,9 @@ import { observeStream, type StreamObserver } from './observe-stream.js';
 import { audioDurations, describeRequest, type RequestSpec } from './request-spec.js';
 import { SseParser, type SseEvent } from './sse-parser.js';
 import { readTokenUsage, type ReadUsage } from './token-usage.js';
-import { StreamToolCalls, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
+import { StreamToolCalls, TERMINAL_RESPONSE_EVENTS, toolCallsOfResult, toolInputOf, type ReturnedToolCall } from './tool-calls.js';
 import { toolCost, type ToolCosts } from './tool-costs.js';
-import { rememberWaiting, RUNS_TOOLS, TOOL_PARSERS, ToolParsers } from './tool-parsers.js';
+import { rememberWaiting, RUNS_TOOLS, TOOL_PARSERS, ToolParsers, type ParsedToolInput } from './tool-parsers.js';
 import { ToolRuns } from './tool-runs.js';
 
 /** The settings every governed request of one wrapped client shares. */
@@ -38,8 +38,6 @@ type Json = Record<string, unknown>;
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
-/** Events that end a Responses stream and carry `response.usage`. */
-const TERMINAL_RESPONSE_EVENTS = new Set(['response.completed', 'response.incomplete', 'response.failed']);
 
 const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
 
@@ -72,6 +70,13 @@ export class GovernedCall {
    * each completes: if a later one is refused, the response is, and these are given back.
    */
   private readonly heldToolCosts: Reservation[] = [];
+  /**
+   * The input each arguments text of a tool was parsed into, in this response: a call the model repeats with the
+   * same arguments is decided on the same value, the one the client's parse is handed for all of them.
+   */
+  private readonly parsedInputs = new Map<string, ParsedToolInput | undefined>();
+  /** The cost each streamed Responses item's call holds, by item id: an item handed out again replaces its call. */
+  private readonly heldByItem = new Map<string, Reservation>();
   private readonly settings: GovernorSettings;
   private readonly spec: RequestSpec;
   private reservation: Reservation | null;
@@ -348,7 +353,18 @@ export class GovernedCall {
     // Allowed calls holding their declared cost: if the response is refused, they never run on these allows.
     const held = this.heldToolCosts;
     for (const call of calls) {
-      const parsed = (await run?.inputOf(session, call)) ?? (await own?.inputOf(session, call));
+      // The item came again with other arguments: the caller gets those, never the earlier call, whose hold is given back.
+      const replaced = call.item === undefined ? undefined : this.heldByItem.get(call.item);
+      if (replaced !== undefined && !replaced.settled) await withdrawAllow(session, replaced.decision, replaced);
+      const parsedKey = `${call.name}\u0000${call.arguments}`;
+      let parsed = this.parsedInputs.get(parsedKey);
+      if (!this.parsedInputs.has(parsedKey)) {
+        parsed = (await run?.inputOf(session, call)) ?? (await own?.inputOf(session, call));
+        this.parsedInputs.set(parsedKey, parsed);
+      }
+      // parse() and stream() throw the parse's error when the client parses this call: the caller never gets the
+      // response, so the costs its allowed calls hold are given back then (runTools() tells the model and runs on).
+      if (parsed?.rejected && run !== undefined && toolRuns === undefined) run.onRejectionHandedOut(call, () => void this.giveBackHeld(session, held).catch(warn));
       const input = parsed === undefined ? toolInputOf(call) : parsed.input;
       const declared = toolCost(this.settings.toolCosts, call.name, input);
       const check = {
@@ -381,6 +397,7 @@ export class GovernedCall {
         if (await session.claim(decision)) await reservation?.commit();
         else failure ??= new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.id)} of ${JSON.stringify(call.name)} is being run more than once at the same time`);
       } else if (reservation !== undefined) held.push(reservation);
+      if (reservation !== undefined && call.item !== undefined) this.heldByItem.set(call.item, reservation);
     }
     if (failure !== undefined) await this.giveBackHeld(session, held);
     return failure;
@@ -491,7 +508,13 @@ export class GovernedCall {
       // event: that response is whole, and its calls keep what they hold until they run.
       abandoned: (how) => {
         this.commitLatest();
-        if (!whole || how === 'error' || signal?.aborted === true || this.options.signal?.aborted === true) this.giveBackHeld(this.settings.session, this.heldToolCosts).catch(warn);
+        const giveBack = (): void => void this.giveBackHeld(this.settings.session, this.heldToolCosts).catch(warn);
+        if (!whole || how === 'error' || signal?.aborted === true || this.options.signal?.aborted === true) return giveBack();
+        // Cancelled after the last event was read from the server, but not necessarily by the caller: openai 6 cancels
+        // the body first and aborts the request after it when the caller breaks out of a stream whose last events
+        // arrived in the same chunk as the ones the caller read. An abort that follows is such a break-off. The fetch's
+        // own signal lives as long as this request (the caller's may serve many, and would keep a listener for each).
+        (signal ?? this.options.signal)?.addEventListener('abort', giveBack, { once: true });
       },
     };
   }

@@ -282,3 +282,74 @@ describe('parse() and stream(): parsed_arguments is what was decided', () => {
     expect(() => wrapOpenAI(new OpenAI({ apiKey: 'k' }), session, { checkToolCalls: true, toolParsers: { x: 'zod' } })).toThrow(TypeError);
   });
 });
+
+describe('the same arguments twice in one response, and arguments the client’s parse then throws on', () => {
+  const costed = (Client: typeof OpenAI = OpenAI) => {
+    const session = AgentPolicy.fromDict(POLICY).session();
+    const client = wrapOpenAI(new Client({ apiKey: 'test-key', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: { count: 0.01, publish: 0.02 } });
+    return { session, client };
+  };
+  const twice = (first: string, second: string, name: string, args: unknown) => ({ toolCalls: [first, second].map((id) => ({ id, name, arguments: JSON.stringify(args) })) });
+
+  describe.each([
+    ['openai 7', OpenAI, zodFunction],
+    ['openai 6', OpenAIv6 as unknown as typeof OpenAI, zodFunctionV6 as unknown as typeof zodFunction],
+  ])('%s', (_name, Client, zodTool) => {
+    it.each([
+      ['two call ids', 'c2'],
+      ['one call id', 'c1'],
+    ])('runTools(), a zodFunction tool called twice with the same arguments (%s): both run, each on an allow of its own', async (_what, second) => {
+      const { session, client } = costed(Client);
+      const ran: unknown[] = [];
+      const count = zodTool({ name: 'count', parameters: Count, function: (args) => void ran.push(args) });
+      server.reply(twice('c1', second, 'count', { count: 1 }), {});
+      // Before, each call was parsed on its own and the client handed both runs the second parse's value: the first run
+      // took the second call's allow and the second found none, so the run failed with DECISION_USED.
+      await client.chat.completions.runTools({ model: MODEL, messages: USER, tools: [count] }).finalContent();
+      expect(ran).toEqual([{ count: 1 }, { count: 1 }]);
+      expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([
+        ['allow', 'committed'],
+        ['allow', 'committed'],
+      ]);
+      expect(session.report().reserved).toBe(0);
+    });
+
+    it('chat.completions.parse(), a random default called twice with the same arguments: each parsed_arguments is the value its call was decided on', async () => {
+      const { session, client } = costed(Client);
+      server.reply(twice('p1', 'p2', 'publish', { page: 'home', visibility: 'draft' }));
+      const completion = await client.chat.completions.parse({ model: MODEL, messages: USER, tools: [zodTool({ name: 'publish', parameters: Publish })] });
+      const calls = (completion.choices[0]?.message.tool_calls ?? []).flatMap((c) => (c.type === 'function' ? [c] : []));
+      // The loop runs each call on its parsed_arguments: each takes the allow its response got, no second decision.
+      // Before, the first call was decided on one ticket and handed another, so its run was another call, decided again.
+      for (const c of calls) await session.runTool('publish', { input: c.function.parsed_arguments, cost: 0.02, idempotencyKey: c.id }, () => 'published');
+      expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([
+        ['allow', 'committed'],
+        ['allow', 'committed'],
+      ]);
+    });
+
+    it('chat.completions.parse() throws on arguments the parse rejects: the costs the allowed calls of that response hold are given back', async () => {
+      const { session, client } = costed(Client);
+      server.reply({ toolCalls: [{ id: 'c1', name: 'count', arguments: '{"count":1}' }, { id: 'c2', name: 'count', arguments: '{"count":"many"}' }] });
+      const error = await failure(client.chat.completions.parse({ model: MODEL, messages: USER, tools: [zodTool({ name: 'count', parameters: Count })] }));
+      expect(error).toBeInstanceOf(z.ZodError);
+      await new Promise((resolve) => setImmediate(resolve));
+      // The caller never gets these calls. Before, their costs stayed held until session.end() charged them.
+      expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([
+        ['allow', 'released'],
+        ['allow', 'released'],
+      ]);
+      expect(session.report().reserved).toBe(0);
+    });
+  });
+
+  it('responses.parse() the same', async () => {
+    const { session, client } = costed();
+    server.reply({ toolCalls: [{ id: 'c1', name: 'count', arguments: '{"count":1}' }, { id: 'c2', name: 'count', arguments: '{' }] });
+    const error = await failure(client.responses.parse({ model: MODEL, input: 'x', tools: [zodResponsesFunction({ name: 'count', parameters: Count })] }));
+    expect(error).toBeInstanceOf(SyntaxError);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(toolDecisions(session).map((d) => d.settlement?.status)).toEqual(['released', 'released']);
+    expect(session.report().reserved).toBe(0);
+  });
+});

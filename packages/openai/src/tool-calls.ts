@@ -8,25 +8,45 @@ export interface ReturnedToolCall {
    * `input` text), whole once the call is complete.
    */
   readonly arguments: string;
+  /**
+   * A streamed Responses call: its output item's id. The same item handed out again with other arguments replaces
+   * the earlier call (the caller gets the later arguments).
+   */
+  readonly item?: string;
 }
 
 /**
- * The tool input a call's arguments stand for: the parsed JSON of a function call's arguments, or the text itself
- * when it is not JSON (a custom tool's free-form input, or arguments the model left malformed).
+ * The input `checkToolCalls` decides a returned call on, from its arguments text: the parsed JSON, the text itself
+ * when it is not JSON (a custom tool's free-form input, or arguments the model left malformed), nothing for an empty
+ * text. Never throws. Your own loop passes the same value to `session.runTool`, so the call runs on the decision its
+ * response got (a malformed call included, which your tool then refuses).
+ *
+ * @example
+ * ```ts
+ * const input = toolCallInput(call.function.arguments); // not JSON.parse, which throws on malformed arguments
+ * ```
  */
-export function toolInputOf(call: ReturnedToolCall): unknown {
-  if (call.arguments === '') return undefined;
+export function toolCallInput(args: string): unknown {
+  if (args === '') return undefined;
   try {
-    return JSON.parse(call.arguments);
+    return JSON.parse(args) as unknown;
   } catch {
-    return call.arguments;
+    return args;
   }
+}
+
+/** The tool input a returned call is decided on (see {@link toolCallInput}). */
+export function toolInputOf(call: ReturnedToolCall): unknown {
+  return toolCallInput(call.arguments);
 }
 
 type Json = Record<string, unknown>;
 
 const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
 const text = (value: unknown): string => (typeof value === 'string' ? value : '');
+
+/** Events that end a Responses stream; they carry the whole `response` (its `output` and `usage`). */
+export const TERMINAL_RESPONSE_EVENTS: ReadonlySet<string> = new Set(['response.completed', 'response.incomplete', 'response.failed']);
 
 /** Responses item types the caller executes itself, named by the developer. Built-in tools are not listed. */
 const RESPONSES_CALL_TYPES = new Set(['function_call', 'custom_tool_call']);
@@ -75,8 +95,12 @@ export function toolCallsOfResult(result: unknown): ReturnedToolCall[] {
  */
 export class StreamToolCalls {
   private readonly open = new Map<string, { choice: string; id: string; name: string; arguments: string }>();
-  /** Responses call items already handed out (by item id): an item's call is handed out at its arguments' end, not again when the item is done. */
-  private readonly handed = new Set<string>();
+  /**
+   * Responses call items already handed out (by item id), with the arguments they were handed out with: an item's
+   * call is handed out at its arguments' end, and not again when the item is done or the response ends with it,
+   * unless it then carries other arguments (those are what the caller gets, so they are checked too).
+   */
+  private readonly handed = new Map<string, string>();
   // Responses call items by item id, from `output_item.added` until their arguments are whole.
   private readonly items = new Map<string, ReturnedToolCall>();
 
@@ -97,10 +121,12 @@ export class StreamToolCalls {
       if (!call) return [];
       return this.handOut(text(event['item_id']), { ...call, arguments: text(event['arguments']) || text(event['input']) });
     }
-    if (type === 'response.output_item.done') {
-      const item = event['item'];
-      const call = responsesItemCall(item);
-      return call && isObject(item) ? this.handOut(text(item['id']) || `call:${call.id}`, call) : [];
+    if (type === 'response.output_item.done') return this.handOutItem(event['item']);
+    // The response the stream ends with is the one the client returns (`finalResponse()`): a call item in its output
+    // that no earlier event announced, or that comes with other arguments, is handed out now.
+    if (TERMINAL_RESPONSE_EVENTS.has(type)) {
+      const output = isObject(event['response']) ? event['response']['output'] : undefined;
+      return Array.isArray(output) ? output.flatMap((item: unknown) => this.handOutItem(item)) : [];
     }
     if (!Array.isArray(event['choices'])) return [];
     const ready: ReturnedToolCall[] = [];
@@ -158,10 +184,15 @@ export class StreamToolCalls {
    * each handed out, and each checked.
    */
   private handOut(item: string, call: ReturnedToolCall): ReturnedToolCall[] {
-    if (item !== '') {
-      if (this.handed.has(item)) return [];
-      this.handed.add(item);
-    }
-    return [call];
+    if (item === '') return [call];
+    if (this.handed.get(item) === call.arguments) return [];
+    this.handed.set(item, call.arguments);
+    return [{ ...call, item }];
+  }
+
+  /** A Responses output item: its call, handed out unless it already was with these arguments. */
+  private handOutItem(item: unknown): ReturnedToolCall[] {
+    const call = responsesItemCall(item);
+    return call && isObject(item) ? this.handOut(text(item['id']) || `call:${call.id}`, call) : [];
   }
 }

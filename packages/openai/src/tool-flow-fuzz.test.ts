@@ -7,8 +7,8 @@
  * response and across turns, the same id comes with other arguments; malformed JSON and an empty string are in the
  * pools). Each turn goes through one of the ways the README documents: `chat.completions.create()` and the README's
  * `session.runTool` loop, `chat.completions.stream()` read with `finalChatCompletion()` or chunk by chunk (sometimes
- * broken off or aborted early), or `runTools()` over several responses (streamed or not, calls side by side or one
- * after another). Streamed arguments arrive in random pieces; the server sometimes answers 500 (sometimes retried),
+ * broken off or aborted early), `chat.completions.create({ stream: true })` read by hand (sometimes broken off), or
+ * `runTools()` over several responses (streamed or not, calls side by side or one after another). Streamed arguments arrive in random pieces; the server sometimes answers 500 (sometimes retried),
  * drops the connection, or cuts a stream mid-way; tool bodies return, throw, or throw with status 404; the budget is
  * small enough that some calls are refused for money. It runs with openai 7 and openai 6.
  *
@@ -24,92 +24,53 @@
  *
  * Seeded: a failure prints its seed and path; re-run it with FUZZ_SEED=<seed> FUZZ_PATH=<path> (FUZZ_RUNS=<n>).
  */
-import { AgentPolicy, ApprovalRequiredError, canonicalInput, findPolicyError, PolicyDeniedError, type Decision, type PolicySession } from '@agentpolicy/core';
-import { startMockOpenAI, type MockOpenAIServer, type MockReply } from '@agentpolicy/test-servers';
+import { findPolicyError, PolicyDeniedError, ApprovalRequiredError, type Decision, type PolicySession } from '@agentpolicy/core';
+import { startMockOpenAI, type MockOpenAIServer } from '@agentpolicy/test-servers';
 import fc from 'fast-check';
 import OpenAI from 'openai';
 import OpenAIv6 from 'openai-v6';
 import type { ChatCompletion, ChatCompletionMessageToolCall } from 'openai/resources/chat/completions';
 import { afterAll, beforeAll, describe, it } from 'vitest';
+import {
+  aResponse,
+  approverSays,
+  BodyError,
+  BUDGET,
+  countBy,
+  explain,
+  inputKey,
+  isPolicyRefusal,
+  makeSession,
+  needsApproval,
+  outcomeOf,
+  PING_LIMIT,
+  replyOf,
+  settle,
+  surelyDenied,
+  TOOL_COSTS,
+  TOOL_NAMES,
+  toolDecisions,
+  Violation,
+  type ModelResponse,
+  type ToolName,
+} from './test-support/tool-fuzz.js';
+import { toolCallInput } from './tool-calls.js';
 import { wrapOpenAI } from './wrap-openai.js';
 
-// ---- the world: tools, costs, policy -----------------------------------------------------------------------------
+// ---- the world: tools, costs, policy (shared with the Responses fuzz) ----------------------------------------------
 
-const BUDGET = 0.0064;
-const CHARGE = 0.003;
-const TOOL_COSTS: Readonly<Record<string, number>> = { charge: CHARGE };
-const PING_LIMIT = 2;
-
-/** Argument texts each tool may be called with: valid JSON, malformed JSON, an empty string. */
-const ARGUMENTS = {
-  lookup: ['{"q":"a"}', '{"q":"boom"}', '{"q":"gone"}', '{"q":', ''],
-  charge: ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":', ''],
-  send: ['{"to":"ada","amount":5}', '{"to":"ada","amount":500}', '{"to":"eve","amount":500}', '{"to":"boom","amount":500}'],
-  wipe: ['{"path":"/"}'],
-  ping: ['{}', '{"x":1}'],
-} as const;
-type ToolName = keyof typeof ARGUMENTS;
-const TOOL_NAMES = Object.keys(ARGUMENTS) as ToolName[];
-const CALL_IDS = ['call_a', 'call_b', 'call_c'];
-
-/** How a body ends, read from its arguments: returns, throws (its cost is kept), or throws with status 404 (released). */
-type Outcome = 'returned' | 'threw' | 'not-found';
-function outcomeOf(args: string): Outcome {
-  if (args.includes('boom') || args.includes('"n":2')) return 'threw';
-  if (args.includes('gone') || args.includes('"n":3')) return 'not-found';
-  return 'returned';
-}
-
-/** What the adapter decides a call on: the JSON arguments parsed, else the text; nothing for an empty string. */
-function inputOf(args: string): unknown {
-  if (args === '') return undefined;
-  try {
-    return JSON.parse(args) as unknown;
-  } catch {
-    return args;
-  }
-}
-
-const inputKey = (input: unknown): string => (input === undefined ? '(none)' : canonicalInput(input));
-const needsApproval = (name: string, input: unknown): boolean =>
-  name === 'send' && typeof input === 'object' && input !== null && Number((input as { amount?: unknown }).amount) > 100;
-const approverSays = (input: unknown): boolean => (input as { to?: unknown }).to !== 'eve';
-/** A call the policy denies whatever the budget: the blocked tool, or a send the approver rejects. */
-const surelyDenied = (name: string, args: string): boolean => name === 'wipe' || (needsApproval(name, inputOf(args)) && !approverSays(inputOf(args)));
-
-function makeSession(): PolicySession {
-  return new AgentPolicy({
-    budget: BUDGET,
-    blockedTools: ['wipe'],
-    rules: [{ require_approval: 'large sends', tool: 'send', if: { 'input.amount': { gt: 100 } } }],
-    limits: [{ tool: 'ping', max_calls: PING_LIMIT, per: 'session' }],
-  } as never).session({ approver: (request) => approverSays(request.action.type === 'tool' ? request.action.input : undefined) });
-}
+/** A run's body, and the policy, read a call's input as the adapter decides it. */
+const inputOf = toolCallInput;
 
 const TOOL_SPECS = TOOL_NAMES.map((name) => ({ type: 'function' as const, function: { name, description: name, parameters: { type: 'object', properties: {} } } }));
 
 // ---- what is generated --------------------------------------------------------------------------------------------
 
-interface Call {
-  readonly id: string;
-  readonly name: ToolName;
-  readonly arguments: string;
-}
-
-type Fault = 'none' | 'status-500' | 'drop' | 'cut';
-
-interface ModelResponse {
-  readonly calls: readonly Call[];
-  readonly fault: Fault;
-  /** Where a cut stream stops (events sent), and the sizes its argument deltas are split into. */
-  readonly cutAfter: number;
-  readonly chunks: readonly number[];
-}
-
 type Mode =
   | { readonly kind: 'create' }
   | { readonly kind: 'stream-final' }
   | { readonly kind: 'stream-iterate'; readonly stopAfter: number | null; readonly how: 'break' | 'abort' }
+  | { readonly kind: 'create-stream'; readonly stopAfter: number | null }
   | { readonly kind: 'run-tools'; readonly sequential: boolean; readonly streamed: boolean };
 
 interface Turn {
@@ -123,42 +84,19 @@ interface Turn {
   readonly retry: boolean;
 }
 
-const aCall: fc.Arbitrary<Call> = fc
-  .record({ id: fc.constantFrom(...CALL_IDS), name: fc.constantFrom(...TOOL_NAMES), pick: fc.nat() })
-  .map(({ id, name, pick }) => ({ id, name, arguments: ARGUMENTS[name][pick % ARGUMENTS[name].length]! }));
-
-const aResponse: fc.Arbitrary<ModelResponse> = fc.record({
-  calls: fc.array(aCall, { minLength: 0, maxLength: 3 }),
-  fault: fc.constantFrom<Fault>('none', 'none', 'none', 'none', 'none', 'none', 'status-500', 'drop', 'cut'),
-  cutAfter: fc.integer({ min: 1, max: 8 }),
-  chunks: fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 4 }),
-});
-
 const aMode: fc.Arbitrary<Mode> = fc.oneof(
   fc.constant<Mode>({ kind: 'create' }),
   fc.constant<Mode>({ kind: 'stream-final' }),
   fc.record({ stopAfter: fc.option(fc.integer({ min: 0, max: 8 }), { nil: null }), how: fc.constantFrom<'break' | 'abort'>('break', 'abort') }).map((m): Mode => ({ kind: 'stream-iterate', ...m })),
+  fc.record({ stopAfter: fc.option(fc.integer({ min: 0, max: 8 }), { nil: null }) }).map((m): Mode => ({ kind: 'create-stream', ...m })),
   fc.record({ sequential: fc.boolean(), streamed: fc.boolean() }).map((m): Mode => ({ kind: 'run-tools', ...m })),
 );
 
 const aTurn: fc.Arbitrary<Turn> = aMode.chain((mode) =>
-  fc.record({ mode: fc.constant(mode), responses: fc.array(aResponse, { minLength: 1, maxLength: mode.kind === 'run-tools' ? 3 : 2 }), retry: fc.boolean() }),
+  fc.record({ mode: fc.constant(mode), responses: fc.array(aResponse(8), { minLength: 1, maxLength: mode.kind === 'run-tools' ? 3 : 2 }), retry: fc.boolean() }),
 );
 
 // ---- the application --------------------------------------------------------------------------------------------
-
-class Violation extends Error {
-  override name = 'Violation';
-}
-/** The error a tool body throws; with `status` 404 for a body that refused the call. */
-class BodyError extends Error {
-  override name = 'BodyError';
-  readonly status: number | undefined;
-  constructor(message: string, status?: number) {
-    super(message);
-    this.status = status;
-  }
-}
 
 interface Run {
   readonly name: ToolName;
@@ -178,32 +116,11 @@ interface World {
 
 function body(world: World, name: ToolName, id: string, args: string, response: number): unknown {
   world.runs.push({ name, id, arguments: args, response, turn: world.turn });
-  const outcome = outcomeOf(args);
+  const outcome = outcomeOf(inputOf(args));
   if (outcome === 'threw') throw new BodyError(`${name} broke halfway`);
   if (outcome === 'not-found') throw new BodyError(`${name}: not found`, 404);
   return `${name} done`;
 }
-
-function replyOf(response: ModelResponse, streamed: boolean, retry: boolean): MockReply {
-  const toolCalls = response.calls.map((c) => ({ ...c }));
-  // A retried connection failure waits the client's backoff (no header can shorten it): a retried turn gets a 500.
-  if (retry && response.fault !== 'none') return { status: 500, headers: { 'retry-after-ms': '0' } };
-  switch (response.fault) {
-    case 'status-500':
-      return { status: 500 };
-    case 'drop':
-      return { drop: true };
-    case 'cut':
-      return streamed ? { toolCalls, argumentChunks: response.chunks, dropAfterEvents: response.cutAfter } : { drop: true };
-    default:
-      return { toolCalls, argumentChunks: response.chunks };
-  }
-}
-
-const isPolicyRefusal = (error: unknown): boolean => {
-  const found = findPolicyError(error);
-  return found !== undefined && (PolicyDeniedError.isInstance(found) || ApprovalRequiredError.isInstance(found));
-};
 
 /** The README's loop: each call of an allowed response run with `session.runTool`, under its call id and declared cost. */
 async function runLoop(world: World, server: MockOpenAIServer, calls: readonly ChatCompletionMessageToolCall[] | undefined): Promise<void> {
@@ -235,12 +152,6 @@ async function runLoop(world: World, server: MockOpenAIServer, calls: readonly C
     }
   }
 }
-
-const explain = (error: unknown): string => {
-  const policy = findPolicyError(error);
-  const base = `${(error as Error)?.name ?? typeof error}: ${String((error as Error)?.message ?? error)}`;
-  return policy !== undefined && policy !== error ? `${base} (cause ${policy.name} ${policy.code}: ${policy.message})` : base;
-};
 
 /** Runs one turn; returns the error it ended with (undefined when it ended normally). */
 async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Promise<unknown> {
@@ -280,6 +191,24 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
         if (stopped) return undefined;
         const completion = await stream.finalChatCompletion();
         await runLoop(world, server, completion.choices[0]?.message.tool_calls);
+        return undefined;
+      }
+      case 'create-stream': {
+        // The raw stream read chunk by chunk, its tool calls put together from their deltas by the application.
+        server.reply(...turn.responses.map((r) => replyOf(r, true, turn.retry)));
+        const stream = await client.chat.completions.create({ ...base, tools: TOOL_SPECS, stream: true }, options);
+        const calls: { id: string; type: 'function'; function: { name: string; arguments: string } }[] = [];
+        let seen = 0;
+        for await (const chunk of stream) {
+          if (mode.stopAfter !== null && seen++ >= mode.stopAfter) return undefined;
+          for (const part of chunk.choices[0]?.delta.tool_calls ?? []) {
+            const call = (calls[part.index] ??= { id: '', type: 'function', function: { name: '', arguments: '' } });
+            call.id ||= part.id ?? '';
+            call.function.name += part.function?.name ?? '';
+            call.function.arguments += part.function?.arguments ?? '';
+          }
+        }
+        await runLoop(world, server, calls);
         return undefined;
       }
       case 'run-tools': {
@@ -325,13 +254,6 @@ function checkError(error: unknown, turn: Turn): void {
 
 // ---- the invariants -------------------------------------------------------------------------------------------------
 
-const countBy = <T>(items: readonly T[], key: (item: T) => string): Map<string, number> => {
-  const counts = new Map<string, number>();
-  for (const item of items) counts.set(key(item), (counts.get(key(item)) ?? 0) + 1);
-  return counts;
-};
-
-const toolDecisions = (session: PolicySession): Decision[] => session.report().decisions.filter((d) => d.action.type === 'tool');
 const decisionKey = (decision: Decision): string => {
   const action = decision.action as { name: string; input?: unknown };
   return `${action.name}|${inputKey(action.input)}`;
@@ -352,7 +274,7 @@ function invariants(world: World, where: string, turn: Turn | undefined, turnErr
   }
   for (const run of world.runs) {
     if (run.name === 'wipe') throw new Violation(`${where}: the blocked tool ran (${run.id} ${run.arguments})`);
-    if (surelyDenied(run.name, run.arguments)) throw new Violation(`${where}: a call the approver rejected ran (${run.arguments})`);
+    if (surelyDenied(run.name, inputOf(run.arguments))) throw new Violation(`${where}: a call the approver rejected ran (${run.arguments})`);
   }
   for (const allow of allows) {
     const action = allow.action as { name: string; input?: unknown };
@@ -367,10 +289,10 @@ function invariants(world: World, where: string, turn: Turn | undefined, turnErr
   // 1. A response holding a call the policy denies is refused as a whole: the turn ends with the policy error and none
   //    of that response's calls run.
   if (turn !== undefined) {
-    const stoppedEarly = turn.mode.kind === 'stream-iterate' && turn.mode.stopAfter !== null;
+    const stoppedEarly = (turn.mode.kind === 'stream-iterate' || turn.mode.kind === 'create-stream') && turn.mode.stopAfter !== null;
     turn.responses.forEach((response, index) => {
       const served = index + 1 <= requests && response.fault === 'none';
-      if (!served || !response.calls.some((call) => surelyDenied(call.name, call.arguments))) return;
+      if (!served || !response.calls.some((call) => surelyDenied(call.name, inputOf(call.arguments)))) return;
       const ranHere = world.runs.filter((run) => run.turn === world.turn && run.response === index + 1);
       if (ranHere.length > 0) throw new Violation(`${where}: response ${index + 1} holds a denied call, yet ${ranHere.map((r) => `${r.name} ${r.arguments}`).join(', ')} ran`);
       if (!stoppedEarly && !isPolicyRefusal(turnError)) {
@@ -381,7 +303,7 @@ function invariants(world: World, where: string, turn: Turn | undefined, turnErr
 
   // 2. Tool spend is the declared cost of the bodies that ran (a 404 releases it); nothing stays held; within budget.
   const toolSpent = decisions.reduce((sum, d) => sum + (d.settlement?.status === 'committed' ? d.settlement.actual : 0), 0);
-  const expected = world.runs.reduce((sum, run) => sum + (outcomeOf(run.arguments) === 'not-found' ? 0 : (TOOL_COSTS[run.name] ?? 0)), 0);
+  const expected = world.runs.reduce((sum, run) => sum + (outcomeOf(inputOf(run.arguments)) === 'not-found' ? 0 : (TOOL_COSTS[run.name] ?? 0)), 0);
   if (Math.abs(toolSpent - expected) > 1e-9) {
     throw new Violation(`${where}: tool spend ${toolSpent}, the bodies that ran cost ${expected} (runs: ${world.runs.map((r) => `${r.name} ${r.arguments}`).join(', ')})`);
   }
@@ -399,6 +321,7 @@ const coverage = {
   'body ran (create)': 0,
   'body ran (stream-final)': 0,
   'body ran (stream-iterate)': 0,
+  'body ran (create-stream)': 0,
   'body ran (run-tools)': 0,
   'response refused by the policy': 0,
   'tool call denied for money': 0,
@@ -415,9 +338,9 @@ const coverage = {
 function count(world: World, turn: Turn, error: unknown, runsBefore: number): void {
   coverage[`body ran (${turn.mode.kind})`] += world.runs.length - runsBefore;
   if (isPolicyRefusal(error)) coverage['response refused by the policy']++;
-  if (turn.mode.kind === 'stream-iterate' && turn.mode.stopAfter !== null) coverage['stream broken off']++;
+  if ((turn.mode.kind === 'stream-iterate' || turn.mode.kind === 'create-stream') && turn.mode.stopAfter !== null) coverage['stream broken off']++;
   if (turn.responses.some((r) => r.fault !== 'none')) coverage['server fault']++;
-  coverage['body threw'] += world.runs.slice(runsBefore).filter((run) => outcomeOf(run.arguments) !== 'returned').length;
+  coverage['body threw'] += world.runs.slice(runsBefore).filter((run) => outcomeOf(inputOf(run.arguments)) !== 'returned').length;
 }
 
 function countEnd(session: PolicySession): void {
@@ -428,7 +351,7 @@ function countEnd(session: PolicySession): void {
     if (decision.decision === 'allow' && decision.approval?.via === 'approver') coverage['approver said yes']++;
     if (decision.decision === 'deny' && section === 'limits') coverage['limit reached']++;
     // Released without a body refusing it with its 404: held for a refused or abandoned response, and given back.
-    if (decision.action.type === 'tool' && decision.settlement?.status === 'released' && outcomeOf(JSON.stringify(decision.action.input ?? '')) !== 'not-found') coverage['held cost given back']++;
+    if (decision.action.type === 'tool' && decision.settlement?.status === 'released' && outcomeOf(decision.action.input) !== 'not-found') coverage['held cost given back']++;
   }
 }
 
@@ -436,9 +359,6 @@ function countEnd(session: PolicySession): void {
 
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => unhandled.push(reason);
-const settle = async (): Promise<void> => {
-  for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
-};
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_202 : Number(process.env['FUZZ_SEED']);
 const RUNS = process.env['FUZZ_RUNS'] === undefined ? 250 : Number(process.env['FUZZ_RUNS']);

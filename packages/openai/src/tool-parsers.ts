@@ -47,6 +47,8 @@ export class ToolParsers {
   // Results by tool name and arguments text, for the client's parse. A later call with the same arguments is decided
   // afresh and replaces it. None are kept for parsers the caller's own loop runs (see `fromOptions`).
   private readonly results: Map<string, Parsed> | undefined;
+  // What to do when the client's parse is handed the failure of arguments the parse rejected (see `onRejectionHandedOut`).
+  private readonly rejections = new Map<string, () => void>();
 
   constructor(handsOut = true) {
     this.results = handsOut ? new Map() : undefined;
@@ -67,9 +69,15 @@ export class ToolParsers {
   add(name: string, parse: ToolArgumentsParser, owner: unknown): ToolArgumentsParser {
     this.parsers.set(name, { parse, owner });
     const results = this.results;
+    const rejections = this.rejections;
     return function (this: unknown, args: string): unknown {
       const known = results?.get(key(name, args));
       if (known === undefined) return parse.call(owner, args);
+      const rejected = rejections.get(key(name, args));
+      if (rejected !== undefined) {
+        rejections.delete(key(name, args));
+        rejected();
+      }
       if (known.threw) throw known.error;
       return known.value;
     };
@@ -107,6 +115,14 @@ export class ToolParsers {
     // The client gets what the parse returned (a promise stays a promise; it is settled by now).
     this.results?.set(key(call.name, call.arguments), { threw: false, value: returned });
     return { input, rejected: false };
+  }
+
+  /**
+   * Calls `then` once, when the client's parse of `call`'s arguments (which the parse rejected) is handed that failure:
+   * `parse()` and `stream()` then throw it, so the caller never gets the response its call came in.
+   */
+  onRejectionHandedOut(call: ReturnedToolCall, then: () => void): void {
+    if (this.results !== undefined) this.rejections.set(key(call.name, call.arguments), then);
   }
 
   /**

@@ -746,6 +746,46 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
         expect(toolSpend(session)).toBe(0.1);
       });
 
+      it.each([
+        ['chat.completions.create({ stream: true })', 'chat'],
+        ['responses.create({ stream: true })', 'responses'],
+      ] as const)('%s broken out of at its first event, its last events already received, gives back the cost its calls hold', async (_what, api) => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        // The whole answer arrives in one chunk: the call is decided (its cost held) and the last event read before the
+        // caller sees the first event.
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{}' }] });
+        const stream =
+          api === 'chat'
+            ? await client.chat.completions.create({ model: 'gpt-4o-mini', messages: USER, stream: true })
+            : await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true });
+        for await (const _event of stream as AsyncIterable<unknown>) {
+          void _event;
+          break;
+        }
+        await settle();
+        // Before, with openai 6 (which cancels the body before it aborts the request), the cost stayed held until
+        // session.end() charged it, for a call the caller never got.
+        expect(toolDecisions(session).map((d) => [d.decision, d.settlement?.status])).toEqual([['allow', 'released']]);
+        expect(session.pendingReservations).toBe(0);
+      });
+
+      it('a Responses stream that ends with other arguments for a call item: that call is decided, and the cost of the one it replaces given back', async () => {
+        const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
+        server.reply({ toolCalls: [{ id: 'call_1', name: 'get_weather', arguments: '{"city":"Paris"}' }], terminalArguments: ['{"city":"Rome"}'] });
+        const response = await client.responses.stream({ model: 'gpt-4o-mini', input: 'x' }).finalResponse();
+        const item = response.output.find((o) => o.type === 'function_call');
+        if (item?.type !== 'function_call') throw new Error('no function call');
+        expect(item.arguments).toBe('{"city":"Rome"}');
+        await session.runTool('get_weather', { input: JSON.parse(item.arguments), cost: 0.1, idempotencyKey: item.call_id }, () => 'sunny');
+        // Before, the Paris call's cost stayed held until session.end() charged it, for a call the caller never got.
+        expect(toolDecisions(session).map((d) => [d.action.type === 'tool' ? d.action.input : undefined, d.settlement?.status])).toEqual([
+          [{ city: 'Paris' }, 'released'],
+          [{ city: 'Rome' }, 'committed'],
+        ]);
+        expect(session.pendingReservations).toBe(0);
+        expect(toolSpend(session)).toBe(0.1);
+      });
+
       it('a stream cut after its last event: where the client fails the read, the cost its call held is given back; where it returns the response, it waits for the loop', async () => {
         const { session, client } = setup({ budget: 1 }, { checkToolCalls: true, toolCosts: { get_weather: 0.1 } });
         // Six events (role, call, arguments, finish, usage, [DONE]), then the connection is cut instead of ended.
@@ -869,6 +909,27 @@ describe.each(CLIENTS)('wrapOpenAI with %s', (_name, OpenAIClient, AzureClient) 
       };
       const error = await read().catch((e: unknown) => e);
       expect(findPolicyError(error)).toMatchObject({ decision: { action: { type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_2' } } } });
+    });
+
+    it.each([
+      ['responses.stream().finalResponse()', 'helper'],
+      ['responses.create({ stream: true }) read whole', 'raw'],
+    ] as const)('a Responses stream whose calls are only in its terminal event is checked too: %s rejects a blocked call', async (_what, how) => {
+      const { session, client } = setup(blocked, { checkToolCalls: true });
+      // No output_item or arguments events: the blocked call is only in response.completed's output, which is what
+      // finalResponse() returns. Before, such a call was never checked and the stream passed with it.
+      server.reply({ toolCalls: [{ id: 'call_1', name: 'send_email', arguments: '{}' }], responsesEvents: 'terminal-only' });
+      const read = async () => {
+        if (how === 'helper') return client.responses.stream({ model: 'gpt-4o-mini', input: 'x' }).finalResponse();
+        for await (const _event of await client.responses.create({ model: 'gpt-4o-mini', input: 'x', stream: true })) void _event;
+        return undefined;
+      };
+      const error = await read().catch((e: unknown) => e);
+      expect(findPolicyError(error)).toMatchObject({ decision: { decision: 'deny', action: { type: 'tool', name: 'send_email', metadata: { toolCallId: 'call_1' } } } });
+      // A call already checked at its arguments' end is not decided again when the response ends with it.
+      server.reply({ toolCalls: [{ id: 'call_2', name: 'get_weather', arguments: '{}' }] });
+      await client.responses.stream({ model: 'gpt-4o-mini', input: 'x' }).finalResponse();
+      expect(session.report().decisions.filter((d) => d.action.type === 'tool').map((d) => d.decision)).toEqual(['deny', 'allow']);
     });
 
     it('runTools() never runs a blocked tool', async () => {

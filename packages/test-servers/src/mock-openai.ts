@@ -30,10 +30,21 @@ export interface MockReply {
   /** Send only this many SSE events, then close the connection abruptly (a stream cut mid-way). */
   dropAfterEvents?: number;
   /**
-   * Streamed chat: send each tool call's `arguments` in deltas of these sizes (in characters, cycled; a size below 1
-   * counts as 1) instead of one delta, as a real model splits them at arbitrary points.
+   * Streamed chat and Responses: send each tool call's `arguments` in deltas of these sizes (in characters, cycled; a
+   * size below 1 counts as 1) instead of one delta, as a real model splits them at arbitrary points.
    */
   argumentChunks?: readonly number[];
+  /**
+   * Streamed Responses: `'terminal-only'` sends `response.created` and then only the terminal `response.completed`
+   * event, whose `output` holds the answer (as a minimal Responses-compatible server may), instead of every item
+   * and delta event. Default `'full'`.
+   */
+  responsesEvents?: 'full' | 'terminal-only';
+  /**
+   * Streamed Responses: the arguments each call's item has in the terminal event's output (by position), where they
+   * differ from what its own events said (a server that changes them at the end).
+   */
+  terminalArguments?: readonly string[];
   usage?: MockUsage;
   /** Answer without any usage. */
   omitUsage?: boolean;
@@ -284,16 +295,21 @@ function responses(res: ServerResponse, id: number, body: Record<string, unknown
   const events: { event: string; data: string }[] = [];
   const push = (type: string, payload: Record<string, unknown>) => events.push({ event: type, data: JSON.stringify({ type, sequence_number: n++, ...payload }) });
   push('response.created', { response: response('in_progress', [], false) });
-  push('response.in_progress', { response: response('in_progress', [], false) });
-  if (toolCalls.length > 0) {
+  if (script.responsesEvents === 'terminal-only') {
+    // Nothing between the response's creation and its end: the calls are only in the terminal event's output.
+  } else if (toolCalls.length > 0) {
+    push('response.in_progress', { response: response('in_progress', [], false) });
     output.forEach((item, index) => {
       const fc = item as { id: string; arguments: string };
       push('response.output_item.added', { output_index: index, item: { ...item, arguments: '', status: 'in_progress' } });
-      push('response.function_call_arguments.delta', { item_id: fc.id, output_index: index, delta: fc.arguments });
+      for (const piece of pieces(fc.arguments, script.argumentChunks)) {
+        push('response.function_call_arguments.delta', { item_id: fc.id, output_index: index, delta: piece });
+      }
       push('response.function_call_arguments.done', { item_id: fc.id, output_index: index, arguments: fc.arguments });
       push('response.output_item.done', { output_index: index, item });
     });
   } else {
+    push('response.in_progress', { response: response('in_progress', [], false) });
     push('response.output_item.added', { output_index: 0, item: { ...message, status: 'in_progress', content: [] } });
     push('response.content_part.added', { item_id: message.id, output_index: 0, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
     for (const word of text.split(/(?<= )/)) {
@@ -303,7 +319,9 @@ function responses(res: ServerResponse, id: number, body: Record<string, unknown
     push('response.content_part.done', { item_id: message.id, output_index: 0, content_index: 0, part: message.content[0] });
     push('response.output_item.done', { output_index: 0, item: message });
   }
-  push('response.completed', { response: response('completed', output, true) });
+  const terminal = script.terminalArguments;
+  const finalOutput = terminal === undefined ? output : output.map((item, index) => (terminal[index] === undefined ? item : { ...item, arguments: terminal[index] }));
+  push('response.completed', { response: response('completed', finalOutput, true) });
   sse(res, events, script);
 }
 
