@@ -56,6 +56,10 @@ function cancelledId(message: Message): RequestId | undefined {
 
 /** Cancelled listings whose late answer is still filtered, per transport (see McpPolicyTransport.cancelledListings). */
 const CANCELLED_LISTINGS_KEPT = 1024;
+/** Requests the gate ended for want of an answer whose ids it still keeps (see McpPolicyTransport.expired). */
+const EXPIRED_KEPT = 1024;
+/** The JSON-RPC error code of a request that timed out (the MCP SDK's `ErrorCode.RequestTimeout`). */
+const REQUEST_TIMEOUT = -32001;
 
 /**
  * An MCP transport that gates `tools/call` and filters `tools/list` on the way through. On the client side it checks
@@ -85,6 +89,19 @@ export class McpPolicyTransport implements Transport {
    * "method not found" released a running call's cost).
    */
   private readonly open = new Set<RequestId>();
+  /**
+   * When each request passed on (a call or another) is ended if still unanswered, by id, oldest first (one timeout
+   * for all, so insertion order is deadline order); one timer for the oldest.
+   */
+  private readonly deadlines = new Map<RequestId, number>();
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Requests the gate ended after `requestTimeoutMs` (their requester told they timed out, the peer told to cancel):
+   * a late answer under such an id is dropped (it was answered already) and the id is not taken by a new request
+   * meanwhile, so a peer that answers anyway cannot have its answer taken for another's. The last
+   * {@link EXPIRED_KEPT} are kept.
+   */
+  private readonly expired = new Set<RequestId>();
   private hooked = false;
 
   constructor(
@@ -145,6 +162,7 @@ export class McpPolicyTransport implements Transport {
           return;
         }
         this.open.add(id);
+        this.track(id);
         if (value['method'] === 'tools/list') this.listing.add(id);
         try {
           return await this.inner.send(message, options);
@@ -152,6 +170,7 @@ export class McpPolicyTransport implements Transport {
           // Not sent: no answer will come for it.
           this.open.delete(id);
           this.listing.delete(id);
+          this.deadlines.delete(id);
           throw error;
         }
       } else if (isStrayCall(value)) {
@@ -162,7 +181,10 @@ export class McpPolicyTransport implements Transport {
       }
       return this.inner.send(message, options);
     }
-    return this.inner.send(isResponse(value) ? (this.answered(value) as JSONRPCMessage) : message, options);
+    const out = isResponse(value) ? this.answered(value) : value;
+    // An answer to a request the gate ended already (timed out) was answered then: not sent again.
+    if (out === undefined) return;
+    return this.inner.send(out as JSONRPCMessage, options);
   }
 
   private receive(message: JSONRPCMessage, extra: MessageExtraInfo | undefined): void {
@@ -176,7 +198,8 @@ export class McpPolicyTransport implements Transport {
       return;
     }
     if (this.side === 'client') {
-      this.onmessage?.(isResponse(value) ? (this.answered(value) as JSONRPCMessage) : message, extra);
+      const up = isResponse(value) ? this.answered(value) : value;
+      if (up !== undefined) this.onmessage?.(up as JSONRPCMessage, extra);
       return;
     }
     if (isRequest(value)) {
@@ -190,6 +213,7 @@ export class McpPolicyTransport implements Transport {
         return;
       }
       this.open.add(id);
+      this.track(id);
       if (value['method'] === 'tools/list') this.listing.add(id);
     } else if (isStrayCall(value)) {
       this.onerror?.(strayCallError('not passed to the server'));
@@ -212,10 +236,12 @@ export class McpPolicyTransport implements Transport {
       return;
     }
     this.running.set(id, outcome.reservation);
+    this.track(id);
     try {
       await this.inner.send(copy as JSONRPCMessage, options);
     } catch (error) {
       this.running.delete(id);
+      this.deadlines.delete(id);
       this.gate.settle(outcome.reservation, { lost: error });
       throw error;
     }
@@ -232,11 +258,12 @@ export class McpPolicyTransport implements Transport {
       return;
     }
     this.running.set(id, outcome.reservation);
+    this.track(id);
     this.onmessage?.(copy as JSONRPCMessage, extra);
   }
 
   private inUse(id: RequestId): boolean {
-    return this.deciding.has(id) || this.running.has(id) || this.open.has(id);
+    return this.deciding.has(id) || this.running.has(id) || this.open.has(id) || this.expired.has(id);
   }
 
   private async decide(id: RequestId, call: Message | undefined): Promise<Exclude<CallOutcome, { kind: 'cancelled' }> | undefined> {
@@ -251,15 +278,28 @@ export class McpPolicyTransport implements Transport {
     this.deciding.set(id, cancel);
     try {
       const outcome = await this.gate.decide(call['params'], cancel);
-      return outcome.kind === 'cancelled' ? undefined : outcome;
+      if (outcome.kind === 'cancelled') return undefined;
+      // Cancelled while it was decided: its requester no longer waits for an answer (MCP: none is sent for a cancelled
+      // request, and the SDK reports one as an unknown id). A refusal is recorded, not sent; an allow taken as the
+      // cancellation came is given back, and the call never runs.
+      if (cancel.aborted) {
+        if (outcome.kind === 'run') await this.gate.withdraw(outcome.reservation);
+        return undefined;
+      }
+      return outcome;
     } finally {
       this.deciding.delete(id);
     }
   }
 
   // A response to a call or a listing this transport let through: settle the call, filter the listing.
-  private answered(response: Message): Message {
+  private answered(response: Message): Message | undefined {
     const id = response['id'] as RequestId;
+    this.deadlines.delete(id);
+    if (this.expired.delete(id)) {
+      this.cancelledListings.delete(id);
+      return undefined;
+    }
     this.open.delete(id);
     if (this.running.has(id)) {
       const reservation = this.running.get(id);
@@ -276,6 +316,7 @@ export class McpPolicyTransport implements Transport {
 
   // A cancelled call: stop deciding it; one already passed on may have run, so it is settled as lost.
   private cancel(id: RequestId): void {
+    this.deadlines.delete(id);
     this.open.delete(id);
     if (this.listing.delete(id)) {
       if (this.cancelledListings.size >= CANCELLED_LISTINGS_KEPT) this.cancelledListings.delete(this.cancelledListings.values().next().value as RequestId);
@@ -289,7 +330,61 @@ export class McpPolicyTransport implements Transport {
     }
   }
 
+  /** A request passed on: ended by {@link expire} if still unanswered after `requestTimeoutMs`. */
+  private track(id: RequestId): void {
+    const timeout = this.gate.requestTimeoutMs;
+    if (timeout === Infinity) return;
+    this.deadlines.set(id, Date.now() + timeout);
+    if (this.timer === undefined) this.arm();
+  }
+
+  private arm(): void {
+    const first = this.deadlines.values().next();
+    if (first.done === true) return;
+    this.timer = setTimeout(() => this.sweep(), Math.max(0, first.value - Date.now()));
+    // The timer alone never keeps a process alive.
+    this.timer.unref?.();
+  }
+
+  private sweep(): void {
+    this.timer = undefined;
+    const now = Date.now();
+    for (const [id, at] of this.deadlines) {
+      if (at > now) break;
+      this.expire(id);
+    }
+    this.arm();
+  }
+
+  /**
+   * A request never answered within `requestTimeoutMs`: ended as its requester would on a timeout. The requester is
+   * answered with a JSON-RPC request-timeout error, the peer that holds the request is told it is cancelled (an
+   * `McpServer` stops its handler and answers nothing), and a call is settled as a cancelled one (charged: it may
+   * have run). Its id stays taken until the late answer, if any, comes (dropped) or it is among the oldest of
+   * {@link EXPIRED_KEPT} ended requests.
+   */
+  private expire(id: RequestId): void {
+    this.cancel(id);
+    if (this.expired.size >= EXPIRED_KEPT) this.expired.delete(this.expired.values().next().value as RequestId);
+    this.expired.add(id);
+    const reason = `agentpolicy: MCP request ${JSON.stringify(id)} was not answered within ${this.gate.requestTimeoutMs} ms, so it is cancelled`;
+    const timedOut = { jsonrpc: '2.0', id, error: { code: REQUEST_TIMEOUT, message: reason } } as JSONRPCMessage;
+    const cancelled = { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason } } as JSONRPCMessage;
+    const report = (error: unknown) => this.onerror?.(error as Error);
+    if (this.side === 'client') {
+      this.inner.send(cancelled).catch(report);
+      this.onmessage?.(timedOut);
+    } else {
+      this.onmessage?.(cancelled);
+      this.inner.send(timedOut, { relatedRequestId: id }).catch(report);
+    }
+  }
+
   private lose(error: Error): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.deadlines.clear();
+    this.expired.clear();
     for (const cancel of this.deciding.values()) cancel.abort(error);
     for (const reservation of this.running.values()) this.gate.settle(reservation, { lost: error });
     this.running.clear();

@@ -270,8 +270,9 @@ class ClientModel {
     const [call] = this.deciding.splice(index, 1);
     if (call === undefined) return;
     const id = call.message['id'] as number | string;
+    // A cancelled call gets no answer: a refusal is not handed up, an allow is given back.
+    if (call.cancelled) return void (call.ok && this.dropped.push(call.message));
     if (!call.ok) return void this.up.push({ refusalOf: id });
-    if (call.cancelled) return void this.dropped.push(call.message);
     if (this.closed) {
       this.failed.push(call.message);
       this.spent += call.cost;

@@ -1,4 +1,4 @@
-import { AgentPolicyError, PolicyDeniedError, canonicalInput, decisionError, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { AgentPolicyError, PolicyDeniedError, canonicalInput, decisionError, withdrawAllow, type CheckToolOptions, type Decision, type PolicySession, type Reservation } from '@agentpolicy/core';
 import { governedToolName, readServerName } from './governed-tool-name.js';
 import type { ToolInput, ToolInputReader } from './server-tool-input.js';
 import { toolCost, type McpToolCosts } from './tool-costs.js';
@@ -23,6 +23,14 @@ export interface McpPolicyOptions {
   approvalPollMs?: number;
   /** Leave tools the policy never allows out of `tools/list` results. Default true. */
   hideDenied?: boolean;
+  /**
+   * How long a request passed on (a call allowed and sent, or any other request) may go unanswered before the gate
+   * ends it: the requester gets a JSON-RPC request-timeout error (-32001), the peer a `notifications/cancelled`, and a
+   * call is settled as cancelled (charged: it may have run). Default 600,000 (10 minutes, well past the MCP SDK's
+   * 60 s request timeout, after which an SDK client cancels the request itself); `Infinity` for never. Set it above
+   * the longest timeout your client gives a request.
+   */
+  requestTimeoutMs?: number;
 }
 
 /** An MCP `CallToolResult` that reports a refusal. */
@@ -95,6 +103,8 @@ export class ToolGate {
   private readonly waitMs: number;
   private readonly pollMs: number;
   private readonly hide: boolean;
+  /** See {@link McpPolicyOptions.requestTimeoutMs}. */
+  readonly requestTimeoutMs: number;
   /**
    * The open approval request of a call (by name and canonical arguments as sent), so a repeat carries its answer,
    * and the input it was decided on, so a repeat is decided on the same one.
@@ -119,6 +129,7 @@ export class ToolGate {
     this.waitMs = Math.max(0, Number(options.approvalWaitMs ?? 0) || 0);
     this.pollMs = Math.max(1, Number(options.approvalPollMs ?? 250) || 250);
     this.hide = options.hideDenied !== false;
+    this.requestTimeoutMs = readTimeout(options.requestTimeoutMs, where);
   }
 
   /** Decides one `tools/call` (its `params`). Never throws: a check that fails is a refusal. */
@@ -169,7 +180,8 @@ export class ToolGate {
     if (memo !== undefined) this.remember(memo, decision, input);
     if (decision.decision !== 'allow') return { kind: 'refuse', result: refusal(decision) };
     if (cancel.aborted) {
-      await held.reservation?.release();
+      // Taken, so no run can use it, and its money given back.
+      await withdrawAllow(this.session, decision, held.reservation);
       return { kind: 'cancelled' };
     }
     // One execution per allow. An allow another run (or process) took is settled there: its money is not released here.
@@ -187,6 +199,11 @@ export class ToolGate {
     }
     if (read.rejected && held.reservation !== undefined) this.rejected.add(held.reservation);
     return { kind: 'run', reservation: held.reservation };
+  }
+
+  /** Gives back the money of a call allowed (its allow taken) that will not be sent after all. */
+  async withdraw(reservation: Reservation | undefined): Promise<void> {
+    if (reservation !== undefined && !reservation.settled) await reservation.release();
   }
 
   // A call with a declared cost holds it in a reservation, settled from the response; a free call is only decided.
@@ -247,6 +264,17 @@ export class ToolGate {
       process.emitWarning(`agentpolicy: settling an MCP tool call failed: ${errorText(error)}`);
     });
   }
+}
+
+const DEFAULT_REQUEST_TIMEOUT_MS = 600_000;
+
+function readTimeout(value: unknown, where: string): number {
+  if (value === undefined) return DEFAULT_REQUEST_TIMEOUT_MS;
+  if (typeof value !== 'number' || Number.isNaN(value) || value <= 0) {
+    throw new AgentPolicyError('INVALID_ARGUMENT', `${where}: option requestTimeoutMs must be a number of milliseconds above 0 (or Infinity), got ${String(value)}`);
+  }
+  // Past what a timer can wait (about 24.8 days) is never, in practice.
+  return value > 2_147_483_647 ? Infinity : value;
 }
 
 /** Name and canonical arguments of a call; undefined when the arguments cannot be read (core denies those). */

@@ -33,18 +33,33 @@ export function stdioTransport(log: string): StdioClientTransport {
 }
 
 /** A docs server over Streamable HTTP on 127.0.0.1 (a free port), one McpServer per MCP session. */
-export async function startHttpServer(log: string, prepare: (server: McpServer) => McpServer = (server) => server): Promise<{ url: URL; transport: () => Transport; close: () => Promise<void> }> {
+export function startHttpServer(log: string, prepare: (server: McpServer) => McpServer = (server) => server): Promise<HttpServer> {
+  return serveHttp(() => prepare(createDocsServer(log)));
+}
+
+export interface HttpServer {
+  readonly url: URL;
+  transport(): Transport;
+  /** Closes every MCP session's transport, then the HTTP server. */
+  close(): Promise<void>;
+}
+
+/** Serves MCP over Streamable HTTP on 127.0.0.1 (a free port): a new server from `create` for each MCP session. */
+export async function serveHttp(create: () => McpServer): Promise<HttpServer> {
   const sessions = new Map<string, StreamableHTTPServerTransport>();
+  const all = new Set<StreamableHTTPServerTransport>();
   const http: Server = createServer((req, res) => {
     void (async () => {
       const id = req.headers['mcp-session-id'];
       let transport = typeof id === 'string' ? sessions.get(id) : undefined;
       if (transport === undefined) {
         const created = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID(), onsessioninitialized: (sid) => void sessions.set(sid, created) });
+        all.add(created);
         created.onclose = () => {
+          all.delete(created);
           if (created.sessionId) sessions.delete(created.sessionId);
         };
-        await prepare(createDocsServer(log)).connect(created);
+        await create().connect(created);
         transport = created;
       }
       await transport.handleRequest(req, res);
@@ -59,7 +74,7 @@ export async function startHttpServer(log: string, prepare: (server: McpServer) 
     url,
     transport: () => new StreamableHTTPClientTransport(url),
     close: async () => {
-      for (const transport of sessions.values()) await transport.close();
+      for (const transport of all) await transport.close();
       http.closeAllConnections();
       await new Promise<void>((resolve) => http.close(() => resolve()));
     },
