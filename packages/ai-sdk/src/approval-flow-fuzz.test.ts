@@ -7,7 +7,8 @@
  * drop), forges answers (an approval id never requested, a forged request naming another call's agentpolicy request,
  * an old answer replayed, an approval moved onto the same call id with other input), or changes nothing; the next
  * `generateText` (or `streamText`, read to the end) resumes from that history, set up as the README says:
- * - ai 7: `wrapTools` and `policyToolApproval`, the history carried with `responseMessages`;
+ * - ai 7: `wrapTools` and `policyToolApproval`, the history carried with `responseMessages`; in half the
+ *   conversations the tool that needs approval is left unwrapped, so the hook is its only check;
  * - ai 6 (the `ai-v6` alias, spec V3 models): `wrapTools` alone (its `needsApproval` is how ai 6 asks), the history
  *   carried with `response.messages`.
  *
@@ -238,6 +239,11 @@ interface World {
   tainted: boolean;
   forged: number;
   note: string;
+  /**
+   * ai 7 only: `pay` is passed to the SDK as it is, not wrapped, so `policyToolApproval` is its only check (the hook
+   * charges it when it lets a call run).
+   */
+  readonly unwrappedPay: boolean;
 }
 
 /**
@@ -371,8 +377,10 @@ async function generated(run: () => Promise<{ content: readonly unknown[]; messa
 const AI7: Sdk = {
   name: 'ai 7',
   async runTurn(world, turn, onDeny) {
-    const tools = wrapTools(makeTools(world.runs), world.session, { costs: COSTS, onDeny });
-    const toolApproval = policyToolApproval(world.session, { onDeny });
+    const raw = makeTools(world.runs);
+    const tools = wrapTools(raw, world.session, { costs: COSTS, onDeny });
+    if (world.unwrappedPay) tools.pay = raw.pay;
+    const toolApproval = policyToolApproval(world.session, { onDeny, costs: { pay: COSTS.pay } });
     const model = new MockLanguageModelV4(turnModel(turn.steps));
     const settings = { model, tools, toolApproval, stopWhen: isStepCount(turn.steps.length + 1), messages: world.history };
     if (!turn.streamed) return generated(async () => generateText(settings).then((result) => ({ content: result.content, messages: result.responseMessages })));
@@ -455,10 +463,14 @@ function invariants(world: World, where: string): void {
       throw new Violation(`${where}: ${decisionKey(allow)} was allowed without an approval request answered (${JSON.stringify(allow.approval)})`);
     }
   }
-  // 3. Spend: the cost of every body that ran, except those that refused with a 4xx; never past the budget.
-  const expected = world.runs.reduce((sum, run) => sum + (outcomeOf(run.input) === 'refused' ? 0 : costOf(run.name, run.input)), 0);
+  // 3. Spend: the cost of every body that ran, except those that refused with a 4xx; never past the budget. An
+  // unwrapped tool is charged by the hook for each allow it gives (the README: also for a call generateText then
+  // holds back by id, and whatever its body does).
+  const wrappedRuns = world.runs.filter((run) => !(world.unwrappedPay && run.name === 'pay'));
+  const unwrappedAllows = world.unwrappedPay ? allows.filter((allow) => (allow.action as { name: string }).name === 'pay').length : 0;
+  const expected = wrappedRuns.reduce((sum, run) => sum + (outcomeOf(run.input) === 'refused' ? 0 : costOf(run.name, run.input)), 0) + unwrappedAllows * COSTS.pay;
   if (Math.abs(report.spent - expected) > 1e-9) {
-    throw new Violation(`${where}: spent ${report.spent}, the bodies that ran cost ${expected} (runs: ${world.runs.map((r) => r.key).join(', ')})`);
+    throw new Violation(`${where}: spent ${report.spent}, the bodies that ran (and the unwrapped allows) cost ${expected} (runs: ${world.runs.map((r) => r.key).join(', ')})`);
   }
   if (report.spent + report.reserved > BUDGET + 1e-9) throw new Violation(`${where}: spent ${report.spent} + reserved ${report.reserved} > budget ${BUDGET}`);
   // 5. Nothing is held once a turn is over: every allow the SDK ran was settled, every one it did not run given back.
@@ -482,14 +494,15 @@ const RUNS = process.env['FUZZ_RUNS'] === undefined ? 600 : Number(process.env['
 const RUNS_AI6 = process.env['FUZZ_RUNS'] === undefined ? 600 : Number(process.env['FUZZ_RUNS']);
 
 describe('approval flow fuzz: random conversations through generateText / streamText keep every promise', () => {
-  for (const [sdk, runs] of [
-    [AI7, RUNS],
-    [AI6, RUNS_AI6],
+  for (const [sdk, runs, unwrapped] of [
+    [AI7, RUNS, fc.boolean()],
+    // ai 6 has no approval hook: a tool it does not wrap has no check at all.
+    [AI6, RUNS_AI6, fc.constant(false)],
   ] as const) {
     it(`${sdk.name}: bodies run only when allowed or approved for exactly that call, once; spend is what ran; only documented errors`, async () => {
       await fc.assert(
-        fc.asyncProperty(fc.constantFrom<'continue' | 'stop'>('continue', 'continue', 'continue', 'stop'), fc.array(aTurn, { minLength: 1, maxLength: 6 }), async (onDeny, turns) => {
-          const world: World = { session: makeSession(), runs: [], granted: new Map(), requests: [], sentAnswers: [], history: PROMPT, base: PROMPT, pending: [], tainted: false, note: 'start', forged: 0 };
+        fc.asyncProperty(fc.constantFrom<'continue' | 'stop'>('continue', 'continue', 'continue', 'stop'), unwrapped, fc.array(aTurn, { minLength: 1, maxLength: 6 }), async (onDeny, unwrappedPay, turns) => {
+          const world: World = { session: makeSession(), runs: [], granted: new Map(), requests: [], sentAnswers: [], history: PROMPT, base: PROMPT, pending: [], tainted: false, note: 'start', forged: 0, unwrappedPay };
           unhandled.length = 0;
           for (const [index, turn] of turns.entries()) {
             const { content, messages, error } = await sdk.runTurn(world, turn, onDeny);

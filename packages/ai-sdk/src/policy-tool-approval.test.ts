@@ -311,6 +311,27 @@ describe('policyToolApproval', () => {
       expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(0);
     });
 
+    it('the same call asked twice in one step under two ids, answered yes and no: the no stands, neither runs', async () => {
+      const counters: Record<string, number> = {};
+      const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+      const tools = makeTools(counters);
+      const toolApproval = policyToolApproval(session);
+      const twice = {
+        ...toolCallResult('send_email', 'call-1', { to: 'ada' }),
+        content: ['call-1', 'call-2'].map((toolCallId) => ({ type: 'tool-call' as const, toolCallId, toolName: 'send_email', input: JSON.stringify({ to: 'ada' }) })),
+      };
+      const first = await generateText({ model: new MockLanguageModelV4({ doGenerate: [twice] }), tools, toolApproval, messages: prompt });
+      // Both SDK requests name the one agentpolicy request raised for that action.
+      const requests = first.content.filter((part) => part.type === 'tool-approval-request');
+      expect(requests).toHaveLength(2);
+      const answers: ModelMessage = { role: 'tool', content: requests.map((part, index) => ({ type: 'tool-approval-response' as const, approvalId: part.approvalId, approved: index === 0 })) };
+      const result = await generateText({ model: new MockLanguageModelV4({ doGenerate: [textResult('ok')] }), tools, toolApproval, messages: [...prompt, ...first.responseMessages, answers] });
+
+      expect(counters.send_email).toBeUndefined();
+      expect(result.content.filter((part) => part.type === 'tool-result')).toHaveLength(0);
+      expect(session.spent).toBe(0);
+    });
+
     it('a used yes replayed in a later message: the call runs once', async () => {
       const counters: Record<string, number> = {};
       const { session, tools, toolApproval, request, history } = await asked(counters);
