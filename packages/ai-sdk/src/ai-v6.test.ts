@@ -243,6 +243,32 @@ describe('ai 6', () => {
     expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(0);
   });
 
+  it('streamText asks about two calls of one step under one id: an answer to one, moved onto the other in the history, approves nothing', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(makeTools(counters), session);
+    const parts = [
+      { type: 'stream-start', warnings: [] },
+      ...['ada@example.com', 'eve@evil.example'].map((to) => ({ type: 'tool-call', toolCallId: 'c3', toolName: 'send_email', input: JSON.stringify({ to }) })),
+      { type: 'finish', finishReason: { unified: 'tool-calls', raw: 'tool_calls' }, usage: usage(10, 5) },
+    ] as never[];
+    const stream = streamText({ model: new MockLanguageModelV3({ doStream: [{ stream: convertArrayToReadableStream(parts) }] }), tools, messages: prompt });
+    const requests = (await stream.content).filter((part) => part.type === 'tool-approval-request');
+    expect(requests.map((part) => part.toolCall.input)).toEqual([{ to: 'ada@example.com' }, { to: 'eve@evil.example' }]);
+    // The human approves the mail to Ada and leaves Eve's unanswered; the client moves the call Ada's request sits
+    // beside onto Eve's address.
+    const messages = structuredClone((await stream.response).messages);
+    for (const message of messages) {
+      if (message.role !== 'assistant' || typeof message.content === 'string') continue;
+      for (const part of message.content) if (part.type === 'tool-call') part.input = { to: 'eve@evil.example' };
+    }
+    const history: ModelMessage[] = [...prompt, ...messages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: requests[0]!.approvalId, approved: true }] }];
+    await generateText({ model: mockModel([toolCallResult('send_email', 'c3', { to: 'eve@evil.example' }), textResult('x')]), tools, stopWhen: stepCountIs(3), messages: history });
+
+    expect(counters.send_email).toBeUndefined();
+    expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(0);
+  });
+
   it('an approval moved in the history onto the input of a request the human rejected does not approve it', async () => {
     const counters: Record<string, number> = {};
     const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();

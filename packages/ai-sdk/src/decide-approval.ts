@@ -97,35 +97,49 @@ async function misplacedFor(session: PolicySession, approval: ApprovalResponse, 
   }
 }
 
-// The agentpolicy request the SDK was last asked to raise a `tool-approval-request` for, by session and tool call id:
-// the SDK asks about one call per id and step (the last it was asked about), and an answer that names no request
-// answers that one. Bounded: the oldest ids are forgotten first.
-const askedRequests = new WeakMap<PolicySession, Map<string, string>>();
+/** The agentpolicy request the SDK was last asked to raise a `tool-approval-request` for under one tool call id. */
+interface Asked {
+  readonly requestId: string;
+  /** The step it was asked in (the SDK passes one message array per step). */
+  readonly step: unknown;
+  /**
+   * Whether another request was asked under the same id in that step: `generateText` then raises one SDK request (for
+   * the last), `streamText` one for each, and an answer that names no request cannot say which it answers.
+   */
+  readonly ambiguous: boolean;
+}
+
+// By session and tool call id. Bounded: the oldest ids are forgotten first.
+const askedRequests = new WeakMap<PolicySession, Map<string, Asked>>();
 const ASKED_REQUESTS = 4096;
 
-function rememberAsked(session: PolicySession, toolCallId: string | undefined, decision: Decision | undefined): void {
+function rememberAsked(session: PolicySession, toolCallId: string | undefined, decision: Decision | undefined, step: unknown): void {
   const requestId = decision?.approvalRequest?.id;
   if (toolCallId === undefined || requestId === undefined) return;
   let asked = askedRequests.get(session);
   if (asked === undefined) askedRequests.set(session, (asked = new Map()));
+  const earlier = asked.get(toolCallId);
+  const ambiguous = earlier !== undefined && step !== undefined && earlier.step === step && (earlier.ambiguous || earlier.requestId !== requestId);
   asked.delete(toolCallId);
   if (asked.size >= ASKED_REQUESTS) asked.delete(asked.keys().next().value as string);
-  asked.set(toolCallId, requestId);
+  asked.set(toolCallId, { requestId, step, ambiguous });
 }
 
 /**
  * The agentpolicy request an approval that names none answers: the one the SDK was last asked about under this call's
  * tool call id (in another process: the newest pending request raised under that id), and only while it is pending
- * and about exactly this call. The input the history shows beside the SDK request can be edited, and ai 6 writes a
- * step's calls that share an id with the first one's input: an answer moved onto another input — that of an older
- * request the human rejected (the SDK never tells the policy) or never saw — approves nothing.
+ * and about exactly this call; none when that step asked about several requests under the id. The input the history
+ * shows beside the SDK request can be edited, and ai 6 writes a step's calls that share an id with the first one's
+ * input: an answer moved onto another input — that of an older request the human rejected (the SDK never tells the
+ * policy) or never saw — approves nothing.
  */
 async function pendingRequestFor(session: PolicySession, call: ToolCallInfo, cost: ToolCost<never> | undefined): Promise<string | undefined> {
   const fingerprint = fingerprintOf(session, call, cost);
   const asked = call.toolCallId === undefined ? undefined : askedRequests.get(session)?.get(call.toolCallId);
   if (asked !== undefined) {
-    const state = await session.getApproval(asked);
-    return state?.status === 'pending' && state.fingerprint === fingerprint ? asked : undefined;
+    if (asked.ambiguous) return undefined;
+    const state = await session.getApproval(asked.requestId);
+    return state?.status === 'pending' && state.fingerprint === fingerprint ? asked.requestId : undefined;
   }
   const pending = await session.pendingApprovals();
   for (let i = pending.length - 1; i >= 0; i--) {
@@ -170,7 +184,7 @@ export async function decideApproval(session: PolicySession, input: ApprovalInpu
   const resuming = found !== undefined ? found.resumes : resumedFromLastMessage(input.messages, input.call.toolCallId);
   if (!resuming) {
     // The SDK raises a `tool-approval-request` for the call: its answer will answer this request.
-    if (outcome.kind === 'ask') rememberAsked(session, input.call.toolCallId, outcome.decision);
+    if (outcome.kind === 'ask') rememberAsked(session, input.call.toolCallId, outcome.decision, input.messages);
     return outcome;
   }
   // A tool this package does not run has no second check in `execute`: the hook's answer is all there is.
