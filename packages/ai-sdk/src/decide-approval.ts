@@ -107,6 +107,21 @@ interface Asked {
    * the last), `streamText` one for each, and an answer that names no request cannot say which it answers.
    */
   readonly ambiguous: boolean;
+  /** The SDK requests under the id that the history held when it was asked: an answer to one of them predates it. */
+  readonly earlier: ReadonlySet<unknown>;
+}
+
+/** The approval ids of the SDK requests under one tool call id that the messages hold. */
+function requestsUnder(messages: unknown, toolCallId: string): Set<unknown> {
+  const ids = new Set<unknown>();
+  if (!Array.isArray(messages)) return ids;
+  for (const message of messages as Array<{ role?: unknown; content?: unknown } | null>) {
+    if (message?.role !== 'assistant' || !Array.isArray(message.content)) continue;
+    for (const part of message.content as Array<{ type?: unknown; toolCallId?: unknown; approvalId?: unknown } | null>) {
+      if (part?.type === 'tool-approval-request' && part.toolCallId === toolCallId) ids.add(part.approvalId);
+    }
+  }
+  return ids;
 }
 
 // By session and tool call id. Bounded: the oldest ids are forgotten first.
@@ -122,22 +137,23 @@ function rememberAsked(session: PolicySession, toolCallId: string | undefined, d
   const ambiguous = earlier !== undefined && step !== undefined && earlier.step === step && (earlier.ambiguous || earlier.requestId !== requestId);
   asked.delete(toolCallId);
   if (asked.size >= ASKED_REQUESTS) asked.delete(asked.keys().next().value as string);
-  asked.set(toolCallId, { requestId, step, ambiguous });
+  asked.set(toolCallId, { requestId, step, ambiguous, earlier: requestsUnder(step, toolCallId) });
 }
 
 /**
  * The agentpolicy request an approval that names none answers: the one the SDK was last asked about under this call's
  * tool call id (in another process: the newest pending request raised under that id), and only while it is pending
- * and about exactly this call; none when that step asked about several requests under the id. The input the history
+ * and about exactly this call, by an answer to an SDK request the history did not hold yet when it was asked; none
+ * when that step asked about several requests under the id. The input the history
  * shows beside the SDK request can be edited, and ai 6 writes a step's calls that share an id with the first one's
  * input: an answer moved onto another input — that of an older request the human rejected (the SDK never tells the
  * policy) or never saw — approves nothing.
  */
-async function pendingRequestFor(session: PolicySession, call: ToolCallInfo, cost: ToolCost<never> | undefined): Promise<string | undefined> {
+async function pendingRequestFor(session: PolicySession, approval: ApprovalResponse, call: ToolCallInfo, cost: ToolCost<never> | undefined): Promise<string | undefined> {
   const fingerprint = fingerprintOf(session, call, cost);
   const asked = call.toolCallId === undefined ? undefined : askedRequests.get(session)?.get(call.toolCallId);
   if (asked !== undefined) {
-    if (asked.ambiguous) return undefined;
+    if (asked.ambiguous || asked.earlier.has(approval.approvalId)) return undefined;
     const state = await session.getApproval(asked.requestId);
     return state?.status === 'pending' && state.fingerprint === fingerprint ? asked.requestId : undefined;
   }
@@ -203,7 +219,7 @@ async function decideCall(session: PolicySession, input: ApprovalInput, found: A
   if (approval !== undefined && unnamed) {
     if (!covers(session, approval, call)) approval = undefined;
     else {
-      const requestId = await pendingRequestFor(session, call, input.cost);
+      const requestId = await pendingRequestFor(session, approval, call, input.cost);
       if (requestId !== undefined) approval = { ...approval, requestId };
     }
   }
