@@ -18,7 +18,7 @@
  * number of runs with FUZZ_RUNS.
  */
 import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import {
   AgentPolicy,
   AgentPolicyError,
@@ -37,8 +37,8 @@ import { createApprovalsHandler, type ApprovalsHandler } from './approvals-handl
 import { createWaitingApprover } from './create-waiting-approver.js';
 import { toNodeHandler } from './node-handler.js';
 
-const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_204 : Number(process.env['FUZZ_SEED']);
-const RUNS = Number(process.env['FUZZ_RUNS'] ?? 600);
+const SEED = process.env['FUZZ_SEED'] ? Number(process.env['FUZZ_SEED']) : 20_261_204;
+const RUNS = Number(process.env['FUZZ_RUNS'] ?? 1200);
 const fuzzOptions = { seed: SEED, numRuns: RUNS, ...(process.env['FUZZ_PATH'] ? { path: process.env['FUZZ_PATH'] } : {}), endOnFailure: false };
 
 const SECRET = 'a-fuzz-secret-for-the-approvals-handler-32+bytes';
@@ -73,7 +73,7 @@ interface ModelRequest {
   fingerprint: string;
   expiresAt: number;
   status: Status;
-  resolution?: { approved: boolean; by: string; reason?: string };
+  resolution?: { approved: boolean; by: string; reason?: string; at: string };
   executions: number;
   waiter?: Promise<WaitResult>;
   waited?: boolean;
@@ -105,12 +105,13 @@ type Step =
   | { kind: 'raise'; session: number; input: number }
   | { kind: 'recheck'; session: number; request: number; input: number | 'own'; again: 'no' | 'after' | 'at-once' }
   | { kind: 'wait'; input: number }
-  | { kind: 'clock'; by: 'minute' | 'past-form-tokens' | 'past-requests'; pageOpen: boolean }
+  | { kind: 'clock'; by: 'minute' | 'past-form-tokens' | 'past-requests'; pageOpen: boolean; answerAfter: number | undefined }
   | { kind: 'page'; principal: Principal; session: Listed; cookie: boolean }
   | { kind: 'list'; principal: Principal; session: boolean }
   | { kind: 'read'; principal: Principal; target: Target }
-  | { kind: 'form'; principal: Principal; target: Target; answer: 'approve' | 'reject'; csrf: Csrf; body: FormBody; reason: Reason; origin: Origin; path: PathShape; reload: boolean; listed: Listed }
-  | { kind: 'json'; principal: Principal; target: Target; answer: 'approve' | 'reject'; body: JsonBody; reason: Reason; origin: Origin; path: PathShape }
+  | { kind: 'form'; principal: Principal; target: Target; answer: 'approve' | 'reject'; csrf: Csrf; body: FormBody; reason: Reason; origin: Origin; path: PathShape; reload: boolean; listed: Listed; instance: number }
+  | { kind: 'json'; principal: Principal; target: Target; answer: 'approve' | 'reject'; body: JsonBody; reason: Reason; origin: Origin; path: PathShape; instance: number }
+  | { kind: 'abort'; request: number; via: 'form' | 'json' }
   | { kind: 'link-view'; request: number; token: LinkToken; other: number }
   | { kind: 'link'; via: 'form' | 'json'; request: number; token: LinkToken; other: number; reason: Reason; origin: Origin }
   | { kind: 'method'; route: number; method: string; request: number }
@@ -151,12 +152,13 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('wait' as const), input: fc.nat({ max: INPUTS.length - 1 }) }) },
   {
-    weight: 2,
+    weight: 3,
     arbitrary: fc.record({
       kind: fc.constant('clock' as const),
       by: fc.constantFrom('minute' as const, 'minute' as const, 'past-form-tokens' as const, 'past-requests' as const),
-      // Someone opened the page just before (and answers from it after the time passed).
+      // Someone opened the page just before, and answers one request from it once the time has passed.
       pageOpen: fc.boolean(),
+      answerAfter: fc.option(index, { nil: undefined }),
     }),
   },
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('page' as const), principal, session: fc.constantFrom<Listed>('all', 'all', 'tenant-a', 'markup'), cookie: fc.boolean() }) },
@@ -177,6 +179,8 @@ const step: fc.Arbitrary<Step> = fc.oneof(
       // Load the page first (as a person does before answering on it).
       reload: fc.boolean(),
       listed: fc.constantFrom<Listed>('all', 'all', 'tenant-a', 'markup'),
+      // Which instance of the handler the form is posted to (the page is always loaded from the first).
+      instance: fc.nat({ max: 1 }),
     }),
   },
   {
@@ -190,11 +194,13 @@ const step: fc.Arbitrary<Step> = fc.oneof(
       reason,
       origin,
       path: pathShape,
+      instance: fc.nat({ max: 1 }),
     }),
   },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('link-view' as const), request: index, token: linkToken, other: index }) },
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('link' as const), via: fc.constantFrom('form' as const, 'json' as const), request: index, token: linkToken, other: index, reason, origin }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('method' as const), route: fc.nat({ max: 7 }), method: fc.constantFrom('GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD', 'POST'), request: index }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('abort' as const), request: index, via: fc.constantFrom('form' as const, 'json' as const) }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('race' as const), request: index, channels: fc.uniqueArray(fc.nat({ max: 5 }), { minLength: 2, maxLength: 4 }) }) },
 );
 
@@ -230,10 +236,12 @@ interface Reply {
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: 8 });
-let server: Server;
-let port = 0;
-let origin0 = '';
-let current: ApprovalsHandler = async () => new Response(null, { status: 503 });
+// Two instances of the handler (as two processes of a web app would run), each on its own server, one store.
+const servers: Server[] = [];
+const ports: number[] = [];
+const origins: string[] = [];
+const closed: ApprovalsHandler = async () => new Response(null, { status: 503 });
+let current: ApprovalsHandler[] = [closed, closed];
 const reached = new Map<string, number>();
 const reach = (path: string) => void reached.set(path, (reached.get(path) ?? 0) + 1);
 let unhandled: unknown[] = [];
@@ -241,25 +249,28 @@ const onUnhandled = (reason: unknown) => void unhandled.push(reason);
 
 beforeAll(async () => {
   process.on('unhandledRejection', onUnhandled);
-  server = createServer(toNodeHandler((request) => current(request)));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as AddressInfo).port;
-  origin0 = `http://127.0.0.1:${port}`;
+  for (const instance of [0, 1]) {
+    const server = createServer(toNodeHandler((request) => (current[instance] as ApprovalsHandler)(request)));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    servers.push(server);
+    ports.push((server.address() as AddressInfo).port);
+    origins.push(`http://127.0.0.1:${ports[instance]}`);
+  }
 });
 afterAll(async () => {
   process.off('unhandledRejection', onUnhandled);
   agent.destroy();
-  await new Promise((resolve) => server.close(resolve));
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
 });
 
 /** Sends the path as written (no client normalising `..` or `%2e`), reads the whole reply and checks it. */
-async function send(method: string, path: string, headers: Record<string, string> = {}, body?: string | Buffer): Promise<Reply> {
-  const reply = await exchange(method, path, headers, body);
+async function send(method: string, path: string, headers: Record<string, string> = {}, body?: string | Buffer, instance = 0): Promise<Reply> {
+  const reply = await exchange(ports[instance] as number, method, path, headers, body);
   checkReply(reply);
   return reply;
 }
 
-function exchange(method: string, path: string, headers: Record<string, string> = {}, body?: string | Buffer): Promise<Reply> {
+function exchange(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: string | Buffer): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
     const request = httpRequest(
@@ -310,7 +321,7 @@ class Run {
       approvalTimeoutMs: TTL,
       approver: createWaitingApprover({ store: this.store, intervalMs: 10, onRequest: (request) => this.raisedByWaiter?.(request.id) }),
     });
-    current = createApprovalsHandler({
+    const handler = () => createApprovalsHandler({
       store: this.store,
       secret: SECRET,
       basePath: '/approvals',
@@ -327,6 +338,7 @@ class Run {
         return null;
       },
     });
+    current = [handler(), handler()];
   }
 
   // ---- the model's reading of time ----
@@ -596,16 +608,16 @@ class Run {
     return text ? text : undefined;
   }
 
-  originHeaders(origin: Origin): Record<string, string> {
+  originHeaders(origin: Origin, instance = 0): Record<string, string> {
     switch (origin) {
       case 'same':
-        return { origin: origin0, 'sec-fetch-site': 'same-origin' };
+        return { origin: origins[instance] as string, 'sec-fetch-site': 'same-origin' };
       case 'none':
         return {};
       case 'cross':
         return { origin: 'http://evil.example' };
       case 'fetch-cross':
-        return { origin: origin0, 'sec-fetch-site': 'cross-site' };
+        return { origin: origins[instance] as string, 'sec-fetch-site': 'cross-site' };
     }
   }
 
@@ -632,7 +644,7 @@ class Run {
     if (status === 'expired') return 'expired';
     if (status !== 'pending') return 'answered';
     request.status = approved ? 'approved' : 'rejected';
-    request.resolution = { approved, by, ...(reason !== undefined ? { reason } : {}) };
+    request.resolution = { approved, by, ...(reason !== undefined ? { reason } : {}), at: new Date(this.clock).toISOString() };
     this.answered = request;
     return 'ok';
   }
@@ -684,11 +696,11 @@ class Run {
     const shaped = this.shaped(`/approvals/requests/${id}`, step.path);
     const headers = {
       ...this.auth(step.principal),
-      ...this.originHeaders(step.origin),
+      ...this.originHeaders(step.origin, step.instance),
       'content-type': step.body === 'wrong-type' ? 'text/plain' : 'application/x-www-form-urlencoded',
       ...(csrf.cookie !== undefined ? { cookie: `agentpolicy_approvals_csrf=${csrf.cookie}` } : {}),
     };
-    const reply = await send('POST', shaped.path, headers, body);
+    const reply = await send('POST', shaped.path, headers, body, step.instance);
     // A dot segment is refused before anything; a cross-site post before routing.
     if (step.path === 'dot-segment') return void expect(reply.status).toBe(400);
     if (step.origin === 'cross' || step.origin === 'fetch-cross') {
@@ -733,8 +745,8 @@ class Run {
     if (step.body === 'malformed') body = body.slice(0, -1);
     if (step.body === 'array') body = `[${body}]`;
     const shaped = this.shaped(`/approvals/api/requests/${id}/resolve`, step.path);
-    const headers = { ...this.auth(step.principal), ...this.originHeaders(step.origin), 'content-type': step.body === 'wrong-type' ? 'text/plain;charset=UTF-8' : 'application/json' };
-    const reply = await send('POST', shaped.path, headers, body);
+    const headers = { ...this.auth(step.principal), ...this.originHeaders(step.origin, step.instance), 'content-type': step.body === 'wrong-type' ? 'text/plain;charset=UTF-8' : 'application/json' };
+    const reply = await send('POST', shaped.path, headers, body, step.instance);
     if (step.path === 'dot-segment') return void expect(reply.status).toBe(400);
     if (step.origin === 'cross' || step.origin === 'fetch-cross') {
       expect(reply.status).toBe(403);
@@ -860,7 +872,7 @@ class Run {
     const [path, allowed] = routes[step.route] as [string, 'GET' | 'POST'];
     if (step.method === allowed || (step.method === 'POST' && allowed === 'POST')) return;
     const body = step.method === 'GET' || step.method === 'HEAD' ? undefined : '{"answer":"approve"}';
-    const reply = await send(step.method, path, { ...this.auth('alice'), 'content-type': 'application/json', origin: origin0, 'x-http-method-override': allowed }, body);
+    const reply = await send(step.method, path, { ...this.auth('alice'), 'content-type': 'application/json', origin: origins[0] as string, 'x-http-method-override': allowed }, body);
     expect(reply.status, `${step.method} ${path}`).toBe(405);
     expect(reply.headers.allow).toBe(allowed);
     reach('wrong method');
@@ -876,16 +888,16 @@ class Run {
     const approveToken = signApprovalToken({ requestId: request.id, fingerprint: request.fingerprint, expiresAt: request.expiresAt, answer: 'approve' }, SECRET);
     const rejectToken = signApprovalToken({ requestId: request.id, fingerprint: request.fingerprint, expiresAt: request.expiresAt, answer: 'reject' }, SECRET);
     const json = { 'content-type': 'application/json' };
-    // Each channel: the answer it gives, who it is recorded as, and its request.
+    // Each channel: the answer it gives, who it is recorded as, and its request, to either instance of the handler.
     const channels: { approved: boolean; by: string; send: () => Promise<Reply>; won: (reply: Reply) => boolean }[] = [
       { approved: true, by: 'alice', send: () => send('POST', `/approvals/api/requests/${request.id}/resolve`, { ...json, ...this.auth('alice') }, '{"answer":"approve"}'), won: (r) => r.status === 200 },
-      { approved: false, by: 'bob', send: () => send('POST', `/approvals/api/requests/${request.id}/resolve`, { ...json, ...this.auth('bob') }, '{"answer":"reject"}'), won: (r) => r.status === 200 },
-      { approved: true, by: 'link', send: () => send('POST', '/approvals/api/links/redeem', json, JSON.stringify({ token: approveToken })), won: (r) => r.status === 200 },
+      { approved: false, by: 'bob', send: () => send('POST', `/approvals/api/requests/${request.id}/resolve`, { ...json, ...this.auth('bob') }, '{"answer":"reject"}', 1), won: (r) => r.status === 200 },
+      { approved: true, by: 'link', send: () => send('POST', '/approvals/api/links/redeem', json, JSON.stringify({ token: approveToken }), 1), won: (r) => r.status === 200 },
       { approved: false, by: 'link', send: () => send('POST', '/approvals/link', { 'content-type': 'application/x-www-form-urlencoded' }, `token=${rejectToken}`), won: (r) => r.status === 200 },
       {
         approved: true,
         by: 'alice',
-        send: () => send('POST', `/approvals/requests/${request.id}`, { ...this.auth('alice'), 'content-type': 'application/x-www-form-urlencoded', cookie: `agentpolicy_approvals_csrf=${form?.nonce}` }, `answer=approve&csrf=${encodeURIComponent(form?.token ?? '')}`),
+        send: () => send('POST', `/approvals/requests/${request.id}`, { ...this.auth('alice'), 'content-type': 'application/x-www-form-urlencoded', cookie: `agentpolicy_approvals_csrf=${form?.nonce}` }, `answer=approve&csrf=${encodeURIComponent(form?.token ?? '')}`, 1),
         won: (r) => r.status === 303 && (r.headers.location ?? '').endsWith('notice=approved'),
       },
       { approved: false, by: 'bob', send: () => send('POST', `/approvals/api/requests/${request.id}/resolve`, { ...json, ...this.auth('bob') }, '{"answer":"reject","reason":"second look"}'), won: (r) => r.status === 200 },
@@ -906,14 +918,36 @@ class Run {
     const stored = this.inner.get(request.id, this.clock)?.resolution;
     expect(stored, 'what stands is the winning answer').toMatchObject({ approved: winner.approved, by: winner.by });
     request.status = winner.approved ? 'approved' : 'rejected';
-    request.resolution = { approved: winner.approved, by: winner.by, ...(stored?.reason !== undefined ? { reason: stored.reason } : {}) };
+    request.resolution = { approved: winner.approved, by: winner.by, ...(stored?.reason !== undefined ? { reason: stored.reason } : {}), at: new Date(this.clock).toISOString() };
     this.answered = request;
     reach('race: one answer wins');
+  }
+
+  /** A client that sends half an answer and goes away: nothing is answered, and nothing rejects unhandled. */
+  async abort(step: Extract<Step, { kind: 'abort' }>): Promise<void> {
+    const id = this.pick(step.request)?.id ?? 'apr_AAAAAAAAAAAAAAAAAAAAAA';
+    const form = step.via === 'form';
+    const head = `POST /approvals/${form ? `requests/${id}` : `api/requests/${id}/resolve`} HTTP/1.1\r\nHost: 127.0.0.1:${ports[0]}\r\nAuthorization: Bearer alice\r\nContent-Type: ${form ? 'application/x-www-form-urlencoded' : 'application/json'}\r\nContent-Length: 200\r\n\r\n`;
+    await new Promise<void>((resolve) => {
+      const socket = connect(ports[0] as number, '127.0.0.1', () => {
+        socket.write(`${head}${form ? 'answer=approve&csrf=' : '{"answer":"approve"'}`);
+        setTimeout(() => socket.destroy(), 5);
+      });
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve());
+    });
+    // Let the handler see the close before the store is compared.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    reach('abort: half a body');
   }
 
   async clockStep(step: Extract<Step, { kind: 'clock' }>): Promise<void> {
     if (step.pageOpen) await this.page({ kind: 'page', principal: 'alice', session: 'all', cookie: true });
     this.clock += step.by === 'minute' ? MINUTE : step.by === 'past-form-tokens' ? CSRF_AGE + MINUTE : TTL + MINUTE;
+    if (step.pageOpen && step.answerAfter !== undefined) {
+      const target = { kind: 'request' as const, index: step.answerAfter };
+      await this.form({ kind: 'form', principal: 'alice', target, answer: 'approve', csrf: 'fresh', body: 'ok', reason: 'plain', origin: 'same', path: 'plain', reload: false, listed: 'all', instance: 1 });
+    }
     reach(`clock: ${step.by}`);
   }
 
@@ -945,6 +979,8 @@ class Run {
         return this.method(step);
       case 'race':
         return this.race(step);
+      case 'abort':
+        return this.abort(step);
     }
   }
 
@@ -955,7 +991,8 @@ class Run {
       expect(state.status, `request ${request.id}`).toBe(this.statusOf(request));
       if (request.resolution === undefined) expect(state.resolution).toBeUndefined();
       else {
-        expect(state.resolution).toMatchObject({ approved: request.resolution.approved, by: request.resolution.by });
+        // Who answered, when (the handler's clock), and why, as the answer was given.
+        expect(state.resolution).toMatchObject({ approved: request.resolution.approved, by: request.resolution.by, at: request.resolution.at });
         expect(state.resolution?.reason).toBe(request.resolution.reason);
       }
       expect(request.executions, 'an approval runs at most one execution').toBeLessThanOrEqual(request.resolution?.approved ? 1 : 0);
@@ -1003,7 +1040,7 @@ describe('the approvals handler over HTTP, against a model (seeded fuzz)', () =>
           run.check();
         } finally {
           run.clock += 10 * TTL;
-          current = async () => new Response(null, { status: 503 });
+          current = [closed, closed];
         }
         await new Promise((resolve) => setImmediate(resolve));
         expect(unhandled, 'nothing rejects unhandled').toEqual([]);
@@ -1066,6 +1103,7 @@ describe('the approvals handler over HTTP, against a model (seeded fuzz)', () =>
       'link: cross-site refused',
       'wrong method',
       'race: one answer wins',
+      'abort: half a body',
       'clock: past-form-tokens',
       'clock: past-requests',
     ];
