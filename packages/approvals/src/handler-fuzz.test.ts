@@ -77,6 +77,8 @@ interface ModelRequest {
   executions: number;
   waiter?: Promise<WaitResult>;
   waited?: boolean;
+  /** The store forgot it: it answers as unknown everywhere. */
+  forgotten?: boolean;
 }
 type WaitResult = { ran: true } | { ran: false; error: unknown };
 
@@ -112,6 +114,7 @@ type Step =
   | { kind: 'form'; principal: Principal; target: Target; answer: 'approve' | 'reject'; csrf: Csrf; body: FormBody; reason: Reason; origin: Origin; path: PathShape; reload: boolean; listed: Listed; instance: number }
   | { kind: 'json'; principal: Principal; target: Target; answer: 'approve' | 'reject'; body: JsonBody; reason: Reason; origin: Origin; path: PathShape; instance: number }
   | { kind: 'abort'; request: number; via: 'form' | 'json' }
+  | { kind: 'forget'; request: number }
   | { kind: 'link-view'; request: number; token: LinkToken; other: number }
   | { kind: 'link'; via: 'form' | 'json'; request: number; token: LinkToken; other: number; reason: Reason; origin: Origin }
   | { kind: 'method'; route: number; method: string; request: number }
@@ -201,13 +204,19 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('link' as const), via: fc.constantFrom('form' as const, 'json' as const), request: index, token: linkToken, other: index, reason, origin }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('method' as const), route: fc.nat({ max: 7 }), method: fc.constantFrom('GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD', 'POST'), request: index }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('abort' as const), request: index, via: fc.constantFrom('form' as const, 'json' as const) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('forget' as const), request: index }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('race' as const), request: index, channels: fc.uniqueArray(fc.nat({ max: 5 }), { minLength: 2, maxLength: 4 }) }) },
 );
 
 // ---- the handler on a real server ---------------------------------------------------------------------------------
 
 /** A store that judges time by the test's clock, whatever time its caller passes (core's sessions pass Date.now). */
+/**
+ * A store that judges time by the test's clock, whatever time its caller passes (core's sessions pass Date.now), and
+ * that can forget a request (as a bounded store does, or a shared store whose key was evicted).
+ */
 class ClockedStore implements ApprovalStore {
+  readonly forgotten = new Set<string>();
   constructor(
     readonly inner: InMemoryApprovalStore,
     private readonly clock: () => number,
@@ -216,16 +225,16 @@ class ClockedStore implements ApprovalStore {
     this.inner.create(request);
   }
   get(id: string): ApprovalState | undefined {
-    return this.inner.get(id, this.clock());
+    return this.forgotten.has(id) ? undefined : this.inner.get(id, this.clock());
   }
   listPending(sessionId: string | undefined): readonly ApprovalState[] {
-    return this.inner.listPending(sessionId, this.clock());
+    return this.inner.listPending(sessionId, this.clock()).filter((state) => !this.forgotten.has(state.id));
   }
   resolve(id: string, resolution: ApprovalResolution): ResolveResult {
-    return this.inner.resolve(id, resolution, this.clock());
+    return this.forgotten.has(id) ? { ok: false, problem: 'unknown' } : this.inner.resolve(id, resolution, this.clock());
   }
   consume(id: string, fingerprint: string): boolean {
-    return this.inner.consume(id, fingerprint, this.clock());
+    return !this.forgotten.has(id) && this.inner.consume(id, fingerprint, this.clock());
   }
 }
 
@@ -343,7 +352,8 @@ class Run {
 
   // ---- the model's reading of time ----
 
-  statusOf(request: ModelRequest): Status | 'expired' {
+  statusOf(request: ModelRequest): Status | 'expired' | 'forgotten' {
+    if (request.forgotten) return 'forgotten';
     return (request.status === 'pending' || request.status === 'approved') && this.clock > request.expiresAt ? 'expired' : request.status;
   }
 
@@ -353,7 +363,7 @@ class Run {
 
   idOf(target: Target): { id: string; request: ModelRequest | undefined; valid: boolean } {
     const request = target.kind === 'unknown' ? undefined : this.pick(target.index);
-    if (target.kind === 'request' && request) return { id: request.id, request, valid: true };
+    if (target.kind === 'request' && request) return { id: request.id, request: request.forgotten ? undefined : request, valid: true };
     if (target.kind === 'lookalike' && request) {
       // A full-width letter in place of an ASCII one: not an id shape the handler reads.
       const id = request.id.replace(/[a-z]/, (c) => String.fromCodePoint((c.codePointAt(0) as number) - 0x61 + 0xff41));
@@ -434,6 +444,13 @@ class Run {
   async recheckOnce(step: Extract<Step, { kind: 'recheck' }>, request: ModelRequest, input: number, session: string): Promise<void> {
     const { decision, ran } = await this.runTool(step.session, input, { requestId: request.id });
     const status = this.statusOf(request);
+    if (status === 'forgotten') {
+      expect(ran, 'an answer the store no longer has allows nothing').toBe(false);
+      expect(decision.unusedAnswer?.problem).toBe('unknown_request');
+      this.expectRaise(step.session, input, decision);
+      reach('recheck: forgotten request');
+      return;
+    }
     if (request.session !== session || request.input !== input) {
       expect(ran, 'an answer for another session or action allows nothing').toBe(false);
       expect(decision.unusedAnswer?.problem).toBe(request.session !== session ? 'other_session' : 'other_action');
@@ -515,7 +532,11 @@ class Run {
       } else {
         expect(ended.ran).toBe(false);
         const decision = (ended as { error: { decision?: Decision } }).error.decision;
-        if (status === 'expired') {
+        if (status === 'forgotten') {
+          expect(decision?.rule, 'a request the store forgot was rejected by no one').toMatchObject({ section: 'approver', outcome: 'error' });
+          expect(decision?.reason).toContain(request.id);
+          reach('wait: forgotten request denied as an error');
+        } else if (status === 'expired') {
           expect(decision?.rule, 'expired is recorded as expired, not as a rejection').toMatchObject({ outcome: 'expired' });
           reach('wait: expired denies as expired');
         } else {
@@ -785,7 +806,7 @@ class Run {
     const claims = { requestId: request.id, fingerprint: request.fingerprint, expiresAt: request.expiresAt, answer: approve ? ('approve' as const) : ('reject' as const) };
     const judged = (token: string, target: ModelRequest | undefined, fingerprint: string, expiresAt: number) => {
       if (this.clock > expiresAt) return { token, expect: 'expired' as const };
-      if (target === undefined) return { token, expect: 'unknown' as const };
+      if (target === undefined || target.forgotten) return { token, expect: 'unknown' as const };
       if (target.fingerprint !== fingerprint) return { token, expect: 'other-action' as const };
       return { token, expect: 'ok' as const, request: target, approve };
     };
@@ -908,8 +929,8 @@ class Run {
     const winners = chosen.filter((channel, i) => channel.won(replies[i] as Reply));
     const status = this.statusOf(request);
     if (status !== 'pending') {
-      expect(winners, 'no answer counts for a request already answered or expired').toEqual([]);
-      for (const reply of replies) expect([303, 409, 410]).toContain(reply.status);
+      expect(winners, 'no answer counts for a request already answered, expired or forgotten').toEqual([]);
+      for (const reply of replies) expect(status === 'forgotten' ? [303, 404] : [303, 409, 410]).toContain(reply.status);
       reach('race: nothing to answer');
       return;
     }
@@ -940,6 +961,17 @@ class Run {
     // Let the handler see the close before the store is compared.
     await new Promise((resolve) => setTimeout(resolve, 5));
     reach('abort: half a body');
+  }
+
+  /** The store forgets a request a run is waiting on (or, when none, any request). */
+  async forget(step: Extract<Step, { kind: 'forget' }>): Promise<void> {
+    const waited = this.requests.filter((r) => r.waiter !== undefined && !r.waited && !r.forgotten);
+    const candidates = waited.length > 0 ? waited : this.requests.filter((r) => !r.forgotten);
+    const request = candidates.length === 0 ? undefined : candidates[step.request % candidates.length];
+    if (request === undefined) return;
+    this.store.forgotten.add(request.id);
+    request.forgotten = true;
+    reach('forget: the store forgot a request');
   }
 
   async clockStep(step: Extract<Step, { kind: 'clock' }>): Promise<void> {
@@ -982,12 +1014,18 @@ class Run {
         return this.race(step);
       case 'abort':
         return this.abort(step);
+      case 'forget':
+        return this.forget(step);
     }
   }
 
   /** The store against the model: status, who answered and why. */
   check(): void {
     for (const request of this.requests) {
+      if (request.forgotten) {
+        expect(this.store.get(request.id)).toBeUndefined();
+        continue;
+      }
       const state = this.inner.get(request.id, this.clock) as ApprovalState;
       expect(state.status, `request ${request.id}`).toBe(this.statusOf(request));
       if (request.resolution === undefined) expect(state.resolution).toBeUndefined();
@@ -1062,10 +1100,13 @@ describe('the approvals handler over HTTP, against a model (seeded fuzz)', () =>
       'recheck: one approval used at once by two checks',
       'recheck: other session',
       'recheck: other action',
+      'recheck: forgotten request',
       'wait: raised',
       'wait: approved runs',
       'wait: rejected denies',
       'wait: expired denies as expired',
+      'wait: forgotten request denied as an error',
+      'forget: the store forgot a request',
       'page: form token',
       'page: markup input shown escaped',
       'list',
