@@ -312,6 +312,8 @@ class Run {
   readonly sessions: PolicySession[];
   readonly waiting: PolicySession;
   lastLink: string | undefined;
+  /** What the handlers reported to `onError`: nothing fails here (no store is down, the hook never throws). */
+  readonly errors: unknown[] = [];
   /** The request answered last. */
   answered: ModelRequest | undefined;
   /** Each agent session's last recorded decision (its audit trail's newest entry). */
@@ -338,6 +340,7 @@ class Run {
       maxReasonLength: MAX_REASON,
       csrfMaxAgeMs: CSRF_AGE,
       now: () => this.clock,
+      onError: (error) => void this.errors.push(error),
       authorize: (request, access) => {
         if (access.kind === 'link') return { id: 'link' };
         const who = /^Bearer (\w+)$/.exec(request.headers.get('authorization') ?? '')?.[1];
@@ -1021,6 +1024,7 @@ class Run {
 
   /** The store against the model: status, who answered and why. */
   check(): void {
+    expect(this.errors, 'nothing is reported as a store or hook failure').toEqual([]);
     for (const request of this.requests) {
       if (request.forgotten) {
         expect(this.store.get(request.id)).toBeUndefined();
