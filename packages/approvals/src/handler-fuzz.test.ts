@@ -1,18 +1,21 @@
 /**
- * A seeded, model-based fuzz of the approvals handler over real HTTP: Node's server on 127.0.0.1 (a free port), the
- * handler under /approvals, two agent sessions and a session with a waiting approver sharing one store, and a clock
- * the test moves (the handler's `now`, and a store that reads the same clock whatever time its caller passes).
+ * A seeded, model-based fuzz of the approvals handler over real HTTP: two instances of the handler (as two processes
+ * of a web app run it), each on Node's server at 127.0.0.1 (a free port) under /approvals; two agent sessions and a
+ * session with a waiting approver sharing one store; and a clock the test moves (the handler's `now`, and a store
+ * that reads the same clock whatever time its caller passes, and that can forget a request as a bounded store does).
  *
  * Each run sends a random sequence: requests raised and re-checked with their answers (`runTool` with
- * `approval: { requestId }`), the page and the JSON API read by people with and without access, answers by form
- * (with a fresh, missing, foreign, stale, tampered form token), by JSON and by signed link (valid, expired, forged,
- * for another request or action, replayed), cross-site posts, wrong methods and media types, oversized, malformed
- * and doubled bodies, odd paths, answers given at once, and the clock moving past form tokens and requests.
+ * `approval: { requestId }`, again after, or twice at once), the page and the JSON API read by people with and
+ * without access, answers by form (with a fresh, missing, foreign, stale, tampered form token), by JSON and by signed
+ * link (valid, expired, forged, for another request or action, replayed), cross-site posts, wrong methods and media
+ * types, oversized, malformed, doubled and broken-off bodies, odd paths and ids, markup in filters and fields,
+ * answers given at once through both instances, and the clock moving past form tokens and requests.
  *
  * After every step the store is compared with a small model: a request changes only through a valid, authorised
- * answer, the first answer wins, an approval runs its own action exactly once, a rejection never allows, an expired
- * request is denied as expired; every response has the status the model expects, the security headers, no stack
- * or secret, and pages show tool input escaped.
+ * answer, the first answer wins and records who gave it, when and why; an approval runs its own action exactly once;
+ * a rejection never allows; an expired request is denied as expired and a lost one as an error, never as a rejection;
+ * every response has the status the model expects, the security headers, no stack or secret; pages show tool input
+ * escaped; nothing is reported to `onError` and nothing rejects unhandled. A path the runs never reach fails the test.
  *
  * Seeded: a failure prints its seed and path; re-run it with FUZZ_SEED=<seed> (and FUZZ_PATH=<path>), or raise the
  * number of runs with FUZZ_RUNS.
