@@ -30,7 +30,8 @@ type Failure = 500 | 502 | 'drop' | 'hang' | 422 | 400 | 429 | 'cut';
 /** How a call retries: LangChain's AsyncCaller (`maxRetries`, 1 to 2 s of backoff) or a retry middleware inside ours (no wait). */
 type Retries = { readonly by: 'caller' | 'middleware' | 'none'; readonly max: number };
 interface Call {
-  readonly kind: 'chat' | 'stream' | 'embed';
+  /** `docs`: `embedDocuments` of two texts sent as two batches (`batchSize: 1`), reserved all or none. */
+  readonly kind: 'chat' | 'stream' | 'embed' | 'docs';
   readonly failures: readonly Failure[];
   readonly retries: Retries;
 }
@@ -44,12 +45,12 @@ interface Scenario {
 /** Which failures a request can meet: a stream cut only where the answer is streamed. */
 const failureArb = (kind: Call['kind']): fc.Arbitrary<Failure> =>
   fc.constantFrom<Failure>(500, 502, 'drop', 422, 400, 429, 'hang', ...(kind === 'stream' ? (['cut', 'cut'] as const) : []));
-const callArb: fc.Arbitrary<Call> = fc.constantFrom<Call['kind']>('chat', 'chat', 'stream', 'embed').chain((kind) =>
+const callArb: fc.Arbitrary<Call> = fc.constantFrom<Call['kind']>('chat', 'chat', 'stream', 'embed', 'docs').chain((kind) =>
   fc.record({
     kind: fc.constant(kind),
     failures: fc.array(failureArb(kind), { maxLength: 2 }),
     retries:
-      kind === 'embed'
+      kind === 'embed' || kind === 'docs'
         ? fc.record({ by: fc.constant('caller' as const), max: fc.constantFrom(0, 0, 1) })
         : fc.oneof(
             { weight: 1, arbitrary: fc.record({ by: fc.constant('caller' as const), max: fc.constant(1) }) },
@@ -79,12 +80,16 @@ const seen = {
   streamCut: 0,
   embedded: 0,
   embedRetried: 0,
+  docsBatch: 0,
 };
 
 class Violation extends Error {}
 
 /** Every call's key: its text, all of one length so every chat call has one estimate. */
-const keyOf = (index: number, kind: Call['kind']): string => `${kind === 'embed' ? 'emb' : 'ask'}-${String(index).padStart(3, '0')}`;
+const keyOf = (index: number, kind: Call['kind']): string => `${kind === 'embed' || kind === 'docs' ? 'emb' : 'ask'}-${String(index).padStart(3, '0')}`;
+/** The texts a call sends, each its own request (the second text of `docs` is its second batch). */
+const textsOf = (call: Call, key: string): string[] => (call.kind === 'docs' ? [key, key.replace('emb-', 'em2-')] : [key]);
+const isEmbed = (call: Call): boolean => call.kind === 'embed' || call.kind === 'docs';
 const requestKey = (body: Record<string, unknown>): string => {
   if (typeof body['input'] === 'string') return body['input'];
   if (Array.isArray(body['input']) && typeof body['input'][0] === 'string') return body['input'][0] as string;
@@ -102,7 +107,7 @@ async function runScenario(scenario: Scenario, counter: { next: number }): Promi
   const failuresOf: Record<string, FlakyFailure[]> = {};
   const keys = scenario.calls.map((call) => {
     const key = keyOf(counter.next++, call.kind);
-    failuresOf[key] = [...call.failures];
+    for (const text of textsOf(call, key)) failuresOf[text] = [...call.failures];
     return key;
   });
   const flaky = await startFlakyServer(billing.baseURL, [], { keyOf: requestKey, failuresOf });
@@ -133,9 +138,10 @@ const chatModel = (baseURL: string, maxRetries: number) =>
 
 async function runCall(session: PolicySession, call: Call, key: string, baseURL: string, log: string[]): Promise<void> {
   try {
-    if (call.kind === 'embed') {
-      const embeddings = policyEmbeddings(new OpenAIEmbeddings({ model: EMBEDDING_MODEL, apiKey: 'k', maxRetries: call.retries.max, timeout: 400, configuration: { baseURL } }), session);
-      await embeddings.embedQuery(key);
+    if (isEmbed(call)) {
+      const embeddings = policyEmbeddings(new OpenAIEmbeddings({ model: EMBEDDING_MODEL, apiKey: 'k', maxRetries: call.retries.max, timeout: 400, batchSize: 1, configuration: { baseURL } }), session);
+      if (call.kind === 'embed') await embeddings.embedQuery(key);
+      else await embeddings.embedDocuments(textsOf(call, key));
       return;
     }
     const middleware: AgentMiddleware[] = [agentPolicyMiddleware(session)];
@@ -152,9 +158,8 @@ async function runCall(session: PolicySession, call: Call, key: string, baseURL:
 }
 
 /** What one request the server saw for `call` costs, in nano-dollars: its failure's rule, else its answer's usage. */
-function requestCost(session: PolicySession, call: Call, key: string, attempt: number, billing: BillingServer, chatEstimate: number, embedEstimate: number, omitUsage: boolean): number {
+function requestCost(session: PolicySession, call: Call, key: string, attempt: number, billing: BillingServer, estimate: number, omitUsage: boolean): number {
   const failure = call.failures[attempt];
-  const estimate = call.kind === 'embed' ? embedEstimate : chatEstimate;
   if (failure === 422 || failure === 400 || failure === 429) {
     seen.released4xx++;
     return 0;
@@ -171,8 +176,9 @@ function requestCost(session: PolicySession, call: Call, key: string, attempt: n
     seen.usageMissing++;
     return estimate;
   }
-  if (call.kind === 'embed') {
+  if (isEmbed(call)) {
     seen.embedded++;
+    if (call.kind === 'docs') seen.docsBatch++;
     const price = session.priceUsage({ model: EMBEDDING_MODEL, provider: 'openai', inputTokens: billedTokens(key), outputTokens: 0 });
     if (!price.ok) throw new Error(price.reason);
     return price.nanos;
@@ -191,7 +197,8 @@ function check(session: PolicySession, scenario: Scenario, keys: readonly string
   const costs = report.decisions.filter((d) => d.action.type === 'cost');
   const chatAllows = costs.filter((d) => d.decision === 'allow' && !isEmbedding(d));
   const embedAllows = costs.filter((d) => d.decision === 'allow' && isEmbedding(d));
-  const embedEstimate = embedAllows.length > 0 ? nanos(estimated(embedAllows[0]!)) : 0;
+  // One worst case per embeddings method (every text of a run has one length).
+  const embedEstimate = (method: string): number => nanos(estimated(embedAllows.find((d) => (d.action.metadata as { method?: string }).method === method) ?? embedAllows[0]!));
   for (const d of chatAllows) if (nanos(estimated(d)) !== chatEstimate) problems.push(`a chat attempt reserved ${nanos(estimated(d))}, not the call's worst case ${chatEstimate}`);
   for (const d of costs) {
     if (d.decision === 'allow' && (d.settlement === undefined || d.settlement.status === 'pending')) problems.push(`decision ${d.id} left open`);
@@ -206,14 +213,16 @@ function check(session: PolicySession, scenario: Scenario, keys: readonly string
   let embedHits = 0;
   let expected = 0;
   scenario.calls.forEach((call, index) => {
-    const key = keys[index]!;
-    const hits = flaky.hitsOf(key);
-    if (call.kind === 'embed') embedHits += hits;
-    else chatHits += hits;
-    if (hits > 1 && call.retries.by === 'caller') seen.callerRetry++;
-    if (hits > 1 && call.kind === 'embed') seen.embedRetried++;
-    if (hits > call.failures.length + 1) problems.push(`${key} was sent ${hits} times, but it answers on request ${call.failures.length + 1}`);
-    for (let attempt = 0; attempt < hits; attempt++) expected += requestCost(session, call, key, attempt, billing, chatEstimate, embedEstimate, scenario.omitUsage);
+    for (const key of textsOf(call, keys[index]!)) {
+      const hits = flaky.hitsOf(key);
+      if (isEmbed(call)) embedHits += hits;
+      else chatHits += hits;
+      if (hits > 1 && call.retries.by === 'caller') seen.callerRetry++;
+      if (hits > 1 && isEmbed(call)) seen.embedRetried++;
+      if (hits > call.failures.length + 1) problems.push(`${key} was sent ${hits} times, but it answers on request ${call.failures.length + 1}`);
+      const estimate = !isEmbed(call) ? chatEstimate : embedEstimate(call.kind === 'docs' ? 'embedDocuments' : 'embedQuery');
+      for (let attempt = 0; attempt < hits; attempt++) expected += requestCost(session, call, key, attempt, billing, estimate, scenario.omitUsage);
+    }
   });
   if (chatHits !== chatAllows.length) problems.push(`the server saw ${chatHits} chat requests, the session allowed ${chatAllows.length} attempts`);
   if (embedHits !== embedAllows.length) problems.push(`the server saw ${embedHits} embeddings requests, the session allowed ${embedAllows.length}`);
@@ -245,6 +254,7 @@ const EXAMPLES: [Scenario][] = [
   // LangChain's own retry after a timeout, then an embeddings retry after a 5xx.
   [{ calls: [{ kind: 'chat', failures: ['hang'], retries: { by: 'caller', max: 1 } }, { kind: 'stream', failures: ['cut'], retries: { by: 'middleware', max: 1 } }], budget: 6, omitUsage: false }],
   [{ calls: [{ kind: 'embed', failures: [502], retries: { by: 'caller', max: 1 } }, { kind: 'chat', failures: [422], retries: { by: 'middleware', max: 1 } }], budget: 6, omitUsage: true }],
+  [{ calls: [{ kind: 'docs', failures: ['drop'], retries: { by: 'caller', max: 0 } }, { kind: 'docs', failures: [], retries: { by: 'caller', max: 0 } }], budget: 1.5, omitUsage: false }],
 ];
 
 describe('metered model attempts (middleware model gate, policyEmbeddings) under random failures, retries and budgets', () => {
