@@ -266,7 +266,7 @@ class World {
   async run(op: Exclude<Op, { kind: 'group' }>): Promise<void> {
     const callbacks = [this.handler];
     const controller = new AbortController();
-    let runnable: { invoke(input: unknown, config?: object): Promise<unknown>; batch(inputs: unknown[], config?: object): Promise<unknown> };
+    let runnable: { invoke(input: unknown, config?: object): Promise<unknown>; batch(inputs: unknown[], config?: object, options?: object): Promise<unknown> };
     let input: unknown;
     if (op.kind === 'tool') {
       const target = this.tools[op.tool];
@@ -294,7 +294,7 @@ class World {
         case 'batch': {
           seen.batch++;
           // Two runs of one input in one batch: two decisions, two runs (or one denied).
-          const results = await runnable.batch([input, input], { callbacks }, { returnExceptions: true } as never);
+          const results = await runnable.batch([input, input], { callbacks }, { returnExceptions: true });
           for (const result of results as unknown[]) if (result instanceof Error && !expected(result)) this.violations.push(`batch item failed unexpectedly: ${describeError(result)}`);
           break;
         }
@@ -456,7 +456,7 @@ class World {
     if (this.session.pendingReservations !== leftHeld) problems.push(`${this.session.pendingReservations} reservation(s) open, ${leftHeld} stream(s) left early`);
     if (problems.length > 0) {
       const trail = report.decisions.map(
-        (d) => `  ${d.decision} ${d.action.type === 'tool' ? `${d.action.name} ${JSON.stringify(d.action.input)}` : d.action.source} run=${String((d.action.metadata as { runId?: string } | undefined)?.runId).slice(0, 8)} ${d.rule.section} ${JSON.stringify(d.settlement ?? null)}`,
+        (d) => `  ${d.decision} ${d.action.type === 'tool' ? `${d.action.name} ${JSON.stringify(d.action.input)}` : d.action.type === 'cost' ? d.action.source : d.action.type} run=${String((d.action.metadata as { runId?: string } | undefined)?.runId).slice(0, 8)} ${d.rule.section} ${JSON.stringify(d.settlement ?? null)}`,
       );
       throw new Violation(`${problems.join('\n')}\n--- steps ---\n${this.log.join('\n')}\n--- decisions ---\n${trail.join('\n')}`);
     }
