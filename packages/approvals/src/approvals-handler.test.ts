@@ -213,6 +213,32 @@ describe('the JSON API', () => {
     expect(onError).toHaveBeenCalledTimes(2);
   });
 
+  it('a body that breaks off (the client went away) is a 400 that changes nothing, not reported as a store failure', async () => {
+    const onError = vi.fn();
+    const { session, handler, store } = setup({ authorize: byHeader, onError });
+    const request = await raise(session, { to: 'a@example.com' });
+    const brokenOff = () =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode('{"answer":"appr'));
+          controller.error(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+        },
+      });
+    const post = (path: string, type: string) =>
+      handler(new Request(`${ORIGIN}${path}`, { method: 'POST', headers: { 'content-type': type, 'x-user': 'alice' }, body: brokenOff(), duplex: 'half' } as RequestInit));
+    for (const response of [
+      await post(`${BASE}/api/requests/${request.id}/resolve`, 'application/json'),
+      await post(`${BASE}/api/links/redeem`, 'application/json'),
+      await post(`${BASE}/requests/${request.id}`, 'application/x-www-form-urlencoded'),
+      await post(`${BASE}/link`, 'application/x-www-form-urlencoded'),
+    ]) {
+      expect(response.status).toBe(400);
+      if (response.headers.get('content-type')?.includes('json')) expect((await response.json()).error.code).toBe('body_unreadable');
+    }
+    expect(onError).not.toHaveBeenCalled();
+    expect((await store.get(request.id, Date.now()))?.status).toBe('pending');
+  });
+
   it('unknown routes and wrong methods serve nothing', async () => {
     const { handler } = setup({ authorize: byHeader });
     expect((await handler(get('/elsewhere', { 'x-user': 'alice' }))).status).toBe(404);

@@ -446,8 +446,11 @@ const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   'cross-origin-resource-policy': 'same-origin',
 });
 
-/** Every response: no caching, no sniffing, no referrer to other sites (links carry tokens), no framing, nothing loaded. */
-function securityHeaders(headers: Record<string, string>): Headers {
+/**
+ * Every response: no caching, no sniffing, no referrer to other sites (links carry tokens), no framing, nothing loaded.
+ * Also used by `toNodeHandler` for what it answers itself.
+ */
+export function securityHeaders(headers: Record<string, string>): Headers {
   const out = new Headers(headers);
   for (const [name, value] of Object.entries(SECURITY_HEADERS)) out.set(name, value);
   return out;

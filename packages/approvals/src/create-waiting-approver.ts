@@ -27,8 +27,13 @@ export function createWaitingApprover(options: WaitingApproverOptions): Approver
   return async (request) => {
     await options.onRequest?.(request);
     const state = await untilAnswered(store, request.id, Math.max(10, options.intervalMs ?? 500), request.signal);
-    // Only a stored approval approves; core reads the stored answer back and records it.
-    return state?.status === 'approved' ? true : { approved: false };
+    // A request the store no longer has (a bounded store forgot it, its key was evicted or deleted) was not rejected by
+    // anyone: the run is denied as an approver error that says so, never recorded as a human's rejection.
+    // (Core catches what an approver throws and denies with its message.)
+    if (state === undefined) throw new Error(`approval request ${request.id} is no longer in the approval store; nothing approved it`);
+    // Only a stored approval approves; core reads the stored answer back and records it (a rejection with who gave it,
+    // an expiry as expired).
+    return state.status === 'approved' ? true : { approved: false };
   };
 }
 

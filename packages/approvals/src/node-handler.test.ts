@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { AgentPolicy, InMemoryApprovalStore } from '@agentpolicy/core';
 import express from 'express';
 import { Hono } from 'hono';
@@ -101,5 +101,36 @@ describe('mounting the handler', () => {
     expect((await post(direct)).status).toBe(403);
     const proxied = await listen(toNodeHandler(handler, { trustProxy: true }));
     expect((await post(proxied)).status).toBe(200);
+  });
+});
+
+describe('what toNodeHandler answers itself', () => {
+  it('a path it refuses (a dot segment, a missing Host) carries the security headers every response has', async () => {
+    const { handler, id, store } = await setup();
+    const base = await listen(toNodeHandler(handler));
+    const { port } = new URL(base);
+    const refusals = [
+      `POST /approvals/link/%2e%2e/api/requests/${id}/resolve HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nx-user: alice\r\nContent-Type: application/json\r\nContent-Length: 20\r\nConnection: close\r\n\r\n{"answer":"approve"}`,
+      `GET /approvals/../approvals/ HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nx-user: alice\r\nConnection: close\r\n\r\n`,
+      `GET /approvals/ HTTP/1.0\r\nx-user: alice\r\n\r\n`,
+    ];
+    for (const bytes of refusals) {
+      const reply = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1');
+        let out = '';
+        socket.on('data', (chunk) => (out += chunk.toString('latin1')));
+        socket.on('error', reject);
+        socket.on('end', () => resolve(out));
+        socket.write(bytes);
+      });
+      const head = reply.split('\r\n\r\n')[0]?.toLowerCase() ?? '';
+      expect(head, bytes.split('\r\n')[0]).toMatch(/^http\/1\.[01] 400/);
+      expect(head).toContain("content-security-policy: default-src 'none'");
+      expect(head).toContain('cache-control: no-store');
+      expect(head).toContain('x-content-type-options: nosniff');
+      expect(head).toContain('x-frame-options: deny');
+      expect(head).toContain('referrer-policy: same-origin');
+    }
+    expect((await store.get(id, Date.now()))?.status).toBe('pending');
   });
 });

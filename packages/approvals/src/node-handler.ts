@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
-import type { ApprovalsHandler } from './approvals-handler.js';
+import { securityHeaders, type ApprovalsHandler } from './approvals-handler.js';
 
 /** Options of {@link toNodeHandler}. */
 export interface NodeHandlerOptions {
@@ -29,8 +29,9 @@ export function toNodeHandler(handler: ApprovalsHandler, options: NodeHandlerOpt
   return async (req, res) => {
     try {
       const request = toRequest(req, res, options);
+      // What the adapter refuses itself carries the handler's security headers too, as every response does.
       if (request === undefined) {
-        res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' }).end('bad request');
+        res.writeHead(400, Object.fromEntries(securityHeaders({ 'content-type': 'text/plain; charset=utf-8' }))).end('bad request');
         return;
       }
       const response = await handler(request);
@@ -41,7 +42,7 @@ export function toNodeHandler(handler: ApprovalsHandler, options: NodeHandlerOpt
       const body = response.body === null ? undefined : Buffer.from(await response.arrayBuffer());
       res.end(body);
     } catch {
-      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
+      if (!res.headersSent) res.writeHead(500, Object.fromEntries(securityHeaders({ 'content-type': 'text/plain; charset=utf-8' })));
       res.end();
     }
   };

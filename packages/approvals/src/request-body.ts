@@ -3,7 +3,7 @@ export type BodyProblem =
   | { readonly status: 408; readonly code: 'body_timeout'; readonly message: string }
   | { readonly status: 413; readonly code: 'body_too_large'; readonly message: string }
   | { readonly status: 415; readonly code: 'unsupported_media_type'; readonly message: string }
-  | { readonly status: 400; readonly code: 'malformed_body'; readonly message: string };
+  | { readonly status: 400; readonly code: 'malformed_body' | 'body_unreadable'; readonly message: string };
 
 /** A body read as form fields or JSON, or the problem that stopped it. */
 export type BodyResult = { readonly ok: true; readonly fields: Readonly<Record<string, string>> } | ({ readonly ok: false } & BodyProblem);
@@ -15,7 +15,9 @@ const MEDIA: Record<Kind, string> = { form: 'application/x-www-form-urlencoded',
 /**
  * Reads a request body of the expected kind, never more than `limit` bytes (a declared length over the limit is
  * refused before reading; a stream that runs past it is cancelled) and for no longer than `timeoutMs` (a body still
- * arriving then is cancelled: a client sending a byte now and then holds nothing for long). Form fields and JSON
+ * arriving then is cancelled: a client sending a byte now and then holds nothing for long). A body that breaks off
+ * (the client went away, the connection was reset) is unreadable: the client's problem, not a failure of the handler
+ * or its store. Form fields and JSON
  * members must be strings; a field given twice (in JSON too, where parsers disagree on which copy counts), invalid
  * UTF-8 or JSON that is not an object of strings is malformed.
  */
@@ -26,6 +28,7 @@ export async function readBody(request: Request, kind: Kind, limit: number, time
   if (declared !== null && !(Number(declared) <= limit)) return tooLarge(limit);
   const bytes = await readLimited(request, limit, timeoutMs);
   if (bytes === 'timeout') return { ok: false, status: 408, code: 'body_timeout', message: `the body did not arrive within ${timeoutMs} ms` };
+  if (bytes === 'unreadable') return { ok: false, status: 400, code: 'body_unreadable', message: 'the body broke off before its end' };
   if (bytes === undefined) return tooLarge(limit);
   let text: string;
   try {
@@ -36,7 +39,7 @@ export async function readBody(request: Request, kind: Kind, limit: number, time
   return kind === 'form' ? formFields(text) : jsonFields(text);
 }
 
-async function readLimited(request: Request, limit: number, timeoutMs: number): Promise<Uint8Array | undefined | 'timeout'> {
+async function readLimited(request: Request, limit: number, timeoutMs: number): Promise<Uint8Array | undefined | 'timeout' | 'unreadable'> {
   if (request.body === null) return new Uint8Array(0);
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -60,6 +63,10 @@ async function readLimited(request: Request, limit: number, timeoutMs: number): 
       }
       chunks.push(read.value);
     }
+  } catch {
+    // The stream errored: the client went away or the connection broke mid-body.
+    reader.cancel().catch(() => undefined);
+    return 'unreadable';
   } finally {
     clearTimeout(timer);
   }

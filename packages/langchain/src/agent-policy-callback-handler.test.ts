@@ -2,11 +2,13 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AgentPolicy, ApprovalRequiredError, PolicyDeniedError, type AgentPolicyOptions } from '@agentpolicy/core';
 import { ChatOpenAI } from '@langchain/openai';
-import { AIMessage, HumanMessage, ToolMessage } from '@langchain/core/messages';
+import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
 import { InMemoryCache } from '@langchain/core/caches';
 import { awaitAllCallbacks } from '@langchain/core/callbacks/promises';
 import { LLM } from '@langchain/core/language_models/llms';
-import type { LLMResult } from '@langchain/core/outputs';
+import { BaseChatModel } from '@langchain/core/language_models/chat_models';
+import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager';
+import { ChatGenerationChunk, type ChatResult, type LLMResult } from '@langchain/core/outputs';
 import { fakeModel } from '@langchain/core/testing';
 import { DynamicStructuredTool, tool } from '@langchain/core/tools';
 import { FakeListChatModel } from '@langchain/core/utils/testing';
@@ -286,6 +288,67 @@ describe('AgentPolicyCallbackHandler: model calls', () => {
     await expect(new TokenLLM({}).invoke('hello', { callbacks: [handler] })).resolves.toBe('echo hello');
     expect(session.spent).toBe(CALL_COST);
     expect(session.report().decisions[0]?.action.metadata).toMatchObject({ model: 'token-llm', maxOutputTokens: 64, inputTokens: 10, outputTokens: 5 });
+  });
+});
+
+/** A chat model that streams three chunks, reporting each to its run as LangChain's integrations do; the last carries `usage`. */
+class UsageStreamModel extends BaseChatModel {
+  constructor(private readonly usage: Record<string, unknown>) {
+    super({});
+  }
+  _llmType() {
+    return 'usage-stream';
+  }
+  async _generate(): Promise<ChatResult> {
+    throw new Error('streamed only');
+  }
+  override async *_streamResponseChunks(_messages: BaseMessage[], _options: unknown, runManager?: CallbackManagerForLLMRun): AsyncGenerator<ChatGenerationChunk> {
+    for (const [index, text] of ['o', 'k', '!'].entries()) {
+      const chunk = new ChatGenerationChunk({ text, message: new AIMessageChunk({ content: text, ...(index === 2 ? { usage_metadata: this.usage as never } : {}) }) });
+      await runManager?.handleLLMNewToken(text, { prompt: 0, completion: 0 }, undefined, undefined, undefined, { chunk });
+      yield chunk;
+    }
+  }
+}
+
+describe('AgentPolicyCallbackHandler: streamed usage', () => {
+  const streamed = async (usage: Record<string, unknown>) => {
+    const session = new AgentPolicy({ budget: 1, pricing: { UsageStreamModel: { input: 1, output: 2, maxOutputTokens: 4096 } } }).session();
+    let text = '';
+    for await (const chunk of await new UsageStreamModel(usage).stream([new HumanMessage('hello')], { callbacks: [new AgentPolicyCallbackHandler(session)] })) text += String(chunk.content);
+    expect(text).toBe('ok!');
+    const [decision] = session.report().decisions;
+    expect(session.pendingReservations).toBe(0);
+    return decision!.settlement!;
+  };
+
+  it('a stream whose chunks report both counts is charged them', async () => {
+    expect(await streamed({ ...USAGE })).toMatchObject({ status: 'committed', actual: CALL_COST });
+  });
+
+  it('a stream whose chunks leave out the output count is charged its estimate, not the 0 LangChain merges in for it', async () => {
+    // LangChain merges the chunks into one message with output_tokens: 0; the count was never reported.
+    const settlement = await streamed({ input_tokens: 10 });
+    expect(settlement.status).toBe('committed');
+    expect(settlement.actual).toBe(settlement.estimated);
+    expect(settlement.actual).toBeGreaterThan(0.008);
+  });
+
+  it('counts reported in separate chunks of one stream are both reports', async () => {
+    const session = new AgentPolicy({ budget: 1, pricing: { SplitUsageModel: { input: 1, output: 2, maxOutputTokens: 4096 } } }).session();
+    class SplitUsageModel extends UsageStreamModel {
+      override async *_streamResponseChunks(_messages: BaseMessage[], _options: unknown, runManager?: CallbackManagerForLLMRun): AsyncGenerator<ChatGenerationChunk> {
+        for (const usage of [{ input_tokens: 10 }, { output_tokens: 5 }]) {
+          const chunk = new ChatGenerationChunk({ text: 'x', message: new AIMessageChunk({ content: 'x', usage_metadata: usage as never }) });
+          await runManager?.handleLLMNewToken('x', { prompt: 0, completion: 0 }, undefined, undefined, undefined, { chunk });
+          yield chunk;
+        }
+      }
+    }
+    for await (const _chunk of await new SplitUsageModel({}).stream('hello', { callbacks: [new AgentPolicyCallbackHandler(session)] })) {
+      // read to the end
+    }
+    expect(session.spent).toBe(CALL_COST);
   });
 });
 

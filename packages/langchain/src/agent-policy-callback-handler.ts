@@ -2,9 +2,10 @@ import { AgentPolicyError, decisionError, splitPromptMedia, type PolicySession, 
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
 import type { BaseMessage } from '@langchain/core/messages';
 import type { LLMResult } from '@langchain/core/outputs';
+import type { HandleLLMNewTokenCallbackFields, NewTokenIndices } from '@langchain/core/callbacks/base';
 import type { Serialized } from '@langchain/core/load/serializable';
 import { isGated } from './model-gate.js';
-import { failureOf, modelInfoFromCallback, promptOf, usageFromResult } from './model-call.js';
+import { addStreamedUsage, failureOf, modelInfoFromCallback, promptOf, usageFromResult, type UsageSides } from './model-call.js';
 import { decide, isDecidedToolRun, isGovernedToolCall, markToolRun } from './tool-run.js';
 import { toolCallKey, toolCost, type ToolCosts } from './tool-costs.js';
 
@@ -50,6 +51,8 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
   readonly session: PolicySession;
   private readonly toolCosts: ToolCosts | undefined;
   private readonly reservations = new Map<string, Reservation>();
+  // The counts the chunks of a streamed run reported, by run id: LangChain's merge turns a count none reported into 0.
+  private readonly streamed = new Map<string, UsageSides>();
   private readonly toolRuns = new Map<string, Reservation>();
   // Model runs the middleware of the same session gates: this handler leaves them alone.
   private readonly skipped = new Set<string>();
@@ -162,18 +165,28 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
     await this.reserve(llm, prompts[0] ?? '', runId, extraParams, metadata);
   }
 
+  /** Notes the counts a streamed chunk reports. Never throws. */
+  override handleLLMNewToken(_token: string, _idx: NewTokenIndices, runId: string, _parentRunId?: string, _tags?: string[], fields?: HandleLLMNewTokenCallbackFields): void {
+    if (!this.reservations.has(runId)) return;
+    const sides = addStreamedUsage(this.streamed.get(runId), fields?.chunk);
+    if (sides !== undefined) this.streamed.set(runId, sides);
+  }
+
   /** Charges the real cost of the call (a cache hit costs nothing). Never throws. */
   override async handleLLMEnd(output: LLMResult, runId: string, _parentRunId?: string, _tags?: string[], extraParams?: Record<string, unknown>): Promise<void> {
     if (this.skipped.delete(runId)) return;
     const open = this.reservations.get(runId);
     this.reservations.delete(runId);
+    const sides = this.streamed.get(runId);
+    this.streamed.delete(runId);
     // Never throws: the call already happened, so its cost is recorded and the caller gets its answer.
     try {
       if (extraParams?.['cached'] === true) {
         await open?.release();
         return;
       }
-      const usage = usageFromResult(output);
+      // A stream whose chunks left out a count: the merged message holds a 0 for it, which is no report.
+      const usage = sides !== undefined && !(sides.input && sides.output) ? undefined : usageFromResult(output);
       if (open) {
         await open.commit(usage);
         return;
@@ -193,6 +206,7 @@ export class AgentPolicyCallbackHandler extends BaseCallbackHandler {
     if (this.skipped.delete(runId)) return;
     const open = this.reservations.get(runId);
     this.reservations.delete(runId);
+    this.streamed.delete(runId);
     if (!open) return;
     try {
       await open.fail(failureOf(error));

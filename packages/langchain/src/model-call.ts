@@ -121,6 +121,27 @@ export function usageFromMessage(message: unknown): UsageUpdate | undefined {
   };
 }
 
+/** Which counts a usage report has: each side a number (a side left out is not a zero). */
+export interface UsageSides {
+  input: boolean;
+  output: boolean;
+}
+
+/**
+ * Adds the counts one streamed chunk reports (its message's `usage_metadata`) to `sides`, as the provider sent them.
+ * LangChain merges the chunks of a stream into one message and turns a count no chunk reported into 0, so only the
+ * chunks tell a side left out from a zero. Returns `sides` unchanged for a chunk without usage.
+ */
+export function addStreamedUsage(sides: UsageSides | undefined, chunk: unknown): UsageSides | undefined {
+  const usage = asBag(asBag(chunk)['message'])['usage_metadata'];
+  if (typeof usage !== 'object' || usage === null) return sides;
+  const bag = asBag(usage);
+  return {
+    input: (sides?.input ?? false) || typeof bag['input_tokens'] === 'number',
+    output: (sides?.output ?? false) || typeof bag['output_tokens'] === 'number',
+  };
+}
+
 /** The model name a provider answered with (`response_metadata.model_name`), if any. */
 export function responseModel(message: unknown): string | undefined {
   const metadata = asBag(asBag(message)['response_metadata']);

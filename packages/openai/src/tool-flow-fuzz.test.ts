@@ -50,6 +50,7 @@ import {
   TOOL_COSTS,
   TOOL_NAMES,
   toolDecisions,
+  UnhandledRejections,
   Violation,
   type ModelResponse,
   type ToolName,
@@ -357,8 +358,6 @@ function countEnd(session: PolicySession): void {
 
 // ---- the run ------------------------------------------------------------------------------------------------------
 
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => unhandled.push(reason);
 
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_202 : Number(process.env['FUZZ_SEED']);
 const RUNS = process.env['FUZZ_RUNS'] === undefined ? 250 : Number(process.env['FUZZ_RUNS']);
@@ -371,12 +370,13 @@ const CLIENTS: ReadonlyArray<[string, typeof OpenAI]> = [
 
 describe.each(CLIENTS)('tool flow fuzz with %s: random runs through create() + runTool, stream() and runTools() keep every promise', (_name, OpenAIClient) => {
   let server: MockOpenAIServer;
+  const unhandled = new UnhandledRejections();
   beforeAll(async () => {
     server = await startMockOpenAI({ usage: { input: 100, output: 20 } });
-    process.on('unhandledRejection', onUnhandled);
+    unhandled.install();
   });
   afterAll(async () => {
-    process.off('unhandledRejection', onUnhandled);
+    unhandled.remove();
     await server.close();
   });
 
@@ -387,7 +387,7 @@ describe.each(CLIENTS)('tool flow fuzz with %s: random runs through create() + r
         const session = makeSession();
         const client = wrapOpenAI(new OpenAIClient({ apiKey: 'k', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: TOOL_COSTS });
         const world: World = { session, client, runs: [], turn: 0 };
-        unhandled.length = 0;
+        unhandled.seen.length = 0;
         for (const [index, turn] of turns.entries()) {
           world.turn = index + 1;
           server.reset();
@@ -398,7 +398,7 @@ describe.each(CLIENTS)('tool flow fuzz with %s: random runs through create() + r
           count(world, turn, error, runsBefore);
           checkError(error, turn);
           invariants(world, where, turn, error, server.count());
-          if (unhandled.length > 0) throw new Violation(`${where}: unhandled rejection: ${explain(unhandled[0])}`);
+          unhandled.check(where);
         }
         session.end();
         invariants(world, 'end', undefined, undefined, 0);
