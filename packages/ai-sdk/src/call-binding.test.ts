@@ -310,6 +310,32 @@ describe('two calls of one step with the same tool call id, one of them held bac
     }
   });
 
+  it('a tool wrapTools did not wrap keeps its charge: generateText holds the call back, streamText runs it, and the hook cannot tell which', async () => {
+    for (const streamed of [false, true]) {
+      for (const order of [
+        [['pay', 'c3', { amount: 500 }], ['pay', 'c3', { amount: 5 }]],
+        [['pay', 'c3', { amount: 5 }], ['pay', 'c3', { amount: 500 }]],
+      ] as Array<Array<[string, string, unknown]>>) {
+        const paid: unknown[] = [];
+        const session = makePolicy({ budget: 1, ...largeNeedsApproval }).session();
+        const result = twoCalls(order);
+        const model = new MockLanguageModelV4({
+          doGenerate: [result],
+          doStream: [{ stream: convertArrayToReadableStream([{ type: 'stream-start', warnings: [] }, ...result.content, { type: 'finish', finishReason: result.finishReason, usage: result.usage }] as LanguageModelV4StreamPart[]) }],
+        });
+        const settings = { model, tools: payTools(paid), toolApproval: policyToolApproval(session, { costs: { pay: 0.05 } }), messages: prompt };
+        if (streamed) await streamText(settings).consumeStream();
+        else await generateText(settings);
+
+        // The same hook calls either way; only streamText runs the small payment. Its charge is kept in both, so the
+        // streamed one never runs uncharged.
+        expect(paid).toEqual(streamed ? [{ amount: 5 }] : []);
+        expect(session.report()).toMatchObject({ spent: 0.05, reserved: 0 });
+        expect(toolDecisions(session.report().decisions).map((d) => d.decision).sort()).toEqual(['allow', 'require_approval']);
+      }
+    }
+  });
+
   it('the same small payment in a later turn is decided and charged once, and runs', async () => {
     const paid: unknown[] = [];
     const session = makePolicy({ budget: 1, ...largeNeedsApproval }).session();

@@ -1,15 +1,17 @@
 import { AgentPolicyError, decisionError, type Decision, type PolicySession } from '@agentpolicy/core';
 import { checkToolCall, resolveToolCost, type ToolCallCheck, type ToolCallInfo } from './check-tool-call.js';
-import { answersCall, approvalReason, findApprovalResponse, type ApprovalResponse } from './find-approval-response.js';
+import { answersCall, approvalReason, findApprovalResponse, resumedFromLastMessage, type ApprovalResponse } from './find-approval-response.js';
 import type { ToolCost } from './tool-settings.js';
 
 /** What the approval hook should tell the AI SDK. */
 export type ApprovalOutcome =
   /**
    * Run the tool without asking anyone (allowed, or approved by a human and allowed again on resume). `check`: the
-   * allow recorded for a tool the wrapped `execute` runs, with the money it holds until then.
+   * allow recorded for a tool the wrapped `execute` runs, with the money it holds until then. `resuming`: the SDK
+   * resumes this call from a human's approval in the history that did not count for it (the policy allowed the call
+   * on its own); ai 6 runs such a call only while its `needsApproval` keeps the approval valid.
    */
-  | { readonly kind: 'run'; readonly resumed: boolean; readonly check?: ToolCallCheck }
+  | { readonly kind: 'run'; readonly resumed: boolean; readonly check?: ToolCallCheck; readonly resuming?: true }
   /** Ask a human: the SDK emits a `tool-approval-request`. `decision`: the recorded `require_approval`, if any. */
   | { readonly kind: 'ask'; readonly reason: string | undefined; readonly decision?: Decision }
   /** Do not run the tool. */
@@ -42,9 +44,12 @@ function ask(decision: Decision): ApprovalOutcome {
  * The answer to a call the SDK resumes from an approval in the history that does not count (used, expired, for other
  * input). Resuming, the SDK takes every status but `denied` as a yes and runs the call, so asking again is a denial.
  */
-function refusedResume(call: ToolCallInfo, asked: Extract<ApprovalOutcome, { kind: 'ask' }>): ApprovalOutcome {
+function refusedResume(call: ToolCallInfo, asked: Extract<ApprovalOutcome, { kind: 'ask' }>, found: ApprovalResponse | undefined): ApprovalOutcome {
   const decision = asked.decision;
-  const why = decision?.unusedAnswer?.detail ?? (decision === undefined ? 'it was used for one execution already, or answers a call with other input' : 'it answers another request');
+  const why =
+    found?.approved === false
+      ? 'a human rejected the request it answers'
+      : (decision?.unusedAnswer?.detail ?? (decision === undefined ? 'it was used for one execution already, or answers a call with other input' : 'it answers another request'));
   const reason = `agentpolicy: tool ${JSON.stringify(call.toolName)}: the approval in the history does not count for this call (${why}); a new approval is needed`;
   const error = new AgentPolicyError('ACTION_DENIED', reason, decision === undefined ? undefined : { cause: decisionError(decision) });
   return { kind: 'deny', resumed: true, reason, error };
@@ -92,10 +97,72 @@ async function misplacedFor(session: PolicySession, approval: ApprovalResponse, 
   }
 }
 
-async function pendingRequestFor(session: PolicySession, call: ToolCallInfo, cost: ToolCost<never> | undefined): Promise<string | undefined> {
+/** The agentpolicy request the SDK was last asked to raise a `tool-approval-request` for under one tool call id. */
+interface Asked {
+  readonly requestId: string;
+  /** The step it was asked in (the SDK passes one message array per step). */
+  readonly step: unknown;
+  /**
+   * Whether another request was asked under the same id in that step: `generateText` then raises one SDK request (for
+   * the last), `streamText` one for each, and an answer that names no request cannot say which it answers.
+   */
+  readonly ambiguous: boolean;
+  /** The SDK requests under the id that the history held when it was asked: an answer to one of them predates it. */
+  readonly earlier: ReadonlySet<unknown>;
+}
+
+/** The approval ids of the SDK requests under one tool call id that the messages hold. */
+function requestsUnder(messages: unknown, toolCallId: string): Set<unknown> {
+  const ids = new Set<unknown>();
+  if (!Array.isArray(messages)) return ids;
+  for (const message of messages as Array<{ role?: unknown; content?: unknown } | null>) {
+    if (message?.role !== 'assistant' || !Array.isArray(message.content)) continue;
+    for (const part of message.content as Array<{ type?: unknown; toolCallId?: unknown; approvalId?: unknown } | null>) {
+      if (part?.type === 'tool-approval-request' && part.toolCallId === toolCallId) ids.add(part.approvalId);
+    }
+  }
+  return ids;
+}
+
+// By session and tool call id. Bounded: the oldest ids are forgotten first.
+const askedRequests = new WeakMap<PolicySession, Map<string, Asked>>();
+const ASKED_REQUESTS = 4096;
+
+function rememberAsked(session: PolicySession, toolCallId: string | undefined, decision: Decision | undefined, step: unknown): void {
+  const requestId = decision?.approvalRequest?.id;
+  if (toolCallId === undefined || requestId === undefined) return;
+  let asked = askedRequests.get(session);
+  if (asked === undefined) askedRequests.set(session, (asked = new Map()));
+  const earlier = asked.get(toolCallId);
+  const ambiguous = earlier !== undefined && step !== undefined && earlier.step === step && (earlier.ambiguous || earlier.requestId !== requestId);
+  asked.delete(toolCallId);
+  if (asked.size >= ASKED_REQUESTS) asked.delete(asked.keys().next().value as string);
+  asked.set(toolCallId, { requestId, step, ambiguous, earlier: requestsUnder(step, toolCallId) });
+}
+
+/**
+ * The agentpolicy request an approval that names none answers: the one the SDK was last asked about under this call's
+ * tool call id (in another process: the newest pending request raised under that id), and only while it is pending
+ * and about exactly this call, by an answer to an SDK request the history did not hold yet when it was asked; none
+ * when that step asked about several requests under the id. The input the history
+ * shows beside the SDK request can be edited, and ai 6 writes a step's calls that share an id with the first one's
+ * input: an answer moved onto another input — that of an older request the human rejected (the SDK never tells the
+ * policy) or never saw — approves nothing.
+ */
+async function pendingRequestFor(session: PolicySession, approval: ApprovalResponse, call: ToolCallInfo, cost: ToolCost<never> | undefined): Promise<string | undefined> {
   const fingerprint = fingerprintOf(session, call, cost);
+  const asked = call.toolCallId === undefined ? undefined : askedRequests.get(session)?.get(call.toolCallId);
+  if (asked !== undefined) {
+    if (asked.ambiguous || asked.earlier.has(approval.approvalId)) return undefined;
+    const state = await session.getApproval(asked.requestId);
+    return state?.status === 'pending' && state.fingerprint === fingerprint ? asked.requestId : undefined;
+  }
   const pending = await session.pendingApprovals();
-  for (let i = pending.length - 1; i >= 0; i--) if (pending[i]!.fingerprint === fingerprint) return pending[i]!.id;
+  for (let i = pending.length - 1; i >= 0; i--) {
+    const request = pending[i]!;
+    if (request.action.type !== 'tool' || request.action.metadata?.['toolCallId'] !== call.toolCallId) continue;
+    return request.fingerprint === fingerprint ? request.id : undefined;
+  }
   return undefined;
 }
 
@@ -128,23 +195,31 @@ async function run(session: PolicySession, check: ToolCallCheck, runsTool: boole
 export async function decideApproval(session: PolicySession, input: ApprovalInput): Promise<ApprovalOutcome> {
   const found = findApprovalResponse(input.messages, input.call.toolCallId);
   const outcome = await decideCall(session, input, found);
+  if (outcome.kind !== 'ask' && (outcome.kind !== 'run' || outcome.resumed)) return outcome;
+  // Whether the SDK resumes this call from a yes in the last message, whichever answer counts here.
+  const resuming = found !== undefined ? found.resumes : resumedFromLastMessage(input.messages, input.call.toolCallId);
+  if (!resuming) {
+    // The SDK raises a `tool-approval-request` for the call: its answer will answer this request.
+    if (outcome.kind === 'ask') rememberAsked(session, input.call.toolCallId, outcome.decision, input.messages);
+    return outcome;
+  }
   // A tool this package does not run has no second check in `execute`: the hook's answer is all there is.
-  if (outcome.kind === 'ask' && found?.approved === true && found.resumes && !input.runsTool) return refusedResume(input.call, outcome);
-  return outcome;
+  if (outcome.kind === 'ask') return input.runsTool ? outcome : refusedResume(input.call, outcome, found);
+  return { ...outcome, resuming: true };
 }
 
 async function decideCall(session: PolicySession, input: ApprovalInput, found: ApprovalResponse | undefined): Promise<ApprovalOutcome> {
   const { call } = input;
   let approval = found?.approved === true ? found : undefined;
   // Without an agentpolicy request named in it (ai 6 and `needsApproval` give the SDK request no reason), an
-  // approval counts only for exactly the call the human saw, once; it answers the pending request raised for that
-  // call, if the policy raised one.
+  // approval counts only for exactly the call the human saw, once; it answers the request the SDK was last asked
+  // about under that call id, if that request is about exactly this call.
   const unnamed = approval !== undefined && approval.requestId === undefined;
   if (approval !== undefined && !unnamed && (await misplacedFor(session, approval, call, input.cost))) approval = undefined;
   if (approval !== undefined && unnamed) {
     if (!covers(session, approval, call)) approval = undefined;
     else {
-      const requestId = await pendingRequestFor(session, call, input.cost);
+      const requestId = await pendingRequestFor(session, approval, call, input.cost);
       if (requestId !== undefined) approval = { ...approval, requestId };
     }
   }

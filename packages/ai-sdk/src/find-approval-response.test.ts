@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { answersCall, approvalReason, findApprovalResponse } from './find-approval-response.js';
+import { answersCall, approvalReason, findApprovalResponse, resumedFromLastMessage } from './find-approval-response.js';
 
 const history = [
   { role: 'user', content: 'hi' },
@@ -25,7 +25,8 @@ const history = [
 describe('findApprovalResponse', () => {
   it("finds the first human response for a call through its approval request's id", () => {
     expect(findApprovalResponse(history, 'call-1')).toEqual({ approvalId: 'ap-1', approved: true, reason: 'fine', toolName: 'send_email', input: {}, hasInput: true, resumes: true });
-    expect(findApprovalResponse(history, 'call-2')).toEqual({ approvalId: 'ap-2', approved: false, reason: 'no', toolName: 'send_email', input: {}, hasInput: true, resumes: true });
+    // A no is not resumed through the approval hook: the SDK answers the call with execution-denied itself.
+    expect(findApprovalResponse(history, 'call-2')).toEqual({ approvalId: 'ap-2', approved: false, reason: 'no', toolName: 'send_email', input: {}, hasInput: true, resumes: false });
   });
 
   it('binds the answer to the agentpolicy request named in the reason and to the input of the call it was raised for', () => {
@@ -44,7 +45,7 @@ describe('findApprovalResponse', () => {
     // Before the second request is answered, the latest answer is the first one, bound to its own request and input.
     expect(findApprovalResponse(reused, 'call-0')).toEqual({ approvalId: 'ap-1', approved: true, requestId: 'apr_first', toolName: 'send_email', input: { to: 'ada' }, hasInput: true, resumes: false });
     const answered = [...reused, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-2', approved: false }] }];
-    expect(findApprovalResponse(answered, 'call-0')).toEqual({ approvalId: 'ap-2', approved: false, requestId: 'apr_second', toolName: 'send_email', input: { to: 'eve' }, hasInput: true, resumes: true });
+    expect(findApprovalResponse(answered, 'call-0')).toEqual({ approvalId: 'ap-2', approved: false, requestId: 'apr_second', toolName: 'send_email', input: { to: 'eve' }, hasInput: true, resumes: false });
   });
 
   it('reads no request id from a reason that does not end with one', () => {
@@ -57,12 +58,20 @@ describe('findApprovalResponse', () => {
     expect(findApprovalResponse(odd('x (approval request apr_1) and more'), 'c')?.requestId).toBeUndefined();
   });
 
-  it('tells whether the SDK resumes the call from the answer: only from the last message, before the call has a result', () => {
+  it('tells whether the SDK resumes the call: from a yes in the last message, before the call has a result', () => {
     const answered = [...history.slice(0, 2), { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-1', approved: true }] }];
     expect(findApprovalResponse(answered, 'call-1')?.resumes).toBe(true);
     const ran = [...answered.slice(0, 2), { role: 'tool', content: [...answered[2]!.content as object[], { type: 'tool-result', toolCallId: 'call-1', toolName: 'send_email', output: { type: 'text', value: 'ok' } }] }];
     expect(findApprovalResponse(ran, 'call-1')?.resumes).toBe(false);
     expect(findApprovalResponse([...answered, { role: 'user', content: 'next' }], 'call-1')?.resumes).toBe(false);
+    // The SDK reads only the last message: a yes there resumes the call, even where an earlier answer is the one that
+    // counts (a no given before, or the same yes replayed).
+    const rejected = [...history.slice(0, 2), { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-1', approved: false }] }];
+    const replayed = [...rejected, { role: 'tool', content: [{ type: 'tool-approval-response', approvalId: 'ap-1', approved: true }] }];
+    expect(findApprovalResponse(replayed, 'call-1')).toMatchObject({ approved: false, resumes: true });
+    expect(resumedFromLastMessage(replayed, 'call-1')).toBe(true);
+    expect(resumedFromLastMessage(replayed, 'call-2')).toBe(false);
+    expect(resumedFromLastMessage(rejected, 'call-1')).toBe(false);
   });
 
   it('finds nothing for other calls, missing ids, or malformed history', () => {

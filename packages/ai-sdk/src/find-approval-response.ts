@@ -16,10 +16,7 @@ export interface ApprovalResponse {
   readonly input?: unknown;
   /** Whether the history holds that tool call (and so `input`). */
   readonly hasInput: boolean;
-  /**
-   * Whether the SDK resumes the call from this answer: it is in the last message of the history and that message
-   * holds no result for the call yet. There the SDK runs the call unless the approval hook answers `denied`.
-   */
+  /** Whether the SDK resumes a call with this tool call id from the last message ({@link resumedFromLastMessage}). */
   readonly resumes: boolean;
 }
 
@@ -55,6 +52,30 @@ interface RequestInfo {
   readonly toolName: unknown;
   readonly input: unknown;
   readonly hasInput: boolean;
+}
+
+/**
+ * Whether the SDK resumes a call with this tool call id from the last message of the history: that message is a tool
+ * message holding a yes to a `tool-approval-request` for this id, and no result for the id. The SDK reads only the
+ * last message and takes any yes there — a replayed answer, a second answer to a request the human already rejected,
+ * an answer to one of its own automatic requests — and then runs the call unless the approval hook answers `denied`
+ * (ai 7) or the tool's `needsApproval` answers `false` (ai 6, which then runs nothing).
+ */
+export function resumedFromLastMessage(messages: readonly unknown[] | undefined, toolCallId: string | undefined): boolean {
+  if (!Array.isArray(messages) || typeof toolCallId !== 'string' || toolCallId === '') return false;
+  const last = messages[messages.length - 1] as { role?: unknown } | null | undefined;
+  if (last?.role !== 'tool') return false;
+  let yes: Set<unknown> | undefined;
+  for (const part of partsOf(last)) {
+    if (part.type === 'tool-result' && part.toolCallId === toolCallId) return false;
+    if (part.type === 'tool-approval-response' && part.approved) (yes ??= new Set()).add(part.approvalId);
+  }
+  if (yes === undefined) return false;
+  for (const message of messages) {
+    if ((message as { role?: unknown } | null)?.role !== 'assistant') continue;
+    for (const part of partsOf(message)) if (part.type === 'tool-approval-request' && part.toolCallId === toolCallId && yes.has(part.approvalId)) return true;
+  }
+  return false;
 }
 
 /**
@@ -99,12 +120,10 @@ export function findApprovalResponse(messages: readonly unknown[] | undefined, t
   // Where the last rejection of each agentpolicy request was given.
   const rejectedAt = new Map<string, number>();
   const answered = new Set<string>();
-  const last = messages[messages.length - 1];
+  const resumes = resumedFromLastMessage(messages, toolCallId);
   messages.forEach((message, at) => {
     if ((message as { role?: unknown } | null)?.role !== 'tool') return;
     const parts = partsOf(message);
-    // As the SDK collects the answers it resumes from: those of the last message, for calls it holds no result of.
-    const resumable = message === last && !parts.some((part) => part.type === 'tool-result' && part.toolCallId === toolCallId);
     for (const part of parts) {
       if (part.type !== 'tool-approval-response' || typeof part.approvalId !== 'string') continue;
       const request = requests!.get(part.approvalId);
@@ -123,7 +142,7 @@ export function findApprovalResponse(messages: readonly unknown[] | undefined, t
         ...(request.requestId !== undefined ? { requestId: request.requestId } : {}),
         ...(request.hasInput ? { toolName: request.toolName, input: request.input } : {}),
         hasInput: request.hasInput,
-        resumes: resumable,
+        resumes,
       };
     }
   });

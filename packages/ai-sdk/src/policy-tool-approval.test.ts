@@ -285,6 +285,66 @@ describe('policyToolApproval', () => {
     expect(session.spent).toBe(0.125);
   });
 
+  describe('an unwrapped tool resumed by the SDK from an answer in the last message that does not count', () => {
+    // The SDK resumes a call from any yes in the last message to a request for its id (it does not look for an earlier
+    // answer to the same request), and then runs it unless the hook answers `denied`: the hook is the only check.
+    async function asked(counters: Record<string, number>) {
+      const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+      const tools = makeTools(counters);
+      const toolApproval = policyToolApproval(session);
+      const first = await generateText({ model: new MockLanguageModelV4({ doGenerate: [toolCallResult('send_email', 'call-1', { to: 'ada' })] }), tools, toolApproval, messages: prompt });
+      const request = first.content.find((part) => part.type === 'tool-approval-request')!;
+      const history: ModelMessage[] = [...prompt, ...first.responseMessages];
+      return { session, tools, toolApproval, request, history };
+    }
+    const answer = (approvalId: string, approved: boolean): ModelMessage => ({ role: 'tool', content: [{ type: 'tool-approval-response', approvalId, approved }] });
+
+    it("a human's no, then the same request answered yes in a later message: the call does not run", async () => {
+      const counters: Record<string, number> = {};
+      const { session, tools, toolApproval, request, history } = await asked(counters);
+      const model = new MockLanguageModelV4({ doGenerate: [textResult('ok'), textResult('ok')] });
+      await generateText({ model, tools, toolApproval, messages: [...history, answer(request.approvalId, false)] });
+      const result = await generateText({ model, tools, toolApproval, messages: [...history, answer(request.approvalId, false), answer(request.approvalId, true)] });
+
+      expect(counters.send_email).toBeUndefined();
+      expect(result.content.some((part) => part.type === 'tool-result')).toBe(false);
+      expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(0);
+    });
+
+    it('the same call asked twice in one step under two ids, answered yes and no: the no stands, neither runs', async () => {
+      const counters: Record<string, number> = {};
+      const session = makePolicy({ approvalRules: [{ tool: 'send_email' }] }).session();
+      const tools = makeTools(counters);
+      const toolApproval = policyToolApproval(session);
+      const twice = {
+        ...toolCallResult('send_email', 'call-1', { to: 'ada' }),
+        content: ['call-1', 'call-2'].map((toolCallId) => ({ type: 'tool-call' as const, toolCallId, toolName: 'send_email', input: JSON.stringify({ to: 'ada' }) })),
+      };
+      const first = await generateText({ model: new MockLanguageModelV4({ doGenerate: [twice] }), tools, toolApproval, messages: prompt });
+      // Both SDK requests name the one agentpolicy request raised for that action.
+      const requests = first.content.filter((part) => part.type === 'tool-approval-request');
+      expect(requests).toHaveLength(2);
+      const answers: ModelMessage = { role: 'tool', content: requests.map((part, index) => ({ type: 'tool-approval-response' as const, approvalId: part.approvalId, approved: index === 0 })) };
+      const result = await generateText({ model: new MockLanguageModelV4({ doGenerate: [textResult('ok')] }), tools, toolApproval, messages: [...prompt, ...first.responseMessages, answers] });
+
+      expect(counters.send_email).toBeUndefined();
+      expect(result.content.filter((part) => part.type === 'tool-result')).toHaveLength(0);
+      expect(session.spent).toBe(0);
+    });
+
+    it('a used yes replayed in a later message: the call runs once', async () => {
+      const counters: Record<string, number> = {};
+      const { session, tools, toolApproval, request, history } = await asked(counters);
+      const model = new MockLanguageModelV4({ doGenerate: [textResult('ok'), textResult('ok')] });
+      const resumed = await generateText({ model, tools, toolApproval, messages: [...history, answer(request.approvalId, true)] });
+      expect(counters.send_email).toBe(1);
+      await generateText({ model, tools, toolApproval, messages: [...history, answer(request.approvalId, true), ...resumed.responseMessages.slice(0, 1), answer(request.approvalId, true)] });
+
+      expect(counters.send_email).toBe(1);
+      expect(toolDecisions(session.report().decisions).filter((d) => d.decision === 'allow')).toHaveLength(1);
+    });
+  });
+
   it('rejects bad arguments', () => {
     expect(() => policyToolApproval(undefined as never)).toThrow(/needs a PolicySession/);
     expect(() => policyToolApproval(makePolicy().session(), { onDeny: 'explode' as never })).toThrow(/onDeny must be/);

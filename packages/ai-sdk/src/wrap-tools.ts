@@ -159,9 +159,12 @@ function wrapTool(name: string, tool: unknown, session: PolicySession, cost: Too
       if (denied.size >= REMEMBERED_DENIALS) denied.delete(denied.keys().next().value as string);
       denied.set(call.toolCallId, { input, error: outcome.error });
     }
-    // On a resume the human's approval must stay valid (ai 6 treats `false` as a forged approval); execute then
-    // enforces the decision just made. Otherwise nothing to ask: execute runs, or throws the recorded denial.
-    return outcome.resumed;
+    // On a resume the human's approval must stay valid (ai 6 treats `false` as a forged approval and runs nothing);
+    // execute then enforces the decision just made. That holds too for a call the SDK resumes from an approval that
+    // did not count for it but that the policy allows on its own (ai 7 runs it as well): answering `false` there would
+    // leave its allow holding money for a call that never runs. Otherwise nothing to ask: execute runs, or throws the
+    // recorded denial.
+    return outcome.resumed || (outcome.kind === 'run' && outcome.resuming === true);
   };
 
   const wrapped = Object.create(Object.getPrototypeOf(base) as object | null, Object.getOwnPropertyDescriptors(base)) as object;
