@@ -8,7 +8,7 @@ import { AgentPolicy, AgentPolicyError, declaredCost, type Decision, type Policy
 import { policyToolApproval, wrapTools } from '@agentpolicy/ai-sdk';
 import { AgentPolicyCallbackHandler, agentPolicyMiddleware } from '@agentpolicy/langchain';
 import { gateMcpServer, wrapMcpTransport } from '@agentpolicy/mcp';
-import { wrapOpenAI } from '@agentpolicy/openai';
+import { toolCallInput, wrapOpenAI } from '@agentpolicy/openai';
 import { startMockOpenAI } from '@agentpolicy/test-servers';
 import { AIMessage, HumanMessage } from '@langchain/core/messages';
 import { fakeModel } from '@langchain/core/testing';
@@ -153,7 +153,7 @@ async function openaiLoop(context: RunnerContext, complete: (client: OpenAI) => 
       for (const returned of completion.choices[0]?.message.tool_calls ?? []) {
         if (returned.type !== 'function') continue;
         const name = returned.function.name;
-        await runToolCall(session, scenario, name, JSON.parse(returned.function.arguments), returned.id, body);
+        await runToolCall(session, scenario, name, toolCallInput(returned.function.arguments), returned.id, body);
       }
     },
     close: () => server.close(),
