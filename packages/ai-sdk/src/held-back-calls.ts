@@ -1,5 +1,6 @@
 import { withdrawAllow, type PolicySession } from '@agentpolicy/core';
 import type { ToolCallCheck } from './check-tool-call.js';
+import { resumedFromLastMessage } from './find-approval-response.js';
 
 // The AI SDK holds a step's tool calls back by tool call id: when the approval hook asks a human about a call, or
 // denies it, no call with that id runs in that step, even one the hook allowed. A model that gives two calls of one
@@ -28,7 +29,7 @@ const HELD_ALLOWS = 1024;
 export async function allowedToRun(session: PolicySession, messages: readonly unknown[] | undefined, toolCallId: string | undefined, check: ToolCallCheck): Promise<void> {
   // A free call holds no money, but may hold limit slots: it is remembered too.
   if (toolCallId === undefined || check.reservation?.settled === true) return;
-  if (typeof messages === 'object' && messages !== null && heldBackIds.get(messages)?.has(toolCallId)) {
+  if (typeof messages === 'object' && messages !== null && heldBackIds.get(messages)?.has(toolCallId) && !resumedFromLastMessage(messages, toolCallId)) {
     await withdrawAllow(session, check.decision, check.reservation);
     return;
   }
@@ -50,7 +51,9 @@ export async function allowedToRun(session: PolicySession, messages: readonly un
  */
 export async function heldBack(session: PolicySession, messages: readonly unknown[] | undefined, toolCallId: string | undefined): Promise<void> {
   if (toolCallId === undefined) return;
-  if (typeof messages === 'object' && messages !== null) {
+  // The SDK holds calls back by id among the calls of one model step. A call it resumes from an answer in the last
+  // message is run on its own (and the application may pass the same history array to the next run): no mark.
+  if (typeof messages === 'object' && messages !== null && !resumedFromLastMessage(messages, toolCallId)) {
     let ids = heldBackIds.get(messages);
     if (ids === undefined) heldBackIds.set(messages, (ids = new Set()));
     ids.add(toolCallId);

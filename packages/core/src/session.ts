@@ -408,7 +408,7 @@ export class PolicySession {
     try {
       await this.limits.giveBack(held);
     } catch (error) {
-      process.emitWarning(`agentpolicy: could not give back the limit slots of allow ${decision.id}, which did not run (they stay taken until their window passes): ${errorMessage(error)}`);
+      process.emitWarning(`agentpolicy: could not give back the limit slots of allow ${decision.id}, which did not run (they stay taken meanwhile: fewer calls, never more): ${errorMessage(error)}`);
     }
   }
 
