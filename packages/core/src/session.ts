@@ -128,9 +128,6 @@ export class PolicySession {
   private readonly leases = new WeakMap<Decision, string>();
   // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
   private readonly slots = new WeakMap<Decision, number>();
-  // The limit slots each allow holding some took, by the decision the check handed out: given back when the allow
-  // never runs (withdrawn, stopped with its money given back, or not kept by a shared call-key store), once.
-  private readonly limitSlotsHeld = new WeakMap<Decision, readonly (string | number)[]>();
   // Allows that have been used for their one execution, by the sequence number of their id (a settled version of a
   // decision keeps its id).
   private readonly used = new UsedAllows();
@@ -398,8 +395,7 @@ export class PolicySession {
   // What an allow taken for a call that will not run holds goes back: the money its reservation holds, its limit slots.
   private async giveBackWithdrawn(decision: Decision): Promise<void> {
     const reservation = this.reservations.get(decision);
-    const held = this.limitSlotsHeld.get(decision);
-    if (held !== undefined) this.limitSlotsHeld.delete(decision);
+    const held = this.records.takeSlots(decision);
     await Promise.all([reservation !== undefined && !reservation.settled ? reservation.release() : undefined, held === undefined ? undefined : this.giveBackSlots(decision, held)]);
   }
 
@@ -462,8 +458,7 @@ export class PolicySession {
     if (reservation === undefined || reservation.settled) return undefined;
     const seq = this.records.stampedSeq(decision);
     if (seq !== undefined) this.used.add(seq);
-    const held = this.limitSlotsHeld.get(decision);
-    if (held !== undefined) this.limitSlotsHeld.delete(decision);
+    const held = this.records.takeSlots(decision);
     const keyed = this.keyedCalls?.get(decision);
     const spent = keyed === undefined ? undefined : Promise.resolve().then(() => (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token));
     const slots =
@@ -1209,9 +1204,8 @@ export class PolicySession {
   // back.
   private async giveBackHeld(decision: Decision, prepared: Prepared): Promise<void> {
     if (decision.decision !== 'allow') return;
-    const held = this.limitSlotsHeld.get(decision);
+    const held = this.records.takeSlots(decision);
     if (held !== undefined) {
-      this.limitSlotsHeld.delete(decision);
       try {
         await this.limits.giveBack(held);
       } catch {
@@ -1253,7 +1247,7 @@ export class PolicySession {
       return decision.then(
         (settled) => {
           if (settled.decision !== 'allow') return this.limits.giveBackThen(held, settled);
-          this.limitSlotsHeld.set(settled, held);
+          this.records.holdSlots(settled, held);
           return settled;
         },
         async (error: unknown) => {
@@ -1263,7 +1257,7 @@ export class PolicySession {
       );
     }
     if (decision.decision !== 'allow') return this.limits.giveBackThen(held, decision);
-    this.limitSlotsHeld.set(decision, held);
+    this.records.holdSlots(decision, held);
     return decision;
   }
 

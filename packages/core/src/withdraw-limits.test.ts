@@ -171,12 +171,18 @@ describe('withdraw gives back the limit slots of an allow whose call never ran',
   });
 });
 
-type Step = { op: 'check'; reserve: boolean } | { op: 'run'; pick: number } | { op: 'withdraw'; pick: number } | { op: 'wait'; seconds: number };
+type Step =
+  | { op: 'check'; reserve: boolean; by: number }
+  | { op: 'run'; pick: number; by: number }
+  | { op: 'withdraw'; pick: number; by: number }
+  | { op: 'wait'; seconds: number };
 
+// `by`: which of two sessions sharing the count (`scope: budget`) acts.
+const by = fc.integer({ min: 0, max: 1 });
 const step: fc.Arbitrary<Step> = fc.oneof(
-  fc.record({ op: fc.constant('check' as const), reserve: fc.boolean() }),
-  fc.record({ op: fc.constant('run' as const), pick: fc.nat() }),
-  fc.record({ op: fc.constant('withdraw' as const), pick: fc.nat() }),
+  fc.record({ op: fc.constant('check' as const), reserve: fc.boolean(), by }),
+  fc.record({ op: fc.constant('run' as const), pick: fc.nat(), by }),
+  fc.record({ op: fc.constant('withdraw' as const), pick: fc.nat(), by }),
   fc.record({ op: fc.constant('wait' as const), seconds: fc.integer({ min: 0, max: 75 }) }),
 );
 
@@ -185,22 +191,26 @@ describe('withdraw and max_calls, any interleaving', () => {
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 1, max: 4 }), fc.array(step, { maxLength: 60 }), async (maxCalls, steps) => {
         const { clock, store } = clocked();
-        const session = limited(maxCalls).session({ limitStore: store });
-        const allows: { decision: Decision; at: number; ran: boolean; withdrawn: boolean }[] = [];
+        const policy = limited(maxCalls, { scope: 'budget' });
+        const sessions = [policy.session({ limitStore: store, budgetKey: 'shared' }), policy.session({ limitStore: store, budgetKey: 'shared' })];
+        const allows: { decision: Decision; owner: number; at: number; ran: boolean; withdrawn: boolean }[] = [];
         const ran: number[] = [];
         for (const s of steps) {
           if (s.op === 'wait') clock.now += s.seconds * 1000;
           else if (s.op === 'check') {
+            const session = sessions[s.by]!;
             // The model: the slots held are those of allows not withdrawn, taken within the window.
             const held = allows.filter((a) => !a.withdrawn && a.at > clock.now - WINDOW_MS).length;
             const decision = s.reserve
               ? (await session.reserveAction({ type: 'tool', name: 'search', input: { n: allows.length }, cost: 0.01 })).decision
               : await session.checkTool('search', { input: { n: allows.length } });
             expect(decision.decision).toBe(held < maxCalls ? 'allow' : 'deny');
-            if (decision.decision === 'allow') allows.push({ decision, at: clock.now, ran: false, withdrawn: false });
+            if (decision.decision === 'allow') allows.push({ decision, owner: s.by, at: clock.now, ran: false, withdrawn: false });
           } else if (allows.length > 0) {
             const allow = allows[s.pick % allows.length]!;
-            const unused = !allow.ran && !allow.withdrawn;
+            const session = sessions[s.by]!;
+            // Only the session that made an allow can run or withdraw it.
+            const unused = !allow.ran && !allow.withdrawn && s.by === allow.owner;
             if (s.op === 'run') {
               expect(await session.claim(allow.decision)).toBe(unused);
               if (unused) {
