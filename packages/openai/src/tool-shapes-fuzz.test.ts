@@ -22,12 +22,12 @@
  *
  * Seeded: a failure prints its seed and path; re-run it with FUZZ_SEED=<seed> FUZZ_PATH=<path> (FUZZ_RUNS=<n>).
  */
-import type { PolicySession } from '@agentpolicy/core';
+import { AgentPolicy, PolicyDeniedError, findPolicyError, type PolicySession } from '@agentpolicy/core';
 import { startMockOpenAI, type MockOpenAIServer, type MockReply } from '@agentpolicy/test-servers';
 import fc from 'fast-check';
 import OpenAI from 'openai';
 import OpenAIv6 from 'openai-v6';
-import { afterAll, beforeAll, describe, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   aCall,
   ARGUMENTS,
@@ -447,4 +447,117 @@ describe.each(CLIENTS)('tool-call shapes fuzz with %s: legacy function_call, n >
     );
     checkCoverage(coverage);
   }, 120_000);
+});
+
+// ---- the holes the fuzz found, one by one ----------------------------------------------------------------------------
+
+const call = (id: string, name: ToolName, args: string): Call => ({ id, name, arguments: args });
+const chatStream = (choices: ChatChoice[], extra: Partial<ChatShape> = {}): ChatShape => ({ api: 'chat', mode: 'stream-final', choices, order: [0], nameEveryDelta: false, chunks: [4], ...extra });
+const plain = (calls: Call[]): ChatChoice => ({ calls, custom: calls.map(() => false), legacy: false });
+const responsesStream = (items: ResponsesShape['items'], extra: Partial<ResponsesShape>): ResponsesShape => ({
+  api: 'responses',
+  mode: 'stream-final',
+  items,
+  finished: true,
+  otherAtDone: false,
+  terminal: 'completed',
+  terminalOutput: true,
+  chunks: [4],
+  ...extra,
+});
+
+describe.each(CLIENTS)('tool-call shapes with %s: the holes found', (_name, OpenAIClient) => {
+  let server: MockOpenAIServer;
+  beforeAll(async () => {
+    server = await startMockOpenAI({ usage: USAGE });
+  });
+  afterAll(() => server.close());
+
+  const world = (): World => {
+    const session = makeSession();
+    return { session, client: wrapOpenAI(new OpenAIClient({ apiKey: 'k', baseURL: server.baseURL, maxRetries: 0 }), session, { checkToolCalls: true, toolCosts: TOOL_COSTS }), runs: [], turn: 1 };
+  };
+  const refused = (error: unknown): boolean => PolicyDeniedError.isInstance(findPolicyError(error));
+
+  it('a blocked tool whose name comes again in every delta is refused (the client keeps the name, it does not join them)', async () => {
+    const w = world();
+    const { calls, error } = await runTurn(w, server, chatStream([plain([call('call_a', 'wipe', '{"path":"/"}')])], { nameEveryDelta: true }), 'chatcmpl-1');
+    expect(calls).toBeUndefined();
+    expect(refused(error)).toBe(true);
+  });
+
+  it('interleaved deltas: a send the approver refuses is decided on its whole arguments, not on what came before the next call started', async () => {
+    const w = world();
+    const shape = chatStream([plain([call('call_a', 'send', '{"to":"eve","amount":500}'), call('call_b', 'lookup', '{"q":"a"}')])], { order: [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] });
+    const { calls, error } = await runTurn(w, server, shape, 'chatcmpl-2');
+    expect(calls).toBeUndefined();
+    expect(refused(error)).toBe(true);
+  });
+
+  it('a Responses call item that never completed (no done events, a failed response without output) is decided: a blocked one refuses the stream', async () => {
+    const w = world();
+    for (const terminal of ['failed', 'incomplete', 'none'] as const) {
+      const { calls, error } = await runTurn(w, server, responsesStream([{ call: call('call_a', 'wipe', '{"path":"/"}'), custom: false }], { finished: false, terminal, terminalOutput: false }), `resp-${terminal}`);
+      expect(calls, terminal).toBeUndefined();
+      expect(refused(error), terminal).toBe(true);
+    }
+  });
+
+  it('the calls of a failed or incomplete Responses stream keep no held cost; one run anyway is decided and charged then', async () => {
+    for (const terminal of ['failed', 'incomplete'] as const) {
+      const w = world();
+      const { calls, error } = await runTurn(w, server, responsesStream([{ call: call('call_a', 'charge', '{"n":1}'), custom: false }], { terminal }), `resp-held-${terminal}`);
+      expect(error, terminal).toBeUndefined();
+      await settle();
+      expect(w.session.report().reserved, terminal).toBe(0);
+      await runLoop(w, calls ?? []);
+      expect(w.runs.map((r) => r.name)).toEqual(['charge']);
+      const charged = w.session.report().decisions.filter((d) => d.action.type === 'tool' && d.settlement?.status === 'committed');
+      expect(charged.map((d) => d.settlement?.status === 'committed' && d.settlement.actual)).toEqual([TOOL_COSTS['charge']]);
+    }
+  });
+
+  it('a stream helper that rejects a response it read whole gives back the costs its calls held', async () => {
+    const w = world();
+    // openai 7 refuses a completed Responses stream with an item left unfinished; openai 6 a chat custom tool call.
+    const shape: Shape =
+      OpenAIClient === OpenAI
+        ? responsesStream([{ call: call('call_a', 'charge', '{"n":1}'), custom: false }, { call: call('call_b', 'lookup', '{"q":"a"}'), custom: false }], { finished: false, terminal: 'completed', terminalOutput: false })
+        : chatStream([{ calls: [call('call_a', 'charge', '{"n":1}'), call('call_b', 'lookup', '{"q":"a"}')], custom: [false, true], legacy: false }]);
+    const { error } = await runTurn(w, server, shape, 'helper-failed');
+    expect(error instanceof OpenAI.OpenAIError || error instanceof OpenAIv6.OpenAIError).toBe(true);
+    expect(findPolicyError(error)).toBeUndefined();
+    await settle();
+    expect(w.session.report().reserved).toBe(0);
+    expect(w.session.report().spent).toBeLessThan(TOOL_COSTS['charge']!);
+  });
+
+  it('runTools(): a parse that returns another call’s raw arguments text does not take that call’s allow (and its cost)', async () => {
+    const session = new AgentPolicy({ budget: 1 }).session();
+    // A string costs 0.003 and an object 0.001: the body that runs with a string must be charged 0.003.
+    const client = wrapOpenAI(new OpenAIClient({ apiKey: 'k', baseURL: server.baseURL, maxRetries: 0 }), session, {
+      checkToolCalls: true,
+      toolCosts: ({ args }) => (typeof args === 'string' ? 0.003 : 0.001),
+    });
+    const ran: unknown[] = [];
+    const parse = (args: string): unknown => {
+      const value = JSON.parse(args) as { wrap?: string; reject?: number };
+      if (value.reject !== undefined) throw new Error('rejected arguments');
+      return value.wrap ?? value;
+    };
+    // call_x's arguments are rejected by the parse (never run); call_y's parse gives call_x's raw arguments text.
+    server.reply({ toolCalls: [{ id: 'call_x', name: 'note', arguments: '{"reject":1}' }, { id: 'call_y', name: 'note', arguments: JSON.stringify({ wrap: '{"reject":1}' }) }] }, {});
+    const runner = client.chat.completions.runTools({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'note it' }],
+      tools: [{ type: 'function', function: { name: 'note', parameters: { type: 'object', properties: {} }, parse, function: (value: unknown) => void ran.push(value) } }] as never,
+    });
+    await runner.done();
+    await settle();
+    expect(ran).toEqual(['{"reject":1}']);
+    const report = session.report();
+    expect(report.reserved).toBe(0);
+    const toolSpend = report.decisions.filter((d) => d.action.type === 'tool').reduce((sum, d) => sum + (d.settlement?.status === 'committed' ? d.settlement.actual : 0), 0);
+    expect(toolSpend).toBeCloseTo(0.003, 10);
+  });
 });
