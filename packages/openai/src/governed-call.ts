@@ -408,7 +408,7 @@ export class GovernedCall {
       } else if (toolRuns !== undefined) {
         if (await session.claim(decision)) await reservation?.commit();
         else failure ??= new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.id)} of ${JSON.stringify(call.name)} is being run more than once at the same time`);
-      } else if (call.unsure || this.uncompleted) await withdrawAllow(session, decision, reservation);
+      } else if (this.uncompleted) await withdrawAllow(session, decision, reservation);
       else if (reservation !== undefined) held.push(reservation);
       if (reservation !== undefined && call.item !== undefined) this.heldByItem.set(call.item, reservation);
     }

@@ -13,12 +13,6 @@ export interface ReturnedToolCall {
    * with other arguments replaces the earlier call (the caller gets the later arguments).
    */
   readonly item?: string;
-  /**
-   * A streamed Responses item that never completed, as a client may build it from the events (openai 6 and 7 build
-   * such items differently). It is decided, and a deny refuses the response, but it keeps no allow or held cost: the
-   * caller that runs it anyway has it decided anew.
-   */
-  readonly unsure?: true;
 }
 
 /**
@@ -122,7 +116,7 @@ export class StreamToolCalls {
   /** Responses call items by output index (the client appends a delta to the item at its `output_index`). */
   private readonly itemAt = new Map<string, string>();
   /** The forms of items that never completed already handed out (by item id and form). */
-  private readonly unsure = new Set<string>();
+  private readonly builtHanded = new Set<string>();
   /** The stream completed: the client returns the completed items (or the event's output), never one built from deltas. */
   private completed = false;
 
@@ -212,16 +206,22 @@ export class StreamToolCalls {
     return entry === undefined ? [] : this.handOut(`chat:${key}`, { id: entry.id, name: entry.name, arguments: entry.arguments });
   }
 
-  /** The Responses call items as the client built them from the events (added item, deltas appended). */
+  /**
+   * The Responses call items of a response that did not complete, in each form a client builds them from the events:
+   * as added with the deltas appended, and as added (a form already decided at its arguments' end is not decided
+   * again). Each form is a call of its own (its `item` names item and form), so one form never replaces another.
+   */
   private builtItems(): ReturnedToolCall[] {
     const ready: ReturnedToolCall[] = [];
     for (const [item, added] of this.items) {
       const built = this.built.get(item) ?? added;
       for (const call of built.arguments === added.arguments ? [built] : [built, added]) {
-        const form = `${item}\u0000${call.id}\u0000${call.name}\u0000${call.arguments}`;
-        if (this.unsure.has(form)) continue;
-        this.unsure.add(form);
-        ready.push({ ...call, item: form, unsure: true });
+        const seen = `${call.id}\u0000${call.name}\u0000${call.arguments}`;
+        const form = `${item}\u0000${seen}`;
+        // Already decided in this very form (its arguments were done): that decision stands.
+        if (this.handed.get(item) === seen || this.builtHanded.has(form)) continue;
+        this.builtHanded.add(form);
+        ready.push({ ...call, item: form });
       }
     }
     return ready;

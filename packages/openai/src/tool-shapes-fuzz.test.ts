@@ -492,6 +492,9 @@ describe.each(CLIENTS)('tool-call shapes with %s: the holes found', (_name, Open
     const { calls, error } = await runTurn(w, server, shape, 'chatcmpl-2');
     expect(calls).toBeUndefined();
     expect(refused(error)).toBe(true);
+    // (What came before the lookup started was decided too, when the client reported it done; the whole call refuses it.)
+    const sends = w.session.report().decisions.filter((d) => d.action.type === 'tool' && d.action.name === 'send');
+    expect(sends.at(-1)).toMatchObject({ decision: 'deny', action: { input: { to: 'eve', amount: 500 } } });
   });
 
   it('a Responses call item that never completed (no done events, a failed response without output) is decided: a blocked one refuses the stream', async () => {
