@@ -32,7 +32,6 @@ import {
   aCall,
   ARGUMENTS,
   BodyError,
-  BUDGET,
   checkCallsHandedOut,
   checkCoverage,
   checkLedger,
@@ -41,16 +40,13 @@ import {
   fuzzSettings,
   isPolicyRefusal,
   makeSession,
-  needsApproval,
-  approverSays,
   outcomeOf,
-  PING_LIMIT,
   settle,
-  surelyDenied,
   TOOL_COSTS,
   TOOL_NAMES,
   UnhandledRejections,
   Violation,
+  WORLD_RULES,
   type BodyRun,
   type Call,
   type CallerCall,
@@ -428,17 +424,7 @@ describe.each(CLIENTS)('tool-call shapes fuzz with %s: legacy function_call, n >
           if (calls !== undefined) await runLoop(world, calls);
           await settle();
           count(shape, calls, error, world.runs.length - before);
-          checkLedger(session, world.runs, where, {
-            budget: BUDGET,
-            limits: { ping: PING_LIMIT },
-            mayRun: (run) => (surelyDenied(run.name, run.input) ? 'the policy never allows it' : undefined),
-            mayAllow: (allow) => {
-              const action = allow.action as { name: string; input?: unknown };
-              if (action.name === 'wipe') return 'the tool is blocked';
-              if (needsApproval(action.name, action.input) && (allow.approval?.via !== 'approver' || !approverSays(action.input))) return 'without the approver’s yes';
-              return undefined;
-            },
-          });
+          checkLedger(session, world.runs, where, WORLD_RULES);
           unhandled.check(where);
         }
         session.end();

@@ -210,6 +210,19 @@ export function makeSession(): PolicySession {
   } as never).session({ approver: (request) => approverSays(request.action.type === 'tool' ? request.action.input : undefined) });
 }
 
+/** The ledger rules of this world (see {@link checkLedger}): what may run, what may be allowed, the limit. */
+export const WORLD_RULES = {
+  budget: BUDGET,
+  limits: { ping: PING_LIMIT },
+  mayRun: (run: BodyRun): string | undefined => (surelyDenied(run.name, run.input) ? 'the policy never allows it' : undefined),
+  mayAllow: (allow: Decision): string | undefined => {
+    const action = allow.action as { name: string; input?: unknown };
+    if (action.name === 'wipe') return 'the tool is blocked';
+    if (needsApproval(action.name, action.input) && (allow.approval?.via !== 'approver' || !approverSays(action.input))) return 'without the approver’s yes';
+    return undefined;
+  },
+};
+
 export interface Call {
   readonly id: string;
   readonly name: ToolName;
