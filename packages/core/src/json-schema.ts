@@ -101,8 +101,8 @@ export const policyJsonSchema = {
         max_spend: { ...money, description: `Most a session may spend. ${money.description}` },
         soft_limit: { type: 'number', exclusiveMinimum: 0, maximum: 1, description: 'Fraction of max_spend at which onSoftLimit fires once.' },
         period: {
-          type: ['string', 'null'],
-          enum: ['session', 'hour', 'day', 'week', 'month', null],
+          type: 'string',
+          enum: ['session', 'hour', 'day', 'week', 'month'],
           description: 'Over which time max_spend applies: session (default, the whole budget) or a UTC calendar hour, day, week (ISO, from Monday) or month, after which spend starts from zero.',
         },
       },

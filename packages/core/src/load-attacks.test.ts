@@ -39,6 +39,7 @@ describe('YAML a hostile or careless editor writes', () => {
     ['true for a tool name', 'tools:\n  block: [true]\n', /must be a string/],
     ['~ for a block list', 'tools:\n  block: ~\n', /has no value \(null\)/],
     ['an empty allow list key', 'tools:\n  allow:\n', /has no value \(null\)/],
+    ['a budget period without a value', 'budget:\n  max_spend: 5\n  period:\n', /has no value \(null\); write session.*leave the key out \(session\)/],
     ['a typo at the top (tool:)', 'tool:\n  block: [shell]\n', /did you mean "tools"/],
     ['a typo at the top (netwrok:)', 'netwrok:\n  block: [evil.example]\n', /did you mean "network"/],
     ['a typo inside (tools.blok)', 'tools:\n  blok: [shell]\n', /unknown key "blok"/],

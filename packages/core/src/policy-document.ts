@@ -158,6 +158,7 @@ const NO_VALUE_HINTS: Readonly<Record<string, string>> = {
   rules: 'which would load as no rules. List the rules, write [] for none, or leave the key out',
   limits: 'which would load as no limits. List the limits, write [] for none, or leave the key out',
   mode: 'write enforce or shadow, or leave the key out (enforce)',
+  'budget.period': 'write session, hour, day, week or month, or leave the key out (session)',
 };
 
 // Why a section written as an empty mapping is refused: `{}` would load as the section left out, with nothing restricted.
@@ -321,7 +322,7 @@ function validate(input: unknown): { ok: true; policy: NormalizedPolicy; warning
     }
     const rawPeriod = get(section, 'period');
     let period: BudgetPeriod = 'session';
-    if (rawPeriod !== undefined && rawPeriod !== null) {
+    if (presence(section, 'period', path, issues) === 'present') {
       if (typeof rawPeriod === 'string' && (PERIODS as readonly string[]).includes(rawPeriod)) period = rawPeriod as BudgetPeriod;
       else issues.push({ path: join(path, 'period'), message: `must be one of ${PERIODS.join(', ')}, got ${describe(rawPeriod)}` });
     }

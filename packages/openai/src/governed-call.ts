@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { AgentPolicyError, decisionError, withdrawAllow, type Metadata, type PolicySession, type Reservation } from '@agentpolicy/core';
+import { HELPER_RUN, HelperRun } from './helper-runs.js';
 import { observeStream, type StreamObserver } from './observe-stream.js';
 import { audioDurations, describeRequest, type RequestSpec } from './request-spec.js';
 import { SseParser, type SseEvent } from './sse-parser.js';
@@ -37,6 +38,8 @@ type Outcome = 'release' | 'estimate' | { failedStatus: number } | { usage: Read
 type Json = Record<string, unknown>;
 
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+/** The statuses of a Responses response that did not complete. */
+const UNCOMPLETED_STATUSES: ReadonlySet<string> = new Set(['failed', 'incomplete']);
 
 
 const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -77,6 +80,12 @@ export class GovernedCall {
   private readonly parsedInputs = new Map<string, ParsedToolInput | undefined>();
   /** The cost each streamed Responses item's call holds, by item id: an item handed out again replaces its call. */
   private readonly heldByItem = new Map<string, Reservation>();
+  /**
+   * A Responses response that did not complete (`failed` / `incomplete`, or a stream that ended without its terminal
+   * event): openai 6 and 7 hand its calls to the caller built differently, so its calls are decided (a deny refuses
+   * it) but keep no allow or held cost: one the caller runs anyway is decided anew, and charged then.
+   */
+  private uncompleted = false;
   private readonly settings: GovernorSettings;
   private readonly spec: RequestSpec;
   private reservation: Reservation | null;
@@ -352,6 +361,9 @@ export class GovernedCall {
     let failure: Error | undefined;
     // Allowed calls holding their declared cost: if the response is refused, they never run on these allows.
     const held = this.heldToolCosts;
+    // A stream helper that then rejects the response (see HelperRun) gives them back too.
+    const helperRun = this.options.__metadata?.[HELPER_RUN];
+    if (helperRun instanceof HelperRun) helperRun.holds(() => this.giveBackHeld(session, held));
     for (const call of calls) {
       // The item came again with other arguments: the caller gets those, never the earlier call, whose hold is given back.
       const replaced = call.item === undefined ? undefined : this.heldByItem.get(call.item);
@@ -396,11 +408,18 @@ export class GovernedCall {
       } else if (toolRuns !== undefined) {
         if (await session.claim(decision)) await reservation?.commit();
         else failure ??= new AgentPolicyError('DECISION_USED', `agentpolicy: tool call ${JSON.stringify(call.id)} of ${JSON.stringify(call.name)} is being run more than once at the same time`);
-      } else if (reservation !== undefined) held.push(reservation);
+      } else if (this.uncompleted) await withdrawAllow(session, decision, reservation);
+      else if (reservation !== undefined) held.push(reservation);
       if (reservation !== undefined && call.item !== undefined) this.heldByItem.set(call.item, reservation);
     }
     if (failure !== undefined) await this.giveBackHeld(session, held);
     return failure;
+  }
+
+  /** The response did not complete: what its calls hold so far is given back, and its later calls keep nothing. */
+  private async giveBackUncompleted(): Promise<void> {
+    this.uncompleted = true;
+    await this.giveBackHeld(this.settings.session, this.heldToolCosts);
   }
 
   /**
@@ -428,6 +447,7 @@ export class GovernedCall {
         if (usage && isObject(result)) this.commitUsage(usage, result['model']);
         else this.finish('estimate');
         if (isObject(result)) this.recordSvgUsage(result['svg_usage']);
+        if (isObject(result) && result['object'] === 'response' && UNCOMPLETED_STATUSES.has(String(result['status']))) this.uncompleted = true;
         return this.checkToolCalls(toolCallsOfResult(result));
       },
       abandoned: () => this.finish('estimate'),
@@ -460,6 +480,8 @@ export class GovernedCall {
     let refused: Error | undefined;
     // The stream's last event was read (chat `[DONE]`, a Responses terminal event): the caller has the whole response.
     let whole = false;
+    // A Responses stream (it began with `response.created`).
+    let responses = false;
     // Usage is read from every event; tool calls are checked until one is refused (the stream then fails with it
     // once this chunk's events have been read).
     const onEvents = async (events: SseEvent[]): Promise<Error | undefined> => {
@@ -477,7 +499,11 @@ export class GovernedCall {
           continue;
         }
         if (!isObject(data)) continue;
-        if (typeof data['type'] === 'string' && TERMINAL_RESPONSE_EVENTS.has(data['type'])) whole = true;
+        if (typeof data['type'] === 'string' && TERMINAL_RESPONSE_EVENTS.has(data['type'])) {
+          whole = true;
+          if (data['type'] !== 'response.completed') await this.giveBackUncompleted();
+        }
+        if (data['type'] === 'response.created') responses = true;
         this.seeUsage(data);
         const calls = tools.see(data);
         if (!refused) refused = await this.checkToolCalls(calls);
@@ -497,6 +523,7 @@ export class GovernedCall {
       },
       end: async () => {
         await onEvents(parser.end());
+        if (responses && !whole) await this.giveBackUncompleted();
         refused ??= await this.checkToolCalls(tools.flush());
         this.commitLatest();
         return refused;

@@ -22,7 +22,7 @@
  *
  * Seeded: a failure prints its seed and path; re-run it with FUZZ_SEED=<seed> FUZZ_PATH=<path> (FUZZ_RUNS=<n>).
  */
-import type { Decision, PolicySession } from '@agentpolicy/core';
+import type { PolicySession } from '@agentpolicy/core';
 import { startMockOpenAI, type MockOpenAIServer } from '@agentpolicy/test-servers';
 import fc from 'fast-check';
 import OpenAI from 'openai';
@@ -31,10 +31,8 @@ import type { Response as OpenAIResponse, ResponseStreamEvent } from 'openai/res
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import {
   aResponse,
-  approverSays,
   ARGUMENTS,
   BodyError,
-  BUDGET,
   checkCoverage,
   checkLedger,
   checkTurnError,
@@ -43,9 +41,7 @@ import {
   inputKey,
   isPolicyRefusal,
   makeSession,
-  needsApproval,
   outcomeOf,
-  PING_LIMIT,
   replyOf,
   settle,
   surelyDenied,
@@ -54,6 +50,7 @@ import {
   toolDecisions,
   UnhandledRejections,
   Violation,
+  WORLD_RULES,
   type BodyRun,
   type ModelResponse,
   type ToolName,
@@ -222,17 +219,7 @@ async function runTurn(world: World, server: MockOpenAIServer, turn: Turn): Prom
 // ---- the invariants -------------------------------------------------------------------------------------------------
 
 function invariants(world: World, where: string, turn: Turn | undefined, turnError: unknown, requests: number): void {
-  checkLedger(world.session, world.runs, where, {
-    budget: BUDGET,
-    limits: { ping: PING_LIMIT },
-    mayRun: (run) => (surelyDenied(run.name, run.input) ? 'the policy never allows it' : undefined),
-    mayAllow: (allow: Decision) => {
-      const action = allow.action as { name: string; input?: unknown };
-      if (action.name === 'wipe') return 'the tool is blocked';
-      if (needsApproval(action.name, action.input) && (allow.approval?.via !== 'approver' || !approverSays(action.input))) return 'without the approver’s yes';
-      return undefined;
-    },
-  });
+  checkLedger(world.session, world.runs, where, WORLD_RULES);
   if (turn === undefined) return;
   // A response holding a call the policy denies is refused as a whole: the turn ends with the policy error and none
   // of its calls run.

@@ -1,6 +1,7 @@
 import { waitingInputs, type PolicySession, type ReturnedCall } from '@agentpolicy/core';
 import { toolInputOf, type ReturnedToolCall } from './tool-calls.js';
 import { withToolPieces } from './tool-pieces.js';
+import { HELPER_RUN, HelperRun } from './helper-runs.js';
 import { ToolRuns } from './tool-runs.js';
 
 /** Reads a function call's JSON `arguments` text into the value the tool function runs with. */
@@ -199,13 +200,27 @@ export function governParsingHelpers(client: unknown): void {
     const runsTools = method === 'runTools';
     resource[method] = function (this: unknown, body: unknown, options?: Record<string | symbol, unknown>): unknown {
       const governed = withToolParsers(body);
-      if (governed.parsers === undefined && !runsTools) return helper.call(this, body, options);
+      const streams = method === 'stream';
+      if (governed.parsers === undefined && !runsTools && !streams) return helper.call(this, body, options);
       const runs = runsTools ? new ToolRuns() : undefined;
+      const helperRun = streams ? new HelperRun() : undefined;
       const metadata = isObject(options?.['__metadata']) ? options['__metadata'] : undefined;
       const runner = helper.call(this, runs === undefined ? governed.body : runs.govern(governed.body), {
         ...options,
-        __metadata: { ...metadata, ...(governed.parsers !== undefined ? { [TOOL_PARSERS]: governed.parsers } : {}), ...(runs !== undefined ? { [RUNS_TOOLS]: runs } : {}) },
+        __metadata: {
+          ...metadata,
+          ...(governed.parsers !== undefined ? { [TOOL_PARSERS]: governed.parsers } : {}),
+          ...(runs !== undefined ? { [RUNS_TOOLS]: runs } : {}),
+          ...(helperRun !== undefined ? { [HELPER_RUN]: helperRun } : {}),
+        },
       });
+      // A stream helper that ended in an error never hands the caller its response: the costs its calls hold go back.
+      if (helperRun !== undefined && isObject(runner) && typeof runner['on'] === 'function') {
+        (runner['on'] as (event: string, listener: () => void) => unknown).call(runner, 'end', () => {
+          if (runner['errored'] !== true) return;
+          helperRun.failed().catch((error: unknown) => process.emitWarning(`agentpolicy/openai: giving back the costs of calls a failed stream held failed: ${(error as Error)?.message ?? String(error)}`));
+        });
+      }
       // 'end' comes after the run finished, failed or was aborted (listening to it leaves the client's error handling as it is).
       if (runs !== undefined && isObject(runner) && typeof runner['on'] === 'function') {
         (runner['on'] as (event: string, listener: () => void) => unknown).call(runner, 'end', () => {

@@ -39,20 +39,24 @@ export class ToolRuns {
   }
 
   /**
-   * The allowed call the client is running with `argument` (the arguments text for a function without a parse, the
-   * parse's result for one with it), taken out.
+   * The allowed call the client is running with `argument`, taken out: for a function without a parse, the call whose
+   * arguments text it is; for one with a parse, the call decided on that very value (a parse that returns a string is
+   * never matched against another call's arguments text, which that call was not decided on).
    */
-  private take(name: string, argument: unknown): Allowed | undefined {
+  private take(name: string, argument: unknown, parses: boolean): Allowed | undefined {
     const calls = this.allowed.get(name);
     if (calls === undefined) return undefined;
-    const index = calls.findIndex((allowed) => (typeof argument === 'string' && allowed.call.arguments === argument) || Object.is(allowed.input, argument));
+    const index = calls.findIndex((allowed) => (parses ? Object.is(allowed.input, argument) : allowed.call.arguments === argument));
     if (index < 0) return undefined;
     return calls.splice(index, 1)[0];
   }
 
-  /** The function to hand to the client in place of `fn`: it takes the call's allow, runs `fn` and settles its cost. */
-  wrap(name: string, fn: ToolFunction): ToolFunction {
-    const take = (argument: unknown): Allowed | undefined => this.take(name, argument);
+  /**
+   * The function to hand to the client in place of `fn` (`parses`: the client hands it the tool's parse result, not the
+   * arguments text): it takes the call's allow, runs `fn` and settles its cost.
+   */
+  wrap(name: string, fn: ToolFunction, parses: boolean): ToolFunction {
+    const take = (argument: unknown): Allowed | undefined => this.take(name, argument, parses);
     this.wrapped.add(name);
     return async function (this: unknown, ...args: unknown[]): Promise<unknown> {
       const allowed = take(args[0]);
@@ -106,6 +110,6 @@ export class ToolRuns {
   }
 
   private governTool(tool: unknown): unknown {
-    return withToolPieces(tool, ({ name, run }) => (run === undefined ? undefined : { run: this.wrap(name, run) }));
+    return withToolPieces(tool, ({ name, run, parse }) => (run === undefined ? undefined : { run: this.wrap(name, run, parse !== undefined) }));
   }
 }

@@ -45,6 +45,13 @@ export interface MockReply {
    * differ from what its own events said (a server that changes them at the end).
    */
   terminalArguments?: readonly string[];
+  /**
+   * Chat and Responses: answer with exactly this instead of a scripted answer, for shapes the script does not make
+   * (a legacy `function_call`, several choices, custom tool calls, a failed Responses stream…). A streamed request gets
+   * `events` as SSE, each one's JSON as its `data` (a string is sent as it is, e.g. `'[DONE]'`; `holdAfterEvents` and
+   * `dropAfterEvents` apply); any other request gets `json` as its body.
+   */
+  raw?: { readonly events?: readonly unknown[]; readonly json?: unknown };
   usage?: MockUsage;
   /** Answer without any usage. */
   omitUsage?: boolean;
@@ -125,6 +132,13 @@ export async function startMockOpenAI(options: MockOpenAIServerOptions = {}): Pr
       const usage = script.omitUsage ? null : (script.usage ?? options.usage ?? DEFAULT_USAGE);
       const requested = String(body?.['model'] ?? 'unknown');
       const model = script.model ?? options.responseModels?.[requested] ?? requested;
+      if (script.raw !== undefined && req.method === 'POST' && (path === '/v1/chat/completions' || path === '/v1/responses')) {
+        if (body?.['stream'] !== true) return send(res, 200, script.raw.json ?? {});
+        const events = (script.raw.events ?? []).map((data) =>
+          typeof data === 'string' ? { data } : { ...(typeof (data as { type?: unknown })?.type === 'string' ? { event: (data as { type: string }).type } : {}), data: JSON.stringify(data) },
+        );
+        return sse(res, events, script);
+      }
       if (req.method === 'POST' && path === '/v1/chat/completions') return chat(res, id, body ?? {}, model, usage, script, text);
       if (req.method === 'POST' && path === '/v1/responses') return responses(res, id, body ?? {}, model, usage, script, text);
       if (req.method === 'POST' && path === '/v1/embeddings') return embeddings(res, body ?? {}, model, usage);

@@ -210,6 +210,19 @@ export function makeSession(): PolicySession {
   } as never).session({ approver: (request) => approverSays(request.action.type === 'tool' ? request.action.input : undefined) });
 }
 
+/** The ledger rules of this world (see {@link checkLedger}): what may run, what may be allowed, the limit. */
+export const WORLD_RULES = {
+  budget: BUDGET,
+  limits: { ping: PING_LIMIT },
+  mayRun: (run: BodyRun): string | undefined => (surelyDenied(run.name, run.input) ? 'the policy never allows it' : undefined),
+  mayAllow: (allow: Decision): string | undefined => {
+    const action = allow.action as { name: string; input?: unknown };
+    if (action.name === 'wipe') return 'the tool is blocked';
+    if (needsApproval(action.name, action.input) && (allow.approval?.via !== 'approver' || !approverSays(action.input))) return 'without the approver’s yes';
+    return undefined;
+  },
+};
+
 export interface Call {
   readonly id: string;
   readonly name: ToolName;
@@ -253,5 +266,26 @@ export function replyOf(response: ModelResponse, streamed: boolean, retry: boole
       return streamed ? { toolCalls, argumentChunks: response.chunks, dropAfterEvents: response.cutAfter } : { drop: true };
     default:
       return { toolCalls, argumentChunks: response.chunks };
+  }
+}
+
+/** A tool call as the caller got it from the client: its id (as the adapter keys it), tool and arguments text. */
+export interface CallerCall {
+  readonly id: string;
+  readonly name: string;
+  readonly arguments: string;
+}
+
+/**
+ * Every call the client handed the caller (in a result it returned without error) was decided: an allow is recorded
+ * for exactly its tool and input (its arguments as `checkToolCalls` reads them), and it is not one the policy never
+ * allows. Else the caller could run a call nobody decided.
+ */
+export function checkCallsHandedOut(session: PolicySession, calls: readonly CallerCall[], where: string, inputOf: (args: string) => unknown): void {
+  const allowed = new Set(toolDecisions(session).filter((d) => d.decision === 'allow').map(decisionKey));
+  for (const call of calls) {
+    const input = inputOf(call.arguments);
+    if (surelyDenied(call.name, input)) throw new Violation(`${where}: the caller got ${call.name} ${inputKey(input)} (${call.id}), a call the policy never allows`);
+    if (!allowed.has(runKey(call.name, input))) throw new Violation(`${where}: the caller got ${call.name} ${inputKey(input)} (${call.id}) with no allow recorded for it`);
   }
 }

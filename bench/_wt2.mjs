@@ -1,0 +1,12 @@
+import { AgentPolicy } from '@agentpolicy/core';
+import { tool } from 'ai';
+import { z } from 'zod';
+import { wrapTools } from '@agentpolicy/ai-sdk';
+const session = AgentPolicy.fromDict({ tools: { allow: ['lookup'] } }).session({ maxDecisions: 10_000 });
+const raw = { lookup: tool({ description: 'look up', inputSchema: z.object({ q: z.string() }), execute: async ({ q }) => q.length }) };
+const wrapped = wrapTools(raw, session);
+let id = 0;
+const N = 3_000_000;
+const s = performance.now();
+for (let i = 0; i < N; i++) await wrapped.lookup.execute({ q: 'x' }, { toolCallId: `c${id++}`, messages: [] });
+console.log('wrapped', ((performance.now() - s) * 1000 / N).toFixed(3), 'µs');
