@@ -1450,10 +1450,6 @@ export class PolicySession {
   }
 }
 
-/**
- * The options of {@link PolicySession.waitForApproval}, each read once. A NaN time would wait forever, and anything
- * else of the wrong type would fail midway: both are refused with an `INVALID_ARGUMENT` error.
- */
 // The signal of claim options, read once; anything else than an AbortSignal-like object is a typed error.
 function readSignal(options: unknown): AbortSignal | undefined {
   if (typeof options !== 'object' || options === null) throw new AgentPolicyError('INVALID_ARGUMENT', `claim options must be an object, got ${describe(options)}`);
@@ -1467,6 +1463,10 @@ function readSignal(options: unknown): AbortSignal | undefined {
   throw new AgentPolicyError('INVALID_ARGUMENT', `claim signal must be an AbortSignal, got ${describe(signal)}`);
 }
 
+/**
+ * The options of {@link PolicySession.waitForApproval}, each read once. A NaN time would wait forever, and anything
+ * else of the wrong type would fail midway: both are refused with an `INVALID_ARGUMENT` error.
+ */
 function readWaitOptions(options: unknown): { timeoutMs?: number; intervalMs?: number; signal?: AbortSignal } {
   if (typeof options !== 'object' || options === null) throw new AgentPolicyError('INVALID_ARGUMENT', `waitForApproval options must be an object, got ${describe(options)}`);
   let read: { timeoutMs?: unknown; intervalMs?: unknown; signal?: unknown };
