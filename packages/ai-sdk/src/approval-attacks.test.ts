@@ -329,10 +329,14 @@ describe('a stream aborted while the approved tool runs', () => {
 });
 
 describe('inlineApprovals: false — an approval in the chat history does not count until the approval store has one', () => {
-  it('wrapped tool: the chat approval runs nothing; once the approvals handler approves, the resume runs it once', async () => {
+  it.each([
+    ['free', undefined],
+    ['paid, under a max_calls limit', 0.01],
+  ])('wrapped tool (%s): the chat approval runs nothing; once the approvals handler approves, the resume (the same history array) runs it once', async (_, cost) => {
     const paid: unknown[] = [];
-    const session = makePolicy({ approvalRules: [{ tool: 'pay' }] }).session({ approvals: new InMemoryApprovalStore(), inlineApprovals: false });
-    const tools = wrapTools(payTools(paid), session);
+    const limits = cost === undefined ? [] : [{ tool: 'pay', max_calls: 1, per: 'session' as const }];
+    const session = makePolicy({ approvalRules: [{ tool: 'pay' }], limits, budget: 1 }).session({ approvals: new InMemoryApprovalStore(), inlineApprovals: false });
+    const tools = wrapTools(payTools(paid), session, cost === undefined ? {} : { costs: { pay: cost } });
     const toolApproval = policyToolApproval(session);
     const { request, history } = await raise(session, tools, { to: 'ada', amount: 5 });
     const resumed = [...history, answer(request.approvalId)];
@@ -349,6 +353,7 @@ describe('inlineApprovals: false — an approval in the chat history does not co
     expect(paid).toEqual([{ to: 'ada', amount: 5 }]);
     await generateText({ model: new MockLanguageModelV4({ doGenerate: [textResult('done')] }), tools, toolApproval, stopWhen: isStepCount(2), messages: resumed });
     expect(paid).toHaveLength(1);
+    expect(session.end().spent).toBeCloseTo(cost ?? 0, 9);
   });
 });
 

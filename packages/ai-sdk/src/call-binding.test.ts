@@ -349,6 +349,32 @@ describe('two calls of one step with the same tool call id, one of them held bac
     expect(session.end().spent).toBeCloseTo(0.05, 9);
   });
 
+  it('the call the SDK holds back gives back its max_calls slot: the next call is allowed, and no more calls run than max_calls', async () => {
+    for (const cost of [undefined, 0.05]) {
+      const paid: unknown[] = [];
+      const limits = [{ tool: 'pay', max_calls: 1, per: '1m' }];
+      const session = makePolicy({ budget: 1, ...largeNeedsApproval, limits }).session();
+      const tools = wrapTools(payTools(paid), session, cost === undefined ? {} : { costs: { pay: cost } });
+      const toolApproval = policyToolApproval(session);
+      // Step 1: the small payment is allowed (it takes the one slot) and the large one with its id waits for approval,
+      // so the SDK runs neither.
+      await generateText({ model: new MockLanguageModelV4({ doGenerate: [twoCalls([['pay', 'c3', { amount: 5 }], ['pay', 'c3', { amount: 500 }]])] }), tools, toolApproval, messages: prompt });
+      expect(paid).toEqual([]);
+      // The held-back call used no slot: the next payment is allowed and runs; the one after it is over the limit.
+      await generateText({
+        model: new MockLanguageModelV4({ doGenerate: [twoCalls([['pay', 'c7', { amount: 6 }]]), twoCalls([['pay', 'c8', { amount: 7 }]]), textResult('done')] }),
+        tools,
+        toolApproval,
+        stopWhen: isStepCount(3),
+        messages: prompt,
+      });
+      expect(paid).toEqual([{ amount: 6 }]);
+      const last = toolDecisions(session.report().decisions).at(-1)!;
+      expect(last).toMatchObject({ decision: 'deny', rule: { section: 'limits' } });
+      expect(session.end().spent).toBeCloseTo(cost ?? 0, 9);
+    }
+  });
+
   it("onDeny: 'stop': an allowed call of the step the run stopped in is not charged", async () => {
     const paid: unknown[] = [];
     const session = makePolicy({ budget: 1, blockedTools: ['wipe'] }).session();

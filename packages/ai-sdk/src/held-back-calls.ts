@@ -1,11 +1,13 @@
 import { withdrawAllow, type PolicySession } from '@agentpolicy/core';
 import type { ToolCallCheck } from './check-tool-call.js';
+import { resumedFromLastMessage } from './find-approval-response.js';
 
 // The AI SDK holds a step's tool calls back by tool call id: when the approval hook asks a human about a call, or
 // denies it, no call with that id runs in that step, even one the hook allowed. A model that gives two calls of one
 // step the same id (a provider numbering calls per turn, a scripted model) then leaves an allow the SDK never runs,
-// with the money it reserved. Left alone, that money is held until `session.end()` charges it: spend for a tool that
-// never ran. These functions give it back and spend the allow (so a repeat of the call is decided and charged anew).
+// with the money it reserved and the `limits:` slots it took. Left alone, that money is held until `session.end()`
+// charges it (spend for a tool that never ran), and the slots count a call that never ran against `max_calls`. These
+// functions give both back and spend the allow (so a repeat of the call is decided and charged anew).
 
 /** An allow the approval hook gave to a call the wrapped `execute` runs, and the step (its messages) it was given in. */
 interface HeldAllow {
@@ -25,14 +27,16 @@ const HELD_ALLOWS = 1024;
  * hook already held its tool call id back in this step, the SDK will not run it: its allow is given back at once.
  */
 export async function allowedToRun(session: PolicySession, messages: readonly unknown[] | undefined, toolCallId: string | undefined, check: ToolCallCheck): Promise<void> {
-  if (toolCallId === undefined || check.reservation === undefined || check.reservation.settled) return;
-  if (typeof messages === 'object' && messages !== null && heldBackIds.get(messages)?.has(toolCallId)) {
+  // A free call holds no money, but may hold limit slots: it is remembered too.
+  if (toolCallId === undefined || check.reservation?.settled === true) return;
+  if (typeof messages === 'object' && messages !== null && heldBackIds.get(messages)?.has(toolCallId) && !resumedFromLastMessage(messages, toolCallId)) {
     await withdrawAllow(session, check.decision, check.reservation);
     return;
   }
   let byId = heldAllows.get(session);
   if (byId === undefined) heldAllows.set(session, (byId = new Map()));
-  const held = (byId.get(toolCallId) ?? []).filter((earlier) => !earlier.check.reservation?.settled);
+  // A free call has no settlement to say it ran: one from an earlier step is let go (it ran, or was given back then).
+  const held = (byId.get(toolCallId) ?? []).filter((earlier) => (earlier.check.reservation === undefined ? earlier.step === messages : !earlier.check.reservation.settled));
   held.push({ check, step: messages });
   byId.delete(toolCallId);
   if (byId.size >= HELD_ALLOWS) byId.delete(byId.keys().next().value as string);
@@ -47,7 +51,9 @@ export async function allowedToRun(session: PolicySession, messages: readonly un
  */
 export async function heldBack(session: PolicySession, messages: readonly unknown[] | undefined, toolCallId: string | undefined): Promise<void> {
   if (toolCallId === undefined) return;
-  if (typeof messages === 'object' && messages !== null) {
+  // The SDK holds calls back by id among the calls of one model step. A call it resumes from an answer in the last
+  // message is run on its own (and the application may pass the same history array to the next run): no mark.
+  if (typeof messages === 'object' && messages !== null && !resumedFromLastMessage(messages, toolCallId)) {
     let ids = heldBackIds.get(messages);
     if (ids === undefined) heldBackIds.set(messages, (ids = new Set()));
     ids.add(toolCallId);

@@ -36,6 +36,18 @@ export class DecisionRecords {
     return DecisionStamp.seq(decision, this.owner);
   }
 
+  /** Remembers the limit slots one of this session's allows took (kept on the decision itself). */
+  holdSlots(decision: Decision, held: readonly (string | number)[]): void {
+    DecisionStamp.hold(decision, this.owner, held);
+  }
+
+  /** The limit slots one of this session's allows holds, handed over once (the next call gets none). */
+  takeSlots(decision: Decision): readonly (string | number)[] | undefined {
+    const held = DecisionStamp.held(decision, this.owner);
+    if (held !== undefined) DecisionStamp.hold(decision, this.owner, undefined);
+    return held;
+  }
+
   /** The id of the next decision: `<prefix><n>`. */
   nextId(): string {
     const id = this.prefix + ++this.seq;
@@ -97,11 +109,24 @@ class DecisionStamp extends ReturnTarget {
   readonly #identity: ActionIdentity;
   readonly #owner: object;
   readonly #seq: number;
+  // The limit slots the allow took, until they are kept for good or given back (a private field: the decision stays
+  // frozen to everything else).
+  #held: readonly (string | number)[] | undefined = undefined;
   constructor(target: object, identity: ActionIdentity, owner: object, seq: number) {
     super(target);
     this.#identity = identity;
     this.#owner = owner;
     this.#seq = seq;
+  }
+  /** Sets (or, with undefined, clears) the limit slots of a decision `owner` made; false for any other. */
+  static hold(target: object, owner: object, held: readonly (string | number)[] | undefined): boolean {
+    if (!(#identity in target) || (target as DecisionStamp).#owner !== owner) return false;
+    (target as DecisionStamp).#held = held;
+    return true;
+  }
+  /** The limit slots of a decision `owner` made, or undefined. */
+  static held(target: object, owner: object): readonly (string | number)[] | undefined {
+    return #identity in target && (target as DecisionStamp).#owner === owner ? (target as DecisionStamp).#held : undefined;
   }
   static read(target: object): ActionIdentity | undefined {
     return #identity in target ? (target as DecisionStamp).#identity : undefined;

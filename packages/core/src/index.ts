@@ -4,6 +4,7 @@ export {
   PolicySession,
   type ApprovalDecisionInput,
   type ApprovalTokenOptions,
+  type ClaimOptions,
   type GuardToolOptions,
   type RunToolOptions,
 } from './session.js';

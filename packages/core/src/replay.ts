@@ -302,7 +302,9 @@ export class Replayer {
     return verdict;
   }
 
-  // The policy's limits, counted at the recorded times: a full limit denies; an allowed action takes its slots.
+  // The policy's limits, counted at the recorded times: a full limit denies; an allowed action takes its slots. A
+  // withdraw is not in the log (a call that never ran is recorded as the allow it was), so it counts here: a replay
+  // may deny a call the live session allowed after a withdraw, never allow one it denied for a full limit.
   private countLimits(prepared: PreparedAction, verdict: Verdict, state: SessionState, old: Decision): Verdict {
     const limits = this.policy.limitsFor(prepared);
     if (limits.length === 0) return verdict;

@@ -36,14 +36,19 @@ export interface Reservation {
 /**
  * Withdraws an allow whose call will not run (the framework dropped the call, the response it came in was refused,
  * the run ended before it): takes the allow's one execution, so no run of the call can use it (a repeat is decided
- * and charged anew), and gives back the money its reservation holds. True when this took the allow. False when the
- * call ran or another run took it first (that run settles its money), or the claim was refused (a halt, the
+ * and charged anew), and gives back the money its reservation holds and, with a session, the `limits:` slots it
+ * took (`session.withdraw`). True when this took the allow. False when the call ran or another
+ * run took it first (that run settles its money; nothing is given back), or the claim was refused (a halt, the
  * session's end, a store that is down: the session's own rule settles the money then).
  */
-export async function withdrawAllow(session: { claim(decision: Decision): boolean | Promise<boolean> }, decision: Decision, reservation?: Reservation): Promise<boolean> {
+export async function withdrawAllow(
+  session: { claim(decision: Decision): boolean | Promise<boolean>; withdraw?(decision: Decision): Promise<boolean> },
+  decision: Decision,
+  reservation?: Reservation,
+): Promise<boolean> {
   let taken: boolean;
   try {
-    taken = await session.claim(decision);
+    taken = typeof session.withdraw === 'function' ? await session.withdraw(decision) : await session.claim(decision);
   } catch {
     return false;
   }

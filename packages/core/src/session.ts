@@ -59,6 +59,15 @@ export interface ApprovalDecisionInput {
   reason?: string;
 }
 
+/** Options of {@link PolicySession.claim}. */
+export interface ClaimOptions {
+  /**
+   * The call is cancelled when this aborts: aborted by the time the allow is taken (a shared store can take a while),
+   * the call will not run, so the allow is withdrawn instead ({@link PolicySession.withdraw}) and the claim is false.
+   */
+  signal?: AbortSignal;
+}
+
 /** Options of {@link PolicySession.approvalToken}. */
 export interface ApprovalTokenOptions {
   /** The answer the token gives when redeemed. Default `approve`. */
@@ -119,9 +128,6 @@ export class PolicySession {
   private readonly leases = new WeakMap<Decision, string>();
   // Where reserve-mode decisions sit in the audit trail, so their settled versions can take their place.
   private readonly slots = new WeakMap<Decision, number>();
-  // With a shared call-key store: the limit slots a keyed allow holds, given back if the store cannot keep it (it
-  // then never runs). Only kept on that path.
-  private readonly limitSlotsHeld: WeakMap<Decision, readonly (string | number)[]> | undefined;
   // Allows that have been used for their one execution, by the sequence number of their id (a settled version of a
   // decision keeps its id).
   private readonly used = new UsedAllows();
@@ -158,7 +164,6 @@ export class PolicySession {
     this.limits = new LimitCounter(options.limitStore ?? new InMemoryRateLimitStore(), this.id, this.ledger.budget.key);
     this.callKeyStore = options.callKeys;
     this.keyedCalls = options.callKeys === undefined ? undefined : new WeakMap();
-    this.limitSlotsHeld = options.callKeys === undefined ? undefined : new WeakMap();
     this.trail = new AuditTrail(options.maxDecisions ?? 10_000);
     this.approvals = new SessionApprovals(options.approvals ?? new InMemoryApprovalStore(), this.id, options.approvalSecret, options.inlineApprovals ?? true);
     this.publisher = new DecisionPublisher(options.onDecision, options.onDecisionError ?? 'deny', sessionSinks(options.sinks, options.telemetry !== false));
@@ -332,13 +337,74 @@ export class PolicySession {
    * if (decision.decision === 'allow' && (await session.claim(decision))) await sendEmail(input);
    * ```
    */
-  claim(decision: Decision): boolean | Promise<boolean> {
+  claim(decision: Decision, options?: ClaimOptions): boolean | Promise<boolean> {
     try {
-      return this.claimRead(decision);
+      if (options === undefined) return this.claimRead(decision);
+      const signal = readSignal(options);
+      const taken = this.claimRead(decision);
+      if (signal === undefined) return taken;
+      return taken instanceof Promise ? taken.then((took) => this.unlessAborted(decision, took, signal)) : this.unlessAborted(decision, taken, signal);
     } catch (error) {
       // Something that cannot even be read (a proxy or getter that throws) is no allow of this session: nothing runs.
       if (AgentPolicyError.isInstance(error)) throw error;
       return false;
+    }
+  }
+
+  // A claim whose call was cancelled as the allow was taken: the call will not run, so the allow is withdrawn.
+  private unlessAborted(decision: Decision, taken: boolean, signal: AbortSignal): boolean | Promise<boolean> {
+    let aborted: boolean;
+    try {
+      aborted = signal.aborted === true;
+    } catch {
+      // A signal that cannot be read any more: the call is taken as cancelled (it does not run).
+      aborted = true;
+    }
+    if (!taken || !aborted) return taken;
+    return this.giveBackWithdrawn(decision).then(() => false);
+  }
+
+  /**
+   * Withdraws an allow whose call will not run (the framework dropped the call, the client cancelled it, the run ended
+   * before it): takes its one execution like {@link claim}, so no run of the call can use it (a repeat is decided and
+   * charged anew), then gives back the money its reservation holds and the `limits:` slots it took, since only calls
+   * that run count. True when this took the allow. False, giving nothing back, when the call ran or another run
+   * took it first (a second withdraw among them), when it is no allow this session object made, or when the claim was
+   * refused (a halt, the session's end, a store that is down: the session's own rule settles the money then). The
+   * slots come back for the decision the check returned, in the session object that took them (with a shared
+   * call-key store, a copy of the allow read back in another process takes it but gives no slot back: fewer calls,
+   * never more). A slot whose window has passed gives nothing to the window now open.
+   *
+   * @example
+   * ```ts
+   * const decision = await session.checkTool('search', { input, idempotencyKey: call.id });
+   * if (callDropped) await session.withdraw(decision); // its max_calls slot is free again
+   * ```
+   */
+  async withdraw(decision: Decision): Promise<boolean> {
+    let taken: boolean;
+    try {
+      taken = await this.claimRead(decision);
+    } catch {
+      return false;
+    }
+    if (taken) await this.giveBackWithdrawn(decision);
+    return taken;
+  }
+
+  // What an allow taken for a call that will not run holds goes back: the money its reservation holds, its limit slots.
+  private async giveBackWithdrawn(decision: Decision): Promise<void> {
+    const reservation = this.reservations.get(decision);
+    const held = this.records.takeSlots(decision);
+    await Promise.all([reservation !== undefined && !reservation.settled ? reservation.release() : undefined, held === undefined ? undefined : this.giveBackSlots(decision, held)]);
+  }
+
+  // Limit slots of an allow that did not run, given back; a store that is down keeps them (fewer calls, never more).
+  private async giveBackSlots(decision: Decision, held: readonly (string | number)[]): Promise<void> {
+    try {
+      await this.limits.giveBack(held);
+    } catch (error) {
+      process.emitWarning(`agentpolicy: could not give back the limit slots of allow ${decision.id}, which did not run (they stay taken meanwhile: fewer calls, never more): ${errorMessage(error)}`);
     }
   }
 
@@ -386,14 +452,18 @@ export class PolicySession {
 
   // Gives back the money reserved for an allow that will not run, and spends the allow (here, and in a shared
   // call-key store) so that it never runs on money the budget no longer holds. Nothing when it reserved nothing.
+  // Its limit slots go back too, once it is spent here (or, with a shared call-key store, once this took it there).
   private giveBackStopped(decision: Decision): Promise<unknown> | undefined {
     const reservation = this.reservations.get(decision);
     if (reservation === undefined || reservation.settled) return undefined;
     const seq = this.records.stampedSeq(decision);
     if (seq !== undefined) this.used.add(seq);
+    const held = this.records.takeSlots(decision);
     const keyed = this.keyedCalls?.get(decision);
     const spent = keyed === undefined ? undefined : Promise.resolve().then(() => (this.callKeyStore as CallKeyStore).claim(keyed.call, keyed.token));
-    return Promise.all([reservation.release(), spent]).catch((error: unknown) =>
+    const slots =
+      held === undefined ? undefined : spent === undefined ? this.giveBackSlots(decision, held) : spent.then((taken) => (taken ? this.giveBackSlots(decision, held) : undefined));
+    return Promise.all([reservation.release(), spent, slots]).catch((error: unknown) =>
       process.emitWarning(`agentpolicy: could not give back the money of stopped allow ${decision.id}: ${errorMessage(error)}`),
     );
   }
@@ -1134,7 +1204,7 @@ export class PolicySession {
   // back.
   private async giveBackHeld(decision: Decision, prepared: Prepared): Promise<void> {
     if (decision.decision !== 'allow') return;
-    const held = this.limitSlotsHeld?.get(decision);
+    const held = this.records.takeSlots(decision);
     if (held !== undefined) {
       try {
         await this.limits.giveBack(held);
@@ -1177,7 +1247,7 @@ export class PolicySession {
       return decision.then(
         (settled) => {
           if (settled.decision !== 'allow') return this.limits.giveBackThen(held, settled);
-          this.limitSlotsHeld?.set(settled, held);
+          this.records.holdSlots(settled, held);
           return settled;
         },
         async (error: unknown) => {
@@ -1187,7 +1257,7 @@ export class PolicySession {
       );
     }
     if (decision.decision !== 'allow') return this.limits.giveBackThen(held, decision);
-    this.limitSlotsHeld?.set(decision, held);
+    this.records.holdSlots(decision, held);
     return decision;
   }
 
@@ -1378,6 +1448,19 @@ export class PolicySession {
     const prepared = { policyHash: decision.policyHash, action: decision.action, identity: identityOf(decision), prepared: null, invalid: null };
     return this.record(this.makeDecision(prepared, errorVerdict('the onDecision sink failed, so the action was not audited and is denied', failure), this.nextId(), undefined));
   }
+}
+
+// The signal of claim options, read once; anything else than an AbortSignal-like object is a typed error.
+function readSignal(options: unknown): AbortSignal | undefined {
+  if (typeof options !== 'object' || options === null) throw new AgentPolicyError('INVALID_ARGUMENT', `claim options must be an object, got ${describe(options)}`);
+  let signal: unknown;
+  try {
+    signal = (options as ClaimOptions).signal;
+    if (signal === undefined || (typeof signal === 'object' && signal !== null && typeof (signal as AbortSignal).aborted === 'boolean')) return signal as AbortSignal | undefined;
+  } catch (error) {
+    throw new AgentPolicyError('INVALID_ARGUMENT', `claim options cannot be read: ${errorMessage(error)}`, { cause: error });
+  }
+  throw new AgentPolicyError('INVALID_ARGUMENT', `claim signal must be an AbortSignal, got ${describe(signal)}`);
 }
 
 /**

@@ -60,22 +60,21 @@ describe('a call cancelled while its approver decides', () => {
     expect(got.map((m) => m.method)).toEqual(['notifications/cancelled']);
     expect(session.report().reserved).toBe(0);
     expect(session.spent).toBe(0);
-    // The id is free again: a new call under it is decided on its own (the one limited call was not used up by a no).
+    // The id is free again: a new call under it is decided on its own, and the one limited call was not used up by
+    // the cancelled one (refused, or approved and withdrawn: it never ran, so its max_calls slot came back).
     const again = transport.send({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'publish', arguments: { page: 'home' } } });
-    if (!yes) {
-      await until(() => approvals.asked() === 1);
-      approvals.answer(true);
-    }
+    await until(() => approvals.asked() === 1);
+    approvals.answer(true);
     await again;
     await tick();
-    if (yes) {
-      // An allow counts against max_calls whether or not its call runs (core's rule): the repeat is over the limit.
-      expect(up).toMatchObject([{ id: 1, result: { isError: true } }]);
-      expect(got.map((m) => m.method)).toEqual(['notifications/cancelled']);
-    } else {
-      expect(up).toEqual([]);
-      expect(got.map((m) => m.method)).toEqual(['notifications/cancelled', 'tools/call']);
-    }
+    expect(up).toEqual([]);
+    expect(got.map((m) => m.method)).toEqual(['notifications/cancelled', 'tools/call']);
+    // That call was sent: the next one is over the limit, and never sent.
+    await transport.send({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'publish', arguments: { page: 'about' } } });
+    await tick();
+    expect(up).toMatchObject([{ id: 2, result: { isError: true } }]);
+    expect(JSON.stringify(up[0])).toMatch(/limits\[0\]/);
+    expect(got.map((m) => m.method)).toEqual(['notifications/cancelled', 'tools/call']);
     await transport.close();
     session.end();
     expect(session.pendingReservations).toBe(0);

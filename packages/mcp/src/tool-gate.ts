@@ -180,7 +180,7 @@ export class ToolGate {
     if (memo !== undefined) this.remember(memo, decision, input);
     if (decision.decision !== 'allow') return { kind: 'refuse', result: refusal(decision) };
     if (cancel.aborted) {
-      // Taken, so no run can use it, and its money given back.
+      // Taken, so no run can use it, and its money and limit slots given back.
       await withdrawAllow(this.session, decision, held.reservation);
       return { kind: 'cancelled' };
     }
@@ -189,11 +189,14 @@ export class ToolGate {
     // now) is a recorded deny, answered like any other.
     let claimed: boolean;
     try {
-      claimed = await this.session.claim(decision);
+      // A cancellation that comes while the allow is taken (a shared store answers later) withdraws it there: the
+      // call never runs, so its money and its limit slots go back.
+      claimed = await this.session.claim(decision, { signal: cancel.signal });
     } catch (error) {
       if (PolicyDeniedError.isInstance(error) && error.decision.sessionId === this.session.id) return { kind: 'refuse', result: refusal(error.decision) };
       throw error;
     }
+    if (!claimed && cancel.aborted) return { kind: 'cancelled' };
     if (!claimed) {
       return { kind: 'refuse', result: refusal(decision, `agentpolicy: the allow ${decision.id} was already used for one execution`) };
     }
@@ -201,7 +204,12 @@ export class ToolGate {
     return { kind: 'run', reservation: held.reservation };
   }
 
-  /** Gives back the money of a call allowed (its allow taken) that will not be sent after all. */
+  /**
+   * Gives back the money of a call allowed (its allow taken) that will not be sent after all. Its limit slots stay
+   * taken: core hands a taken allow's slots back to nobody (code that ran a call could otherwise free its slot). A
+   * cancellation that comes before or while the allow is taken withdraws it in {@link decide}, slots and all; this is
+   * for one that comes after, which only a transport that waits between deciding and sending can see.
+   */
   async withdraw(reservation: Reservation | undefined): Promise<void> {
     if (reservation !== undefined && !reservation.settled) await reservation.release();
   }
